@@ -1,0 +1,219 @@
+"""Matrix multiply with a fused epilogue: C = activation(op(A) @ op(B) + bias), float32, on the CPU.
+
+Shapes: op(A) is (M, K), op(B) is (K, N), bias is (N,), C is (M, N); op transposes when asked.
+Cost: 2*M*N*K FLOPs; at best 4*(M*K + K*N + M*N) bytes from memory.
+
+The fast version is the Goto/BLIS blocking:
+  for each KC-deep slice of K and each NC-wide panel of B:
+    pack B[slice, panel] into NR-wide slivers, k-major (shared by all threads; stays in L3/L2)
+    in parallel over tasks, a task being an MC-row block of A times a run of B slivers:
+      pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
+      for each B sliver, for each A sliver: the micro-kernel adds an MR x NR tile into C,
+        its accumulators in registers for the whole slice (see matmul_micro.py)
+      after the last slice, each tile gets bias + activation while it is still in L1.
+Packing turns any layout or transpose of A and B into the same unit-stride slivers, so one
+compiled kernel serves all four transpose cases; zero padding turns ragged edges into full tiles.
+"""
+
+import contextlib
+import math
+
+import numba
+import numpy as np
+from numba import float32, int64, void
+
+from pyai.kernels.matmul_micro import MR, NR, micro_kernel
+
+KC = 256    # depth of a slice: an MR x KC sliver of A and a KC x NR sliver of B fit in L1
+MC = 96     # rows of A per task: an MC x KC block of A fits in L2
+NC = 4096   # columns of B per panel: a KC x NC panel of B fits in L3
+
+ACTIVATION_CODES = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4}
+
+
+def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
+    """The plain version the kernel is tested against (float64)."""
+    y = a.astype(np.float64) @ b.astype(np.float64)
+    if bias is not None:
+        y = y + bias
+    if activation == "leaky_relu":
+        y = np.where(y > 0, y, alpha * y)
+    elif activation == "relu":
+        y = np.maximum(y, 0)
+    elif activation == "sigmoid":
+        y = 1 / (1 + np.exp(-y))
+    elif activation == "tanh":
+        y = np.tanh(y)
+    return y
+
+
+@contextlib.contextmanager
+def slp_vectorize():
+    """Numba leaves LLVM's SLP vectorizer off by default; the micro-kernel needs it on."""
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
+
+
+def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
+    """packed[s, p, r] = A[row0 + s*MR + r, depth0 + p], zero past the last row."""
+    for s in range(packed.shape[0]):
+        for r in range(MR):
+            row = row0 + s * MR + r
+            if row < row0 + rows:
+                base = row * row_stride + depth0 * col_stride
+                for p in range(depth):
+                    packed[s, p, r] = a[base + p * col_stride]
+            else:
+                for p in range(depth):
+                    packed[s, p, r] = 0.0
+
+
+def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
+    """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column; parallel over t."""
+    for t in numba.prange(packed.shape[0]):
+        for p in range(depth):
+            base = (depth0 + p) * row_stride
+            for c in range(NR):
+                col = col0 + t * NR + c
+                if col < col0 + cols:
+                    packed[t, p, c] = b[base + col * col_stride]
+                else:
+                    packed[t, p, c] = 0.0
+
+
+def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
+    """Bias and activation on the tile c[row:row+rows, col:col+cols], in place."""
+    for i in range(row, row + rows):
+        out = c[i]
+        for j in range(col, col + cols):
+            y = out[j]
+            if has_bias:
+                y += bias[j]
+            if activation == 1:
+                y = y if y > 0 else alpha * y
+            elif activation == 2:
+                y = y if y > 0 else float32(0.0)
+            elif activation == 3:
+                y = float32(1.0) / (float32(1.0) + math.exp(-y)) if y >= 0 else \
+                    math.exp(y) / (float32(1.0) + math.exp(y))
+            elif activation == 4:
+                y = math.tanh(y)
+            out[j] = y
+
+
+def run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1, last_slice,
+             bias, has_bias, activation, alpha):
+    """One task: every A sliver of the packed block times B slivers [sliver0, sliver1)."""
+    edge = np.empty((MR, NR), dtype=np.float32)
+    for t in range(sliver0, sliver1):
+        col = col0 + t * NR
+        tile_cols = min(NR, col0 + cols - col)
+        for s in range(a_packed.shape[0]):
+            row = row0 + s * MR
+            tile_rows = min(MR, row0 + rows - row)
+            if tile_rows == MR and tile_cols == NR:
+                micro_kernel(a_packed[s], b_packed[t], c, row, col)
+            else:
+                edge[:] = 0.0
+                micro_kernel(a_packed[s], b_packed[t], edge, 0, 0)
+                for i in range(tile_rows):
+                    for j in range(tile_cols):
+                        c[row + i, col + j] += edge[i, j]
+            if last_slice and (has_bias or activation != 0):
+                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
+
+
+def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
+         activation, alpha, row_blocks, col_chunks):
+    """c (zeroed, M x N) = epilogue(A @ B); A and B are flat arrays read through their strides.
+
+    The MR-row slivers of C are cut into `row_blocks` even blocks and each panel's NR-column
+    slivers into `col_chunks` even runs; the row_blocks * col_chunks tasks are shared among the
+    threads (numba gives each thread an equal run of tasks).
+    """
+    m, n = c.shape
+    row_slivers = -(-m // MR)
+    for col0 in range(0, n, NC):
+        cols = min(NC, n - col0)
+        col_slivers = -(-cols // NR)
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            b_packed = np.empty((col_slivers, depth, NR), dtype=np.float32)
+            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0, cols, b_packed)
+            last_slice = depth0 + KC >= k
+            for task in numba.prange(row_blocks * col_chunks):
+                block, chunk = task // col_chunks, task % col_chunks
+                first_sliver = block * row_slivers // row_blocks
+                row0 = first_sliver * MR
+                rows = min(m, (block + 1) * row_slivers // row_blocks * MR) - row0
+                sliver0 = chunk * col_slivers // col_chunks
+                sliver1 = (chunk + 1) * col_slivers // col_chunks
+                if rows > 0 and sliver1 > sliver0:
+                    a_packed = np.empty((-(-rows // MR), depth, MR), dtype=np.float32)
+                    pack_a(a, a_row_stride, a_col_stride, row0, rows, depth0, depth, a_packed)
+                    run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1,
+                             last_slice, bias, has_bias, activation, alpha)
+
+
+FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
+MATRIX = float32[:, ::1]
+PANEL = float32[:, :, ::1]
+FLAT = float32[::1]
+with slp_vectorize():
+    micro_kernel = numba.njit(void(MATRIX, MATRIX, MATRIX, int64, int64),
+                              fastmath=FASTMATH, cache=True)(micro_kernel)
+    pack_a = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
+                        cache=True)(pack_a)
+    pack_b = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
+                        parallel=True, cache=True)(pack_b)
+    apply_epilogue = numba.njit(
+        void(MATRIX, int64, int64, int64, int64, FLAT, numba.boolean, int64, float32),
+        fastmath=FASTMATH, cache=True)(apply_epilogue)
+    run_task = numba.njit(
+        void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, int64, int64, numba.boolean,
+             FLAT, numba.boolean, int64, float32),
+        fastmath=FASTMATH, cache=True)(run_task)
+    gemm = numba.njit(
+        void(FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
+             float32, int64, int64),
+        parallel=True, fastmath=FASTMATH, cache=True)(gemm)
+
+NO_BIAS = np.zeros(1, dtype=np.float32)
+SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
+
+
+def task_grid(m, n, k):
+    """(row_blocks, col_chunks): about MC rows per block, at least one task per thread."""
+    threads = 1 if 2 * m * n * k < SERIAL_FLOPS else numba.get_num_threads()
+    row_blocks = max(1, -(-m // MC))
+    if row_blocks >= threads:
+        return -(-row_blocks // threads) * threads, 1
+    col_chunks = min(-(-threads // row_blocks), -(-min(n, NC) // NR))
+    return row_blocks, col_chunks
+
+
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
+    """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops)."""
+    m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    n = b.shape[0] if transpose_b else b.shape[1]
+    a_strides = (1, m) if transpose_a else (k, 1)
+    b_strides = (1, k) if transpose_b else (n, 1)
+    c = np.zeros((m, n), dtype=np.float32)
+    row_blocks, col_chunks = task_grid(m, n, k)
+    has_bias = bias is not None
+    gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
+         bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation], np.float32(alpha),
+         row_blocks, col_chunks)
+    return c
+
+
+def matmul(a, b, transpose_a, transpose_b):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0)
+
+
+def linear(x, w, bias, activation, alpha):
+    return fused_matmul(x, w, False, False, bias, activation, alpha)

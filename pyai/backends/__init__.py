@@ -1,0 +1,1 @@
+"""One module per backend; each fills its row of the table in `pyai.dispatch`."""

@@ -1,0 +1,134 @@
+"""matmul and the fused linear (x @ w + b, then activation) against TensorFlow and float64.
+
+Tolerance: 1e-5 relative for float32 products. Accumulation over K in float32 gives errors of
+about sqrt(K) * 6e-8 relative; K here is at most 1031, so 1e-5 leaves room without hiding a
+wrong tile (a single wrong element in a 6 x 16 tile is already ~1e-2 off).
+Shapes cover 1, primes and non-multiples of every tile (MR=6, NR=16, MC=96, KC=256).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pyai
+from conftest import assert_close, require
+
+MATMUL_TOL = 1e-5
+SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 53, 29), (97, 6, 257), (6, 16, 256),
+          (101, 131, 1031), (193, 17, 300)]
+
+
+def operands(rng, m, n, k, transpose_a, transpose_b):
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if transpose_b else (k, n)).astype(np.float32)
+    return a, b
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_matmul_equals_tensorflow(backend, rng, m, n, k, transpose_a, transpose_b):
+    require("matmul", backend)
+    a, b = operands(rng, m, n, k, transpose_a, transpose_b)
+    out = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    ref = tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b).numpy()
+    exact = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    assert out.dtype == np.float32 and out.shape == (m, n)
+    assert_close(f"matmul {backend} {m}x{n}x{k} ta={transpose_a} tb={transpose_b} vs TF",
+                 out, ref, MATMUL_TOL)
+    assert_close("matmul vs float64", out, exact, MATMUL_TOL)
+
+
+def test_matmul_large_parallel(backend, rng):
+    """Big enough for several tasks per thread and two K slices and two NC panels' worth of rows."""
+    require("matmul", backend)
+    a, b = operands(rng, 389, 4111, 517, False, False)
+    out = pyai.ops.matmul(a, b)
+    assert_close("matmul 389x4111x517", out, a.astype(np.float64) @ b, MATMUL_TOL)
+
+
+ACTIVATIONS = {
+    None: lambda y, alpha: y,
+    "leaky_relu": lambda y, alpha: tf.nn.leaky_relu(y, alpha=alpha),
+    "relu": lambda y, alpha: tf.nn.relu(y),
+    "sigmoid": lambda y, alpha: tf.sigmoid(y),
+    "tanh": lambda y, alpha: tf.tanh(y),
+}
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("batch,features_in,features_out", [(1, 1, 1), (7, 13, 5), (64, 100, 257),
+                                                            (97, 784, 17)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_equals_keras_dense(backend, rng, activation, batch, features_in, features_out,
+                                   with_bias):
+    require("linear", backend)
+    x = rng.standard_normal((batch, features_in)).astype(np.float32)
+    w = (rng.standard_normal((features_in, features_out)) / np.sqrt(features_in)).astype(np.float32)
+    b = rng.standard_normal(features_out).astype(np.float32) if with_bias else None
+    alpha = 0.3
+    out = pyai.ops.linear(x, w, b, activation=activation, alpha=alpha)
+    pre = tf.matmul(x, w) + (b if with_bias else 0.0)
+    ref = ACTIVATIONS[activation](pre, alpha).numpy()
+    assert_close(f"linear {backend} {activation} {batch}x{features_in}->{features_out}", out, ref,
+                 MATMUL_TOL)
+
+
+def test_linear_one_sample_vector(backend, rng):
+    require("linear", backend)
+    x = rng.standard_normal(11).astype(np.float32)
+    w = rng.standard_normal((11, 3)).astype(np.float32)
+    out = pyai.ops.linear(x, w, activation="tanh")
+    assert out.shape == (3,)
+    assert_close("linear on a 1-d x", out, np.tanh(x.astype(np.float64) @ w), MATMUL_TOL)
+
+
+def test_linear_saturating_activations_stay_finite(backend, rng):
+    """Pre-activations of +-1e4: sigmoid gives exactly 0 and 1, tanh -1 and 1, no NaN."""
+    require("linear", backend)
+    x = np.array([[1.0], [-1.0]], dtype=np.float32)
+    w = np.full((1, 5), 1e4, dtype=np.float32)
+    sig = pyai.ops.linear(x, w, activation="sigmoid")
+    np.testing.assert_array_equal(sig, [[1.0] * 5, [0.0] * 5])
+    th = pyai.ops.linear(x, w, activation="tanh")
+    np.testing.assert_array_equal(th, [[1.0] * 5, [-1.0] * 5])
+
+
+def test_matmul_converts_dtype_and_layout(backend, rng):
+    """Documented conversions: float64 and integer inputs become float32; views are copied."""
+    require("matmul", backend)
+    a = rng.standard_normal((9, 14))            # float64
+    b = rng.integers(-3, 4, size=(7, 28))[:, ::2]  # int64, non-contiguous view (7, 14)
+    out = pyai.ops.matmul(a, b, transpose_b=True)
+    assert out.dtype == np.float32
+    assert_close("matmul of converted inputs", out, a @ b.T.astype(np.float64), MATMUL_TOL)
+
+
+@pytest.mark.parametrize("call,argument", [
+    (lambda: pyai.ops.matmul(np.ones((3, 4)), np.ones((5, 2))), "b"),
+    (lambda: pyai.ops.matmul(np.ones((3,)), np.ones((3, 2))), "a"),
+    (lambda: pyai.ops.matmul(np.ones((3, 4)), np.ones((4, 0))), "b"),
+    (lambda: pyai.ops.matmul(np.ones((0, 4)), np.ones((4, 2))), "a"),
+    (lambda: pyai.ops.linear(np.ones((2, 3)), np.ones((4, 5))), "w"),
+    (lambda: pyai.ops.linear(np.ones((2, 3)), np.ones((3, 5)), np.ones(4)), "b"),
+    (lambda: pyai.ops.linear(np.ones((2, 3, 1)), np.ones((1, 5))), "x"),
+    (lambda: pyai.ops.linear(np.ones((2, 3)), np.ones((3, 5)), activation="gelu"), "activation"),
+    (lambda: pyai.ops.linear(np.ones((2, 3)), np.ones((3, 5)), alpha=-0.1), "alpha"),
+    (lambda: pyai.ops.linear(np.ones((2, 3)), np.ones((3, 5)), alpha=float("nan")), "alpha"),
+])
+def test_bad_shapes_and_arguments_raise_value_error_naming_the_argument(call, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}:"):
+        call()
+
+
+@pytest.mark.parametrize("bad", [np.ones((2, 2), dtype=np.complex64), np.array([["a", "b"]]),
+                                 np.ones((2, 2), dtype=bool)])
+def test_non_real_dtypes_raise_type_error(bad):
+    with pytest.raises(TypeError, match=r"^a:"):
+        pyai.ops.matmul(bad, np.ones((2, 2), dtype=np.float32))
+
+
+def test_unknown_backend_is_a_clear_error(rng):
+    a = rng.standard_normal((2, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        pyai.ops.matmul(a, a, backend="tpu")
