@@ -1,7 +1,7 @@
 """The backend table: one row per backend, one column per op.
 
 Every public op in `pyai.ops` validates its arguments once, then looks up the function that
-implements it on the chosen backend here. A backend module (`pyai/backends/<name>.py`) fills its
+implements it on the chosen backend here. A backend module (`pyai/_backends/<name>.py`) fills its
 row with `@register(op, backend)` and says whether it can run on this machine with a probe that
 returns None when usable, or the reason it is not.
 
@@ -50,7 +50,7 @@ def _check_name(name):
 
 def _load(backend):
     if backend not in _loaded:
-        importlib.import_module(f"pyai.backends.{_MODULES[backend]}")
+        importlib.import_module(f"pyai._backends.{_MODULES[backend]}")
         _loaded.add(backend)
 
 

@@ -1,0 +1,162 @@
+"""`pyai bench`: pyai's kernels beside numpy (OpenBLAS) and TensorFlow, measured in one run.
+
+Each case does the same work with every peer on the same inputs and reports GFLOP/s (compute-
+bound ops) or GB/s (memory-bound ops), and pyai's ratio to the best peer. A machine here is shared
+and noisy, so only ratios measured in one run mean anything, never an absolute time.
+
+Method: every runner is called once to warm up (Numba compiles, TensorFlow traces), then timed
+`repeats` times; the best time counts (the least disturbed by other processes). Peers are timed
+one after another with a short pause between, so one library's idle threads do not steal the
+other's cores.
+"""
+
+import dataclasses
+import time
+
+import numba
+import numpy as np
+
+import pyai
+
+PAUSE_S = 0.2
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    work: float          # FLOPs or bytes per call
+    unit: str            # "GFLOP/s" or "GB/s"
+    runners: dict        # peer name -> zero-argument callable doing one call
+    target: str = ""     # the goal this case is checked against, in words
+
+
+def best_time(function, repeats):
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf
+
+
+def matmul_case(size, rng, tf):
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    runners = {"pyai": lambda: pyai.ops.matmul(a, b), "numpy": lambda: a @ b}
+    if tf is not None:
+        ta, tb = tf.constant(a), tf.constant(b)
+        tf_matmul = tf.function(lambda: tf.linalg.matmul(ta, tb))
+        runners["tensorflow"] = lambda: tf_matmul().numpy()
+    target = "pyai >= 0.9x numpy" if size >= 1024 else ""
+    return Case(f"matmul {size}^3", 2.0 * size**3, "GFLOP/s", runners, target)
+
+
+def linear_case(batch, features_in, features_out, rng, tf, alpha=0.2):
+    x = rng.standard_normal((batch, features_in)).astype(np.float32)
+    w = rng.standard_normal((features_in, features_out)).astype(np.float32)
+    b = rng.standard_normal(features_out).astype(np.float32)
+
+    def numpy_linear():
+        y = x @ w
+        y += b
+        return np.maximum(y, alpha * y, out=y)   # leaky_relu for 0 <= alpha < 1
+
+    runners = {"pyai": lambda: pyai.ops.linear(x, w, b, activation="leaky_relu", alpha=alpha),
+               "numpy": numpy_linear}
+    if tf is not None:
+        tx, tw, tb = tf.constant(x), tf.constant(w), tf.constant(b)
+        tf_linear = tf.function(lambda: tf.nn.leaky_relu(tf.matmul(tx, tw) + tb, alpha=alpha))
+        runners["tensorflow"] = lambda: tf_linear().numpy()
+    name = f"linear+bias+leaky_relu {batch}x{features_in}->{features_out}"
+    return Case(name, 2.0 * batch * features_in * features_out, "GFLOP/s", runners,
+                "pyai >= 1.0x numpy")
+
+
+@numba.njit(parallel=True, cache=True)
+def parallel_copy(destination, source):
+    for i in numba.prange(source.size):
+        destination[i] = source[i]
+
+
+def leaky_relu_case(size, rng, tf, alpha=0.2):
+    """Forward then gradient: reads x, writes y; reads dy and x, writes dx = 20 bytes a float."""
+    x = rng.standard_normal(size).astype(np.float32)
+    dy = rng.standard_normal(size).astype(np.float32)
+    copy_in, copy_out = np.empty(size, np.float32), np.empty(size, np.float32)
+
+    def pyai_both():
+        return pyai.ops.leaky_relu(x, alpha), pyai.ops.leaky_relu_grad(dy, x, alpha)
+
+    def numpy_both():
+        return np.maximum(x, alpha * x), np.where(x > 0, dy, alpha * dy)
+
+    def copy_floor():
+        # the same 20 bytes a float as plain copies on every core: 2.5 copies (read 4, write 4)
+        parallel_copy(copy_out, x)
+        parallel_copy(copy_in, dy)
+        parallel_copy(copy_out[: size // 2], x[: size // 2])
+
+    runners = {"pyai": pyai_both, "numpy": numpy_both, "memory copy (floor)": copy_floor}
+    if tf is not None:
+        tx, tdy = tf.constant(x), tf.constant(dy)
+
+        @tf.function
+        def tf_both():
+            return tf.nn.leaky_relu(tx, alpha=alpha), tf.where(tx > 0, tdy, alpha * tdy)
+
+        runners["tensorflow"] = lambda: [t.numpy() for t in tf_both()]
+    return Case(f"leaky_relu fwd+grad {size / 2**20:.0f}M floats", 20.0 * size, "GB/s", runners,
+                "pyai within 1.3x of the copy floor")
+
+
+def cases(quick=False, seed=0):
+    rng = np.random.default_rng(seed)
+    tf = tensorflow()
+    sizes = (256, 512) if quick else (256, 512, 1024, 2048)
+    result = [matmul_case(size, rng, tf) for size in sizes]
+    result.append(linear_case(256 if quick else 1024, 1024, 1024, rng, tf))
+    result.append(linear_case(64, 784, 512, rng, tf))
+    result.append(leaky_relu_case(2**20 if quick else 2**24, rng, tf))
+    return result
+
+
+def measure(case, repeats):
+    """peer -> rate in case.unit (work / best time)."""
+    rates = {}
+    for peer, function in case.runners.items():
+        time.sleep(PAUSE_S)
+        rates[peer] = case.work / best_time(function, repeats) / 1e9
+    return rates
+
+
+def report(case, rates):
+    peers = {peer: rate for peer, rate in rates.items() if peer != "pyai" and "floor" not in peer}
+    best_peer = max(peers, key=peers.get)
+    line = f"{case.name:<40} {rates['pyai']:8.1f} {case.unit:<8}"
+    line += f" {rates['pyai'] / peers[best_peer]:6.2f}x {best_peer:<11}"
+    line += "  " + ", ".join(f"{peer} {rate:.1f}" for peer, rate in rates.items() if peer != "pyai")
+    if "memory copy (floor)" in rates:
+        line += f"  (floor/pyai time {rates['memory copy (floor)'] / rates['pyai']:.2f}x)"
+    if case.target:
+        line += f"  [target: {case.target}]"
+    return line
+
+
+def run(quick=False, repeats=None):
+    repeats = repeats or (3 if quick else 10)
+    print(f"pyai {pyai.__version__} bench, backend {pyai.get_backend()}, best of {repeats}; "
+          f"ratio = pyai / best peer (higher is better)")
+    if tensorflow() is None:
+        print("(TensorFlow not installed: pip install tensorflow-cpu to add it as a peer)")
+    print(f"{'case':<40} {'pyai':>8} {'unit':<8} {'ratio':>7} {'best peer':<11}  peers")
+    for case in cases(quick=quick):
+        print(report(case, measure(case, repeats)), flush=True)
