@@ -1,0 +1,5 @@
+"""`python -m pyai ...` runs the `pyai` command line."""
+
+from pyai.cli import main
+
+raise SystemExit(main())

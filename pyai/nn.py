@@ -1,0 +1,205 @@
+"""Layers with an explicit forward and backward, built on `pyai.ops`.
+
+Every layer has `forward(x) -> y`, which saves what backward needs, and `backward(dy) -> dx`,
+which also fills the gradients of the layer's parameters. Parameters and their gradients are
+exposed the same way by every layer, for the optimizers (`pyai.optim`) and checkpoints (`pyai.io`):
+
+    layer.parameters() -> [(name, array), ...]
+    layer.gradients()  -> [(name, array or None), ...]   same names, same order; None before backward
+
+Optimizers update the parameter arrays in place, so a layer keeps the same arrays all its life.
+"""
+
+import math
+
+import numpy as np
+
+from pyai import ops
+from pyai.checks import as_float32, positive_int, real_number
+
+
+class Layer:
+    """A layer without parameters; subclasses write forward and backward."""
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def parameters(self):
+        return []
+
+    def gradients(self):
+        return []
+
+
+def check_backward(layer, saved, dy):
+    """dy as float32 with the shape of the forward output, or a clear error."""
+    if saved is None:
+        raise RuntimeError(f"{layer!r}: backward called before forward")
+    dy = as_float32("dy", dy)
+    if dy.shape != saved.shape:
+        raise ValueError(f"{layer!r}: dy must have the forward output's shape {saved.shape}, got {dy.shape}")
+    return dy
+
+
+# d(pre-activation) from dy and the forward OUTPUT y. For leaky_relu (alpha >= 0) and relu the
+# output has the sign of the input, so the ops' *_grad(dy, x) give the same answer from y.
+OUTPUT_GRADIENTS = {
+    None: lambda dy, y, alpha: dy,
+    "leaky_relu": lambda dy, y, alpha: ops.leaky_relu_grad(dy, y, alpha),
+    "relu": lambda dy, y, alpha: ops.relu_grad(dy, y),
+    "sigmoid": lambda dy, y, alpha: ops.sigmoid_grad(dy, y),
+    "tanh": lambda dy, y, alpha: ops.tanh_grad(dy, y),
+}
+
+
+class Dense(Layer):
+    """y = activation(x @ weight + bias), one fused `ops.linear` call.
+
+    x is (batch, in_features), weight is (in_features, out_features) like a Keras kernel, bias is
+    (out_features,). Weights start glorot-uniform and the bias at zero, as in Keras.
+    """
+
+    def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
+        if activation not in OUTPUT_GRADIENTS:
+            raise ValueError(f"activation: expected one of {tuple(OUTPUT_GRADIENTS)}, got {activation!r}")
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        self.activation = activation
+        self.alpha = real_number("alpha", alpha, low=0.0)
+        rng = np.random.default_rng() if rng is None else rng
+        limit = math.sqrt(6.0 / (self.in_features + self.out_features))
+        self.weight = rng.uniform(-limit, limit, (self.in_features, self.out_features)).astype(np.float32)
+        self.bias = np.zeros(self.out_features, dtype=np.float32)
+        self.grad_weight = None
+        self.grad_bias = None
+        self.x = None
+        self.y = None
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r})"
+
+    def parameters(self):
+        return [("weight", self.weight), ("bias", self.bias)]
+
+    def gradients(self):
+        return [("weight", self.grad_weight), ("bias", self.grad_bias)]
+
+    # x is (batch, in_features) -> y is (batch, out_features)
+    def forward(self, x):
+        x = as_float32("x", x)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: expected x of shape (batch, {self.in_features}), got {x.shape}")
+        y = ops.linear(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
+        self.x, self.y = x, y
+        return y
+
+    # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias
+    def backward(self, dy):
+        dy = check_backward(self, self.y, dy)
+        dpre = OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+        self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
+        self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
+        return ops.matmul(dpre, self.weight, transpose_b=True)
+
+
+class LeakyReLU(Layer):
+    """y = x where x > 0, alpha * x elsewhere; any shape."""
+
+    def __init__(self, alpha=0.2):
+        self.alpha = real_number("alpha", alpha, low=0.0)
+        self.x = None
+
+    def __repr__(self):
+        return f"LeakyReLU(alpha={self.alpha})"
+
+    def forward(self, x):
+        self.x = as_float32("x", x)
+        return ops.leaky_relu(self.x, self.alpha)
+
+    def backward(self, dy):
+        dy = check_backward(self, self.x, dy)
+        return ops.leaky_relu_grad(dy, self.x, self.alpha)
+
+
+class ReLU(Layer):
+    """y = max(x, 0); any shape."""
+
+    def __init__(self):
+        self.x = None
+
+    def __repr__(self):
+        return "ReLU()"
+
+    def forward(self, x):
+        self.x = as_float32("x", x)
+        return ops.relu(self.x)
+
+    def backward(self, dy):
+        dy = check_backward(self, self.x, dy)
+        return ops.relu_grad(dy, self.x)
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)); any shape. Backward uses the saved output: dx = dy * y * (1 - y)."""
+
+    def __init__(self):
+        self.y = None
+
+    def __repr__(self):
+        return "Sigmoid()"
+
+    def forward(self, x):
+        self.y = ops.sigmoid(as_float32("x", x))
+        return self.y
+
+    def backward(self, dy):
+        dy = check_backward(self, self.y, dy)
+        return ops.sigmoid_grad(dy, self.y)
+
+
+class Tanh(Layer):
+    """y = tanh(x); any shape. Backward uses the saved output: dx = dy * (1 - y^2)."""
+
+    def __init__(self):
+        self.y = None
+
+    def __repr__(self):
+        return "Tanh()"
+
+    def forward(self, x):
+        self.y = ops.tanh(as_float32("x", x))
+        return self.y
+
+    def backward(self, dy):
+        dy = check_backward(self, self.y, dy)
+        return ops.tanh_grad(dy, self.y)
+
+
+class Sequential(Layer):
+    """Layers applied in order; parameter names are prefixed by the layer's index ("0.weight")."""
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("Sequential: expected at least one layer")
+        self.layers = list(layers)
+
+    def __repr__(self):
+        return "Sequential(" + ", ".join(repr(layer) for layer in self.layers) + ")"
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def parameters(self):
+        return [(f"{index}.{name}", array)
+                for index, layer in enumerate(self.layers) for name, array in layer.parameters()]
+
+    def gradients(self):
+        return [(f"{index}.{name}", array)
+                for index, layer in enumerate(self.layers) for name, array in layer.gradients()]

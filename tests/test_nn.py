@@ -1,0 +1,187 @@
+"""pyai.nn layers against Keras: forward outputs and every gradient, under tf.GradientTape.
+
+Tolerance: 1e-5 relative (||out - ref|| / ||ref||). Both sides compute in float32 and sum at most
+a few dozen products per element, so the rounding differences are ~1e-7; 1e-5 leaves room for
+the order of summation and for exp/tanh implementations, and still catches any wrong formula.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, require
+from pyai.nn import Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+TOLERANCE = 1e-5
+ACTIVATIONS = [None, "leaky_relu", "relu", "sigmoid", "tanh"]
+LAYER_OPS = ["linear", "matmul", "leaky_relu_grad", "relu_grad", "sigmoid_grad", "tanh_grad"]
+
+
+def keras_activation(name, alpha):
+    if name == "leaky_relu":
+        return lambda x: tf.nn.leaky_relu(x, alpha)
+    return name
+
+
+def keras_dense(dense):
+    """A Keras Dense layer computing the same function as `dense`, with its weights copied."""
+    layer = keras.layers.Dense(dense.out_features, activation=keras_activation(dense.activation, dense.alpha))
+    layer.build((None, dense.in_features))
+    layer.set_weights([dense.weight, dense.bias])
+    return layer
+
+
+def keras_forward_backward(function, variables, x, dy):
+    """function(x) and the gradients of sum(y * dy) with respect to x and `variables`."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = function(x)
+    gradients = tape.gradient(y, [x, *variables], output_gradients=tf.constant(dy))
+    return y.numpy(), [gradient.numpy() for gradient in gradients]
+
+
+def random_dense(rng, in_features, out_features, activation, alpha=0.2):
+    dense = Dense(in_features, out_features, activation=activation, alpha=alpha, rng=rng)
+    dense.bias[...] = rng.normal(0, 0.5, out_features)   # Keras starts at zero; test the bias path too
+    return dense
+
+
+def require_all(ops, backend):
+    for op in ops:
+        require(op, backend)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("batch", [1, 7, 64])
+@pytest.mark.parametrize("in_features, out_features", [(13, 5), (64, 33)])
+def test_dense_matches_keras(backend, rng, activation, batch, in_features, out_features):
+    require_all(LAYER_OPS, backend)
+    alpha = 0.3
+    dense = random_dense(rng, in_features, out_features, activation, alpha)
+    x = rng.normal(size=(batch, in_features)).astype(np.float32)
+    dy = rng.normal(size=(batch, out_features)).astype(np.float32)
+    layer = keras_dense(dense)
+
+    y = dense.forward(x)
+    dx = dense.backward(dy)
+    y_ref, (dx_ref, dw_ref, db_ref) = keras_forward_backward(layer, [layer.kernel, layer.bias], x, dy)
+
+    where = f"{backend}, {activation}, x {x.shape}"
+    assert_close(f"y ({where})", y, y_ref, TOLERANCE)
+    assert_close(f"dx ({where})", dx, dx_ref, TOLERANCE)
+    assert_close(f"grad_weight ({where})", dense.grad_weight, dw_ref, TOLERANCE)
+    assert_close(f"grad_bias ({where})", dense.grad_bias, db_ref, TOLERANCE)
+
+
+def test_dense_starts_glorot_uniform_with_zero_bias():
+    dense = Dense(300, 200, rng=np.random.default_rng(0))
+    limit = np.sqrt(6 / (300 + 200))
+    assert dense.weight.dtype == np.float32 and dense.weight.shape == (300, 200)
+    assert np.all(np.abs(dense.weight) <= limit)
+    # a uniform draw on [-limit, limit] has variance limit^2 / 3; 60000 draws pin it within 2%
+    assert abs(dense.weight.var() / (limit**2 / 3) - 1) < 0.02
+    assert np.array_equal(dense.bias, np.zeros(200, np.float32))
+
+
+def test_dense_exposes_parameters_and_their_gradients(backend, rng):
+    require_all(LAYER_OPS, backend)
+    dense = random_dense(rng, 6, 4, "tanh")
+    assert [name for name, _ in dense.parameters()] == ["weight", "bias"]
+    assert dense.gradients() == [("weight", None), ("bias", None)]
+    dense.backward(dense.forward(rng.normal(size=(3, 6))))
+    for (name, parameter), (grad_name, grad) in zip(dense.parameters(), dense.gradients()):
+        assert grad_name == name and grad.shape == parameter.shape and grad.dtype == np.float32
+
+
+ACTIVATION_LAYERS = [
+    (lambda: LeakyReLU(0.1), lambda x: tf.nn.leaky_relu(x, 0.1), ["leaky_relu", "leaky_relu_grad"]),
+    (ReLU, tf.nn.relu, ["relu", "relu_grad"]),
+    (Sigmoid, tf.sigmoid, ["sigmoid", "sigmoid_grad"]),
+    (Tanh, tf.tanh, ["tanh", "tanh_grad"]),
+]
+
+
+@pytest.mark.parametrize("make_layer, reference, ops", ACTIVATION_LAYERS,
+                         ids=["leaky_relu", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("shape", [(1,), (7, 13), (2, 3, 5)])
+def test_activation_layer_matches_tensorflow(backend, rng, make_layer, reference, ops, shape):
+    require_all(ops, backend)
+    layer = make_layer()
+    x = (3 * rng.normal(size=shape)).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    y_ref, (dx_ref,) = keras_forward_backward(reference, [], x, dy)
+
+    assert_close(f"{layer!r} y ({backend}, {shape})", y, y_ref, TOLERANCE)
+    assert_close(f"{layer!r} dx ({backend}, {shape})", dx, dx_ref, TOLERANCE)
+    assert layer.parameters() == [] and layer.gradients() == []
+
+
+def test_sequential_matches_keras(backend, rng):
+    require_all(LAYER_OPS + ["leaky_relu"], backend)
+    first, last = random_dense(rng, 11, 9, None), random_dense(rng, 9, 3, "sigmoid")
+    model = Sequential(first, LeakyReLU(0.2), last)
+    reference = keras.Sequential([keras_dense(first), keras.layers.LeakyReLU(negative_slope=0.2),
+                                  keras_dense(last)])
+    x = rng.normal(size=(7, 11)).astype(np.float32)
+    dy = rng.normal(size=(7, 3)).astype(np.float32)
+
+    y = model.forward(x)
+    dx = model.backward(dy)
+    y_ref, (dx_ref, *grads_ref) = keras_forward_backward(reference, reference.trainable_weights, x, dy)
+
+    assert_close(f"y ({backend})", y, y_ref, TOLERANCE)
+    assert_close(f"dx ({backend})", dx, dx_ref, TOLERANCE)
+    assert [name for name, _ in model.gradients()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for (name, grad), grad_ref in zip(model.gradients(), grads_ref, strict=True):
+        assert_close(f"{name} ({backend})", grad, grad_ref, TOLERANCE)
+
+
+def test_parameters_are_the_layers_own_arrays():
+    dense = Dense(4, 2, rng=np.random.default_rng(0))
+    model = Sequential(dense, ReLU())
+    assert dict(model.parameters())["0.weight"] is dense.weight
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (7,), (2, 7, 6)])
+def test_dense_rejects_the_wrong_input_shape(shape):
+    dense = Dense(6, 3, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"Dense\(6, 3.*\(batch, 6\)"):
+        dense.forward(np.ones(shape, np.float32))
+
+
+def test_sequential_names_the_layer_that_rejects_its_input():
+    model = Sequential(Dense(6, 4, rng=np.random.default_rng(0)), Dense(5, 2, rng=np.random.default_rng(0)))
+    with pytest.raises(ValueError, match=r"Dense\(5, 2.*\(batch, 5\)"):
+        model.forward(np.ones((3, 6), np.float32))
+
+
+@pytest.mark.parametrize("layer", [Dense(3, 2), LeakyReLU(), ReLU(), Sigmoid(), Tanh(),
+                                   Sequential(Dense(3, 2))], ids=repr)
+def test_backward_before_forward_is_an_error(layer):
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        layer.backward(np.ones((1, 2), np.float32))
+
+
+def test_backward_rejects_dy_of_another_shape(backend, rng):
+    require_all(LAYER_OPS, backend)
+    dense = random_dense(rng, 3, 2, "relu")
+    dense.forward(rng.normal(size=(4, 3)))
+    with pytest.raises(ValueError, match=r"dy must have the forward output's shape \(4, 2\)"):
+        dense.backward(np.ones((4, 3), np.float32))
+
+
+def test_dense_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        Dense(3, 2, activation="softmax")
+    with pytest.raises(ValueError, match="out_features"):
+        Dense(3, 0)
+    with pytest.raises(ValueError, match="alpha"):
+        Dense(3, 2, activation="leaky_relu", alpha=-0.1)
+    with pytest.raises(ValueError, match="at least one layer"):
+        Sequential()
