@@ -7,7 +7,8 @@
 """
 
 from pyai.dispatch import BackendUnavailableError, backends, get_backend, set_backend, use_backend
-from pyai import ops
+from pyai import data, io, losses, models, nn, ops, optim
 
 __version__ = "0.1.0"
-__all__ = ["BackendUnavailableError", "backends", "get_backend", "set_backend", "use_backend", "ops"]
+__all__ = ["BackendUnavailableError", "backends", "get_backend", "set_backend", "use_backend",
+           "data", "io", "losses", "models", "nn", "ops", "optim"]
