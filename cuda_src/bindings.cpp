@@ -14,13 +14,21 @@
 #include <stdexcept>
 #include <string>
 
+#include "adam.cuh"
+#include "attention.cuh"
 #include "check.cuh"
+#include "embedding.cuh"
+#include "gelu.cuh"
+#include "layer_norm.cuh"
 #include "leaky_relu.cuh"
+#include "matmul.cuh"
+#include "softmax.cuh"
 
 namespace nb = nanobind;
 
 using HostArray = nb::ndarray<float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::device::cpu>;
+using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
 // probe finds out, on any machine, whether it can run.
@@ -48,7 +56,8 @@ public:
 
     // Synchronous copies on the default stream: they wait for kernels launched on it before them.
     // Copies of zero bytes touch no memory and skip the CUDA call.
-    void copy_from_host(ConstHostArray array) {
+    template <typename Array>
+    void copy_from_host(Array array) {
         check_size("copy_from_host", array.nbytes());
         if (nbytes_ > 0) CUDA_CHECK(cudaMemcpy(data_, array.data(), nbytes_, cudaMemcpyHostToDevice));
     }
@@ -103,14 +112,159 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0,
         "dx = x > 0 ? dy : alpha * dy over n float32 values at device addresses dy_ptr, x_ptr, dx_ptr.");
 
+    m.def(
+        "matmul_forward",
+        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int m, int n, int k, bool transpose_a,
+           bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            matmul_forward(device_pointer<const float>(a), device_pointer<const float>(b),
+                           device_pointer<const float>(bias), device_pointer<float>(c), m, n, k, transpose_a,
+                           transpose_b, activation, alpha, stream_handle(stream));
+        },
+        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
+        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
+        nb::arg("stream") = 0,
+        "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
+        "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
+
+    m.def(
+        "attention_forward",
+        [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, int heads, int n_queries, int n_keys,
+           int depth, bool causal, float scale, uintptr_t stream) {
+            attention_forward(device_pointer<const float>(q), device_pointer<const float>(k),
+                              device_pointer<const float>(v), device_pointer<float>(o), device_pointer<float>(lse),
+                              heads, n_queries, n_keys, depth, causal, scale, stream_handle(stream));
+        },
+        nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0, "Flash attention forward: o (heads, Tq, D) and lse (heads, Tq).");
+
+    m.def(
+        "attention_backward",
+        [](uintptr_t d_out, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t delta,
+           uintptr_t dq, uintptr_t dk, uintptr_t dv, int heads, int n_queries, int n_keys, int depth, bool causal,
+           float scale, uintptr_t stream) {
+            attention_backward(device_pointer<const float>(d_out), device_pointer<const float>(q),
+                               device_pointer<const float>(k), device_pointer<const float>(v),
+                               device_pointer<const float>(o), device_pointer<const float>(lse),
+                               device_pointer<float>(delta), device_pointer<float>(dq), device_pointer<float>(dk),
+                               device_pointer<float>(dv), heads, n_queries, n_keys, depth, causal, scale,
+                               stream_handle(stream));
+        },
+        nb::arg("do_ptr"), nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"),
+        nb::arg("delta_ptr"), nb::arg("dq_ptr"), nb::arg("dk_ptr"), nb::arg("dv_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0, "Flash attention backward; delta_ptr: scratch of heads * Tq floats.");
+    m.attr("ATTENTION_MAX_DEPTH") = ATTENTION_MAX_DEPTH;
+
+    m.def(
+        "layer_norm_forward",
+        [](uintptr_t x, uintptr_t gamma, uintptr_t beta, uintptr_t y, uintptr_t mean, uintptr_t rstd, int64_t rows,
+           int channels, float epsilon, uintptr_t stream) {
+            layer_norm_forward(device_pointer<const float>(x), device_pointer<const float>(gamma),
+                               device_pointer<const float>(beta), device_pointer<float>(y), device_pointer<float>(mean),
+                               device_pointer<float>(rstd), rows, channels, epsilon, stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("gamma_ptr"), nb::arg("beta_ptr"), nb::arg("y_ptr"), nb::arg("mean_ptr"),
+        nb::arg("rstd_ptr"), nb::arg("rows"), nb::arg("channels"), nb::arg("epsilon"), nb::arg("stream") = 0,
+        "Layer norm over rows of `channels` floats: y, and each row's mean and rstd.");
+
+    m.def(
+        "layer_norm_backward",
+        [](uintptr_t dy, uintptr_t x, uintptr_t gamma, uintptr_t mean, uintptr_t rstd, uintptr_t dx, uintptr_t dgamma,
+           uintptr_t dbeta, int64_t rows, int channels, uintptr_t stream) {
+            layer_norm_backward(device_pointer<const float>(dy), device_pointer<const float>(x),
+                                device_pointer<const float>(gamma), device_pointer<const float>(mean),
+                                device_pointer<const float>(rstd), device_pointer<float>(dx),
+                                device_pointer<float>(dgamma), device_pointer<float>(dbeta), rows, channels,
+                                stream_handle(stream));
+        },
+        nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("gamma_ptr"), nb::arg("mean_ptr"), nb::arg("rstd_ptr"),
+        nb::arg("dx_ptr"), nb::arg("dgamma_ptr"), nb::arg("dbeta_ptr"), nb::arg("rows"), nb::arg("channels"),
+        nb::arg("stream") = 0, "Layer norm backward: dx, dgamma, dbeta.");
+
+    m.def(
+        "gelu_forward",
+        [](uintptr_t x, uintptr_t y, int64_t n, uintptr_t stream) {
+            gelu_forward(device_pointer<const float>(x), device_pointer<float>(y), n, stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("y_ptr"), nb::arg("n"), nb::arg("stream") = 0, "y = gelu(x), tanh approximation.");
+
+    m.def(
+        "gelu_backward",
+        [](uintptr_t dy, uintptr_t x, uintptr_t dx, int64_t n, uintptr_t stream) {
+            gelu_backward(device_pointer<const float>(dy), device_pointer<const float>(x), device_pointer<float>(dx), n,
+                          stream_handle(stream));
+        },
+        nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("dx_ptr"), nb::arg("n"), nb::arg("stream") = 0,
+        "dx = dy * gelu'(x).");
+
+    m.def(
+        "softmax_forward",
+        [](uintptr_t x, uintptr_t y, int64_t rows, int columns, uintptr_t stream) {
+            softmax_forward(device_pointer<const float>(x), device_pointer<float>(y), rows, columns,
+                            stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("y_ptr"), nb::arg("rows"), nb::arg("columns"), nb::arg("stream") = 0,
+        "Softmax over each row of `columns` floats.");
+
+    m.def(
+        "softmax_cross_entropy",
+        [](uintptr_t logits, uintptr_t targets, uintptr_t losses, uintptr_t dlogits, int64_t rows, int columns,
+           uintptr_t stream) {
+            softmax_cross_entropy_forward_backward(device_pointer<const float>(logits),
+                                                   device_pointer<const int64_t>(targets), device_pointer<float>(losses),
+                                                   device_pointer<float>(dlogits), rows, columns,
+                                                   stream_handle(stream));
+        },
+        nb::arg("logits_ptr"), nb::arg("targets_ptr"), nb::arg("losses_ptr"), nb::arg("dlogits_ptr"), nb::arg("rows"),
+        nb::arg("columns"), nb::arg("stream") = 0,
+        "Per-row losses lse - z[target] and dlogits = (softmax - onehot) / rows; targets are int64.");
+
+    m.def(
+        "embedding_forward",
+        [](uintptr_t ids, uintptr_t table, uintptr_t out, int64_t count, int channels, uintptr_t stream) {
+            embedding_forward(device_pointer<const int64_t>(ids), device_pointer<const float>(table),
+                              device_pointer<float>(out), count, channels, stream_handle(stream));
+        },
+        nb::arg("ids_ptr"), nb::arg("table_ptr"), nb::arg("out_ptr"), nb::arg("count"), nb::arg("channels"),
+        nb::arg("stream") = 0, "out[n] = table[ids[n]] for int64 ids.");
+
+    m.def(
+        "embedding_backward",
+        [](uintptr_t dout, uintptr_t ids, uintptr_t dtable, int64_t count, int64_t vocab_size, int channels,
+           uintptr_t stream) {
+            embedding_backward(device_pointer<const float>(dout), device_pointer<const int64_t>(ids),
+                               device_pointer<float>(dtable), count, vocab_size, channels, stream_handle(stream));
+        },
+        nb::arg("dout_ptr"), nb::arg("ids_ptr"), nb::arg("dtable_ptr"), nb::arg("count"), nb::arg("vocab_size"),
+        nb::arg("channels"), nb::arg("stream") = 0, "dtable = 0, then dtable[ids[n]] += dout[n].");
+
+    m.def(
+        "adam_update",
+        [](uintptr_t param, uintptr_t grad, uintptr_t m, uintptr_t v, int64_t n, float alpha, float one_minus_beta_1,
+           float one_minus_beta_2, float epsilon, uintptr_t stream) {
+            adam_update(device_pointer<float>(param), device_pointer<const float>(grad), device_pointer<float>(m),
+                        device_pointer<float>(v), n, alpha, one_minus_beta_1, one_minus_beta_2, epsilon,
+                        stream_handle(stream));
+        },
+        nb::arg("param_ptr"), nb::arg("grad_ptr"), nb::arg("m_ptr"), nb::arg("v_ptr"), nb::arg("n"), nb::arg("alpha"),
+        nb::arg("one_minus_beta_1"), nb::arg("one_minus_beta_2"), nb::arg("epsilon"), nb::arg("stream") = 0,
+        "One Adam step in place on param, m, v; alpha is the bias-corrected step size.");
+
+    m.def(
+        "synchronize", [] { CUDA_CHECK(cudaDeviceSynchronize()); },
+        "Wait for every kernel launched so far (raises if one of them failed).");
+
     nb::class_<DeviceBuffer>(m, "DeviceBuffer", "nbytes bytes of device memory (cudaMalloc), freed with the object.")
         .def(nb::init<size_t>(), nb::arg("nbytes"))
         .def_prop_ro("ptr", &DeviceBuffer::ptr, "The device address, as an int.")
         .def_prop_ro("nbytes", &DeviceBuffer::nbytes)
         // noconvert: a float64 or strided array is refused rather than silently copied (for
         // copy_to_host the result would land in the copy).
-        .def("copy_from_host", &DeviceBuffer::copy_from_host, nb::arg("array").noconvert(),
+        .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostArray>, nb::arg("array").noconvert(),
              "Copy a C-contiguous float32 numpy array of exactly nbytes bytes to the device.")
+        .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostIndices>, nb::arg("array").noconvert(),
+             "Copy a C-contiguous int64 numpy array (ids, targets) of exactly nbytes bytes to the device.")
         .def("copy_to_host", &DeviceBuffer::copy_to_host, nb::arg("array").noconvert(),
              "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.");
 }

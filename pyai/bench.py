@@ -128,6 +128,7 @@ def cases(quick=False, seed=0):
     result.append(linear_case(256 if quick else 1024, 1024, 1024, rng, tf))
     result.append(linear_case(64, 784, 512, rng, tf))
     result.append(leaky_relu_case(2**20 if quick else 2**24, rng, tf))
+    result.append(gan_step_case(rng, tf))
     return result
 
 
@@ -162,3 +163,113 @@ def run(quick=False, repeats=None):
     print(f"{'case':<40} {'pyai':>8} {'unit':<8} {'ratio':>7} {'best peer':<11}  peers")
     for case in cases(quick=quick):
         print(report(case, measure(case, repeats)), flush=True)
+
+
+def dense_flops(sizes, rows):
+    """2 * rows * in * out summed over the Dense layers of sizes [inputs, ..., outputs]."""
+    return 2.0 * rows * sum(inputs * outputs for inputs, outputs in zip(sizes, sizes[1:]))
+
+
+def gan_step_case(rng, tf, batch=64):
+    """One training step of pyai.models.GAN at MNIST sizes (784 pixels), beside the same step in
+    Keras (`keras_train_step`: tf.function, tf.GradientTape, Keras Adam), from the same weights.
+
+    work = the matmul FLOPs the step needs, pass by pass (n = batch; a pass over a network of
+    layer sizes s costs 2 * rows * sum(s_i * s_i+1); bias, activations, losses and Adam are
+    O(parameters) and left out):
+      discriminator update: G forward (n rows), D forward (2n: real and fake), D weight gradients
+        (2n), D input gradients below its first layer (2n; nothing needs the image gradient);
+      generator update: G forward (n, fresh noise), D forward (n), D input gradients (n, all
+        layers; D's weight gradients are not needed), G weight gradients (n), G input gradients
+        below its first layer (n).
+    For batch 64: 1.20 GFLOP. pyai does 0.10 GFLOP more than counted: nn.Dense.backward always
+    makes its input gradient, so the discriminator update also makes the unneeded image gradient.
+    """
+    from pyai.models.gan import GAN, keras_train_step, to_keras
+
+    gan = GAN(seed=0)
+    generator = [gan.noise_dim, *gan.config["generator_sizes"], gan.pixels]
+    discriminator = [gan.pixels, *gan.config["discriminator_sizes"], 1]
+    g, d = dense_flops(generator, batch), dense_flops(discriminator, batch)   # one pass of n rows
+    g_first, d_first = dense_flops(generator[:2], batch), dense_flops(discriminator[:2], batch)
+    discriminator_update = g + 2 * d + 2 * d + 2 * (d - d_first)
+    generator_update = g + d + d + g + (g - g_first)
+    real = rng.uniform(-1, 1, (batch, gan.pixels)).astype(np.float32)
+    noise = rng.standard_normal((batch, gan.noise_dim), dtype=np.float32)
+    generator_noise = rng.standard_normal((batch, gan.noise_dim), dtype=np.float32)
+    runners = {"pyai": lambda: gan.train_step(real, noise, generator_noise)}
+    if tf is not None:
+        keras_step = keras_train_step(*to_keras(GAN(seed=0)))
+        runners["tensorflow"] = lambda: [value.numpy() for value in keras_step(real, noise, generator_noise)]
+    return Case(f"GAN training step {batch}x{gan.pixels}", discriminator_update + generator_update,
+                "GFLOP/s", runners, "pyai >= 2x tensorflow")
+
+
+def attention_case(n, causal, backward, rng, tf, batch=1, heads=8, depth=64):
+    """Attention at T = n, forward or forward + backward, beside the unfused way: the whole score
+    matrix, a softmax, a product (TensorFlow as a tf.function, numpy with OpenBLAS).
+
+    work = 4 B H T^2 D FLOPs forward (q k^T and p v), half of it with the causal mask; the
+    backward's five products are 2.5 times that, so forward + backward counts 3.5 times.
+    The unfused peers do the masked half too: only the FLOPs the result needs are counted.
+    """
+    q, k, v, do = (rng.standard_normal((batch, heads, n, depth), dtype=np.float32)
+                   for _ in range(4))
+    scale = np.float32(1 / np.sqrt(depth))
+    visible = np.tril(np.ones((n, n), bool)) if causal else None
+
+    def pyai_attention():
+        o, lse = pyai.ops.attention(q, k, v, causal=causal, return_lse=True)
+        if backward:
+            return pyai.ops.attention_grad(do, q, k, v, o, lse, causal=causal)
+        return o
+
+    def numpy_attention():
+        s = np.matmul(q, k.transpose(0, 1, 3, 2)) * scale
+        if causal:
+            s = np.where(visible, s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        o = np.matmul(p, v)
+        if not backward:
+            return o
+        dp = np.matmul(do, v.transpose(0, 1, 3, 2))
+        ds = p * (dp - np.sum(do * o, -1, keepdims=True)) * scale
+        return (np.matmul(ds, k), np.matmul(ds.transpose(0, 1, 3, 2), q),
+                np.matmul(p.transpose(0, 1, 3, 2), do))
+
+    runners = {"pyai": pyai_attention, "numpy": numpy_attention}
+    if tf is not None:
+        runners["tensorflow"] = tensorflow_attention(tf, q, k, v, do, scale, visible, backward)
+    work = 4.0 * batch * heads * n * n * depth * (0.5 if causal else 1) * (3.5 if backward else 1)
+    name = (f"attention {'fwd+bwd' if backward else 'fwd'} T={n}{' causal' if causal else ''} "
+            f"B={batch} H={heads} D={depth}")
+    return Case(name, work, "GFLOP/s", runners, "pyai >= 2x tensorflow" if n >= 1024 else "")
+
+
+def tensorflow_attention(tf, q, k, v, do, scale, visible, backward):
+    tq, tk, tv, tdo = (tf.constant(x) for x in (q, k, v, do))
+    mask = None if visible is None else tf.constant(visible)
+
+    def forward(q, k, v):
+        s = tf.matmul(q, k, transpose_b=True) * scale
+        if mask is not None:
+            s = tf.where(mask, s, -np.inf)
+        return tf.matmul(tf.nn.softmax(s, axis=-1), v)
+
+    @tf.function
+    def run():
+        if not backward:
+            return [forward(tq, tk, tv)]
+        with tf.GradientTape() as tape:
+            tape.watch([tq, tk, tv])
+            o = forward(tq, tk, tv)
+        return tape.gradient(o, [tq, tk, tv], output_gradients=tdo)
+
+    return lambda: [x.numpy() for x in run()]
+
+
+def attention_cases(quick, rng, tf):
+    sizes = (256,) if quick else (1024, 2048)
+    return [attention_case(n, causal, backward, rng, tf)
+            for n in sizes for backward in (False, True) for causal in (False, True)]

@@ -2,6 +2,9 @@
 
     pyai train mlp [--epochs N] [--batch-size B] [--lr LR] [--hidden 64 ...] [--activation NAME]
                    [--seed S] [--backend NAME] [--out FILE]
+    pyai train gan [--data PATH] [--epochs N] [--seed S] [--backend NAME] [--out DIR] [--resume]
+    pyai sample gan --checkpoint FILE [--n 64] [--seed S] [--backend NAME] --out FILE.png
+    pyai quality gan --checkpoint FILE [--data PATH] [--n 10000] [--seed S] [--backend NAME]
     pyai bench [--quick]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
@@ -16,13 +19,17 @@ import time
 import numpy as np
 
 from pyai import dispatch
-from pyai.data import load_digits, one_hot
+from pyai.data import load_digits, load_mnist, one_hot
+from pyai.images import save_curves, save_grid
 from pyai.losses import BinaryCrossentropy
 from pyai.models import MLP, fit
+from pyai.models.gan import GAN, Training, load_checkpoint, save_checkpoint, train
 from pyai.ops import ACTIVATIONS
 from pyai.optim import Adam
 
 DIGIT_CLASSES = 10
+GAN_CHECKPOINT = "gan.npz"
+GAN_SAMPLES = 64
 
 
 class UsageError(Exception):
@@ -88,10 +95,103 @@ def train_mlp(args):
     return 0
 
 
+def gan_data(path):
+    """(images (n, pixels) in [-1, 1], labels, image shape): MNIST at `path`, or without one
+    scikit-learn's 8x8 digits, every one of the 1797, which ship offline."""
+    if path is None:
+        x_train, labels_train, x_test, labels_test = load_digits()
+        images, shape = np.concatenate([x_train, x_test]), (8, 8)
+        labels = np.concatenate([labels_train, labels_test])
+    else:
+        images, labels = load_mnist(path)
+        images, shape = images.reshape(len(images), -1), images.shape[1:]
+    return images * 2 - 1, labels, tuple(shape)
+
+
+def check_image_shape(gan, shape, path, data):
+    if gan.image_shape != shape:
+        raise ValueError(f"checkpoint {path}: its GAN makes {gan.image_shape} images, the data "
+                         f"({data or 'the 8x8 digits'}) has {shape} images")
+
+
+def train_gan(args):
+    """Train the GAN, saving a sample grid, the loss curve and a checkpoint after every epoch."""
+    choose_backend(args.backend or dispatch.get_backend())
+    images, _, shape = gan_data(args.data)
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, GAN_CHECKPOINT)
+    if args.resume:
+        gan, training = load_checkpoint(checkpoint)
+        check_image_shape(gan, shape, checkpoint, args.data)
+    elif os.path.exists(checkpoint):
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    else:
+        gan, training = GAN(image_shape=shape, seed=args.seed), Training(seed=args.seed)
+    # the same noise every epoch, from its own generator, so the grids show the GAN learning
+    sample_noise = np.random.default_rng([training.seed, 1]).standard_normal(
+        (GAN_SAMPLES, gan.noise_dim), dtype=np.float32)
+
+    def after_epoch(training):
+        save_grid(os.path.join(args.out, f"samples_epoch_{training.epoch:03d}.png"),
+                  gan.generate(sample_noise), gan.image_shape)
+        history = np.array(training.history)
+        save_curves(os.path.join(args.out, "losses.png"),
+                    {"discriminator": history[:, 0], "generator": history[:, 1]},
+                    "GAN losses (binary cross-entropy)", "training step")
+        save_checkpoint(checkpoint, gan, training)
+
+    if training.epoch >= args.epochs:
+        print(f"{checkpoint} has already trained {training.epoch} epochs; nothing to do")
+        return 0
+    start = time.perf_counter()
+    train(gan, images, training, epochs=args.epochs, after_epoch=after_epoch)
+    seconds = time.perf_counter() - start
+    last_epoch = np.mean(training.history[-(len(images) // training.batch_size):], axis=0)
+    print(f"trained {training.epoch} epochs in {seconds:.1f} s on {dispatch.get_backend()}; "
+          f"the last epoch's means: "
+          f"discriminator loss {last_epoch[0]:.4f}, generator loss {last_epoch[1]:.4f}, "
+          f"discriminator accuracy {last_epoch[2]:.1%} on real, {last_epoch[3]:.1%} on fake")
+    print(f"saved sample grids, losses.png and the checkpoint {GAN_CHECKPOINT} in {args.out}")
+    return 0
+
+
+def sample_gan(args):
+    choose_backend(args.backend or dispatch.get_backend())
+    gan, _ = load_checkpoint(args.checkpoint)
+    save_grid(args.out, gan.sample(args.n, np.random.default_rng(args.seed)), gan.image_shape)
+    print(f"saved {args.n} samples to {args.out}")
+    return 0
+
+
+def quality_gan(args):
+    from pyai import quality   # trains a classifier; imported only when asked for
+
+    choose_backend(args.backend or dispatch.get_backend())
+    gan, _ = load_checkpoint(args.checkpoint)
+    images, labels, shape = gan_data(args.data)
+    check_image_shape(gan, shape, args.checkpoint, args.data)
+    classifier, accuracy = quality.train_classifier(images, labels, seed=args.seed)
+    report = quality.quality_report(classifier, images, gan.sample(args.n, np.random.default_rng(args.seed)))
+    print(f"classifier: pyai MLP, {accuracy:.1%} accurate on held-out real images")
+    print(f"{args.n} samples: {report['confident']:.1%} classified with confidence > {quality.CONFIDENCE}, "
+          f"{report['classes']} of {DIGIT_CLASSES} digits among them, "
+          f"Frechet distance to the real images' features {report['frechet_distance']:.2f}")
+    return 0
+
+
 def run_bench(args):
     from pyai import bench   # imported only when asked for
     bench.run(quick=args.quick)
     return 0
+
+
+def add_checkpoint_arguments(parser, samples):
+    parser.add_argument("--checkpoint", metavar="FILE", required=True, help="a checkpoint of 'pyai train gan'")
+    parser.add_argument("--n", type=positive_int, default=samples,
+                        help="how many samples (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="the samples' noise (default: %(default)s)")
+    parser.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
 
 
 def build_parser():
@@ -118,6 +218,34 @@ def build_parser():
     mlp.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
     mlp.add_argument("--out", metavar="FILE", help="save the trained model here (.npz)")
     mlp.set_defaults(run=train_mlp)
+
+    gan = models.add_parser("gan", help="a GAN drawing digits; sample grids, loss curve, checkpoint in --out")
+    gan.add_argument("--data", metavar="PATH", help="MNIST: a folder of IDX files or mnist.npz "
+                     "(default: scikit-learn's 8x8 digits, which ship offline)")
+    gan.add_argument("--epochs", type=positive_int, default=200,
+                     help="train until this many epochs are done, counting resumed ones (default: %(default)s)")
+    gan.add_argument("--seed", type=non_negative_int, default=0,
+                     help="weights, shuffling and noise of a new run (default: %(default)s)")
+    gan.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
+    gan.add_argument("--out", metavar="DIR", default="gan", help="where results go (default: %(default)s)")
+    gan.add_argument("--resume", action="store_true", help=f"go on from DIR/{GAN_CHECKPOINT}")
+    gan.set_defaults(run=train_gan)
+
+    sample = commands.add_parser("sample", help="draw samples from a trained model")
+    sample_models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
+    sample_gan_parser = sample_models.add_parser("gan", help="a grid of a GAN's samples as PNG")
+    add_checkpoint_arguments(sample_gan_parser, samples=GAN_SAMPLES)
+    sample_gan_parser.add_argument("--out", metavar="FILE", required=True, help="the PNG to write")
+    sample_gan_parser.set_defaults(run=sample_gan)
+
+    quality = commands.add_parser("quality", help="measure a trained model's samples")
+    quality_models = quality.add_subparsers(dest="model", required=True, metavar="MODEL")
+    quality_gan_parser = quality_models.add_parser(
+        "gan", help="confident share, digits covered and Frechet distance, by a classifier trained on --data")
+    add_checkpoint_arguments(quality_gan_parser, samples=10000)
+    quality_gan_parser.add_argument("--data", metavar="PATH", help="the real images, as for 'train gan' "
+                                    "(default: scikit-learn's 8x8 digits)")
+    quality_gan_parser.set_defaults(run=quality_gan)
 
     # ---- pyai bench: benchmarks, written in pyai/bench.py ----
     bench = commands.add_parser("bench", help="time the kernels beside their peers")

@@ -1,5 +1,12 @@
 """Data sets, checked where they come in: float32 features, integer labels, only finite values."""
 
+import gzip
+import math
+import os
+import struct
+import zipfile
+import zlib
+
 import numpy as np
 
 
@@ -37,3 +44,119 @@ def load_digits(test_fraction=0.2, seed=0):
     x_train, x_test, labels_train, labels_test = train_test_split(
         x, labels, test_size=test_fraction, random_state=seed, stratify=labels)
     return x_train, labels_train, x_test, labels_test
+
+
+MNIST_PREFIXES = {"train": "train", "test": "t10k"}     # split -> the standard files' prefix
+MNIST_NPZ = "mnist.npz"
+
+
+def load_mnist(path, split="all"):
+    """MNIST from `path`: a folder of the standard IDX files (t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte, the train-* pair, each gzipped or not), or Keras's mnist.npz (the file,
+    or a folder holding it). Nothing is downloaded.
+
+    split: "train", "test", or "all" (every split found, train first). Returns images
+    (n, 28, 28) float32 in [0, 1] and labels (n,) int64 in 0..9. A missing or malformed file
+    raises FileNotFoundError or ValueError naming it.
+    """
+    if split not in ("all", *MNIST_PREFIXES):
+        raise ValueError(f"split: expected 'all', 'train' or 'test', got {split!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, MNIST_NPZ)):
+        path = os.path.join(path, MNIST_NPZ)
+    if os.path.isfile(path):
+        pairs = read_mnist_npz(path, split)
+    elif os.path.isdir(path):
+        pairs = read_mnist_folder(path, split)
+    else:
+        raise FileNotFoundError(f"MNIST {path}: no such file or folder")
+    images = np.concatenate([images for images, _ in pairs]).astype(np.float32) / np.float32(255)
+    return images, np.concatenate([labels for _, labels in pairs]).astype(np.int64)
+
+
+def split_names(split):
+    return list(MNIST_PREFIXES) if split == "all" else [split]
+
+
+def idx_file(folder, prefix, kind):
+    """The path of an IDX file in `folder` by its standard names, or None."""
+    for name in (f"{prefix}-{kind}", f"{prefix}-{kind.replace('-', '.', 1)}"):
+        for candidate in (os.path.join(folder, name + ".gz"), os.path.join(folder, name)):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def read_mnist_folder(folder, split):
+    prefixes = [MNIST_PREFIXES[name] for name in split_names(split)]
+    pairs = []
+    for prefix in prefixes:
+        images_path = idx_file(folder, prefix, "images-idx3-ubyte")
+        labels_path = idx_file(folder, prefix, "labels-idx1-ubyte")
+        if images_path is None and labels_path is None:
+            continue
+        if images_path is None or labels_path is None:
+            missing = f"{prefix}-images-idx3-ubyte" if images_path is None else f"{prefix}-labels-idx1-ubyte"
+            raise FileNotFoundError(f"MNIST {os.path.join(folder, missing)}[.gz]: no such file "
+                                    f"(its pair {images_path or labels_path} is there)")
+        pairs.append(checked_pair(read_idx(images_path, 3), read_idx(labels_path, 1),
+                                  images_path, labels_path))
+    if not pairs:
+        wanted = " or ".join(f"{prefix}-images-idx3-ubyte[.gz]" for prefix in prefixes)
+        raise FileNotFoundError(f"MNIST {folder}: holds neither {wanted} nor {MNIST_NPZ}")
+    return pairs
+
+
+def read_idx(path, ndim):
+    """The unsigned-byte array of `ndim` dimensions in an IDX file, gunzipped if it is gzipped."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"MNIST {path}: cannot be read ({error})") from error
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[:4] != bytes([0, 0, 8, ndim]):
+        raise ValueError(f"MNIST {path}: not an IDX file of {ndim}-d unsigned bytes "
+                         f"(magic number {raw[:4].hex() or 'missing'}, expected 000008{ndim:02x})")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    size = math.prod(shape)
+    if len(raw) - header != size:
+        problem = "truncated" if len(raw) - header < size else "longer than its header says"
+        raise ValueError(f"MNIST {path}: {problem}: its header says {size} bytes of shape {shape}, "
+                         f"the file holds {len(raw) - header}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def checked_pair(images, labels, images_name, labels_name):
+    """images (n, rows, cols) uint8 and labels (n,) in 0..9, or ValueError naming the file."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"MNIST {images_name}: expected (n, rows, cols) uint8 images, "
+                         f"got {images.dtype} of shape {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"MNIST {labels_name}: expected (n,) integer labels, "
+                         f"got {labels.dtype} of shape {labels.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"MNIST {labels_name}: holds {len(labels)} labels for the "
+                         f"{len(images)} images of {images_name}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"MNIST {labels_name}: labels must be digits 0..9, got {labels.min()}..{labels.max()}")
+    return images, labels
+
+
+def read_mnist_npz(path, split):
+    """The (images, labels) pairs of Keras's mnist.npz: x_train, y_train, x_test, y_test."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as error:
+        raise ValueError(f"MNIST {path}: not a readable .npz file like Keras's mnist.npz ({error})") from error
+    pairs = []
+    for name in split_names(split):
+        keys = (f"x_{name}", f"y_{name}")
+        missing = [key for key in keys if key not in arrays]
+        if missing:
+            raise ValueError(f"MNIST {path}: has no {' and '.join(missing)} (it holds {sorted(arrays)})")
+        pairs.append(checked_pair(arrays[keys[0]], arrays[keys[1]], f"{path} {keys[0]}", f"{path} {keys[1]}"))
+    return pairs

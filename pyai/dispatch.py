@@ -18,6 +18,7 @@ import os
 
 BACKENDS = ("numba-cpu", "numba-cuda", "cuda")
 _MODULES = {"numba-cpu": "numba_cpu", "numba-cuda": "numba_cuda", "cuda": "cuda"}
+DEVICE_ARRAY_BACKENDS = ("numba-cuda", "cuda")   # rows whose ops take GPU arrays as well as numpy ones
 
 _table = {}      # (op, backend) -> function
 _probes = {}     # backend -> function() -> None | reason string
@@ -90,6 +91,12 @@ def backends():
 
 def get_backend():
     return _current[0]
+
+
+def takes_device_arrays(backend=None):
+    """Whether the ops of `backend` (default: the current one) accept arrays already on the GPU
+    (pyai.checks lets them through) rather than numpy arrays only."""
+    return (backend or _current[0]) in DEVICE_ARRAY_BACKENDS
 
 
 def set_backend(name):

@@ -5,14 +5,29 @@ then calls the function that implements it on the chosen backend (`pyai.dispatch
 `backend=None` as a keyword: None means the current backend (`pyai.set_backend`, `pyai.use_backend`).
 """
 
+import functools
+
 import numpy as np
 
 from pyai.checks import as_float32, real_number, same_shape
-from pyai.dispatch import implementation
+from pyai.dispatch import implementation, use_backend
+
+
+def per_call_backend(op):
+    """Run the whole op, its argument checks included, on `backend=` when a call names one
+    (the checks need it too: whether a GPU array is accepted depends on the backend)."""
+    @functools.wraps(op)
+    def call(*args, backend=None, **kwargs):
+        if backend is None:
+            return op(*args, **kwargs)
+        with use_backend(backend):
+            return op(*args, backend=backend, **kwargs)
+    return call
 
 ACTIVATIONS = (None, "leaky_relu", "relu", "sigmoid", "tanh")
 
 
+@per_call_backend
 def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
     """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32."""
     a = as_float32("a", a, ndim=2)
@@ -25,6 +40,7 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
     return implementation("matmul", backend)(a, b, bool(transpose_a), bool(transpose_b))
 
 
+@per_call_backend
 def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     """activation(x @ w + b) in one fused kernel; `w` is (in, out) like a Keras Dense kernel.
 
@@ -36,8 +52,9 @@ def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     if x.ndim > 2:
         raise ValueError(f"x: expected a 1-d or 2-d array, got shape {x.shape}")
     w = as_float32("w", w, ndim=2)
-    if x.shape[-1] != w.shape[0]:
-        raise ValueError(f"w: expected {x.shape[-1]} rows to match x's last dimension, got shape {w.shape}")
+    features = x.shape[x.ndim - 1]   # (not shape[-1]: the CUDA simulator's arrays reject it)
+    if features != w.shape[0]:
+        raise ValueError(f"w: expected {features} rows to match x's last dimension, got shape {w.shape}")
     if b is not None:
         b = as_float32("b", b, ndim=1)
         if b.shape[0] != w.shape[1]:
@@ -45,10 +62,12 @@ def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
     alpha = real_number("alpha", alpha, low=0.0)
-    y = implementation("linear", backend)(np.atleast_2d(x), w, b, activation, alpha)
+    y = implementation("linear", backend)(x if x.ndim == 2 else x.reshape(1, features), w, b,
+                                                activation, alpha)
     return y[0] if x.ndim == 1 else y
 
 
+@per_call_backend
 def leaky_relu(x, alpha=0.2, *, backend=None):
     """x where x > 0, alpha * x elsewhere."""
     x = as_float32("x", x)
@@ -56,6 +75,7 @@ def leaky_relu(x, alpha=0.2, *, backend=None):
     return implementation("leaky_relu", backend)(x, alpha)
 
 
+@per_call_backend
 def leaky_relu_grad(dy, x, alpha=0.2, *, backend=None):
     """dx = dy where x > 0, alpha * dy elsewhere (at x == 0 the slope is alpha, as in TensorFlow)."""
     dy = as_float32("dy", dy)
@@ -65,11 +85,13 @@ def leaky_relu_grad(dy, x, alpha=0.2, *, backend=None):
     return implementation("leaky_relu_grad", backend)(dy, x, alpha)
 
 
+@per_call_backend
 def relu(x, *, backend=None):
     """max(x, 0)."""
     return implementation("relu", backend)(as_float32("x", x))
 
 
+@per_call_backend
 def relu_grad(dy, x, *, backend=None):
     """dx = dy where x > 0, 0 elsewhere."""
     dy, x = as_float32("dy", dy), as_float32("x", x)
@@ -77,11 +99,13 @@ def relu_grad(dy, x, *, backend=None):
     return implementation("relu_grad", backend)(dy, x)
 
 
+@per_call_backend
 def sigmoid(x, *, backend=None):
     """1 / (1 + exp(-x)), finite for any finite or infinite x."""
     return implementation("sigmoid", backend)(as_float32("x", x))
 
 
+@per_call_backend
 def sigmoid_grad(dy, y, *, backend=None):
     """dx = dy * y * (1 - y), from the forward output y."""
     dy, y = as_float32("dy", dy), as_float32("y", y)
@@ -89,10 +113,12 @@ def sigmoid_grad(dy, y, *, backend=None):
     return implementation("sigmoid_grad", backend)(dy, y)
 
 
+@per_call_backend
 def tanh(x, *, backend=None):
     return implementation("tanh", backend)(as_float32("x", x))
 
 
+@per_call_backend
 def tanh_grad(dy, y, *, backend=None):
     """dx = dy * (1 - y^2), from the forward output y."""
     dy, y = as_float32("dy", dy), as_float32("y", y)
@@ -107,18 +133,21 @@ def _prediction_and_target(prediction, target):
     return prediction, target
 
 
+@per_call_backend
 def mse(prediction, target, *, backend=None):
     """mean((prediction - target)^2) over every element, as a Python float."""
     prediction, target = _prediction_and_target(prediction, target)
     return implementation("mse", backend)(prediction, target)
 
 
+@per_call_backend
 def mse_grad(prediction, target, *, backend=None):
     """d mse / d prediction = 2 (prediction - target) / size."""
     prediction, target = _prediction_and_target(prediction, target)
     return implementation("mse_grad", backend)(prediction, target)
 
 
+@per_call_backend
 def binary_crossentropy(prediction, target, *, from_logits=False, backend=None):
     """Mean binary cross-entropy over every element, as a Python float.
 
@@ -131,6 +160,7 @@ def binary_crossentropy(prediction, target, *, from_logits=False, backend=None):
     return implementation(op, backend)(prediction, target)
 
 
+@per_call_backend
 def binary_crossentropy_grad(prediction, target, *, from_logits=False, backend=None):
     """d binary_crossentropy / d prediction (zero where Keras's clip is active, for probabilities)."""
     prediction, target = _prediction_and_target(prediction, target)
@@ -150,6 +180,7 @@ def _parameter(name, array):
     return array
 
 
+@per_call_backend
 def sgd_update(param, grad, *, lr, backend=None):
     """param -= lr * grad, in place."""
     param = _parameter("param", param)
@@ -159,6 +190,7 @@ def sgd_update(param, grad, *, lr, backend=None):
     implementation("sgd_update", backend)(param, grad, lr)
 
 
+@per_call_backend
 def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                 backend=None):
     """One Keras Adam step, in place on param, m and v; `step` counts from 1.
@@ -179,3 +211,153 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
     if beta_1 == 1.0 or beta_2 == 1.0:
         raise ValueError("beta_1, beta_2: must be below 1 (the bias correction divides by 1 - beta^step)")
     implementation("adam_update", backend)(param, grad, m, v, lr, beta_1, beta_2, epsilon, int(step))
+
+
+# Transformer ops: attention, layer norm, GELU, softmax, cross-entropy, embedding.
+from pyai.checks import positive_int  # noqa: E402  (kept beside the ops that use it)
+
+
+def _indices(name, ids, size):
+    """`ids` as a C-contiguous int64 array of values in [0, size), or an error naming `name`."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an array of integers, got dtype {ids.dtype}")
+    if 0 in ids.shape:
+        raise ValueError(f"{name}: has an empty dimension (shape {ids.shape}); "
+                         f"every dimension must be at least 1")
+    outside = (ids < 0) | (ids >= size)
+    if outside.any():
+        where = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"{name}: expected values in [0, {size}), got {ids[where]} "
+                         f"at index {where}")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _attention_arguments(q, k, v, causal, scale):
+    q = as_float32("q", q, ndim=4)
+    k = as_float32("k", k, ndim=4)
+    v = as_float32("v", v, ndim=4)
+    if k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"k: expected shape ({q.shape[0]}, {q.shape[1]}, Tk, {q.shape[3]}) to "
+                         f"match q's batch, heads and depth (q {q.shape}), got {k.shape}")
+    same_shape("v", v, "k", k)
+    if causal and q.shape[2] > k.shape[2]:
+        raise ValueError(f"causal: needs Tq <= Tk, got Tq={q.shape[2]} > Tk={k.shape[2]}; query i "
+                         f"sees keys j <= i + Tk - Tq, so the first queries would see no key")
+    scale = 1.0 / float(np.sqrt(q.shape[3])) if scale is None else real_number("scale", scale)
+    return q, k, v, bool(causal), scale
+
+
+@per_call_backend
+def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=None):
+    """softmax(scale q k^T + mask) v per batch and head, without forming the Tq x Tk scores.
+
+    q is (B, H, Tq, D), k and v (B, H, Tk, D); scale defaults to 1/sqrt(D). causal: query i
+    sees key j iff j <= i + (Tk - Tq) (aligned bottom-right; Tq > Tk is an error). Returns o
+    (B, H, Tq, D), or (o, lse) with lse (B, H, Tq) = log sum_j exp(scale q_i.k_j) over the keys
+    query i sees, which attention_grad needs.
+    """
+    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
+    o, lse = implementation("attention", backend)(q, k, v, causal, scale)
+    return (o, lse) if return_lse else o
+
+
+@per_call_backend
+def attention_grad(do, q, k, v, o, lse, *, causal=False, scale=None, backend=None):
+    """(dq, dk, dv) of attention from do = d loss / d o, and the forward's o and lse."""
+    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
+    do = as_float32("do", do)
+    same_shape("do", do, "q", q)
+    o = as_float32("o", o)
+    same_shape("o", o, "q", q)
+    lse = as_float32("lse", lse)
+    if lse.shape != q.shape[:3]:
+        raise ValueError(f"lse: expected shape {q.shape[:3]} (q's B, H, Tq), got {lse.shape}")
+    return implementation("attention_grad", backend)(do, q, k, v, o, lse, causal, scale)
+
+
+def _row_parameter(name, array, x):
+    array = as_float32(name, array, ndim=1)
+    if array.shape != x.shape[-1:]:
+        raise ValueError(f"{name}: expected shape {x.shape[-1:]} to match x's last dimension, "
+                         f"got {array.shape}")
+    return array
+
+
+@per_call_backend
+def layer_norm(x, gamma, beta, *, epsilon=1e-5, return_stats=False, backend=None):
+    """(x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis of x (Keras
+    LayerNormalization, whose default epsilon is 1e-3). return_stats: (y, mean, rstd), with
+    mean and rstd = 1/sqrt(var + epsilon) of shape x.shape[:-1], for layer_norm_grad."""
+    x = as_float32("x", x, min_ndim=1)
+    gamma, beta = _row_parameter("gamma", gamma, x), _row_parameter("beta", beta, x)
+    epsilon = real_number("epsilon", epsilon, low=0.0, low_open=True)
+    y, mean, rstd = implementation("layer_norm", backend)(x, gamma, beta, epsilon)
+    return (y, mean, rstd) if return_stats else y
+
+
+@per_call_backend
+def layer_norm_grad(dy, x, gamma, mean, rstd, *, backend=None):
+    """(dx, dgamma, dbeta) from dy, x, gamma and the forward's mean and rstd."""
+    dy, x = as_float32("dy", dy, min_ndim=1), as_float32("x", x, min_ndim=1)
+    same_shape("dy", dy, "x", x)
+    gamma = _row_parameter("gamma", gamma, x)
+    for name, stat in (("mean", mean), ("rstd", rstd)):
+        shape = tuple(getattr(stat, "shape", np.shape(stat)))
+        if shape != x.shape[:-1]:
+            raise ValueError(f"{name}: expected shape {x.shape[:-1]} (x without its last axis), "
+                             f"got {shape}")
+    mean, rstd = as_float32("mean", mean), as_float32("rstd", rstd)   # 0-d (x 1-d) comes back 1-d
+    return implementation("layer_norm_grad", backend)(dy, x, gamma, mean, rstd)
+
+
+@per_call_backend
+def gelu(x, *, backend=None):
+    """x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2: GELU's tanh approximation (GPT-2's)."""
+    return implementation("gelu", backend)(as_float32("x", x))
+
+
+@per_call_backend
+def gelu_grad(dy, x, *, backend=None):
+    """dx = dy * gelu'(x)."""
+    dy, x = as_float32("dy", dy), as_float32("x", x)
+    same_shape("dy", dy, "x", x)
+    return implementation("gelu_grad", backend)(dy, x)
+
+
+@per_call_backend
+def softmax(x, *, backend=None):
+    """exp(x) / sum(exp(x)) over the last axis, finite for any finite x."""
+    return implementation("softmax", backend)(as_float32("x", x, min_ndim=1))
+
+
+@per_call_backend
+def softmax_cross_entropy(logits, targets, *, backend=None):
+    """(loss, dlogits): the mean over rows of -log softmax(logits)[row, target], as a Python
+    float, and its gradient d loss / d logits (N, V). logits is (N, V), targets (N,) integers
+    in [0, V). Finite for any finite logits."""
+    logits = as_float32("logits", logits, ndim=2)
+    targets = _indices("targets", targets, logits.shape[1])
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets: expected shape {logits.shape[:1]} (one per row of logits), "
+                         f"got {targets.shape}")
+    return implementation("softmax_cross_entropy", backend)(logits, targets)
+
+
+@per_call_backend
+def embedding(ids, table, *, backend=None):
+    """table[ids]: rows of table (V, C) for integer ids in [0, V); shape ids.shape + (C,)."""
+    table = as_float32("table", table, ndim=2)
+    ids = _indices("ids", ids, table.shape[0])
+    return implementation("embedding", backend)(ids, table)
+
+
+@per_call_backend
+def embedding_grad(dout, ids, vocab_size, *, backend=None):
+    """dtable (vocab_size, C): dout's rows added into the rows their ids name (repeats add up)."""
+    vocab_size = positive_int("vocab_size", vocab_size)
+    ids = _indices("ids", ids, vocab_size)
+    dout = as_float32("dout", dout, min_ndim=1)
+    if dout.shape[:-1] != ids.shape:
+        raise ValueError(f"dout: expected shape {ids.shape} + (C,) to match ids, got {dout.shape}")
+    return implementation("embedding_grad", backend)(dout, ids, vocab_size)

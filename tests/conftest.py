@@ -5,13 +5,35 @@ Every test that takes `backend` runs once per backend usable on this machine, so
 fills its row of the dispatch table joins the same tests.
 """
 
-import numpy as np
-import pytest
+import ctypes.util
+import os
 
-import pyai
-from pyai import dispatch
+
+def no_nvidia_driver():
+    return not os.path.exists("/proc/driver/nvidia") and ctypes.util.find_library("cuda") is None
+
+
+# Without a GPU the numba-cuda backend runs under numba's CUDA simulator (GPU threads as Python
+# threads), which must be chosen before numba is imported. PYAI_NO_CUDASIM=1 turns this off.
+if os.environ.get("PYAI_NO_CUDASIM") != "1" and no_nvidia_driver():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import pyai  # noqa: E402
+from pyai import dispatch  # noqa: E402
 
 USABLE_BACKENDS = [row["name"] for row in pyai.backends() if row["usable"]]
+CUDA_SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+
+def skip_in_cuda_simulator(backend, what):
+    """The simulator runs a GPU thread as a Python thread, ~1e5 times slower than a GPU: sizes
+    past one or two thread blocks' worth take minutes there. They run on a GPU."""
+    if backend == "numba-cuda" and CUDA_SIMULATOR:
+        pytest.skip(f"{what}: too large for the CUDA simulator; runs on a GPU")
 
 
 @pytest.fixture(params=USABLE_BACKENDS)

@@ -1,19 +1,25 @@
 """The cuda backend's build and its behaviour on machines with and without a GPU.
 
 On a machine without a GPU these check that the extension was built, imports, and says why it
-cannot run; the backend then refuses with that reason. The numerical results of the ops are
-checked by the backend-parametrized op tests; the tests here marked `needs_gpu` check only what
-those cannot reach: DeviceBuffer and the kernels' misaligned-pointer path.
+cannot run; the backend then refuses with that reason, for every op of its row. The Python side
+of the row (pointer and layout checks on `__cuda_array_interface__`, size limits, where results
+go) is checked with stand-in objects that expose the interface but own no GPU memory: nothing
+is launched. The numerical results of the ops are checked by the backend-parametrized op tests
+and tests/test_golden.py; the tests here marked `needs_gpu` check only what those cannot reach:
+DeviceBuffer, the kernels' misaligned-pointer path and GPU arrays in and out.
 """
 
 import importlib
+import inspect
 import shutil
 import sys
 
 import numpy as np
 import pytest
 
-from pyai import dispatch
+from pyai import dispatch, ops
+from pyai._backends import cuda as cuda_row
+from pyai._backends import numba_cpu
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nvcc") is None, reason="nvcc is not on PATH, so pyai._cuda was not built")
@@ -41,9 +47,40 @@ def without_gpu(status):
         pytest.skip("a CUDA device is present")
 
 
+KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer", "matmul_forward",
+           "attention_forward", "attention_backward", "layer_norm_forward", "layer_norm_backward",
+           "gelu_forward", "gelu_backward", "softmax_forward", "softmax_cross_entropy", "embedding_forward",
+           "embedding_backward", "adam_update", "synchronize")
+
+
+class FakeDeviceArray:
+    """Exposes `__cuda_array_interface__` (on the class, as GPU arrays do) over a made-up
+    address; never dereferenced."""
+
+    def __init__(self, shape, typestr="<f4", strides=None, read_only=False, mask=None, address=0xDEAD0000):
+        self.shape = tuple(shape)
+        self.interface = {"shape": self.shape, "typestr": typestr, "strides": strides,
+                          "data": (address, read_only), "version": 3, "mask": mask}
+
+    @property
+    def __cuda_array_interface__(self):
+        return self.interface
+
+
+class FakeShape:
+    """Only a shape: for the size checks that run before any memory is touched."""
+
+    def __init__(self, *shape):
+        self.shape = shape
+
+
 def test_extension_exposes_the_kernels(cuda):
-    for name in ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer"):
+    for name in KERNELS:
         assert hasattr(cuda, name), f"pyai._cuda has no {name}"
+
+
+def test_attention_depth_limit_matches_the_kernels(cuda):
+    assert cuda_row.ATTENTION_MAX_DEPTH == cuda.ATTENTION_MAX_DEPTH
 
 
 def test_runtime_status_is_none_or_a_sentence(status):
@@ -66,14 +103,111 @@ def test_probe_says_when_extension_is_missing(monkeypatch):
     assert reason.startswith("the CUDA extension pyai._cuda was not built")
 
 
+ROW = ("matmul", "linear", "leaky_relu", "leaky_relu_grad", "attention", "attention_grad", "layer_norm",
+       "layer_norm_grad", "gelu", "gelu_grad", "softmax", "softmax_cross_entropy", "embedding",
+       "embedding_grad", "adam_update")
+
+
 def test_backend_fills_its_row():
-    assert {"leaky_relu", "leaky_relu_grad"} <= set(dispatch.ops_of("cuda"))
+    assert set(ROW) <= set(dispatch.ops_of("cuda"))
 
 
-def test_unusable_backend_raises_with_reason(without_gpu, status):
+@pytest.mark.parametrize("op", ROW)
+def test_row_takes_the_same_arguments_as_numba_cpu(op):
+    """The cuda functions take a Call first (added by gpu_op), then numba-cpu's arguments."""
+    ours = list(inspect.signature(dispatch._table[(op, "cuda")]).parameters)
+    theirs = list(inspect.signature(numba_cpu.ROW[op]).parameters)
+    assert len([name for name in ours if name != "call"]) == len(theirs), f"{op}: {ours} vs {theirs}"
+
+
+def test_takes_device_arrays():
+    assert dispatch.takes_device_arrays("cuda")
+
+
+@pytest.mark.parametrize("op", ROW)
+def test_unusable_backend_raises_with_reason(without_gpu, status, op):
     with pytest.raises(dispatch.BackendUnavailableError, match="backend 'cuda' is not usable here") as error:
-        dispatch.implementation("leaky_relu", "cuda")
+        dispatch.implementation(op, "cuda")
     assert status in str(error.value)
+
+
+def test_public_op_on_unusable_backend_raises(without_gpu):
+    with pytest.raises(dispatch.BackendUnavailableError, match="backend 'cuda'"):
+        ops.matmul(np.ones((2, 3)), np.ones((3, 4)), backend="cuda")
+
+
+def test_device_pointer_reads_the_address():
+    array = FakeDeviceArray((3, 4), address=1234)
+    assert cuda_row.device_pointer("x", array) == 1234
+    assert cuda_row.device_pointer("ids", FakeDeviceArray((5,), "<i8"), np.int64) == 0xDEAD0000
+
+
+def test_device_pointer_accepts_c_order_strides_and_unit_dimensions():
+    assert cuda_row.device_pointer("x", FakeDeviceArray((3, 4), strides=(16, 4)))
+    assert cuda_row.device_pointer("x", FakeDeviceArray((1, 4), strides=(999, 4)))
+
+
+@pytest.mark.parametrize("typestr", ["<f8", "<f2", "<i4", "|b1"])
+def test_device_pointer_refuses_other_dtypes(typestr):
+    with pytest.raises(TypeError, match="x: expected a float32 GPU array"):
+        cuda_row.device_pointer("x", FakeDeviceArray((3, 4), typestr))
+
+
+def test_device_pointer_refuses_float_ids():
+    with pytest.raises(TypeError, match="ids: expected a int64 GPU array, got float32"):
+        cuda_row.device_pointer("ids", FakeDeviceArray((3,)), np.int64)
+
+
+@pytest.mark.parametrize("strides", [(4, 12), (32, 4), (16, 8)], ids=["transposed", "row-padded", "every-other"])
+def test_device_pointer_refuses_non_contiguous(strides):
+    with pytest.raises(ValueError, match="x: expected a C-contiguous GPU array"):
+        cuda_row.device_pointer("x", FakeDeviceArray((3, 4), strides=strides))
+
+
+def test_device_pointer_refuses_masked_arrays():
+    with pytest.raises(ValueError, match="x: masked GPU arrays are not supported"):
+        cuda_row.device_pointer("x", FakeDeviceArray((3,), mask=FakeDeviceArray((3,), "|b1")))
+
+
+def test_device_pointer_refuses_read_only_targets_of_in_place_updates():
+    read_only = FakeDeviceArray((3,), read_only=True)
+    assert cuda_row.device_pointer("param", read_only) == 0xDEAD0000
+    with pytest.raises(ValueError, match="param: updated in place, but the GPU array is read-only"):
+        cuda_row.device_pointer("param", read_only, writable=True)
+
+
+def test_results_stay_on_the_gpu_when_any_argument_is_there():
+    where = cuda_row.gpu_op(lambda call, *arguments: call.on_device)
+    assert where(np.ones(3), FakeDeviceArray((3,)), None, 0.5)
+    assert not where(np.ones(3), np.ones(3), None, 0.5)
+
+
+def test_host_result_describes_its_buffer(cuda):
+    result = cuda_row.HostResult(cuda.DeviceBuffer(0), (0, 5))
+    interface = result.__cuda_array_interface__
+    assert interface["shape"] == (0, 5) and interface["typestr"] == "<f4" and interface["version"] == 3
+    assert result.copy_to_host().shape == (0, 5)
+
+
+@pytest.mark.parametrize("a_shape,b_shape,transpose_a,transpose_b,message", [
+    ((2**31, 4), (4, 4), False, False, "matmul M: 2147483648 is past"),
+    ((4, 4), (4, 2**31), False, False, "matmul N: 2147483648 is past"),
+    ((2**31, 4), (4, 2**31), True, True, "matmul K: 2147483648 is past"),
+    ((128 * 65535 + 1, 4), (4, 4), False, False, "M = 8388481 rows need more than 65535 row tiles"),
+])
+def test_matmul_refuses_sizes_past_the_kernels_limits(cuda, a_shape, b_shape, transpose_a, transpose_b, message):
+    call = cuda_row.Call(on_device=False)
+    with pytest.raises(ValueError, match=message):
+        cuda_row.fused_matmul(call, FakeShape(*a_shape), FakeShape(*b_shape), transpose_a, transpose_b, None,
+                              None, 0.0)
+
+
+def test_attention_refuses_depth_past_the_kernels_limit():
+    with pytest.raises(ValueError, match="q: depth D = 129; the cuda attention kernels take D <= 128"):
+        cuda_row.attention_sizes(FakeShape(1, 1, 4, 129), FakeShape(1, 1, 4, 129))
+    with pytest.raises(ValueError, match="B \\* H = 65536"):
+        cuda_row.attention_sizes(FakeShape(2, 32768, 4, 8), FakeShape(2, 32768, 4, 8))
+    assert cuda_row.attention_sizes(FakeShape(2, 3, 5, 128), FakeShape(2, 3, 7, 128)) == (6, 5, 7, 128)
 
 
 def test_failed_cuda_call_raises_runtime_error_naming_it(without_gpu, cuda):
@@ -81,6 +215,22 @@ def test_failed_cuda_call_raises_runtime_error_naming_it(without_gpu, cuda):
         cuda.DeviceBuffer(16)
     with pytest.raises(RuntimeError, match=r"cudaGetLastError\(\) failed at .*leaky_relu\.cu"):
         cuda.leaky_relu_forward(0, 0, 16, 0.2, 0)
+
+
+@pytest.mark.parametrize("launch,source", [
+    (lambda cuda: cuda.matmul_forward(0, 0, 0, 0, 4, 4, 4, False, True, 1, 0.2, 0), "matmul"),
+    (lambda cuda: cuda.attention_forward(0, 0, 0, 0, 0, 1, 4, 4, 8, True, 0.5, 0), "attention_forward"),
+    (lambda cuda: cuda.attention_backward(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 4, 4, 8, False, 0.5, 0),
+     "attention_backward"),
+    (lambda cuda: cuda.layer_norm_forward(0, 0, 0, 0, 0, 0, 4, 8, 1e-5, 0), "layer_norm"),
+    (lambda cuda: cuda.gelu_forward(0, 0, 16, 0), "gelu"),
+    (lambda cuda: cuda.softmax_cross_entropy(0, 0, 0, 0, 4, 8, 0), "softmax_cross_entropy"),
+    (lambda cuda: cuda.embedding_forward(0, 0, 0, 4, 8, 0), "embedding"),
+    (lambda cuda: cuda.adam_update(0, 0, 0, 0, 16, 1e-3, 0.1, 0.001, 1e-7, 0), "adam"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_failed_launch_raises_naming_the_call_and_file(without_gpu, cuda, launch, source):
+    with pytest.raises(RuntimeError, match=rf"cuda\w*\(.*\) failed at .*{source}\.cu"):
+        launch(cuda)
 
 
 def test_device_buffer_round_trip(needs_gpu, cuda):
@@ -126,3 +276,38 @@ def test_kernels_on_raw_pointers(needs_gpu, cuda, offset, n):
     x, dy = x[offset:], dy[offset:]
     np.testing.assert_array_equal(y[offset:], np.where(x > 0, x, alpha * x), err_msg=f"y, n={n}")
     np.testing.assert_array_equal(dx[offset:], np.where(x > 0, dy, alpha * dy), err_msg=f"dx, n={n}")
+
+
+@pytest.fixture
+def numba_cuda(needs_gpu):
+    from numba import cuda
+    if not cuda.is_available():
+        pytest.skip("numba.cuda finds no GPU")
+    return cuda
+
+
+def test_device_arrays_in_give_device_arrays_out(numba_cuda):
+    # pyai.ops checks GPU arrays against the current backend (not a per-call backend=), so choose it.
+    from pyai import device, use_backend
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((67, 33), dtype=np.float32), rng.standard_normal((33, 129), dtype=np.float32)
+    with use_backend("cuda"):
+        out = ops.matmul(numba_cuda.to_device(a), numba_cuda.to_device(b))
+        y, mean, rstd = ops.layer_norm(numba_cuda.to_device(a), np.ones(33), np.zeros(33), return_stats=True)
+        loss, dlogits = ops.softmax_cross_entropy(numba_cuda.to_device(a), np.arange(67) % 33)
+    assert device.is_device_array(out) and out.shape == (67, 129)
+    np.testing.assert_allclose(out.copy_to_host(), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    assert all(device.is_device_array(array) for array in (y, mean, rstd))
+    assert type(loss) is float and device.is_device_array(dlogits)
+
+
+def test_adam_updates_device_arrays_in_place(numba_cuda):
+    from pyai.kernels.adam import adam_update_reference
+    rng = np.random.default_rng(1)
+    param, grad, m, v = (rng.standard_normal(1001, dtype=np.float32) for _ in range(4))
+    v = np.abs(v)
+    on_gpu = [numba_cuda.to_device(array) for array in (param, grad, m, v)]
+    cuda_row.adam_update(*on_gpu, 1e-3, 0.9, 0.999, 1e-7, 3)
+    adam_update_reference(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-7, 3)
+    for name, expected, got in (("param", param, on_gpu[0]), ("m", m, on_gpu[2]), ("v", v, on_gpu[3])):
+        np.testing.assert_allclose(got.copy_to_host(), expected, rtol=1e-6, atol=1e-7, err_msg=name)

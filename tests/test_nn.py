@@ -118,7 +118,11 @@ def test_activation_layer_matches_tensorflow(backend, rng, make_layer, reference
     y_ref, (dx_ref,) = keras_forward_backward(reference, [], x, dy)
 
     assert_close(f"{layer!r} y ({backend}, {shape})", y, y_ref, TOLERANCE)
-    assert_close(f"{layer!r} dx ({backend}, {shape})", dx, dx_ref, TOLERANCE)
+    # dx = dy * f'(x), with f' computed from float32 y: where tanh or sigmoid saturate, 1 - y^2
+    # loses digits to one ulp of y in both pyai and TensorFlow, so its *relative* error is
+    # unbounded while its error scaled by dy stays below a few ulp. Hence the norm of dy here.
+    dx_error = np.linalg.norm(dx - dx_ref) / np.linalg.norm(dy)
+    assert np.all(np.isfinite(dx)) and dx_error <= 1e-6, f"{layer!r} dx ({backend}, {shape}): {dx_error:.2e}"
     assert layer.parameters() == [] and layer.gradients() == []
 
 

@@ -1,19 +1,47 @@
 """The cuda backend: hand-written CUDA C++ kernels (cuda_src/*.cu), built into pyai._cuda.
 
-Each op copies its numpy inputs to the GPU, launches the kernel, and copies the result back on
-the default stream; that copy waits for the kernel, so the result is complete when the op
-returns. The inputs arrive already validated by pyai.ops: C-contiguous float32 numpy arrays.
+Arguments arrive validated by pyai.ops: C-contiguous float32 numpy arrays (int64 for ids and
+targets), or GPU arrays (anything with `__cuda_array_interface__`), which pyai.checks lets
+through for this backend as numba device arrays. The rule for results is numba-cuda's:
+  - all arrays numpy: the inputs are copied to the GPU (pyai._cuda.DeviceBuffer), the kernel
+    runs, and the results are copied back into new numpy arrays;
+  - any array on the GPU: no copy of it is made (its pointer goes straight to the kernel), numpy
+    arguments are copied over, and the results are numba device arrays (numba.cuda.device_array,
+    which numba, CuPy and PyTorch all take through `__cuda_array_interface__`). numba is present
+    on that path: it is what pyai.checks wrapped the GPU arrays in.
+Scalars the ops return (the cross-entropy loss) are Python floats either way; adam_update updates
+numpy param, m and v in place by copying them back after the step.
+
+Stream policy: every kernel launches on the legacy default stream (0), and every copy is a
+synchronous cudaMemcpy on it. The legacy default stream waits for work already queued on the
+other (blocking) streams of the device and they wait for it, so GPU arrays written on the
+default streams of numba, CuPy or PyTorch are complete when a kernel reads them, whatever their
+`__cuda_array_interface__['stream']` says. Work on non-blocking streams
+(cudaStreamNonBlocking, or per-thread default streams) must be synchronized by the caller.
+Host results are complete when an op returns (the copy back waits for the kernel); device
+results are complete for anything queued after them on a blocking stream. A kernel fault
+surfaces as a RuntimeError from the next CUDA call that notices it, naming that call.
 
 pyai._cuda exists only when a CUDA compiler was found at install time, so it is imported inside
 the functions, never at the top of this module.
 """
 
+import functools
+
 import numpy as np
 
+from pyai.device import is_c_contiguous, is_device_array
 from pyai.dispatch import register, register_probe
 
+BACKEND = "cuda"
+ACTIVATION_CODES = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5}
+INT32_MAX = 2**31 - 1
+GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
+MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
+ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 
-@register_probe("cuda")
+
+@register_probe(BACKEND)
 def probe():
     try:
         from pyai import _cuda
@@ -22,35 +50,275 @@ def probe():
     return _cuda.runtime_status()
 
 
-def _to_device(array):
-    from pyai import _cuda
-    buffer = _cuda.DeviceBuffer(array.nbytes)
-    buffer.copy_from_host(array)
-    return buffer
+def device_pointer(name, array, dtype=np.float32, writable=False):
+    """The device address of a GPU array after checking what the kernels assume of it: the
+    dtype, C order, no mask, and (for in-place updates) that it is writable. Touches no GPU."""
+    interface = array.__cuda_array_interface__
+    typestr = np.dtype(interface["typestr"])
+    if typestr != np.dtype(dtype):
+        raise TypeError(f"{name}: expected a {np.dtype(dtype)} GPU array, got {typestr}")
+    shape, strides = tuple(interface["shape"]), interface.get("strides")
+    if not is_c_contiguous(shape, typestr.itemsize, strides and tuple(strides)):
+        raise ValueError(f"{name}: expected a C-contiguous GPU array, got strides {strides} for shape {shape}")
+    if interface.get("mask") is not None:
+        raise ValueError(f"{name}: masked GPU arrays are not supported")
+    address, read_only = interface["data"]
+    if writable and read_only:
+        raise ValueError(f"{name}: updated in place, but the GPU array is read-only")
+    return address
 
 
-def _to_host(buffer, like):
-    array = np.empty_like(like)
-    buffer.copy_to_host(array)
-    return array
+def fits_int32(name, value):
+    if value > INT32_MAX:
+        raise ValueError(f"{name}: {value} is past what the cuda kernels index with 32-bit ints ({INT32_MAX})")
+    return value
+
+
+class Call:
+    """The GPU memory of one op call: numpy inputs copied over, outputs allocated where the
+    results will be returned (DeviceBuffer for numpy results, numba device arrays otherwise)."""
+
+    def __init__(self, on_device):
+        from pyai import _cuda
+        self.cuda = _cuda
+        self.on_device = on_device
+        self.buffers = []   # keeps the copies alive until the call's kernels have been queued
+
+    def pointer(self, name, array, dtype=np.float32):
+        if is_device_array(array):
+            return device_pointer(name, array, dtype)
+        return self.copy(np.ascontiguousarray(array, dtype)).ptr
+
+    def copy(self, array):
+        """A numpy array copied into a new DeviceBuffer that lives as long as the call."""
+        buffer = self.cuda.DeviceBuffer(array.nbytes)
+        buffer.copy_from_host(array)
+        self.buffers.append(buffer)
+        return buffer
+
+    def empty(self, shape):
+        """A float32 output of `shape`: a numba device array, or a buffer copied back by `result`."""
+        if self.on_device:
+            from numba import cuda
+            return cuda.device_array(shape, np.float32)
+        return HostResult(self.cuda.DeviceBuffer(4 * int(np.prod(shape))), shape)
+
+    def result(self, output):
+        return output if self.on_device else output.copy_to_host()
+
+
+class HostResult:
+    """A DeviceBuffer that will be copied back into a numpy array of `shape`."""
+
+    def __init__(self, buffer, shape):
+        self.buffer, self.shape = buffer, tuple(shape)
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": "<f4", "data": (self.buffer.ptr, False), "strides": None,
+                "version": 3, "stream": 1}
+
+    def copy_to_host(self):
+        array = np.empty(self.shape, np.float32)
+        self.buffer.copy_to_host(array)
+        return array
+
+
+def address(output):
+    return output.__cuda_array_interface__["data"][0]
+
+
+def gpu_op(kernel):
+    """The op from `kernel(call, *arguments)`: results stay on the GPU if any array argument is there."""
+    @functools.wraps(kernel)
+    def op(*arguments):
+        return kernel(Call(any(is_device_array(argument) for argument in arguments)), *arguments)
+    return op
+
+
+# a (M, K) or (K, M) when transpose_a, b (K, N) or (N, K) when transpose_b -> (M, N)
+def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
+    m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    n = b.shape[0] if transpose_b else b.shape[1]
+    for name, value in (("M", m), ("N", n), ("K", k)):
+        fits_int32(f"matmul {name}", value)
+    if -(-m // MATMUL_BLOCK_M) > GRID_Y_MAX:
+        raise ValueError(f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {MATMUL_BLOCK_M}")
+    c = call.empty((m, n))
+    bias_pointer = 0 if bias is None else call.pointer("b", bias)
+    call.cuda.matmul_forward(call.pointer("a", a), call.pointer("b", b), bias_pointer, address(c), m, n, k,
+                             transpose_a, transpose_b, ACTIVATION_CODES[activation], alpha, 0)
+    return call.result(c)
+
+
+@register("matmul", BACKEND)
+@gpu_op
+def matmul(call, a, b, transpose_a, transpose_b):
+    return fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
+
+
+# x (batch, in), w (in, out), bias (out,) or None -> activation(x @ w + bias) (batch, out)
+@register("linear", BACKEND)
+@gpu_op
+def linear(call, x, w, bias, activation, alpha):
+    return fused_matmul(call, x, w, False, False, bias, activation, alpha)
 
 
 # x is any shape: y = x > 0 ? x : alpha * x
-@register("leaky_relu", "cuda")
-def leaky_relu(x, alpha):
-    from pyai import _cuda
-    x_device = _to_device(x)
-    y_device = _cuda.DeviceBuffer(x.nbytes)
-    _cuda.leaky_relu_forward(x_device.ptr, y_device.ptr, x.size, alpha, 0)
-    return _to_host(y_device, x)
+@register("leaky_relu", BACKEND)
+@gpu_op
+def leaky_relu(call, x, alpha):
+    y = call.empty(x.shape)
+    call.cuda.leaky_relu_forward(call.pointer("x", x), address(y), x.size, alpha, 0)
+    return call.result(y)
 
 
 # dy, x are the same shape: dx = x > 0 ? dy : alpha * dy (alpha * dy at x == 0, as in TensorFlow)
-@register("leaky_relu_grad", "cuda")
-def leaky_relu_grad(dy, x, alpha):
-    from pyai import _cuda
-    dy_device = _to_device(dy)
-    x_device = _to_device(x)
-    dx_device = _cuda.DeviceBuffer(x.nbytes)
-    _cuda.leaky_relu_backward(dy_device.ptr, x_device.ptr, dx_device.ptr, x.size, alpha, 0)
-    return _to_host(dx_device, x)
+@register("leaky_relu_grad", BACKEND)
+@gpu_op
+def leaky_relu_grad(call, dy, x, alpha):
+    dx = call.empty(x.shape)
+    call.cuda.leaky_relu_backward(call.pointer("dy", dy), call.pointer("x", x), address(dx), x.size, alpha, 0)
+    return call.result(dx)
+
+
+def attention_sizes(q, k):
+    batch, heads, n_queries, depth = q.shape
+    if depth > ATTENTION_MAX_DEPTH:
+        raise ValueError(f"q: depth D = {depth}; the cuda attention kernels take D <= {ATTENTION_MAX_DEPTH}")
+    if batch * heads > GRID_Y_MAX:
+        raise ValueError(f"q: B * H = {batch * heads} is past the {GRID_Y_MAX} heads one launch covers")
+    fits_int32("q: Tq * D", n_queries * depth)
+    fits_int32("k: Tk * D", k.shape[2] * depth)
+    return batch * heads, n_queries, k.shape[2], depth
+
+
+# q (B, H, Tq, D), k, v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq)
+@register("attention", BACKEND)
+@gpu_op
+def attention(call, q, k, v, causal, scale):
+    heads, n_queries, n_keys, depth = attention_sizes(q, k)
+    o, lse = call.empty(q.shape), call.empty(q.shape[:3])
+    call.cuda.attention_forward(call.pointer("q", q), call.pointer("k", k), call.pointer("v", v), address(o),
+                                address(lse), heads, n_queries, n_keys, depth, causal, scale, 0)
+    return call.result(o), call.result(lse)
+
+
+# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) -> dq, dk, dv
+@register("attention_grad", BACKEND)
+@gpu_op
+def attention_grad(call, do, q, k, v, o, lse, causal, scale):
+    heads, n_queries, n_keys, depth = attention_sizes(q, k)
+    delta = call.empty(q.shape[:3])
+    dq, dk, dv = call.empty(q.shape), call.empty(k.shape), call.empty(k.shape)
+    call.cuda.attention_backward(call.pointer("do", do), call.pointer("q", q), call.pointer("k", k),
+                                 call.pointer("v", v), call.pointer("o", o), call.pointer("lse", lse),
+                                 address(delta), address(dq), address(dk), address(dv), heads, n_queries,
+                                 n_keys, depth, causal, scale, 0)
+    return call.result(dq), call.result(dk), call.result(dv)
+
+
+# x (..., C), gamma, beta (C,) -> y (..., C), mean, rstd (...)
+@register("layer_norm", BACKEND)
+@gpu_op
+def layer_norm(call, x, gamma, beta, epsilon):
+    channels = fits_int32("x: C", x.shape[-1])
+    y, mean, rstd = call.empty(x.shape), call.empty(x.shape[:-1]), call.empty(x.shape[:-1])
+    call.cuda.layer_norm_forward(call.pointer("x", x), call.pointer("gamma", gamma), call.pointer("beta", beta),
+                                 address(y), address(mean), address(rstd), x.size // channels, channels,
+                                 epsilon, 0)
+    return call.result(y), call.result(mean), call.result(rstd)
+
+
+# dy, x (..., C), gamma (C,), mean, rstd (...) -> dx (..., C), dgamma, dbeta (C,)
+@register("layer_norm_grad", BACKEND)
+@gpu_op
+def layer_norm_grad(call, dy, x, gamma, mean, rstd):
+    channels = fits_int32("x: C", x.shape[-1])
+    dx, dgamma, dbeta = call.empty(x.shape), call.empty((channels,)), call.empty((channels,))
+    call.cuda.layer_norm_backward(call.pointer("dy", dy), call.pointer("x", x), call.pointer("gamma", gamma),
+                                  call.pointer("mean", mean), call.pointer("rstd", rstd), address(dx),
+                                  address(dgamma), address(dbeta), x.size // channels, channels, 0)
+    return call.result(dx), call.result(dgamma), call.result(dbeta)
+
+
+@register("gelu", BACKEND)
+@gpu_op
+def gelu(call, x):
+    y = call.empty(x.shape)
+    call.cuda.gelu_forward(call.pointer("x", x), address(y), x.size, 0)
+    return call.result(y)
+
+
+@register("gelu_grad", BACKEND)
+@gpu_op
+def gelu_grad(call, dy, x):
+    dx = call.empty(x.shape)
+    call.cuda.gelu_backward(call.pointer("dy", dy), call.pointer("x", x), address(dx), x.size, 0)
+    return call.result(dx)
+
+
+# x (..., V) -> softmax over the last axis
+@register("softmax", BACKEND)
+@gpu_op
+def softmax(call, x):
+    columns = fits_int32("x: V", x.shape[-1])
+    rows = fits_int32("x: rows", x.size // columns)
+    y = call.empty(x.shape)
+    call.cuda.softmax_forward(call.pointer("x", x), address(y), rows, columns, 0)
+    return call.result(y)
+
+
+# logits (N, V), targets (N,) int64 -> (mean loss as a Python float, dlogits (N, V))
+@register("softmax_cross_entropy", BACKEND)
+@gpu_op
+def softmax_cross_entropy(call, logits, targets):
+    rows, columns = fits_int32("logits: N", logits.shape[0]), fits_int32("logits: V", logits.shape[1])
+    losses, dlogits = call.empty((rows,)), call.empty(logits.shape)
+    call.cuda.softmax_cross_entropy(call.pointer("logits", logits), call.pointer("targets", targets, np.int64),
+                                    address(losses), address(dlogits), rows, columns, 0)
+    row_losses = losses.copy_to_host()   # N floats: summed in float64 on the host, in order
+    return float(row_losses.sum(dtype=np.float64) / rows), call.result(dlogits)
+
+
+# ids (...) int64, table (V, C) -> table[ids] (..., C)
+@register("embedding", BACKEND)
+@gpu_op
+def embedding(call, ids, table):
+    channels = fits_int32("table: C", table.shape[1])
+    out = call.empty(ids.shape + (channels,))
+    call.cuda.embedding_forward(call.pointer("ids", ids, np.int64), call.pointer("table", table), address(out),
+                                ids.size, channels, 0)
+    return call.result(out)
+
+
+# dout (..., C), ids (...) int64 -> dtable (vocab_size, C)
+@register("embedding_grad", BACKEND)
+@gpu_op
+def embedding_grad(call, dout, ids, vocab_size):
+    channels = fits_int32("dout: C", dout.shape[-1])
+    dtable = call.empty((vocab_size, channels))
+    call.cuda.embedding_backward(call.pointer("dout", dout), call.pointer("ids", ids, np.int64), address(dtable),
+                                 ids.size, vocab_size, channels, 0)
+    return call.result(dtable)
+
+
+# param, grad, m, v: one shape; param, m and v updated in place (numpy ones by a copy back)
+@register("adam_update", BACKEND)
+def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
+    from pyai.kernels.adam import adam_step_size
+    call = Call(on_device=False)
+    copies = []   # (numpy array, its GPU copy) to copy back after the step
+    pointers = []
+    for name, array in (("param", param), ("m", m), ("v", v)):
+        if is_device_array(array):
+            pointers.append(device_pointer(name, array, writable=True))
+        else:
+            copies.append((array, call.copy(array)))
+            pointers.append(copies[-1][1].ptr)
+    param_pointer, m_pointer, v_pointer = pointers
+    call.cuda.adam_update(param_pointer, call.pointer("grad", grad), m_pointer, v_pointer, param.size,
+                          float(adam_step_size(lr, beta_1, beta_2, step)), float(np.float32(1 - beta_1)),
+                          float(np.float32(1 - beta_2)), float(np.float32(epsilon)), 0)
+    for array, buffer in copies:
+        buffer.copy_to_host(array)

@@ -34,3 +34,23 @@ ROW = {
 }
 for op, function in ROW.items():
     register(op, BACKEND)(function)
+
+# Transformer ops.
+from pyai.kernels import (attention_backward, attention_forward, embedding, gelu,  # noqa: E402
+                          layer_norm, softmax, softmax_cross_entropy)
+
+TRANSFORMER_ROW = {
+    "attention": attention_forward.attention_forward,
+    "attention_grad": attention_backward.attention_backward,
+    "layer_norm": layer_norm.layer_norm_forward,
+    "layer_norm_grad": layer_norm.layer_norm_backward,
+    "gelu": gelu.gelu_forward,
+    "gelu_grad": gelu.gelu_backward,
+    "softmax": softmax.softmax_forward,
+    "softmax_cross_entropy": softmax_cross_entropy.softmax_cross_entropy,
+    "embedding": embedding.embedding_forward,
+    "embedding_grad": embedding.embedding_backward,
+}
+ROW.update(TRANSFORMER_ROW)
+for op, function in TRANSFORMER_ROW.items():
+    register(op, BACKEND)(function)

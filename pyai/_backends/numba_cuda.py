@@ -1,14 +1,87 @@
-"""The numba-cuda backend: hand-written numba.cuda kernels (its kernels are added op by op)."""
+"""The numba-cuda backend: hand-written numba.cuda kernels (kernels/cuda_*.py), one per op.
 
-from pyai.dispatch import register_probe
+Arguments arrive validated by pyai.ops: numpy float32 C-contiguous arrays, or GPU arrays
+already checked and wrapped as numba device arrays (pyai.checks lets GPU arrays through for
+this backend). The rule for results: if any array argument is on the GPU, the results are numba
+device arrays that stay there; if all are numpy arrays, the inputs are copied to the GPU and the
+results back to numpy (explicit transfers, pyai.device). Scalars the ops return (the
+cross-entropy loss) are Python floats either way. adam_update updates numpy param, m and v in
+place by copying them back after the step.
+
+Without a GPU the backend runs under numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1 was set
+before numba was imported (the test suite does this on machines with no NVIDIA driver): the
+same kernels as Python threads, slow, with no warp intrinsics (the kernels take their
+shared-memory path there) and float32 rounding not checked.
+"""
+
+import functools
+
+import numpy as np
+
+from pyai.device import is_device_array, to_device, to_host
+from pyai.dispatch import register, register_probe
+
+BACKEND = "numba-cuda"
+
+try:
+    from numba import cuda
+    from pyai.kernels import (cuda_adam, cuda_attention_backward, cuda_attention_forward,
+                              cuda_layer_norm, cuda_leaky_relu, cuda_matmul,
+                              cuda_softmax_cross_entropy)
+except ImportError as error:   # a numba without numba.cuda: the probe says so, the row stays empty
+    import_error = error
+else:
+    import_error = None
 
 
-@register_probe("numba-cuda")
+@register_probe(BACKEND)
 def probe():
-    try:
-        from numba import cuda
-    except ImportError as error:
-        return f"numba.cuda cannot be imported ({error})"
+    if import_error is not None:
+        return f"numba.cuda cannot be imported ({import_error})"
     if not cuda.is_available():
         return "no CUDA GPU or driver found by numba.cuda"
     return None
+
+
+def on_device(kernel):
+    """The op from a function of device arrays: numpy arguments are copied to the GPU and, if no
+    argument was on the GPU already, the results copied back."""
+    @functools.wraps(kernel)
+    def op(*arguments):
+        on_host = not any(is_device_array(argument) for argument in arguments)
+        results = kernel(*(to_device(argument) if is_array(argument) else argument
+                           for argument in arguments))
+        if not on_host:
+            return results
+        return tuple(map(to_host, results)) if isinstance(results, tuple) else to_host(results)
+    return op
+
+
+def is_array(argument):
+    return isinstance(argument, np.ndarray) or is_device_array(argument)
+
+
+# param, grad, m, v: one shape; param, m and v updated in place, numpy ones by a copy back
+def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
+    on_gpu = [to_device(array) for array in (param, grad, m, v)]
+    cuda_adam.adam_update(*on_gpu, lr, beta_1, beta_2, epsilon, step)
+    for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
+        if not is_device_array(array):
+            array_on_gpu.copy_to_host(array)
+
+
+if import_error is None:
+    ROW = {
+        "matmul": on_device(cuda_matmul.matmul),
+        "linear": on_device(cuda_matmul.linear),
+        "leaky_relu": on_device(cuda_leaky_relu.leaky_relu_forward),
+        "leaky_relu_grad": on_device(cuda_leaky_relu.leaky_relu_backward),
+        "adam_update": adam_update,
+        "layer_norm": on_device(cuda_layer_norm.layer_norm_forward),
+        "layer_norm_grad": on_device(cuda_layer_norm.layer_norm_backward),
+        "softmax_cross_entropy": on_device(cuda_softmax_cross_entropy.softmax_cross_entropy),
+        "attention": on_device(cuda_attention_forward.attention_forward),
+        "attention_grad": on_device(cuda_attention_backward.attention_backward),
+    }
+    for op, function in ROW.items():
+        register(op, BACKEND)(function)

@@ -1,5 +1,6 @@
 """pyai's models, one file each, built from `pyai.nn` layers."""
 
+from pyai.models.gan import GAN
 from pyai.models.mlp import MLP, fit
 
-__all__ = ["MLP", "fit"]
+__all__ = ["GAN", "MLP", "fit"]

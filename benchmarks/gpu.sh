@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU session's one call: build, test on the cuda backend, sanitize, benchmark.
+#
+#   benchmarks/gpu.sh [build] [test] [sanitize] [bench] [quick]    (no stage named: all four)
+#
+# build:    pip install --no-build-isolation -e . for sm_90 only (ARCHS=80;90 for both)
+# test:     the whole suite, every usable backend (cuda among them); test files that import
+#           TensorFlow fail to collect where it is missing and are reported, not fatal
+# sanitize: compute-sanitizer memcheck and racecheck over the cuda backend's golden and
+#           backend tests (small inputs: the sanitizers slow kernels 10-100x)
+# bench:    benchmarks/gpu_cuda.py (quick: small sizes), writing benchmarks/results/
+# The device tool allows 10 minutes a call; if all four do not fit, run the stages in turn.
+# Exits non-zero if any stage failed, after running the others.
+set -u
+cd "$(dirname "$0")/.."
+stages="${*:-build test sanitize bench}"
+failed=""
+
+stage() {   # stage NAME COMMAND...: run it, time it, remember a failure
+    local name=$1
+    shift
+    echo "=== $name: $*"
+    local start=$SECONDS
+    "$@" || failed="$failed $name"
+    echo "=== $name took $((SECONDS - start)) s"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+nvcc --version | tail -1
+
+CUDA_SELECTION=(tests/test_cuda_backend.py "tests/test_golden.py::test_backend_matches_tensorflow")
+case " $stages " in *" build "*)
+    stage build pip install --no-build-isolation -e . \
+        -C cmake.define.CMAKE_CUDA_ARCHITECTURES="${ARCHS:-90}" -C build.verbose=true ;;
+esac
+case " $stages " in *" test "*)
+    stage test python -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests ;;
+esac
+case " $stages " in *" sanitize "*)
+    for tool in memcheck racecheck; do
+        stage "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 --print-limit 20 \
+            python -m pytest -q -p no:cacheprovider -x "${CUDA_SELECTION[@]}" -k "not numba"
+    done ;;
+esac
+case " $stages " in *" bench "*)
+    if [[ " $stages " == *" quick "* ]]; then
+        stage bench python benchmarks/gpu_cuda.py --quick
+    else
+        stage bench python benchmarks/gpu_cuda.py
+    fi ;;
+esac
+
+if [[ -n "$failed" ]]; then
+    echo "FAILED stages:$failed"
+    exit 1
+fi
+echo "all stages passed: $stages"

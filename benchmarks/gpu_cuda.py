@@ -1,0 +1,209 @@
+"""Benchmarks of the cuda backend's kernels beside their peers on the same GPU, in one table.
+
+    python benchmarks/gpu_cuda.py [--quick]
+
+Peers: cuBLAS through torch.matmul (fp32 with TF32 off), torch's scaled_dot_product_attention,
+and a device-to-device copy (torch clone) for the memory-bound kernels. Each row gives the
+time of pyai's kernel and of the peer (median of REPEATS timed runs after WARMUP, CUDA events on
+the default stream, inputs allocated once, so compilation and first calls are never timed), the
+ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the hardware peak
+(FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks from the
+datasheet of the device name, None when unknown). The memory-bound kernels are also given as a
+fraction of the measured copy bandwidth, the issue's target (>= 0.85).
+Writes benchmarks/results/<device>-<date>.md and .json.
+"""
+
+import datetime
+import json
+import pathlib
+import re
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from pyai import _cuda
+
+WARMUP = 3
+REPEATS = 10
+RESULTS = pathlib.Path(__file__).parent / "results"
+# Dense peaks from NVIDIA's datasheets: (fp32 FLOP/s, bf16 tensor FLOP/s, memory bytes/s)
+PEAKS = {"H100 SXM": (67e12, 989e12, 3.35e12), "H100 PCIe": (51e12, 756e12, 2.0e12),
+         "H100 NVL": (60e12, 835e12, 3.9e12), "H200": (67e12, 989e12, 4.8e12),
+         "A100-SXM4-80GB": (19.5e12, 312e12, 2.04e12), "A100-SXM4-40GB": (19.5e12, 312e12, 1.56e12)}
+
+
+def peaks(name):
+    if "H100" in name and "PCIe" not in name and "NVL" not in name:
+        return PEAKS["H100 SXM"]
+    return next((value for key, value in PEAKS.items() if key in name), (None, None, None))
+
+
+def time_ms(function):
+    """Median milliseconds of REPEATS runs, each between two events, after WARMUP runs."""
+    for _ in range(WARMUP):
+        function()
+    times = []
+    for _ in range(REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def pointer(tensor):
+    return tensor.data_ptr()
+
+
+def gemm_rows(size, fp32_peak):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = torch.randn(size, size, device="cuda"), torch.randn(size, size, device="cuda")
+    bias, c = torch.randn(size, device="cuda"), torch.empty(size, size, device="cuda")
+    flops = 2 * size**3
+
+    def ours(activation=0):
+        _cuda.matmul_forward(pointer(a), pointer(b), pointer(bias) if activation else 0, pointer(c), size, size,
+                             size, False, False, activation, 0.2, 0)
+
+    ours()
+    torch.cuda.synchronize()
+    error = ((c - a @ b).norm() / (a @ b).norm()).item()
+    rows = [("sgemm fp32", f"{size}^3", time_ms(ours), "cuBLAS fp32 (torch.matmul)", time_ms(lambda: a @ b),
+             flops, "flop", fp32_peak, f"rel err {error:.1e}; target ratio >= 0.9")]
+    rows.append(("linear fp32 + bias + gelu", f"{size}^3", time_ms(lambda: ours(5)),
+                 "torch addmm + gelu(tanh)", time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")),
+                 flops, "flop", fp32_peak, "fused epilogue"))
+    return rows
+
+
+def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
+    shape = (batch, heads, length, depth)
+    q, k, v = (torch.randn(shape, device="cuda") for _ in range(3))
+    o, lse = torch.empty(shape, device="cuda"), torch.empty(shape[:3], device="cuda")
+    d_out = torch.randn(shape, device="cuda")
+    delta, dq, dk, dv = (torch.empty(s, device="cuda") for s in (shape[:3], shape, shape, shape))
+    scale = depth**-0.5
+    flops = 4 * batch * heads * length * length * depth // 2   # causal: half the scores
+
+    def forward():
+        _cuda.attention_forward(pointer(q), pointer(k), pointer(v), pointer(o), pointer(lse), batch * heads, length,
+                                length, depth, True, scale, 0)
+
+    def backward():
+        _cuda.attention_backward(pointer(d_out), pointer(q), pointer(k), pointer(v), pointer(o), pointer(lse),
+                                 pointer(delta), pointer(dq), pointer(dk), pointer(dv), batch * heads, length,
+                                 length, depth, True, scale, 0)
+
+    forward()
+    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    error = ((o - reference).norm() / reference.norm()).item()
+    qb, kb, vb = (x.to(torch.bfloat16) for x in (q, k, v))
+    label = f"B{batch} H{heads} T{length} D{depth} causal"
+    return [
+        ("flash attention fwd fp32", label, time_ms(forward), "torch SDPA fp32",
+         time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), flops, "flop", fp32_peak,
+         f"rel err {error:.1e}"),
+        ("flash attention bwd fp32", label, time_ms(backward), "torch SDPA fp32 bwd (fwd+bwd minus fwd)",
+         sdpa_backward_ms(q, k, v, d_out), 2.5 * flops, "flop", fp32_peak, ""),
+        ("flash attention fwd fp32 (vs bf16 flash)", label, time_ms(forward), "torch SDPA bf16 (flash)",
+         time_ms(lambda: F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)), flops, "flop", bf16_peak,
+         "bf16 kernel not written yet; target 0.5x"),
+    ]
+
+
+def sdpa_backward_ms(q, k, v, d_out):
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+
+    def forward_backward():
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(d_out)
+
+    return time_ms(forward_backward) - time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def memory_rows(n, bandwidth_peak):
+    x, dy = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
+    y, dx = torch.empty_like(x), torch.empty_like(x)
+    param, grad, m, v = (torch.randn(n, device="cuda") for _ in range(4))
+    v.abs_()
+    copy_ms = time_ms(lambda: y.copy_(x))
+    copy_bandwidth = 8 * n / (copy_ms * 1e-3)
+    rows, channels = n // 768, 768
+    gamma, beta = torch.randn(channels, device="cuda"), torch.randn(channels, device="cuda")
+    mean, rstd = torch.empty(rows, device="cuda"), torch.empty(rows, device="cuda")
+    vocab_rows, vocab = 4096, 50257
+    logits = torch.randn(vocab_rows, vocab, device="cuda")
+    targets = torch.randint(0, vocab, (vocab_rows,), device="cuda")
+    dlogits, losses = torch.empty_like(logits), torch.empty(vocab_rows, device="cuda")
+    kernels = [
+        ("leaky_relu fwd", 8 * n, lambda: _cuda.leaky_relu_forward(pointer(x), pointer(y), n, 0.2, 0),
+         lambda: F.leaky_relu(x, 0.2)),
+        ("gelu fwd", 8 * n, lambda: _cuda.gelu_forward(pointer(x), pointer(y), n, 0),
+         lambda: F.gelu(x, approximate="tanh")),
+        ("gelu bwd", 12 * n, lambda: _cuda.gelu_backward(pointer(dy), pointer(x), pointer(dx), n, 0), None),
+        ("layer norm fwd (C=768)", 8 * n,
+         lambda: _cuda.layer_norm_forward(pointer(x), pointer(gamma), pointer(beta), pointer(y), pointer(mean),
+                                          pointer(rstd), rows, channels, 1e-5, 0),
+         lambda: F.layer_norm(x.view(rows, channels), (channels,), gamma, beta)),
+        ("softmax + cross-entropy (V=50257)", 8 * logits.numel(),
+         lambda: _cuda.softmax_cross_entropy(pointer(logits), pointer(targets), pointer(losses), pointer(dlogits),
+                                             vocab_rows, vocab, 0),
+         lambda: F.cross_entropy(logits, targets)),
+        ("adam step", 28 * n,
+         lambda: _cuda.adam_update(pointer(param), pointer(grad), pointer(m), pointer(v), n, 1e-3, 0.1, 0.001,
+                                   1e-7, 0), None),
+    ]
+    results = [("device-to-device copy", f"n={n}", copy_ms, "-", None, 8 * n, "byte", bandwidth_peak,
+                f"{copy_bandwidth / 1e9:.0f} GB/s measured")]
+    for name, nbytes, ours, peer in kernels:
+        ours_ms = time_ms(ours)
+        fraction = nbytes / (ours_ms * 1e-3) / copy_bandwidth
+        results.append((name, f"n={n}" if "softmax" not in name else f"{vocab_rows}x{vocab}", ours_ms,
+                        "torch (unfused)" if peer else "-", time_ms(peer) if peer else None, nbytes, "byte",
+                        bandwidth_peak, f"{fraction:.2f} of measured copy bandwidth; target >= 0.85"))
+    return results
+
+
+def table(rows):
+    lines = ["| kernel | shape | pyai ms | peer | peer ms | peer/pyai | achieved | fraction of peak | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    records = []
+    for name, shape, ours_ms, peer, peer_ms, amount, unit, peak, note in rows:
+        rate = amount / (ours_ms * 1e-3)
+        achieved = f"{rate / 1e12:.1f} TFLOP/s" if unit == "flop" else f"{rate / 1e9:.0f} GB/s"
+        ratio = None if peer_ms is None else peer_ms / ours_ms
+        fraction = None if peak is None else rate / peak
+        lines.append(f"| {name} | {shape} | {ours_ms:.3f} | {peer} | "
+                     f"{'-' if peer_ms is None else f'{peer_ms:.3f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{achieved} | {'-' if fraction is None else f'{fraction:.2f}'} | {note} |")
+        records.append({"kernel": name, "shape": shape, "pyai_ms": ours_ms, "peer": peer, "peer_ms": peer_ms,
+                        "peer_over_pyai": ratio, "rate_per_s": rate, "unit": unit, "fraction_of_peak": fraction,
+                        "note": note})
+    return "\n".join(lines), records
+
+
+def main():
+    quick = "--quick" in sys.argv
+    device = torch.cuda.get_device_name()
+    fp32_peak, bf16_peak, bandwidth_peak = peaks(device)
+    rows = gemm_rows(1024 if quick else 4096, fp32_peak)
+    for depth in (64, 128):
+        rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
+    rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
+    text, records = table(rows)
+    date = datetime.date.today().isoformat()
+    header = (f"# pyai cuda backend benchmarks\n\ndevice: {device}; date: {date}; torch {torch.__version__}, "
+              f"CUDA {torch.version.cuda}; median of {REPEATS} runs after {WARMUP} warm-up runs\n\n")
+    print(header + text)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-')}-{date}{'-quick' if quick else ''}"
+    stem.with_suffix(".md").write_text(header + text + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"device": device, "date": date, "rows": records}, indent=1))
+    print(f"wrote {stem}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

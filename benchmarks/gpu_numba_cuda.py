@@ -1,0 +1,252 @@
+"""The numba-cuda kernels on a GPU beside their peers, in one run, as one table.
+
+    python benchmarks/gpu_numba_cuda.py [--quick] [--results benchmarks/results]
+
+Peers: cuBLAS SGEMM (through PyTorch, TF32 off, and CuPy when installed) for matmul; PyTorch
+(cuBLAS plus its own kernels) for the fused linear; torch SDPA for attention (forward, and
+forward + backward through autograd); PyTorch's layer norm, cross-entropy, leaky ReLU and fused
+Adam for the rest. Then every op that both GPU backends have, called through pyai.ops with
+numpy arrays (transfers included): numba-cuda beside cuda (C++).
+Target (the issue's): matmul >= 0.5x cuBLAS fp32 at 4096^3.
+
+Method: inputs live on the GPU before timing; each runner is called once to warm up (numba
+compiles, libraries pick algorithms), then timed in batches long enough (~BATCH_S) that launch
+jitter averages out, between device-wide synchronizations; the median batch counts. numba-cuda
+is timed as users call it, output allocation included (numba's allocator, no caching pool).
+Rates are against the device's peak, computed from its attributes (FP32 lanes x SMs x clock x 2;
+bus width x memory clock x 2). Writes the table to <results>/numba_cuda_<device>_<date>.md.
+Needs a CUDA GPU, PyTorch and numba-cuda; CuPy is optional.
+"""
+
+import argparse
+import datetime
+import pathlib
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+BATCH_S = 0.05
+BATCHES = 7
+FP32_LANES = {(7, 0): 64, (8, 0): 64}   # FP32 lanes per SM where it is not 128
+
+
+def measure(run, synchronize):
+    """Seconds per call: the median over BATCHES batches of back-to-back calls."""
+    run()
+    synchronize()
+    start = time.perf_counter()
+    run()
+    synchronize()
+    calls = max(1, int(BATCH_S / max(time.perf_counter() - start, 1e-6)))
+    times = []
+    for _ in range(BATCHES):
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        synchronize()
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def device_peaks(cuda):
+    """(FP32 FLOP/s, bytes/s) of the current device, from its attributes."""
+    gpu = cuda.get_current_device()
+    lanes = FP32_LANES.get(gpu.compute_capability, 128)
+    flops = gpu.MULTIPROCESSOR_COUNT * lanes * 2 * gpu.CLOCK_RATE * 1e3
+    bandwidth = gpu.GLOBAL_MEMORY_BUS_WIDTH / 8 * gpu.MEMORY_CLOCK_RATE * 1e3 * 2
+    return flops, bandwidth
+
+
+class Table:
+    """Rows of: case, runner, time, rate, fraction of peak, ratio to the case's peer."""
+
+    def __init__(self, peaks):
+        self.peaks = peaks
+        self.lines = ["| case | runner | ms | rate | of peak | numba-cuda / peer |",
+                      "| --- | --- | ---: | ---: | ---: | ---: |"]
+
+    def case(self, name, work, compute_bound, runners, synchronize, peer=None):
+        """Time every runner of one case; the ratio is numba-cuda's speed over `peer`'s."""
+        seconds = {label: measure(run, synchronize) for label, run in runners.items()}
+        unit, peak = ("TFLOP/s", self.peaks[0]) if compute_bound else ("TB/s", self.peaks[1])
+        for label, time_s in seconds.items():
+            rate = work / time_s
+            ratio = f"{seconds[peer] / seconds['numba-cuda']:.2f}x" if (
+                peer and label == "numba-cuda") else ""
+            self.lines.append(f"| {name} | {label} | {time_s * 1e3:.3f} | {rate / 1e12:.2f} "
+                              f"{unit} | {rate / peak:.0%} | {ratio} |")
+            print(self.lines[-1], flush=True)
+
+
+def matmul_cases(table, cuda, torch, cupy, synchronize, sizes):
+    from pyai.kernels import cuda_matmul
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for m, n, k in sizes:
+        a, b = torch.randn(m, k, device="cuda"), torch.randn(k, n, device="cuda")
+        a_numba, b_numba = cuda.as_cuda_array(a), cuda.as_cuda_array(b)
+        runners = {"numba-cuda": lambda: cuda_matmul.matmul(a_numba, b_numba, False, False),
+                   "cuBLAS (torch)": lambda: torch.matmul(a, b)}
+        if cupy is not None:
+            a_cupy, b_cupy = cupy.asarray(a), cupy.asarray(b)
+            runners["cuBLAS (cupy)"] = lambda: a_cupy @ b_cupy
+        table.case(f"matmul {m}x{n}x{k}", 2 * m * n * k, True, runners, synchronize,
+                   peer="cuBLAS (torch)")
+    m, n, k = sizes[-1]
+    x, w, bias = (torch.randn(m, k, device="cuda"), torch.randn(k, n, device="cuda"),
+                  torch.randn(n, device="cuda"))
+    x_numba, w_numba, bias_numba = (cuda.as_cuda_array(t) for t in (x, w, bias))
+    table.case(f"linear {m}x{k}->{n} + bias + leaky_relu", 2 * m * n * k, True, {
+        "numba-cuda": lambda: cuda_matmul.linear(x_numba, w_numba, bias_numba, "leaky_relu", 0.2),
+        "torch (unfused)": lambda: torch.nn.functional.leaky_relu(torch.addmm(bias, x, w), 0.2),
+    }, synchronize, peer="torch (unfused)")
+
+
+def attention_cases(table, cuda, torch, synchronize, shape):
+    from pyai.kernels import cuda_attention_backward, cuda_attention_forward
+    batch, heads, length, depth = shape
+    q, k, v, do = (torch.randn(batch, heads, length, depth, device="cuda") for _ in range(4))
+    q_numba, k_numba, v_numba, do_numba = (cuda.as_cuda_array(t) for t in (q, k, v, do))
+    scale = depth ** -0.5
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for causal in (False, True):
+        flops = 4 * batch * heads * length * length * depth * (0.5 if causal else 1.0)
+        label = f"attention {shape} causal={causal}"
+        table.case(f"{label} forward", flops, True, {
+            "numba-cuda": lambda: cuda_attention_forward.attention_forward(
+                q_numba, k_numba, v_numba, causal, scale),
+            "torch SDPA": lambda: sdpa(q, k, v, is_causal=causal),
+        }, synchronize, peer="torch SDPA")
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+
+        def numba_both():
+            o, lse = cuda_attention_forward.attention_forward(q_numba, k_numba, v_numba, causal,
+                                                              scale)
+            cuda_attention_backward.attention_backward(do_numba, q_numba, k_numba, v_numba, o,
+                                                       lse, causal, scale)
+
+        def sdpa_both():
+            sdpa(*leaves, is_causal=causal).backward(do)
+
+        # the usual count: the backward is 2.5 forwards (5 products to the forward's 2)
+        table.case(f"{label} forward + backward", 3.5 * flops, True,
+                   {"numba-cuda": numba_both, "torch SDPA": sdpa_both}, synchronize,
+                   peer="torch SDPA")
+
+
+def memory_bound_cases(table, cuda, torch, synchronize, rows, width, vocabulary, size):
+    from pyai.kernels import (cuda_adam, cuda_layer_norm, cuda_leaky_relu,
+                              cuda_softmax_cross_entropy)
+    functional = torch.nn.functional
+    x, dy = torch.randn(rows, width, device="cuda"), torch.randn(rows, width, device="cuda")
+    gamma, beta = torch.randn(width, device="cuda"), torch.randn(width, device="cuda")
+    x_n, dy_n, gamma_n, beta_n = (cuda.as_cuda_array(t) for t in (x, dy, gamma, beta))
+    table.case(f"layer_norm forward {rows}x{width}", 8 * rows * width, False, {
+        "numba-cuda": lambda: cuda_layer_norm.layer_norm_forward(x_n, gamma_n, beta_n, 1e-5),
+        "torch": lambda: functional.layer_norm(x, (width,), gamma, beta, 1e-5),
+    }, synchronize, peer="torch")
+    _, mean, rstd = cuda_layer_norm.layer_norm_forward(x_n, gamma_n, beta_n, 1e-5)
+    leaf = x.clone().requires_grad_()
+    table.case(f"layer_norm backward {rows}x{width}", 12 * rows * width, False, {
+        "numba-cuda": lambda: cuda_layer_norm.layer_norm_backward(dy_n, x_n, gamma_n, mean, rstd),
+        "torch (forward + backward)": lambda: functional.layer_norm(
+            leaf, (width,), gamma, beta, 1e-5).backward(dy),
+    }, synchronize, peer="torch (forward + backward)")
+    logits = torch.randn(rows, vocabulary, device="cuda")
+    targets = torch.randint(0, vocabulary, (rows,), device="cuda")
+    logits_n, targets_n = cuda.as_cuda_array(logits), cuda.as_cuda_array(targets)
+    leaf = logits.clone().requires_grad_()
+    table.case(f"softmax_cross_entropy {rows}x{vocabulary} (loss and dlogits)",
+               8 * rows * vocabulary, False, {
+                   "numba-cuda": lambda: cuda_softmax_cross_entropy.softmax_cross_entropy(
+                       logits_n, targets_n),
+                   "torch (forward + backward)": lambda: functional.cross_entropy(
+                       leaf, targets).backward(),
+               }, synchronize, peer="torch (forward + backward)")
+    flat = torch.randn(size, device="cuda")
+    flat_n = cuda.as_cuda_array(flat)
+    table.case(f"leaky_relu forward {size}", 8 * size, False, {
+        "numba-cuda": lambda: cuda_leaky_relu.leaky_relu_forward(flat_n, 0.2),
+        "torch": lambda: functional.leaky_relu(flat, 0.2),
+    }, synchronize, peer="torch")
+    param = torch.nn.Parameter(torch.randn(size, device="cuda"))
+    param.grad = torch.randn(size, device="cuda")
+    optimizer = torch.optim.Adam([param], lr=1e-3, eps=1e-7, fused=True)
+    state = [cuda.as_cuda_array(t) for t in (torch.randn(size, device="cuda"),
+                                             param.grad.detach(), torch.zeros(size, device="cuda"),
+                                             torch.zeros(size, device="cuda"))]
+    table.case(f"adam_update {size}", 28 * size, False, {
+        "numba-cuda": lambda: cuda_adam.adam_update(*state, 1e-3, 0.9, 0.999, 1e-7, 10),
+        "torch (fused Adam)": optimizer.step,
+    }, synchronize, peer="torch (fused Adam)")
+
+
+def backend_cases(table, synchronize, rng):
+    """pyai.ops with numpy arrays, transfers included, on every op both GPU backends have."""
+    import pyai
+    from pyai import dispatch
+    if dispatch.unavailable_reason("cuda") is not None:
+        print(f"cuda backend skipped: {dispatch.unavailable_reason('cuda')}")
+        return
+    shared = set(dispatch.ops_of("numba-cuda")) & set(dispatch.ops_of("cuda"))
+    n, size = 1 << 24, 2048
+    x = rng.standard_normal(n).astype(np.float32)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    calls = {   # op -> (call on a backend, work, compute-bound)
+        "leaky_relu": (lambda backend: pyai.ops.leaky_relu(x, 0.2, backend=backend), 8 * n, False),
+        "leaky_relu_grad": (lambda backend: pyai.ops.leaky_relu_grad(x, x, 0.2, backend=backend),
+                            12 * n, False),
+        "matmul": (lambda backend: pyai.ops.matmul(a, b, backend=backend), 2 * size ** 3, True),
+    }
+    for op in sorted(shared & set(calls)):
+        call, work, compute_bound = calls[op]
+        table.case(f"pyai.ops.{op}, numpy in and out", work, compute_bound, {
+            "numba-cuda": lambda: call("numba-cuda"),
+            "cuda (C++)": lambda: call("cuda"),
+        }, synchronize, peer="cuda (C++)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument("--results", default=str(pathlib.Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    from numba import cuda
+    if not cuda.is_available():
+        sys.exit("benchmarks/gpu_numba_cuda.py needs a CUDA GPU (numba.cuda finds none)")
+    import torch
+    try:
+        import cupy
+    except ImportError:
+        cupy = None
+    table = Table(device_peaks(cuda))
+    synchronize = cuda.synchronize
+    sizes = [(1024, 1024, 1024), (4096, 4096, 4096)] if not args.quick else [(512, 512, 512)]
+    matmul_cases(table, cuda, torch, cupy, synchronize, sizes)
+    attention_cases(table, cuda, torch, synchronize,
+                    (8, 12, 1024, 64) if not args.quick else (1, 2, 256, 64))
+    memory_bound_cases(table, cuda, torch, synchronize, *(
+        (8192, 768, 50257, 1 << 26) if not args.quick else (512, 768, 1000, 1 << 20)))
+    backend_cases(table, synchronize, np.random.default_rng(0))
+    name = cuda.get_current_device().name
+    name = name.decode() if isinstance(name, bytes) else name
+    today = datetime.date.today().isoformat()
+    versions = f"numba {__import__('numba').__version__}, torch {torch.__version__}" + (
+        f", cupy {cupy.__version__}" if cupy is not None else "")
+    text = "\n".join([f"# numba-cuda benchmarks: {name}, {today}", "",
+                      f"{versions}. Peak: {table.peaks[0] / 1e12:.1f} FP32 TFLOP/s, "
+                      f"{table.peaks[1] / 1e12:.2f} TB/s (from the device's attributes).", "",
+                      *table.lines, ""])
+    out = pathlib.Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    path = out / f"numba_cuda_{slug}_{today}{'_quick' if args.quick else ''}.md"
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+// Flash attention forward and backward on float32 device arrays; see attention_forward.cu and
+// attention_backward.cu. q, o, do, dq are (B, H, Tq, D); k, v, dk, dv (B, H, Tk, D); lse (B, H, Tq);
+// all packed row-major. D <= ATTENTION_MAX_DEPTH. causal: query i sees key j iff
+// j <= i + (Tk - Tq), which needs Tq <= Tk.
+#pragma once
+
+#include <cuda_runtime.h>
+
+constexpr int ATTENTION_MAX_DEPTH = 128;
+
+// o = softmax(scale q k^T + mask) v, lse_i = log sum_j exp(scale q_i.k_j) over visible keys
+void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int heads,
+                       int n_queries, int n_keys, int depth, bool causal, float scale,
+                       cudaStream_t stream);
+
+// dq, dk, dv from do and the forward's o and lse; `delta` is scratch of heads * n_queries floats.
+void attention_backward(const float* d_out, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, float* delta, float* dq, float* dk, float* dv,
+                        int heads, int n_queries, int n_keys, int depth, bool causal, float scale,
+                        cudaStream_t stream);

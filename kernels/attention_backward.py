@@ -1,0 +1,272 @@
+"""Attention backward, flash style: dq, dk, dv from do, recomputing the probabilities from lse.
+
+Shapes: q, o, do, dq (B, H, Tq, D); k, v, dk, dv (B, H, Tk, D); lse (B, H, Tq) from the forward
+(attention_forward.py, which also states the causal rule). With s = scale q k^T (masked),
+    p = exp(s - lse)              the forward's probabilities, recomputed a tile at a time
+    dv = p^T do,   dp = do v^T,   ds = p (dp - delta),   delta_i = sum_d do_id o_id
+    dq = scale ds k,   dk = scale ds^T q
+(delta_i = sum_j p_ij dp_ij, the softmax gradient's row term, computed once from do and o as in
+FlashAttention-2.) Cost: 10 B H Tq Tk D FLOPs (5 products; about half with the causal mask)
+and B H Tq Tk exps; at best 4 B H (4 Tq + 4 Tk) D bytes moved (read q, o, do, k, v; write dq,
+dk, dv); memory O((Tq + Tk) D), never O(Tq Tk).
+
+Fast version, FlashAttention-2's backward loop order on CPU cores:
+  pack once: every operand in the layout matmul's 6 x 16 micro-kernel reads (`pack_operands`)
+  in parallel over tasks, one per (batch, head, group of key tiles):
+    for each key tile of KEY_TILE keys in the group: dk^T, dv^T (D x KEY_TILE) held by the task
+      for each block of QUERY_BLOCK queries that sees the tile (causal: from its diagonal):
+        s = (q scale) k^T,  p = exp(s - lse)         micro-kernel, kc = D; then exps
+        dv^T += do^T p                               kc = QUERY_BLOCK
+        dp = do v^T,  ds = scale p (dp - delta)      kc = D
+        dk^T += q^T ds                               kc = QUERY_BLOCK
+        dq[block] += ds k                            kc = KEY_TILE, into the group's dq
+dq is the only output that several key tiles add to. A group's key tiles run in order inside
+one task, so each group adds into its own copy of dq and no two threads ever write the same
+copy; the copies are summed at the end in a fixed order, so a result repeats exactly on the
+same number of threads. There are just enough groups to give every thread work (one when B*H
+is large; their number, so the order of dq's sums, follows the thread count); a group takes
+every G-th key tile, so under the causal mask each gets a fair share of long and short tiles.
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import boolean, float32, int64, void
+
+from pyai.kernels.attention_forward import pack_chunks, pack_slivers, padded
+from pyai.kernels.matmul import micro_kernel, slp_vectorize
+from pyai.kernels.matmul_micro import MR, NR
+from pyai.kernels.sigmoid import exp_negative
+from pyai.kernels.softmax import stack_lanes
+
+QUERY_BLOCK = 96   # queries per step, a multiple of MR and NR (6 x 16 tiles both ways)
+KEY_TILE = 64      # keys per tile, a multiple of NR: dk^T and dv^T (D x KEY_TILE) stay in L2
+FASTMATH = {"contract"}
+
+
+def attention_backward_reference(do, q, k, v, causal, scale):
+    """float64 numpy, the whole probability matrix at once: (dq, dk, dv)."""
+    q, k, v, do = (x.astype(np.float64) for x in (q, k, v, do))
+    s = scale * q @ np.swapaxes(k, -1, -2)
+    if causal:
+        n_queries, n_keys = s.shape[-2:]
+        visible = np.arange(n_keys) <= np.arange(n_queries)[:, None] + (n_keys - n_queries)
+        s = np.where(visible, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    dp = do @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - np.sum(dp * p, -1, keepdims=True))
+    return scale * ds @ k, scale * np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ do
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def tile_product(left, right, first_left, first_right, product):
+    """product[t, i, c] = left row (first_left + i) . right row (first_right + 16t + c), from
+    left slivers (D x 6) and right slivers (D x 16): s = q k^T, or dp = do v^T."""
+    product[:] = 0
+    for t in range(product.shape[0]):
+        for s in range(product.shape[1] // MR):
+            micro_kernel(left[first_left // MR + s], right[first_right // NR + t], product[t],
+                         s * MR, 0)
+
+
+@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def tile_probabilities(scores, lse, first_query):
+    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key 16t + c of the tile."""
+    for t in range(scores.shape[0]):
+        for i in range(scores.shape[1]):
+            row_lse = lse[first_query + i]
+            for c in range(NR):
+                scores[t, i, c] = exp_negative(row_lse - scores[t, i, c])
+
+
+@numba.njit(cache=True)
+def mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal):
+    """p = 0 where the query does not see the key (causal), or either is padding. In row i of
+    sliver t the lanes a query sees come first: keys up to its diagonal and the last key."""
+    for t in range(p.shape[0]):
+        first = first_key + t * NR
+        for i in range(p.shape[1]):
+            query = first_query + i
+            seen = min(NR, n_keys - first)
+            if causal:
+                seen = min(seen, query + offset - first + 1)
+            p[t, i, max(0, seen) if query < n_queries else 0:] = 0
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def tile_score_gradients(p, dp, delta, first_query, scale):
+    """ds = scale p (dp - delta) in place of dp; p is copied to the stack one row at a time so
+    that LLVM sees no overlap with dp and vectorizes the row."""
+    row = numba.carray(stack_lanes(), NR)
+    for t in range(p.shape[0]):
+        for i in range(p.shape[1]):
+            row_delta = delta[first_query + i]
+            for c in range(NR):
+                row[c] = scale * p[t, i, c]
+            for c in range(NR):
+                dp[t, i, c] = row[c] * (dp[t, i, c] - row_delta)
+
+
+@numba.njit(cache=True)
+def transpose_slivers(ds, ds_slivers):
+    """ds_slivers[s, j, r] = ds[t, 6s + r, c] for key j = 16t + c: the rows of ds (queries)
+    in 6-query slivers, keys down, the left operand of dq += ds k."""
+    for s in range(ds_slivers.shape[0]):
+        for t in range(ds.shape[0]):
+            for c in range(NR):
+                for r in range(MR):
+                    ds_slivers[s, t * NR + c, r] = ds[t, s * MR + r, c]
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def add_transposed(left_chunks, right, first, rows, out):
+    """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
+    6-column chunks, right (rows x KEY_TILE) in 16-column slivers: dv^T += do^T p and
+    dk^T += q^T ds."""
+    for t in range(right.shape[0]):
+        for s in range(left_chunks.shape[0]):
+            micro_kernel(left_chunks[s, first:first + rows], right[t], out, s * MR, t * NR)
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, dq):
+    """dq[first_query:+QUERY_BLOCK, :] += ds k_tile, k in 16-column chunks."""
+    for t in range(k_chunks.shape[0]):
+        for s in range(ds_slivers.shape[0]):
+            micro_kernel(ds_slivers[s], k_chunks[t, first_key:first_key + KEY_TILE], dq,
+                         first_query + s * MR, t * NR)
+
+
+@numba.njit(cache=True)
+def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, scale, dq,
+                      dk, dv):
+    """dk, dv of one key tile of one head (written to dk, dv) and its share of dq (added)."""
+    q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
+    depth = dk.shape[1]
+    p = np.empty((KEY_TILE // NR, QUERY_BLOCK, NR), np.float32)
+    ds = np.empty_like(p)
+    ds_slivers = np.empty((QUERY_BLOCK // MR, KEY_TILE, MR), np.float32)
+    dk_tile = np.zeros((do_chunks.shape[0] * MR, KEY_TILE), np.float32)
+    dv_tile = np.zeros_like(dk_tile)
+    offset = n_keys - n_queries
+    first_block = max(0, first_key - offset) // QUERY_BLOCK if causal else 0
+    for first_query in range(first_block * QUERY_BLOCK, n_queries, QUERY_BLOCK):
+        tile_product(q_slivers, k_slivers, first_query, first_key, p)
+        tile_probabilities(p, lse, first_query)
+        crosses_diagonal = causal and first_key + KEY_TILE - 1 > first_query + offset
+        padding = first_query + QUERY_BLOCK > n_queries or first_key + KEY_TILE > n_keys
+        if crosses_diagonal or padding:
+            mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal)
+        add_transposed(do_chunks, p, first_query, QUERY_BLOCK, dv_tile)
+        tile_product(do_slivers, v_slivers, first_query, first_key, ds)
+        tile_score_gradients(p, ds, delta, first_query, scale)
+        add_transposed(q_chunks, ds, first_query, QUERY_BLOCK, dk_tile)
+        transpose_slivers(ds, ds_slivers)
+        add_query_gradients(ds_slivers, k_chunks, first_query, first_key, dq)
+    for j in range(min(KEY_TILE, n_keys - first_key)):
+        for d in range(depth):
+            dk[first_key + j, d] = dk_tile[d, j]
+            dv[first_key + j, d] = dv_tile[d, j]
+
+
+def backward_kernel(q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks,
+                    lse, delta, n_queries, causal, scale, dq_copies, dk, dv):
+    groups, heads = dq_copies.shape[0], dk.shape[0]
+    n_keys = dk.shape[1]
+    tiles = -(-n_keys // KEY_TILE)
+    for task in numba.prange(heads * groups):
+        head, group = task // groups, task % groups
+        packed = (q_slivers[head], k_slivers[head], do_slivers[head], v_slivers[head],
+                  do_chunks[head], q_chunks[head], k_chunks[head])
+        for tile in range(group, tiles, groups):
+            key_tile_backward(packed, lse[head], delta[head], tile * KEY_TILE, n_queries, n_keys,
+                              causal, scale, dq_copies[group, head], dk[head], dv[head])
+
+
+PACKED = float32[:, :, :, ::1]
+PER_HEAD = float32[:, :, ::1]
+with slp_vectorize():   # the 16-lane loops vectorize only with SLP on
+    backward_kernel = numba.njit(
+        void(PACKED, PACKED, PACKED, PACKED, PACKED, PACKED, PACKED, float32[:, ::1],
+             float32[:, ::1], int64, boolean, float32, float32[:, :, :, ::1], PER_HEAD, PER_HEAD),
+        parallel=True, cache=True)(backward_kernel)
+
+
+def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
+    """Shapes of the seven packed operands, the left and right operands of the five products
+    (x_slivers: rows in slivers, transposed; x_chunks: columns in chunks), in `packed` order."""
+    def slivers(rows, width):
+        return (heads, rows // width, depth, width)
+
+    def chunks(rows, width):
+        return (heads, -(-depth // width), rows, width)
+
+    queries, keys = n_queries_padded, n_keys_padded
+    return [slivers(queries, MR), slivers(keys, NR), slivers(queries, MR), slivers(keys, NR),
+            chunks(queries, MR), chunks(queries, MR), chunks(keys, NR)]
+
+
+def workspace(shapes):
+    """Unfilled float32 arrays of these shapes, cut (at 64-byte boundaries) from one block. One
+    large block is reused from malloc's heap call after call; a dozen separate ones of a few MB
+    are handed back to the OS on free and page-faulted in again (~5 ms a call at T = 1024)."""
+    sizes = [-(-math.prod(shape) // 16) * 16 for shape in shapes]
+    block = np.empty(sum(sizes), np.float32)
+    starts = np.cumsum([0] + sizes)
+    return [block[start:start + math.prod(shape)].reshape(shape)
+            for start, shape in zip(starts, shapes)]
+
+
+@numba.njit(parallel=True, cache=True)
+def pack_operands(q, k, v, do, o, lse, scale, packed, lse_padded, delta):
+    """Fill the packed operands, the padded lse and delta = rowsum(do o) (summed in float64), in
+    one parallel region (one task per head): on a busy machine every region's closing barrier
+    waits for the slowest thread, so they are kept few. Padded rows of lse and delta are left
+    as they are (the caller zeroes them)."""
+    q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
+    one = np.float32(1)
+    for head in numba.prange(q.shape[0]):
+        pack_slivers(q[head], MR, scale, q_slivers[head])
+        pack_slivers(k[head], NR, one, k_slivers[head])
+        pack_slivers(do[head], MR, one, do_slivers[head])
+        pack_slivers(v[head], NR, one, v_slivers[head])
+        pack_chunks(do[head], MR, do_chunks[head])
+        pack_chunks(q[head], MR, q_chunks[head])
+        pack_chunks(k[head], NR, k_chunks[head])
+        for i in range(q.shape[1]):
+            lse_padded[head, i] = lse[head, i]
+            total = 0.0
+            for d in range(q.shape[2]):
+                total += np.float64(do[head, i, d]) * np.float64(o[head, i, d])
+            delta[head, i] = total
+
+
+# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq): float32, C-contiguous
+#   -> dq (B, H, Tq, D), dk, dv (B, H, Tk, D)
+def attention_backward(do, q, k, v, o, lse, causal, scale):
+    query_shape, key_shape = q.shape, k.shape
+    n_queries, depth = q.shape[2:]
+    n_keys = k.shape[2]
+    heads = q.shape[0] * q.shape[1]
+    q, o, do = (x.reshape(heads, n_queries, depth) for x in (q, o, do))
+    k, v = (x.reshape(heads, n_keys, depth) for x in (k, v))
+    n_queries_padded = padded(n_queries, QUERY_BLOCK)
+    groups = min(-(-n_keys // KEY_TILE), -(-2 * numba.get_num_threads() // heads))
+    *packed, lse_padded, delta, dq_copies = workspace(
+        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, KEY_TILE))
+        + [(heads, n_queries_padded), (heads, n_queries_padded),
+           (groups, heads, n_queries_padded, padded(depth, NR))])
+    lse_padded[:, n_queries:] = 0
+    delta[:, n_queries:] = 0
+    dq_copies[:] = 0
+    pack_operands(q, k, v, do, o, lse.reshape(heads, n_queries), np.float32(scale),
+                  tuple(packed), lse_padded, delta)
+    dk = np.empty((heads, n_keys, depth), np.float32)
+    dv = np.empty((heads, n_keys, depth), np.float32)
+    backward_kernel(*packed, lse_padded, delta, n_queries, bool(causal), np.float32(scale),
+                    dq_copies, dk, dv)
+    dq = dq_copies[0] if groups == 1 else dq_copies.sum(axis=0, dtype=np.float32)
+    dq = np.ascontiguousarray(dq[:, :n_queries, :depth])
+    return dq.reshape(query_shape), dk.reshape(key_shape), dv.reshape(key_shape)

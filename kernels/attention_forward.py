@@ -1,0 +1,219 @@
+"""Attention forward, flash style: o = softmax(scale q k^T + mask) v, float32, on the CPU.
+
+Shapes: q (B, H, Tq, D); k, v (B, H, Tk, D); o (B, H, Tq, D); lse (B, H, Tq), where
+    lse_i = log sum_j exp(scale q_i.k_j)   (natural log, over the keys query i sees)
+is what the backward needs to recompute the probabilities without storing them.
+Causal mask, aligned bottom-right (as FlashAttention-2, and tf.linalg.band_part on the last Tq
+rows of a Tk x Tk mask): query i sees key j iff j <= i + (Tk - Tq). With Tq == Tk that is the
+usual lower triangle; the last query always sees every key. pyai.ops refuses causal with
+Tq > Tk, where the first queries would see no key at all.
+Cost: 4 B H Tq Tk D FLOPs (about half with the causal mask) and B H Tq Tk exps; at best
+4 B H (2 Tq + 2 Tk) D bytes moved: the Tq x Tk scores never reach memory.
+
+Fast version, FlashAttention-2's loop order on CPU cores:
+  pack once (in parallel over heads): q * scale as 16-query slivers (D x 16), k as 6-key
+  slivers (D x 6), v as 6-column chunks (Tk x 6): the operand layouts of matmul's 6 x 16
+  micro-kernel
+  in parallel over tasks, one per (batch, head, block of QUERY_BLOCK queries):
+    for each tile of KEY_TILE keys (up to the block's last diagonal key, causal):
+      scores^T (KEY_TILE x QUERY_BLOCK) = k_tile (q_block * scale)^T    micro-kernel, kc = D
+      online softmax: new row max m', then the running sum and o rescaled by exp(m - m'),
+      p = exp(s - m') in place of the scores
+      o^T (D x QUERY_BLOCK) += v_tile^T p^T                   micro-kernel, kc = KEY_TILE
+    o = o^T / row sum, lse = row max + log(row sum)
+The scores are kept transposed (keys down, queries across), so the max, the exps and the
+rescaling run down columns with 16 queries in a SIMD register and no horizontal reductions,
+and p^T is already the right operand the second product reads. Memory: O(QUERY_BLOCK x
+(KEY_TILE + D)) per task and O((Tq + Tk) D) for the packed copies; never O(Tq Tk).
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import boolean, float32, int64, void
+
+from pyai.kernels.matmul import micro_kernel, slp_vectorize   # c[6 x 16] += a_sliver^T b_sliver
+from pyai.kernels.matmul_micro import MR, NR
+from pyai.kernels.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
+from pyai.kernels.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
+
+QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
+KEY_TILE = 96      # keys per tile, a multiple of MR
+FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
+
+
+def attention_forward_reference(q, k, v, causal, scale):
+    """float64 numpy, the whole score matrix at once: (o, lse)."""
+    s = scale * np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k.astype(np.float64))
+    if causal:
+        n_queries, n_keys = s.shape[-2:]
+        visible = np.arange(n_keys) <= np.arange(n_queries)[:, None] + (n_keys - n_queries)
+        s = np.where(visible, s, -np.inf)
+    row_max = s.max(-1, keepdims=True)
+    e = np.exp(s - row_max)
+    total = e.sum(-1, keepdims=True)
+    return (e / total) @ v.astype(np.float64), (row_max + np.log(total))[..., 0]
+
+
+@numba.njit(cache=True)
+def pack_slivers(x, width, factor, packed):
+    """packed[s, d, r] = factor * x[s*width + r, d] (rows in slivers, transposed), zero past
+    the last row. x is (rows, D), packed (slivers, D, width)."""
+    for s in range(packed.shape[0]):
+        for r in range(width):
+            row = s * width + r
+            for d in range(packed.shape[1]):
+                packed[s, d, r] = factor * x[row, d] if row < x.shape[0] else 0
+
+
+@numba.njit(cache=True)
+def pack_chunks(x, width, packed):
+    """packed[c, i, r] = x[i, c*width + r] (columns in chunks), zero past the last row or
+    column. x is (rows, D), packed (chunks, padded rows, width)."""
+    for c in range(packed.shape[0]):
+        for i in range(packed.shape[1]):
+            for r in range(width):
+                column = c * width + r
+                inside = i < x.shape[0] and column < x.shape[1]
+                packed[c, i, r] = x[i, column] if inside else 0
+
+
+@numba.njit(parallel=True, cache=True)
+def pack_operands(q, k, v, scale, q_slivers, k_slivers, v_chunks):
+    """All three packed operands, in one parallel region (one per head): on a busy machine
+    each region's closing barrier waits for the slowest thread, so they are kept few."""
+    for head in numba.prange(q.shape[0]):
+        pack_slivers(q[head], NR, scale, q_slivers[head])
+        pack_slivers(k[head], MR, np.float32(1), k_slivers[head])
+        pack_chunks(v[head], MR, v_chunks[head])
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def tile_scores(q_slivers, k_slivers, first_query, first_key, scores):
+    """scores[t, j, c] = scale q[first_query + 16t + c] . k[first_key + j]."""
+    scores[:] = 0
+    for t in range(scores.shape[0]):
+        for s in range(KEY_TILE // MR):
+            micro_kernel(k_slivers[first_key // MR + s], q_slivers[first_query // NR + t],
+                         scores[t], s * MR, 0)
+
+
+@numba.njit(cache=True)
+def mask_tile(scores, first_query, first_key, n_keys, offset, causal):
+    """-inf where the key is past the last one or, causal, past the query's diagonal. In row j
+    of sliver t those are the first `hidden` lanes: the queries too early to see key j."""
+    for t in range(scores.shape[0]):
+        for j in range(KEY_TILE):
+            key = first_key + j
+            too_early = key - offset - first_query - t * NR
+            hidden = NR if key >= n_keys else min(NR, max(0, too_early)) if causal else 0
+            scores[t, j, :hidden] = -np.inf
+
+
+@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+def online_softmax(scores, row_max, row_sum, out):
+    """p = exp(s - m') in place of the scores, m' the new running max; the running sum and the
+    output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf)."""
+    new_max = numba.carray(stack_lanes(), NR)
+    correction = numba.carray(stack_lanes(), NR)
+    total = numba.carray(stack_lanes(), NR)
+    for t in range(scores.shape[0]):
+        tile = scores[t]
+        new_max[:] = row_max[t * NR:(t + 1) * NR]
+        for j in range(KEY_TILE):
+            for c in range(NR):
+                new_max[c] = max(new_max[c], tile[j, c])
+        for c in range(NR):
+            correction[c] = exp_negative(new_max[c] - row_max[t * NR + c])
+            total[c] = 0
+        for j in range(KEY_TILE):
+            for c in range(NR):
+                p = exp_negative(new_max[c] - tile[j, c])
+                tile[j, c] = p
+                total[c] += p
+        for d in range(out.shape[1]):
+            for c in range(NR):
+                out[t, d, c] *= correction[c]
+        for c in range(NR):
+            row_sum[t * NR + c] = row_sum[t * NR + c] * correction[c] + total[c]
+            row_max[t * NR + c] = new_max[c]
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def tile_values(v_chunks, p, first_key, out):
+    """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T."""
+    for t in range(p.shape[0]):
+        for s in range(v_chunks.shape[0]):
+            micro_kernel(v_chunks[s, first_key:first_key + KEY_TILE], p[t], out[t], s * MR, 0)
+
+
+@numba.njit(cache=True)
+def write_rows(out, row_max, row_sum, first_query, n_queries, o, lse):
+    for t in range(out.shape[0]):
+        for c in range(NR):
+            query = first_query + t * NR + c
+            if query < n_queries:
+                inverse = np.float32(1) / row_sum[t * NR + c]
+                for d in range(o.shape[1]):
+                    o[query, d] = out[t, d, c] * inverse
+                lse[query] = row_max[t * NR + c] + math.log(row_sum[t * NR + c])
+
+
+@numba.njit(cache=True)
+def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_keys, causal, o, lse):
+    """One task: o and lse for queries [first_query, first_query + QUERY_BLOCK) of one head."""
+    n_queries = o.shape[0]
+    scores = np.empty((QUERY_BLOCK // NR, KEY_TILE, NR), np.float32)
+    out = np.zeros((QUERY_BLOCK // NR, v_chunks.shape[0] * MR, NR), np.float32)
+    row_max = np.full(QUERY_BLOCK, -np.inf, np.float32)
+    row_sum = np.zeros(QUERY_BLOCK, np.float32)
+    offset = n_keys - n_queries
+    last_query = min(first_query + QUERY_BLOCK, n_queries) - 1
+    end = min(n_keys, last_query + offset + 1) if causal else n_keys
+    for first_key in range(0, end, KEY_TILE):
+        tile_scores(q_slivers, k_slivers, first_query, first_key, scores)
+        crosses_diagonal = causal and first_key + KEY_TILE - 1 > first_query + offset
+        if crosses_diagonal or first_key + KEY_TILE > n_keys:
+            mask_tile(scores, first_query, first_key, n_keys, offset, causal)
+        online_softmax(scores, row_max, row_sum, out)
+        tile_values(v_chunks, scores, first_key, out)
+    write_rows(out, row_max, row_sum, first_query, n_queries, o, lse)
+
+
+def forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, causal, o, lse):
+    heads, n_queries = o.shape[0], o.shape[1]
+    blocks = -(-n_queries // QUERY_BLOCK)
+    for task in numba.prange(heads * blocks):
+        head, block = task // blocks, task % blocks
+        forward_block(q_slivers[head], k_slivers[head], v_chunks[head], block * QUERY_BLOCK,
+                      n_keys, causal, o[head], lse[head])
+
+
+PACKED = float32[:, :, :, ::1]
+PER_HEAD = float32[:, :, ::1]
+with slp_vectorize():   # online_softmax's 16-lane loops vectorize only with SLP on
+    forward_kernel = numba.njit(
+        void(PACKED, PACKED, PACKED, int64, boolean, PER_HEAD, float32[:, ::1]), parallel=True,
+        cache=True)(forward_kernel)
+
+
+def padded(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+# q (B, H, Tq, D), k and v (B, H, Tk, D): float32, C-contiguous -> o (B, H, Tq, D), lse (B, H, Tq)
+def attention_forward(q, k, v, causal, scale):
+    n_queries, depth = q.shape[2:]
+    n_keys = k.shape[2]
+    heads = q.shape[0] * q.shape[1]
+    q_slivers = np.empty((heads, padded(n_queries, QUERY_BLOCK) // NR, depth, NR), np.float32)
+    k_slivers = np.empty((heads, padded(n_keys, KEY_TILE) // MR, depth, MR), np.float32)
+    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, KEY_TILE), MR), np.float32)
+    pack_operands(q.reshape(heads, n_queries, depth), k.reshape(heads, n_keys, depth),
+                  v.reshape(heads, n_keys, depth), np.float32(scale), q_slivers, k_slivers,
+                  v_chunks)
+    o = np.empty((heads, n_queries, depth), np.float32)
+    lse = np.empty((heads, n_queries), np.float32)
+    forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o, lse)
+    return o.reshape(q.shape), lse.reshape(q.shape[:3])

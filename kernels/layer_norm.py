@@ -1,0 +1,132 @@
+"""Layer normalization over the last axis, forward and backward, float32.
+
+Shapes: x, y, dy, dx (..., C), worked on as N rows of C; gamma, beta, dgamma, dbeta (C,);
+mean, rstd (...,): one per row, saved by the forward for the backward.
+    forward:  mean = sum_c x / C,  var = sum_c (x - mean)^2 / C,  rstd = 1 / sqrt(var + epsilon)
+              xhat = (x - mean) rstd,  y = xhat gamma + beta
+    backward: g = dy gamma,  dx = rstd (g - mean_c(g) - xhat mean_c(g xhat))
+              dgamma = sum_rows dy xhat,  dbeta = sum_rows dy
+(Keras LayerNormalization with the same epsilon; Keras's default epsilon is 1e-3.)
+Cost per element: forward ~8 FLOPs and 8 bytes (read x, write y); backward ~12 FLOPs and 12
+bytes (read dy and x, write dx). Memory-bound.
+
+Fast version: rows in parallel, each row read while it is in cache. The row statistics are in
+float64 (the mean, then the variance about it, which does not cancel as E[x^2] - mean^2 can;
+'reassoc' lets those float64 sums keep several SIMD partial sums), the normalization in float32,
+the backward's row in float64 (its three terms cancel where a row has few columns).
+dgamma and dbeta sum over every row: each chunk of CHUNK_ROWS rows adds into its own float64
+slot, and the slots are summed in order at the end, so no two threads write one slot and the
+result is the same on any number of threads.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+CHUNK_ROWS = 32   # rows per dgamma/dbeta slot: enough slots to share out, few enough to sum fast
+FASTMATH = {"contract"}
+SUM_FASTMATH = {"reassoc", "contract"}
+
+
+def layer_norm_forward_reference(x, gamma, beta, epsilon):
+    """float64 numpy: (y, mean, rstd)."""
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + epsilon)
+    return (x - mean) * rstd * gamma + beta, mean[..., 0], rstd[..., 0]
+
+
+def layer_norm_backward_reference(dy, x, gamma, epsilon):
+    """float64 numpy, from x itself: (dx, dgamma, dbeta)."""
+    _, mean, rstd = layer_norm_forward_reference(x, gamma, 0.0, epsilon)
+    xhat = (x - mean[..., None]) * rstd[..., None]
+    g = dy * gamma.astype(np.float64)
+    dx = rstd[..., None] * (g - g.mean(-1, keepdims=True)
+                            - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return dx, (dy * xhat).sum(rows), dy.astype(np.float64).sum(rows)
+
+
+@numba.njit(fastmath=SUM_FASTMATH, cache=True)
+def row_moments(x):
+    """(mean, variance) of a 1-d float32 array, in float64."""
+    total = 0.0
+    for c in range(x.size):
+        total += x[c]
+    mean = total / x.size
+    spread = 0.0
+    for c in range(x.size):
+        spread += (x[c] - mean) ** 2
+    return mean, spread / x.size
+
+
+@numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
+def layer_norm_forward_kernel(x, gamma, beta, epsilon, y, mean, rstd):
+    for r in numba.prange(x.shape[0]):
+        row_mean, variance = row_moments(x[r])
+        shift = np.float32(row_mean)
+        scale = np.float32(1.0 / math.sqrt(variance + epsilon))
+        for c in range(x.shape[1]):
+            y[r, c] = (x[r, c] - shift) * scale * gamma[c] + beta[c]
+        mean[r], rstd[r] = shift, scale
+
+
+@numba.njit(fastmath=SUM_FASTMATH, cache=True)
+def gradient_means(dy, x, gamma, mean, rstd):
+    """(mean_c(g), mean_c(g xhat)) of one row, g = dy gamma, in float64."""
+    g_total = 0.0
+    g_xhat_total = 0.0
+    for c in range(x.size):
+        g = np.float64(dy[c]) * gamma[c]
+        g_total += g
+        g_xhat_total += g * ((x[c] - mean) * rstd)
+    return g_total / x.size, g_xhat_total / x.size
+
+
+@numba.njit(fastmath=FASTMATH, cache=True)
+def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta):
+    """dx of one row; its dy xhat and dy added to this chunk's dgamma and dbeta slots. In
+    float64: g - mean(g) - xhat mean(g xhat) cancels where a row has few columns."""
+    mean, rstd = np.float64(mean), np.float64(rstd)
+    g_mean, g_xhat_mean = gradient_means(dy, x, gamma, mean, rstd)
+    for c in range(x.size):
+        xhat = (x[c] - mean) * rstd
+        dx[c] = rstd * (np.float64(dy[c]) * gamma[c] - g_mean - xhat * g_xhat_mean)
+        dgamma[c] += dy[c] * xhat
+        dbeta[c] += dy[c]
+
+
+@numba.njit(parallel=True, cache=True)
+def layer_norm_backward_kernel(dy, x, gamma, mean, rstd, dx, dgamma_slots, dbeta_slots):
+    n = x.shape[0]
+    for chunk in numba.prange(dgamma_slots.shape[0]):
+        for r in range(chunk * CHUNK_ROWS, min(n, (chunk + 1) * CHUNK_ROWS)):
+            row_backward(dy[r], x[r], gamma, mean[r], rstd[r], dx[r], dgamma_slots[chunk],
+                         dbeta_slots[chunk])
+
+
+# x, y (..., C), gamma, beta (C,): float32, C-contiguous -> y, mean (...,), rstd (...,)
+def layer_norm_forward(x, gamma, beta, epsilon):
+    width = x.shape[-1]
+    y = np.empty_like(x)
+    mean = np.empty(x.shape[:-1], np.float32)
+    rstd = np.empty(x.shape[:-1], np.float32)
+    layer_norm_forward_kernel(x.reshape(-1, width), gamma, beta, np.float64(epsilon),
+                              y.reshape(-1, width), mean.reshape(-1), rstd.reshape(-1))
+    return y, mean, rstd
+
+
+# dy, x (..., C), gamma (C,), mean, rstd (...,): float32 -> dx (..., C), dgamma, dbeta (C,)
+def layer_norm_backward(dy, x, gamma, mean, rstd):
+    width = x.shape[-1]
+    rows = x.size // width
+    slots = -(-rows // CHUNK_ROWS)
+    dgamma_slots = np.zeros((slots, width), np.float64)
+    dbeta_slots = np.zeros((slots, width), np.float64)
+    dx = np.empty_like(x)
+    layer_norm_backward_kernel(dy.reshape(-1, width), x.reshape(-1, width), gamma,
+                               mean.reshape(-1), rstd.reshape(-1), dx.reshape(-1, width),
+                               dgamma_slots, dbeta_slots)
+    return (dx, dgamma_slots.sum(axis=0).astype(np.float32),
+            dbeta_slots.sum(axis=0).astype(np.float32))

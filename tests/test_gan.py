@@ -1,0 +1,241 @@
+"""pyai.models.GAN against the same GAN in Keras (tf.GradientTape + Adam), step by step.
+
+Tolerances, relative (||pyai - keras|| / ||keras||):
+  1e-5 for outputs, losses and gradients at step 0: float32 on both sides, sums of up to 1024
+       products per element, added in a different order by each library;
+  1e-5 for the 20 discriminator and generator losses of 20 training steps, and 1e-4 for the weights
+       after them: each step's rounding differences feed the next, and Adam's m / sqrt(v) magnifies
+       them for parameters whose gradients are tiny; at lr 2e-4 and 20 steps they stay near 1e-6.
+Accuracies are thresholds on logits, so a logit within rounding of 0 may flip: at most one image
+of a batch may be counted differently.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, require
+from pyai import io
+from pyai.data import load_digits
+from pyai.models import GAN, MLP
+from pyai.models.gan import (HISTORY_COLUMNS, Training, from_keras, keras_train_step, load_checkpoint,
+                             save_checkpoint, to_keras, train)
+from pyai.quality import frechet_distance, quality_report, train_classifier
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+TOLERANCE = 1e-5
+WEIGHTS_AFTER_STEPS_TOLERANCE = 1e-4
+GAN_OPS = ["linear", "matmul", "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
+           "binary_crossentropy_logits_grad", "adam_update"]
+BATCH = 64
+SMALL = {"image_shape": (4, 5), "noise_dim": 8, "generator_sizes": (16, 12), "discriminator_sizes": (12,)}
+
+
+def require_all(backend):
+    for op in GAN_OPS:
+        require(op, backend)
+
+
+def batch(rng, gan, n=BATCH):
+    """Real images (uniform in [-1, 1]) and the two noise batches of one step."""
+    real = rng.uniform(-1, 1, (n, gan.pixels)).astype(np.float32)
+    noise = rng.standard_normal((n, gan.noise_dim), dtype=np.float32)
+    return real, noise, rng.standard_normal((n, gan.noise_dim), dtype=np.float32)
+
+
+def randomize_biases(gan, rng):
+    """Keras starts biases at zero; nonzero ones test that they are used and copied."""
+    for _, network, _ in gan.networks():
+        for dense in network.layers:
+            dense.bias[...] = rng.normal(0, 0.1, dense.bias.shape)
+
+
+def logits_of(discriminator):
+    return keras.Sequential(discriminator.layers[:-1])
+
+
+def bce(targets, logits):
+    return keras.losses.BinaryCrossentropy(from_logits=True)(targets, logits)
+
+
+def test_importing_pyai_does_not_import_tensorflow():
+    code = "import sys, pyai, pyai.models.gan; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_the_seeds_architecture():
+    gan = GAN()
+    def layers(network):
+        return [(dense.in_features, dense.out_features, dense.activation) for dense in network.layers]
+
+    assert layers(gan.generator) == [(100, 256, "leaky_relu"), (256, 512, "leaky_relu"),
+                                     (512, 1024, "leaky_relu"), (1024, 784, "tanh")]
+    assert layers(gan.discriminator) == [(784, 512, "leaky_relu"), (512, 256, "leaky_relu"), (256, 1, None)]
+    assert all(dense.alpha == 0.2 for _, network, _ in gan.networks() for dense in network.layers)
+    assert all((optimizer.lr, optimizer.beta_1) == (2e-4, 0.5) for _, _, optimizer in gan.networks())
+
+
+def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
+    require_all(backend)
+    gan = GAN(seed=int(rng.integers(1000)))
+    randomize_biases(gan, rng)
+    generator, discriminator = to_keras(gan)
+    real, noise, generator_noise = batch(rng, gan)
+
+    fake = gan.generate(noise)
+    assert_close(f"generator output ({backend})", fake, generator(noise).numpy(), TOLERANCE)
+    assert_close(f"discriminator output ({backend})", gan.discriminate(real), discriminator(real).numpy(),
+                 TOLERANCE)
+
+    losses = gan.train_step(real, noise, generator_noise)
+    # the discriminator's loss and gradients, at the weights before its update
+    images = tf.concat([real, fake], axis=0)
+    targets = tf.concat([tf.ones((BATCH, 1)), tf.zeros((BATCH, 1))], axis=0)
+    critic = logits_of(discriminator)
+    with tf.GradientTape() as tape:
+        loss = bce(targets, critic(images))
+    assert_close(f"discriminator loss ({backend})", losses["discriminator_loss"], loss.numpy(), TOLERANCE)
+    for (name, grad), ref in zip(gan.discriminator.gradients(), tape.gradient(loss, critic.trainable_weights),
+                                 strict=True):
+        assert_close(f"discriminator gradient of {name} ({backend})", grad, ref.numpy(), TOLERANCE)
+
+    # the generator's loss and gradients, through the discriminator as pyai updated it
+    for layer, dense in zip(critic.layers[::2], gan.discriminator.layers, strict=True):
+        layer.set_weights([dense.weight, dense.bias])
+    with tf.GradientTape() as tape:
+        logits = critic(generator(generator_noise))
+        loss = bce(tf.ones_like(logits), logits)
+    assert_close(f"generator loss ({backend})", losses["generator_loss"], loss.numpy(), TOLERANCE)
+    for (name, grad), ref in zip(gan.generator.gradients(), tape.gradient(loss, generator.trainable_weights),
+                                 strict=True):
+        assert_close(f"generator gradient of {name} ({backend})", grad, ref.numpy(), TOLERANCE)
+
+
+def test_twenty_training_steps_match_keras(backend, rng):
+    require_all(backend)
+    gan = GAN(seed=int(rng.integers(1000)))
+    generator, discriminator = to_keras(gan)
+    keras_step = keras_train_step(generator, discriminator)
+
+    rows, rows_ref = [], []
+    for _ in range(20):
+        real, noise, generator_noise = batch(rng, gan)
+        losses = gan.train_step(real, noise, generator_noise)
+        rows.append([losses[column] for column in HISTORY_COLUMNS])
+        rows_ref.append([float(value) for value in keras_step(real, noise, generator_noise)])
+    rows, rows_ref = np.array(rows), np.array(rows_ref)
+
+    assert_close(f"discriminator losses over 20 steps ({backend})", rows[:, 0], rows_ref[:, 0], TOLERANCE)
+    assert_close(f"generator losses over 20 steps ({backend})", rows[:, 1], rows_ref[:, 1], TOLERANCE)
+    worst = np.abs(rows[:, 2:] - rows_ref[:, 2:]).max()
+    assert worst <= 1 / BATCH, f"accuracies differ by {worst} ({backend}): more than one image flipped"
+    for name, model, network in (("generator", generator, gan.generator),
+                                 ("discriminator", discriminator, gan.discriminator)):
+        for (parameter_name, parameter), ref in zip(network.parameters(), model.trainable_weights, strict=True):
+            assert_close(f"{name} {parameter_name} after 20 steps ({backend})", parameter, ref.numpy(),
+                         WEIGHTS_AFTER_STEPS_TOLERANCE)
+
+
+def test_weights_go_to_keras_and_come_back(backend, rng):
+    require_all(backend)
+    gan = GAN(**SMALL, alpha=0.3, seed=int(rng.integers(1000)))
+    randomize_biases(gan, rng)
+    generator, discriminator = to_keras(gan)
+    real, noise, _ = batch(rng, gan, n=7)
+    assert_close(f"to_keras generator ({backend})", generator(noise).numpy(), gan.generate(noise), TOLERANCE)
+    assert_close(f"to_keras discriminator ({backend})", discriminator(real).numpy(), gan.discriminate(real),
+                 TOLERANCE)
+
+    # Keras weights of its own, unlike anything pyai drew, come back into a new GAN
+    for model in (generator, discriminator):
+        model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    back = from_keras(generator, discriminator, image_shape=SMALL["image_shape"])
+    assert back.config["alpha"] == 0.3 and back.image_shape == (4, 5)
+    assert_close(f"from_keras generator ({backend})", back.generate(noise), generator(noise).numpy(), TOLERANCE)
+    assert_close(f"from_keras discriminator ({backend})", back.discriminate(real), discriminator(real).numpy(),
+                 TOLERANCE)
+
+
+def test_from_keras_refuses_another_architecture():
+    generator, discriminator = to_keras(GAN(**SMALL))
+    wrong_activation = keras.Sequential([keras.Input((20,)), keras.layers.Dense(12), keras.layers.ReLU(),
+                                         keras.layers.Dense(1), keras.layers.Activation("sigmoid")])
+    with pytest.raises(ValueError, match="discriminator: its layers .* are not a pyai GAN's"):
+        from_keras(generator, wrong_activation, image_shape=(4, 5))
+    with pytest.raises(ValueError, match="20 pixels, not a square; pass the shape"):
+        from_keras(generator, discriminator)
+
+
+def test_train_step_checks_its_inputs():
+    gan = GAN(**SMALL)
+    real, noise = np.zeros((6, 20), np.float32), np.zeros((6, 8), np.float32)
+    with pytest.raises(ValueError, match=r"real: expected shape \(batch, 20\)"):
+        gan.train_step(np.zeros((6, 21)), noise, noise)
+    with pytest.raises(ValueError, match=r"generator_noise: expected shape \(6, 8\)"):
+        gan.train_step(real, noise, np.zeros((5, 8)))
+
+
+def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
+    """Two epochs straight, or one, a checkpoint, a new GAN loaded from it, and one more: bit for
+    bit the same weights, optimizer states, history and random generator."""
+    require_all(backend)
+    images = rng.uniform(-1, 1, (50, 20)).astype(np.float32)
+    seed = int(rng.integers(1000))
+    straight, training = GAN(**SMALL, seed=seed), Training(seed=seed, batch_size=16)
+    train(straight, images, training, epochs=2, progress=False)
+    save_checkpoint(tmp_path / "straight.npz", straight, training)
+
+    first, half = GAN(**SMALL, seed=seed), Training(seed=seed, batch_size=16)
+    train(first, images, half, epochs=1, progress=False)
+    save_checkpoint(tmp_path / "half.npz", first, half)
+    resumed, resumed_training = load_checkpoint(tmp_path / "half.npz")
+    assert resumed_training.epoch == 1 and len(resumed_training.history) == 3
+    train(resumed, images, resumed_training, epochs=2, progress=False)
+    save_checkpoint(tmp_path / "resumed.npz", resumed, resumed_training)
+
+    expected, got = io.load(tmp_path / "straight.npz"), io.load(tmp_path / "resumed.npz")
+    assert sorted(expected) == sorted(got)
+    for name in expected:
+        assert np.array_equal(expected[name], got[name]), f"{name} differs after resuming ({backend})"
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    MLP([4, 3]).save(tmp_path / "mlp.npz")
+    with pytest.raises(io.CheckpointError, match="does not make a GAN"):
+        load_checkpoint(tmp_path / "mlp.npz")
+    gan = GAN(**SMALL)
+    save_checkpoint(tmp_path / "gan.npz", gan, Training())
+    arrays = io.load(tmp_path / "gan.npz")
+    arrays["generator/0.weight"] = np.zeros((8, 17), np.float32)
+    io.save(tmp_path / "edited.npz", arrays)
+    with pytest.raises(io.CheckpointError, match=r"'generator/0.weight' is float32\[8, 17\], this model"):
+        load_checkpoint(tmp_path / "edited.npz")
+
+
+def test_frechet_distance_matches_the_formula_with_a_general_matrix_square_root(rng):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    a = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(0.5, 2.0, size=(300, 6))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy_linalg.sqrtm(cov_a @ cov_b).real
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a + cov_b - 2 * root)
+    # float64 throughout; the two square roots differ only by rounding
+    assert abs(frechet_distance(a, b) - expected) <= 1e-9 * expected
+    assert abs(frechet_distance(a, a)) <= 1e-9 * np.trace(cov_a), "a set against itself is at distance 0"
+
+
+def test_quality_report_tells_digits_from_noise(rng):
+    x_train, labels_train, x_test, _ = load_digits()
+    classifier, accuracy = train_classifier(x_train * 2 - 1, labels_train)
+    assert accuracy > 0.85, f"the digit classifier is {accuracy:.1%} accurate on held-out digits"
+    real = quality_report(classifier, x_train * 2 - 1, x_test * 2 - 1)
+    noise = quality_report(classifier, x_train * 2 - 1, rng.uniform(-1, 1, x_test.shape))
+    assert real["confident"] > 0.6 and real["classes"] == 10, real
+    assert noise["confident"] < real["confident"] / 2, (real, noise)
+    assert noise["frechet_distance"] > 5 * real["frechet_distance"], (real, noise)

@@ -1,0 +1,131 @@
+"""Layer normalization and its gradients against Keras 3's LayerNormalization and float64 numpy.
+
+Tolerance: 1e-6 relative against float64: pyai computes each row's statistics and the
+backward's row in float64 and rounds once or twice per element. 1e-5 against Keras, which
+sums in float32: its dgamma and dbeta over 1000 rows are up to ~2e-6 off float64, its dx on
+rows of 3 columns (where the terms cancel) ~1.5e-6. A wrong epsilon (1e-3 against 1e-5 moves
+y by ~1e-4 at unit variance), a biased variance (C - 1 against C: 1/(2C) relative) or a
+dgamma summed over the wrong rows is far outside both.
+Inputs: mean 0.5 and scale 2, so the mean matters but does not dominate the spread (where it
+does, float32 Keras cancels digits away: x * rstd - mean * rstd).
+Shapes: three columns, odd widths, 1-d, 3-d and 4-d inputs, and more rows than one dgamma/dbeta
+slot holds (CHUNK_ROWS = 32). A single column (variance 0) has its own test: there float32
+Keras computes beta as x rstd gamma - mean rstd gamma + beta, terms ~1/sqrt(epsilon) times
+larger than the result, and is off by ~1e-5.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, require, skip_in_cuda_simulator
+from pyai import ops
+from pyai.kernels.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
+
+# TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+TOL = 1e-6
+KERAS_TOL = 1e-5
+SHAPES = [(7, 3), (13,), (3, 5, 17), (2, 3, 4, 33), (257, 300), (1000, 7)]
+EPSILONS = [1e-5, 1e-3]
+
+
+def random_inputs(rng, shape):
+    x = (0.5 + 2 * rng.standard_normal(shape)).astype(np.float32)
+    gamma = (1 + 0.5 * rng.standard_normal(shape[-1])).astype(np.float32)
+    beta = rng.standard_normal(shape[-1]).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    return x, gamma, beta, dy
+
+
+def keras_layer_norm(x, gamma, beta, epsilon, dy):
+    """Keras's y and its (dx, dgamma, dbeta) for upstream gradient dy."""
+    layer = keras.layers.LayerNormalization(axis=-1, epsilon=epsilon)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    x = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = layer(x)
+    grads = tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=tf.constant(dy))
+    return y.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("epsilon", EPSILONS)
+def test_layer_norm_equals_keras(backend, rng, shape, epsilon):
+    require("layer_norm", backend)
+    if np.prod(shape[:-1]) > 16:
+        skip_in_cuda_simulator(backend, f"{np.prod(shape[:-1])} rows")
+    x, gamma, beta, dy = random_inputs(rng, shape)
+    y, mean, rstd = ops.layer_norm(x, gamma, beta, epsilon=epsilon, return_stats=True)
+    keras_y, _ = keras_layer_norm(x, gamma, beta, epsilon, dy)
+    exact_y, exact_mean, exact_rstd = layer_norm_forward_reference(x, gamma, beta, epsilon)
+    assert y.dtype == np.float32 and mean.shape == rstd.shape == shape[:-1]
+    name = f"{backend} {shape} epsilon={epsilon}"
+    assert_close(f"layer_norm y, {name}, vs Keras", y, keras_y, KERAS_TOL)
+    assert_close(f"layer_norm y, {name}, vs float64", y, exact_y, TOL)
+    assert_close(f"layer_norm mean, {name}", mean, exact_mean, TOL)
+    assert_close(f"layer_norm rstd, {name}", rstd, exact_rstd, TOL)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("epsilon", EPSILONS)
+def test_layer_norm_gradients_equal_keras(backend, rng, shape, epsilon):
+    require("layer_norm_grad", backend)
+    if np.prod(shape[:-1]) > 16:
+        skip_in_cuda_simulator(backend, f"{np.prod(shape[:-1])} rows")
+    x, gamma, beta, dy = random_inputs(rng, shape)
+    _, mean, rstd = ops.layer_norm(x, gamma, beta, epsilon=epsilon, return_stats=True)
+    grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    _, keras_grads = keras_layer_norm(x, gamma, beta, epsilon, dy)
+    exact = layer_norm_backward_reference(dy, x, gamma, epsilon)
+    for tensor, out, ref, ref64 in zip(("dx", "dgamma", "dbeta"), grads, keras_grads, exact):
+        assert out.dtype == np.float32 and out.shape == ref.shape
+        name = f"layer_norm {tensor}, {backend} {shape} epsilon={epsilon}"
+        assert_close(f"{name} vs Keras", out, ref, KERAS_TOL)
+        assert_close(f"{name} vs float64", out, ref64, TOL)
+
+
+def test_layer_norm_returns_y_alone_unless_asked(backend, rng):
+    require("layer_norm", backend)
+    x, gamma, beta, _ = random_inputs(rng, (4, 9))
+    y = ops.layer_norm(x, gamma, beta)
+    assert isinstance(y, np.ndarray) and y.shape == x.shape
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (5, 1)])
+def test_constant_rows(backend, rng, shape):
+    """Variance 0 (a constant row, or a single column): xhat = 0, so y = beta and dgamma = 0
+    exactly, dbeta = sum dy, and dx = rstd (g - mean(g)), g = dy gamma (0 with one column)."""
+    require("layer_norm_grad", backend)
+    x = np.broadcast_to(rng.standard_normal((shape[0], 1)), shape).astype(np.float32)
+    _, gamma, beta, dy = random_inputs(rng, shape)
+    y, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
+    np.testing.assert_array_equal(y, np.broadcast_to(beta, shape))
+    dx, dgamma, dbeta = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    np.testing.assert_array_equal(dgamma, 0)
+    g = dy.astype(np.float64) * gamma
+    assert_close("dx of constant rows", dx, (g - g.mean(-1, keepdims=True)) / np.sqrt(1e-5), TOL)
+    assert_close("dbeta of constant rows", dbeta, dy.astype(np.float64).sum(0), TOL)
+
+
+X = np.ones((4, 6), np.float32)
+C = np.ones(6, np.float32)
+STAT = np.ones(4, np.float32)
+
+
+@pytest.mark.parametrize("call,argument", [
+    (lambda: ops.layer_norm(X, C[:5], C), "gamma"),
+    (lambda: ops.layer_norm(X, C, C[:, None]), "beta"),
+    (lambda: ops.layer_norm(X[:, :0], C[:0], C[:0]), "x"),
+    (lambda: ops.layer_norm(X, C, C, epsilon=0.0), "epsilon"),
+    (lambda: ops.layer_norm(X, C, C, epsilon=-1e-5), "epsilon"),
+    (lambda: ops.layer_norm_grad(X[:3], X, C, STAT, STAT), "dy"),
+    (lambda: ops.layer_norm_grad(X, X, C[:4], STAT, STAT), "gamma"),
+    (lambda: ops.layer_norm_grad(X, X, C, STAT[:3], STAT), "mean"),
+    (lambda: ops.layer_norm_grad(X, X, C, STAT, X), "rstd"),
+])
+def test_bad_shapes_and_arguments_raise_value_error_naming_the_argument(call, argument):
+    with pytest.raises(ValueError, match=rf"^{argument}:"):
+        call()

@@ -1,0 +1,273 @@
+"""The numba-cuda backend's own behaviour: GPU arrays in and out, explicit transfers, the errors
+for GPU arrays, and the kernel paths the shared op tests leave to a GPU because their sizes are
+too large for the CUDA simulator (several thread blocks, Tq > Tk, rows looped over by a block).
+
+The shared backend-parametrized tests (test_matmul.py, test_attention.py, ...) check every op's
+numbers against TensorFlow; here the outputs are compared with the float64 references at their
+tolerance, 1e-5 relative (float32 sums of at most a few hundred products).
+Without a GPU this file runs under numba's CUDA simulator (see conftest.py): the kernels take
+their shared-memory path instead of warp shuffles, and float32 rounding is not modelled.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pyai
+from conftest import CUDA_SIMULATOR, assert_close, no_nvidia_driver
+from pyai import device, dispatch, ops
+from pyai.kernels import cuda_layer_norm
+from pyai.kernels.adam import adam_update_reference
+from pyai.kernels.attention_backward import attention_backward_reference
+from pyai.kernels.attention_forward import attention_forward_reference
+from pyai.kernels.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
+from pyai.kernels.softmax_cross_entropy import softmax_cross_entropy_reference
+
+BACKEND = "numba-cuda"
+TOL = 1e-5
+REASON = dispatch.unavailable_reason(BACKEND)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"numba-cuda is not usable: {REASON}")
+
+
+@pytest.fixture
+def numba_cuda():
+    """GPU arrays are checked against the current backend , and a per-call backend= works too; these tests
+    choose numba-cuda for the whole test."""
+    from numba import cuda
+    with pyai.use_backend(BACKEND):
+        yield cuda
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_the_simulator_stands_in_for_a_missing_gpu():
+    if no_nvidia_driver() and os.environ.get("PYAI_NO_CUDASIM") != "1":
+        assert CUDA_SIMULATOR and REASON is None
+
+
+def test_device_arrays_in_give_device_arrays_out(numba_cuda, rng):
+    a, b = normal(rng, 7, 5), normal(rng, 5, 3)
+    out = ops.matmul(numba_cuda.to_device(a), numba_cuda.to_device(b))
+    assert device.is_device_array(out) and out.shape == (7, 3)
+    assert_close("matmul of device arrays", out.copy_to_host(), a.astype(np.float64) @ b, TOL)
+
+
+def test_one_device_array_is_enough_to_keep_the_results_on_the_gpu(numba_cuda, rng):
+    x, gamma, beta = normal(rng, 4, 9), normal(rng, 9), normal(rng, 9)
+    y, mean, rstd = ops.layer_norm(x, numba_cuda.to_device(gamma), beta, return_stats=True)
+    assert all(device.is_device_array(array) for array in (y, mean, rstd))
+    assert_close("layer_norm y", y.copy_to_host(),
+                 layer_norm_forward_reference(x, gamma, beta, 1e-5)[0], TOL)
+
+
+def test_numpy_arrays_in_give_numpy_arrays_out(numba_cuda, rng):
+    out = ops.leaky_relu(normal(rng, 6), 0.1)
+    assert type(out) is np.ndarray and out.dtype == np.float32
+
+
+def test_scalar_results_are_python_floats_either_way(numba_cuda, rng):
+    logits, targets = normal(rng, 2, 5), np.array([1, 4])
+    loss, dlogits = ops.softmax_cross_entropy(numba_cuda.to_device(logits), targets)
+    assert type(loss) is float and device.is_device_array(dlogits)
+
+
+def test_to_device_and_to_host_are_explicit_copies(numba_cuda, rng):
+    x = normal(rng, 3, 4)
+    on_gpu = device.to_device(x)
+    assert device.is_device_array(on_gpu) and device.to_device(on_gpu) is on_gpu
+    back = device.to_host(on_gpu)
+    assert type(back) is np.ndarray and back is not x
+    np.testing.assert_array_equal(back, x)
+    assert device.to_host(x) is x
+
+
+def test_a_per_call_backend_takes_device_arrays(rng):
+    from numba import cuda
+    a = cuda.to_device(normal(rng, 2, 2))
+    assert device.is_device_array(ops.matmul(a, a, backend=BACKEND))
+
+
+def test_adam_updates_device_arrays_in_place(numba_cuda, rng):
+    """pyai.ops.adam_update takes numpy arrays only; the backend's function takes GPU ones."""
+    param, grad, m = normal(rng, 300), normal(rng, 300), normal(rng, 300)
+    v = rng.uniform(0, 0.1, 300).astype(np.float32)
+    on_gpu = [numba_cuda.to_device(array) for array in (param, grad, m, v)]
+    dispatch.implementation("adam_update", BACKEND)(*on_gpu, 0.01, 0.9, 0.999, 1e-7, 3)
+    adam_update_reference(param, grad, m, v, 0.01, 0.9, 0.999, 1e-7, 3)
+    for name, out, expected in zip(("param", "m", "v"), (on_gpu[0], on_gpu[2], on_gpu[3]),
+                                   (param, m, v)):
+        assert_close(f"adam {name}", out.copy_to_host(), expected, TOL)
+
+
+class ForeignGpuArray:
+    """Any library's GPU array, as far as the checks see it: only __cuda_array_interface__."""
+
+    def __init__(self, shape, typestr="<f4", strides=None):
+        """shape None: an array whose interface raises when read (a PyTorch tensor that
+        requires grad does)."""
+        self.interface = shape and {"shape": shape, "typestr": typestr, "strides": strides,
+                                    "data": (0, False), "version": 3}
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.interface is None:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return self.interface
+
+
+@pytest.mark.parametrize("array,error,message", [
+    (ForeignGpuArray((3, 4), "<f8"), TypeError, r"^a: expected a float32 GPU array, got float64"),
+    (ForeignGpuArray((3, 4), strides=(4, 12)), ValueError, r"^a: expected a C-contiguous GPU"),
+    (ForeignGpuArray((12,)), ValueError, r"^a: expected a 2-d array, got shape \(12,\)"),
+    (ForeignGpuArray((3, 0)), ValueError, r"^a: has an empty dimension"),
+    (ForeignGpuArray(None), TypeError, r"^a: its __cuda_array_interface__ cannot be read: Can't"),
+])
+def test_gpu_arrays_are_checked_not_converted(numba_cuda, array, error, message):
+    with pytest.raises(error, match=message):
+        ops.matmul(array, np.ones((4, 2), np.float32))
+
+
+def test_strided_device_views_are_refused(numba_cuda):
+    strided = numba_cuda.to_device(np.ones((4, 6), np.float32))[:, ::2]
+    with pytest.raises(ValueError, match=r"^x: expected a C-contiguous GPU array"):
+        ops.leaky_relu(strided)
+
+
+def test_other_backends_refuse_gpu_arrays(numba_cuda):
+    with pyai.use_backend("numba-cpu"):
+        with pytest.raises(TypeError, match=r"^x: .*GPU array.*copy it to the host first"):
+            ops.leaky_relu(numba_cuda.to_device(np.ones(3, np.float32)))
+
+
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, True)])
+def test_matmul_over_several_blocks(numba_cuda, rng, transpose_a, transpose_b):
+    """130 x 260: a 2 x 3 grid of 128 x 128 tiles, the last ones ragged."""
+    a = normal(rng, *((5, 130) if transpose_a else (130, 5)))
+    b = normal(rng, *((260, 5) if transpose_b else (5, 260)))
+    out = ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    exact = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    assert_close(f"matmul 130x260x5 ta={transpose_a} tb={transpose_b}", out, exact, TOL)
+
+
+def test_linear_epilogue_over_several_blocks(numba_cuda, rng):
+    x, w, b = normal(rng, 130, 3), normal(rng, 3, 129), normal(rng, 129)
+    out = ops.linear(x, w, b, activation="leaky_relu", alpha=0.3)
+    y = x.astype(np.float64) @ w + b
+    assert_close("linear 130x3->129, leaky_relu", out, np.where(y > 0, y, 0.3 * y), TOL)
+
+
+@pytest.mark.parametrize("shape", [(13,), (2, 1, 2, 33)])
+def test_layer_norm_of_1d_and_4d_inputs(numba_cuda, rng, shape):
+    x, gamma, beta, dy = normal(rng, *shape), normal(rng, shape[-1]), normal(rng, shape[-1]), \
+        normal(rng, *shape)
+    y, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
+    for name, out, ref in zip(("y", "mean", "rstd"), (y, mean, rstd),
+                              layer_norm_forward_reference(x, gamma, beta, 1e-5)):
+        assert_close(f"layer_norm {name} {shape}", out, ref, TOL)
+    grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    for name, out, ref in zip(("dx", "dgamma", "dbeta"), grads,
+                              layer_norm_backward_reference(dy, x, gamma, 1e-5)):
+        assert_close(f"layer_norm {name} {shape}", out, ref, TOL)
+
+
+def test_layer_norm_backward_with_several_rows_per_block(numba_cuda, rng, monkeypatch):
+    """Two blocks for seven rows: each block loops over rows and adds into its partials."""
+    monkeypatch.setattr(cuda_layer_norm, "BACKWARD_BLOCKS", 2)
+    x, gamma, dy = normal(rng, 7, 130), normal(rng, 130), normal(rng, 7, 130)
+    _, mean, rstd = ops.layer_norm(x, gamma, gamma, return_stats=True)
+    grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    for name, out, ref in zip(("dx", "dgamma", "dbeta"), grads,
+                              layer_norm_backward_reference(dy, x, gamma, 1e-5)):
+        assert_close(f"layer_norm {name}, 2 blocks", out, ref, TOL)
+
+
+def test_cross_entropy_over_rows_longer_than_a_block(numba_cuda, rng):
+    logits, targets = 3 * normal(rng, 3, 300), rng.integers(0, 300, 3)
+    loss, dlogits = ops.softmax_cross_entropy(logits, targets)
+    exact_loss, exact_dlogits = softmax_cross_entropy_reference(logits, targets)
+    assert_close("cross-entropy loss", loss, exact_loss, TOL)
+    assert_close("cross-entropy dlogits", dlogits, exact_dlogits, TOL)
+
+
+@pytest.mark.parametrize("shape,causal", [((1, 1, 40, 5, 8), False), ((1, 1, 20, 70, 8), True),
+                                          ((1, 1, 70, 70, 8), True)],
+                         ids=["more-queries-than-keys", "causal-offset", "causal-square"])
+def test_attention_over_several_tiles(numba_cuda, rng, shape, causal):
+    """Key tiles of 32 and query tiles of 32 or 64: several of each, ragged, the causal diagonal
+    crossing tiles with and without an offset (Tk - Tq)."""
+    batch, heads, n_queries, n_keys, depth = shape
+    q, do = normal(rng, batch, heads, n_queries, depth), normal(rng, batch, heads, n_queries, depth)
+    k, v = normal(rng, batch, heads, n_keys, depth), normal(rng, batch, heads, n_keys, depth)
+    scale = 1 / np.sqrt(depth)
+    o, lse = ops.attention(q, k, v, causal=causal, return_lse=True)
+    for name, out, ref in zip(("o", "lse"), (o, lse),
+                              attention_forward_reference(q, k, v, causal, scale)):
+        assert_close(f"attention {name} {shape} causal={causal}", out, ref, TOL)
+    grads = ops.attention_grad(do, q, k, v, o, lse, causal=causal)
+    for name, out, ref in zip(("dq", "dk", "dv"), grads,
+                              attention_backward_reference(do, q, k, v, causal, scale)):
+        assert_close(f"attention {name} {shape} causal={causal}", out, ref, TOL)
+
+
+def test_attention_depth_is_limited(numba_cuda):
+    q = np.ones((1, 1, 2, 129), np.float32)
+    with pytest.raises(ValueError, match=r"^q: the numba-cuda attention supports a head depth"):
+        ops.attention(q, q, q)
+
+
+PTX_SCRIPT = textwrap.dedent("""
+    import sys
+    try:
+        import numba.cuda.dispatcher as dispatcher
+        from numba import boolean, cuda, float32, float64, int64
+        from numba.cuda.cudadrv.error import NvvmSupportError
+    except ImportError as error:
+        sys.exit(f"skip: {error}")
+
+    class Device:   # device functions ask the current device for its compute capability
+        compute_capability = (9, 0)
+
+    dispatcher.get_current_device = lambda: Device
+    from pyai.kernels import (cuda_adam, cuda_attention_backward, cuda_attention_forward,
+                              cuda_layer_norm, cuda_leaky_relu, cuda_matmul,
+                              cuda_softmax_cross_entropy)
+    m, v, h = float32[:, ::1], float32[::1], float32[:, :, ::1]
+    keys, queries = cuda_attention_backward.backward_kernels(64)
+    kernels = [
+        (cuda_matmul.gemm_kernel(True, False, True, 3), (m, m, v, float32, m)),
+        (cuda_leaky_relu.leaky_relu_backward_kernel, (v, v, float32, v)),
+        (cuda_adam.adam_update_kernel, (v, v, v, v, float32, float32, float32, float32)),
+        (cuda_layer_norm.layer_norm_forward_kernel, (m, v, v, float64, m, v, v)),
+        (cuda_layer_norm.layer_norm_backward_kernel,
+         (m, m, v, v, v, m, float64[:, ::1], float64[:, ::1])),
+        (cuda_layer_norm.column_sums_kernel, (float64[:, ::1], v)),
+        (cuda_softmax_cross_entropy.cross_entropy_kernel, (m, int64[::1], float64[::1], m)),
+        (cuda_attention_forward.forward_kernel(64), (h, h, h, boolean, float32, h, m)),
+        (keys, (h, h, h, h, m, m, boolean, float32, h, h)),
+        (queries, (h, h, h, h, m, m, boolean, float32, h)),
+        (cuda_attention_backward.delta_kernel, (m, m, v)),
+    ]
+    for kernel, signature in kernels:
+        try:
+            cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        except NvvmSupportError as error:
+            sys.exit(f"skip: {error}")
+""")
+
+
+def test_kernels_compile_to_ptx_for_a_gpu():
+    """The simulator never compiles a kernel, nor runs the warp-shuffle paths: compile them to
+    sm_90 PTX (NVVM, no GPU needed) in a process without the simulator. This is what catches
+    numba typing errors such as a builtin max(a, b), which numba 0.66+ cannot compile for CUDA."""
+    environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    result = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=environment,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and result.stderr.strip().startswith("skip: "):
+        pytest.skip(result.stderr.strip()[6:])
+    assert result.returncode == 0, result.stderr[-3000:]
