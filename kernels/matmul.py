@@ -191,9 +191,12 @@ NO_BIAS = np.zeros(1, dtype=np.float32)
 SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
 
 
-def task_grid(m, n, k):
+def thread_count(m, n, k):
+    return 1 if 2 * m * n * k < SERIAL_FLOPS else numba.get_num_threads()
+
+
+def task_grid(m, n, k, threads):
     """(row_blocks, col_chunks): about MC rows per block, at least one task per thread."""
-    threads = 1 if 2 * m * n * k < SERIAL_FLOPS else numba.get_num_threads()
     row_blocks = max(1, -(-m // MC))
     if row_blocks >= threads:
         return -(-row_blocks // threads) * threads, 1
@@ -208,11 +211,19 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
     c = np.zeros((m, n), dtype=np.float32)
-    row_blocks, col_chunks = task_grid(m, n, k)
+    threads = thread_count(m, n, k)
+    row_blocks, col_chunks = task_grid(m, n, k, threads)
     has_bias = bias is not None
-    gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
-         bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation], np.float32(alpha),
-         row_blocks, col_chunks)
+    # A small product runs its parallel regions on this thread alone: waking the other threads
+    # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
+             bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation],
+             np.float32(alpha), row_blocks, col_chunks)
+    finally:
+        numba.set_num_threads(previous)
     return c
 
 

@@ -5,6 +5,9 @@
     pyai train gan [--data PATH] [--epochs N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gan --checkpoint FILE [--n 64] [--seed S] [--backend NAME] --out FILE.png
     pyai quality gan --checkpoint FILE [--data PATH] [--n 10000] [--seed S] [--backend NAME]
+    pyai train gpt [--steps N] [--batch-size B] [--block-size T] [--layers L] [--heads H] [--channels C]
+                   [--lr LR] [--eval-every N] [--seed S] [--backend NAME] [--out DIR] [--resume]
+    pyai sample gpt --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
     pyai bench [--quick]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
@@ -18,11 +21,11 @@ import time
 
 import numpy as np
 
-from pyai import dispatch
+from pyai import dispatch, text
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
 from pyai.losses import BinaryCrossentropy
-from pyai.models import MLP, fit
+from pyai.models import MLP, fit, gpt
 from pyai.models.gan import GAN, Training, load_checkpoint, save_checkpoint, train
 from pyai.ops import ACTIVATIONS
 from pyai.optim import Adam
@@ -30,6 +33,7 @@ from pyai.optim import Adam
 DIGIT_CLASSES = 10
 GAN_CHECKPOINT = "gan.npz"
 GAN_SAMPLES = 64
+GPT_CHECKPOINT = "gpt.npz"
 
 
 class UsageError(Exception):
@@ -179,6 +183,74 @@ def quality_gan(args):
     return 0
 
 
+def train_gpt(args):
+    """Train a character-level GPT on Python's documentation text, checkpointing at every evaluation."""
+    choose_backend(args.backend or dispatch.get_backend())
+    corpus = text.load_corpus()
+    vocabulary = text.Vocabulary(corpus)
+    train_ids, held_out_ids = text.split(vocabulary.encode(corpus))
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, GPT_CHECKPOINT)
+    if args.resume:
+        model, optimizer, training = load_gpt_training(checkpoint, vocabulary)
+    elif os.path.exists(checkpoint):
+        raise FileExistsError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+    else:
+        model = gpt.GPT(len(vocabulary), args.block_size, layers=args.layers, heads=args.heads,
+                        channels=args.channels, seed=args.seed)
+        optimizer, training = Adam(lr=args.lr), gpt.Training(seed=args.seed, batch_size=args.batch_size)
+
+    def after_eval(training):
+        metadata = {"vocabulary": vocabulary.characters, "lr": optimizer.lr, "training": training.state()}
+        model.save(checkpoint, optimizer, metadata)
+
+    if training.step >= args.steps:
+        print(f"{checkpoint} has already trained {training.step} steps; nothing to do")
+        return 0
+    start = time.perf_counter()
+    gpt.train(model, optimizer, train_ids, held_out_ids, training, steps=args.steps,
+              eval_every=args.eval_every, after_eval=after_eval)
+    seconds = time.perf_counter() - start
+    step, loss, held_out = training.history[-1]
+    print(f"trained {step} steps in {seconds:.1f} s on {dispatch.get_backend()} "
+          f"({len(train_ids):,} training and {len(held_out_ids):,} held-out characters, "
+          f"{len(vocabulary)} distinct): training loss {loss:.4f}, held-out loss {held_out:.4f}")
+    print(f"saved the checkpoint {checkpoint}")
+    return 0
+
+
+def load_gpt_training(checkpoint, vocabulary):
+    """(model, optimizer, training) from a checkpoint of 'pyai train gpt', checking its vocabulary."""
+    optimizer = Adam()
+    model, metadata = gpt.GPT.load(checkpoint, optimizer)
+    try:
+        optimizer.lr = float(metadata["lr"])
+        training = gpt.Training.from_state(metadata["training"])
+        characters = metadata["vocabulary"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {checkpoint}: not a checkpoint of 'pyai train gpt' "
+                         f"({type(error).__name__}: {error})") from error
+    if characters != vocabulary.characters:
+        raise ValueError(f"checkpoint {checkpoint}: its vocabulary differs from this corpus's")
+    return model, optimizer, training
+
+
+def sample_gpt(args):
+    choose_backend(args.backend or dispatch.get_backend())
+    model, metadata = gpt.GPT.load(args.checkpoint)
+    if not isinstance(metadata.get("vocabulary"), str):
+        raise ValueError(f"checkpoint {args.checkpoint}: has no vocabulary; "
+                         f"is it a checkpoint of 'pyai train gpt'?")
+    vocabulary = text.Vocabulary(metadata["vocabulary"])
+    prompt = vocabulary.encode(args.prompt)
+    if len(prompt) == 0:
+        raise ValueError("--prompt: must hold at least one character")
+    ids = model.generate(prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+                         rng=np.random.default_rng(args.seed))
+    print(vocabulary.decode(ids))
+    return 0
+
+
 def run_bench(args):
     from pyai import bench   # imported only when asked for
     bench.run(quick=args.quick)
@@ -231,12 +303,50 @@ def build_parser():
     gan.add_argument("--resume", action="store_true", help=f"go on from DIR/{GAN_CHECKPOINT}")
     gan.set_defaults(run=train_gan)
 
+    gpt_parser = models.add_parser("gpt", help="a character-level GPT on Python's documentation text "
+                                   "(pydoc_data, offline); held-out loss, checkpoint in --out")
+    gpt_parser.add_argument("--steps", type=positive_int, default=2000, help="train until this many Adam steps "
+                            "are done, counting resumed ones (default: %(default)s)")
+    gpt_parser.add_argument("--batch-size", type=positive_int, default=32,
+                            help="windows per step (default: %(default)s)")
+    gpt_parser.add_argument("--block-size", type=positive_int, default=64,
+                            help="characters per window: the context length (default: %(default)s)")
+    gpt_parser.add_argument("--layers", type=positive_int, default=2,
+                            help="transformer blocks (default: %(default)s)")
+    gpt_parser.add_argument("--heads", type=positive_int, default=4,
+                            help="attention heads (default: %(default)s)")
+    gpt_parser.add_argument("--channels", type=positive_int, default=64,
+                            help="embedding size (default: %(default)s)")
+    gpt_parser.add_argument("--lr", type=positive_float, default=3e-3,
+                            help="Adam's learning rate (default: %(default)s)")
+    gpt_parser.add_argument("--eval-every", type=positive_int, default=100,
+                            help="steps between held-out evaluations and checkpoints (default: %(default)s)")
+    gpt_parser.add_argument("--seed", type=non_negative_int, default=0,
+                            help="weights and batches of a new run (default: %(default)s)")
+    gpt_parser.add_argument("--backend",
+                            help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
+    gpt_parser.add_argument("--out", metavar="DIR", default="gpt",
+                            help="where the checkpoint goes (default: %(default)s)")
+    gpt_parser.add_argument("--resume", action="store_true", help=f"go on from DIR/{GPT_CHECKPOINT}")
+    gpt_parser.set_defaults(run=train_gpt)
+
     sample = commands.add_parser("sample", help="draw samples from a trained model")
     sample_models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
     sample_gan_parser = sample_models.add_parser("gan", help="a grid of a GAN's samples as PNG")
     add_checkpoint_arguments(sample_gan_parser, samples=GAN_SAMPLES)
     sample_gan_parser.add_argument("--out", metavar="FILE", required=True, help="the PNG to write")
     sample_gan_parser.set_defaults(run=sample_gan)
+    sampler = sample_models.add_parser("gpt", help="text from a GPT of 'pyai train gpt', after a prompt")
+    sampler.add_argument("--checkpoint", metavar="FILE", required=True, help="a checkpoint of 'pyai train gpt'")
+    sampler.add_argument("--prompt", default="\n", help="the text to go on from (default: a newline)")
+    sampler.add_argument("--tokens", type=positive_int, default=300,
+                         help="characters to generate (default: %(default)s)")
+    sampler.add_argument("--temperature", type=positive_float, default=0.8,
+                         help="divides the logits: lower is more conservative (default: %(default)s)")
+    sampler.add_argument("--top-k", type=positive_int, help="sample among the K likeliest characters only")
+    sampler.add_argument("--seed", type=non_negative_int, default=0, help="the sampling (default: %(default)s)")
+    sampler.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
+    sampler.set_defaults(run=sample_gpt)
 
     quality = commands.add_parser("quality", help="measure a trained model's samples")
     quality_models = quality.add_subparsers(dest="model", required=True, metavar="MODEL")

@@ -203,3 +203,7 @@ class Sequential(Layer):
     def gradients(self):
         return [(f"{index}.{name}", array)
                 for index, layer in enumerate(self.layers) for name, array in layer.gradients()]
+
+
+# the transformer's layers are written in pyai/transformer.py
+from pyai.transformer import GELU, Embedding, LayerNorm, MultiHeadAttention, TransformerBlock  # noqa: E402,F401

@@ -2,10 +2,15 @@
 
 Tolerances, relative (||pyai - keras|| / ||keras||):
   1e-5 for outputs, losses and gradients at step 0: float32 on both sides, sums of up to 1024
-       products per element, added in a different order by each library;
-  1e-5 for the 20 discriminator and generator losses of 20 training steps, and 1e-4 for the weights
-       after them: each step's rounding differences feed the next, and Adam's m / sqrt(v) magnifies
-       them for parameters whose gradients are tiny; at lr 2e-4 and 20 steps they stay near 1e-6.
+       products per element, added in a different order by each library.
+  5e-3 for the 20 discriminator and generator losses of 20 free-running training steps, and 5e-2
+       for the weights after them. In about two draws of three they agree to 1e-7. In the third,
+       a rounding difference tips something discrete (a pre-activation across LeakyReLU's kink,
+       slope 1 against 0.2) or lands on a weight whose gradient is tiny so far, where Adam's
+       m / sqrt(v) turns it into a learning-rate-sized step; the GAN's game then carries the
+       difference on and it grows. pyai against itself with every weight nudged by one ulp
+       diverges as much. Over 180 draws the worst was 1.3e-3 for the losses and 1.1e-2 for a
+       bias vector; a wrong Adam beta_1 is off by 2e-1.
 Accuracies are thresholds on logits, so a logit within rounding of 0 may flip: at most one image
 of a batch may be counted differently.
 """
@@ -28,7 +33,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 TOLERANCE = 1e-5
-WEIGHTS_AFTER_STEPS_TOLERANCE = 1e-4
+LOSSES_AFTER_STEPS_TOLERANCE = 5e-3
+WEIGHTS_AFTER_STEPS_TOLERANCE = 5e-2
 GAN_OPS = ["linear", "matmul", "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
            "binary_crossentropy_logits_grad", "adam_update"]
 BATCH = 64
@@ -131,8 +137,10 @@ def test_twenty_training_steps_match_keras(backend, rng):
         rows_ref.append([float(value) for value in keras_step(real, noise, generator_noise)])
     rows, rows_ref = np.array(rows), np.array(rows_ref)
 
-    assert_close(f"discriminator losses over 20 steps ({backend})", rows[:, 0], rows_ref[:, 0], TOLERANCE)
-    assert_close(f"generator losses over 20 steps ({backend})", rows[:, 1], rows_ref[:, 1], TOLERANCE)
+    assert_close(f"discriminator losses over 20 steps ({backend})", rows[:, 0], rows_ref[:, 0],
+                 LOSSES_AFTER_STEPS_TOLERANCE)
+    assert_close(f"generator losses over 20 steps ({backend})", rows[:, 1], rows_ref[:, 1],
+                 LOSSES_AFTER_STEPS_TOLERANCE)
     worst = np.abs(rows[:, 2:] - rows_ref[:, 2:]).max()
     assert worst <= 1 / BATCH, f"accuracies differ by {worst} ({backend}): more than one image flipped"
     for name, model, network in (("generator", generator, gan.generator),

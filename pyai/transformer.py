@@ -1,0 +1,209 @@
+"""The transformer's layers: Embedding, LayerNorm, GELU, MultiHeadAttention, TransformerBlock.
+
+They follow `pyai.nn`: `forward` saves what `backward` needs, `backward(dy)` returns dx and fills
+the gradients, and `parameters()` / `gradients()` name every array the same way, so
+`pyai.optim.Adam.step(model)` and checkpoints work on them. Activations are (B, T, C): batch,
+time (tokens), channels. Layers built from other layers (`Composite`) name their children's
+parameters "child.name", like nanoGPT ("attn.query.weight", "mlp.0.weight").
+"""
+
+import numpy as np
+
+from pyai import ops
+from pyai.checks import as_float32, positive_int, real_number
+from pyai.nn import Dense, Layer, Sequential, check_backward
+
+
+class Composite(Layer):
+    """A layer made of named child layers; its parameters are theirs, prefixed by the child's name."""
+
+    def children(self):
+        raise NotImplementedError
+
+    def parameters(self):
+        return [(f"{prefix}.{name}", array)
+                for prefix, child in self.children() for name, array in child.parameters()]
+
+    def gradients(self):
+        return [(f"{prefix}.{name}", array)
+                for prefix, child in self.children() for name, array in child.gradients()]
+
+
+class Embedding(Layer):
+    """y = table[ids]: a row of table (vocab_size, C) per integer id; rows start N(0, 0.02) as in GPT-2.
+
+    backward fills grad_table and returns None: ids have no gradient.
+    """
+
+    def __init__(self, vocab_size, channels, rng=None):
+        self.vocab_size = positive_int("vocab_size", vocab_size)
+        self.channels = positive_int("channels", channels)
+        rng = np.random.default_rng() if rng is None else rng
+        self.table = rng.normal(0.0, 0.02, (self.vocab_size, self.channels)).astype(np.float32)
+        self.grad_table = None
+        self.ids = None
+        self.y = None
+
+    def __repr__(self):
+        return f"Embedding({self.vocab_size}, {self.channels})"
+
+    def parameters(self):
+        return [("table", self.table)]
+
+    def gradients(self):
+        return [("table", self.grad_table)]
+
+    # ids is any shape of integers in [0, vocab_size) -> y is ids.shape + (C,)
+    def forward(self, ids):
+        self.ids = np.asarray(ids)
+        self.y = ops.embedding(self.ids, self.table)
+        return self.y
+
+    # dy is ids.shape + (C,) -> None; fills grad_table (repeated ids add up)
+    def backward(self, dy):
+        dy = check_backward(self, self.y, dy)
+        self.grad_table = ops.embedding_grad(dy, self.ids, self.vocab_size)
+
+
+class LayerNorm(Layer):
+    """y = (x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis (Keras
+    LayerNormalization; its default epsilon is 1e-3, GPT-2's is 1e-5)."""
+
+    def __init__(self, channels, epsilon=1e-5):
+        self.channels = positive_int("channels", channels)
+        self.epsilon = real_number("epsilon", epsilon, low=0.0, low_open=True)
+        self.gamma = np.ones(self.channels, dtype=np.float32)
+        self.beta = np.zeros(self.channels, dtype=np.float32)
+        self.grad_gamma = None
+        self.grad_beta = None
+        self.x = self.y = self.mean = self.rstd = None
+
+    def __repr__(self):
+        return f"LayerNorm({self.channels}, epsilon={self.epsilon})"
+
+    def parameters(self):
+        return [("gamma", self.gamma), ("beta", self.beta)]
+
+    def gradients(self):
+        return [("gamma", self.grad_gamma), ("beta", self.grad_beta)]
+
+    # x is (..., C) -> y is (..., C); mean and rstd (...) are saved for backward
+    def forward(self, x):
+        self.x = as_float32("x", x)
+        self.y, self.mean, self.rstd = ops.layer_norm(self.x, self.gamma, self.beta, epsilon=self.epsilon,
+                                                      return_stats=True)
+        return self.y
+
+    # dy is (..., C) -> dx is (..., C); fills grad_gamma and grad_beta
+    def backward(self, dy):
+        dy = check_backward(self, self.y, dy)
+        dx, self.grad_gamma, self.grad_beta = ops.layer_norm_grad(dy, self.x, self.gamma, self.mean, self.rstd)
+        return dx
+
+
+class GELU(Layer):
+    """GELU's tanh approximation (GPT-2's; keras.activations.gelu(approximate=True)); any shape."""
+
+    def __init__(self):
+        self.x = None
+
+    def __repr__(self):
+        return "GELU()"
+
+    def forward(self, x):
+        self.x = as_float32("x", x)
+        return ops.gelu(self.x)
+
+    def backward(self, dy):
+        dy = check_backward(self, self.x, dy)
+        return ops.gelu_grad(dy, self.x)
+
+
+def split_heads(x, heads):
+    """(B, T, C) -> (B, H, T, C/H), contiguous, for ops.attention."""
+    batch, time, channels = x.shape
+    return np.ascontiguousarray(x.reshape(batch, time, heads, channels // heads).transpose(0, 2, 1, 3))
+
+
+def merge_heads(x):
+    """(B, H, T, D) -> (B * T, H * D): the inverse of split_heads, flattened for a Dense layer."""
+    batch, heads, time, depth = x.shape
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(batch * time, heads * depth)
+
+
+class MultiHeadAttention(Composite):
+    """Self-attention: y = output(attention(query(x), key(x), value(x))) with `heads` heads of C/H
+    channels each; `causal` lets token t see only tokens <= t.
+
+    The projections are Dense layers with (C, C) weights and biases; Keras's MultiHeadAttention
+    holds the same numbers as (C, H, D) kernels for query, key, value and (H, D, C) for output.
+    """
+
+    def __init__(self, channels, heads, causal=True, rng=None):
+        self.channels = positive_int("channels", channels)
+        self.heads = positive_int("heads", heads)
+        if self.channels % self.heads:
+            raise ValueError(f"heads: must divide channels ({self.channels}), got {self.heads}")
+        self.causal = bool(causal)
+        rng = np.random.default_rng() if rng is None else rng
+        self.query, self.key, self.value, self.output = (Dense(channels, channels, rng=rng) for _ in range(4))
+        self.shape = self.q = self.k = self.v = self.o = self.lse = None
+
+    def __repr__(self):
+        return f"MultiHeadAttention({self.channels}, heads={self.heads}, causal={self.causal})"
+
+    def children(self):
+        return [("query", self.query), ("key", self.key), ("value", self.value), ("output", self.output)]
+
+    # x is (B, T, C) -> y is (B, T, C)
+    def forward(self, x):
+        x = as_float32("x", x, ndim=3)
+        if x.shape[2] != self.channels:
+            raise ValueError(f"{self!r}: expected x of shape (B, T, {self.channels}), got {x.shape}")
+        self.shape = x.shape
+        rows = x.reshape(-1, self.channels)
+        self.q, self.k, self.v = (split_heads(dense.forward(rows).reshape(x.shape), self.heads)
+                                  for dense in (self.query, self.key, self.value))
+        self.o, self.lse = ops.attention(self.q, self.k, self.v, causal=self.causal, return_lse=True)
+        return self.output.forward(merge_heads(self.o)).reshape(x.shape)
+
+    # dy is (B, T, C) -> dx is (B, T, C); fills the four projections' gradients
+    def backward(self, dy):
+        if self.shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        do = self.output.backward(np.reshape(dy, (-1, self.channels)))
+        do = split_heads(do.reshape(self.shape), self.heads)
+        dq, dk, dv = ops.attention_grad(do, self.q, self.k, self.v, self.o, self.lse, causal=self.causal)
+        dx = sum(dense.backward(merge_heads(grad)) for dense, grad in
+                 ((self.query, dq), (self.key, dk), (self.value, dv)))
+        return dx.reshape(self.shape)
+
+
+class TransformerBlock(Composite):
+    """GPT-2's pre-norm block: h = x + attn(ln_1(x)), then y = h + mlp(ln_2(h)), where mlp is
+    Dense(C, 4C), GELU, Dense(4C, C)."""
+
+    def __init__(self, channels, heads, causal=True, epsilon=1e-5, rng=None):
+        rng = np.random.default_rng() if rng is None else rng
+        self.channels = positive_int("channels", channels)
+        self.ln_1 = LayerNorm(channels, epsilon)
+        self.attn = MultiHeadAttention(channels, heads, causal, rng)
+        self.ln_2 = LayerNorm(channels, epsilon)
+        self.mlp = Sequential(Dense(channels, 4 * channels, rng=rng), GELU(),
+                              Dense(4 * channels, channels, rng=rng))
+
+    def __repr__(self):
+        return f"TransformerBlock({self.channels}, heads={self.attn.heads}, causal={self.attn.causal})"
+
+    def children(self):
+        return [("ln_1", self.ln_1), ("attn", self.attn), ("ln_2", self.ln_2), ("mlp", self.mlp)]
+
+    # x is (B, T, C) -> y is (B, T, C)
+    def forward(self, x):
+        h = x + self.attn.forward(self.ln_1.forward(x))
+        return h + self.mlp.forward(self.ln_2.forward(h).reshape(-1, self.channels)).reshape(h.shape)
+
+    # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's gradient
+    def backward(self, dy):
+        dh = dy + self.ln_2.backward(self.mlp.backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
+        return dh + self.ln_1.backward(self.attn.backward(dh))

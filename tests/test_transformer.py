@@ -1,0 +1,128 @@
+"""pyai's transformer layers against Keras's, with the same weights: outputs and every gradient.
+
+Tolerances, relative: 1e-5 for outputs (float32 on both sides, sums of a few dozen products);
+1e-4 for gradients, which go back through softmax and the layer norm's division by the standard
+deviation, where float32 rounding differences of the two implementations (online softmax in
+pyai's attention, a materialized one in Keras) are amplified by up to the inverse of the smallest
+probability or standard deviation involved.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, require, skip_in_cuda_simulator
+from pyai.nn import Embedding, LayerNorm, MultiHeadAttention, TransformerBlock
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+TOLERANCE = 1e-5
+GRADIENT_TOLERANCE = 1e-4
+ATTENTION_OPS = ["linear", "matmul", "attention", "attention_grad"]
+
+
+def requires(backend, ops):
+    for op in ops:
+        require(op, backend)
+
+
+def keras_gradients(layer, inputs, variables, dy):
+    """(y, [d(sum(y * dy)) / d input, then / d variable for each variable]) from Keras."""
+    inputs = tf.constant(inputs)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = layer(inputs)
+        loss = tf.reduce_sum(y * dy)
+    return y.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, [inputs, *variables])]
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8), (3, 33)])
+def test_layer_norm_matches_keras(backend, rng, shape):
+    requires(backend, ["layer_norm", "layer_norm_grad"])
+    channels = shape[-1]
+    layer = LayerNorm(channels, epsilon=1e-3)   # Keras's default epsilon
+    layer.gamma[...] = rng.normal(1, 0.3, channels)
+    layer.beta[...] = rng.normal(0, 0.3, channels)
+    reference = keras.layers.LayerNormalization(epsilon=1e-3)
+    reference.build(shape)
+    reference.set_weights([layer.gamma, layer.beta])
+    x = rng.normal(0.5, 2, shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    variables = [reference.gamma, reference.beta]
+    y_ref, (dx_ref, dgamma_ref, dbeta_ref) = keras_gradients(reference, x, variables, dy)
+    assert_close(f"{backend} {shape} y", layer.forward(x), y_ref, TOLERANCE)
+    dx = layer.backward(dy)
+    for name, out, ref in (("dx", dx, dx_ref), ("dgamma", layer.grad_gamma, dgamma_ref),
+                           ("dbeta", layer.grad_beta, dbeta_ref)):
+        assert_close(f"{backend} {shape} {name}", out, ref, GRADIENT_TOLERANCE)
+
+
+def keras_attention(layer):
+    """Keras MultiHeadAttention holding `layer`'s weights: (C, C) -> (C, H, D) for query, key and
+    value, (C, C) -> (H, D, C) for the output; biases likewise."""
+    heads, depth = layer.heads, layer.channels // layer.heads
+    reference = keras.layers.MultiHeadAttention(heads, depth)
+    x = np.zeros((1, 1, layer.channels), np.float32)
+    reference(x, x)   # builds the variables
+    weights = []
+    for dense in (layer.query, layer.key, layer.value):
+        weights += [dense.weight.reshape(-1, heads, depth), dense.bias.reshape(heads, depth)]
+    weights += [layer.output.weight.reshape(heads, depth, -1), layer.output.bias]
+    reference.set_weights(weights)
+    return reference
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("batch,time,channels,heads", [(1, 3, 4, 2), (2, 7, 16, 2), (1, 20, 24, 4)])
+def test_multi_head_attention_matches_keras(backend, rng, causal, batch, time, channels, heads):
+    requires(backend, ATTENTION_OPS)
+    if time > 3 or not causal:   # one case is enough there: each takes ~12 s
+        skip_in_cuda_simulator(backend, "attention layer beyond the smallest causal case")
+    layer = MultiHeadAttention(channels, heads, causal=causal, rng=rng)
+    for _, parameter in layer.parameters():   # Keras starts biases at zero: nonzero ones test the copy
+        parameter[...] = rng.normal(0, 0.3, parameter.shape)
+    reference = keras_attention(layer)
+    x = rng.normal(size=(batch, time, channels)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    y_ref, (dx_ref, *grads_ref) = keras_gradients(lambda x: reference(x, x, use_causal_mask=causal), x,
+                                                  reference.weights, dy)
+    case = f"{backend} causal={causal} B={batch} T={time} C={channels} H={heads}"
+    assert_close(f"{case} y", layer.forward(x), y_ref, TOLERANCE)
+    assert_close(f"{case} dx", layer.backward(dy), dx_ref, GRADIENT_TOLERANCE)
+    for (name, grad), grad_ref in zip(layer.gradients(), grads_ref, strict=True):
+        if name == "key.bias":
+            # softmax ignores a shift of every score of a row, which is all the key bias adds: its
+            # gradient is zero, so both sides hold only rounding noise
+            assert np.abs(grad).max() < 1e-5 and np.abs(grad_ref).max() < 1e-5, f"{case} {name}"
+        else:
+            assert_close(f"{case} {name}", grad, grad_ref.reshape(grad.shape), GRADIENT_TOLERANCE)
+
+
+def test_embedding_matches_keras(backend, rng):
+    requires(backend, ["embedding", "embedding_grad"])
+    layer = Embedding(11, 6, rng)
+    reference = keras.layers.Embedding(11, 6)
+    reference.build((None,))
+    reference.set_weights([layer.table])
+    ids = rng.integers(0, 11, (4, 9))   # repeats: their gradients must add up
+    dy = rng.normal(size=(4, 9, 6)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        y_ref = reference(ids)
+        loss = tf.reduce_sum(y_ref * dy)
+    grad_ref = tf.convert_to_tensor(tape.gradient(loss, reference.embeddings)).numpy()
+    assert_close(f"{backend} y", layer.forward(ids), y_ref.numpy(), TOLERANCE)
+    assert layer.backward(dy) is None
+    assert_close(f"{backend} dtable", layer.grad_table, grad_ref, TOLERANCE)
+
+
+def test_transformer_block_names_its_parameters_like_nanogpt():
+    block = TransformerBlock(8, 2, rng=np.random.default_rng(0))
+    names = [name for name, _ in block.parameters()]
+    assert names[:4] == ["ln_1.gamma", "ln_1.beta", "attn.query.weight", "attn.query.bias"]
+    assert names[-4:] == ["mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    assert [name for name, _ in block.gradients()] == names
+
+
+def test_multi_head_attention_rejects_heads_that_do_not_divide_channels():
+    with pytest.raises(ValueError, match="heads: must divide channels"):
+        MultiHeadAttention(10, 3)
