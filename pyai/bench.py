@@ -129,6 +129,7 @@ def cases(quick=False, seed=0):
     result.append(linear_case(64, 784, 512, rng, tf))
     result.append(leaky_relu_case(2**20 if quick else 2**24, rng, tf))
     result.append(gan_step_case(rng, tf))
+    result.extend(attention_cases(quick, rng, tf))
     return result
 
 

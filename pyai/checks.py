@@ -34,7 +34,7 @@ def as_float32(name, array, ndim=None, min_ndim=None, backend=None):
         raise TypeError(f"{name}: expected an array of real numbers (float32 preferred), "
                         f"got dtype {array.dtype}")
     check_shape(name, array.shape, ndim, min_ndim)
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float32, order="C")   # keeps 0-d arrays 0-d
 
 
 def device_float32(name, array, ndim, min_ndim, backend):

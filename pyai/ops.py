@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from pyai.checks import as_float32, real_number, same_shape
+from pyai.checks import as_float32, positive_int, real_number, same_shape
 from pyai.dispatch import implementation, use_backend
 
 
@@ -214,7 +214,6 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
 
 
 # Transformer ops: attention, layer norm, GELU, softmax, cross-entropy, embedding.
-from pyai.checks import positive_int  # noqa: E402  (kept beside the ops that use it)
 
 
 def _indices(name, ids, size):
