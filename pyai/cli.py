@@ -161,6 +161,8 @@ def train_gan(args):
 
 def sample_gan(args):
     choose_backend(args.backend or dispatch.get_backend())
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: its directory does not exist")
     gan, _ = load_checkpoint(args.checkpoint)
     save_grid(args.out, gan.sample(args.n, np.random.default_rng(args.seed)), gan.image_shape)
     print(f"saved {args.n} samples to {args.out}")

@@ -117,6 +117,12 @@ def test_a_missing_checkpoint_is_a_one_line_error(capsys, tmp_path):
     assert "none.npz: no such file" in line
 
 
+def test_a_sample_grid_into_a_missing_folder_is_a_one_line_error(capsys, tmp_path, trained):
+    line = one_line_error(capsys, ["sample", "gan", "--checkpoint", str(trained / "gan.npz"),
+                                   "--out", str(tmp_path / "missing/grid.png")])
+    assert "its directory does not exist" in line
+
+
 def test_a_corrupt_checkpoint_is_a_one_line_error(capsys, tmp_path, trained):
     path = tmp_path / "gan.npz"
     path.write_bytes((trained / "gan.npz").read_bytes()[:5000])
