@@ -13,6 +13,11 @@ The fast version is the Goto/BLIS blocking:
       after the last slice, each tile gets bias + activation while it is still in L1.
 Packing turns any layout or transpose of A and B into the same unit-stride slivers, so one
 compiled kernel serves all four transpose cases; zero padding turns ragged edges into full tiles.
+
+Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
+small, so it is packed once for all of K and shared; the threads split the columns of C, and each
+packs one K x NR sliver of B just before it meets every A sliver. B, the big operand, is then read
+once with no shared panel to wait for, and a call is two parallel regions whatever K is.
 """
 
 import contextlib
@@ -27,6 +32,8 @@ from pyai.kernels.matmul_micro import MR, NR, micro_kernel
 KC = 256    # depth of a slice: an MR x KC sliver of A and a KC x NR sliver of B fit in L1
 MC = 96     # rows of A per task: an MC x KC block of A fits in L2
 NC = 4096   # columns of B per panel: a KC x NC panel of B fits in L3
+PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
+FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 
 ACTIVATION_CODES = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4}
 
@@ -72,17 +79,39 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
                     packed[s, p, r] = 0.0
 
 
+def copy_sliver_row(source, out):
+    """out[:NR] = source[:NR], written out: constant indices compile to one vector load and store
+    (a loop over a computed index stays scalar)."""
+    x0 = source[0]; x1 = source[1]; x2 = source[2]; x3 = source[3]; x4 = source[4]; x5 = source[5]; x6 = source[6]; x7 = source[7]  # noqa: E702
+    x8 = source[8]; x9 = source[9]; x10 = source[10]; x11 = source[11]; x12 = source[12]; x13 = source[13]; x14 = source[14]; x15 = source[15]  # noqa: E702
+    out[0] = x0; out[1] = x1; out[2] = x2; out[3] = x3; out[4] = x4; out[5] = x5; out[6] = x6; out[7] = x7  # noqa: E702
+    out[8] = x8; out[9] = x9; out[10] = x10; out[11] = x11; out[12] = x12; out[13] = x13; out[14] = x14; out[15] = x15  # noqa: E702
+
+
 def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
-    """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column; parallel over t."""
-    for t in numba.prange(packed.shape[0]):
+    """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column.
+
+    B is read in its own order, so that the reads stream: along rows when its rows are unit-
+    stride, down columns when it is transposed."""
+    full = cols // NR
+    if col_stride == 1:
+        for p0 in range(0, depth, PACK_ROWS):
+            for t in range(full):
+                for p in range(p0, min(depth, p0 + PACK_ROWS)):
+                    start = (depth0 + p) * row_stride + col0 + t * NR
+                    copy_sliver_row(b[start:start + NR], packed[t, p])
+    else:
+        for t in range(full):
+            for c in range(NR):
+                base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
+                for p in range(depth):
+                    packed[t, p, c] = b[base + p * row_stride]
+    if full < packed.shape[0]:                  # the ragged last sliver
         for p in range(depth):
             base = (depth0 + p) * row_stride
             for c in range(NR):
-                col = col0 + t * NR + c
-                if col < col0 + cols:
-                    packed[t, p, c] = b[base + col * col_stride]
-                else:
-                    packed[t, p, c] = 0.0
+                col = full * NR + c
+                packed[full, p, c] = b[base + (col0 + col) * col_stride] if col < cols else 0.0
 
 
 def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
@@ -133,12 +162,13 @@ def run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1, la
 
 
 def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
-         activation, alpha, row_blocks, col_chunks):
+         activation, alpha, row_blocks, col_chunks, parts):
     """c (zeroed, M x N) = epilogue(A @ B); A and B are flat arrays read through their strides.
 
     The MR-row slivers of C are cut into `row_blocks` even blocks and each panel's NR-column
     slivers into `col_chunks` even runs; the row_blocks * col_chunks tasks are shared among the
-    threads (numba gives each thread an equal run of tasks).
+    threads (numba gives each thread an equal run of tasks). Each panel of B is packed in `parts`
+    runs of slivers, one per thread.
     """
     m, n = c.shape
     row_slivers = -(-m // MR)
@@ -148,7 +178,11 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
             b_packed = np.empty((col_slivers, depth, NR), dtype=np.float32)
-            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0, cols, b_packed)
+            for part in numba.prange(parts):
+                sliver0 = part * col_slivers // parts
+                sliver1 = (part + 1) * col_slivers // parts
+                pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + sliver0 * NR,
+                       min(cols - sliver0 * NR, (sliver1 - sliver0) * NR), b_packed[sliver0:sliver1])
             last_slice = depth0 + KC >= k
             for task in numba.prange(row_blocks * col_chunks):
                 block, chunk = task // col_chunks, task % col_chunks
@@ -164,6 +198,35 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
                              last_slice, bias, has_bias, activation, alpha)
 
 
+def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
+                  has_bias, activation, alpha, col_chunks):
+    """c (zeroed, M x N) = epilogue(A @ B) for few rows: A packed once, slice by slice, into
+    a_slices; the NR-column slivers of C cut into `col_chunks` even runs, one per task, each task
+    packing its own run of B a slice at a time."""
+    m, n = c.shape
+    row_slivers = -(-m // MR)
+    col_slivers = -(-n // NR)
+    a_slices = np.empty(row_slivers * k * MR, dtype=np.float32)
+    for s in numba.prange(row_slivers):
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
+            pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
+                   a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
+    for chunk in numba.prange(col_chunks):
+        sliver0 = chunk * col_slivers // col_chunks
+        sliver1 = (chunk + 1) * col_slivers // col_chunks
+        col0 = sliver0 * NR
+        cols = min(n, sliver1 * NR) - col0
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            b_packed = np.empty((sliver1 - sliver0, depth, NR), dtype=np.float32)
+            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0, cols, b_packed)
+            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
+            run_task(a_packed.reshape((row_slivers, depth, MR)), b_packed, c, 0, m, col0, cols,
+                     0, sliver1 - sliver0, depth0 + KC >= k, bias, has_bias, activation, alpha)
+
+
 FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
@@ -173,8 +236,9 @@ with slp_vectorize():
                               fastmath=FASTMATH, cache=True)(micro_kernel)
     pack_a = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_a)
+    copy_sliver_row = numba.njit(void(FLAT, FLAT), cache=True)(copy_sliver_row)
     pack_b = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
-                        parallel=True, cache=True)(pack_b)
+                        cache=True)(pack_b)
     apply_epilogue = numba.njit(
         void(MATRIX, int64, int64, int64, int64, FLAT, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
@@ -184,8 +248,12 @@ with slp_vectorize():
         fastmath=FASTMATH, cache=True)(run_task)
     gemm = numba.njit(
         void(FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
-             float32, int64, int64),
+             float32, int64, int64, int64),
         parallel=True, fastmath=FASTMATH, cache=True)(gemm)
+    gemm_few_rows = numba.njit(
+        void(FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
+             float32, int64),
+        parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows)
 
 NO_BIAS = np.zeros(1, dtype=np.float32)
 SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
@@ -218,10 +286,14 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
+    operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
+                bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation],
+                np.float32(alpha))
     try:
-        gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
-             bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation],
-             np.float32(alpha), row_blocks, col_chunks)
+        if m <= FEW_ROWS:
+            gemm_few_rows(*operands, threads)
+        else:
+            gemm(*operands, row_blocks, col_chunks, threads)
     finally:
         numba.set_num_threads(previous)
     return c

@@ -93,12 +93,15 @@ class Dense(Layer):
         self.x, self.y = x, y
         return y
 
-    # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias
-    def backward(self, dy):
+    # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
+    # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
+    def backward(self, dy, input_gradient=True):
         dy = check_backward(self, self.y, dy)
         dpre = OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
         self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
         self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
+        if not input_gradient:
+            return None
         return ops.matmul(dpre, self.weight, transpose_b=True)
 
 
@@ -191,10 +194,15 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for layer in reversed(self.layers):
+    def backward(self, dy, input_gradient=True):
+        """dx, or None with input_gradient=False where the first layer is a Dense (which then
+        skips the product that makes dx)."""
+        for layer in reversed(self.layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        first = self.layers[0]
+        if input_gradient or not isinstance(first, Dense):
+            return first.backward(dy)
+        return first.backward(dy, input_gradient=False)
 
     def parameters(self):
         return [(f"{index}.{name}", array)

@@ -3,7 +3,8 @@
 Tolerance: 1e-5 relative for float32 products. Accumulation over K in float32 gives errors of
 about sqrt(K) * 6e-8 relative; K here is at most 1031, so 1e-5 leaves room without hiding a
 wrong tile (a single wrong element in a 6 x 16 tile is already ~1e-2 off).
-Shapes cover 1, primes and non-multiples of every tile (MR=6, NR=16, MC=96, KC=256).
+Shapes cover 1, primes and non-multiples of every tile (MR=6, NR=16, MC=96, KC=256), both loop
+orders (M up to FEW_ROWS=128 and above) and one thread or two (SERIAL_FLOPS).
 """
 
 import numpy as np
@@ -17,7 +18,7 @@ tf = pytest.importorskip("tensorflow")
 
 MATMUL_TOL = 1e-5
 SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 53, 29), (97, 6, 257), (6, 16, 256),
-          (101, 131, 1031), (193, 17, 300)]
+          (101, 131, 1031), (193, 17, 300), (211, 67, 301)]
 
 
 def operands(rng, m, n, k, transpose_a, transpose_b):
@@ -63,7 +64,7 @@ ACTIVATIONS = {
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("batch,features_in,features_out", [(1, 1, 1), (7, 13, 5), (64, 100, 257),
-                                                            (97, 784, 17)])
+                                                            (97, 784, 17), (131, 300, 37)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_equals_keras_dense(backend, rng, activation, batch, features_in, features_out,
                                    with_bias):

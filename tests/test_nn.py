@@ -146,6 +146,19 @@ def test_sequential_matches_keras(backend, rng):
         assert_close(f"{name} ({backend})", grad, grad_ref, TOLERANCE)
 
 
+def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng):
+    model = Sequential(random_dense(rng, 11, 9, "leaky_relu"), random_dense(rng, 9, 3, None))
+    x = rng.normal(size=(7, 11)).astype(np.float32)
+    dy = rng.normal(size=(7, 3)).astype(np.float32)
+    model.forward(x)
+    assert model.backward(dy) is not None
+    full = [grad.copy() for _, grad in model.gradients()]
+    model.forward(x)
+    assert model.backward(dy, input_gradient=False) is None
+    for (name, grad), expected in zip(model.gradients(), full, strict=True):
+        np.testing.assert_array_equal(grad, expected, err_msg=name)
+
+
 def test_parameters_are_the_layers_own_arrays():
     dense = Dense(4, 2, rng=np.random.default_rng(0))
     model = Sequential(dense, ReLU())

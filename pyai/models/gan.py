@@ -121,7 +121,7 @@ class GAN:
         targets = np.concatenate([np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])
         logits = self.discriminator.forward(images)                                   # (2n, 1)
         discriminator_loss = self.loss(logits, targets)
-        self.discriminator.backward(self.loss.backward())
+        self.discriminator.backward(self.loss.backward(), input_gradient=False)
         self.discriminator_optimizer.step(self.discriminator)
 
         # 2. the generator: its images should be called real by the updated discriminator

@@ -141,7 +141,7 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
             for start in range(0, len(x), batch_size):
                 batch = order[start:start + batch_size]
                 total += loss(model.forward(x[batch]), targets[batch]) * len(batch)
-                model.backward(loss.backward())
+                model.backward(loss.backward(), input_gradient=False)
                 optimizer.step(model)
             history.append(total / len(x))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
