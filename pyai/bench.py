@@ -11,6 +11,8 @@ other's cores.
 """
 
 import dataclasses
+import subprocess
+import sys
 import time
 
 import numba
@@ -297,3 +299,69 @@ def attention_cases(quick, rng, tf):
     sizes = (256,) if quick else (1024, 2048)
     return [attention_case(n, causal, backward, rng, tf)
             for n in sizes for backward in (False, True) for causal in (False, True)]
+
+
+def resident_peak_bytes(function):
+    """The most resident memory a call adds to the process, whoever allocates it (numpy, Numba's
+    scratch, TensorFlow's allocator): Linux's high-water mark VmHWM, reset before the call, less
+    VmRSS before it. None where /proc does not offer this."""
+    def status(field):
+        with open("/proc/self/status") as lines:
+            return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")      # resets VmHWM to the current VmRSS
+        before = status("VmRSS:")
+    except OSError:
+        return None
+    function()
+    return status("VmHWM:") - before
+
+
+def first_call_peak_bytes(peer, n, causal, backward):
+    """`resident_peak_bytes` of one attention call at T = n in this process, after a call at
+    T = 64 has compiled (pyai) or traced (TensorFlow) what it needs."""
+    rng = np.random.default_rng(0)
+    tf = tensorflow() if peer == "tensorflow" else None
+    attention_case(64, causal, backward, rng, tf).runners[peer]()
+    return resident_peak_bytes(attention_case(n, causal, backward, rng, tf).runners[peer])
+
+
+def fresh_process_peak_bytes(peer, n, causal, backward):
+    """first_call_peak_bytes in a new Python process (None where it cannot be measured)."""
+    code = ("from pyai import bench; "
+            f"print(bench.first_call_peak_bytes({peer!r}, {n}, {causal}, {backward}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    last_line = (result.stdout.strip().splitlines() or ["None"])[-1]
+    return None if result.returncode or last_line == "None" else int(last_line)
+
+
+def attention_table(sizes=(256, 512, 1024, 2048, 4096), repeats=5):
+    """Markdown rows: attention at B=1, H=8, D=64 for every T in sizes, forward and forward +
+    backward, causal and not; each peer's best time, GFLOP/s and peak resident memory, and
+    pyai's speed over TensorFlow's (and numpy's where TensorFlow is missing).
+
+    Memory is `fresh_process_peak_bytes`: the peak a call adds, measured in a process of its own
+    so that no allocator cache hides it. A T x T float32 score matrix per head, 8 heads, is
+    128 MiB at T = 2048 and 512 MiB at 4096; the inputs and output are 1 MiB each at T = 512."""
+    rng = np.random.default_rng(0)
+    tf = tensorflow()
+    peers = ["pyai", "tensorflow", "numpy"] if tf is not None else ["pyai", "numpy"]
+    yield ("| pass | T | causal | " + " | ".join(f"{peer} ms | {peer} GFLOP/s | {peer} MiB"
+                                                for peer in peers) + f" | pyai / {peers[1]} |")
+    yield "|" + " --- |" * (4 + 3 * len(peers))
+    for backward in (False, True):
+        for causal in (False, True):
+            for n in sizes:
+                case = attention_case(n, causal, backward, rng, tf)
+                cells, times = [], {}
+                for peer in peers:
+                    run = case.runners[peer]
+                    peak = fresh_process_peak_bytes(peer, n, causal, backward)
+                    run()                                # compile, trace, touch the inputs
+                    time.sleep(PAUSE_S)
+                    times[peer] = best_time(run, repeats if n < 2048 else max(2, repeats // 2))
+                    cells += [f"{times[peer] * 1e3:.1f}", f"{case.work / times[peer] / 1e9:.0f}",
+                              "?" if peak is None else f"{peak / 2**20:.0f}"]
+                yield (f"| {'fwd+bwd' if backward else 'fwd'} | {n} | {'yes' if causal else 'no'} | "
+                       + " | ".join(cells) + f" | {times[peers[1]] / times['pyai']:.2f}x |")

@@ -8,7 +8,7 @@
     pyai train gpt [--steps N] [--batch-size B] [--block-size T] [--layers L] [--heads H] [--channels C]
                    [--lr LR] [--eval-every N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gpt --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-    pyai bench [--quick]
+    pyai bench [--quick] [--attention]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
 for anything else (an unknown or unusable backend, a file that cannot be written, ...).
@@ -255,7 +255,11 @@ def sample_gpt(args):
 
 def run_bench(args):
     from pyai import bench   # imported only when asked for
-    bench.run(quick=args.quick)
+    if args.attention:
+        for row in bench.attention_table(sizes=(256, 512) if args.quick else (256, 512, 1024, 2048, 4096)):
+            print(row, flush=True)
+    else:
+        bench.run(quick=args.quick)
     return 0
 
 
@@ -362,6 +366,8 @@ def build_parser():
     # ---- pyai bench: benchmarks, written in pyai/bench.py ----
     bench = commands.add_parser("bench", help="time the kernels beside their peers")
     bench.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    bench.add_argument("--attention", action="store_true",
+                       help="the attention sweep instead: T = 256..4096, time, GFLOP/s, peak memory")
     bench.set_defaults(run=run_bench)
     return parser
 
