@@ -84,8 +84,8 @@ def test_gpt_losses_over_10_adam_steps_match_keras(backend, rng):
     names = list(variables)
     optimizer, keras_optimizer = Adam(lr=0.01), keras.optimizers.Adam(learning_rate=0.01)
     losses, keras_losses = [], []
+    ids, targets = random_tokens(rng)   # one batch, ten times: the loss must fall as it is learnt
     for _ in range(10):
-        ids, targets = random_tokens(rng)
         losses.append(model.train_step(ids, targets))
         optimizer.step(model)
         with tf.GradientTape() as tape:
