@@ -83,7 +83,7 @@ class Table:
 
 
 def matmul_cases(table, cuda, torch, cupy, synchronize, sizes):
-    from pyai.kernels import cuda_matmul
+    from pyai.kernels.numba_cuda import matmul as cuda_matmul
     torch.backends.cuda.matmul.allow_tf32 = False
     for m, n, k in sizes:
         a, b = torch.randn(m, k, device="cuda"), torch.randn(k, n, device="cuda")
@@ -106,7 +106,8 @@ def matmul_cases(table, cuda, torch, cupy, synchronize, sizes):
 
 
 def attention_cases(table, cuda, torch, synchronize, shape):
-    from pyai.kernels import cuda_attention_backward, cuda_attention_forward
+    from pyai.kernels.numba_cuda import attention_backward as cuda_attention_backward
+    from pyai.kernels.numba_cuda import attention_forward as cuda_attention_forward
     batch, heads, length, depth = shape
     q, k, v, do = (torch.randn(batch, heads, length, depth, device="cuda") for _ in range(4))
     q_numba, k_numba, v_numba, do_numba = (cuda.as_cuda_array(t) for t in (q, k, v, do))
@@ -138,8 +139,10 @@ def attention_cases(table, cuda, torch, synchronize, shape):
 
 
 def memory_bound_cases(table, cuda, torch, synchronize, rows, width, vocabulary, size):
-    from pyai.kernels import (cuda_adam, cuda_layer_norm, cuda_leaky_relu,
-                              cuda_softmax_cross_entropy)
+    from pyai.kernels.numba_cuda import adam as cuda_adam
+    from pyai.kernels.numba_cuda import layer_norm as cuda_layer_norm
+    from pyai.kernels.numba_cuda import leaky_relu as cuda_leaky_relu
+    from pyai.kernels.numba_cuda import softmax_cross_entropy as cuda_softmax_cross_entropy
     functional = torch.nn.functional
     x, dy = torch.randn(rows, width, device="cuda"), torch.randn(rows, width, device="cuda")
     gamma, beta = torch.randn(width, device="cuda"), torch.randn(width, device="cuda")

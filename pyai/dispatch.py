@@ -1,47 +1,42 @@
 """The backend table: one row per backend, one column per op.
 
 Every public op in `pyai.ops` validates its arguments once, then looks up the function that
-implements it on the chosen backend here. A backend module (`pyai/_backends/<name>.py`) fills its
-row with `@register(op, backend)` and says whether it can run on this machine with a probe that
-returns None when usable, or the reason it is not.
+implements it on the chosen backend here. A backend is one module, `pyai/_backends/<name>.py`
+(the backend "numba-cpu" is `numba_cpu.py`), found by its file name and imported on first use.
+It defines three things:
+  ROW                  {op name: function}, the ops it implements (a missing op is
+                       NotImplementedError on that backend, never a silent fallback);
+  probe()              None when the backend can run on this machine, else the reason it cannot;
+  TAKES_DEVICE_ARRAYS  whether its ops accept arrays already on a GPU as well as numpy ones.
 
 Choosing a backend:
-  - globally:        pyai.set_backend("numba-cpu")
-  - for a block:     with pyai.use_backend("cuda"): ...
-  - for one call:    pyai.ops.leaky_relu(x, backend="cuda")
-The default is "numba-cpu", or the PYAI_BACKEND environment variable when set.
+  - for the process:  pyai.set_backend("numba-cpu")   (the default: "numba-cpu", or the
+                      PYAI_BACKEND environment variable when set)
+  - for a block:      with pyai.use_backend("cuda"): ...
+  - for one call:     pyai.ops.leaky_relu(x, backend="cuda")
+A block or call choice is context-local (a `contextvars.ContextVar`): it holds in the thread or
+asyncio task that made it and never changes the backend of another one.
 """
 
 import contextlib
+import contextvars
 import importlib
 import os
+import pkgutil
 
-BACKENDS = ("numba-cpu", "numba-cuda", "cuda")
-_MODULES = {"numba-cpu": "numba_cpu", "numba-cuda": "numba_cuda", "cuda": "cuda"}
-DEVICE_ARRAY_BACKENDS = ("numba-cuda", "cuda")   # rows whose ops take GPU arrays as well as numpy ones
+import pyai._backends
 
-_table = {}      # (op, backend) -> function
-_probes = {}     # backend -> function() -> None | reason string
-_loaded = set()
-_current = [os.environ.get("PYAI_BACKEND", "numba-cpu")]
+DEFAULT = "numba-cpu"
+BACKENDS = tuple(sorted((module.name.replace("_", "-") for module in
+                         pkgutil.iter_modules(pyai._backends.__path__)),
+                        key=lambda name: (name != DEFAULT, name)))
+
+_process_backend = [os.environ.get("PYAI_BACKEND", DEFAULT)]
+_context_backend = contextvars.ContextVar("pyai_backend", default=None)
 
 
 class BackendUnavailableError(RuntimeError):
     """The backend asked for cannot run on this machine (no GPU, extension not built, ...)."""
-
-
-def register(op, backend):
-    def decorate(function):
-        _table[(op, backend)] = function
-        return function
-    return decorate
-
-
-def register_probe(backend):
-    def decorate(function):
-        _probes[backend] = function
-        return function
-    return decorate
 
 
 def _check_name(name):
@@ -49,35 +44,30 @@ def _check_name(name):
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-def _load(backend):
-    if backend not in _loaded:
-        importlib.import_module(f"pyai._backends.{_MODULES[backend]}")
-        _loaded.add(backend)
+def _module(backend):
+    _check_name(backend)
+    return importlib.import_module(f"pyai._backends.{backend.replace('-', '_')}")
 
 
 def unavailable_reason(backend):
     """None when `backend` can run here, else a sentence saying why not."""
-    _check_name(backend)
-    _load(backend)
-    return _probes[backend]()
+    return _module(backend).probe()
 
 
 def implementation(op, backend=None):
     """The function implementing `op` on `backend` (default: the current backend)."""
-    backend = backend or _current[0]
-    _check_name(backend)
+    backend = backend or get_backend()
     reason = unavailable_reason(backend)
     if reason is not None:
         raise BackendUnavailableError(f"backend {backend!r} is not usable here: {reason}")
     try:
-        return _table[(op, backend)]
+        return _module(backend).ROW[op]
     except KeyError:
         raise NotImplementedError(f"op {op!r} is not implemented on backend {backend!r}") from None
 
 
 def ops_of(backend):
-    _load(backend)
-    return sorted(op for op, name in _table if name == backend)
+    return sorted(_module(backend).ROW)
 
 
 def backends():
@@ -90,28 +80,29 @@ def backends():
 
 
 def get_backend():
-    return _current[0]
+    """The backend ops use now: the block's or call's choice, else the process's."""
+    return _context_backend.get() or _process_backend[0]
 
 
 def takes_device_arrays(backend=None):
     """Whether the ops of `backend` (default: the current one) accept arrays already on the GPU
     (pyai.checks lets them through) rather than numpy arrays only."""
-    return (backend or _current[0]) in DEVICE_ARRAY_BACKENDS
+    return _module(backend or get_backend()).TAKES_DEVICE_ARRAYS
 
 
 def set_backend(name):
-    """Choose the backend every op uses from now on (unless a call names its own)."""
+    """Choose the backend every op uses from now on, in every thread (unless a block or a call
+    names its own)."""
     _check_name(name)
-    _current[0] = name
+    _process_backend[0] = name
 
 
 @contextlib.contextmanager
 def use_backend(name):
-    """Choose the backend for the ops inside a `with` block."""
+    """Choose the backend for the ops inside a `with` block, in this thread or task only."""
     _check_name(name)
-    previous = _current[0]
-    _current[0] = name
+    token = _context_backend.set(name)
     try:
         yield
     finally:
-        _current[0] = previous
+        _context_backend.reset(token)

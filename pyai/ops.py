@@ -11,6 +11,7 @@ import numpy as np
 
 from pyai.checks import as_float32, positive_int, real_number, same_shape
 from pyai.dispatch import implementation, use_backend
+from pyai.kernels.common import ACTIVATIONS as kernel_activations
 
 
 def per_call_backend(op):
@@ -24,7 +25,7 @@ def per_call_backend(op):
             return op(*args, backend=backend, **kwargs)
     return call
 
-ACTIVATIONS = (None, "leaky_relu", "relu", "sigmoid", "tanh")
+ACTIVATIONS = tuple(kernel_activations)   # the fused epilogue's activations, as every backend codes them
 
 
 @per_call_backend
@@ -44,8 +45,8 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
 def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     """activation(x @ w + b) in one fused kernel; `w` is (in, out) like a Keras Dense kernel.
 
-    x is (batch, in) or (in,); b is (out,) or None; activation is one of None, "leaky_relu",
-    "relu", "sigmoid", "tanh"; alpha is leaky_relu's negative slope (>= 0, so that the sign of
+    x is (batch, in) or (in,); b is (out,) or None; activation is one of ACTIVATIONS (None,
+    "leaky_relu", "relu", "sigmoid", "tanh", "gelu": the tanh approximation); alpha is leaky_relu's negative slope (>= 0, so that the sign of
     the output tells the sign of the input, which `pyai.nn.Dense.backward` relies on).
     """
     x = as_float32("x", x, min_ndim=1)

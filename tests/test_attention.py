@@ -19,8 +19,8 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import ops
-from pyai.kernels.attention_backward import attention_backward_reference
-from pyai.kernels.attention_forward import attention_forward_reference
+from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
+from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")

@@ -11,8 +11,10 @@ DeviceBuffer, the kernels' misaligned-pointer path and GPU arrays in and out.
 
 import importlib
 import inspect
+import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ import pytest
 from pyai import dispatch, ops
 from pyai._backends import cuda as cuda_row
 from pyai._backends import numba_cpu
+from pyai.kernels.common import ACTIVATIONS
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nvcc") is None, reason="nvcc is not on PATH, so pyai._cuda was not built")
@@ -103,19 +106,22 @@ def test_probe_says_when_extension_is_missing(monkeypatch):
     assert reason.startswith("the CUDA extension pyai._cuda was not built")
 
 
-ROW = ("matmul", "linear", "leaky_relu", "leaky_relu_grad", "attention", "attention_grad", "layer_norm",
-       "layer_norm_grad", "gelu", "gelu_grad", "softmax", "softmax_cross_entropy", "embedding",
-       "embedding_grad", "adam_update")
+ROW = tuple(cuda_row.ROW)
 
 
-def test_backend_fills_its_row():
-    assert set(ROW) <= set(dispatch.ops_of("cuda"))
+def test_activation_codes_of_the_cuda_sources_are_the_python_ones():
+    """cuda_src/matmul.cuh spells the epilogue's codes in C++; they must be pyai's."""
+    header = (Path(__file__).parent.parent / "cuda_src" / "matmul.cuh").read_text()
+    body = re.search(r"enum Activation : int \{([^}]*)\}", header).group(1)
+    codes = {name.strip(): int(code) for name, code in (item.split("=") for item in body.split(","))}
+    expected = {("NONE" if name is None else name.upper()): code for name, code in ACTIVATIONS.items()}
+    assert codes == expected
 
 
 @pytest.mark.parametrize("op", ROW)
 def test_row_takes_the_same_arguments_as_numba_cpu(op):
     """The cuda functions take a Call first (added by gpu_op), then numba-cpu's arguments."""
-    ours = list(inspect.signature(dispatch._table[(op, "cuda")]).parameters)
+    ours = list(inspect.signature(cuda_row.ROW[op]).parameters)
     theirs = list(inspect.signature(numba_cpu.ROW[op]).parameters)
     assert len([name for name in ours if name != "call"]) == len(theirs), f"{op}: {ours} vs {theirs}"
 
@@ -302,7 +308,7 @@ def test_device_arrays_in_give_device_arrays_out(numba_cuda):
 
 
 def test_adam_updates_device_arrays_in_place(numba_cuda):
-    from pyai.kernels.adam import adam_update_reference
+    from pyai.kernels.numba_cpu.adam import adam_update_reference
     rng = np.random.default_rng(1)
     param, grad, m, v = (rng.standard_normal(1001, dtype=np.float32) for _ in range(4))
     v = np.abs(v)

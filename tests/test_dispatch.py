@@ -1,5 +1,7 @@
 """Choosing a backend: the table, its report, and the global, block and per-call choices."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,8 @@ def test_set_backend_and_use_backend_restore_the_previous_choice():
 
 
 def test_unknown_backend_names_the_choices():
-    with pytest.raises(ValueError, match="unknown backend 'gpu'.*numba-cpu, numba-cuda, cuda"):
+    assert dispatch.BACKENDS[0] == "numba-cpu"   # the default first, then the others by name
+    with pytest.raises(ValueError, match=f"unknown backend 'gpu'; expected one of {', '.join(dispatch.BACKENDS)}$"):
         pyai.set_backend("gpu")
     with pytest.raises(ValueError, match="unknown backend"):
         with pyai.use_backend("gpu"):
@@ -60,7 +63,74 @@ def test_an_unusable_backend_raises_with_its_reason(rng, name):
     assert reason in str(error.value)
 
 
+def test_every_op_of_every_row_is_a_public_op():
+    reached_by_keyword = {"binary_crossentropy_logits", "binary_crossentropy_logits_grad"}  # from_logits=True
+    for name in dispatch.BACKENDS:
+        missing = [op for op in dispatch.ops_of(name)
+                   if not callable(getattr(pyai.ops, op, None)) and op not in reached_by_keyword]
+        assert not missing, f"{name} implements ops that pyai.ops does not offer: {missing}"
+
+
 def test_an_op_missing_from_a_backend_row_is_not_implemented_error(monkeypatch):
-    monkeypatch.setitem(dispatch._probes, "numba-cuda", lambda: None)
+    from pyai._backends import numba_cuda
+    monkeypatch.setattr(numba_cuda, "probe", lambda: None)
     with pytest.raises(NotImplementedError, match="'relu' is not implemented on backend 'numba-cuda'"):
         dispatch.implementation("relu", "numba-cuda")
+
+
+def test_a_block_choice_holds_in_its_own_thread_only(rng):
+    """use_backend in one thread leaves the others on the process's backend: their plain calls
+    keep working while the block is open on an unusable backend."""
+    start = pyai.get_backend()
+    x = rng.standard_normal(64).astype(np.float32)
+    expected = pyai.ops.leaky_relu(x, 0.1)
+    inside, outside = threading.Barrier(2), threading.Barrier(2)
+    seen = {}
+
+    def block():
+        with pyai.use_backend("cuda"):
+            inside.wait()
+            outside.wait()       # the other thread works while this block is open
+            seen["block"] = pyai.get_backend()
+
+    def plain_calls():
+        inside.wait()
+        seen["other"] = pyai.get_backend()
+        seen["results"] = [pyai.ops.leaky_relu(x, 0.1) for _ in range(200)]
+        outside.wait()
+
+    threads = [threading.Thread(target=block), threading.Thread(target=plain_calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert seen["block"] == "cuda" and seen["other"] == start
+    for result in seen["results"]:
+        np.testing.assert_array_equal(result, expected)
+    assert pyai.get_backend() == start
+
+
+def test_per_call_choices_in_many_threads_never_leak(rng):
+    """Threads naming backends per call, mixed with plain calls: every plain call runs on the
+    process's backend (an unusable backend leaking in would raise)."""
+    x = rng.standard_normal(32).astype(np.float32)
+    expected = pyai.ops.relu(x)
+    unusable = [row["name"] for row in pyai.backends() if not row["usable"]]
+    errors = []
+
+    def work(index):
+        try:
+            for _ in range(100):
+                if unusable and index % 2:
+                    with pytest.raises(pyai.BackendUnavailableError):
+                        pyai.ops.relu(x, backend=unusable[0])
+                np.testing.assert_array_equal(pyai.ops.relu(x), expected)
+        except Exception as error:   # collected: an assertion in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[:3]

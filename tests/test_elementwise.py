@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import ops
-from pyai.kernels import leaky_relu, relu, sigmoid, tanh
+from pyai.kernels.numba_cpu import leaky_relu, relu, sigmoid, tanh
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")

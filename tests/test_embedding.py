@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_close, require
 from pyai import ops
-from pyai.kernels.embedding import embedding_backward_reference
+from pyai.kernels.numba_cpu.embedding import embedding_backward_reference
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")

@@ -17,9 +17,9 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import ops
-from pyai.kernels.gelu import gelu_backward_reference, gelu_forward_reference
-from pyai.kernels.softmax import softmax_reference
-from pyai.kernels.softmax_cross_entropy import softmax_cross_entropy_reference
+from pyai.kernels.numba_cpu.gelu import gelu_backward_reference, gelu_forward_reference
+from pyai.kernels.numba_cpu.softmax import softmax_reference
+from pyai.kernels.numba_cpu.softmax_cross_entropy import softmax_cross_entropy_reference
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 keras = pytest.importorskip("keras")

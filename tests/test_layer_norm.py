@@ -19,7 +19,7 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import ops
-from pyai.kernels.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
+from pyai.kernels.numba_cpu.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 keras = pytest.importorskip("keras")

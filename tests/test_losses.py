@@ -19,7 +19,7 @@ import pytest
 
 from conftest import assert_close, require
 from pyai import ops
-from pyai.kernels import binary_crossentropy, mse
+from pyai.kernels.numba_cpu import binary_crossentropy, mse
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 keras = pytest.importorskip("keras")

@@ -20,12 +20,12 @@ import pytest
 import pyai
 from conftest import CUDA_SIMULATOR, assert_close, no_nvidia_driver
 from pyai import device, dispatch, ops
-from pyai.kernels import cuda_layer_norm
-from pyai.kernels.adam import adam_update_reference
-from pyai.kernels.attention_backward import attention_backward_reference
-from pyai.kernels.attention_forward import attention_forward_reference
-from pyai.kernels.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
-from pyai.kernels.softmax_cross_entropy import softmax_cross_entropy_reference
+from pyai.kernels.numba_cuda import layer_norm as cuda_layer_norm
+from pyai.kernels.numba_cpu.adam import adam_update_reference
+from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
+from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
+from pyai.kernels.numba_cpu.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
+from pyai.kernels.numba_cpu.softmax_cross_entropy import softmax_cross_entropy_reference
 
 BACKEND = "numba-cuda"
 TOL = 1e-5
@@ -234,9 +234,13 @@ PTX_SCRIPT = textwrap.dedent("""
         compute_capability = (9, 0)
 
     dispatcher.get_current_device = lambda: Device
-    from pyai.kernels import (cuda_adam, cuda_attention_backward, cuda_attention_forward,
-                              cuda_layer_norm, cuda_leaky_relu, cuda_matmul,
-                              cuda_softmax_cross_entropy)
+    from pyai.kernels.numba_cuda import adam as cuda_adam
+    from pyai.kernels.numba_cuda import attention_backward as cuda_attention_backward
+    from pyai.kernels.numba_cuda import attention_forward as cuda_attention_forward
+    from pyai.kernels.numba_cuda import layer_norm as cuda_layer_norm
+    from pyai.kernels.numba_cuda import leaky_relu as cuda_leaky_relu
+    from pyai.kernels.numba_cuda import matmul as cuda_matmul
+    from pyai.kernels.numba_cuda import softmax_cross_entropy as cuda_softmax_cross_entropy
     m, v, h = float32[:, ::1], float32[::1], float32[:, :, ::1]
     keys, queries = cuda_attention_backward.backward_kernels(64)
     kernels = [

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import ops
-from pyai.kernels import adam, sgd
+from pyai.kernels.common import adam_step_size
+from pyai.kernels.numba_cpu import adam, sgd
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 keras = pytest.importorskip("keras")
@@ -82,7 +83,7 @@ def test_adam_step_size_is_keras_float32_expression(step):
     f32 = tf.float32
     power = lambda beta: tf.pow(tf.constant(beta, f32), tf.constant(step, f32))
     keras_alpha = tf.constant(0.001, f32) * tf.sqrt(1 - power(0.999)) / (1 - power(0.9))
-    alpha = adam.adam_step_size(0.001, 0.9, 0.999, step)
+    alpha = adam_step_size(0.001, 0.9, 0.999, step)
     assert alpha.dtype == np.float32
     assert alpha == keras_alpha.numpy(), f"step {step}: {alpha!r}, Keras {keras_alpha.numpy()!r}"
 

@@ -1,1 +1,2 @@
-"""One module per backend; each fills its row of the table in `pyai.dispatch`."""
+"""One module per backend, named after it (`numba_cpu.py` is "numba-cpu"); each defines ROW,
+probe() and TAKES_DEVICE_ARRAYS for `pyai.dispatch`, which finds the modules by their file names."""

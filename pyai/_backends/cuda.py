@@ -31,17 +31,15 @@ import functools
 import numpy as np
 
 from pyai.device import is_c_contiguous, is_device_array
-from pyai.dispatch import register, register_probe
+from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
-BACKEND = "cuda"
-ACTIVATION_CODES = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5}
+TAKES_DEVICE_ARRAYS = True
 INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
 MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 
 
-@register_probe(BACKEND)
 def probe():
     try:
         from pyai import _cuda
@@ -147,25 +145,22 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
     c = call.empty((m, n))
     bias_pointer = 0 if bias is None else call.pointer("b", bias)
     call.cuda.matmul_forward(call.pointer("a", a), call.pointer("b", b), bias_pointer, address(c), m, n, k,
-                             transpose_a, transpose_b, ACTIVATION_CODES[activation], alpha, 0)
+                             transpose_a, transpose_b, ACTIVATIONS[activation], alpha, 0)
     return call.result(c)
 
 
-@register("matmul", BACKEND)
 @gpu_op
 def matmul(call, a, b, transpose_a, transpose_b):
     return fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
 
 
 # x (batch, in), w (in, out), bias (out,) or None -> activation(x @ w + bias) (batch, out)
-@register("linear", BACKEND)
 @gpu_op
 def linear(call, x, w, bias, activation, alpha):
     return fused_matmul(call, x, w, False, False, bias, activation, alpha)
 
 
 # x is any shape: y = x > 0 ? x : alpha * x
-@register("leaky_relu", BACKEND)
 @gpu_op
 def leaky_relu(call, x, alpha):
     y = call.empty(x.shape)
@@ -174,7 +169,6 @@ def leaky_relu(call, x, alpha):
 
 
 # dy, x are the same shape: dx = x > 0 ? dy : alpha * dy (alpha * dy at x == 0, as in TensorFlow)
-@register("leaky_relu_grad", BACKEND)
 @gpu_op
 def leaky_relu_grad(call, dy, x, alpha):
     dx = call.empty(x.shape)
@@ -194,7 +188,6 @@ def attention_sizes(q, k):
 
 
 # q (B, H, Tq, D), k, v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq)
-@register("attention", BACKEND)
 @gpu_op
 def attention(call, q, k, v, causal, scale):
     heads, n_queries, n_keys, depth = attention_sizes(q, k)
@@ -205,7 +198,6 @@ def attention(call, q, k, v, causal, scale):
 
 
 # do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) -> dq, dk, dv
-@register("attention_grad", BACKEND)
 @gpu_op
 def attention_grad(call, do, q, k, v, o, lse, causal, scale):
     heads, n_queries, n_keys, depth = attention_sizes(q, k)
@@ -219,7 +211,6 @@ def attention_grad(call, do, q, k, v, o, lse, causal, scale):
 
 
 # x (..., C), gamma, beta (C,) -> y (..., C), mean, rstd (...)
-@register("layer_norm", BACKEND)
 @gpu_op
 def layer_norm(call, x, gamma, beta, epsilon):
     channels = fits_int32("x: C", x.shape[-1])
@@ -231,7 +222,6 @@ def layer_norm(call, x, gamma, beta, epsilon):
 
 
 # dy, x (..., C), gamma (C,), mean, rstd (...) -> dx (..., C), dgamma, dbeta (C,)
-@register("layer_norm_grad", BACKEND)
 @gpu_op
 def layer_norm_grad(call, dy, x, gamma, mean, rstd):
     channels = fits_int32("x: C", x.shape[-1])
@@ -242,7 +232,6 @@ def layer_norm_grad(call, dy, x, gamma, mean, rstd):
     return call.result(dx), call.result(dgamma), call.result(dbeta)
 
 
-@register("gelu", BACKEND)
 @gpu_op
 def gelu(call, x):
     y = call.empty(x.shape)
@@ -250,7 +239,6 @@ def gelu(call, x):
     return call.result(y)
 
 
-@register("gelu_grad", BACKEND)
 @gpu_op
 def gelu_grad(call, dy, x):
     dx = call.empty(x.shape)
@@ -259,7 +247,6 @@ def gelu_grad(call, dy, x):
 
 
 # x (..., V) -> softmax over the last axis
-@register("softmax", BACKEND)
 @gpu_op
 def softmax(call, x):
     columns = fits_int32("x: V", x.shape[-1])
@@ -270,7 +257,6 @@ def softmax(call, x):
 
 
 # logits (N, V), targets (N,) int64 -> (mean loss as a Python float, dlogits (N, V))
-@register("softmax_cross_entropy", BACKEND)
 @gpu_op
 def softmax_cross_entropy(call, logits, targets):
     rows, columns = fits_int32("logits: N", logits.shape[0]), fits_int32("logits: V", logits.shape[1])
@@ -282,7 +268,6 @@ def softmax_cross_entropy(call, logits, targets):
 
 
 # ids (...) int64, table (V, C) -> table[ids] (..., C)
-@register("embedding", BACKEND)
 @gpu_op
 def embedding(call, ids, table):
     channels = fits_int32("table: C", table.shape[1])
@@ -293,7 +278,6 @@ def embedding(call, ids, table):
 
 
 # dout (..., C), ids (...) int64 -> dtable (vocab_size, C)
-@register("embedding_grad", BACKEND)
 @gpu_op
 def embedding_grad(call, dout, ids, vocab_size):
     channels = fits_int32("dout: C", dout.shape[-1])
@@ -304,9 +288,7 @@ def embedding_grad(call, dout, ids, vocab_size):
 
 
 # param, grad, m, v: one shape; param, m and v updated in place (numpy ones by a copy back)
-@register("adam_update", BACKEND)
 def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
-    from pyai.kernels.adam import adam_step_size
     call = Call(on_device=False)
     copies = []   # (numpy array, its GPU copy) to copy back after the step
     pointers = []
@@ -322,3 +304,22 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
                           float(np.float32(1 - beta_2)), float(np.float32(epsilon)), 0)
     for array, buffer in copies:
         buffer.copy_to_host(array)
+
+
+ROW = {
+    "matmul": matmul,
+    "linear": linear,
+    "leaky_relu": leaky_relu,
+    "leaky_relu_grad": leaky_relu_grad,
+    "attention": attention,
+    "attention_grad": attention_grad,
+    "layer_norm": layer_norm,
+    "layer_norm_grad": layer_norm_grad,
+    "gelu": gelu,
+    "gelu_grad": gelu_grad,
+    "softmax": softmax,
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "embedding": embedding,
+    "embedding_grad": embedding_grad,
+    "adam_update": adam_update,
+}

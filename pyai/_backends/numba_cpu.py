@@ -1,13 +1,13 @@
-"""The numba-cpu backend: pyai's Numba kernels (`pyai.kernels`), always usable."""
+"""The numba-cpu backend: pyai's Numba kernels (`pyai.kernels.numba_cpu`), always usable."""
 
-from pyai.dispatch import register, register_probe
-from pyai.kernels import (adam, binary_crossentropy, leaky_relu, matmul, mse, relu, sgd, sigmoid,
-                          tanh)
+from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward,
+                                    binary_crossentropy, embedding, gelu, layer_norm, leaky_relu,
+                                    matmul, mse, relu, sgd, sigmoid, softmax,
+                                    softmax_cross_entropy, tanh)
 
-BACKEND = "numba-cpu"
+TAKES_DEVICE_ARRAYS = False
 
 
-@register_probe(BACKEND)
 def probe():
     return None
 
@@ -31,15 +31,6 @@ ROW = {
     "binary_crossentropy_logits_grad": binary_crossentropy.bce_logits_backward,
     "sgd_update": sgd.sgd_update,
     "adam_update": adam.adam_update,
-}
-for op, function in ROW.items():
-    register(op, BACKEND)(function)
-
-# Transformer ops.
-from pyai.kernels import (attention_backward, attention_forward, embedding, gelu,  # noqa: E402
-                          layer_norm, softmax, softmax_cross_entropy)
-
-TRANSFORMER_ROW = {
     "attention": attention_forward.attention_forward,
     "attention_grad": attention_backward.attention_backward,
     "layer_norm": layer_norm.layer_norm_forward,
@@ -51,6 +42,3 @@ TRANSFORMER_ROW = {
     "embedding": embedding.embedding_forward,
     "embedding_grad": embedding.embedding_backward,
 }
-ROW.update(TRANSFORMER_ROW)
-for op, function in TRANSFORMER_ROW.items():
-    register(op, BACKEND)(function)

@@ -1,4 +1,4 @@
-"""The numba-cuda backend: hand-written numba.cuda kernels (kernels/cuda_*.py), one per op.
+"""The numba-cuda backend: hand-written numba.cuda kernels (kernels/numba_cuda/<op>.py).
 
 Arguments arrive validated by pyai.ops: numpy float32 C-contiguous arrays, or GPU arrays
 already checked and wrapped as numba device arrays (pyai.checks lets GPU arrays through for
@@ -19,22 +19,19 @@ import functools
 import numpy as np
 
 from pyai.device import is_device_array, to_device, to_host
-from pyai.dispatch import register, register_probe
 
-BACKEND = "numba-cuda"
+TAKES_DEVICE_ARRAYS = True
 
 try:
     from numba import cuda
-    from pyai.kernels import (cuda_adam, cuda_attention_backward, cuda_attention_forward,
-                              cuda_layer_norm, cuda_leaky_relu, cuda_matmul,
-                              cuda_softmax_cross_entropy)
+    from pyai.kernels.numba_cuda import (adam, attention_backward, attention_forward,
+                                         layer_norm, leaky_relu, matmul, softmax_cross_entropy)
 except ImportError as error:   # a numba without numba.cuda: the probe says so, the row stays empty
     import_error = error
 else:
     import_error = None
 
 
-@register_probe(BACKEND)
 def probe():
     if import_error is not None:
         return f"numba.cuda cannot be imported ({import_error})"
@@ -64,24 +61,21 @@ def is_array(argument):
 # param, grad, m, v: one shape; param, m and v updated in place, numpy ones by a copy back
 def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
     on_gpu = [to_device(array) for array in (param, grad, m, v)]
-    cuda_adam.adam_update(*on_gpu, lr, beta_1, beta_2, epsilon, step)
+    adam.adam_update(*on_gpu, lr, beta_1, beta_2, epsilon, step)
     for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
         if not is_device_array(array):
             array_on_gpu.copy_to_host(array)
 
 
-if import_error is None:
-    ROW = {
-        "matmul": on_device(cuda_matmul.matmul),
-        "linear": on_device(cuda_matmul.linear),
-        "leaky_relu": on_device(cuda_leaky_relu.leaky_relu_forward),
-        "leaky_relu_grad": on_device(cuda_leaky_relu.leaky_relu_backward),
-        "adam_update": adam_update,
-        "layer_norm": on_device(cuda_layer_norm.layer_norm_forward),
-        "layer_norm_grad": on_device(cuda_layer_norm.layer_norm_backward),
-        "softmax_cross_entropy": on_device(cuda_softmax_cross_entropy.softmax_cross_entropy),
-        "attention": on_device(cuda_attention_forward.attention_forward),
-        "attention_grad": on_device(cuda_attention_backward.attention_backward),
-    }
-    for op, function in ROW.items():
-        register(op, BACKEND)(function)
+ROW = {} if import_error is not None else {
+    "matmul": on_device(matmul.matmul),
+    "linear": on_device(matmul.linear),
+    "leaky_relu": on_device(leaky_relu.leaky_relu_forward),
+    "leaky_relu_grad": on_device(leaky_relu.leaky_relu_backward),
+    "adam_update": adam_update,
+    "layer_norm": on_device(layer_norm.layer_norm_forward),
+    "layer_norm_grad": on_device(layer_norm.layer_norm_backward),
+    "softmax_cross_entropy": on_device(softmax_cross_entropy.softmax_cross_entropy),
+    "attention": on_device(attention_forward.attention_forward),
+    "attention_grad": on_device(attention_backward.attention_backward),
+}

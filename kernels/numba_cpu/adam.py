@@ -22,13 +22,7 @@ because float32(0.999) is 1.3e-8 below 0.999, which is 1.3e-5 of 1 - beta_2.
 import numba
 import numpy as np
 
-
-def adam_step_size(lr, beta_1, beta_2, step):
-    """alpha in float32, as Keras computes it in the variable's dtype."""
-    one, step = np.float32(1), np.float32(step)
-    beta_1_power = np.float32(beta_1) ** step
-    beta_2_power = np.float32(beta_2) ** step
-    return np.float32(lr) * np.sqrt(one - beta_2_power) / (one - beta_1_power)
+from pyai.kernels.common import adam_step_size
 
 
 def adam_update_reference(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):

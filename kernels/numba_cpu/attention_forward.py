@@ -33,10 +33,10 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.matmul import micro_kernel, slp_vectorize   # c[6 x 16] += a_sliver^T b_sliver
-from pyai.kernels.matmul_micro import MR, NR
-from pyai.kernels.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
-from pyai.kernels.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
+from pyai.kernels.numba_cpu.matmul import slp_vectorize
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
+from pyai.kernels.numba_cpu.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
+from pyai.kernels.numba_cpu.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
 
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
 KEY_TILE = 96      # keys per tile, a multiple of MR

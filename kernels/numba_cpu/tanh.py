@@ -20,7 +20,7 @@ TensorFlow) and never overflows; NaN stays NaN.
 import numba
 import numpy as np
 
-from pyai.kernels.sigmoid import exp_negative   # numba's cache of this file misses edits to it
+from pyai.kernels.numba_cpu.sigmoid import exp_negative   # numba's cache of this file misses edits to it
 
 SMALL = np.float32(0.4)
 TAYLOR = tuple(np.float32(c) for c in (1, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925,

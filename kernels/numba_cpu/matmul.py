@@ -29,31 +29,25 @@ import numba
 import numpy as np
 from numba import float32, int64, void
 
-from pyai.kernels.matmul_micro import MR, NR, micro_kernel
+from pyai.kernels.common import ACTIVATIONS, activation_reference
+from pyai.kernels.numba_cpu.gelu import gelu_scalar
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
+from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
 KC = 256    # depth of a slice: an MR x KC sliver of A and a KC x NR sliver of B fit in L1
 MC = 96     # rows of A per task: an MC x KC block of A fits in L2
 NC = 4096   # columns of B per panel: a KC x NC panel of B fits in L3
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
-
-ACTIVATION_CODES = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4}
-
+NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
+                                               (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
 
 def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
     """The plain version the kernel is tested against (float64)."""
     y = a.astype(np.float64) @ b.astype(np.float64)
     if bias is not None:
         y = y + bias
-    if activation == "leaky_relu":
-        y = np.where(y > 0, y, alpha * y)
-    elif activation == "relu":
-        y = np.maximum(y, 0)
-    elif activation == "sigmoid":
-        y = 1 / (1 + np.exp(-y))
-    elif activation == "tanh":
-        y = np.tanh(y)
-    return y
+    return activation_reference(y, activation, alpha)
 
 
 @contextlib.contextmanager
@@ -82,12 +76,9 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
 
 
 def copy_sliver_row(source, out):
-    """out[:NR] = source[:NR], written out: constant indices compile to one vector load and store
-    (a loop over a computed index stays scalar)."""
-    x0 = source[0]; x1 = source[1]; x2 = source[2]; x3 = source[3]; x4 = source[4]; x5 = source[5]; x6 = source[6]; x7 = source[7]  # noqa: E702
-    x8 = source[8]; x9 = source[9]; x10 = source[10]; x11 = source[11]; x12 = source[12]; x13 = source[13]; x14 = source[14]; x15 = source[15]  # noqa: E702
-    out[0] = x0; out[1] = x1; out[2] = x2; out[3] = x3; out[4] = x4; out[5] = x5; out[6] = x6; out[7] = x7  # noqa: E702
-    out[8] = x8; out[9] = x9; out[10] = x10; out[11] = x11; out[12] = x12; out[13] = x13; out[14] = x14; out[15] = x15  # noqa: E702
+    """out[:NR] = source[:NR], two vector loads and stores."""
+    store(out, 0, load(source, 0))
+    store(out, WIDTH, load(source, WIDTH))
 
 
 def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
@@ -125,20 +116,23 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
         out = c[i, col:col + cols]
         if has_bias:
             out += bias[col:col + cols]
-        if activation == 1:
+        if activation == LEAKY_RELU:
             for j in range(cols):
                 out[j] = out[j] if out[j] > 0 else alpha * out[j]
-        elif activation == 2:
+        elif activation == RELU:
             for j in range(cols):
                 out[j] = out[j] if out[j] > 0 else float32(0.0)
-        elif activation == 3:
+        elif activation == SIGMOID:
             for j in range(cols):
                 # exp of a non-positive number only: no overflow for any input
                 e = math.exp(-abs(out[j]))
                 out[j] = one / (one + e) if out[j] >= 0 else e / (one + e)
-        elif activation == 4:
+        elif activation == TANH:
             for j in range(cols):
                 out[j] = math.tanh(out[j])
+        elif activation == GELU:
+            for j in range(cols):
+                out[j] = gelu_scalar(out[j])
 
 
 def run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1, last_slice,
@@ -159,7 +153,7 @@ def run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1, la
                 for i in range(tile_rows):
                     for j in range(tile_cols):
                         c[row + i, col + j] += edge[i, j]
-            if last_slice and (has_bias or activation != 0):
+            if last_slice and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
@@ -234,8 +228,6 @@ MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
 with slp_vectorize():
-    micro_kernel = numba.njit(void(MATRIX, MATRIX, MATRIX, int64, int64),
-                              fastmath=FASTMATH, cache=True)(micro_kernel)
     pack_a = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_a)
     copy_sliver_row = numba.njit(void(FLAT, FLAT), cache=True)(copy_sliver_row)
@@ -288,7 +280,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
-                bias if has_bias else NO_BIAS, has_bias, ACTIVATION_CODES[activation],
+                bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 np.float32(alpha))
     try:
         if m <= FEW_ROWS:

@@ -23,7 +23,7 @@ import math
 import numba
 import numpy as np
 
-from pyai.kernels.sigmoid import exp_negative
+from pyai.kernels.numba_cpu.sigmoid import exp_negative
 
 SQRT_2_OVER_PI = np.float32(math.sqrt(2 / math.pi))
 CUBIC = np.float32(0.044715)
@@ -55,12 +55,17 @@ def sigmoid_of_twice(u):
     return s, e * inverse * inverse
 
 
+@numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
+def gelu_scalar(x):
+    """gelu(x) of one float32 (the matmul epilogue applies it too)."""
+    s, _ = sigmoid_of_twice(SQRT_2_OVER_PI * (x + CUBIC * x * x * x))
+    return x * s
+
+
 @numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def gelu_forward_kernel(x, y):
     for i in numba.prange(x.size):
-        xi = x[i]
-        s, _ = sigmoid_of_twice(SQRT_2_OVER_PI * (xi + CUBIC * xi * xi * xi))
-        y[i] = xi * s
+        y[i] = gelu_scalar(x[i])
 
 
 @numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)

@@ -35,7 +35,8 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from pyai.kernels.matmul import ACTIVATION_CODES, matmul_reference  # noqa: F401  (the reference)
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.matmul import matmul_reference  # noqa: F401  (the reference)
 
 BLOCK = 128          # rows of A and columns of B per block: the block's C tile is BLOCK x BLOCK
 TILE_K = 8           # depth of a slice: two 8 x 128 tiles in shared memory
@@ -47,8 +48,9 @@ PADDED_BLOCK = BLOCK + 4   # a shared tile row: + 4 floats, so the k-major store
                            # operand spread over the 32 banks
 TILE_FLOATS = TILE_K * PADDED_BLOCK   # a shared tile, flat (a shared shape must be a constant)
 
-LEAKY_RELU, RELU, SIGMOID, TANH = (ACTIVATION_CODES[name]
-                                   for name in ("leaky_relu", "relu", "sigmoid", "tanh"))
+LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name]
+                                         for name in ("leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
+SQRT_2_OVER_PI, CUBIC = float32(0.7978845608028654), float32(0.044715)
 
 
 @cuda.jit(device=True, inline=True)
@@ -113,6 +115,10 @@ def activate(y, activation, alpha):
         return float32(1.0) / (float32(1.0) + e) if y >= 0 else e / (float32(1.0) + e)
     if activation == TANH:
         return math.tanh(y)
+    if activation == GELU:             # y sigmoid(2u), u = sqrt(2/pi) (y + 0.044715 y^3); see numba_cpu/gelu.py
+        u = SQRT_2_OVER_PI * (y + CUBIC * y * y * y)
+        e = math.exp(float32(-2.0) * abs(u))
+        return y / (float32(1.0) + e) if u >= 0 else y * e / (float32(1.0) + e)
     return y
 
 
@@ -174,7 +180,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     c = cuda.device_array((m, n), np.float32)
-    kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATION_CODES[activation])
+    kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
     grid = (-(-n // BLOCK), -(-m // BLOCK))
     kernel[grid, THREADS](a, b, no_bias() if bias is None else bias, np.float32(alpha), c)
     return c

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import cuda, float32
 
-from pyai.kernels.attention_forward import attention_forward_reference  # noqa: F401
+from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference  # noqa: F401
 
 THREADS = 128
 LANES = 8                      # threads sharing a row of a tile: neighbouring lanes of a warp

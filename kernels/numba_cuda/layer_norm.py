@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, float64
 
-from pyai.kernels.layer_norm import (layer_norm_backward_reference,  # noqa: F401  (the references)
+from pyai.kernels.numba_cpu.layer_norm import (layer_norm_backward_reference,  # noqa: F401  (the references)
                                      layer_norm_forward_reference)
 
 ROW_THREADS = 128        # threads per row: C = 768 gives each 6 columns

@@ -30,8 +30,8 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from pyai.kernels.attention_backward import attention_backward_reference  # noqa: F401
-from pyai.kernels.cuda_attention_forward import (LANES, ROW_GROUPS, THREADS, hidden, larger,
+from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference  # noqa: F401
+from pyai.kernels.numba_cuda.attention_forward import (LANES, ROW_GROUPS, THREADS, hidden, larger,
                                                  load_rows, padded_depth, smaller)
 
 DELTA_THREADS = 128

@@ -22,7 +22,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from pyai.kernels.adam import adam_step_size, adam_update_reference  # noqa: F401  (the reference)
+from pyai.kernels.common import adam_step_size
+from pyai.kernels.numba_cpu.adam import adam_update_reference  # noqa: F401  (the reference)
 
 THREADS = 256
 MAX_BLOCKS = 4096   # ~30 blocks per SM on an H100: enough to saturate memory bandwidth

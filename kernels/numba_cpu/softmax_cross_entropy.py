@@ -21,8 +21,8 @@ import numba
 import numpy as np
 from numba import float32, float64, int64, void
 
-from pyai.kernels.matmul import slp_vectorize
-from pyai.kernels.softmax import exp_shifted, row_max, row_sum
+from pyai.kernels.numba_cpu.matmul import slp_vectorize
+from pyai.kernels.numba_cpu.softmax import exp_shifted, row_max, row_sum
 
 
 def softmax_cross_entropy_reference(logits, targets):

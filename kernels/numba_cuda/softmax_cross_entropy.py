@@ -30,7 +30,7 @@ import numba
 import numpy as np
 from numba import cuda, float32, float64
 
-from pyai.kernels.softmax_cross_entropy import softmax_cross_entropy_reference  # noqa: F401
+from pyai.kernels.numba_cpu.softmax_cross_entropy import softmax_cross_entropy_reference  # noqa: F401
 
 ROW_THREADS = 256    # threads per row: V = 50257 gives each ~200 logits
 WARP = 32

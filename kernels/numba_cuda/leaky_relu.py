@@ -15,7 +15,7 @@ as TensorFlow's float32 `alpha * x`. The plain references are the CPU kernel's n
 import numpy as np
 from numba import cuda
 
-from pyai.kernels.leaky_relu import (leaky_relu_backward_reference,  # noqa: F401  (the references)
+from pyai.kernels.numba_cpu.leaky_relu import (leaky_relu_backward_reference,  # noqa: F401  (the references)
                                      leaky_relu_forward_reference)
 
 THREADS = 256

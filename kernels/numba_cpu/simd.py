@@ -1,0 +1,129 @@
+"""SIMD vectors of float32 for Numba kernels, as wide as this CPU's registers.
+
+Numba has no vector type, and LLVM's own vectorizers choose the width by the CPU's tuning: on
+Intel cores with AVX-512 that tuning prefers 256-bit vectors, so auto-vectorized code never uses
+the 512-bit registers that double the FMA rate. These intrinsics write LLVM vector operations
+directly (`<WIDTH x float>` values, `llvm.fma`), which LLVM lowers to full-width registers on any
+CPU that has them, without changing how any other Numba code compiles.
+
+WIDTH is 16 floats (one zmm register) where the CPU has AVX-512F, else 8 (one ymm register of
+AVX2). On a CPU with neither, LLVM splits the vectors into what the CPU has: slower, never wrong.
+PYAI_VECTOR_WIDTH=8 or 16 overrides the choice, to test the other width's kernels on one machine;
+kernels compiled for one width must not be loaded from Numba's cache by a process using the
+other, so the override requires its own NUMBA_CACHE_DIR.
+
+    v = load(array, offset)        array[offset:offset + WIDTH] of a contiguous float32 array of
+                                   any rank, offset counted in elements from its first one
+    store(array, offset, v)        the reverse
+    splat(x)                       x in every lane
+    zeros()                        0 in every lane
+    fma(a, b, c)                   a * b + c, rounded once, lane by lane
+    add(a, b)                      a + b, lane by lane
+"""
+
+import os
+
+import llvmlite.binding
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.datamodel import models
+from numba.extending import intrinsic, register_model
+
+
+def host_vector_width():
+    """16 where this CPU (or NUMBA_CPU_FEATURES, when set) has AVX-512F, else 8."""
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    return 16 if "+avx512f" in features.split(",") else 8
+
+
+def vector_width():
+    override = os.environ.get("PYAI_VECTOR_WIDTH")
+    if override is None:
+        return host_vector_width()
+    if override not in ("8", "16"):
+        raise ValueError(f"PYAI_VECTOR_WIDTH: expected 8 or 16, got {override!r}")
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        raise RuntimeError("PYAI_VECTOR_WIDTH: set NUMBA_CACHE_DIR too, to a folder of its own, so that "
+                           "kernels compiled for the other vector width are never loaded from the cache")
+    return int(override)
+
+
+WIDTH = vector_width()
+LLVM_VECTOR = ir.VectorType(ir.FloatType(), WIDTH)
+
+
+class Float32Vector(types.Type):
+    def __init__(self):
+        super().__init__(name=f"float32x{WIDTH}")
+
+
+VECTOR = Float32Vector()
+
+
+@register_model(Float32Vector)
+class VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, LLVM_VECTOR)
+
+
+def vector_pointer(context, builder, array_type, array, offset):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [offset]), LLVM_VECTOR.as_pointer())
+
+
+def check_array(array):
+    if not (isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"):
+        raise numba.core.errors.TypingError(f"simd: expected a C-contiguous float32 array, got {array}")
+
+
+@intrinsic
+def load(typingctx, array, offset):
+    check_array(array)
+
+    def codegen(context, builder, signature, args):
+        return builder.load(vector_pointer(context, builder, array, *args), align=4)
+    return VECTOR(array, types.intp), codegen
+
+
+@intrinsic
+def store(typingctx, array, offset, vector):
+    check_array(array)
+
+    def codegen(context, builder, signature, args):
+        builder.store(args[2], vector_pointer(context, builder, array, args[0], args[1]), align=4)
+    return types.void(array, types.intp, VECTOR), codegen
+
+
+@intrinsic
+def splat(typingctx, x):
+    def codegen(context, builder, signature, args):
+        lane = builder.insert_element(ir.Constant(LLVM_VECTOR, ir.Undefined), args[0],
+                                      ir.Constant(ir.IntType(32), 0))
+        every_lane = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
+        return builder.shuffle_vector(lane, ir.Constant(LLVM_VECTOR, ir.Undefined), every_lane)
+    return VECTOR(types.float32), codegen
+
+
+@intrinsic
+def zeros(typingctx):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(LLVM_VECTOR, [0.0] * WIDTH)
+    return VECTOR(), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * 3), f"llvm.fma.v{WIDTH}f32")
+        return builder.call(function, args)
+    return VECTOR(VECTOR, VECTOR, VECTOR), codegen
+
+
+@intrinsic
+def add(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fadd(*args)
+    return VECTOR(VECTOR, VECTOR), codegen
