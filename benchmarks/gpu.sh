@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU session's one call: build, test on the cuda backend, sanitize, benchmark.
+# Everything pyai checks on a GPU machine, in one script: build, test on the cuda backend,
+# sanitize, benchmark.
 #
 #   benchmarks/gpu.sh [build] [test] [sanitize] [bench] [quick]    (no stage named: all four)
 #
@@ -9,7 +10,7 @@
 # sanitize: compute-sanitizer memcheck and racecheck over the cuda backend's golden and
 #           backend tests (small inputs: the sanitizers slow kernels 10-100x)
 # bench:    benchmarks/gpu_cuda.py (quick: small sizes), writing benchmarks/results/
-# The device tool allows 10 minutes a call; if all four do not fit, run the stages in turn.
+# Stages can run one at a time (benchmarks/gpu.sh build test, then sanitize bench).
 # Exits non-zero if any stage failed, after running the others.
 set -u
 cd "$(dirname "$0")/.."

@@ -88,7 +88,7 @@ static cudaStream_t stream_handle(uintptr_t address) {
 }
 
 NB_MODULE(_cuda, m) {
-    m.doc() = "pyai's CUDA C++ kernels; see pyai/backends/cuda.py for the backend that uses them.";
+    m.doc() = "pyai's CUDA C++ kernels; see pyai/_backends/cuda.py for the backend that uses them.";
 
     m.def("runtime_status", &runtime_status,
           "None when a CUDA device is usable here, else a sentence saying why not.");

@@ -2,7 +2,8 @@
 //   u = sqrt(2/pi) (x + 0.044715 x^3),  s = sigmoid(2u) = (1 + tanh u) / 2
 //   y = x s,   dx = dy (s + 2 x s (1 - s) u'),  u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 // With e = exp(-|2u|) in (0, 1]: s = 1/(1+e) for u >= 0, e/(1+e) for u < 0, s(1-s) = e/(1+e)^2,
-// so nothing cancels where s is near 0 or 1 (the same form as pyai's CPU kernel, kernels/gelu.py).
+// so nothing cancels where s is near 0 or 1 (the same form as pyai's CPU kernel,
+// kernels/numba_cpu/gelu.py).
 // Cost per element: ~25 FLOPs (an exp, a divide); forward 8 bytes, backward 12. Memory-bound:
 // a grid-stride loop of coalesced loads, few enough blocks to fill the GPU a few times over.
 #include "check.cuh"

@@ -9,19 +9,23 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, require
+from pyai import ops
 from pyai.nn import Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 TOLERANCE = 1e-5
-ACTIVATIONS = [None, "leaky_relu", "relu", "sigmoid", "tanh"]
+ACTIVATIONS = list(ops.ACTIVATIONS)
 LAYER_OPS = ["linear", "matmul", "leaky_relu_grad", "relu_grad", "sigmoid_grad", "tanh_grad"]
+GELU_OPS = ["gelu", "gelu_grad"]   # Dense with gelu calls them beside ops.linear
 
 
 def keras_activation(name, alpha):
     if name == "leaky_relu":
         return lambda x: tf.nn.leaky_relu(x, alpha)
+    if name == "gelu":   # pyai's gelu is the tanh approximation
+        return lambda x: keras.activations.gelu(x, approximate=True)
     return name
 
 
@@ -58,7 +62,7 @@ def require_all(ops, backend):
 @pytest.mark.parametrize("batch", [1, 7, 64])
 @pytest.mark.parametrize("in_features, out_features", [(13, 5), (64, 33)])
 def test_dense_matches_keras(backend, rng, activation, batch, in_features, out_features):
-    require_all(LAYER_OPS, backend)
+    require_all(LAYER_OPS + (GELU_OPS if activation == "gelu" else []), backend)
     alpha = 0.3
     dense = random_dense(rng, in_features, out_features, activation, alpha)
     x = rng.normal(size=(batch, in_features)).astype(np.float32)
@@ -170,6 +174,12 @@ def test_dense_rejects_the_wrong_input_shape(shape):
     dense = Dense(6, 3, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"Dense\(6, 3.*\(batch, 6\)"):
         dense.forward(np.ones(shape, np.float32))
+
+
+def test_dense_leaves_the_dtype_check_to_the_op_which_names_x():
+    dense = Dense(2, 3, rng=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="^x: expected an array of real numbers"):
+        dense.forward(np.array([["a", "b"]]))
 
 
 def test_sequential_names_the_layer_that_rejects_its_input():

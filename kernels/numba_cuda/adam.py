@@ -11,7 +11,7 @@ memory-bound.
 
 Fast version: a grid-stride loop, each element read once and its three updates fused, where
 Keras makes a pass over memory per operation. alpha is computed on the host in float32 exactly
-as Keras does (kernels/adam.py explains why float64 would be 6e-6 off); every operation is a
+as Keras does (kernels/numba_cpu/adam.py explains why float64 would be 6e-6 off); every operation is a
 float32 one in Keras's order, with IEEE sqrt and division (no fastmath). NVVM may fuse a
 multiply and an add into an FMA, which rounds once instead of twice: within an ulp of Keras.
 The plain reference is the CPU kernel's numpy one.

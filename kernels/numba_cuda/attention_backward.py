@@ -2,7 +2,7 @@
 probabilities from the forward's lse.
 
 Shapes: q, o, do, dq (B, H, Tq, D); k, v, dk, dv (B, H, Tk, D); lse (B, H, Tq); float32 device
-arrays. With s = scale q k^T (masked as in cuda_attention_forward.py):
+arrays. With s = scale q k^T (masked as in attention_forward.py):
     p = exp(s - lse),   dv = p^T do,   dp = do v^T,   ds = p (dp - delta),   delta_i = do_i . o_i
     dq = scale ds k,    dk = scale ds^T q
 Cost: 10 B H Tq Tk D FLOPs (5 products) here 14 (s and dp are computed twice, see below), about
@@ -115,7 +115,7 @@ def backward_kernels(depth_padded):
         dk_out = cuda.local.array((rows, columns), float32)
         dv_out = cuda.local.array((rows, columns), float32)
         head, first_key = cuda.blockIdx.y, cuda.blockIdx.x * tile
-        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see cuda_matmul.py
+        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see matmul.py
         row, lane = thread // LANES, thread % LANES
         n_queries, depth = q.shape[1], q.shape[2]
         n_keys = k.shape[1]
@@ -170,7 +170,7 @@ def backward_kernels(depth_padded):
         row_lse = cuda.local.array(rows, float32)
         row_delta = cuda.local.array(rows, float32)
         head, first_query = cuda.blockIdx.y, cuda.blockIdx.x * tile
-        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see cuda_matmul.py
+        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see matmul.py
         row, lane = thread // LANES, thread % LANES
         n_queries, depth = q.shape[1], q.shape[2]
         n_keys = k.shape[1]

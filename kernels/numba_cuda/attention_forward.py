@@ -24,7 +24,7 @@ reads of a warp fall in different banks. One kernel per padded depth (8, 16, ...
 compiled on first use, its tile sizes and register tiles constants. The CUDA simulator has no
 warp intrinsics, so there (WARP_SHUFFLE false) the 8 lanes of a row exchange values through
 shared memory instead. The module-level device functions do not touch `cuda.*`, so the
-backward can share them under the simulator too (see cuda_layer_norm.py for why that matters).
+backward can share them under the simulator too (see layer_norm.py for why that matters).
 The plain reference is the CPU kernel's `attention_forward_reference`.
 """
 
@@ -131,7 +131,7 @@ def forward_kernel(depth_padded):
         row_sum = cuda.local.array(rows, float32)
         tile_max = cuda.local.array(rows, float32)
         head, first_query = cuda.blockIdx.y, cuda.blockIdx.x * block_queries
-        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see cuda_matmul.py
+        thread = cuda.threadIdx.x & (THREADS - 1)   # masked: >= 0 to LLVM, see matmul.py
         row, lane = thread // LANES, thread % LANES
         n_queries, depth = q.shape[1], q.shape[2]
         n_keys = k.shape[1]

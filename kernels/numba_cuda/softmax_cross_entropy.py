@@ -21,7 +21,7 @@ block_reduce: a warp combines its 32 values with butterfly shuffles, the warps' 
 shared memory and every thread combines them in the same order. The CUDA simulator has no warp
 intrinsics, so there (WARP_SHUFFLE false) thread 0 combines all the values in shared memory
 (two barriers, where a tree would take log2(ROW_THREADS), each costly in the simulator). It
-is in this file, not a shared one, for the reason given in cuda_layer_norm.py.
+is in this file, not a shared one, for the reason given in layer_norm.py.
 """
 
 import math

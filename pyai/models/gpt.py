@@ -18,9 +18,8 @@ from tqdm import tqdm
 
 from pyai import io, ops
 from pyai.checks import positive_int, real_number
-from pyai.nn import Dense, Embedding, LayerNorm, TransformerBlock
+from pyai.nn import Composite, Dense, Embedding, LayerNorm, TransformerBlock
 from pyai.text import random_batch
-from pyai.transformer import Composite
 
 HELD_OUT_BATCHES = 8
 

@@ -1,4 +1,4 @@
-"""Layers with an explicit forward and backward, built on `pyai.ops`.
+"""The basic layers: Dense, the activations and Sequential, with an explicit forward and backward.
 
 Every layer has `forward(x) -> y`, which saves what backward needs, and `backward(dy) -> dx`,
 which also fills the gradients of the layer's parameters. Parameters and their gradients are
@@ -8,6 +8,8 @@ exposed the same way by every layer, for the optimizers (`pyai.optim`) and check
     layer.gradients()  -> [(name, array or None), ...]   same names, same order; None before backward
 
 Optimizers update the parameter arrays in place, so a layer keeps the same arrays all its life.
+Layers leave argument checks to `pyai.ops`, which name the argument at fault; a layer checks only
+what no op can see, such as an input's features against the layer's own size.
 """
 
 import math
@@ -32,17 +34,19 @@ class Layer:
 
 
 def check_backward(layer, saved, dy):
-    """dy as float32 with the shape of the forward output, or a clear error."""
+    """dy as float32 with the shape of the forward output (that of `saved`), or a clear error."""
     if saved is None:
         raise RuntimeError(f"{layer!r}: backward called before forward")
     dy = as_float32("dy", dy)
-    if dy.shape != saved.shape:
-        raise ValueError(f"{layer!r}: dy must have the forward output's shape {saved.shape}, got {dy.shape}")
+    shape = np.shape(saved)
+    if dy.shape != shape:
+        raise ValueError(f"{layer!r}: dy must have the forward output's shape {shape}, got {dy.shape}")
     return dy
 
 
 # d(pre-activation) from dy and the forward OUTPUT y. For leaky_relu (alpha >= 0) and relu the
 # output has the sign of the input, so the ops' *_grad(dy, x) give the same answer from y.
+# gelu is not here: its output does not determine its input, so Dense keeps gelu's input instead.
 OUTPUT_GRADIENTS = {
     None: lambda dy, y, alpha: dy,
     "leaky_relu": lambda dy, y, alpha: ops.leaky_relu_grad(dy, y, alpha),
@@ -56,12 +60,15 @@ class Dense(Layer):
     """y = activation(x @ weight + bias), one fused `ops.linear` call.
 
     x is (batch, in_features), weight is (in_features, out_features) like a Keras kernel, bias is
-    (out_features,). Weights start glorot-uniform and the bias at zero, as in Keras.
+    (out_features,). Weights start glorot-uniform and the bias at zero, as in Keras. activation is
+    one of `pyai.ops.ACTIVATIONS`. Backward finds the activation's gradient from the saved output,
+    except for gelu: there forward makes two calls, ops.linear then ops.gelu, to keep the
+    pre-activation that gelu's gradient needs.
     """
 
     def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
-        if activation not in OUTPUT_GRADIENTS:
-            raise ValueError(f"activation: expected one of {tuple(OUTPUT_GRADIENTS)}, got {activation!r}")
+        if activation not in ops.ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ops.ACTIVATIONS}, got {activation!r}")
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
         self.activation = activation
@@ -72,8 +79,7 @@ class Dense(Layer):
         self.bias = np.zeros(self.out_features, dtype=np.float32)
         self.grad_weight = None
         self.grad_bias = None
-        self.x = None
-        self.y = None
+        self.x = self.pre = self.y = None
 
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r})"
@@ -84,12 +90,17 @@ class Dense(Layer):
     def gradients(self):
         return [("weight", self.grad_weight), ("bias", self.grad_bias)]
 
-    # x is (batch, in_features) -> y is (batch, out_features)
+    # x is (batch, in_features) -> y is (batch, out_features). ops.linear checks x, but it also
+    # takes a 1-d x, and it would blame a wrong feature count on the weight.
     def forward(self, x):
-        x = as_float32("x", x)
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"{self!r}: expected x of shape (batch, {self.in_features}), got {x.shape}")
-        y = ops.linear(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
+        shape = np.shape(x)
+        if len(shape) != 2 or shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: expected x of shape (batch, {self.in_features}), got {shape}")
+        if self.activation == "gelu":
+            self.pre = ops.linear(x, self.weight, self.bias)
+            y = ops.gelu(self.pre)
+        else:
+            y = ops.linear(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
         self.x, self.y = x, y
         return y
 
@@ -97,7 +108,10 @@ class Dense(Layer):
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
         dy = check_backward(self, self.y, dy)
-        dpre = OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+        if self.activation == "gelu":
+            dpre = ops.gelu_grad(dy, self.pre)
+        else:
+            dpre = OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
         self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
         self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
         if not input_gradient:
@@ -116,8 +130,8 @@ class LeakyReLU(Layer):
         return f"LeakyReLU(alpha={self.alpha})"
 
     def forward(self, x):
-        self.x = as_float32("x", x)
-        return ops.leaky_relu(self.x, self.alpha)
+        self.x = x
+        return ops.leaky_relu(x, self.alpha)
 
     def backward(self, dy):
         dy = check_backward(self, self.x, dy)
@@ -134,8 +148,8 @@ class ReLU(Layer):
         return "ReLU()"
 
     def forward(self, x):
-        self.x = as_float32("x", x)
-        return ops.relu(self.x)
+        self.x = x
+        return ops.relu(x)
 
     def backward(self, dy):
         dy = check_backward(self, self.x, dy)
@@ -152,7 +166,7 @@ class Sigmoid(Layer):
         return "Sigmoid()"
 
     def forward(self, x):
-        self.y = ops.sigmoid(as_float32("x", x))
+        self.y = ops.sigmoid(x)
         return self.y
 
     def backward(self, dy):
@@ -170,7 +184,7 @@ class Tanh(Layer):
         return "Tanh()"
 
     def forward(self, x):
-        self.y = ops.tanh(as_float32("x", x))
+        self.y = ops.tanh(x)
         return self.y
 
     def backward(self, dy):
@@ -212,6 +226,3 @@ class Sequential(Layer):
         return [(f"{index}.{name}", array)
                 for index, layer in enumerate(self.layers) for name, array in layer.gradients()]
 
-
-# the transformer's layers are written in pyai/transformer.py
-from pyai.transformer import GELU, Embedding, LayerNorm, MultiHeadAttention, TransformerBlock  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """The transformer's layers: Embedding, LayerNorm, GELU, MultiHeadAttention, TransformerBlock.
 
-They follow `pyai.nn`: `forward` saves what `backward` needs, `backward(dy)` returns dx and fills
-the gradients, and `parameters()` / `gradients()` name every array the same way, so
+They follow `pyai.nn.layers`: `forward` saves what `backward` needs, `backward(dy)` returns dx
+and fills the gradients, and `parameters()` / `gradients()` name every array the same way, so
 `pyai.optim.Adam.step(model)` and checkpoints work on them. Activations are (B, T, C): batch,
 time (tokens), channels. Layers built from other layers (`Composite`) name their children's
 parameters "child.name", like nanoGPT ("attn.query.weight", "mlp.0.weight").
@@ -10,8 +10,8 @@ parameters "child.name", like nanoGPT ("attn.query.weight", "mlp.0.weight").
 import numpy as np
 
 from pyai import ops
-from pyai.checks import as_float32, positive_int, real_number
-from pyai.nn import Dense, Layer, Sequential, check_backward
+from pyai.checks import positive_int, real_number
+from pyai.nn.layers import Dense, Layer, Sequential, check_backward
 
 
 class Composite(Layer):
@@ -89,8 +89,8 @@ class LayerNorm(Layer):
 
     # x is (..., C) -> y is (..., C); mean and rstd (...) are saved for backward
     def forward(self, x):
-        self.x = as_float32("x", x)
-        self.y, self.mean, self.rstd = ops.layer_norm(self.x, self.gamma, self.beta, epsilon=self.epsilon,
+        self.x = x
+        self.y, self.mean, self.rstd = ops.layer_norm(x, self.gamma, self.beta, epsilon=self.epsilon,
                                                       return_stats=True)
         return self.y
 
@@ -111,8 +111,8 @@ class GELU(Layer):
         return "GELU()"
 
     def forward(self, x):
-        self.x = as_float32("x", x)
-        return ops.gelu(self.x)
+        self.x = x
+        return ops.gelu(x)
 
     def backward(self, dy):
         dy = check_backward(self, self.x, dy)
@@ -155,17 +155,18 @@ class MultiHeadAttention(Composite):
     def children(self):
         return [("query", self.query), ("key", self.key), ("value", self.value), ("output", self.output)]
 
-    # x is (B, T, C) -> y is (B, T, C)
+    # x is (B, T, C) -> y is (B, T, C). The projections see x as (B * T, C) rows, so the layer
+    # checks the (B, T, C) shape itself; the ops check the rest.
     def forward(self, x):
-        x = as_float32("x", x, ndim=3)
-        if x.shape[2] != self.channels:
-            raise ValueError(f"{self!r}: expected x of shape (B, T, {self.channels}), got {x.shape}")
-        self.shape = x.shape
-        rows = x.reshape(-1, self.channels)
-        self.q, self.k, self.v = (split_heads(dense.forward(rows).reshape(x.shape), self.heads)
+        shape = np.shape(x)
+        if len(shape) != 3 or shape[2] != self.channels:
+            raise ValueError(f"{self!r}: expected x of shape (B, T, {self.channels}), got {shape}")
+        self.shape = shape
+        rows = np.reshape(x, (-1, self.channels))
+        self.q, self.k, self.v = (split_heads(dense.forward(rows).reshape(shape), self.heads)
                                   for dense in (self.query, self.key, self.value))
         self.o, self.lse = ops.attention(self.q, self.k, self.v, causal=self.causal, return_lse=True)
-        return self.output.forward(merge_heads(self.o)).reshape(x.shape)
+        return self.output.forward(merge_heads(self.o)).reshape(shape)
 
     # dy is (B, T, C) -> dx is (B, T, C); fills the four projections' gradients
     def backward(self, dy):

@@ -1,0 +1,18 @@
+"""Layers with an explicit forward and backward, built on `pyai.ops`.
+
+    pyai/nn/layers.py       Layer, Dense, LeakyReLU, ReLU, Sigmoid, Tanh, Sequential
+    pyai/nn/transformer.py  Embedding, LayerNorm, GELU, MultiHeadAttention, TransformerBlock,
+                            and Composite, the base of layers made of named child layers
+
+What every layer provides (forward, backward, parameters, gradients) is written at the top of
+pyai/nn/layers.py.
+"""
+
+from pyai.nn.layers import (OUTPUT_GRADIENTS, Dense, Layer, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh,
+                            check_backward)
+from pyai.nn.transformer import (GELU, Composite, Embedding, LayerNorm, MultiHeadAttention,
+                                 TransformerBlock, merge_heads, split_heads)
+
+__all__ = ["OUTPUT_GRADIENTS", "Dense", "Layer", "LeakyReLU", "ReLU", "Sequential", "Sigmoid", "Tanh",
+           "check_backward", "GELU", "Composite", "Embedding", "LayerNorm", "MultiHeadAttention",
+           "TransformerBlock", "merge_heads", "split_heads"]
