@@ -21,7 +21,9 @@ import numpy as np
 from pyai import quality
 from pyai.data import load_mnist
 from pyai.images import save_grid
-from pyai.models.gan import GAN, HISTORY_COLUMNS, Training, keras_train_step, to_keras, train
+from pyai.models import GAN
+from pyai.reference.keras import keras_train_step, to_keras
+from pyai.training import GAN_HISTORY_COLUMNS as HISTORY_COLUMNS, Training, train_gan as train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/mnist"
 SAMPLES = 10000

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from pyai.models.gpt import GPT, to_keras
+from pyai.models import GPT
 from pyai.optim import Adam
+from pyai.reference.keras import to_keras
 
 SIZES = {"vocab_size": 103, "block_size": 128, "layers": 4, "heads": 4, "channels": 128}
 BATCH = 16

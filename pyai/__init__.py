@@ -7,8 +7,8 @@
 """
 
 from pyai.dispatch import BackendUnavailableError, backends, get_backend, set_backend, use_backend
-from pyai import data, io, losses, models, nn, ops, optim
+from pyai import checkpoint, data, losses, models, nn, ops, optim, training
 
 __version__ = "0.1.0"
 __all__ = ["BackendUnavailableError", "backends", "get_backend", "set_backend", "use_backend",
-           "data", "io", "losses", "models", "nn", "ops", "optim"]
+           "checkpoint", "data", "losses", "models", "nn", "ops", "optim", "training"]

@@ -8,7 +8,7 @@
     pyai train gpt [--steps N] [--batch-size B] [--block-size T] [--layers L] [--heads H] [--channels C]
                    [--lr LR] [--eval-every N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gpt --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-    pyai bench [--quick] [--attention]
+    pyai bench [--quick] [--attention] [--out DIR]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
 for anything else (an unknown or unusable backend, a file that cannot be written, ...).
@@ -21,14 +21,14 @@ import time
 
 import numpy as np
 
-from pyai import dispatch, text
+from pyai import checkpoint, dispatch, text
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
 from pyai.losses import BinaryCrossentropy
-from pyai.models import MLP, fit, gpt
-from pyai.models.gan import GAN, Training, load_checkpoint, save_checkpoint, train
+from pyai.models import GAN, GPT, MLP
 from pyai.ops import ACTIVATIONS
 from pyai.optim import Adam
+from pyai.training import Training, fit, train_gan, train_gpt
 
 DIGIT_CLASSES = 10
 GAN_CHECKPOINT = "gan.npz"
@@ -76,7 +76,7 @@ def choose_backend(name):
     dispatch.set_backend(name)
 
 
-def train_mlp(args):
+def run_train_mlp(args):
     """Train an MLP on scikit-learn's 8x8 digits and print its test accuracy."""
     choose_backend(args.backend or dispatch.get_backend())
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
@@ -118,19 +118,20 @@ def check_image_shape(gan, shape, path, data):
                          f"({data or 'the 8x8 digits'}) has {shape} images")
 
 
-def train_gan(args):
+def run_train_gan(args):
     """Train the GAN, saving a sample grid, the loss curve and a checkpoint after every epoch."""
     choose_backend(args.backend or dispatch.get_backend())
     images, _, shape = gan_data(args.data)
     os.makedirs(args.out, exist_ok=True)
-    checkpoint = os.path.join(args.out, GAN_CHECKPOINT)
+    path = os.path.join(args.out, GAN_CHECKPOINT)
+    training = Training(seed=args.seed)
     if args.resume:
-        gan, training = load_checkpoint(checkpoint)
-        check_image_shape(gan, shape, checkpoint, args.data)
-    elif os.path.exists(checkpoint):
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+        gan, _ = checkpoint.load(path, GAN, training=training)
+        check_image_shape(gan, shape, path, args.data)
+    elif os.path.exists(path):
+        raise FileExistsError(f"{path} exists: pass --resume to go on from it, or choose another --out")
     else:
-        gan, training = GAN(image_shape=shape, seed=args.seed), Training(seed=args.seed)
+        gan = GAN(image_shape=shape, seed=args.seed)
     # the same noise every epoch, from its own generator, so the grids show the GAN learning
     sample_noise = np.random.default_rng([training.seed, 1]).standard_normal(
         (GAN_SAMPLES, gan.noise_dim), dtype=np.float32)
@@ -142,13 +143,13 @@ def train_gan(args):
         save_curves(os.path.join(args.out, "losses.png"),
                     {"discriminator": history[:, 0], "generator": history[:, 1]},
                     "GAN losses (binary cross-entropy)", "training step")
-        save_checkpoint(checkpoint, gan, training)
+        checkpoint.save(path, gan, training=training)
 
     if training.epoch >= args.epochs:
-        print(f"{checkpoint} has already trained {training.epoch} epochs; nothing to do")
+        print(f"{path} has already trained {training.epoch} epochs; nothing to do")
         return 0
     start = time.perf_counter()
-    train(gan, images, training, epochs=args.epochs, after_epoch=after_epoch)
+    train_gan(gan, images, training, epochs=args.epochs, after_epoch=after_epoch)
     seconds = time.perf_counter() - start
     last_epoch = np.mean(training.history[-(len(images) // training.batch_size):], axis=0)
     print(f"trained {training.epoch} epochs in {seconds:.1f} s on {dispatch.get_backend()}; "
@@ -159,21 +160,21 @@ def train_gan(args):
     return 0
 
 
-def sample_gan(args):
+def run_sample_gan(args):
     choose_backend(args.backend or dispatch.get_backend())
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(f"--out {args.out}: its directory does not exist")
-    gan, _ = load_checkpoint(args.checkpoint)
+    gan, _ = checkpoint.load(args.checkpoint, GAN)
     save_grid(args.out, gan.sample(args.n, np.random.default_rng(args.seed)), gan.image_shape)
     print(f"saved {args.n} samples to {args.out}")
     return 0
 
 
-def quality_gan(args):
+def run_quality_gan(args):
     from pyai import quality   # trains a classifier; imported only when asked for
 
     choose_backend(args.backend or dispatch.get_backend())
-    gan, _ = load_checkpoint(args.checkpoint)
+    gan, _ = checkpoint.load(args.checkpoint, GAN)
     images, labels, shape = gan_data(args.data)
     check_image_shape(gan, shape, args.checkpoint, args.data)
     classifier, accuracy = quality.train_classifier(images, labels, seed=args.seed)
@@ -185,61 +186,60 @@ def quality_gan(args):
     return 0
 
 
-def train_gpt(args):
+def run_train_gpt(args):
     """Train a character-level GPT on Python's documentation text, checkpointing at every evaluation."""
     choose_backend(args.backend or dispatch.get_backend())
     corpus = text.load_corpus()
     vocabulary = text.Vocabulary(corpus)
     train_ids, held_out_ids = text.split(vocabulary.encode(corpus))
     os.makedirs(args.out, exist_ok=True)
-    checkpoint = os.path.join(args.out, GPT_CHECKPOINT)
+    path = os.path.join(args.out, GPT_CHECKPOINT)
     if args.resume:
-        model, optimizer, training = load_gpt_training(checkpoint, vocabulary)
-    elif os.path.exists(checkpoint):
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to go on from it, or choose another --out")
+        model, optimizer, training = load_gpt_training(path, vocabulary)
+    elif os.path.exists(path):
+        raise FileExistsError(f"{path} exists: pass --resume to go on from it, or choose another --out")
     else:
-        model = gpt.GPT(len(vocabulary), args.block_size, layers=args.layers, heads=args.heads,
-                        channels=args.channels, seed=args.seed)
-        optimizer, training = Adam(lr=args.lr), gpt.Training(seed=args.seed, batch_size=args.batch_size)
+        model = GPT(len(vocabulary), args.block_size, layers=args.layers, heads=args.heads,
+                    channels=args.channels, seed=args.seed)
+        optimizer, training = Adam(lr=args.lr), Training(seed=args.seed, batch_size=args.batch_size)
 
     def after_eval(training):
-        metadata = {"vocabulary": vocabulary.characters, "lr": optimizer.lr, "training": training.state()}
-        model.save(checkpoint, optimizer, metadata)
+        metadata = {"vocabulary": vocabulary.characters, "lr": optimizer.lr}
+        checkpoint.save(path, model, optimizer, training, metadata)
 
     if training.step >= args.steps:
-        print(f"{checkpoint} has already trained {training.step} steps; nothing to do")
+        print(f"{path} has already trained {training.step} steps; nothing to do")
         return 0
     start = time.perf_counter()
-    gpt.train(model, optimizer, train_ids, held_out_ids, training, steps=args.steps,
+    train_gpt(model, optimizer, train_ids, held_out_ids, training, steps=args.steps,
               eval_every=args.eval_every, after_eval=after_eval)
     seconds = time.perf_counter() - start
     step, loss, held_out = training.history[-1]
     print(f"trained {step} steps in {seconds:.1f} s on {dispatch.get_backend()} "
           f"({len(train_ids):,} training and {len(held_out_ids):,} held-out characters, "
           f"{len(vocabulary)} distinct): training loss {loss:.4f}, held-out loss {held_out:.4f}")
-    print(f"saved the checkpoint {checkpoint}")
+    print(f"saved the checkpoint {path}")
     return 0
 
 
-def load_gpt_training(checkpoint, vocabulary):
+def load_gpt_training(path, vocabulary):
     """(model, optimizer, training) from a checkpoint of 'pyai train gpt', checking its vocabulary."""
-    optimizer = Adam()
-    model, metadata = gpt.GPT.load(checkpoint, optimizer)
+    optimizer, training = Adam(), Training()
+    model, metadata = checkpoint.load(path, GPT, optimizer, training)
     try:
         optimizer.lr = float(metadata["lr"])
-        training = gpt.Training.from_state(metadata["training"])
         characters = metadata["vocabulary"]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"checkpoint {checkpoint}: not a checkpoint of 'pyai train gpt' "
+        raise ValueError(f"checkpoint {path}: not a checkpoint of 'pyai train gpt' "
                          f"({type(error).__name__}: {error})") from error
     if characters != vocabulary.characters:
-        raise ValueError(f"checkpoint {checkpoint}: its vocabulary differs from this corpus's")
+        raise ValueError(f"checkpoint {path}: its vocabulary differs from this corpus's")
     return model, optimizer, training
 
 
-def sample_gpt(args):
+def run_sample_gpt(args):
     choose_backend(args.backend or dispatch.get_backend())
-    model, metadata = gpt.GPT.load(args.checkpoint)
+    model, metadata = GPT.load(args.checkpoint)
     if not isinstance(metadata.get("vocabulary"), str):
         raise ValueError(f"checkpoint {args.checkpoint}: has no vocabulary; "
                          f"is it a checkpoint of 'pyai train gpt'?")
@@ -256,10 +256,10 @@ def sample_gpt(args):
 def run_bench(args):
     from pyai import bench   # imported only when asked for
     if args.attention:
-        for row in bench.attention_table(sizes=(256, 512) if args.quick else (256, 512, 1024, 2048, 4096)):
-            print(row, flush=True)
+        bench.attention_table(sizes=(256, 512) if args.quick else (256, 512, 1024, 2048, 4096),
+                              out=args.out, quick=args.quick)
     else:
-        bench.run(quick=args.quick)
+        bench.run(quick=args.quick, out=args.out)
     return 0
 
 
@@ -295,7 +295,7 @@ def build_parser():
                      help="weights, data split and shuffling (default: %(default)s)")
     mlp.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
     mlp.add_argument("--out", metavar="FILE", help="save the trained model here (.npz)")
-    mlp.set_defaults(run=train_mlp)
+    mlp.set_defaults(run=run_train_mlp)
 
     gan = models.add_parser("gan", help="a GAN drawing digits; sample grids, loss curve, checkpoint in --out")
     gan.add_argument("--data", metavar="PATH", help="MNIST: a folder of IDX files or mnist.npz "
@@ -307,7 +307,7 @@ def build_parser():
     gan.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
     gan.add_argument("--out", metavar="DIR", default="gan", help="where results go (default: %(default)s)")
     gan.add_argument("--resume", action="store_true", help=f"go on from DIR/{GAN_CHECKPOINT}")
-    gan.set_defaults(run=train_gan)
+    gan.set_defaults(run=run_train_gan)
 
     gpt_parser = models.add_parser("gpt", help="a character-level GPT on Python's documentation text "
                                    "(pydoc_data, offline); held-out loss, checkpoint in --out")
@@ -334,14 +334,14 @@ def build_parser():
     gpt_parser.add_argument("--out", metavar="DIR", default="gpt",
                             help="where the checkpoint goes (default: %(default)s)")
     gpt_parser.add_argument("--resume", action="store_true", help=f"go on from DIR/{GPT_CHECKPOINT}")
-    gpt_parser.set_defaults(run=train_gpt)
+    gpt_parser.set_defaults(run=run_train_gpt)
 
     sample = commands.add_parser("sample", help="draw samples from a trained model")
     sample_models = sample.add_subparsers(dest="model", required=True, metavar="MODEL")
     sample_gan_parser = sample_models.add_parser("gan", help="a grid of a GAN's samples as PNG")
     add_checkpoint_arguments(sample_gan_parser, samples=GAN_SAMPLES)
     sample_gan_parser.add_argument("--out", metavar="FILE", required=True, help="the PNG to write")
-    sample_gan_parser.set_defaults(run=sample_gan)
+    sample_gan_parser.set_defaults(run=run_sample_gan)
     sampler = sample_models.add_parser("gpt", help="text from a GPT of 'pyai train gpt', after a prompt")
     sampler.add_argument("--checkpoint", metavar="FILE", required=True, help="a checkpoint of 'pyai train gpt'")
     sampler.add_argument("--prompt", default="\n", help="the text to go on from (default: a newline)")
@@ -352,7 +352,7 @@ def build_parser():
     sampler.add_argument("--top-k", type=positive_int, help="sample among the K likeliest characters only")
     sampler.add_argument("--seed", type=non_negative_int, default=0, help="the sampling (default: %(default)s)")
     sampler.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
-    sampler.set_defaults(run=sample_gpt)
+    sampler.set_defaults(run=run_sample_gpt)
 
     quality = commands.add_parser("quality", help="measure a trained model's samples")
     quality_models = quality.add_subparsers(dest="model", required=True, metavar="MODEL")
@@ -361,13 +361,15 @@ def build_parser():
     add_checkpoint_arguments(quality_gan_parser, samples=10000)
     quality_gan_parser.add_argument("--data", metavar="PATH", help="the real images, as for 'train gan' "
                                     "(default: scikit-learn's 8x8 digits)")
-    quality_gan_parser.set_defaults(run=quality_gan)
+    quality_gan_parser.set_defaults(run=run_quality_gan)
 
-    # ---- pyai bench: benchmarks, written in pyai/bench.py ----
+    # ---- pyai bench: benchmarks, written in pyai/bench/ ----
     bench = commands.add_parser("bench", help="time the kernels beside their peers")
     bench.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     bench.add_argument("--attention", action="store_true",
                        help="the attention sweep instead: T = 256..4096, time, GFLOP/s, peak memory")
+    bench.add_argument("--out", metavar="DIR", help="also write the table to DIR/cpu-<date>.md "
+                       "(attention-cpu-<date>.md with --attention), e.g. benchmarks/results")
     bench.set_defaults(run=run_bench)
     return parser
 

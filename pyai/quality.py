@@ -18,8 +18,9 @@ import numpy as np
 
 from pyai.data import one_hot
 from pyai.losses import BinaryCrossentropy
-from pyai.models import MLP, fit
+from pyai.models import MLP
 from pyai.optim import Adam
+from pyai.training import fit
 
 CONFIDENCE = 0.9
 DIGITS = 10

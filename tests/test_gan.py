@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, require
-from pyai import io
+from pyai import checkpoint
 from pyai.data import load_digits
 from pyai.models import GAN, MLP
-from pyai.models.gan import (HISTORY_COLUMNS, Training, from_keras, keras_train_step, load_checkpoint,
-                             save_checkpoint, to_keras, train)
 from pyai.quality import frechet_distance, quality_report, train_classifier
+from pyai.reference.keras import from_keras, keras_train_step, to_keras
+from pyai.training import GAN_HISTORY_COLUMNS, Training, train_gan
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -69,13 +69,14 @@ def bce(targets, logits):
 
 
 def test_importing_pyai_does_not_import_tensorflow():
-    code = "import sys, pyai, pyai.models.gan; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = ("import sys, pyai, pyai.models.gan, pyai.checkpoint, pyai.training, pyai.reference; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             check=False)
     assert result.stdout.split() == ["False", "False"], result.stderr
 
 
-def test_the_seeds_architecture():
+def test_the_gan_architecture():
     gan = GAN()
     def layers(network):
         return [(dense.in_features, dense.out_features, dense.activation) for dense in network.layers]
@@ -133,7 +134,7 @@ def test_twenty_training_steps_match_keras(backend, rng):
     for _ in range(20):
         real, noise, generator_noise = batch(rng, gan)
         losses = gan.train_step(real, noise, generator_noise)
-        rows.append([losses[column] for column in HISTORY_COLUMNS])
+        rows.append([losses[column] for column in GAN_HISTORY_COLUMNS])
         rows_ref.append([float(value) for value in keras_step(real, noise, generator_noise)])
     rows, rows_ref = np.array(rows), np.array(rows_ref)
 
@@ -196,18 +197,19 @@ def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     images = rng.uniform(-1, 1, (50, 20)).astype(np.float32)
     seed = int(rng.integers(1000))
     straight, training = GAN(**SMALL, seed=seed), Training(seed=seed, batch_size=16)
-    train(straight, images, training, epochs=2, progress=False)
-    save_checkpoint(tmp_path / "straight.npz", straight, training)
+    train_gan(straight, images, training, epochs=2, progress=False)
+    checkpoint.save(tmp_path / "straight.npz", straight, training=training)
 
     first, half = GAN(**SMALL, seed=seed), Training(seed=seed, batch_size=16)
-    train(first, images, half, epochs=1, progress=False)
-    save_checkpoint(tmp_path / "half.npz", first, half)
-    resumed, resumed_training = load_checkpoint(tmp_path / "half.npz")
+    train_gan(first, images, half, epochs=1, progress=False)
+    checkpoint.save(tmp_path / "half.npz", first, training=half)
+    resumed_training = Training()
+    resumed, _ = checkpoint.load(tmp_path / "half.npz", GAN, training=resumed_training)
     assert resumed_training.epoch == 1 and len(resumed_training.history) == 3
-    train(resumed, images, resumed_training, epochs=2, progress=False)
-    save_checkpoint(tmp_path / "resumed.npz", resumed, resumed_training)
+    train_gan(resumed, images, resumed_training, epochs=2, progress=False)
+    checkpoint.save(tmp_path / "resumed.npz", resumed, training=resumed_training)
 
-    expected, got = io.load(tmp_path / "straight.npz"), io.load(tmp_path / "resumed.npz")
+    expected, got = checkpoint.read_npz(tmp_path / "straight.npz"), checkpoint.read_npz(tmp_path / "resumed.npz")
     assert sorted(expected) == sorted(got)
     for name in expected:
         assert np.array_equal(expected[name], got[name]), f"{name} differs after resuming ({backend})"
@@ -215,15 +217,15 @@ def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     MLP([4, 3]).save(tmp_path / "mlp.npz")
-    with pytest.raises(io.CheckpointError, match="does not make a GAN"):
-        load_checkpoint(tmp_path / "mlp.npz")
+    with pytest.raises(checkpoint.CheckpointError, match="does not make a GAN"):
+        checkpoint.load(tmp_path / "mlp.npz", GAN)
     gan = GAN(**SMALL)
-    save_checkpoint(tmp_path / "gan.npz", gan, Training())
-    arrays = io.load(tmp_path / "gan.npz")
-    arrays["generator/0.weight"] = np.zeros((8, 17), np.float32)
-    io.save(tmp_path / "edited.npz", arrays)
-    with pytest.raises(io.CheckpointError, match=r"'generator/0.weight' is float32\[8, 17\], this model"):
-        load_checkpoint(tmp_path / "edited.npz")
+    checkpoint.save(tmp_path / "gan.npz", gan, training=Training())
+    arrays = checkpoint.read_npz(tmp_path / "gan.npz")
+    arrays["weights/generator/0.weight"] = np.zeros((8, 17), np.float32)
+    checkpoint.write_npz(tmp_path / "edited.npz", arrays)
+    with pytest.raises(checkpoint.CheckpointError, match=r"'generator/0.weight' is float32\[8, 17\], this model"):
+        checkpoint.load(tmp_path / "edited.npz", GAN)
 
 
 def test_frechet_distance_matches_the_formula_with_a_general_matrix_square_root(rng):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import require
-from pyai import io
+from pyai import checkpoint
 from pyai.cli import main
 from pyai.images import grid_size
 from pyai.models import MLP
@@ -55,7 +55,7 @@ def test_train_gan_writes_sample_grids_a_loss_curve_and_a_checkpoint(backend, ca
     for epoch in (1, 2):
         assert Image.open(tmp_path / f"samples_epoch_{epoch:03d}.png").size == grid_size(64, (8, 8))
     assert Image.open(tmp_path / "losses.png").format == "PNG"
-    arrays = io.load(tmp_path / "gan.npz")
+    arrays = checkpoint.read_npz(tmp_path / "gan.npz")
     assert arrays["history"].shape == (2 * DIGITS_STEPS_PER_EPOCH, 4)
     assert not list(tmp_path.glob("*.tmp")), "a temporary checkpoint was left behind"
 
@@ -65,7 +65,7 @@ def test_resume_continues_exactly(backend, capsys, tmp_path):
     train(capsys, tmp_path / "straight", "--epochs", "2", "--seed", "5", "--backend", backend)
     train(capsys, tmp_path / "resumed", "--epochs", "1", "--seed", "5", "--backend", backend)
     train(capsys, tmp_path / "resumed", "--epochs", "2", "--resume", "--backend", backend)
-    straight, resumed = io.load(tmp_path / "straight/gan.npz"), io.load(tmp_path / "resumed/gan.npz")
+    straight, resumed = (checkpoint.read_npz(tmp_path / run / "gan.npz") for run in ("straight", "resumed"))
     assert sorted(straight) == sorted(resumed)
     for name in straight:
         assert np.array_equal(straight[name], resumed[name]), f"{name} differs after --resume ({backend})"

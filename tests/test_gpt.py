@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, require
-from pyai import io
+from pyai import checkpoint
 from pyai.cli import main
 from pyai.models import GPT
-from pyai.models.gpt import to_keras
 from pyai.optim import Adam
+from pyai.reference.keras import to_keras
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -147,7 +147,7 @@ def test_train_gpt_resumes_exactly_and_sample_gpt_prints_text(tmp_path, capsys):
         resume = ["--resume"] if steps == "6" else []
         assert main(["train", "gpt", "--steps", steps, "--eval-every", "3", "--out", str(tmp_path / "twice"),
                      *TINY, *resume]) == 0
-    once, twice = (io.load(tmp_path / run / "gpt.npz") for run in ("once", "twice"))
+    once, twice = (checkpoint.read_npz(tmp_path / run / "gpt.npz") for run in ("once", "twice"))
     assert once.keys() == twice.keys()
     for name in once:
         np.testing.assert_array_equal(once[name], twice[name], err_msg=name)

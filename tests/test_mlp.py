@@ -11,8 +11,9 @@ import pytest
 
 from conftest import assert_close, require
 from pyai.losses import MSE, BinaryCrossentropy
-from pyai.models import MLP, fit
+from pyai.models import MLP
 from pyai.optim import SGD, Adam
+from pyai.training import fit
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

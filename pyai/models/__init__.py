@@ -1,7 +1,8 @@
-"""pyai's models, one file each, built from `pyai.nn` layers."""
+"""pyai's models, one file each, built from `pyai.nn` layers: the model and nothing else (their
+training loops are in `pyai.training`, their checkpoint format in `pyai.checkpoint`)."""
 
 from pyai.models.gan import GAN
 from pyai.models.gpt import GPT
-from pyai.models.mlp import MLP, fit
+from pyai.models.mlp import MLP
 
-__all__ = ["GAN", "GPT", "MLP", "fit"]
+__all__ = ["GAN", "GPT", "MLP"]

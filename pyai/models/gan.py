@@ -1,4 +1,4 @@
-"""A GAN that learns to draw images from noise: the seeds' generator and discriminator on pyai's kernels.
+"""A GAN that learns to draw images from noise: a generator and a discriminator of Dense layers.
 
     gan = GAN(image_shape=(28, 28))          # noise 100; G 256-512-1024; D 512-256; Adam(2e-4, 0.5)
     losses = gan.train_step(real, noise, generator_noise)
@@ -12,27 +12,22 @@ Each Dense + activation is one `nn.Dense`: one fused `ops.linear` call forward, 
 discriminator's probability is sigmoid(logit); training takes binary cross-entropy from the logit,
 which stays finite where the sigmoid rounds to 0 or 1.
 
-One training step, as the seeds describe it, each network with its own Adam:
+One training step, each network with its own Adam:
   1. discriminator: fake = G(noise); one update on the real (target 1) and fake (target 0) images
      together: loss = mean BCE over the 2n images = the mean of the real and the fake losses.
   2. generator: one update on D(G(generator_noise)) against target 1, the non-saturating loss
      -log D(G(z)) (the gradient of log(1 - D(G(z))) vanishes while D wins, early in training).
 
-`train` runs epochs of shuffled batches; `save_checkpoint` / `load_checkpoint` keep everything it
-needs to go on exactly (weights, both Adams, epochs done, history, the random generator's state).
-The Keras twins (`to_keras`, `from_keras`, `keras_train_step`) need tensorflow, a test dependency,
-which they import only when called.
+The GAN keeps its two Adams, so a checkpoint of it (`pyai.checkpoint`) holds them too; the epoch
+loop is `pyai.training.train_gan`.
 """
 
-import json
 import math
 
 import numpy as np
-from tqdm import tqdm
 
-from pyai import io, ops
+from pyai import ops
 from pyai.checks import as_float32, positive_int, real_number
-from pyai.data import check_finite
 from pyai.losses import BinaryCrossentropy
 from pyai.nn import OUTPUT_GRADIENTS, Dense, Sequential
 from pyai.optim import Adam
@@ -83,9 +78,18 @@ class GAN:
         return "GAN(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"
 
     def networks(self):
-        """(name, network, its optimizer) for both networks, in checkpoint order."""
+        """(name, network, its optimizer) for both networks."""
         return [("generator", self.generator, self.generator_optimizer),
                 ("discriminator", self.discriminator, self.discriminator_optimizer)]
+
+    def parameters(self):
+        """(name, array) for every parameter of both networks: "generator/0.weight", ..."""
+        return [(f"{name}/{parameter_name}", parameter) for name, network, _ in self.networks()
+                for parameter_name, parameter in network.parameters()]
+
+    def optimizers(self):
+        """{"generator/": its Adam, "discriminator/": its Adam}: each steps the parameters of its prefix."""
+        return {f"{name}/": optimizer for name, _, optimizer in self.networks()}
 
     def check_batch(self, name, array, columns, rows=None):
         array = as_float32(name, array, ndim=2)
@@ -135,252 +139,3 @@ class GAN:
                 "real_accuracy": float(np.mean(logits[:n] > 0)),
                 "fake_accuracy": float(np.mean(logits[n:] <= 0))}
 
-
-# ---- Training: epochs of shuffled batches, resumable exactly from a checkpoint ----
-
-HISTORY_COLUMNS = ("discriminator_loss", "generator_loss", "real_accuracy", "fake_accuracy")
-
-
-class Training:
-    """Where a run stands besides the GAN itself: epochs done, a history row per step (the
-    HISTORY_COLUMNS), and the random generator that draws every shuffle and every noise batch."""
-
-    def __init__(self, seed=0, batch_size=64):
-        self.seed = seed
-        self.batch_size = positive_int("batch_size", batch_size)
-        self.epoch = 0
-        self.history = []
-        self.rng = np.random.default_rng(seed)
-
-
-def train(gan, images, training, *, epochs, progress=True, after_epoch=None):
-    """Train `gan` on `images` (n, pixels) in [-1, 1] until `training.epoch` reaches `epochs`.
-
-    Each epoch shuffles the images and takes n // batch_size full batches (the rest wait for the
-    next shuffle), with fresh noise for both updates; after_epoch(training) runs after each epoch.
-    `gan` may be anything with noise_dim, pixels and GAN.train_step's signature (a Keras twin).
-    """
-    images = check_finite("images", as_float32("images", images, ndim=2))
-    if images.shape[1] != gan.pixels:
-        raise ValueError(f"images: expected {gan.pixels} pixels per image, got shape {images.shape}")
-    size = training.batch_size
-    steps = len(images) // size
-    if steps == 0:
-        raise ValueError(f"images: {len(images)} images do not fill one batch of {size}")
-    noise_shape = (size, gan.noise_dim)
-    with tqdm(total=epochs * steps, initial=training.epoch * steps, desc="training gan", unit="step",
-              disable=not progress) as bar:
-        while training.epoch < epochs:
-            order = training.rng.permutation(len(images))
-            for step in range(steps):
-                real = images[order[step * size:(step + 1) * size]]
-                noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
-                generator_noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
-                result = gan.train_step(real, noise, generator_noise)
-                training.history.append([result[column] for column in HISTORY_COLUMNS])
-                bar.set_postfix(epoch=training.epoch + 1, d_loss=f"{result['discriminator_loss']:.3f}",
-                                g_loss=f"{result['generator_loss']:.3f}", refresh=False)
-                bar.update()
-            training.epoch += 1
-            if after_epoch is not None:
-                after_epoch(training)
-
-
-def tensors(gan):
-    """Every weight and Adam slot by its checkpoint name ("generator/0.weight",
-    "generator_adam/m/0.weight", "generator_adam/steps", ...); slots not made yet are zeros."""
-    arrays = {}
-    for name, network, optimizer in gan.networks():
-        state = {"steps": np.array(optimizer.steps, np.int64)}
-        for parameter_name, parameter in network.parameters():
-            arrays[f"{name}/{parameter_name}"] = parameter
-            state[f"m/{parameter_name}"] = state[f"v/{parameter_name}"] = np.zeros_like(parameter)
-        state.update(optimizer.state())
-        arrays.update({f"{name}_adam/{key}": array for key, array in state.items()})
-    return arrays
-
-
-def save_checkpoint(path, gan, training):
-    """The GAN and where its training stands, to an .npz file at `path`, atomically, without pickle:
-    "config" and "training" (epochs, batch size, seed, the generator's state) as JSON strings,
-    "history" (steps, 4) float64, and the `tensors`."""
-    state = {"seed": training.seed, "batch_size": training.batch_size, "epoch": training.epoch,
-             "rng": training.rng.bit_generator.state}
-    history = np.array(training.history, np.float64).reshape(-1, len(HISTORY_COLUMNS))
-    io.save(path, {"config": np.array(json.dumps(gan.config)), "training": np.array(json.dumps(state)),
-                   "history": history, **tensors(gan)})
-
-
-def read_json(path, arrays, key):
-    try:
-        value = json.loads(str(arrays[key]))
-    except KeyError:
-        raise io.CheckpointError(f"checkpoint {path}: has no {key!r}; is it a pyai GAN checkpoint?") from None
-    except ValueError as error:
-        raise io.CheckpointError(f"checkpoint {path}: {key!r} is not valid JSON ({error})") from error
-    if not isinstance(value, dict):
-        raise io.CheckpointError(f"checkpoint {path}: {key!r} is not a JSON object")
-    return value
-
-
-def load_checkpoint(path):
-    """(gan, training) from `save_checkpoint`'s file, or CheckpointError saying what is wrong."""
-    arrays = io.load(path)
-    config = read_json(path, arrays, "config")
-    try:
-        gan = GAN(**config)
-    except (TypeError, ValueError) as error:
-        raise io.CheckpointError(f"checkpoint {path}: its config does not make a GAN "
-                                 f"(a checkpoint of another model?): {error}") from error
-    metadata = ("config", "training", "history")
-    io.check(path, {key: array for key, array in arrays.items() if key not in metadata}, tensors(gan))
-    for name, network, optimizer in gan.networks():
-        for parameter_name, parameter in network.parameters():
-            parameter[...] = arrays[f"{name}/{parameter_name}"]
-        prefix = f"{name}_adam/"
-        optimizer.load_state({key.removeprefix(prefix): array
-                              for key, array in arrays.items() if key.startswith(prefix)})
-    return gan, read_training(path, arrays)
-
-
-def read_training(path, arrays):
-    state = read_json(path, arrays, "training")
-    try:
-        training = Training(seed=state["seed"], batch_size=state["batch_size"])
-        training.epoch = int(state["epoch"])
-        if training.epoch < 0:
-            raise ValueError(f"epoch {training.epoch} is negative")
-        training.rng.bit_generator.state = state["rng"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise io.CheckpointError(f"checkpoint {path}: 'training' is not a GAN's training state "
-                                 f"({type(error).__name__}: {error})") from error
-    history = arrays.get("history")
-    if (history is None or history.dtype != np.float64 or history.ndim != 2
-            or history.shape[1] != len(HISTORY_COLUMNS) or not np.all(np.isfinite(history))):
-        raise io.CheckpointError(f"checkpoint {path}: 'history' is not a finite float64 array of "
-                                 f"{len(HISTORY_COLUMNS)} columns")
-    training.history = history.tolist()
-    return training
-
-
-# ---- The same GAN in Keras: the peer pyai is validated and timed against (needs tensorflow) ----
-
-def keras_layers_of(network, output_activation, keras):
-    """Keras layers computing what a pyai Dense stack computes: each Dense, then its activation."""
-    layers = [keras.Input((network.layers[0].in_features,))]
-    for dense in network.layers[:-1]:
-        layers += [keras.layers.Dense(dense.out_features), keras.layers.LeakyReLU(negative_slope=dense.alpha)]
-    layers += [keras.layers.Dense(network.layers[-1].out_features), keras.layers.Activation(output_activation)]
-    return layers
-
-
-def to_keras(gan):
-    """(generator, discriminator): keras.Sequential models with `gan`'s weights, computing the same.
-
-    The discriminator outputs probabilities through a final Activation("sigmoid") layer, so
-    `keras.Sequential(discriminator.layers[:-1])` computes its logits. Needs tensorflow.
-    """
-    import keras
-
-    models = []
-    for network, output_activation in ((gan.generator, "tanh"), (gan.discriminator, "sigmoid")):
-        model = keras.Sequential(keras_layers_of(network, output_activation, keras))
-        dense_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-        for layer, dense in zip(dense_layers, network.layers, strict=True):
-            layer.set_weights([dense.weight, dense.bias])
-        models.append(model)
-    return tuple(models)
-
-
-def keras_description(model, keras):
-    """A Keras model's layers as tuples (kind, size or slope or activation), to compare structures."""
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            layers.append(("Dense", layer.units, layer.activation.__name__))
-        elif isinstance(layer, keras.layers.LeakyReLU):
-            layers.append(("LeakyReLU", round(float(layer.negative_slope), 6)))
-        elif isinstance(layer, keras.layers.Activation):
-            layers.append(("Activation", layer.activation.__name__))
-        else:
-            layers.append((type(layer).__name__,))
-    return layers
-
-
-def expected_description(network, output_activation):
-    """The `keras_description` of what `keras_layers_of(network, output_activation)` builds."""
-    layers = []
-    for dense in network.layers[:-1]:
-        layers += [("Dense", dense.out_features, "linear"), ("LeakyReLU", round(dense.alpha, 6))]
-    return layers + [("Dense", network.layers[-1].out_features, "linear"), ("Activation", output_activation)]
-
-
-def from_keras(generator, discriminator, image_shape=None):
-    """A GAN with the weights of Keras models built like `to_keras`'s; ValueError otherwise.
-
-    image_shape defaults to a square of the generator's outputs. Needs tensorflow.
-    """
-    import keras
-
-    kernels = [[layer.get_weights() for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-               for model in (generator, discriminator)]
-    if not kernels[0] or not kernels[1]:
-        raise ValueError("from_keras: both models need Dense layers")
-    generator_sizes = [kernel.shape[1] for kernel, _ in kernels[0]]
-    pixels = generator_sizes.pop()
-    if image_shape is None:
-        side = math.isqrt(pixels)
-        if side * side != pixels:
-            raise ValueError(f"image_shape: the generator makes {pixels} pixels, not a square; pass the shape")
-        image_shape = (side, side)
-    slopes = [layer.negative_slope for layer in generator.layers if isinstance(layer, keras.layers.LeakyReLU)]
-    gan = GAN(image_shape=image_shape, noise_dim=kernels[0][0][0].shape[0], generator_sizes=generator_sizes,
-              discriminator_sizes=[kernel.shape[1] for kernel, _ in kernels[1][:-1]],
-              alpha=float(slopes[0]) if slopes else 0.2)
-    for name, model, network, model_kernels, output_activation in (
-            ("generator", generator, gan.generator, kernels[0], "tanh"),
-            ("discriminator", discriminator, gan.discriminator, kernels[1], "sigmoid")):
-        found, expected = keras_description(model, keras), expected_description(network, output_activation)
-        if found != expected:
-            raise ValueError(f"{name}: its layers {found} are not a pyai GAN's {expected}")
-        for dense, (kernel, bias) in zip(network.layers, model_kernels, strict=True):
-            if kernel.shape != dense.weight.shape:
-                raise ValueError(f"{name}: a Dense kernel is {kernel.shape}, expected {dense.weight.shape}")
-            dense.weight[...] = kernel
-            dense.bias[...] = bias
-    return gan
-
-
-def keras_train_step(generator, discriminator, learning_rate=2e-4, beta_1=0.5):
-    """`GAN.train_step` in Keras, for models from `to_keras`: a tf.function
-    step(real, noise, generator_noise) -> (discriminator_loss, generator_loss, real_accuracy,
-    fake_accuracy) as tensors, with its own two Keras Adams (tf.GradientTape). Needs tensorflow."""
-    import keras
-    import tensorflow as tf
-
-    logits_of = keras.Sequential(discriminator.layers[:-1])   # shares the layers, so the weights
-    loss = keras.losses.BinaryCrossentropy(from_logits=True)
-    discriminator_adam = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
-    generator_adam = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
-
-    @tf.function
-    def step(real, noise, generator_noise):
-        n = tf.shape(real)[0]
-        images = tf.concat([real, generator(noise)], axis=0)
-        targets = tf.concat([tf.ones((n, 1)), tf.zeros((n, 1))], axis=0)
-        with tf.GradientTape() as tape:
-            logits = logits_of(images)
-            discriminator_loss = loss(targets, logits)
-        weights = logits_of.trainable_weights
-        discriminator_adam.apply_gradients(zip(tape.gradient(discriminator_loss, weights), weights))
-
-        with tf.GradientTape() as tape:
-            fake_logits = logits_of(generator(generator_noise))
-            generator_loss = loss(tf.ones_like(fake_logits), fake_logits)
-        weights = generator.trainable_weights
-        generator_adam.apply_gradients(zip(tape.gradient(generator_loss, weights), weights))
-        real_accuracy = tf.reduce_mean(tf.cast(logits[:n] > 0, tf.float32))
-        fake_accuracy = tf.reduce_mean(tf.cast(logits[n:] <= 0, tf.float32))
-        return discriminator_loss, generator_loss, real_accuracy, fake_accuracy
-
-    return step

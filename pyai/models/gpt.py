@@ -1,4 +1,4 @@
-"""GPT: a decoder-only transformer (GPT-2's layout), its checkpoints, and its Keras twin.
+"""GPT: a decoder-only transformer (GPT-2's layout).
 
     model = GPT(vocab_size=96, block_size=64, layers=2, heads=4, channels=64)
     loss = model.train_step(ids, targets)          # forward, cross-entropy, backward
@@ -7,21 +7,15 @@
     model.save("gpt.npz", optimizer, metadata={...});  model, metadata = GPT.load("gpt.npz", optimizer)
 
 logits = head(ln_f(blocks(wte[ids] + wpe[positions]))), the head being wte's transpose (`tied`,
-GPT-2's choice) or a Dense layer of its own. A checkpoint is an .npz file (see `pyai.io`): "config"
-and "metadata" as JSON strings, "weights/<name>" and, optionally, "optimizer/<name>".
+GPT-2's choice) or a Dense layer of its own. `save` and `load` write and read `pyai.checkpoint`'s
+format; the step loop is `pyai.training.train_gpt`.
 """
 
-import json
-
 import numpy as np
-from tqdm import tqdm
 
-from pyai import io, ops
+from pyai import checkpoint, ops
 from pyai.checks import positive_int, real_number
 from pyai.nn import Composite, Dense, Embedding, LayerNorm, TransformerBlock
-from pyai.text import random_batch
-
-HELD_OUT_BATCHES = 8
 
 
 class GPT(Composite):
@@ -114,161 +108,9 @@ class GPT(Composite):
 
     def save(self, path, optimizer=None, metadata=None):
         """Config, weights, `metadata` (a JSON-able dict) and optimizer state (when given), atomically."""
-        arrays = {"config": np.array(json.dumps(self.config)), "metadata": np.array(json.dumps(metadata or {}))}
-        arrays.update({f"weights/{name}": array for name, array in self.parameters()})
-        if optimizer is not None:
-            arrays.update({f"optimizer/{name}": array for name, array in optimizer.state().items()})
-        io.save(path, arrays)
+        checkpoint.save(path, self, optimizer, metadata=metadata)
 
     @classmethod
     def load(cls, path, optimizer=None):
         """(model, metadata) from `save`'s file; restores `optimizer`'s state when given."""
-        arrays = io.load(path)
-        config, metadata = read_json(path, arrays, "config"), read_json(path, arrays, "metadata")
-        try:
-            model = cls(**config)
-        except (TypeError, ValueError) as error:
-            raise io.CheckpointError(f"checkpoint {path}: its config does not make a GPT ({error})") from error
-        weights = {name.removeprefix("weights/"): array
-                   for name, array in arrays.items() if name.startswith("weights/")}
-        io.check(path, weights, dict(model.parameters()))
-        if optimizer is not None:
-            try:
-                optimizer.load_state({name.removeprefix("optimizer/"): array
-                                      for name, array in arrays.items() if name.startswith("optimizer/")})
-            except ValueError as error:
-                raise io.CheckpointError(f"checkpoint {path}: {error}") from error
-        for name, parameter in model.parameters():
-            parameter[...] = weights[name]
-        return model, metadata
-
-
-def read_json(path, arrays, key):
-    try:
-        value = json.loads(str(arrays[key]))
-    except KeyError:
-        raise io.CheckpointError(f"checkpoint {path}: has no {key!r}; is it a pyai GPT checkpoint?") from None
-    except ValueError as error:
-        raise io.CheckpointError(f"checkpoint {path}: {key!r} is not valid JSON ({error})") from error
-    if not isinstance(value, dict):
-        raise io.CheckpointError(f"checkpoint {path}: {key!r} is not a JSON object")
-    return value
-
-
-class Training:
-    """Where a run stands besides the model: steps done, a (step, training loss, held-out loss) row
-    per evaluation, and the random generator that draws every batch. `state()` is JSON-able."""
-
-    def __init__(self, seed=0, batch_size=32):
-        self.seed = seed
-        self.batch_size = positive_int("batch_size", batch_size)
-        self.step = 0
-        self.history = []
-        self.rng = np.random.default_rng(seed)
-
-    def state(self):
-        return {"seed": self.seed, "batch_size": self.batch_size, "step": self.step, "history": self.history,
-                "rng": self.rng.bit_generator.state}
-
-    @classmethod
-    def from_state(cls, state):
-        training = cls(state["seed"], state["batch_size"])
-        training.step, training.history = int(state["step"]), [list(row) for row in state["history"]]
-        training.rng.bit_generator.state = state["rng"]
-        return training
-
-
-def held_out_loss(model, ids, batch_size):
-    """The mean loss over HELD_OUT_BATCHES windows of `ids`, the same windows every call."""
-    rng = np.random.default_rng(0)
-    block_size = min(model.config["block_size"], len(ids) - 1)
-    return float(np.mean([model.loss(*random_batch(ids, batch_size, block_size, rng))
-                          for _ in range(HELD_OUT_BATCHES)]))
-
-
-def train(model, optimizer, train_ids, held_out_ids, training, *, steps, eval_every, after_eval=None,
-          progress=True):
-    """Adam (or any optimizer) steps on random windows of `train_ids` until `training.step` reaches
-    `steps`; every `eval_every` steps and at the end, a history row and after_eval(training)."""
-    eval_every = positive_int("eval_every", eval_every)
-    with tqdm(total=steps, initial=training.step, desc="training gpt", unit="step",
-              disable=not progress) as bar:
-        while training.step < steps:
-            x, y = random_batch(train_ids, training.batch_size, model.config["block_size"], training.rng)
-            loss = model.train_step(x, y)
-            optimizer.step(model)
-            training.step += 1
-            if training.step % eval_every == 0 or training.step == steps:
-                held_out = held_out_loss(model, held_out_ids, training.batch_size)
-                training.history.append([training.step, loss, held_out])
-                bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{held_out:.3f}", refresh=False)
-                if after_eval is not None:
-                    after_eval(training)
-            bar.update()
-
-
-# ---- The same GPT in Keras: the peer pyai is validated and timed against (needs tensorflow) ----
-
-def to_keras(model):
-    """(keras_model, variables): a Keras model computing `model`'s logits from (B, T) ids, with its
-    weights copied, and {pyai parameter name: the Keras variable holding it} (reshape to compare)."""
-    import keras
-
-    config = model.config
-    heads, channels = config["heads"], config["channels"]
-
-    def layer_norm():
-        return keras.layers.LayerNormalization(epsilon=config["epsilon"])
-
-    def gelu(x):
-        return keras.activations.gelu(x, approximate=True)
-
-    class KerasGPT(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.wte = keras.layers.Embedding(config["vocab_size"], channels)
-            self.wpe = keras.layers.Embedding(config["block_size"], channels)
-            self.blocks = [(layer_norm(), keras.layers.MultiHeadAttention(heads, channels // heads),
-                            layer_norm(), keras.layers.Dense(4 * channels, activation=gelu),
-                            keras.layers.Dense(channels)) for _ in range(config["layers"])]
-            self.ln_f = layer_norm()
-            self.lm_head = None if config["tied"] else keras.layers.Dense(config["vocab_size"])
-
-        def call(self, ids):
-            x = self.wte(ids) + self.wpe(keras.ops.arange(keras.ops.shape(ids)[1]))
-            for ln_1, attn, ln_2, fc, proj in self.blocks:
-                h = ln_1(x)
-                x = x + attn(h, h, use_causal_mask=True)
-                x = x + proj(fc(ln_2(x)))
-            x = self.ln_f(x)
-            return x @ keras.ops.transpose(self.wte.embeddings) if self.lm_head is None else self.lm_head(x)
-
-    twin = KerasGPT()
-    twin(np.zeros((1, 1), dtype=np.int32))   # builds the variables
-    variables = keras_variables(twin, model)
-    for name, parameter in model.parameters():
-        variables[name].assign(parameter.reshape(variables[name].shape))
-    return twin, variables
-
-
-def keras_variables(twin, model):
-    """{pyai name: Keras variable}. Keras's MultiHeadAttention keeps its projections in EinsumDense
-    layers (_query_dense, ...; private names, stable in Keras 3) with (C, H, D) and (H, D, C) kernels."""
-    variables = {"wte.table": twin.wte.embeddings, "wpe.table": twin.wpe.embeddings,
-                 "ln_f.gamma": twin.ln_f.gamma, "ln_f.beta": twin.ln_f.beta}
-    if twin.lm_head is not None:
-        variables.update({"lm_head.weight": twin.lm_head.kernel, "lm_head.bias": twin.lm_head.bias})
-    for index, (ln_1, attn, ln_2, fc, proj) in enumerate(twin.blocks):
-        prefix = f"h.{index}"
-        variables.update({f"{prefix}.ln_1.gamma": ln_1.gamma, f"{prefix}.ln_1.beta": ln_1.beta,
-                          f"{prefix}.ln_2.gamma": ln_2.gamma, f"{prefix}.ln_2.beta": ln_2.beta,
-                          f"{prefix}.mlp.0.weight": fc.kernel, f"{prefix}.mlp.0.bias": fc.bias,
-                          f"{prefix}.mlp.2.weight": proj.kernel, f"{prefix}.mlp.2.bias": proj.bias})
-        for name, dense in (("query", attn._query_dense), ("key", attn._key_dense),
-                            ("value", attn._value_dense), ("output", attn._output_dense)):
-            variables.update({f"{prefix}.attn.{name}.weight": dense.kernel,
-                              f"{prefix}.attn.{name}.bias": dense.bias})
-    missing = set(dict(model.parameters())) ^ set(variables)
-    if missing:
-        raise ValueError(f"to_keras: the Keras twin and {model!r} differ in {sorted(missing)}")
-    return variables
+        return checkpoint.load(path, cls, optimizer)
