@@ -3,7 +3,8 @@
 Tolerance: 1e-5 relative for float32 products. Accumulation over K in float32 gives errors of
 about sqrt(K) * 6e-8 relative; K here is at most 1031, so 1e-5 leaves room without hiding a
 wrong tile (a single wrong element in a 6 x 16 tile is already ~1e-2 off).
-Shapes cover 1, primes and non-multiples of every tile (MR=6, NR=16, MC=96, KC=256), both loop
+Shapes cover 1, primes and non-multiples of every tile (MR = 6 or 12, NR = 16 or 32 by the
+CPU's vector width, MC=96, KC=256), both loop
 orders (M up to FEW_ROWS=128 and above) and one thread or two (SERIAL_FLOPS).
 """
 
@@ -18,7 +19,7 @@ tf = pytest.importorskip("tensorflow")
 
 MATMUL_TOL = 1e-5
 SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 53, 29), (97, 6, 257), (6, 16, 256),
-          (101, 131, 1031), (193, 17, 300), (211, 67, 301)]
+          (101, 131, 1031), (193, 17, 300), (211, 67, 301), (12, 32, 512), (25, 65, 257)]
 
 
 def operands(rng, m, n, k, transpose_a, transpose_b):

@@ -127,3 +127,4 @@ def add(typingctx, a, b):
     def codegen(context, builder, signature, args):
         return builder.fadd(*args)
     return VECTOR(VECTOR, VECTOR), codegen
+

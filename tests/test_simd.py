@@ -1,0 +1,87 @@
+"""The SIMD layer of the numba-cpu kernels: its intrinsics, the width it picks, and the kernels
+built on it at the width this CPU does not pick (so an AVX-512 machine also tests the AVX2
+kernels, and the reverse).
+
+The intrinsics are exact operations (a load, a store, a broadcast, one rounding per FMA), so
+they are compared with numpy bit for bit.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+from pyai.kernels.numba_cpu import simd
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel, micro_kernel_reference
+
+WIDTH = simd.WIDTH
+
+
+@numba.njit
+def fma_of_slices(a, b, c, out, x):
+    """out[:W] = a[:W] * b[W:2W] + c[:W] (one rounding), out[W:2W] = splat(x) + zeros."""
+    simd.store(out, 0, simd.fma(simd.load(a, 0), simd.load(b, WIDTH), simd.load(c, 0)))
+    simd.store(out, WIDTH, simd.add(simd.splat(x), simd.zeros()))
+
+
+def test_intrinsics_equal_numpy(rng):
+    a, b, c = (rng.standard_normal(2 * WIDTH).astype(np.float32) for _ in range(3))
+    out = np.full(2 * WIDTH, np.nan, np.float32)
+    fma_of_slices(a, b, c, out, np.float32(1.5))
+    fused = (a[:WIDTH].astype(np.float64) * b[WIDTH:] + c[:WIDTH]).astype(np.float32)   # one rounding
+    np.testing.assert_array_equal(out[:WIDTH], fused)
+    np.testing.assert_array_equal(out[WIDTH:], np.full(WIDTH, 1.5, np.float32))
+
+
+def test_intrinsics_refuse_what_they_cannot_address():
+    with pytest.raises(numba.core.errors.TypingError, match="C-contiguous float32"):
+        fma_of_slices(np.ones(64), np.ones(64), np.ones(64), np.ones(64), 1.0)
+
+
+def test_width_follows_the_cpu_features():
+    features = numba.config.CPU_FEATURES or __import__("llvmlite.binding").binding.get_host_cpu_features().flatten()
+    expected = 16 if "+avx512f" in features.split(",") else 8
+    assert simd.host_vector_width() == expected
+    if "PYAI_VECTOR_WIDTH" not in os.environ:
+        assert WIDTH == expected
+
+
+def test_vectors_compile_to_full_width_registers():
+    """What the layer exists for: 512-bit registers where the CPU has AVX-512 (LLVM's own
+    vectorizers stop at 256 bits on Intel cores), 256-bit ones with AVX2."""
+    @numba.njit
+    def axpy(a, b, out, x):
+        simd.store(out, 0, simd.fma(simd.splat(x), simd.load(a, 0), simd.load(b, 0)))
+    axpy(np.ones(WIDTH, np.float32), np.ones(WIDTH, np.float32), np.empty(WIDTH, np.float32), np.float32(2))
+    assembly = axpy.inspect_asm(axpy.signatures[0])
+    register = "zmm" if WIDTH == 16 else "ymm"
+    assert "vfmadd" in assembly and register in assembly
+
+
+def test_micro_kernel_equals_its_reference(rng):
+    depth = 37
+    a_sliver = rng.standard_normal((depth, MR)).astype(np.float32)
+    b_sliver = rng.standard_normal((depth, NR)).astype(np.float32)
+    c = rng.standard_normal((MR + 3, NR + 5)).astype(np.float32)
+    expected = c.astype(np.float64)
+    micro_kernel_reference(a_sliver.astype(np.float64), b_sliver.astype(np.float64), expected, 2, 4)
+    micro_kernel(a_sliver, b_sliver, c, 2, 4)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_at_the_other_width(tmp_path):
+    """The matmul and attention tests again, in a process whose kernels use the width this CPU
+    does not pick (with a cache folder of their own, so no kernel of the other width is loaded)."""
+    other = "8" if WIDTH == 16 else "16"
+    environment = {**os.environ, "PYAI_VECTOR_WIDTH": other, "NUMBA_CACHE_DIR": str(tmp_path)}
+    tests = Path(__file__).parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "not cuda",
+         str(tests / "test_matmul.py"), str(tests / "test_attention.py")],
+        env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout
