@@ -29,7 +29,7 @@ import numpy as np
 from pyai import ops
 from pyai.checks import as_float32, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
-from pyai.nn import OUTPUT_GRADIENTS, Dense, Sequential
+from pyai.nn import Dense, Sequential
 from pyai.optim import Adam
 
 
@@ -45,8 +45,7 @@ def backward_to_input(network, dy):
     the weight gradients: the generator's update needs the image gradient through the
     discriminator, not the discriminator's own gradients."""
     for dense in reversed(network.layers):
-        dpre = OUTPUT_GRADIENTS[dense.activation](dy, dense.y, dense.alpha)
-        dy = ops.matmul(dpre, dense.weight, transpose_b=True)
+        dy = ops.matmul(dense.activation_gradient(dy), dense.weight, transpose_b=True)
     return dy
 
 

@@ -8,11 +8,11 @@ What every layer provides (forward, backward, parameters, gradients) is written 
 pyai/nn/layers.py.
 """
 
-from pyai.nn.layers import (OUTPUT_GRADIENTS, Dense, Layer, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh,
+from pyai.nn.layers import (Dense, Layer, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh,
                             check_backward)
 from pyai.nn.transformer import (GELU, Composite, Embedding, LayerNorm, MultiHeadAttention,
                                  TransformerBlock, merge_heads, split_heads)
 
-__all__ = ["OUTPUT_GRADIENTS", "Dense", "Layer", "LeakyReLU", "ReLU", "Sequential", "Sigmoid", "Tanh",
+__all__ = ["Dense", "Layer", "LeakyReLU", "ReLU", "Sequential", "Sigmoid", "Tanh",
            "check_backward", "GELU", "Composite", "Embedding", "LayerNorm", "MultiHeadAttention",
            "TransformerBlock", "merge_heads", "split_heads"]

@@ -2,7 +2,7 @@
 
 Every layer has `forward(x) -> y`, which saves what backward needs, and `backward(dy) -> dx`,
 which also fills the gradients of the layer's parameters. Parameters and their gradients are
-exposed the same way by every layer, for the optimizers (`pyai.optim`) and checkpoints (`pyai.io`):
+exposed the same way by every layer, for the optimizers (`pyai.optim`) and checkpoints (`pyai.checkpoint`):
 
     layer.parameters() -> [(name, array), ...]
     layer.gradients()  -> [(name, array or None), ...]   same names, same order; None before backward
@@ -104,14 +104,16 @@ class Dense(Layer):
         self.x, self.y = x, y
         return y
 
+    # d loss / d pre-activation from dy = d loss / d y, both (batch, out_features)
+    def activation_gradient(self, dy):
+        if self.activation == "gelu":
+            return ops.gelu_grad(dy, self.pre)
+        return OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
-        dy = check_backward(self, self.y, dy)
-        if self.activation == "gelu":
-            dpre = ops.gelu_grad(dy, self.pre)
-        else:
-            dpre = OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+        dpre = self.activation_gradient(check_backward(self, self.y, dy))
         self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
         self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
         if not input_gradient:
