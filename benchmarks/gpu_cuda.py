@@ -8,51 +8,28 @@ time of pyai's kernel and of the peer (median of REPEATS timed runs after WARMUP
 the default stream, inputs allocated once, so compilation and first calls are never timed), the
 ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the hardware peak
 (FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks from the
-datasheet of the device name, None when unknown). The memory-bound kernels are also given as a
+datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as a
 fraction of the measured copy bandwidth, the issue's target (>= 0.85).
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 
 import datetime
+import functools
 import json
 import pathlib
 import re
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from pyai import _cuda
+from pyai import _cuda, bench
 
 WARMUP = 3
 REPEATS = 10
 RESULTS = pathlib.Path(__file__).parent / "results"
-# Dense peaks from NVIDIA's datasheets: (fp32 FLOP/s, bf16 tensor FLOP/s, memory bytes/s)
-PEAKS = {"H100 SXM": (67e12, 989e12, 3.35e12), "H100 PCIe": (51e12, 756e12, 2.0e12),
-         "H100 NVL": (60e12, 835e12, 3.9e12), "H200": (67e12, 989e12, 4.8e12),
-         "A100-SXM4-80GB": (19.5e12, 312e12, 2.04e12), "A100-SXM4-40GB": (19.5e12, 312e12, 1.56e12)}
-
-
-def peaks(name):
-    if "H100" in name and "PCIe" not in name and "NVL" not in name:
-        return PEAKS["H100 SXM"]
-    return next((value for key, value in PEAKS.items() if key in name), (None, None, None))
-
-
-def time_ms(function):
-    """Median milliseconds of REPEATS runs, each between two events, after WARMUP runs."""
-    for _ in range(WARMUP):
-        function()
-    times = []
-    for _ in range(REPEATS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+# median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs
+time_ms = functools.partial(bench.cuda_event_ms, warmup=WARMUP, repeats=REPEATS)
 
 
 def pointer(tensor):
@@ -188,7 +165,7 @@ def table(rows):
 def main():
     quick = "--quick" in sys.argv
     device = torch.cuda.get_device_name()
-    fp32_peak, bf16_peak, bandwidth_peak = peaks(device)
+    fp32_peak, bf16_peak, bandwidth_peak = bench.gpu_datasheet_peaks(device)
     rows = gemm_rows(1024 if quick else 4096, fp32_peak)
     for depth in (64, 128):
         rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)

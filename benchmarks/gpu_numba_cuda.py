@@ -10,11 +10,12 @@ numpy arrays (transfers included): numba-cuda beside cuda (C++).
 Target (the issue's): matmul >= 0.5x cuBLAS fp32 at 4096^3.
 
 Method: inputs live on the GPU before timing; each runner is called once to warm up (numba
-compiles, libraries pick algorithms), then timed in batches long enough (~BATCH_S) that launch
+compiles, libraries pick algorithms), then timed in batches long enough (~50 ms) that launch
 jitter averages out, between device-wide synchronizations; the median batch counts. numba-cuda
 is timed as users call it, output allocation included (numba's allocator, no caching pool).
 Rates are against the device's peak, computed from its attributes (FP32 lanes x SMs x clock x 2;
-bus width x memory clock x 2). Writes the table to <results>/numba_cuda_<device>_<date>.md.
+bus width x memory clock x 2; `pyai.bench.gpu_attribute_peaks`). Writes the table to
+<results>/numba_cuda_<device>_<date>.md.
 Needs a CUDA GPU, PyTorch and numba-cuda; CuPy is optional.
 """
 
@@ -22,43 +23,11 @@ import argparse
 import datetime
 import pathlib
 import re
-import statistics
 import sys
-import time
 
 import numpy as np
 
-BATCH_S = 0.05
-BATCHES = 7
-FP32_LANES = {(7, 0): 64, (8, 0): 64}   # FP32 lanes per SM where it is not 128
-
-
-def measure(run, synchronize):
-    """Seconds per call: the median over BATCHES batches of back-to-back calls."""
-    run()
-    synchronize()
-    start = time.perf_counter()
-    run()
-    synchronize()
-    calls = max(1, int(BATCH_S / max(time.perf_counter() - start, 1e-6)))
-    times = []
-    for _ in range(BATCHES):
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        synchronize()
-        times.append((time.perf_counter() - start) / calls)
-    return statistics.median(times)
-
-
-def device_peaks(cuda):
-    """(FP32 FLOP/s, bytes/s) of the current device, from its attributes."""
-    gpu = cuda.get_current_device()
-    lanes = FP32_LANES.get(gpu.compute_capability, 128)
-    flops = gpu.MULTIPROCESSOR_COUNT * lanes * 2 * gpu.CLOCK_RATE * 1e3
-    bandwidth = gpu.GLOBAL_MEMORY_BUS_WIDTH / 8 * gpu.MEMORY_CLOCK_RATE * 1e3 * 2
-    return flops, bandwidth
+from pyai import bench
 
 
 class Table:
@@ -71,7 +40,7 @@ class Table:
 
     def case(self, name, work, compute_bound, runners, synchronize, peer=None):
         """Time every runner of one case; the ratio is numba-cuda's speed over `peer`'s."""
-        seconds = {label: measure(run, synchronize) for label, run in runners.items()}
+        seconds = {label: bench.batched_seconds(run, synchronize) for label, run in runners.items()}
         unit, peak = ("TFLOP/s", self.peaks[0]) if compute_bound else ("TB/s", self.peaks[1])
         for label, time_s in seconds.items():
             rate = work / time_s
@@ -225,7 +194,7 @@ def main():
         import cupy
     except ImportError:
         cupy = None
-    table = Table(device_peaks(cuda))
+    table = Table(bench.gpu_attribute_peaks(cuda))
     synchronize = cuda.synchronize
     sizes = [(1024, 1024, 1024), (4096, 4096, 4096)] if not args.quick else [(512, 512, 512)]
     matmul_cases(table, cuda, torch, cupy, synchronize, sizes)

@@ -1,5 +1,8 @@
 """The benchmark's own arithmetic and measurements (not timings: those are no test's business)."""
 
+import datetime
+import importlib
+
 import numpy as np
 import pytest
 
@@ -30,3 +33,59 @@ def test_fresh_process_peak_holds_the_unfused_score_matrix():
         pytest.skip("this system has no /proc/self/clear_refs")
     assert numpy_peak >= 16 * 2**20
     assert pyai_peak < 8 * 2**20
+
+
+def test_fma_kernel_issues_the_fmas_it_counts():
+    # with multiplier 1 and addend 1 every FMA adds 1 to one lane of one accumulator, so the
+    # kernel's output sums to the number of FMAs it issued; fma_flops counts 2 FLOPs for each
+    threads, iterations = 3, 50
+    out = np.zeros((threads, bench.peaks.WIDTH), np.float32)
+    bench.fma_chains(out, iterations, np.float32(1), np.float32(1))
+    assert np.all(out == bench.peaks.ACCUMULATORS * iterations)
+    assert bench.fma_flops(threads, iterations) == 2 * out.sum()
+
+
+def test_fma_peak_is_a_positive_finite_rate():
+    rate = bench.fma_peak(1, iterations=1000, repeats=2)
+    assert np.isfinite(rate) and rate > 0
+
+
+def test_copy_bandwidth_is_a_positive_finite_rate():
+    rate = bench.copy_bandwidth(floats=2**16, repeats=2)
+    assert np.isfinite(rate) and rate > 0
+
+
+def test_a_missing_peer_is_left_out_with_one_line(monkeypatch):
+    real_import = importlib.import_module
+
+    def import_without_torch(name, *args):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", import_without_torch)
+    peers = bench.installed_peers(("torch",))
+    assert peers == {"torch": None}
+    assert list(bench.missing(peers).values()) == [
+        "torch is not installed, so it is not a peer here: pip install torch"]
+    case = bench.matmul_case(8, np.random.default_rng(0), peers)
+    assert set(case.runners) == {"pyai", "numpy"}
+    [param] = bench.skipped_params(peers, pytest, before=(None,))
+    assert param.values == (None, "torch") and "not installed" in param.marks[0].kwargs["reason"]
+
+
+def test_results_file_names_the_cpu_isa_cores_and_date(tmp_path, capsys):
+    case = bench.Case("matmul 8^3", 1024.0, "GFLOP/s", {"pyai": None, "numpy": None})
+    seconds = {"pyai": 1e-6, "numpy": 2e-6}   # 1.024 and 0.512 GFLOP/s
+    limits = bench.CpuLimits(threads=2, fma_peak_one_core=100.0, fma_peak=200.0, copy_bandwidth=10.0)
+    lines = [*bench.report.header("pyai bench", {}, limits, "a test"),
+             *bench.markdown_header(["case", "unit", "pyai", "numpy", "floor", "pyai / best peer", "notes"]),
+             bench.report.case_row(case, seconds, limits, ["numpy"])]
+    path = bench.report.emit(lines, tmp_path, "cpu")
+    text = path.read_text()
+    today = datetime.date.today().isoformat()
+    assert path.name == f"cpu-{today}.md"
+    assert bench.cpu_model() in text and today in text and bench.isa() in text
+    assert f"{bench.cpu_cores()[0]} cores" in text
+    assert "| matmul 8^3 | GFLOP/s | 1.0 (1%) | 0.5 (0%) | - | 2.00x numpy |" in text
+    assert f"wrote {path}" in capsys.readouterr().out

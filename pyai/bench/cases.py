@@ -1,26 +1,17 @@
-"""`pyai bench`: pyai's kernels beside numpy (OpenBLAS) and TensorFlow, measured in one run.
+"""The cases `pyai bench` times: each does the same work with every peer on the same inputs.
 
-Each case does the same work with every peer on the same inputs and reports GFLOP/s (compute-
-bound ops) or GB/s (memory-bound ops), and pyai's ratio to the best peer. A machine here is shared
-and noisy, so only ratios measured in one run mean anything, never an absolute time.
-
-Method: every runner is called once to warm up (Numba compiles, TensorFlow traces), then timed
-`repeats` times; the best time counts (the least disturbed by other processes). Peers are timed
-one after another with a short pause between, so one library's idle threads do not steal the
-other's cores.
+A case is a name, the work one call does (FLOPs or bytes), its unit, and one zero-argument runner
+per peer. `peers` is {name: module or None} from `pyai.bench.peers.installed()`; a peer that is
+None (not installed) gets no runner. Runners named "... (floor)" are not peers but a limit: work
+no implementation of the case can skip.
 """
 
 import dataclasses
-import subprocess
-import sys
-import time
 
-import numba
 import numpy as np
 
 import pyai
-
-PAUSE_S = 0.2
+from pyai.bench.peaks import parallel_copy
 
 
 @dataclasses.dataclass
@@ -30,39 +21,29 @@ class Case:
     unit: str            # "GFLOP/s" or "GB/s"
     runners: dict        # peer name -> zero-argument callable doing one call
     target: str = ""     # the goal this case is checked against, in words
+    inputs: tuple = ()   # the arrays the runners share, for a twin defined elsewhere to use
 
 
-def best_time(function, repeats):
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+def peer(peers, name):
+    return (peers or {}).get(name)
 
 
-def tensorflow():
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-    return tf
-
-
-def matmul_case(size, rng, tf):
+def matmul_case(size, rng, peers):
     a = rng.standard_normal((size, size)).astype(np.float32)
     b = rng.standard_normal((size, size)).astype(np.float32)
     runners = {"pyai": lambda: pyai.ops.matmul(a, b), "numpy": lambda: a @ b}
-    if tf is not None:
+    if tf := peer(peers, "tensorflow"):
         ta, tb = tf.constant(a), tf.constant(b)
         tf_matmul = tf.function(lambda: tf.linalg.matmul(ta, tb))
         runners["tensorflow"] = lambda: tf_matmul().numpy()
+    if torch := peer(peers, "torch"):
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        runners["torch"] = lambda: ta @ tb
     target = "pyai >= 0.9x numpy" if size >= 1024 else ""
     return Case(f"matmul {size}^3", 2.0 * size**3, "GFLOP/s", runners, target)
 
 
-def linear_case(batch, features_in, features_out, rng, tf, alpha=0.2):
+def linear_case(batch, features_in, features_out, rng, peers, alpha=0.2):
     x = rng.standard_normal((batch, features_in)).astype(np.float32)
     w = rng.standard_normal((features_in, features_out)).astype(np.float32)
     b = rng.standard_normal(features_out).astype(np.float32)
@@ -74,22 +55,20 @@ def linear_case(batch, features_in, features_out, rng, tf, alpha=0.2):
 
     runners = {"pyai": lambda: pyai.ops.linear(x, w, b, activation="leaky_relu", alpha=alpha),
                "numpy": numpy_linear}
-    if tf is not None:
+    if tf := peer(peers, "tensorflow"):
         tx, tw, tb = tf.constant(x), tf.constant(w), tf.constant(b)
         tf_linear = tf.function(lambda: tf.nn.leaky_relu(tf.matmul(tx, tw) + tb, alpha=alpha))
         runners["tensorflow"] = lambda: tf_linear().numpy()
+    if torch := peer(peers, "torch"):
+        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        leaky_relu = torch.nn.functional.leaky_relu
+        runners["torch"] = lambda: leaky_relu(torch.addmm(tb, tx, tw), alpha, inplace=True)
     name = f"linear+bias+leaky_relu {batch}x{features_in}->{features_out}"
     return Case(name, 2.0 * batch * features_in * features_out, "GFLOP/s", runners,
                 "pyai >= 1.0x numpy")
 
 
-@numba.njit(parallel=True, cache=True)
-def parallel_copy(destination, source):
-    for i in numba.prange(source.size):
-        destination[i] = source[i]
-
-
-def leaky_relu_case(size, rng, tf, alpha=0.2):
+def leaky_relu_case(size, rng, peers, alpha=0.2):
     """Forward then gradient: reads x, writes y; reads dy and x, writes dx = 20 bytes a float."""
     x = rng.standard_normal(size).astype(np.float32)
     dy = rng.standard_normal(size).astype(np.float32)
@@ -110,7 +89,7 @@ def leaky_relu_case(size, rng, tf, alpha=0.2):
         parallel_copy(half, x[: size // 2])
 
     runners = {"pyai": pyai_both, "numpy": numpy_both, "memory copy (floor)": copy_floor}
-    if tf is not None:
+    if tf := peer(peers, "tensorflow"):
         tx, tdy = tf.constant(x), tf.constant(dy)
 
         @tf.function
@@ -118,55 +97,12 @@ def leaky_relu_case(size, rng, tf, alpha=0.2):
             return tf.nn.leaky_relu(tx, alpha=alpha), tf.where(tx > 0, tdy, alpha * tdy)
 
         runners["tensorflow"] = lambda: [t.numpy() for t in tf_both()]
+    if torch := peer(peers, "torch"):
+        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        leaky_relu = torch.nn.functional.leaky_relu
+        runners["torch"] = lambda: (leaky_relu(tx, alpha), torch.where(tx > 0, tdy, alpha * tdy))
     return Case(f"leaky_relu fwd+grad {size / 2**20:.0f}M floats", 20.0 * size, "GB/s", runners,
                 "pyai within 1.3x of the copy floor")
-
-
-def cases(quick=False, seed=0):
-    rng = np.random.default_rng(seed)
-    tf = tensorflow()
-    sizes = (256, 512) if quick else (256, 512, 1024, 2048)
-    result = [matmul_case(size, rng, tf) for size in sizes]
-    result.append(linear_case(256 if quick else 1024, 1024, 1024, rng, tf))
-    result.append(linear_case(64, 784, 512, rng, tf))
-    result.append(leaky_relu_case(2**20 if quick else 2**24, rng, tf))
-    result.append(gan_step_case(rng, tf))
-    result.extend(attention_cases(quick, rng, tf))
-    return result
-
-
-def measure(case, repeats):
-    """peer -> rate in case.unit (work / best time)."""
-    rates = {}
-    for peer, function in case.runners.items():
-        time.sleep(PAUSE_S)
-        rates[peer] = case.work / best_time(function, repeats) / 1e9
-    return rates
-
-
-def report(case, rates):
-    peers = {peer: rate for peer, rate in rates.items() if peer != "pyai" and "floor" not in peer}
-    best_peer = max(peers, key=peers.get)
-    line = f"{case.name:<40} {rates['pyai']:8.1f} {case.unit:<8}"
-    line += f" {rates['pyai'] / peers[best_peer]:6.2f}x {best_peer:<11}"
-    line += "  " + ", ".join(f"{peer} {rate:.1f}" for peer, rate in rates.items() if peer != "pyai")
-    for peer in rates:
-        if "floor" in peer:
-            line += f"  (pyai time / floor time {rates[peer] / rates['pyai']:.2f})"
-    if case.target:
-        line += f"  [target: {case.target}]"
-    return line
-
-
-def run(quick=False, repeats=None):
-    repeats = repeats or (3 if quick else 10)
-    print(f"pyai {pyai.__version__} bench, backend {pyai.get_backend()}, best of {repeats}; "
-          f"ratio = pyai / best peer (higher is better)")
-    if tensorflow() is None:
-        print("(TensorFlow not installed: pip install tensorflow-cpu to add it as a peer)")
-    print(f"{'case':<40} {'pyai':>8} {'unit':<8} {'ratio':>7} {'best peer':<11}  peers")
-    for case in cases(quick=quick):
-        print(report(case, measure(case, repeats)), flush=True)
 
 
 def dense_flops(sizes, rows):
@@ -194,9 +130,10 @@ def gan_step_products(generator, discriminator, n):
             + weight_gradients(generator, n) + input_gradients(generator, n, False))
 
 
-def gan_step_case(rng, tf, batch=64):
+def gan_step_case(rng, peers, batch=64):
     """One training step of pyai.models.GAN at MNIST sizes (784 pixels), beside the same step in
     Keras (`keras_train_step`: tf.function, tf.GradientTape, Keras Adam), from the same weights.
+    (The PyTorch twin of the step is in benchmarks/test_gan.py.)
 
     work = the matmul FLOPs the step needs, pass by pass (n = batch; a pass over a network of
     layer sizes s costs 2 * rows * sum(s_i * s_i+1); bias, activations, losses and Adam are
@@ -208,7 +145,8 @@ def gan_step_case(rng, tf, batch=64):
         below its first layer (n).
     For batch 64: 1.20 GFLOP, the same work in pyai and Keras.
     """
-    from pyai.models.gan import GAN, keras_train_step, to_keras
+    from pyai.models import GAN
+    from pyai.reference.keras import keras_train_step, to_keras
 
     gan = GAN(seed=0)
     generator = [gan.noise_dim, *gan.config["generator_sizes"], gan.pixels]
@@ -224,16 +162,17 @@ def gan_step_case(rng, tf, batch=64):
                 for a, b in gan_step_products(generator, discriminator, batch)]
     runners = {"pyai": lambda: gan.train_step(real, noise, generator_noise),
                "numpy matmuls alone (floor)": lambda: [a @ b for a, b in products]}
-    if tf is not None:
+    if peer(peers, "tensorflow"):
         keras_step = keras_train_step(*to_keras(GAN(seed=0)))
         runners["tensorflow"] = lambda: [value.numpy() for value in keras_step(real, noise, generator_noise)]
     return Case(f"GAN training step {batch}x{gan.pixels}", discriminator_update + generator_update,
-                "GFLOP/s", runners, "pyai >= 2x tensorflow")
+                "GFLOP/s", runners, "pyai >= 2x tensorflow", inputs=(real, noise, generator_noise))
 
 
-def attention_case(n, causal, backward, rng, tf, batch=1, heads=8, depth=64):
+def attention_case(n, causal, backward, rng, peers, batch=1, heads=8, depth=64):
     """Attention at T = n, forward or forward + backward, beside the unfused way: the whole score
-    matrix, a softmax, a product (TensorFlow as a tf.function, numpy with OpenBLAS).
+    matrix, a softmax, a product (TensorFlow as a tf.function, numpy with OpenBLAS), and beside
+    PyTorch's fused torch.nn.functional.scaled_dot_product_attention (its backward by autograd).
 
     work = 4 B H T^2 D FLOPs forward (q k^T and p v), half of it with the causal mask; the
     backward's five products are 2.5 times that, so forward + backward counts 3.5 times.
@@ -265,8 +204,10 @@ def attention_case(n, causal, backward, rng, tf, batch=1, heads=8, depth=64):
                 np.matmul(p.transpose(0, 1, 3, 2), do))
 
     runners = {"pyai": pyai_attention, "numpy": numpy_attention}
-    if tf is not None:
+    if tf := peer(peers, "tensorflow"):
         runners["tensorflow"] = tensorflow_attention(tf, q, k, v, do, scale, visible, backward)
+    if torch := peer(peers, "torch"):
+        runners["torch"] = torch_attention(torch, q, k, v, do, causal, backward)
     work = 4.0 * batch * heads * n * n * depth * (0.5 if causal else 1) * (3.5 if backward else 1)
     name = (f"attention {'fwd+bwd' if backward else 'fwd'} T={n}{' causal' if causal else ''} "
             f"B={batch} H={heads} D={depth}")
@@ -295,73 +236,33 @@ def tensorflow_attention(tf, q, k, v, do, scale, visible, backward):
     return lambda: [x.numpy() for x in run()]
 
 
-def attention_cases(quick, rng, tf):
+def torch_attention(torch, q, k, v, do, causal, backward):
+    """SDPA's default scale is 1 / sqrt(D), pyai's too."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    tq, tk, tv, tdo = (torch.from_numpy(x) for x in (q, k, v, do))
+    if not backward:
+        return lambda: sdpa(tq, tk, tv, is_causal=causal)
+    leaves = [x.clone().requires_grad_() for x in (tq, tk, tv)]
+    return lambda: torch.autograd.grad(sdpa(*leaves, is_causal=causal), leaves, tdo)
+
+
+def attention_cases(quick, rng, peers):
     sizes = (256,) if quick else (1024, 2048)
-    return [attention_case(n, causal, backward, rng, tf)
+    return [attention_case(n, causal, backward, rng, peers)
             for n in sizes for backward in (False, True) for causal in (False, True)]
 
 
-def resident_peak_bytes(function):
-    """The most resident memory a call adds to the process, whoever allocates it (numpy, Numba's
-    scratch, TensorFlow's allocator): Linux's high-water mark VmHWM, reset before the call, less
-    VmRSS before it. None where /proc does not offer this."""
-    def status(field):
-        with open("/proc/self/status") as lines:
-            return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")      # resets VmHWM to the current VmRSS
-        before = status("VmRSS:")
-    except OSError:
-        return None
-    function()
-    return status("VmHWM:") - before
+def cases(quick=False, seed=0, peers=None):
+    """Every case of `pyai bench`, with the peers in `peers` (default: those installed)."""
+    from pyai.bench.peers import installed
 
-
-def first_call_peak_bytes(peer, n, causal, backward):
-    """`resident_peak_bytes` of one attention call at T = n in this process, after a call at
-    T = 64 has compiled (pyai) or traced (TensorFlow) what it needs."""
-    rng = np.random.default_rng(0)
-    tf = tensorflow() if peer == "tensorflow" else None
-    attention_case(64, causal, backward, rng, tf).runners[peer]()
-    return resident_peak_bytes(attention_case(n, causal, backward, rng, tf).runners[peer])
-
-
-def fresh_process_peak_bytes(peer, n, causal, backward):
-    """first_call_peak_bytes in a new Python process (None where it cannot be measured)."""
-    code = ("from pyai import bench; "
-            f"print(bench.first_call_peak_bytes({peer!r}, {n}, {causal}, {backward}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    last_line = (result.stdout.strip().splitlines() or ["None"])[-1]
-    return None if result.returncode or last_line == "None" else int(last_line)
-
-
-def attention_table(sizes=(256, 512, 1024, 2048, 4096), repeats=5):
-    """Markdown rows: attention at B=1, H=8, D=64 for every T in sizes, forward and forward +
-    backward, causal and not; each peer's best time, GFLOP/s and peak resident memory, and
-    pyai's speed over TensorFlow's (and numpy's where TensorFlow is missing).
-
-    Memory is `fresh_process_peak_bytes`: the peak a call adds, measured in a process of its own
-    so that no allocator cache hides it. A T x T float32 score matrix per head, 8 heads, is
-    128 MiB at T = 2048 and 512 MiB at 4096; the inputs and output are 1 MiB each at T = 512."""
-    rng = np.random.default_rng(0)
-    tf = tensorflow()
-    peers = ["pyai", "tensorflow", "numpy"] if tf is not None else ["pyai", "numpy"]
-    yield ("| pass | T | causal | " + " | ".join(f"{peer} ms | {peer} GFLOP/s | {peer} MiB"
-                                                for peer in peers) + f" | pyai / {peers[1]} |")
-    yield "|" + " --- |" * (4 + 3 * len(peers))
-    for backward in (False, True):
-        for causal in (False, True):
-            for n in sizes:
-                case = attention_case(n, causal, backward, rng, tf)
-                cells, times = [], {}
-                for peer in peers:
-                    run = case.runners[peer]
-                    peak = fresh_process_peak_bytes(peer, n, causal, backward)
-                    run()                                # compile, trace, touch the inputs
-                    time.sleep(PAUSE_S)
-                    times[peer] = best_time(run, repeats if n < 2048 else max(2, repeats // 2))
-                    cells += [f"{times[peer] * 1e3:.1f}", f"{case.work / times[peer] / 1e9:.0f}",
-                              "?" if peak is None else f"{peak / 2**20:.0f}"]
-                yield (f"| {'fwd+bwd' if backward else 'fwd'} | {n} | {'yes' if causal else 'no'} | "
-                       + " | ".join(cells) + f" | {times[peers[1]] / times['pyai']:.2f}x |")
+    rng = np.random.default_rng(seed)
+    peers = installed() if peers is None else peers
+    sizes = (256, 512) if quick else (256, 512, 1024, 2048)
+    result = [matmul_case(size, rng, peers) for size in sizes]
+    result.append(linear_case(256 if quick else 1024, 1024, 1024, rng, peers))
+    result.append(linear_case(64, 784, 512, rng, peers))
+    result.append(leaky_relu_case(2**20 if quick else 2**24, rng, peers))
+    result.append(gan_step_case(rng, peers))
+    result.extend(attention_cases(quick, rng, peers))
+    return result
