@@ -85,3 +85,29 @@ def test_kernels_at_the_other_width(tmp_path):
         env=environment, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+def test_cache_is_emptied_when_sources_or_width_change(tmp_path, monkeypatch):
+    """A kernel cached for other sources or another width is never loaded: the folder is
+    emptied when the stamp changes, and kept while it holds."""
+    from pyai.kernels.numba_cpu import cache
+    monkeypatch.setattr(cache, "cache_folder", lambda: tmp_path)
+    stale = [tmp_path / "attention_backward.backward_kernel-1.py311.nbi", tmp_path / "x.py311.1.nbc"]
+    for path in stale:
+        path.write_bytes(b"stale")
+    cache.refresh(16)
+    assert not any(path.exists() for path in stale)
+    assert (tmp_path / cache.STAMP_NAME).read_text() == cache.stamp(16)
+    kept = tmp_path / "matmul.gemm-1.py311.nbi"
+    kept.write_bytes(b"fresh")
+    cache.refresh(16)
+    assert kept.exists()
+    cache.refresh(8)
+    assert not kept.exists() and cache.stamp(8) != cache.stamp(16)
+
+
+def test_cache_folder_is_where_numba_caches_these_kernels():
+    from pyai.kernels.numba_cpu import cache
+    folder = cache.cache_folder()
+    assert (folder / cache.STAMP_NAME).read_text() == cache.stamp(WIDTH)
+    assert any(folder.glob("matmul_micro.micro_kernel-*.nbi"))

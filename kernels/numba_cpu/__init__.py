@@ -1,1 +1,8 @@
-"""The numba-cpu backend's kernels: Numba on the CPU, one op per file (`pyai.kernels.numba_cpu`)."""
+"""The numba-cpu backend's kernels: Numba on the CPU, one op per file (`pyai.kernels.numba_cpu`).
+
+Importing the package first makes sure no kernel is loaded from a Numba cache filled for other
+sources or another vector width (cache.py)."""
+
+from pyai.kernels.numba_cpu import cache, simd
+
+cache.refresh(simd.WIDTH)
