@@ -1,5 +1,7 @@
-"""The numba-cpu backend: pyai's Numba kernels (`pyai.kernels.numba_cpu`), always usable."""
+"""The numba-cpu backend: pyai's Numba kernels (`pyai.kernels.numba_cpu`), always usable
+(but in a child forked after GNU OpenMP started, see `pyai.threads`)."""
 
+from pyai import threads
 from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward,
                                     binary_crossentropy, embedding, gelu, layer_norm, leaky_relu,
                                     matmul, mse, relu, sgd, sigmoid, softmax,
@@ -9,10 +11,10 @@ TAKES_DEVICE_ARRAYS = False
 
 
 def probe():
-    return None
+    return threads.fork_problem()
 
 
-ROW = {
+ROW = threads.serialize({
     "matmul": matmul.matmul,
     "linear": matmul.linear,
     "leaky_relu": leaky_relu.leaky_relu_forward,
@@ -41,4 +43,4 @@ ROW = {
     "softmax_cross_entropy": softmax_cross_entropy.softmax_cross_entropy,
     "embedding": embedding.embedding_forward,
     "embedding_grad": embedding.embedding_backward,
-}
+})
