@@ -2,11 +2,21 @@
 
 The documented behaviour for arrays handed to `pyai.ops`:
   - anything numpy can turn into an array of real numbers is accepted; integer and other float
-    dtypes are converted to float32, non-contiguous arrays are copied to C order;
+    dtypes are converted to float32, non-contiguous arrays are copied to C order; an ndarray
+    subclass (np.matrix, a user's own) is read as the plain ndarray of its data, which keeps its
+    shape exactly (np.asarray); a masked array (np.ma.MaskedArray) raises TypeError, since its
+    mask would be dropped;
+  - float64 (or wider) values beyond float32's range (|x| > 3.4e38) raise ValueError, rather
+    than become infinity in the conversion; values already infinite or NaN are let through;
   - bool, complex, object and string dtypes raise TypeError naming the argument;
   - a wrong rank, mismatched shapes or an empty dimension raise ValueError naming the argument;
   - NaN and infinity are not rejected by the ops: they propagate as IEEE arithmetic says
     (models and data loaders check for them where a user's data comes in).
+
+Arrays updated in place (`in_place`) must be the caller's own float32, C-contiguous, writeable
+arrays; a subclass is updated through a plain-ndarray view of the same memory, so a kernel always
+sees the shape it assumes. Flags (`flag`) are bool or numpy bool (or the ints 0 and 1), never
+a truthy string; numbers (`real_number`) must be finite and within float32's range.
 
 GPU arrays (anything with `__cuda_array_interface__`, see `pyai.device`):
   - on a backend that takes them (`pyai.dispatch.takes_device_arrays`: numba-cuda) they pass
@@ -23,18 +33,52 @@ import numpy as np
 
 from pyai import device, dispatch
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def as_float32(name, array, ndim=None, min_ndim=None, backend=None):
     """`array` as a C-contiguous float32 numpy array, or a clear error naming `name`; a GPU array
     stays on the GPU if `backend` (default: the current one) takes GPU arrays."""
     if device.is_device_array(array):
         return device_float32(name, array, ndim, min_ndim, backend)
-    array = np.asarray(array)
+    array = plain_array(name, array)
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{name}: expected an array of real numbers (float32 preferred), "
                         f"got dtype {array.dtype}")
     check_shape(name, array.shape, ndim, min_ndim)
-    return np.asarray(array, dtype=np.float32, order="C")   # keeps 0-d arrays 0-d
+    with np.errstate(over="ignore"):   # an overflow is reported below, naming the argument
+        converted = np.asarray(array, dtype=np.float32, order="C")   # keeps 0-d arrays 0-d
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and not np.isfinite(converted).all():
+        overflowed = np.count_nonzero(np.isinf(converted) & np.isfinite(array))
+        if overflowed:
+            raise ValueError(f"{name}: holds {overflowed} finite value(s) beyond float32's range "
+                             f"(|x| > {FLOAT32_MAX:.4g}), which float32 would make infinite; "
+                             f"scale the input or clip it")
+    return converted
+
+
+def plain_array(name, array):
+    """`array` as a plain numpy ndarray (a subclass viewed as its data, exactly), or TypeError."""
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not supported (the mask would be ignored); "
+                        f"pass array.filled(value) or array.compressed()")
+    return np.asarray(array)
+
+
+def in_place(name, array):
+    """The caller's own float32 C-contiguous writeable array, as a plain ndarray over the same
+    memory, for an op that updates it in place; TypeError or ValueError naming `name` otherwise."""
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(f"{name}: updated in place, so it cannot be a masked array (its mask "
+                        f"would be ignored)")
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise TypeError(f"{name}: updated in place, so it must be a C-contiguous float32 numpy array, "
+                        f"got {type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
+    if not array.flags.writeable:
+        raise ValueError(f"{name}: updated in place, but the array is read-only")
+    if array.size == 0:
+        raise ValueError(f"{name}: has an empty dimension (shape {array.shape})")
+    return array.view(np.ndarray)   # np.matrix keeps 2 dimensions through reshape(-1): not a kernel's
 
 
 def device_float32(name, array, ndim, min_ndim, backend):
@@ -73,15 +117,29 @@ def same_shape(name, array, other_name, other):
 
 
 def real_number(name, value, low=-math.inf, high=math.inf, low_open=False):
-    """A finite Python float in [low, high] (or (low, high] with low_open), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """A finite Python float in [low, high] (or (low, high] with low_open) and within float32's
+    range, where every pyai kernel computes, or a clear error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     value = float(value)
     too_low = value <= low if low_open else value < low
     if not math.isfinite(value) or too_low or value > high:
         bracket = "(" if low_open else "["
         raise ValueError(f"{name}: expected a finite number in {bracket}{low}, {high}], got {value}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name}: {value} is beyond float32's range (|x| <= {FLOAT32_MAX:.4g}), "
+                         f"where the kernels compute")
     return value
+
+
+def flag(name, value):
+    """A yes/no argument as a Python bool: bool, numpy bool or the ints 0 and 1; a string such as
+    "no" is truthy in Python, so anything else is a TypeError rather than a guess."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
 
 
 def positive_int(name, value):

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from pyai.checks import as_float32, positive_int, real_number, same_shape
+from pyai.checks import as_float32, flag, in_place, plain_array, positive_int, real_number, same_shape
 from pyai.dispatch import implementation, use_backend
 from pyai.kernels.common import ACTIVATIONS as kernel_activations
 
@@ -33,12 +33,13 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
     """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32."""
     a = as_float32("a", a, ndim=2)
     b = as_float32("b", b, ndim=2)
+    transpose_a, transpose_b = flag("transpose_a", transpose_a), flag("transpose_b", transpose_b)
     k_a = a.shape[0] if transpose_a else a.shape[1]
     k_b = b.shape[1] if transpose_b else b.shape[0]
     if k_a != k_b:
         raise ValueError(f"b: inner dimensions differ: op(a) has {k_a} columns, op(b) has {k_b} rows "
                          f"(a {a.shape}, transpose_a={transpose_a}; b {b.shape}, transpose_b={transpose_b})")
-    return implementation("matmul", backend)(a, b, bool(transpose_a), bool(transpose_b))
+    return implementation("matmul", backend)(a, b, transpose_a, transpose_b)
 
 
 @per_call_backend
@@ -157,7 +158,7 @@ def binary_crossentropy(prediction, target, *, from_logits=False, backend=None):
     finite for any logit.
     """
     prediction, target = _prediction_and_target(prediction, target)
-    op = "binary_crossentropy_logits" if from_logits else "binary_crossentropy"
+    op = "binary_crossentropy_logits" if flag("from_logits", from_logits) else "binary_crossentropy"
     return implementation(op, backend)(prediction, target)
 
 
@@ -165,26 +166,14 @@ def binary_crossentropy(prediction, target, *, from_logits=False, backend=None):
 def binary_crossentropy_grad(prediction, target, *, from_logits=False, backend=None):
     """d binary_crossentropy / d prediction (zero where Keras's clip is active, for probabilities)."""
     prediction, target = _prediction_and_target(prediction, target)
-    op = "binary_crossentropy_logits_grad" if from_logits else "binary_crossentropy_grad"
+    op = "binary_crossentropy_logits_grad" if flag("from_logits", from_logits) else "binary_crossentropy_grad"
     return implementation(op, backend)(prediction, target)
-
-
-def _parameter(name, array):
-    """In-place updates need the caller's own float32 C-contiguous array: no silent copy."""
-    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
-        raise TypeError(f"{name}: updated in place, so it must be a C-contiguous float32 numpy array, "
-                        f"got {type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
-    if not array.flags.writeable:
-        raise ValueError(f"{name}: updated in place, but the array is read-only")
-    if array.size == 0:
-        raise ValueError(f"{name}: has an empty dimension (shape {array.shape})")
-    return array
 
 
 @per_call_backend
 def sgd_update(param, grad, *, lr, backend=None):
     """param -= lr * grad, in place."""
-    param = _parameter("param", param)
+    param = in_place("param", param)   # no silent copy: the caller's own array
     grad = as_float32("grad", grad)
     same_shape("grad", grad, "param", param)
     lr = real_number("lr", lr, low=0.0)
@@ -199,10 +188,15 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
     m += (1 - beta_1)(g - m);  v += (1 - beta_2)(g^2 - v)
     param -= lr * sqrt(1 - beta_2^step) / (1 - beta_1^step) * m / (sqrt(v) + epsilon)
     """
-    param, m, v = _parameter("param", param), _parameter("m", m), _parameter("v", v)
+    param, m, v = in_place("param", param), in_place("m", m), in_place("v", v)
     grad = as_float32("grad", grad)
     for name, array in (("grad", grad), ("m", m), ("v", v)):
         same_shape(name, array, "param", param)
+    for (name, array), (other_name, other) in (((("m", m), ("param", param))), (("v", v), ("param", param)),
+                                               (("v", v), ("m", m))):
+        if np.may_share_memory(array, other):
+            raise ValueError(f"{name}: shares memory with {other_name}; each is updated in place, "
+                             f"so they must be separate arrays")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step: expected an integer >= 1, got {step!r}")
     lr = real_number("lr", lr, low=0.0)
@@ -219,7 +213,7 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
 
 def _indices(name, ids, size):
     """`ids` as a C-contiguous int64 array of values in [0, size), or an error naming `name`."""
-    ids = np.asarray(ids)
+    ids = plain_array(name, ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an array of integers, got dtype {ids.dtype}")
     if 0 in ids.shape:
@@ -230,7 +224,7 @@ def _indices(name, ids, size):
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise ValueError(f"{name}: expected values in [0, {size}), got {ids[where]} "
                          f"at index {where}")
-    return np.ascontiguousarray(ids, dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64, order="C")   # keeps 0-d ids 0-d
 
 
 def _attention_arguments(q, k, v, causal, scale):
@@ -241,11 +235,12 @@ def _attention_arguments(q, k, v, causal, scale):
         raise ValueError(f"k: expected shape ({q.shape[0]}, {q.shape[1]}, Tk, {q.shape[3]}) to "
                          f"match q's batch, heads and depth (q {q.shape}), got {k.shape}")
     same_shape("v", v, "k", k)
+    causal = flag("causal", causal)
     if causal and q.shape[2] > k.shape[2]:
         raise ValueError(f"causal: needs Tq <= Tk, got Tq={q.shape[2]} > Tk={k.shape[2]}; query i "
                          f"sees keys j <= i + Tk - Tq, so the first queries would see no key")
     scale = 1.0 / float(np.sqrt(q.shape[3])) if scale is None else real_number("scale", scale)
-    return q, k, v, bool(causal), scale
+    return q, k, v, causal, scale
 
 
 @per_call_backend
@@ -258,6 +253,7 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     query i sees, which attention_grad needs.
     """
     q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
+    return_lse = flag("return_lse", return_lse)
     o, lse = implementation("attention", backend)(q, k, v, causal, scale)
     return (o, lse) if return_lse else o
 
@@ -292,6 +288,7 @@ def layer_norm(x, gamma, beta, *, epsilon=1e-5, return_stats=False, backend=None
     x = as_float32("x", x, min_ndim=1)
     gamma, beta = _row_parameter("gamma", gamma, x), _row_parameter("beta", beta, x)
     epsilon = real_number("epsilon", epsilon, low=0.0, low_open=True)
+    return_stats = flag("return_stats", return_stats)
     y, mean, rstd = implementation("layer_norm", backend)(x, gamma, beta, epsilon)
     return (y, mean, rstd) if return_stats else y
 

@@ -1,0 +1,208 @@
+"""Hostile inputs to every public op on numba-cpu: ndarray subclasses, masked arrays, truthy
+strings as flags, numbers beyond float32, float64 values float32 cannot hold, 0-d ids.
+
+The rule (pyai/checks.py, README "Inputs"): a subclass is read exactly as the plain ndarray of its
+data (the same result as the plain array gives); a masked array is refused with a
+TypeError naming the argument; an array updated in place is updated through a view of the same
+memory, and no float outside it changes.
+"""
+
+import numpy as np
+import pytest
+
+from pyai import ops
+
+RNG = np.random.default_rng(7)
+
+
+def normal(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+class Tagged(np.ndarray):
+    """A user's own subclass that changes nothing but its type."""
+
+
+def as_matrix(array):
+    return array.view(np.matrix)
+
+
+def as_tagged(array):
+    return array.view(Tagged)
+
+
+def as_masked(array):
+    return np.ma.masked_array(array, mask=np.zeros(array.shape, bool))
+
+
+_q, _k, _v = normal(1, 2, 3, 4), normal(1, 2, 3, 4), normal(1, 2, 3, 4)
+_o, _lse = ops.attention(_q, _k, _v, return_lse=True)
+_x = normal(3, 4)
+_, _mean, _rstd = ops.layer_norm(_x, normal(4), normal(4), return_stats=True)
+_probabilities = RNG.uniform(0.05, 0.95, (3, 4)).astype(np.float32)
+
+# op -> (its array arguments by name, its other keyword arguments); every public op of pyai.ops
+CALLS = {
+    "matmul": ({"a": normal(3, 4), "b": normal(4, 5)}, {}),
+    "linear": ({"x": normal(3, 4), "w": normal(4, 5), "b": normal(5)}, {"activation": "gelu"}),
+    "leaky_relu": ({"x": normal(3, 4)}, {}),
+    "leaky_relu_grad": ({"dy": normal(3, 4), "x": normal(3, 4)}, {}),
+    "relu": ({"x": normal(3, 4)}, {}),
+    "relu_grad": ({"dy": normal(3, 4), "x": normal(3, 4)}, {}),
+    "sigmoid": ({"x": normal(3, 4)}, {}),
+    "sigmoid_grad": ({"dy": normal(3, 4), "y": _probabilities}, {}),
+    "tanh": ({"x": normal(3, 4)}, {}),
+    "tanh_grad": ({"dy": normal(3, 4), "y": _probabilities}, {}),
+    "mse": ({"prediction": normal(3, 4), "target": normal(3, 4)}, {}),
+    "mse_grad": ({"prediction": normal(3, 4), "target": normal(3, 4)}, {}),
+    "binary_crossentropy": ({"prediction": _probabilities, "target": _probabilities}, {}),
+    "binary_crossentropy_grad": ({"prediction": _probabilities, "target": _probabilities},
+                                 {"from_logits": True}),
+    "attention": ({"q": _q, "k": _k, "v": _v}, {"causal": True}),
+    "attention_grad": ({"do": normal(1, 2, 3, 4), "q": _q, "k": _k, "v": _v, "o": _o, "lse": _lse}, {}),
+    "layer_norm": ({"x": _x, "gamma": normal(4), "beta": normal(4)}, {}),
+    "layer_norm_grad": ({"dy": normal(3, 4), "x": _x, "gamma": normal(4), "mean": _mean, "rstd": _rstd}, {}),
+    "gelu": ({"x": normal(3, 4)}, {}),
+    "gelu_grad": ({"dy": normal(3, 4), "x": normal(3, 4)}, {}),
+    "softmax": ({"x": normal(3, 4)}, {}),
+    "softmax_cross_entropy": ({"logits": normal(3, 4), "targets": np.array([0, 3, 1])}, {}),
+    "embedding": ({"ids": np.array([[0, 2], [1, 1]]), "table": normal(3, 4)}, {}),
+    "embedding_grad": ({"dout": normal(2, 2, 4), "ids": np.array([[0, 2], [1, 1]])}, {"vocab_size": 3}),
+}
+
+
+def test_every_public_op_is_in_the_table():
+    public = {name for name in dir(ops) if callable(getattr(ops, name)) and not name.startswith("_")
+              and getattr(getattr(ops, name), "__module__", "") == "pyai.ops"}
+    assert public - {"per_call_backend", "sgd_update", "adam_update"} == set(CALLS)
+
+
+def call(op, arrays, kwargs):
+    return getattr(ops, op)(**arrays, **kwargs)
+
+
+def same(result, expected):
+    """Equal but for the order of a parallel sum (TBB splits a reduction differently from call to
+    call, so a mean may differ in its last bit)."""
+    if isinstance(expected, tuple):
+        return all(same(r, e) for r, e in zip(result, expected, strict=True))
+    return (type(result) is type(expected) and np.shape(result) == np.shape(expected)
+            and np.allclose(result, expected, rtol=1e-6, atol=1e-7, equal_nan=True))
+
+
+CASES = [(op, name) for op, (arrays, _) in CALLS.items() for name in arrays]
+
+
+@pytest.mark.parametrize("op, name", CASES)
+@pytest.mark.parametrize("convert", [as_matrix, as_tagged], ids=["matrix", "subclass"])
+def test_an_ndarray_subclass_gives_the_plain_arrays_result(op, name, convert):
+    arrays, kwargs = CALLS[op]
+    if convert is as_matrix and arrays[name].ndim != 2:
+        pytest.skip("np.matrix is 2-d only (a 1-d array becomes (1, n), which the op's shape check names)")
+    expected = call(op, arrays, kwargs)
+    result = call(op, {**arrays, name: convert(arrays[name])}, kwargs)
+    assert same(result, expected), f"{op}: {name} as {convert.__name__} changed the result"
+    assert type(result) is not np.matrix
+
+
+@pytest.mark.parametrize("op, name", CASES)
+def test_a_masked_array_is_refused_naming_the_argument(op, name):
+    arrays, kwargs = CALLS[op]
+    with pytest.raises(TypeError, match=f"^{name}: masked arrays"):
+        call(op, {**arrays, name: as_masked(arrays[name])}, kwargs)
+
+
+def in_place_arrays(convert, buffer):
+    """param (and m, v) of shape (2, 2) as `convert`ed views into the front of `buffer`."""
+    return [convert(buffer[4 * i:4 * i + 4].reshape(2, 2)) for i in range(3)]
+
+
+@pytest.mark.parametrize("convert", [as_matrix, as_tagged], ids=["matrix", "subclass"])
+def test_in_place_updates_of_a_subclass_touch_exactly_its_floats(convert):
+    grad = np.full((2, 2), 0.5, np.float32)
+    buffer = np.zeros(64, np.float32)
+    param, m, v = in_place_arrays(convert, buffer)
+    ops.sgd_update(param, grad, lr=1.0)
+    assert np.array_equal(buffer[:4], np.full(4, -0.5)) and not buffer[4:].any()
+    buffer[:] = 0
+    ops.adam_update(param, grad, m, v, step=1, lr=0.1)
+    plain = [np.zeros((2, 2), np.float32) for _ in range(3)]
+    ops.adam_update(*plain[:1], grad, *plain[1:], step=1, lr=0.1)
+    assert np.array_equal(buffer[:12], np.concatenate([a.ravel() for a in plain]))
+    assert not buffer[12:].any(), "adam_update wrote past its arrays"
+
+
+@pytest.mark.parametrize("op", ["sgd", "adam"])
+def test_in_place_refuses_masked_and_aliased_arrays(op):
+    param, grad = np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32)
+    masked = np.ma.masked_array(np.zeros((2, 2), np.float32))
+    if op == "sgd":
+        with pytest.raises(TypeError, match="^param: updated in place, so it cannot be a masked"):
+            ops.sgd_update(masked, grad, lr=0.1)
+    else:
+        with pytest.raises(TypeError, match="^m: updated in place"):
+            ops.adam_update(param, grad, masked, np.zeros_like(param), step=1)
+        with pytest.raises(ValueError, match="^v: shares memory with m"):
+            shared = np.zeros_like(param)
+            ops.adam_update(param, grad, shared, shared, step=1)
+
+
+FLAGS = [("matmul", "transpose_a"), ("matmul", "transpose_b"), ("attention", "causal"),
+         ("attention", "return_lse"), ("attention_grad", "causal"), ("layer_norm", "return_stats"),
+         ("binary_crossentropy", "from_logits"), ("binary_crossentropy_grad", "from_logits")]
+
+
+@pytest.mark.parametrize("op, name", FLAGS)
+@pytest.mark.parametrize("value", ["no", "False", 2, 0.0, None, np.array([True])])
+def test_a_flag_takes_only_a_bool(op, name, value):
+    arrays, kwargs = CALLS[op]
+    with pytest.raises(TypeError, match=f"^{name}: expected True or False"):
+        call(op, arrays, {**kwargs, name: value})
+
+
+@pytest.mark.parametrize("value", [True, False, np.bool_(True), 1, 0])
+def test_a_flag_takes_bools_and_zero_or_one(value):
+    a, b = normal(4, 4), normal(4, 4)
+    expected = (a.T if value else a) @ b
+    assert np.allclose(ops.matmul(a, b, transpose_a=value), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("op, keyword", [("leaky_relu", "alpha"), ("linear", "alpha"),
+                                         ("attention", "scale"), ("layer_norm", "epsilon")])
+@pytest.mark.parametrize("value", [1e39, -1e39])
+def test_a_number_beyond_float32_is_refused(op, keyword, value):
+    arrays, kwargs = CALLS[op]
+    with pytest.raises(ValueError, match=f"^{keyword}: "):
+        call(op, arrays, {**kwargs, keyword: value})
+
+
+def test_learning_rates_beyond_float32_are_refused():
+    param, grad = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="^lr: .*float32"):
+        ops.sgd_update(param, grad, lr=1e39)
+    with pytest.raises(ValueError, match="^lr: .*float32"):
+        ops.adam_update(param, grad, np.zeros(3, np.float32), np.zeros(3, np.float32), step=1, lr=1e39)
+
+
+@pytest.mark.parametrize("op", ["softmax", "gelu", "relu", "sigmoid", "layer_norm", "matmul"])
+def test_float64_beyond_float32_is_refused_not_made_infinite(op):
+    arrays, kwargs = CALLS[op]
+    name = next(iter(arrays))
+    big = arrays[name].astype(np.float64)
+    big.flat[0] = 1e39
+    with pytest.raises(ValueError, match=f"^{name}: holds 1 finite value.*float32's range"):
+        call(op, {**arrays, name: big}, kwargs)
+
+
+def test_float64_infinity_and_nan_still_propagate():
+    y = ops.relu(np.array([np.inf, np.nan, -1.0]))
+    assert y[0] == np.inf and np.isnan(y[1]) and y[2] == 0
+
+
+@pytest.mark.parametrize("ids", [np.int64(2), np.array(2), 2])
+def test_embedding_of_a_0d_id_is_one_row(ids):
+    table = normal(4, 3)
+    out = ops.embedding(ids, table)
+    assert out.shape == (3,) and np.array_equal(out, table[2])
+    dtable = ops.embedding_grad(out, ids, 4)
+    assert dtable.shape == (4, 3) and np.array_equal(dtable[2], table[2]) and not dtable[[0, 1, 3]].any()
