@@ -62,14 +62,16 @@ def test_vectors_compile_to_full_width_registers():
     assert "vfmadd" in assembly and register in assembly
 
 
-def test_micro_kernel_equals_its_reference(rng):
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_micro_kernel_equals_its_reference(rng, accumulate):
     depth = 37
     a_sliver = rng.standard_normal((depth, MR)).astype(np.float32)
     b_sliver = rng.standard_normal((depth, NR)).astype(np.float32)
     c = rng.standard_normal((MR + 3, NR + 5)).astype(np.float32)
     expected = c.astype(np.float64)
-    micro_kernel_reference(a_sliver.astype(np.float64), b_sliver.astype(np.float64), expected, 2, 4)
-    micro_kernel(a_sliver, b_sliver, c, 2, 4)
+    micro_kernel_reference(a_sliver.astype(np.float64), b_sliver.astype(np.float64), expected, 2, 4,
+                           accumulate)
+    micro_kernel(a_sliver, b_sliver, c, 2, 4, accumulate)
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -64,11 +64,10 @@ def attention_backward_reference(do, q, k, v, causal, scale):
 def tile_product(left, right, first_left, first_right, product):
     """product[t, i, c] = left row (first_left + i) . right row (first_right + 16t + c), from
     left slivers (D x 6) and right slivers (D x 16): s = q k^T, or dp = do v^T."""
-    product[:] = 0
     for t in range(product.shape[0]):
         for s in range(product.shape[1] // MR):
             micro_kernel(left[first_left // MR + s], right[first_right // NR + t], product[t],
-                         s * MR, 0)
+                         s * MR, 0, False)
 
 
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
@@ -127,7 +126,7 @@ def add_transposed(left_chunks, right, first, rows, out):
     dk^T += q^T ds."""
     for t in range(right.shape[0]):
         for s in range(left_chunks.shape[0]):
-            micro_kernel(left_chunks[s, first:first + rows], right[t], out, s * MR, t * NR)
+            micro_kernel(left_chunks[s, first:first + rows], right[t], out, s * MR, t * NR, True)
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
@@ -136,7 +135,7 @@ def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, dq):
     for t in range(k_chunks.shape[0]):
         for s in range(ds_slivers.shape[0]):
             micro_kernel(ds_slivers[s], k_chunks[t, first_key:first_key + KEY_TILE], dq,
-                         first_query + s * MR, t * NR)
+                         first_query + s * MR, t * NR, True)
 
 
 @numba.njit(cache=True)

@@ -91,12 +91,11 @@ def pack_operands(q, k, v, scale, q_slivers, k_slivers, v_chunks):
 
 @numba.njit(fastmath=FASTMATH, cache=True)
 def tile_scores(q_slivers, k_slivers, first_query, first_key, scores):
-    """scores[t, j, c] = scale q[first_query + 16t + c] . k[first_key + j]."""
-    scores[:] = 0
+    """scores[t, j, c] = scale q[first_query + NR t + c] . k[first_key + j]."""
     for t in range(scores.shape[0]):
         for s in range(KEY_TILE // MR):
             micro_kernel(k_slivers[first_key // MR + s], q_slivers[first_query // NR + t],
-                         scores[t], s * MR, 0)
+                         scores[t], s * MR, 0, False)
 
 
 @numba.njit(cache=True)
@@ -145,7 +144,7 @@ def tile_values(v_chunks, p, first_key, out):
     """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T."""
     for t in range(p.shape[0]):
         for s in range(v_chunks.shape[0]):
-            micro_kernel(v_chunks[s, first_key:first_key + KEY_TILE], p[t], out[t], s * MR, 0)
+            micro_kernel(v_chunks[s, first_key:first_key + KEY_TILE], p[t], out[t], s * MR, 0, True)
 
 
 @numba.njit(cache=True)

@@ -3,23 +3,27 @@
 Shapes: op(A) is (M, K), op(B) is (K, N), bias is (N,), C is (M, N); op transposes when asked.
 Cost: 2*M*N*K FLOPs; at best 4*(M*K + K*N + M*N) bytes from memory.
 
-The fast version is the Goto/BLIS blocking:
-  for each KC-deep slice of K and each NC-wide panel of B:
-    pack B[slice, panel] into NR-wide slivers, k-major (shared by all threads; stays in L3/L2)
-    in parallel over tasks, a task being an MC-row block of A times a run of B slivers:
-      pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
-      for each B sliver, for each A sliver: the micro-kernel adds an MR x NR tile into C,
-        its accumulators in registers for the whole slice (see matmul_micro.py)
-      after the last slice, each tile gets bias + activation while it is still in L1.
+The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
+  C is cut into row_parts x col_parts rectangles of whole tiles, one per thread (thread_grid);
+  each thread, with buffers of its own and no barrier to wait at:
+    for each NC-wide panel of its columns and each KC-deep slice of K:
+      pack B[slice, panel] into NR-wide slivers, k-major (stays in L2/L3)
+      for each MC-row block of its rows:
+        pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
+        for each B sliver (in L1), for each A sliver: the micro-kernel writes an MR x NR tile
+          of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
+          first slice stores the tile, later ones add to it, so C is never zeroed first
+        after the last slice, each tile gets bias + activation while it is still in L1.
 Packing turns any layout or transpose of A and B into the same unit-stride slivers, so one
 compiled kernel serves all four transpose cases; zero padding turns ragged edges into full tiles.
+A thread packs the A rows and B columns of its own rectangle: the grid is cut so that the least is
+packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
+parallel region with nothing shared but the operands it reads.
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
 packs its own run of B, a slice at a time, just before it meets every A sliver. B, the big
-operand, is read once with no shared panel to wait for, and a call is two parallel regions
-whatever K is. (Over the GAN step's products, 64 and 128 rows, it took 8% less time than the
-blocking above in one measured run, though a few single shapes ran slower.)
+operand, is read once, and A is packed once instead of once per thread.
 """
 
 import contextlib
@@ -34,9 +38,11 @@ from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
 from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
-KC = 256    # depth of a slice: an MR x KC sliver of A and a KC x NR sliver of B fit in L1
-MC = 96     # rows of A per task: an MC x KC block of A fits in L2
-NC = 4096   # columns of B per panel: a KC x NC panel of B fits in L3
+KC = 512    # depth of a slice: C is read and written once per slice, so deep slices; an A sliver
+            # (12-24 KB) stays in L1 while the B sliver streams from L2 (a 2048^3 product ran
+            # 15% faster at 512 than at 256, one thread, Intel AVX-512)
+MC = 96     # rows of A per block: an MC x KC block of A fits in L2
+NC = 2048   # columns of B per panel: a KC x NC panel of B (4 MB) fits in L3
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
@@ -135,70 +141,75 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
                 out[j] = gelu_scalar(out[j])
 
 
-def run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1, last_slice,
-             bias, has_bias, activation, alpha):
-    """One task: every A sliver of the packed block times B slivers [sliver0, sliver1)."""
+def multiply_block(a_packed, b_packed, c, row0, rows, col0, cols, first_slice, last_slice,
+                   bias, has_bias, activation, alpha):
+    """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times the packed B slivers:
+    stored by the first slice, added by the others; the epilogue after the last."""
     edge = np.empty((MR, NR), dtype=np.float32)
-    for t in range(sliver0, sliver1):
+    for t in range(b_packed.shape[0]):
         col = col0 + t * NR
         tile_cols = min(NR, col0 + cols - col)
         for s in range(a_packed.shape[0]):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
             if tile_rows == MR and tile_cols == NR:
-                micro_kernel(a_packed[s], b_packed[t], c, row, col)
+                micro_kernel(a_packed[s], b_packed[t], c, row, col, not first_slice)
             else:
-                edge[:] = 0.0
-                micro_kernel(a_packed[s], b_packed[t], edge, 0, 0)
+                micro_kernel(a_packed[s], b_packed[t], edge, 0, 0, False)
                 for i in range(tile_rows):
-                    for j in range(tile_cols):
-                        c[row + i, col + j] += edge[i, j]
+                    if first_slice:
+                        c[row + i, col:col + tile_cols] = edge[i, :tile_cols]
+                    else:
+                        c[row + i, col:col + tile_cols] += edge[i, :tile_cols]
             if last_slice and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
-def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
-         activation, alpha, row_blocks, col_chunks, parts):
-    """c (zeroed, M x N) = epilogue(A @ B); A and B are flat arrays read through their strides.
-
-    The MR-row slivers of C are cut into `row_blocks` even blocks and each panel's NR-column
-    slivers into `col_chunks` even runs; the row_blocks * col_chunks tasks are shared among the
-    threads (numba gives each thread an equal run of tasks). Each panel of B is packed in `parts`
-    runs of slivers, one per thread.
-    """
-    m, n = c.shape
-    row_slivers = -(-m // MR)
-    for col0 in range(0, n, NC):
-        cols = min(NC, n - col0)
-        col_slivers = -(-cols // NR)
+def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
+                   has_bias, activation, alpha, row0, rows, col0, cols):
+    """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
+    one thread, packing its own slices of B and blocks of A into buffers it reuses."""
+    b_buffer = np.empty(-(-min(cols, NC) // NR) * min(k, KC) * NR, dtype=np.float32)
+    a_buffer = np.empty(-(-min(rows, MC) // MR) * min(k, KC) * MR, dtype=np.float32)
+    for panel0 in range(col0, col0 + cols, NC):
+        panel_cols = min(NC, col0 + cols - panel0)
+        col_slivers = -(-panel_cols // NR)
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
-            b_packed = np.empty((col_slivers, depth, NR), dtype=np.float32)
-            for part in numba.prange(parts):
-                sliver0 = part * col_slivers // parts
-                sliver1 = (part + 1) * col_slivers // parts
-                pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + sliver0 * NR,
-                       min(cols - sliver0 * NR, (sliver1 - sliver0) * NR), b_packed[sliver0:sliver1])
-            last_slice = depth0 + KC >= k
-            for task in numba.prange(row_blocks * col_chunks):
-                block, chunk = task // col_chunks, task % col_chunks
-                first_sliver = block * row_slivers // row_blocks
-                row0 = first_sliver * MR
-                rows = min(m, (block + 1) * row_slivers // row_blocks * MR) - row0
-                sliver0 = chunk * col_slivers // col_chunks
-                sliver1 = (chunk + 1) * col_slivers // col_chunks
-                if rows > 0 and sliver1 > sliver0:
-                    a_packed = np.empty((-(-rows // MR), depth, MR), dtype=np.float32)
-                    pack_a(a, a_row_stride, a_col_stride, row0, rows, depth0, depth, a_packed)
-                    run_task(a_packed, b_packed, c, row0, rows, col0, cols, sliver0, sliver1,
-                             last_slice, bias, has_bias, activation, alpha)
+            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
+            pack_b(b, b_row_stride, b_col_stride, depth0, depth, panel0, panel_cols, b_packed)
+            for block0 in range(row0, row0 + rows, MC):
+                block_rows = min(MC, row0 + rows - block0)
+                row_slivers = -(-block_rows // MR)
+                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
+                pack_a(a, a_row_stride, a_col_stride, block0, block_rows, depth0, depth, a_packed)
+                multiply_block(a_packed, b_packed, c, block0, block_rows, panel0, panel_cols,
+                               depth0 == 0, depth0 + KC >= k, bias, has_bias, activation, alpha)
+
+
+def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
+         activation, alpha, row_parts, col_parts):
+    """c (M x N) = epilogue(A @ B); A and B are flat arrays read through their strides. C is cut
+    into row_parts x col_parts rectangles of whole slivers, one per thread."""
+    m, n = c.shape
+    row_slivers = -(-m // MR)
+    col_slivers = -(-n // NR)
+    for part in numba.prange(row_parts * col_parts):
+        row_part, col_part = part // col_parts, part % col_parts
+        row0 = row_part * row_slivers // row_parts * MR
+        row1 = min(m, (row_part + 1) * row_slivers // row_parts * MR)
+        col0 = col_part * col_slivers // col_parts * NR
+        col1 = min(n, (col_part + 1) * col_slivers // col_parts * NR)
+        if row1 > row0 and col1 > col0:
+            gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k,
+                           bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0)
 
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
                   has_bias, activation, alpha, col_chunks):
-    """c (zeroed, M x N) = epilogue(A @ B) for few rows: A packed once, slice by slice, into
-    a_slices; the NR-column slivers of C cut into `col_chunks` even runs, one per task, each task
-    packing its own run of B a slice at a time."""
+    """c (M x N) = epilogue(A @ B) for few rows: A packed once, slice by slice, into a_slices;
+    the NR-column slivers of C cut into `col_chunks` even runs, one per task, each task packing
+    its own run of B a slice at a time."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
@@ -214,19 +225,22 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         col0 = sliver0 * NR
         cols = min(n, sliver1 * NR) - col0
+        b_buffer = np.empty((sliver1 - sliver0) * min(k, KC) * NR, dtype=np.float32)
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
-            b_packed = np.empty((sliver1 - sliver0, depth, NR), dtype=np.float32)
+            b_packed = b_buffer[:(sliver1 - sliver0) * depth * NR].reshape((sliver1 - sliver0, depth, NR))
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0, cols, b_packed)
             a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
-            run_task(a_packed.reshape((row_slivers, depth, MR)), b_packed, c, 0, m, col0, cols,
-                     0, sliver1 - sliver0, depth0 + KC >= k, bias, has_bias, activation, alpha)
+            multiply_block(a_packed.reshape((row_slivers, depth, MR)), b_packed, c, 0, m, col0,
+                           cols, depth0 == 0, depth0 + KC >= k, bias, has_bias, activation, alpha)
 
 
 FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
+GEMM_OPERANDS = (FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
+                 float32)
 with slp_vectorize():
     pack_a = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_a)
@@ -236,18 +250,16 @@ with slp_vectorize():
     apply_epilogue = numba.njit(
         void(MATRIX, int64, int64, int64, int64, FLAT, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
-    run_task = numba.njit(
-        void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, int64, int64, numba.boolean,
+    multiply_block = numba.njit(
+        void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, numba.boolean, numba.boolean,
              FLAT, numba.boolean, int64, float32),
-        fastmath=FASTMATH, cache=True)(run_task)
-    gemm = numba.njit(
-        void(FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
-             float32, int64, int64, int64),
-        parallel=True, fastmath=FASTMATH, cache=True)(gemm)
-    gemm_few_rows = numba.njit(
-        void(FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
-             float32, int64),
-        parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows)
+        fastmath=FASTMATH, cache=True)(multiply_block)
+    gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64),
+                                fastmath=FASTMATH, cache=True)(gemm_rectangle)
+    gemm = numba.njit(void(*GEMM_OPERANDS, int64, int64),
+                      parallel=True, fastmath=FASTMATH, cache=True)(gemm)
+    gemm_few_rows = numba.njit(void(*GEMM_OPERANDS, int64),
+                               parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows)
 
 NO_BIAS = np.zeros(1, dtype=np.float32)
 SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
@@ -257,13 +269,19 @@ def thread_count(m, n, k):
     return 1 if 2 * m * n * k < SERIAL_FLOPS else numba.get_num_threads()
 
 
-def task_grid(m, n, k, threads):
-    """(row_blocks, col_chunks): about MC rows per block, at least one task per thread."""
-    row_blocks = max(1, -(-m // MC))
-    if row_blocks >= threads:
-        return -(-row_blocks // threads) * threads, 1
-    col_chunks = min(-(-threads // row_blocks), -(-min(n, NC) // NR))
-    return row_blocks, col_chunks
+def thread_grid(m, n, threads):
+    """(row_parts, col_parts): as many rectangles of at least one sliver as there are threads
+    (or as can be had), cut so that the least is packed twice: each row part packs every B
+    column it meets, each column part every A row, so the cost is col_parts M + row_parts N."""
+    row_slivers, col_slivers = -(-m // MR), -(-n // NR)
+    best = (1, 1)
+    for row_parts in range(1, min(threads, row_slivers) + 1):
+        col_parts = min(threads // row_parts, col_slivers)
+        used, best_used = row_parts * col_parts, best[0] * best[1]
+        if used > best_used or (used == best_used and
+                                col_parts * m + row_parts * n < best[1] * m + best[0] * n):
+            best = (row_parts, col_parts)
+    return best
 
 
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
@@ -272,7 +290,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = np.zeros((m, n), dtype=np.float32)
+    c = np.empty((m, n), dtype=np.float32)
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads
@@ -286,7 +304,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
         if m <= FEW_ROWS:
             gemm_few_rows(*operands, threads)
         else:
-            gemm(*operands, *task_grid(m, n, k, threads), threads)
+            gemm(*operands, *thread_grid(m, n, threads))
     finally:
         numba.set_num_threads(previous)
     return c

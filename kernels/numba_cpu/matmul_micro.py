@@ -14,7 +14,7 @@ contiguous, so the loads stream from L1.
 """
 
 import numba
-from numba import float32, int64, void
+from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
@@ -22,9 +22,12 @@ ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
 
 
-def micro_kernel_reference(a_sliver, b_sliver, c, row, col):
-    """The plain version: c[row:row+MR, col:col+NR] += a_sliver.T @ b_sliver."""
-    c[row:row + MR, col:col + NR] += a_sliver.T @ b_sliver
+def micro_kernel_reference(a_sliver, b_sliver, c, row, col, accumulate):
+    """The plain version: c[row:row+MR, col:col+NR] (+)= a_sliver.T @ b_sliver."""
+    if accumulate:
+        c[row:row + MR, col:col + NR] += a_sliver.T @ b_sliver
+    else:
+        c[row:row + MR, col:col + NR] = a_sliver.T @ b_sliver
 
 
 @numba.njit(inline="always", cache=True)
@@ -49,28 +52,33 @@ def fma_six_rows(a_sliver, p, first, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
-def add_to_row(c, row, col, left, right):
-    """c[row, col:col + NR] += (left, right)."""
+def write_row(c, row, col, left, right, accumulate):
+    """c[row, col:col + NR] = (left, right), or += when accumulating."""
     out = c[row, col:col + NR]
-    store(out, 0, add(load(out, 0), left))
-    store(out, WIDTH, add(load(out, WIDTH), right))
+    if accumulate:
+        left = add(load(out, 0), left)
+        right = add(load(out, WIDTH), right)
+    store(out, 0, left)
+    store(out, WIDTH, right)
 
 
 @numba.njit(inline="always", cache=True)
-def add_six_rows(c, row, col, acc):
-    add_to_row(c, row, col, acc[0], acc[1])
-    add_to_row(c, row + 1, col, acc[2], acc[3])
-    add_to_row(c, row + 2, col, acc[4], acc[5])
-    add_to_row(c, row + 3, col, acc[6], acc[7])
-    add_to_row(c, row + 4, col, acc[8], acc[9])
-    add_to_row(c, row + 5, col, acc[10], acc[11])
+def write_six_rows(c, row, col, acc, accumulate):
+    write_row(c, row, col, acc[0], acc[1], accumulate)
+    write_row(c, row + 1, col, acc[2], acc[3], accumulate)
+    write_row(c, row + 2, col, acc[4], acc[5], accumulate)
+    write_row(c, row + 3, col, acc[6], acc[7], accumulate)
+    write_row(c, row + 4, col, acc[8], acc[9], accumulate)
+    write_row(c, row + 5, col, acc[10], acc[11], accumulate)
 
 
-@numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64), cache=True)
-def micro_kernel(a_sliver, b_sliver, c, row, col):
-    """c[row:row+MR, col:col+NR] += a_sliver.T @ b_sliver, for C-contiguous a_sliver (kc, MR)
-    and b_sliver (kc, NR); c's rows may be strided. Rows in groups of 6 (one group with AVX2,
-    two with AVX-512: MR is a constant, so the second group compiles away where it is unused)."""
+@numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean),
+            cache=True)
+def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
+    """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
+    C-contiguous a_sliver (kc, MR) and b_sliver (kc, NR); c's rows may be strided. Rows in groups
+    of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group compiles
+    away where it is unused)."""
     top = zero_rows()
     bottom = zero_rows()
     for p in range(a_sliver.shape[0]):
@@ -79,6 +87,6 @@ def micro_kernel(a_sliver, b_sliver, c, row, col):
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows(a_sliver, p, ROWS_PER_GROUP, b0, b1, bottom)
-    add_six_rows(c, row, col, top)
+    write_six_rows(c, row, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
-        add_six_rows(c, row + ROWS_PER_GROUP, col, bottom)
+        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
