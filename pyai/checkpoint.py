@@ -14,22 +14,29 @@ The file holds named arrays, JSON as string arrays:
                            generator's state) and its history rows as a float64 (rows, columns) array
   "metadata"               with `metadata`: any JSON object the caller wants back
 
-Writing is atomic: a temporary file beside `path` is written, fsynced and renamed over `path`
-(os.replace), then the folder is fsynced, so a crash leaves the old checkpoint or the new one, never
-half of one. Reading never unpickles (allow_pickle=False), so a checkpoint cannot run code; anything
-unusable (corrupt, another format version, another model, tensors of other shapes) raises
-CheckpointError naming the file.
+Writing is atomic: a temporary file beside `path` (`<path>.<32 hex digits>.tmp`) is written, fsynced
+and renamed over `path` (os.replace), then the folder is fsynced, so a crash leaves the old checkpoint
+or the new one, never half of one; the next save to `path` removes such temporary files that a
+killed save left (those untouched for STALE_SECONDS). Weights and optimizer state that are not
+finite are never written. Reading never unpickles (allow_pickle=False), so a checkpoint cannot run
+code; anything unusable (corrupt, another format version, another model, tensors of other shapes,
+NaN or infinite weights or Adam moments, negative second moments, a tensor whose header claims
+more bytes than the file holds) raises CheckpointError naming the file.
 """
 
 import json
+import math
 import os
+import re
+import time
 import uuid
 import zipfile
 
 import numpy as np
 
 FORMAT_VERSION = 1
-READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError, OverflowError)
+STALE_SECONDS = 60   # a temporary file untouched this long is a killed save's, not one in progress
 
 
 class CheckpointError(ValueError):
@@ -46,6 +53,10 @@ def save(path, model, optimizer=None, training=None, metadata=None):
     arrays.update({f"weights/{name}": parameter for name, parameter in model.parameters()})
     for prefix, each in optimizers_of(model, optimizer).items():
         arrays.update({f"optimizer/{prefix}{key}": array for key, array in each.state().items()})
+    for name, array in arrays.items():
+        if np.asarray(array).dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"checkpoint {path}: not saved: {name!r} holds NaN or infinity "
+                                  f"(a diverged run?); the file on disk is left as it was")
     if training is not None:
         arrays["training"] = json_array(training.state())
         rows = np.array(training.history, np.float64)
@@ -140,6 +151,11 @@ def load_optimizer_state(path, optimizer, state, parameters, prefix, model):
         if slot in ("m", "v") and (parameter is None or parameter.shape != array.shape):
             raise CheckpointError(f"checkpoint {path}: optimizer tensor {prefix + key!r} has shape "
                                   f"{array.shape}, which fits no parameter of {model!r}")
+        if slot in ("m", "v") and array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"checkpoint {path}: optimizer tensor {prefix + key!r} holds NaN or infinity")
+        if slot == "v" and array.dtype.kind == "f" and (array < 0).any():
+            raise CheckpointError(f"checkpoint {path}: optimizer tensor {prefix + key!r} holds negative "
+                                  f"values, but Adam's second moments are averages of squares")
     try:
         optimizer.load_state(state)
     except ValueError as error:
@@ -155,7 +171,7 @@ def load_training(path, training, arrays):
     state = read_json(path, arrays, "training")
     try:
         training.load_state(state, history.tolist())
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise CheckpointError(f"checkpoint {path}: 'training' is not a training state "
                               f"({type(error).__name__}: {error})") from error
 
@@ -188,6 +204,7 @@ def write_npz(path, arrays):
             raise TypeError(f"{name}: object arrays would need pickle; save numbers or strings")
     # beside `path`, so the rename stays on one file system; opened like any new file, so it gets
     # the usual permissions (tempfile.mkstemp would make the checkpoint private to its owner)
+    remove_stale_temporaries(path)
     temporary = f"{path}.{uuid.uuid4().hex}.tmp"
     file = open(temporary, "xb")
     try:
@@ -200,6 +217,19 @@ def write_npz(path, arrays):
         os.unlink(temporary)
         raise
     sync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files of `path` (named as write_npz names them) left by killed saves."""
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.[0-9a-f]{32}\.tmp")
+    for name in os.listdir(folder):
+        candidate = os.path.join(folder, name)
+        try:
+            if pattern.fullmatch(name) and time.time() - os.stat(candidate).st_mtime > STALE_SECONDS:
+                os.unlink(candidate)
+        except FileNotFoundError:   # another save removed it first
+            pass
 
 
 def sync_directory(directory):
@@ -227,11 +257,32 @@ def read_npz(path):
         arrays = {}
         for name in archive.files:
             try:
+                check_claimed_size(path, archive, name)
                 arrays[name] = archive[name]
             except READ_ERRORS as error:
                 message = f"checkpoint {path}: tensor {name!r} cannot be read ({error})"
                 raise CheckpointError(message) from error
     return arrays
+
+
+def check_claimed_size(path, archive, name):
+    """CheckpointError unless the bytes a tensor's .npy header claims fit in its zip entry: a
+    crafted header (10^13 floats) must not make numpy allocate before it reads the data."""
+    member = name + ".npy"
+    if member not in archive.zip.namelist():
+        return
+    stored = archive.zip.getinfo(member).file_size
+    with archive.zip.open(member) as file:
+        version = np.lib.format.read_magic(file)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            return   # numpy's own reader says what is wrong with it
+        shape, _, dtype = read_header(file)
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > stored:
+        raise CheckpointError(f"checkpoint {path}: tensor {name!r} claims shape {shape} of {dtype} "
+                              f"({claimed:,} bytes), but its entry holds {stored:,} bytes")
 
 
 def check(path, arrays, expected):

@@ -28,6 +28,7 @@ GPU arrays (anything with `__cuda_array_interface__`, see `pyai.device`):
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -140,6 +141,26 @@ def flag(name, value):
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+
+
+def physical_memory():
+    """This machine's memory in bytes, or None where the OS does not say (then nothing is refused)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def fits_in_memory(name, parameters, model):
+    """ValueError naming `name` unless a model of `parameters` float32 parameters, with as many
+    gradients and Adam's two moments (4 floats each), fits in this machine's memory: checked
+    before anything is allocated, so an absurd size is one clear error, not a MemoryError or a
+    process that grows until it is killed."""
+    needed, memory = 16 * parameters, physical_memory()
+    if memory is not None and needed > memory:
+        raise ValueError(f"{name}: {model} of {parameters:.3g} parameters needs {needed / 2**30:,.0f} GiB "
+                         f"for its weights, gradients and Adam's moments; this machine has "
+                         f"{memory / 2**30:,.0f} GiB")
 
 
 def positive_int(name, value):

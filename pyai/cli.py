@@ -11,7 +11,8 @@
     pyai bench [--quick] [--attention] [--out DIR]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
-for anything else (an unknown or unusable backend, a file that cannot be written, ...).
+for anything else (an unknown or unusable backend, a file that cannot be written, sizes that would
+not fit in memory, a run whose loss became NaN, ...).
 """
 
 import argparse
@@ -22,18 +23,22 @@ import time
 import numpy as np
 
 from pyai import checkpoint, dispatch, text
+from pyai.checks import FLOAT32_MAX, physical_memory
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
 from pyai.losses import BinaryCrossentropy
 from pyai.models import GAN, GPT, MLP
 from pyai.ops import ACTIVATIONS
 from pyai.optim import Adam
-from pyai.training import Training, fit, train_gan, train_gpt
+from pyai.training import Training, TrainingDiverged, fit, train_gan, train_gpt
 
 DIGIT_CLASSES = 10
 GAN_CHECKPOINT = "gan.npz"
 GAN_SAMPLES = 64
 GPT_CHECKPOINT = "gpt.npz"
+# train gpt's model and run settings: flags default to None so that --resume can tell which were given
+GPT_DEFAULTS = {"batch_size": 32, "block_size": 64, "layers": 2, "heads": 4, "channels": 64, "lr": 3e-3,
+                "seed": 0}
 
 
 class UsageError(Exception):
@@ -63,9 +68,43 @@ def non_negative_int(text):
 
 def positive_float(text):
     value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not 0 < value <= FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"expected a positive number within float32's range, got {text!r}")
     return value
+
+
+def at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (a Frechet distance needs the "
+                                         f"spread of at least two samples), got {text!r}")
+    return value
+
+
+def check_sample_memory(gan, count):
+    """One clear error, before anything is drawn, when `count` samples would not fit in memory."""
+    widest = max([gan.noise_dim, gan.pixels, *gan.config["generator_sizes"]])
+    needed, memory = 4 * 3 * count * widest, physical_memory()
+    if memory is not None and needed > memory:
+        raise ValueError(f"--n {count}: the samples need about {needed / 2**30:,.0f} GiB while they are "
+                         f"drawn; this machine has {memory / 2**30:,.0f} GiB")
+
+
+def refuse_contradicting_flags(args, saved, path):
+    """--resume goes on with the checkpoint's model and run: a flag given on the command line that
+    says otherwise is an error, not silently ignored."""
+    contradicting = [f"--{flag.replace('_', '-')} {given} (the checkpoint has {saved[flag]})"
+                     for flag, given in vars(args).items()
+                     if flag in saved and given is not None and given != saved[flag]]
+    if contradicting:
+        raise ValueError(f"--resume: {path} was trained with other settings: {', '.join(contradicting)}; "
+                         f"drop those flags, or start a new run in another --out")
+
+
+def diverged(error, path, what):
+    """The divergence error, saying which checkpoint is kept."""
+    kept = f"{path} keeps the last good {what}" if os.path.exists(path) else "no checkpoint was saved"
+    return TrainingDiverged(f"{error}; {kept}")
 
 
 def choose_backend(name):
@@ -124,14 +163,15 @@ def run_train_gan(args):
     images, _, shape = gan_data(args.data)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, GAN_CHECKPOINT)
-    training = Training(seed=args.seed)
+    training = Training(seed=0 if args.seed is None else args.seed)
     if args.resume:
         gan, _ = checkpoint.load(path, GAN, training=training)
         check_image_shape(gan, shape, path, args.data)
+        refuse_contradicting_flags(args, {"seed": training.seed}, path)
     elif os.path.exists(path):
         raise FileExistsError(f"{path} exists: pass --resume to go on from it, or choose another --out")
     else:
-        gan = GAN(image_shape=shape, seed=args.seed)
+        gan = GAN(image_shape=shape, seed=0 if args.seed is None else args.seed)
     # the same noise every epoch, from its own generator, so the grids show the GAN learning
     sample_noise = np.random.default_rng([training.seed, 1]).standard_normal(
         (GAN_SAMPLES, gan.noise_dim), dtype=np.float32)
@@ -149,7 +189,10 @@ def run_train_gan(args):
         print(f"{path} has already trained {training.epoch} epochs; nothing to do")
         return 0
     start = time.perf_counter()
-    train_gan(gan, images, training, epochs=args.epochs, after_epoch=after_epoch)
+    try:
+        train_gan(gan, images, training, epochs=args.epochs, after_epoch=after_epoch)
+    except TrainingDiverged as error:
+        raise diverged(error, path, "epoch's checkpoint") from error
     seconds = time.perf_counter() - start
     last_epoch = np.mean(training.history[-(len(images) // training.batch_size):], axis=0)
     print(f"trained {training.epoch} epochs in {seconds:.1f} s on {dispatch.get_backend()}; "
@@ -165,6 +208,7 @@ def run_sample_gan(args):
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(f"--out {args.out}: its directory does not exist")
     gan, _ = checkpoint.load(args.checkpoint, GAN)
+    check_sample_memory(gan, args.n)
     save_grid(args.out, gan.sample(args.n, np.random.default_rng(args.seed)), gan.image_shape)
     print(f"saved {args.n} samples to {args.out}")
     return 0
@@ -177,6 +221,7 @@ def run_quality_gan(args):
     gan, _ = checkpoint.load(args.checkpoint, GAN)
     images, labels, shape = gan_data(args.data)
     check_image_shape(gan, shape, args.checkpoint, args.data)
+    check_sample_memory(gan, args.n)
     classifier, accuracy = quality.train_classifier(images, labels, seed=args.seed)
     report = quality.quality_report(classifier, images, gan.sample(args.n, np.random.default_rng(args.seed)))
     print(f"classifier: pyai MLP, {accuracy:.1%} accurate on held-out real images")
@@ -196,12 +241,17 @@ def run_train_gpt(args):
     path = os.path.join(args.out, GPT_CHECKPOINT)
     if args.resume:
         model, optimizer, training = load_gpt_training(path, vocabulary)
+        refuse_contradicting_flags(args, {**model.config, "lr": optimizer.lr, "seed": training.seed,
+                                          "batch_size": training.batch_size}, path)
     elif os.path.exists(path):
         raise FileExistsError(f"{path} exists: pass --resume to go on from it, or choose another --out")
     else:
-        model = GPT(len(vocabulary), args.block_size, layers=args.layers, heads=args.heads,
-                    channels=args.channels, seed=args.seed)
-        optimizer, training = Adam(lr=args.lr), Training(seed=args.seed, batch_size=args.batch_size)
+        settings = {flag: GPT_DEFAULTS[flag] if value is None else value
+                    for flag, value in vars(args).items() if flag in GPT_DEFAULTS}
+        model = GPT(len(vocabulary), settings["block_size"], layers=settings["layers"],
+                    heads=settings["heads"], channels=settings["channels"], seed=settings["seed"])
+        optimizer = Adam(lr=settings["lr"])
+        training = Training(seed=settings["seed"], batch_size=settings["batch_size"])
 
     def after_eval(training):
         metadata = {"vocabulary": vocabulary.characters, "lr": optimizer.lr}
@@ -211,8 +261,11 @@ def run_train_gpt(args):
         print(f"{path} has already trained {training.step} steps; nothing to do")
         return 0
     start = time.perf_counter()
-    train_gpt(model, optimizer, train_ids, held_out_ids, training, steps=args.steps,
-              eval_every=args.eval_every, after_eval=after_eval)
+    try:
+        train_gpt(model, optimizer, train_ids, held_out_ids, training, steps=args.steps,
+                  eval_every=args.eval_every, after_eval=after_eval)
+    except TrainingDiverged as error:
+        raise diverged(error, path, "evaluation's checkpoint") from error
     seconds = time.perf_counter() - start
     step, loss, held_out = training.history[-1]
     print(f"trained {step} steps in {seconds:.1f} s on {dispatch.get_backend()} "
@@ -263,9 +316,9 @@ def run_bench(args):
     return 0
 
 
-def add_checkpoint_arguments(parser, samples):
+def add_checkpoint_arguments(parser, samples, count_type=positive_int):
     parser.add_argument("--checkpoint", metavar="FILE", required=True, help="a checkpoint of 'pyai train gan'")
-    parser.add_argument("--n", type=positive_int, default=samples,
+    parser.add_argument("--n", type=count_type, default=samples,
                         help="how many samples (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="the samples' noise (default: %(default)s)")
@@ -302,8 +355,8 @@ def build_parser():
                      "(default: scikit-learn's 8x8 digits, which ship offline)")
     gan.add_argument("--epochs", type=positive_int, default=200,
                      help="train until this many epochs are done, counting resumed ones (default: %(default)s)")
-    gan.add_argument("--seed", type=non_negative_int, default=0,
-                     help="weights, shuffling and noise of a new run (default: %(default)s)")
+    gan.add_argument("--seed", type=non_negative_int,
+                     help="weights, shuffling and noise of a new run (default: 0)")
     gan.add_argument("--backend", help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
     gan.add_argument("--out", metavar="DIR", default="gan", help="where results go (default: %(default)s)")
     gan.add_argument("--resume", action="store_true", help=f"go on from DIR/{GAN_CHECKPOINT}")
@@ -313,22 +366,22 @@ def build_parser():
                                    "(pydoc_data, offline); held-out loss, checkpoint in --out")
     gpt_parser.add_argument("--steps", type=positive_int, default=2000, help="train until this many Adam steps "
                             "are done, counting resumed ones (default: %(default)s)")
-    gpt_parser.add_argument("--batch-size", type=positive_int, default=32,
-                            help="windows per step (default: %(default)s)")
-    gpt_parser.add_argument("--block-size", type=positive_int, default=64,
-                            help="characters per window: the context length (default: %(default)s)")
-    gpt_parser.add_argument("--layers", type=positive_int, default=2,
-                            help="transformer blocks (default: %(default)s)")
-    gpt_parser.add_argument("--heads", type=positive_int, default=4,
-                            help="attention heads (default: %(default)s)")
-    gpt_parser.add_argument("--channels", type=positive_int, default=64,
-                            help="embedding size (default: %(default)s)")
-    gpt_parser.add_argument("--lr", type=positive_float, default=3e-3,
-                            help="Adam's learning rate (default: %(default)s)")
+    gpt_parser.add_argument("--batch-size", type=positive_int, default=None,
+                            help=f"windows per step (default: {GPT_DEFAULTS['batch_size']})")
+    gpt_parser.add_argument("--block-size", type=positive_int, default=None,
+                            help=f"characters per window: the context length (default: {GPT_DEFAULTS['block_size']})")
+    gpt_parser.add_argument("--layers", type=positive_int, default=None,
+                            help=f"transformer blocks (default: {GPT_DEFAULTS['layers']})")
+    gpt_parser.add_argument("--heads", type=positive_int, default=None,
+                            help=f"attention heads (default: {GPT_DEFAULTS['heads']})")
+    gpt_parser.add_argument("--channels", type=positive_int, default=None,
+                            help=f"embedding size (default: {GPT_DEFAULTS['channels']})")
+    gpt_parser.add_argument("--lr", type=positive_float, default=None,
+                            help=f"Adam's learning rate (default: {GPT_DEFAULTS['lr']})")
     gpt_parser.add_argument("--eval-every", type=positive_int, default=100,
                             help="steps between held-out evaluations and checkpoints (default: %(default)s)")
-    gpt_parser.add_argument("--seed", type=non_negative_int, default=0,
-                            help="weights and batches of a new run (default: %(default)s)")
+    gpt_parser.add_argument("--seed", type=non_negative_int, default=None,
+                            help=f"weights and batches of a new run (default: {GPT_DEFAULTS['seed']})")
     gpt_parser.add_argument("--backend",
                             help=f"one of {', '.join(dispatch.BACKENDS)} (default: the current one)")
     gpt_parser.add_argument("--out", metavar="DIR", default="gpt",
@@ -358,7 +411,7 @@ def build_parser():
     quality_models = quality.add_subparsers(dest="model", required=True, metavar="MODEL")
     quality_gan_parser = quality_models.add_parser(
         "gan", help="confident share, digits covered and Frechet distance, by a classifier trained on --data")
-    add_checkpoint_arguments(quality_gan_parser, samples=10000)
+    add_checkpoint_arguments(quality_gan_parser, samples=10000, count_type=at_least_two)
     quality_gan_parser.add_argument("--data", metavar="PATH", help="the real images, as for 'train gan' "
                                     "(default: scikit-learn's 8x8 digits)")
     quality_gan_parser.set_defaults(run=run_quality_gan)
@@ -388,6 +441,13 @@ def main(argv=None):
         return 2
     except (ValueError, OSError, RuntimeError) as error:
         print(f"pyai: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except (MemoryError, OverflowError) as error:
+        print(f"pyai: error: out of memory or range ({type(error).__name__}: {one_line(error)}); "
+              f"try smaller sizes", file=sys.stderr)
+        return 1
+    except Exception as error:   # the command line promises one line, whatever went wrong
+        print(f"pyai: error: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pyai: interrupted", file=sys.stderr)

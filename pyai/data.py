@@ -70,6 +70,11 @@ def load_mnist(path, split="all"):
         pairs = read_mnist_folder(path, split)
     else:
         raise FileNotFoundError(f"MNIST {path}: no such file or folder")
+    sizes = {images.shape[1:] for images, _ in pairs}
+    if len(sizes) > 1:
+        raise ValueError(f"MNIST {path}: its splits hold images of different sizes "
+                         f"({' and '.join(f'{rows}x{cols}' for rows, cols in sorted(sizes))}); "
+                         f"load one with split='train' or split='test'")
     images = np.concatenate([images for images, _ in pairs]).astype(np.float32) / np.float32(255)
     return images, np.concatenate([labels for _, labels in pairs]).astype(np.int64)
 
@@ -140,6 +145,9 @@ def checked_pair(images, labels, images_name, labels_name):
     if len(labels) != len(images):
         raise ValueError(f"MNIST {labels_name}: holds {len(labels)} labels for the "
                          f"{len(images)} images of {images_name}")
+    if images.size == 0:
+        raise ValueError(f"MNIST {images_name}: holds no images (shape {images.shape}); "
+                         f"expected at least one image of at least one pixel")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"MNIST {labels_name}: labels must be digits 0..9, got {labels.min()}..{labels.max()}")
     return images, labels

@@ -10,7 +10,13 @@ token stream, with a held-out evaluation every `eval_every` steps. The GAN and G
 progress in a `Training`, which `pyai.checkpoint` saves and restores, so a run resumed from a
 checkpoint draws the same batches and noise as one that never stopped. The hooks (`after_epoch`,
 `after_eval`) are where callers save checkpoints and pictures.
+
+A loss or a weight that becomes NaN or infinite (a learning rate far too high, say) stops every
+loop with TrainingDiverged, before the hook runs, so a checkpoint saved by the hook is always one
+of finite weights: the last good one stays on disk.
 """
+
+import math
 
 import numpy as np
 from tqdm import tqdm
@@ -21,6 +27,28 @@ from pyai.text import random_batch
 
 GAN_HISTORY_COLUMNS = ("discriminator_loss", "generator_loss", "real_accuracy", "fake_accuracy")
 HELD_OUT_BATCHES = 8
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite: the run cannot go on."""
+
+
+def check_loss(loss, where):
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"training diverged at {where}: the loss is {loss}; "
+                               f"try a lower learning rate")
+
+
+def check_weights(model, where, optimizers=()):
+    """Every parameter of `model` and every array of the optimizers' states (Adam's moments, whose
+    squares overflow first) finite, or TrainingDiverged naming the first that is not."""
+    arrays = [(f"parameter {name!r}", parameter) for name, parameter in model.parameters()]
+    for optimizer in optimizers:
+        arrays += [(f"optimizer state {key!r}", array) for key, array in optimizer.state().items()]
+    for name, array in arrays:
+        if np.asarray(array).dtype.kind == "f" and not np.isfinite(array).all():
+            raise TrainingDiverged(f"training diverged at {where}: {name} holds NaN or infinity; "
+                                   f"try a lower learning rate")
 
 
 class Training:
@@ -78,9 +106,12 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
         for _ in bar:
             total = 0.0
             for batch in shuffled_batches(len(x), batch_size, rng):
-                total += loss(model.forward(x[batch]), targets[batch]) * len(batch)
+                batch_loss = loss(model.forward(x[batch]), targets[batch])
+                check_loss(batch_loss, f"epoch {len(history) + 1}")
+                total += batch_loss * len(batch)
                 model.backward(loss.backward(), input_gradient=False)
                 optimizer.step(model)
+            check_weights(model, f"the end of epoch {len(history) + 1}", [optimizer])
             history.append(total / len(x))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     return history
@@ -108,11 +139,15 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
                 noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
                 generator_noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
                 result = gan.train_step(images[batch], noise, generator_noise)
+                for column in ("discriminator_loss", "generator_loss"):
+                    check_loss(result[column], f"step {training.step + 1} ({column})")
                 training.history.append([result[column] for column in GAN_HISTORY_COLUMNS])
                 training.step += 1
                 bar.set_postfix(epoch=training.epoch + 1, d_loss=f"{result['discriminator_loss']:.3f}",
                                 g_loss=f"{result['generator_loss']:.3f}", refresh=False)
                 bar.update()
+            if hasattr(gan, "parameters"):   # a Keras twin keeps its weights to itself
+                check_weights(gan, f"the end of epoch {training.epoch + 1}", gan.optimizers().values())
             training.epoch += 1
             if after_epoch is not None:
                 after_epoch(training)
@@ -137,10 +172,13 @@ def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eva
         while training.step < steps:
             x, y = random_batch(train_ids, training.batch_size, model.config["block_size"], training.rng)
             loss = model.train_step(x, y)
+            check_loss(loss, f"step {training.step + 1}")
             optimizer.step(model)
             training.step += 1
             if training.step % eval_every == 0 or training.step == steps:
+                check_weights(model, f"step {training.step}", [optimizer])
                 held_out = held_out_loss(model, held_out_ids, training.batch_size)
+                check_loss(held_out, f"step {training.step} (held-out)")
                 training.history.append([training.step, loss, held_out])
                 bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{held_out:.3f}", refresh=False)
                 if after_eval is not None:

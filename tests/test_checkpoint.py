@@ -7,6 +7,9 @@ be bit-for-bit what was written, and a model rebuilt from it must compute bit-fo
 import json
 import os
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -156,10 +159,32 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 
 def test_non_finite_weights_are_refused(tmp_path):
     model = MLP([8, 6, 3])
-    model.layers[1].weight[2, 1] = np.inf
     model.save(tmp_path / "mlp.npz")
+    model.layers[1].weight[2, 1] = np.inf
+    with pytest.raises(checkpoint.CheckpointError, match=r"not saved: 'weights/1\.weight' holds NaN"):
+        model.save(tmp_path / "mlp.npz")
+    assert np.isfinite(MLP.load(tmp_path / "mlp.npz").layers[1].weight).all()   # the old file stays
+    arrays = checkpoint.read_npz(tmp_path / "mlp.npz")   # a file written by other means
+    arrays["weights/1.weight"] = model.layers[1].weight
+    checkpoint.write_npz(tmp_path / "crafted.npz", arrays)
     with pytest.raises(checkpoint.CheckpointError, match=r"tensor '1\.weight' holds NaN or infinity"):
-        MLP.load(tmp_path / "mlp.npz")
+        MLP.load(tmp_path / "crafted.npz")
+
+
+def test_a_save_removes_the_temporary_files_of_killed_saves(tmp_path):
+    model, path = MLP([4, 2]), tmp_path / "mlp.npz"
+    stale = tmp_path / f"mlp.npz.{'a' * 32}.tmp"
+    recent = tmp_path / f"mlp.npz.{'b' * 32}.tmp"      # maybe a save in progress: kept
+    other = tmp_path / f"other.npz.{'c' * 32}.tmp"     # another checkpoint's: kept
+    mine_by_name_only = tmp_path / "mlp.npz.notours.tmp"
+    for file in (stale, recent, other, mine_by_name_only):
+        file.write_bytes(b"half a checkpoint")
+    old = time.time() - 2 * checkpoint.STALE_SECONDS
+    for file in (stale, other, mine_by_name_only):
+        os.utime(file, (old, old))
+    model.save(path)
+    assert not stale.exists() and recent.exists() and other.exists() and mine_by_name_only.exists()
+    assert MLP.load(path).config == model.config
 
 
 def test_optimizer_state_must_fit_the_optimizer_and_model(backend, rng, tmp_path):

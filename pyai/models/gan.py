@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from pyai import ops
-from pyai.checks import as_float32, positive_int, real_number
+from pyai.checks import as_float32, fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.nn import Dense, Sequential
 from pyai.optim import Adam
@@ -62,6 +62,9 @@ class GAN:
         generator_sizes = [positive_int("generator_sizes", size) for size in generator_sizes]
         discriminator_sizes = [positive_int("discriminator_sizes", size) for size in discriminator_sizes]
         alpha = real_number("alpha", alpha, low=0.0)
+        stacks = ([self.noise_dim, *generator_sizes, self.pixels], [self.pixels, *discriminator_sizes, 1])
+        fits_in_memory("generator_sizes, discriminator_sizes, image_shape",
+                       sum(a * b + b for sizes in stacks for a, b in zip(sizes, sizes[1:])), "a GAN")
         rng = np.random.default_rng(seed)
         self.generator = dense_stack([self.noise_dim, *generator_sizes, self.pixels], "tanh", alpha, rng)
         self.discriminator = dense_stack([self.pixels, *discriminator_sizes, 1], None, alpha, rng)

@@ -14,7 +14,7 @@ format; the step loop is `pyai.training.train_gpt`.
 import numpy as np
 
 from pyai import checkpoint, ops
-from pyai.checks import positive_int, real_number
+from pyai.checks import fits_in_memory, positive_int, real_number
 from pyai.nn import Composite, Dense, Embedding, LayerNorm, TransformerBlock
 
 
@@ -28,6 +28,9 @@ class GPT(Composite):
                        "layers": positive_int("layers", layers), "heads": positive_int("heads", heads),
                        "channels": positive_int("channels", channels), "tied": bool(tied),
                        "epsilon": real_number("epsilon", epsilon, low=0.0, low_open=True), "seed": seed}
+        v, t, c = vocab_size, block_size, channels   # 12 C^2 + 13 C per block; wte, wpe, ln_f, head
+        fits_in_memory("layers, channels", (v + t) * c + layers * (12 * c * c + 13 * c) + 2 * c
+                       + (0 if tied else c * v + v), "a GPT")
         rng = np.random.default_rng(seed)
         self.wte = Embedding(vocab_size, channels, rng)
         self.wpe = Embedding(block_size, channels, rng)

@@ -11,7 +11,7 @@
 import numpy as np
 
 from pyai import checkpoint
-from pyai.checks import as_float32, positive_int
+from pyai.checks import as_float32, fits_in_memory, positive_int
 from pyai.data import check_finite
 from pyai.nn import Dense, Sequential
 
@@ -24,6 +24,7 @@ class MLP(Sequential):
         sizes = [positive_int(f"layer_sizes[{index}]", size) for index, size in enumerate(layer_sizes)]
         if len(sizes) < 2:
             raise ValueError(f"layer_sizes: expected at least [inputs, outputs], got {sizes}")
+        fits_in_memory("layer_sizes", sum(a * b + b for a, b in zip(sizes, sizes[1:])), "an MLP")
         rng = np.random.default_rng(seed)
         activations = [activation] * (len(sizes) - 2) + [output_activation]
         super().__init__(*[Dense(inputs, outputs, layer_activation, alpha, rng)
