@@ -37,6 +37,7 @@ from numba import boolean, float32, int64, void
 from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded
 from pyai.kernels.numba_cpu.matmul import slp_vectorize
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
+from pyai.kernels.numba_cpu.simd import wide_vectors
 from pyai.kernels.numba_cpu.sigmoid import exp_negative
 from pyai.kernels.numba_cpu.softmax import stack_lanes
 
@@ -73,6 +74,7 @@ def tile_product(left, right, first_left, first_right, product):
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def tile_probabilities(scores, lse, first_query):
     """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key 16t + c of the tile."""
+    wide_vectors()
     for t in range(scores.shape[0]):
         for i in range(scores.shape[1]):
             row_lse = lse[first_query + i]
@@ -84,6 +86,7 @@ def tile_probabilities(scores, lse, first_query):
 def mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal):
     """p = 0 where the query does not see the key (causal), or either is padding. In row i of
     sliver t the lanes a query sees come first: keys up to its diagonal and the last key."""
+    wide_vectors()
     for t in range(p.shape[0]):
         first = first_key + t * NR
         for i in range(p.shape[1]):
@@ -98,6 +101,7 @@ def mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal):
 def tile_score_gradients(p, dp, delta, first_query, scale):
     """ds = scale p (dp - delta) in place of dp; p is copied to the stack one row at a time so
     that LLVM sees no overlap with dp and vectorizes the row."""
+    wide_vectors()
     row = numba.carray(stack_lanes(), NR)
     for t in range(p.shape[0]):
         for i in range(p.shape[1]):
@@ -112,6 +116,7 @@ def tile_score_gradients(p, dp, delta, first_query, scale):
 def transpose_slivers(ds, ds_slivers):
     """ds_slivers[s, j, r] = ds[t, 6s + r, c] for key j = 16t + c: the rows of ds (queries)
     in 6-query slivers, keys down, the left operand of dq += ds k."""
+    wide_vectors()
     for s in range(ds_slivers.shape[0]):
         for t in range(ds.shape[0]):
             for c in range(NR):

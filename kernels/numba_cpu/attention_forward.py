@@ -35,6 +35,7 @@ from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu.matmul import slp_vectorize
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
+from pyai.kernels.numba_cpu.simd import wide_vectors
 from pyai.kernels.numba_cpu.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
 from pyai.kernels.numba_cpu.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
 
@@ -102,6 +103,7 @@ def tile_scores(q_slivers, k_slivers, first_query, first_key, scores):
 def mask_tile(scores, first_query, first_key, n_keys, offset, causal):
     """-inf where the key is past the last one or, causal, past the query's diagonal. In row j
     of sliver t those are the first `hidden` lanes: the queries too early to see key j."""
+    wide_vectors()
     for t in range(scores.shape[0]):
         for j in range(KEY_TILE):
             key = first_key + j
@@ -114,6 +116,7 @@ def mask_tile(scores, first_query, first_key, n_keys, offset, causal):
 def online_softmax(scores, row_max, row_sum, out):
     """p = exp(s - m') in place of the scores, m' the new running max; the running sum and the
     output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf)."""
+    wide_vectors()
     new_max = numba.carray(stack_lanes(), NR)
     correction = numba.carray(stack_lanes(), NR)
     total = numba.carray(stack_lanes(), NR)
@@ -149,6 +152,7 @@ def tile_values(v_chunks, p, first_key, out):
 
 @numba.njit(cache=True)
 def write_rows(out, row_max, row_sum, first_query, n_queries, o, lse):
+    wide_vectors()
     for t in range(out.shape[0]):
         for c in range(NR):
             query = first_query + t * NR + c

@@ -54,12 +54,12 @@ def fma_six_rows(a_sliver, p, first, b0, b1, acc):
 @numba.njit(inline="always", cache=True)
 def write_row(c, row, col, left, right, accumulate):
     """c[row, col:col + NR] = (left, right), or += when accumulating."""
-    out = c[row, col:col + NR]
+    start = row * c.shape[1] + col
     if accumulate:
-        left = add(load(out, 0), left)
-        right = add(load(out, WIDTH), right)
-    store(out, 0, left)
-    store(out, WIDTH, right)
+        left = add(load(c, start), left)
+        right = add(load(c, start + WIDTH), right)
+    store(c, start, left)
+    store(c, start + WIDTH, right)
 
 
 @numba.njit(inline="always", cache=True)
@@ -76,7 +76,7 @@ def write_six_rows(c, row, col, acc, accumulate):
             cache=True)
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
-    C-contiguous a_sliver (kc, MR) and b_sliver (kc, NR); c's rows may be strided. Rows in groups
+    C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c. Rows in groups
     of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group compiles
     away where it is unused)."""
     top = zero_rows()

@@ -128,3 +128,15 @@ def add(typingctx, a, b):
         return builder.fadd(*args)
     return VECTOR(VECTOR, VECTOR), codegen
 
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM's own vectorizers use registers WIDTH floats wide in the function that calls
+    this (and only there): on Intel cores with AVX-512 their tuning otherwise stops at 256 bits.
+    It sets the function's "prefer-vector-width" attribute and computes nothing."""
+    def codegen(context, builder, signature, args):
+        # llvmlite checks attribute names against a list without this one; LLVM reads it as is
+        set.add(builder.function.attributes, f'"prefer-vector-width"="{32 * WIDTH}"')
+        return context.get_dummy_value()
+    return types.none(), codegen
