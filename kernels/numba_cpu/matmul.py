@@ -7,10 +7,10 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
   C is cut into row_parts x col_parts rectangles of whole tiles, one per thread (thread_grid);
   each thread, with buffers of its own and no barrier to wait at:
     for each NC-wide panel of its columns and each KC-deep slice of K:
-      pack B[slice, panel] into NR-wide slivers, k-major (stays in L2/L3)
+      pack B[slice, panel] into NR-wide slivers, k-major (stays in L2)
       for each MC-row block of its rows:
         pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
-        for each B sliver (in L1), for each A sliver: the micro-kernel writes an MR x NR tile
+        for each A sliver (in L1), for each B sliver (from L2): the micro-kernel writes an MR x NR tile
           of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
           first slice stores the tile, later ones add to it, so C is never zeroed first
         after the last slice, each tile gets bias + activation while it is still in L1.
@@ -38,11 +38,9 @@ from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
 from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
-KC = 512    # depth of a slice: C is read and written once per slice, so deep slices; an A sliver
-            # (12-24 KB) stays in L1 while the B sliver streams from L2 (a 2048^3 product ran
-            # 15% faster at 512 than at 256, one thread, Intel AVX-512)
-MC = 96     # rows of A per block: an MC x KC block of A fits in L2
-NC = 2048   # columns of B per panel: a KC x NC panel of B (4 MB) fits in L3
+KC = 256    # depth of a slice: an MR x KC sliver of A (6-12 KB) stays in L1
+MC = 192    # rows of A per block: an MC x KC block of A (192 KB) stays in L2
+NC = 1024   # columns of B per panel: a KC x NC panel of B (1 MB) stays in L2 beside it
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
@@ -68,17 +66,30 @@ def slp_vectorize():
 
 
 def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
-    """packed[s, p, r] = A[row0 + s*MR + r, depth0 + p], zero past the last row."""
-    for s in range(packed.shape[0]):
-        for r in range(MR):
-            row = row0 + s * MR + r
-            if row < row0 + rows:
-                base = row * row_stride + depth0 * col_stride
-                for p in range(depth):
-                    packed[s, p, r] = a[base + p * col_stride]
-            else:
-                for p in range(depth):
-                    packed[s, p, r] = 0.0
+    """packed[s, p, r] = A[row0 + s*MR + r, depth0 + p], zero past the last row.
+
+    A is read in its own order, one packed row (MR contiguous floats) written at a time: when A
+    is stored transposed, a stored row gives every sliver's row p; else each sliver gathers its
+    MR rows of A, each read front to back across the p loop (the MR lines stay in L1)."""
+    slivers = packed.shape[0]
+    whole = rows // MR                      # slivers with no row past the last
+    if row_stride == 1:
+        for p in range(depth):
+            base = (depth0 + p) * col_stride + row0
+            for s in range(whole):
+                for r in range(MR):
+                    packed[s, p, r] = a[base + s * MR + r]
+    else:
+        for s in range(whole):
+            base = (row0 + s * MR) * row_stride + depth0
+            for p in range(depth):
+                for r in range(MR):
+                    packed[s, p, r] = a[base + r * row_stride + p]
+    for s in range(whole, slivers):         # the ragged last sliver
+        for p in range(depth):
+            for r in range(MR):
+                row = s * MR + r
+                packed[s, p, r] = a[(row0 + row) * row_stride + (depth0 + p) * col_stride] if row < rows else 0.0
 
 
 def copy_sliver_row(source, out):
@@ -146,12 +157,12 @@ def multiply_block(a_packed, b_packed, c, row0, rows, col0, cols, first_slice, l
     """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times the packed B slivers:
     stored by the first slice, added by the others; the epilogue after the last."""
     edge = np.empty((MR, NR), dtype=np.float32)
-    for t in range(b_packed.shape[0]):
-        col = col0 + t * NR
-        tile_cols = min(NR, col0 + cols - col)
-        for s in range(a_packed.shape[0]):
-            row = row0 + s * MR
-            tile_rows = min(MR, row0 + rows - row)
+    for s in range(a_packed.shape[0]):
+        row = row0 + s * MR
+        tile_rows = min(MR, row0 + rows - row)
+        for t in range(b_packed.shape[0]):
+            col = col0 + t * NR
+            tile_cols = min(NR, col0 + cols - col)
             if tile_rows == MR and tile_cols == NR:
                 micro_kernel(a_packed[s], b_packed[t], c, row, col, not first_slice)
             else:
