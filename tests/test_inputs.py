@@ -105,6 +105,21 @@ def test_an_ndarray_subclass_gives_the_plain_arrays_result(op, name, convert):
     assert type(result) is not np.matrix
 
 
+def read_only(array):
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+@pytest.mark.parametrize("op", list(CALLS))
+def test_read_only_inputs_give_the_same_result(op):
+    """Memory-mapped data (np.load(..., mmap_mode="r")) is read-only: every op reads it as is."""
+    arrays, kwargs = CALLS[op]
+    expected = call(op, arrays, kwargs)
+    result = call(op, {name: read_only(array) for name, array in arrays.items()}, kwargs)
+    assert same(result, expected), f"{op}: read-only inputs changed the result"
+
+
 @pytest.mark.parametrize("op, name", CASES)
 def test_a_masked_array_is_refused_naming_the_argument(op, name):
     arrays, kwargs = CALLS[op]

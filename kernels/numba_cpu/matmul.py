@@ -250,20 +250,21 @@ FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infi
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
-GEMM_OPERANDS = (FLAT, int64, int64, FLAT, int64, int64, MATRIX, int64, FLAT, numba.boolean, int64,
-                 float32)
+READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)   # takes writable arrays too
+GEMM_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, int64, int64, MATRIX, int64, READ_ONLY,
+                 numba.boolean, int64, float32)
 with slp_vectorize():
-    pack_a = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
+    pack_a = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_a)
-    copy_sliver_row = numba.njit(void(FLAT, FLAT), cache=True)(copy_sliver_row)
-    pack_b = numba.njit(void(FLAT, int64, int64, int64, int64, int64, int64, PANEL),
+    copy_sliver_row = numba.njit(void(READ_ONLY, FLAT), cache=True)(copy_sliver_row)
+    pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
     apply_epilogue = numba.njit(
-        void(MATRIX, int64, int64, int64, int64, FLAT, numba.boolean, int64, float32),
+        void(MATRIX, int64, int64, int64, int64, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
     multiply_block = numba.njit(
         void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, numba.boolean, numba.boolean,
-             FLAT, numba.boolean, int64, float32),
+             READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
     gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64),
                                 fastmath=FASTMATH, cache=True)(gemm_rectangle)

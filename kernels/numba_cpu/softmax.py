@@ -84,7 +84,8 @@ def softmax_kernel(x, y):
 
 
 with slp_vectorize():   # row_max's 16-lane loop vectorizes only with SLP on
-    softmax_kernel = numba.njit(void(float32[:, ::1], float32[:, ::1]), parallel=True,
+    softmax_kernel = numba.njit(void(numba.types.Array(float32, 2, "C", readonly=True),
+                                     float32[:, ::1]), parallel=True,
                                 cache=True)(softmax_kernel)
 
 

@@ -52,7 +52,9 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
 
 with slp_vectorize():   # row_max's 16-lane loop vectorizes only with SLP on
     cross_entropy_kernel = numba.njit(
-        void(float32[:, ::1], int64[::1], float64[::1], float32[:, ::1]), parallel=True,
+        void(numba.types.Array(float32, 2, "C", readonly=True),
+             numba.types.Array(int64, 1, "C", readonly=True), float64[::1], float32[:, ::1]),
+        parallel=True,
         cache=True)(cross_entropy_kernel)
 
 
