@@ -9,6 +9,7 @@
                    [--lr LR] [--eval-every N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gpt --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
     pyai bench [--quick] [--attention] [--out DIR]
+    pyai tune [--save]
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
 for anything else (an unknown or unusable backend, a file that cannot be written, sizes that would
@@ -306,6 +307,12 @@ def run_sample_gpt(args):
     return 0
 
 
+def run_tune(args):
+    from pyai.bench import tune   # imported only when asked for
+    tune.run(save=args.save)
+    return 0
+
+
 def run_bench(args):
     from pyai import bench   # imported only when asked for
     if args.attention:
@@ -415,6 +422,10 @@ def build_parser():
     quality_gan_parser.add_argument("--data", metavar="PATH", help="the real images, as for 'train gan' "
                                     "(default: scikit-learn's 8x8 digits)")
     quality_gan_parser.set_defaults(run=run_quality_gan)
+
+    tune = commands.add_parser("tune", help="measure the matmul's cache blocking on this CPU")
+    tune.add_argument("--save", action="store_true", help="keep the fastest blocking for this CPU model")
+    tune.set_defaults(run=run_tune)
 
     # ---- pyai bench: benchmarks, written in pyai/bench/ ----
     bench = commands.add_parser("bench", help="time the kernels beside their peers")

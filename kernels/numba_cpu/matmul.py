@@ -34,13 +34,13 @@ import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
+from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
 from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
-KC = 256    # depth of a slice: an MR x KC sliver of A (6-12 KB) stays in L1
-MC = 192    # rows of A per block: an MC x KC block of A (192 KB) stays in L2
-NC = 1024   # columns of B per panel: a KC x NC panel of B (1 MB) stays in L2 beside it
+# KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
+# of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
@@ -177,20 +177,20 @@ def multiply_block(a_packed, b_packed, c, row0, rows, col0, cols, first_slice, l
 
 
 def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
-                   has_bias, activation, alpha, row0, rows, col0, cols):
+                   has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
     one thread, packing its own slices of B and blocks of A into buffers it reuses."""
-    b_buffer = np.empty(-(-min(cols, NC) // NR) * min(k, KC) * NR, dtype=np.float32)
-    a_buffer = np.empty(-(-min(rows, MC) // MR) * min(k, KC) * MR, dtype=np.float32)
-    for panel0 in range(col0, col0 + cols, NC):
-        panel_cols = min(NC, col0 + cols - panel0)
+    b_buffer = np.empty(-(-min(cols, nc) // NR) * min(k, KC) * NR, dtype=np.float32)
+    a_buffer = np.empty(-(-min(rows, mc) // MR) * min(k, KC) * MR, dtype=np.float32)
+    for panel0 in range(col0, col0 + cols, nc):
+        panel_cols = min(nc, col0 + cols - panel0)
         col_slivers = -(-panel_cols // NR)
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
             b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, panel0, panel_cols, b_packed)
-            for block0 in range(row0, row0 + rows, MC):
-                block_rows = min(MC, row0 + rows - block0)
+            for block0 in range(row0, row0 + rows, mc):
+                block_rows = min(mc, row0 + rows - block0)
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
                 pack_a(a, a_row_stride, a_col_stride, block0, block_rows, depth0, depth, a_packed)
@@ -199,7 +199,7 @@ def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride,
 
 
 def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
-         activation, alpha, row_parts, col_parts):
+         activation, alpha, row_parts, col_parts, mc, nc):
     """c (M x N) = epilogue(A @ B); A and B are flat arrays read through their strides. C is cut
     into row_parts x col_parts rectangles of whole slivers, one per thread."""
     m, n = c.shape
@@ -213,7 +213,8 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
         col1 = min(n, (col_part + 1) * col_slivers // col_parts * NR)
         if row1 > row0 and col1 > col0:
             gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k,
-                           bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0)
+                           bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0,
+                           mc, nc)
 
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
@@ -266,9 +267,9 @@ with slp_vectorize():
         void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, numba.boolean, numba.boolean,
              READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
-    gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64),
+    gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64, int64, int64),
                                 fastmath=FASTMATH, cache=True)(gemm_rectangle)
-    gemm = numba.njit(void(*GEMM_OPERANDS, int64, int64),
+    gemm = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64),
                       parallel=True, fastmath=FASTMATH, cache=True)(gemm)
     gemm_few_rows = numba.njit(void(*GEMM_OPERANDS, int64),
                                parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows)
@@ -296,8 +297,9 @@ def thread_grid(m, n, threads):
     return best
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
-    """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops)."""
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None):
+    """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops);
+    blocking (MC, NC) defaults to this CPU's (blocking.py)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
@@ -316,7 +318,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
         if m <= FEW_ROWS:
             gemm_few_rows(*operands, threads)
         else:
-            gemm(*operands, *thread_grid(m, n, threads))
+            gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     finally:
         numba.set_num_threads(previous)
     return c
