@@ -34,8 +34,8 @@ def matmul_case(size, rng, peers):
     runners = {"pyai": lambda: pyai.ops.matmul(a, b), "numpy": lambda: a @ b}
     if tf := peer(peers, "tensorflow"):
         ta, tb = tf.constant(a), tf.constant(b)
-        tf_matmul = tf.function(lambda: tf.linalg.matmul(ta, tb))
-        runners["tensorflow"] = lambda: tf_matmul().numpy()
+        tf_matmul = tf.function(tf.linalg.matmul)
+        runners["tensorflow"] = lambda: tf_matmul(ta, tb).numpy()
     if torch := peer(peers, "torch"):
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         runners["torch"] = lambda: ta @ tb
@@ -57,8 +57,8 @@ def linear_case(batch, features_in, features_out, rng, peers, alpha=0.2):
                "numpy": numpy_linear}
     if tf := peer(peers, "tensorflow"):
         tx, tw, tb = tf.constant(x), tf.constant(w), tf.constant(b)
-        tf_linear = tf.function(lambda: tf.nn.leaky_relu(tf.matmul(tx, tw) + tb, alpha=alpha))
-        runners["tensorflow"] = lambda: tf_linear().numpy()
+        tf_linear = tf.function(lambda x, w, b: tf.nn.leaky_relu(tf.matmul(x, w) + b, alpha=alpha))
+        runners["tensorflow"] = lambda: tf_linear(tx, tw, tb).numpy()
     if torch := peer(peers, "torch"):
         tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
         leaky_relu = torch.nn.functional.leaky_relu
@@ -93,10 +93,10 @@ def leaky_relu_case(size, rng, peers, alpha=0.2):
         tx, tdy = tf.constant(x), tf.constant(dy)
 
         @tf.function
-        def tf_both():
-            return tf.nn.leaky_relu(tx, alpha=alpha), tf.where(tx > 0, tdy, alpha * tdy)
+        def tf_both(x, dy):
+            return tf.nn.leaky_relu(x, alpha=alpha), tf.where(x > 0, dy, alpha * dy)
 
-        runners["tensorflow"] = lambda: [t.numpy() for t in tf_both()]
+        runners["tensorflow"] = lambda: [t.numpy() for t in tf_both(tx, tdy)]
     if torch := peer(peers, "torch"):
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
         leaky_relu = torch.nn.functional.leaky_relu
@@ -215,6 +215,8 @@ def attention_case(n, causal, backward, rng, peers, batch=1, heads=8, depth=64):
 
 
 def tensorflow_attention(tf, q, k, v, do, scale, visible, backward):
+    """The operands are the tf.function's arguments, never captured constants, which TensorFlow
+    folds into the graph and computes once, when tracing."""
     tq, tk, tv, tdo = (tf.constant(x) for x in (q, k, v, do))
     mask = None if visible is None else tf.constant(visible)
 
@@ -225,15 +227,15 @@ def tensorflow_attention(tf, q, k, v, do, scale, visible, backward):
         return tf.matmul(tf.nn.softmax(s, axis=-1), v)
 
     @tf.function
-    def run():
+    def run(q, k, v, do):
         if not backward:
-            return [forward(tq, tk, tv)]
+            return [forward(q, k, v)]
         with tf.GradientTape() as tape:
-            tape.watch([tq, tk, tv])
-            o = forward(tq, tk, tv)
-        return tape.gradient(o, [tq, tk, tv], output_gradients=tdo)
+            tape.watch([q, k, v])
+            o = forward(q, k, v)
+        return tape.gradient(o, [q, k, v], output_gradients=do)
 
-    return lambda: [x.numpy() for x in run()]
+    return lambda: [x.numpy() for x in run(tq, tk, tv, tdo)]
 
 
 def torch_attention(torch, q, k, v, do, causal, backward):
