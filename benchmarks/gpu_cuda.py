@@ -9,7 +9,7 @@ the default stream, inputs allocated once, so compilation and first calls are ne
 ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the hardware peak
 (FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks from the
 datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as a
-fraction of the measured copy bandwidth, the issue's target (>= 0.85).
+fraction of the measured copy bandwidth (pyai's target: >= 0.85).
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 

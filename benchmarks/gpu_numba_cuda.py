@@ -7,7 +7,7 @@ Peers: cuBLAS SGEMM (through PyTorch, TF32 off, and CuPy when installed) for mat
 forward + backward through autograd); PyTorch's layer norm, cross-entropy, leaky ReLU and fused
 Adam for the rest. Then every op that both GPU backends have, called through pyai.ops with
 numpy arrays (transfers included): numba-cuda beside cuda (C++).
-Target (the issue's): matmul >= 0.5x cuBLAS fp32 at 4096^3.
+pyai's target: matmul >= 0.5x cuBLAS fp32 at 4096^3.
 
 Method: inputs live on the GPU before timing; each runner is called once to warm up (numba
 compiles, libraries pick algorithms), then timed in batches long enough (~50 ms) that launch
