@@ -18,8 +18,8 @@ Cost per element: ~10 FLOPs plus one or two log/exp, 8 bytes read (forward) or 1
 (backward); the logs and exps dominate, since there is no vector math library here.
 
 Fast version: one pass over the flat arrays, chunks across threads by numba.prange; the losses
-are parallel sums over fixed blocks of SUM_BLOCK elements, a float64 partial sum each, added in
-block order (the same bits on any thread count and threading layer, as in mse.py). Each element's terms are
+are ordered_sum.py's parallel sums over fixed blocks (the same bits on any thread count and
+threading layer). Each element's terms are
 computed in float64 and rounded once, so the result is as accurate as float32 inputs allow.
 error_model="numpy" drops Python's divide-by-zero check from the divides (the divisors here are
 never 0), which lets them vectorize.
@@ -30,10 +30,10 @@ import math
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu.ordered_sum import ordered_sum
+
 LOW = np.float32(1e-7)       # Keras's backend.epsilon(), as the float32 the clip compares with
 HIGH = np.float32(1 - 1e-7)
-SUM_FASTMATH = {"reassoc", "contract"}
-SUM_BLOCK = 4096   # elements per partial sum
 
 
 def bce_forward_reference(p, t):
@@ -58,25 +58,16 @@ def bce_logits_backward_reference(z, t):
     return ((sigmoid - t) / z.size).astype(np.float32)
 
 
-@numba.njit(parallel=True, fastmath=SUM_FASTMATH, cache=True)
-def bce_sum_kernel(p, t):
-    blocks = -(-p.size // SUM_BLOCK)
-    partial = np.empty(blocks)
-    for block in numba.prange(blocks):
-        total = 0.0
-        for i in range(block * SUM_BLOCK, min(p.size, (block + 1) * SUM_BLOCK)):
-            pc = np.float64(p[i])
-            if pc < LOW:
-                pc = np.float64(LOW)
-            elif pc > HIGH:
-                pc = np.float64(HIGH)
-            ti = np.float64(t[i])
-            total -= ti * math.log(pc) + (1 - ti) * math.log(1 - pc)
-        partial[block] = total
-    total = 0.0
-    for block in range(blocks):
-        total += partial[block]
-    return total
+@numba.njit(inline="always", cache=True)
+def bce_term(p, t):
+    """-(t log p + (1 - t) log(1 - p)) with p clipped to [LOW, HIGH] as Keras does."""
+    pc = np.float64(p)
+    if pc < LOW:            # comparisons, not min/max: a NaN p stays NaN
+        pc = np.float64(LOW)
+    elif pc > HIGH:
+        pc = np.float64(HIGH)
+    ti = np.float64(t)
+    return -(ti * math.log(pc) + (1 - ti) * math.log(1 - pc))
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
@@ -90,20 +81,11 @@ def bce_backward_kernel(p, t, d):
             d[i] = (-(ti / pi) + (1 - ti) / (1 - pi)) * inverse_n
 
 
-@numba.njit(parallel=True, fastmath=SUM_FASTMATH, cache=True)
-def bce_logits_sum_kernel(z, t):
-    blocks = -(-z.size // SUM_BLOCK)
-    partial = np.empty(blocks)
-    for block in numba.prange(blocks):
-        total = 0.0
-        for i in range(block * SUM_BLOCK, min(z.size, (block + 1) * SUM_BLOCK)):
-            zi = np.float64(z[i])
-            total += (zi if zi > 0 else 0.0) - zi * t[i] + math.log1p(math.exp(-abs(zi)))
-        partial[block] = total
-    total = 0.0
-    for block in range(blocks):
-        total += partial[block]
-    return total
+@numba.njit(inline="always", cache=True)
+def bce_logits_term(z, t):
+    """max(z, 0) - z t + log(1 + exp(-|z|)), the same loss from the logit z, finite for any z."""
+    zi = np.float64(z)
+    return (zi if zi > 0 else 0.0) - zi * t + math.log1p(math.exp(-abs(zi)))
 
 
 @numba.njit(parallel=True, error_model="numpy", cache=True)
@@ -118,7 +100,7 @@ def bce_logits_backward_kernel(z, t, d):
 
 # p, t: float32, the same shape, C-contiguous
 def bce_forward(p, t):
-    return bce_sum_kernel(p.reshape(-1), t.reshape(-1)) / p.size
+    return ordered_sum(bce_term, p.reshape(-1), t.reshape(-1)) / p.size
 
 
 # p, t, d: float32, the same shape, C-contiguous
@@ -130,7 +112,7 @@ def bce_backward(p, t):
 
 # z, t: float32, the same shape, C-contiguous
 def bce_logits_forward(z, t):
-    return bce_logits_sum_kernel(z.reshape(-1), t.reshape(-1)) / z.size
+    return ordered_sum(bce_logits_term, z.reshape(-1), t.reshape(-1)) / z.size
 
 
 # z, t, d: float32, the same shape, C-contiguous

@@ -1,0 +1,29 @@
+"""sum(term(x[i], y[i])) over flat arrays, in float64, with the same bits on any thread count and
+threading layer: parallel over fixed blocks of SUM_BLOCK elements, one partial sum each, added in
+block order at the end (TBB hands chunks to threads dynamically, so a prange reduction into
+per-thread sums would differ in its last bit from call to call). The losses' forward passes
+(mse.py, binary_crossentropy.py) are this with their own `term`, a jitted scalar function.
+'reassoc' lets LLVM keep several SIMD partial sums inside a block; no nnan/ninf, so NaN and inf
+propagate.
+"""
+
+import numba
+import numpy as np
+
+SUM_FASTMATH = {"reassoc", "contract"}
+SUM_BLOCK = 4096   # elements per partial sum
+
+
+@numba.njit(parallel=True, fastmath=SUM_FASTMATH, cache=True)
+def ordered_sum(term, x, y):
+    blocks = -(-x.size // SUM_BLOCK)
+    partial = np.empty(blocks)
+    for block in numba.prange(blocks):
+        total = 0.0
+        for i in range(block * SUM_BLOCK, min(x.size, (block + 1) * SUM_BLOCK)):
+            total += term(x[i], y[i])
+        partial[block] = total
+    total = 0.0
+    for block in range(blocks):
+        total += partial[block]
+    return total
