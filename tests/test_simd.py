@@ -113,3 +113,35 @@ def test_cache_folder_is_where_numba_caches_these_kernels():
     folder = cache.cache_folder()
     assert (folder / cache.STAMP_NAME).read_text() == cache.stamp(WIDTH)
     assert any(folder.glob("matmul_micro.micro_kernel-*.nbi"))
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 16, 97, 100_003])
+def test_aligned_floats_start_a_cache_line(size):
+    out = simd.aligned_floats(size)
+    assert out.shape == (size,) and out.dtype == np.float32 and out.flags.c_contiguous
+    if size:
+        assert out.ctypes.data % simd.ALIGNMENT == 0
+        out[:] = np.arange(size)          # the whole array is writable memory of its own
+        assert out[-1] == size - 1
+
+
+def test_matmul_output_rows_start_cache_lines(rng):
+    """C's rows are whole cache lines when N is a multiple of 16: the micro-kernel's 512-bit
+    stores then never straddle two lines."""
+    from pyai.kernels.numba_cpu.matmul import matmul
+    a, b = rng.standard_normal((50, 30), dtype=np.float32), rng.standard_normal((30, 48), dtype=np.float32)
+    c = matmul(a, b, False, False)
+    assert c.ctypes.data % simd.ALIGNMENT == 0
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_prefetch_compiles_and_changes_nothing(rng):
+    @numba.njit
+    def prefetch_everything(x):
+        for i in range(x.size):
+            simd.prefetch_for_write(x, i)
+    x = rng.standard_normal(100).astype(np.float32)
+    before = x.copy()
+    prefetch_everything(x)
+    np.testing.assert_array_equal(x, before)
+    assert "prefetch" in prefetch_everything.inspect_asm(prefetch_everything.signatures[0])   # prefetchw where the CPU has it

@@ -37,7 +37,7 @@ from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
-from pyai.kernels.numba_cpu.simd import WIDTH, load, store
+from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -156,7 +156,7 @@ def multiply_block(a_packed, b_packed, c, row0, rows, col0, cols, first_slice, l
                    bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times the packed B slivers:
     stored by the first slice, added by the others; the epilogue after the last."""
-    edge = np.empty((MR, NR), dtype=np.float32)
+    edge = aligned_floats(MR * NR).reshape((MR, NR))
     for s in range(a_packed.shape[0]):
         row = row0 + s * MR
         tile_rows = min(MR, row0 + rows - row)
@@ -180,8 +180,8 @@ def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride,
                    has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
     one thread, packing its own slices of B and blocks of A into buffers it reuses."""
-    b_buffer = np.empty(-(-min(cols, nc) // NR) * min(k, KC) * NR, dtype=np.float32)
-    a_buffer = np.empty(-(-min(rows, mc) // MR) * min(k, KC) * MR, dtype=np.float32)
+    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
+    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
     for panel0 in range(col0, col0 + cols, nc):
         panel_cols = min(nc, col0 + cols - panel0)
         col_slivers = -(-panel_cols // NR)
@@ -225,7 +225,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
-    a_slices = np.empty(row_slivers * k * MR, dtype=np.float32)
+    a_slices = aligned_floats(row_slivers * k * MR)
     for s in numba.prange(row_slivers):
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
@@ -237,7 +237,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         col0 = sliver0 * NR
         cols = min(n, sliver1 * NR) - col0
-        b_buffer = np.empty((sliver1 - sliver0) * min(k, KC) * NR, dtype=np.float32)
+        b_buffer = aligned_floats((sliver1 - sliver0) * min(k, KC) * NR)
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
             b_packed = b_buffer[:(sliver1 - sliver0) * depth * NR].reshape((sliver1 - sliver0, depth, NR))
@@ -304,7 +304,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = np.empty((m, n), dtype=np.float32)
+    c = aligned_floats(m * n).reshape((m, n))   # whole-line rows where N is a multiple of 16
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads

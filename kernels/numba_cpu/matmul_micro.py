@@ -16,7 +16,7 @@ contiguous, so the loads stream from L1.
 import numba
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
+from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, store, zeros
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -79,6 +79,10 @@ def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c. Rows in groups
     of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group compiles
     away where it is unused)."""
+    for i in range(MR):
+        start = (row + i) * c.shape[1] + col
+        prefetch_for_write(c, start)
+        prefetch_for_write(c, start + NR - 1)
     top = zero_rows()
     bottom = zero_rows()
     for p in range(a_sliver.shape[0]):

@@ -19,12 +19,16 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     zeros()                        0 in every lane
     fma(a, b, c)                   a * b + c, rounded once, lane by lane
     add(a, b)                      a + b, lane by lane
+    aligned_floats(size)           a new float32 array whose first element starts a cache line
+    prefetch_for_write(array, offset)  ask for the cache line of array[offset] in L1, to be
+                                   written: its fetch overlaps the work before the write
 """
 
 import os
 
 import llvmlite.binding
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -128,6 +132,35 @@ def add(typingctx, a, b):
         return builder.fadd(*args)
     return VECTOR(VECTOR, VECTOR), codegen
 
+
+ALIGNMENT = 64   # bytes: a cache line, and one AVX-512 vector
+
+
+@numba.njit(cache=True)
+def aligned_floats(size):
+    """A float32 array of `size` elements, its first on a 64-byte boundary. numpy and Numba align
+    to 16 or 32 bytes only; a 512-bit load or store that straddles two cache lines costs two, and
+    every one of them straddles when an array's rows of whole lines start mid-line."""
+    raw = np.empty(size + ALIGNMENT // 4 - 1, np.float32)
+    skip = (ALIGNMENT - raw.ctypes.data % ALIGNMENT) % ALIGNMENT // 4
+    return raw[skip:skip + size]
+
+
+@intrinsic
+def prefetch_for_write(typingctx, array, offset):
+    check_array(array)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(array)(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, int32, int32, int32]),
+            "llvm.prefetch.p0i8")
+        # write, keep in every cache level, data cache
+        builder.call(function, [pointer, ir.Constant(int32, 1), ir.Constant(int32, 3), ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+    return types.none(array, types.intp), codegen
 
 
 @intrinsic
