@@ -36,13 +36,16 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, micro_kernel_strided
 from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
+IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are this short or shorter,
+                        # a stride (2 KB) that the cores' stride prefetchers follow; longer rows
+                        # are packed, which costs less than the misses of reading them in place
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
                                                (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
 
@@ -152,21 +155,23 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
                 out[j] = gelu_scalar(out[j])
 
 
-def multiply_block(a_packed, b_packed, c, row0, rows, col0, cols, first_slice, last_slice,
-                   bias, has_bias, activation, alpha):
-    """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times the packed B slivers:
-    stored by the first slice, added by the others; the epilogue after the last."""
+def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, col0, cols,
+                   first_slice, last_slice, bias, has_bias, activation, alpha):
+    """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times B's slivers, sliver t's
+    row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
+    the first slice, added by the others; the epilogue after the last."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     for s in range(a_packed.shape[0]):
         row = row0 + s * MR
         tile_rows = min(MR, row0 + rows - row)
-        for t in range(b_packed.shape[0]):
+        for t in range(-(-cols // NR)):
             col = col0 + t * NR
             tile_cols = min(NR, col0 + cols - col)
+            start = b_start + t * sliver_step
             if tile_rows == MR and tile_cols == NR:
-                micro_kernel(a_packed[s], b_packed[t], c, row, col, not first_slice)
+                micro_kernel_strided(a_packed[s], b, start, b_stride, c, row, col, not first_slice, MR)
             else:
-                micro_kernel(a_packed[s], b_packed[t], edge, 0, 0, False)
+                micro_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False, tile_rows)
                 for i in range(tile_rows):
                     if first_slice:
                         c[row + i, col:col + tile_cols] = edge[i, :tile_cols]
@@ -194,8 +199,9 @@ def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride,
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
                 pack_a(a, a_row_stride, a_col_stride, block0, block_rows, depth0, depth, a_packed)
-                multiply_block(a_packed, b_packed, c, block0, block_rows, panel0, panel_cols,
-                               depth0 == 0, depth0 + KC >= k, bias, has_bias, activation, alpha)
+                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
+                               panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
+                               activation, alpha)
 
 
 def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
@@ -237,21 +243,29 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         col0 = sliver0 * NR
         cols = min(n, sliver1 * NR) - col0
+        # B row-major with short rows: its whole slivers are read in place, a ragged last one packed
+        in_place = cols // NR * NR if b_col_stride == 1 and b_row_stride <= IN_PLACE_STRIDE else 0
         b_buffer = aligned_floats((sliver1 - sliver0) * min(k, KC) * NR)
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
-            b_packed = b_buffer[:(sliver1 - sliver0) * depth * NR].reshape((sliver1 - sliver0, depth, NR))
-            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0, cols, b_packed)
-            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
-            multiply_block(a_packed.reshape((row_slivers, depth, MR)), b_packed, c, 0, m, col0,
-                           cols, depth0 == 0, depth0 + KC >= k, bias, has_bias, activation, alpha)
+            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape(
+                (row_slivers, depth, MR))
+            first, last = depth0 == 0, depth0 + KC >= k
+            if in_place:
+                multiply_block(a_packed, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m,
+                               col0, in_place, first, last, bias, has_bias, activation, alpha)
+            if in_place < cols:
+                packed_slivers = -(-(cols - in_place) // NR)
+                pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
+                       b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
+                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
+                               cols - in_place, first, last, bias, has_bias, activation, alpha)
 
 
 FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
-READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)   # takes writable arrays too
 GEMM_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, int64, int64, MATRIX, int64, READ_ONLY,
                  numba.boolean, int64, float32)
 with slp_vectorize():
@@ -264,8 +278,8 @@ with slp_vectorize():
         void(MATRIX, int64, int64, int64, int64, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
     multiply_block = numba.njit(
-        void(PANEL, PANEL, MATRIX, int64, int64, int64, int64, numba.boolean, numba.boolean,
-             READ_ONLY, numba.boolean, int64, float32),
+        [void(PANEL, b, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
+              numba.boolean, READ_ONLY, numba.boolean, int64, float32) for b in (FLAT, READ_ONLY)],
         fastmath=FASTMATH, cache=True)(multiply_block)
     gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64, int64, int64),
                                 fastmath=FASTMATH, cache=True)(gemm_rectangle)

@@ -16,6 +16,8 @@ contiguous, so the loads stream from L1.
 import numba
 from numba import boolean, float32, int64, void
 
+READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
+
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, store, zeros
 
 ROWS_PER_GROUP = 6
@@ -72,25 +74,63 @@ def write_six_rows(c, row, col, acc, accumulate):
     write_row(c, row + 5, col, acc[10], acc[11], accumulate)
 
 
-@numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean),
-            cache=True)
-def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
-    """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
-    C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c. Rows in groups
-    of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group compiles
-    away where it is unused)."""
-    for i in range(MR):
+@numba.njit(inline="always", cache=True)
+def prefetch_tile(c, row, col, rows):
+    """Ask for the lines of c[row:row+rows, col:col+NR], to be written: they arrive while the k
+    loop runs, so the stores at its end do not wait on C coming from L3."""
+    for i in range(rows):
         start = (row + i) * c.shape[1] + col
         prefetch_for_write(c, start)
         prefetch_for_write(c, start + NR - 1)
+
+
+@numba.njit(inline="always", cache=True)
+def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
+    """c[row:row+MR, col:col+NR] = a_sliver.T @ B, or += when accumulating, where row p of B
+    is b[b_start + p * b_stride:][:NR]. Rows in groups of 6 (one group with AVX2, two with
+    AVX-512: MR is a constant, so the second group compiles away where it is unused)."""
+    prefetch_tile(c, row, col, MR)
     top = zero_rows()
     bottom = zero_rows()
     for p in range(a_sliver.shape[0]):
-        b0 = load(b_sliver, p * NR)
-        b1 = load(b_sliver, p * NR + WIDTH)
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows(a_sliver, p, ROWS_PER_GROUP, b0, b1, bottom)
     write_six_rows(c, row, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
         write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
+
+
+@numba.njit(inline="always", cache=True)
+def six_row_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
+    """The first 6 rows of tile_product alone: a last sliver of A with 6 rows or fewer costs half
+    a tile instead of a whole one (64 rows are 5 tiles of 12 and one of 6, not 6 tiles of 12)."""
+    prefetch_tile(c, row, col, ROWS_PER_GROUP)
+    top = zero_rows()
+    for p in range(a_sliver.shape[0]):
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
+        top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
+    write_six_rows(c, row, col, top, accumulate)
+
+
+@numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean),
+            cache=True)
+def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
+    """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
+    C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
+    tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate)
+
+
+@numba.njit([void(float32[:, ::1], b, int64, int64, float32[:, ::1], int64, int64, boolean, int64)
+             for b in (float32[::1], READ_ONLY)], cache=True)
+def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, rows):
+    """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
+    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length).
+    Rows of C are written from `row` on: MR of them, or 6 when rows <= 6."""
+    if MR == 2 * ROWS_PER_GROUP and rows <= ROWS_PER_GROUP:
+        six_row_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
+    else:
+        tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
