@@ -145,3 +145,20 @@ def test_prefetch_compiles_and_changes_nothing(rng):
     prefetch_everything(x)
     np.testing.assert_array_equal(x, before)
     assert "prefetch" in prefetch_everything.inspect_asm(prefetch_everything.signatures[0])   # prefetchw where the CPU has it
+
+
+@numba.njit
+def transpose_of(src, src_start, src_stride, dst, dst_start, dst_stride):
+    simd.transpose_square(src, src_start, src_stride, dst, dst_start, dst_stride,
+                          np.empty(2 * WIDTH * WIDTH, np.float32))
+
+
+@pytest.mark.parametrize("src_start, src_stride, dst_start, dst_stride", [(0, WIDTH, 0, WIDTH), (5, 37, 3, 41), (1, 2 * WIDTH + 1, 7, 32)])
+def test_transpose_square_turns_one_square_and_touches_nothing_else(rng, src_start, src_stride, dst_start, dst_stride):
+    src = rng.standard_normal(src_start + WIDTH * src_stride).astype(np.float32)
+    dst = np.full(dst_start + WIDTH * dst_stride, np.nan, np.float32)
+    transpose_of(src, src_start, src_stride, dst, dst_start, dst_stride)
+    square = src[src_start:].reshape(WIDTH, src_stride)[:, :WIDTH]
+    written = dst[dst_start:].reshape(WIDTH, dst_stride)
+    np.testing.assert_array_equal(written[:, :WIDTH], square.T)
+    assert np.isnan(dst).sum() == dst.size - WIDTH * WIDTH

@@ -37,7 +37,7 @@ from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, micro_kernel_strided
-from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store
+from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -105,7 +105,7 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
     """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column.
 
     B is read in its own order, so that the reads stream: along rows when its rows are unit-
-    stride, down columns when it is transposed."""
+    stride, down columns when it is transposed (then turned a square of vectors at a time)."""
     full = cols // NR
     if col_stride == 1:
         for p0 in range(0, depth, PACK_ROWS):
@@ -114,10 +114,18 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
                     start = (depth0 + p) * row_stride + col0 + t * NR
                     copy_sliver_row(b[start:start + NR], packed[t, p])
     else:
+        # B stored transposed: WIDTH x WIDTH squares turned in registers, the last
+        # depth % WIDTH rows of each sliver one float at a time
+        squares = depth // WIDTH * WIDTH if row_stride == 1 else 0
+        scratch = aligned_floats(2 * WIDTH * WIDTH)
         for t in range(full):
+            for p0 in range(0, squares, WIDTH):
+                for c0 in range(0, NR, WIDTH):
+                    transpose_square(b, (col0 + t * NR + c0) * col_stride + depth0 + p0, col_stride,
+                                     packed, (t * depth + p0) * NR + c0, NR, scratch)
             for c in range(NR):
                 base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
-                for p in range(depth):
+                for p in range(squares, depth):
                     packed[t, p, c] = b[base + p * row_stride]
     if full < packed.shape[0]:                  # the ragged last sliver
         for p in range(depth):

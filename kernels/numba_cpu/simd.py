@@ -19,6 +19,10 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     zeros()                        0 in every lane
     fma(a, b, c)                   a * b + c, rounded once, lane by lane
     add(a, b)                      a + b, lane by lane
+    interleave_low(a, b)           (a[0], b[0], a[1], b[1], ...), from the first halves of a and b
+    interleave_high(a, b)          the same from their second halves
+    transpose_square(src, s0, s_stride, dst, d0, d_stride, scratch)
+                                   WIDTH x WIDTH floats: row i of dst = column i of src
     aligned_floats(size)           a new float32 array whose first element starts a cache line
     prefetch_for_write(array, offset)  ask for the cache line of array[offset] in L1, to be
                                    written: its fetch overlaps the work before the write
@@ -55,6 +59,7 @@ def vector_width():
 
 
 WIDTH = vector_width()
+LOG_WIDTH = WIDTH.bit_length() - 1
 LLVM_VECTOR = ir.VectorType(ir.FloatType(), WIDTH)
 
 
@@ -131,6 +136,53 @@ def add(typingctx, a, b):
     def codegen(context, builder, signature, args):
         return builder.fadd(*args)
     return VECTOR(VECTOR, VECTOR), codegen
+
+
+def interleave_mask(first):
+    """Lanes first, WIDTH + first, first + 1, WIDTH + first + 1, ... of the pair (a, b)."""
+    lanes = [lane for i in range(WIDTH // 2) for lane in (first + i, WIDTH + first + i)]
+    return ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), lanes)
+
+
+@intrinsic
+def interleave_low(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.shuffle_vector(args[0], args[1], interleave_mask(0))
+    return VECTOR(VECTOR, VECTOR), codegen
+
+
+@intrinsic
+def interleave_high(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.shuffle_vector(args[0], args[1], interleave_mask(WIDTH // 2))
+    return VECTOR(VECTOR, VECTOR), codegen
+
+
+@numba.njit(inline="always", cache=True)
+def interleave_rows(src, src_start, src_stride, dst, dst_start, dst_stride):
+    """One stage of transpose_square: row i of src with row i + WIDTH/2 gives rows 2i, 2i + 1."""
+    half = WIDTH // 2
+    for i in range(half):
+        a = load(src, src_start + i * src_stride)
+        b = load(src, src_start + (i + half) * src_stride)
+        store(dst, dst_start + 2 * i * dst_stride, interleave_low(a, b))
+        store(dst, dst_start + (2 * i + 1) * dst_stride, interleave_high(a, b))
+
+
+@numba.njit(inline="always", cache=True)
+def transpose_square(src, src_start, src_stride, dst, dst_start, dst_stride, scratch):
+    """dst[dst_start + i * dst_stride + j] = src[src_start + j * src_stride + i] for i, j < WIDTH.
+
+    log2(WIDTH) stages of interleave_rows: a stage moves the element in row r, column c to
+    row (r << 1 | top bit of c), column (c << 1 | top bit of r), so after all of them every bit
+    of c has moved into the row and every bit of r into the column. WIDTH log2(WIDTH) shuffles
+    for WIDTH^2 floats instead of a scalar load and store each; between stages the rows wait in
+    scratch (2 WIDTH^2 floats, in L1)."""
+    square = WIDTH * WIDTH
+    interleave_rows(src, src_start, src_stride, scratch, 0, WIDTH)
+    for stage in range(LOG_WIDTH - 2):
+        interleave_rows(scratch, stage % 2 * square, WIDTH, scratch, (stage + 1) % 2 * square, WIDTH)
+    interleave_rows(scratch, LOG_WIDTH % 2 * square, WIDTH, dst, dst_start, dst_stride)
 
 
 ALIGNMENT = 64   # bytes: a cache line, and one AVX-512 vector
