@@ -56,6 +56,11 @@ OUTPUT_GRADIENTS = {
 }
 
 
+# d loss / d pre-activation from dy = d loss / d y, both (batch, out).
+def activation_gradient(dy, y, pre, activation, alpha):
+    return ops.gelu_grad(dy, pre) if activation == "gelu" else OUTPUT_GRADIENTS[activation](dy, y, alpha)
+
+
 # x is (batch, in), weight (in, out), bias (out,) or None -> y (batch, out), and the
 # pre-activation where the activation's gradient needs it (gelu), else None.
 def linear_forward(x, weight, bias, activation, alpha):
@@ -68,7 +73,7 @@ def linear_forward(x, weight, bias, activation, alpha):
 # dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
 # (in, out) and dbias (out,), from the forward's x, y and pre-activation (gelu only).
 def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True):
-    dpre = ops.gelu_grad(dy, pre) if activation == "gelu" else OUTPUT_GRADIENTS[activation](dy, y, alpha)
+    dpre = activation_gradient(dy, y, pre, activation, alpha)
     dweight = ops.matmul(x, dpre, transpose_a=True)
     dbias = dpre.sum(axis=0, dtype=np.float32)
     dx = ops.matmul(dpre, weight, transpose_b=True) if input_gradient else None
@@ -118,6 +123,10 @@ class Dense(Layer):
         y, self.pre = linear_forward(x, self.weight, self.bias, self.activation, self.alpha)
         self.x, self.y = x, y
         return y
+
+    # d loss / d pre-activation from dy = d loss / d y, both (batch, out_features)
+    def activation_gradient(self, dy):
+        return activation_gradient(dy, self.y, self.pre, self.activation, self.alpha)
 
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
