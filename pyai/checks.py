@@ -84,7 +84,8 @@ def dlpack_view(name, array):
     if where != "cpu":
         raise TypeError(f"{name}: expected an array on the CPU, got a {type(array).__name__} on "
                         f"{where or 'a device it does not name'}; copy it to the host first "
-                        f"(backend {dispatch.get_backend()!r} reads host memory)")
+                        f"(pyai reads DLPack arrays on the CPU; the GPU backends take GPU arrays "
+                        f"through __cuda_array_interface__)")
     try:
         return np.from_dlpack(array)
     except (BufferError, RuntimeError, TypeError, ValueError) as error:   # e.g. requires grad, bfloat16

@@ -125,6 +125,23 @@ def test_compiled_whole_without_a_graph_break(generator):
             values_and_gradients(model, (x, w, b), torch.tensor(1.0)))
 
 
+def test_exported_as_pyai_nodes(generator):
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 6, generator=generator))
+
+        def forward(self, x):
+            h = pyai_torch.linear(x, self.w, activation="gelu")
+            return pyai_torch.attention(*(h.reshape(1, 1, -1, 6),) * 3, causal=True)
+
+    model, x = Model(), torch.randn(5, 4, generator=generator)
+    exported = torch.export.export(model, (x,))
+    calls = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert {"pyai.linear.default", "pyai.attention.default"} <= calls, calls
+    assert_close("exported", exported.module()(x).detach().numpy(), model(x).detach().numpy(), TOLERANCE)
+
+
 @pytest.mark.parametrize("name, bad, expected", [
     ("x", lambda x: x.double(), "^x: expected a float32 tensor, got torch.float64"),
     ("w", lambda w: torch.empty(w.shape, device="meta"), "^w: expected a tensor on the CPU, got one on meta"),
