@@ -18,6 +18,14 @@ arrays; a subclass is updated through a plain-ndarray view of the same memory, s
 sees the shape it assumes. Flags (`flag`) are bool or numpy bool (or the ints 0 and 1), never
 a truthy string; numbers (`real_number`) must be finite and within float32's range.
 
+Arrays of other libraries that export DLPack (`__dlpack__`, `__dlpack_device__`: PyTorch CPU
+tensors, TensorFlow eager tensors, JAX arrays, ...) are read on the CPU through `np.from_dlpack`,
+a view of their memory without a copy, and then follow the rules above (a float32 C-contiguous
+one is used as it is; an in-place one is updated in its own memory). One whose data is elsewhere
+(a GPU) is a TypeError naming its device, unless it is a GPU array a backend takes (below); one
+that cannot be exported (a PyTorch tensor that requires grad, a dtype numpy lacks such as
+bfloat16) is a TypeError saying why.
+
 GPU arrays (anything with `__cuda_array_interface__`, see `pyai.device`):
   - on a backend that takes them (`pyai.dispatch.takes_device_arrays`: numba-cuda) they pass
     through as numba device arrays, without a copy, when they are float32 (else TypeError) and
@@ -59,11 +67,30 @@ def as_float32(name, array, ndim=None, min_ndim=None, backend=None):
 
 
 def plain_array(name, array):
-    """`array` as a plain numpy ndarray (a subclass viewed as its data, exactly), or TypeError."""
+    """`array` as a plain numpy ndarray (a subclass viewed as its data, exactly; another library's
+    CPU array viewed through DLPack), or TypeError."""
     if isinstance(array, np.ma.MaskedArray):
         raise TypeError(f"{name}: masked arrays are not supported (the mask would be ignored); "
                         f"pass array.filled(value) or array.compressed()")
+    if not isinstance(array, np.ndarray) and hasattr(type(array), "__dlpack__"):
+        return dlpack_view(name, array)
     return np.asarray(array)
+
+
+def dlpack_view(name, array):
+    """A numpy view, without a copy, of a CPU array that exports DLPack, or TypeError naming
+    `name` and, for data elsewhere, its device."""
+    where = device.dlpack_device(array)
+    if where != "cpu":
+        raise TypeError(f"{name}: expected an array on the CPU, got a {type(array).__name__} on "
+                        f"{where or 'a device it does not name'}; copy it to the host first "
+                        f"(pyai reads DLPack arrays on the CPU; the GPU backends take GPU arrays "
+                        f"through __cuda_array_interface__)")
+    try:
+        return np.from_dlpack(array)
+    except (BufferError, RuntimeError, TypeError, ValueError) as error:   # e.g. requires grad, bfloat16
+        raise TypeError(f"{name}: this {type(array).__name__} cannot be read through DLPack: "
+                        f"{error}") from None
 
 
 def in_place(name, array):
@@ -72,9 +99,12 @@ def in_place(name, array):
     if isinstance(array, np.ma.MaskedArray):
         raise TypeError(f"{name}: updated in place, so it cannot be a masked array (its mask "
                         f"would be ignored)")
+    kind = type(array).__name__
+    if not isinstance(array, np.ndarray) and hasattr(type(array), "__dlpack__"):
+        array = dlpack_view(name, array)   # the same memory, so the caller's tensor is updated
     if not isinstance(array, np.ndarray) or array.dtype != np.float32 or not array.flags.c_contiguous:
-        raise TypeError(f"{name}: updated in place, so it must be a C-contiguous float32 numpy array, "
-                        f"got {type(array).__name__} {getattr(array, 'dtype', '')}".rstrip())
+        raise TypeError(f"{name}: updated in place, so it must be a C-contiguous float32 array, "
+                        f"got {kind} {getattr(array, 'dtype', '')}".rstrip())
     if not array.flags.writeable:
         raise ValueError(f"{name}: updated in place, but the array is read-only")
     if array.size == 0:
@@ -86,8 +116,9 @@ def device_float32(name, array, ndim, min_ndim, backend):
     """A GPU array as a numba device array (no copy), or a clear error naming `name`."""
     if not dispatch.takes_device_arrays(backend):
         raise TypeError(f"{name}: expected a numpy array on the CPU, got a GPU array "
-                        f"({type(array).__name__}); copy it to the host first (backend "
-                        f"{backend or dispatch.get_backend()!r} takes host arrays only)")
+                        f"({type(array).__name__} on {device.dlpack_device(array) or 'the GPU'}); "
+                        f"copy it to the host first (backend {backend or dispatch.get_backend()!r} "
+                        f"takes host arrays only)")
     try:
         dtype, shape, strides = device.layout(array)
     except RuntimeError as error:   # e.g. PyTorch: "Can't export tensors that require gradient"

@@ -147,7 +147,7 @@ def gan_data(path):
         images, shape = np.concatenate([x_train, x_test]), (8, 8)
         labels = np.concatenate([labels_train, labels_test])
     else:
-        images, labels = load_mnist(path)
+        images, labels = load_mnist(None if path == "mnist" else path)   # "mnist": Keras's file, cached
         images, shape = images.reshape(len(images), -1), images.shape[1:]
     return images * 2 - 1, labels, tuple(shape)
 
@@ -358,7 +358,8 @@ def build_parser():
     mlp.set_defaults(run=run_train_mlp)
 
     gan = models.add_parser("gan", help="a GAN drawing digits; sample grids, loss curve, checkpoint in --out")
-    gan.add_argument("--data", metavar="PATH", help="MNIST: a folder of IDX files or mnist.npz "
+    gan.add_argument("--data", metavar="PATH", help="MNIST: a folder of IDX files or mnist.npz, or "
+                     "the word mnist to download Keras's mnist.npz once into ~/.cache/pyai "
                      "(default: scikit-learn's 8x8 digits, which ship offline)")
     gan.add_argument("--epochs", type=positive_int, default=200,
                      help="train until this many epochs are done, counting resumed ones (default: %(default)s)")

@@ -1,9 +1,13 @@
 """Data sets, checked where they come in: float32 features, integer labels, only finite values."""
 
 import gzip
+import hashlib
 import math
 import os
 import struct
+import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 import zlib
 
@@ -48,12 +52,19 @@ def load_digits(test_fraction=0.2, seed=0):
 
 MNIST_PREFIXES = {"train": "train", "test": "t10k"}     # split -> the standard files' prefix
 MNIST_NPZ = "mnist.npz"
+# The file keras.datasets.mnist.load_data fetches, and the SHA-256 it checks it against
+# (keras/src/datasets/mnist.py). PYAI_MNIST_URL and PYAI_MNIST_SHA256 name another.
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+DOWNLOAD_TIMEOUT_S = 60
+CHUNK_BYTES = 1 << 20
 
 
-def load_mnist(path, split="all"):
+def load_mnist(path=None, split="all"):
     """MNIST from `path`: a folder of the standard IDX files (t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte, the train-* pair, each gzipped or not), or Keras's mnist.npz (the file,
-    or a folder holding it). Nothing is downloaded.
+    or a folder holding it). Without a path, Keras's mnist.npz, downloaded once into the cache
+    folder (see `fetch_mnist`).
 
     split: "train", "test", or "all" (every split found, train first). Returns images
     (n, 28, 28) float32 in [0, 1] and labels (n,) int64 in 0..9. A missing or malformed file
@@ -61,7 +72,7 @@ def load_mnist(path, split="all"):
     """
     if split not in ("all", *MNIST_PREFIXES):
         raise ValueError(f"split: expected 'all', 'train' or 'test', got {split!r}")
-    path = os.fspath(path)
+    path = fetch_mnist() if path is None else os.fspath(path)
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, MNIST_NPZ)):
         path = os.path.join(path, MNIST_NPZ)
     if os.path.isfile(path):
@@ -168,3 +179,60 @@ def read_mnist_npz(path, split):
             raise ValueError(f"MNIST {path}: has no {' and '.join(missing)} (it holds {sorted(arrays)})")
         pairs.append(checked_pair(arrays[keys[0]], arrays[keys[1]], f"{path} {keys[0]}", f"{path} {keys[1]}"))
     return pairs
+
+
+def cache_folder():
+    """Where downloads are kept: $PYAI_CACHE, else ~/.cache/pyai."""
+    return os.environ.get("PYAI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pyai")
+
+
+def fetch_mnist():
+    """The path of mnist.npz in the cache folder, downloaded the first time (from $PYAI_MNIST_URL,
+    else Keras's URL) and checked against its SHA-256 ($PYAI_MNIST_SHA256, else Keras's) every
+    time; a cached file that does not match is downloaded again."""
+    url = os.environ.get("PYAI_MNIST_URL") or MNIST_URL
+    sha256 = os.environ.get("PYAI_MNIST_SHA256") or MNIST_SHA256
+    path = os.path.join(cache_folder(), MNIST_NPZ)
+    if not (os.path.isfile(path) and file_sha256(path) == sha256):
+        download(url, sha256, path)
+    return path
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url, sha256, path):
+    """`url` saved at `path` if its SHA-256 is `sha256`: written to a temporary file beside `path`
+    and renamed over it, so `path` is never a partial or unchecked file. An unreachable URL is an
+    OSError, a different file a ValueError, each one line naming the URL."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    file = tempfile.NamedTemporaryFile(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                       delete=False)
+    try:
+        digest = hashlib.sha256()
+        with file:
+            try:
+                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                    for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                        digest.update(chunk)
+                        file.write(chunk)
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or error
+                raise OSError(f"MNIST: cannot download {url} ({reason}); without a network, pass a "
+                              f"local copy with --data PATH (a folder of IDX files or mnist.npz), "
+                              f"or load_mnist(path)") from None
+            file.flush()
+            os.fsync(file.fileno())
+        if digest.hexdigest() != sha256:
+            raise ValueError(f"MNIST {url}: the downloaded file's SHA-256 is {digest.hexdigest()}, "
+                             f"expected {sha256}; it was not kept")
+        os.replace(file.name, path)
+    except BaseException:
+        os.unlink(file.name)
+        raise

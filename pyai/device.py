@@ -2,7 +2,9 @@
 
 A device array is any object with `__cuda_array_interface__` (numba device arrays, CuPy arrays,
 PyTorch CUDA tensors, ...) or, under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1), the
-simulator's stand-in arrays, which mark themselves `__cuda_ndarray__` instead.
+simulator's stand-in arrays, which mark themselves `__cuda_ndarray__` instead. An object whose
+DLPack device (`__dlpack_device__`) is the CPU is not one, though its class may define the
+interface: every PyTorch tensor's does, a CPU tensor's raises when it is read.
 
     to_device(x)    a numpy array copied to the GPU; a device array wrapped as a numba device
                     array without a copy
@@ -22,10 +24,26 @@ def is_numba_array(array):
     return bool(getattr(type(array), "__cuda_ndarray__", False))
 
 
+# DLPack's device types (dlpack.h, DLDeviceType), as a user would name the device.
+DLPACK_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal",
+                  9: "vpi", 10: "rocm", 11: "rocm_host", 12: "ext_dev", 13: "cuda_managed",
+                  14: "oneapi", 15: "webgpu", 16: "hexagon", 17: "maia"}
+
+
+def dlpack_device(array):
+    """Where an object that exports DLPack keeps its data, as "cpu" or "cuda:0" (None when it
+    does not say): read from `__dlpack_device__`, which exporters answer without touching the data."""
+    if not hasattr(type(array), "__dlpack_device__"):
+        return None
+    device_type, device_id = array.__dlpack_device__()
+    name = DLPACK_DEVICES.get(int(device_type), f"DLPack device type {int(device_type)}")
+    return name if name == "cpu" else f"{name}:{device_id}"
+
+
 def is_device_array(array):
     """Looked up on the class, without reading the interface: PyTorch raises when it is read
-    on a tensor that requires grad."""
-    if isinstance(array, np.ndarray):
+    on a tensor that requires grad, or on a CPU tensor."""
+    if isinstance(array, np.ndarray) or dlpack_device(array) == "cpu":
         return False
     return hasattr(type(array), "__cuda_array_interface__") or is_numba_array(array)
 

@@ -89,3 +89,18 @@ def test_results_file_names_the_cpu_isa_cores_and_date(tmp_path, capsys):
     assert f"{bench.cpu_cores()[0]} cores" in text
     assert "| matmul 8^3 | GFLOP/s | 1.0 (1%) | 0.5 (0%) | - | 2.00x numpy |" in text
     assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_attention_inside_the_frameworks_does_the_same_work_in_both_columns():
+    """pyai's kernels through pyai.torch and pyai.keras, and each framework's own attention, give
+    the same gradients (to float32 rounding: relative error 1e-5), so the two columns compare
+    like with like."""
+    peers = {"torch": pytest.importorskip("torch"), "tensorflow": pytest.importorskip("tensorflow")}
+    cases = bench.framework_attention_cases(16, np.random.default_rng(0), peers, heads=2, depth=8)
+    assert [case.name.split()[-2] for case in cases] == ["PyTorch", "Keras"]
+    for case, peer in zip(cases, ["torch", "tensorflow"]):
+        ours, theirs = case.runners["pyai"](), case.runners[peer]()
+        for name, out, ref in zip(["dq", "dk", "dv"], ours, theirs, strict=True):
+            out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+            error = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+            assert error < 1e-5, f"{case.name}: {name} relative error {error:.2e}"

@@ -221,3 +221,95 @@ def test_embedding_of_a_0d_id_is_one_row(ids):
     assert out.shape == (3,) and np.array_equal(out, table[2])
     dtable = ops.embedding_grad(out, ids, 4)
     assert dtable.shape == (4, 3) and np.array_equal(dtable[2], table[2]) and not dtable[[0, 1, 3]].any()
+
+
+# Arrays of other libraries, through DLPack (pyai/checks.py): read on the CPU without a copy where
+# they are float32 and C-contiguous, by numpy's rules otherwise; data on another device refused.
+
+
+def as_torch(array):
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def as_tensorflow(array):
+    tf = pytest.importorskip("tensorflow")
+    return tf.constant(array)
+
+
+def as_transposed_torch(array):
+    """A non-contiguous view holding the same values (float64 for floats): converted and copied,
+    as numpy's would be."""
+    torch = pytest.importorskip("torch")
+    wider = array.astype(np.float64) if array.dtype.kind == "f" else array
+    return torch.from_numpy(np.ascontiguousarray(wider.T)).permute(*reversed(range(array.ndim)))
+
+
+@pytest.mark.parametrize("op, name", CASES)
+@pytest.mark.parametrize("convert", [as_torch, as_transposed_torch, as_tensorflow],
+                         ids=["torch", "torch-float64-transposed", "tensorflow"])
+def test_a_dlpack_array_gives_the_numpy_arrays_result(op, name, convert):
+    arrays, kwargs = CALLS[op]
+    expected = call(op, arrays, kwargs)
+    result = call(op, {**arrays, name: convert(arrays[name])}, kwargs)
+    assert same(result, expected), f"{op}: {name} as {convert.__name__} changed the result"
+
+
+def test_a_float32_contiguous_torch_tensor_is_read_without_a_copy():
+    from pyai.checks import as_float32
+    tensor = as_torch(normal(5, 3))
+    assert np.shares_memory(as_float32("x", tensor), tensor.numpy())
+    transposed = tensor.T   # not C-contiguous: copied, as a numpy view would be
+    assert not np.shares_memory(as_float32("x", transposed), tensor.numpy())
+
+
+def test_in_place_updates_of_torch_tensors_change_their_memory():
+    param, grad = as_torch(normal(2, 3)), as_torch(normal(2, 3))
+    m, v, before = as_torch(np.zeros((2, 3), np.float32)), as_torch(np.zeros((2, 3), np.float32)), param.clone()
+    ops.sgd_update(param, grad, lr=0.5)
+    assert np.array_equal(param.numpy(), before.numpy() - np.float32(0.5) * grad.numpy())
+    ops.adam_update(param, grad, m, v, step=1, lr=0.1)
+    plain = [before.numpy() - np.float32(0.5) * grad.numpy(), np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32)]
+    ops.adam_update(plain[0], grad.numpy(), plain[1], plain[2], step=1, lr=0.1)
+    assert all(np.array_equal(t.numpy(), p) for t, p in zip((param, m, v), plain))
+    with pytest.raises(TypeError, match="^param: updated in place, so it must be a C-contiguous float32 array, got Tensor"):
+        ops.sgd_update(param.double(), grad, lr=0.5)
+
+
+class ArrayOnGpu:
+    """Exports DLPack from CUDA device 1, as a JAX or CuPy GPU array does; never read."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("a GPU array's data was read by a CPU backend")
+
+    def __dlpack_device__(self):
+        return (2, 1)   # kDLCUDA, device 1
+
+
+@pytest.mark.parametrize("op, name", CASES)
+def test_an_array_on_a_gpu_is_refused_naming_its_device(op, name):
+    arrays, kwargs = CALLS[op]
+    with pytest.raises(TypeError, match=f"^{name}: expected an array on the CPU, got a ArrayOnGpu on cuda:1"):
+        call(op, {**arrays, name: ArrayOnGpu(arrays[name].shape)}, kwargs)
+
+
+def test_torch_tensors_that_dlpack_cannot_export_are_refused_saying_why():
+    tensor = as_torch(normal(3, 4))
+    with pytest.raises(TypeError, match="^x: this Tensor cannot be read through DLPack: .*detach"):
+        ops.relu(tensor.requires_grad_())
+    with pytest.raises(TypeError, match="^x: this Tensor cannot be read through DLPack"):
+        ops.relu(tensor.detach().bfloat16())
+
+
+def test_a_cpu_torch_tensor_is_a_host_array_on_every_backend(backend):
+    """Every PyTorch tensor's class defines __cuda_array_interface__ (a CPU tensor's raises when
+    read), so its DLPack device, not the attribute, says where it is."""
+    from pyai import device
+    x = normal(3, 5)
+    tensor = as_torch(x)
+    assert not device.is_device_array(tensor)
+    result = ops.leaky_relu(tensor, 0.25)
+    assert isinstance(result, np.ndarray) and np.array_equal(result, np.where(x > 0, x, np.float32(0.25) * x))

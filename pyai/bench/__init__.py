@@ -6,7 +6,8 @@ run, read against this machine's measured limits. The one harness every benchmar
     peaks.py            the limits: a measured FMA peak (explicit-SIMD Numba kernel) and copy
                         bandwidth on the CPU; datasheet and attribute peaks on a GPU
     peers.py            the optional peers, left out with one line when not installed
-    cases.py            the cases: matmul, fused linear, leaky_relu fwd+grad, a GAN step, attention
+    cases.py            the cases: matmul, fused linear, leaky_relu fwd+grad, a GAN step, attention,
+                        and attention inside PyTorch and Keras through pyai's adapters
     report.py           the machine header and the table; `run` is `pyai bench`
     attention_sweep.py  `pyai bench --attention`, with peak memory
 
@@ -19,8 +20,8 @@ mean anything, never an absolute time.
 from pyai.bench.attention_sweep import (attention_rows, attention_table, first_call_peak_bytes,
                                         fresh_process_peak_bytes, resident_peak_bytes)
 from pyai.bench.cases import (Case, attention_case, attention_cases, cases, dense_flops,
-                              gan_step_case, gan_step_products, leaky_relu_case, linear_case,
-                              matmul_case)
+                              framework_attention_cases, gan_step_case, gan_step_products,
+                              leaky_relu_case, linear_case, matmul_case)
 from pyai.bench.peaks import (CpuLimits, copy_bandwidth, fma_chains, fma_flops, fma_peak,
                               gpu_attribute_peaks, gpu_datasheet_peaks, parallel_copy)
 from pyai.bench.peers import installed as installed_peers

@@ -248,6 +248,49 @@ def torch_attention(torch, q, k, v, do, causal, backward):
     return lambda: torch.autograd.grad(sdpa(*leaves, is_causal=causal), leaves, tdo)
 
 
+def framework_attention_cases(n, rng, peers, batch=1, heads=8, depth=64):
+    """Causal attention forward + backward inside each framework: pyai's kernels through its
+    adapter (pyai.torch, under autograd; pyai.keras, in a tf.function under a GradientTape) in
+    the pyai column, the framework's own attention (PyTorch's SDPA; Keras's
+    dot_product_attention) in its column. The adapter's cost is in pyai's time."""
+    q, k, v, do = (rng.standard_normal((batch, heads, n, depth), dtype=np.float32) for _ in range(4))
+    work = 4.0 * batch * heads * n * n * depth * 0.5 * 3.5   # as attention_case counts it
+    name = f"attention fwd+bwd T={n} causal B={batch} H={heads} D={depth}, inside"
+    result = []
+    if torch := peer(peers, "torch"):
+        import pyai.torch
+
+        leaves = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+        tdo, sdpa = torch.from_numpy(do), torch.nn.functional.scaled_dot_product_attention
+        runners = {"pyai": lambda: torch.autograd.grad(pyai.torch.attention(*leaves, causal=True), leaves, tdo),
+                   "torch": lambda: torch.autograd.grad(sdpa(*leaves, is_causal=True), leaves, tdo)}
+        result.append(Case(f"{name} PyTorch (pyai.torch)", work, "GFLOP/s", runners))
+    if tf := peer(peers, "tensorflow"):
+        import keras
+        import pyai.keras
+
+        def swap(x):   # (B, H, T, D) <-> Keras's layout, (B, T, H, D)
+            return tf.transpose(x, (0, 2, 1, 3))
+
+        def keras_attention(q, k, v):
+            return swap(keras.ops.dot_product_attention(swap(q), swap(k), swap(v), is_causal=True))
+
+        def gradients(attend):
+            @tf.function
+            def run(q, k, v, do):
+                with tf.GradientTape() as tape:
+                    tape.watch([q, k, v])
+                    o = attend(q, k, v)
+                return tape.gradient(o, [q, k, v], output_gradients=do)
+            tensors = [tf.constant(x) for x in (q, k, v, do)]
+            return lambda: [x.numpy() for x in run(*tensors)]
+
+        runners = {"pyai": gradients(lambda q, k, v: pyai.keras.attention(q, k, v, causal=True)),
+                   "tensorflow": gradients(keras_attention)}
+        result.append(Case(f"{name} Keras (pyai.keras)", work, "GFLOP/s", runners))
+    return result
+
+
 def attention_cases(quick, rng, peers):
     sizes = (256,) if quick else (1024, 2048)
     return [attention_case(n, causal, backward, rng, peers)
@@ -267,4 +310,5 @@ def cases(quick=False, seed=0, peers=None):
     result.append(leaky_relu_case(2**20 if quick else 2**24, rng, peers))
     result.append(gan_step_case(rng, peers))
     result.extend(attention_cases(quick, rng, peers))
+    result.extend(framework_attention_cases(256 if quick else 1024, rng, peers))
     return result

@@ -56,6 +56,30 @@ OUTPUT_GRADIENTS = {
 }
 
 
+# d loss / d pre-activation from dy = d loss / d y, both (batch, out).
+def activation_gradient(dy, y, pre, activation, alpha):
+    return ops.gelu_grad(dy, pre) if activation == "gelu" else OUTPUT_GRADIENTS[activation](dy, y, alpha)
+
+
+# x is (batch, in), weight (in, out), bias (out,) or None -> y (batch, out), and the
+# pre-activation where the activation's gradient needs it (gelu), else None.
+def linear_forward(x, weight, bias, activation, alpha):
+    if activation == "gelu":
+        pre = ops.linear(x, weight, bias)
+        return ops.gelu(pre), pre
+    return ops.linear(x, weight, bias, activation=activation, alpha=alpha), None
+
+
+# dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
+# (in, out) and dbias (out,), from the forward's x, y and pre-activation (gelu only).
+def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True):
+    dpre = activation_gradient(dy, y, pre, activation, alpha)
+    dweight = ops.matmul(x, dpre, transpose_a=True)
+    dbias = dpre.sum(axis=0, dtype=np.float32)
+    dx = ops.matmul(dpre, weight, transpose_b=True) if input_gradient else None
+    return dx, dweight, dbias
+
+
 class Dense(Layer):
     """y = activation(x @ weight + bias), one fused `ops.linear` call.
 
@@ -96,29 +120,21 @@ class Dense(Layer):
         shape = np.shape(x)
         if len(shape) != 2 or shape[1] != self.in_features:
             raise ValueError(f"{self!r}: expected x of shape (batch, {self.in_features}), got {shape}")
-        if self.activation == "gelu":
-            self.pre = ops.linear(x, self.weight, self.bias)
-            y = ops.gelu(self.pre)
-        else:
-            y = ops.linear(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
+        y, self.pre = linear_forward(x, self.weight, self.bias, self.activation, self.alpha)
         self.x, self.y = x, y
         return y
 
     # d loss / d pre-activation from dy = d loss / d y, both (batch, out_features)
     def activation_gradient(self, dy):
-        if self.activation == "gelu":
-            return ops.gelu_grad(dy, self.pre)
-        return OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+        return activation_gradient(dy, self.y, self.pre, self.activation, self.alpha)
 
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
-        dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
-        self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
-        if not input_gradient:
-            return None
-        return ops.matmul(dpre, self.weight, transpose_b=True)
+        dx, self.grad_weight, self.grad_bias = linear_backward(
+            check_backward(self, self.y, dy), self.x, self.weight, self.y, self.pre,
+            self.activation, self.alpha, input_gradient)
+        return dx
 
 
 class LeakyReLU(Layer):
