@@ -62,34 +62,35 @@ def attention_backward_reference(do, q, k, v, causal, scale):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_product(left, right, first_left, first_right, product):
-    """product[t, i, c] = left row (first_left + i) . right row (first_right + 16t + c), from
-    left slivers (D x 6) and right slivers (D x 16): s = q k^T, or dp = do v^T."""
-    for t in range(product.shape[0]):
-        for s in range(product.shape[1] // MR):
+def tile_product(left, right, first_left, first_right, rows, key_slivers, product):
+    """product[t, i, c] = left row (first_left + i) . right row (first_right + NR t + c) for
+    i < rows and t < key_slivers, from left slivers (D x MR) and right slivers (D x NR):
+    s = q k^T, or dp = do v^T."""
+    for t in range(key_slivers):
+        for s in range(rows // MR):
             micro_kernel(left[first_left // MR + s], right[first_right // NR + t], product[t],
                          s * MR, 0, False)
 
 
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def tile_probabilities(scores, lse, first_query):
-    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key 16t + c of the tile."""
+def tile_probabilities(scores, lse, first_query, rows, key_slivers):
+    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile."""
     wide_vectors()
-    for t in range(scores.shape[0]):
-        for i in range(scores.shape[1]):
+    for t in range(key_slivers):
+        for i in range(rows):
             row_lse = lse[first_query + i]
             for c in range(NR):
                 scores[t, i, c] = exp_negative(row_lse - scores[t, i, c])
 
 
 @numba.njit(cache=True)
-def mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal):
+def mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, offset, causal):
     """p = 0 where the query does not see the key (causal), or either is padding. In row i of
     sliver t the lanes a query sees come first: keys up to its diagonal and the last key."""
     wide_vectors()
-    for t in range(p.shape[0]):
+    for t in range(key_slivers):
         first = first_key + t * NR
-        for i in range(p.shape[1]):
+        for i in range(rows):
             query = first_query + i
             seen = min(NR, n_keys - first)
             if causal:
@@ -98,13 +99,13 @@ def mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_score_gradients(p, dp, delta, first_query, scale):
+def tile_score_gradients(p, dp, delta, first_query, rows, key_slivers, scale):
     """ds = scale p (dp - delta) in place of dp; p is copied to the stack one row at a time so
     that LLVM sees no overlap with dp and vectorizes the row."""
     wide_vectors()
     row = numba.carray(stack_lanes(), NR)
-    for t in range(p.shape[0]):
-        for i in range(p.shape[1]):
+    for t in range(key_slivers):
+        for i in range(rows):
             row_delta = delta[first_query + i]
             for c in range(NR):
                 row[c] = scale * p[t, i, c]
@@ -113,33 +114,34 @@ def tile_score_gradients(p, dp, delta, first_query, scale):
 
 
 @numba.njit(cache=True)
-def transpose_slivers(ds, ds_slivers):
-    """ds_slivers[s, j, r] = ds[t, 6s + r, c] for key j = 16t + c: the rows of ds (queries)
-    in 6-query slivers, keys down, the left operand of dq += ds k."""
+def transpose_slivers(ds, rows, key_slivers, ds_slivers):
+    """ds_slivers[s, j, r] = ds[t, MR s + r, c] for key j = NR t + c: the rows of ds (queries)
+    in MR-query slivers, keys down, the left operand of dq += ds k."""
     wide_vectors()
-    for s in range(ds_slivers.shape[0]):
-        for t in range(ds.shape[0]):
+    for s in range(rows // MR):
+        for t in range(key_slivers):
             for c in range(NR):
                 for r in range(MR):
                     ds_slivers[s, t * NR + c, r] = ds[t, s * MR + r, c]
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def add_transposed(left_chunks, right, first, rows, out):
+def add_transposed(left_chunks, right, first, rows, key_slivers, out):
     """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
-    6-column chunks, right (rows x KEY_TILE) in 16-column slivers: dv^T += do^T p and
-    dk^T += q^T ds."""
-    for t in range(right.shape[0]):
+    MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first key_slivers:
+    dv^T += do^T p and dk^T += q^T ds."""
+    for t in range(key_slivers):
         for s in range(left_chunks.shape[0]):
             micro_kernel(left_chunks[s, first:first + rows], right[t], out, s * MR, t * NR, True)
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, dq):
-    """dq[first_query:+QUERY_BLOCK, :] += ds k_tile, k in 16-column chunks."""
+def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows, keys, dq):
+    """dq[first_query:+rows, :] += ds k_tile over the tile's first `keys` keys, k in
+    NR-column chunks."""
     for t in range(k_chunks.shape[0]):
-        for s in range(ds_slivers.shape[0]):
-            micro_kernel(ds_slivers[s], k_chunks[t, first_key:first_key + KEY_TILE], dq,
+        for s in range(rows // MR):
+            micro_kernel(ds_slivers[s, :keys], k_chunks[t, first_key:first_key + keys], dq,
                          first_query + s * MR, t * NR, True)
 
 
@@ -155,20 +157,26 @@ def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, 
     dk_tile = np.zeros((do_chunks.shape[0] * MR, KEY_TILE), np.float32)
     dv_tile = np.zeros_like(dk_tile)
     offset = n_keys - n_queries
-    first_block = max(0, first_key - offset) // QUERY_BLOCK if causal else 0
-    for first_query in range(first_block * QUERY_BLOCK, n_queries, QUERY_BLOCK):
-        tile_product(q_slivers, k_slivers, first_query, first_key, p)
-        tile_probabilities(p, lse, first_query)
+    # only what holds a key of the tile or a query that sees one is computed: key slivers up
+    # to the last key, query rows (whole slivers) from the first that sees the tile (causal)
+    # to the last query
+    key_slivers = -(-min(KEY_TILE, n_keys - first_key) // NR)
+    start = max(0, first_key - offset) // MR * MR if causal else 0
+    for first_query in range(start, n_queries, QUERY_BLOCK):
+        rows = -(-min(QUERY_BLOCK, n_queries - first_query) // MR) * MR
+        tile_product(q_slivers, k_slivers, first_query, first_key, rows, key_slivers, p)
+        tile_probabilities(p, lse, first_query, rows, key_slivers)
         crosses_diagonal = causal and first_key + KEY_TILE - 1 > first_query + offset
-        padding = first_query + QUERY_BLOCK > n_queries or first_key + KEY_TILE > n_keys
+        padding = first_query + rows > n_queries or first_key + key_slivers * NR > n_keys
         if crosses_diagonal or padding:
-            mask_tile(p, first_query, first_key, n_queries, n_keys, offset, causal)
-        add_transposed(do_chunks, p, first_query, QUERY_BLOCK, dv_tile)
-        tile_product(do_slivers, v_slivers, first_query, first_key, ds)
-        tile_score_gradients(p, ds, delta, first_query, scale)
-        add_transposed(q_chunks, ds, first_query, QUERY_BLOCK, dk_tile)
-        transpose_slivers(ds, ds_slivers)
-        add_query_gradients(ds_slivers, k_chunks, first_query, first_key, dq)
+            mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, offset, causal)
+        add_transposed(do_chunks, p, first_query, rows, key_slivers, dv_tile)
+        tile_product(do_slivers, v_slivers, first_query, first_key, rows, key_slivers, ds)
+        tile_score_gradients(p, ds, delta, first_query, rows, key_slivers, scale)
+        add_transposed(q_chunks, ds, first_query, rows, key_slivers, dk_tile)
+        transpose_slivers(ds, rows, key_slivers, ds_slivers)
+        add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows,
+                            key_slivers * NR, dq)
     for j in range(min(KEY_TILE, n_keys - first_key)):
         for d in range(depth):
             dk[first_key + j, d] = dk_tile[d, j]

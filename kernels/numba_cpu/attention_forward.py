@@ -91,21 +91,22 @@ def pack_operands(q, k, v, scale, q_slivers, k_slivers, v_chunks):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_scores(q_slivers, k_slivers, first_query, first_key, scores):
-    """scores[t, j, c] = scale q[first_query + NR t + c] . k[first_key + j]."""
-    for t in range(scores.shape[0]):
-        for s in range(KEY_TILE // MR):
+def tile_scores(q_slivers, k_slivers, first_query, first_key, slivers, keys, scores):
+    """scores[t, j, c] = scale q[first_query + NR t + c] . k[first_key + j], for the first
+    `slivers` query slivers and `keys` keys (a multiple of MR) of the tile."""
+    for t in range(slivers):
+        for s in range(keys // MR):
             micro_kernel(k_slivers[first_key // MR + s], q_slivers[first_query // NR + t],
                          scores[t], s * MR, 0, False)
 
 
 @numba.njit(cache=True)
-def mask_tile(scores, first_query, first_key, n_keys, offset, causal):
+def mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal):
     """-inf where the key is past the last one or, causal, past the query's diagonal. In row j
     of sliver t those are the first `hidden` lanes: the queries too early to see key j."""
     wide_vectors()
-    for t in range(scores.shape[0]):
-        for j in range(KEY_TILE):
+    for t in range(slivers):
+        for j in range(keys):
             key = first_key + j
             too_early = key - offset - first_query - t * NR
             hidden = NR if key >= n_keys else min(NR, max(0, too_early)) if causal else 0
@@ -113,23 +114,23 @@ def mask_tile(scores, first_query, first_key, n_keys, offset, causal):
 
 
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
-def online_softmax(scores, row_max, row_sum, out):
+def online_softmax(scores, slivers, keys, row_max, row_sum, out):
     """p = exp(s - m') in place of the scores, m' the new running max; the running sum and the
     output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf)."""
     wide_vectors()
     new_max = numba.carray(stack_lanes(), NR)
     correction = numba.carray(stack_lanes(), NR)
     total = numba.carray(stack_lanes(), NR)
-    for t in range(scores.shape[0]):
+    for t in range(slivers):
         tile = scores[t]
         new_max[:] = row_max[t * NR:(t + 1) * NR]
-        for j in range(KEY_TILE):
+        for j in range(keys):
             for c in range(NR):
                 new_max[c] = max(new_max[c], tile[j, c])
         for c in range(NR):
             correction[c] = exp_negative(new_max[c] - row_max[t * NR + c])
             total[c] = 0
-        for j in range(KEY_TILE):
+        for j in range(keys):
             for c in range(NR):
                 p = exp_negative(new_max[c] - tile[j, c])
                 tile[j, c] = p
@@ -143,11 +144,11 @@ def online_softmax(scores, row_max, row_sum, out):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_values(v_chunks, p, first_key, out):
+def tile_values(v_chunks, p, first_key, slivers, keys, out):
     """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T."""
-    for t in range(p.shape[0]):
+    for t in range(slivers):
         for s in range(v_chunks.shape[0]):
-            micro_kernel(v_chunks[s, first_key:first_key + KEY_TILE], p[t], out[t], s * MR, 0, True)
+            micro_kernel(v_chunks[s, first_key:first_key + keys], p[t], out[t], s * MR, 0, True)
 
 
 @numba.njit(cache=True)
@@ -173,14 +174,18 @@ def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_keys, causal, o
     row_sum = np.zeros(QUERY_BLOCK, np.float32)
     offset = n_keys - n_queries
     last_query = min(first_query + QUERY_BLOCK, n_queries) - 1
+    slivers = (last_query - first_query) // NR + 1      # query slivers with a query in them
     end = min(n_keys, last_query + offset + 1) if causal else n_keys
     for first_key in range(0, end, KEY_TILE):
-        tile_scores(q_slivers, k_slivers, first_query, first_key, scores)
-        crosses_diagonal = causal and first_key + KEY_TILE - 1 > first_query + offset
-        if crosses_diagonal or first_key + KEY_TILE > n_keys:
-            mask_tile(scores, first_query, first_key, n_keys, offset, causal)
-        online_softmax(scores, row_max, row_sum, out)
-        tile_values(v_chunks, scores, first_key, out)
+        # the keys of the tile that a query sees, to a whole number of k slivers: a short last
+        # tile or one cut by the diagonal costs what it holds, not a whole tile
+        keys = -(-min(KEY_TILE, end - first_key) // MR) * MR
+        tile_scores(q_slivers, k_slivers, first_query, first_key, slivers, keys, scores)
+        crosses_diagonal = causal and first_key + keys - 1 > first_query + offset
+        if crosses_diagonal or first_key + keys > n_keys:
+            mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal)
+        online_softmax(scores, slivers, keys, row_max, row_sum, out)
+        tile_values(v_chunks, scores, first_key, slivers, keys, out)
     write_rows(out, row_max, row_sum, first_query, n_queries, o, lse)
 
 
