@@ -52,6 +52,11 @@ def is_cached(file):
     return folder is not None and any(folder.glob(f"{file}.*.nbi"))
 
 
+def files_of(ops):
+    """The kernel files that implement `ops` on numba-cpu, sorted."""
+    return sorted({KERNELS[op][0] for op in ops})
+
+
 def expect(ops):
     """A command names the ops it will run, so that `announce` can estimate their compile time."""
     _state["expected"] = tuple(ops)
@@ -81,15 +86,15 @@ def warm_files(files):
     return seconds
 
 
-def warm_everything(processes=None):
-    """Compile every kernel file for this CPU, each chain of CHAINS in a process of its own (as
-    many at once as `processes`, default: the cores this process may use); returns the seconds
-    taken. One core: one process, chain after chain."""
+def warm_everything(processes=None, chains=CHAINS):
+    """Compile every kernel file for this CPU, each of `chains` in a process of its own (as many
+    at once as `processes`, default: the cores this process may use); returns the seconds taken.
+    One core: one process, chain after chain."""
     from pyai.kernels.numba_cpu import cache, simd   # empties a stale cache before the workers start
     cache.refresh(simd.WIDTH)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    processes = max(1, min(processes or usable, len(CHAINS)))
-    groups = [[file for chain in CHAINS[index::processes] for file in chain] for index in range(processes)]
+    processes = max(1, min(processes or usable, len(chains)))
+    groups = [[file for chain in chains[index::processes] for file in chain] for index in range(processes)]
     start = time.perf_counter()
     if processes == 1:
         warm_files(groups[0])
