@@ -52,7 +52,7 @@ def ratio_bars(rows, limits):
         names.append(row["case"])
         ratios.append(rate["pyai"] / rate[best])
         peers.append(best)
-    figure = new_figure((WIDE[0], 160 + 34 * len(rows)))
+    figure = new_figure((WIDE[0], max(300, 160 + 34 * len(rows))))
     axes = figure.add_subplot()
     positions = np.arange(len(rows))[::-1]
     bars = axes.barh(positions, ratios, color=["tab:green" if r >= 1 else "tab:red" for r in ratios])
@@ -134,7 +134,7 @@ ATTENTION_CHARTS = {
     "attention-time.png": lambda rows, limits: attention_panels(
         rows, limits, attention_ms, "ms per call", "attention: time against T"),
     "attention-memory.png": lambda rows, limits: attention_panels(
-        rows, limits, attention_mib, "MiB", "attention: peak memory one call adds, against T"),
+        rows, limits, attention_mib, "MiB", "attention: peak memory one call adds, against T", log=False),
     "attention-gflops.png": lambda rows, limits: attention_panels(
         rows, limits, attention_gflops, "GFLOP/s", "attention: GFLOP/s against the measured FMA peak",
         log=False),
