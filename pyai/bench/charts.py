@@ -13,6 +13,7 @@
 import pathlib
 
 import numpy as np
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from pyai.images import new_figure, save_figure
 
@@ -97,18 +98,22 @@ def attention_panels(rows, limits, value, ylabel, title, log=True):
         selected = sorted((row for row in rows if (row["pass"], row["causal"]) == (pass_name, causal)),
                           key=lambda row: row["T"])
         sizes = [row["T"] for row in selected]
+        drawn = []
         for runner in runners:
-            values = [value(row, runner) for row in selected]
-            if any(v is not None for v in values):
-                axes.plot(sizes, [np.nan if v is None else v for v in values], marker="o", label=runner)
+            values = [np.nan if v is None else v for v in (value(row, runner) for row in selected)]
+            if not np.all(np.isnan(values)):
+                axes.plot(sizes, values, marker="o", label=runner)
+                drawn += values
         if value is attention_gflops and limits is not None:
             axes.axhline(limits["fma_peak"], color="black", linestyle="--", label="measured FMA peak")
         axes.set_xscale("log", base=2)
-        if log:
+        if log and np.nanmax(drawn) > 10 * np.nanmin(drawn) > 0:   # a log scale where it spans decades
             axes.set_yscale("log")
+            axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            axes.yaxis.set_minor_formatter(NullFormatter())
         axes.set_xticks(sizes, [str(n) for n in sizes])
         axes.set_title(f"{pass_name}, {'causal' if causal else 'no mask'}", fontsize=10)
-        axes.set_xlabel("T (B=1, H=8, D=64)")
+        axes.set_xlabel("T, keys and queries")
         axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
