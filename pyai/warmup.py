@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from pyai._backends.numba_cpu import KERNELS
+from pyai.dispatch import use_backend
 
 # each process compiles one chain in order; the files after matmul import it, and the files
 # after attention_forward import that
@@ -71,19 +72,19 @@ def announce(file):
     files = {file, *(KERNELS[op][0] for op in _state["expected"])}
     files |= {imported for name in files for imported in IMPORTS.get(name, ())}
     seconds = sum(SECONDS[name] for name in files if not is_cached(name))
-    print(f"pyai: compiling pyai's kernels for this CPU, once: ~{seconds} s (cached in {cache_folder()}; "
-          f"'pyai warmup' compiles them all ahead)", file=sys.stderr, flush=True)
+    folder = cache_folder()
+    where = (f"cached in {folder}; 'pyai warmup' compiles them all ahead" if folder is not None else
+             "no writable cache folder: set NUMBA_CACHE_DIR, or every process compiles them again")
+    print(f"pyai: compiling pyai's kernels for this CPU, once: ~{seconds} s ({where})", file=sys.stderr,
+          flush=True)
 
 
 def warm_files(files):
-    """Compile `files` in this process, in order, silently; returns {file: seconds}."""
+    """Compile `files` in this process, in order, silently."""
     _state["announced"] = True
-    seconds = {}
-    for file in files:
-        start = time.perf_counter()
-        exercise(file)
-        seconds[file] = time.perf_counter() - start
-    return seconds
+    with use_backend("numba-cpu"):
+        for file in files:
+            exercise(file)
 
 
 def warm_everything(processes=None, chains=CHAINS):
