@@ -336,8 +336,10 @@ def run_bench(args):
 
 
 def run_warmup(args):
-    print(f"compiling every numba-cpu kernel for this CPU into {warmup.cache_folder()} ...", flush=True)
-    seconds = warmup.warm_everything()
+    processes = min(warmup.free_cores(), len(warmup.CHAINS))
+    print(f"compiling every numba-cpu kernel for this CPU into {warmup.cache_folder()}, in {processes} "
+          f"process{'es' if processes > 1 else ''} ...", flush=True)
+    seconds = warmup.warm_everything(processes)
     print(f"compiled in {seconds:.1f} s; commands now start without compiling")
     return 0
 

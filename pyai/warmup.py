@@ -87,14 +87,20 @@ def warm_files(files):
             exercise(file)
 
 
+def free_cores():
+    """The cores this process may use, less those the last minute's load kept busy (at least 1)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(usable, round(usable - busy)))
+
+
 def warm_everything(processes=None, chains=CHAINS):
     """Compile every kernel file for this CPU, each of `chains` in a process of its own (as many
-    at once as `processes`, default: the cores this process may use); returns the seconds taken.
-    One core: one process, chain after chain."""
+    at once as `processes`, default: `free_cores()`); returns the seconds taken. One free core:
+    one process, chain after chain (more processes would only take turns on it)."""
     from pyai.kernels.numba_cpu import cache, simd   # empties a stale cache before the workers start
     cache.refresh(simd.WIDTH)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    processes = max(1, min(processes or usable, len(chains)))
+    processes = max(1, min(processes or free_cores(), len(chains)))
     groups = [[file for chain in chains[index::processes] for file in chain] for index in range(processes)]
     start = time.perf_counter()
     if processes == 1:

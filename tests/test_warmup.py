@@ -102,3 +102,10 @@ def test_the_cache_falls_back_to_the_users_folder_where_the_install_is_read_only
     user_folder = caching.UserWideCacheLocator.from_function(cache.stamp, str(cache.FOLDER / "matmul.py"))
     assert folder is not None and str(folder) == user_folder.get_cache_path()
     assert cache.FOLDER not in folder.parents
+
+
+def test_free_cores_leave_out_the_busy_ones(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, free in ((0.2, 4), (1.6, 2), (3.9, 1), (17.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert warmup.free_cores() == free
