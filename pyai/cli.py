@@ -8,8 +8,11 @@
     pyai train gpt [--steps N] [--batch-size B] [--block-size T] [--layers L] [--heads H] [--channels C]
                    [--lr LR] [--eval-every N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gpt --checkpoint FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-    pyai bench [--quick] [--attention] [--out DIR]
+    pyai bench [--quick] [--attention] [--out DIR] [--json FILE] [--plot DIR]
     pyai tune [--save]
+    pyai warmup                 compile every numba-cpu kernel for this CPU, once, into Numba's cache
+    pyai info [--json]          versions, CPU and ISA, threads, kernel cache, backends, GPU
+    pyai --version
 
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
 for anything else (an unknown or unusable backend, a file that cannot be written, sizes that would
@@ -23,7 +26,7 @@ import time
 
 import numpy as np
 
-from pyai import checkpoint, dispatch, text
+from pyai import checkpoint, dispatch, info, text, warmup
 from pyai.checks import FLOAT32_MAX, physical_memory
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
@@ -315,11 +318,36 @@ def run_tune(args):
 
 def run_bench(args):
     from pyai import bench   # imported only when asked for
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise FileNotFoundError(f"--json {args.json}: its directory does not exist")
+    records = []
     if args.attention:
         bench.attention_table(sizes=(256, 512) if args.quick else (256, 512, 1024, 2048, 4096),
-                              out=args.out, quick=args.quick)
+                              out=args.out, quick=args.quick, records=records)
     else:
-        bench.run(quick=args.quick, out=args.out)
+        bench.run(quick=args.quick, out=args.out, records=records)
+    if args.json:
+        bench.write_json(args.json, "attention" if args.attention else "cases", records)
+        print(f"wrote {args.json}")
+    if args.plot:
+        for path in bench.plot(args.plot, "attention" if args.attention else "cases", records):
+            print(f"wrote {path}")
+    return 0
+
+
+def run_warmup(args):
+    processes = min(warmup.free_cores(), len(warmup.CHAINS))
+    print(f"compiling every numba-cpu kernel for this CPU into {warmup.cache_folder()}, in {processes} "
+          f"process{'es' if processes > 1 else ''} ...", flush=True)
+    seconds = warmup.warm_everything(processes)
+    print(f"compiled in {seconds:.1f} s; commands now start without compiling")
+    return 0
+
+
+def run_info(args):
+    import json
+    collected = info.collect()
+    print(json.dumps(collected, indent=2) if args.json else "\n".join(info.describe(collected)))
     return 0
 
 
@@ -334,6 +362,7 @@ def add_checkpoint_arguments(parser, samples, count_type=positive_int):
 
 def build_parser():
     parser = Parser(prog="pyai", description="pyai: hand-written compiled kernels for deep learning")
+    parser.add_argument("--version", action="version", version=f"pyai {info.version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model")
@@ -435,7 +464,15 @@ def build_parser():
                        help="the attention sweep instead: T = 256..4096, time, GFLOP/s, peak memory")
     bench.add_argument("--out", metavar="DIR", help="also write the table to DIR/cpu-<date>.md "
                        "(attention-cpu-<date>.md with --attention), e.g. benchmarks/results")
+    bench.add_argument("--json", metavar="FILE", help="also write the results and the machine (pyai info) as JSON")
+    bench.add_argument("--plot", metavar="DIR", help="also draw the results as PNG charts in DIR")
     bench.set_defaults(run=run_bench)
+
+    warm = commands.add_parser("warmup", help="compile every numba-cpu kernel for this CPU ahead of use")
+    warm.set_defaults(run=run_warmup)
+    info_parser = commands.add_parser("info", help="versions, CPU, threads, kernel cache, backends, GPU")
+    info_parser.add_argument("--json", action="store_true", help="as JSON")
+    info_parser.set_defaults(run=run_info)
     return parser
 
 
@@ -447,6 +484,7 @@ def main(argv=None):
     """Run the command in `argv` (default: sys.argv[1:]); returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        warmup.expect(warmup.ops_of_command(args))
         return args.run(args)
     except UsageError as error:
         print(f"pyai: error: {one_line(error)}", file=sys.stderr)

@@ -8,6 +8,9 @@ It defines three things:
                        NotImplementedError on that backend, never a silent fallback);
   probe()              None when the backend can run on this machine, else the reason it cannot;
   TAKES_DEVICE_ARRAYS  whether its ops accept arrays already on a GPU as well as numpy ones.
+A row may be a `LazyRow`, which imports each kernel file on the first use of one of its ops:
+importing a Numba kernel file compiles it (or loads it from Numba's cache), so a program compiles
+only the kernels it uses, and asking which backends run here compiles none.
 
 Choosing a backend:
   - for the process:  pyai.set_backend("numba-cpu")   (the default: "numba-cpu", or the
@@ -23,6 +26,7 @@ import contextvars
 import importlib
 import os
 import pkgutil
+from collections.abc import Mapping
 
 import pyai._backends
 
@@ -33,6 +37,31 @@ BACKENDS = tuple(sorted((module.name.replace("_", "-") for module in
 
 _process_backend = [os.environ.get("PYAI_BACKEND", DEFAULT)]
 _context_backend = contextvars.ContextVar("pyai_backend", default=None)
+
+
+class LazyRow(Mapping):
+    """{op: function} from {op: (kernel file in `package`, function name)}, each file imported on
+    the first lookup of one of its ops; wrap(op, function) makes the row's function of it, and
+    before_import(file), when given, runs before a file is first imported."""
+
+    def __init__(self, package, kernels, wrap=lambda op, function: function, before_import=None):
+        self.package, self.kernels, self.wrap, self.before_import = package, kernels, wrap, before_import
+        self.loaded = {}
+
+    def __getitem__(self, op):
+        if op not in self.loaded:
+            file, function = self.kernels[op]
+            if self.before_import is not None:
+                self.before_import(file)
+            module = importlib.import_module(f"{self.package}.{file}")
+            self.loaded[op] = self.wrap(op, getattr(module, function))
+        return self.loaded[op]
+
+    def __iter__(self):
+        return iter(self.kernels)
+
+    def __len__(self):
+        return len(self.kernels)
 
 
 class BackendUnavailableError(RuntimeError):

@@ -1,22 +1,21 @@
-"""PNG pictures of a training run, drawn with Pillow: a grid of images, and curves on shared axes.
+"""PNG pictures of a training run: a grid of images (Pillow), and curves on shared axes (matplotlib).
 
     save_grid("samples.png", images, (28, 28))        # images (n, pixels) in [-1, 1]
     save_curves("losses.png", {"discriminator": d_losses, "generator": g_losses}, "GAN losses", "step")
 """
 
 import math
+import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 GRID_PADDING = 2          # pixels between the cells of a grid and around it
 CELL_PIXELS = 32          # small images are scaled up by a whole factor to about this many pixels
 
-CURVES_SIZE = (720, 420)
-PLOT_BOX = (70, 40, 700, 370)          # left, top, right, bottom of the axes inside the picture
+CURVES_SIZE = (720, 420)               # pixels of a figure
+DPI = 100
 MAX_POINTS = 300                       # a longer curve is drawn as the means of this many windows
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-TICKS = 5
 
 
 def grid_layout(count, image_shape):
@@ -57,37 +56,37 @@ def window_means(values):
     return (starts + ends - 1) / 2, np.add.reduceat(values, starts) / (ends - starts)
 
 
+def new_figure(size=CURVES_SIZE):
+    """A matplotlib Figure of `size` pixels drawn by the Agg backend, whatever pyplot's backend
+    is: no display, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure, path):
+    """Write `figure` as a PNG at `path`, atomically (a reader never sees half a file)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    figure.savefig(temporary, format="png")
+    os.replace(temporary, path)
+
+
 def save_curves(path, curves, title, x_label):
-    """Curves {label: one value per step} on shared axes as a PNG, with ticks and a legend."""
-    picture = Image.new("RGB", CURVES_SIZE, "white")
-    draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=13)
-    left, top, right, bottom = PLOT_BOX
-    steps = max(len(values) for values in curves.values())
-    if steps == 0:
+    """Curves {label: one value per step} on shared axes as a PNG: each step faintly, and the
+    means of at most MAX_POINTS windows as the line."""
+    if max((len(values) for values in curves.values()), default=0) == 0:
         raise ValueError("curves: nothing to draw, every curve is empty")
-    all_values = np.concatenate([np.asarray(values, np.float64) for values in curves.values()])
-    low, high = float(all_values.min()), float(all_values.max())
-    if high - low < 1e-12:
-        low, high = low - 1, high + 1
-
-    def point(x, y):
-        return (left + (right - left) * x / max(steps - 1, 1),
-                bottom - (bottom - top) * (y - low) / (high - low))
-
-    draw.rectangle(PLOT_BOX, outline="black")
-    for tick in range(TICKS):
-        y = low + (high - low) * tick / (TICKS - 1)
-        x = (steps - 1) * tick / (TICKS - 1)
-        draw.text((left - 6, point(0, y)[1]), f"{y:.3g}", fill="black", font=font, anchor="rm")
-        draw.text((point(x, low)[0], bottom + 6), f"{x:.0f}", fill="black", font=font, anchor="mt")
-    draw.text(((left + right) / 2, 12), title, fill="black", font=font, anchor="mt")
-    draw.text(((left + right) / 2, CURVES_SIZE[1] - 8), x_label, fill="black", font=font, anchor="mb")
-    for index, (label, values) in enumerate(curves.items()):
-        colour = COLOURS[index % len(COLOURS)]
-        points = [point(x, y) for x, y in zip(*window_means(values))]
-        draw.line(points + points[-1:], fill=colour, width=2)
-        key_y = top + 10 + 18 * index
-        draw.line([(right - 150, key_y), (right - 125, key_y)], fill=colour, width=3)
-        draw.text((right - 118, key_y), label, fill="black", font=font, anchor="lm")
-    picture.save(path, format="PNG")
+    figure = new_figure()
+    axes = figure.add_subplot()
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        line, = axes.plot(*window_means(values), label=label, linewidth=1.8)
+        if len(values) > MAX_POINTS:
+            axes.plot(values, color=line.get_color(), alpha=0.2, linewidth=0.6)
+    axes.set_title(title)
+    axes.set_xlabel(x_label)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    save_figure(figure, path)

@@ -124,16 +124,13 @@ def fork_problem():
             "multiprocessing's 'spawn' or 'forkserver' method, or install tbb (pip install tbb)")
 
 
-def serialize(row):
-    """The backend row as is on a thread-safe layer; under workqueue, each function behind one lock."""
+def serialize(function):
+    """The kernel as is on a thread-safe layer; under workqueue, behind one lock."""
     if layer() != "workqueue":
-        return row
+        return function
 
-    def locked(function):
-        def call(*args, **kwargs):
-            with _workqueue_lock:
-                return function(*args, **kwargs)
-        call.__name__, call.__doc__ = function.__name__, function.__doc__
-        return call
-
-    return {op: locked(function) for op, function in row.items()}
+    def call(*args, **kwargs):
+        with _workqueue_lock:
+            return function(*args, **kwargs)
+    call.__name__, call.__doc__ = function.__name__, function.__doc__
+    return call

@@ -19,10 +19,10 @@ of finite weights: the last good one stays on disk.
 import math
 
 import numpy as np
-from tqdm import tqdm
 
 from pyai.checks import as_float32, positive_int
 from pyai.data import check_finite
+from pyai.progress import bar as progress_bar
 from pyai.text import random_batch
 
 GAN_HISTORY_COLUMNS = ("discriminator_loss", "generator_loss", "real_accuracy", "fake_accuracy")
@@ -102,7 +102,7 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
     batch_size = positive_int("batch_size", batch_size)
     rng = np.random.default_rng(seed)
     history = []
-    with tqdm(range(epochs), desc="training", unit="epoch", disable=not progress) as bar:
+    with progress_bar(range(epochs), desc="training", unit="epoch", disable=not progress) as bar:
         for _ in bar:
             total = 0.0
             for batch in shuffled_batches(len(x), batch_size, rng):
@@ -132,7 +132,7 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
     if steps == 0:
         raise ValueError(f"images: {len(images)} images do not fill one batch of {size}")
     noise_shape = (size, gan.noise_dim)
-    with tqdm(total=epochs * steps, initial=training.epoch * steps, desc="training gan", unit="step",
+    with progress_bar(total=epochs * steps, initial=training.epoch * steps, desc="training gan", unit="step",
               disable=not progress) as bar:
         while training.epoch < epochs:
             for batch in shuffled_batches(len(images), size, training.rng, full_only=True):
@@ -149,6 +149,7 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
             if hasattr(gan, "parameters"):   # a Keras twin keeps its weights to itself
                 check_weights(gan, f"the end of epoch {training.epoch + 1}", gan.optimizers().values())
             training.epoch += 1
+            bar.refresh()   # on a terminal a redraw; in a file or log, the epoch's line
             if after_epoch is not None:
                 after_epoch(training)
 
@@ -167,7 +168,7 @@ def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eva
     `eval_every` steps and at the end, a (step, training loss, held-out loss) history row and
     after_eval(training)."""
     eval_every = positive_int("eval_every", eval_every)
-    with tqdm(total=steps, initial=training.step, desc="training gpt", unit="step",
+    with progress_bar(total=steps, initial=training.step, desc="training gpt", unit="step",
               disable=not progress) as bar:
         while training.step < steps:
             x, y = random_batch(train_ids, training.batch_size, model.config["block_size"], training.rng)
@@ -175,12 +176,12 @@ def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eva
             check_loss(loss, f"step {training.step + 1}")
             optimizer.step(model)
             training.step += 1
+            bar.update()
             if training.step % eval_every == 0 or training.step == steps:
                 check_weights(model, f"step {training.step}", [optimizer])
                 held_out = held_out_loss(model, held_out_ids, training.batch_size)
                 check_loss(held_out, f"step {training.step} (held-out)")
                 training.history.append([training.step, loss, held_out])
-                bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{held_out:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", held_out=f"{held_out:.3f}")
                 if after_eval is not None:
                     after_eval(training)
-            bar.update()

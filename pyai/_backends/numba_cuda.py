@@ -19,13 +19,12 @@ import functools
 import numpy as np
 
 from pyai.device import is_device_array, to_device, to_host
+from pyai.dispatch import LazyRow
 
 TAKES_DEVICE_ARRAYS = True
 
 try:
     from numba import cuda
-    from pyai.kernels.numba_cuda import (adam, attention_backward, attention_forward,
-                                         layer_norm, leaky_relu, matmul, softmax_cross_entropy)
 except ImportError as error:   # a numba without numba.cuda: the probe says so, the row stays empty
     import_error = error
 else:
@@ -59,23 +58,29 @@ def is_array(argument):
 
 
 # param, grad, m, v: one shape; param, m and v updated in place, numpy ones by a copy back
-def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
-    on_gpu = [to_device(array) for array in (param, grad, m, v)]
-    adam.adam_update(*on_gpu, lr, beta_1, beta_2, epsilon, step)
-    for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
-        if not is_device_array(array):
-            array_on_gpu.copy_to_host(array)
+def adam_update_of(kernel):
+    def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
+        on_gpu = [to_device(array) for array in (param, grad, m, v)]
+        kernel(*on_gpu, lr, beta_1, beta_2, epsilon, step)
+        for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
+            if not is_device_array(array):
+                array_on_gpu.copy_to_host(array)
+    return adam_update
 
 
-ROW = {} if import_error is not None else {
-    "matmul": on_device(matmul.matmul),
-    "linear": on_device(matmul.linear),
-    "leaky_relu": on_device(leaky_relu.leaky_relu_forward),
-    "leaky_relu_grad": on_device(leaky_relu.leaky_relu_backward),
-    "adam_update": adam_update,
-    "layer_norm": on_device(layer_norm.layer_norm_forward),
-    "layer_norm_grad": on_device(layer_norm.layer_norm_backward),
-    "softmax_cross_entropy": on_device(softmax_cross_entropy.softmax_cross_entropy),
-    "attention": on_device(attention_forward.attention_forward),
-    "attention_grad": on_device(attention_backward.attention_backward),
+# op: (its file in pyai.kernels.numba_cuda, the function there), imported on first use
+KERNELS = {
+    "matmul": ("matmul", "matmul"),
+    "linear": ("matmul", "linear"),
+    "leaky_relu": ("leaky_relu", "leaky_relu_forward"),
+    "leaky_relu_grad": ("leaky_relu", "leaky_relu_backward"),
+    "adam_update": ("adam", "adam_update"),
+    "layer_norm": ("layer_norm", "layer_norm_forward"),
+    "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
+    "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),
+    "attention": ("attention_forward", "attention_forward"),
+    "attention_grad": ("attention_backward", "attention_backward"),
 }
+ROW = {} if import_error is not None else LazyRow(
+    "pyai.kernels.numba_cuda", KERNELS,
+    lambda op, kernel: adam_update_of(kernel) if op == "adam_update" else on_device(kernel))

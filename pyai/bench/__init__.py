@@ -8,7 +8,9 @@ run, read against this machine's measured limits. The one harness every benchmar
     peers.py            the optional peers, left out with one line when not installed
     cases.py            the cases: matmul, fused linear, leaky_relu fwd+grad, a GAN step, attention,
                         and attention inside PyTorch and Keras through pyai's adapters
-    report.py           the machine header and the table; `run` is `pyai bench`
+    report.py           the machine header and the table; `run` is `pyai bench`, `write_json`
+                        its --json
+    charts.py           `--plot DIR`: the results as PNG charts (matplotlib)
     attention_sweep.py  `pyai bench --attention`, with peak memory
 
 Each case does the same work with every peer on the same inputs and reports GFLOP/s (compute-
@@ -26,7 +28,8 @@ from pyai.bench.peaks import (CpuLimits, copy_bandwidth, fma_chains, fma_flops, 
                               gpu_attribute_peaks, gpu_datasheet_peaks, parallel_copy)
 from pyai.bench.peers import installed as installed_peers
 from pyai.bench.peers import missing, skipped_params
+from pyai.bench.charts import plot
 from pyai.bench.report import (cpu_cores, cpu_model, isa, markdown_header, markdown_row, results_path,
-                               run)
+                               run, write_json)
 from pyai.bench.timing import PAUSE_S, batched_seconds, best_time, best_times, cuda_event_ms, measure
 

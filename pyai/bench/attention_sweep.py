@@ -1,6 +1,7 @@
 """`pyai bench --attention`: attention at B=1, H=8, D=64 over T, every peer's time, rate (and its
 fraction of the measured FMA peak) and the peak memory one call adds, as one Markdown table."""
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def fresh_process_peak_bytes(peer, n, causal, backward):
     return None if result.returncode or last_line == "None" else int(last_line)
 
 
-def attention_rows(sizes, repeats, peers, limits):
+def attention_rows(sizes, repeats, peers, limits, records=None):
     """Markdown rows: attention at B=1, H=8, D=64 for every T in sizes, forward and forward +
     backward, causal and not; each peer's best time, GFLOP/s (fraction of the FMA peak) and peak
     resident memory, and pyai's speed over the fastest peer's.
@@ -74,12 +75,16 @@ def attention_rows(sizes, repeats, peers, limits):
                     cells += [f"{times[name] * 1e3:.1f}", rate_cell(rate, limits.fraction(rate, "GFLOP/s")),
                               "?" if peaks[name] is None else f"{peaks[name] / 2**20:.0f}"]
                 best = min((name for name in names if name != "pyai"), key=times.get)
+                if records is not None:
+                    records.append({"pass": "fwd+bwd" if backward else "fwd", "T": n, "causal": causal,
+                                    "work": case.work, "seconds": dict(times), "peak_bytes": peaks})
                 yield markdown_row([("fwd+bwd" if backward else "fwd"), n, "yes" if causal else "no",
                                     *cells, f"{times[best] / times['pyai']:.2f}x {best}"])
 
 
-def attention_table(sizes=(256, 512, 1024, 2048, 4096), repeats=5, out=None, quick=False):
-    """Print the sweep with its header; with `out`, also write out/attention-cpu-<date>.md."""
+def attention_table(sizes=(256, 512, 1024, 2048, 4096), repeats=5, out=None, quick=False, records=None):
+    """Print the sweep with its header; with `out`, also write out/attention-cpu-<date>.md; with
+    `records` (a list), append each row's measurements and then {"limits": ...}."""
     peers = installed()
     limits = CpuLimits.measure(quick=quick)
     method = (f"B=1, H=8, D=64, float32; best of {repeats} calls (T < 2048, else {max(2, repeats // 2)}) "
@@ -88,5 +93,8 @@ def attention_table(sizes=(256, 512, 1024, 2048, 4096), repeats=5, out=None, qui
               "of the measured FMA peak; MiB: the peak resident memory one call adds, measured in "
               "a fresh process")
     lines = itertools.chain(header("pyai bench --attention", peers, limits, method),
-                            attention_rows(sizes, repeats, peers, limits))
-    return emit(lines, out, "attention-cpu-quick" if quick else "attention-cpu")
+                            attention_rows(sizes, repeats, peers, limits, records))
+    path = emit(lines, out, "attention-cpu-quick" if quick else "attention-cpu")
+    if records is not None:
+        records.append({"limits": dataclasses.asdict(limits)})
+    return path

@@ -6,6 +6,9 @@ PyTorch is given as many threads as Numba has, so every peer runs on the same co
 """
 
 import importlib
+import os
+import sys
+import tempfile
 
 import numba
 
@@ -15,13 +18,33 @@ OPTIONAL = {"tensorflow": "tensorflow-cpu", "torch": "torch"}   # module -> what
 def load(name):
     """The module `name`, set up for benchmarking, or None if it is not installed."""
     try:
-        module = importlib.import_module(name)
+        module = import_quietly(name) if name == "tensorflow" else importlib.import_module(name)
     except ImportError:
         return None
     if name == "torch":
         avoid_two_openmp_runtimes()
         module.set_num_threads(numba.get_num_threads())
     return module
+
+
+def import_quietly(name):
+    """Import `name` without the start-up lines TensorFlow's C++ code writes to file descriptor 2
+    (oneDNN and CPU-feature notices, before its logging is set up, so TF_CPP_MIN_LOG_LEVEL does
+    not hold them all back): they are kept in a temporary file, and shown only if the import fails."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # and its later INFO and WARNING lines
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            return importlib.import_module(name)
+        except BaseException:
+            captured.seek(0)
+            os.write(saved, captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def avoid_two_openmp_runtimes():

@@ -3,13 +3,13 @@ table with a row per case: every peer's rate as a fraction of the machine's limi
 speed over the best peer's. `--out DIR` writes the same text to DIR/cpu-<date>.md.
 """
 
+import dataclasses
 import datetime
+import json
 import os
 import pathlib
-import platform
 import re
 
-import llvmlite.binding
 import numba
 import numpy as np
 
@@ -18,39 +18,9 @@ from pyai.bench.cases import cases
 from pyai.bench.peaks import CpuLimits
 from pyai.bench.peers import installed, missing
 from pyai.bench.timing import best_times
-from pyai.kernels.numba_cpu.simd import WIDTH
+from pyai.info import cpu_cores, cpu_model, isa
 
 PEERS = ("numpy", "tensorflow", "torch")
-ISA_FLAGS = ("avx512f", "avx2", "fma")
-
-
-def cpuinfo_fields(name):
-    try:
-        with open("/proc/cpuinfo") as lines:
-            return [line.split(":", 1)[1].strip() for line in lines
-                    if line.split(":", 1)[0].strip() == name]
-    except OSError:
-        return []
-
-
-def cpu_model():
-    """The CPU's marketing name: /proc/cpuinfo's "model name", else what platform knows."""
-    return next(iter(cpuinfo_fields("model name")), None) or platform.processor() or "unknown CPU"
-
-
-def cpu_cores():
-    """(physical cores, hardware threads, threads this process may use)."""
-    threads = os.cpu_count() or 1
-    pairs = set(zip(cpuinfo_fields("physical id"), cpuinfo_fields("core id")))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else threads
-    return len(pairs) or threads, threads, usable
-
-
-def isa():
-    """The vector ISA as pyai's kernels use it: the width of simd.py's vectors and the flags."""
-    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
-    flags = [flag for flag in ISA_FLAGS if f"+{flag}" in features.split(",")]
-    return f"{WIDTH}-float ({32 * WIDTH}-bit) vectors; {', '.join(flags) or 'no avx2 or avx512f'}"
 
 
 def header(title, peers, limits, method):
@@ -124,7 +94,14 @@ def emit(lines, out, stem):
     return None
 
 
-def table_lines(quick, repeats, peers, limits):
+def case_record(case, seconds, limits):
+    """One case's results for `pyai bench --json` and `--plot`: every runner's time and rate."""
+    rates = {name: case.work / time_s / 1e9 for name, time_s in seconds.items()}
+    return {"case": case.name, "unit": case.unit, "work": case.work, "seconds": dict(seconds),
+            "rates": rates, "limit": limits.limit(case.unit), "target": case.target}
+
+
+def table_lines(quick, repeats, peers, limits, records=None):
     peer_columns = [name for name in PEERS if name == "numpy" or peers.get(name)]
     method = (f"best of {repeats} calls after a warm-up, peers interleaved; a rate in brackets is its "
               f"fraction of the measured limit (FMA peak on all threads for GFLOP/s, copy bandwidth "
@@ -134,16 +111,38 @@ def table_lines(quick, repeats, peers, limits):
     yield from markdown_header(["case", "unit", "pyai", *peer_columns, "floor", "pyai / best peer",
                                 "notes"])
     for case in cases(quick=quick, peers=peers):
-        yield case_row(case, best_times(case.runners, repeats), limits, peer_columns)
+        seconds = best_times(case.runners, repeats)
+        if records is not None:
+            records.append(case_record(case, seconds, limits))
+        yield case_row(case, seconds, limits, peer_columns)
     yield ""
     yield (f"Limits measured again after the cases: {CpuLimits.measure(quick=quick).describe()}. "
            f"Far from the first measurement, they say the machine was busy and the fractions are rough.")
 
 
-def run(quick=False, repeats=None, out=None):
-    """Time every case and print the table; with `out`, also write it to out/cpu-<date>.md.
+def run(quick=False, repeats=None, out=None, records=None):
+    """Time every case and print the table; with `out`, also write it to out/cpu-<date>.md; with
+    `records` (a list), append each case's `case_record` and then {"limits": ...}.
     Returns the path written, or None."""
     repeats = repeats or (3 if quick else 10)
     peers = installed()
     limits = CpuLimits.measure(quick=quick)
-    return emit(table_lines(quick, repeats, peers, limits), out, "cpu-quick" if quick else "cpu")
+    path = emit(table_lines(quick, repeats, peers, limits, records), out, "cpu-quick" if quick else "cpu")
+    if records is not None:
+        records.append({"limits": dataclasses.asdict(limits)})
+    return path
+
+
+def write_json(path, kind, records):
+    """`pyai bench --json`: the records of a run ("cases" or "attention") and the measured
+    limits, beside the machine as `pyai info` describes it, written atomically."""
+    from pyai import info
+    limits = next((record["limits"] for record in records if "limits" in record), None)
+    document = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": info.collect(), "limits": limits,
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                kind: [record for record in records if "limits" not in record]}
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(document, file, indent=2)
+    os.replace(temporary, path)

@@ -1,0 +1,173 @@
+"""Compiling the numba-cpu kernels for this CPU: once, into Numba's cache, and only what is used.
+
+A kernel file of `pyai.kernels.numba_cpu` compiles its kernels for this CPU when it is first
+imported (those declared with their types) or first called (the others), and Numba keeps the
+machine code in its cache (`cache_folder()`: the kernels' own __pycache__ where it is writable,
+else the user's cache, ~/.cache/numba, or NUMBA_CACHE_DIR when set). Later processes load it in
+milliseconds. The backend imports a file on the first use of one of its ops, so a command
+compiles only the files it uses; `announce` says so once on stderr before the first compile.
+
+`warm_everything` compiles every kernel ahead of time (`pyai warmup`): each file is imported and
+its ops called once on small inputs of the types the models pass, in a few processes at once,
+since Numba's compiler holds one lock per process. Files that import matmul.py (its
+`slp_vectorize`, which compiles it too) run after it in the same process.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pyai._backends.numba_cpu import KERNELS
+from pyai.dispatch import use_backend
+
+# each process compiles one chain in order; the files after matmul import it, and the files
+# after attention_forward import that
+CHAINS = [("matmul", "softmax", "softmax_cross_entropy", "attention_forward", "attention_backward"),
+          ("leaky_relu", "relu", "sigmoid", "tanh", "gelu", "mse", "binary_crossentropy", "sgd",
+           "adam", "layer_norm", "embedding")]
+# the kernel files each file imports that compile when it is imported (matmul's slp_vectorize, ...)
+IMPORTS = {"softmax": ("matmul",), "softmax_cross_entropy": ("matmul", "softmax"),
+           "attention_forward": ("matmul", "softmax"),
+           "attention_backward": ("matmul", "softmax", "attention_forward")}
+# CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
+# on a busy machine: only for the estimate `announce` prints
+SECONDS = {"matmul": 15, "softmax": 2, "softmax_cross_entropy": 2, "attention_forward": 17,
+           "attention_backward": 12, "leaky_relu": 2, "relu": 2, "sigmoid": 2, "tanh": 2, "gelu": 2,
+           "mse": 2, "binary_crossentropy": 3, "sgd": 1, "adam": 1, "layer_norm": 3, "embedding": 2}
+
+_state = {"announced": False, "expected": ()}
+
+
+def cache_folder():
+    """The folder Numba caches the numba-cpu kernels in (None if there is no writable one)."""
+    from pyai.kernels.numba_cpu import cache   # the package empties a stale cache on import
+    return cache.cache_folder()
+
+
+def is_cached(file):
+    """Whether Numba's cache holds kernels of `file` (compiled for this CPU and these sources)."""
+    folder = cache_folder()
+    return folder is not None and any(folder.glob(f"{file}.*.nbi"))
+
+
+def files_of(ops):
+    """The kernel files that implement `ops` on numba-cpu, sorted."""
+    return sorted({KERNELS[op][0] for op in ops})
+
+
+def expect(ops):
+    """A command names the ops it will run, so that `announce` can estimate their compile time."""
+    _state["expected"] = tuple(ops)
+
+
+def announce(file):
+    """Before `file` is compiled: say once, on stderr, what is happening and for about how long
+    (for `file` and the files of the expected ops that are not cached yet)."""
+    if _state["announced"] or is_cached(file):
+        return
+    _state["announced"] = True
+    files = {file, *(KERNELS[op][0] for op in _state["expected"])}
+    files |= {imported for name in files for imported in IMPORTS.get(name, ())}
+    seconds = sum(SECONDS[name] for name in files if not is_cached(name))
+    folder = cache_folder()
+    where = (f"cached in {folder}; 'pyai warmup' compiles them all ahead" if folder is not None else
+             "no writable cache folder: set NUMBA_CACHE_DIR, or every process compiles them again")
+    print(f"pyai: compiling pyai's kernels for this CPU, once: ~{seconds} s ({where})", file=sys.stderr,
+          flush=True)
+
+
+def warm_files(files):
+    """Compile `files` in this process, in order, silently."""
+    _state["announced"] = True
+    with use_backend("numba-cpu"):
+        for file in files:
+            exercise(file)
+
+
+def free_cores():
+    """The cores this process may use, less those the last minute's load kept busy (at least 1)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(usable, round(usable - busy)))
+
+
+def warm_everything(processes=None, chains=CHAINS):
+    """Compile every kernel file for this CPU, each of `chains` in a process of its own (as many
+    at once as `processes`, default: `free_cores()`); returns the seconds taken. One free core:
+    one process, chain after chain (more processes would only take turns on it)."""
+    from pyai.kernels.numba_cpu import cache, simd   # empties a stale cache before the workers start
+    cache.refresh(simd.WIDTH)
+    processes = max(1, min(processes or free_cores(), len(chains)))
+    groups = [[file for chain in chains[index::processes] for file in chain] for index in range(processes)]
+    start = time.perf_counter()
+    if processes == 1:
+        warm_files(groups[0])
+    else:
+        code = "import sys; from pyai import warmup; warmup.warm_files(sys.argv[1:])"
+        workers = [subprocess.Popen([sys.executable, "-c", code, *group]) for group in groups]
+        failed = [worker.args[3:] for worker in workers if worker.wait() != 0]
+        if failed:
+            raise RuntimeError(f"warmup: compiling {', '.join(failed[0])} failed (its error is above)")
+    return time.perf_counter() - start
+
+
+def exercise(file):
+    """Import `file` and call each of its ops once on small inputs, which compiles its kernels
+    for the argument types the models pass (float32 and int64 C-contiguous arrays)."""
+    from pyai import ops
+    rng = np.random.default_rng(0)
+
+    def floats(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    x, y, w = floats(5, 7), floats(5, 7), floats(7, 3)
+    probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
+    targets = rng.integers(0, 7, 5)
+    calls = {
+        "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
+                           ops.matmul(x, y, transpose_b=True)),
+        "leaky_relu": lambda: (ops.leaky_relu(x), ops.leaky_relu_grad(y, x)),
+        "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
+        "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),
+        "tanh": lambda: (ops.tanh(x), ops.tanh_grad(y, probabilities)),
+        "gelu": lambda: (ops.gelu(x), ops.gelu_grad(y, x)),
+        "mse": lambda: (ops.mse(x, y), ops.mse_grad(x, y)),
+        "binary_crossentropy": lambda: [
+            (ops.binary_crossentropy(p, probabilities, from_logits=logits),
+             ops.binary_crossentropy_grad(p, probabilities, from_logits=logits))
+            for p, logits in ((probabilities, False), (x, True))],
+        "sgd": lambda: ops.sgd_update(x.copy(), y, lr=0.1),
+        "adam": lambda: ops.adam_update(x.copy(), y, np.zeros_like(x), np.zeros_like(x), step=1),
+        "layer_norm": lambda: ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
+            x, floats(7), floats(7), return_stats=True)[1:]),
+        "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),
+        "softmax": lambda: ops.softmax(x),
+        "softmax_cross_entropy": lambda: ops.softmax_cross_entropy(x, targets),
+        "attention_forward": lambda: ops.attention(*(floats(1, 2, 5, 4) for _ in range(3)), causal=True),
+        "attention_backward": lambda: ops.attention_grad(
+            floats(1, 2, 5, 4), *(q := [floats(1, 2, 5, 4) for _ in range(3)]),
+            *ops.attention(*q, return_lse=True), causal=True),
+    }
+    calls[file]()
+
+
+# the ops each training command runs (checked by the tests), for `announce`'s estimate
+TRAINING_OPS = {
+    "mlp": ("linear", "matmul", "binary_crossentropy_logits", "binary_crossentropy_logits_grad",
+            "adam_update"),
+    "gan": ("linear", "matmul", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
+            "binary_crossentropy_logits_grad", "adam_update"),
+    "gpt": ("linear", "matmul", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
+            "gelu_grad", "attention", "attention_grad", "softmax_cross_entropy", "adam_update"),
+}
+
+
+def ops_of_command(args):
+    """The ops a parsed `pyai train ...` command line will run; () for other commands."""
+    if getattr(args, "command", None) != "train":
+        return ()
+    activation = getattr(args, "activation", None)
+    return TRAINING_OPS[args.model] + ((activation, f"{activation}_grad") if activation else ())

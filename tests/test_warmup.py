@@ -1,0 +1,111 @@
+"""First run: a command compiles only the kernel files it uses, says so once on stderr, and
+`pyai warmup` compiles every file ahead of time, in parallel processes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyai import dispatch, warmup
+from pyai._backends import numba_cpu
+from pyai.cli import main
+
+
+def run_python(code, **environment):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **environment}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_importing_pyai_and_asking_for_the_backends_compiles_no_kernel():
+    result = run_python("import sys, pyai; pyai.backends(); pyai.threading_layer(); "
+                        "print(sorted(name for name in sys.modules if name.startswith('pyai.kernels.numba_')))")
+    assert eval(result.stdout) == []
+
+
+def test_the_notice_comes_once_before_compiling_and_never_from_the_cache(tmp_path):
+    code = ("import numpy as np, pyai; x = np.arange(1, 8, dtype=np.float32); "
+            "pyai.ops.sgd_update(x, x.copy(), lr=0.5); pyai.ops.relu(x - 4); print(x[:2])")
+    cold = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert cold.stderr.count("pyai: compiling pyai's kernels for this CPU, once: ~") == 1, cold.stderr
+    assert str(tmp_path) in cold.stderr and cold.stdout.strip() == "[0.5 1. ]"
+    warm = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert warm.stderr == "" and warm.stdout == cold.stdout
+
+
+def test_warmup_compiles_its_chains_in_parallel_processes(tmp_path):
+    code = ("from pyai import warmup; "
+            "warmup.warm_everything(processes=2, chains=[('sgd',), ('relu',)]); "
+            "print([warmup.is_cached(f) for f in ('sgd', 'relu', 'tanh')])")
+    result = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert result.stdout.strip() == "[True, True, False]", result.stderr
+    assert "compiling" not in result.stderr   # the workers compile silently
+
+
+def test_the_chains_hold_every_kernel_file_once():
+    files = [file for chain in warmup.CHAINS for file in chain]
+    assert sorted(files) == sorted({file for file, _ in numba_cpu.KERNELS.values()})
+    assert set(warmup.SECONDS) == set(files)
+    for file, imported in warmup.IMPORTS.items():   # a file's imports compile before it, in its chain
+        chain = next(chain for chain in warmup.CHAINS if file in chain)
+        assert all(chain.index(name) < chain.index(file) for name in imported), file
+
+
+@pytest.fixture
+def fresh_row(monkeypatch):
+    """The numba-cpu row, with nothing looked up yet."""
+    row = dispatch.LazyRow("pyai.kernels.numba_cpu", numba_cpu.KERNELS)
+    monkeypatch.setattr(numba_cpu, "ROW", row)
+    return row
+
+
+def test_warmup_exercises_every_op_of_every_file(fresh_row):
+    for chain in warmup.CHAINS:
+        warmup.warm_files(chain)
+    assert sorted(fresh_row.loaded) == sorted(numba_cpu.KERNELS)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "mlp", "--epochs", "1", "--hidden", "8"],
+    ["train", "mlp", "--epochs", "1", "--hidden", "8", "--activation", "gelu"],
+    ["train", "gan", "--epochs", "1"],
+    ["train", "gpt", "--steps", "2", "--eval-every", "2", "--layers", "1", "--heads", "2",
+     "--channels", "8", "--block-size", "8", "--batch-size", "2"],
+], ids=["mlp", "mlp-gelu", "gan", "gpt"])
+def test_a_training_command_uses_exactly_the_ops_it_announces(fresh_row, argv, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "model.npz" if argv[1] == "mlp" else tmp_path)]
+    assert main(argv + out) == 0, capsys.readouterr().err
+    expected = warmup.ops_of_command(main_parser().parse_args(argv + out))
+    assert set(fresh_row.loaded) <= set(expected)
+    assert warmup.files_of(fresh_row.loaded) == warmup.files_of(expected)
+
+
+def main_parser():
+    from pyai.cli import build_parser
+    return build_parser()
+
+
+def test_the_cache_falls_back_to_the_users_folder_where_the_install_is_read_only(monkeypatch):
+    """Installed by root, run by another user: pyai's folder is not writable, and Numba (and
+    cache_folder with it) takes its next locator, the user's cache folder."""
+    from numba.core import caching, config
+    from pyai.kernels.numba_cpu import cache
+
+    def read_only(self):
+        raise PermissionError(13, "Permission denied", self.get_cache_path())
+
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    monkeypatch.setattr(caching.InTreeCacheLocator, "ensure_cache_path", read_only)
+    folder = cache.cache_folder()
+    user_folder = caching.UserWideCacheLocator.from_function(cache.stamp, str(cache.FOLDER / "matmul.py"))
+    assert folder is not None and str(folder) == user_folder.get_cache_path()
+    assert cache.FOLDER not in folder.parents
+
+
+def test_free_cores_leave_out_the_busy_ones(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, free in ((0.2, 4), (1.6, 2), (3.9, 1), (17.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert warmup.free_cores() == free
