@@ -8,11 +8,15 @@ exposed the same way by every layer, for the optimizers (`pyai.optim`) and check
     layer.gradients()  -> [(name, array or None), ...]   same names, same order; None before backward
 
 Optimizers update the parameter arrays in place, so a layer keeps the same arrays all its life.
+A layer names the attributes that hold its parameters in PARAMETERS; the gradient of "weight" is
+in "grad_weight". A model gathers them into one flat buffer (`pyai.nn.flat`): its parameters
+become views into it, and backward writes each gradient into its view of a flat gradient buffer.
 Layers leave argument checks to `pyai.ops`, which name the argument at fault; a layer checks only
 what no op can see, such as an input's features against the layer's own size.
 """
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
@@ -23,14 +27,30 @@ from pyai.checks import as_float32, positive_int, real_number
 class Layer:
     """A layer without parameters; subclasses write forward and backward."""
 
+    PARAMETERS = ()                            # the attributes that hold parameters
+    gradient_views = MappingProxyType({})      # attribute -> its gradient's view of a flat buffer
+
     def __call__(self, x):
         return self.forward(x)
 
+    def slots(self):
+        """(name, layer, attribute) for every parameter, in parameters()'s order."""
+        return [(name, self, name) for name in self.PARAMETERS]
+
     def parameters(self):
-        return []
+        return [(name, getattr(layer, attribute)) for name, layer, attribute in self.slots()]
 
     def gradients(self):
-        return []
+        return [(name, getattr(layer, "grad_" + attribute)) for name, layer, attribute in self.slots()]
+
+    def keep_gradient(self, attribute, gradient):
+        """What backward stores as the gradient of `attribute`: `gradient` itself, or, in a model
+        with a flat gradient buffer, its view of that buffer, with `gradient` written into it."""
+        view = self.gradient_views.get(attribute)
+        if view is None:
+            return gradient
+        view[...] = gradient
+        return view
 
 
 def check_backward(layer, saved, dy):
@@ -66,6 +86,8 @@ class Dense(Layer):
     pre-activation that gelu's gradient needs.
     """
 
+    PARAMETERS = ("weight", "bias")
+
     def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
         if activation not in ops.ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ops.ACTIVATIONS}, got {activation!r}")
@@ -83,12 +105,6 @@ class Dense(Layer):
 
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r})"
-
-    def parameters(self):
-        return [("weight", self.weight), ("bias", self.bias)]
-
-    def gradients(self):
-        return [("weight", self.grad_weight), ("bias", self.grad_bias)]
 
     # x is (batch, in_features) -> y is (batch, out_features). ops.linear checks x, but it also
     # takes a 1-d x, and it would blame a wrong feature count on the weight.
@@ -114,8 +130,8 @@ class Dense(Layer):
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
         dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True)
-        self.grad_bias = dpre.sum(axis=0, dtype=np.float32)
+        self.grad_weight = self.keep_gradient("weight", ops.matmul(self.x, dpre, transpose_a=True))
+        self.grad_bias = self.keep_gradient("bias", dpre.sum(axis=0, dtype=np.float32))
         if not input_gradient:
             return None
         return ops.matmul(dpre, self.weight, transpose_b=True)
@@ -220,11 +236,7 @@ class Sequential(Layer):
             return first.backward(dy)
         return first.backward(dy, input_gradient=False)
 
-    def parameters(self):
-        return [(f"{index}.{name}", array)
-                for index, layer in enumerate(self.layers) for name, array in layer.parameters()]
-
-    def gradients(self):
-        return [(f"{index}.{name}", array)
-                for index, layer in enumerate(self.layers) for name, array in layer.gradients()]
+    def slots(self):
+        return [(f"{index}.{name}", owner, attribute)
+                for index, layer in enumerate(self.layers) for name, owner, attribute in layer.slots()]
 
