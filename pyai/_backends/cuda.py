@@ -30,7 +30,7 @@ import functools
 
 import numpy as np
 
-from pyai.device import is_c_contiguous, is_device_array
+from pyai.device import copy_into, is_c_contiguous, is_device_array
 from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
@@ -152,6 +152,11 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
 @gpu_op
 def matmul(call, a, b, transpose_a, transpose_b):
     return fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
+
+
+# the product on the GPU, copied into the numpy array `out`
+def matmul_out(a, b, transpose_a, transpose_b, out):
+    copy_into(out, matmul(a, b, transpose_a, transpose_b))
 
 
 # x (batch, in), w (in, out), bias (out,) or None -> activation(x @ w + bias) (batch, out)
@@ -308,6 +313,7 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
 
 ROW = {
     "matmul": matmul,
+    "matmul_out": matmul_out,
     "linear": linear,
     "leaky_relu": leaky_relu,
     "leaky_relu_grad": leaky_relu_grad,

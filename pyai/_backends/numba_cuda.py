@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from pyai.device import is_device_array, to_device, to_host
+from pyai.device import copy_into, is_device_array, to_device, to_host
 
 TAKES_DEVICE_ARRAYS = True
 
@@ -67,8 +67,14 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
             array_on_gpu.copy_to_host(array)
 
 
+# the product on the GPU, copied into the numpy array `out`
+def matmul_out(a, b, transpose_a, transpose_b, out):
+    copy_into(out, on_device(matmul.matmul)(a, b, transpose_a, transpose_b))
+
+
 ROW = {} if import_error is not None else {
     "matmul": on_device(matmul.matmul),
+    "matmul_out": matmul_out,
     "linear": on_device(matmul.linear),
     "leaky_relu": on_device(leaky_relu.leaky_relu_forward),
     "leaky_relu_grad": on_device(leaky_relu.leaky_relu_backward),

@@ -130,8 +130,9 @@ class Dense(Layer):
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
         dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        self.grad_weight = self.keep_gradient("weight", ops.matmul(self.x, dpre, transpose_a=True))
-        self.grad_bias = self.keep_gradient("bias", dpre.sum(axis=0, dtype=np.float32))
+        # straight into the views of a flat gradient buffer where the layer has them (out=None: new arrays)
+        self.grad_weight = ops.matmul(self.x, dpre, transpose_a=True, out=self.gradient_views.get("weight"))
+        self.grad_bias = dpre.sum(axis=0, dtype=np.float32, out=self.gradient_views.get("bias"))
         if not input_gradient:
             return None
         return ops.matmul(dpre, self.weight, transpose_b=True)
