@@ -49,7 +49,7 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None
         raise ValueError(f"out: expected shape {shape}, the product's, got {target.shape}")
     if np.may_share_memory(target, a) or np.may_share_memory(target, b):
         raise ValueError("out: shares memory with a or b, which the product still reads")
-    implementation("matmul_out", backend)(a, b, transpose_a, transpose_b, target)
+    implementation("matmul", backend)(a, b, transpose_a, transpose_b, target)
     return out
 
 

@@ -152,7 +152,7 @@ def test_unknown_backend_is_a_clear_error(rng):
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_matmul_writes_into_out_in_place(backend, rng, m, n, k, transpose_a):
     """out= (a view of a flat gradient buffer, as Dense.backward passes) gets the product itself."""
-    require("matmul_out", backend)
+    require("matmul", backend)
     if k > 32:
         skip_in_cuda_simulator(backend, f"matmul {m}x{n}x{k}")
     a, b = operands(rng, m, n, k, transpose_a, False)

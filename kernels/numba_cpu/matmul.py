@@ -324,12 +324,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     return c
 
 
-def matmul(a, b, transpose_a, transpose_b):
-    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0)
-
-
-def matmul_out(a, b, transpose_a, transpose_b, out):
-    fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out)
+def matmul(a, b, transpose_a, transpose_b, out=None):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out)
 
 
 def linear(x, w, bias, activation, alpha):

@@ -149,14 +149,11 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
     return call.result(c)
 
 
+# with `out` (a numpy array), the product is copied into it
 @gpu_op
-def matmul(call, a, b, transpose_a, transpose_b):
-    return fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
-
-
-# the product on the GPU, copied into the numpy array `out`
-def matmul_out(a, b, transpose_a, transpose_b, out):
-    copy_into(out, matmul(a, b, transpose_a, transpose_b))
+def matmul(call, a, b, transpose_a, transpose_b, out=None):
+    result = fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
+    return result if out is None else copy_into(out, result)
 
 
 # x (batch, in), w (in, out), bias (out,) or None -> activation(x @ w + bias) (batch, out)
@@ -313,7 +310,6 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
 
 ROW = {
     "matmul": matmul,
-    "matmul_out": matmul_out,
     "linear": linear,
     "leaky_relu": leaky_relu,
     "leaky_relu_grad": leaky_relu_grad,

@@ -16,7 +16,6 @@ def probe():
 
 ROW = threads.serialize({
     "matmul": matmul.matmul,
-    "matmul_out": matmul.matmul_out,
     "linear": matmul.linear,
     "leaky_relu": leaky_relu.leaky_relu_forward,
     "leaky_relu_grad": leaky_relu.leaky_relu_backward,

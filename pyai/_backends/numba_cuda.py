@@ -67,14 +67,14 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
             array_on_gpu.copy_to_host(array)
 
 
-# the product on the GPU, copied into the numpy array `out`
-def matmul_out(a, b, transpose_a, transpose_b, out):
-    copy_into(out, on_device(matmul.matmul)(a, b, transpose_a, transpose_b))
+# op(a) @ op(b) on the GPU; with `out` (a numpy array), copied into it
+def product(a, b, transpose_a, transpose_b, out=None):
+    result = on_device(matmul.matmul)(a, b, transpose_a, transpose_b)
+    return result if out is None else copy_into(out, result)
 
 
 ROW = {} if import_error is not None else {
-    "matmul": on_device(matmul.matmul),
-    "matmul_out": matmul_out,
+    "matmul": product,
     "linear": on_device(matmul.linear),
     "leaky_relu": on_device(leaky_relu.leaky_relu_forward),
     "leaky_relu_grad": on_device(leaky_relu.leaky_relu_backward),
