@@ -119,9 +119,10 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
     world = distributed.world()
     world.check_batch("batch_size", min(batch_size, len(x)))
     distributed.broadcast_parameters(model)
+    progress = progress and world.is_root()
     rng = np.random.default_rng(seed)
     history = []
-    with tqdm(range(epochs), desc="training", unit="epoch", disable=not progress or not world.is_root()) as bar:
+    with tqdm(range(epochs), desc="training", unit="epoch", disable=not progress) as bar:
         for _ in bar:
             total = 0.0
             for batch in shuffled_batches(len(x), batch_size, rng):
@@ -153,8 +154,9 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
         raise ValueError(f"images: {len(images)} images do not fill one batch of {size}")
     noise_shape = (size, gan.noise_dim)
     distributed.broadcast_parameters(gan)
+    progress = progress and world.is_root()
     with tqdm(total=epochs * steps, initial=training.epoch * steps, desc="training gan", unit="step",
-              disable=not progress or not world.is_root()) as bar:
+              disable=not progress) as bar:
         while training.epoch < epochs:
             for batch in shuffled_batches(len(images), size, training.rng, full_only=True):
                 noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
@@ -199,8 +201,9 @@ def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eva
     world = distributed.world()
     world.check_batch("batch_size", training.batch_size)
     distributed.broadcast_parameters(model)
+    progress = progress and world.is_root()
     with tqdm(total=steps, initial=training.step, desc="training gpt", unit="step",
-              disable=not progress or not world.is_root()) as bar:
+              disable=not progress) as bar:
         while training.step < steps:
             x, y = random_batch(train_ids, training.batch_size, model.config["block_size"], training.rng)
             rows = world.shard(len(x))
