@@ -26,7 +26,7 @@ STEPS, WARMUPS = 8, 2
 PROCESS_COUNTS = (1, 2)
 INTERCONNECTS = {"25 GbE (3.1 GB/s)": 3.125e9, "100 Gb/s InfiniBand EDR (12.5 GB/s)": 12.5e9,
                  "NVLink 4 (450 GB/s a direction)": 450e9}
-PAPER_PROCESSES = (2, 8, 64)
+PAPER_PROCESSES = (2, 4, 16)   # the global batch of 16 windows splits at most 16 ways
 
 
 def measure():

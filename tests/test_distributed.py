@@ -206,6 +206,7 @@ def test_gan_and_mlp_train_the_same_in_2_processes(tmp_path):
     ("raise", "RuntimeError: rank 1 fails on purpose"),
     ("kill", "BAD TERMINATION"),
     ("hang", "waited more than 3 s in the allreduce of the gradients: another process has failed or hangs"),
+    ("diverge", "the weights differ between processes after 100 optimizer steps"),
 ])
 def test_a_failed_process_ends_the_run_with_an_error(tmp_path, mode, says):
     result, seconds = launch([WORKER, mode], tmp_path, timeout_s=120, PYAI_MPI_TIMEOUT="3")
