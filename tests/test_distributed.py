@@ -122,6 +122,20 @@ def test_a_bad_timeout_is_a_clear_error(monkeypatch):
         distributed.timeout_from_environment()
 
 
+def test_mpiexec_without_mpi4py_is_a_clear_error(monkeypatch, capsys):
+    def no_mpi4py():
+        raise ImportError("No module named 'mpi4py'")
+
+    monkeypatch.setenv("PMI_SIZE", "2")   # what MPICH's mpiexec sets in each process it starts
+    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setattr(distributed, "mpi", no_mpi4py)
+    says = r"mpiexec started 2 processes, but mpi4py is not installed: pip install pyai\[mpi\]"
+    with pytest.raises(RuntimeError, match=says):
+        distributed.world()
+    assert cli.main(["train", "mlp", "--epochs", "1"]) == 1
+    assert capsys.readouterr().err.startswith("pyai: error: mpiexec started 2 processes, but mpi4py")
+
+
 def test_the_nccl_path_imports_and_stays_off_without_a_gpu_backend():
     from pyai import nccl
     assert nccl.reducer(comm=None) is None   # numba-cpu: the gradients stay on the host, with MPI
