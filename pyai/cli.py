@@ -17,6 +17,9 @@
 An error prints one line, `pyai: error: ...`, and exits with status 2 for a bad command line and 1
 for anything else (an unknown or unusable backend, a file that cannot be written, sizes that would
 not fit in memory, a run whose loss became NaN, ...).
+
+Under mpiexec (`mpiexec -n 2 pyai train gpt ...`) the processes train one model data-parallel
+(`pyai.distributed`): rank 0 alone prints and writes files, and a process that fails ends them all.
 """
 
 import argparse
@@ -26,7 +29,7 @@ import time
 
 import numpy as np
 
-from pyai import checkpoint, dispatch, info, text, warmup
+from pyai import checkpoint, dispatch, distributed, info, text, warmup
 from pyai.checks import FLOAT32_MAX, physical_memory
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
@@ -136,7 +139,7 @@ def run_train_mlp(args):
     accuracy = np.mean(np.argmax(model.predict(x_test), axis=1) == labels_test)
     print(f"test accuracy: {accuracy:.2%} on {len(labels_test)} digits "
           f"(final training loss {history[-1]:.4f}, {seconds:.1f} s on {dispatch.get_backend()})")
-    if args.out:
+    if args.out and distributed.world().is_root():
         model.save(args.out)
         print(f"saved the model to {args.out}")
     return 0
@@ -181,6 +184,8 @@ def run_train_gan(args):
         (GAN_SAMPLES, gan.noise_dim), dtype=np.float32)
 
     def after_epoch(training):
+        if not distributed.world().is_root():
+            return
         save_grid(os.path.join(args.out, f"samples_epoch_{training.epoch:03d}.png"),
                   gan.generate(sample_noise), gan.image_shape)
         history = np.array(training.history)
@@ -258,6 +263,8 @@ def run_train_gpt(args):
         training = Training(seed=settings["seed"], batch_size=settings["batch_size"])
 
     def after_eval(training):
+        if not distributed.world().is_root():
+            return
         metadata = {"vocabulary": vocabulary.characters, "lr": optimizer.lr}
         checkpoint.save(path, model, optimizer, training, metadata)
 
@@ -481,7 +488,24 @@ def one_line(error):
 
 
 def main(argv=None):
-    """Run the command in `argv` (default: sys.argv[1:]); returns the exit status."""
+    """Run the command in `argv` (default: sys.argv[1:]); returns the exit status. Under mpiexec
+    only rank 0 prints results, and a failed command ends every process (MPI_Abort) with its
+    status, so no process waits for it."""
+    try:
+        world = distributed.world()
+    except RuntimeError as error:   # mpiexec without mpi4py
+        print(f"pyai: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    if not world.is_root():
+        sys.stdout = open(os.devnull, "w")
+    status = run_command(argv)
+    if status != 0:
+        world.abort(status)
+    return status
+
+
+def run_command(argv):
+    """Run the command in `argv`; returns the exit status, printing any error in one line."""
     try:
         args = build_parser().parse_args(argv)
         warmup.expect(warmup.ops_of_command(args))

@@ -82,6 +82,12 @@ def to_device(array):
     return cuda.to_device(np.ascontiguousarray(array))
 
 
+def copy_into(out, array):
+    """`array`, on the host or the GPU, written into the numpy array `out`; returns `out`."""
+    out[...] = to_host(array)
+    return out
+
+
 def to_host(array):
     """A device array copied into a new numpy array; a numpy array (or anything else) as it is."""
     if not is_device_array(array):

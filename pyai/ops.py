@@ -29,8 +29,10 @@ ACTIVATIONS = tuple(kernel_activations)   # the fused epilogue's activations, as
 
 
 @per_call_backend
-def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
-    """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32."""
+def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None):
+    """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32: a
+    new array, or `out`, a C-contiguous float32 numpy array of that shape written in place (a
+    layer's view of a flat gradient buffer, say)."""
     a = as_float32("a", a, ndim=2)
     b = as_float32("b", b, ndim=2)
     transpose_a, transpose_b = flag("transpose_a", transpose_a), flag("transpose_b", transpose_b)
@@ -39,7 +41,16 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, backend=None):
     if k_a != k_b:
         raise ValueError(f"b: inner dimensions differ: op(a) has {k_a} columns, op(b) has {k_b} rows "
                          f"(a {a.shape}, transpose_a={transpose_a}; b {b.shape}, transpose_b={transpose_b})")
-    return implementation("matmul", backend)(a, b, transpose_a, transpose_b)
+    if out is None:
+        return implementation("matmul", backend)(a, b, transpose_a, transpose_b)
+    target = in_place("out", out)
+    shape = (a.shape[1] if transpose_a else a.shape[0], b.shape[0] if transpose_b else b.shape[1])
+    if target.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, the product's, got {target.shape}")
+    if np.may_share_memory(target, a) or np.may_share_memory(target, b):
+        raise ValueError("out: shares memory with a or b, which the product still reads")
+    implementation("matmul", backend)(a, b, transpose_a, transpose_b, target)
+    return out
 
 
 @per_call_backend

@@ -2,11 +2,15 @@
 
 `model` is anything with `parameters()` and `gradients()` (see `pyai.nn`), after its backward.
 An optimizer's state, for checkpoints, is `state() -> {name: array}` and `load_state(arrays)`.
+
+A model with a flat buffer (`model.flat`, `pyai.nn.flat`) is stepped in one fused pass over the
+whole buffer, Adam's moments being flat buffers too; before it, under mpiexec, the flat gradients
+are averaged over every process (`pyai.distributed`), so every process takes the same step.
 """
 
 import numpy as np
 
-from pyai import ops
+from pyai import distributed, ops
 from pyai.checks import real_number
 
 
@@ -20,6 +24,21 @@ def parameters_and_gradients(model):
     return triples
 
 
+def flat_gradients(model):
+    """model.flat after backward, its gradient buffer averaged over the processes; None for a
+    model without one (whose gradients a data-parallel run cannot average)."""
+    parameters_and_gradients(model)
+    flat = getattr(model, "flat", None)
+    if flat is None:
+        if distributed.world().size > 1:
+            raise RuntimeError(f"{type(model).__name__}: data-parallel training needs a model with a flat "
+                               f"parameter buffer (model.flat = pyai.nn.FlatParameters(model))")
+        return None
+    flat.gather(model)
+    distributed.world().average(flat.gradients)
+    return flat
+
+
 class SGD:
     """param -= lr * grad."""
 
@@ -27,6 +46,11 @@ class SGD:
         self.lr = real_number("lr", lr, low=0.0)
 
     def step(self, model):
+        flat = flat_gradients(model)
+        if flat is not None:
+            ops.sgd_update(flat.parameters, flat.gradients, lr=self.lr)
+            distributed.world().check_consistent(flat.parameters)
+            return
         for _, parameter, grad in parameters_and_gradients(model):
             ops.sgd_update(parameter, grad, lr=self.lr)
 
@@ -51,16 +75,38 @@ class Adam:
         self.steps = 0
         self.m = {}   # parameter name -> array like the parameter, created at its first step
         self.v = {}
+        self.flat = None   # (model.flat, flat m, flat v): where m's and v's arrays are views
 
     def step(self, model):
-        triples = parameters_and_gradients(model)
+        flat = flat_gradients(model)
         self.steps += 1
-        for name, parameter, grad in triples:
+        if flat is not None:
+            m, v = self.flat_moments(flat)
+            ops.adam_update(flat.parameters, flat.gradients, m, v, step=self.steps, lr=self.lr,
+                            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+            distributed.world().check_consistent(flat.parameters)
+            return
+        for name, parameter, grad in parameters_and_gradients(model):
             if name not in self.m:
                 self.m[name] = np.zeros_like(parameter)
                 self.v[name] = np.zeros_like(parameter)
             ops.adam_update(parameter, grad, self.m[name], self.v[name], step=self.steps, lr=self.lr,
                             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+
+    def flat_moments(self, flat):
+        """m and v as flat buffers laid out like `flat`, holding what m and v held; from then on
+        the per-parameter arrays of m and v are views of them."""
+        if self.flat is None or self.flat[0] is not flat:
+            moments = []
+            for slot in (self.m, self.v):
+                buffer = np.zeros(flat.size, np.float32)
+                for name, view in zip(flat.names, flat.split(buffer)):
+                    if name in slot:
+                        view[...] = slot[name]
+                    slot[name] = view
+                moments.append(buffer)
+            self.flat = (flat, *moments)
+        return self.flat[1:]
 
     def state(self):
         arrays = {"steps": np.array(self.steps, dtype=np.int64)}
@@ -84,4 +130,4 @@ class Adam:
         for name in m.keys() | v.keys():
             if name not in m or name not in v or m[name].shape != v[name].shape:
                 raise ValueError(f"Adam state: parameter {name!r} needs an m and a v of the same shape")
-        self.steps, self.m, self.v = int(steps), m, v
+        self.steps, self.m, self.v, self.flat = int(steps), m, v, None

@@ -11,6 +11,10 @@ progress in a `Training`, which `pyai.checkpoint` saves and restores, so a run r
 checkpoint draws the same batches and noise as one that never stopped. The hooks (`after_epoch`,
 `after_eval`) are where callers save checkpoints and pictures.
 
+Under mpiexec every loop trains data-parallel (`pyai.distributed`): each process takes its rows of
+every global batch, the losses in the history are the global batch's, and only rank 0 shows
+progress bars.
+
 A loss or a weight that becomes NaN or infinite (a learning rate far too high, say) stops every
 loop with TrainingDiverged, before the hook runs, so a checkpoint saved by the hook is always one
 of finite weights: the last good one stays on disk.
@@ -20,6 +24,7 @@ import math
 
 import numpy as np
 
+from pyai import distributed
 from pyai.checks import as_float32, positive_int
 from pyai.data import check_finite
 from pyai.progress import bar as progress_bar
@@ -89,6 +94,17 @@ def shuffled_batches(count, batch_size, rng, *, full_only=False):
     return [order[start:start + batch_size] for start in range(0, end, batch_size)]
 
 
+def batch_gradients(model, loss, x, targets):
+    """The loss of one process's rows of a batch, after backward has filled the gradients; a
+    process without rows (in a last batch smaller than the process count) adds zero to both."""
+    if len(x) == 0:
+        model.flat.gradients[...] = 0
+        return 0.0
+    batch_loss = loss(model.forward(x), targets)
+    model.backward(loss.backward(), input_gradient=False)
+    return batch_loss
+
+
 def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progress=True):
     """Mini-batch training, shuffled each epoch; returns the mean loss of each epoch.
 
@@ -100,16 +116,20 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
         raise ValueError(f"targets: expected {len(x)} rows, one per row of x, got {len(targets)}")
     epochs = positive_int("epochs", epochs)
     batch_size = positive_int("batch_size", batch_size)
+    world = distributed.world()
+    world.check_batch("batch_size", min(batch_size, len(x)))
+    distributed.broadcast_parameters(model)
+    progress = progress and world.is_root()
     rng = np.random.default_rng(seed)
     history = []
     with progress_bar(range(epochs), desc="training", unit="epoch", disable=not progress) as bar:
         for _ in bar:
             total = 0.0
             for batch in shuffled_batches(len(x), batch_size, rng):
-                batch_loss = loss(model.forward(x[batch]), targets[batch])
+                rows = batch[world.shard(len(batch))]
+                (batch_loss,) = world.mean([batch_gradients(model, loss, x[rows], targets[rows])])
                 check_loss(batch_loss, f"epoch {len(history) + 1}")
                 total += batch_loss * len(batch)
-                model.backward(loss.backward(), input_gradient=False)
                 optimizer.step(model)
             check_weights(model, f"the end of epoch {len(history) + 1}", [optimizer])
             history.append(total / len(x))
@@ -127,18 +147,23 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
     images = check_finite("images", as_float32("images", images, ndim=2))
     if images.shape[1] != gan.pixels:
         raise ValueError(f"images: expected {gan.pixels} pixels per image, got shape {images.shape}")
-    size = training.batch_size
+    world = distributed.world()
+    size = world.check_batch("batch_size", training.batch_size)
     steps = len(images) // size
     if steps == 0:
         raise ValueError(f"images: {len(images)} images do not fill one batch of {size}")
     noise_shape = (size, gan.noise_dim)
+    distributed.broadcast_parameters(gan)
+    progress = progress and world.is_root()
     with progress_bar(total=epochs * steps, initial=training.epoch * steps, desc="training gan", unit="step",
               disable=not progress) as bar:
         while training.epoch < epochs:
             for batch in shuffled_batches(len(images), size, training.rng, full_only=True):
                 noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
                 generator_noise = training.rng.standard_normal(noise_shape, dtype=np.float32)
-                result = gan.train_step(images[batch], noise, generator_noise)
+                rows = world.shard(size)
+                result = gan.train_step(images[batch[rows]], noise[rows], generator_noise[rows])
+                result = dict(zip(GAN_HISTORY_COLUMNS, world.mean([result[key] for key in GAN_HISTORY_COLUMNS])))
                 for column in ("discriminator_loss", "generator_loss"):
                     check_loss(result[column], f"step {training.step + 1} ({column})")
                 training.history.append([result[column] for column in GAN_HISTORY_COLUMNS])
@@ -155,11 +180,17 @@ def train_gan(gan, images, training, *, epochs, progress=True, after_epoch=None)
 
 
 def held_out_loss(model, ids, batch_size):
-    """The mean loss over HELD_OUT_BATCHES windows of `ids`, the same windows every call."""
+    """The mean loss over HELD_OUT_BATCHES windows of `ids`, the same windows every call; each
+    process takes its rows of each batch."""
     rng = np.random.default_rng(0)
     block_size = min(model.config["block_size"], len(ids) - 1)
-    return float(np.mean([model.loss(*random_batch(ids, batch_size, block_size, rng))
-                          for _ in range(HELD_OUT_BATCHES)]))
+    world = distributed.world()
+    losses = []
+    for _ in range(HELD_OUT_BATCHES):
+        x, y = random_batch(ids, batch_size, block_size, rng)
+        rows = world.shard(len(x))
+        losses.append(model.loss(x[rows], y[rows]))
+    return float(np.mean(world.mean(losses)))
 
 
 def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eval_every, after_eval=None,
@@ -168,11 +199,16 @@ def train_gpt(model, optimizer, train_ids, held_out_ids, training, *, steps, eva
     `eval_every` steps and at the end, a (step, training loss, held-out loss) history row and
     after_eval(training)."""
     eval_every = positive_int("eval_every", eval_every)
+    world = distributed.world()
+    world.check_batch("batch_size", training.batch_size)
+    distributed.broadcast_parameters(model)
+    progress = progress and world.is_root()
     with progress_bar(total=steps, initial=training.step, desc="training gpt", unit="step",
               disable=not progress) as bar:
         while training.step < steps:
             x, y = random_batch(train_ids, training.batch_size, model.config["block_size"], training.rng)
-            loss = model.train_step(x, y)
+            rows = world.shard(len(x))
+            (loss,) = world.mean([model.train_step(x[rows], y[rows])])
             check_loss(loss, f"step {training.step + 1}")
             optimizer.step(model)
             training.step += 1

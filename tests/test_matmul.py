@@ -146,3 +146,30 @@ def test_unknown_backend_is_a_clear_error(rng):
     a = rng.standard_normal((2, 2)).astype(np.float32)
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         pyai.ops.matmul(a, a, backend="tpu")
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (37, 53, 29), (193, 17, 300)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_matmul_writes_into_out_in_place(backend, rng, m, n, k, transpose_a):
+    """out= (a view of a flat gradient buffer, as Dense.backward passes) gets the product itself."""
+    require("matmul", backend)
+    if k > 32:
+        skip_in_cuda_simulator(backend, f"matmul {m}x{n}x{k}")
+    a, b = operands(rng, m, n, k, transpose_a, False)
+    buffer = np.full(m * n + 3, np.nan, np.float32)
+    out = buffer[2:2 + m * n].reshape(m, n)
+    assert pyai.ops.matmul(a, b, transpose_a=transpose_a, out=out) is out
+    exact = (a.T if transpose_a else a).astype(np.float64) @ b
+    assert_close(f"matmul out= {backend} {m}x{n}x{k} ta={transpose_a}", out, exact, MATMUL_TOL)
+    assert np.isnan(buffer[:2]).all() and np.isnan(buffer[-1])
+
+
+def test_matmul_out_of_another_shape_or_on_an_operand_is_an_error(rng):
+    a, b = operands(rng, 4, 5, 3, False, False)
+    with pytest.raises(ValueError, match=r"out: expected shape \(4, 5\), the product's, got \(5, 4\)"):
+        pyai.ops.matmul(a, b, out=np.empty((5, 4), np.float32))
+    square = rng.standard_normal((4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="out: shares memory with a or b"):
+        pyai.ops.matmul(square, square, out=square)
+    with pytest.raises(TypeError, match="out: updated in place, so it must be a C-contiguous float32"):
+        pyai.ops.matmul(a, b, out=np.empty((4, 5)))

@@ -319,14 +319,14 @@ def thread_grid(m, n, threads):
     return best
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None):
-    """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops);
-    blocking (MC, NC) defaults to this CPU's (blocking.py)."""
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None):
+    """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
+    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = aligned_floats(m * n).reshape((m, n))   # whole-line rows where N is a multiple of 16
+    c = aligned_floats(m * n).reshape((m, n)) if out is None else out   # whole-line rows where N is a multiple of 16
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads
@@ -346,8 +346,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     return c
 
 
-def matmul(a, b, transpose_a, transpose_b):
-    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0)
+def matmul(a, b, transpose_a, transpose_b, out=None):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out)
 
 
 def linear(x, w, bias, activation, alpha):

@@ -30,7 +30,7 @@ import functools
 
 import numpy as np
 
-from pyai.device import is_c_contiguous, is_device_array
+from pyai.device import copy_into, is_c_contiguous, is_device_array
 from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
@@ -149,9 +149,11 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
     return call.result(c)
 
 
+# with `out` (a numpy array), the product is copied into it
 @gpu_op
-def matmul(call, a, b, transpose_a, transpose_b):
-    return fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
+def matmul(call, a, b, transpose_a, transpose_b, out=None):
+    result = fused_matmul(call, a, b, transpose_a, transpose_b, None, None, 0.0)
+    return result if out is None else copy_into(out, result)
 
 
 # x (batch, in), w (in, out), bias (out,) or None -> activation(x @ w + bias) (batch, out)

@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from pyai.device import is_device_array, to_device, to_host
+from pyai.device import copy_into, is_device_array, to_device, to_host
 from pyai.dispatch import LazyRow
 
 TAKES_DEVICE_ARRAYS = True
@@ -81,6 +81,18 @@ KERNELS = {
     "attention": ("attention_forward", "attention_forward"),
     "attention_grad": ("attention_backward", "attention_backward"),
 }
-ROW = {} if import_error is not None else LazyRow(
-    "pyai.kernels.numba_cuda", KERNELS,
-    lambda op, kernel: adam_update_of(kernel) if op == "adam_update" else on_device(kernel))
+# op(a) @ op(b) on the GPU; with `out` (a numpy array), copied into it
+def product_of(kernel):
+    def product(a, b, transpose_a, transpose_b, out=None):
+        result = on_device(kernel)(a, b, transpose_a, transpose_b)
+        return result if out is None else copy_into(out, result)
+    return product
+
+
+def wrapped(op, kernel):
+    if op == "adam_update":
+        return adam_update_of(kernel)
+    return product_of(kernel) if op == "matmul" else on_device(kernel)
+
+
+ROW = {} if import_error is not None else LazyRow("pyai.kernels.numba_cuda", KERNELS, wrapped)

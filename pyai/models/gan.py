@@ -29,15 +29,18 @@ import numpy as np
 from pyai import ops
 from pyai.checks import as_float32, fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
-from pyai.nn import Dense, Sequential
+from pyai.nn import Dense, FlatParameters, Sequential
 from pyai.optim import Adam
 
 
 def dense_stack(sizes, output_activation, alpha, rng):
-    """Dense layers of sizes [inputs, hidden..., outputs]: leaky_relu after each hidden one."""
+    """Dense layers of sizes [inputs, hidden..., outputs]: leaky_relu after each hidden one; the
+    network's parameters in one flat buffer, `network.flat`, which its own Adam steps."""
     activations = ["leaky_relu"] * (len(sizes) - 2) + [output_activation]
-    return Sequential(*[Dense(inputs, outputs, activation, alpha, rng)
-                        for inputs, outputs, activation in zip(sizes, sizes[1:], activations)])
+    network = Sequential(*[Dense(inputs, outputs, activation, alpha, rng)
+                           for inputs, outputs, activation in zip(sizes, sizes[1:], activations)])
+    network.flat = FlatParameters(network)
+    return network
 
 
 def backward_to_input(network, dy):

@@ -15,7 +15,7 @@ import numpy as np
 
 from pyai import checkpoint, ops
 from pyai.checks import fits_in_memory, positive_int, real_number
-from pyai.nn import Composite, Dense, Embedding, LayerNorm, TransformerBlock
+from pyai.nn import Composite, Dense, Embedding, FlatParameters, LayerNorm, TransformerBlock
 
 
 class GPT(Composite):
@@ -39,6 +39,7 @@ class GPT(Composite):
         self.ln_f = LayerNorm(channels, epsilon)
         self.lm_head = None if tied else Dense(channels, vocab_size, rng=rng)
         self.x = None
+        self.flat = FlatParameters(self)
 
     def __repr__(self):
         return "GPT(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"

@@ -13,7 +13,7 @@ import numpy as np
 from pyai import checkpoint
 from pyai.checks import as_float32, fits_in_memory, positive_int
 from pyai.data import check_finite
-from pyai.nn import Dense, Sequential
+from pyai.nn import Dense, FlatParameters, Sequential
 
 
 class MLP(Sequential):
@@ -31,6 +31,7 @@ class MLP(Sequential):
                            for inputs, outputs, layer_activation in zip(sizes, sizes[1:], activations)])
         self.config = {"layer_sizes": sizes, "activation": activation,
                        "output_activation": output_activation, "alpha": float(alpha), "seed": seed}
+        self.flat = FlatParameters(self)
 
     @classmethod
     def sigmoid(cls, layer_sizes, seed=0):

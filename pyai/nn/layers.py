@@ -8,11 +8,15 @@ exposed the same way by every layer, for the optimizers (`pyai.optim`) and check
     layer.gradients()  -> [(name, array or None), ...]   same names, same order; None before backward
 
 Optimizers update the parameter arrays in place, so a layer keeps the same arrays all its life.
+A layer names the attributes that hold its parameters in PARAMETERS; the gradient of "weight" is
+in "grad_weight". A model gathers them into one flat buffer (`pyai.nn.flat`): its parameters
+become views into it, and backward writes each gradient into its view of a flat gradient buffer.
 Layers leave argument checks to `pyai.ops`, which name the argument at fault; a layer checks only
 what no op can see, such as an input's features against the layer's own size.
 """
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
@@ -23,14 +27,30 @@ from pyai.checks import as_float32, positive_int, real_number
 class Layer:
     """A layer without parameters; subclasses write forward and backward."""
 
+    PARAMETERS = ()                            # the attributes that hold parameters
+    gradient_views = MappingProxyType({})      # attribute -> its gradient's view of a flat buffer
+
     def __call__(self, x):
         return self.forward(x)
 
+    def slots(self):
+        """(name, layer, attribute) for every parameter, in parameters()'s order."""
+        return [(name, self, name) for name in self.PARAMETERS]
+
     def parameters(self):
-        return []
+        return [(name, getattr(layer, attribute)) for name, layer, attribute in self.slots()]
 
     def gradients(self):
-        return []
+        return [(name, getattr(layer, "grad_" + attribute)) for name, layer, attribute in self.slots()]
+
+    def keep_gradient(self, attribute, gradient):
+        """What backward stores as the gradient of `attribute`: `gradient` itself, or, in a model
+        with a flat gradient buffer, its view of that buffer, with `gradient` written into it."""
+        view = self.gradient_views.get(attribute)
+        if view is None:
+            return gradient
+        view[...] = gradient
+        return view
 
 
 def check_backward(layer, saved, dy):
@@ -72,10 +92,13 @@ def linear_forward(x, weight, bias, activation, alpha):
 
 # dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
 # (in, out) and dbias (out,), from the forward's x, y and pre-activation (gelu only).
-def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True):
+def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True,
+                    weight_out=None, bias_out=None):
+    """(dx, dweight, dbias); the weight and bias gradients go into weight_out and bias_out when
+    given (views of a flat gradient buffer), else into new arrays."""
     dpre = activation_gradient(dy, y, pre, activation, alpha)
-    dweight = ops.matmul(x, dpre, transpose_a=True)
-    dbias = dpre.sum(axis=0, dtype=np.float32)
+    dweight = ops.matmul(x, dpre, transpose_a=True, out=weight_out)
+    dbias = dpre.sum(axis=0, dtype=np.float32, out=bias_out)
     dx = ops.matmul(dpre, weight, transpose_b=True) if input_gradient else None
     return dx, dweight, dbias
 
@@ -89,6 +112,8 @@ class Dense(Layer):
     except for gelu: there forward makes two calls, ops.linear then ops.gelu, to keep the
     pre-activation that gelu's gradient needs.
     """
+
+    PARAMETERS = ("weight", "bias")
 
     def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
         if activation not in ops.ACTIVATIONS:
@@ -108,12 +133,6 @@ class Dense(Layer):
     def __repr__(self):
         return f"Dense({self.in_features}, {self.out_features}, activation={self.activation!r})"
 
-    def parameters(self):
-        return [("weight", self.weight), ("bias", self.bias)]
-
-    def gradients(self):
-        return [("weight", self.grad_weight), ("bias", self.grad_bias)]
-
     # x is (batch, in_features) -> y is (batch, out_features). ops.linear checks x, but it also
     # takes a 1-d x, and it would blame a wrong feature count on the weight.
     def forward(self, x):
@@ -131,9 +150,11 @@ class Dense(Layer):
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
+        # straight into the views of a flat gradient buffer where the layer has them
         dx, self.grad_weight, self.grad_bias = linear_backward(
             check_backward(self, self.y, dy), self.x, self.weight, self.y, self.pre,
-            self.activation, self.alpha, input_gradient)
+            self.activation, self.alpha, input_gradient,
+            self.gradient_views.get("weight"), self.gradient_views.get("bias"))
         return dx
 
 
@@ -236,11 +257,7 @@ class Sequential(Layer):
             return first.backward(dy)
         return first.backward(dy, input_gradient=False)
 
-    def parameters(self):
-        return [(f"{index}.{name}", array)
-                for index, layer in enumerate(self.layers) for name, array in layer.parameters()]
-
-    def gradients(self):
-        return [(f"{index}.{name}", array)
-                for index, layer in enumerate(self.layers) for name, array in layer.gradients()]
+    def slots(self):
+        return [(f"{index}.{name}", owner, attribute)
+                for index, layer in enumerate(self.layers) for name, owner, attribute in layer.slots()]
 

@@ -20,13 +20,9 @@ class Composite(Layer):
     def children(self):
         raise NotImplementedError
 
-    def parameters(self):
-        return [(f"{prefix}.{name}", array)
-                for prefix, child in self.children() for name, array in child.parameters()]
-
-    def gradients(self):
-        return [(f"{prefix}.{name}", array)
-                for prefix, child in self.children() for name, array in child.gradients()]
+    def slots(self):
+        return [(f"{prefix}.{name}", owner, attribute)
+                for prefix, child in self.children() for name, owner, attribute in child.slots()]
 
 
 class Embedding(Layer):
@@ -34,6 +30,8 @@ class Embedding(Layer):
 
     backward fills grad_table and returns None: ids have no gradient.
     """
+
+    PARAMETERS = ("table",)
 
     def __init__(self, vocab_size, channels, rng=None):
         self.vocab_size = positive_int("vocab_size", vocab_size)
@@ -47,12 +45,6 @@ class Embedding(Layer):
     def __repr__(self):
         return f"Embedding({self.vocab_size}, {self.channels})"
 
-    def parameters(self):
-        return [("table", self.table)]
-
-    def gradients(self):
-        return [("table", self.grad_table)]
-
     # ids is any shape of integers in [0, vocab_size) -> y is ids.shape + (C,)
     def forward(self, ids):
         self.ids = np.asarray(ids)
@@ -62,12 +54,14 @@ class Embedding(Layer):
     # dy is ids.shape + (C,) -> None; fills grad_table (repeated ids add up)
     def backward(self, dy):
         dy = check_backward(self, self.y, dy)
-        self.grad_table = ops.embedding_grad(dy, self.ids, self.vocab_size)
+        self.grad_table = self.keep_gradient("table", ops.embedding_grad(dy, self.ids, self.vocab_size))
 
 
 class LayerNorm(Layer):
     """y = (x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis (Keras
     LayerNormalization; its default epsilon is 1e-3, GPT-2's is 1e-5)."""
+
+    PARAMETERS = ("gamma", "beta")
 
     def __init__(self, channels, epsilon=1e-5):
         self.channels = positive_int("channels", channels)
@@ -81,12 +75,6 @@ class LayerNorm(Layer):
     def __repr__(self):
         return f"LayerNorm({self.channels}, epsilon={self.epsilon})"
 
-    def parameters(self):
-        return [("gamma", self.gamma), ("beta", self.beta)]
-
-    def gradients(self):
-        return [("gamma", self.grad_gamma), ("beta", self.grad_beta)]
-
     # x is (..., C) -> y is (..., C); mean and rstd (...) are saved for backward
     def forward(self, x):
         self.x = x
@@ -97,7 +85,9 @@ class LayerNorm(Layer):
     # dy is (..., C) -> dx is (..., C); fills grad_gamma and grad_beta
     def backward(self, dy):
         dy = check_backward(self, self.y, dy)
-        dx, self.grad_gamma, self.grad_beta = ops.layer_norm_grad(dy, self.x, self.gamma, self.mean, self.rstd)
+        dx, grad_gamma, grad_beta = ops.layer_norm_grad(dy, self.x, self.gamma, self.mean, self.rstd)
+        self.grad_gamma = self.keep_gradient("gamma", grad_gamma)
+        self.grad_beta = self.keep_gradient("beta", grad_beta)
         return dx
 
 

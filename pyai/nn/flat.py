@@ -1,0 +1,54 @@
+"""One contiguous float32 buffer for all of a model's parameters, and one for their gradients.
+
+    model.flat = FlatParameters(model)    # MLP, GPT and each of the GAN's networks do this when built
+    model.flat.parameters                 # (size,) float32: every weight and bias is a view into it
+    model.flat.gradients                  # (size,) float32: backward writes every gradient into it
+
+Parameters lie in `model.slots()`'s order, each at its own offset, and `split(array)` cuts any
+buffer of that size the same way, which is how Adam keeps its two moments flat too. With the
+model's arrays in one place, an optimizer step is one fused pass over the flat buffers
+(`pyai.optim`), and data-parallel training averages every gradient with a few large allreduce
+calls over `flat.gradients` (`pyai.distributed`), not one call per tensor.
+"""
+
+import numpy as np
+
+
+class FlatParameters:
+    """Moves `model`'s parameters into one buffer and gives each layer views of a gradient buffer."""
+
+    def __init__(self, model):
+        slots = model.slots()
+        shapes = [np.shape(getattr(layer, attribute)) for _, layer, attribute in slots]
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        self.names = [name for name, _, _ in slots]
+        self.shapes = shapes
+        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
+        self.size = self.offsets[-1]
+        self.parameters = np.empty(self.size, np.float32)
+        self.gradients = np.zeros(self.size, np.float32)
+        self.parameter_views = self.split(self.parameters)
+        self.gradient_views = self.split(self.gradients)
+        for (_, layer, attribute), view, gradient_view in zip(slots, self.parameter_views, self.gradient_views):
+            view[...] = getattr(layer, attribute)
+            setattr(layer, attribute, view)
+            layer.gradient_views = {**layer.gradient_views, attribute: gradient_view}
+
+    def __repr__(self):
+        return f"FlatParameters({len(self.names)} tensors, {self.size:,} floats)"
+
+    def split(self, flat):
+        """Views of `flat` (size,) shaped as the parameters, in their order."""
+        return [flat[start:end].reshape(shape)
+                for start, end, shape in zip(self.offsets, self.offsets[1:], self.shapes)]
+
+    def gather(self, model):
+        """Check that `model`'s parameters are still this buffer's views, and copy into the gradient
+        buffer any gradient that backward did not write there (a caller's own array)."""
+        for (name, parameter), (_, gradient), view, gradient_view in zip(
+                model.parameters(), model.gradients(), self.parameter_views, self.gradient_views, strict=True):
+            if parameter is not view:
+                raise RuntimeError(f"parameter {name!r} was replaced by an array outside the model's flat "
+                                   f"buffer; update it in place (parameter[...] = new) instead")
+            if gradient is not gradient_view:
+                gradient_view[...] = gradient
