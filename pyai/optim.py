@@ -12,6 +12,7 @@ import numpy as np
 
 from pyai import distributed, ops
 from pyai.checks import real_number
+from pyai.nn.flat import aligned_zeros
 
 
 def parameters_and_gradients(model):
@@ -99,7 +100,7 @@ class Adam:
         if self.flat is None or self.flat[0] is not flat:
             moments = []
             for slot in (self.m, self.v):
-                buffer = np.zeros(flat.size, np.float32)
+                buffer = aligned_zeros(flat.size)
                 for name, view in zip(flat.names, flat.split(buffer)):
                     if name in slot:
                         view[...] = slot[name]

@@ -13,6 +13,17 @@ calls over `flat.gradients` (`pyai.distributed`), not one call per tensor.
 
 import numpy as np
 
+LINE = 16   # floats in a 64-byte cache line: every tensor starts one, so a product writing a
+            # gradient view stores whole lines (the floats between tensors stay 0, and Adam
+            # leaves a parameter of gradient 0 and moments 0 at 0)
+
+
+def aligned_zeros(size):
+    """(size,) float32 zeros, the first on a 64-byte boundary."""
+    raw = np.zeros(size + LINE - 1, np.float32)
+    skip = -raw.ctypes.data % (4 * LINE) // 4
+    return raw[skip:skip + size]
+
 
 class FlatParameters:
     """Moves `model`'s parameters into one buffer and gives each layer views of a gradient buffer."""
@@ -23,10 +34,12 @@ class FlatParameters:
         sizes = [int(np.prod(shape)) for shape in shapes]
         self.names = [name for name, _, _ in slots]
         self.shapes = shapes
-        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
-        self.size = self.offsets[-1]
-        self.parameters = np.empty(self.size, np.float32)
-        self.gradients = np.zeros(self.size, np.float32)
+        padded = [-(-size // LINE) * LINE for size in sizes]
+        starts = np.concatenate([[0], np.cumsum(padded, dtype=np.int64)]).tolist()
+        self.offsets = list(zip(starts, [start + size for start, size in zip(starts, sizes)]))
+        self.size = starts[-1]
+        self.parameters = aligned_zeros(self.size)
+        self.gradients = aligned_zeros(self.size)
         self.parameter_views = self.split(self.parameters)
         self.gradient_views = self.split(self.gradients)
         for (_, layer, attribute), view, gradient_view in zip(slots, self.parameter_views, self.gradient_views):
@@ -39,8 +52,7 @@ class FlatParameters:
 
     def split(self, flat):
         """Views of `flat` (size,) shaped as the parameters, in their order."""
-        return [flat[start:end].reshape(shape)
-                for start, end, shape in zip(self.offsets, self.offsets[1:], self.shapes)]
+        return [flat[start:end].reshape(shape) for (start, end), shape in zip(self.offsets, self.shapes)]
 
     def gather(self, model):
         """Check that `model`'s parameters are still this buffer's views, and copy into the gradient
