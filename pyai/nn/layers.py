@@ -48,7 +48,7 @@ class Layer:
         with a flat gradient buffer, its view of that buffer, with `gradient` written into it."""
         view = self.gradient_views.get(attribute)
         if view is None:
-            return gradient
+            return np.ascontiguousarray(gradient)
         view[...] = gradient
         return view
 
