@@ -1,0 +1,252 @@
+// The scheduler behind cuda_runtime.h: the threads of one block as fibers on this host thread.
+//
+// A fiber runs until it reaches a barrier or exits; then the next runnable fiber runs, in lane
+// order (or reverse order). A barrier completes when every live thread of its group (the block
+// for __syncthreads, the warp for a shuffle) has arrived, which makes the waiting fibers
+// runnable again. Running one thread at a time up to each barrier makes a missing barrier show
+// as a wrong result: a thread reads shared memory before (in one order) or after (in the other)
+// the threads that should have written it first. When no fiber is runnable and some have not
+// exited, the threads wait at different barriers: on a GPU that hangs, here it is counted and the
+// block is abandoned.
+#include <signal.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace {
+
+constexpr size_t STACK_BYTES = size_t(1) << 20;  // per fiber, reserved lazily; a guard page below it
+
+enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
+
+struct Fiber {
+    ucontext_t context;
+    State state;
+    uint3 index;
+};
+
+struct Group {  // the live threads of a block or a warp, and how many wait at its barrier
+    unsigned alive = 0, arrived = 0, exited = 0;
+};
+
+struct Counters {
+    long misaligned = 0, shuffle_after_exit = 0, barrier_after_exit = 0, deadlock = 0, invalid_launch = 0;
+};
+
+std::mutex launch_mutex;
+std::vector<char*> stacks;  // reused across launches
+std::vector<Fiber> fibers;
+Group block_group;
+std::vector<Group> warp_groups;
+std::vector<double> warp_slots;
+unsigned current = 0;
+ucontext_t scheduler;
+const std::function<void()>* kernel_body = nullptr;
+bool reverse_order = false;
+Counters counters;
+cudaError_t last_error = cudaSuccess;
+#ifdef EMU_ASAN
+void* scheduler_fake_stack = nullptr;
+const void* scheduler_stack_bottom = nullptr;
+size_t scheduler_stack_size = 0;
+#endif
+
+char* stack_of(unsigned i) {
+    while (stacks.size() <= i) {
+        size_t page = size_t(sysconf(_SC_PAGESIZE));
+        void* p = mmap(nullptr, STACK_BYTES + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (p == MAP_FAILED) throw std::runtime_error("emulator: no memory for fiber stacks");
+        mprotect(p, page, PROT_NONE);  // a stack overflow faults instead of corrupting a neighbour
+        stacks.push_back(static_cast<char*>(p) + page);
+    }
+    return stacks[i];
+}
+
+void to_scheduler() {  // from a fiber
+#ifdef EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, scheduler_stack_bottom, scheduler_stack_size);
+    swapcontext(&fibers[current].context, &scheduler);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    swapcontext(&fibers[current].context, &scheduler);
+#endif
+}
+
+void to_fiber(unsigned i) {  // from the scheduler
+    current = i;
+    threadIdx = fibers[i].index;
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(&scheduler_fake_stack, stack_of(i), STACK_BYTES);
+    swapcontext(&scheduler, &fibers[i].context);
+    __sanitizer_finish_switch_fiber(scheduler_fake_stack, &scheduler_stack_bottom, &scheduler_stack_size);
+#else
+    swapcontext(&scheduler, &fibers[i].context);
+#endif
+}
+
+unsigned warp_of(unsigned i) { return i / 32; }
+
+// Wakes the group's waiters once every live member has arrived.
+void release_if_complete(Group& group, State waiting, unsigned first, unsigned end) {
+    if (group.arrived == 0 || group.arrived < group.alive) return;
+    group.arrived = 0;
+    for (unsigned i = first; i < end; i++) {
+        if (fibers[i].state == waiting) fibers[i].state = RUNNABLE;
+    }
+}
+
+void release_block_if_complete() { release_if_complete(block_group, AT_BLOCK_BARRIER, 0, unsigned(fibers.size())); }
+
+void release_warp_if_complete(unsigned warp) {
+    unsigned end = std::min<unsigned>(unsigned(fibers.size()), 32 * (warp + 1));
+    release_if_complete(warp_groups[warp], AT_WARP_BARRIER, 32 * warp, end);
+}
+
+void wait_at(Group& group, State state) {
+    group.arrived++;
+    fibers[current].state = state;
+    if (state == AT_BLOCK_BARRIER) release_block_if_complete();
+    else release_warp_if_complete(warp_of(current));
+    if (fibers[current].state != RUNNABLE) to_scheduler();
+}
+
+void fiber_main() {
+    (*kernel_body)();
+    fibers[current].state = DONE;
+    block_group.alive--, block_group.exited++;
+    Group& warp = warp_groups[warp_of(current)];
+    warp.alive--, warp.exited++;
+    release_block_if_complete();
+    release_warp_if_complete(warp_of(current));
+    to_scheduler();  // never resumed
+}
+
+void run_block(const EmuConfig& config, unsigned threads) {
+    fibers.assign(threads, Fiber{});
+    block_group = Group{threads, 0, 0};
+    warp_groups.assign((threads + 31) / 32, Group{});
+    for (unsigned w = 0; w < warp_groups.size(); w++) warp_groups[w].alive = std::min(32u, threads - 32 * w);
+    warp_slots.assign(32 * warp_groups.size(), 0.0);
+    for (unsigned t = 0; t < threads; t++) {
+        Fiber& fiber = fibers[t];
+        fiber.index = {t % config.block.x, (t / config.block.x) % config.block.y, t / (config.block.x * config.block.y)};
+        fiber.state = RUNNABLE;
+        getcontext(&fiber.context);
+        fiber.context.uc_stack.ss_sp = stack_of(t);
+        fiber.context.uc_stack.ss_size = STACK_BYTES;
+        fiber.context.uc_link = nullptr;
+        makecontext(&fiber.context, fiber_main, 0);
+    }
+    unsigned done = 0;
+    while (done < threads) {
+        bool ran = false;
+        for (unsigned k = 0; k < threads; k++) {
+            unsigned t = reverse_order ? threads - 1 - k : k;
+            if (fibers[t].state != RUNNABLE) continue;
+            to_fiber(t);
+            ran = true;
+            if (fibers[t].state == DONE) done++;
+        }
+        if (!ran && done < threads) {
+            counters.deadlock++;
+            fprintf(stderr, "EMU: block (%u,%u,%u): threads wait at different barriers (a hang on a GPU)\n",
+                    blockIdx.x, blockIdx.y, blockIdx.z);
+            return;
+        }
+    }
+}
+
+bool valid(const EmuConfig& c) {
+    unsigned long threads = (unsigned long)c.block.x * c.block.y * c.block.z;
+    return c.grid.x >= 1 && c.grid.y >= 1 && c.grid.z >= 1 && c.grid.x <= 2147483647u && c.grid.y <= 65535 &&
+           c.grid.z <= 65535 && c.block.x >= 1 && c.block.y >= 1 && c.block.z >= 1 && c.block.x <= 1024 &&
+           c.block.y <= 1024 && c.block.z <= 64 && threads <= 1024 && c.shared_bytes == 0;
+}
+
+}  // namespace
+
+void emu_run_grid(const EmuConfig& config, const std::function<void()>& kernel) {
+    std::lock_guard<std::mutex> lock(launch_mutex);
+    if (!valid(config)) {
+        counters.invalid_launch++;
+        last_error = cudaErrorInvalidConfiguration;
+        fprintf(stderr, "EMU: invalid launch: grid (%u,%u,%u), block (%u,%u,%u), %zu bytes of dynamic shared memory\n",
+                config.grid.x, config.grid.y, config.grid.z, config.block.x, config.block.y, config.block.z,
+                config.shared_bytes);
+        return;
+    }
+    kernel_body = &kernel;
+    blockDim = config.block;
+    gridDim = config.grid;
+    unsigned threads = config.block.x * config.block.y * config.block.z;
+    for (unsigned z = 0; z < config.grid.z; z++)
+        for (unsigned y = 0; y < config.grid.y; y++)
+            for (unsigned x = 0; x < config.grid.x; x++) {
+                blockIdx = {x, y, z};
+                run_block(config, threads);
+            }
+    kernel_body = nullptr;
+}
+
+void __syncthreads() {
+    if (block_group.exited) counters.barrier_after_exit++;
+    wait_at(block_group, AT_BLOCK_BARRIER);
+}
+
+void emu_warp_barrier() { wait_at(warp_groups[warp_of(current)], AT_WARP_BARRIER); }
+
+double* emu_warp_slots() {
+    unsigned warp = warp_of(current);
+    if (warp_groups[warp].exited) counters.shuffle_after_exit++;
+    return &warp_slots[32 * warp];
+}
+
+int emu_lane() { return int(current % 32); }
+
+void emu_note_misaligned(const void* p) {
+    if (counters.misaligned++ < 5) fprintf(stderr, "EMU: misaligned float4 access at %p\n", p);
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+    return error == cudaErrorInvalidConfiguration ? "invalid configuration argument (emulated)" : "no error";
+}
+
+cudaError_t cudaGetLastError() {
+    cudaError_t error = last_error;
+    last_error = cudaSuccess;
+    return error;
+}
+
+// What went wrong since the last call, as one sentence ("" if nothing), and the counters reset.
+std::string emu_take_faults() {
+    std::string faults;
+    auto add = [&](long count, const char* what) {
+        if (count) faults += (faults.empty() ? "" : "; ") + std::to_string(count) + " " + what;
+    };
+    add(counters.barrier_after_exit, "__syncthreads reached after a thread of the block exited");
+    add(counters.shuffle_after_exit, "shuffles reached after a lane of the warp exited");
+    add(counters.deadlock, "blocks whose threads waited at different barriers");
+    add(counters.misaligned, "misaligned float4 accesses");
+    add(counters.invalid_launch, "invalid launches");
+    counters = Counters{};
+    return faults;
+}
+
+void emu_set_reverse(bool reverse) { reverse_order = reverse; }

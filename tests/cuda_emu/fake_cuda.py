@@ -1,0 +1,103 @@
+"""A stand-in for the nanobind extension pyai._cuda over an emulated build (build.py): the same
+functions, each calling the kernel's C entry point through ctypes, and DeviceBuffer in host
+memory. A kernel call raises RuntimeError when the launcher threw (CUDA_CHECK), or when the
+emulator saw a fault (a barrier or shuffle after a thread exited, threads stuck at different
+barriers, a misaligned float4 access, an invalid launch).
+
+Arguments are checked as strictly as nanobind does (ints are ints, bools are bools), so the
+cuda backend's Python code (pyai/_backends/cuda.py) is exercised as on a GPU.
+"""
+
+import ctypes
+import types
+
+import numpy as np
+
+POINTER, INT32, INT64, FLOAT, BOOL = ctypes.c_uint64, ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_bool
+P, I, L, F, B = POINTER, INT32, INT64, FLOAT, BOOL
+SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
+    "leaky_relu_forward": (P, P, L, F, P),
+    "leaky_relu_backward": (P, P, P, L, F, P),
+    "matmul_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
+    "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
+    "layer_norm_backward": (P, P, P, P, P, P, P, P, L, I, P),
+    "gelu_forward": (P, P, L, P),
+    "gelu_backward": (P, P, P, L, P),
+    "softmax_forward": (P, P, L, I, P),
+    "softmax_cross_entropy": (P, P, P, P, L, I, P),
+    "embedding_forward": (P, P, P, L, I, P),
+    "embedding_backward": (P, P, P, L, L, I, P),
+    "adam_update": (P, P, P, P, L, F, F, F, F, P),
+}
+POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
+
+
+class Emulator:
+    """The kernels of one emulated build, callable with pointers (ints) as pyai._cuda's are."""
+
+    def __init__(self, library_path):
+        self.library = ctypes.CDLL(str(library_path))
+        self.library.emu_message.restype = ctypes.c_char_p
+        for name, argtypes in SIGNATURES.items():
+            function = getattr(self.library, "w_" + name)
+            function.argtypes, function.restype = argtypes, ctypes.c_int
+            setattr(self, name, self._checked(name, function, argtypes))
+
+    def _checked(self, name, function, argtypes):
+        def call(*arguments):
+            if len(arguments) != len(argtypes):
+                raise TypeError(f"{name}: expected {len(argtypes)} arguments, got {len(arguments)}")
+            for argument, kind in zip(arguments, argtypes):
+                if kind is BOOL and type(argument) is not bool:
+                    raise TypeError(f"{name}: expected a bool, got {argument!r}")
+                if kind in (INT32, INT64, POINTER) and (type(argument) is bool or not isinstance(argument, int)):
+                    raise TypeError(f"{name}: expected an int, got {argument!r}")
+            if function(*arguments):
+                raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
+        return call
+
+    def set_reverse(self, reverse):
+        """Run each block's threads in reverse order up to each barrier (default: lane order)."""
+        self.library.emu_reverse(int(reverse))
+
+
+class DeviceBuffer:
+    """`nbytes` of 'device' memory: host memory aligned to 256 bytes as cudaMalloc's, poisoned."""
+
+    def __init__(self, nbytes):
+        self._raw = np.empty(nbytes + 256, np.uint8)
+        start = (-self._raw.ctypes.data) % 256
+        self._memory = self._raw[start:start + nbytes]
+        self._memory[:] = POISON
+        self.nbytes = nbytes
+        self.ptr = self._memory.ctypes.data if nbytes else 0
+
+    def copy_from_host(self, array):
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in (np.float32, np.int64)):
+            raise TypeError("copy_from_host: expected a C-contiguous float32 or int64 numpy array")
+        self._check_size("copy_from_host", array)
+        self._memory[:] = array.reshape(-1).view(np.uint8)
+
+    def copy_to_host(self, array):
+        if not (isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.c_contiguous):
+            raise TypeError("copy_to_host: expected a C-contiguous float32 numpy array")
+        self._check_size("copy_to_host", array)
+        array.reshape(-1).view(np.uint8)[:] = self._memory
+
+    def _check_size(self, method, array):
+        if array.nbytes != self.nbytes:
+            raise ValueError(f"{method}: the array holds {array.nbytes} bytes but the buffer holds {self.nbytes}")
+
+
+def module(emulator):
+    """A module that can stand in for pyai._cuda (in sys.modules) over `emulator`."""
+    fake = types.ModuleType("pyai._cuda")
+    for name in SIGNATURES:
+        setattr(fake, name, getattr(emulator, name))
+    fake.DeviceBuffer = DeviceBuffer
+    fake.ATTENTION_MAX_DEPTH = 128
+    fake.runtime_status = lambda: None
+    fake.synchronize = lambda: None
+    return fake
