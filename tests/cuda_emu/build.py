@@ -35,14 +35,13 @@ def translate(text):
 def sources(changes=None):
     """{file name: C++ text}: cuda_src's .cu files translated, its headers, the emulator's files.
     `changes` {file name: (old, new)} replaces one exact piece of text (which must be there)."""
-    files = {path.name: path.read_text() for path in sorted(CUDA_SRC.glob("*.cuh"))}
-    files.update({path.stem + ".cpp": translate(path.read_text()) for path in sorted(CUDA_SRC.glob("*.cu"))})
-    files.update({name: (HERE / name).read_text() for name in ("cuda_runtime.h", "emu_runtime.cpp", "wrappers.cpp")})
+    files = {path.name: path.read_text() for path in sorted(CUDA_SRC.glob("*.cu*"))}
     for name, (old, new) in (changes or {}).items():
-        key = name.replace(".cu", ".cpp") if name.endswith(".cu") else name
-        if files[key].count(old) != 1:
-            raise ValueError(f"{name}: expected the text to change exactly once, found it {files[key].count(old)} times")
-        files[key] = files[key].replace(old, new)
+        if files[name].count(old) != 1:
+            raise ValueError(f"{name}: expected the text to change once, found it {files[name].count(old)} times")
+        files[name] = files[name].replace(old, new)
+    files = {(name[:-3] + ".cpp" if name.endswith(".cu") else name): translate(text) for name, text in files.items()}
+    files.update({name: (HERE / name).read_text() for name in ("cuda_runtime.h", "emu_runtime.cpp", "wrappers.cpp")})
     return files
 
 

@@ -61,7 +61,10 @@ struct alignas(16) float4 {
 };
 inline float4 make_float4(float a, float b, float c, float d) { return float4(a, b, c, d); }
 
-void __syncthreads();
+// __syncthreads() names its place in the source: threads of a block meeting at different
+// __syncthreads in one phase are counted (undefined on a GPU, where it may hang or misorder).
+void emu_syncthreads(const char* file, int line);
+#define __syncthreads() emu_syncthreads(__FILE__, __LINE__)
 void emu_warp_barrier();      // all live lanes of the calling thread's warp
 double* emu_warp_slots();     // 32 exchange slots of the calling thread's warp; notes exited lanes
 int emu_lane();

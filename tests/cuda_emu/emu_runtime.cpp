@@ -30,7 +30,9 @@ dim3 blockDim, gridDim;
 
 namespace {
 
-constexpr size_t STACK_BYTES = size_t(1) << 20;  // per fiber, reserved lazily; a guard page below it
+// per fiber, with a guard page below it. Small, because AddressSanitizer clears the shadow of the
+// whole stack at every switch; the kernels keep a few hundred bytes of locals.
+constexpr size_t STACK_BYTES = size_t(64) << 10;
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
@@ -45,7 +47,8 @@ struct Group {  // the live threads of a block or a warp, and how many wait at i
 };
 
 struct Counters {
-    long misaligned = 0, shuffle_after_exit = 0, barrier_after_exit = 0, deadlock = 0, invalid_launch = 0;
+    long misaligned = 0, shuffle_after_exit = 0, barrier_after_exit = 0, divergent_barrier = 0, deadlock = 0,
+         invalid_launch = 0;
 };
 
 std::mutex launch_mutex;
@@ -58,6 +61,8 @@ unsigned current = 0;
 ucontext_t scheduler;
 const std::function<void()>* kernel_body = nullptr;
 bool reverse_order = false;
+const char* barrier_file = "";  // where the first thread of this phase met the block barrier
+int barrier_line = 0;
 Counters counters;
 cudaError_t last_error = cudaSuccess;
 #ifdef EMU_ASAN
@@ -78,14 +83,23 @@ char* stack_of(unsigned i) {
     return stacks[i];
 }
 
-void to_scheduler() {  // from a fiber
+// Switches between the scheduler and fibers, told to AddressSanitizer (which keeps its own record
+// of the stack in use): a switch starts on one stack and finishes on the other.
+void to_scheduler(bool exiting = false) {  // from a fiber
 #ifdef EMU_ASAN
     void* fake = nullptr;
-    __sanitizer_start_switch_fiber(&fake, scheduler_stack_bottom, scheduler_stack_size);
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &fake, scheduler_stack_bottom, scheduler_stack_size);
     swapcontext(&fibers[current].context, &scheduler);
-    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+    __sanitizer_finish_switch_fiber(fake, &scheduler_stack_bottom, &scheduler_stack_size);
 #else
+    (void)exiting;
     swapcontext(&fibers[current].context, &scheduler);
+#endif
+}
+
+void fiber_started() {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &scheduler_stack_bottom, &scheduler_stack_size);
 #endif
 }
 
@@ -95,7 +109,7 @@ void to_fiber(unsigned i) {  // from the scheduler
 #ifdef EMU_ASAN
     __sanitizer_start_switch_fiber(&scheduler_fake_stack, stack_of(i), STACK_BYTES);
     swapcontext(&scheduler, &fibers[i].context);
-    __sanitizer_finish_switch_fiber(scheduler_fake_stack, &scheduler_stack_bottom, &scheduler_stack_size);
+    __sanitizer_finish_switch_fiber(scheduler_fake_stack, nullptr, nullptr);
 #else
     swapcontext(&scheduler, &fibers[i].context);
 #endif
@@ -128,6 +142,7 @@ void wait_at(Group& group, State state) {
 }
 
 void fiber_main() {
+    fiber_started();
     (*kernel_body)();
     fibers[current].state = DONE;
     block_group.alive--, block_group.exited++;
@@ -135,7 +150,7 @@ void fiber_main() {
     warp.alive--, warp.exited++;
     release_block_if_complete();
     release_warp_if_complete(warp_of(current));
-    to_scheduler();  // never resumed
+    to_scheduler(true);  // never resumed
 }
 
 void run_block(const EmuConfig& config, unsigned threads) {
@@ -205,8 +220,14 @@ void emu_run_grid(const EmuConfig& config, const std::function<void()>& kernel) 
     kernel_body = nullptr;
 }
 
-void __syncthreads() {
+void emu_syncthreads(const char* file, int line) {
     if (block_group.exited) counters.barrier_after_exit++;
+    if (block_group.arrived == 0) {
+        barrier_file = file, barrier_line = line;
+    } else if (line != barrier_line || strcmp(file, barrier_file) != 0) {
+        if (counters.divergent_barrier++ == 0)
+            fprintf(stderr, "EMU: threads of one block at %s:%d and %s:%d\n", barrier_file, barrier_line, file, line);
+    }
     wait_at(block_group, AT_BLOCK_BARRIER);
 }
 
@@ -242,6 +263,7 @@ std::string emu_take_faults() {
     };
     add(counters.barrier_after_exit, "__syncthreads reached after a thread of the block exited");
     add(counters.shuffle_after_exit, "shuffles reached after a lane of the warp exited");
+    add(counters.divergent_barrier, "__syncthreads reached at different places by threads of one block");
     add(counters.deadlock, "blocks whose threads waited at different barriers");
     add(counters.misaligned, "misaligned float4 accesses");
     add(counters.invalid_launch, "invalid launches");

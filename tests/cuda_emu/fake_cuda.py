@@ -10,6 +10,7 @@ cuda backend's Python code (pyai/_backends/cuda.py) is exercised as on a GPU.
 
 import ctypes
 import types
+import weakref
 
 import numpy as np
 
@@ -32,6 +33,23 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
 }
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
+
+
+# AddressSanitizer's own functions, where the process runs under it (its runtime preloaded)
+ASAN_POISON = getattr(ctypes.CDLL(None), "__asan_poison_memory_region", None)
+ASAN_UNPOISON = getattr(ctypes.CDLL(None), "__asan_unpoison_memory_region", None)
+
+
+def guard(raw, start, stop):
+    """Under AddressSanitizer, make the bytes of the array `raw` outside [start, stop)
+    unaddressable while it lives, so a kernel reading or writing past its buffer is reported.
+    They are made addressable again before numpy frees (or caches) the memory."""
+    if ASAN_POISON is None:
+        return
+    base = raw.ctypes.data
+    ASAN_POISON(ctypes.c_void_p(base), ctypes.c_size_t(start))
+    ASAN_POISON(ctypes.c_void_p(base + stop), ctypes.c_size_t(raw.nbytes - stop))
+    weakref.finalize(raw, ASAN_UNPOISON, ctypes.c_void_p(base), ctypes.c_size_t(raw.nbytes))
 
 
 class Emulator:
@@ -73,6 +91,7 @@ class DeviceBuffer:
         self._memory[:] = POISON
         self.nbytes = nbytes
         self.ptr = self._memory.ctypes.data if nbytes else 0
+        guard(self._raw, start, start + nbytes)
 
     def copy_from_host(self, array):
         if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in (np.float32, np.int64)):

@@ -17,10 +17,11 @@ def require_compiler():
         pytest.skip("no g++: the CUDA emulation builds cuda_src/ with the host C++ compiler")
 
 
-def emulator(sanitize=False, changes=None):
-    """The kernels of cuda_src/ (with `changes` applied) built for the host and loaded."""
+def emulator(changes=None):
+    """The kernels of cuda_src/ (with `changes` applied) built for the host and loaded: the
+    sanitized build (AddressSanitizer, UBSan) in a process started with its runtime preloaded."""
     require_compiler()
-    return fake_cuda.Emulator(build.build(sanitize, changes))
+    return fake_cuda.Emulator(build.build(fake_cuda.ASAN_POISON is not None, changes))
 
 
 def placed(array, offset=0):
@@ -31,6 +32,7 @@ def placed(array, offset=0):
     start = (-raw.ctypes.data % 256) // array.itemsize + offset
     out = raw[start:start + array.size].reshape(array.shape)
     out[...] = array
+    fake_cuda.guard(raw, start * array.itemsize, (start + array.size) * array.itemsize)
     return out
 
 
