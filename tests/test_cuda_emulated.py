@@ -20,6 +20,8 @@ coalescing) is in tests/cuda_emu/README.md.
 import numpy as np
 import pytest
 
+import pyai
+
 from conftest import assert_close
 from cuda_emu import harness
 from cuda_emu.harness import output, placed, pointer
@@ -106,6 +108,28 @@ def test_softmax_and_cross_entropy_sweep(kernels, order, rng, rows, columns):
     assert_close(f"cross-entropy loss {rows}x{columns} {order}", np.array([losses.astype(np.float64).mean()]),
                  np.array([loss]), TOL)
     assert_close(f"cross-entropy dlogits {rows}x{columns} {order}", dz, expected_dz, TOL)
+
+
+def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kernels, order, rng):
+    """Rows of -inf only, with some -inf, with a +inf, with logits of +-1e4: the one-pass
+    statistics give what the CPU backend's passes give, NaN where it has NaN."""
+    x = rng.standard_normal((5, 300)).astype(np.float32)
+    x[0] = -np.inf
+    x[1, ::3] = -np.inf
+    x[2, 7] = np.inf
+    x[3, ::2] = 1e4
+    x[4, ::2] = -1e4
+    y = output(x.shape)
+    kernels.softmax_forward(pointer(x), pointer(y), 5, 300, 0)
+    targets = np.array([0, 1, 2, 3, 4])
+    losses, dz = output(5), output(x.shape)
+    kernels.softmax_cross_entropy(*map(pointer, (x, targets, losses, dz)), 5, 300, 0)
+    expected_loss, expected_dz = pyai.ops.softmax_cross_entropy(x, targets, backend="numba-cpu")
+    for name, out, expected in (("softmax", y, pyai.ops.softmax(x, backend="numba-cpu")), ("dlogits", dz, expected_dz)):
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"{name} {order}: NaN positions")
+        finite = ~np.isnan(expected)
+        assert_close(f"{name} {order}", out[finite], expected[finite], TOL)
+    assert np.isnan(expected_loss) == np.isnan(losses.astype(np.float64).mean())
 
 
 @pytest.mark.parametrize("rows, channels", [(1, 1), (9, 31), (17, 33), (3, 300)])
