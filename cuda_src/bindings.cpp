@@ -171,16 +171,18 @@ NB_MODULE(_cuda, m) {
     m.def(
         "layer_norm_backward",
         [](uintptr_t dy, uintptr_t x, uintptr_t gamma, uintptr_t mean, uintptr_t rstd, uintptr_t dx, uintptr_t dgamma,
-           uintptr_t dbeta, int64_t rows, int channels, uintptr_t stream) {
+           uintptr_t dbeta, uintptr_t scratch, int64_t rows, int channels, uintptr_t stream) {
             layer_norm_backward(device_pointer<const float>(dy), device_pointer<const float>(x),
                                 device_pointer<const float>(gamma), device_pointer<const float>(mean),
                                 device_pointer<const float>(rstd), device_pointer<float>(dx),
-                                device_pointer<float>(dgamma), device_pointer<float>(dbeta), rows, channels,
-                                stream_handle(stream));
+                                device_pointer<float>(dgamma), device_pointer<float>(dbeta),
+                                device_pointer<double>(scratch), rows, channels, stream_handle(stream));
         },
         nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("gamma_ptr"), nb::arg("mean_ptr"), nb::arg("rstd_ptr"),
-        nb::arg("dx_ptr"), nb::arg("dgamma_ptr"), nb::arg("dbeta_ptr"), nb::arg("rows"), nb::arg("channels"),
-        nb::arg("stream") = 0, "Layer norm backward: dx, dgamma, dbeta.");
+        nb::arg("dx_ptr"), nb::arg("dgamma_ptr"), nb::arg("dbeta_ptr"), nb::arg("scratch_ptr"), nb::arg("rows"),
+        nb::arg("channels"), nb::arg("stream") = 0,
+        "Layer norm backward: dx, dgamma, dbeta; scratch_ptr: 2 * LAYER_NORM_MAX_ROW_CHUNKS * channels doubles.");
+    m.attr("LAYER_NORM_MAX_ROW_CHUNKS") = LAYER_NORM_MAX_ROW_CHUNKS;
 
     m.def(
         "gelu_forward",

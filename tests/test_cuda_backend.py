@@ -86,6 +86,10 @@ def test_attention_depth_limit_matches_the_kernels(cuda):
     assert cuda_row.ATTENTION_MAX_DEPTH == cuda.ATTENTION_MAX_DEPTH
 
 
+def test_layer_norm_scratch_size_matches_the_kernels(cuda):
+    assert cuda_row.LAYER_NORM_MAX_ROW_CHUNKS == cuda.LAYER_NORM_MAX_ROW_CHUNKS
+
+
 def test_runtime_status_is_none_or_a_sentence(status):
     assert status is None or (isinstance(status, str) and status.startswith("no CUDA device: "))
 

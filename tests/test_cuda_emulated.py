@@ -23,8 +23,9 @@ import pytest
 import pyai
 
 from conftest import assert_close
-from cuda_emu import harness
+from cuda_emu import fake_cuda, harness
 from cuda_emu.harness import output, placed, pointer
+from pyai._backends import cuda as cuda_row
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, embedding, gelu, layer_norm,
                                     leaky_relu, matmul, softmax, softmax_cross_entropy)
@@ -132,7 +133,7 @@ def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kern
     assert np.isnan(expected_loss) == np.isnan(losses.astype(np.float64).mean())
 
 
-@pytest.mark.parametrize("rows, channels", [(1, 1), (9, 31), (17, 33), (3, 300)])
+@pytest.mark.parametrize("rows, channels", [(1, 1), (9, 31), (17, 33), (3, 300), (131, 37), (700, 3)])
 def test_layer_norm_sweep(kernels, order, rng, rows, channels):
     x, dy = 3 + normal(rng, rows, channels), normal(rng, rows, channels)
     gamma, beta = normal(rng, channels), normal(rng, channels)
@@ -144,8 +145,9 @@ def test_layer_norm_sweep(kernels, order, rng, rows, channels):
         assert_close(f"layer norm {name} {rows}x{channels} {order}", out, ref, TOL)
 
     dx, dgamma, dbeta = output((rows, channels), 1), output(channels, 1), output(channels, 1)
-    kernels.layer_norm_backward(*map(pointer, (inputs[3], inputs[0], inputs[1], mean, rstd, dx, dgamma, dbeta)),
-                                rows, channels, 0)
+    scratch = output(4 * cuda_row.LAYER_NORM_MAX_ROW_CHUNKS * channels)
+    kernels.layer_norm_backward(*map(pointer, (inputs[3], inputs[0], inputs[1], mean, rstd, dx, dgamma, dbeta,
+                                               scratch)), rows, channels, 0)
     expected = layer_norm.layer_norm_backward_reference(dy, x, gamma, 1e-5)
     for name, out, ref in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), expected):
         # dx is ~rstd * (g - its mean): at C = 1 it is ~1e-3 of the terms, so it gets an absolute floor
@@ -198,6 +200,12 @@ def test_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, c
     expected = attention_backward.attention_backward_reference(do, q, k, v, causal, scale)
     for tensor, out, ref in zip(("dq", "dk", "dv"), (dq, dk, dv), expected):
         assert_close(f"{name} {tensor}", out, ref, TOL)
+
+
+@pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
+                                          ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")])
+def test_cuda_backend_constants_are_the_headers(header, name):
+    assert getattr(cuda_row, name) == fake_cuda.header_constant(header, name)
 
 
 def test_launch_past_the_grid_limits_raises(kernels):

@@ -38,6 +38,7 @@ INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
 MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
+LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
 
 
 def probe():
@@ -226,9 +227,10 @@ def layer_norm(call, x, gamma, beta, epsilon):
 def layer_norm_grad(call, dy, x, gamma, mean, rstd):
     channels = fits_int32("x: C", x.shape[-1])
     dx, dgamma, dbeta = call.empty(x.shape), call.empty((channels,)), call.empty((channels,))
+    scratch = call.empty((4 * LAYER_NORM_MAX_ROW_CHUNKS * channels,))   # float32 elements: 2 x chunks x C doubles
     call.cuda.layer_norm_backward(call.pointer("dy", dy), call.pointer("x", x), call.pointer("gamma", gamma),
                                   call.pointer("mean", mean), call.pointer("rstd", rstd), address(dx),
-                                  address(dgamma), address(dbeta), x.size // channels, channels, 0)
+                                  address(dgamma), address(dbeta), address(scratch), x.size // channels, channels, 0)
     return call.result(dx), call.result(dgamma), call.result(dbeta)
 
 

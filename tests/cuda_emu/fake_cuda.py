@@ -9,6 +9,8 @@ cuda backend's Python code (pyai/_backends/cuda.py) is exercised as on a GPU.
 """
 
 import ctypes
+import pathlib
+import re
 import types
 import weakref
 
@@ -23,7 +25,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
     "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
-    "layer_norm_backward": (P, P, P, P, P, P, P, P, L, I, P),
+    "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
     "gelu_forward": (P, P, L, P),
     "gelu_backward": (P, P, P, L, P),
     "softmax_forward": (P, P, L, I, P),
@@ -32,6 +34,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "embedding_backward": (P, P, P, L, L, I, P),
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
 }
+CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
 
 
@@ -110,13 +113,20 @@ class DeviceBuffer:
             raise ValueError(f"{method}: the array holds {array.nbytes} bytes but the buffer holds {self.nbytes}")
 
 
+def header_constant(header, name):
+    """The value of `constexpr int NAME = value;` in cuda_src/HEADER."""
+    text = (CUDA_SRC / header).read_text()
+    return int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))
+
+
 def module(emulator):
     """A module that can stand in for pyai._cuda (in sys.modules) over `emulator`."""
     fake = types.ModuleType("pyai._cuda")
     for name in SIGNATURES:
         setattr(fake, name, getattr(emulator, name))
     fake.DeviceBuffer = DeviceBuffer
-    fake.ATTENTION_MAX_DEPTH = 128
+    for header, name in (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")):
+        setattr(fake, name, header_constant(header, name))
     fake.runtime_status = lambda: None
     fake.synchronize = lambda: None
     return fake

@@ -70,8 +70,12 @@ int w_attention_backward(ptr dout, ptr q, ptr k, ptr v, ptr o, ptr lse, ptr delt
 int w_layer_norm_forward(ptr x, ptr g, ptr b, ptr y, ptr mean, ptr rstd, int64_t rows, int c, float eps, ptr) {
     return run([&] { layer_norm_forward(CF(x), CF(g), CF(b), F(y), F(mean), F(rstd), rows, c, eps, 0); });
 }
-int w_layer_norm_backward(ptr dy, ptr x, ptr g, ptr mean, ptr rstd, ptr dx, ptr dg, ptr db, int64_t rows, int c, ptr) {
-    return run([&] { layer_norm_backward(CF(dy), CF(x), CF(g), CF(mean), CF(rstd), F(dx), F(dg), F(db), rows, c, 0); });
+int w_layer_norm_backward(ptr dy, ptr x, ptr g, ptr mean, ptr rstd, ptr dx, ptr dg, ptr db, ptr scratch, int64_t rows,
+                          int c, ptr) {
+    return run([&] {
+        layer_norm_backward(CF(dy), CF(x), CF(g), CF(mean), CF(rstd), F(dx), F(dg), F(db),
+                            reinterpret_cast<double*>(scratch), rows, c, 0);
+    });
 }
 int w_gelu_forward(ptr x, ptr y, int64_t n, ptr) { return run([&] { gelu_forward(CF(x), F(y), n, 0); }); }
 int w_gelu_backward(ptr dy, ptr x, ptr dx, int64_t n, ptr) {
