@@ -31,7 +31,10 @@ using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::dev
 using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
-// probe finds out, on any machine, whether it can run.
+// probe finds out, on any machine, whether it can run. A kernel fault (an illegal address, a
+// trap) is sticky: the context stays broken and every later CUDA call fails with the same error
+// until the process ends, so then the backend reports the first error rather than letting each
+// later op fail with it as if it were its own.
 static std::optional<std::string> runtime_status() {
     int device_count = 0;
     cudaError_t error = cudaGetDeviceCount(&device_count);
@@ -39,6 +42,11 @@ static std::optional<std::string> runtime_status() {
         return std::string("no CUDA device: cudaGetDeviceCount failed with ") + cudaGetErrorString(error);
     }
     if (device_count == 0) return std::string("no CUDA device: cudaGetDeviceCount found none");
+    error = cudaPeekAtLastError();  // a sticky error stays; a launch error was cleared by its CUDA_CHECK
+    if (error != cudaSuccess) {
+        return std::string("the CUDA context is unusable after an earlier error (") + cudaGetErrorString(error) +
+               "); restart the process";
+    }
     return std::nullopt;
 }
 

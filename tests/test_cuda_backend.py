@@ -91,7 +91,8 @@ def test_layer_norm_scratch_size_matches_the_kernels(cuda):
 
 
 def test_runtime_status_is_none_or_a_sentence(status):
-    assert status is None or (isinstance(status, str) and status.startswith("no CUDA device: "))
+    assert status is None or (isinstance(status, str) and status.startswith(
+        ("no CUDA device: ", "the CUDA context is unusable after an earlier error")))
 
 
 def test_probe_reports_runtime_status(status):

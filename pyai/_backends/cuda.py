@@ -20,7 +20,9 @@ default streams of numba, CuPy or PyTorch are complete when a kernel reads them,
 (cudaStreamNonBlocking, or per-thread default streams) must be synchronized by the caller.
 Host results are complete when an op returns (the copy back waits for the kernel); device
 results are complete for anything queued after them on a blocking stream. A kernel fault
-surfaces as a RuntimeError from the next CUDA call that notices it, naming that call.
+surfaces as a RuntimeError from the next CUDA call that notices it, naming that call; CUDA keeps
+the context broken after it, so from then on probe() says so and every op raises
+BackendUnavailableError with that first error, rather than an error of its own.
 
 pyai._cuda exists only when a CUDA compiler was found at install time, so it is imported inside
 the functions, never at the top of this module.
