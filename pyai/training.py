@@ -19,7 +19,6 @@ of finite weights: the last good one stays on disk.
 import math
 
 import numpy as np
-from tqdm import tqdm
 
 from pyai.checks import as_float32, positive_int
 from pyai.data import check_finite
@@ -27,6 +26,13 @@ from pyai.text import random_batch
 
 GAN_HISTORY_COLUMNS = ("discriminator_loss", "generator_loss", "real_accuracy", "fake_accuracy")
 HELD_OUT_BATCHES = 8
+
+
+def tqdm(*args, **kwargs):
+    """tqdm's progress bar, imported when a loop starts: `import pyai` works without tqdm (a GPU
+    machine installed with --no-deps), and only the training loops need it."""
+    from tqdm import tqdm as progress_bar
+    return progress_bar(*args, **kwargs)
 
 
 class TrainingDiverged(RuntimeError):
