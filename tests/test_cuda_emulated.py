@@ -54,6 +54,27 @@ def test_golden_case_on_emulated_cuda_backend(kernels, path):
         test_golden.CHECKS[test_golden.op_of(path)](f"emulated cuda {path.stem}", test_golden.load(path))
 
 
+def test_ops_on_numpy_arrays_reuse_device_buffers(kernels, rng, monkeypatch):
+    """The second op of the same sizes allocates no DeviceBuffer: the first one's are pooled."""
+    created = []
+
+    class CountedBuffer(fake_cuda.DeviceBuffer):
+        def __init__(self, nbytes):
+            super().__init__(nbytes)
+            created.append(nbytes)
+
+    monkeypatch.setattr(cuda_row, "POOL", cuda_row.BufferPool())
+    a, b = rng.standard_normal((37, 29), np.float32), rng.standard_normal((29, 53), np.float32)
+    with harness.as_cuda_extension(kernels) as module:
+        module.DeviceBuffer = CountedBuffer
+        first = pyai.ops.matmul(a, b)
+        allocated = len(created)
+        second = pyai.ops.matmul(2 * a, b)
+    assert allocated == 3 and len(created) == 3, created   # a, b, c once
+    assert_close("matmul", first, matmul.matmul_reference(a, b), TOL)
+    assert_close("matmul with reused buffers", second, matmul.matmul_reference(2 * a, b), TOL)
+
+
 def normal(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
