@@ -13,7 +13,10 @@
 //   - register blocking: each thread keeps an 8 x 8 tile of C in registers, as two 4-row and two
 //     4-column strips 64 apart, so a warp's shared-memory reads are float4 broadcasts without
 //     bank conflicts, and 16 floats from shared memory feed 64 FMAs;
-//   - warp tiling falls out of the thread layout: a warp covers 32 x 64 of each 64 x 64 quadrant;
+//   - warp tiling falls out of the thread layout (tx = thread % 16 picks columns, ty = thread / 16
+//     rows): a warp's 32 threads are 2 values of ty and all 16 of tx, so it covers 8 rows x 64
+//     columns of each 64 x 64 quadrant, reading 2 float4 of a (broadcast) and 16 consecutive
+//     float4 of b per k;
 //   - vectorised loads: each thread loads 4 consecutive floats of each operand per slice with one
 //     16-byte load when the row is aligned and whole, else 4 bounds-checked scalar loads (zeros
 //     past the edges, so ragged M, N, K need no separate kernel);
