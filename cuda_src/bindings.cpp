@@ -135,6 +135,19 @@ NB_MODULE(_cuda, m) {
         "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
 
     m.def(
+        "matmul_tf32_forward",
+        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int m, int n, int k, bool transpose_a,
+           bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            matmul_tf32_forward(device_pointer<const float>(a), device_pointer<const float>(b),
+                                device_pointer<const float>(bias), device_pointer<float>(c), m, n, k, transpose_a,
+                                transpose_b, activation, alpha, stream_handle(stream));
+        },
+        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
+        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
+        nb::arg("stream") = 0,
+        "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
+
+    m.def(
         "attention_forward",
         [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, int heads, int n_queries, int n_keys,
            int depth, bool causal, float scale, uintptr_t stream) {

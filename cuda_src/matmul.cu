@@ -26,6 +26,7 @@
 // The transposes only change how a thread's 4 loaded floats go into shared memory: along k
 // (scattered into 4 rows) or along m/n (one float4 store).
 #include "check.cuh"
+#include "epilogue.cuh"
 #include "matmul.cuh"
 
 constexpr int BLOCK_M = 128;
@@ -79,24 +80,6 @@ __device__ __forceinline__ void store_slice(float (*tile)[BLOCK_M], float4 value
         tile[k + 3][mn] = value.w;
     } else {
         *reinterpret_cast<float4*>(&tile[t / 32][(t % 32) * 4]) = value;
-    }
-}
-
-__device__ __forceinline__ float activate(float x, int activation, float alpha) {
-    switch (activation) {
-        case LEAKY_RELU: return x > 0.0f ? x : alpha * x;
-        case RELU: return x > 0.0f ? x : 0.0f;
-        case SIGMOID: {  // exp of a non-positive number only: finite for any x
-            float e = expf(-fabsf(x));
-            return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-        }
-        case TANH: return tanhf(x);
-        case GELU: {  // x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3); see gelu.cu
-            float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-            float e = expf(-fabsf(2.0f * u));
-            return x * (u >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e));
-        }
-        default: return x;
     }
 }
 

@@ -98,6 +98,35 @@ def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, ac
     assert_close(f"matmul {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
 
 
+def tf32(x):
+    """x rounded to TF32 as the tensor cores take it: 10 mantissa bits, to nearest, ties away."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+TF32_SHAPES = [(1, 1, 1, False, False, None), (65, 70, 17, False, True, "relu"), (17, 130, 9, True, False, "gelu"),
+               (64, 64, 16, True, True, "sigmoid"), (3, 5, 40, False, False, "leaky_relu")]
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", TF32_SHAPES)
+def test_tf32_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    """Against the float64 product of the TF32-rounded operands at float32's tolerance (a wrong
+    fragment, tile or mask is far off), and against the exact product at TF32's (2^-11 per
+    operand, ~1e-3 on random sums)."""
+    a = normal(rng, *((k, m) if transpose_a else (m, k)))
+    b = normal(rng, *((n, k) if transpose_b else (k, n)))
+    bias = normal(rng, n)
+    c = output((m, n), offset)
+    operands = [placed(array, offset) for array in (a, b, bias)]
+    kernels.matmul_tf32_forward(*map(pointer, operands), pointer(c), m, n, k, transpose_a, transpose_b,
+                                ACTIVATIONS[activation], 0.2, 0)
+    a_op, b_op = (a.T if transpose_a else a), (b.T if transpose_b else b)
+    name = f"tf32 matmul {m}x{n}x{k} {order} offset {offset}"
+    assert_close(name, c, matmul.matmul_reference(tf32(a_op), tf32(b_op), bias, activation), TOL)
+    assert_close(f"{name} vs exact", c, matmul.matmul_reference(a_op, b_op, bias, activation), 5e-3)
+
+
 ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
 
 

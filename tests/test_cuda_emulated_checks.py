@@ -9,6 +9,7 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
     hangs or misorders);
   - float4 loads without the alignment test: misaligned accesses on an offset pointer;
+  - tensor-core tiles padded so fragments are not 32-byte aligned: wmma faults;
   - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
   - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
     (the plain build's buffers have slack, and the values written there are never read).
@@ -75,6 +76,15 @@ def test_misaligned_vector_access_is_caught(rng):
     x = placed(rng.standard_normal(37).astype(np.float32), 1)
     with pytest.raises(RuntimeError, match="misaligned float4"):
         kernels.leaky_relu_forward(pointer(x), pointer(output(37, 1)), 37, 0.2, 0)
+
+
+def test_tensor_core_fragment_misaligned_in_shared_memory_is_caught(rng):
+    """wmma loads need 32-byte aligned rows: a pad of 2 floats breaks it (and the stride rule)."""
+    kernels = harness.emulator({"matmul_tf32.cu": ("constexpr int PAD = 8;", "constexpr int PAD = 2;")})
+    a, b = rng.standard_normal((20, 16), np.float32), rng.standard_normal((16, 20), np.float32)
+    with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
+        kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(output((20, 20))), 20, 20, 16, False, False,
+                                    0, 0.0, 0)
 
 
 def test_invalid_launch_is_caught(rng):

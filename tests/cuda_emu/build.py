@@ -41,7 +41,7 @@ def sources(changes=None):
             raise ValueError(f"{name}: expected the text to change once, found it {files[name].count(old)} times")
         files[name] = files[name].replace(old, new)
     files = {(name[:-3] + ".cpp" if name.endswith(".cu") else name): translate(text) for name, text in files.items()}
-    files.update({name: (HERE / name).read_text() for name in ("cuda_runtime.h", "emu_runtime.cpp", "wrappers.cpp")})
+    files.update({name: (HERE / name).read_text() for name in ("cuda_runtime.h", "mma.h", "emu_runtime.cpp", "wrappers.cpp")})
     return files
 
 

@@ -47,7 +47,7 @@ struct Group {  // the live threads of a block or a warp, and how many wait at i
 };
 
 struct Counters {
-    long misaligned = 0, shuffle_after_exit = 0, barrier_after_exit = 0, divergent_barrier = 0, deadlock = 0,
+    long misaligned = 0, wmma = 0, shuffle_after_exit = 0, barrier_after_exit = 0, divergent_barrier = 0, deadlock = 0,
          invalid_launch = 0;
 };
 
@@ -241,6 +241,10 @@ double* emu_warp_slots() {
 
 int emu_lane() { return int(current % 32); }
 
+void emu_note_wmma_fault(const char* what, const void* pointer, unsigned ldm) {
+    if (counters.wmma++ < 5) fprintf(stderr, "EMU: wmma load/store: %s (pointer %p, ldm %u)\n", what, pointer, ldm);
+}
+
 void emu_note_misaligned(const void* p) {
     if (counters.misaligned++ < 5) fprintf(stderr, "EMU: misaligned float4 access at %p\n", p);
 }
@@ -266,6 +270,7 @@ std::string emu_take_faults() {
     add(counters.divergent_barrier, "__syncthreads reached at different places by threads of one block");
     add(counters.deadlock, "blocks whose threads waited at different barriers");
     add(counters.misaligned, "misaligned float4 accesses");
+    add(counters.wmma, "wmma loads or stores with a misaligned pointer or leading dimension");
     add(counters.invalid_launch, "invalid launches");
     counters = Counters{};
     return faults;

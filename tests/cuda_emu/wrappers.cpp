@@ -56,6 +56,10 @@ int w_leaky_relu_backward(ptr dy, ptr x, ptr dx, int64_t n, float alpha, ptr) {
 int w_matmul_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act, float alpha, ptr) {
     return run([&] { matmul_forward(CF(a), CF(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
 }
+int w_matmul_tf32_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act, float alpha,
+                          ptr) {
+    return run([&] { matmul_tf32_forward(CF(a), CF(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
+}
 int w_attention_forward(ptr q, ptr k, ptr v, ptr o, ptr lse, int heads, int nq, int nk, int d, bool causal,
                         float scale, ptr) {
     return run([&] { attention_forward(CF(q), CF(k), CF(v), F(o), F(lse), heads, nq, nk, d, causal, scale, 0); });
