@@ -130,12 +130,32 @@ def test_out_of_bounds_access_is_caught_by_address_sanitizer():
     assert "gelu_forward_kernel" in result.stderr, result.stderr[-2000:]
 
 
+# One or two edge shapes per kernel, each with pointers 1 float past alignment where the sweep
+# has them: AddressSanitizer slows the fiber switches ~10x, so the sanitized run is a sample.
+SANITIZED_CASES = [
+    "test_matmul_sweep[lane-order-37-53-29-True-True-tanh-1]",
+    "test_matmul_sweep[lane-order-130-129-17-False-False-gelu-0]",
+    "test_tf32_matmul_sweep[lane-order-65-70-17-False-True-relu-1]",
+    "test_elementwise_sweep[lane-order-1031-3]",
+    "test_elementwise_sweep[lane-order-1-0]",
+    "test_softmax_and_cross_entropy_sweep[lane-order-3-257]",
+    "test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend[lane-order]",
+    "test_layer_norm_sweep[lane-order-131-37]",
+    "test_embedding_sweep[lane-order-37-11-33]",
+    "test_adam_sweep[lane-order-1031-1]",
+    "test_attention_sweep[lane-order-2-17-33-5-True]",
+    "test_attention_sweep[lane-order-1-33-17-24-False]",
+]
+
+
 def test_kernels_are_clean_under_address_sanitizer_and_ubsan():
-    """The edge-shape sweep (lane order) with the sanitized build, in a process of its own."""
+    """A sample of the edge-shape sweep with the sanitized build, in a process of its own."""
     harness.require_compiler()
     build.build(sanitize=True)
-    result = sanitized([sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", "-k",
-                        "sweep and lane-order", os.path.join(TESTS, "test_cuda_emulated.py")], timeout=600)
+    cases = [os.path.join(TESTS, "test_cuda_emulated.py") + "::" + case for case in SANITIZED_CASES]
+    result = sanitized([sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", *cases],
+                       timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "AddressSanitizer" not in result.stderr.replace(
-        "WARNING: ASan doesn't fully support makecontext/swapcontext", ""), result.stderr[-3000:]
+    assert f"{len(cases)} passed" in result.stdout, result.stdout[-3000:]
+    assert "ERROR: AddressSanitizer" not in result.stderr and "runtime error" not in result.stderr, \
+        result.stderr[-3000:]
