@@ -95,6 +95,24 @@ static cudaStream_t stream_handle(uintptr_t address) {
     return reinterpret_cast<cudaStream_t>(address);
 }
 
+// matmul_forward and matmul_tf32_forward take the same arguments.
+using MatmulLauncher = void (*)(const float*, const float*, const float*, float*, int, int, int, bool, bool, int,
+                                float, cudaStream_t);
+
+static void def_matmul(nb::module_& m, const char* name, MatmulLauncher launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+                   bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            launcher(device_pointer<const float>(a), device_pointer<const float>(b), device_pointer<const float>(bias),
+                     device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
+                     stream_handle(stream));
+        },
+        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
+        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
+        nb::arg("stream") = 0, doc);
+}
+
 NB_MODULE(_cuda, m) {
     m.doc() = "pyai's CUDA C++ kernels; see pyai/_backends/cuda.py for the backend that uses them.";
 
@@ -120,32 +138,11 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0,
         "dx = x > 0 ? dy : alpha * dy over n float32 values at device addresses dy_ptr, x_ptr, dx_ptr.");
 
-    m.def(
-        "matmul_forward",
-        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int m, int n, int k, bool transpose_a,
-           bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_forward(device_pointer<const float>(a), device_pointer<const float>(b),
-                           device_pointer<const float>(bias), device_pointer<float>(c), m, n, k, transpose_a,
-                           transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
-        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
-        nb::arg("stream") = 0,
-        "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
-        "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
-
-    m.def(
-        "matmul_tf32_forward",
-        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int m, int n, int k, bool transpose_a,
-           bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_tf32_forward(device_pointer<const float>(a), device_pointer<const float>(b),
-                                device_pointer<const float>(bias), device_pointer<float>(c), m, n, k, transpose_a,
-                                transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
-        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
-        nb::arg("stream") = 0,
-        "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
+    def_matmul(m, "matmul_forward", matmul_forward,
+               "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
+               "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
+    def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
+               "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 
     m.def(
         "attention_forward",

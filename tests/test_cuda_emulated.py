@@ -84,17 +84,23 @@ MATMUL_SHAPES = [(1, 1, 1, False, False, None), (1, 131, 5, False, True, "relu")
                  (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu")]
 
 
-@pytest.mark.parametrize("offset", [0, 1])
-@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", MATMUL_SHAPES)
-def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    """c from `launcher` (matmul_forward or matmul_tf32_forward) on fresh operands placed at
+    `offset`: (c, op(a), op(b), bias)."""
     a = normal(rng, *((k, m) if transpose_a else (m, k)))
     b = normal(rng, *((n, k) if transpose_b else (k, n)))
     bias = normal(rng, n)
     c = output((m, n), offset)
     operands = [placed(array, offset) for array in (a, b, bias)]
-    kernels.matmul_forward(*map(pointer, operands), pointer(c), m, n, k, transpose_a, transpose_b,
-                           ACTIVATIONS[activation], 0.2, 0)
-    expected = matmul.matmul_reference(a.T if transpose_a else a, b.T if transpose_b else b, bias, activation)
+    launcher(*map(pointer, operands), pointer(c), m, n, k, transpose_a, transpose_b, ACTIVATIONS[activation], 0.2, 0)
+    return c, (a.T if transpose_a else a), (b.T if transpose_b else b), bias
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", MATMUL_SHAPES)
+def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    c, a, b, bias = run_matmul(kernels.matmul_forward, rng, m, n, k, transpose_a, transpose_b, activation, offset)
+    expected = matmul.matmul_reference(a, b, bias, activation)
     assert_close(f"matmul {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
 
 
@@ -114,17 +120,11 @@ def test_tf32_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_
     """Against the float64 product of the TF32-rounded operands at float32's tolerance (a wrong
     fragment, tile or mask is far off), and against the exact product at TF32's (2^-11 per
     operand, ~1e-3 on random sums)."""
-    a = normal(rng, *((k, m) if transpose_a else (m, k)))
-    b = normal(rng, *((n, k) if transpose_b else (k, n)))
-    bias = normal(rng, n)
-    c = output((m, n), offset)
-    operands = [placed(array, offset) for array in (a, b, bias)]
-    kernels.matmul_tf32_forward(*map(pointer, operands), pointer(c), m, n, k, transpose_a, transpose_b,
-                                ACTIVATIONS[activation], 0.2, 0)
-    a_op, b_op = (a.T if transpose_a else a), (b.T if transpose_b else b)
+    c, a, b, bias = run_matmul(kernels.matmul_tf32_forward, rng, m, n, k, transpose_a, transpose_b, activation,
+                               offset)
     name = f"tf32 matmul {m}x{n}x{k} {order} offset {offset}"
-    assert_close(name, c, matmul.matmul_reference(tf32(a_op), tf32(b_op), bias, activation), TOL)
-    assert_close(f"{name} vs exact", c, matmul.matmul_reference(a_op, b_op, bias, activation), 5e-3)
+    assert_close(name, c, matmul.matmul_reference(tf32(a), tf32(b), bias, activation), TOL)
+    assert_close(f"{name} vs exact", c, matmul.matmul_reference(a, b, bias, activation), 5e-3)
 
 
 ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
