@@ -8,7 +8,6 @@
 // the threads that should have written it first. When no fiber is runnable and some have not
 // exited, the threads wait at different barriers: on a GPU that hangs, here it is counted and the
 // block is abandoned.
-#include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -30,8 +29,9 @@ dim3 blockDim, gridDim;
 
 namespace {
 
-// per fiber, with a guard page below it. Small, because AddressSanitizer clears the shadow of the
-// whole stack at every switch; the kernels keep a few hundred bytes of locals.
+// Per fiber, with a guard page below it. Small, because AddressSanitizer clears the shadow of the
+// whole stack at every switch; the kernels keep at most a few KiB of locals (the wmma model's
+// fragments, which hold whole tiles, are the largest).
 constexpr size_t STACK_BYTES = size_t(64) << 10;
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
