@@ -73,25 +73,25 @@ def test_divergent_barriers_are_caught(rng):
 
 def test_misaligned_vector_access_is_caught(rng):
     kernels = harness.emulator({"leaky_relu.cu": ("aligned16(x) && aligned16(y) ? n / 4 : 0", "n / 4")})
-    x = placed(rng.standard_normal(37).astype(np.float32), 1)
+    x, y = placed(rng.standard_normal(37).astype(np.float32), 1), output(37, 1)
     with pytest.raises(RuntimeError, match="misaligned float4"):
-        kernels.leaky_relu_forward(pointer(x), pointer(output(37, 1)), 37, 0.2, 0)
+        kernels.leaky_relu_forward(pointer(x), pointer(y), 37, 0.2, 0)
 
 
 def test_tensor_core_fragment_misaligned_in_shared_memory_is_caught(rng):
     """wmma loads need 32-byte aligned rows: a pad of 2 floats breaks it (and the stride rule)."""
     kernels = harness.emulator({"matmul_tf32.cu": ("constexpr int PAD = 8;", "constexpr int PAD = 2;")})
     a, b = rng.standard_normal((20, 16), np.float32), rng.standard_normal((16, 20), np.float32)
+    c = output((20, 20))
     with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
-        kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(output((20, 20))), 20, 20, 16, False, False,
-                                    0, 0.0, 0)
+        kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), 20, 20, 16, False, False, 0, 0.0, 0)
 
 
 def test_invalid_launch_is_caught(rng):
     kernels = harness.emulator({"gelu.cu": ("THREADS_PER_BLOCK = 256", "THREADS_PER_BLOCK = 2048")})
-    x = rng.standard_normal(37).astype(np.float32)
+    x, y = rng.standard_normal(37).astype(np.float32), output(37)
     with pytest.raises(RuntimeError, match="cudaGetLastError.*invalid configuration"):
-        kernels.gelu_forward(pointer(x), pointer(output(37)), 37, 0)
+        kernels.gelu_forward(pointer(x), pointer(y), 37, 0)
 
 
 def sanitized(command, timeout):

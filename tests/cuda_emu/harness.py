@@ -42,6 +42,11 @@ def output(shape, offset=0):
 
 
 def pointer(array):
+    """The address of `array`'s data, which must outlive the kernel call: an array made in the
+    call's own argument list (a reference count of 2 here) would be freed before the kernel runs
+    and the kernel would write into freed memory, so it is refused."""
+    if sys.getrefcount(array) <= 2:
+        raise ValueError("pointer: the array is a temporary; keep it in a variable until the kernel has run")
     return array.ctypes.data
 
 
