@@ -43,8 +43,10 @@ struct Tf32Tiles {
     float c[TC_BLOCK_M][C_PITCH];  // the block's C tile before the epilogue
 };
 
-using FragmentA = wmma::fragment<wmma::matrix_a, FRAGMENT, FRAGMENT, FRAGMENT_K, wmma::precision::tf32, wmma::row_major>;
-using FragmentB = wmma::fragment<wmma::matrix_b, FRAGMENT, FRAGMENT, FRAGMENT_K, wmma::precision::tf32, wmma::row_major>;
+using FragmentA =
+    wmma::fragment<wmma::matrix_a, FRAGMENT, FRAGMENT, FRAGMENT_K, wmma::precision::tf32, wmma::row_major>;
+using FragmentB =
+    wmma::fragment<wmma::matrix_b, FRAGMENT, FRAGMENT, FRAGMENT_K, wmma::precision::tf32, wmma::row_major>;
 using Accumulator = wmma::fragment<wmma::accumulator, FRAGMENT, FRAGMENT, FRAGMENT_K, float>;
 
 // Element (row, col) of a row-major (rows, cols) matrix, zero outside it.

@@ -49,8 +49,9 @@ __device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
 
 __device__ __forceinline__ MaxSum warp_max_sum(MaxSum stats) {
     for (int offset = 16; offset > 0; offset /= 2) {
-        MaxSum other = {__shfl_xor_sync(0xffffffffu, stats.max, offset), __shfl_xor_sync(0xffffffffu, stats.sum, offset)};
-        stats = merge(stats, other);
+        float other_max = __shfl_xor_sync(0xffffffffu, stats.max, offset);
+        double other_sum = __shfl_xor_sync(0xffffffffu, stats.sum, offset);
+        stats = merge(stats, {other_max, other_sum});
     }
     return stats;
 }

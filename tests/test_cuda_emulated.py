@@ -229,7 +229,8 @@ def test_adam_sweep(kernels, order, rng, n, offset):
 
 
 ATTENTION_SHAPES = [(1, 1, 1, 1, False), (1, 1, 1, 1, True), (2, 17, 33, 5, True), (1, 33, 17, 24, False),
-                    (1, 40, 45, 128, True), (1, 31, 31, 33, True), (1, 1, 70, 64, False)]
+                    (1, 40, 45, 128, True), (1, 31, 31, 33, True), (1, 1, 70, 64, False),
+                    (1, 130, 161, 16, True)]   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
 
 
 @pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", ATTENTION_SHAPES)

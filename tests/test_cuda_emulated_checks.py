@@ -3,8 +3,10 @@ are caught, each by the check meant for it. And the kernels run clean under Addr
 UBSan.
 
 Each planted bug changes one piece of text in one file (build.py recompiles that file only):
-  - a barrier removed from the matmul loop: a wrong product (threads run up to each barrier one
-    at a time, so one reads a shared tile the others have not written yet);
+  - a barrier removed from the matmul loop, or from attention's between two phases with shuffles:
+    a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
+    the barriers let them, so one reads a shared tile the others have not written yet, or
+    overwrites one they have not read);
   - idle attention warps that return instead of meeting the barriers: a barrier after exit;
   - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
     hangs or misorders);
@@ -52,8 +54,23 @@ def attention(kernels, rng, n_queries=17, n_keys=40, depth=8):
     return o, attention_forward.attention_forward_reference(q, k, v, False, 0.5)[0]
 
 
+@pytest.mark.parametrize("comment", ["// k_t is no longer read", "// the previous v tile is no longer read"])
+def test_removed_barrier_between_shuffles_gives_wrong_attention(rng, comment):
+    """Warp shuffles between a shared tile's last read and its overwrite do not hide a missing
+    block barrier: a warp released by its shuffle runs ahead of the later warps."""
+    kernels = harness.emulator({"attention_forward.cu": (f"__syncthreads();  {comment}", comment)})
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, expected = attention(kernels, rng, n_queries=70, n_keys=90)
+        errors.append(relative_error(np.nan_to_num(o, nan=1e9), expected))
+    assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
 def test_barrier_after_exit_is_caught(rng):
-    kernels = harness.emulator({"attention_forward.cu": ("if (!active) continue;", "if (!active) return;")})
+    load_q = "    load_transposed(q_t, BLOCK_QUERIES, q, first_query, n_queries, depth);\n"
+    early_exit = "    if (first_query + ty * 4 >= n_queries) return;\n"
+    kernels = harness.emulator({"attention_forward.cu": (load_q, load_q + early_exit)})
     with pytest.raises(RuntimeError, match="__syncthreads reached after a thread of the block exited"):
         attention(kernels, rng)
 
@@ -61,12 +78,11 @@ def test_barrier_after_exit_is_caught(rng):
 def test_divergent_barriers_are_caught(rng):
     """Barriers in divergent code: threads at two different __syncthreads, or a block barrier
     while the rest of a warp waits in a shuffle (a hang on a GPU)."""
-    kernels = harness.emulator({"attention_forward.cu": ("        __syncthreads();  // the previous tiles",
-                                                         "        if (active) __syncthreads();  // the previous tiles")})
+    barrier = "        __syncthreads();  // k_t is no longer read"
+    kernels = harness.emulator({"attention_forward.cu": (barrier, "if (first_query + ty * 4 < n_queries)" + barrier)})
     with pytest.raises(RuntimeError, match="__syncthreads reached at different places"):
         attention(kernels, rng)
-    kernels = harness.emulator({"attention_forward.cu": ("        __syncthreads();  // the previous tiles",
-                                                         "        if (lane == 0) __syncthreads();  // the previous")})
+    kernels = harness.emulator({"attention_forward.cu": (barrier, "if (lane == 0)" + barrier)})
     with pytest.raises(RuntimeError, match="waited at different barriers"):
         attention(kernels, rng)
 
@@ -99,11 +115,7 @@ def sanitized(command, timeout):
     harness.require_compiler()
     environment = dict(os.environ, LD_PRELOAD=build.sanitizer_preload(), ASAN_OPTIONS="detect_leaks=0",
                        PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ_without_cov(environment))
-
-
-def environ_without_cov(environment):
-    return {key: value for key, value in environment.items() if not key.startswith("COV_CORE")}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 OUT_OF_BOUNDS = {"gelu.cu": ("gelu_forward_kernel<<<block_count(n), THREADS_PER_BLOCK, 0, stream>>>(x, y, n);",

@@ -24,6 +24,7 @@ CUDA_SRC = HERE.parents[1] / "cuda_src"
 CACHE = pathlib.Path(tempfile.gettempdir()) / f"pyai-cuda-emu-{os.getuid()}"
 BASE_FLAGS = ["-std=c++20", "-O1", "-g1", "-fPIC", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+EMULATOR_FILES = ("cuda_runtime.h", "mma.h", "emu_runtime.cpp", "wrappers.cpp")
 LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<([^>]*)>>>\(")
 
 
@@ -41,7 +42,7 @@ def sources(changes=None):
             raise ValueError(f"{name}: expected the text to change once, found it {files[name].count(old)} times")
         files[name] = files[name].replace(old, new)
     files = {(name[:-3] + ".cpp" if name.endswith(".cu") else name): translate(text) for name, text in files.items()}
-    files.update({name: (HERE / name).read_text() for name in ("cuda_runtime.h", "mma.h", "emu_runtime.cpp", "wrappers.cpp")})
+    files.update({name: (HERE / name).read_text() for name in EMULATOR_FILES})
     return files
 
 

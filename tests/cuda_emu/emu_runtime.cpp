@@ -1,7 +1,8 @@
 // The scheduler behind cuda_runtime.h: the threads of one block as fibers on this host thread.
 //
-// A fiber runs until it reaches a barrier or exits; then the next runnable fiber runs, in lane
-// order (or reverse order). A barrier completes when every live thread of its group (the block
+// A fiber runs until it reaches a barrier or exits; then the first runnable fiber in lane order
+// (or reverse order) runs, so the first threads run as far ahead of the others as the barriers
+// let them. A barrier completes when every live thread of its group (the block
 // for __syncthreads, the warp for a shuffle) has arrived, which makes the waiting fibers
 // runnable again. Running one thread at a time up to each barrier makes a missing barrier show
 // as a wrong result: a thread reads shared memory before (in one order) or after (in the other)
@@ -135,6 +136,7 @@ unsigned current = 0;
 Context scheduler;
 const std::function<void()>* kernel_body = nullptr;
 bool reverse_order = false;
+bool released = false;  // a barrier completed since the scheduler last looked
 const char* barrier_file = "";  // where the first thread of this phase met the block barrier
 int barrier_line = 0;
 Counters counters;
@@ -198,6 +200,7 @@ void release_if_complete(Group& group, State waiting, unsigned first, unsigned e
     for (unsigned i = first; i < end; i++) {
         if (fibers[i].state == waiting) fibers[i].state = RUNNABLE;
     }
+    released = true;
 }
 
 void release_block_if_complete() { release_if_complete(block_group, AT_BLOCK_BARRIER, 0, unsigned(fibers.size())); }
@@ -235,26 +238,28 @@ void run_block(const EmuConfig& config, unsigned threads) {
     warp_slots.assign(32 * warp_groups.size(), 0.0);
     for (unsigned t = 0; t < threads; t++) {
         Fiber& fiber = fibers[t];
-        fiber.index = {t % config.block.x, (t / config.block.x) % config.block.y, t / (config.block.x * config.block.y)};
+        unsigned x = config.block.x, y = config.block.y;
+        fiber.index = {t % x, (t / x) % y, t / (x * y)};
         fiber.state = RUNNABLE;
         start_context(fiber.context, stack_of(t), STACK_BYTES, fiber_main);
     }
-    unsigned done = 0;
+    // Always the first runnable thread in the order: a thread (and its warp, once a shuffle
+    // releases it) runs as far ahead of the later ones as the barriers allow.
+    unsigned done = 0, first = 0;  // no thread before `first` (in the order) is runnable
     while (done < threads) {
-        bool ran = false;
-        for (unsigned k = 0; k < threads; k++) {
-            unsigned t = reverse_order ? threads - 1 - k : k;
-            if (fibers[t].state != RUNNABLE) continue;
-            to_fiber(t);
-            ran = true;
-            if (fibers[t].state == DONE) done++;
-        }
-        if (!ran && done < threads) {
+        unsigned k = first;
+        while (k < threads && fibers[reverse_order ? threads - 1 - k : k].state != RUNNABLE) k++;
+        if (k == threads) {
             counters.deadlock++;
             fprintf(stderr, "EMU: block (%u,%u,%u): threads wait at different barriers (a hang on a GPU)\n",
                     blockIdx.x, blockIdx.y, blockIdx.z);
             return;
         }
+        unsigned t = reverse_order ? threads - 1 - k : k;
+        to_fiber(t);
+        if (fibers[t].state == DONE) done++;
+        first = released ? 0 : k;  // a barrier that completed may have made earlier threads runnable
+        released = false;
     }
 }
 

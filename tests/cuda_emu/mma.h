@@ -80,7 +80,9 @@ void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, cons
     load(f, p, ldm, std::is_same_v<Layout, row_major>);
 }
 
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const float* p, unsigned ldm, layout_t layout) {
+using Accumulator = fragment<accumulator, 16, 16, 8, float>;
+
+inline void load_matrix_sync(Accumulator& f, const float* p, unsigned ldm, layout_t layout) {
     load(f, p, ldm, layout == mem_row_major);
 }
 
@@ -90,22 +92,23 @@ void fill_fragment(F& fragment, float value) {
 }
 
 template <class LayoutA, class LayoutB>
-void mma_sync(fragment<accumulator, 16, 16, 8, float>& d, const fragment<matrix_a, 16, 16, 8, precision::tf32, LayoutA>& a,
-              const fragment<matrix_b, 16, 16, 8, precision::tf32, LayoutB>& b,
-              const fragment<accumulator, 16, 16, 8, float>& c) {
+void mma_sync(Accumulator& d, const fragment<matrix_a, 16, 16, 8, precision::tf32, LayoutA>& a,
+              const fragment<matrix_b, 16, 16, 8, precision::tf32, LayoutB>& b, const Accumulator& c) {
     warp_meets();
     float result[16 * 16];
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++) {
             float total = c.x[i * 16 + j];
-            for (int k = 0; k < 8; k++) total = fmaf(__float_to_tf32(a.x[i * 8 + k]), __float_to_tf32(b.x[k * 16 + j]), total);
+            for (int k = 0; k < 8; k++) {
+                total = fmaf(__float_to_tf32(a.x[i * 8 + k]), __float_to_tf32(b.x[k * 16 + j]), total);
+            }
             result[i * 16 + j] = total;
         }
     memcpy(d.x, result, sizeof result);
     warp_meets();
 }
 
-inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f, unsigned ldm, layout_t layout) {
+inline void store_matrix_sync(float* p, const Accumulator& f, unsigned ldm, layout_t layout) {
     warp_meets();
     check_memory(p, ldm);
     for (int r = 0; r < 16; r++)
