@@ -36,7 +36,7 @@ def pointer(tensor):
     return tensor.data_ptr()
 
 
-def gemm_rows(size, fp32_peak):
+def gemm_rows(size, fp32_peak, bf16_peak):
     torch.backends.cuda.matmul.allow_tf32 = False
     a, b = torch.randn(size, size, device="cuda"), torch.randn(size, size, device="cuda")
     bias, c = torch.randn(size, device="cuda"), torch.empty(size, size, device="cuda")
@@ -54,7 +54,23 @@ def gemm_rows(size, fp32_peak):
     rows.append(("linear fp32 + bias + gelu", f"{size}^3", time_ms(lambda: ours(5)),
                  "torch addmm + gelu(tanh)", time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")),
                  flops, "flop", fp32_peak, "fused epilogue"))
+    rows.append(tf32_gemm_row(a, b, c, size, bf16_peak))
     return rows
+
+
+def tf32_gemm_row(a, b, c, size, bf16_peak):
+    """The WMMA TF32 GEMM beside cuBLAS's TF32 GEMM; the dense TF32 peak is half the BF16 one."""
+    def ours():
+        _cuda.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), size, size, size, False, False, 0, 0.0, 0)
+
+    ours()
+    torch.cuda.synchronize()
+    error = ((c - a @ b).norm() / (a @ b).norm()).item()   # against float32 (TF32 is still off here)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    cublas_ms = time_ms(lambda: a @ b)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return ("gemm tf32 (wmma)", f"{size}^3", time_ms(ours), "cuBLAS tf32 (torch.matmul)", cublas_ms, 2 * size**3,
+            "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
 
 
 def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
@@ -115,6 +131,12 @@ def memory_rows(n, bandwidth_peak):
     logits = torch.randn(vocab_rows, vocab, device="cuda")
     targets = torch.randint(0, vocab, (vocab_rows,), device="cuda")
     dlogits, losses = torch.empty_like(logits), torch.empty(vocab_rows, device="cuda")
+    logits_leaf = logits.clone().requires_grad_()
+
+    def torch_cross_entropy():   # the loss and dlogits, as pyai's one kernel gives them
+        logits_leaf.grad = None
+        F.cross_entropy(logits_leaf, targets).backward()
+
     kernels = [
         ("leaky_relu fwd", 8 * n, lambda: _cuda.leaky_relu_forward(pointer(x), pointer(y), n, 0.2, 0),
          lambda: F.leaky_relu(x, 0.2)),
@@ -128,7 +150,7 @@ def memory_rows(n, bandwidth_peak):
         ("softmax + cross-entropy (V=50257)", 8 * logits.numel(),
          lambda: _cuda.softmax_cross_entropy(pointer(logits), pointer(targets), pointer(losses), pointer(dlogits),
                                              vocab_rows, vocab, 0),
-         lambda: F.cross_entropy(logits, targets)),
+         torch_cross_entropy),
         ("adam step", 28 * n,
          lambda: _cuda.adam_update(pointer(param), pointer(grad), pointer(m), pointer(v), n, 1e-3, 0.1, 0.001,
                                    1e-7, 0), None),
@@ -139,9 +161,13 @@ def memory_rows(n, bandwidth_peak):
         ours_ms = time_ms(ours)
         fraction = nbytes / (ours_ms * 1e-3) / copy_bandwidth
         results.append((name, f"n={n}" if "softmax" not in name else f"{vocab_rows}x{vocab}", ours_ms,
-                        "torch (unfused)" if peer else "-", time_ms(peer) if peer else None, nbytes, "byte",
+                        peer_name(name) if peer else "-", time_ms(peer) if peer else None, nbytes, "byte",
                         bandwidth_peak, f"{fraction:.2f} of measured copy bandwidth; target >= 0.85"))
     return results
+
+
+def peer_name(kernel):
+    return "torch forward + backward (unfused)" if "cross-entropy" in kernel else "torch (unfused)"
 
 
 def table(rows):
@@ -166,7 +192,7 @@ def main():
     quick = "--quick" in sys.argv
     device = torch.cuda.get_device_name()
     fp32_peak, bf16_peak, bandwidth_peak = bench.gpu_datasheet_peaks(device)
-    rows = gemm_rows(1024 if quick else 4096, fp32_peak)
+    rows = gemm_rows(1024 if quick else 4096, fp32_peak, bf16_peak)
     for depth in (64, 128):
         rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
     rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)

@@ -31,7 +31,10 @@ using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::dev
 using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
-// probe finds out, on any machine, whether it can run.
+// probe finds out, on any machine, whether it can run. A kernel fault (an illegal address, a
+// trap) is sticky: the context stays broken and every later CUDA call fails with the same error
+// until the process ends, so then the backend reports the first error rather than letting each
+// later op fail with it as if it were its own.
 static std::optional<std::string> runtime_status() {
     int device_count = 0;
     cudaError_t error = cudaGetDeviceCount(&device_count);
@@ -39,6 +42,11 @@ static std::optional<std::string> runtime_status() {
         return std::string("no CUDA device: cudaGetDeviceCount failed with ") + cudaGetErrorString(error);
     }
     if (device_count == 0) return std::string("no CUDA device: cudaGetDeviceCount found none");
+    error = cudaPeekAtLastError();  // a sticky error stays; a launch error was cleared by its CUDA_CHECK
+    if (error != cudaSuccess) {
+        return std::string("the CUDA context is unusable after an earlier error (") + cudaGetErrorString(error) +
+               "); restart the process";
+    }
     return std::nullopt;
 }
 
@@ -87,6 +95,24 @@ static cudaStream_t stream_handle(uintptr_t address) {
     return reinterpret_cast<cudaStream_t>(address);
 }
 
+// matmul_forward and matmul_tf32_forward take the same arguments.
+using MatmulLauncher = void (*)(const float*, const float*, const float*, float*, int, int, int, bool, bool, int,
+                                float, cudaStream_t);
+
+static void def_matmul(nb::module_& m, const char* name, MatmulLauncher launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+                   bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            launcher(device_pointer<const float>(a), device_pointer<const float>(b), device_pointer<const float>(bias),
+                     device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
+                     stream_handle(stream));
+        },
+        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
+        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
+        nb::arg("stream") = 0, doc);
+}
+
 NB_MODULE(_cuda, m) {
     m.doc() = "pyai's CUDA C++ kernels; see pyai/_backends/cuda.py for the backend that uses them.";
 
@@ -112,19 +138,11 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0,
         "dx = x > 0 ? dy : alpha * dy over n float32 values at device addresses dy_ptr, x_ptr, dx_ptr.");
 
-    m.def(
-        "matmul_forward",
-        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int m, int n, int k, bool transpose_a,
-           bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_forward(device_pointer<const float>(a), device_pointer<const float>(b),
-                           device_pointer<const float>(bias), device_pointer<float>(c), m, n, k, transpose_a,
-                           transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
-        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
-        nb::arg("stream") = 0,
-        "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
-        "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
+    def_matmul(m, "matmul_forward", matmul_forward,
+               "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
+               "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
+    def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
+               "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 
     m.def(
         "attention_forward",
@@ -171,16 +189,18 @@ NB_MODULE(_cuda, m) {
     m.def(
         "layer_norm_backward",
         [](uintptr_t dy, uintptr_t x, uintptr_t gamma, uintptr_t mean, uintptr_t rstd, uintptr_t dx, uintptr_t dgamma,
-           uintptr_t dbeta, int64_t rows, int channels, uintptr_t stream) {
+           uintptr_t dbeta, uintptr_t scratch, int64_t rows, int channels, uintptr_t stream) {
             layer_norm_backward(device_pointer<const float>(dy), device_pointer<const float>(x),
                                 device_pointer<const float>(gamma), device_pointer<const float>(mean),
                                 device_pointer<const float>(rstd), device_pointer<float>(dx),
-                                device_pointer<float>(dgamma), device_pointer<float>(dbeta), rows, channels,
-                                stream_handle(stream));
+                                device_pointer<float>(dgamma), device_pointer<float>(dbeta),
+                                device_pointer<double>(scratch), rows, channels, stream_handle(stream));
         },
         nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("gamma_ptr"), nb::arg("mean_ptr"), nb::arg("rstd_ptr"),
-        nb::arg("dx_ptr"), nb::arg("dgamma_ptr"), nb::arg("dbeta_ptr"), nb::arg("rows"), nb::arg("channels"),
-        nb::arg("stream") = 0, "Layer norm backward: dx, dgamma, dbeta.");
+        nb::arg("dx_ptr"), nb::arg("dgamma_ptr"), nb::arg("dbeta_ptr"), nb::arg("scratch_ptr"), nb::arg("rows"),
+        nb::arg("channels"), nb::arg("stream") = 0,
+        "Layer norm backward: dx, dgamma, dbeta; scratch_ptr: 2 * LAYER_NORM_MAX_ROW_CHUNKS * channels doubles.");
+    m.attr("LAYER_NORM_MAX_ROW_CHUNKS") = LAYER_NORM_MAX_ROW_CHUNKS;
 
     m.def(
         "gelu_forward",

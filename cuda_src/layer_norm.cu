@@ -11,16 +11,22 @@
 // Fast version: one warp per row; the row is read once for the mean, once for the variance about
 // the mean (two passes: E[x^2] - mean^2 cancels) and once to write y, the second and third reads
 // hitting L1/L2. The row sums are in double, as in pyai's CPU kernel: the backward's three terms
-// cancel on short rows, and a float32 sum over C terms is ~C * 6e-8 off. The backward's column sums dgamma, dbeta go through a second kernel in which each
-// block owns COLUMNS_PER_BLOCK columns and its warps split the rows, then add in shared memory:
-// no atomics, the same result on every run.
+// cancel on short rows, and a float32 sum over C terms is ~C * 6e-8 off. The backward's column
+// sums dgamma, dbeta take two more kernels: a grid of (C / 32 column blocks) x (row chunks), each
+// block summing 32 columns over one chunk of rows (its warps split the chunk's rows, then add in
+// shared memory) into a partial sum per chunk; then one thread per column adds its chunks'
+// partials in order. Enough chunks (up to LAYER_NORM_MAX_ROW_CHUNKS) keep every SM busy where C
+// alone gives few blocks (C = 768: 24 column blocks, times 128 chunks); no atomics, the same
+// result on every run.
 #include "check.cuh"
 #include "layer_norm.cuh"
 #include "reduce.cuh"
 
 constexpr int ROWS_PER_BLOCK = 8;       // warps per block, one row each
-constexpr int COLUMNS_PER_BLOCK = 32;   // dgamma/dbeta: one column per lane
-constexpr int ROW_GROUPS = 8;           // dgamma/dbeta: warps per block, splitting the rows
+constexpr int COLUMNS_PER_BLOCK = 32;   // dgamma/dbeta partials: one column per lane
+constexpr int ROW_GROUPS = 8;           // dgamma/dbeta partials: warps per block, splitting a chunk's rows
+constexpr int MIN_ROWS_PER_CHUNK = 64;  // fewer rows per chunk would cost more in partials than they save
+constexpr int COLUMN_THREADS = 256;     // dgamma/dbeta from the partials: one column per thread
 static_assert(COLUMNS_PER_BLOCK == 32, "one column per lane");
 
 __global__ void layer_norm_forward_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
@@ -73,18 +79,22 @@ __global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* 
     }
 }
 
-// Block b sums columns [32 b, 32 b + 32): lane = column, warp w takes rows w, w + ROW_GROUPS, ...
-__global__ void layer_norm_parameter_grad_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                                 const float* __restrict__ mean, const float* __restrict__ rstd,
-                                                 float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                                 int64_t rows, int channels) {
+// Block (b, chunk) sums columns [32 b, 32 b + 32) over the chunk's rows: lane = column, warp w
+// takes rows w, w + ROW_GROUPS, ... of the chunk. partial_gamma, partial_beta (chunks, channels).
+__global__ void layer_norm_partial_grad_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                               const float* __restrict__ mean, const float* __restrict__ rstd,
+                                               double* __restrict__ partial_gamma,
+                                               double* __restrict__ partial_beta, int64_t rows,
+                                               int64_t rows_per_chunk, int channels) {
     __shared__ double gamma_part[ROW_GROUPS][COLUMNS_PER_BLOCK];
     __shared__ double beta_part[ROW_GROUPS][COLUMNS_PER_BLOCK];
     int lane = threadIdx.x % 32, group = threadIdx.x / 32;
     int column = blockIdx.x * COLUMNS_PER_BLOCK + lane;
+    int64_t first_row = int64_t(blockIdx.y) * rows_per_chunk;
+    int64_t end_row = min(rows, first_row + rows_per_chunk);
     double gamma_total = 0.0, beta_total = 0.0;
     if (column < channels) {
-        for (int64_t row = group; row < rows; row += ROW_GROUPS) {
+        for (int64_t row = first_row + group; row < end_row; row += ROW_GROUPS) {
             double d = dy[row * channels + column];
             gamma_total = fma(d, (double(x[row * channels + column]) - mean[row]) * rstd[row], gamma_total);
             beta_total += d;
@@ -97,6 +107,21 @@ __global__ void layer_norm_parameter_grad_kernel(const float* __restrict__ dy, c
     for (int g = 1; g < ROW_GROUPS; g++) {
         gamma_total += gamma_part[g][lane];
         beta_total += beta_part[g][lane];
+    }
+    partial_gamma[int64_t(blockIdx.y) * channels + column] = gamma_total;
+    partial_beta[int64_t(blockIdx.y) * channels + column] = beta_total;
+}
+
+// dgamma[c] = sum over chunks of partial_gamma[chunk, c], likewise dbeta: one thread per column.
+__global__ void layer_norm_column_sum_kernel(const double* __restrict__ partial_gamma,
+                                             const double* __restrict__ partial_beta, float* __restrict__ dgamma,
+                                             float* __restrict__ dbeta, int chunks, int channels) {
+    int column = blockIdx.x * blockDim.x + threadIdx.x;
+    if (column >= channels) return;
+    double gamma_total = 0.0, beta_total = 0.0;
+    for (int chunk = 0; chunk < chunks; chunk++) {
+        gamma_total += partial_gamma[int64_t(chunk) * channels + column];
+        beta_total += partial_beta[int64_t(chunk) * channels + column];
     }
     dgamma[column] = float(gamma_total);
     dbeta[column] = float(beta_total);
@@ -115,14 +140,22 @@ void layer_norm_forward(const float* x, const float* gamma, const float* beta, f
 }
 
 void layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                         const float* rstd, float* dx, float* dgamma, float* dbeta, int64_t rows, int channels,
-                         cudaStream_t stream) {
+                         const float* rstd, float* dx, float* dgamma, float* dbeta, double* scratch, int64_t rows,
+                         int channels, cudaStream_t stream) {
     if (rows == 0) return;
     layer_norm_dx_kernel<<<row_blocks(rows), ROWS_PER_BLOCK * 32, 0, stream>>>(dy, x, gamma, mean, rstd, dx, rows,
                                                                              channels);
     CUDA_CHECK(cudaGetLastError());
-    unsigned column_blocks = (channels + COLUMNS_PER_BLOCK - 1) / COLUMNS_PER_BLOCK;
-    layer_norm_parameter_grad_kernel<<<column_blocks, ROW_GROUPS * 32, 0, stream>>>(dy, x, mean, rstd, dgamma,
-                                                                                   dbeta, rows, channels);
+    int64_t chunks = min(int64_t(LAYER_NORM_MAX_ROW_CHUNKS), (rows + MIN_ROWS_PER_CHUNK - 1) / MIN_ROWS_PER_CHUNK);
+    int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
+    chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;  // every chunk holds rows
+    double* partial_gamma = scratch;
+    double* partial_beta = scratch + chunks * channels;
+    dim3 partial_grid((channels + COLUMNS_PER_BLOCK - 1) / COLUMNS_PER_BLOCK, unsigned(chunks));
+    layer_norm_partial_grad_kernel<<<partial_grid, ROW_GROUPS * 32, 0, stream>>>(
+        dy, x, mean, rstd, partial_gamma, partial_beta, rows, rows_per_chunk, channels);
+    CUDA_CHECK(cudaGetLastError());
+    layer_norm_column_sum_kernel<<<(channels + COLUMN_THREADS - 1) / COLUMN_THREADS, COLUMN_THREADS, 0, stream>>>(
+        partial_gamma, partial_beta, dgamma, dbeta, int(chunks), channels);
     CUDA_CHECK(cudaGetLastError());
 }

@@ -13,7 +13,10 @@
 //   - register blocking: each thread keeps an 8 x 8 tile of C in registers, as two 4-row and two
 //     4-column strips 64 apart, so a warp's shared-memory reads are float4 broadcasts without
 //     bank conflicts, and 16 floats from shared memory feed 64 FMAs;
-//   - warp tiling falls out of the thread layout: a warp covers 32 x 64 of each 64 x 64 quadrant;
+//   - warp tiling falls out of the thread layout (tx = thread % 16 picks columns, ty = thread / 16
+//     rows): a warp's 32 threads are 2 values of ty and all 16 of tx, so it covers 8 rows x 64
+//     columns of each 64 x 64 quadrant, reading 2 float4 of a (broadcast) and 16 consecutive
+//     float4 of b per k;
 //   - vectorised loads: each thread loads 4 consecutive floats of each operand per slice with one
 //     16-byte load when the row is aligned and whole, else 4 bounds-checked scalar loads (zeros
 //     past the edges, so ragged M, N, K need no separate kernel);
@@ -23,6 +26,7 @@
 // The transposes only change how a thread's 4 loaded floats go into shared memory: along k
 // (scattered into 4 rows) or along m/n (one float4 store).
 #include "check.cuh"
+#include "epilogue.cuh"
 #include "matmul.cuh"
 
 constexpr int BLOCK_M = 128;
@@ -76,24 +80,6 @@ __device__ __forceinline__ void store_slice(float (*tile)[BLOCK_M], float4 value
         tile[k + 3][mn] = value.w;
     } else {
         *reinterpret_cast<float4*>(&tile[t / 32][(t % 32) * 4]) = value;
-    }
-}
-
-__device__ __forceinline__ float activate(float x, int activation, float alpha) {
-    switch (activation) {
-        case LEAKY_RELU: return x > 0.0f ? x : alpha * x;
-        case RELU: return x > 0.0f ? x : 0.0f;
-        case SIGMOID: {  // exp of a non-positive number only: finite for any x
-            float e = expf(-fabsf(x));
-            return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-        }
-        case TANH: return tanhf(x);
-        case GELU: {  // x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3); see gelu.cu
-            float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-            float e = expf(-fabsf(2.0f * u));
-            return x * (u >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e));
-        }
-        default: return x;
     }
 }
 

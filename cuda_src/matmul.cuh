@@ -1,4 +1,5 @@
-// SGEMM with a fused epilogue on float32 device arrays; see matmul.cu.
+// GEMMs with a fused epilogue on float32 device arrays; see matmul.cu (float32 on CUDA cores)
+// and matmul_tf32.cu (TF32 tensor cores).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,3 +15,8 @@ enum Activation : int { NONE = 0, LEAKY_RELU = 1, RELU = 2, SIGMOID = 3, TANH = 
 void matmul_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                     bool transpose_a, bool transpose_b, int activation, float alpha,
                     cudaStream_t stream);
+
+// The same product on tensor cores (sm_80+): op(a) and op(b) rounded to TF32 (10-bit mantissa),
+// products summed in float32. Same arguments and layout as matmul_forward.
+void matmul_tf32_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
+                         bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream);

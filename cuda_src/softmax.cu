@@ -1,12 +1,13 @@
 // Softmax over the last axis, float32:
 //   y[r, j] = exp(x[r, j] - m_r) / sum_k exp(x[r, k] - m_r),   m_r = max_k x[r, k]
 // x, y (N, V). Subtracting the row max keeps every exp in (0, 1]: no overflow for any finite x.
-// Cost per element: ~25 FLOPs (an exp); 8 bytes when a row stays in L1/L2 between the passes.
+// Cost per element: ~50 FLOPs (two exps); 8 bytes when a row stays in L1/L2 between the passes.
 //
-// Fast version: one block per row; three passes over the row (max, sum of exps, write), each a
-// strided loop with coalesced loads and a block reduction (reduce.cuh). The second and third
-// reads of the row come from cache for rows up to ~100k floats. The sum is in double: a float
-// sum of V terms is off by up to ~V * 6e-8 relative, and that error would scale the whole row.
+// Fast version: one block per row; two passes over the row, each a strided loop with coalesced
+// loads: the online max and sum of exps in one read (reduce.cuh's MaxSum, merged across the
+// block), then the write. The second read of the row comes from cache for rows up to ~100k
+// floats. The sum is in double: a float sum of V terms is off by up to ~V * 6e-8 relative, and
+// that error would scale the whole row. A row of -inf only gives NaN, as on the CPU backend.
 #include "check.cuh"
 #include "reduce.cuh"
 #include "softmax.cuh"
@@ -16,13 +17,11 @@ constexpr int THREADS_PER_ROW = 256;
 __global__ void softmax_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int columns) {
     const float* x_row = x + int64_t(blockIdx.x) * columns;
     float* y_row = y + int64_t(blockIdx.x) * columns;
-    float largest = -INFINITY;
-    for (int j = threadIdx.x; j < columns; j += blockDim.x) largest = fmaxf(largest, x_row[j]);
-    largest = block_max(largest);
-    double total = 0.0;
-    for (int j = threadIdx.x; j < columns; j += blockDim.x) total += expf(x_row[j] - largest);
-    float inverse = float(1.0 / block_sum(total));
-    for (int j = threadIdx.x; j < columns; j += blockDim.x) y_row[j] = expf(x_row[j] - largest) * inverse;
+    MaxSum stats = {-INFINITY, 0.0};
+    for (int j = threadIdx.x; j < columns; j += blockDim.x) add_to(stats, x_row[j]);
+    stats = block_max_sum(stats);
+    float inverse = float(1.0 / stats.sum);
+    for (int j = threadIdx.x; j < columns; j += blockDim.x) y_row[j] = expf(x_row[j] - stats.max) * inverse;
 }
 
 void softmax_forward(const float* x, float* y, int64_t rows, int columns, cudaStream_t stream) {

@@ -34,6 +34,13 @@ GAN_HISTORY_COLUMNS = ("discriminator_loss", "generator_loss", "real_accuracy", 
 HELD_OUT_BATCHES = 8
 
 
+def tqdm(*args, **kwargs):
+    """tqdm's progress bar, imported when a loop starts: `import pyai` works without tqdm (a GPU
+    machine installed with --no-deps), and only the training loops need it."""
+    from tqdm import tqdm as progress_bar
+    return progress_bar(*args, **kwargs)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite: the run cannot go on."""
 

@@ -38,6 +38,9 @@ def skip_in_cuda_simulator(backend, what):
 
 @pytest.fixture(params=USABLE_BACKENDS)
 def backend(request):
+    reason = dispatch.unavailable_reason(request.param)
+    if reason is not None:   # usable when the session started: lost since (a CUDA kernel fault is sticky)
+        pytest.fail(f"backend {request.param!r} became unusable during the tests: {reason}")
     with pyai.use_backend(request.param):
         yield request.param
 

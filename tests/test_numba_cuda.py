@@ -275,3 +275,21 @@ def test_kernels_compile_to_ptx_for_a_gpu():
     if result.returncode != 0 and result.stderr.strip().startswith("skip: "):
         pytest.skip(result.stderr.strip()[6:])
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+class Shape:
+    """Only a shape: the launch-size checks run before any memory is touched."""
+
+    def __init__(self, *shape):
+        self.shape = shape
+
+
+def test_launches_past_the_grid_y_limit_raise_naming_the_size():
+    from pyai.kernels.numba_cuda import attention_backward, attention_forward, matmul
+    with pytest.raises(ValueError, match="matmul: M = 8388481 rows need more than 65535 row tiles"):
+        matmul.matmul(Shape(128 * 65535 + 1, 4), Shape(4, 4), False, False)
+    q, k = Shape(2, 32768, 4, 8), Shape(2, 32768, 4, 8)
+    with pytest.raises(ValueError, match="q: B \\* H = 65536 is past the 65535 heads"):
+        attention_forward.attention_forward(q, k, k, False, 0.5)
+    with pytest.raises(ValueError, match="q: B \\* H = 65536 is past the 65535 heads"):
+        attention_backward.attention_backward(q, q, k, k, q, Shape(2, 32768, 4), False, 0.5)

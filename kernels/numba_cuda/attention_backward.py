@@ -31,6 +31,7 @@ import numpy as np
 from numba import cuda, float32
 
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference  # noqa: F401
+from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
 from pyai.kernels.numba_cuda.attention_forward import (LANES, ROW_GROUPS, THREADS, hidden, larger,
                                                  load_rows, padded_depth, smaller)
 
@@ -212,6 +213,7 @@ def attention_backward(do, q, k, v, o, lse, causal, scale):
     batch, heads, n_queries, depth = q.shape
     n_keys = k.shape[2]
     per_head = batch * heads
+    check_grid_y(per_head, f"q: B * H = {per_head} is past the {GRID_Y_MAX} heads one launch covers")
     depth_padded = padded_depth(depth)
     tile = tile_size(depth_padded)
     keys_kernel, queries_kernel = backward_kernels(depth_padded)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import cuda, float32
 
 from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference  # noqa: F401
+from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
 
 THREADS = 128
 LANES = 8                      # threads sharing a row of a tile: neighbouring lanes of a warp
@@ -207,10 +208,11 @@ def forward_kernel(depth_padded):
 def attention_forward(q, k, v, causal, scale):
     batch, heads, n_queries, depth = q.shape
     n_keys = k.shape[2]
+    per_head = batch * heads
+    check_grid_y(per_head, f"q: B * H = {per_head} is past the {GRID_Y_MAX} heads one launch covers")
     kernel = forward_kernel(padded_depth(depth))
     o = cuda.device_array(q.shape, np.float32)
     lse = cuda.device_array(q.shape[:3], np.float32)
-    per_head = batch * heads
     grid = (-(-n_queries // query_tile(padded_depth(depth))), per_head)
     kernel[grid, THREADS](q.reshape(per_head, n_queries, depth),
                           k.reshape(per_head, n_keys, depth), v.reshape(per_head, n_keys, depth),

@@ -36,6 +36,7 @@ import numpy as np
 from numba import cuda, float32
 
 from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
 from pyai.kernels.numba_cpu.matmul import matmul_reference  # noqa: F401  (the reference)
 
 BLOCK = 128          # rows of A and columns of B per block: the block's C tile is BLOCK x BLOCK
@@ -179,6 +180,7 @@ def no_bias():
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
+    check_grid_y(-(-m // BLOCK), f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {BLOCK}")
     c = cuda.device_array((m, n), np.float32)
     kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
     grid = (-(-n // BLOCK), -(-m // BLOCK))

@@ -3,8 +3,9 @@
 Arguments arrive validated by pyai.ops: C-contiguous float32 numpy arrays (int64 for ids and
 targets), or GPU arrays (anything with `__cuda_array_interface__`), which pyai.checks lets
 through for this backend as numba device arrays. The rule for results is numba-cuda's:
-  - all arrays numpy: the inputs are copied to the GPU (pyai._cuda.DeviceBuffer), the kernel
-    runs, and the results are copied back into new numpy arrays;
+  - all arrays numpy: the inputs are copied to the GPU (pyai._cuda.DeviceBuffer, kept in a
+    pool between calls: see BufferPool), the kernel runs, and the results are copied back into
+    new numpy arrays;
   - any array on the GPU: no copy of it is made (its pointer goes straight to the kernel), numpy
     arguments are copied over, and the results are numba device arrays (numba.cuda.device_array,
     which numba, CuPy and PyTorch all take through `__cuda_array_interface__`). numba is present
@@ -20,13 +21,16 @@ default streams of numba, CuPy or PyTorch are complete when a kernel reads them,
 (cudaStreamNonBlocking, or per-thread default streams) must be synchronized by the caller.
 Host results are complete when an op returns (the copy back waits for the kernel); device
 results are complete for anything queued after them on a blocking stream. A kernel fault
-surfaces as a RuntimeError from the next CUDA call that notices it, naming that call.
+surfaces as a RuntimeError from the next CUDA call that notices it, naming that call; CUDA keeps
+the context broken after it, so from then on probe() says so and every op raises
+BackendUnavailableError with that first error, rather than an error of its own.
 
 pyai._cuda exists only when a CUDA compiler was found at install time, so it is imported inside
 the functions, never at the top of this module.
 """
 
 import functools
+import threading
 
 import numpy as np
 
@@ -38,6 +42,7 @@ INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
 MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
+LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
 
 
 def probe():
@@ -72,9 +77,48 @@ def fits_int32(name, value):
     return value
 
 
+class BufferPool:
+    """DeviceBuffers kept between op calls by size, so that ops on numpy arrays do not pay a
+    cudaMalloc and a cudaFree (which waits for the whole device) per array per call. A buffer
+    goes back when its call ends; reusing it is safe without a wait, because its next user
+    first fills it with a cudaMemcpy on the legacy default stream, which runs after every kernel
+    queued there before. At most MAX_BYTES stay cached; past that, buffers are freed."""
+
+    MAX_BYTES = 1 << 30
+
+    def __init__(self):
+        self.free = {}   # nbytes -> [DeviceBuffer]
+        self.cached_bytes = 0
+        self.lock = threading.Lock()
+
+    def take(self, cuda, nbytes):
+        with self.lock:
+            buffers = self.free.get(nbytes)
+            if buffers:
+                self.cached_bytes -= nbytes
+                return buffers.pop()
+        return cuda.DeviceBuffer(nbytes)
+
+    def give(self, buffers):
+        with self.lock:
+            for buffer in buffers:
+                if self.cached_bytes + buffer.nbytes <= self.MAX_BYTES:
+                    self.free.setdefault(buffer.nbytes, []).append(buffer)
+                    self.cached_bytes += buffer.nbytes
+
+    def clear(self):
+        with self.lock:
+            self.free.clear()
+            self.cached_bytes = 0
+
+
+POOL = BufferPool()
+
+
 class Call:
     """The GPU memory of one op call: numpy inputs copied over, outputs allocated where the
-    results will be returned (DeviceBuffer for numpy results, numba device arrays otherwise)."""
+    results will be returned (pooled DeviceBuffers for numpy results, numba device arrays
+    otherwise). `release` gives the buffers back to the pool when the call is done with them."""
 
     def __init__(self, on_device):
         from pyai import _cuda
@@ -87,11 +131,15 @@ class Call:
             return device_pointer(name, array, dtype)
         return self.copy(np.ascontiguousarray(array, dtype)).ptr
 
-    def copy(self, array):
-        """A numpy array copied into a new DeviceBuffer that lives as long as the call."""
-        buffer = self.cuda.DeviceBuffer(array.nbytes)
-        buffer.copy_from_host(array)
+    def buffer(self, nbytes):
+        buffer = POOL.take(self.cuda, nbytes)
         self.buffers.append(buffer)
+        return buffer
+
+    def copy(self, array):
+        """A numpy array copied into a DeviceBuffer that the call holds until `release`."""
+        buffer = self.buffer(array.nbytes)
+        buffer.copy_from_host(array)
         return buffer
 
     def empty(self, shape):
@@ -99,7 +147,11 @@ class Call:
         if self.on_device:
             from numba import cuda
             return cuda.device_array(shape, np.float32)
-        return HostResult(self.cuda.DeviceBuffer(4 * int(np.prod(shape))), shape)
+        return HostResult(self.buffer(4 * int(np.prod(shape))), shape)
+
+    def release(self):
+        POOL.give(self.buffers)
+        self.buffers = []
 
     def result(self, output):
         return output if self.on_device else output.copy_to_host()
@@ -130,7 +182,11 @@ def gpu_op(kernel):
     """The op from `kernel(call, *arguments)`: results stay on the GPU if any array argument is there."""
     @functools.wraps(kernel)
     def op(*arguments):
-        return kernel(Call(any(is_device_array(argument) for argument in arguments)), *arguments)
+        call = Call(any(is_device_array(argument) for argument in arguments))
+        try:
+            return kernel(call, *arguments)
+        finally:
+            call.release()
     return op
 
 
@@ -228,9 +284,10 @@ def layer_norm(call, x, gamma, beta, epsilon):
 def layer_norm_grad(call, dy, x, gamma, mean, rstd):
     channels = fits_int32("x: C", x.shape[-1])
     dx, dgamma, dbeta = call.empty(x.shape), call.empty((channels,)), call.empty((channels,))
+    scratch = call.empty((4 * LAYER_NORM_MAX_ROW_CHUNKS * channels,))   # float32 elements: 2 x chunks x C doubles
     call.cuda.layer_norm_backward(call.pointer("dy", dy), call.pointer("x", x), call.pointer("gamma", gamma),
                                   call.pointer("mean", mean), call.pointer("rstd", rstd), address(dx),
-                                  address(dgamma), address(dbeta), x.size // channels, channels, 0)
+                                  address(dgamma), address(dbeta), address(scratch), x.size // channels, channels, 0)
     return call.result(dx), call.result(dgamma), call.result(dbeta)
 
 
@@ -292,20 +349,23 @@ def embedding_grad(call, dout, ids, vocab_size):
 # param, grad, m, v: one shape; param, m and v updated in place (numpy ones by a copy back)
 def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
     call = Call(on_device=False)
-    copies = []   # (numpy array, its GPU copy) to copy back after the step
-    pointers = []
-    for name, array in (("param", param), ("m", m), ("v", v)):
-        if is_device_array(array):
-            pointers.append(device_pointer(name, array, writable=True))
-        else:
-            copies.append((array, call.copy(array)))
-            pointers.append(copies[-1][1].ptr)
-    param_pointer, m_pointer, v_pointer = pointers
-    call.cuda.adam_update(param_pointer, call.pointer("grad", grad), m_pointer, v_pointer, param.size,
-                          float(adam_step_size(lr, beta_1, beta_2, step)), float(np.float32(1 - beta_1)),
-                          float(np.float32(1 - beta_2)), float(np.float32(epsilon)), 0)
-    for array, buffer in copies:
-        buffer.copy_to_host(array)
+    try:
+        copies = []   # (numpy array, its GPU copy) to copy back after the step
+        pointers = []
+        for name, array in (("param", param), ("m", m), ("v", v)):
+            if is_device_array(array):
+                pointers.append(device_pointer(name, array, writable=True))
+            else:
+                copies.append((array, call.copy(array)))
+                pointers.append(copies[-1][1].ptr)
+        param_pointer, m_pointer, v_pointer = pointers
+        call.cuda.adam_update(param_pointer, call.pointer("grad", grad), m_pointer, v_pointer, param.size,
+                              float(adam_step_size(lr, beta_1, beta_2, step)), float(np.float32(1 - beta_1)),
+                              float(np.float32(1 - beta_2)), float(np.float32(epsilon)), 0)
+        for array, buffer in copies:
+            buffer.copy_to_host(array)
+    finally:
+        call.release()
 
 
 ROW = {

@@ -1,0 +1,133 @@
+"""A stand-in for the nanobind extension pyai._cuda over an emulated build (build.py): the same
+functions, each calling the kernel's C entry point through ctypes, and DeviceBuffer in host
+memory. A kernel call raises RuntimeError when the launcher threw (CUDA_CHECK), or when the
+emulator saw a fault (a barrier or shuffle after a thread exited, threads stuck at different
+barriers, a misaligned float4 access, an invalid launch).
+
+Arguments are checked as strictly as nanobind does (ints are ints, bools are bools), so the
+cuda backend's Python code (pyai/_backends/cuda.py) is exercised as on a GPU.
+"""
+
+import ctypes
+import pathlib
+import re
+import types
+import weakref
+
+import numpy as np
+
+POINTER, INT32, INT64, FLOAT, BOOL = ctypes.c_uint64, ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_bool
+P, I, L, F, B = POINTER, INT32, INT64, FLOAT, BOOL
+SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
+    "leaky_relu_forward": (P, P, L, F, P),
+    "leaky_relu_backward": (P, P, P, L, F, P),
+    "matmul_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "matmul_tf32_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
+    "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
+    "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
+    "gelu_forward": (P, P, L, P),
+    "gelu_backward": (P, P, P, L, P),
+    "softmax_forward": (P, P, L, I, P),
+    "softmax_cross_entropy": (P, P, P, P, L, I, P),
+    "embedding_forward": (P, P, P, L, I, P),
+    "embedding_backward": (P, P, P, L, L, I, P),
+    "adam_update": (P, P, P, P, L, F, F, F, F, P),
+}
+CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
+POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
+
+
+# AddressSanitizer's own functions, where the process runs under it (its runtime preloaded)
+ASAN_POISON = getattr(ctypes.CDLL(None), "__asan_poison_memory_region", None)
+ASAN_UNPOISON = getattr(ctypes.CDLL(None), "__asan_unpoison_memory_region", None)
+
+
+def guard(raw, start, stop):
+    """Under AddressSanitizer, make the bytes of the array `raw` outside [start, stop)
+    unaddressable while it lives, so a kernel reading or writing past its buffer is reported.
+    They are made addressable again before numpy frees (or caches) the memory."""
+    if ASAN_POISON is None:
+        return
+    base = raw.ctypes.data
+    ASAN_POISON(ctypes.c_void_p(base), ctypes.c_size_t(start))
+    ASAN_POISON(ctypes.c_void_p(base + stop), ctypes.c_size_t(raw.nbytes - stop))
+    weakref.finalize(raw, ASAN_UNPOISON, ctypes.c_void_p(base), ctypes.c_size_t(raw.nbytes))
+
+
+class Emulator:
+    """The kernels of one emulated build, callable with pointers (ints) as pyai._cuda's are."""
+
+    def __init__(self, library_path):
+        self.library = ctypes.CDLL(str(library_path))
+        self.library.emu_message.restype = ctypes.c_char_p
+        for name, argtypes in SIGNATURES.items():
+            function = getattr(self.library, "w_" + name)
+            function.argtypes, function.restype = argtypes, ctypes.c_int
+            setattr(self, name, self._checked(name, function, argtypes))
+
+    def _checked(self, name, function, argtypes):
+        def call(*arguments):
+            if len(arguments) != len(argtypes):
+                raise TypeError(f"{name}: expected {len(argtypes)} arguments, got {len(arguments)}")
+            for argument, kind in zip(arguments, argtypes):
+                if kind is BOOL and type(argument) is not bool:
+                    raise TypeError(f"{name}: expected a bool, got {argument!r}")
+                if kind in (INT32, INT64, POINTER) and (type(argument) is bool or not isinstance(argument, int)):
+                    raise TypeError(f"{name}: expected an int, got {argument!r}")
+            if function(*arguments):
+                raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
+        return call
+
+    def set_reverse(self, reverse):
+        """Run each block's threads in reverse order up to each barrier (default: lane order)."""
+        self.library.emu_reverse(int(reverse))
+
+
+class DeviceBuffer:
+    """`nbytes` of 'device' memory: host memory aligned to 256 bytes as cudaMalloc's, poisoned."""
+
+    def __init__(self, nbytes):
+        self._raw = np.empty(nbytes + 256, np.uint8)
+        start = (-self._raw.ctypes.data) % 256
+        self._memory = self._raw[start:start + nbytes]
+        self._memory[:] = POISON
+        self.nbytes = nbytes
+        self.ptr = self._memory.ctypes.data if nbytes else 0
+        guard(self._raw, start, start + nbytes)
+
+    def copy_from_host(self, array):
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in (np.float32, np.int64)):
+            raise TypeError("copy_from_host: expected a C-contiguous float32 or int64 numpy array")
+        self._check_size("copy_from_host", array)
+        self._memory[:] = array.reshape(-1).view(np.uint8)
+
+    def copy_to_host(self, array):
+        if not (isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.c_contiguous):
+            raise TypeError("copy_to_host: expected a C-contiguous float32 numpy array")
+        self._check_size("copy_to_host", array)
+        array.reshape(-1).view(np.uint8)[:] = self._memory
+
+    def _check_size(self, method, array):
+        if array.nbytes != self.nbytes:
+            raise ValueError(f"{method}: the array holds {array.nbytes} bytes but the buffer holds {self.nbytes}")
+
+
+def header_constant(header, name):
+    """The value of `constexpr int NAME = value;` in cuda_src/HEADER."""
+    text = (CUDA_SRC / header).read_text()
+    return int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))
+
+
+def module(emulator):
+    """A module that can stand in for pyai._cuda (in sys.modules) over `emulator`."""
+    fake = types.ModuleType("pyai._cuda")
+    for name in SIGNATURES:
+        setattr(fake, name, getattr(emulator, name))
+    fake.DeviceBuffer = DeviceBuffer
+    for header, name in (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")):
+        setattr(fake, name, header_constant(header, name))
+    fake.runtime_status = lambda: None
+    fake.synchronize = lambda: None
+    return fake

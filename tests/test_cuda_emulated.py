@@ -1,0 +1,267 @@
+"""The CUDA C++ kernels of cuda_src/ on the CPU, under the host emulation of tests/cuda_emu/.
+
+Every kernel runs (1) the golden TensorFlow cases of tests/golden/ through the cuda backend's own
+Python code (pyai/_backends/cuda.py, with the emulated build standing in for pyai._cuda), and
+(2) an edge-shape sweep called directly, against float64 references: sizes 1, primes, sizes
+that are not multiples of any tile (matmul 128 x 128 x 8, attention 16 queries x 32 keys, layer
+norm 8 rows x 32 columns, float4 groups), and operands that start 1 float past an aligned
+address. The sweep runs each block's threads in lane order and in reverse order (a missing
+barrier gives a wrong result in one of them). Any call also fails on a fault the emulator
+counts: a barrier or shuffle reached after a thread exited, threads stuck at different barriers,
+a misaligned float4 access, an invalid launch. test_cuda_emulated_bugs.py shows these checks
+catch bugs planted in the kernels.
+
+Tolerance: 1e-5 relative, as tests/test_golden.py (float32 sums of at most ~1000 terms);
+Adam 1e-6 against its float32 reference, whose operations it follows one for one. What the
+emulation cannot check (device rounding of expf/tanhf and FMA contraction, speed, memory
+coalescing) is in tests/cuda_emu/README.md.
+"""
+
+import numpy as np
+import pytest
+
+import pyai
+
+from conftest import assert_close
+from cuda_emu import fake_cuda, harness
+from cuda_emu.harness import output, placed, pointer
+from pyai._backends import cuda as cuda_row
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, embedding, gelu, layer_norm,
+                                    leaky_relu, matmul, softmax, softmax_cross_entropy)
+import test_golden
+
+TOL = 1e-5
+ADAM_TOL = 1e-6
+ORDERS = ("lane-order", "reverse-order")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    return harness.emulator()
+
+
+@pytest.fixture(params=ORDERS)
+def order(request, kernels):
+    kernels.set_reverse(request.param == "reverse-order")
+    yield request.param
+    kernels.set_reverse(False)
+
+
+@pytest.mark.parametrize("path", test_golden.FILES, ids=[path.stem for path in test_golden.FILES])
+def test_golden_case_on_emulated_cuda_backend(kernels, path):
+    with harness.as_cuda_extension(kernels):
+        test_golden.CHECKS[test_golden.op_of(path)](f"emulated cuda {path.stem}", test_golden.load(path))
+
+
+def test_ops_on_numpy_arrays_reuse_device_buffers(kernels, rng, monkeypatch):
+    """The second op of the same sizes allocates no DeviceBuffer: the first one's are pooled."""
+    created = []
+
+    class CountedBuffer(fake_cuda.DeviceBuffer):
+        def __init__(self, nbytes):
+            super().__init__(nbytes)
+            created.append(nbytes)
+
+    monkeypatch.setattr(cuda_row, "POOL", cuda_row.BufferPool())
+    a, b = rng.standard_normal((37, 29), np.float32), rng.standard_normal((29, 53), np.float32)
+    with harness.as_cuda_extension(kernels) as module:
+        module.DeviceBuffer = CountedBuffer
+        first = pyai.ops.matmul(a, b)
+        allocated = len(created)
+        second = pyai.ops.matmul(2 * a, b)
+    assert allocated == 3 and len(created) == 3, created   # a, b, c once
+    assert_close("matmul", first, matmul.matmul_reference(a, b), TOL)
+    assert_close("matmul with reused buffers", second, matmul.matmul_reference(2 * a, b), TOL)
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+MATMUL_SHAPES = [(1, 1, 1, False, False, None), (1, 131, 5, False, True, "relu"),
+                 (129, 3, 9, True, False, "sigmoid"), (37, 53, 29, True, True, "tanh"),
+                 (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu")]
+
+
+def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    """c from `launcher` (matmul_forward or matmul_tf32_forward) on fresh operands placed at
+    `offset`: (c, op(a), op(b), bias)."""
+    a = normal(rng, *((k, m) if transpose_a else (m, k)))
+    b = normal(rng, *((n, k) if transpose_b else (k, n)))
+    bias = normal(rng, n)
+    c = output((m, n), offset)
+    operands = [placed(array, offset) for array in (a, b, bias)]
+    launcher(*map(pointer, operands), pointer(c), m, n, k, transpose_a, transpose_b, ACTIVATIONS[activation], 0.2, 0)
+    return c, (a.T if transpose_a else a), (b.T if transpose_b else b), bias
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", MATMUL_SHAPES)
+def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    c, a, b, bias = run_matmul(kernels.matmul_forward, rng, m, n, k, transpose_a, transpose_b, activation, offset)
+    expected = matmul.matmul_reference(a, b, bias, activation)
+    assert_close(f"matmul {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+
+
+def tf32(x):
+    """x rounded to TF32 as the tensor cores take it: 10 mantissa bits, to nearest, ties away."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+TF32_SHAPES = [(1, 1, 1, False, False, None), (65, 70, 17, False, True, "relu"), (17, 130, 9, True, False, "gelu"),
+               (64, 64, 16, True, True, "sigmoid"), (3, 5, 40, False, False, "leaky_relu")]
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", TF32_SHAPES)
+def test_tf32_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
+    """Against the float64 product of the TF32-rounded operands at float32's tolerance (a wrong
+    fragment, tile or mask is far off), and against the exact product at TF32's (2^-11 per
+    operand, ~1e-3 on random sums)."""
+    c, a, b, bias = run_matmul(kernels.matmul_tf32_forward, rng, m, n, k, transpose_a, transpose_b, activation,
+                               offset)
+    name = f"tf32 matmul {m}x{n}x{k} {order} offset {offset}"
+    assert_close(name, c, matmul.matmul_reference(tf32(a), tf32(b), bias, activation), TOL)
+    assert_close(f"{name} vs exact", c, matmul.matmul_reference(a, b, bias, activation), 5e-3)
+
+
+ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("n", ELEMENTWISE_SIZES)
+def test_elementwise_sweep(kernels, order, rng, n, offset):
+    x, dy = normal(rng, n), normal(rng, n)
+    cases = (("leaky_relu_forward", (x,), (0.2,), leaky_relu.leaky_relu_forward_reference(x.astype(np.float64), 0.2)),
+             ("leaky_relu_backward", (dy, x), (0.2,),
+              leaky_relu.leaky_relu_backward_reference(dy.astype(np.float64), x.astype(np.float64), 0.2)),
+             ("gelu_forward", (x,), (), gelu.gelu_forward_reference(x)),
+             ("gelu_backward", (dy, x), (), gelu.gelu_backward_reference(dy.astype(np.float64), x)))
+    for name, inputs, scalars, expected in cases:
+        out, operands = output(n, offset), [placed(array, offset) for array in inputs]
+        getattr(kernels, name)(*map(pointer, operands), pointer(out), n, *scalars, 0)
+        assert_close(f"{name} n={n} {order} offset {offset}", out, expected, TOL)
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 1), (3, 257), (2, 1031), (9, 33)])
+def test_softmax_and_cross_entropy_sweep(kernels, order, rng, rows, columns):
+    x = 4 * normal(rng, rows, columns)
+    x_on_device, y = placed(x, 1), output((rows, columns), 1)
+    kernels.softmax_forward(pointer(x_on_device), pointer(y), rows, columns, 0)
+    assert_close(f"softmax {rows}x{columns} {order}", y, softmax.softmax_reference(x), TOL)
+
+    targets = rng.integers(0, columns, rows)
+    targets_on_device, losses, dz = placed(targets, 1), output(rows, 1), output((rows, columns), 1)
+    kernels.softmax_cross_entropy(*map(pointer, (x_on_device, targets_on_device, losses, dz)), rows, columns, 0)
+    loss, expected_dz = softmax_cross_entropy.softmax_cross_entropy_reference(x, targets)
+    assert_close(f"cross-entropy loss {rows}x{columns} {order}", np.array([losses.astype(np.float64).mean()]),
+                 np.array([loss]), TOL)
+    assert_close(f"cross-entropy dlogits {rows}x{columns} {order}", dz, expected_dz, TOL)
+
+
+def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kernels, order, rng):
+    """Rows of -inf only, with some -inf, with a +inf, with logits of +-1e4: the one-pass
+    statistics give what the CPU backend's passes give, NaN where it has NaN."""
+    x = rng.standard_normal((5, 300)).astype(np.float32)
+    x[0] = -np.inf
+    x[1, ::3] = -np.inf
+    x[2, 7] = np.inf
+    x[3, ::2] = 1e4
+    x[4, ::2] = -1e4
+    y = output(x.shape)
+    kernels.softmax_forward(pointer(x), pointer(y), 5, 300, 0)
+    targets = np.array([0, 1, 2, 3, 4])
+    losses, dz = output(5), output(x.shape)
+    kernels.softmax_cross_entropy(*map(pointer, (x, targets, losses, dz)), 5, 300, 0)
+    expected_loss, expected_dz = pyai.ops.softmax_cross_entropy(x, targets, backend="numba-cpu")
+    for name, out, expected in (("softmax", y, pyai.ops.softmax(x, backend="numba-cpu")), ("dlogits", dz, expected_dz)):
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"{name} {order}: NaN positions")
+        finite = ~np.isnan(expected)
+        assert_close(f"{name} {order}", out[finite], expected[finite], TOL)
+    assert np.isnan(expected_loss) == np.isnan(losses.astype(np.float64).mean())
+
+
+@pytest.mark.parametrize("rows, channels", [(1, 1), (9, 31), (17, 33), (3, 300), (131, 37), (8300, 40)])
+def test_layer_norm_sweep(kernels, order, rng, rows, channels):
+    x, dy = 3 + normal(rng, rows, channels), normal(rng, rows, channels)
+    gamma, beta = normal(rng, channels), normal(rng, channels)
+    y, mean, rstd = output((rows, channels), 1), output(rows, 1), output(rows, 1)
+    inputs = [placed(array, 1) for array in (x, gamma, beta, dy)]
+    kernels.layer_norm_forward(*map(pointer, inputs[:3] + [y, mean, rstd]), rows, channels, 1e-5, 0)
+    expected = layer_norm.layer_norm_forward_reference(x, gamma, beta, 1e-5)
+    for name, out, ref in zip(("y", "mean", "rstd"), (y, mean, rstd), expected):
+        assert_close(f"layer norm {name} {rows}x{channels} {order}", out, ref, TOL)
+
+    dx, dgamma, dbeta = output((rows, channels), 1), output(channels, 1), output(channels, 1)
+    scratch = output(4 * cuda_row.LAYER_NORM_MAX_ROW_CHUNKS * channels)
+    kernels.layer_norm_backward(*map(pointer, (inputs[3], inputs[0], inputs[1], mean, rstd, dx, dgamma, dbeta,
+                                               scratch)), rows, channels, 0)
+    expected = layer_norm.layer_norm_backward_reference(dy, x, gamma, 1e-5)
+    for name, out, ref in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), expected):
+        # dx is ~rstd * (g - its mean): at C = 1 it is ~1e-3 of the terms, so it gets an absolute floor
+        assert_close(f"layer norm {name} {rows}x{channels} {order}", out, ref, TOL if channels > 1 else 1e-2)
+
+
+@pytest.mark.parametrize("count, vocab, channels", [(1, 1, 1), (37, 11, 33), (5, 300, 4)])
+def test_embedding_sweep(kernels, order, rng, count, vocab, channels):
+    ids, table, dout = rng.integers(0, vocab, count), normal(rng, vocab, channels), normal(rng, count, channels)
+    out, inputs = output((count, channels), 1), [placed(array, 1) for array in (ids, table, dout)]
+    kernels.embedding_forward(*map(pointer, inputs[:2] + [out]), count, channels, 0)
+    assert_close(f"embedding {order}", out, embedding.embedding_forward_reference(ids, table), TOL)
+    dtable = output((vocab, channels), 1)
+    kernels.embedding_backward(*map(pointer, (inputs[2], inputs[0], dtable)), count, vocab, channels, 0)
+    assert_close(f"embedding grad {order}", dtable, embedding.embedding_backward_reference(dout, ids, vocab), TOL)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("n", [1, 5, 1031])
+def test_adam_sweep(kernels, order, rng, n, offset):
+    param, grad, m, v = normal(rng, n), normal(rng, n), normal(rng, n), np.abs(normal(rng, n))
+    on_device = [placed(array, offset) for array in (param, grad, m, v)]
+    alpha = float(adam.adam_step_size(1e-3, 0.9, 0.999, 3))
+    kernels.adam_update(*map(pointer, on_device), n, alpha, float(np.float32(0.1)), float(np.float32(0.001)),
+                        float(np.float32(1e-7)), 0)
+    adam.adam_update_reference(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-7, 3)
+    for name, out, ref in zip(("param", "m", "v"), (on_device[0], on_device[2], on_device[3]), (param, m, v)):
+        assert_close(f"adam {name} n={n} {order}", out, ref, ADAM_TOL)
+
+
+ATTENTION_SHAPES = [(1, 1, 1, 1, False), (1, 1, 1, 1, True), (2, 17, 33, 5, True), (1, 33, 17, 24, False),
+                    (1, 40, 45, 128, True), (1, 31, 31, 33, True), (1, 1, 70, 64, False),
+                    (1, 130, 161, 16, True)]   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
+
+
+@pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", ATTENTION_SHAPES)
+def test_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, causal):
+    q, do = normal(rng, 1, heads, n_queries, depth), normal(rng, 1, heads, n_queries, depth)
+    k, v = normal(rng, 1, heads, n_keys, depth), normal(rng, 1, heads, n_keys, depth)
+    scale = depth ** -0.5
+    o, lse = output(q.shape, 1), output(q.shape[:3], 1)
+    inputs = [placed(array, 1) for array in (q, k, v, do)]
+    kernels.attention_forward(*map(pointer, inputs[:3] + [o, lse]), heads, n_queries, n_keys, depth, causal, scale, 0)
+    expected_o, expected_lse = attention_forward.attention_forward_reference(q, k, v, causal, scale)
+    name = f"attention {heads}x{n_queries}x{n_keys}x{depth} causal={causal} {order}"
+    assert_close(f"{name} o", o, expected_o, TOL)
+    assert_close(f"{name} lse", lse, expected_lse, TOL)
+    delta, dq, dk, dv = output(q.shape[:3], 1), output(q.shape, 1), output(k.shape, 1), output(k.shape, 1)
+    kernels.attention_backward(*map(pointer, inputs[3:] + inputs[:3] + [o, lse, delta, dq, dk, dv]), heads,
+                               n_queries, n_keys, depth, causal, scale, 0)
+    expected = attention_backward.attention_backward_reference(do, q, k, v, causal, scale)
+    for tensor, out, ref in zip(("dq", "dk", "dv"), (dq, dk, dv), expected):
+        assert_close(f"{name} {tensor}", out, ref, TOL)
+
+
+@pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
+                                          ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")])
+def test_cuda_backend_constants_are_the_headers(header, name):
+    assert getattr(cuda_row, name) == fake_cuda.header_constant(header, name)
+
+
+def test_launch_past_the_grid_limits_raises(kernels):
+    """The launchers check cudaGetLastError: a grid.y past 65535 raises, touching no memory."""
+    with pytest.raises(RuntimeError, match="invalid configuration"):
+        kernels.matmul_forward(0, 0, 0, 0, 128 * 65535 + 1, 1, 1, False, False, 0, 0.0, 0)
+    with pytest.raises(RuntimeError, match="invalid configuration"):
+        kernels.attention_forward(0, 0, 0, 0, 0, 65536, 1, 1, 1, False, 1.0, 0)

@@ -1,0 +1,173 @@
+"""The emulated-kernel tests (test_cuda_emulated.py) can fail: bugs planted in a copy of cuda_src/
+are caught, each by the check meant for it. And the kernels run clean under AddressSanitizer and
+UBSan.
+
+Each planted bug changes one piece of text in one file (build.py recompiles that file only):
+  - a barrier removed from the matmul loop, or from attention's between two phases with shuffles:
+    a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
+    the barriers let them, so one reads a shared tile the others have not written yet, or
+    overwrites one they have not read);
+  - idle attention warps that return instead of meeting the barriers: a barrier after exit;
+  - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
+    hangs or misorders);
+  - float4 loads without the alignment test: misaligned accesses on an offset pointer;
+  - tensor-core tiles padded so fragments are not 32-byte aligned: wmma faults;
+  - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
+  - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
+    (the plain build's buffers have slack, and the values written there are never read).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import relative_error
+from cuda_emu import build, harness
+from cuda_emu.harness import output, placed, pointer
+from pyai.kernels.numba_cpu import attention_forward, matmul
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_removed_barrier_gives_a_wrong_product(rng):
+    kernels = harness.emulator({"matmul.cu": ("        __syncthreads();\n    }\n    store_tile",
+                                              "    }\n    store_tile")})
+    a, b = rng.standard_normal((37, 29), np.float32), rng.standard_normal((29, 53), np.float32)
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        c = output((37, 53))
+        kernels.matmul_forward(pointer(a), pointer(b), 0, pointer(c), 37, 53, 29, False, False, 0, 0.0, 0)
+        errors.append(relative_error(np.nan_to_num(c, nan=1e9), matmul.matmul_reference(a, b)))
+    assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def attention(kernels, rng, n_queries=17, n_keys=40, depth=8):
+    q = rng.standard_normal((1, 1, n_queries, depth), np.float32)
+    k, v = rng.standard_normal((2, 1, 1, n_keys, depth), np.float32)
+    o, lse = output(q.shape), output(q.shape[:3])
+    kernels.attention_forward(*map(pointer, (q, k, v, o, lse)), 1, n_queries, n_keys, depth, False, 0.5, 0)
+    return o, attention_forward.attention_forward_reference(q, k, v, False, 0.5)[0]
+
+
+@pytest.mark.parametrize("comment", ["// k_t is no longer read", "// the previous v tile is no longer read"])
+def test_removed_barrier_between_shuffles_gives_wrong_attention(rng, comment):
+    """Warp shuffles between a shared tile's last read and its overwrite do not hide a missing
+    block barrier: a warp released by its shuffle runs ahead of the later warps."""
+    kernels = harness.emulator({"attention_forward.cu": (f"__syncthreads();  {comment}", comment)})
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, expected = attention(kernels, rng, n_queries=70, n_keys=90)
+        errors.append(relative_error(np.nan_to_num(o, nan=1e9), expected))
+    assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def test_barrier_after_exit_is_caught(rng):
+    load_q = "    load_transposed(q_t, BLOCK_QUERIES, q, first_query, n_queries, depth);\n"
+    early_exit = "    if (first_query + ty * 4 >= n_queries) return;\n"
+    kernels = harness.emulator({"attention_forward.cu": (load_q, load_q + early_exit)})
+    with pytest.raises(RuntimeError, match="__syncthreads reached after a thread of the block exited"):
+        attention(kernels, rng)
+
+
+def test_divergent_barriers_are_caught(rng):
+    """Barriers in divergent code: threads at two different __syncthreads, or a block barrier
+    while the rest of a warp waits in a shuffle (a hang on a GPU)."""
+    barrier = "        __syncthreads();  // k_t is no longer read"
+    kernels = harness.emulator({"attention_forward.cu": (barrier, "if (first_query + ty * 4 < n_queries)" + barrier)})
+    with pytest.raises(RuntimeError, match="__syncthreads reached at different places"):
+        attention(kernels, rng)
+    kernels = harness.emulator({"attention_forward.cu": (barrier, "if (lane == 0)" + barrier)})
+    with pytest.raises(RuntimeError, match="waited at different barriers"):
+        attention(kernels, rng)
+
+
+def test_misaligned_vector_access_is_caught(rng):
+    kernels = harness.emulator({"leaky_relu.cu": ("aligned16(x) && aligned16(y) ? n / 4 : 0", "n / 4")})
+    x, y = placed(rng.standard_normal(37).astype(np.float32), 1), output(37, 1)
+    with pytest.raises(RuntimeError, match="misaligned float4"):
+        kernels.leaky_relu_forward(pointer(x), pointer(y), 37, 0.2, 0)
+
+
+def test_tensor_core_fragment_misaligned_in_shared_memory_is_caught(rng):
+    """wmma loads need 32-byte aligned rows: a pad of 2 floats breaks it (and the stride rule)."""
+    kernels = harness.emulator({"matmul_tf32.cu": ("constexpr int PAD = 8;", "constexpr int PAD = 2;")})
+    a, b = rng.standard_normal((20, 16), np.float32), rng.standard_normal((16, 20), np.float32)
+    c = output((20, 20))
+    with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
+        kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), 20, 20, 16, False, False, 0, 0.0, 0)
+
+
+def test_invalid_launch_is_caught(rng):
+    kernels = harness.emulator({"gelu.cu": ("THREADS_PER_BLOCK = 256", "THREADS_PER_BLOCK = 2048")})
+    x, y = rng.standard_normal(37).astype(np.float32), output(37)
+    with pytest.raises(RuntimeError, match="cudaGetLastError.*invalid configuration"):
+        kernels.gelu_forward(pointer(x), pointer(y), 37, 0)
+
+
+def sanitized(command, timeout):
+    """Run `command` with the AddressSanitizer runtime preloaded (the sanitized build needs it first)."""
+    harness.require_compiler()
+    environment = dict(os.environ, LD_PRELOAD=build.sanitizer_preload(), ASAN_OPTIONS="detect_leaks=0",
+                       PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+OUT_OF_BOUNDS = {"gelu.cu": ("gelu_forward_kernel<<<block_count(n), THREADS_PER_BLOCK, 0, stream>>>(x, y, n);",
+                             "gelu_forward_kernel<<<block_count(n), THREADS_PER_BLOCK, 0, stream>>>(x, y, n + 1);")}
+GELU_ON_PLACED_ARRAYS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from cuda_emu import fake_cuda, harness
+    kernels = fake_cuda.Emulator(sys.argv[1])
+    x, y = harness.placed(np.ones(1031, np.float32)), harness.output(1031)
+    kernels.gelu_forward(x.ctypes.data, y.ctypes.data, 1031, 0)
+    print("gelu ran", np.isfinite(y).all())
+""")
+
+
+def test_out_of_bounds_access_is_caught_by_address_sanitizer():
+    harness.require_compiler()
+    plain = harness.emulator(OUT_OF_BOUNDS)   # the plain build cannot see it: the write lands in slack
+    x, y = placed(np.ones(1031, np.float32)), output(1031)
+    plain.gelu_forward(pointer(x), pointer(y), 1031, 0)
+    library = build.build(sanitize=True, changes=OUT_OF_BOUNDS)
+    result = sanitized([sys.executable, "-c", GELU_ON_PLACED_ARRAYS, str(library)], timeout=120)
+    assert result.returncode != 0 and "AddressSanitizer" in result.stderr, result.stdout + result.stderr[-2000:]
+    assert "gelu_forward_kernel" in result.stderr, result.stderr[-2000:]
+
+
+# One or two edge shapes per kernel, each with pointers 1 float past alignment where the sweep
+# has them: AddressSanitizer slows the fiber switches ~10x, so the sanitized run is a sample.
+SANITIZED_CASES = [
+    "test_matmul_sweep[lane-order-37-53-29-True-True-tanh-1]",
+    "test_matmul_sweep[lane-order-130-129-17-False-False-gelu-0]",
+    "test_tf32_matmul_sweep[lane-order-65-70-17-False-True-relu-1]",
+    "test_elementwise_sweep[lane-order-1031-3]",
+    "test_elementwise_sweep[lane-order-1-0]",
+    "test_softmax_and_cross_entropy_sweep[lane-order-3-257]",
+    "test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend[lane-order]",
+    "test_layer_norm_sweep[lane-order-131-37]",
+    "test_embedding_sweep[lane-order-37-11-33]",
+    "test_adam_sweep[lane-order-1031-1]",
+    "test_attention_sweep[lane-order-2-17-33-5-True]",
+    "test_attention_sweep[lane-order-1-33-17-24-False]",
+]
+
+
+def test_kernels_are_clean_under_address_sanitizer_and_ubsan():
+    """A sample of the edge-shape sweep with the sanitized build, in a process of its own."""
+    harness.require_compiler()
+    build.build(sanitize=True)
+    cases = [os.path.join(TESTS, "test_cuda_emulated.py") + "::" + case for case in SANITIZED_CASES]
+    result = sanitized([sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", *cases],
+                       timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"{len(cases)} passed" in result.stdout, result.stdout[-3000:]
+    assert "ERROR: AddressSanitizer" not in result.stderr and "runtime error" not in result.stderr, \
+        result.stderr[-3000:]

@@ -1,0 +1,44 @@
+"""What the GPU machine's script (benchmarks/gpu.sh) relies on: `import pyai` without the
+packages only the CLI needs (the machine installs with --no-deps and has no network), and a
+`check` stage that fails, naming each reason, unless every backend is usable, so that a run
+whose GPU tests would all skip cannot report success."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pyai
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CLI_ONLY = ("tqdm", "PIL", "sklearn", "matplotlib")
+
+
+def test_import_pyai_and_run_an_op_without_the_cli_only_packages():
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {CLI_ONLY!r}:
+            sys.modules[name] = None   # an import of it raises ImportError
+        import numpy as np
+        import pyai
+        print(pyai.ops.matmul(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)).sum())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "12.0"
+
+
+def test_gpu_script_check_stage_fails_unless_every_backend_is_usable():
+    unusable = [row for row in pyai.backends() if not row["usable"]]
+    environment = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "check"], capture_output=True,
+                            text=True, cwd=ROOT, env=environment, timeout=300)
+    output = result.stdout + result.stderr
+    if unusable:
+        assert result.returncode != 0, output
+        assert "FAILED stages: check (the GPU stages did not run)" in output, output
+        for row in unusable:
+            assert f"{row['name']}: {row['reason']}" in output, output
+    else:
+        assert "every backend usable" in output, output
