@@ -9,13 +9,15 @@ refresh (after an epoch, or an evaluation), and nothing on the steps between.
 import sys
 import time
 
-from tqdm import tqdm
-
 
 def bar(iterable=None, *, total=None, initial=0, desc, unit, disable=False):
-    """A tqdm bar when stderr is a terminal, else `Lines` with the same arguments."""
+    """A tqdm bar when stderr is a terminal, else `Lines` with the same arguments. tqdm is
+    imported here, when a loop starts: `import pyai` works without it (a GPU box offline)."""
     isatty = getattr(sys.stderr, "isatty", None)
-    kind = tqdm if isatty is not None and isatty() else Lines
+    if isatty is not None and isatty():
+        from tqdm import tqdm as kind
+    else:
+        kind = Lines
     return kind(iterable, total=total, initial=initial, desc=desc, unit=unit, disable=disable)
 
 
