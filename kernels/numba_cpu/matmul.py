@@ -297,14 +297,15 @@ def thread_grid(m, n, threads):
     return best
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None):
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops);
-    blocking (MC, NC) defaults to this CPU's (blocking.py)."""
+    blocking (MC, NC) defaults to this CPU's (blocking.py). out: a C-contiguous float32 (M, N)
+    array to write C into, instead of a new one."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = np.empty((m, n), dtype=np.float32)
+    c = np.empty((m, n), dtype=np.float32) if out is None else out
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads

@@ -6,6 +6,8 @@ from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward,
                                     binary_crossentropy, embedding, gelu, layer_norm, leaky_relu,
                                     matmul, mse, relu, sgd, sigmoid, softmax,
                                     softmax_cross_entropy, tanh)
+from pyai.kernels.numba_cpu import (conv2d, conv2d_backward, conv2d_transpose,
+                                    conv2d_transpose_backward)
 
 TAKES_DEVICE_ARRAYS = False
 
@@ -43,4 +45,8 @@ ROW = threads.serialize({
     "softmax_cross_entropy": softmax_cross_entropy.softmax_cross_entropy,
     "embedding": embedding.embedding_forward,
     "embedding_grad": embedding.embedding_backward,
+    "conv2d": conv2d.conv2d_forward,
+    "conv2d_grad": conv2d_backward.conv2d_backward,
+    "conv2d_transpose": conv2d_transpose.conv2d_transpose_forward,
+    "conv2d_transpose_grad": conv2d_transpose_backward.conv2d_transpose_backward,
 })
