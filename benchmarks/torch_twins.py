@@ -113,3 +113,83 @@ def gpt_step(sizes, ids, targets, learning_rate=1e-3):
         return loss.item()
 
     return step
+
+
+class ToImages(nn.Module):
+    """(n, h*w*c) in pyai's NHWC order -> (n, c, h, w) tensors, as pyai's Reshape feeds its convs."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.view(-1, *self.shape).permute(0, 3, 1, 2)
+
+
+class ToRows(nn.Module):
+    """(n, c, h, w) -> (n, h*w*c) in NHWC order, as pyai's (and Keras's) Flatten."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).reshape(len(x), -1)
+
+
+def torch_layer(layer):
+    """The PyTorch modules computing one pyai layer of a DCGAN, with its weights. 'same' padding of
+    a stride-2 3x3 Conv2D is symmetric in PyTorch (TensorFlow pads the odd row after): the same
+    work, the windows shifted by a pixel."""
+    from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten
+
+    if isinstance(layer, Flatten):
+        return [ToRows()]
+    if not layer.parameters():
+        return [ToImages(layer.shape)]
+    activation = {"leaky_relu": nn.LeakyReLU(layer.alpha), "tanh": nn.Tanh(), None: nn.Identity()}
+    if isinstance(layer, Dense):
+        module, weight = nn.Linear(layer.in_features, layer.out_features), layer.weight.T
+    elif isinstance(layer, Conv2DTranspose):   # (kh, kw, out, in) -> (in, out, kh, kw)
+        module = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                    padding=(layer.kernel_size[0] - layer.stride[0]) // 2)
+        weight = layer.weight.transpose(3, 2, 0, 1)
+    else:                                        # Conv2D (kh, kw, in, out) -> (out, in, kh, kw)
+        assert isinstance(layer, Conv2D)
+        module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                           padding=layer.kernel_size[0] // 2)
+        weight = layer.weight.transpose(3, 2, 0, 1)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(weight.copy()))
+        module.bias.copy_(torch.from_numpy(layer.bias))
+    return [module, activation[layer.activation]]
+
+
+def dcgan_step(gan):
+    """DCGAN.train_step in PyTorch eager (channels-last convolutions, oneDNN's fast CPU layout):
+    the GAN step of gan_step on the DCGAN's networks."""
+    networks = [nn.Sequential(*(module for layer in network.layers for module in torch_layer(layer)))
+                for network in (gan.generator, gan.discriminator)]
+    generator, discriminator = (network.to(memory_format=torch.channels_last) for network in networks)
+    betas = (gan.config["beta_1"], 0.999)
+    generator_adam, discriminator_adam = (
+        torch.optim.Adam(network.parameters(), gan.config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
+        for network in (generator, discriminator))
+    loss = nn.BCEWithLogitsLoss()
+
+    def step(real, noise, generator_noise):
+        real, noise, generator_noise = (torch.from_numpy(x) for x in (real, noise, generator_noise))
+        n = len(real)
+        with torch.no_grad():
+            images = torch.cat([real, generator(noise)])
+        targets = torch.cat([torch.ones(n, 1), torch.zeros(n, 1)])
+        discriminator_loss = loss(discriminator(images), targets)
+        discriminator_adam.zero_grad(set_to_none=True)
+        discriminator_loss.backward()
+        discriminator_adam.step()
+
+        discriminator.requires_grad_(False)
+        generator_loss = loss(discriminator(generator(generator_noise)), torch.ones(n, 1))
+        generator_adam.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        generator_adam.step()
+        discriminator.requires_grad_(True)
+        return discriminator_loss.item(), generator_loss.item()
+
+    return step

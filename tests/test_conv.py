@@ -7,7 +7,8 @@ misplaced window, a wrong padding side or a lost image is off by far more.
 
 The shapes are chosen to be awkward: 1x1 images, odd and non-square sizes, 1 and many channels,
 strides 1, 2 and (1, 2), both paddings, a kernel as large as a 'valid' input, 1x1 kernels
-(which skip im2col), kernels smaller than the stride (output pixels no window reaches).
+(which skip im2col), kernels smaller than the stride (output pixels no window reaches), and
+Conv2D layers of 1 to 3 output channels (computed directly, without the matmul).
 """
 
 import numpy as np
@@ -32,6 +33,7 @@ SHAPES = [
     (2, 8, 5, 37, 1, 1, 33, 1, "valid"),
     (2, 5, 7, 3, 1, 1, 2, 2, "same"),
     (2, 4, 3, 6, 1, 2, 3, 3, "valid"),
+    (3, 6, 7, 9, 3, 3, 1, 2, "same"),
 ]
 IDS = ["x".join(map(str, shape[:4])) + f"-k{shape[4]}x{shape[5]}-o{shape[6]}-s{shape[7]}-{shape[8]}"
        for shape in SHAPES]

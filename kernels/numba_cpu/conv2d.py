@@ -9,11 +9,15 @@ Cost: 2*N*OH*OW*kh*kw*C*O FLOPs; at least 4*(N*H*W*C + kh*kw*C*O + N*OH*OW*O) by
 The fast version is im2col + the blocked matmul: a chunk of whole images at a time, the windows
 are copied into a workspace matrix cols (N*OH*OW, kh*kw*C) (im2col.py), and one fused_matmul
 writes cols @ w.reshape(kh*kw*C, O) + bias, activated in its epilogue, straight into y's rows of
-those images. A 1x1 kernel at stride 1 needs no copy: x itself is cols.
+those images. A 1x1 kernel at stride 1 needs no copy: x itself is cols. A layer of at most
+DIRECT_MAX_OUT output channels, which would use a sliver of the matmul's register tile, is
+computed directly instead (conv2d_direct.py).
 """
 
 import numpy as np
 
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
 from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
 from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
 
@@ -33,13 +37,15 @@ def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
     y = np.empty((x.shape[0], g.out_height, g.out_width, out_channels), dtype=np.float32)
     weights = w.reshape(g.depth, out_channels)
     y_rows = y.reshape(-1, out_channels)
-    if g.is_pointwise():
+    if out_channels <= DIRECT_MAX_OUT:
+        direct_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
+    elif g.is_pointwise():
         fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
-        return y
-    for first, end in image_chunks(x.shape[0], g):
-        cols = im2col(x, g, first, end)
-        fused_matmul(cols, weights, False, False, bias, activation, alpha,
-                     out=y_rows[first * g.windows:end * g.windows])
+    else:
+        for first, end in image_chunks(x.shape[0], g):
+            cols = im2col(x, g, first, end)
+            fused_matmul(cols, weights, False, False, bias, activation, alpha,
+                         out=y_rows[first * g.windows:end * g.windows])
     return y
 
 

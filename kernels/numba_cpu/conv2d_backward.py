@@ -8,11 +8,14 @@ With cols = im2col(x) (N*OH*OW, kh*kw*C) and dy as an (N*OH*OW, O) matrix:
     db = the column sums of dy     (O,)
 Each product runs on the blocked matmul a chunk of whole images at a time (im2col.py): the
 chunk's cols (for dw) and dy @ w^T (for dx) are made in workspaces; dw adds up the chunks'
-products. col2im gathers each input pixel's sum, so dx has one fixed order of additions.
+products. col2im gathers each input pixel's sum, so dx has one fixed order of additions. A layer
+of at most DIRECT_MAX_OUT output channels is computed directly (conv2d_direct.py).
 """
 
 import numpy as np
 
+from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
+                                                  direct_weight_gradient)
 from pyai.kernels.numba_cpu.im2col import (col2im, col2im_reference, geometry, im2col,
                                            im2col_reference, image_chunks, workspace)
 from pyai.kernels.numba_cpu.matmul import fused_matmul
@@ -43,7 +46,12 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     weights = w.reshape(g.depth, out_channels)
     dx = np.empty(x.shape, dtype=np.float32) if input_gradient else None
     dw = np.empty(w.shape, dtype=np.float32) if weight_gradient else None
-    if g.is_pointwise():
+    if out_channels <= DIRECT_MAX_OUT:
+        if input_gradient:
+            direct_input_gradient(dy, w, g, dx)
+        if weight_gradient:
+            dw = direct_weight_gradient(dy, x, g, w.shape)
+    elif g.is_pointwise():
         if input_gradient:
             fused_matmul(dy_rows, weights, False, True, None, None, 0.0, out=dx.reshape(-1, g.channels))
         if weight_gradient:
