@@ -44,6 +44,9 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     out_channels = w.shape[3]
     dy_rows = dy.reshape(-1, out_channels)
     weights = w.reshape(g.depth, out_channels)
+    # dx's products read w^T: transposed once here, a (O, kh*kw*C) matrix packs faster than a
+    # transposed operand does, chunk after chunk
+    weights_t = np.ascontiguousarray(weights.T) if input_gradient else None
     dx = np.empty(x.shape, dtype=np.float32) if input_gradient else None
     dw = np.empty(w.shape, dtype=np.float32) if weight_gradient else None
     if out_channels <= DIRECT_MAX_OUT:
@@ -53,7 +56,7 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
             dw = direct_weight_gradient(dy, x, g, w.shape)
     elif g.is_pointwise():
         if input_gradient:
-            fused_matmul(dy_rows, weights, False, True, None, None, 0.0, out=dx.reshape(-1, g.channels))
+            fused_matmul(dy_rows, weights_t, False, False, None, None, 0.0, out=dx.reshape(-1, g.channels))
         if weight_gradient:
             add_weight_gradient(x.reshape(-1, g.channels), dy_rows, dw.reshape(g.depth, out_channels), True)
     else:
@@ -63,7 +66,7 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
                 add_weight_gradient(im2col(x, g, first, end), rows, dw.reshape(g.depth, out_channels),
                                     first == 0)
             if input_gradient:
-                dx_cols = fused_matmul(rows, weights, False, True, None, None, 0.0,
+                dx_cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
                                        out=workspace("dx_cols", len(rows), g.depth))
                 col2im(dx_cols, g, first, end, dx)
     db = dy_rows.sum(axis=0, dtype=np.float32) if weight_gradient else None

@@ -47,10 +47,10 @@ def conv2d_transpose_forward(x, w, bias, stride, padding, activation, alpha):
     in_channels = w.shape[3]
     y = np.empty((x.shape[0], g.height, g.width, g.channels), dtype=np.float32)
     x_rows = x.reshape(-1, in_channels)
-    weights = w.reshape(g.depth, in_channels)
+    weights_t = np.ascontiguousarray(w.reshape(g.depth, in_channels).T)   # packs faster than w as op(B)^T
     for first, end in image_chunks(x.shape[0], g):
         rows = x_rows[first * g.windows:end * g.windows]
-        cols = fused_matmul(rows, weights, False, True, None, None, 0.0,
+        cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
                             out=workspace("cols", len(rows), g.depth))
         col2im(cols, g, first, end, y, bias, ACTIVATIONS[activation], alpha)
     return y
