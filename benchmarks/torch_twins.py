@@ -3,6 +3,7 @@ time: the same layers, sizes and optimizer, in the plainest PyTorch. Imported on
 is installed (`pip install pyai[bench]`).
 
     step = gan_step(gan)                  # GAN.train_step from `gan`'s weights
+    step = dcgan_step(dcgan)              # DCGAN.train_step, channels-last convolutions
     step = gpt_step(sizes, batch)         # one GPT Adam step at pyai's sizes, PyTorch's init
 """
 
@@ -33,9 +34,14 @@ def gan_step(gan):
     step computes a gradient pyai's step does not."""
     generator = dense_stack(gan.generator, nn.Tanh())
     discriminator = dense_stack(gan.discriminator, nn.Identity())   # logits
-    betas = (gan.config["beta_1"], 0.999)
+    return adversarial_step(generator, discriminator, gan.config)
+
+
+def adversarial_step(generator, discriminator, config):
+    """The step of gan_step for any generator and discriminator (of logits), Adam as in `config`."""
+    betas = (config["beta_1"], 0.999)
     generator_adam, discriminator_adam = (
-        torch.optim.Adam(network.parameters(), gan.config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
+        torch.optim.Adam(network.parameters(), config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
         for network in (generator, discriminator))
     loss = nn.BCEWithLogitsLoss()
 
@@ -167,29 +173,4 @@ def dcgan_step(gan):
     networks = [nn.Sequential(*(module for layer in network.layers for module in torch_layer(layer)))
                 for network in (gan.generator, gan.discriminator)]
     generator, discriminator = (network.to(memory_format=torch.channels_last) for network in networks)
-    betas = (gan.config["beta_1"], 0.999)
-    generator_adam, discriminator_adam = (
-        torch.optim.Adam(network.parameters(), gan.config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
-        for network in (generator, discriminator))
-    loss = nn.BCEWithLogitsLoss()
-
-    def step(real, noise, generator_noise):
-        real, noise, generator_noise = (torch.from_numpy(x) for x in (real, noise, generator_noise))
-        n = len(real)
-        with torch.no_grad():
-            images = torch.cat([real, generator(noise)])
-        targets = torch.cat([torch.ones(n, 1), torch.zeros(n, 1)])
-        discriminator_loss = loss(discriminator(images), targets)
-        discriminator_adam.zero_grad(set_to_none=True)
-        discriminator_loss.backward()
-        discriminator_adam.step()
-
-        discriminator.requires_grad_(False)
-        generator_loss = loss(discriminator(generator(generator_noise)), torch.ones(n, 1))
-        generator_adam.zero_grad(set_to_none=True)
-        generator_loss.backward()
-        generator_adam.step()
-        discriminator.requires_grad_(True)
-        return discriminator_loss.item(), generator_loss.item()
-
-    return step
+    return adversarial_step(generator, discriminator, gan.config)

@@ -19,6 +19,7 @@ from pyai.models import DCGAN, GAN
 from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
 from pyai.reference.keras import keras_train_step, to_keras
 from pyai.training import GAN_HISTORY_COLUMNS, Training, train_gan
+from test_gan import BATCH, batch, bce
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -29,7 +30,6 @@ WEIGHTS_AFTER_STEPS_TOLERANCE = 5e-2
 DCGAN_OPS = ["linear", "matmul", "conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad",
              "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
              "binary_crossentropy_logits_grad", "adam_update"]
-BATCH = 64
 NARROW = {"generator_sizes": (64,), "generator_filters": (16, 8, 4), "discriminator_filters": (8, 16)}
 TINY = {"image_shape": (8, 12), "noise_dim": 6, **NARROW}
 
@@ -39,21 +39,11 @@ def require_all(backend):
         require(op, backend)
 
 
-def batch(rng, gan, n=BATCH):
-    real = rng.uniform(-1, 1, (n, gan.pixels)).astype(np.float32)
-    noise = rng.standard_normal((n, gan.noise_dim), dtype=np.float32)
-    return real, noise, rng.standard_normal((n, gan.noise_dim), dtype=np.float32)
-
-
 def randomize_biases(gan, rng):
     for _, network, _ in gan.networks():
         for layer in network.layers:
             if layer.parameters():
                 layer.bias[...] = rng.normal(0, 0.1, layer.bias.shape)
-
-
-def bce(targets, logits):
-    return keras.losses.BinaryCrossentropy(from_logits=True)(targets, logits)
 
 
 def test_the_dcgan_architecture():
