@@ -89,3 +89,16 @@ def test_results_file_names_the_cpu_isa_cores_and_date(tmp_path, capsys):
     assert f"{bench.cpu_cores()[0]} cores" in text
     assert "| matmul 8^3 | GFLOP/s | 1.0 (1%) | 0.5 (0%) | - | 2.00x numpy |" in text
     assert f"wrote {path}" in capsys.readouterr().out
+
+
+def test_dcgan_layer_flops_count_each_window_once():
+    from pyai.models import DCGAN
+
+    gan = DCGAN()
+    generator = bench.layer_flops(gan.generator, (100,))
+    discriminator = bench.layer_flops(gan.discriminator, (784,))
+    # Dense 100->256->6272, ConvT 7x7 inputs x 4x4 x 128->64, ConvT 14x14 x 4x4 x 64->32, Conv 28x28 x 3x3 x 32->1
+    assert generator == [2 * 100 * 256, 2 * 256 * 6272, 0, 2 * 49 * 16 * 128 * 64, 2 * 196 * 16 * 64 * 32,
+                         2 * 784 * 9 * 32, 0]
+    # Conv 14x14 outputs x 3x3 x 1->64, Conv 7x7 x 3x3 x 64->128, Dense 6272->1
+    assert discriminator == [0, 2 * 196 * 9 * 64, 2 * 49 * 9 * 64 * 128, 0, 2 * 6272]
