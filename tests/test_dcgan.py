@@ -6,8 +6,8 @@ Tolerances, relative (||pyai - keras|| / ||keras||), as in test_gan.py (see its 
        products (the discriminator's Dense) added in different orders.
   1e-2 for the losses of 20 free-running steps, 5e-2 for the weights after them: a rounding
        difference can tip a pre-activation across LeakyReLU's kink, and the GAN's game carries it on.
-The 20 steps run a narrower DCGAN (the same layers, fewer channels) to keep the suite short; step 0
-runs the full one.
+The 20 steps run a smaller DCGAN (the same layers, fewer channels, 16x16 images) to keep the suite
+short; step 0 runs the full one.
 """
 
 import numpy as np
@@ -106,7 +106,7 @@ def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
 
 def test_twenty_training_steps_match_keras(backend, rng):
     require_all(backend)
-    gan = DCGAN(**NARROW, seed=int(rng.integers(1000)))
+    gan = DCGAN(image_shape=(16, 16), **NARROW, seed=int(rng.integers(1000)))
     generator, discriminator = to_keras(gan)
     keras_step = keras_train_step(generator, discriminator, learning_rate=1e-4, beta_1=0.9)
 
