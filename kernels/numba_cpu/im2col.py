@@ -17,8 +17,8 @@ threads write disjoint rows and the sum has one fixed order. It finishes each ro
 the bias + activation epilogue of the matmul (apply_epilogue) while the row is in L1.
 
 cols can be large (batch 64 at 56x56x64 with a 3x3 kernel: 460 MB), so the ops run it a chunk of
-whole images at a time, each chunk's cols in a workspace of about WORKSPACE_FLOATS floats (at least one image's) that a
-thread keeps and reuses from call to call.
+whole images at a time, each chunk's cols in a workspace of about WORKSPACE_FLOATS floats (at
+least one image's) that a thread keeps and reuses from call to call.
 Cost: im2col writes 4*N*OH*OW*kh*kw*C bytes and reads the image once or a few times (from cache);
 col2im reads as many and writes the image.
 """
