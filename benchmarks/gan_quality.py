@@ -1,6 +1,7 @@
 """Sample quality of pyai's GAN beside the same GAN trained in Keras, with the same budget and seed.
 
     python benchmarks/gan_quality.py [--data ../shared/data/mnist] [--epochs 20] [--seed 0] [--out DIR]
+    python benchmarks/gan_quality.py --arch conv --epochs 3     # the DCGAN beside its Keras twin
 
 Both GANs start from the same weights (`to_keras`) and are driven by the same `train` loop, which
 draws every shuffle and noise batch from one generator seeded alike, so they see the same batches
@@ -21,7 +22,7 @@ import numpy as np
 from pyai import quality
 from pyai.data import load_mnist
 from pyai.images import save_grid
-from pyai.models import GAN
+from pyai.models import DCGAN, GAN
 from pyai.reference.keras import keras_train_step, to_keras
 from pyai.training import GAN_HISTORY_COLUMNS as HISTORY_COLUMNS, Training, train_gan as train
 
@@ -35,7 +36,8 @@ class KerasGAN:
     def __init__(self, gan):
         self.noise_dim, self.pixels = gan.noise_dim, gan.pixels
         self.generator, self.discriminator = to_keras(gan)
-        self.step = keras_train_step(self.generator, self.discriminator)
+        self.step = keras_train_step(self.generator, self.discriminator, gan.config["learning_rate"],
+                                     gan.config["beta_1"])
 
     def train_step(self, real, noise, generator_noise):
         return dict(zip(HISTORY_COLUMNS, (float(value) for value in self.step(real, noise, generator_noise))))
@@ -50,6 +52,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=20, help="the budget of each GAN (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="weights, batches and noise (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="a folder for a PNG of 64 samples of each GAN")
+    parser.add_argument("--arch", choices=["dense", "conv"], default="dense",
+                        help="the Dense GAN or the DCGAN (default: %(default)s)")
     args = parser.parse_args()
 
     images, labels = load_mnist(args.data)
@@ -59,7 +63,8 @@ def main():
     half = len(images) // 2
     rows = [("real images (half vs half)", None, None, quality.quality_report(classifier, images[:half],
                                                                               images[half:]))]
-    for name, gan in (("pyai", GAN(seed=args.seed)), ("keras", KerasGAN(GAN(seed=args.seed)))):
+    model = DCGAN if args.arch == "conv" else GAN
+    for name, gan in (("pyai", model(seed=args.seed)), ("keras", KerasGAN(model(seed=args.seed)))):
         training = Training(seed=args.seed)
         start = time.perf_counter()
         train(gan, images, training, epochs=args.epochs)

@@ -3,6 +3,7 @@ time: the same layers, sizes and optimizer, in the plainest PyTorch. Imported on
 is installed (`pip install pyai[bench]`).
 
     step = gan_step(gan)                  # GAN.train_step from `gan`'s weights
+    step = dcgan_step(dcgan)              # DCGAN.train_step, channels-last convolutions
     step = gpt_step(sizes, batch)         # one GPT Adam step at pyai's sizes, PyTorch's init
 """
 
@@ -33,9 +34,14 @@ def gan_step(gan):
     step computes a gradient pyai's step does not."""
     generator = dense_stack(gan.generator, nn.Tanh())
     discriminator = dense_stack(gan.discriminator, nn.Identity())   # logits
-    betas = (gan.config["beta_1"], 0.999)
+    return adversarial_step(generator, discriminator, gan.config)
+
+
+def adversarial_step(generator, discriminator, config):
+    """The step of gan_step for any generator and discriminator (of logits), Adam as in `config`."""
+    betas = (config["beta_1"], 0.999)
     generator_adam, discriminator_adam = (
-        torch.optim.Adam(network.parameters(), gan.config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
+        torch.optim.Adam(network.parameters(), config["learning_rate"], betas=betas, eps=ADAM_EPSILON)
         for network in (generator, discriminator))
     loss = nn.BCEWithLogitsLoss()
 
@@ -113,3 +119,58 @@ def gpt_step(sizes, ids, targets, learning_rate=1e-3):
         return loss.item()
 
     return step
+
+
+class ToImages(nn.Module):
+    """(n, h*w*c) in pyai's NHWC order -> (n, c, h, w) tensors, as pyai's Reshape feeds its convs."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.view(-1, *self.shape).permute(0, 3, 1, 2)
+
+
+class ToRows(nn.Module):
+    """(n, c, h, w) -> (n, h*w*c) in NHWC order, as pyai's (and Keras's) Flatten."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).reshape(len(x), -1)
+
+
+def torch_layer(layer):
+    """The PyTorch modules computing one pyai layer of a DCGAN, with its weights. 'same' padding of
+    a stride-2 3x3 Conv2D is symmetric in PyTorch (TensorFlow pads the odd row after): the same
+    work, the windows shifted by a pixel."""
+    from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten
+
+    if isinstance(layer, Flatten):
+        return [ToRows()]
+    if not layer.parameters():
+        return [ToImages(layer.shape)]
+    activation = {"leaky_relu": nn.LeakyReLU(layer.alpha), "tanh": nn.Tanh(), None: nn.Identity()}
+    if isinstance(layer, Dense):
+        module, weight = nn.Linear(layer.in_features, layer.out_features), layer.weight.T
+    elif isinstance(layer, Conv2DTranspose):   # (kh, kw, out, in) -> (in, out, kh, kw)
+        module = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                    padding=(layer.kernel_size[0] - layer.stride[0]) // 2)
+        weight = layer.weight.transpose(3, 2, 0, 1)
+    else:                                        # Conv2D (kh, kw, in, out) -> (out, in, kh, kw)
+        assert isinstance(layer, Conv2D)
+        module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                           padding=layer.kernel_size[0] // 2)
+        weight = layer.weight.transpose(3, 2, 0, 1)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(weight.copy()))
+        module.bias.copy_(torch.from_numpy(layer.bias))
+    return [module, activation[layer.activation]]
+
+
+def dcgan_step(gan):
+    """DCGAN.train_step in PyTorch eager (channels-last convolutions, oneDNN's fast CPU layout):
+    the GAN step of gan_step on the DCGAN's networks."""
+    networks = [nn.Sequential(*(module for layer in network.layers for module in torch_layer(layer)))
+                for network in (gan.generator, gan.discriminator)]
+    generator, discriminator = (network.to(memory_format=torch.channels_last) for network in networks)
+    return adversarial_step(generator, discriminator, gan.config)

@@ -4,6 +4,9 @@ ACTIVATIONS: the activations a fused matmul epilogue applies, by the integer cod
 passes to its kernel. cuda_src/matmul.cuh mirrors the codes in its `Activation` enum, and a test
 reads that header and checks it against this table.
 
+conv_output_size, conv_transpose_output_size, conv_padding: the spatial sizes of Conv2D and
+Conv2DTranspose as Keras computes them, so that every backend's conv kernels agree on them.
+
 adam_step_size: Adam's per-step scalar, computed on the host by every backend in float32 the way
 Keras does, so a step matches Keras bit for bit whatever runs the elementwise part.
 """
@@ -36,3 +39,24 @@ def adam_step_size(lr, beta_1, beta_2, step):
     beta_1_power = np.float32(beta_1) ** step
     beta_2_power = np.float32(beta_2) ** step
     return np.float32(lr) * np.sqrt(one - beta_2_power) / (one - beta_1_power)
+
+
+PADDINGS = ("same", "valid")
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Keras Conv2D along one axis: ceil(size / stride) for 'same', (size - kernel) // stride + 1
+    for 'valid' (which needs kernel <= size)."""
+    return -(-size // stride) if padding == "same" else (size - kernel) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride, padding):
+    """Keras Conv2DTranspose along one axis (no output_padding): size * stride for 'same',
+    size * stride + max(kernel - stride, 0) for 'valid'."""
+    return size * stride + (0 if padding == "same" else max(kernel - stride, 0))
+
+
+def conv_padding(size, out_size, kernel, stride):
+    """The zeros before the first row of a convolution from `size` rows to `out_size` (TensorFlow's
+    'same': half the total padding, the odd one after); 0 for 'valid'."""
+    return max((out_size - 1) * stride + kernel - size, 0) // 2

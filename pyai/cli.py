@@ -2,7 +2,7 @@
 
     pyai train mlp [--epochs N] [--batch-size B] [--lr LR] [--hidden 64 ...] [--activation NAME]
                    [--seed S] [--backend NAME] [--out FILE]
-    pyai train gan [--data PATH] [--epochs N] [--seed S] [--backend NAME] [--out DIR] [--resume]
+    pyai train gan [--arch dense|conv] [--data PATH] [--epochs N] [--seed S] [--backend NAME] [--out DIR] [--resume]
     pyai sample gan --checkpoint FILE [--n 64] [--seed S] [--backend NAME] --out FILE.png
     pyai quality gan --checkpoint FILE [--data PATH] [--n 10000] [--seed S] [--backend NAME]
     pyai train gpt [--steps N] [--batch-size B] [--block-size T] [--layers L] [--heads H] [--channels C]
@@ -34,7 +34,7 @@ from pyai.checks import FLOAT32_MAX, physical_memory
 from pyai.data import load_digits, load_mnist, one_hot
 from pyai.images import save_curves, save_grid
 from pyai.losses import BinaryCrossentropy
-from pyai.models import GAN, GPT, MLP
+from pyai.models import DCGAN, GAN, GPT, MLP
 from pyai.ops import ACTIVATIONS
 from pyai.optim import Adam
 from pyai.training import Training, TrainingDiverged, fit, train_gan, train_gpt
@@ -42,6 +42,7 @@ from pyai.training import Training, TrainingDiverged, fit, train_gan, train_gpt
 DIGIT_CLASSES = 10
 GAN_CHECKPOINT = "gan.npz"
 GAN_SAMPLES = 64
+GAN_ARCHITECTURES = {"dense": GAN, "conv": DCGAN}   # train gan --arch: the Dense GAN or the DCGAN
 GPT_CHECKPOINT = "gpt.npz"
 # train gpt's model and run settings: flags default to None so that --resume can tell which were given
 GPT_DEFAULTS = {"batch_size": 32, "block_size": 64, "layers": 2, "heads": 4, "channels": 64, "lr": 3e-3,
@@ -90,7 +91,8 @@ def at_least_two(text):
 
 def check_sample_memory(gan, count):
     """One clear error, before anything is drawn, when `count` samples would not fit in memory."""
-    widest = max([gan.noise_dim, gan.pixels, *gan.config["generator_sizes"]])
+    sizes = gan.activation_sizes() if hasattr(gan, "activation_sizes") else gan.config["generator_sizes"]
+    widest = max([gan.noise_dim, gan.pixels, *sizes])
     needed, memory = 4 * 3 * count * widest, physical_memory()
     if memory is not None and needed > memory:
         raise ValueError(f"--n {count}: the samples need about {needed / 2**30:,.0f} GiB while they are "
@@ -158,6 +160,19 @@ def gan_data(path):
     return images * 2 - 1, labels, tuple(shape)
 
 
+def gan_architecture(path):
+    """The --arch of the GAN checkpoint at `path` ("dense" for anything not a DCGAN's, whose
+    loading then says what is wrong with it)."""
+    arrays = checkpoint.read_npz(path)
+    kind = checkpoint.read_json(path, arrays, "format").get("kind") if "format" in arrays else None
+    return "conv" if kind == DCGAN.__name__ else "dense"
+
+
+def load_gan(path, training=None):
+    """The GAN or DCGAN saved at `path`, whichever it holds."""
+    return checkpoint.load(path, GAN_ARCHITECTURES[gan_architecture(path)], training=training)[0]
+
+
 def check_image_shape(gan, shape, path, data):
     if gan.image_shape != shape:
         raise ValueError(f"checkpoint {path}: its GAN makes {gan.image_shape} images, the data "
@@ -172,13 +187,13 @@ def run_train_gan(args):
     path = os.path.join(args.out, GAN_CHECKPOINT)
     training = Training(seed=0 if args.seed is None else args.seed)
     if args.resume:
-        gan, _ = checkpoint.load(path, GAN, training=training)
+        gan = load_gan(path, training)
         check_image_shape(gan, shape, path, args.data)
-        refuse_contradicting_flags(args, {"seed": training.seed}, path)
+        refuse_contradicting_flags(args, {"seed": training.seed, "arch": gan_architecture(path)}, path)
     elif os.path.exists(path):
         raise FileExistsError(f"{path} exists: pass --resume to go on from it, or choose another --out")
     else:
-        gan = GAN(image_shape=shape, seed=0 if args.seed is None else args.seed)
+        gan = GAN_ARCHITECTURES[args.arch or "dense"](image_shape=shape, seed=0 if args.seed is None else args.seed)
     # the same noise every epoch, from its own generator, so the grids show the GAN learning
     sample_noise = np.random.default_rng([training.seed, 1]).standard_normal(
         (GAN_SAMPLES, gan.noise_dim), dtype=np.float32)
@@ -216,7 +231,7 @@ def run_sample_gan(args):
     choose_backend(args.backend or dispatch.get_backend())
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(f"--out {args.out}: its directory does not exist")
-    gan, _ = checkpoint.load(args.checkpoint, GAN)
+    gan = load_gan(args.checkpoint)
     check_sample_memory(gan, args.n)
     save_grid(args.out, gan.sample(args.n, np.random.default_rng(args.seed)), gan.image_shape)
     print(f"saved {args.n} samples to {args.out}")
@@ -227,7 +242,7 @@ def run_quality_gan(args):
     from pyai import quality   # trains a classifier; imported only when asked for
 
     choose_backend(args.backend or dispatch.get_backend())
-    gan, _ = checkpoint.load(args.checkpoint, GAN)
+    gan = load_gan(args.checkpoint)
     images, labels, shape = gan_data(args.data)
     check_image_shape(gan, shape, args.checkpoint, args.data)
     check_sample_memory(gan, args.n)
@@ -394,6 +409,9 @@ def build_parser():
     mlp.set_defaults(run=run_train_mlp)
 
     gan = models.add_parser("gan", help="a GAN drawing digits; sample grids, loss curve, checkpoint in --out")
+    gan.add_argument("--arch", choices=sorted(GAN_ARCHITECTURES), help="dense: the GAN of Dense layers; "
+                     "conv: the DCGAN, Conv2DTranspose up to the image, Conv2D down (default: dense, "
+                     "or the checkpoint's with --resume)")
     gan.add_argument("--data", metavar="PATH", help="MNIST: a folder of IDX files or mnist.npz, or "
                      "the word mnist to download Keras's mnist.npz once into ~/.cache/pyai "
                      "(default: scikit-learn's 8x8 digits, which ship offline)")

@@ -6,12 +6,14 @@ then calls the function that implements it on the chosen backend (`pyai.dispatch
 """
 
 import functools
+import numbers
 
 import numpy as np
 
 from pyai.checks import as_float32, flag, in_place, plain_array, positive_int, real_number, same_shape
 from pyai.dispatch import implementation, use_backend
 from pyai.kernels.common import ACTIVATIONS as kernel_activations
+from pyai.kernels.common import PADDINGS, conv_output_size, conv_transpose_output_size
 
 
 def per_call_backend(op):
@@ -369,3 +371,104 @@ def embedding_grad(dout, ids, vocab_size, *, backend=None):
     if dout.shape[:-1] != ids.shape:
         raise ValueError(f"dout: expected shape {ids.shape} + (C,) to match ids, got {dout.shape}")
     return implementation("embedding_grad", backend)(dout, ids, vocab_size)
+
+
+# Convolutions: Conv2D and Conv2DTranspose, NHWC, with Keras's weight layouts and output sizes.
+
+
+def _stride(stride):
+    """(sh, sw) from an int or a pair of positive ints."""
+    pair = (stride, stride) if isinstance(stride, numbers.Integral) else stride
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+            isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value >= 1
+            for value in pair):
+        raise ValueError(f"stride: expected a positive integer or a pair of them, got {stride!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _padding(padding):
+    if not isinstance(padding, str) or padding.lower() not in PADDINGS:
+        raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+    return padding.lower()
+
+
+def _conv_arguments(x, w, stride, padding, transpose):
+    """x (N, H, W, C) and w (Conv2D's (kh, kw, C, O) or Conv2DTranspose's (kh, kw, O, C)) checked
+    against each other; (x, w, stride, padding, output shape)."""
+    x = as_float32("x", x, ndim=4)
+    w = as_float32("w", w, ndim=4)
+    stride, padding = _stride(stride), _padding(padding)
+    in_axis, layout = (3, "(kh, kw, out, in)") if transpose else (2, "(kh, kw, in, out)")
+    if w.shape[in_axis] != x.shape[3]:
+        raise ValueError(f"w: expected {x.shape[3]} input channels in dimension {in_axis} (layout "
+                         f"{layout}) to match x's last dimension, got shape {w.shape}")
+    (_, height, width, _), kernel = x.shape, w.shape[:2]
+    if not transpose and padding == "valid" and (kernel[0] > height or kernel[1] > width):
+        raise ValueError(f"w: a {kernel[0]}x{kernel[1]} kernel does not fit x's {height}x{width} images "
+                         f"with padding='valid'")
+    size = conv_transpose_output_size if transpose else conv_output_size
+    out_shape = (x.shape[0], size(height, kernel[0], stride[0], padding),
+                 size(width, kernel[1], stride[1], padding), w.shape[5 - in_axis])
+    return x, w, stride, padding, out_shape
+
+
+def _conv(op, x, w, b, stride, padding, activation, alpha, backend, transpose):
+    x, w, stride, padding, out_shape = _conv_arguments(x, w, stride, padding, transpose)
+    if b is not None:
+        b = as_float32("b", b, ndim=1)
+        if b.shape[0] != out_shape[3]:
+            raise ValueError(f"b: expected shape ({out_shape[3]},) to match w's output channels, got {b.shape}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    alpha = real_number("alpha", alpha, low=0.0)
+    return implementation(op, backend)(x, w, b, stride, padding, activation, alpha)
+
+
+def _conv_grad(op, dy, x, w, stride, padding, input_gradient, weight_gradient, backend, transpose):
+    x, w, stride, padding, out_shape = _conv_arguments(x, w, stride, padding, transpose)
+    dy = as_float32("dy", dy, ndim=4)
+    if dy.shape != out_shape:
+        raise ValueError(f"dy: expected the forward output's shape {out_shape}, got {dy.shape}")
+    input_gradient = flag("input_gradient", input_gradient)
+    weight_gradient = flag("weight_gradient", weight_gradient)
+    return implementation(op, backend)(dy, x, w, stride, padding, input_gradient, weight_gradient)
+
+
+@per_call_backend
+def conv2d(x, w, b=None, *, stride=1, padding="same", activation=None, alpha=0.2, backend=None):
+    """activation(Conv2D(x, w) + b), the bias and activation fused, as Keras's Conv2D computes it.
+
+    x is (N, H, W, C) (channels last); w is (kh, kw, C, O), a Keras Conv2D kernel; b is (O,) or
+    None; stride an int or (sh, sw); padding "same" (OH = ceil(H / sh)) or "valid"
+    (OH = (H - kh) // sh + 1, so the kernel must fit); activation and alpha as for `linear`.
+    Returns (N, OH, OW, O).
+    """
+    return _conv("conv2d", x, w, b, stride, padding, activation, alpha, backend, transpose=False)
+
+
+@per_call_backend
+def conv2d_grad(dy, x, w, *, stride=1, padding="same", input_gradient=True, weight_gradient=True,
+                backend=None):
+    """(dx, dw, db) of Conv2D(x, w) + b from dy = d loss / d (that sum), (N, OH, OW, O): apply an
+    activation's gradient to dy first. input_gradient=False or weight_gradient=False skip dx or
+    (dw, db), which come back None."""
+    return _conv_grad("conv2d_grad", dy, x, w, stride, padding, input_gradient, weight_gradient,
+                      backend, transpose=False)
+
+
+@per_call_backend
+def conv2d_transpose(x, w, b=None, *, stride=1, padding="same", activation=None, alpha=0.2, backend=None):
+    """activation(Conv2DTranspose(x, w) + b), as Keras's Conv2DTranspose computes it (no output_padding).
+
+    x is (N, H, W, C); w is (kh, kw, O, C), a Keras Conv2DTranspose kernel; b is (O,) or None;
+    padding "same" (OH = H * sh) or "valid" (OH = H * sh + max(kh - sh, 0)). Returns (N, OH, OW, O).
+    """
+    return _conv("conv2d_transpose", x, w, b, stride, padding, activation, alpha, backend, transpose=True)
+
+
+@per_call_backend
+def conv2d_transpose_grad(dy, x, w, *, stride=1, padding="same", input_gradient=True,
+                          weight_gradient=True, backend=None):
+    """(dx, dw, db) of Conv2DTranspose(x, w) + b from dy = d loss / d (that sum), as conv2d_grad."""
+    return _conv_grad("conv2d_transpose_grad", dy, x, w, stride, padding, input_gradient,
+                      weight_gradient, backend, transpose=True)

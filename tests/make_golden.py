@@ -141,10 +141,37 @@ def adam_cases():
          expected_param=variable.numpy())
 
 
+def conv_cases():
+    """Conv2D and Conv2DTranspose with bias and tanh, and the gradients of the pre-activation; drawn
+    from a generator of their own, so that these files come out the same when made alone."""
+    conv_rng = np.random.default_rng(20261130)
+    for n, h, w, c, kh, kw, o, stride, padding, transpose in [(3, 7, 5, 3, 3, 3, 4, 2, "same", False),
+                                                               (2, 6, 9, 5, 2, 3, 6, (1, 2), "valid", False),
+                                                               (2, 4, 3, 5, 4, 4, 3, 2, "same", True)]:
+        x = conv_rng.standard_normal((n, h, w, c)).astype(np.float32)
+        kernel = conv_rng.standard_normal((kh, kw, o, c) if transpose else (kh, kw, c, o)).astype(np.float32)
+        b = conv_rng.standard_normal(o).astype(np.float32)
+        strides = (stride, stride) if isinstance(stride, int) else stride
+        variables = [tf.Variable(array) for array in (x, kernel, b)]
+        with tf.GradientTape() as tape:
+            if transpose:
+                shape = (n, h * strides[0], w * strides[1], o)   # Keras's 'same' sizes
+                pre = tf.nn.conv2d_transpose(variables[0], variables[1], shape, strides, padding.upper())
+            else:
+                pre = tf.nn.conv2d(variables[0], variables[1], strides, padding.upper())
+            pre = pre + variables[2]
+        dy = conv_rng.standard_normal(pre.shape).astype(np.float32)
+        dx, dw, db = tape.gradient(pre, variables, output_gradients=tf.constant(dy))
+        save(f"conv2d{'_transpose' if transpose else ''}_{n}x{h}x{w}x{c}_k{kh}x{kw}x{o}_{padding}", x=x, w=kernel,
+             b=b, dy=dy, stride=np.array(strides), padding=padding, transpose=transpose,
+             expected_y=tf.tanh(pre).numpy(), expected_dx=dx.numpy(), expected_dw=dw.numpy(),
+             expected_db=db.numpy())
+
+
 if __name__ == "__main__":
     GOLDEN.mkdir(exist_ok=True)
     for make in (matmul_cases, linear_cases, attention_cases, layer_norm_cases, gelu_cases, softmax_cases,
-                 softmax_cross_entropy_cases, embedding_cases, adam_cases):
+                 softmax_cross_entropy_cases, embedding_cases, adam_cases, conv_cases):
         make()
     files = sorted(GOLDEN.glob("*.npz"))
     print(f"{len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.2f} MB in {GOLDEN}")

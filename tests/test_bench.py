@@ -104,3 +104,16 @@ def test_attention_inside_the_frameworks_does_the_same_work_in_both_columns():
             out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
             error = np.linalg.norm(out - ref) / np.linalg.norm(ref)
             assert error < 1e-5, f"{case.name}: {name} relative error {error:.2e}"
+
+
+def test_dcgan_layer_flops_count_each_window_once():
+    from pyai.models import DCGAN
+
+    gan = DCGAN()
+    generator = bench.layer_flops(gan.generator, (100,))
+    discriminator = bench.layer_flops(gan.discriminator, (784,))
+    # Dense 100->256->6272, ConvT 7x7 inputs x 4x4 x 128->64, ConvT 14x14 x 4x4 x 64->32, Conv 28x28 x 3x3 x 32->1
+    assert generator == [2 * 100 * 256, 2 * 256 * 6272, 0, 2 * 49 * 16 * 128 * 64, 2 * 196 * 16 * 64 * 32,
+                         2 * 784 * 9 * 32, 0]
+    # Conv 14x14 outputs x 3x3 x 1->64, Conv 7x7 x 3x3 x 64->128, Dense 6272->1
+    assert discriminator == [0, 2 * 196 * 9 * 64, 2 * 49 * 9 * 64 * 128, 0, 2 * 6272]

@@ -31,7 +31,7 @@ def load(path):
 def op_of(path):
     name = path.stem
     for op in ("softmax_cross_entropy", "layer_norm", "matmul", "linear", "attention", "gelu", "softmax",
-               "embedding", "adam"):
+               "embedding", "adam", "conv2d_transpose", "conv2d"):
         if name.startswith(op + "_"):
             return op
     raise ValueError(f"{path.name}: no op recognised in the file name")
@@ -101,13 +101,25 @@ def check_adam(name, data):
     assert_close(f"{name} param", param, data["expected_param"], ADAM_TOL)
 
 
+def check_conv(name, data):
+    transpose = bool(data["transpose"])
+    forward, gradient = ((pyai.ops.conv2d_transpose, pyai.ops.conv2d_transpose_grad) if transpose
+                         else (pyai.ops.conv2d, pyai.ops.conv2d_grad))
+    options = {"stride": tuple(int(s) for s in data["stride"]), "padding": str(data["padding"])}
+    y = forward(data["x"], data["w"], data["b"], activation="tanh", **options)
+    assert_close(f"{name} y", y, data["expected_y"], TOL)
+    for tensor, out in zip(("dx", "dw", "db"), gradient(data["dy"], data["x"], data["w"], **options)):
+        assert_close(f"{name} {tensor}", out, data[f"expected_{tensor}"], TOL)
+
+
 CHECKS = {"matmul": check_matmul, "linear": check_linear, "attention": check_attention,
           "layer_norm": check_layer_norm, "gelu": check_gelu, "softmax": check_softmax,
           "softmax_cross_entropy": check_softmax_cross_entropy, "embedding": check_embedding,
-          "adam": check_adam}
+          "adam": check_adam, "conv2d": check_conv, "conv2d_transpose": check_conv}
 OPS_NEEDED = {"attention": ("attention", "attention_grad"), "layer_norm": ("layer_norm", "layer_norm_grad"),
               "gelu": ("gelu", "gelu_grad"), "embedding": ("embedding", "embedding_grad"),
-              "adam": ("adam_update",)}
+              "adam": ("adam_update",), "conv2d": ("conv2d", "conv2d_grad"),
+              "conv2d_transpose": ("conv2d_transpose", "conv2d_transpose_grad")}
 
 
 def test_golden_files_are_present_and_small():

@@ -68,6 +68,12 @@ CALLS = {
     "softmax_cross_entropy": ({"logits": normal(3, 4), "targets": np.array([0, 3, 1])}, {}),
     "embedding": ({"ids": np.array([[0, 2], [1, 1]]), "table": normal(3, 4)}, {}),
     "embedding_grad": ({"dout": normal(2, 2, 4), "ids": np.array([[0, 2], [1, 1]])}, {"vocab_size": 3}),
+    "conv2d": ({"x": normal(2, 5, 4, 3), "w": normal(3, 3, 3, 2), "b": normal(2)},
+               {"stride": 2, "activation": "relu"}),
+    "conv2d_grad": ({"dy": normal(2, 3, 2, 2), "x": normal(2, 5, 4, 3), "w": normal(3, 3, 3, 2)}, {"stride": 2}),
+    "conv2d_transpose": ({"x": normal(2, 3, 2, 3), "w": normal(4, 4, 2, 3), "b": normal(2)}, {"stride": 2}),
+    "conv2d_transpose_grad": ({"dy": normal(2, 6, 4, 2), "x": normal(2, 3, 2, 3), "w": normal(4, 4, 2, 3)},
+                              {"stride": 2}),
 }
 
 
@@ -164,7 +170,8 @@ def test_in_place_refuses_masked_and_aliased_arrays(op):
 
 FLAGS = [("matmul", "transpose_a"), ("matmul", "transpose_b"), ("attention", "causal"),
          ("attention", "return_lse"), ("attention_grad", "causal"), ("layer_norm", "return_stats"),
-         ("binary_crossentropy", "from_logits"), ("binary_crossentropy_grad", "from_logits")]
+         ("binary_crossentropy", "from_logits"), ("binary_crossentropy_grad", "from_logits"),
+         ("conv2d_grad", "input_gradient"), ("conv2d_transpose_grad", "weight_gradient")]
 
 
 @pytest.mark.parametrize("op, name", FLAGS)

@@ -41,6 +41,10 @@ KERNELS = {
     "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),
     "embedding": ("embedding", "embedding_forward"),
     "embedding_grad": ("embedding", "embedding_backward"),
+    "conv2d": ("conv2d", "conv2d_forward"),
+    "conv2d_grad": ("conv2d_backward", "conv2d_backward"),
+    "conv2d_transpose": ("conv2d_transpose", "conv2d_transpose_forward"),
+    "conv2d_transpose_grad": ("conv2d_transpose_backward", "conv2d_transpose_backward"),
 }
 
 

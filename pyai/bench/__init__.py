@@ -24,6 +24,7 @@ from pyai.bench.attention_sweep import (attention_rows, attention_table, first_c
 from pyai.bench.cases import (Case, attention_case, attention_cases, cases, dense_flops,
                               framework_attention_cases, gan_step_case, gan_step_products,
                               leaky_relu_case, linear_case, matmul_case)
+from pyai.bench.cases import conv_case, conv_cases, dcgan_step_case, layer_flops
 from pyai.bench.peaks import (CpuLimits, copy_bandwidth, fma_chains, fma_flops, fma_peak,
                               gpu_attribute_peaks, gpu_datasheet_peaks, parallel_copy)
 from pyai.bench.peers import installed as installed_peers

@@ -7,6 +7,7 @@ no implementation of the case can skip.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -311,4 +312,158 @@ def cases(quick=False, seed=0, peers=None):
     result.append(gan_step_case(rng, peers))
     result.extend(attention_cases(quick, rng, peers))
     result.extend(framework_attention_cases(256 if quick else 1024, rng, peers))
+    result.extend(conv_cases(quick, rng, peers))
+    result.append(dcgan_step_case(rng, peers))
     return result
+
+
+# ---- Convolutions and the DCGAN ----
+
+# (name, batch, height, width, in channels, out channels, kernel, stride, transpose): the DCGAN's
+# layers at batch 64 (its discriminator sees 128 images: real and fake), and a larger 3x3 layer
+CONV_SHAPES = [
+    ("DCGAN G ConvT 7x7x128->14x14x64", 64, 7, 7, 128, 64, 4, 2, True),
+    ("DCGAN G ConvT 14x14x64->28x28x32", 64, 14, 14, 64, 32, 4, 2, True),
+    ("DCGAN G Conv 28x28x32->1", 64, 28, 28, 32, 1, 3, 1, False),
+    ("DCGAN D Conv 28x28x1->14x14x64", 128, 28, 28, 1, 64, 3, 2, False),
+    ("DCGAN D Conv 14x14x64->7x7x128", 128, 14, 14, 64, 128, 3, 2, False),
+    ("Conv 56x56x64->64 3x3", 64, 56, 56, 64, 64, 3, 1, False),
+]
+
+
+def conv_case(shape, backward, rng, peers, alpha=0.2):
+    """A Conv2D or Conv2DTranspose layer, 'same' padding: forward with bias + leaky_relu, or the
+    backward (dx, dw and db from dy) of the convolution; TensorFlow as a tf.function
+    (tf.nn.conv2d / conv2d_transpose, GradientTape), PyTorch eager with channels-last tensors
+    (oneDNN's fast CPU layout). PyTorch pads a stride-2 'same' window symmetrically where
+    TensorFlow and pyai put the odd row after: the same work.
+
+    work = 2 N OH OW kh kw C O for
+    Conv2D (OH, OW its output), 2 N H W kh kw O C for Conv2DTranspose (H, W its input); the
+    backward does it twice (dx and dw).
+    """
+    name, batch, height, width, in_channels, out_channels, kernel, stride, transpose = shape
+    x = rng.standard_normal((batch, height, width, in_channels), dtype=np.float32)
+    w_shape = (kernel, kernel, out_channels, in_channels) if transpose else (kernel, kernel, in_channels, out_channels)
+    w = (rng.standard_normal(w_shape, dtype=np.float32) / np.sqrt(kernel * kernel * in_channels)).astype(np.float32)
+    b = rng.standard_normal(out_channels, dtype=np.float32)
+    forward, gradient = ((pyai.ops.conv2d_transpose, pyai.ops.conv2d_transpose_grad) if transpose
+                         else (pyai.ops.conv2d, pyai.ops.conv2d_grad))
+    y = forward(x, w, b, stride=stride)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    windows = height * width if transpose else y.shape[1] * y.shape[2]
+    work = 2.0 * batch * windows * kernel * kernel * in_channels * out_channels * (2 if backward else 1)
+    if backward:
+        runners = {"pyai": lambda: gradient(dy, x, w, stride=stride)}
+    else:
+        runners = {"pyai": lambda: forward(x, w, b, stride=stride, activation="leaky_relu", alpha=alpha)}
+    if tf := peer(peers, "tensorflow"):
+        runners["tensorflow"] = tf_conv(tf, x, w, b, dy, stride, transpose, backward, alpha)
+    if torch := peer(peers, "torch"):
+        runners["torch"] = torch_conv(torch, x, w, b, dy, stride, transpose, backward, alpha)
+    return Case(f"{name} {'backward' if backward else 'forward'}, batch {batch}", work, "GFLOP/s", runners,
+                "pyai >= 1.0x the faster peer")
+
+
+def tf_conv(tf, x, w, b, dy, stride, transpose, backward, alpha):
+    tx, tw, tb, tdy = (tf.constant(array) for array in (x, w, b, dy))
+
+    def convolve(x, w):
+        if transpose:
+            return tf.nn.conv2d_transpose(x, w, dy.shape, stride, "SAME")
+        return tf.nn.conv2d(x, w, stride, "SAME")
+
+    @tf.function
+    def tf_forward(x, w, b):
+        return tf.nn.leaky_relu(convolve(x, w) + b, alpha=alpha)
+
+    @tf.function
+    def tf_backward(x, w, b, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w, b])
+            y = convolve(x, w) + b
+        return tape.gradient(y, [x, w, b], output_gradients=dy)
+
+    if backward:
+        return lambda: [t.numpy() for t in tf_backward(tx, tw, tb, tdy)]
+    return lambda: tf_forward(tx, tw, tb).numpy()
+
+
+def torch_conv(torch, x, w, b, dy, stride, transpose, backward, alpha):
+    functional = torch.nn.functional
+    kernel = w.shape[0]
+    # NHWC arrays seen as NCHW tensors with channels-last strides; kernels in PyTorch's layouts
+    tx, tdy = (torch.from_numpy(array).permute(0, 3, 1, 2) for array in (x, dy))
+    tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).contiguous(memory_format=torch.channels_last)
+    tb = torch.from_numpy(b)
+    if transpose:
+        def convolve(x, w, b):
+            return functional.conv_transpose2d(x, w, b, stride, padding=(kernel - stride) // 2)
+    else:
+        def convolve(x, w, b):
+            return functional.conv2d(x, w, b, stride, padding=kernel // 2)
+    if backward:
+        leaves = [t.clone().requires_grad_() for t in (tx, tw, tb)]
+        return lambda: torch.autograd.grad(convolve(*leaves), leaves, tdy)
+    return lambda: functional.leaky_relu(convolve(tx, tw, tb), alpha, inplace=True)
+
+
+def conv_cases(quick, rng, peers):
+    shapes = CONV_SHAPES[:2] if quick else CONV_SHAPES
+    return [conv_case(shape, backward, rng, peers) for shape in shapes for backward in (False, True)]
+
+
+def layer_flops(network, example_shape):
+    """Forward FLOPs per example of each layer of a Sequential of Dense, Conv2D, Conv2DTranspose,
+    Reshape and Flatten layers, for inputs of `example_shape` (without the batch)."""
+    from pyai.nn import Conv2D, Conv2DTranspose, Dense
+    from pyai.kernels.common import conv_output_size, conv_transpose_output_size
+
+    flops, shape = [], tuple(example_shape)
+    for layer in network.layers:
+        if isinstance(layer, Dense):
+            flops.append(2.0 * layer.in_features * layer.out_features)
+            shape = (layer.out_features,)
+        elif isinstance(layer, (Conv2D, Conv2DTranspose)):
+            size = conv_transpose_output_size if isinstance(layer, Conv2DTranspose) else conv_output_size
+            out = tuple(size(shape[axis], layer.kernel_size[axis], layer.stride[axis], layer.padding)
+                        for axis in (0, 1))
+            windows = shape[0] * shape[1] if isinstance(layer, Conv2DTranspose) else out[0] * out[1]
+            flops.append(2.0 * windows * math.prod(layer.kernel_size) * layer.in_channels * layer.out_channels)
+            shape = (*out, layer.out_channels)
+        else:
+            flops.append(0.0)
+            shape = layer.shape if layer.shape is not None else (math.prod(shape),)
+    return flops
+
+
+def dcgan_step_case(rng, peers, batch=64):
+    """One training step of pyai.models.DCGAN at MNIST sizes, beside the same step in Keras
+    (`keras_train_step` on `to_keras`'s twins: tf.function, GradientTape, Keras Adam) and in PyTorch
+    eager (benchmarks/torch_twins.py adds it where torch is installed), from the same weights.
+
+    work = the products the step needs, counted as gan_step_case counts the Dense GAN's (a weight
+    or an input gradient costs what the layer's forward does): the discriminator update (G forward
+    on n, D forward, weight and input gradients on 2n, the first layer's input gradient left
+    out) and the generator update (G forward, D forward and input gradients on n, G weight
+    gradients, G input gradients but the first layer's).
+    """
+    from pyai.models import DCGAN
+    from pyai.reference.keras import keras_train_step, to_keras
+
+    gan = DCGAN(seed=0)
+    g = layer_flops(gan.generator, (gan.noise_dim,))
+    d = layer_flops(gan.discriminator, (gan.pixels,))
+    g_all, d_all = sum(g), sum(d)
+    g_inputs, d_inputs = g_all - next(f for f in g if f), d_all - next(f for f in d if f)
+    per_example = (g_all + 2 * (d_all + d_all + d_inputs)) + (g_all + d_all + d_all + g_all + g_inputs)
+    real = rng.uniform(-1, 1, (batch, gan.pixels)).astype(np.float32)
+    noise = rng.standard_normal((batch, gan.noise_dim), dtype=np.float32)
+    generator_noise = rng.standard_normal((batch, gan.noise_dim), dtype=np.float32)
+    runners = {"pyai": lambda: gan.train_step(real, noise, generator_noise)}
+    if peer(peers, "tensorflow"):
+        keras_step = keras_train_step(*to_keras(DCGAN(seed=0)), learning_rate=gan.config["learning_rate"],
+                                      beta_1=gan.config["beta_1"])
+        runners["tensorflow"] = lambda: [value.numpy() for value in keras_step(real, noise, generator_noise)]
+    return Case(f"DCGAN training step, batch {batch}, 28x28", batch * per_example, "GFLOP/s", runners,
+                "pyai >= 1.3x tensorflow and torch eager", inputs=(real, noise, generator_noise))

@@ -44,11 +44,16 @@ def dense_stack(sizes, output_activation, alpha, rng):
 
 
 def backward_to_input(network, dy):
-    """d loss / d input of a Sequential of Dense layers, from dy = d loss / d output, without
-    the weight gradients: the generator's update needs the image gradient through the
-    discriminator, not the discriminator's own gradients."""
-    for dense in reversed(network.layers):
-        dy = ops.matmul(dense.activation_gradient(dy), dense.weight, transpose_b=True)
+    """d loss / d input of a Sequential, from dy = d loss / d output, without the weight
+    gradients: the generator's update needs the image gradient through the discriminator, not
+    the discriminator's own gradients. Layers without parameters have nothing else to skip."""
+    for layer in reversed(network.layers):
+        if isinstance(layer, Dense):
+            dy = ops.matmul(layer.activation_gradient(dy), layer.weight, transpose_b=True)
+        elif hasattr(layer, "input_gradient"):
+            dy = layer.input_gradient(dy)
+        else:
+            dy = layer.backward(dy)
     return dy
 
 

@@ -2,6 +2,7 @@
 
     generator, discriminator = to_keras(gan)            # keras.Sequential models, gan's weights
     step = keras_train_step(generator, discriminator)   # GAN.train_step as a tf.function
+    generator, discriminator = to_keras(dcgan)          # a DCGAN's twins: Conv2D, Conv2DTranspose, ...
     gan = from_keras(generator, discriminator)           # and back
     twin, variables = to_keras(gpt)                      # a keras.Model and {pyai name: its variable}
 
@@ -12,7 +13,8 @@ import math
 
 import numpy as np
 
-from pyai.models import GAN, GPT
+from pyai.models import DCGAN, GAN, GPT
+from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
 
 
 def to_keras(model):
@@ -211,4 +213,42 @@ def keras_variables(twin, model):
     return variables
 
 
-TWIN_BUILDERS = {GAN: gan_to_keras, GPT: gpt_to_keras}
+# ---- The DCGAN: keras.Sequential models of Dense, Reshape, Conv2DTranspose, Conv2D and Flatten ----
+
+def keras_layer_of(layer, keras):
+    """The Keras layers computing what one pyai layer computes: the layer, then its activation."""
+    if isinstance(layer, Reshape) and not isinstance(layer, Flatten):
+        return [keras.layers.Reshape(layer.shape)]
+    if isinstance(layer, Flatten):
+        return [keras.layers.Flatten()]
+    if isinstance(layer, Dense):
+        main = keras.layers.Dense(layer.out_features)
+    else:
+        kind = keras.layers.Conv2DTranspose if isinstance(layer, Conv2DTranspose) else keras.layers.Conv2D
+        main = kind(layer.out_channels, layer.kernel_size, strides=layer.stride, padding=layer.padding)
+    if layer.activation == "leaky_relu":
+        return [main, keras.layers.LeakyReLU(negative_slope=layer.alpha)]
+    return [main] if layer.activation is None else [main, keras.layers.Activation(layer.activation)]
+
+
+def dcgan_to_keras(gan):
+    """(generator, discriminator): keras.Sequential models with `gan`'s weights, computing the same;
+    the discriminator ends in Activation("sigmoid") after its logit, as `gan_to_keras`'s does, so
+    `keras_train_step` takes them. Needs tensorflow."""
+    import keras
+
+    models = []
+    for network, output in ((gan.generator, []), (gan.discriminator, [keras.layers.Activation("sigmoid")])):
+        layers = [keras.Input((gan.noise_dim if network is gan.generator else gan.pixels,))]
+        for layer in network.layers:
+            layers += keras_layer_of(layer, keras)
+        model = keras.Sequential(layers + output)
+        with_weights = [layer for layer in model.layers if layer.weights]
+        for keras_layer, (weight, bias) in zip(with_weights, [(layer.weight, layer.bias) for layer in network.layers
+                                                              if layer.parameters()], strict=True):
+            keras_layer.set_weights([weight, bias])
+        models.append(model)
+    return tuple(models)
+
+
+TWIN_BUILDERS = {GAN: gan_to_keras, GPT: gpt_to_keras, DCGAN: dcgan_to_keras}

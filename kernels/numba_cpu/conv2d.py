@@ -1,0 +1,51 @@
+"""Conv2D forward: y = activation(conv(x, w) + bias), NHWC, float32, on the CPU.
+
+Shapes (Keras's layouts): x is (N, H, W, C), w is (kh, kw, C, O), bias is (O,), y is
+(N, OH, OW, O) with OH, OW as Keras computes them for the stride and 'same' or 'valid' padding
+(kernels/common.py):
+    y[n, oh, ow, o] = sum over i, j, c of x[n, oh*sh - pt + i, ow*sw - pl + j, c] w[i, j, c, o]
+Cost: 2*N*OH*OW*kh*kw*C*O FLOPs; at least 4*(N*H*W*C + kh*kw*C*O + N*OH*OW*O) bytes.
+
+The fast version is im2col + the blocked matmul: a chunk of whole images at a time, the windows
+are copied into a workspace matrix cols (N*OH*OW, kh*kw*C) (im2col.py), and one fused_matmul
+writes cols @ w.reshape(kh*kw*C, O) + bias, activated in its epilogue, straight into y's rows of
+those images. A 1x1 kernel at stride 1 needs no copy: x itself is cols. A layer of at most
+DIRECT_MAX_OUT output channels, which would use a sliver of the matmul's register tile, is
+computed directly instead (conv2d_direct.py).
+"""
+
+import numpy as np
+
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
+from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
+
+
+def conv2d_reference(x, w, bias, stride, padding, activation=None, alpha=0.2):
+    """The plain version the kernel is tested against (float64)."""
+    g = geometry(x.shape[1:], w.shape[:2], stride, padding)
+    y = matmul_reference(im2col_reference(x.astype(np.float64), g), w.reshape(g.depth, -1), bias,
+                         activation, alpha)
+    return y.reshape(x.shape[0], g.out_height, g.out_width, w.shape[3])
+
+
+# x is (N, H, W, C), w (kh, kw, C, O), bias (O,) or None -> y (N, OH, OW, O)
+def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
+    g = geometry(x.shape[1:], w.shape[:2], stride, padding)
+    out_channels = w.shape[3]
+    y = np.empty((x.shape[0], g.out_height, g.out_width, out_channels), dtype=np.float32)
+    weights = w.reshape(g.depth, out_channels)
+    y_rows = y.reshape(-1, out_channels)
+    if out_channels <= DIRECT_MAX_OUT:
+        direct_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
+    elif g.is_pointwise():
+        fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
+    else:
+        for first, end in image_chunks(x.shape[0], g):
+            cols = im2col(x, g, first, end)
+            fused_matmul(cols, weights, False, False, bias, activation, alpha,
+                         out=y_rows[first * g.windows:end * g.windows])
+    return y
+
+

@@ -1,0 +1,165 @@
+"""The convolutional layers: Conv2D, Conv2DTranspose, and Reshape and Flatten to go between them
+and Dense layers. Images are NHWC (batch, height, width, channels), as in Keras.
+
+Each layer provides forward, backward, parameters and gradients as written at the top of
+pyai/nn/layers.py; the conv layers also have input_gradient(dy), dx alone, for backpropagating
+through a network whose own gradients are not wanted (a GAN's discriminator, for the generator).
+"""
+
+import math
+
+import numpy as np
+
+from pyai import ops
+from pyai.checks import positive_int, real_number
+from pyai.nn.layers import OUTPUT_GRADIENTS, Layer, check_backward
+
+
+def pair(name, value):
+    """(a, b) from an int or a pair of positive ints."""
+    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{name}: expected a positive integer or a pair of them, got {value!r}")
+    return tuple(positive_int(name, each) for each in values)
+
+
+class ConvLayer(Layer):
+    """What Conv2D and Conv2DTranspose share: y = activation(op(x, weight) + bias), one fused op
+    call forward (two for gelu, which keeps its input), one gradient call backward."""
+
+    forward_op = gradient_op = None
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
+                 activation=None, alpha=0.2, rng=None):
+        if activation not in ops.ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ops.ACTIVATIONS}, got {activation!r}")
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding: expected 'same' or 'valid', got {padding!r}")
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.kernel_size = pair("kernel_size", kernel_size)
+        self.stride = pair("stride", stride)
+        self.padding = padding
+        self.activation = activation
+        self.alpha = real_number("alpha", alpha, low=0.0)
+        rng = np.random.default_rng() if rng is None else rng
+        # Keras's glorot-uniform: fans of kh*kw*in and kh*kw*out, whichever way the kernel is laid out
+        area = self.kernel_size[0] * self.kernel_size[1]
+        limit = math.sqrt(6.0 / (area * (self.in_channels + self.out_channels)))
+        self.weight = rng.uniform(-limit, limit, self.weight_shape()).astype(np.float32)
+        self.bias = np.zeros(self.out_channels, dtype=np.float32)
+        self.grad_weight = self.grad_bias = None
+        self.x = self.pre = self.y = None
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, {self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding!r}, activation={self.activation!r})")
+
+    def parameters(self):
+        return [("weight", self.weight), ("bias", self.bias)]
+
+    def gradients(self):
+        return [("weight", self.grad_weight), ("bias", self.grad_bias)]
+
+    def options(self):
+        return {"stride": self.stride, "padding": self.padding}
+
+    # x is (batch, H, W, in_channels) -> y (batch, OH, OW, out_channels)
+    def forward(self, x):
+        shape = np.shape(x)
+        if len(shape) != 4 or shape[3] != self.in_channels:
+            raise ValueError(f"{self!r}: expected x of shape (batch, height, width, {self.in_channels}), "
+                             f"got {shape}")
+        forward = getattr(ops, self.forward_op)
+        if self.activation == "gelu":
+            self.pre = forward(x, self.weight, self.bias, **self.options())
+            y = ops.gelu(self.pre)
+        else:
+            y = forward(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha,
+                        **self.options())
+        self.x, self.y = x, y
+        return y
+
+    def activation_gradient(self, dy):
+        if self.activation == "gelu":
+            return ops.gelu_grad(dy, self.pre)
+        return OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
+
+    # dy is (batch, OH, OW, out_channels) -> dx (batch, H, W, in_channels), or None with
+    # input_gradient=False; fills grad_weight and grad_bias
+    def backward(self, dy, input_gradient=True):
+        dpre = self.activation_gradient(check_backward(self, self.y, dy))
+        dx, self.grad_weight, self.grad_bias = getattr(ops, self.gradient_op)(
+            dpre, self.x, self.weight, input_gradient=input_gradient, **self.options())
+        return dx
+
+    def input_gradient(self, dy):
+        """dx from dy, leaving the layer's own gradients as they are."""
+        dpre = self.activation_gradient(check_backward(self, self.y, dy))
+        return getattr(ops, self.gradient_op)(dpre, self.x, self.weight, weight_gradient=False,
+                                              **self.options())[0]
+
+
+class Conv2D(ConvLayer):
+    """y = activation(conv2d(x, weight) + bias); weight is (kh, kw, in, out) like a Keras Conv2D
+    kernel, output sizes as Keras's ('same': ceil(H / stride); 'valid': (H - kh) // stride + 1)."""
+
+    forward_op, gradient_op = "conv2d", "conv2d_grad"
+
+    def weight_shape(self):
+        return (*self.kernel_size, self.in_channels, self.out_channels)
+
+
+class Conv2DTranspose(ConvLayer):
+    """y = activation(conv2d_transpose(x, weight) + bias); weight is (kh, kw, out, in) like a Keras
+    Conv2DTranspose kernel ('same': H * stride; 'valid': H * stride + max(kh - stride, 0))."""
+
+    forward_op, gradient_op = "conv2d_transpose", "conv2d_transpose_grad"
+
+    def weight_shape(self):
+        return (*self.kernel_size, self.out_channels, self.in_channels)
+
+
+class Reshape(Layer):
+    """(batch, ...) -> (batch, *shape), like Keras's Reshape; backward gives dy the input's shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(positive_int("shape", size) for size in shape)
+        self.input_shape = None
+
+    def __repr__(self):
+        return f"Reshape({self.shape})"
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim < 1 or math.prod(x.shape[1:]) != math.prod(self.shape):
+            raise ValueError(f"{self!r}: expected x of shape (batch, ...) with {math.prod(self.shape)} "
+                             f"values per example, got {x.shape}")
+        self.input_shape = x.shape
+        return x.reshape(x.shape[0], *self.shape)
+
+    def backward(self, dy):
+        if self.input_shape is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        expected = (self.input_shape[0], *self.shape)
+        if np.shape(dy) != expected:
+            raise ValueError(f"{self!r}: dy must have the forward output's shape {expected}, got {np.shape(dy)}")
+        return np.asarray(dy).reshape(self.input_shape)
+
+
+class Flatten(Reshape):
+    """(batch, ...) -> (batch, the rest in one axis), in C order like Keras's Flatten (channels last)."""
+
+    def __init__(self):
+        self.shape = None
+        self.input_shape = None
+
+    def __repr__(self):
+        return "Flatten()"
+
+    def forward(self, x):
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"{self!r}: expected x of shape (batch, ...), got {x.shape}")
+        self.shape = (math.prod(x.shape[1:]),)
+        return super().forward(x)

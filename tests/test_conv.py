@@ -1,0 +1,169 @@
+"""conv2d and conv2d_transpose, and their gradients, against TensorFlow (tf.nn.conv2d,
+tf.nn.conv2d_transpose, GradientTape) and Keras's Conv2D / Conv2DTranspose layers with pyai's weights.
+
+Tolerance: 1e-5 relative (||pyai - tf|| / ||tf||): float32 on both sides, sums of at most a few
+hundred products (kh*kw*C, or N*OH*OW for a weight gradient) added in different orders. A
+misplaced window, a wrong padding side or a lost image is off by far more.
+
+The shapes are chosen to be awkward: 1x1 images, odd and non-square sizes, 1 and many channels,
+strides 1, 2 and (1, 2), both paddings, a kernel as large as a 'valid' input, 1x1 kernels
+(which skip im2col), kernels smaller than the stride (output pixels no window reaches), and
+Conv2D layers of 1 to 3 output channels (computed directly, without the matmul).
+"""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, require
+from pyai import ops
+from pyai.kernels.numba_cpu import im2col
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+TOLERANCE = 1e-5
+
+# (batch, height, width, in channels, kernel height, kernel width, out channels, stride, padding)
+SHAPES = [
+    (2, 1, 1, 1, 3, 3, 5, 1, "same"),
+    (3, 7, 5, 1, 3, 3, 8, 2, "same"),
+    (2, 6, 9, 13, 4, 4, 6, 2, "same"),
+    (2, 9, 7, 5, 3, 2, 17, (1, 2), "valid"),
+    (1, 5, 4, 3, 5, 4, 2, 1, "valid"),
+    (2, 8, 5, 37, 1, 1, 33, 1, "valid"),
+    (2, 5, 7, 3, 1, 1, 2, 2, "same"),
+    (2, 4, 3, 6, 1, 2, 3, 3, "valid"),
+    (3, 6, 7, 9, 3, 3, 1, 2, "same"),
+]
+IDS = ["x".join(map(str, shape[:4])) + f"-k{shape[4]}x{shape[5]}-o{shape[6]}-s{shape[7]}-{shape[8]}"
+       for shape in SHAPES]
+
+
+def strides_of(stride):
+    return (stride, stride) if isinstance(stride, int) else stride
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def conv_case(rng, shape, transpose):
+    n, h, w, c, kh, kw, o, stride, padding = shape
+    x = normal(rng, n, h, w, c)
+    kernel = normal(rng, kh, kw, o, c) if transpose else normal(rng, kh, kw, c, o)
+    return x, kernel, normal(rng, o), stride, padding
+
+
+def tf_forward(x, kernel, stride, padding, transpose, out_shape):
+    if transpose:
+        return tf.nn.conv2d_transpose(x, kernel, out_shape, strides_of(stride), padding.upper())
+    return tf.nn.conv2d(x, kernel, strides_of(stride), padding.upper())
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+def test_forward_and_gradients_match_tensorflow(backend, rng, shape, transpose):
+    op, grad = ("conv2d_transpose", "conv2d_transpose_grad") if transpose else ("conv2d", "conv2d_grad")
+    require(op, backend)
+    require(grad, backend)
+    x, kernel, bias, stride, padding = conv_case(rng, shape, transpose)
+    y = getattr(ops, op)(x, kernel, bias, stride=stride, padding=padding, activation="leaky_relu", alpha=0.1)
+
+    x_var, kernel_var, bias_var = tf.Variable(x), tf.Variable(kernel), tf.Variable(bias)
+    with tf.GradientTape() as tape:
+        pre = tf_forward(x_var, kernel_var, stride, padding, transpose, y.shape) + bias_var
+    expected = tf.nn.leaky_relu(pre, alpha=0.1).numpy()
+    where = f"{op} {shape} ({backend})"
+    assert_close(f"{where}: output", y, expected, TOLERANCE)
+
+    dy = normal(rng, *y.shape)
+    expected_grads = tape.gradient(pre, [x_var, kernel_var, bias_var], output_gradients=dy)
+    grads = getattr(ops, grad)(dy, x, kernel, stride=stride, padding=padding)
+    for name, got, ref in zip(("dx", "dw", "db"), grads, expected_grads, strict=True):
+        assert_close(f"{where}: {name}", got, ref.numpy(), TOLERANCE)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+def test_skipped_gradients_are_none_and_the_rest_unchanged(rng, transpose):
+    op = ops.conv2d_transpose_grad if transpose else ops.conv2d_grad
+    x, kernel, _, stride, padding = conv_case(rng, SHAPES[2], transpose)
+    forward = ops.conv2d_transpose if transpose else ops.conv2d
+    dy = normal(rng, *forward(x, kernel, stride=stride, padding=padding).shape)
+    dx, dw, db = op(dy, x, kernel, stride=stride, padding=padding)
+    only_dx = op(dy, x, kernel, stride=stride, padding=padding, weight_gradient=False)
+    only_weights = op(dy, x, kernel, stride=stride, padding=padding, input_gradient=False)
+    assert only_dx[1] is None and only_dx[2] is None and only_weights[0] is None
+    assert np.array_equal(only_dx[0], dx)
+    assert np.array_equal(only_weights[1], dw) and np.array_equal(only_weights[2], db)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+def test_images_in_many_chunks_give_one_chunks_result(rng, monkeypatch, transpose):
+    """A workspace too small for two images: every image is its own chunk, and the weight
+    gradient adds up the chunks' products."""
+    x, kernel, bias, stride, padding = conv_case(rng, (5, 7, 6, 3, 3, 3, 4, 2, "same"), transpose)
+    forward, grad = ((ops.conv2d_transpose, ops.conv2d_transpose_grad) if transpose
+                     else (ops.conv2d, ops.conv2d_grad))
+    y = forward(x, kernel, bias, stride=stride, padding=padding, activation="tanh")
+    dy = normal(rng, *y.shape)
+    grads = grad(dy, x, kernel, stride=stride, padding=padding)
+    monkeypatch.setattr(im2col, "WORKSPACE_FLOATS", 1)
+    assert_close("output in chunks", forward(x, kernel, bias, stride=stride, padding=padding,
+                                             activation="tanh"), y, 1e-6)
+    for name, got, ref in zip(("dx", "dw", "db"), grad(dy, x, kernel, stride=stride, padding=padding),
+                              grads, strict=True):
+        assert_close(f"{name} in chunks", got, ref, 1e-6)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["Conv2D", "Conv2DTranspose"])
+@pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[3], SHAPES[6], (2, 5, 4, 2, 4, 4, 3, 2, "valid")],
+                         ids=["odd-s2-same", "valid-s1x2", "1x1-s2-same", "k4-s2-valid"])
+def test_keras_layers_with_pyai_weights_compute_the_same(rng, shape, transpose):
+    """Keras's own layers: the same output shapes (Keras's rules) and values from the same weights."""
+    x, kernel, bias, stride, padding = conv_case(rng, shape, transpose)
+    layer_class = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    layer = layer_class(kernel.shape[3 if not transpose else 2], kernel.shape[:2], strides=stride,
+                        padding=padding, activation="sigmoid")
+    layer.build(x.shape)
+    layer.set_weights([kernel, bias])
+    forward = ops.conv2d_transpose if transpose else ops.conv2d
+    y = forward(x, kernel, bias, stride=stride, padding=padding, activation="sigmoid")
+    assert_close(f"{layer_class.__name__} {shape}", y, layer(x).numpy(), TOLERANCE)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: ops.conv2d(x[0], w), r"^x: expected a 4-d array"),
+    (lambda x, w: ops.conv2d(x, w[..., 0]), r"^w: expected a 4-d array"),
+    (lambda x, w: ops.conv2d(x, w[:, :, :2]), r"^w: expected 3 input channels in dimension 2"),
+    (lambda x, w: ops.conv2d_transpose(x, w), r"^w: expected 3 input channels in dimension 3"),
+    (lambda x, w: ops.conv2d(x, w, np.zeros(5)), r"^b: expected shape \(4,\)"),
+    (lambda x, w: ops.conv2d(x[:, :2], w, padding="valid"), r"^w: a 3x3 kernel does not fit x's 2x5 images"),
+    (lambda x, w: ops.conv2d(x, w, stride=0), r"^stride: expected a positive integer or a pair"),
+    (lambda x, w: ops.conv2d(x, w, stride=(1, 2, 1)), r"^stride: expected a positive integer or a pair"),
+    (lambda x, w: ops.conv2d(x, w, padding="full"), r"^padding: expected one of \('same', 'valid'\)"),
+    (lambda x, w: ops.conv2d(x, w, activation="swish"), r"^activation: expected one of"),
+    (lambda x, w: ops.conv2d(x, w, alpha=-1), r"^alpha: expected a finite number"),
+    (lambda x, w: ops.conv2d_grad(np.ones((2, 4, 5, 4)), x, w, stride=2), r"^dy: expected the forward "
+                                                                          r"output's shape \(2, 2, 3, 4\)"),
+    (lambda x, w: ops.conv2d(x[:, :, :0], w), r"^x: has an empty dimension"),
+])
+def test_bad_input_is_a_clear_error(call, message):
+    x, w = np.ones((2, 4, 5, 3), np.float32), np.ones((3, 3, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=message):
+        call(x, w)
+
+
+def test_bad_dtypes_are_a_type_error():
+    with pytest.raises(TypeError, match="^x: expected an array of real numbers"):
+        ops.conv2d(np.ones((1, 3, 3, 1), bool), np.ones((1, 1, 1, 1)))
+    with pytest.raises(TypeError, match="^w: expected an array of real numbers"):
+        ops.conv2d_transpose(np.ones((1, 3, 3, 1)), np.ones((1, 1, 1, 1), complex))
+
+
+def test_other_backends_say_the_op_is_missing():
+    """Until a GPU backend fills its row, the op is a clear NotImplementedError there."""
+    from pyai import dispatch
+    for name in dispatch.BACKENDS:
+        if "conv2d" not in dispatch.ops_of(name) and dispatch.unavailable_reason(name) is None:
+            with pytest.raises(NotImplementedError, match=f"op 'conv2d' is not implemented on backend '{name}'"):
+                ops.conv2d(np.ones((1, 3, 3, 1)), np.ones((1, 1, 1, 1)), backend=name)
