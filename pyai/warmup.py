@@ -25,18 +25,22 @@ from pyai.dispatch import use_backend
 
 # each process compiles one chain in order; the files after matmul import it, and the files
 # after attention_forward import that
-CHAINS = [("matmul", "softmax", "softmax_cross_entropy", "attention_forward", "attention_backward"),
+CHAINS = [("matmul", "softmax", "softmax_cross_entropy", "attention_forward", "attention_backward",
+           "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
           ("leaky_relu", "relu", "sigmoid", "tanh", "gelu", "mse", "binary_crossentropy", "sgd",
            "adam", "layer_norm", "embedding")]
 # the kernel files each file imports that compile when it is imported (matmul's slp_vectorize, ...)
 IMPORTS = {"softmax": ("matmul",), "softmax_cross_entropy": ("matmul", "softmax"),
            "attention_forward": ("matmul", "softmax"),
-           "attention_backward": ("matmul", "softmax", "attention_forward")}
+           "attention_backward": ("matmul", "softmax", "attention_forward"),
+           "conv2d": ("matmul",), "conv2d_backward": ("matmul", "conv2d"),
+           "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
 # CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
 # on a busy machine: only for the estimate `announce` prints
 SECONDS = {"matmul": 15, "softmax": 2, "softmax_cross_entropy": 2, "attention_forward": 17,
            "attention_backward": 12, "leaky_relu": 2, "relu": 2, "sigmoid": 2, "tanh": 2, "gelu": 2,
-           "mse": 2, "binary_crossentropy": 3, "sgd": 1, "adam": 1, "layer_norm": 3, "embedding": 2}
+           "mse": 2, "binary_crossentropy": 3, "sgd": 1, "adam": 1, "layer_norm": 3, "embedding": 2,
+           "conv2d": 3, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 _state = {"announced": False, "expected": ()}
 
@@ -150,6 +154,16 @@ def exercise(file):
         "attention_backward": lambda: ops.attention_grad(
             floats(1, 2, 5, 4), *(q := [floats(1, 2, 5, 4) for _ in range(3)]),
             *ops.attention(*q, return_lse=True), causal=True),
+        # 8 output channels go through im2col and the matmul, 1 through the direct kernels
+        "conv2d": lambda: [ops.conv2d(floats(2, 5, 5, 3), floats(3, 3, 3, out), floats(out), stride=stride,
+                                      activation="leaky_relu") for out, stride in ((8, 1), (1, 2))],
+        "conv2d_backward": lambda: [ops.conv2d_grad(floats(2, size, size, out), floats(2, 5, 5, 3),
+                                                    floats(3, 3, 3, out), stride=stride)
+                                    for out, size, stride in ((8, 5, 1), (1, 3, 2))],
+        "conv2d_transpose": lambda: ops.conv2d_transpose(floats(2, 5, 5, 3), floats(4, 4, 8, 3), floats(8),
+                                                         stride=2, activation="leaky_relu"),
+        "conv2d_transpose_backward": lambda: ops.conv2d_transpose_grad(
+            floats(2, 10, 10, 8), floats(2, 5, 5, 3), floats(4, 4, 8, 3), stride=2),
     }
     calls[file]()
 
@@ -160,6 +174,9 @@ TRAINING_OPS = {
             "adam_update"),
     "gan": ("linear", "matmul", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
             "binary_crossentropy_logits_grad", "adam_update"),
+    "gan-conv": ("linear", "matmul", "leaky_relu_grad", "conv2d", "conv2d_grad", "conv2d_transpose",
+                 "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
+                 "binary_crossentropy_logits_grad", "adam_update"),
     "gpt": ("linear", "matmul", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
             "gelu_grad", "attention", "attention_grad", "softmax_cross_entropy", "adam_update"),
 }
@@ -170,4 +187,5 @@ def ops_of_command(args):
     if getattr(args, "command", None) != "train":
         return ()
     activation = getattr(args, "activation", None)
-    return TRAINING_OPS[args.model] + ((activation, f"{activation}_grad") if activation else ())
+    model = "gan-conv" if args.model == "gan" and getattr(args, "arch", None) == "conv" else args.model
+    return TRAINING_OPS[model] + ((activation, f"{activation}_grad") if activation else ())

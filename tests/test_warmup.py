@@ -71,9 +71,10 @@ def test_warmup_exercises_every_op_of_every_file(fresh_row):
     ["train", "mlp", "--epochs", "1", "--hidden", "8"],
     ["train", "mlp", "--epochs", "1", "--hidden", "8", "--activation", "gelu"],
     ["train", "gan", "--epochs", "1"],
+    ["train", "gan", "--arch", "conv", "--epochs", "1"],
     ["train", "gpt", "--steps", "2", "--eval-every", "2", "--layers", "1", "--heads", "2",
      "--channels", "8", "--block-size", "8", "--batch-size", "2"],
-], ids=["mlp", "mlp-gelu", "gan", "gpt"])
+], ids=["mlp", "mlp-gelu", "gan", "gan-conv", "gpt"])
 def test_a_training_command_uses_exactly_the_ops_it_announces(fresh_row, argv, tmp_path, capsys):
     out = ["--out", str(tmp_path / "model.npz" if argv[1] == "mlp" else tmp_path)]
     assert main(argv + out) == 0, capsys.readouterr().err

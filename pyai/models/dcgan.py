@@ -27,7 +27,7 @@ import numpy as np
 from pyai.checks import fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.models.gan import GAN
-from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape, Sequential
+from pyai.nn import Conv2D, Conv2DTranspose, Dense, FlatParameters, Flatten, Reshape, Sequential
 from pyai.optim import Adam
 
 UPSAMPLE_KERNEL = 4   # each Conv2DTranspose: 4x4, stride 2, 'same'
@@ -91,7 +91,7 @@ def generator(noise_dim, sizes, start, filters, alpha, rng):
     layers += [Conv2DTranspose(inputs, outputs, UPSAMPLE_KERNEL, STRIDE, "same", "leaky_relu", alpha, rng)
                for inputs, outputs in zip(filters, filters[1:])]
     layers += [Conv2D(filters[-1], 1, KERNEL, 1, "same", "tanh", rng=rng), Flatten()]
-    return Sequential(*layers)
+    return flat_network(layers)
 
 
 def discriminator(image_shape, filters, alpha, rng):
@@ -102,4 +102,11 @@ def discriminator(image_shape, filters, alpha, rng):
         layers.append(Conv2D(inputs, outputs, KERNEL, STRIDE, "same", "leaky_relu", alpha, rng))
         height, width = -(-height // STRIDE), -(-width // STRIDE)
     layers += [Flatten(), Dense(height * width * filters[-1], 1, None, rng=rng)]
-    return Sequential(*layers)
+    return flat_network(layers)
+
+
+def flat_network(layers):
+    """A Sequential of `layers` with its parameters in one flat buffer, as the Dense GAN's."""
+    network = Sequential(*layers)
+    network.flat = FlatParameters(network)
+    return network

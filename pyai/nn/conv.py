@@ -28,6 +28,7 @@ class ConvLayer(Layer):
     call forward (two for gelu, which keeps its input), one gradient call backward."""
 
     forward_op = gradient_op = None
+    PARAMETERS = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
                  activation=None, alpha=0.2, rng=None):
@@ -54,12 +55,6 @@ class ConvLayer(Layer):
     def __repr__(self):
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, {self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, activation={self.activation!r})")
-
-    def parameters(self):
-        return [("weight", self.weight), ("bias", self.bias)]
-
-    def gradients(self):
-        return [("weight", self.grad_weight), ("bias", self.grad_bias)]
 
     def options(self):
         return {"stride": self.stride, "padding": self.padding}
@@ -89,8 +84,10 @@ class ConvLayer(Layer):
     # input_gradient=False; fills grad_weight and grad_bias
     def backward(self, dy, input_gradient=True):
         dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        dx, self.grad_weight, self.grad_bias = getattr(ops, self.gradient_op)(
+        dx, grad_weight, grad_bias = getattr(ops, self.gradient_op)(
             dpre, self.x, self.weight, input_gradient=input_gradient, **self.options())
+        self.grad_weight = self.keep_gradient("weight", grad_weight)
+        self.grad_bias = self.keep_gradient("bias", grad_bias)
         return dx
 
     def input_gradient(self, dy):
