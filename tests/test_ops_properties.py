@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from pyai import ops
 from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, binary_crossentropy,
-                                    embedding, gelu, layer_norm, leaky_relu, matmul, mse, relu, sgd,
-                                    sigmoid, softmax, softmax_cross_entropy, tanh)
+                                    conv2d, conv2d_backward, conv2d_transpose,
+                                    conv2d_transpose_backward, embedding, gelu, layer_norm, leaky_relu,
+                                    matmul, mse, relu, sgd, sigmoid, softmax, softmax_cross_entropy, tanh)
 
 MAX_EXAMPLES = 30
 RTOL = ATOL = 2e-4
@@ -207,6 +208,37 @@ def check_updates(data):
     close(v, v_want, 1, "v")
 
 
+def conv_check(transpose):
+    """Conv2D (or Conv2DTranspose) and its gradients against the float64 references, at small
+    random shapes: up to 4 output channels take the direct kernels, more the im2col + matmul path."""
+    forward, gradient = ((ops.conv2d_transpose, ops.conv2d_transpose_grad) if transpose else
+                         (ops.conv2d, ops.conv2d_grad))
+    reference, gradient_reference = ((conv2d_transpose.conv2d_transpose_reference,
+                                      conv2d_transpose_backward.conv2d_transpose_backward_reference)
+                                     if transpose else (conv2d.conv2d_reference,
+                                                        conv2d_backward.conv2d_backward_reference))
+
+    def check(data):
+        images, height, width = dims(data, 1, 3), dims(data, 1, 7), dims(data, 1, 7)
+        channels, filters = dims(data, 1, 5), dims(data, 1, 7)
+        kernel = (dims(data, 1, 3), dims(data, 1, 3))
+        stride = (dims(data, 1, 2), dims(data, 1, 2))
+        fits = kernel[0] <= height and kernel[1] <= width
+        padding = data.draw(st.sampled_from(["same", "valid"] if fits or transpose else ["same"]))
+        activation = data.draw(st.sampled_from([None, "leaky_relu", "tanh"]))
+        x, x64 = draw_array(data, (images, height, width, channels))
+        w, w64 = draw_array(data, (*kernel, *((filters, channels) if transpose else (channels, filters))))
+        b, b64 = draw_array(data, (filters,))
+        scale = 9 * kernel[0] * kernel[1] * channels
+        y = forward(x, w, b, stride=stride, padding=padding, activation=activation)
+        close(y, reference(x64, w64, b64, stride, padding, activation), scale, "y")
+        dy, dy64 = draw_array(data, y.shape)
+        for name, out, expected in zip(["dx", "dw", "db"], gradient(dy, x, w, stride=stride, padding=padding),
+                                       gradient_reference(dy64, x64, w64, stride, padding)):
+            close(out, expected, 9 * max(scale, images * y.shape[1] * y.shape[2]), name)
+    return check
+
+
 CHECKS = {
     "matmul": check_matmul,
     "linear": check_linear,
@@ -225,6 +257,8 @@ CHECKS = {
     "softmax": check_softmax,
     "softmax_cross_entropy": check_softmax_cross_entropy,
     "embedding, embedding_grad": check_embedding,
+    "conv2d, conv2d_grad": conv_check(transpose=False),
+    "conv2d_transpose, conv2d_transpose_grad": conv_check(transpose=True),
     "sgd_update, adam_update": check_updates,
 }
 
