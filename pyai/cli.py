@@ -528,6 +528,9 @@ def run_command(argv):
         args = build_parser().parse_args(argv)
         warmup.expect(warmup.ops_of_command(args))
         return args.run(args)
+    except BrokenPipeError:   # the reader left (`pyai info | head`): not an error of pyai's
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 0
     except UsageError as error:
         print(f"pyai: error: {one_line(error)}", file=sys.stderr)
         return 2

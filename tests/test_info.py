@@ -1,6 +1,8 @@
 """`pyai --version` and `pyai info`: what a bug report needs, as text and as JSON."""
 
 import importlib.metadata
+import subprocess
+import sys
 import json
 
 import numba
@@ -65,3 +67,11 @@ def test_bench_json_into_a_missing_folder_is_a_one_line_error_before_any_timing(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("pyai: error: --json ") and captured.err.count("\n") == 1
+
+
+def test_info_piped_into_a_reader_that_leaves_early_is_quiet():
+    """`pyai info | head -1` (here `| true`, a reader gone before pyai's first line): the closed
+    pipe is no error of pyai's."""
+    result = subprocess.run(f"{sys.executable} -m pyai info | true; echo ${{PIPESTATUS[0]}}", shell=True,
+                            executable="/bin/bash", capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "0" and "error" not in result.stderr, result.stdout + result.stderr
