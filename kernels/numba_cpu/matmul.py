@@ -177,9 +177,9 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
             tile_cols = min(NR, col0 + cols - col)
             start = b_start + t * sliver_step
             if tile_rows == MR and tile_cols == NR:
-                micro_kernel_strided(a_packed[s], b, start, b_stride, c, row, col, not first_slice, MR)
+                micro_kernel_strided(a_packed[s], b, start, b_stride, c, row, col, not first_slice)
             else:
-                micro_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False, tile_rows)
+                micro_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False)
                 for i in range(tile_rows):
                     if first_slice:
                         c[row + i, col:col + tile_cols] = edge[i, :tile_cols]
@@ -286,8 +286,8 @@ with slp_vectorize():
         void(MATRIX, int64, int64, int64, int64, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
     multiply_block = numba.njit(
-        [void(PANEL, b, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
-              numba.boolean, READ_ONLY, numba.boolean, int64, float32) for b in (FLAT, READ_ONLY)],
+        void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
+             numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
     gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64, int64, int64),
                                 fastmath=FASTMATH, cache=True)(gemm_rectangle)

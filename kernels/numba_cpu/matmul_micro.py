@@ -103,19 +103,6 @@ def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
         write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
 
 
-@numba.njit(inline="always", cache=True)
-def six_row_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
-    """The first 6 rows of tile_product alone: a last sliver of A with 6 rows or fewer costs half
-    a tile instead of a whole one (64 rows are 5 tiles of 12 and one of 6, not 6 tiles of 12)."""
-    prefetch_tile(c, row, col, ROWS_PER_GROUP)
-    top = zero_rows()
-    for p in range(a_sliver.shape[0]):
-        b0 = load(b, b_start + p * b_stride)
-        b1 = load(b, b_start + p * b_stride + WIDTH)
-        top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
-    write_six_rows(c, row, col, top, accumulate)
-
-
 @numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean),
             cache=True)
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
@@ -124,13 +111,9 @@ def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate)
 
 
-@numba.njit([void(float32[:, ::1], b, int64, int64, float32[:, ::1], int64, int64, boolean, int64)
-             for b in (float32[::1], READ_ONLY)], cache=True)
-def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, rows):
+@numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean),
+            cache=True)
+def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
     """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
-    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length).
-    Rows of C are written from `row` on: MR of them, or 6 when rows <= 6."""
-    if MR == 2 * ROWS_PER_GROUP and rows <= ROWS_PER_GROUP:
-        six_row_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
-    else:
-        tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
+    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
+    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
