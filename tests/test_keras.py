@@ -34,10 +34,18 @@ def values_and_gradients(function, inputs, variables, dy):
     return [out, *tape.gradient(loss, [*inputs, *variables])]
 
 
-def compare(what, ours, theirs):
+def compare(what, ours, theirs, gradient_tolerance=TOLERANCE):
     for index, (out, ref) in enumerate(zip(ours, theirs, strict=True)):
         assert_close(f"{what}: {'output' if index == 0 else f'gradient {index}'}", out.numpy(),
-                     ref.numpy(), TOLERANCE)
+                     ref.numpy(), TOLERANCE if index == 0 else gradient_tolerance)
+
+
+def saturating_tolerance(y):
+    """tanh and sigmoid gradients come from the rounded output, 1 - y^2 and y (1 - y): where the
+    unit saturates they cancel, and one ulp of y (pyai's and TensorFlow's y may differ by one) is
+    a relative error of up to ~6e-8 / (1 - |y|) in the gradient (1e-5 already at |y| = 0.994)."""
+    margin = 1.0 - np.abs(y.numpy().astype(np.float64)).max()
+    return max(TOLERANCE, 10 * 6e-8 / max(margin, 1e-7))
 
 
 @pytest.mark.parametrize("activation", list(KERAS_ACTIVATIONS))
@@ -51,9 +59,9 @@ def test_dense_matches_keras_dense_and_its_gradients(rng, activation, x_shape, u
     theirs.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in theirs.get_weights()])
     ours.set_weights(theirs.get_weights())
     dy = normal(rng, *x_shape[:-1], units)
-    compare(f"Dense {activation} x{x_shape}",
-            values_and_gradients(ours, [x], ours.trainable_variables, dy),
-            values_and_gradients(theirs, [x], theirs.trainable_variables, dy))
+    expected = values_and_gradients(theirs, [x], theirs.trainable_variables, dy)
+    compare(f"Dense {activation} x{x_shape}", values_and_gradients(ours, [x], ours.trainable_variables, dy),
+            expected, saturating_tolerance(expected[0]) if activation in ("tanh", "sigmoid") else TOLERANCE)
 
 
 def keras_layout(x):
