@@ -30,6 +30,9 @@ TOLERANCE = 1e-5
 # slope 1 in one library and 0.01 in the other (seen: the layers before such a unit 3e-4 to 1.4e-3
 # off, the layers after it within 1e-6)
 THROUGH_KINKS_TOLERANCE = 5e-3
+# The discriminator's gradients are float32 sums over every position of a 128-image batch (25k
+# terms for the first Conv2D's bias: ~sqrt(25k) * 6e-8 = 1e-5 relative apart, seen 1.3e-5)
+SUMMED_TOLERANCE = 1e-4
 LOSSES_AFTER_STEPS_TOLERANCE = 1e-2
 WEIGHTS_AFTER_STEPS_TOLERANCE = 5e-2
 DCGAN_OPS = ["linear", "matmul", "conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad",
@@ -96,7 +99,7 @@ def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
     assert_close(f"discriminator loss ({backend})", losses["discriminator_loss"], loss.numpy(), TOLERANCE)
     for (name, grad), ref in zip(gan.discriminator.gradients(), tape.gradient(loss, critic.trainable_weights),
                                  strict=True):
-        assert_close(f"discriminator gradient of {name} ({backend})", grad, ref.numpy(), TOLERANCE)
+        assert_close(f"discriminator gradient of {name} ({backend})", grad, ref.numpy(), SUMMED_TOLERANCE)
 
     # the generator's loss and gradients: the generator before its update, the discriminator after its own
     updated_critic = keras.Sequential(to_keras(gan)[1].layers[:-1])
