@@ -19,30 +19,12 @@ from pyai.models import DCGAN, GAN
 from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
 from pyai.reference.keras import keras_train_step, to_keras
 from pyai.training import GAN_HISTORY_COLUMNS, Training, train_gan
-from test_gan import BATCH, batch, bce
+from test_gan import BATCH, assert_gradients_close, batch, bce
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 TOLERANCE = 1e-5
-# The gradients pass back through LeakyReLU units (800k in the generator, 100k in the
-# discriminator); a unit whose input lies within rounding of 0 (seen: 7e-11) can take the slope 1
-# in one library and 0.01 in the other (seen: the layers before such a unit 2e-4 to 1.4e-3 off,
-# the layers after it within 1e-6)
-THROUGH_KINKS_TOLERANCE = 5e-3
-# A one-element bias gradient (the generator's last Conv2D) is a sum over 100k positions that can
-# nearly cancel (seen: 9e-3 relative); each tensor is held to PER_TENSOR_TOLERANCE, a network's
-# gradients together to THROUGH_KINKS_TOLERANCE
-PER_TENSOR_TOLERANCE = 5e-2
-
-
-def assert_gradients_close(what, gradients, references):
-    gradients = [(name, np.asarray(grad, np.float64)) for name, grad in gradients]
-    references = [np.asarray(ref, np.float64) for ref in references]
-    for (name, grad), ref in zip(gradients, references, strict=True):
-        assert_close(f"{what} of {name}", grad, ref, PER_TENSOR_TOLERANCE)
-    assert_close(f"{what}s together", np.concatenate([grad.ravel() for _, grad in gradients]),
-                 np.concatenate([ref.ravel() for ref in references]), THROUGH_KINKS_TOLERANCE)
 LOSSES_AFTER_STEPS_TOLERANCE = 1e-2
 WEIGHTS_AFTER_STEPS_TOLERANCE = 5e-2
 DCGAN_OPS = ["linear", "matmul", "conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad",
