@@ -14,7 +14,8 @@ so the limits are exactly 0 and 1 (sigmoid(-1000) = 0, sigmoid(1000) = 1, as in 
 Fast version: libm's exp is a scalar call that stops LLVM from vectorizing the loop (~7 ns an
 element), so `exp_negative` computes exp(-a) in plain float32 arithmetic: -a = -n ln2 + r with
 |r| <= ln2/2, exp(r) by its Taylor series to r^7 (truncation 5e-9, below float32's 6e-8), and
-2^-n built from its exponent bits. It is within ~1.2 ulp, and with error_model="numpy" (no
+2^-n built from its exponent bits. simd.wide_vectors lets the loop use the full vector width
+(AVX-512: 1M elements 0.51 -> 0.41 ms on one core). It is within ~1.2 ulp, and with error_model="numpy" (no
 Python divide-by-zero check, which would also block SIMD) the whole loop vectorizes; 'contract'
 lets the polynomial use FMAs (30% faster, no less accurate: y stays within ~2 ulp).
 Outputs that would be subnormal (exp(-a) for a > 87.33) are flushed to 0, as TF's CPU kernels do.
@@ -26,7 +27,7 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH
+from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH = np.float32(0.693359375)   # ln 2 = LN2_HIGH + LN2_LOW; n * LN2_HIGH is exact for n < 2^9
@@ -95,6 +96,7 @@ def exp_negative_lanes(typingctx, a):
 @numba.njit(parallel=True, error_model="numpy", fastmath={"contract"}, cache=True)
 def sigmoid_forward_kernel(x, y):
     for i in numba.prange(x.size):
+        wide_vectors()
         e = exp_negative(abs(x[i]))
         numerator = np.float32(1) if x[i] >= 0 else e
         y[i] = numerator / (np.float32(1) + e)
