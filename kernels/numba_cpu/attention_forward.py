@@ -36,8 +36,8 @@ from numba import boolean, float32, int64, void
 from pyai.kernels.numba_cpu.matmul import slp_vectorize
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, half_kernel_strided,   # c[MR x NR]
                                                  micro_kernel)                                  # += a^T b
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, fma, load, maximum, multiply, store, subtract,
-                                        wide_vectors, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply, store,
+                                        subtract, transpose_square, wide_vectors, zeros)
 from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes   # exp(-a) lane by lane, a >= 0; exp(-inf) = 0
 
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
@@ -61,24 +61,59 @@ def attention_forward_reference(q, k, v, causal, scale):
 @numba.njit(cache=True)
 def pack_slivers(x, width, factor, packed):
     """packed[s, d, r] = factor * x[s*width + r, d] (rows in slivers, transposed), zero past
-    the last row. x is (rows, D), packed (slivers, D, width)."""
+    the last row. x is (rows, D), packed (slivers, D, width).
+
+    A sliver whose rows (WIDTH of them, when a sliver is narrower) all lie in x is turned WIDTH x
+    WIDTH floats at a time in registers (simd.transpose_square). Slivers narrower than WIDTH
+    (MR = 12 with 16-float vectors) take whole-vector stores that spill into the next packed
+    row, which a later store overwrites: the next d of this sliver, or after its last d the next
+    sliver's first (packed after it, and there is one, since this sliver's WIDTH rows exist)."""
+    rows, depth = x.shape
+    squares = depth // WIDTH * WIDTH
+    scratch = aligned_floats(2 * WIDTH * WIDTH)
     for s in range(packed.shape[0]):
-        for r in range(width):
-            row = s * width + r
-            for d in range(packed.shape[1]):
-                packed[s, d, r] = factor * x[row, d] if row < x.shape[0] else 0
+        first = s * width
+        if first + max(width, WIDTH) <= rows:
+            for half in range(0, width, WIDTH):
+                for d0 in range(0, squares, WIDTH):
+                    transpose_square(x, (first + half) * depth + d0, depth, packed,
+                                     (s * depth + d0) * width + half, width, scratch)
+            for r in range(width):
+                for d in range(squares, depth):
+                    packed[s, d, r] = x[first + r, d]
+            if factor != 1:
+                sliver = packed[s]
+                for d in range(depth):
+                    for r in range(width):
+                        sliver[d, r] *= factor
+        else:
+            for r in range(width):
+                row = first + r
+                for d in range(depth):
+                    packed[s, d, r] = factor * x[row, d] if row < rows else 0
 
 
 @numba.njit(cache=True)
 def pack_chunks(x, width, packed):
     """packed[c, i, r] = x[i, c*width + r] (columns in chunks), zero past the last row or
-    column. x is (rows, D), packed (chunks, padded rows, width)."""
-    for c in range(packed.shape[0]):
-        for i in range(packed.shape[1]):
-            for r in range(width):
-                column = c * width + r
-                inside = i < x.shape[0] and column < x.shape[1]
-                packed[c, i, r] = x[i, column] if inside else 0
+    column. x is (rows, D), packed (chunks, padded rows, width). A whole chunk's row is copied
+    by vectors; chunks narrower than WIDTH by one vector that spills into the next packed row
+    (overwritten by it, or by the next chunk's first row, packed later)."""
+    rows, depth = x.shape
+    chunks, padded_rows = packed.shape[0], packed.shape[1]
+    for c in range(chunks):
+        column = c * width
+        for i in range(padded_rows):
+            spill_ok = width % WIDTH == 0 or c < chunks - 1 or i < padded_rows - 1
+            whole = (i < rows and column + width <= depth and spill_ok
+                     and i * depth + column + max(width, WIDTH) <= x.size)
+            if whole:
+                for half in range(0, max(width, WIDTH), WIDTH):
+                    store(packed, (c * padded_rows + i) * width + half, load(x, i * depth + column + half))
+            else:
+                for r in range(width):
+                    inside = i < rows and column + r < depth
+                    packed[c, i, r] = x[i, column + r] if inside else 0
 
 
 @numba.njit(parallel=True, cache=True)
