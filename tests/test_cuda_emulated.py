@@ -179,8 +179,9 @@ def test_softmax_and_cross_entropy_sweep(kernels, order, rng, rows, columns):
 
 
 def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kernels, order, rng):
-    """Rows of -inf only, with some -inf, with a +inf, with logits of +-1e4: the one-pass
-    statistics give what the CPU backend's passes give, NaN where it has NaN."""
+    """Rows of -inf only (every position masked: 0s), with some -inf, with a +inf, with logits
+    of +-1e4: the one-pass statistics give what the CPU backend's passes give, NaN where it has
+    NaN (the +inf row)."""
     x = rng.standard_normal((5, 300)).astype(np.float32)
     x[0] = -np.inf
     x[1, ::3] = -np.inf
