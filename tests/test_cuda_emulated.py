@@ -3,7 +3,7 @@
 Every kernel runs (1) the golden TensorFlow cases of tests/golden/ through the cuda backend's own
 Python code (pyai/_backends/cuda.py, with the emulated build standing in for pyai._cuda), and
 (2) an edge-shape sweep called directly, against float64 references: sizes 1, primes, sizes
-that are not multiples of any tile (matmul 128 x 128 x 8, attention 16 queries x 32 keys, layer
+that are not multiples of any tile (matmul 128 x 128 x 8, attention blocks of 64 or 32 rows and tiles of 32, layer
 norm 8 rows x 32 columns, float4 groups), and operands that start 1 float past an aligned
 address. The sweep runs each block's threads in lane order and in reverse order (a missing
 barrier gives a wrong result in one of them). Any call also fails on a fault the emulator
@@ -247,7 +247,10 @@ def test_adam_sweep(kernels, order, rng, n, offset):
 
 ATTENTION_SHAPES = [(1, 1, 1, 1, False), (1, 1, 1, 1, True), (2, 17, 33, 5, True), (1, 33, 17, 24, False),
                     (1, 40, 45, 128, True), (1, 31, 31, 33, True), (1, 1, 70, 64, False),
-                    (1, 130, 161, 16, True)]   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
+                    (1, 130, 161, 16, True),   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
+                    (1, 67, 131, 64, True),    # backward: 3 blocks of 64 keys, causal tiles skipped
+                    (1, 97, 89, 128, False),   # backward at D 128: blocks of 32 rows, Tq > Tk
+                    (1, 37, 71, 65, True)]     # the D 128 blocking at D 65
 
 
 @pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", ATTENTION_SHAPES)

@@ -3,7 +3,8 @@ are caught, each by the check meant for it. And the kernels run clean under Addr
 UBSan.
 
 Each planted bug changes one piece of text in one file (build.py recompiles that file only):
-  - a barrier removed from the matmul loop, or from attention's between two phases with shuffles:
+  - a barrier removed from the matmul loop, from attention's between two phases with shuffles, or
+    from the attention backward's between two stagings of one shared buffer:
     a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
     the barriers let them, so one reads a shared tile the others have not written yet, or
     overwrites one they have not read);
@@ -28,7 +29,7 @@ import pytest
 from conftest import relative_error
 from cuda_emu import build, harness
 from cuda_emu.harness import output, placed, pointer
-from pyai.kernels.numba_cpu import attention_forward, matmul
+from pyai.kernels.numba_cpu import attention_backward, attention_forward, matmul
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,6 +65,27 @@ def test_removed_barrier_between_shuffles_gives_wrong_attention(rng, comment):
         kernels.set_reverse(reverse)
         o, expected = attention(kernels, rng, n_queries=70, n_keys=90)
         errors.append(relative_error(np.nan_to_num(o, nan=1e9), expected))
+    assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+@pytest.mark.parametrize("comment", ["// do is no longer read", "// v is no longer read"])
+def test_removed_barrier_gives_wrong_attention_gradients(rng, comment):
+    """The backward restages one shared buffer three times per tile: without the barrier before a
+    restaging, the first warps overwrite do (dk/dv pass) or v (dq pass) while later ones still read it."""
+    kernels = harness.emulator({"attention_backward.cu": (f"__syncthreads();  {comment}", comment)})
+    shape, n_keys = (1, 1, 70, 16), 90
+    q, do = rng.standard_normal((2, *shape), np.float32)
+    k, v = rng.standard_normal((2, 1, 1, n_keys, 16), np.float32)
+    expected = attention_backward.attention_backward_reference(do, q, k, v, False, 0.25)
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, lse = output(shape), output(shape[:3])
+        kernels.attention_forward(*map(pointer, (q, k, v, o, lse)), 1, 70, n_keys, 16, False, 0.25, 0)
+        delta, dq, dk, dv = output(shape[:3]), output(shape), output(k.shape), output(k.shape)
+        kernels.attention_backward(*map(pointer, (do, q, k, v, o, lse, delta, dq, dk, dv)), 1, 70, n_keys, 16,
+                                   False, 0.25, 0)
+        errors += [relative_error(np.nan_to_num(out, nan=1e9), ref) for out, ref in zip((dq, dk, dv), expected)]
     assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
 
 
@@ -157,6 +179,7 @@ SANITIZED_CASES = [
     "test_adam_sweep[lane-order-1031-1]",
     "test_attention_sweep[lane-order-2-17-33-5-True]",
     "test_attention_sweep[lane-order-1-33-17-24-False]",
+    "test_attention_sweep[lane-order-1-37-71-65-True]",
 ]
 
 
