@@ -273,6 +273,49 @@ def test_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, c
         assert_close(f"{name} {tensor}", out, ref, TOL)
 
 
+BF16_ATTENTION_SHAPES = [(1, 1, 1, 1, False), (2, 17, 33, 5, True), (1, 33, 17, 24, False), (1, 40, 45, 128, True),
+                         (1, 130, 161, 16, True), (1, 67, 131, 64, False)]
+BF16_TOL = 1e-2   # o: p and o rounded to bf16 (2^-9 relative each), sums in float32
+
+
+def bf16(rng, *shape):
+    """Fresh normal values as bfloat16 (the inputs), and the same values as float64."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = rng.standard_normal(shape).astype(ml_dtypes.bfloat16)
+    return values, values.astype(np.float64)
+
+
+def test_emulated_bf16_conversion_rounds_as_the_device(kernels, rng):
+    """__float2bfloat16 rounds to nearest, ties to even (cvt.rn.bf16.f32), as ml_dtypes does:
+    random floats, exact ties, the largest values that round to finite, infinities, NaN."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ties = (rng.integers(0, 2**15, 200, dtype=np.uint32) << 16 | 0x8000).view(np.float32)
+    special = np.array([0.0, -0.0, 1.0, np.inf, -np.inf, np.nan, 3.3895e38, 3.4e38, 1e-40, -1e-45], np.float32)
+    values = np.concatenate([rng.standard_normal(300).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 300),
+                             ties, special]).astype(np.float32)
+    bits = np.array([kernels.float_to_bf16(float(x)) for x in values], np.uint16)
+    expected = values.astype(ml_dtypes.bfloat16)
+    nan = np.isnan(values)
+    np.testing.assert_array_equal(bits[~nan], expected[~nan].view(np.uint16))
+    assert np.isnan(bits[nan].view(ml_dtypes.bfloat16).astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", BF16_ATTENTION_SHAPES)
+def test_bf16_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, causal):
+    """Against the float64 attention of the bf16 inputs themselves: o within BF16_TOL, lse (float32
+    statistics of exact bf16 products) within TOL. The inputs start 1 element (2 bytes) past an
+    aligned address: the kernel stages them element by element."""
+    (q, q64), (k, k64), (v, v64) = (bf16(rng, 1, heads, rows, depth) for rows in (n_queries, n_keys, n_keys))
+    scale = depth ** -0.5
+    o, lse = placed(np.full(q.shape, 0xFFFF, np.uint16)), output(q.shape[:3])
+    inputs = [placed(array.view(np.uint16), 1) for array in (q, k, v)]
+    kernels.attention_forward_bf16(*map(pointer, inputs + [o, lse]), heads, n_queries, n_keys, depth, causal, scale, 0)
+    expected_o, expected_lse = attention_forward.attention_forward_reference(q64, k64, v64, causal, scale)
+    name = f"bf16 attention {heads}x{n_queries}x{n_keys}x{depth} causal={causal} {order}"
+    assert_close(f"{name} o", o.view(q.dtype).astype(np.float32), expected_o, BF16_TOL)
+    assert_close(f"{name} lse", lse, expected_lse, TOL)
+
+
 @pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
                                           ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")])
 def test_cuda_backend_constants_are_the_headers(header, name):

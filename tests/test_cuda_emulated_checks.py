@@ -12,7 +12,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
     hangs or misorders);
   - float4 loads without the alignment test: misaligned accesses on an offset pointer;
-  - tensor-core tiles padded so fragments are not 32-byte aligned: wmma faults;
+  - tensor-core tiles padded so fragments are not 32-byte aligned (TF32 GEMM, BF16 attention):
+    wmma faults;
   - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
   - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
     (the plain build's buffers have slack, and the values written there are never read).
@@ -125,6 +126,37 @@ def test_tensor_core_fragment_misaligned_in_shared_memory_is_caught(rng):
         kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), 20, 20, 16, False, False, 0, 0.0, 0)
 
 
+def bf16_attention(kernels, rng, n_queries=70, n_keys=90, depth=24):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    q = rng.standard_normal((1, 1, n_queries, depth)).astype(ml_dtypes.bfloat16)
+    k, v = rng.standard_normal((2, 1, 1, n_keys, depth)).astype(ml_dtypes.bfloat16)
+    o, lse = np.full(q.shape, 0xFFFF, np.uint16), output(q.shape[:3])
+    inputs = [array.view(np.uint16) for array in (q, k, v)]
+    kernels.attention_forward_bf16(*map(pointer, inputs + [o, lse]), 1, n_queries, n_keys, depth, False, 0.5, 0)
+    expected = attention_forward.attention_forward_reference(*(x.astype(np.float64) for x in (q, k, v)), False, 0.5)
+    return o.view(q.dtype).astype(np.float32), expected[0]
+
+
+def test_removed_barrier_gives_wrong_bf16_attention(rng):
+    """Without the barrier between the last read of the k tile and the v tile's staging, the
+    first warps overwrite k while later ones still compute their scores from it."""
+    comment = "// the k tile is no longer read; p is complete"
+    kernels = harness.emulator({"attention_forward_bf16.cu": (f"__syncthreads();  {comment}", comment)})
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, expected = bf16_attention(kernels, rng)
+        errors.append(relative_error(np.nan_to_num(o, nan=1e9), expected))
+    assert max(errors) > 1e-1, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def test_bf16_fragment_rows_misaligned_in_shared_memory_are_caught(rng):
+    """bf16 rows of 264 bytes (a pad of 4 elements): a leading dimension wmma cannot take."""
+    kernels = harness.emulator({"attention_forward_bf16.cu": ("ATTENTION_MAX_DEPTH + 16;", "ATTENTION_MAX_DEPTH + 4;")})
+    with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
+        bf16_attention(kernels, rng)
+
+
 def test_invalid_launch_is_caught(rng):
     kernels = harness.emulator({"gelu.cu": ("THREADS_PER_BLOCK = 256", "THREADS_PER_BLOCK = 2048")})
     x, y = rng.standard_normal(37).astype(np.float32), output(37)
@@ -180,6 +212,7 @@ SANITIZED_CASES = [
     "test_attention_sweep[lane-order-2-17-33-5-True]",
     "test_attention_sweep[lane-order-1-33-17-24-False]",
     "test_attention_sweep[lane-order-1-37-71-65-True]",
+    "test_bf16_attention_sweep[lane-order-2-17-33-5-True]",
 ]
 
 
