@@ -316,6 +316,26 @@ def test_bf16_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, dep
     assert_close(f"{name} lse", lse, expected_lse, TOL)
 
 
+def test_bf16_attention_through_the_ops_api(kernels, rng):
+    """pyai.ops.attention on the cuda backend takes bfloat16 numpy q, k, v and returns o in
+    bfloat16 and lse in float32."""
+    (q, q64), (k, k64), (v, v64) = (bf16(rng, 2, 3, rows, 40) for rows in (37, 50, 50))
+    with harness.as_cuda_extension(kernels):
+        o, lse = pyai.ops.attention(q, k, v, causal=True, return_lse=True)
+        with pytest.raises(TypeError, match="v: expected a bfloat16 numpy array .* got dtype float32"):
+            pyai.ops.attention(q, k, v.astype(np.float32))
+    assert o.dtype == q.dtype and o.shape == q.shape and lse.dtype == np.float32
+    expected_o, expected_lse = attention_forward.attention_forward_reference(q64, k64, v64, True, 40 ** -0.5)
+    assert_close("bf16 attention o", o.astype(np.float32), expected_o, BF16_TOL)
+    assert_close("bf16 attention lse", lse, expected_lse, TOL)
+
+
+def test_bf16_attention_on_a_float32_backend_is_a_type_error(rng):
+    (q, _), (k, _) = bf16(rng, 1, 1, 5, 8), bf16(rng, 1, 1, 5, 8)
+    with pytest.raises(TypeError, match="bfloat16 inputs are taken by the cuda backend only; backend 'numba-cpu'"):
+        pyai.ops.attention(q, k, k, backend="numba-cpu")
+
+
 @pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
                                           ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")])
 def test_cuda_backend_constants_are_the_headers(header, name):
