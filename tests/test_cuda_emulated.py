@@ -17,6 +17,8 @@ emulation cannot check (device rounding of expf/tanhf and FMA contraction, speed
 coalescing) is in tests/cuda_emu/README.md.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,7 @@ from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, embedding, gelu, layer_norm,
                                     leaky_relu, matmul, softmax, softmax_cross_entropy)
 import test_golden
+import test_gpu_machine
 
 TOL = 1e-5
 ADAM_TOL = 1e-6
@@ -334,6 +337,23 @@ def test_bf16_attention_on_a_float32_backend_is_a_type_error(rng):
     (q, _), (k, _) = bf16(rng, 1, 1, 5, 8), bf16(rng, 1, 1, 5, 8)
     with pytest.raises(TypeError, match="bfloat16 inputs are taken by the cuda backend only; backend 'numba-cpu'"):
         pyai.ops.attention(q, k, k, backend="numba-cpu")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_benchmark_attention_rows_run_on_the_emulated_kernels(kernels, monkeypatch, causal):
+    """benchmarks/gpu_cuda.py's attention rows on CPU tensors, the emulation standing in for
+    pyai._cuda (untimed): the pointers, argument orders and the errors it reports against torch's
+    SDPA are right before the benchmark ever meets a GPU."""
+    torch = pytest.importorskip("torch")
+    benchmark = test_gpu_machine.gpu_benchmark()
+    monkeypatch.setattr(benchmark, "_cuda", kernels)
+    calls = []
+    monkeypatch.setattr(benchmark, "time_ms", lambda function: calls.append(function()) or 1.0)
+    torch.manual_seed(0)
+    rows = benchmark.attention_rows(37, 24, causal, None, None, heads=2, device="cpu")
+    errors = [float(re.search(r"\d\.\de[+-]\d+", row[-1]).group()) for row in rows[:2]]   # "rel err ... 2.1e-03"
+    assert errors[0] < BF16_TOL and errors[1] < 1e-5, rows
+    assert len(calls) == 2 * len(rows)   # each row timed pyai's kernel and its peer
 
 
 @pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
