@@ -4,12 +4,13 @@
 
 Peers: cuBLAS through torch.matmul (fp32 with TF32 off), torch's scaled_dot_product_attention
 (its flash kernel for the bf16 attention), and a device-to-device copy (torch clone) for the
-memory-bound kernels. Each row gives the time of pyai's kernel and of the peer (median of REPEATS timed runs after WARMUP, CUDA events on
-the default stream, inputs allocated once, so compilation and first calls are never timed), the
-ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the hardware peak
-(FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks from the
-datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as a
-fraction of the measured copy bandwidth (pyai's target: >= 0.85).
+memory-bound kernels. Each row gives the time of pyai's kernel and of the peer (median of
+REPEATS timed runs after WARMUP, CUDA events on the default stream, inputs allocated once, so
+compilation and first calls are never timed), the ratio peer time / pyai time (> 1: pyai is
+faster), and the fraction of the hardware peak (FLOP/s for the compute-bound kernels, bytes/s for
+the memory-bound ones; peaks from the datasheet of the device name,
+`pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as
+a fraction of the measured copy bandwidth (pyai's target: >= 0.85).
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 

@@ -100,15 +100,20 @@ __device__ __forceinline__ void add_weighted(float (&sum)[MICRO][COLUMNS], const
                                              const float* staged, int tx, int depth) {
     int lane = threadIdx.x % 32;
     for (int group = 0; group < GROUPS; group++) {
+        int owner = (lane & ~(GROUPS - 1)) | group;
         float w[MICRO][MICRO];
         for (int i = 0; i < MICRO; i++)
-            for (int j = 0; j < MICRO; j++) w[i][j] = __shfl_sync(0xffffffffu, weights[i][j], (lane & ~(GROUPS - 1)) | group);
+            for (int j = 0; j < MICRO; j++) w[i][j] = __shfl_sync(0xffffffffu, weights[i][j], owner);
         for (int c = 0; c < COLUMNS; c++) {
             int column = tx + GROUPS * c;
             if (column >= depth) break;
             float4 x4 = *reinterpret_cast<const float4*>(&staged[staged_index(column, group * MICRO)]);
-            for (int i = 0; i < MICRO; i++)
-                sum[i][c] = fmaf(w[i][0], x4.x, fmaf(w[i][1], x4.y, fmaf(w[i][2], x4.z, fmaf(w[i][3], x4.w, sum[i][c]))));
+            for (int i = 0; i < MICRO; i++) {
+                float total = fmaf(w[i][0], x4.x, sum[i][c]);
+                total = fmaf(w[i][1], x4.y, total);
+                total = fmaf(w[i][2], x4.z, total);
+                sum[i][c] = fmaf(w[i][3], x4.w, total);
+            }
         }
     }
 }

@@ -82,6 +82,16 @@ __device__ void warp_scores(Bf16AttentionTiles& tiles, int warp, int padded_dept
         wmma::store_matrix_sync(&tiles.s[warp * FRAGMENT][j * FRAGMENT], scores[j], SCORE_PITCH, wmma::mem_row_major);
 }
 
+// The block stages the key tile at first_key; then each warp scores its rows against it (tiles.s).
+__device__ void score_key_tile(Bf16AttentionTiles& tiles, const __nv_bfloat16* k, int first_key, int n_keys,
+                               int depth, int padded_depth, int warp) {
+    __syncthreads();  // the previous k or v tile is no longer read (and q is complete)
+    load_bf16_rows(tiles.kv, BF16_KEYS, k, first_key, n_keys, depth, padded_depth);
+    __syncthreads();
+    warp_scores(tiles, warp, padded_depth);
+    __syncwarp();     // s is complete for every lane of the warp
+}
+
 __global__ void __launch_bounds__(BF16_WARPS * 32)
 attention_forward_bf16_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                               const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
@@ -103,14 +113,11 @@ attention_forward_bf16_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bf
 
     float row_max = -INFINITY;
     for (int first_key = 0; first_key < key_end; first_key += BF16_KEYS) {
-        __syncthreads();  // the previous k tile is no longer read (and q is complete)
-        load_bf16_rows(tiles.kv, BF16_KEYS, k, first_key, n_keys, depth, padded_depth);
-        __syncthreads();
-        warp_scores(tiles, warp, padded_depth);
-        __syncwarp();
+        score_key_tile(tiles, k, first_key, n_keys, depth, padded_depth, warp);
         for (int j = 0; j < FRAGMENT; j++) {
             int key = first_key + half + j;
-            if (key < n_keys && (!causal || key <= query + offset)) row_max = fmaxf(row_max, scale * tiles.s[row][half + j]);
+            bool visible = key < n_keys && (!causal || key <= query + offset);
+            if (visible) row_max = fmaxf(row_max, scale * tiles.s[row][half + j]);
         }
     }
     row_max = fmaxf(row_max, __shfl_xor_sync(0xffffffffu, row_max, 1));
@@ -121,11 +128,7 @@ attention_forward_bf16_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bf
 #pragma unroll
     for (int f = 0; f < DEPTH_FRAGMENTS; f++) wmma::fill_fragment(out[f], 0.0f);
     for (int first_key = 0; first_key < key_end; first_key += BF16_KEYS) {
-        __syncthreads();  // the previous v tile is no longer read
-        load_bf16_rows(tiles.kv, BF16_KEYS, k, first_key, n_keys, depth, padded_depth);
-        __syncthreads();
-        warp_scores(tiles, warp, padded_depth);
-        __syncwarp();
+        score_key_tile(tiles, k, first_key, n_keys, depth, padded_depth, warp);
         for (int j = 0; j < FRAGMENT; j++) {
             int key = first_key + half + j;
             bool visible = live && key < n_keys && (!causal || key <= query + offset);
