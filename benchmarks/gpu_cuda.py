@@ -85,8 +85,8 @@ def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=
     q, k, v, d_out = (torch.randn(shape, device=device) for _ in range(4))
     o, lse = torch.empty(shape, device=device), torch.empty(shape[:3], device=device)
     delta, dq, dk, dv = (torch.empty(s, device=device) for s in (shape[:3], shape, shape, shape))
-    qb, kb, vb = (x.to(torch.bfloat16) for x in (q, k, v))
-    ob = torch.empty(shape, device=device, dtype=torch.bfloat16)
+    qb, kb, vb, d_out_b = (x.to(torch.bfloat16) for x in (q, k, v, d_out))
+    ob, dqb, dkb, dvb = (torch.empty(shape, device=device, dtype=torch.bfloat16) for _ in range(4))
     scale = depth**-0.5
     flops = 4 * batch * heads * length * length * depth // (2 if causal else 1)
 
@@ -104,6 +104,12 @@ def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=
         _cuda.attention_forward_bf16(pointer(qb), pointer(kb), pointer(vb), pointer(ob), pointer(lse), batch * heads,
                                      length, length, depth, causal, scale, 0)
 
+    def forward_backward_bf16():
+        forward_bf16()
+        _cuda.attention_backward_bf16(pointer(d_out_b), pointer(qb), pointer(kb), pointer(vb), pointer(ob),
+                                      pointer(lse), pointer(delta), pointer(dqb), pointer(dkb), pointer(dvb),
+                                      batch * heads, length, length, depth, causal, scale, 0)
+
     def sdpa(*inputs):
         return F.scaled_dot_product_attention(*inputs, is_causal=causal)
 
@@ -111,9 +117,13 @@ def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
             return sdpa(*inputs)
 
-    forward_bf16()
-    reference = sdpa(*(x.float() for x in (qb, kb, vb)))   # the bf16 inputs, in fp32
-    bf16_error = relative_error(ob.float(), reference)
+    forward_backward_bf16()
+    references = [x.float().requires_grad_() for x in (qb, kb, vb)]   # the bf16 inputs, in fp32
+    reference = sdpa(*references)
+    reference.backward(d_out_b.float())
+    bf16_error = relative_error(ob, reference)
+    bf16_gradient_error = max(relative_error(ours, leaf.grad) for ours, leaf in zip((dqb, dkb, dvb), references))
+    leaves_b = [x.detach().requires_grad_() for x in (qb, kb, vb)]
     forward_backward()
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
     sdpa(*leaves).backward(d_out)
@@ -124,6 +134,9 @@ def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=
         ("attention fwd bf16 (wmma)", label, time_ms(forward_bf16), "torch SDPA bf16 (flash)",
          time_ms(lambda: flash(qb, kb, vb)), flops, "flop", bf16_peak,
          f"rel err vs fp32 SDPA of the bf16 inputs {bf16_error:.1e}; target ratio >= 0.5"),
+        ("attention fwd+bwd bf16 (wmma)", label, time_ms(forward_backward_bf16), "torch SDPA bf16 (flash) fwd+bwd",
+         time_ms(lambda: flash(*leaves_b).backward(d_out_b)), 3.5 * flops, "flop", bf16_peak,
+         f"max rel err of dq, dk, dv vs fp32 SDPA of the bf16 inputs {bf16_gradient_error:.1e}"),
         ("attention fwd fp32", label, time_ms(forward), "torch SDPA fp32", time_ms(lambda: sdpa(q, k, v)), flops,
          "flop", fp32_peak, f"max rel err of o, dq, dk, dv vs SDPA {fp32_error:.1e}"),
         ("attention fwd+bwd fp32", label, time_ms(forward_backward), "torch SDPA fp32 fwd+bwd",

@@ -20,50 +20,25 @@
 //        its D/16 accumulator fragments (o stays in registers for the whole sweep).
 //   The accumulators pass through shared memory once at the end, divided by the row sums.
 // The extra q k^T (3 products instead of 2) buys accumulators that never leave the tensor cores'
-// registers. Rows are padded to 16 bf16 (32 bytes) past ATTENTION_MAX_DEPTH so every fragment
-// is 32-byte aligned and every leading dimension a multiple of 16 bytes; D is padded with zeros
-// to a multiple of 16. q, k (or v), s and p share 43 KiB of static shared memory.
+// registers. q, k (or v), s and p share 43 KiB of static shared memory.
 // Not yet: mma.sync with register-level softmax (one sweep), cp.async double buffering.
-#include <cuda_bf16.h>
-#include <mma.h>
-
 #include <cmath>
 
-#include "attention.cuh"
+#include "attention_bf16.cuh"
 #include "check.cuh"
 
 using namespace nvcuda;
 
 constexpr int BF16_QUERIES = 64;
-constexpr int BF16_KEYS = 32;
+constexpr int BF16_KEYS = BF16_TILE;
 constexpr int BF16_WARPS = 4;                                 // 16 query rows each
-constexpr int FRAGMENT = 16;                                  // wmma bf16 shape m16n16k16
-constexpr int DEPTH_FRAGMENTS = ATTENTION_MAX_DEPTH / FRAGMENT;
-constexpr int BF16_PITCH = ATTENTION_MAX_DEPTH + 16;          // bf16 per q, k or v row: 288 bytes
-constexpr int SCORE_PITCH = BF16_KEYS + 8;                    // floats per s row: 160 bytes
-constexpr int P_PITCH = BF16_KEYS + 16;                       // bf16 per p row: 96 bytes
 
 struct Bf16AttentionTiles {
     __nv_bfloat16 q[BF16_QUERIES][BF16_PITCH];
     __nv_bfloat16 kv[BF16_KEYS][BF16_PITCH];   // the k tile, then the v tile
     float s[BF16_QUERIES][SCORE_PITCH];        // a warp's 16 rows of s; at the end, of o
-    __nv_bfloat16 p[BF16_QUERIES][P_PITCH];
+    __nv_bfloat16 p[BF16_QUERIES][WEIGHT_PITCH];
 };
-
-using RowsFragment = wmma::fragment<wmma::matrix_a, FRAGMENT, FRAGMENT, FRAGMENT, __nv_bfloat16, wmma::row_major>;
-using KeysFragment = wmma::fragment<wmma::matrix_b, FRAGMENT, FRAGMENT, FRAGMENT, __nv_bfloat16, wmma::col_major>;
-using ValuesFragment = wmma::fragment<wmma::matrix_b, FRAGMENT, FRAGMENT, FRAGMENT, __nv_bfloat16, wmma::row_major>;
-using SumFragment = wmma::fragment<wmma::accumulator, FRAGMENT, FRAGMENT, FRAGMENT, float>;
-
-// tile[r][d] = rows[first + r][d] for r < count, d < padded_depth (zero past n_rows and depth).
-__device__ void load_bf16_rows(__nv_bfloat16 (*tile)[BF16_PITCH], int count, const __nv_bfloat16* rows, int first,
-                               int n_rows, int depth, int padded_depth) {
-    for (int i = threadIdx.x; i < count * padded_depth; i += blockDim.x) {
-        int r = i / padded_depth, d = i % padded_depth;
-        bool inside = first + r < n_rows && d < depth;
-        tile[r][d] = inside ? rows[int64_t(first + r) * depth + d] : __float2bfloat16(0.0f);
-    }
-}
 
 // tiles.s[16 warp + i][j] = q_(16 warp + i) . k_j over the staged key tile, by one warp.
 __device__ void warp_scores(Bf16AttentionTiles& tiles, int warp, int padded_depth) {
@@ -73,7 +48,7 @@ __device__ void warp_scores(Bf16AttentionTiles& tiles, int warp, int padded_dept
         RowsFragment q;
         wmma::load_matrix_sync(q, &tiles.q[warp * FRAGMENT][d], BF16_PITCH);
         for (int j = 0; j < BF16_KEYS / FRAGMENT; j++) {
-            KeysFragment k;   // k^T: column j of the fragment is key row j of the tile
+            TransposedFragment k;
             wmma::load_matrix_sync(k, &tiles.kv[j * FRAGMENT][d], BF16_PITCH);
             wmma::mma_sync(scores[j], q, k, scores[j]);
         }
@@ -141,11 +116,11 @@ attention_forward_bf16_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bf
         __syncthreads();
         for (int j = 0; j < BF16_KEYS; j += FRAGMENT) {
             RowsFragment p;
-            wmma::load_matrix_sync(p, &tiles.p[warp * FRAGMENT][j], P_PITCH);
+            wmma::load_matrix_sync(p, &tiles.p[warp * FRAGMENT][j], WEIGHT_PITCH);
 #pragma unroll
             for (int f = 0; f < DEPTH_FRAGMENTS; f++) {
                 if (f * FRAGMENT >= padded_depth) break;
-                ValuesFragment values;
+                ColumnsFragment values;
                 wmma::load_matrix_sync(values, &tiles.kv[j][f * FRAGMENT], BF16_PITCH);
                 wmma::mma_sync(out[f], p, values, out[f]);
             }
@@ -153,20 +128,8 @@ attention_forward_bf16_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bf
     }
     row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 1);
 
-    // o = out / row_sum, 16 columns at a time through the warp's rows of s: lane (row, half)
-    // writes 8 of them.
-    __nv_bfloat16* o_row = o + (head * n_queries + query) * depth;
-#pragma unroll
-    for (int f = 0; f < DEPTH_FRAGMENTS; f++) {
-        if (f * FRAGMENT >= padded_depth) break;
-        wmma::store_matrix_sync(&tiles.s[warp * FRAGMENT][0], out[f], SCORE_PITCH, wmma::mem_row_major);
-        __syncwarp();
-        for (int c = half / 2; c < half / 2 + FRAGMENT / 2; c++) {
-            int column = f * FRAGMENT + c;
-            if (live && column < depth) o_row[column] = __float2bfloat16(tiles.s[row][c] / row_sum);
-        }
-        __syncwarp();  // read before the next fragment overwrites it
-    }
+    __nv_bfloat16* o_row = live ? o + (head * n_queries + query) * depth : nullptr;
+    store_bf16_row(o_row, out, 1.0f / row_sum, &tiles.s[warp * FRAGMENT], depth, padded_depth);
     if (live && half == 0) lse[head * n_queries + query] = row_max + logf(row_sum);
 }
 

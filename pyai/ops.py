@@ -271,25 +271,32 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     and lse as float32 (a statistic attention_grad needs at full precision); other backends raise
     TypeError for bfloat16 inputs.
     """
-    convert = as_float32
-    if any(is_bfloat16(x) for x in (q, k, v)):
-        if not takes_bfloat16_attention():
-            raise TypeError(f"q, k, v: bfloat16 inputs are taken by the cuda backend only; backend "
-                            f"{get_backend()!r} takes float32 (pass q.astype(np.float32), and k and v alike)")
-        convert = as_bfloat16
+    convert = _attention_dtype(q, k, v)
     q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale, convert)
     return_lse = flag("return_lse", return_lse)
     o, lse = implementation("attention", backend)(q, k, v, causal, scale)
     return (o, lse) if return_lse else o
 
 
+def _attention_dtype(*arrays):
+    """as_bfloat16 if any of the arrays is bfloat16 (and the backend takes it), else as_float32."""
+    if not any(is_bfloat16(x) for x in arrays):
+        return as_float32
+    if not takes_bfloat16_attention():
+        raise TypeError(f"q, k, v: bfloat16 inputs are taken by the cuda backend only; backend {get_backend()!r} "
+                        f"takes float32 (pass q.astype(np.float32), and the others alike)")
+    return as_bfloat16
+
+
 @per_call_backend
 def attention_grad(do, q, k, v, o, lse, *, causal=False, scale=None, backend=None):
-    """(dq, dk, dv) of attention from do = d loss / d o, and the forward's o and lse."""
-    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
-    do = as_float32("do", do)
+    """(dq, dk, dv) of attention from do = d loss / d o, and the forward's o and lse. On the cuda
+    backend do, q, k, v and o may all be bfloat16 (lse stays float32): dq, dk, dv are bfloat16."""
+    convert = _attention_dtype(do, q, k, v, o)
+    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale, convert)
+    do = convert("do", do)
     same_shape("do", do, "q", q)
-    o = as_float32("o", o)
+    o = convert("o", o)
     same_shape("o", o, "q", q)
     lse = as_float32("lse", lse)
     if lse.shape != q.shape[:3]:

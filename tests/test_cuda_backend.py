@@ -52,8 +52,8 @@ def without_gpu(status):
 
 KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer", "matmul_forward",
            "matmul_tf32_forward",
-           "attention_forward", "attention_forward_bf16", "attention_backward", "layer_norm_forward",
-           "layer_norm_backward",
+           "attention_forward", "attention_forward_bf16", "attention_backward", "attention_backward_bf16",
+           "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_cross_entropy", "embedding_forward",
            "embedding_backward", "adam_update", "synchronize")
 

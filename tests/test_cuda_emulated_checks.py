@@ -4,7 +4,7 @@ UBSan.
 
 Each planted bug changes one piece of text in one file (build.py recompiles that file only):
   - a barrier removed from the matmul loop, from attention's between two phases with shuffles, or
-    from the attention backward's between two stagings of one shared buffer:
+    from the attention backward's (float32 and bf16) between two stagings of one shared buffer:
     a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
     the barriers let them, so one reads a shared tile the others have not written yet, or
     overwrites one they have not read);
@@ -150,9 +150,36 @@ def test_removed_barrier_gives_wrong_bf16_attention(rng):
     assert max(errors) > 1e-1, f"the planted bug went unnoticed: relative errors {errors}"
 
 
-def test_bf16_fragment_rows_misaligned_in_shared_memory_are_caught(rng):
-    """bf16 rows of 264 bytes (a pad of 4 elements): a leading dimension wmma cannot take."""
-    kernels = harness.emulator({"attention_forward_bf16.cu": ("ATTENTION_MAX_DEPTH + 16;", "ATTENTION_MAX_DEPTH + 4;")})
+@pytest.mark.parametrize("comment", ["// the own rows (first tile) or the previous q, do tile are no longer read",
+                                     "// the own rows (first tile) or the previous k, v tile are no longer read"])
+def test_removed_barrier_gives_wrong_bf16_attention_gradients(rng, comment):
+    """Without the barrier before a tile's staging, the first warps overwrite the shared memory
+    (the block's own rows, then the previous tile) while later warps still read it."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    kernels = harness.emulator({"attention_backward_bf16.cu": (f"__syncthreads();  {comment}", comment)})
+    shape, keys_shape = (1, 1, 70, 24), (1, 1, 90, 24)
+    q, do = rng.standard_normal((2, *shape)).astype(ml_dtypes.bfloat16)
+    k, v = rng.standard_normal((2, *keys_shape)).astype(ml_dtypes.bfloat16)
+    expected = attention_backward.attention_backward_reference(*(x.astype(np.float64) for x in (do, q, k, v)),
+                                                               False, 0.5)
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, lse, delta = np.full(shape, 0xFFFF, np.uint16), output(shape[:3]), output(shape[:3])
+        dq, dk, dv = (np.full(s, 0xFFFF, np.uint16) for s in (shape, keys_shape, keys_shape))
+        inputs = [x.view(np.uint16) for x in (do, q, k, v)]
+        kernels.attention_forward_bf16(*map(pointer, inputs[1:] + [o, lse]), 1, 70, 90, 24, False, 0.5, 0)
+        kernels.attention_backward_bf16(*map(pointer, inputs + [o, lse, delta, dq, dk, dv]), 1, 70, 90, 24, False,
+                                        0.5, 0)
+        errors += [relative_error(np.nan_to_num(out.view(q.dtype).astype(np.float32), nan=1e9), ref)
+                   for out, ref in zip((dq, dk, dv), expected)]
+    assert max(errors) > 1e-1, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def test_bf16_fragment_misaligned_in_shared_memory_is_caught(rng):
+    """A q fragment loaded from 4 elements (8 bytes) into its row: not 32-byte aligned."""
+    kernels = harness.emulator({"attention_forward_bf16.cu": ("&tiles.q[warp * FRAGMENT][d]",
+                                                              "&tiles.q[warp * FRAGMENT][d + 4]")})
     with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
         bf16_attention(kernels, rng)
 
@@ -213,6 +240,7 @@ SANITIZED_CASES = [
     "test_attention_sweep[lane-order-1-33-17-24-False]",
     "test_attention_sweep[lane-order-1-37-71-65-True]",
     "test_bf16_attention_sweep[lane-order-2-17-33-5-True]",
+    "test_bf16_attention_sweep[lane-order-1-33-17-24-False]",
 ]
 
 

@@ -38,7 +38,7 @@ from pyai.device import copy_into, is_c_contiguous, is_device_array
 from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
-TAKES_BFLOAT16_ATTENTION = True   # attention on bfloat16 numpy q, k, v (cuda_src/attention_forward_bf16.cu)
+TAKES_BFLOAT16_ATTENTION = True   # attention(_grad) on bfloat16 numpy arrays (cuda_src/attention_*_bf16.cu)
 INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
 MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
@@ -270,9 +270,12 @@ def attention_bf16(call, q, k, v, causal, scale):
     return call.result(o).view(q.dtype), call.result(lse)
 
 
-# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) -> dq, dk, dv
+# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) float32 -> dq, dk, dv; all float32, or
+# bfloat16 numpy arrays but lse (pyai.ops checks they agree)
 @gpu_op
 def attention_grad(call, do, q, k, v, o, lse, causal, scale):
+    if q.dtype.name == "bfloat16":
+        return attention_grad_bf16(call, do, q, k, v, o, lse, causal, scale)
     heads, n_queries, n_keys, depth = attention_sizes(q, k)
     delta = call.empty(q.shape[:3])
     dq, dk, dv = call.empty(q.shape), call.empty(k.shape), call.empty(k.shape)
@@ -281,6 +284,17 @@ def attention_grad(call, do, q, k, v, o, lse, causal, scale):
                                  address(delta), address(dq), address(dk), address(dv), heads, n_queries,
                                  n_keys, depth, causal, scale, 0)
     return call.result(dq), call.result(dk), call.result(dv)
+
+
+def attention_grad_bf16(call, do, q, k, v, o, lse, causal, scale):
+    heads, n_queries, n_keys, depth = attention_sizes(q, k)
+    delta = call.empty(q.shape[:3])
+    dq, dk, dv = call.empty(q.shape, np.uint16), call.empty(k.shape, np.uint16), call.empty(k.shape, np.uint16)
+    inputs = [call.pointer(name, x.view(np.uint16), np.uint16) for name, x in zip(("do", "q", "k", "v", "o"),
+                                                                                 (do, q, k, v, o))]
+    call.cuda.attention_backward_bf16(*inputs, call.pointer("lse", lse), address(delta), address(dq), address(dk),
+                                      address(dv), heads, n_queries, n_keys, depth, causal, scale, 0)
+    return tuple(call.result(gradient).view(q.dtype) for gradient in (dq, dk, dv))
 
 
 # x (..., C), gamma, beta (C,) -> y (..., C), mean, rstd (...)

@@ -26,6 +26,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_forward_bf16": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_backward_bf16": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
     "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
     "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
     "gelu_forward": (P, P, L, P),

@@ -73,6 +73,13 @@ int w_attention_forward_bf16(ptr q, ptr k, ptr v, ptr o, ptr lse, int heads, int
         attention_forward_bf16(CB(q), CB(k), CB(v), B(o), F(lse), heads, nq, nk, d, causal, scale, 0);
     });
 }
+int w_attention_backward_bf16(ptr dout, ptr q, ptr k, ptr v, ptr o, ptr lse, ptr delta, ptr dq, ptr dk, ptr dv,
+                              int heads, int nq, int nk, int d, bool causal, float scale, ptr) {
+    return run([&] {
+        attention_backward_bf16(CB(dout), CB(q), CB(k), CB(v), CB(o), CF(lse), F(delta), B(dq), B(dk), B(dv), heads,
+                                nq, nk, d, causal, scale, 0);
+    });
+}
 int w_attention_backward(ptr dout, ptr q, ptr k, ptr v, ptr o, ptr lse, ptr delta, ptr dq, ptr dk, ptr dv, int heads,
                          int nq, int nk, int d, bool causal, float scale, ptr) {
     return run([&] {
