@@ -118,6 +118,13 @@ __device__ __forceinline__ void add_weighted(float (&sum)[MICRO][COLUMNS], const
     }
 }
 
+// p = exp(scale s - lse) of query and key if the query sees the key (and both exist), else 0.
+__device__ __forceinline__ float probability(float s, float lse, int query, int key, int n_queries, int n_keys,
+                                             bool causal, float scale) {
+    bool visible = key < n_keys && query < n_queries && (!causal || key <= query + n_keys - n_queries);
+    return visible ? expf(scale * s - lse) : 0.0f;
+}
+
 // rows[first + 4 ty + i][tx + 8 c] = factor * sum[i][c] inside (n_rows, depth)
 template <int COLUMNS>
 __device__ void store_rows(float* rows, const float (&sum)[MICRO][COLUMNS], float factor, int first, int n_rows,
@@ -173,8 +180,7 @@ attention_dkv_kernel(const float* __restrict__ d_out, const float* __restrict__ 
         for (int i = 0; i < MICRO; i++)
             for (int j = 0; j < MICRO; j++) {
                 int key = first_key + ty * MICRO + i, query = first_query + tx * MICRO + j;
-                bool visible = key < n_keys && query < n_queries && (!causal || key <= query + offset);
-                p[i][j] = visible ? expf(scale * p[i][j] - query_lse[j]) : 0.0f;
+                p[i][j] = probability(p[i][j], query_lse[j], query, key, n_queries, n_keys, causal, scale);
             }
         __syncthreads();  // q is no longer read
         load_staged(staged, d_out, first_query, n_queries, depth);
@@ -232,8 +238,7 @@ attention_dq_kernel(const float* __restrict__ d_out, const float* __restrict__ q
         for (int i = 0; i < MICRO; i++)
             for (int j = 0; j < MICRO; j++) {
                 int query = first_query + ty * MICRO + i, key = first_key + tx * MICRO + j;
-                bool visible = key < n_keys && query < n_queries && (!causal || key <= query + offset);
-                p[i][j] = visible ? expf(scale * p[i][j] - query_lse[i]) : 0.0f;
+                p[i][j] = probability(p[i][j], query_lse[i], query, key, n_queries, n_keys, causal, scale);
             }
         __syncthreads();  // k is no longer read
         load_staged(staged, v, first_key, n_keys, depth);
