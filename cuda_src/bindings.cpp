@@ -3,7 +3,8 @@
 // Kernels take raw device pointers as ints (e.g. `__cuda_array_interface__['data'][0]` or
 // DeviceBuffer.ptr) and a cudaStream_t as an int (0: the default stream); they launch
 // asynchronously. DeviceBuffer is the smallest device allocation that moves float32 numpy arrays
-// to and from the GPU. A failed CUDA call raises RuntimeError naming the call and the CUDA error.
+// (and int64 ids, and bfloat16 arrays as their uint16 bits) to and from the GPU. A failed CUDA
+// call raises RuntimeError naming the call and the CUDA error.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -29,6 +30,9 @@ namespace nb = nanobind;
 using HostArray = nb::ndarray<float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
+// bfloat16 arrays travel as their bits, viewed as uint16 (numpy has no bfloat16 of its own).
+using HostHalfwords = nb::ndarray<uint16_t, nb::numpy, nb::c_contig, nb::device::cpu>;
+using ConstHostHalfwords = nb::ndarray<const uint16_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
 // probe finds out, on any machine, whether it can run. A kernel fault (an illegal address, a
@@ -69,7 +73,8 @@ public:
         check_size("copy_from_host", array.nbytes());
         if (nbytes_ > 0) CUDA_CHECK(cudaMemcpy(data_, array.data(), nbytes_, cudaMemcpyHostToDevice));
     }
-    void copy_to_host(HostArray array) const {
+    template <typename Array>
+    void copy_to_host(Array array) const {
         check_size("copy_to_host", array.nbytes());
         if (nbytes_ > 0) CUDA_CHECK(cudaMemcpy(array.data(), data_, nbytes_, cudaMemcpyDeviceToHost));
     }
@@ -157,6 +162,20 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0, "Flash attention forward: o (heads, Tq, D) and lse (heads, Tq).");
 
     m.def(
+        "attention_forward_bf16",
+        [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, int heads, int n_queries, int n_keys,
+           int depth, bool causal, float scale, uintptr_t stream) {
+            attention_forward_bf16(device_pointer<const __nv_bfloat16>(q), device_pointer<const __nv_bfloat16>(k),
+                                   device_pointer<const __nv_bfloat16>(v), device_pointer<__nv_bfloat16>(o),
+                                   device_pointer<float>(lse), heads, n_queries, n_keys, depth, causal, scale,
+                                   stream_handle(stream));
+        },
+        nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0,
+        "Flash attention forward on BF16 tensor cores (sm_80+): q, k, v, o bfloat16, lse float32.");
+
+    m.def(
         "attention_backward",
         [](uintptr_t d_out, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t delta,
            uintptr_t dq, uintptr_t dk, uintptr_t dv, int heads, int n_queries, int n_keys, int depth, bool causal,
@@ -172,6 +191,24 @@ NB_MODULE(_cuda, m) {
         nb::arg("delta_ptr"), nb::arg("dq_ptr"), nb::arg("dk_ptr"), nb::arg("dv_ptr"), nb::arg("heads"),
         nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
         nb::arg("stream") = 0, "Flash attention backward; delta_ptr: scratch of heads * Tq floats.");
+    m.def(
+        "attention_backward_bf16",
+        [](uintptr_t d_out, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t delta,
+           uintptr_t dq, uintptr_t dk, uintptr_t dv, int heads, int n_queries, int n_keys, int depth, bool causal,
+           float scale, uintptr_t stream) {
+            attention_backward_bf16(device_pointer<const __nv_bfloat16>(d_out), device_pointer<const __nv_bfloat16>(q),
+                                    device_pointer<const __nv_bfloat16>(k), device_pointer<const __nv_bfloat16>(v),
+                                    device_pointer<const __nv_bfloat16>(o), device_pointer<const float>(lse),
+                                    device_pointer<float>(delta), device_pointer<__nv_bfloat16>(dq),
+                                    device_pointer<__nv_bfloat16>(dk), device_pointer<__nv_bfloat16>(dv), heads,
+                                    n_queries, n_keys, depth, causal, scale, stream_handle(stream));
+        },
+        nb::arg("do_ptr"), nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"),
+        nb::arg("delta_ptr"), nb::arg("dq_ptr"), nb::arg("dk_ptr"), nb::arg("dv_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0,
+        "Flash attention backward on BF16 tensor cores: do, q, k, v, o, dq, dk, dv bfloat16; lse and the "
+        "delta scratch (heads * Tq) float32.");
     m.attr("ATTENTION_MAX_DEPTH") = ATTENTION_MAX_DEPTH;
 
     m.def(
@@ -285,6 +322,11 @@ NB_MODULE(_cuda, m) {
              "Copy a C-contiguous float32 numpy array of exactly nbytes bytes to the device.")
         .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostIndices>, nb::arg("array").noconvert(),
              "Copy a C-contiguous int64 numpy array (ids, targets) of exactly nbytes bytes to the device.")
-        .def("copy_to_host", &DeviceBuffer::copy_to_host, nb::arg("array").noconvert(),
-             "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.");
+        .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostHalfwords>, nb::arg("array").noconvert(),
+             "Copy a C-contiguous uint16 numpy array (bfloat16 bits) of exactly nbytes bytes to the device.")
+        .def("copy_to_host", &DeviceBuffer::copy_to_host<HostArray>, nb::arg("array").noconvert(),
+             "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.")
+        .def("copy_to_host", &DeviceBuffer::copy_to_host<HostHalfwords>, nb::arg("array").noconvert(),
+             "Copy the buffer into a writable C-contiguous uint16 numpy array (bfloat16 bits) of exactly nbytes "
+             "bytes.");
 }

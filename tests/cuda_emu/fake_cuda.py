@@ -24,7 +24,9 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "matmul_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
     "matmul_tf32_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_forward_bf16": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_backward_bf16": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
     "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
     "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
     "gelu_forward": (P, P, L, P),
@@ -36,6 +38,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
 }
 CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
+HOST_DTYPES = (np.float32, np.int64, np.uint16)   # what DeviceBuffer copies (bfloat16 travels as uint16)
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
 
 
@@ -80,6 +83,12 @@ class Emulator:
                 raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
         return call
 
+    def float_to_bf16(self, x):
+        """The bits of the emulation's __float2bfloat16(x)."""
+        function = self.library.emu_float_to_bf16
+        function.argtypes, function.restype = [FLOAT], ctypes.c_uint16
+        return function(x)
+
     def set_reverse(self, reverse):
         """Run each block's threads in reverse order up to each barrier (default: lane order)."""
         self.library.emu_reverse(int(reverse))
@@ -98,14 +107,14 @@ class DeviceBuffer:
         guard(self._raw, start, start + nbytes)
 
     def copy_from_host(self, array):
-        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in (np.float32, np.int64)):
-            raise TypeError("copy_from_host: expected a C-contiguous float32 or int64 numpy array")
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in HOST_DTYPES):
+            raise TypeError("copy_from_host: expected a C-contiguous float32, int64 or uint16 numpy array")
         self._check_size("copy_from_host", array)
         self._memory[:] = array.reshape(-1).view(np.uint8)
 
     def copy_to_host(self, array):
-        if not (isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.c_contiguous):
-            raise TypeError("copy_to_host: expected a C-contiguous float32 numpy array")
+        if not (isinstance(array, np.ndarray) and array.dtype in (np.float32, np.uint16) and array.flags.c_contiguous):
+            raise TypeError("copy_to_host: expected a C-contiguous float32 or uint16 numpy array")
         self._check_size("copy_to_host", array)
         array.reshape(-1).view(np.uint8)[:] = self._memory
 
