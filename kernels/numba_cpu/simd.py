@@ -133,32 +133,20 @@ def fma(typingctx, a, b, c):
     return VECTOR(VECTOR, VECTOR, VECTOR), codegen
 
 
-@intrinsic
-def add(typingctx, a, b):
-    def codegen(context, builder, signature, args):
-        return builder.fadd(*args)
-    return VECTOR(VECTOR, VECTOR), codegen
+def lanewise(build):
+    """An intrinsic of two vectors, lane by lane: build(builder, a, b) writes its LLVM operation."""
+    @intrinsic
+    def operation(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            return build(builder, *args)
+        return VECTOR(VECTOR, VECTOR), codegen
+    return operation
 
 
-@intrinsic
-def subtract(typingctx, a, b):
-    def codegen(context, builder, signature, args):
-        return builder.fsub(*args)
-    return VECTOR(VECTOR, VECTOR), codegen
-
-
-@intrinsic
-def multiply(typingctx, a, b):
-    def codegen(context, builder, signature, args):
-        return builder.fmul(*args)
-    return VECTOR(VECTOR, VECTOR), codegen
-
-
-@intrinsic
-def maximum(typingctx, a, b):
-    def codegen(context, builder, signature, args):
-        return builder.select(builder.fcmp_ordered(">", args[1], args[0]), args[1], args[0])
-    return VECTOR(VECTOR, VECTOR), codegen
+add = lanewise(lambda builder, a, b: builder.fadd(a, b))
+subtract = lanewise(lambda builder, a, b: builder.fsub(a, b))
+multiply = lanewise(lambda builder, a, b: builder.fmul(a, b))
+maximum = lanewise(lambda builder, a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
 
 
 def interleave_mask(first):
