@@ -33,11 +33,13 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.numba_cpu.matmul import slp_vectorize
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
-from pyai.kernels.numba_cpu.simd import wide_vectors
+from pyai.kernels.numba_cpu import matmul_micro
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR
+from pyai.kernels.numba_cpu.simd import slp_vectorize, wide_vectors
 from pyai.kernels.numba_cpu.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
 from pyai.kernels.numba_cpu.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
+
+micro_kernel = matmul_micro.micro_kernel.compiled()   # c[MR x NR] += a_sliver^T b_sliver
 
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
 KEY_TILE = 96      # keys per tile, a multiple of MR
