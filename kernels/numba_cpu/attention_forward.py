@@ -125,7 +125,8 @@ def online_softmax(scores, slivers, keys, row_max, row_sum, out):
     total = numba.carray(stack_lanes(), NR)
     for t in range(slivers):
         tile = scores[t]
-        new_max[:] = row_max[t * NR:(t + 1) * NR]
+        for c in range(NR):   # not a slice assignment, which compiles numpy's shape checks
+            new_max[c] = row_max[t * NR + c]
         for j in range(keys):
             for c in range(NR):
                 new_max[c] = max(new_max[c], tile[j, c])
