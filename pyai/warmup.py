@@ -163,9 +163,11 @@ def exercise(file):
     probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, 5)
     calls = {
-        # 5 rows take the few-rows loop order, 129 the blocked one (each compiled on its first call)
+        # the loops compiled on their first call: few rows (5) on one thread, few rows on every
+        # thread (100 rows, 2.6 MFLOP), the blocked loop for many rows (129)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
-                           ops.matmul(x, y, transpose_b=True), ops.matmul(floats(129, 7), w)),
+                           ops.matmul(x, y, transpose_b=True), ops.matmul(floats(100, 100), floats(100, 128)),
+                           ops.matmul(floats(129, 7), w)),
         "leaky_relu": lambda: (ops.leaky_relu(x), ops.leaky_relu_grad(y, x)),
         "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
         "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),

@@ -61,6 +61,21 @@ def test_a_worker_compiles_the_other_expected_files_while_the_first_compiles_her
     assert relu == [0, 0, 0.5, 1] and (loaded, compiled) == (1, 0), result.stdout
 
 
+def test_the_matmul_compiles_only_the_loop_a_product_takes(tmp_path):
+    """Importing matmul.py compiles none of its three loops; a small product compiles the serial
+    few-rows one, cached under a name of its own (Numba's cache key ignores parallel=True)."""
+    code = ("import json, numpy as np, pyai; from pyai.kernels.numba_cpu import matmul as mm; "
+            "loops = (mm.gemm_few_rows_one_thread, mm.gemm_few_rows, mm.gemm); before = [l.ready for l in loops]; "
+            "rng = np.random.default_rng(1); a, b = rng.standard_normal((7, 11), np.float32), "
+            "rng.standard_normal((11, 13), np.float32); c = pyai.ops.matmul(a, b); "
+            "error = float(np.linalg.norm(c - mm.matmul_reference(a, b)) / np.linalg.norm(mm.matmul_reference(a, b))); "
+            "from pyai import warmup; files = sorted(p.name.split('-')[0] for p in warmup.cache_folder().glob('matmul.gemm*.nbi')); "
+            "print(json.dumps([before, [l.ready for l in loops], error, files]))")
+    before, after, error, files = json.loads(run_python(code, NUMBA_CACHE_DIR=str(tmp_path)).stdout)
+    assert before == [False, False, False] and after == [True, False, False]
+    assert error < 1e-6 and files == ["matmul.gemm_few_rows_one_thread"]
+
+
 def test_no_worker_without_a_free_core_or_files_to_hand(monkeypatch):
     monkeypatch.setattr(warmup, "_state", {"announced": False, "expected": ("relu", "tanh"), "worker": None})
     monkeypatch.setattr(warmup, "is_cached", lambda file: False)

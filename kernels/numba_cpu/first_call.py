@@ -14,6 +14,7 @@ its `compiled()` dispatcher, taken when the kernel's file is imported.
 """
 
 import contextlib
+import types
 
 from numba.core.compiler_lock import global_compiler_lock
 
@@ -43,3 +44,13 @@ class CompiledOnFirstCall:
     def __call__(self, *args):
         self.compile()
         return self.dispatcher(*args)
+
+
+def renamed(function, name):
+    """A copy of `function` named `name`: Numba keys its cache by the function's name, not by the
+    options it was compiled with, so a second compile of one function (serial beside parallel)
+    needs a name of its own."""
+    copy = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__,
+                              function.__closure__)
+    copy.__qualname__ = name
+    return copy

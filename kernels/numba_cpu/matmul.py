@@ -34,7 +34,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
+from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, micro_kernel_strided
 from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, slp_vectorize, store, transpose_square
@@ -279,10 +279,16 @@ with slp_vectorize():
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
 # the two loop orders compile on their first call (a program with few rows never compiles gemm);
-# gemm_rectangle, called only by gemm, with it, for the types gemm passes
+# gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
+# (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
+# loop, which compiles in a third of the time: a parallel kernel is three (the loop's gufunc, its
+# wrapper, the caller), each optimizing and generating the machine code of everything it calls.
 gemm_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(gemm_rectangle)
 gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm),
                            void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)
+gemm_few_rows_one_thread = CompiledOnFirstCall(
+    numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
+    void(*GEMM_OPERANDS, int64), slp_vectorize)
 gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
                                     void(*GEMM_OPERANDS, int64), slp_vectorize)
 
@@ -328,7 +334,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
                 np.float32(alpha))
     try:
         if m <= FEW_ROWS:
-            gemm_few_rows(*operands, threads)
+            (gemm_few_rows if threads > 1 else gemm_few_rows_one_thread)(*operands, threads)
         else:
             gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     finally:
