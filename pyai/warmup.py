@@ -5,12 +5,15 @@ imported (those declared with their types) or first called (the others), and Num
 machine code in its cache (`cache_folder()`: the kernels' own __pycache__ where it is writable,
 else the user's cache, ~/.cache/numba, or NUMBA_CACHE_DIR when set). Later processes load it in
 milliseconds. The backend imports a file on the first use of one of its ops, so a command
-compiles only the files it uses; `announce` says so once on stderr before the first compile.
+compiles only the files it uses; `announce` says so once on stderr before the first compile and,
+where a second core is free, hands the other files the command will use (`expect`) to a worker
+process, which compiles them into the cache while this process compiles the first: this process
+then loads them from the cache, waiting for the worker if it needs one before the worker is done.
 
 `warm_everything` compiles every kernel ahead of time (`pyai warmup`): each file is imported and
 its ops called once on small inputs of the types the models pass, in a few processes at once,
-since Numba's compiler holds one lock per process. Files that import matmul.py (its
-`slp_vectorize`, which compiles it too) run after it in the same process.
+since Numba's compiler holds one lock per process. Files that import another file whose kernels
+compile on import (conv2d.py imports matmul.py, ...) run after it in the same process.
 """
 
 import os
@@ -23,26 +26,26 @@ import numpy as np
 from pyai._backends.numba_cpu import KERNELS
 from pyai.dispatch import use_backend
 
-# each process compiles one chain in order; the files after matmul import it, and the files
-# after attention_forward import that
-CHAINS = [("matmul", "softmax", "softmax_cross_entropy", "attention_forward", "attention_backward",
-           "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
+# each process compiles one chain in order; a file's imports that compile (IMPORTS) come before it
+CHAINS = [("matmul", "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
+          ("softmax", "softmax_cross_entropy", "attention_forward", "attention_backward"),
           ("leaky_relu", "relu", "sigmoid", "tanh", "gelu", "mse", "binary_crossentropy", "sgd",
            "adam", "layer_norm", "embedding")]
-# the kernel files each file imports that compile when it is imported (matmul's slp_vectorize, ...)
-IMPORTS = {"softmax": ("matmul",), "softmax_cross_entropy": ("matmul", "softmax"),
-           "attention_forward": ("matmul", "softmax"),
-           "attention_backward": ("matmul", "softmax", "attention_forward"),
+# the kernel files each file imports that compile kernels when they are imported
+IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax",),
+           "attention_backward": ("softmax", "attention_forward"),
            "conv2d": ("matmul",), "conv2d_backward": ("matmul", "conv2d"),
            "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
 # CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
-# on a busy machine: only for the estimate `announce` prints
-SECONDS = {"matmul": 15, "softmax": 2, "softmax_cross_entropy": 2, "attention_forward": 17,
-           "attention_backward": 12, "leaky_relu": 2, "relu": 2, "sigmoid": 2, "tanh": 2, "gelu": 2,
-           "mse": 2, "binary_crossentropy": 3, "sgd": 1, "adam": 1, "layer_norm": 3, "embedding": 2,
+# on a busy machine (load average 11 on its 2 cores), matmul's for the loops an MLP takes (all
+# three: 12): only for the estimate `announce` prints
+SECONDS = {"matmul": 8, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
+           "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
+           "mse": 1, "binary_crossentropy": 2, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
            "conv2d": 3, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
-_state = {"announced": False, "expected": ()}
+_state = {"announced": False, "expected": (), "worker": None}
+WORKER_START_SECONDS = 1   # a fresh Python importing numpy, Numba and pyai
 
 
 def cache_folder():
@@ -68,19 +71,49 @@ def expect(ops):
 
 
 def announce(file):
-    """Before `file` is compiled: say once, on stderr, what is happening and for about how long
-    (for `file` and the files of the expected ops that are not cached yet)."""
+    """Before `file` is first imported: wait for the worker if it compiles `file`; else, the first
+    time a file is not cached, say on stderr what is happening and for about how long, and start a
+    worker on the other files of the expected ops (`start_worker`)."""
+    process, handed = _state["worker"] or (None, ())
+    if file in handed:
+        process.wait()
+        return
     if _state["announced"] or is_cached(file):
         return
     _state["announced"] = True
     files = {file, *(KERNELS[op][0] for op in _state["expected"])}
     files |= {imported for name in files for imported in IMPORTS.get(name, ())}
-    seconds = sum(SECONDS[name] for name in files if not is_cached(name))
+    handed = start_worker(file)
+    seconds = sum(SECONDS[name] for name in files - set(handed) if not is_cached(name))
+    if handed:
+        seconds = max(seconds, WORKER_START_SECONDS + sum(SECONDS[name] for name in handed))
     folder = cache_folder()
     where = (f"cached in {folder}; 'pyai warmup' compiles them all ahead" if folder is not None else
              "no writable cache folder: set NUMBA_CACHE_DIR, or every process compiles them again")
     print(f"pyai: compiling pyai's kernels for this CPU, once: ~{seconds} s ({where})", file=sys.stderr,
           flush=True)
+
+
+def worker_files(file):
+    """The files of the expected ops that a worker can compile while this process compiles `file`:
+    not cached, not `file` nor one it imports, and importing no file that is not cached (which
+    both processes would compile)."""
+    files = {KERNELS[op][0] for op in _state["expected"]} - {file, *IMPORTS.get(file, ())}
+    return sorted(name for name in files
+                  if not is_cached(name) and all(is_cached(imported) for imported in IMPORTS.get(name, ())))
+
+
+def start_worker(file):
+    """Start a process compiling `worker_files(file)` into the cache, where a second core is free
+    and the cache is writable; returns the files handed to it."""
+    files = worker_files(file)
+    if not files or free_cores() < 2 or cache_folder() is None:
+        return []
+    code = "import sys; from pyai import warmup; warmup.warm_files(sys.argv[1:])"
+    process = subprocess.Popen([sys.executable, "-c", code, *files],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _state["worker"] = (process, files)
+    return files
 
 
 def warm_files(files):
@@ -131,8 +164,11 @@ def exercise(file):
     probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, 5)
     calls = {
+        # the loops compiled on their first call: few rows (5) on one thread, few rows on every
+        # thread (100 rows, 2.6 MFLOP), the blocked loop for many rows (129)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
-                           ops.matmul(x, y, transpose_b=True)),
+                           ops.matmul(x, y, transpose_b=True), ops.matmul(floats(100, 100), floats(100, 128)),
+                           ops.matmul(floats(129, 7), w)),
         "leaky_relu": lambda: (ops.leaky_relu(x), ops.leaky_relu_grad(y, x)),
         "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
         "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),

@@ -1,6 +1,7 @@
 """First run: a command compiles only the kernel files it uses, says so once on stderr, and
 `pyai warmup` compiles every file ahead of time, in parallel processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,51 @@ def test_warmup_compiles_its_chains_in_parallel_processes(tmp_path):
     result = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
     assert result.stdout.strip() == "[True, True, False]", result.stderr
     assert "compiling" not in result.stderr   # the workers compile silently
+
+
+def test_a_worker_compiles_the_other_expected_files_while_the_first_compiles_here(tmp_path):
+    """sgd compiles in this process; relu, expected next, in a worker, which this process waits
+    for before loading relu from the cache (so it never compiles relu itself)."""
+    code = ("import json, numpy as np, pyai; from pyai import warmup; warmup.free_cores = lambda: 2; "
+            "warmup.expect(['sgd_update', 'relu']); x = np.arange(1, 8, dtype=np.float32); "
+            "pyai.ops.sgd_update(x, x.copy(), lr=0.5); process, handed = warmup._state['worker']; "
+            "y = pyai.ops.relu(x - 1); from pyai.kernels.numba_cpu.relu import relu_forward_kernel as k; "
+            "print(json.dumps([handed, process.returncode, y[:4].tolist(), "
+            "sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())]))")
+    result = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert result.stderr.count("pyai: compiling pyai's kernels") == 1, result.stderr
+    handed, returncode, relu, loaded, compiled = json.loads(result.stdout)
+    assert handed == ["relu"] and returncode == 0, result.stdout
+    assert relu == [0, 0, 0.5, 1] and (loaded, compiled) == (1, 0), result.stdout
+
+
+def test_the_matmul_compiles_only_the_loop_a_product_takes(tmp_path):
+    """Importing matmul.py compiles none of its three loops; a small product compiles the serial
+    few-rows one, cached under a name of its own (Numba's cache key ignores parallel=True)."""
+    code = ("import json, numpy as np, pyai; from pyai.kernels.numba_cpu import matmul as mm; "
+            "loops = (mm.gemm_few_rows_one_thread, mm.gemm_few_rows, mm.gemm); before = [l.ready for l in loops]; "
+            "rng = np.random.default_rng(1); a, b = rng.standard_normal((7, 11), np.float32), "
+            "rng.standard_normal((11, 13), np.float32); c = pyai.ops.matmul(a, b); "
+            "error = float(np.linalg.norm(c - mm.matmul_reference(a, b)) / np.linalg.norm(mm.matmul_reference(a, b))); "
+            "from pyai import warmup; files = sorted(p.name.split('-')[0] for p in warmup.cache_folder().glob('matmul.gemm*.nbi')); "
+            "print(json.dumps([before, [l.ready for l in loops], error, files]))")
+    before, after, error, files = json.loads(run_python(code, NUMBA_CACHE_DIR=str(tmp_path)).stdout)
+    assert before == [False, False, False] and after == [True, False, False]
+    assert error < 1e-6 and files == ["matmul.gemm_few_rows_one_thread"]
+
+
+def test_no_worker_without_a_free_core_or_files_to_hand(monkeypatch):
+    monkeypatch.setattr(warmup, "_state", {"announced": False, "expected": ("relu", "tanh"), "worker": None})
+    monkeypatch.setattr(warmup, "is_cached", lambda file: False)
+    monkeypatch.setattr(warmup, "free_cores", lambda: 1)
+    assert warmup.start_worker("relu") == [] and warmup._state["worker"] is None
+    monkeypatch.setattr(warmup, "free_cores", lambda: 2)
+    assert warmup.worker_files("tanh") == ["relu"]
+    # conv2d imports matmul, which compiles on import: it stays with the process compiling matmul
+    monkeypatch.setattr(warmup, "_state", {"announced": False, "worker": None,
+                                           "expected": ("linear", "softmax", "conv2d", "adam_update")})
+    assert warmup.worker_files("matmul") == ["adam", "softmax"]
+    assert warmup.worker_files("adam") == ["matmul", "softmax"]
 
 
 def test_the_chains_hold_every_kernel_file_once():

@@ -34,11 +34,14 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
+from pyai.kernels.numba_cpu import matmul_micro
 from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded
-from pyai.kernels.numba_cpu.matmul import slp_vectorize
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
-from pyai.kernels.numba_cpu.simd import WIDTH, load, multiply, splat, store, subtract, wide_vectors
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR
+from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store, subtract,
+                                        wide_vectors)
 from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes
+
+micro_kernel = matmul_micro.micro_kernel.compiled()
 
 QUERY_BLOCK = 96   # queries per step, a multiple of MR and NR (6 x 16 tiles both ways)
 KEY_TILE = 64      # keys per tile, a multiple of NR: dk^T and dv^T (D x KEY_TILE) stay in L2

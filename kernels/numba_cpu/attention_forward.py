@@ -33,15 +33,17 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.numba_cpu.matmul import slp_vectorize
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, half_kernel_strided,   # c[MR x NR]
-                                                 micro_kernel)                                  # += a^T b
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply, store,
-                                        subtract, transpose_square, wide_vectors, zeros)
+from pyai.kernels.numba_cpu import matmul_micro
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, half_kernel_strided
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply,
+                                        slp_vectorize, store, subtract, transpose_square, wide_vectors,
+                                        zeros)
 from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes   # exp(-a) lane by lane, a >= 0; exp(-inf) = 0
 
+micro_kernel = matmul_micro.micro_kernel.compiled()   # c[MR x NR] += a_sliver^T b_sliver
+
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
-KEY_TILE = 192      # keys per tile, a multiple of MR
+KEY_TILE = 192    # keys per tile, a multiple of MR
 FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
 
 

@@ -33,7 +33,9 @@ def embedding_backward_reference(dout, ids, vocab_size):
 @numba.njit(parallel=True, cache=True)
 def embedding_forward_kernel(ids, table, out):
     for n in numba.prange(ids.size):
-        out[n, :] = table[ids[n], :]
+        source, target = table[ids[n]], out[n]
+        for c in range(target.size):   # not a slice assignment, which compiles numpy's shape checks
+            target[c] = source[c]
 
 
 @numba.njit(parallel=True, cache=True)

@@ -26,7 +26,6 @@ packs its own run of B, a slice at a time, just before it meets every A sliver. 
 operand, is read once, and A is packed once instead of once per thread.
 """
 
-import contextlib
 import math
 
 import numba
@@ -35,10 +34,11 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
+from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_strided)
-from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square
+from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, slp_vectorize, store, transpose_square
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -59,17 +59,6 @@ def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
     if bias is not None:
         y = y + bias
     return activation_reference(y, activation, alpha)
-
-
-@contextlib.contextmanager
-def slp_vectorize():
-    """Numba leaves LLVM's SLP vectorizer off by default; the micro-kernel needs it on."""
-    previous = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        numba.config.SLP_VECTORIZE = previous
 
 
 def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
@@ -201,11 +190,11 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
                     half_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False)
                 else:
                     micro_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False)
+                # element by element: a slice assignment would compile numpy's broadcast
+                # checks and their error messages into every caller
                 for i in range(tile_rows):
-                    if first_slice:
-                        c[row + i, col:col + tile_cols] = edge[i, :tile_cols]
-                    else:
-                        c[row + i, col:col + tile_cols] += edge[i, :tile_cols]
+                    for j in range(tile_cols):
+                        c[row + i, col + j] = edge[i, j] if first_slice else c[row + i, col + j] + edge[i, j]
             if last_slice and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
@@ -312,12 +301,19 @@ with slp_vectorize():
         void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
-    gemm_rectangle = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64, int64, int64),
-                                fastmath=FASTMATH, cache=True)(gemm_rectangle)
-    gemm = numba.njit(void(*GEMM_OPERANDS, int64, int64, int64, int64),
-                      parallel=True, fastmath=FASTMATH, cache=True)(gemm)
-    gemm_few_rows = numba.njit(void(*GEMM_OPERANDS, int64),
-                               parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows)
+# the two loop orders compile on their first call (a program with few rows never compiles gemm);
+# gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
+# (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
+# loop, which compiles in a third of the time: a parallel kernel is three (the loop's gufunc, its
+# wrapper, the caller), each optimizing and generating the machine code of everything it calls.
+gemm_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(gemm_rectangle)
+gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm),
+                           void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)
+gemm_few_rows_one_thread = CompiledOnFirstCall(
+    numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
+    void(*GEMM_OPERANDS, int64), slp_vectorize)
+gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
+                                    void(*GEMM_OPERANDS, int64), slp_vectorize)
 
 NO_BIAS = np.zeros(1, dtype=np.float32)
 SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
@@ -361,7 +357,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
                 np.float32(alpha))
     try:
         if m <= FEW_ROWS:
-            gemm_few_rows(*operands, threads)
+            (gemm_few_rows if threads > 1 else gemm_few_rows_one_thread)(*operands, threads)
         else:
             gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     finally:

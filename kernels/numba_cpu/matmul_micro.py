@@ -18,6 +18,7 @@ from numba import boolean, float32, int64, void
 
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
+from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, store, zeros
 
 ROWS_PER_GROUP = 6
@@ -103,12 +104,15 @@ def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
         write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
 
 
-@numba.njit(void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean),
-            cache=True)
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
     tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate)
+
+
+# compiled when the attention kernels, its callers, are imported (matmul uses the strided one)
+micro_kernel = CompiledOnFirstCall(numba.njit(cache=True)(micro_kernel),
+                                   void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean))
 
 
 @numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean),

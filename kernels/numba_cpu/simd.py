@@ -28,8 +28,10 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     aligned_floats(size)           a new float32 array whose first element starts a cache line
     prefetch_for_write(array, offset)  ask for the cache line of array[offset] in L1, to be
                                    written: its fetch overlaps the work before the write
+    with slp_vectorize(): ...      LLVM's SLP vectorizer on for the kernels compiled inside
 """
 
+import contextlib
 import os
 
 import llvmlite.binding
@@ -61,6 +63,18 @@ def vector_width():
 
 
 WIDTH = vector_width()
+
+
+@contextlib.contextmanager
+def slp_vectorize():
+    """Numba leaves LLVM's SLP vectorizer off by default; the micro-kernel and the 16-lane loops
+    of softmax and attention need it on, for the kernels compiled inside this block only."""
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
 LOG_WIDTH = WIDTH.bit_length() - 1
 LLVM_VECTOR = ir.VectorType(ir.FloatType(), WIDTH)
 

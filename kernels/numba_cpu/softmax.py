@@ -23,9 +23,9 @@ from numba import float32, types, void
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from pyai.kernels.numba_cpu.matmul import slp_vectorize
 from pyai.kernels.numba_cpu.matmul_micro import NR
 from pyai.kernels.numba_cpu.sigmoid import exp_negative   # exp(-a) for a >= 0; exp(-inf) = 0
+from pyai.kernels.numba_cpu.simd import slp_vectorize
 
 FASTMATH = {"contract"}
 SUM_FASTMATH = {"reassoc", "contract"}

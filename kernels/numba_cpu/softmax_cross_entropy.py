@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import float32, float64, int64, void
 
-from pyai.kernels.numba_cpu.matmul import slp_vectorize
+from pyai.kernels.numba_cpu.simd import slp_vectorize
 from pyai.kernels.numba_cpu.softmax import exp_shifted, row_max, row_sum
 
 
