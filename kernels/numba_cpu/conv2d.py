@@ -6,10 +6,10 @@ Shapes (Keras's layouts): x is (N, H, W, C), w is (kh, kw, C, O), bias is (O,), 
     y[n, oh, ow, o] = sum over i, j, c of x[n, oh*sh - pt + i, ow*sw - pl + j, c] w[i, j, c, o]
 Cost: 2*N*OH*OW*kh*kw*C*O FLOPs; at least 4*(N*H*W*C + kh*kw*C*O + N*OH*OW*O) bytes.
 
-The fast version is im2col + the blocked matmul: a chunk of whole images at a time, the windows
-are copied into a workspace matrix cols (N*OH*OW, kh*kw*C) (im2col.py), and one fused_matmul
-writes cols @ w.reshape(kh*kw*C, O) + bias, activated in its epilogue, straight into y's rows of
-those images. A 1x1 kernel at stride 1 needs no copy: x itself is cols. A layer of at most
+The fast version is an implicit GEMM on the blocked matmul (implicit_gemm.py): y as an
+(N*OH*OW, O) matrix is windows(x) @ w.reshape(kh*kw*C, O) + bias, activated in the matmul's
+epilogue, with the windows packed straight from x into the matmul's L2-resident panels (no
+im2col matrix). A 1x1 kernel at stride 1 is a plain matmul: x itself is the windows matrix. A layer of at most
 DIRECT_MAX_OUT output channels, which would use a sliver of the matmul's register tile, is
 computed directly instead (conv2d_direct.py).
 """
@@ -18,7 +18,8 @@ import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
-from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.im2col import geometry, im2col_reference
+from pyai.kernels.numba_cpu.implicit_gemm import Windows, window_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
 
 
@@ -42,10 +43,14 @@ def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
     elif g.is_pointwise():
         fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
     else:
-        for first, end in image_chunks(x.shape[0], g):
-            cols = im2col(x, g, first, end)
-            fused_matmul(cols, weights, False, False, bias, activation, alpha,
-                         out=y_rows[first * g.windows:end * g.windows])
+        window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows)
     return y
+
+
+def conv_windows(g):
+    """The windows of Geometry g's big image that its outputs read: its im2col matrix."""
+    return Windows(g.height, g.width, g.channels, g.out_height, g.out_width,
+                   (g.stride_height, g.stride_width), np.arange(g.kernel_height) - g.pad_top,
+                   np.arange(g.kernel_width) - g.pad_left)
 
 

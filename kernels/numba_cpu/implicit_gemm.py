@@ -1,0 +1,286 @@
+"""Implicit GEMM: the products of a convolution on the blocked matmul, with its windows read from
+the image while the matmul packs them, never stored as an im2col matrix.
+
+An image (N, H, W, C), NHWC, seen through a grid of GH x GW windows per image, each window a set
+of taps at row offsets tap_rows[k] and column offsets tap_cols[l] from the window's corner
+(a*step_h, b*step_w):
+    windows[(n, a, b), (k, l, c)] = image[n, a*step_h + tap_rows[k], b*step_w + tap_cols[l], c]
+                                    (0 outside the image)
+a (N*GH*GW, taps*C) matrix. A Conv2D's windows have its stride as the step and the kernel's
+rows less the padding as the offsets; a stride phase of a transposed convolution has step 1
+(conv2d_transpose.py). Two products use it:
+    window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
+    window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
+They run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged; only
+the packing differs: pack_windows fills the A side's MR-row slivers (packed[s, p, r] =
+windows[row0 + s*MR + r, depth0 + p]) and pack_windows_b the B side's NR-column slivers
+(packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c]) straight from the image, so the packed
+panels are all there is of the windows, and they stay in L2.
+Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
+(from cache for the taps after the first), B or D once per thread part, C written once.
+"""
+
+import numba
+import numpy as np
+from numba import float32, int64, void
+
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.blocking import KC, MC, NC
+from pyai.kernels.numba_cpu.matmul import (FASTMATH, MATRIX, NO_BIAS, PANEL, apply_epilogue, multiply_block, pack_a,
+                                           pack_b,
+                                           slp_vectorize, thread_count, thread_grid)
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
+from pyai.kernels.numba_cpu.simd import aligned_floats
+
+
+class Windows:
+    """The window grid of an image: (H, W, C, GH, GW, step_h, step_w) and the tap offsets."""
+
+    def __init__(self, height, width, channels, grid_height, grid_width, step, tap_rows, tap_cols):
+        self.shape = (height, width, channels, grid_height, grid_width, *step)
+        self.tap_rows = np.asarray(tap_rows, dtype=np.int64)
+        self.tap_cols = np.asarray(tap_cols, dtype=np.int64)
+
+    @property
+    def depth(self):
+        return len(self.tap_rows) * len(self.tap_cols) * self.shape[2]
+
+    @property
+    def per_image(self):
+        return self.shape[3] * self.shape[4]
+
+
+def windows_reference(image, windows):
+    """The windows matrix of every image, in float64."""
+    height, width, channels, grid_height, grid_width, step_h, step_w = windows.shape
+    n = image.shape[0]
+    out = np.zeros((n, grid_height, grid_width, len(windows.tap_rows), len(windows.tap_cols), channels))
+    for a in range(grid_height):
+        for b in range(grid_width):
+            for k, row in enumerate(windows.tap_rows):
+                for l, col in enumerate(windows.tap_cols):
+                    h, w = a * step_h + row, b * step_w + col
+                    if 0 <= h < height and 0 <= w < width:
+                        out[:, a, b, k, l] = image[:, h, w]
+    return out.reshape(n * windows.per_image, windows.depth)
+
+
+def window_corners(shape, row0, rows, first, count, corner_image, corner_top, corner_left):
+    """The image and corner of windows row0 + first .. + count - 1 (image -1 past the last row)."""
+    (_, _, _, grid_height, grid_width, step_h, step_w) = shape
+    per_image = grid_height * grid_width
+    for r in range(count):
+        row = first + r
+        if row < rows:
+            q = (row0 + row) % per_image
+            corner_image[r] = (row0 + row) // per_image
+            corner_top[r] = q // grid_width * step_h
+            corner_left[r] = q % grid_width * step_w
+        else:
+            corner_image[r] = -1
+
+
+def source(shape, tap_rows, tap_cols, tap, image_index, top, left):
+    """Where the tap's pixel of a window starts in the flat image, or -1 for padding."""
+    (height, width, channels, _, _, _, _) = shape
+    taps_w = tap_cols.shape[0]
+    h = top + tap_rows[tap // taps_w]
+    w = left + tap_cols[tap % taps_w]
+    if image_index < 0 or h < 0 or h >= height or w < 0 or w >= width:
+        return -1
+    return ((image_index * height + h) * width + w) * channels
+
+
+def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, packed, corners):
+    """packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p], zero past the last row: a tap's
+    pixels of a sliver's MR windows read side by side, each front to back, one packed row of MR
+    contiguous floats written at a time (as pack_a gathers the rows of a row-major A)."""
+    channels = shape[2]
+    starts = corners[3]
+    for s in range(packed.shape[0]):
+        window_corners(shape, row0, rows, s * MR, MR, corners[0], corners[1], corners[2])
+        for tap in range(depth0 // channels, (depth0 + depth - 1) // channels + 1):
+            c0 = max(depth0, tap * channels) - tap * channels
+            c1 = min(depth0 + depth, (tap + 1) * channels) - tap * channels
+            p0 = tap * channels + c0 - depth0
+            for r in range(MR):
+                starts[r] = source(shape, tap_rows, tap_cols, tap, corners[0, r], corners[1, r], corners[2, r])
+            for c in range(c1 - c0):
+                for r in range(MR):
+                    # padding reads a pixel that is there and keeps zero: no branch in the loop
+                    value = image[max(starts[r], 0) + c0 + c]
+                    packed[s, p0 + c, r] = value if starts[r] >= 0 else float32(0.0)
+
+
+def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
+    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: each
+    window's taps copied as runs of contiguous channels, cut where a sliver ends."""
+    channels = shape[2]
+    slivers = packed.shape[0]
+    flat = packed.reshape(-1)
+    window_corners(shape, depth0, depth, 0, depth, corners[0], corners[1], corners[2])
+    for p in range(depth):
+        for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
+            start = source(shape, tap_rows, tap_cols, tap, corners[0, p], corners[1, p], corners[2, p])
+            j = max(col0, tap * channels) - col0
+            run_end = min(col0 + cols, (tap + 1) * channels) - col0
+            while j < run_end:
+                piece_end = min(run_end, (j // NR + 1) * NR)
+                out = (j // NR * depth + p) * NR + j % NR
+                if start < 0:
+                    flat[out:out + piece_end - j] = 0.0
+                else:
+                    first = start + j + col0 - tap * channels
+                    flat[out:out + piece_end - j] = image[first:first + piece_end - j]
+                j = piece_end
+        for j in range(cols, slivers * NR):
+            flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
+
+
+def window_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, activation, alpha,
+                     row0, rows, col0, cols, mc, nc):
+    """c[row0:row0+rows, col0:col0+cols] = epilogue(windows @ B) by the matmul's loop nest
+    (gemm_rectangle in matmul.py) with the A blocks packed from the image."""
+    n = c.shape[1]
+    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
+    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
+    corners = np.empty((4, MR), dtype=np.int64)
+    for panel0 in range(col0, col0 + cols, nc):
+        panel_cols = min(nc, col0 + cols - panel0)
+        col_slivers = -(-panel_cols // NR)
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
+            pack_b(b, n, 1, depth0, depth, panel0, panel_cols, b_packed)
+            for block0 in range(row0, row0 + rows, mc):
+                block_rows = min(mc, row0 + rows - block0)
+                row_slivers = -(-block_rows // MR)
+                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
+                pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
+                             a_packed, corners)
+                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
+                               panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
+                               activation, alpha)
+
+
+def weight_rectangle(d, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc, nc):
+    """c[row0:row0+rows, col0:col0+cols] = D^T @ windows by the same loop nest, with D^T's
+    blocks packed by pack_a and the windows' panels from the image (k: the windows' rows)."""
+    m = c.shape[0]
+    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
+    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
+    corners = np.empty((3, KC), dtype=np.int64)
+    for panel0 in range(col0, col0 + cols, nc):
+        panel_cols = min(nc, col0 + cols - panel0)
+        col_slivers = -(-panel_cols // NR)
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
+            pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, panel0, panel_cols,
+                           b_packed, corners)
+            for block0 in range(row0, row0 + rows, mc):
+                block_rows = min(mc, row0 + rows - block0)
+                row_slivers = -(-block_rows // MR)
+                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
+                pack_a(d, 1, m, block0, block_rows, depth0, depth, a_packed)
+                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
+                               panel_cols, depth0 == 0, depth0 + KC >= k, NO_BIAS, False, 0, float32(0.0))
+
+
+def split(part, parts, slivers, tile, size):
+    """The part-th of `parts` runs of whole tiles: (first, count) of `size` items."""
+    first = part * slivers // parts * tile
+    return first, min(size, (part + 1) * slivers // parts * tile) - first
+
+
+def window_gemm(image, shape, tap_rows, tap_cols, b, c, bias, has_bias, activation, alpha,
+                row_parts, col_parts, mc, nc):
+    """c (windows' rows, N) = epilogue(windows @ B), one rectangle of C per thread."""
+    m, n = c.shape
+    for part in numba.prange(row_parts * col_parts):
+        row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
+        col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
+        if rows > 0 and cols > 0:
+            window_rectangle(image, shape, tap_rows, tap_cols, b, c, b.shape[0] // n, bias, has_bias,
+                             activation, alpha, row0, rows, col0, cols, mc, nc)
+
+
+def window_weight_gemm(d, image, shape, tap_rows, tap_cols, c, k, row_parts, col_parts, mc, nc):
+    """c (M, taps*C) = D^T @ windows, one rectangle of C per thread."""
+    m, n = c.shape
+    for part in numba.prange(row_parts * col_parts):
+        row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
+        col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
+        if rows > 0 and cols > 0:
+            weight_rectangle(d, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc, nc)
+
+
+SHAPE = numba.types.UniTuple(int64, 7)
+TAPS = int64[::1]
+CORNERS = int64[:, ::1]
+with slp_vectorize():
+    window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
+                                cache=True)(window_corners)
+    source = numba.njit(int64(SHAPE, TAPS, TAPS, int64, int64, int64, int64), cache=True)(source)
+    pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS),
+                              cache=True)(pack_windows)
+    pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
+                                     CORNERS), cache=True)(pack_windows_b)
+    window_rectangle = numba.njit(
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64,
+             float32, int64, int64, int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(window_rectangle)
+    weight_rectangle = numba.njit(
+        void(READ_ONLY, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64, int64, int64, int64,
+             int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
+    split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
+    window_gemm = numba.njit(
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, MATRIX, READ_ONLY, numba.boolean, int64, float32,
+             int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
+    window_weight_gemm = numba.njit(
+        void(READ_ONLY, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64, int64, int64),
+        parallel=True, fastmath=FASTMATH, cache=True)(window_weight_gemm)
+
+
+def threads_for(m, n, k):
+    """As the matmul: one thread for a small product, else all of them, Numba's count restored after."""
+    return thread_count(m, n, k)
+
+
+def run_threads(threads, kernel, *args):
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
+    """epilogue(windows(image) @ b) into out (rows, N) (a new array when None); b (depth, N)
+    C-contiguous. A window grid with no taps gives the epilogue of zeros."""
+    n = b.shape[1]
+    m = image.shape[0] * windows.per_image
+    c = np.empty((m, n), dtype=np.float32) if out is None else out
+    k = windows.depth
+    has_bias = bias is not None
+    if k == 0:
+        c[:] = 0.0
+        if has_bias or activation is not None:
+            apply_epilogue(c, 0, 0, m, n, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
+                           float32(alpha))
+        return c
+    threads = threads_for(m, n, k)
+    run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
+                b.reshape(-1), c, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
+                float32(alpha), *thread_grid(m, n, threads), MC, NC)
+    return c
+
+
+def window_weight_product(d_rows, image, windows):
+    """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
+    m, k = d_rows.shape[1], d_rows.shape[0]
+    c = np.empty((m, windows.depth), dtype=np.float32)
+    threads = threads_for(m, windows.depth, k)
+    run_threads(threads, window_weight_gemm, d_rows.reshape(-1), image.reshape(-1), windows.shape,
+                windows.tap_rows, windows.tap_cols, c, k, *thread_grid(m, windows.depth, threads), MC, NC)
+    return c
