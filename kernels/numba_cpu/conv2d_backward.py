@@ -6,12 +6,11 @@ With windows(x) the (N*OH*OW, kh*kw*C) im2col matrix of x and dy as an (N*OH*OW,
     dw = windows(x)^T @ dy         reshaped to (kh, kw, C, O)    2*N*OH*OW*kh*kw*C*O FLOPs
     dx = the transpose of the convolution applied to dy           as many FLOPs
     db = the column sums of dy     (O,)
-dw is an implicit GEMM (implicit_gemm.py), dy^T @ windows(x) with the windows packed straight
-from x as the matmul's B panels, transposed at the end (a kh*kw*C x O copy). dx is a
-Conv2DTranspose of dy by w, computed phase by phase as stride-1 convolutions
-(conv2d_transpose.py), with no col2im scatter. Where C is small (an image's 1 or 3 channels),
-whose rows would fill a sliver of the matmul's register tile, dx is dy @ w^T into a workspace
-and col2im gathers each pixel's sum instead (im2col.py). A layer of at most DIRECT_MAX_OUT
+dw is an implicit GEMM (implicit_gemm.py): dy^T @ windows(x), the windows packed straight from
+x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image of fewer than
+PACKED_MIN_CHANNELS channels, windows(x) is copied a chunk of whole images at a time (im2col.py)
+and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an
+implicit GEMM at stride 1, else dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
 output channels is computed directly (conv2d_direct.py).
 """
 
@@ -21,12 +20,9 @@ from pyai.kernels.numba_cpu.conv2d import conv_windows
 from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
                                                   direct_weight_gradient)
 from pyai.kernels.numba_cpu.conv2d_transpose import transposed_conv
-from pyai.kernels.numba_cpu.im2col import (col2im, col2im_reference, geometry, im2col_reference,
-                                           image_chunks, workspace)
-from pyai.kernels.numba_cpu.implicit_gemm import window_weight_product
+from pyai.kernels.numba_cpu.im2col import col2im_reference, geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, window_weight_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul
-
-PHASES_MIN_CHANNELS = 16   # fewer input channels: dx by a matmul and col2im (see above)
 
 
 def conv2d_backward_reference(dy, x, w, stride, padding):
@@ -38,14 +34,24 @@ def conv2d_backward_reference(dy, x, w, stride, padding):
     return dx, dw, dy_rows.sum(axis=0)
 
 
-def narrow_input_gradient(dy_rows, w, g, dx):
-    """dx = col2im(dy @ w^T), for few input channels, a chunk of whole images at a time."""
-    weights_t = np.ascontiguousarray(w.reshape(g.depth, -1).T)
-    for first, end in image_chunks(dx.shape[0], g):
-        rows = dy_rows[first * g.windows:end * g.windows]
-        dx_cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
-                               out=workspace("dx_cols", len(rows), g.depth))
-        col2im(dx_cols, g, first, end, dx)
+def add_weight_gradient(cols, dy_rows, dw_rows, first_chunk):
+    """dw_rows (=, or += after the first chunk) cols^T @ dy_rows."""
+    if first_chunk:
+        fused_matmul(cols, dy_rows, True, False, None, None, 0.0, out=dw_rows)
+    else:
+        dw_rows += fused_matmul(cols, dy_rows, True, False, None, None, 0.0)
+
+
+def conv_weight_gradient(big, g, small_rows, w_shape):
+    """windows(big)^T @ small_rows, reshaped to w_shape: dw of a Conv2D (big = x, small = dy)
+    or of a Conv2DTranspose (big = dy, small = x)."""
+    if g.channels >= PACKED_MIN_CHANNELS:
+        return np.ascontiguousarray(window_weight_product(small_rows, big, conv_windows(g)).T).reshape(w_shape)
+    dw = np.empty(w_shape, dtype=np.float32)
+    for first, end in image_chunks(big.shape[0], g):
+        add_weight_gradient(im2col(big, g, first, end), small_rows[first * g.windows:end * g.windows],
+                            dw.reshape(g.depth, -1), first == 0)
+    return dw
 
 
 # dy is (N, OH, OW, O), x (N, H, W, C), w (kh, kw, C, O) -> (dx or None, dw or None, db or None)
@@ -61,11 +67,9 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
         if weight_gradient:
             dw = direct_weight_gradient(dy, x, g, w.shape)
     else:
-        if input_gradient and g.channels < PHASES_MIN_CHANNELS:
-            narrow_input_gradient(dy_rows, w, g, dx)
-        elif input_gradient:
+        if input_gradient:
             transposed_conv(dy, w, g, None, None, 0.0, dx)
         if weight_gradient:
-            dw = np.ascontiguousarray(window_weight_product(dy_rows, x, conv_windows(g)).T).reshape(w.shape)
+            dw = conv_weight_gradient(x, g, dy_rows, w.shape)
     db = dy_rows.sum(axis=0, dtype=np.float32) if weight_gradient else None
     return dx, dw, db

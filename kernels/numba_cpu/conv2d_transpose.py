@@ -6,27 +6,28 @@ Shapes (Keras's layouts): x is (N, H, W, I), w is (kh, kw, O, I), bias is (O,), 
 shape back to x's with the same kernel, stride and padding: every input pixel spreads
 x[n, h, w, :] @ w[i, j].T over the output window it would have been computed from:
     y[n, h*sh - pt + i, w*sw - pl + j, o] += sum over c of x[n, h, w, c] w[i, j, o, c]
-Cost: 2*N*H*W*kh*kw*O*I FLOPs; at least 4*(N*H*W*I + kh*kw*O*I + N*OH*OW*O) bytes.
+Cost: 2*N*H*W*kh*kw*O*I FLOPs, plus N*H*W*kh*kw*O adds in col2im; at least
+4*(N*H*W*I + kh*kw*O*I + N*OH*OW*O) bytes.
 
-The fast version splits y into its sh*sw stride phases: the output pixels (ph + sh*a, pw + sw*b)
-of one phase are reached only by the kernel taps i = ph + pt (mod sh), j = pw + pl (mod sw),
-each from input pixel (a + (ph + pt - i)/sh, b + (pw + pl - j)/sw). So a phase is a stride-1
-convolution of x with a sub-kernel of about (kh/sh) x (kw/sw) taps, an implicit GEMM
-(implicit_gemm.py): no product with inserted zeros and no scatter of overlapping windows. A 4x4
-kernel at stride 2 is four 2x2 convolutions of depth 4*I. The phases of a chunk of whole images
-are computed into a workspace in L2, then interleaved into y's rows, the bias + activation
-epilogue applied to each row while it is in L1. At stride 1 the one phase is y itself.
+At stride 1 the op is itself a convolution: y[n, h, w] = sum over i, j of x[n, h + pt - i,
+w + pl - j] @ w[i, j].T, an implicit GEMM over x's windows (implicit_gemm.py) with the bias +
+activation epilogue fused, written straight into y's rows. At a larger stride, a chunk of whole
+images at a time (im2col.py): one blocked matmul makes every pixel's contributions,
+cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers each
+output pixel's sum and applies the epilogue to the pixel row it has just written. No zeros are
+multiplied (unlike a convolution over a zero-dilated input), and the threads write disjoint rows
+of y. (Splitting a stride-2 output into its four stride phases, each a stride-1 implicit GEMM
+with a quarter of the kernel, measured no faster on the DCGAN's layers: its products have a
+quarter of the columns and the phases must still be interleaved.)
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
-import numba
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
-from pyai.kernels.numba_cpu import im2col as workspaces
-from pyai.kernels.numba_cpu.im2col import col2im_reference, geometry, workspace
-from pyai.kernels.numba_cpu.implicit_gemm import Windows, window_product
-from pyai.kernels.numba_cpu.matmul import NO_BIAS, apply_epilogue
+from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
+from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
+from pyai.kernels.numba_cpu.matmul import fused_matmul
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):
@@ -47,69 +48,30 @@ def conv2d_transpose_reference(x, w, bias, stride, padding, activation=None, alp
     return activation_reference(y if bias is None else y + bias, activation, alpha)
 
 
-def phase_taps(phase, pad, kernel, stride):
-    """The kernel taps that reach output phase `phase` along one axis, and the input offset each
-    reads from: tap i reaches output ph + stride*a from input a + (ph + pad - i) / stride."""
-    taps = np.arange((phase + pad) % stride, kernel, stride)
-    return taps, (phase + pad - taps) // stride
-
-
-def phases(g, w):
-    """[(phase rows, phase columns, Windows of the small image, sub-kernel (taps*small, big))] of
-    Geometry g's big image, w (kh, kw, big channels, small channels); phases past the image left out."""
-    result = []
-    small_channels = w.shape[3]
-    for ph in range(min(g.stride_height, g.height)):
-        rows, row_offsets = phase_taps(ph, g.pad_top, g.kernel_height, g.stride_height)
-        for pw in range(min(g.stride_width, g.width)):
-            cols, col_offsets = phase_taps(pw, g.pad_left, g.kernel_width, g.stride_width)
-            windows = Windows(g.out_height, g.out_width, small_channels, -(-(g.height - ph) // g.stride_height),
-                              -(-(g.width - pw) // g.stride_width), (1, 1), row_offsets, col_offsets)
-            kernel = np.ascontiguousarray(w[rows][:, cols].transpose(0, 1, 3, 2)).reshape(-1, g.channels)
-            result.append((ph, pw, windows, kernel))
-    return result
-
-
-@numba.njit(parallel=True, cache=True)
-def interleave_kernel(phase_rows, starts, g, first, end, big_rows, bias, has_bias, activation, alpha):
-    """big_rows[(n, h, w)] = epilogue(phase (h % sh, w % sw)'s row (n - first, h // sh, w // sw))
-    for images first..end-1; phase q's rows start at phase_rows[starts[q]]."""
-    (height, width, channels, _, _, _, _, sh, sw, _, _) = g
-    for task in numba.prange((end - first) * height):
-        n, h = task // height, task % height
-        ph = h % sh
-        grid_height = -(-(height - ph) // sh)
-        row0 = ((first + n) * height + h) * width
-        for w in range(width):
-            pw = w % sw
-            grid_width = -(-(width - pw) // sw)
-            big_rows[row0 + w] = phase_rows[starts[ph * sw + pw] + (n * grid_height + h // sh) * grid_width + w // sw]
-        if has_bias or activation != 0:
-            apply_epilogue(big_rows, row0, 0, width, channels, bias, has_bias, activation, alpha)
+def transpose_windows(g, small_channels):
+    """At stride 1, the windows of the small image that the big image's pixels read: tap (i, j)
+    of big pixel (h, w) is small pixel (h + pt - i, w + pl - j)."""
+    return Windows(g.out_height, g.out_width, small_channels, g.height, g.width, (1, 1),
+                   g.pad_top - np.arange(g.kernel_height), g.pad_left - np.arange(g.kernel_width))
 
 
 def transposed_conv(small, w, g, bias, activation, alpha, big):
     """big = epilogue(the transpose of Geometry g's convolution, applied to small), in place;
     w is (kh, kw, big channels, small channels)."""
+    small_channels = w.shape[3]
     big_rows = big.reshape(-1, g.channels)
-    parts = phases(g, w)
-    if len(parts) == 1:
-        window_product(small, parts[0][2], parts[0][3], bias, activation, alpha, out=big_rows)
+    if (g.stride_height, g.stride_width) == (1, 1) and small_channels >= PACKED_MIN_CHANNELS:
+        kernel = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, g.channels)
+        window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
+                       out=big_rows)
         return
-    per_image = g.height * g.width * g.channels
-    images = max(1, min(small.shape[0], workspaces.WORKSPACE_FLOATS // per_image))
-    sizes = [windows.per_image for _, _, windows, _ in parts]
-    starts = np.zeros(g.stride_height * g.stride_width, dtype=np.int64)
-    for first in range(0, small.shape[0], images):
-        end = min(small.shape[0], first + images)
-        phase_rows = workspace("phases", (end - first) * sum(sizes), g.channels)
-        row = 0
-        for (ph, pw, windows, kernel), size in zip(parts, sizes):
-            starts[ph * g.stride_width + pw] = row
-            window_product(small[first:end], windows, kernel, out=phase_rows[row:row + (end - first) * size])
-            row += (end - first) * size
-        interleave_kernel(phase_rows, starts, g, first, end, big_rows, NO_BIAS if bias is None else bias,
-                          bias is not None, ACTIVATIONS[activation], np.float32(alpha))
+    small_rows = small.reshape(-1, small_channels)
+    weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
+    for first, end in image_chunks(small.shape[0], g):
+        rows = small_rows[first * g.windows:end * g.windows]
+        cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
+                            out=workspace("cols", len(rows), g.depth))
+        col2im(cols, g, first, end, big, bias, ACTIVATIONS[activation], alpha)
 
 
 # x is (N, H, W, I), w (kh, kw, O, I), bias (O,) or None -> y (N, OH, OW, O)

@@ -8,17 +8,17 @@ is the transpose of a Conv2D from y's shape to x's, so with windows(dy) that Con
     dx = windows(dy) @ w.reshape(kh*kw*O, I)   (the Conv2D of dy by w)   2*N*H*W*kh*kw*O*I FLOPs
     dw = windows(dy)^T @ x                     reshaped to (kh, kw, O, I), as many FLOPs
     db = the column sums of dy                 (O,)
-Both products are implicit GEMMs (implicit_gemm.py): the windows of dy are packed straight from
-it, as the A side for dx and as the B side for dw (computed as x^T @ windows(dy), then
-transposed: a kh*kw*O x I copy).
+dx is Conv2D's forward routine (conv2d.py) and dw Conv2D's weight-gradient routine
+(conv2d_backward.py), both implicit GEMMs over dy's windows (implicit_gemm.py), or over its
+im2col matrix a chunk at a time where O is small.
 """
 
 import numpy as np
 
-from pyai.kernels.numba_cpu.conv2d import conv_windows
+from pyai.kernels.numba_cpu.conv2d import conv2d_forward
+from pyai.kernels.numba_cpu.conv2d_backward import conv_weight_gradient
 from pyai.kernels.numba_cpu.conv2d_transpose import transpose_geometry
 from pyai.kernels.numba_cpu.im2col import im2col_reference
-from pyai.kernels.numba_cpu.implicit_gemm import window_product, window_weight_product
 
 
 def conv2d_transpose_backward_reference(dy, x, w, stride, padding):
@@ -33,13 +33,7 @@ def conv2d_transpose_backward_reference(dy, x, w, stride, padding):
 # dy is (N, OH, OW, O), x (N, H, W, I), w (kh, kw, O, I) -> (dx or None, dw or None, db or None)
 def conv2d_transpose_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     g = transpose_geometry(x.shape, w.shape, stride, padding)
-    in_channels = w.shape[3]
-    windows = conv_windows(g)
-    dx = dw = db = None
-    if input_gradient:
-        dx = window_product(dy, windows, w.reshape(g.depth, in_channels)).reshape(x.shape)
-    if weight_gradient:
-        x_rows = x.reshape(-1, in_channels)
-        dw = np.ascontiguousarray(window_weight_product(x_rows, dy, windows).T).reshape(w.shape)
-        db = dy.reshape(-1, g.channels).sum(axis=0, dtype=np.float32)
+    dx = conv2d_forward(dy, w, None, stride, padding, None, 0.0) if input_gradient else None
+    dw = conv_weight_gradient(dy, g, x.reshape(-1, w.shape[3]), w.shape) if weight_gradient else None
+    db = dy.reshape(-1, g.channels).sum(axis=0, dtype=np.float32) if weight_gradient else None
     return dx, dw, db

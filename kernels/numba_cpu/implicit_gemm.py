@@ -7,15 +7,16 @@ of taps at row offsets tap_rows[k] and column offsets tap_cols[l] from the windo
     windows[(n, a, b), (k, l, c)] = image[n, a*step_h + tap_rows[k], b*step_w + tap_cols[l], c]
                                     (0 outside the image)
 a (N*GH*GW, taps*C) matrix. A Conv2D's windows have its stride as the step and the kernel's
-rows less the padding as the offsets; a stride phase of a transposed convolution has step 1
-(conv2d_transpose.py). Two products use it:
+rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolution's have step
+1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
 They run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged; only
 the packing differs: pack_windows fills the A side's MR-row slivers (packed[s, p, r] =
-windows[row0 + s*MR + r, depth0 + p]) and pack_windows_b the B side's NR-column slivers
-(packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c]) straight from the image, so the packed
-panels are all there is of the windows, and they stay in L2.
+windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in registers, and
+pack_windows_b the B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
+col0 + t*NR + c]) as runs of contiguous channels, both straight from the image: the packed
+panels, which stay in L2, are all there is of the windows.
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once.
 """
@@ -26,11 +27,14 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.matmul import (FASTMATH, MATRIX, NO_BIAS, PANEL, apply_epilogue, multiply_block, pack_a,
-                                           pack_b,
-                                           slp_vectorize, thread_count, thread_grid)
+from pyai.kernels.numba_cpu.matmul import (FASTMATH, FLAT, MATRIX, NO_BIAS, PANEL, multiply_block, pack_a,
+                                           pack_b, slp_vectorize, thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
-from pyai.kernels.numba_cpu.simd import aligned_floats
+from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square, zeros
+
+# Fewer channels than a vector: the packing would copy a float at a time, and an im2col matrix
+# made by whole-pixel copies (im2col.py) is faster; the conv ops choose by this
+PACKED_MIN_CHANNELS = WIDTH
 
 
 class Windows:
@@ -91,12 +95,20 @@ def source(shape, tap_rows, tap_cols, tap, image_index, top, left):
     return ((image_index * height + h) * width + w) * channels
 
 
-def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, packed, corners):
-    """packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p], zero past the last row: a tap's
-    pixels of a sliver's MR windows read side by side, each front to back, one packed row of MR
-    contiguous floats written at a time (as pack_a gathers the rows of a row-major A)."""
+def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, packed, corners, scratch):
+    """packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p], zero past the last row. For each
+    tap, WIDTH channels of the sliver's MR pixels are gathered into a square (a vector load and
+    store a pixel, zeros for padding) and turned in registers (simd.transpose_square), then
+    written as WIDTH packed rows of MR floats: a vector store each, in order, so that each
+    store's tail past MR is overwritten by the next row (the last row is copied a float at a
+    time). Channels past the last whole WIDTH are copied a float at a time."""
     channels = shape[2]
     starts = corners[3]
+    gathered = scratch[:WIDTH * WIDTH]
+    turned = scratch[WIDTH * WIDTH:2 * WIDTH * WIDTH]
+    work = scratch[2 * WIDTH * WIDTH:]
+    flat = packed.reshape(-1)
+    depth_total = packed.shape[1]
     for s in range(packed.shape[0]):
         window_corners(shape, row0, rows, s * MR, MR, corners[0], corners[1], corners[2])
         for tap in range(depth0 // channels, (depth0 + depth - 1) // channels + 1):
@@ -105,7 +117,20 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
             p0 = tap * channels + c0 - depth0
             for r in range(MR):
                 starts[r] = source(shape, tap_rows, tap_cols, tap, corners[0, r], corners[1, r], corners[2, r])
-            for c in range(c1 - c0):
+            whole = (c1 - c0) // WIDTH * WIDTH
+            for c in range(0, whole, WIDTH):
+                for r in range(MR):
+                    if starts[r] >= 0:
+                        store(gathered, r * WIDTH, load(image, starts[r] + c0 + c))
+                    else:
+                        store(gathered, r * WIDTH, zeros())
+                transpose_square(gathered, 0, WIDTH, turned, 0, WIDTH, work)
+                out = (s * depth_total + p0 + c) * MR
+                for i in range(WIDTH - 1):
+                    store(flat, out + i * MR, load(turned, i * WIDTH))
+                for r in range(MR):
+                    flat[out + (WIDTH - 1) * MR + r] = turned[(WIDTH - 1) * WIDTH + r]
+            for c in range(whole, c1 - c0):
                 for r in range(MR):
                     # padding reads a pixel that is there and keeps zero: no branch in the loop
                     value = image[max(starts[r], 0) + c0 + c]
@@ -145,6 +170,7 @@ def window_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, 
     b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
     a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
     corners = np.empty((4, MR), dtype=np.int64)
+    scratch = aligned_floats(4 * WIDTH * WIDTH)
     for panel0 in range(col0, col0 + cols, nc):
         panel_cols = min(nc, col0 + cols - panel0)
         col_slivers = -(-panel_cols // NR)
@@ -157,7 +183,7 @@ def window_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, 
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
                 pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
-                             a_packed, corners)
+                             a_packed, corners, scratch)
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
                                panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
                                activation, alpha)
@@ -222,8 +248,8 @@ with slp_vectorize():
     window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
                                 cache=True)(window_corners)
     source = numba.njit(int64(SHAPE, TAPS, TAPS, int64, int64, int64, int64), cache=True)(source)
-    pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS),
-                              cache=True)(pack_windows)
+    pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS,
+                                   FLAT), cache=True)(pack_windows)
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
     window_rectangle = numba.njit(
@@ -241,12 +267,9 @@ with slp_vectorize():
         parallel=True, fastmath=FASTMATH, cache=True)(window_weight_gemm)
 
 
-def threads_for(m, n, k):
-    """As the matmul: one thread for a small product, else all of them, Numba's count restored after."""
-    return thread_count(m, n, k)
-
-
 def run_threads(threads, kernel, *args):
+    """kernel(*args) on `threads` threads (one for a small product, as the matmul decides), Numba's
+    thread count restored after."""
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
@@ -256,20 +279,13 @@ def run_threads(threads, kernel, *args):
 
 
 def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
-    """epilogue(windows(image) @ b) into out (rows, N) (a new array when None); b (depth, N)
-    C-contiguous. A window grid with no taps gives the epilogue of zeros."""
+    """epilogue(windows(image) @ b) into out (rows, N), or a new array of whole-line rows where
+    N is a multiple of 16; image and b (depth, N) C-contiguous float32."""
     n = b.shape[1]
     m = image.shape[0] * windows.per_image
-    c = np.empty((m, n), dtype=np.float32) if out is None else out
-    k = windows.depth
+    c = aligned_floats(m * n).reshape((m, n)) if out is None else out
     has_bias = bias is not None
-    if k == 0:
-        c[:] = 0.0
-        if has_bias or activation is not None:
-            apply_epilogue(c, 0, 0, m, n, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
-                           float32(alpha))
-        return c
-    threads = threads_for(m, n, k)
+    threads = thread_count(m, n, windows.depth)
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
                 b.reshape(-1), c, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 float32(alpha), *thread_grid(m, n, threads), MC, NC)
@@ -280,7 +296,7 @@ def window_weight_product(d_rows, image, windows):
     """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
     m, k = d_rows.shape[1], d_rows.shape[0]
     c = np.empty((m, windows.depth), dtype=np.float32)
-    threads = threads_for(m, windows.depth, k)
+    threads = thread_count(m, windows.depth, k)
     run_threads(threads, window_weight_gemm, d_rows.reshape(-1), image.reshape(-1), windows.shape,
                 windows.tap_rows, windows.tap_cols, c, k, *thread_grid(m, windows.depth, threads), MC, NC)
     return c
