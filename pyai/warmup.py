@@ -40,7 +40,7 @@ IMPORTS = {"softmax": ("matmul",), "softmax_cross_entropy": ("matmul", "softmax"
 SECONDS = {"matmul": 15, "softmax": 2, "softmax_cross_entropy": 2, "attention_forward": 17,
            "attention_backward": 12, "leaky_relu": 2, "relu": 2, "sigmoid": 2, "tanh": 2, "gelu": 2,
            "mse": 2, "binary_crossentropy": 3, "sgd": 1, "adam": 1, "layer_norm": 3, "embedding": 2,
-           "conv2d": 3, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+           "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 _state = {"announced": False, "expected": ()}
 
