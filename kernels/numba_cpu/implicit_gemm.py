@@ -11,7 +11,8 @@ rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolut
 1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
-They run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged; only
+Both run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged, in
+one loop nest (window_rectangle, gemm_rectangle's with the windows' packing on one side); only
 the packing differs: pack_windows fills the A side's MR-row slivers (packed[s, p, r] =
 windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in registers, and
 pack_windows_b the B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
@@ -35,6 +36,7 @@ from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, tran
 # Fewer channels than a vector: the packing would copy a float at a time, and an im2col matrix
 # made by whole-pixel copies (im2col.py) is faster; the conv ops choose by this
 PACKED_MIN_CHANNELS = WIDTH
+assert MR <= WIDTH, "pack_windows turns a sliver's MR rows in one WIDTH x WIDTH square"
 
 
 class Windows:
@@ -162,14 +164,15 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
             flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
 
 
-def window_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, activation, alpha,
-                     row0, rows, col0, cols, mc, nc):
-    """c[row0:row0+rows, col0:col0+cols] = epilogue(windows @ B) by the matmul's loop nest
-    (gemm_rectangle in matmul.py) with the A blocks packed from the image."""
-    n = c.shape[1]
+def window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+                     activation, alpha, row0, rows, col0, cols, mc, nc):
+    """c[row0:row0+rows, col0:col0+cols] = epilogue(windows @ B) (windows_are_a; other is B,
+    row-major (k, N)) or D^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest
+    (gemm_rectangle in matmul.py) with the windows' blocks or panels packed from the image."""
+    m, n = c.shape
     b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
     a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
-    corners = np.empty((4, MR), dtype=np.int64)
+    corners = np.empty((4, max(MR, KC)), dtype=np.int64)
     scratch = aligned_floats(4 * WIDTH * WIDTH)
     for panel0 in range(col0, col0 + cols, nc):
         panel_cols = min(nc, col0 + cols - panel0)
@@ -177,40 +180,23 @@ def window_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, 
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
             b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
-            pack_b(b, n, 1, depth0, depth, panel0, panel_cols, b_packed)
+            if windows_are_a:
+                pack_b(other, n, 1, depth0, depth, panel0, panel_cols, b_packed)
+            else:
+                pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, panel0, panel_cols,
+                               b_packed, corners)
             for block0 in range(row0, row0 + rows, mc):
                 block_rows = min(mc, row0 + rows - block0)
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-                pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
-                             a_packed, corners, scratch)
+                if windows_are_a:
+                    pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
+                                 a_packed, corners, scratch)
+                else:
+                    pack_a(other, 1, m, block0, block_rows, depth0, depth, a_packed)
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
                                panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
                                activation, alpha)
-
-
-def weight_rectangle(d, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc, nc):
-    """c[row0:row0+rows, col0:col0+cols] = D^T @ windows by the same loop nest, with D^T's
-    blocks packed by pack_a and the windows' panels from the image (k: the windows' rows)."""
-    m = c.shape[0]
-    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
-    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
-    corners = np.empty((3, KC), dtype=np.int64)
-    for panel0 in range(col0, col0 + cols, nc):
-        panel_cols = min(nc, col0 + cols - panel0)
-        col_slivers = -(-panel_cols // NR)
-        for depth0 in range(0, k, KC):
-            depth = min(KC, k - depth0)
-            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
-            pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, panel0, panel_cols,
-                           b_packed, corners)
-            for block0 in range(row0, row0 + rows, mc):
-                block_rows = min(mc, row0 + rows - block0)
-                row_slivers = -(-block_rows // MR)
-                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-                pack_a(d, 1, m, block0, block_rows, depth0, depth, a_packed)
-                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
-                               panel_cols, depth0 == 0, depth0 + KC >= k, NO_BIAS, False, 0, float32(0.0))
 
 
 def split(part, parts, slivers, tile, size):
@@ -219,26 +205,16 @@ def split(part, parts, slivers, tile, size):
     return first, min(size, (part + 1) * slivers // parts * tile) - first
 
 
-def window_gemm(image, shape, tap_rows, tap_cols, b, c, bias, has_bias, activation, alpha,
-                row_parts, col_parts, mc, nc):
-    """c (windows' rows, N) = epilogue(windows @ B), one rectangle of C per thread."""
+def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+                activation, alpha, row_parts, col_parts, mc, nc):
+    """window_rectangle over all of c, one rectangle per thread."""
     m, n = c.shape
     for part in numba.prange(row_parts * col_parts):
         row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
-            window_rectangle(image, shape, tap_rows, tap_cols, b, c, b.shape[0] // n, bias, has_bias,
+            window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
                              activation, alpha, row0, rows, col0, cols, mc, nc)
-
-
-def window_weight_gemm(d, image, shape, tap_rows, tap_cols, c, k, row_parts, col_parts, mc, nc):
-    """c (M, taps*C) = D^T @ windows, one rectangle of C per thread."""
-    m, n = c.shape
-    for part in numba.prange(row_parts * col_parts):
-        row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
-        col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
-        if rows > 0 and cols > 0:
-            weight_rectangle(d, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc, nc)
 
 
 SHAPE = numba.types.UniTuple(int64, 7)
@@ -253,18 +229,12 @@ with slp_vectorize():
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
     window_rectangle = numba.njit(
-        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64,
-             float32, int64, int64, int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(window_rectangle)
-    weight_rectangle = numba.njit(
-        void(READ_ONLY, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64, int64, int64, int64,
-             int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
+             int64, float32, int64, int64, int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(window_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     window_gemm = numba.njit(
-        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, MATRIX, READ_ONLY, numba.boolean, int64, float32,
-             int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
-    window_weight_gemm = numba.njit(
-        void(READ_ONLY, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64, int64, int64),
-        parallel=True, fastmath=FASTMATH, cache=True)(window_weight_gemm)
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
+             int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
 
 
 def run_threads(threads, kernel, *args):
@@ -278,25 +248,25 @@ def run_threads(threads, kernel, *args):
         numba.set_num_threads(previous)
 
 
+def run_windows(image, windows, other, windows_are_a, c, k, bias, activation, alpha):
+    m, n = c.shape
+    threads = thread_count(m, n, k)
+    has_bias = bias is not None
+    run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
+                other.reshape(-1), windows_are_a, c, k, bias if has_bias else NO_BIAS, has_bias,
+                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC)
+    return c
+
+
 def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
     """epilogue(windows(image) @ b) into out (rows, N), or a new array of whole-line rows where
     N is a multiple of 16; image and b (depth, N) C-contiguous float32."""
-    n = b.shape[1]
-    m = image.shape[0] * windows.per_image
+    m, n = image.shape[0] * windows.per_image, b.shape[1]
     c = aligned_floats(m * n).reshape((m, n)) if out is None else out
-    has_bias = bias is not None
-    threads = thread_count(m, n, windows.depth)
-    run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
-                b.reshape(-1), c, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
-                float32(alpha), *thread_grid(m, n, threads), MC, NC)
-    return c
+    return run_windows(image, windows, b, True, c, windows.depth, bias, activation, alpha)
 
 
 def window_weight_product(d_rows, image, windows):
     """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
-    m, k = d_rows.shape[1], d_rows.shape[0]
-    c = np.empty((m, windows.depth), dtype=np.float32)
-    threads = thread_count(m, windows.depth, k)
-    run_threads(threads, window_weight_gemm, d_rows.reshape(-1), image.reshape(-1), windows.shape,
-                windows.tap_rows, windows.tap_cols, c, k, *thread_grid(m, windows.depth, threads), MC, NC)
-    return c
+    c = np.empty((d_rows.shape[1], windows.depth), dtype=np.float32)
+    return run_windows(image, windows, d_rows, False, c, d_rows.shape[0], None, None, 0.0)
