@@ -38,11 +38,11 @@ IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax
            "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
 # CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
 # on a busy machine (load average 11 on its 2 cores), matmul's for the loops an MLP takes (all
-# three: 12): only for the estimate `announce` prints
+# three: 12), conv2d's with the implicit GEMM it imports: only for the estimate `announce` prints
 SECONDS = {"matmul": 8, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
            "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
            "mse": 1, "binary_crossentropy": 2, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
-           "conv2d": 3, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+           "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 _state = {"announced": False, "expected": (), "worker": None}
 WORKER_START_SECONDS = 1   # a fresh Python importing numpy, Numba and pyai

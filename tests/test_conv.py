@@ -8,7 +8,11 @@ misplaced window, a wrong padding side or a lost image is off by far more.
 The shapes are chosen to be awkward: 1x1 images, odd and non-square sizes, 1 and many channels,
 strides 1, 2 and (1, 2), both paddings, a kernel as large as a 'valid' input, 1x1 kernels
 (which skip im2col), kernels smaller than the stride (output pixels no window reaches), and
-Conv2D layers of 1 to 3 output channels (computed directly, without the matmul).
+Conv2D layers of 1 to 3 output channels (computed directly, without the matmul). Images of
+fewer channels than a vector go through im2col; the shapes of 16 or more channels (the first
+ones a whole vector with AVX-512, 31 and 33 a vector and a ragged rest) through the implicit
+GEMM (implicit_gemm.py), for the forward, the input gradient at stride 1 and the weight
+gradient.
 """
 
 import numpy as np
@@ -16,7 +20,7 @@ import pytest
 
 from conftest import assert_close, require
 from pyai import ops
-from pyai.kernels.numba_cpu import im2col
+from pyai.kernels.numba_cpu import im2col, implicit_gemm
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -34,6 +38,12 @@ SHAPES = [
     (2, 5, 7, 3, 1, 1, 2, 2, "same"),
     (2, 4, 3, 6, 1, 2, 3, 3, "valid"),
     (3, 6, 7, 9, 3, 3, 1, 2, "same"),
+    (2, 1, 1, 17, 3, 3, 20, 1, "same"),
+    (3, 7, 5, 16, 3, 3, 18, 2, "same"),
+    (2, 9, 7, 33, 3, 2, 17, (1, 2), "valid"),
+    (1, 5, 9, 31, 5, 3, 16, 1, "valid"),
+    (2, 6, 5, 20, 4, 4, 35, 2, "valid"),
+    (2, 13, 11, 24, 3, 3, 40, 1, "same"),
 ]
 IDS = ["x".join(map(str, shape[:4])) + f"-k{shape[4]}x{shape[5]}-o{shape[6]}-s{shape[7]}-{shape[8]}"
        for shape in SHAPES]
@@ -113,6 +123,44 @@ def test_images_in_many_chunks_give_one_chunks_result(rng, monkeypatch, transpos
     for name, got, ref in zip(("dx", "dw", "db"), grad(dy, x, kernel, stride=stride, padding=padding),
                               grads, strict=True):
         assert_close(f"{name} in chunks", got, ref, 1e-6)
+
+
+# (images, H, W, C, grid height, grid width, step, tap rows, tap columns, columns of B): 1x1
+# images, odd grids, steps of 1 to 3, taps past every edge, more rows than a block (MC), C with a
+# ragged rest past the last vector, depths cut mid-tap by the KC-deep slices, N not a multiple of NR
+WINDOWS = [
+    (2, 1, 1, 17, 1, 1, (1, 1), [-1, 0, 1], [-1, 0, 1], 5),
+    (3, 7, 5, 3, 4, 3, (2, 2), [-1, 0, 1], [-1, 0, 1], 17),
+    (4, 9, 9, 70, 5, 5, (2, 2), [0, 1, 2, 3], [-1, 0, 1, 2], 33),
+    (5, 11, 8, 16, 11, 8, (1, 1), [1, 0, -1], [2, 1, 0, -1], 40),
+    (2, 12, 10, 37, 4, 3, (3, 3), [0, 1, 2], [-2, 0, 2], 64),
+]
+
+
+@pytest.mark.parametrize("case", WINDOWS, ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-grid{c[4]}x{c[5]}-step{c[6][0]}"
+                                              for c in WINDOWS])
+def test_implicit_gemm_products_match_the_windows_matrix(rng, case):
+    """Both products over windows packed from the image, against the float64 windows matrix."""
+    n, h, w, c, grid_h, grid_w, step, tap_rows, tap_cols, columns = case
+    image = normal(rng, n, h, w, c)
+    windows = implicit_gemm.Windows(h, w, c, grid_h, grid_w, step, tap_rows, tap_cols)
+    matrix = implicit_gemm.windows_reference(image.astype(np.float64), windows)
+    b, bias = normal(rng, windows.depth, columns), normal(rng, columns)
+    expected = np.tanh(matrix @ b + bias)
+    assert_close(f"window_product {case}", implicit_gemm.window_product(image, windows, b, bias, "tanh"),
+                 expected, TOLERANCE)
+    d = normal(rng, len(matrix), columns)
+    assert_close(f"window_weight_product {case}", implicit_gemm.window_weight_product(d, image, windows),
+                 d.T @ matrix, TOLERANCE)
+
+
+def test_a_conv_geometry_s_windows_are_its_im2col_matrix(rng):
+    from pyai.kernels.numba_cpu.conv2d import conv_windows
+    x = normal(rng, 2, 7, 6, 3)
+    for stride, padding in (((2, 1), "same"), ((1, 3), "valid")):
+        g = im2col.geometry(x.shape[1:], (3, 2), stride, padding)
+        assert np.array_equal(implicit_gemm.windows_reference(x, conv_windows(g)),
+                              im2col.im2col_reference(x, g))
 
 
 @pytest.mark.parametrize("transpose", [False, True], ids=["Conv2D", "Conv2DTranspose"])

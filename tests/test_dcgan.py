@@ -4,8 +4,9 @@ and the conv layers it is made of.
 Tolerances, relative (||pyai - keras|| / ||keras||), as in test_gan.py (see its docstring):
   1e-5 for outputs, losses and gradients at step 0: float32 on both sides, sums of up to 6272
        products (the discriminator's Dense) added in different orders.
-  1e-2 for the losses of 20 free-running steps, 5e-2 for the weights after them: a rounding
-       difference can tip a pre-activation across LeakyReLU's kink, and the GAN's game carries it on.
+  1e-2 for the losses of 20 free-running steps, 5e-2 for the weights after them (the loop and
+       its checks are test_gan.py's assert_steps_match_keras): a rounding difference can tip a
+       pre-activation across LeakyReLU's kink, and the GAN's game carries it on.
 The 20 steps run a smaller DCGAN (the same layers, fewer channels, 16x16 images) to keep the suite
 short; step 0 runs the full one.
 """
@@ -18,15 +19,13 @@ from pyai import checkpoint
 from pyai.models import DCGAN, GAN
 from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
 from pyai.reference.keras import keras_train_step, to_keras
-from pyai.training import GAN_HISTORY_COLUMNS, Training, train_gan
-from test_gan import BATCH, assert_gradients_close, batch, bce
+from pyai.training import Training, train_gan
+from test_gan import BATCH, assert_gradients_close, assert_steps_match_keras, batch, bce
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 TOLERANCE = 1e-5
-LOSSES_AFTER_STEPS_TOLERANCE = 1e-2
-WEIGHTS_AFTER_STEPS_TOLERANCE = 5e-2
 DCGAN_OPS = ["linear", "matmul", "conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad",
              "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
              "binary_crossentropy_logits_grad", "adam_update"]
@@ -105,28 +104,9 @@ def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
 def test_twenty_training_steps_match_keras(backend, rng):
     require_all(backend)
     gan = DCGAN(image_shape=(16, 16), **NARROW, seed=int(rng.integers(1000)))
-    generator, discriminator = to_keras(gan)
-    keras_step = keras_train_step(generator, discriminator, learning_rate=1e-4, beta_1=0.9)
-
-    rows, rows_ref = [], []
-    for _ in range(20):
-        real, noise, generator_noise = batch(rng, gan)
-        losses = gan.train_step(real, noise, generator_noise)
-        rows.append([losses[column] for column in GAN_HISTORY_COLUMNS])
-        rows_ref.append([float(value) for value in keras_step(real, noise, generator_noise)])
-    rows, rows_ref = np.array(rows), np.array(rows_ref)
-
-    assert_close(f"discriminator losses over 20 steps ({backend})", rows[:, 0], rows_ref[:, 0],
-                 LOSSES_AFTER_STEPS_TOLERANCE)
-    assert_close(f"generator losses over 20 steps ({backend})", rows[:, 1], rows_ref[:, 1],
-                 LOSSES_AFTER_STEPS_TOLERANCE)
-    worst = np.abs(rows[:, 2:] - rows_ref[:, 2:]).max()
-    assert worst <= 1 / BATCH, f"accuracies differ by {worst} ({backend}): more than one image flipped"
-    for name, model, network in (("generator", generator, gan.generator),
-                                 ("discriminator", discriminator, gan.discriminator)):
-        for (parameter_name, parameter), ref in zip(network.parameters(), model.trainable_weights, strict=True):
-            assert_close(f"{name} {parameter_name} after 20 steps ({backend})", parameter, ref.numpy(),
-                         WEIGHTS_AFTER_STEPS_TOLERANCE)
+    keras_models = to_keras(gan)
+    assert_steps_match_keras(backend, gan, keras_models,
+                             keras_train_step(*keras_models, learning_rate=1e-4, beta_1=0.9), rng)
 
 
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):

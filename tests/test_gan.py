@@ -142,31 +142,37 @@ def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
                            tape.gradient(loss, generator.trainable_weights))
 
 
-def test_twenty_training_steps_match_keras(backend, rng):
-    require_all(backend)
-    gan = GAN(seed=int(rng.integers(1000)))
-    generator, discriminator = to_keras(gan)
-    keras_step = keras_train_step(generator, discriminator)
-
+def assert_steps_match_keras(what, gan, keras_models, keras_step, rng, steps=20):
+    """`steps` training steps of `gan` and of its Keras twins (keras_models: (generator,
+    discriminator), trained by keras_step) on the same batches: the losses within
+    LOSSES_AFTER_STEPS_TOLERANCE, at most one image's accuracy flipped, every weight after them
+    within WEIGHTS_AFTER_STEPS_TOLERANCE."""
     rows, rows_ref = [], []
-    for _ in range(20):
+    for _ in range(steps):
         real, noise, generator_noise = batch(rng, gan)
         losses = gan.train_step(real, noise, generator_noise)
         rows.append([losses[column] for column in GAN_HISTORY_COLUMNS])
         rows_ref.append([float(value) for value in keras_step(real, noise, generator_noise)])
     rows, rows_ref = np.array(rows), np.array(rows_ref)
 
-    assert_close(f"discriminator losses over 20 steps ({backend})", rows[:, 0], rows_ref[:, 0],
+    assert_close(f"discriminator losses over {steps} steps ({what})", rows[:, 0], rows_ref[:, 0],
                  LOSSES_AFTER_STEPS_TOLERANCE)
-    assert_close(f"generator losses over 20 steps ({backend})", rows[:, 1], rows_ref[:, 1],
+    assert_close(f"generator losses over {steps} steps ({what})", rows[:, 1], rows_ref[:, 1],
                  LOSSES_AFTER_STEPS_TOLERANCE)
     worst = np.abs(rows[:, 2:] - rows_ref[:, 2:]).max()
-    assert worst <= 1 / BATCH, f"accuracies differ by {worst} ({backend}): more than one image flipped"
-    for name, model, network in (("generator", generator, gan.generator),
-                                 ("discriminator", discriminator, gan.discriminator)):
+    assert worst <= 1 / BATCH, f"accuracies differ by {worst} ({what}): more than one image flipped"
+    for name, model, network in zip(("generator", "discriminator"), keras_models,
+                                    (gan.generator, gan.discriminator), strict=True):
         for (parameter_name, parameter), ref in zip(network.parameters(), model.trainable_weights, strict=True):
-            assert_close(f"{name} {parameter_name} after 20 steps ({backend})", parameter, ref.numpy(),
+            assert_close(f"{name} {parameter_name} after {steps} steps ({what})", parameter, ref.numpy(),
                          WEIGHTS_AFTER_STEPS_TOLERANCE)
+
+
+def test_twenty_training_steps_match_keras(backend, rng):
+    require_all(backend)
+    gan = GAN(seed=int(rng.integers(1000)))
+    keras_models = to_keras(gan)
+    assert_steps_match_keras(backend, gan, keras_models, keras_train_step(*keras_models), rng)
 
 
 def test_weights_go_to_keras_and_come_back(backend, rng):

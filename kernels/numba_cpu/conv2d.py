@@ -6,12 +6,15 @@ Shapes (Keras's layouts): x is (N, H, W, C), w is (kh, kw, C, O), bias is (O,), 
     y[n, oh, ow, o] = sum over i, j, c of x[n, oh*sh - pt + i, ow*sw - pl + j, c] w[i, j, c, o]
 Cost: 2*N*OH*OW*kh*kw*C*O FLOPs; at least 4*(N*H*W*C + kh*kw*C*O + N*OH*OW*O) bytes.
 
-The fast version is im2col + the blocked matmul: a chunk of whole images at a time, the windows
-are copied into a workspace matrix cols (N*OH*OW, kh*kw*C) (im2col.py), and one fused_matmul
-writes cols @ w.reshape(kh*kw*C, O) + bias, activated in its epilogue, straight into y's rows of
-those images. A 1x1 kernel at stride 1 needs no copy: x itself is cols. A layer of at most
-DIRECT_MAX_OUT output channels, which would use a sliver of the matmul's register tile, is
-computed directly instead (conv2d_direct.py).
+The fast version is an implicit GEMM on the blocked matmul (implicit_gemm.py): y as an
+(N*OH*OW, O) matrix is windows(x) @ w.reshape(kh*kw*C, O) + bias, activated in the matmul's
+epilogue, the windows packed straight from x into the matmul's L2-resident panels, WIDTH
+channels of a pixel at a time (no im2col matrix in memory). An image of fewer channels than
+that (1 for a grayscale image, 3 for RGB) is copied into windows instead, a chunk of whole
+images at a time (im2col.py), and multiplied by fused_matmul. A 1x1 kernel at stride 1 is a
+plain matmul: x itself is the windows matrix. A layer of at most DIRECT_MAX_OUT output
+channels, which would use a sliver of the matmul's register tile, is computed directly
+(conv2d_direct.py).
 """
 
 import numpy as np
@@ -19,6 +22,7 @@ import numpy as np
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
 from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
 
 
@@ -28,6 +32,13 @@ def conv2d_reference(x, w, bias, stride, padding, activation=None, alpha=0.2):
     y = matmul_reference(im2col_reference(x.astype(np.float64), g), w.reshape(g.depth, -1), bias,
                          activation, alpha)
     return y.reshape(x.shape[0], g.out_height, g.out_width, w.shape[3])
+
+
+def conv_windows(g):
+    """The windows that Geometry g's outputs read from its big image: its im2col matrix."""
+    return Windows(g.height, g.width, g.channels, g.out_height, g.out_width,
+                   (g.stride_height, g.stride_width), np.arange(g.kernel_height) - g.pad_top,
+                   np.arange(g.kernel_width) - g.pad_left)
 
 
 # x is (N, H, W, C), w (kh, kw, C, O), bias (O,) or None -> y (N, OH, OW, O)
@@ -41,11 +52,10 @@ def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
         direct_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
     elif g.is_pointwise():
         fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
+    elif g.channels >= PACKED_MIN_CHANNELS:
+        window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows)
     else:
         for first, end in image_chunks(x.shape[0], g):
-            cols = im2col(x, g, first, end)
-            fused_matmul(cols, weights, False, False, bias, activation, alpha,
+            fused_matmul(im2col(x, g, first, end), weights, False, False, bias, activation, alpha,
                          out=y_rows[first * g.windows:end * g.windows])
     return y
-
-

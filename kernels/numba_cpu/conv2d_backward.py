@@ -2,22 +2,26 @@
 
 Shapes as in conv2d.py; dy = d loss / d y is (N, OH, OW, O), the gradient of the convolution's
 output before any activation (the caller applies the activation's gradient first, as for Dense).
-With cols = im2col(x) (N*OH*OW, kh*kw*C) and dy as an (N*OH*OW, O) matrix:
-    dw = cols^T @ dy               reshaped to (kh, kw, C, O)    2*N*OH*OW*kh*kw*C*O FLOPs
-    dx = col2im(dy @ w^T)          (N, H, W, C)                  as many FLOPs, plus col2im's adds
+With windows(x) the (N*OH*OW, kh*kw*C) im2col matrix of x and dy as an (N*OH*OW, O) matrix:
+    dw = windows(x)^T @ dy         reshaped to (kh, kw, C, O)    2*N*OH*OW*kh*kw*C*O FLOPs
+    dx = the transpose of the convolution applied to dy           as many FLOPs
     db = the column sums of dy     (O,)
-Each product runs on the blocked matmul a chunk of whole images at a time (im2col.py): the
-chunk's cols (for dw) and dy @ w^T (for dx) are made in workspaces; dw adds up the chunks'
-products. col2im gathers each input pixel's sum, so dx has one fixed order of additions. A layer
-of at most DIRECT_MAX_OUT output channels is computed directly (conv2d_direct.py).
+dw is an implicit GEMM (implicit_gemm.py): dy^T @ windows(x), the windows packed straight from
+x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image of fewer than
+PACKED_MIN_CHANNELS channels, windows(x) is copied a chunk of whole images at a time (im2col.py)
+and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an
+implicit GEMM at stride 1, else dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
+output channels is computed directly (conv2d_direct.py).
 """
 
 import numpy as np
 
+from pyai.kernels.numba_cpu.conv2d import conv_windows
 from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
                                                   direct_weight_gradient)
-from pyai.kernels.numba_cpu.im2col import (col2im, col2im_reference, geometry, im2col,
-                                           im2col_reference, image_chunks, workspace)
+from pyai.kernels.numba_cpu.conv2d_transpose import transposed_conv
+from pyai.kernels.numba_cpu.im2col import col2im_reference, geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, window_weight_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul
 
 
@@ -38,37 +42,34 @@ def add_weight_gradient(cols, dy_rows, dw_rows, first_chunk):
         dw_rows += fused_matmul(cols, dy_rows, True, False, None, None, 0.0)
 
 
+def conv_weight_gradient(big, g, small_rows, w_shape):
+    """windows(big)^T @ small_rows, reshaped to w_shape: dw of a Conv2D (big = x, small = dy)
+    or of a Conv2DTranspose (big = dy, small = x)."""
+    if g.channels >= PACKED_MIN_CHANNELS:
+        return np.ascontiguousarray(window_weight_product(small_rows, big, conv_windows(g)).T).reshape(w_shape)
+    dw = np.empty(w_shape, dtype=np.float32)
+    for first, end in image_chunks(big.shape[0], g):
+        add_weight_gradient(im2col(big, g, first, end), small_rows[first * g.windows:end * g.windows],
+                            dw.reshape(g.depth, -1), first == 0)
+    return dw
+
+
 # dy is (N, OH, OW, O), x (N, H, W, C), w (kh, kw, C, O) -> (dx or None, dw or None, db or None)
 def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
     dy_rows = dy.reshape(-1, out_channels)
-    weights = w.reshape(g.depth, out_channels)
-    # dx's products read w^T: transposed once here, a (O, kh*kw*C) matrix packs faster than a
-    # transposed operand does, chunk after chunk
-    weights_t = np.ascontiguousarray(weights.T) if input_gradient else None
     dx = np.empty(x.shape, dtype=np.float32) if input_gradient else None
-    dw = np.empty(w.shape, dtype=np.float32) if weight_gradient else None
+    dw = None
     if out_channels <= DIRECT_MAX_OUT:
         if input_gradient:
             direct_input_gradient(dy, w, g, dx)
         if weight_gradient:
             dw = direct_weight_gradient(dy, x, g, w.shape)
-    elif g.is_pointwise():
-        if input_gradient:
-            fused_matmul(dy_rows, weights_t, False, False, None, None, 0.0, out=dx.reshape(-1, g.channels))
-        if weight_gradient:
-            add_weight_gradient(x.reshape(-1, g.channels), dy_rows, dw.reshape(g.depth, out_channels), True)
     else:
-        for first, end in image_chunks(x.shape[0], g):
-            rows = dy_rows[first * g.windows:end * g.windows]
-            if weight_gradient:
-                add_weight_gradient(im2col(x, g, first, end), rows, dw.reshape(g.depth, out_channels),
-                                    first == 0)
-            if input_gradient:
-                dx_cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
-                                       out=workspace("dx_cols", len(rows), g.depth))
-                col2im(dx_cols, g, first, end, dx)
+        if input_gradient:
+            transposed_conv(dy, w, g, None, None, 0.0, dx)
+        if weight_gradient:
+            dw = conv_weight_gradient(x, g, dy_rows, w.shape)
     db = dy_rows.sum(axis=0, dtype=np.float32) if weight_gradient else None
     return dx, dw, db
-

@@ -1,0 +1,272 @@
+"""Implicit GEMM: the products of a convolution on the blocked matmul, with its windows read from
+the image while the matmul packs them, never stored as an im2col matrix.
+
+An image (N, H, W, C), NHWC, seen through a grid of GH x GW windows per image, each window a set
+of taps at row offsets tap_rows[k] and column offsets tap_cols[l] from the window's corner
+(a*step_h, b*step_w):
+    windows[(n, a, b), (k, l, c)] = image[n, a*step_h + tap_rows[k], b*step_w + tap_cols[l], c]
+                                    (0 outside the image)
+a (N*GH*GW, taps*C) matrix. A Conv2D's windows have its stride as the step and the kernel's
+rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolution's have step
+1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
+    window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
+    window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
+Both run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged, in
+one loop nest (window_rectangle, gemm_rectangle's with the windows' packing on one side); only
+the packing differs: pack_windows fills the A side's MR-row slivers (packed[s, p, r] =
+windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in registers, and
+pack_windows_b the B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
+col0 + t*NR + c]) as runs of contiguous channels, both straight from the image: the packed
+panels, which stay in L2, are all there is of the windows.
+Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
+(from cache for the taps after the first), B or D once per thread part, C written once.
+"""
+
+import numba
+import numpy as np
+from numba import float32, int64, void
+
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.blocking import KC, MC, NC
+from pyai.kernels.numba_cpu.matmul import (FASTMATH, FLAT, MATRIX, NO_BIAS, PANEL, multiply_block, pack_a,
+                                           pack_b, slp_vectorize, thread_count, thread_grid)
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
+from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square, zeros
+
+# Fewer channels than a vector: the packing would copy a float at a time, and an im2col matrix
+# made by whole-pixel copies (im2col.py) is faster; the conv ops choose by this
+PACKED_MIN_CHANNELS = WIDTH
+assert MR <= WIDTH, "pack_windows turns a sliver's MR rows in one WIDTH x WIDTH square"
+
+
+class Windows:
+    """The window grid of an image: (H, W, C, GH, GW, step_h, step_w) and the tap offsets."""
+
+    def __init__(self, height, width, channels, grid_height, grid_width, step, tap_rows, tap_cols):
+        self.shape = (height, width, channels, grid_height, grid_width, *step)
+        self.tap_rows = np.asarray(tap_rows, dtype=np.int64)
+        self.tap_cols = np.asarray(tap_cols, dtype=np.int64)
+
+    @property
+    def depth(self):
+        return len(self.tap_rows) * len(self.tap_cols) * self.shape[2]
+
+    @property
+    def per_image(self):
+        return self.shape[3] * self.shape[4]
+
+
+def windows_reference(image, windows):
+    """The windows matrix of every image, in float64."""
+    height, width, channels, grid_height, grid_width, step_h, step_w = windows.shape
+    n = image.shape[0]
+    out = np.zeros((n, grid_height, grid_width, len(windows.tap_rows), len(windows.tap_cols), channels))
+    for a in range(grid_height):
+        for b in range(grid_width):
+            for k, row in enumerate(windows.tap_rows):
+                for l, col in enumerate(windows.tap_cols):
+                    h, w = a * step_h + row, b * step_w + col
+                    if 0 <= h < height and 0 <= w < width:
+                        out[:, a, b, k, l] = image[:, h, w]
+    return out.reshape(n * windows.per_image, windows.depth)
+
+
+def window_corners(shape, row0, rows, first, count, corner_image, corner_top, corner_left):
+    """The image and corner of windows row0 + first .. + count - 1 (image -1 past the last row)."""
+    (_, _, _, grid_height, grid_width, step_h, step_w) = shape
+    per_image = grid_height * grid_width
+    for r in range(count):
+        row = first + r
+        if row < rows:
+            q = (row0 + row) % per_image
+            corner_image[r] = (row0 + row) // per_image
+            corner_top[r] = q // grid_width * step_h
+            corner_left[r] = q % grid_width * step_w
+        else:
+            corner_image[r] = -1
+
+
+def source(shape, tap_rows, tap_cols, tap, image_index, top, left):
+    """Where the tap's pixel of a window starts in the flat image, or -1 for padding."""
+    (height, width, channels, _, _, _, _) = shape
+    taps_w = tap_cols.shape[0]
+    h = top + tap_rows[tap // taps_w]
+    w = left + tap_cols[tap % taps_w]
+    if image_index < 0 or h < 0 or h >= height or w < 0 or w >= width:
+        return -1
+    return ((image_index * height + h) * width + w) * channels
+
+
+def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, packed, corners, scratch):
+    """packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p], zero past the last row. For each
+    tap, WIDTH channels of the sliver's MR pixels are gathered into a square (a vector load and
+    store a pixel, zeros for padding) and turned in registers (simd.transpose_square), then
+    written as WIDTH packed rows of MR floats: a vector store each, in order, so that each
+    store's tail past MR is overwritten by the next row (the last row is copied a float at a
+    time). Channels past the last whole WIDTH are copied a float at a time."""
+    channels = shape[2]
+    starts = corners[3]
+    gathered = scratch[:WIDTH * WIDTH]
+    turned = scratch[WIDTH * WIDTH:2 * WIDTH * WIDTH]
+    work = scratch[2 * WIDTH * WIDTH:]
+    flat = packed.reshape(-1)
+    depth_total = packed.shape[1]
+    for s in range(packed.shape[0]):
+        window_corners(shape, row0, rows, s * MR, MR, corners[0], corners[1], corners[2])
+        for tap in range(depth0 // channels, (depth0 + depth - 1) // channels + 1):
+            c0 = max(depth0, tap * channels) - tap * channels
+            c1 = min(depth0 + depth, (tap + 1) * channels) - tap * channels
+            p0 = tap * channels + c0 - depth0
+            for r in range(MR):
+                starts[r] = source(shape, tap_rows, tap_cols, tap, corners[0, r], corners[1, r], corners[2, r])
+            whole = (c1 - c0) // WIDTH * WIDTH
+            for c in range(0, whole, WIDTH):
+                for r in range(MR):
+                    if starts[r] >= 0:
+                        store(gathered, r * WIDTH, load(image, starts[r] + c0 + c))
+                    else:
+                        store(gathered, r * WIDTH, zeros())
+                transpose_square(gathered, 0, WIDTH, turned, 0, WIDTH, work)
+                out = (s * depth_total + p0 + c) * MR
+                for i in range(WIDTH - 1):
+                    store(flat, out + i * MR, load(turned, i * WIDTH))
+                for r in range(MR):
+                    flat[out + (WIDTH - 1) * MR + r] = turned[(WIDTH - 1) * WIDTH + r]
+            for c in range(whole, c1 - c0):
+                for r in range(MR):
+                    # padding reads a pixel that is there and keeps zero: no branch in the loop
+                    value = image[max(starts[r], 0) + c0 + c]
+                    packed[s, p0 + c, r] = value if starts[r] >= 0 else float32(0.0)
+
+
+def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
+    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: each
+    window's taps copied as runs of contiguous channels, cut where a sliver ends."""
+    channels = shape[2]
+    slivers = packed.shape[0]
+    flat = packed.reshape(-1)
+    window_corners(shape, depth0, depth, 0, depth, corners[0], corners[1], corners[2])
+    for p in range(depth):
+        for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
+            start = source(shape, tap_rows, tap_cols, tap, corners[0, p], corners[1, p], corners[2, p])
+            j = max(col0, tap * channels) - col0
+            run_end = min(col0 + cols, (tap + 1) * channels) - col0
+            while j < run_end:
+                piece_end = min(run_end, (j // NR + 1) * NR)
+                out = (j // NR * depth + p) * NR + j % NR
+                if start < 0:
+                    flat[out:out + piece_end - j] = 0.0
+                else:
+                    first = start + j + col0 - tap * channels
+                    flat[out:out + piece_end - j] = image[first:first + piece_end - j]
+                j = piece_end
+        for j in range(cols, slivers * NR):
+            flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
+
+
+def window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+                     activation, alpha, row0, rows, col0, cols, mc, nc):
+    """c[row0:row0+rows, col0:col0+cols] = epilogue(windows @ B) (windows_are_a; other is B,
+    row-major (k, N)) or D^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest
+    (gemm_rectangle in matmul.py) with the windows' blocks or panels packed from the image."""
+    m, n = c.shape
+    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
+    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
+    corners = np.empty((4, max(MR, KC)), dtype=np.int64)
+    scratch = aligned_floats(4 * WIDTH * WIDTH)
+    for panel0 in range(col0, col0 + cols, nc):
+        panel_cols = min(nc, col0 + cols - panel0)
+        col_slivers = -(-panel_cols // NR)
+        for depth0 in range(0, k, KC):
+            depth = min(KC, k - depth0)
+            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
+            if windows_are_a:
+                pack_b(other, n, 1, depth0, depth, panel0, panel_cols, b_packed)
+            else:
+                pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, panel0, panel_cols,
+                               b_packed, corners)
+            for block0 in range(row0, row0 + rows, mc):
+                block_rows = min(mc, row0 + rows - block0)
+                row_slivers = -(-block_rows // MR)
+                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
+                if windows_are_a:
+                    pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
+                                 a_packed, corners, scratch)
+                else:
+                    pack_a(other, 1, m, block0, block_rows, depth0, depth, a_packed)
+                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
+                               panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
+                               activation, alpha)
+
+
+def split(part, parts, slivers, tile, size):
+    """The part-th of `parts` runs of whole tiles: (first, count) of `size` items."""
+    first = part * slivers // parts * tile
+    return first, min(size, (part + 1) * slivers // parts * tile) - first
+
+
+def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+                activation, alpha, row_parts, col_parts, mc, nc):
+    """window_rectangle over all of c, one rectangle per thread."""
+    m, n = c.shape
+    for part in numba.prange(row_parts * col_parts):
+        row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
+        col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
+        if rows > 0 and cols > 0:
+            window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+                             activation, alpha, row0, rows, col0, cols, mc, nc)
+
+
+SHAPE = numba.types.UniTuple(int64, 7)
+TAPS = int64[::1]
+CORNERS = int64[:, ::1]
+with slp_vectorize():
+    window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
+                                cache=True)(window_corners)
+    source = numba.njit(int64(SHAPE, TAPS, TAPS, int64, int64, int64, int64), cache=True)(source)
+    pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS,
+                                   FLAT), cache=True)(pack_windows)
+    pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
+                                     CORNERS), cache=True)(pack_windows_b)
+    window_rectangle = numba.njit(
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
+             int64, float32, int64, int64, int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(window_rectangle)
+    split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
+    window_gemm = numba.njit(
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
+             int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
+
+
+def run_threads(threads, kernel, *args):
+    """kernel(*args) on `threads` threads (one for a small product, as the matmul decides), Numba's
+    thread count restored after."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def run_windows(image, windows, other, windows_are_a, c, k, bias, activation, alpha):
+    m, n = c.shape
+    threads = thread_count(m, n, k)
+    has_bias = bias is not None
+    run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
+                other.reshape(-1), windows_are_a, c, k, bias if has_bias else NO_BIAS, has_bias,
+                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC)
+    return c
+
+
+def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
+    """epilogue(windows(image) @ b) into out (rows, N), or a new array of whole-line rows where
+    N is a multiple of 16; image and b (depth, N) C-contiguous float32."""
+    m, n = image.shape[0] * windows.per_image, b.shape[1]
+    c = aligned_floats(m * n).reshape((m, n)) if out is None else out
+    return run_windows(image, windows, b, True, c, windows.depth, bias, activation, alpha)
+
+
+def window_weight_product(d_rows, image, windows):
+    """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
+    c = np.empty((d_rows.shape[1], windows.depth), dtype=np.float32)
+    return run_windows(image, windows, d_rows, False, c, d_rows.shape[0], None, None, 0.0)
