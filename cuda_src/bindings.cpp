@@ -141,6 +141,20 @@ NB_MODULE(_cuda, m) {
     def_matmul(m, "matmul_forward", matmul_forward,
                "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
                "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
+    m.def(
+        "matmul_forward_tiles",
+        [](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+           bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            matmul_forward_tiles(tiles, device_pointer<const float>(a), device_pointer<const float>(b),
+                                 device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
+                                 transpose_a, transpose_b, activation, alpha, stream_handle(stream));
+        },
+        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
+        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
+        nb::arg("alpha"), nb::arg("stream") = 0,
+        "matmul_forward with the SGEMM tile configuration `tiles`: 0 128 x 128, 1 128 x 64, 2 64 x 64.");
+    m.def("matmul_tiles_for", &matmul_tiles_for, nb::arg("m"), nb::arg("n"),
+          "The tile configuration matmul_forward uses for an (m, n) result (see matmul_forward_tiles).");
     def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
                "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 

@@ -12,9 +12,18 @@ enum Activation : int { NONE = 0, LEAKY_RELU = 1, RELU = 2, SIGMOID = 3, TANH = 
 // op(a) is (m, k), op(b) is (k, n), bias is (n,) or null, c is (m, n), all row-major and packed:
 //   c = activation(op(a) @ op(b) + bias)
 // a is stored (m, k), or (k, m) when transpose_a; b is stored (k, n), or (n, k) when transpose_b.
+// The tile configuration matmul_forward chooses by the shape is matmul_tiles_for(m, n).
 void matmul_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                     bool transpose_a, bool transpose_b, int activation, float alpha,
                     cudaStream_t stream);
+
+// The SGEMM's tile configurations (rows x columns of C per block), and matmul_forward with one of
+// them chosen by the caller (benchmarks, tests); an unknown one throws std::invalid_argument.
+enum MatmulTiles : int { TILES_128x128 = 0, TILES_128x64 = 1, TILES_64x64 = 2 };
+int matmul_tiles_for(int m, int n);
+void matmul_forward_tiles(int tiles, const float* a, const float* b, const float* bias, float* c, int m, int n,
+                          int k, bool transpose_a, bool transpose_b, int activation, float alpha,
+                          cudaStream_t stream);
 
 // The same product on tensor cores (sm_80+): op(a) and op(b) rounded to TF32 (10-bit mantissa),
 // products summed in float32. Same arguments and layout as matmul_forward.

@@ -17,6 +17,8 @@ emulation cannot check (device rounding of expf/tanhf and FMA contraction, speed
 coalescing) is in tests/cuda_emu/README.md.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -94,7 +96,8 @@ def normal(rng, *shape):
 
 MATMUL_SHAPES = [(1, 1, 1, False, False, None), (1, 131, 5, False, True, "relu"),
                  (129, 3, 9, True, False, "sigmoid"), (37, 53, 29, True, True, "tanh"),
-                 (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu")]
+                 (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu"),
+                 (600, 70, 33, False, False, "relu")]   # 10 row tiles of 64: two swizzle groups
 
 
 def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset):
@@ -109,12 +112,28 @@ def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, off
     return c, (a.T if transpose_a else a), (b.T if transpose_b else b), bias
 
 
+MATMUL_TILES = {"128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmul.cuh
+
+
+@pytest.mark.parametrize("tiles", MATMUL_TILES)
 @pytest.mark.parametrize("offset", [0, 1])
 @pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", MATMUL_SHAPES)
-def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
-    c, a, b, bias = run_matmul(kernels.matmul_forward, rng, m, n, k, transpose_a, transpose_b, activation, offset)
+def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset, tiles):
+    """Every tile configuration of the SGEMM on every shape (matmul_forward picks one by shape)."""
+    launcher = functools.partial(kernels.matmul_forward_tiles, MATMUL_TILES[tiles])
+    c, a, b, bias = run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset)
     expected = matmul.matmul_reference(a, b, bias, activation)
-    assert_close(f"matmul {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+    assert_close(f"matmul {tiles} {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+
+
+def test_matmul_tiles_are_chosen_so_the_grid_fills_a_large_gpu(kernels):
+    """The largest tile whose grid has at least 132 blocks (an H100's SMs), else 64 x 64."""
+    tiles_for = kernels.library.w_matmul_tiles_for
+    assert tiles_for(4096, 4096) == MATMUL_TILES["128x128"]      # 1024 blocks
+    assert tiles_for(1408, 1536) == MATMUL_TILES["128x128"]      # 11 x 12 = 132
+    assert tiles_for(1024, 1536) == MATMUL_TILES["128x64"]       # 8 x 12 = 96; 8 x 24 = 192 of 128 x 64
+    assert tiles_for(256, 768) == MATMUL_TILES["64x64"]          # 24 of 128 x 64
+    assert tiles_for(1, 1) == MATMUL_TILES["64x64"]
 
 
 def tf32(x):
@@ -277,8 +296,9 @@ def test_cuda_backend_constants_are_the_headers(header, name):
 
 
 def test_launch_past_the_grid_limits_raises(kernels):
-    """The launchers check cudaGetLastError: a grid.y past 65535 raises, touching no memory."""
-    with pytest.raises(RuntimeError, match="invalid configuration"):
-        kernels.matmul_forward(0, 0, 0, 0, 128 * 65535 + 1, 1, 1, False, False, 0, 0.0, 0)
+    """The launchers check their grids, touching no memory: matmul's 1-D grid past 2^31 - 1 blocks
+    raises before the launch, attention's grid.y past 65535 through cudaGetLastError."""
+    with pytest.raises(RuntimeError, match="matmul: M x N = 2147483647 x 2147483647 needs .* past CUDA's grid"):
+        kernels.matmul_forward(0, 0, 0, 0, 2**31 - 1, 2**31 - 1, 1, False, False, 0, 0.0, 0)
     with pytest.raises(RuntimeError, match="invalid configuration"):
         kernels.attention_forward(0, 0, 0, 0, 0, 65536, 1, 1, 1, False, 1.0, 0)

@@ -39,8 +39,7 @@ from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
 INT32_MAX = 2**31 - 1
-GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
-MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
+GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: attention heads
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
 
@@ -196,8 +195,6 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
     n = b.shape[0] if transpose_b else b.shape[1]
     for name, value in (("M", m), ("N", n), ("K", k)):
         fits_int32(f"matmul {name}", value)
-    if -(-m // MATMUL_BLOCK_M) > GRID_Y_MAX:
-        raise ValueError(f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {MATMUL_BLOCK_M}")
     c = call.empty((m, n))
     bias_pointer = 0 if bias is None else call.pointer("b", bias)
     call.cuda.matmul_forward(call.pointer("a", a), call.pointer("b", b), bias_pointer, address(c), m, n, k,

@@ -22,6 +22,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "leaky_relu_forward": (P, P, L, F, P),
     "leaky_relu_backward": (P, P, P, L, F, P),
     "matmul_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "matmul_forward_tiles": (I, P, P, P, P, I, I, I, B, B, I, F, P),
     "matmul_tf32_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
