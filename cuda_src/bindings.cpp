@@ -29,6 +29,8 @@ namespace nb = nanobind;
 using HostArray = nb::ndarray<float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
+// bf16 arrays cross as their 16-bit patterns (numpy has no bfloat16: ml_dtypes' arrays .view(uint16))
+using ConstHostHalfwords = nb::ndarray<const uint16_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
 // probe finds out, on any machine, whether it can run. A kernel fault (an illegal address, a
@@ -155,6 +157,30 @@ NB_MODULE(_cuda, m) {
         "matmul_forward with the SGEMM tile configuration `tiles`: 0 128 x 128, 1 128 x 64, 2 64 x 64.");
     m.def("matmul_tiles_for", &matmul_tiles_for, nb::arg("m"), nb::arg("n"),
           "The tile configuration matmul_forward uses for an (m, n) result (see matmul_forward_tiles).");
+    m.def(
+        "matmul_bf16_forward_tiles",
+        [](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+           bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            matmul_bf16_forward_tiles(tiles, device_pointer<const __nv_bfloat16>(a), device_pointer<const __nv_bfloat16>(b),
+                                      device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
+                                      transpose_a, transpose_b, activation, alpha, stream_handle(stream));
+        },
+        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
+        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
+        nb::arg("alpha"), nb::arg("stream") = 0,
+        "matmul_bf16_forward with the tile configuration `tiles` (as matmul_forward_tiles).");
+    m.def(
+        "matmul_bf16_forward",
+        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth, bool transpose_a,
+           bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            matmul_bf16_forward(device_pointer<const __nv_bfloat16>(a), device_pointer<const __nv_bfloat16>(b),
+                                device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
+                                transpose_a, transpose_b, activation, alpha, stream_handle(stream));
+        },
+        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
+        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
+        nb::arg("stream") = 0,
+        "matmul_forward with bf16 a and b on tensor cores (sm_80+): float32 sums, bias and c.");
     def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
                "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 
@@ -299,6 +325,8 @@ NB_MODULE(_cuda, m) {
              "Copy a C-contiguous float32 numpy array of exactly nbytes bytes to the device.")
         .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostIndices>, nb::arg("array").noconvert(),
              "Copy a C-contiguous int64 numpy array (ids, targets) of exactly nbytes bytes to the device.")
+        .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostHalfwords>, nb::arg("array").noconvert(),
+             "Copy a C-contiguous uint16 numpy array (bf16 bit patterns) of exactly nbytes bytes to the device.")
         .def("copy_to_host", &DeviceBuffer::copy_to_host, nb::arg("array").noconvert(),
              "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.");
 }

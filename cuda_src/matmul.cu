@@ -28,8 +28,9 @@
 //     (A stored (M, K), B stored (K, N)) and the row is aligned and whole; 4-byte cp.async
 //     otherwise (transposed operands scatter into the tile; ragged edges); zeros are stored past
 //     the edges, so ragged M, N, K need no separate kernel;
-//   - a CTA swizzle: the 1-D grid is rasterized in groups of SWIZZLE_ROWS row tiles, going down a
-//     group's row tiles before moving right, so blocks resident together share A and B tiles in L2;
+//   - a CTA swizzle (swizzle.cuh): the 1-D grid is rasterized in groups of SWIZZLE_ROWS row tiles,
+//     going down a group's row tiles before moving right, so blocks resident together share A and
+//     B tiles in L2;
 //   - tile configurations chosen per shape: 128 x 128 (256 threads), 128 x 64 (128) and 64 x 64
 //     (64); the largest whose grid still gives each SM of a large GPU (TARGET_BLOCKS) a block;
 //   - the epilogue adds the bias and applies the activation to the registers before the one store.
@@ -41,11 +42,11 @@
 #include "check.cuh"
 #include "epilogue.cuh"
 #include "matmul.cuh"
+#include "swizzle.cuh"
 
 constexpr int BLOCK_K = 16;
 constexpr int STAGES = 3;
 constexpr int THREAD_TILE = 8;    // C is 8 x 8 per thread: 2 x 2 blocks of 4 x 4
-constexpr int SWIZZLE_ROWS = 8;   // row tiles per group of the block order
 constexpr int TARGET_BLOCKS = 132;  // the SMs of an H100 SXM: fewer blocks leave SMs idle
 constexpr int RESIDENT_THREADS = 512;  // per SM, asked of the register allocator: <= 128 registers a thread
 
@@ -157,18 +158,6 @@ __device__ void store_tile(float (&acc)[THREAD_TILE][THREAD_TILE], const float* 
     }
 }
 
-// The (row tile, column tile) of this block: the 1-D grid runs down SWIZZLE_ROWS row tiles at a
-// time, then one column tile right, so consecutive blocks share B's column tile and a group of
-// SWIZZLE_ROWS x (columns) blocks reads only SWIZZLE_ROWS row tiles of A.
-__device__ __forceinline__ void swizzled_tile(int row_tiles, int col_tiles, int& tile_row, int& tile_col) {
-    int per_group = SWIZZLE_ROWS * col_tiles;
-    int block = int(blockIdx.x), first_row = (block / per_group) * SWIZZLE_ROWS;
-    int rows_in_group = min(row_tiles - first_row, SWIZZLE_ROWS);
-    int within = block % per_group;
-    tile_row = first_row + within % rows_in_group;
-    tile_col = within / rows_in_group;
-}
-
 template <int BLOCK_M, int BLOCK_N, bool transpose_a, bool transpose_b>
 __global__ void __launch_bounds__(BLOCK_M * BLOCK_N / (THREAD_TILE * THREAD_TILE),
                                   RESIDENT_THREADS * THREAD_TILE * THREAD_TILE / (BLOCK_M * BLOCK_N))
@@ -208,19 +197,10 @@ static bool rows_aligned16(const float* x, int leading_dimension) {
     return reinterpret_cast<uintptr_t>(x) % 16 == 0 && leading_dimension % 4 == 0;
 }
 
-static int64_t block_count(int m, int n, int block_m, int block_n) {
-    return int64_t((m + block_m - 1) / block_m) * ((n + block_n - 1) / block_n);
-}
-
 template <int BLOCK_M, int BLOCK_N>
 static void launch(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                    bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream) {
-    int64_t blocks = block_count(m, n, BLOCK_M, BLOCK_N);
-    if (blocks > INT32_MAX) {
-        throw std::invalid_argument("matmul: M x N = " + std::to_string(m) + " x " + std::to_string(n) + " needs " +
-                                    std::to_string(blocks) + " blocks, past CUDA's grid limit");
-    }
-    dim3 grid{unsigned(blocks)};
+    dim3 grid = swizzled_grid(m, n, BLOCK_M, BLOCK_N);
     constexpr int threads = BLOCK_M * BLOCK_N / (THREAD_TILE * THREAD_TILE);
     bool a_ok = rows_aligned16(a, transpose_a ? m : k);
     bool b_ok = rows_aligned16(b, transpose_b ? k : n);

@@ -1,7 +1,8 @@
-// GEMMs with a fused epilogue on float32 device arrays; see matmul.cu (float32 on CUDA cores)
-// and matmul_tf32.cu (TF32 tensor cores).
+// GEMMs with a fused epilogue; see matmul.cu (float32 on CUDA cores), matmul_tf32.cu (TF32
+// tensor cores) and matmul_bf16.cu (bf16 operands on tensor cores, float32 result).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -29,3 +30,11 @@ void matmul_forward_tiles(int tiles, const float* a, const float* b, const float
 // products summed in float32. Same arguments and layout as matmul_forward.
 void matmul_tf32_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                          bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream);
+
+// The product of bf16 operands on tensor cores (sm_80+), sums in float32; bias and c float32.
+// Same layout and tile configurations as matmul_forward (matmul_tiles_for chooses by shape).
+void matmul_bf16_forward(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c, int m, int n,
+                         int k, bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream);
+void matmul_bf16_forward_tiles(int tiles, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c,
+                               int m, int n, int k, bool transpose_a, bool transpose_b, int activation, float alpha,
+                               cudaStream_t stream);

@@ -51,7 +51,8 @@ def without_gpu(status):
 
 
 KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer", "matmul_forward",
-           "matmul_forward_tiles", "matmul_tiles_for", "matmul_tf32_forward",
+           "matmul_forward_tiles", "matmul_tiles_for", "matmul_tf32_forward", "matmul_bf16_forward",
+           "matmul_bf16_forward_tiles",
            "attention_forward", "attention_backward", "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_cross_entropy", "embedding_forward",
            "embedding_backward", "adam_update", "synchronize")

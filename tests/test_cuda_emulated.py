@@ -163,6 +163,33 @@ def test_tf32_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_
     assert np.all(error <= bound), f"{name} vs exact: {np.max(error / bound):.2f} times TF32's bound"
 
 
+BF16_SHAPES = [(1, 1, 1, False, False, None), (65, 70, 33, False, True, "relu"), (17, 130, 9, True, False, "gelu"),
+               (70, 129, 40, True, True, "sigmoid"), (3, 5, 72, False, False, "leaky_relu"),
+               (600, 40, 24, False, False, "tanh")]
+
+
+@pytest.mark.parametrize("tiles", MATMUL_TILES)
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", BF16_SHAPES)
+def test_bf16_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset, tiles):
+    """bf16 operands (offset 1: 2 bytes past alignment, so the copies go element by element)
+    against the float64 product of the same bf16 values at float32's tolerance: the products of
+    bf16 values are exact in float32 and the sums are float32, so a wrong fragment, layout, tile or
+    mask is far off. (Against the float32 operands before rounding, bf16's 8 significant bits
+    make the difference up to 2^-8 of the sum of |a| |b|, the caller's rounding, not the kernel's.)"""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = normal(rng, *((k, m) if transpose_a else (m, k))).astype(ml_dtypes.bfloat16)
+    b = normal(rng, *((n, k) if transpose_b else (k, n))).astype(ml_dtypes.bfloat16)
+    bias = normal(rng, n)
+    c = output((m, n), offset)
+    operands = [placed(array, offset) for array in (a, b, bias)]
+    kernels.matmul_bf16_forward_tiles(MATMUL_TILES[tiles], *map(pointer, operands), pointer(c), m, n, k, transpose_a,
+                                      transpose_b, ACTIVATIONS[activation], 0.2, 0)
+    a, b = (x.astype(np.float32) for x in (a, b))   # exact
+    expected = matmul.matmul_reference(a.T if transpose_a else a, b.T if transpose_b else b, bias, activation)
+    assert_close(f"bf16 matmul {tiles} {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+
+
 ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
 
 

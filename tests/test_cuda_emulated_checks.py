@@ -6,6 +6,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - the SGEMM's cp.async pipeline without its barrier or its wait, or waiting one group short:
     NaN read from a stage whose copies have not landed (cuda_emu/cuda_pipeline.h);
   - 16-byte cp.async copies from a pointer 1 float past alignment: a cp.async fault;
+  - the bf16 GEMM without its pipeline barrier, or reading a wrong B fragment: a wrong result (a
+    missing __syncwarp in its epilogue is not caught: the wmma model's stores meet as a warp);
   - a barrier removed from attention's between two phases with shuffles:
     a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
     the barriers let them, so one reads a shared tile the others have not written yet, or
@@ -71,6 +73,35 @@ def test_sgemm_pipeline_bugs_give_a_wrong_product(rng, change):
 
 def test_the_sgemm_copies_are_right_without_a_planted_bug(rng):
     assert max(matmul_errors(harness.emulator(), rng)) < 1e-5
+
+
+def bf16_matmul_error(kernels, rng, m=70, n=40, k=72):
+    """The bf16 GEMM's largest relative error (NaN counted as 1e9) over both orders, each tile
+    configuration, against the float64 product of its bf16 operands."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = rng.standard_normal((m, k)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((k, n)).astype(ml_dtypes.bfloat16)
+    expected = matmul.matmul_reference(a.astype(np.float32), b.astype(np.float32))
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        for tiles in (0, 1, 2):
+            c = output((m, n))
+            kernels.matmul_bf16_forward_tiles(tiles, pointer(a), pointer(b), 0, pointer(c), m, n, k, False, False, 0,
+                                              0.0, 0)
+            errors.append(relative_error(np.nan_to_num(c, nan=1e9), expected))
+    kernels.set_reverse(False)
+    return max(errors)
+
+
+@pytest.mark.parametrize("change", [
+    ("        __syncthreads();  // everyone's have, and slice s - 1's stage is no longer read\n", ""),
+    ("at<transpose_b>(b_tile, kk, warp_col + j * FRAGMENT)", "at<transpose_b>(b_tile, kk, warp_col)"),
+], ids=["barrier-removed", "wrong-b-fragment"])
+def test_bf16_gemm_bugs_give_a_wrong_product(rng, change):
+    assert bf16_matmul_error(harness.emulator(), rng) < 1e-5
+    error = bf16_matmul_error(harness.emulator({"matmul_bf16.cu": change}), rng)
+    assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
 
 
 def test_misaligned_cp_async_is_caught(rng):

@@ -68,6 +68,11 @@ void emu_syncthreads(const char* file, int line);
 void emu_warp_barrier();      // all live lanes of the calling thread's warp
 double* emu_warp_slots();     // 32 exchange slots of the calling thread's warp; notes exited lanes
 int emu_lane();
+// __syncwarp with the full mask: the warp meets (a lane that exited is counted, as for shuffles).
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    emu_warp_slots();
+    emu_warp_barrier();
+}
 
 // A shuffle: every lane posts its value, the warp meets, each reads its source lane's, the warp
 // meets again (so the slots can be reused). double holds float, int and double exactly.

@@ -24,6 +24,8 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "matmul_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
     "matmul_forward_tiles": (I, P, P, P, P, I, I, I, B, B, I, F, P),
     "matmul_tf32_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "matmul_bf16_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
+    "matmul_bf16_forward_tiles": (I, P, P, P, P, I, I, I, B, B, I, F, P),
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
     "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
@@ -99,8 +101,9 @@ class DeviceBuffer:
         guard(self._raw, start, start + nbytes)
 
     def copy_from_host(self, array):
-        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in (np.float32, np.int64)):
-            raise TypeError("copy_from_host: expected a C-contiguous float32 or int64 numpy array")
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous
+                and array.dtype in (np.float32, np.int64, np.uint16)):
+            raise TypeError("copy_from_host: expected a C-contiguous float32, int64 or uint16 numpy array")
         self._check_size("copy_from_host", array)
         self._memory[:] = array.reshape(-1).view(np.uint8)
 
