@@ -36,7 +36,10 @@ def is_bfloat16(array):
     if isinstance(array, np.ndarray):
         return array.dtype == bfloat16
     if device.is_device_array(array):
-        interface = getattr(array, "__cuda_array_interface__", None)
+        try:
+            interface = getattr(array, "__cuda_array_interface__", None)
+        except (RuntimeError, TypeError, ValueError):   # unreadable (a PyTorch tensor that requires
+            return False                                # grad): pyai.checks says why, for float32
         return interface is not None and interface["typestr"] in GPU_TYPESTRS
     return hasattr(type(array), "__dlpack__") and str(getattr(array, "dtype", "")).endswith("bfloat16")
 
