@@ -1,79 +1,162 @@
 """Benchmarks of the cuda backend's kernels beside their peers on the same GPU, in one table.
 
-    python benchmarks/gpu_cuda.py [--quick]
+    python benchmarks/gpu_cuda.py [--quick] [--only {gemm,attention,memory}]
 
-Peers: cuBLAS through torch.matmul (fp32 with TF32 off), torch's scaled_dot_product_attention,
-and a device-to-device copy (torch clone) for the memory-bound kernels. Each row gives the
-time of pyai's kernel and of the peer (median of REPEATS timed runs after WARMUP, CUDA events on
-the default stream, inputs allocated once, so compilation and first calls are never timed), the
-ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the hardware peak
-(FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks from the
-datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as a
-fraction of the measured copy bandwidth (pyai's target: >= 0.85).
+Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's
+scaled_dot_product_attention, and a device-to-device copy (torch clone) for the memory-bound
+kernels. Each row gives the time of pyai's kernel and of the peer (median of REPEATS timed runs
+after WARMUP, CUDA events on the default stream, inputs allocated once, so compilation and first
+calls are never timed), the ratio peer time / pyai time (> 1: pyai is faster), and the fraction
+of the hardware peak (FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones;
+peaks from the datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when
+unknown). The memory-bound kernels are also given as a fraction of the measured copy bandwidth
+(pyai's target: >= 0.85).
+
+The GEMMs run at 4096^3 and at the shapes of a GPT-2 small training step (B T = 8 x 1024 rows,
+C = 768), each in every tile configuration of cuda_src/matmul.cuh ("auto" is the one
+matmul_forward picks for the shape): the SGEMM against cuBLAS fp32 (target >= 0.9x at 4096^3),
+the bf16 GEMM (float32 result) against cuBLAS bf16 (target >= 0.7x), the TF32 GEMM against
+cuBLAS TF32.
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 
+import argparse
 import datetime
 import functools
 import json
 import pathlib
 import re
-import sys
-
-import torch
-import torch.nn.functional as F
-
-from pyai import _cuda, bench
 
 WARMUP = 3
 REPEATS = 10
 RESULTS = pathlib.Path(__file__).parent / "results"
-# median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs
-time_ms = functools.partial(bench.cuda_event_ms, warmup=WARMUP, repeats=REPEATS)
+TILES = {"auto": None, "128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmul.cuh
+# (name, M, N, K, transpose_b) of a GPT-2 small step: B T = 8192 rows, C = 768, vocabulary 50257
+MODEL_SHAPES = [("qkv projection", 8192, 2304, 768, False), ("attention output", 8192, 768, 768, False),
+                ("MLP up", 8192, 3072, 768, False), ("MLP down", 8192, 768, 3072, False),
+                ("tied lm_head", 8192, 50257, 768, True)]
+
+
+def arguments(argv=None):
+    parser = argparse.ArgumentParser(description="pyai's cuda kernels beside their peers on this GPU")
+    parser.add_argument("--quick", action="store_true", help="small sizes (1024^3 GEMM, T = 1024, 2^22 elements)")
+    parser.add_argument("--only", choices=("gemm", "attention", "memory"), help="one group of rows")
+    return parser.parse_args(argv)
 
 
 def pointer(tensor):
     return tensor.data_ptr()
 
 
-def gemm_rows(size, fp32_peak, bf16_peak):
+def relative_error(c, reference):
+    return ((c.float() - reference.float()).norm() / reference.float().norm()).item()
+
+
+def gemm_shapes(quick):
+    if quick:
+        return [("square", 1024, 1024, 1024, False)]
+    return [("square", 4096, 4096, 4096, False)] + MODEL_SHAPES
+
+
+def gemm_rows(quick, fp32_peak, bf16_peak):
+    import torch
+    rows = []
+    for name, m, n, k, transpose_b in gemm_shapes(quick):
+        a = torch.randn(m, k, device="cuda")
+        b = torch.randn(n, k, device="cuda") if transpose_b else torch.randn(k, n, device="cuda")
+        bias, c = torch.randn(n, device="cuda"), torch.empty(m, n, device="cuda")
+        label = f"{name} {m}x{n}x{k}{' (B^T)' if transpose_b else ''}"
+        rows += sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak)
+        rows += bf16_gemm_rows(a.bfloat16(), b.bfloat16(), c, transpose_b, label, bf16_peak)
+        if name == "square":
+            rows.append(tf32_gemm_row(a, b, c, m, bf16_peak))
+    return rows
+
+
+def sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak):
+    """The SGEMM in each tile configuration, and fused with bias + gelu, beside cuBLAS fp32."""
+    import torch
+    import torch.nn.functional as F
+
+    from pyai import _cuda
+    m, k = a.shape
+    n = c.shape[1]
     torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = torch.randn(size, size, device="cuda"), torch.randn(size, size, device="cuda")
-    bias, c = torch.randn(size, device="cuda"), torch.empty(size, size, device="cuda")
-    flops = 2 * size**3
+    peer = (lambda: a @ b.T) if transpose_b else (lambda: a @ b)
+    peer_ms, flops = time_ms(peer), 2 * m * n * k
 
-    def ours(activation=0):
-        _cuda.matmul_forward(pointer(a), pointer(b), pointer(bias) if activation else 0, pointer(c), size, size,
-                             size, False, False, activation, 0.2, 0)
+    def ours(tiles, activation=0):
+        arguments = (pointer(a), pointer(b), pointer(bias) if activation else 0, pointer(c), m, n, k, False,
+                     transpose_b, activation, 0.2, 0)
+        if tiles is None:
+            _cuda.matmul_forward(*arguments)
+        else:
+            _cuda.matmul_forward_tiles(tiles, *arguments)
 
-    ours()
-    torch.cuda.synchronize()
-    error = ((c - a @ b).norm() / (a @ b).norm()).item()
-    rows = [("sgemm fp32", f"{size}^3", time_ms(ours), "cuBLAS fp32 (torch.matmul)", time_ms(lambda: a @ b),
-             flops, "flop", fp32_peak, f"rel err {error:.1e}; target ratio >= 0.9")]
-    rows.append(("linear fp32 + bias + gelu", f"{size}^3", time_ms(lambda: ours(5)),
-                 "torch addmm + gelu(tanh)", time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")),
-                 flops, "flop", fp32_peak, "fused epilogue"))
-    rows.append(tf32_gemm_row(a, b, c, size, bf16_peak))
+    rows = []
+    for tiles_name, tiles in TILES.items():
+        ours(tiles)
+        torch.cuda.synchronize()
+        note = f"rel err {relative_error(c, peer()):.1e}"
+        if tiles is None:
+            note += f"; picks {[name for name, t in TILES.items() if t == _cuda.matmul_tiles_for(m, n)][0]}"
+        rows.append((f"sgemm fp32 {tiles_name}", label, time_ms(functools.partial(ours, tiles)),
+                     "cuBLAS fp32 (torch.matmul)", peer_ms, flops, "flop", fp32_peak, note + "; target >= 0.9"))
+    if not transpose_b:
+        rows.append(("linear fp32 + bias + gelu", label, time_ms(lambda: ours(None, 5)), "torch addmm + gelu(tanh)",
+                     time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")), flops, "flop", fp32_peak,
+                     "fused epilogue"))
+    return rows
+
+
+def bf16_gemm_rows(a, b, c, transpose_b, label, bf16_peak):
+    """The bf16 GEMM (float32 sums and result) in each tile configuration beside cuBLAS bf16
+    (bf16 result), with its error against the float32 product of the same bf16 values."""
+    import torch
+
+    from pyai import _cuda
+    m, k = a.shape
+    n = c.shape[1]
+    peer = (lambda: a @ b.T) if transpose_b else (lambda: a @ b)
+    peer_ms = time_ms(peer)
+    exact = (a.float() @ (b.float().T if transpose_b else b.float()))
+    rows = []
+    for tiles_name, tiles in TILES.items():
+        arguments = (pointer(a), pointer(b), 0, pointer(c), m, n, k, False, transpose_b, 0, 0.0, 0)
+        launch = (functools.partial(_cuda.matmul_bf16_forward, *arguments) if tiles is None
+                  else functools.partial(_cuda.matmul_bf16_forward_tiles, tiles, *arguments))
+        launch()
+        torch.cuda.synchronize()
+        rows.append((f"gemm bf16 (wmma) {tiles_name}", label, time_ms(launch), "cuBLAS bf16 (torch.matmul)",
+                     peer_ms, 2 * m * n * k, "flop", bf16_peak,
+                     f"rel err vs fp32 product of the bf16 values {relative_error(c, exact):.1e}; target >= 0.7"))
     return rows
 
 
 def tf32_gemm_row(a, b, c, size, bf16_peak):
     """The WMMA TF32 GEMM beside cuBLAS's TF32 GEMM; the dense TF32 peak is half the BF16 one."""
+    import torch
+
+    from pyai import _cuda
+
     def ours():
         _cuda.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), size, size, size, False, False, 0, 0.0, 0)
 
     ours()
     torch.cuda.synchronize()
-    error = ((c - a @ b).norm() / (a @ b).norm()).item()   # against float32 (TF32 is still off here)
+    error = relative_error(c, a @ b)   # against float32 (TF32 is still off here)
     torch.backends.cuda.matmul.allow_tf32 = True
     cublas_ms = time_ms(lambda: a @ b)
     torch.backends.cuda.matmul.allow_tf32 = False
-    return ("gemm tf32 (wmma)", f"{size}^3", time_ms(ours), "cuBLAS tf32 (torch.matmul)", cublas_ms, 2 * size**3,
-            "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
+    return ("gemm tf32 (wmma)", f"square {size}^3", time_ms(ours), "cuBLAS tf32 (torch.matmul)", cublas_ms,
+            2 * size**3, "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
 
 
 def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
+    import torch
+    import torch.nn.functional as F
+
+    from pyai import _cuda
     shape = (batch, heads, length, depth)
     q, k, v = (torch.randn(shape, device="cuda") for _ in range(3))
     o, lse = torch.empty(shape, device="cuda"), torch.empty(shape[:3], device="cuda")
@@ -109,6 +192,8 @@ def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
 
 
 def sdpa_backward_ms(q, k, v, d_out):
+    import torch.nn.functional as F
+
     q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
 
     def forward_backward():
@@ -118,6 +203,10 @@ def sdpa_backward_ms(q, k, v, d_out):
 
 
 def memory_rows(n, bandwidth_peak):
+    import torch
+    import torch.nn.functional as F
+
+    from pyai import _cuda
     x, dy = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
     y, dx = torch.empty_like(x), torch.empty_like(x)
     param, grad, m, v = (torch.randn(n, device="cuda") for _ in range(4))
@@ -188,21 +277,36 @@ def table(rows):
     return "\n".join(lines), records
 
 
-def main():
-    quick = "--quick" in sys.argv
+def time_ms(function):
+    """Median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs."""
+    from pyai import bench
+    return bench.cuda_event_ms(function, warmup=WARMUP, repeats=REPEATS)
+
+
+def main(argv=None):
+    options = arguments(argv)
+    import torch
+
+    from pyai import bench
+    quick = options.quick
     device = torch.cuda.get_device_name()
     fp32_peak, bf16_peak, bandwidth_peak = bench.gpu_datasheet_peaks(device)
-    rows = gemm_rows(1024 if quick else 4096, fp32_peak, bf16_peak)
-    for depth in (64, 128):
-        rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
-    rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
+    rows = []
+    if options.only in (None, "gemm"):
+        rows += gemm_rows(quick, fp32_peak, bf16_peak)
+    if options.only in (None, "attention"):
+        for depth in (64, 128):
+            rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
+    if options.only in (None, "memory"):
+        rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
     text, records = table(rows)
     date = datetime.date.today().isoformat()
     header = (f"# pyai cuda backend benchmarks\n\ndevice: {device}; date: {date}; torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}; median of {REPEATS} runs after {WARMUP} warm-up runs\n\n")
     print(header + text)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-')}-{date}{'-quick' if quick else ''}"
+    suffix = ("-quick" if quick else "") + (f"-{options.only}" if options.only else "")
+    stem = RESULTS / f"{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-')}-{date}{suffix}"
     stem.with_suffix(".md").write_text(header + text + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"device": device, "date": date, "rows": records}, indent=1))
     print(f"wrote {stem}.md and .json")
