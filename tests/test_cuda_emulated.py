@@ -3,9 +3,9 @@
 Every kernel runs (1) the golden TensorFlow cases of tests/golden/ through the cuda backend's own
 Python code (pyai/_backends/cuda.py, with the emulated build standing in for pyai._cuda), and
 (2) an edge-shape sweep called directly, against float64 references: sizes 1, primes, sizes
-that are not multiples of any tile (matmul 128 x 128 x 8, attention 16 queries x 32 keys, layer
-norm 8 rows x 32 columns, float4 groups), and operands that start 1 float past an aligned
-address. The sweep runs each block's threads in lane order and in reverse order (a missing
+that are not multiples of any tile (matmul 128 x 128, 128 x 64 and 64 x 64 by 16 or 32 deep,
+attention 16 queries x 32 keys, layer norm 8 rows x 32 columns, float4 groups), and operands
+that start 1 float past an aligned address. The sweep runs each block's threads in lane order and in reverse order (a missing
 barrier gives a wrong result in one of them). Any call also fails on a fault the emulator
 counts: a barrier or shuffle reached after a thread exited, threads stuck at different barriers,
 a misaligned float4 access, an invalid launch. test_cuda_emulated_bugs.py shows these checks
