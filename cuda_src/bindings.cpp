@@ -3,7 +3,8 @@
 // Kernels take raw device pointers as ints (e.g. `__cuda_array_interface__['data'][0]` or
 // DeviceBuffer.ptr) and a cudaStream_t as an int (0: the default stream); they launch
 // asynchronously. DeviceBuffer is the smallest device allocation that moves float32 numpy arrays
-// to and from the GPU. A failed CUDA call raises RuntimeError naming the call and the CUDA error.
+// (and int64 ids, and bfloat16 arrays as their uint16 bits) to and from the GPU. A failed CUDA
+// call raises RuntimeError naming the call and the CUDA error.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -29,7 +30,8 @@ namespace nb = nanobind;
 using HostArray = nb::ndarray<float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostArray = nb::ndarray<const float, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostIndices = nb::ndarray<const int64_t, nb::numpy, nb::c_contig, nb::device::cpu>;
-// bf16 arrays cross as their 16-bit patterns (numpy has no bfloat16: ml_dtypes' arrays .view(uint16))
+// bfloat16 arrays travel as their bits, viewed as uint16 (numpy has no bfloat16 of its own).
+using HostHalfwords = nb::ndarray<uint16_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 using ConstHostHalfwords = nb::ndarray<const uint16_t, nb::numpy, nb::c_contig, nb::device::cpu>;
 
 // None when a CUDA device is usable, else why not. Never throws: it is how the "cuda" backend's
@@ -71,7 +73,8 @@ public:
         check_size("copy_from_host", array.nbytes());
         if (nbytes_ > 0) CUDA_CHECK(cudaMemcpy(data_, array.data(), nbytes_, cudaMemcpyHostToDevice));
     }
-    void copy_to_host(HostArray array) const {
+    template <typename Array>
+    void copy_to_host(Array array) const {
         check_size("copy_to_host", array.nbytes());
         if (nbytes_ > 0) CUDA_CHECK(cudaMemcpy(array.data(), data_, nbytes_, cudaMemcpyDeviceToHost));
     }
@@ -97,22 +100,43 @@ static cudaStream_t stream_handle(uintptr_t address) {
     return reinterpret_cast<cudaStream_t>(address);
 }
 
-// matmul_forward and matmul_tf32_forward take the same arguments.
-using MatmulLauncher = void (*)(const float*, const float*, const float*, float*, int, int, int, bool, bool, int,
-                                float, cudaStream_t);
+// The GEMM launchers: operands of type T (float, or __nv_bfloat16 for matmul_bf16_*), float32
+// bias and c; the *_tiles ones take a tile configuration first.
+template <typename T>
+using MatmulLauncher = void (*)(const T*, const T*, const float*, float*, int, int, int, bool, bool, int, float,
+                                cudaStream_t);
+template <typename T>
+using TiledMatmulLauncher = void (*)(int, const T*, const T*, const float*, float*, int, int, int, bool, bool, int,
+                                     float, cudaStream_t);
 
-static void def_matmul(nb::module_& m, const char* name, MatmulLauncher launcher, const char* doc) {
+template <typename T>
+static void def_matmul(nb::module_& m, const char* name, MatmulLauncher<T> launcher, const char* doc) {
     m.def(
         name,
         [launcher](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
                    bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            launcher(device_pointer<const float>(a), device_pointer<const float>(b), device_pointer<const float>(bias),
+            launcher(device_pointer<const T>(a), device_pointer<const T>(b), device_pointer<const float>(bias),
                      device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
                      stream_handle(stream));
         },
         nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
         nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
         nb::arg("stream") = 0, doc);
+}
+
+template <typename T>
+static void def_tiled_matmul(nb::module_& m, const char* name, TiledMatmulLauncher<T> launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+                   bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            launcher(tiles, device_pointer<const T>(a), device_pointer<const T>(b), device_pointer<const float>(bias),
+                     device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
+                     stream_handle(stream));
+        },
+        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
+        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
+        nb::arg("alpha"), nb::arg("stream") = 0, doc);
 }
 
 NB_MODULE(_cuda, m) {
@@ -140,48 +164,19 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0,
         "dx = x > 0 ? dy : alpha * dy over n float32 values at device addresses dy_ptr, x_ptr, dx_ptr.");
 
-    def_matmul(m, "matmul_forward", matmul_forward,
+    def_matmul<float>(m, "matmul_forward", matmul_forward,
                "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
                "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
-    m.def(
-        "matmul_forward_tiles",
-        [](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
-           bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_forward_tiles(tiles, device_pointer<const float>(a), device_pointer<const float>(b),
-                                 device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
-                                 transpose_a, transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
-        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
-        nb::arg("alpha"), nb::arg("stream") = 0,
-        "matmul_forward with the SGEMM tile configuration `tiles`: 0 128 x 128, 1 128 x 64, 2 64 x 64.");
+    def_tiled_matmul<float>(m, "matmul_forward_tiles", matmul_forward_tiles,
+                            "matmul_forward with the SGEMM tile configuration `tiles`: 0 128 x 128, 1 128 x 64, "
+                            "2 64 x 64.");
     m.def("matmul_tiles_for", &matmul_tiles_for, nb::arg("m"), nb::arg("n"),
           "The tile configuration matmul_forward uses for an (m, n) result (see matmul_forward_tiles).");
-    m.def(
-        "matmul_bf16_forward_tiles",
-        [](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
-           bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_bf16_forward_tiles(tiles, device_pointer<const __nv_bfloat16>(a), device_pointer<const __nv_bfloat16>(b),
-                                      device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
-                                      transpose_a, transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
-        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
-        nb::arg("alpha"), nb::arg("stream") = 0,
-        "matmul_bf16_forward with the tile configuration `tiles` (as matmul_forward_tiles).");
-    m.def(
-        "matmul_bf16_forward",
-        [](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth, bool transpose_a,
-           bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            matmul_bf16_forward(device_pointer<const __nv_bfloat16>(a), device_pointer<const __nv_bfloat16>(b),
-                                device_pointer<const float>(bias), device_pointer<float>(c), rows, columns, depth,
-                                transpose_a, transpose_b, activation, alpha, stream_handle(stream));
-        },
-        nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
-        nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
-        nb::arg("stream") = 0,
-        "matmul_forward with bf16 a and b on tensor cores (sm_80+): float32 sums, bias and c.");
-    def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
+    def_matmul<__nv_bfloat16>(m, "matmul_bf16_forward", matmul_bf16_forward,
+                              "matmul_forward with bf16 a and b on tensor cores (sm_80+): float32 sums, bias and c.");
+    def_tiled_matmul<__nv_bfloat16>(m, "matmul_bf16_forward_tiles", matmul_bf16_forward_tiles,
+                                    "matmul_bf16_forward with the tile configuration `tiles` (as matmul_forward_tiles).");
+    def_matmul<float>(m, "matmul_tf32_forward", matmul_tf32_forward,
                "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 
     m.def(
@@ -326,7 +321,10 @@ NB_MODULE(_cuda, m) {
         .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostIndices>, nb::arg("array").noconvert(),
              "Copy a C-contiguous int64 numpy array (ids, targets) of exactly nbytes bytes to the device.")
         .def("copy_from_host", &DeviceBuffer::copy_from_host<ConstHostHalfwords>, nb::arg("array").noconvert(),
-             "Copy a C-contiguous uint16 numpy array (bf16 bit patterns) of exactly nbytes bytes to the device.")
-        .def("copy_to_host", &DeviceBuffer::copy_to_host, nb::arg("array").noconvert(),
-             "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.");
+             "Copy a C-contiguous uint16 numpy array (bfloat16 bits) of exactly nbytes bytes to the device.")
+        .def("copy_to_host", &DeviceBuffer::copy_to_host<HostArray>, nb::arg("array").noconvert(),
+             "Copy the buffer into a writable C-contiguous float32 numpy array of exactly nbytes bytes.")
+        .def("copy_to_host", &DeviceBuffer::copy_to_host<HostHalfwords>, nb::arg("array").noconvert(),
+             "Copy the buffer into a writable C-contiguous uint16 numpy array (bfloat16 bits) of exactly nbytes "
+             "bytes.");
 }

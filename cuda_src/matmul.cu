@@ -28,7 +28,7 @@
 //     (A stored (M, K), B stored (K, N)) and the row is aligned and whole; 4-byte cp.async
 //     otherwise (transposed operands scatter into the tile; ragged edges); zeros are stored past
 //     the edges, so ragged M, N, K need no separate kernel;
-//   - a CTA swizzle (swizzle.cuh): the 1-D grid is rasterized in groups of SWIZZLE_ROWS row tiles,
+//   - a CTA swizzle (gemm_launch.cuh): the 1-D grid is rasterized in groups of SWIZZLE_ROWS row tiles,
 //     going down a group's row tiles before moving right, so blocks resident together share A and
 //     B tiles in L2;
 //   - tile configurations chosen per shape: 128 x 128 (256 threads), 128 x 64 (128) and 64 x 64
@@ -36,13 +36,10 @@
 //   - the epilogue adds the bias and applies the activation to the registers before the one store.
 #include <cuda_pipeline.h>
 
-#include <stdexcept>
-#include <string>
-
 #include "check.cuh"
 #include "epilogue.cuh"
 #include "matmul.cuh"
-#include "swizzle.cuh"
+#include "gemm_launch.cuh"
 
 constexpr int BLOCK_K = 16;
 constexpr int STAGES = 3;
@@ -197,24 +194,6 @@ static bool rows_aligned16(const float* x, int leading_dimension) {
     return reinterpret_cast<uintptr_t>(x) % 16 == 0 && leading_dimension % 4 == 0;
 }
 
-template <int BLOCK_M, int BLOCK_N>
-static void launch(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
-                   bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream) {
-    dim3 grid = swizzled_grid(m, n, BLOCK_M, BLOCK_N);
-    constexpr int threads = BLOCK_M * BLOCK_N / (THREAD_TILE * THREAD_TILE);
-    bool a_ok = rows_aligned16(a, transpose_a ? m : k);
-    bool b_ok = rows_aligned16(b, transpose_b ? k : n);
-    if (!transpose_a && !transpose_b) {
-        sgemm_kernel<BLOCK_M, BLOCK_N, false, false><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else if (!transpose_a && transpose_b) {
-        sgemm_kernel<BLOCK_M, BLOCK_N, false, true><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else if (transpose_a && !transpose_b) {
-        sgemm_kernel<BLOCK_M, BLOCK_N, true, false><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else {
-        sgemm_kernel<BLOCK_M, BLOCK_N, true, true><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    }
-}
-
 int matmul_tiles_for(int m, int n) {
     if (block_count(m, n, 128, 128) >= TARGET_BLOCKS) return TILES_128x128;
     if (block_count(m, n, 128, 64) >= TARGET_BLOCKS) return TILES_128x64;
@@ -225,12 +204,15 @@ void matmul_forward_tiles(int tiles, const float* a, const float* b, const float
                           int k, bool transpose_a, bool transpose_b, int activation, float alpha,
                           cudaStream_t stream) {
     if (m == 0 || n == 0) return;
-    switch (tiles) {
-        case TILES_128x128: launch<128, 128>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        case TILES_128x64: launch<128, 64>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        case TILES_64x64: launch<64, 64>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        default: throw std::invalid_argument("matmul: tile configuration " + std::to_string(tiles) + " is not 0, 1 or 2");
-    }
+    bool a_ok = rows_aligned16(a, transpose_a ? m : k);
+    bool b_ok = rows_aligned16(b, transpose_b ? k : n);
+    with_tiles(tiles, "matmul", [&](auto block_m, auto block_n) {
+        dim3 grid = swizzled_grid(m, n, block_m, block_n);
+        int threads = block_m * block_n / (THREAD_TILE * THREAD_TILE);
+        with_transposes(transpose_a, transpose_b, [&](auto ta, auto tb) {
+            sgemm_kernel<block_m, block_n, ta, tb><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
+        });
+    });
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -17,7 +17,7 @@
 //     the matching layout (row_major, or col_major for a transposed operand); rows are padded by
 //     8 bf16 (16 bytes), which keeps every fragment 32-byte aligned and spreads rows over banks;
 //   - per 16-deep step a warp loads BLOCK_M / 32 A and 2 B fragments and issues 2 BLOCK_M / 32 mma;
-//   - the CTA swizzle of swizzle.cuh;
+//   - the CTA swizzle of gemm_launch.cuh;
 //   - the epilogue: each warp stores one accumulator at a time to its own 16 x 16 scratch in shared
 //     memory, then each lane adds the bias and applies the activation to 8 consecutive elements.
 // Not yet: mma.sync and ldmatrix in PTX, more stages (dynamic shared memory), a bf16 result.
@@ -30,7 +30,7 @@
 #include "check.cuh"
 #include "epilogue.cuh"
 #include "matmul.cuh"
-#include "swizzle.cuh"
+#include "gemm_launch.cuh"
 
 using namespace nvcuda;
 
@@ -180,34 +180,18 @@ static bool rows_aligned16(const __nv_bfloat16* x, int leading_dimension) {
     return reinterpret_cast<uintptr_t>(x) % 16 == 0 && leading_dimension % 8 == 0;
 }
 
-template <int BLOCK_M, int BLOCK_N>
-static void launch(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c, int m, int n, int k,
-                   bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream) {
-    dim3 grid = swizzled_grid(m, n, BLOCK_M, BLOCK_N);
-    constexpr int threads = 2 * BLOCK_N;
-    bool a_ok = rows_aligned16(a, transpose_a ? m : k);
-    bool b_ok = rows_aligned16(b, transpose_b ? k : n);
-    if (!transpose_a && !transpose_b) {
-        bf16_gemm_kernel<BLOCK_M, BLOCK_N, false, false><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else if (!transpose_a && transpose_b) {
-        bf16_gemm_kernel<BLOCK_M, BLOCK_N, false, true><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else if (transpose_a && !transpose_b) {
-        bf16_gemm_kernel<BLOCK_M, BLOCK_N, true, false><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    } else {
-        bf16_gemm_kernel<BLOCK_M, BLOCK_N, true, true><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
-    }
-}
-
 void matmul_bf16_forward_tiles(int tiles, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c,
                                int m, int n, int k, bool transpose_a, bool transpose_b, int activation, float alpha,
                                cudaStream_t stream) {
     if (m == 0 || n == 0) return;
-    switch (tiles) {
-        case TILES_128x128: launch<128, 128>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        case TILES_128x64: launch<128, 64>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        case TILES_64x64: launch<64, 64>(a, b, bias, c, m, n, k, transpose_a, transpose_b, activation, alpha, stream); break;
-        default: throw std::invalid_argument("matmul_bf16: tile configuration " + std::to_string(tiles) + " is not 0, 1 or 2");
-    }
+    bool a_ok = rows_aligned16(a, transpose_a ? m : k);
+    bool b_ok = rows_aligned16(b, transpose_b ? k : n);
+    with_tiles(tiles, "matmul_bf16", [&](auto block_m, auto block_n) {
+        dim3 grid = swizzled_grid(m, n, block_m, block_n);
+        with_transposes(transpose_a, transpose_b, [&](auto ta, auto tb) {
+            bf16_gemm_kernel<block_m, block_n, ta, tb><<<grid, 2 * block_n, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
+        });
+    });
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -120,7 +120,7 @@ def in_place(name, array):
 
 def gemm_operands(operands, backend=None):
     """The operands of a product, [(name, array, ndim, min_ndim), ...], all float32 (as_float32)
-    or, where any is bfloat16, all bfloat16 (as_bfloat16): TypeError naming one that is not."""
+    or, where any is bfloat16, all bfloat16 (bfloat16_operand): TypeError naming one that is not."""
     if not any(bfloat16.is_bfloat16(array) for _, array, _, _ in operands):
         return [as_float32(name, array, ndim, min_ndim, backend) for name, array, ndim, min_ndim in operands]
     first = next(name for name, array, _, _ in operands if bfloat16.is_bfloat16(array))
@@ -128,10 +128,10 @@ def gemm_operands(operands, backend=None):
         if not bfloat16.is_bfloat16(array):
             raise TypeError(f"{name}: {first} is bfloat16, so {name} must be too (got "
                             f"{getattr(array, 'dtype', type(array).__name__)}); convert one of them")
-    return [as_bfloat16(name, array, ndim, min_ndim, backend) for name, array, ndim, min_ndim in operands]
+    return [bfloat16_operand(name, array, ndim, min_ndim, backend) for name, array, ndim, min_ndim in operands]
 
 
-def as_bfloat16(name, array, ndim=None, min_ndim=None, backend=None):
+def bfloat16_operand(name, array, ndim=None, min_ndim=None, backend=None):
     """A bfloat16 operand for a backend that computes on it (pyai.dispatch.takes_bfloat16): a
     C-contiguous ml_dtypes.bfloat16 numpy array (another library's CPU array copied into one), or
     a C-contiguous GPU array passed through as it is; TypeError on other backends."""

@@ -39,6 +39,7 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
 }
 CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
+HOST_DTYPES = (np.float32, np.int64, np.uint16)   # what DeviceBuffer copies (bfloat16 travels as uint16)
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
 
 
@@ -101,15 +102,14 @@ class DeviceBuffer:
         guard(self._raw, start, start + nbytes)
 
     def copy_from_host(self, array):
-        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous
-                and array.dtype in (np.float32, np.int64, np.uint16)):
+        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.dtype in HOST_DTYPES):
             raise TypeError("copy_from_host: expected a C-contiguous float32, int64 or uint16 numpy array")
         self._check_size("copy_from_host", array)
         self._memory[:] = array.reshape(-1).view(np.uint8)
 
     def copy_to_host(self, array):
-        if not (isinstance(array, np.ndarray) and array.dtype == np.float32 and array.flags.c_contiguous):
-            raise TypeError("copy_to_host: expected a C-contiguous float32 numpy array")
+        if not (isinstance(array, np.ndarray) and array.dtype in (np.float32, np.uint16) and array.flags.c_contiguous):
+            raise TypeError("copy_to_host: expected a C-contiguous float32 or uint16 numpy array")
         self._check_size("copy_to_host", array)
         array.reshape(-1).view(np.uint8)[:] = self._memory
 
