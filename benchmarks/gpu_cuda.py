@@ -1,6 +1,6 @@
 """Benchmarks of the cuda backend's kernels beside their peers on the same GPU, in one table.
 
-    python benchmarks/gpu_cuda.py [--quick] [--only {gemm,attention,memory}]
+    python benchmarks/gpu_cuda.py [--quick] [--only gemm|attention|memory ...]
 
 Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's
 scaled_dot_product_attention, and a device-to-device copy (torch clone) for the memory-bound
@@ -23,25 +23,28 @@ Writes benchmarks/results/<device>-<date>.md and .json.
 import argparse
 import datetime
 import functools
+import importlib
 import json
 import pathlib
 import re
 
+import torch
+import torch.nn.functional as F
+
+from pyai import bench
+
 WARMUP = 3
 REPEATS = 10
 RESULTS = pathlib.Path(__file__).parent / "results"
+GROUPS = ("gemm", "attention", "memory")
+_cuda = None   # pyai._cuda, imported by main (it exists only where the extension was built)
+# median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs
+time_ms = functools.partial(bench.cuda_event_ms, warmup=WARMUP, repeats=REPEATS)
 TILES = {"auto": None, "128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmul.cuh
 # (name, M, N, K, transpose_b) of a GPT-2 small step: B T = 8192 rows, C = 768, vocabulary 50257
 MODEL_SHAPES = [("qkv projection", 8192, 2304, 768, False), ("attention output", 8192, 768, 768, False),
                 ("MLP up", 8192, 3072, 768, False), ("MLP down", 8192, 768, 3072, False),
                 ("tied lm_head", 8192, 50257, 768, True)]
-
-
-def arguments(argv=None):
-    parser = argparse.ArgumentParser(description="pyai's cuda kernels beside their peers on this GPU")
-    parser.add_argument("--quick", action="store_true", help="small sizes (1024^3 GEMM, T = 1024, 2^22 elements)")
-    parser.add_argument("--only", choices=("gemm", "attention", "memory"), help="one group of rows")
-    return parser.parse_args(argv)
 
 
 def pointer(tensor):
@@ -59,7 +62,6 @@ def gemm_shapes(quick):
 
 
 def gemm_rows(quick, fp32_peak, bf16_peak):
-    import torch
     rows = []
     for name, m, n, k, transpose_b in gemm_shapes(quick):
         a = torch.randn(m, k, device="cuda")
@@ -75,10 +77,6 @@ def gemm_rows(quick, fp32_peak, bf16_peak):
 
 def sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak):
     """The SGEMM in each tile configuration, and fused with bias + gelu, beside cuBLAS fp32."""
-    import torch
-    import torch.nn.functional as F
-
-    from pyai import _cuda
     m, k = a.shape
     n = c.shape[1]
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -112,9 +110,6 @@ def sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak):
 def bf16_gemm_rows(a, b, c, transpose_b, label, bf16_peak):
     """The bf16 GEMM (float32 sums and result) in each tile configuration beside cuBLAS bf16
     (bf16 result), with its error against the float32 product of the same bf16 values."""
-    import torch
-
-    from pyai import _cuda
     m, k = a.shape
     n = c.shape[1]
     peer = (lambda: a @ b.T) if transpose_b else (lambda: a @ b)
@@ -135,10 +130,6 @@ def bf16_gemm_rows(a, b, c, transpose_b, label, bf16_peak):
 
 def tf32_gemm_row(a, b, c, size, bf16_peak):
     """The WMMA TF32 GEMM beside cuBLAS's TF32 GEMM; the dense TF32 peak is half the BF16 one."""
-    import torch
-
-    from pyai import _cuda
-
     def ours():
         _cuda.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), size, size, size, False, False, 0, 0.0, 0)
 
@@ -153,10 +144,6 @@ def tf32_gemm_row(a, b, c, size, bf16_peak):
 
 
 def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
-    import torch
-    import torch.nn.functional as F
-
-    from pyai import _cuda
     shape = (batch, heads, length, depth)
     q, k, v = (torch.randn(shape, device="cuda") for _ in range(3))
     o, lse = torch.empty(shape, device="cuda"), torch.empty(shape[:3], device="cuda")
@@ -192,8 +179,6 @@ def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
 
 
 def sdpa_backward_ms(q, k, v, d_out):
-    import torch.nn.functional as F
-
     q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
 
     def forward_backward():
@@ -203,10 +188,6 @@ def sdpa_backward_ms(q, k, v, d_out):
 
 
 def memory_rows(n, bandwidth_peak):
-    import torch
-    import torch.nn.functional as F
-
-    from pyai import _cuda
     x, dy = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
     y, dx = torch.empty_like(x), torch.empty_like(x)
     param, grad, m, v = (torch.randn(n, device="cuda") for _ in range(4))
@@ -277,27 +258,28 @@ def table(rows):
     return "\n".join(lines), records
 
 
-def time_ms(function):
-    """Median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs."""
-    from pyai import bench
-    return bench.cuda_event_ms(function, warmup=WARMUP, repeats=REPEATS)
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description="pyai's cuda kernels beside torch on this GPU")
+    parser.add_argument("--quick", action="store_true", help="small sizes (GEMM 1024^3, attention T 1024)")
+    parser.add_argument("--only", choices=GROUPS, action="append",
+                        help="run only this group of rows (repeatable; default: all)")
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    options = arguments(argv)
-    import torch
-
-    from pyai import bench
-    quick = options.quick
+    global _cuda
+    arguments = parse_arguments(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_cuda.py needs a CUDA GPU and torch with CUDA")
+    _cuda = importlib.import_module("pyai._cuda")
+    groups, quick = arguments.only or GROUPS, arguments.quick
     device = torch.cuda.get_device_name()
     fp32_peak, bf16_peak, bandwidth_peak = bench.gpu_datasheet_peaks(device)
-    rows = []
-    if options.only in (None, "gemm"):
-        rows += gemm_rows(quick, fp32_peak, bf16_peak)
-    if options.only in (None, "attention"):
+    rows = gemm_rows(quick, fp32_peak, bf16_peak) if "gemm" in groups else []
+    if "attention" in groups:
         for depth in (64, 128):
             rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
-    if options.only in (None, "memory"):
+    if "memory" in groups:
         rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
     text, records = table(rows)
     date = datetime.date.today().isoformat()
@@ -305,7 +287,7 @@ def main(argv=None):
               f"CUDA {torch.version.cuda}; median of {REPEATS} runs after {WARMUP} warm-up runs\n\n")
     print(header + text)
     RESULTS.mkdir(exist_ok=True)
-    suffix = ("-quick" if quick else "") + (f"-{options.only}" if options.only else "")
+    suffix = ("-quick" if quick else "") + ("" if arguments.only is None else "-" + "-".join(groups))
     stem = RESULTS / f"{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-')}-{date}{suffix}"
     stem.with_suffix(".md").write_text(header + text + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"device": device, "date": date, "rows": records}, indent=1))

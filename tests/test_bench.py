@@ -2,10 +2,6 @@
 
 import datetime
 import importlib
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,18 +117,3 @@ def test_dcgan_layer_flops_count_each_window_once():
                          2 * 784 * 9 * 32, 0]
     # Conv 14x14 outputs x 3x3 x 1->64, Conv 7x7 x 3x3 x 64->128, Dense 6272->1
     assert discriminator == [0, 2 * 196 * 9 * 64, 2 * 49 * 9 * 64 * 128, 0, 2 * 6272]
-
-
-def test_gpu_benchmark_imports_and_parses_its_arguments_without_a_gpu():
-    """benchmarks/gpu_cuda.py runs only on a GPU; here it must import (torch and pyai._cuda are
-    imported inside its functions) and parse its arguments."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_cuda.py"
-    spec = importlib.util.spec_from_file_location("gpu_cuda", script)
-    gpu_cuda = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_cuda)
-    options = gpu_cuda.arguments(["--quick", "--only", "gemm"])
-    assert options.quick and options.only == "gemm"
-    assert ("square", 4096, 4096, 4096, False) in gpu_cuda.gemm_shapes(quick=False)
-    assert set(gpu_cuda.TILES) == {"auto", "128x128", "128x64", "64x64"}
-    result = subprocess.run([sys.executable, str(script), "--only", "nothing"], capture_output=True, text=True)
-    assert result.returncode == 2 and "invalid choice: 'nothing'" in result.stderr

@@ -3,11 +3,14 @@ packages only the CLI needs (the machine installs with --no-deps and has no netw
 `check` stage that fails, naming each reason, unless every backend is usable, so that a run
 whose GPU tests would all skip cannot report success."""
 
+import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 import pyai
 
@@ -42,3 +45,25 @@ def test_gpu_script_check_stage_fails_unless_every_backend_is_usable():
             assert f"{row['name']}: {row['reason']}" in output, output
     else:
         assert "every backend usable" in output, output
+
+
+def gpu_benchmark():
+    """benchmarks/gpu_cuda.py as a module (it needs torch; pyai._cuda only once main runs)."""
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("gpu_cuda", ROOT / "benchmarks" / "gpu_cuda.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_imports_and_takes_its_arguments():
+    import torch
+    module = gpu_benchmark()
+    arguments = module.parse_arguments(["--quick", "--only", "attention", "--only", "memory"])
+    assert arguments.quick and arguments.only == ["attention", "memory"]
+    assert module.parse_arguments([]).only is None
+    with pytest.raises(SystemExit):
+        module.parse_arguments(["--only", "conv"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+            module.main(["--quick"])
