@@ -9,10 +9,10 @@
 // pointer and a leading dimension that is a multiple of 16 bytes.
 //
 // Two shapes are modelled, both with float accumulators: tf32 m16n16k8 and bf16 m16n16k16.
-// TF32 is float32 with the
-// mantissa rounded to 10 bits: __float_to_tf32 rounds to nearest (ties away, as cvt.rna), and
-// mma_sync rounds its a and b inputs the same way (a kernel that forgot the conversion gets the
-// rounding it would get on a GPU, up to the last bit), then accumulates in float in k order.
+// TF32 is float32 with the mantissa rounded to 10 bits: __float_to_tf32 rounds to nearest (ties
+// away, as cvt.rna), and mma_sync rounds its a and b inputs the same way (a kernel that forgot
+// the conversion gets the rounding it would get on a GPU, up to the last bit), then accumulates
+// in float in k order.
 // A GPU's accumulation order and internal precision differ: agreement is to float32 rounding of
 // the sum, not bit for bit. BF16 fragments hold __nv_bfloat16 (what the kernel converted, with
 // __float2bfloat16's rounding), so mma_sync reads exactly the values a GPU reads; their products
