@@ -2,15 +2,15 @@
 
     python benchmarks/gpu_cuda.py [--quick] [--only gemm|attention|memory ...]
 
-Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's
-scaled_dot_product_attention, and a device-to-device copy (torch clone) for the memory-bound
-kernels. Each row gives the time of pyai's kernel and of the peer (median of REPEATS timed runs
-after WARMUP, CUDA events on the default stream, inputs allocated once, so compilation and first
-calls are never timed), the ratio peer time / pyai time (> 1: pyai is faster), and the fraction
-of the hardware peak (FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones;
-peaks from the datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when
-unknown). The memory-bound kernels are also given as a fraction of the measured copy bandwidth
-(pyai's target: >= 0.85).
+Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's scaled_dot_product_attention
+(its flash kernel for the bf16 attention), and a device-to-device copy (torch clone) for the
+memory-bound kernels. Each row gives the time of pyai's kernel and of the peer (median of
+REPEATS timed runs after WARMUP, CUDA events on the default stream, inputs allocated once, so
+compilation and first calls are never timed), the ratio peer time / pyai time (> 1: pyai is
+faster), and the fraction of the hardware peak (FLOP/s for the compute-bound kernels, bytes/s for
+the memory-bound ones; peaks from the datasheet of the device name,
+`pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as
+a fraction of the measured copy bandwidth (pyai's target: >= 0.85).
 
 The GEMMs run at 4096^3 and at the shapes of a GPT-2 small training step (B T = 8 x 1024 rows,
 C = 768), each in every tile configuration of cuda_src/matmul.cuh ("auto" is the one
@@ -47,12 +47,9 @@ MODEL_SHAPES = [("qkv projection", 8192, 2304, 768, False), ("attention output",
                 ("tied lm_head", 8192, 50257, 768, True)]
 
 
+
 def pointer(tensor):
     return tensor.data_ptr()
-
-
-def relative_error(c, reference):
-    return ((c.float() - reference.float()).norm() / reference.float().norm()).item()
 
 
 def gemm_shapes(quick):
@@ -143,48 +140,76 @@ def tf32_gemm_row(a, b, c, size, bf16_peak):
             2 * size**3, "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
 
 
-def attention_rows(length, depth, fp32_peak, bf16_peak, heads=16, batch=1):
+def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=1, device="cuda"):
+    """BF16 forward beside torch's flash SDPA; fp32 forward, and forward + backward, beside
+    torch's fp32 SDPA (whichever kernel torch picks for fp32). `device` "cpu" serves the test
+    that runs these rows on the host emulation of the kernels."""
     shape = (batch, heads, length, depth)
-    q, k, v = (torch.randn(shape, device="cuda") for _ in range(3))
-    o, lse = torch.empty(shape, device="cuda"), torch.empty(shape[:3], device="cuda")
-    d_out = torch.randn(shape, device="cuda")
-    delta, dq, dk, dv = (torch.empty(s, device="cuda") for s in (shape[:3], shape, shape, shape))
+    q, k, v, d_out = (torch.randn(shape, device=device) for _ in range(4))
+    o, lse = torch.empty(shape, device=device), torch.empty(shape[:3], device=device)
+    delta, dq, dk, dv = (torch.empty(s, device=device) for s in (shape[:3], shape, shape, shape))
+    qb, kb, vb, d_out_b = (x.to(torch.bfloat16) for x in (q, k, v, d_out))
+    ob, dqb, dkb, dvb = (torch.empty(shape, device=device, dtype=torch.bfloat16) for _ in range(4))
     scale = depth**-0.5
-    flops = 4 * batch * heads * length * length * depth // 2   # causal: half the scores
+    flops = 4 * batch * heads * length * length * depth // (2 if causal else 1)
 
     def forward():
         _cuda.attention_forward(pointer(q), pointer(k), pointer(v), pointer(o), pointer(lse), batch * heads, length,
-                                length, depth, True, scale, 0)
+                                length, depth, causal, scale, 0)
 
-    def backward():
+    def forward_backward():
+        forward()
         _cuda.attention_backward(pointer(d_out), pointer(q), pointer(k), pointer(v), pointer(o), pointer(lse),
                                  pointer(delta), pointer(dq), pointer(dk), pointer(dv), batch * heads, length,
-                                 length, depth, True, scale, 0)
+                                 length, depth, causal, scale, 0)
 
-    forward()
-    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    error = ((o - reference).norm() / reference.norm()).item()
-    qb, kb, vb = (x.to(torch.bfloat16) for x in (q, k, v))
-    label = f"B{batch} H{heads} T{length} D{depth} causal"
+    def forward_bf16():
+        _cuda.attention_forward_bf16(pointer(qb), pointer(kb), pointer(vb), pointer(ob), pointer(lse), batch * heads,
+                                     length, length, depth, causal, scale, 0)
+
+    def forward_backward_bf16():
+        forward_bf16()
+        _cuda.attention_backward_bf16(pointer(d_out_b), pointer(qb), pointer(kb), pointer(vb), pointer(ob),
+                                      pointer(lse), pointer(delta), pointer(dqb), pointer(dkb), pointer(dvb),
+                                      batch * heads, length, length, depth, causal, scale, 0)
+
+    def sdpa(*inputs):
+        return F.scaled_dot_product_attention(*inputs, is_causal=causal)
+
+    def flash(*inputs):
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
+            return sdpa(*inputs)
+
+    forward_backward_bf16()
+    references = [x.float().requires_grad_() for x in (qb, kb, vb)]   # the bf16 inputs, in fp32
+    reference = sdpa(*references)
+    reference.backward(d_out_b.float())
+    bf16_error = relative_error(ob, reference)
+    bf16_gradient_error = max(relative_error(ours, leaf.grad) for ours, leaf in zip((dqb, dkb, dvb), references))
+    leaves_b = [x.detach().requires_grad_() for x in (qb, kb, vb)]
+    forward_backward()
+    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    sdpa(*leaves).backward(d_out)
+    fp32_error = max(relative_error(o, sdpa(q, k, v)),
+                     *(relative_error(ours, leaf.grad) for ours, leaf in zip((dq, dk, dv), leaves)))
+    label = f"B{batch} H{heads} T{length} D{depth} {'causal' if causal else 'full'}"
     return [
-        ("flash attention fwd fp32", label, time_ms(forward), "torch SDPA fp32",
-         time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), flops, "flop", fp32_peak,
-         f"rel err {error:.1e}"),
-        ("flash attention bwd fp32", label, time_ms(backward), "torch SDPA fp32 bwd (fwd+bwd minus fwd)",
-         sdpa_backward_ms(q, k, v, d_out), 2.5 * flops, "flop", fp32_peak, ""),
-        ("flash attention fwd fp32 (vs bf16 flash)", label, time_ms(forward), "torch SDPA bf16 (flash)",
-         time_ms(lambda: F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)), flops, "flop", bf16_peak,
-         "bf16 kernel not written yet; target 0.5x"),
+        ("attention fwd bf16 (wmma)", label, time_ms(forward_bf16), "torch SDPA bf16 (flash)",
+         time_ms(lambda: flash(qb, kb, vb)), flops, "flop", bf16_peak,
+         f"rel err vs fp32 SDPA of the bf16 inputs {bf16_error:.1e}; target ratio >= 0.5"),
+        ("attention fwd+bwd bf16 (wmma)", label, time_ms(forward_backward_bf16), "torch SDPA bf16 (flash) fwd+bwd",
+         time_ms(lambda: flash(*leaves_b).backward(d_out_b)), 3.5 * flops, "flop", bf16_peak,
+         f"max rel err of dq, dk, dv vs fp32 SDPA of the bf16 inputs {bf16_gradient_error:.1e}"),
+        ("attention fwd fp32", label, time_ms(forward), "torch SDPA fp32", time_ms(lambda: sdpa(q, k, v)), flops,
+         "flop", fp32_peak, f"max rel err of o, dq, dk, dv vs SDPA {fp32_error:.1e}"),
+        ("attention fwd+bwd fp32", label, time_ms(forward_backward), "torch SDPA fp32 fwd+bwd",
+         time_ms(lambda: sdpa(*leaves).backward(d_out)), 3.5 * flops, "flop", fp32_peak,
+         "pyai's backward: 14/4 of the forward's FLOPs (dq in a second pass, no atomics)"),
     ]
 
 
-def sdpa_backward_ms(q, k, v, d_out):
-    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
-
-    def forward_backward():
-        F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(d_out)
-
-    return time_ms(forward_backward) - time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+def relative_error(ours, reference):
+    return ((ours.float() - reference.float()).norm() / reference.float().norm()).item()
 
 
 def memory_rows(n, bandwidth_peak):
@@ -278,7 +303,8 @@ def main(argv=None):
     rows = gemm_rows(quick, fp32_peak, bf16_peak) if "gemm" in groups else []
     if "attention" in groups:
         for depth in (64, 128):
-            rows += attention_rows(1024 if quick else 4096, depth, fp32_peak, bf16_peak)
+            for causal in (True, False):
+                rows += attention_rows(1024 if quick else 4096, depth, causal, fp32_peak, bf16_peak)
     if "memory" in groups:
         rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
     text, records = table(rows)

@@ -192,6 +192,20 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0, "Flash attention forward: o (heads, Tq, D) and lse (heads, Tq).");
 
     m.def(
+        "attention_forward_bf16",
+        [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, int heads, int n_queries, int n_keys,
+           int depth, bool causal, float scale, uintptr_t stream) {
+            attention_forward_bf16(device_pointer<const __nv_bfloat16>(q), device_pointer<const __nv_bfloat16>(k),
+                                   device_pointer<const __nv_bfloat16>(v), device_pointer<__nv_bfloat16>(o),
+                                   device_pointer<float>(lse), heads, n_queries, n_keys, depth, causal, scale,
+                                   stream_handle(stream));
+        },
+        nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0,
+        "Flash attention forward on BF16 tensor cores (sm_80+): q, k, v, o bfloat16, lse float32.");
+
+    m.def(
         "attention_backward",
         [](uintptr_t d_out, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t delta,
            uintptr_t dq, uintptr_t dk, uintptr_t dv, int heads, int n_queries, int n_keys, int depth, bool causal,
@@ -207,6 +221,24 @@ NB_MODULE(_cuda, m) {
         nb::arg("delta_ptr"), nb::arg("dq_ptr"), nb::arg("dk_ptr"), nb::arg("dv_ptr"), nb::arg("heads"),
         nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
         nb::arg("stream") = 0, "Flash attention backward; delta_ptr: scratch of heads * Tq floats.");
+    m.def(
+        "attention_backward_bf16",
+        [](uintptr_t d_out, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t o, uintptr_t lse, uintptr_t delta,
+           uintptr_t dq, uintptr_t dk, uintptr_t dv, int heads, int n_queries, int n_keys, int depth, bool causal,
+           float scale, uintptr_t stream) {
+            attention_backward_bf16(device_pointer<const __nv_bfloat16>(d_out), device_pointer<const __nv_bfloat16>(q),
+                                    device_pointer<const __nv_bfloat16>(k), device_pointer<const __nv_bfloat16>(v),
+                                    device_pointer<const __nv_bfloat16>(o), device_pointer<const float>(lse),
+                                    device_pointer<float>(delta), device_pointer<__nv_bfloat16>(dq),
+                                    device_pointer<__nv_bfloat16>(dk), device_pointer<__nv_bfloat16>(dv), heads,
+                                    n_queries, n_keys, depth, causal, scale, stream_handle(stream));
+        },
+        nb::arg("do_ptr"), nb::arg("q_ptr"), nb::arg("k_ptr"), nb::arg("v_ptr"), nb::arg("o_ptr"), nb::arg("lse_ptr"),
+        nb::arg("delta_ptr"), nb::arg("dq_ptr"), nb::arg("dk_ptr"), nb::arg("dv_ptr"), nb::arg("heads"),
+        nb::arg("n_queries"), nb::arg("n_keys"), nb::arg("depth"), nb::arg("causal"), nb::arg("scale"),
+        nb::arg("stream") = 0,
+        "Flash attention backward on BF16 tensor cores: do, q, k, v, o, dq, dk, dv bfloat16; lse and the "
+        "delta scratch (heads * Tq) float32.");
     m.attr("ATTENTION_MAX_DEPTH") = ATTENTION_MAX_DEPTH;
 
     m.def(

@@ -7,7 +7,8 @@
 // loads: the online max and sum of exps in one read (reduce.cuh's MaxSum, merged across the
 // block), then the write. The second read of the row comes from cache for rows up to ~100k
 // floats. The sum is in double: a float sum of V terms is off by up to ~V * 6e-8 relative, and
-// that error would scale the whole row. A row of -inf only gives NaN, as on the CPU backend.
+// that error would scale the whole row. A row of -inf only (every position masked) gives 0s, as
+// on the CPU backend.
 #include "check.cuh"
 #include "reduce.cuh"
 #include "softmax.cuh"
@@ -20,6 +21,10 @@ __global__ void softmax_forward_kernel(const float* __restrict__ x, float* __res
     MaxSum stats = {-INFINITY, 0.0};
     for (int j = threadIdx.x; j < columns; j += blockDim.x) add_to(stats, x_row[j]);
     stats = block_max_sum(stats);
+    if (stats.max == -INFINITY) {   // every position masked (the whole block sees it): 0s
+        for (int j = threadIdx.x; j < columns; j += blockDim.x) y_row[j] = 0.0f;
+        return;
+    }
     float inverse = float(1.0 / stats.sum);
     for (int j = threadIdx.x; j < columns; j += blockDim.x) y_row[j] = expf(x_row[j] - stats.max) * inverse;
 }

@@ -10,7 +10,8 @@
 // Fast version: one block per row, as softmax.cu: the online max and sum of exps (in double) in
 // one read of the row, then dz written in a second pass over the row, still in cache. The loss
 // is (m - z_t) + log(sum) in double: where the target holds the max the loss is log(sum), with
-// no cancellation of lse against z_t. A row of -inf only gives NaN, as on the CPU backend.
+// no cancellation of lse against z_t. A row of -inf only (every logit masked) has p = 0: loss
+// +inf, gradient -1/N at the target, as on the CPU backend.
 #include "check.cuh"
 #include "reduce.cuh"
 #include "softmax.cuh"
@@ -28,8 +29,13 @@ __global__ void softmax_cross_entropy_kernel(const float* __restrict__ logits, c
     float largest = stats.max;
     double total = stats.sum;
     int64_t target = targets[blockIdx.x];
-    float scale = float(1.0 / (total * double(rows)));   // p_j / N = exp(z_j - m) / (sum N)
     float inverse_rows = float(1.0 / double(rows));
+    if (largest == -INFINITY) {   // every logit masked (the whole block sees it): p = 0, the target's too
+        for (int j = threadIdx.x; j < columns; j += blockDim.x) dz[j] = j == target ? -inverse_rows : 0.0f;
+        if (threadIdx.x == 0) losses[blockIdx.x] = INFINITY;
+        return;
+    }
+    float scale = float(1.0 / (total * double(rows)));   // p_j / N = exp(z_j - m) / (sum N)
     for (int j = threadIdx.x; j < columns; j += blockDim.x) {
         float p_over_rows = expf(z[j] - largest) * scale;
         dz[j] = j == target ? p_over_rows - inverse_rows : p_over_rows;

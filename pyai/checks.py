@@ -72,6 +72,21 @@ def as_float32(name, array, ndim=None, min_ndim=None, backend=None):
     return converted
 
 
+def is_bfloat16(array):
+    """Whether `array` is a numpy array of bfloat16 (ml_dtypes.bfloat16; numpy has none of its own)."""
+    return isinstance(array, np.ndarray) and array.dtype.name == "bfloat16"
+
+
+def as_bfloat16(name, array, ndim=None):
+    """`array`, a bfloat16 numpy array, C-contiguous, or a clear error naming `name`."""
+    if not is_bfloat16(array):
+        kind = f"dtype {array.dtype}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise TypeError(f"{name}: expected a bfloat16 numpy array (ml_dtypes.bfloat16) like the other inputs, "
+                        f"got {kind}")
+    check_shape(name, array.shape, ndim)
+    return np.ascontiguousarray(array)
+
+
 def plain_array(name, array):
     """`array` as a plain numpy ndarray (a subclass viewed as its data, exactly; another library's
     CPU array viewed through DLPack), or TypeError."""

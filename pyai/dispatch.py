@@ -126,6 +126,11 @@ def takes_bfloat16(backend=None):
     return getattr(_module(backend or get_backend()), "TAKES_BFLOAT16", False)
 
 
+def takes_bfloat16_attention(backend=None):
+    """Whether `backend`'s attention takes bfloat16 q, k, v (numpy arrays of ml_dtypes.bfloat16)."""
+    return getattr(_module(backend or get_backend()), "TAKES_BFLOAT16_ATTENTION", False)
+
+
 def set_backend(name):
     """Choose the backend every op uses from now on, in every thread (unless a block or a call
     names its own)."""

@@ -10,9 +10,9 @@ import numbers
 
 import numpy as np
 
-from pyai.checks import (as_float32, flag, gemm_operands, in_place, plain_array, positive_int, real_number,
-                         same_shape)
-from pyai.dispatch import implementation, use_backend
+from pyai.checks import (as_bfloat16, as_float32, flag, gemm_operands, in_place, is_bfloat16, plain_array,
+                         positive_int, real_number, same_shape)
+from pyai.dispatch import get_backend, implementation, takes_bfloat16_attention, use_backend
 from pyai.kernels.common import ACTIVATIONS as kernel_activations
 from pyai.kernels.common import PADDINGS, conv_output_size, conv_transpose_output_size
 
@@ -241,10 +241,10 @@ def _indices(name, ids, size):
     return np.asarray(ids, dtype=np.int64, order="C")   # keeps 0-d ids 0-d
 
 
-def _attention_arguments(q, k, v, causal, scale):
-    q = as_float32("q", q, ndim=4)
-    k = as_float32("k", k, ndim=4)
-    v = as_float32("v", v, ndim=4)
+def _attention_arguments(q, k, v, causal, scale, convert=as_float32):
+    q = convert("q", q, ndim=4)
+    k = convert("k", k, ndim=4)
+    v = convert("v", v, ndim=4)
     if k.shape[:2] != q.shape[:2] or k.shape[3] != q.shape[3]:
         raise ValueError(f"k: expected shape ({q.shape[0]}, {q.shape[1]}, Tk, {q.shape[3]}) to "
                          f"match q's batch, heads and depth (q {q.shape}), got {k.shape}")
@@ -265,20 +265,38 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False, backend=No
     sees key j iff j <= i + (Tk - Tq) (aligned bottom-right; Tq > Tk is an error). Returns o
     (B, H, Tq, D), or (o, lse) with lse (B, H, Tq) = log sum_j exp(scale q_i.k_j) over the keys
     query i sees, which attention_grad needs.
+
+    On the cuda backend q, k and v may instead all be bfloat16 numpy arrays (ml_dtypes.bfloat16):
+    the tensor-core kernel then returns o as bfloat16 (the inputs' precision; it sums in float32)
+    and lse as float32 (a statistic attention_grad needs at full precision); other backends raise
+    TypeError for bfloat16 inputs.
     """
-    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
+    convert = _attention_dtype(q, k, v)
+    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale, convert)
     return_lse = flag("return_lse", return_lse)
     o, lse = implementation("attention", backend)(q, k, v, causal, scale)
     return (o, lse) if return_lse else o
 
 
+def _attention_dtype(*arrays):
+    """as_bfloat16 if any of the arrays is bfloat16 (and the backend takes it), else as_float32."""
+    if not any(is_bfloat16(x) for x in arrays):
+        return as_float32
+    if not takes_bfloat16_attention():
+        raise TypeError(f"q, k, v: bfloat16 inputs are taken by the cuda backend only; backend {get_backend()!r} "
+                        f"takes float32 (pass q.astype(np.float32), and the others alike)")
+    return as_bfloat16
+
+
 @per_call_backend
 def attention_grad(do, q, k, v, o, lse, *, causal=False, scale=None, backend=None):
-    """(dq, dk, dv) of attention from do = d loss / d o, and the forward's o and lse."""
-    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale)
-    do = as_float32("do", do)
+    """(dq, dk, dv) of attention from do = d loss / d o, and the forward's o and lse. On the cuda
+    backend do, q, k, v and o may all be bfloat16 (lse stays float32): dq, dk, dv are bfloat16."""
+    convert = _attention_dtype(do, q, k, v, o)
+    q, k, v, causal, scale = _attention_arguments(q, k, v, causal, scale, convert)
+    do = convert("do", do)
     same_shape("do", do, "q", q)
-    o = as_float32("o", o)
+    o = convert("o", o)
     same_shape("o", o, "q", q)
     lse = as_float32("lse", lse)
     if lse.shape != q.shape[:3]:

@@ -53,7 +53,8 @@ def without_gpu(status):
 KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer", "matmul_forward",
            "matmul_forward_tiles", "matmul_tiles_for", "matmul_tf32_forward", "matmul_bf16_forward",
            "matmul_bf16_forward_tiles",
-           "attention_forward", "attention_backward", "layer_norm_forward", "layer_norm_backward",
+           "attention_forward", "attention_forward_bf16", "attention_backward", "attention_backward_bf16",
+           "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_cross_entropy", "embedding_forward",
            "embedding_backward", "adam_update", "synchronize")
 
@@ -234,6 +235,9 @@ def test_failed_cuda_call_raises_runtime_error_naming_it(without_gpu, cuda):
     (lambda cuda: cuda.attention_forward(0, 0, 0, 0, 0, 1, 4, 4, 8, True, 0.5, 0), "attention_forward"),
     (lambda cuda: cuda.attention_backward(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 4, 4, 8, False, 0.5, 0),
      "attention_backward"),
+    (lambda cuda: cuda.attention_forward_bf16(0, 0, 0, 0, 0, 1, 4, 4, 8, True, 0.5, 0), "attention_forward_bf16"),
+    (lambda cuda: cuda.attention_backward_bf16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 4, 4, 8, False, 0.5, 0),
+     "attention_backward_bf16"),
     (lambda cuda: cuda.layer_norm_forward(0, 0, 0, 0, 0, 0, 4, 8, 1e-5, 0), "layer_norm"),
     (lambda cuda: cuda.gelu_forward(0, 0, 16, 0), "gelu"),
     (lambda cuda: cuda.softmax_cross_entropy(0, 0, 0, 0, 4, 8, 0), "softmax_cross_entropy"),
@@ -253,6 +257,38 @@ def test_device_buffer_round_trip(needs_gpu, cuda):
     buffer.copy_to_host(back)
     assert buffer.nbytes == host.nbytes and buffer.ptr != 0
     np.testing.assert_array_equal(back, host)
+
+
+def test_device_buffer_round_trips_bfloat16_bits(needs_gpu, cuda):
+    host = np.arange(0, 65535, 997, dtype=np.uint16)
+    buffer = cuda.DeviceBuffer(host.nbytes)
+    buffer.copy_from_host(host)
+    back = np.zeros_like(host)
+    buffer.copy_to_host(back)
+    np.testing.assert_array_equal(back, host)
+
+
+@pytest.mark.parametrize("depth", [64, 128])
+def test_bf16_attention_and_its_gradients_on_the_gpu(needs_gpu, depth):
+    """The BF16 tensor-core kernels on a GPU (the emulated tests cannot run the device's own
+    rounding or its real fragment layouts): within 1e-2 of the float64 attention of the bf16
+    inputs, as under the emulation."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from pyai import use_backend
+    from pyai.kernels.numba_cpu import attention_backward, attention_forward
+    rng = np.random.default_rng(depth)
+    q, do = (rng.standard_normal((1, 2, 300, depth)).astype(ml_dtypes.bfloat16) for _ in range(2))
+    k, v = (rng.standard_normal((1, 2, 333, depth)).astype(ml_dtypes.bfloat16) for _ in range(2))
+    with use_backend("cuda"):
+        o, lse = ops.attention(q, k, v, causal=True, return_lse=True)
+        gradients = ops.attention_grad(do, q, k, v, o, lse, causal=True)
+    exact = [x.astype(np.float64) for x in (do, q, k, v)]
+    expected_o, expected_lse = attention_forward.attention_forward_reference(*exact[1:], True, depth ** -0.5)
+    expected = attention_backward.attention_backward_reference(*exact, True, depth ** -0.5)
+    for name, out, ref, tol in zip(("o", "lse", "dq", "dk", "dv"), (o, lse, *gradients),
+                                   (expected_o, expected_lse, *expected), (1e-2, 1e-5, 1e-2, 1e-2, 1e-2)):
+        error = np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref)
+        assert error <= tol, f"bf16 attention D={depth} {name}: relative error {error:.2e} > {tol}"
 
 
 def test_device_buffer_refuses_wrong_size_or_dtype(needs_gpu, cuda):

@@ -4,8 +4,9 @@ Every kernel runs (1) the golden TensorFlow cases of tests/golden/ through the c
 Python code (pyai/_backends/cuda.py, with the emulated build standing in for pyai._cuda), and
 (2) an edge-shape sweep called directly, against float64 references: sizes 1, primes, sizes
 that are not multiples of any tile (matmul 128 x 128, 128 x 64 and 64 x 64 by 16 or 32 deep,
-attention 16 queries x 32 keys, layer norm 8 rows x 32 columns, float4 groups), and operands
-that start 1 float past an aligned address. The sweep runs each block's threads in lane order and in reverse order (a missing
+attention blocks of 64 or 32 rows and tiles of 32, layer norm 8 rows x 32 columns, float4 groups),
+and operands that start 1 float past an aligned address. The sweep runs each block's threads in
+lane order and in reverse order (a missing
 barrier gives a wrong result in one of them). Any call also fails on a fault the emulator
 counts: a barrier or shuffle reached after a thread exited, threads stuck at different barriers,
 a misaligned float4 access, an invalid launch. test_cuda_emulated_bugs.py shows these checks
@@ -18,6 +19,7 @@ coalescing) is in tests/cuda_emu/README.md.
 """
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, embedding, gelu, layer_norm,
                                     leaky_relu, matmul, softmax, softmax_cross_entropy)
 import test_golden
+import test_gpu_machine
 
 TOL = 1e-5
 ADAM_TOL = 1e-6
@@ -225,8 +228,9 @@ def test_softmax_and_cross_entropy_sweep(kernels, order, rng, rows, columns):
 
 
 def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kernels, order, rng):
-    """Rows of -inf only, with some -inf, with a +inf, with logits of +-1e4: the one-pass
-    statistics give what the CPU backend's passes give, NaN where it has NaN."""
+    """Rows of -inf only (every position masked: 0s), with some -inf, with a +inf, with logits
+    of +-1e4: the one-pass statistics give what the CPU backend's passes give, NaN where it has
+    NaN (the +inf row)."""
     x = rng.standard_normal((5, 300)).astype(np.float32)
     x[0] = -np.inf
     x[1, ::3] = -np.inf
@@ -293,7 +297,10 @@ def test_adam_sweep(kernels, order, rng, n, offset):
 
 ATTENTION_SHAPES = [(1, 1, 1, 1, False), (1, 1, 1, 1, True), (2, 17, 33, 5, True), (1, 33, 17, 24, False),
                     (1, 40, 45, 128, True), (1, 31, 31, 33, True), (1, 1, 70, 64, False),
-                    (1, 130, 161, 16, True)]   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
+                    (1, 130, 161, 16, True),   # 3 blocks of 64 queries, 6 tiles of 32 keys, the last ragged
+                    (1, 67, 131, 64, True),    # backward: 3 blocks of 64 keys, causal tiles skipped
+                    (1, 97, 89, 128, False),   # backward at D 128: blocks of 32 rows, Tq > Tk
+                    (1, 37, 71, 65, True)]     # the D 128 blocking at D 65
 
 
 @pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", ATTENTION_SHAPES)
@@ -314,6 +321,110 @@ def test_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, c
     expected = attention_backward.attention_backward_reference(do, q, k, v, causal, scale)
     for tensor, out, ref in zip(("dq", "dk", "dv"), (dq, dk, dv), expected):
         assert_close(f"{name} {tensor}", out, ref, TOL)
+
+
+BF16_ATTENTION_SHAPES = [(1, 1, 1, 1, False), (2, 17, 33, 5, True), (1, 33, 17, 24, False), (1, 40, 45, 128, True),
+                         (1, 130, 161, 16, True), (1, 67, 131, 64, False)]
+BF16_TOL = 1e-2   # p (and ds) and the outputs rounded to bf16, 2^-9 relative each; sums in float32
+
+
+def bf16(rng, *shape):
+    """Fresh normal values as bfloat16 (the inputs), and the same values as float64."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = rng.standard_normal(shape).astype(ml_dtypes.bfloat16)
+    return values, values.astype(np.float64)
+
+
+def test_emulated_bf16_conversion_rounds_as_the_device(kernels, rng):
+    """__float2bfloat16 rounds to nearest, ties to even (cvt.rn.bf16.f32), as ml_dtypes does:
+    random floats, exact ties, the largest values that round to finite, infinities, NaN."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ties = (rng.integers(0, 2**15, 200, dtype=np.uint32) << 16 | 0x8000).view(np.float32)
+    special = np.array([0.0, -0.0, 1.0, np.inf, -np.inf, np.nan, 3.3895e38, 3.4e38, 1e-40, -1e-45], np.float32)
+    randoms = (rng.standard_normal(300) * 10.0 ** rng.integers(-30, 30, 300)).astype(np.float32)
+    values = np.concatenate([randoms, ties, special])
+    bits = np.array([kernels.float_to_bf16(float(x)) for x in values], np.uint16)
+    with np.errstate(invalid="ignore"):   # ml_dtypes warns when it casts a NaN
+        expected = values.astype(ml_dtypes.bfloat16)
+    nan = np.isnan(values)
+    np.testing.assert_array_equal(bits[~nan], expected[~nan].view(np.uint16))
+    assert np.isnan(bits[nan].view(ml_dtypes.bfloat16).astype(np.float32)).all()
+
+
+def bf16_output(shape):
+    """bfloat16 bits placed as `output`, all NaN (0xFFFF), so an element never written shows."""
+    return placed(np.full(shape, 0xFFFF, np.uint16))
+
+
+@pytest.mark.parametrize("heads, n_queries, n_keys, depth, causal", BF16_ATTENTION_SHAPES)
+def test_bf16_attention_sweep(kernels, order, rng, heads, n_queries, n_keys, depth, causal):
+    """Against the float64 attention (and gradients) of the bf16 inputs themselves: o, dq, dk, dv
+    within BF16_TOL (p and ds are rounded to bf16 too, and delta comes from the bf16 o), lse
+    (float32 statistics of exact bf16 products) within TOL. The inputs start 1 element (2 bytes)
+    past an aligned address: the kernels stage them element by element."""
+    (q, q64), (k, k64), (v, v64), (do, do64) = (bf16(rng, 1, heads, rows, depth)
+                                                for rows in (n_queries, n_keys, n_keys, n_queries))
+    scale = depth ** -0.5
+    o, lse = bf16_output(q.shape), output(q.shape[:3])
+    inputs = [placed(array.view(np.uint16), 1) for array in (q, k, v, do)]
+    kernels.attention_forward_bf16(*map(pointer, inputs[:3] + [o, lse]), heads, n_queries, n_keys, depth, causal,
+                                   scale, 0)
+    expected_o, expected_lse = attention_forward.attention_forward_reference(q64, k64, v64, causal, scale)
+    name = f"bf16 attention {heads}x{n_queries}x{n_keys}x{depth} causal={causal} {order}"
+    assert_close(f"{name} o", o.view(q.dtype).astype(np.float32), expected_o, BF16_TOL)
+    assert_close(f"{name} lse", lse, expected_lse, TOL)
+    delta, dq, dk, dv = output(q.shape[:3]), bf16_output(q.shape), bf16_output(k.shape), bf16_output(k.shape)
+    kernels.attention_backward_bf16(*map(pointer, inputs[3:] + inputs[:3] + [o, lse, delta, dq, dk, dv]), heads,
+                                    n_queries, n_keys, depth, causal, scale, 0)
+    expected = attention_backward.attention_backward_reference(do64, q64, k64, v64, causal, scale)
+    for tensor, out, ref in zip(("dq", "dk", "dv"), (dq, dk, dv), expected):
+        assert_close(f"{name} {tensor}", out.view(q.dtype).astype(np.float32), ref, BF16_TOL)
+
+
+def test_bf16_attention_through_the_ops_api(kernels, rng):
+    """pyai.ops.attention and attention_grad on the cuda backend take bfloat16 numpy arrays and
+    return o, dq, dk, dv in bfloat16 and lse in float32."""
+    (q, q64), (k, k64), (v, v64), (do, do64) = (bf16(rng, 2, 3, rows, 40) for rows in (37, 50, 50, 37))
+    with harness.as_cuda_extension(kernels):
+        o, lse = pyai.ops.attention(q, k, v, causal=True, return_lse=True)
+        gradients = pyai.ops.attention_grad(do, q, k, v, o, lse, causal=True)
+        with pytest.raises(TypeError, match="v: expected a bfloat16 numpy array .* got dtype float32"):
+            pyai.ops.attention(q, k, v.astype(np.float32))
+        with pytest.raises(TypeError, match="o: expected a bfloat16 numpy array .* got dtype float32"):
+            pyai.ops.attention_grad(do, q, k, v, o.astype(np.float32), lse, causal=True)
+    assert o.dtype == q.dtype and o.shape == q.shape and lse.dtype == np.float32
+    expected_o, expected_lse = attention_forward.attention_forward_reference(q64, k64, v64, True, 40 ** -0.5)
+    assert_close("bf16 attention o", o.astype(np.float32), expected_o, BF16_TOL)
+    assert_close("bf16 attention lse", lse, expected_lse, TOL)
+    expected = attention_backward.attention_backward_reference(do64, q64, k64, v64, True, 40 ** -0.5)
+    for tensor, gradient, ref, like in zip(("dq", "dk", "dv"), gradients, expected, (q, k, v)):
+        assert gradient.dtype == q.dtype and gradient.shape == like.shape, tensor
+        assert_close(f"bf16 attention {tensor}", gradient.astype(np.float32), ref, BF16_TOL)
+
+
+def test_bf16_attention_on_a_float32_backend_is_a_type_error(rng):
+    (q, _), (k, _) = bf16(rng, 1, 1, 5, 8), bf16(rng, 1, 1, 5, 8)
+    lse = np.zeros((1, 1, 5), np.float32)
+    with pytest.raises(TypeError, match="bfloat16 inputs are taken by the cuda backend only; backend 'numba-cpu'"):
+        pyai.ops.attention(q, k, k, backend="numba-cpu")
+    with pytest.raises(TypeError, match="bfloat16 inputs are taken by the cuda backend only; backend 'numba-cpu'"):
+        pyai.ops.attention_grad(q, q, k, k, q, lse, backend="numba-cpu")
+
+
+def test_gpu_benchmark_attention_rows_run_on_the_emulated_kernels(kernels, monkeypatch):
+    """benchmarks/gpu_cuda.py's attention rows on CPU tensors, the emulation standing in for
+    pyai._cuda (untimed): the pointers, argument orders and the errors it reports against torch's
+    SDPA are right before the benchmark ever meets a GPU."""
+    torch = pytest.importorskip("torch")
+    benchmark = test_gpu_machine.gpu_benchmark()
+    monkeypatch.setattr(benchmark, "_cuda", kernels)
+    calls = []
+    monkeypatch.setattr(benchmark, "time_ms", lambda function: calls.append(function()) or 1.0)
+    torch.manual_seed(0)
+    rows = benchmark.attention_rows(37, 24, True, None, None, heads=2, device="cpu")
+    errors = [float(re.search(r"\d\.\de[+-]\d+", row[-1]).group()) for row in rows[:3]]   # "rel err ... 2.1e-03"
+    assert max(errors[:2]) < BF16_TOL and errors[2] < 1e-5, rows
+    assert len(calls) == 2 * len(rows)   # each row timed pyai's kernel and its peer
 
 
 @pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),

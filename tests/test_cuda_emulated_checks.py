@@ -8,7 +8,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - 16-byte cp.async copies from a pointer 1 float past alignment: a cp.async fault;
   - the bf16 GEMM without its pipeline barrier, or reading a wrong B fragment: a wrong result (a
     missing __syncwarp in its epilogue is not caught: the wmma model's stores meet as a warp);
-  - a barrier removed from attention's between two phases with shuffles:
+  - a barrier removed from attention's between two phases with shuffles, or from the attention
+    backward's (float32 and bf16) between two stagings of one shared buffer:
     a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
     the barriers let them, so one reads a shared tile the others have not written yet, or
     overwrites one they have not read);
@@ -16,7 +17,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
     hangs or misorders);
   - float4 loads without the alignment test: misaligned accesses on an offset pointer;
-  - tensor-core tiles padded so fragments are not 32-byte aligned: wmma faults;
+  - tensor-core tiles padded so fragments are not 32-byte aligned (TF32 GEMM, BF16 attention):
+    wmma faults;
   - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
   - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
     (the plain build's buffers have slack, and the values written there are never read).
@@ -33,7 +35,7 @@ import pytest
 from conftest import relative_error
 from cuda_emu import build, harness
 from cuda_emu.harness import output, placed, pointer
-from pyai.kernels.numba_cpu import attention_forward, matmul
+from pyai.kernels.numba_cpu import attention_backward, attention_forward, matmul
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -132,6 +134,27 @@ def test_removed_barrier_between_shuffles_gives_wrong_attention(rng, comment):
     assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
 
 
+@pytest.mark.parametrize("comment", ["// do is no longer read", "// v is no longer read"])
+def test_removed_barrier_gives_wrong_attention_gradients(rng, comment):
+    """The backward restages one shared buffer three times per tile: without the barrier before a
+    restaging, the first warps overwrite do (dk/dv pass) or v (dq pass) while later ones still read it."""
+    kernels = harness.emulator({"attention_backward.cu": (f"__syncthreads();  {comment}", comment)})
+    shape, n_keys = (1, 1, 70, 16), 90
+    q, do = rng.standard_normal((2, *shape), np.float32)
+    k, v = rng.standard_normal((2, 1, 1, n_keys, 16), np.float32)
+    expected = attention_backward.attention_backward_reference(do, q, k, v, False, 0.25)
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, lse = output(shape), output(shape[:3])
+        kernels.attention_forward(*map(pointer, (q, k, v, o, lse)), 1, 70, n_keys, 16, False, 0.25, 0)
+        delta, dq, dk, dv = output(shape[:3]), output(shape), output(k.shape), output(k.shape)
+        kernels.attention_backward(*map(pointer, (do, q, k, v, o, lse, delta, dq, dk, dv)), 1, 70, n_keys, 16,
+                                   False, 0.25, 0)
+        errors += [relative_error(np.nan_to_num(out, nan=1e9), ref) for out, ref in zip((dq, dk, dv), expected)]
+    assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
 def test_barrier_after_exit_is_caught(rng):
     load_q = "    load_transposed(q_t, BLOCK_QUERIES, q, first_query, n_queries, depth);\n"
     early_exit = "    if (first_query + ty * 4 >= n_queries) return;\n"
@@ -166,6 +189,64 @@ def test_tensor_core_fragment_misaligned_in_shared_memory_is_caught(rng):
     c = output((20, 20))
     with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
         kernels.matmul_tf32_forward(pointer(a), pointer(b), 0, pointer(c), 20, 20, 16, False, False, 0, 0.0, 0)
+
+
+def bf16_attention(kernels, rng, n_queries=70, n_keys=90, depth=24):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    q = rng.standard_normal((1, 1, n_queries, depth)).astype(ml_dtypes.bfloat16)
+    k, v = rng.standard_normal((2, 1, 1, n_keys, depth)).astype(ml_dtypes.bfloat16)
+    o, lse = np.full(q.shape, 0xFFFF, np.uint16), output(q.shape[:3])
+    inputs = [array.view(np.uint16) for array in (q, k, v)]
+    kernels.attention_forward_bf16(*map(pointer, inputs + [o, lse]), 1, n_queries, n_keys, depth, False, 0.5, 0)
+    expected = attention_forward.attention_forward_reference(*(x.astype(np.float64) for x in (q, k, v)), False, 0.5)
+    return o.view(q.dtype).astype(np.float32), expected[0]
+
+
+def test_removed_barrier_gives_wrong_bf16_attention(rng):
+    """Without the barrier between the last read of the k tile and the v tile's staging, the
+    first warps overwrite k while later ones still compute their scores from it."""
+    comment = "// the k tile is no longer read; p is complete"
+    kernels = harness.emulator({"attention_forward_bf16.cu": (f"__syncthreads();  {comment}", comment)})
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, expected = bf16_attention(kernels, rng)
+        errors.append(relative_error(np.nan_to_num(o, nan=1e9), expected))
+    assert max(errors) > 1e-1, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+@pytest.mark.parametrize("comment", ["// the own rows (first tile) or the previous q, do tile are no longer read",
+                                     "// the own rows (first tile) or the previous k, v tile are no longer read"])
+def test_removed_barrier_gives_wrong_bf16_attention_gradients(rng, comment):
+    """Without the barrier before a tile's staging, the first warps overwrite the shared memory
+    (the block's own rows, then the previous tile) while later warps still read it."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    kernels = harness.emulator({"attention_backward_bf16.cu": (f"__syncthreads();  {comment}", comment)})
+    shape, keys_shape = (1, 1, 70, 24), (1, 1, 90, 24)
+    q, do = rng.standard_normal((2, *shape)).astype(ml_dtypes.bfloat16)
+    k, v = rng.standard_normal((2, *keys_shape)).astype(ml_dtypes.bfloat16)
+    expected = attention_backward.attention_backward_reference(*(x.astype(np.float64) for x in (do, q, k, v)),
+                                                               False, 0.5)
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        o, lse, delta = np.full(shape, 0xFFFF, np.uint16), output(shape[:3]), output(shape[:3])
+        dq, dk, dv = (np.full(s, 0xFFFF, np.uint16) for s in (shape, keys_shape, keys_shape))
+        inputs = [x.view(np.uint16) for x in (do, q, k, v)]
+        kernels.attention_forward_bf16(*map(pointer, inputs[1:] + [o, lse]), 1, 70, 90, 24, False, 0.5, 0)
+        kernels.attention_backward_bf16(*map(pointer, inputs + [o, lse, delta, dq, dk, dv]), 1, 70, 90, 24, False,
+                                        0.5, 0)
+        errors += [relative_error(np.nan_to_num(out.view(q.dtype).astype(np.float32), nan=1e9), ref)
+                   for out, ref in zip((dq, dk, dv), expected)]
+    assert max(errors) > 1e-1, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def test_bf16_fragment_misaligned_in_shared_memory_is_caught(rng):
+    """A q fragment loaded from 4 elements (8 bytes) into its row: not 32-byte aligned."""
+    kernels = harness.emulator({"attention_forward_bf16.cu": ("&tiles.q[warp * FRAGMENT][d]",
+                                                              "&tiles.q[warp * FRAGMENT][d + 4]")})
+    with pytest.raises(RuntimeError, match="wmma loads or stores with a misaligned pointer"):
+        bf16_attention(kernels, rng)
 
 
 def test_invalid_launch_is_caught(rng):
@@ -223,6 +304,9 @@ SANITIZED_CASES = [
     "test_adam_sweep[lane-order-1031-1]",
     "test_attention_sweep[lane-order-2-17-33-5-True]",
     "test_attention_sweep[lane-order-1-33-17-24-False]",
+    "test_attention_sweep[lane-order-1-37-71-65-True]",
+    "test_bf16_attention_sweep[lane-order-2-17-33-5-True]",
+    "test_bf16_attention_sweep[lane-order-1-33-17-24-False]",
 ]
 
 

@@ -141,6 +141,37 @@ def test_softmax_cross_entropy_of_huge_logits_is_finite(backend):
     np.testing.assert_array_equal(dlogits, tf_dlogits)
 
 
+def masked_logits(rng):
+    """Three rows: ordinary, -inf only (every position masked), -inf at every other position."""
+    logits = rng.standard_normal((3, 37)).astype(np.float32)
+    logits[1] = -np.inf
+    logits[2, ::2] = -np.inf
+    return logits
+
+
+def test_softmax_of_a_fully_masked_row_is_zero(backend, rng):
+    """0s where TensorFlow gives NaN (-inf - -inf); the other rows are as without it."""
+    require("softmax", backend)
+    logits = masked_logits(rng)
+    y = ops.softmax(logits)
+    np.testing.assert_array_equal(y[1], np.zeros(37, np.float32))
+    assert_close(f"softmax {backend}, the other rows", y[[0, 2]], softmax_reference(logits[[0, 2]]), TOL)
+
+
+def test_cross_entropy_of_a_fully_masked_row_is_infinite(backend, rng):
+    """p = 0 at the target: a loss of +inf (-log 0), the gradient -1/N at the target, 0
+    elsewhere; the other rows' gradients are as without it."""
+    require("softmax_cross_entropy", backend)
+    logits, targets = masked_logits(rng), np.array([4, 5, 7])
+    loss, dlogits = ops.softmax_cross_entropy(logits, targets)
+    expected = np.zeros(37, np.float32)
+    expected[5] = -np.float32(1 / 3)
+    np.testing.assert_array_equal(dlogits[1], expected)
+    assert loss == np.inf
+    _, other_rows = softmax_cross_entropy_reference(logits[[0, 2]], targets[[0, 2]])
+    assert_close(f"cross-entropy {backend}, the other rows", dlogits[[0, 2]] * 3 / 2, other_rows, TOL)
+
+
 LOGITS = np.zeros((4, 5), np.float32)
 
 

@@ -37,9 +37,8 @@ from numba import boolean, float32, int64, void
 from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded
 from pyai.kernels.numba_cpu.matmul import slp_vectorize
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel
-from pyai.kernels.numba_cpu.simd import wide_vectors
-from pyai.kernels.numba_cpu.sigmoid import exp_negative
-from pyai.kernels.numba_cpu.softmax import stack_lanes
+from pyai.kernels.numba_cpu.simd import WIDTH, load, multiply, splat, store, subtract, wide_vectors
+from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes
 
 QUERY_BLOCK = 96   # queries per step, a multiple of MR and NR (6 x 16 tiles both ways)
 KEY_TILE = 64      # keys per tile, a multiple of NR: dk^T and dv^T (D x KEY_TILE) stay in L2
@@ -72,15 +71,17 @@ def tile_product(left, right, first_left, first_right, rows, key_slivers, produc
                          s * MR, 0, False)
 
 
-@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@numba.njit(cache=True)
 def tile_probabilities(scores, lse, first_query, rows, key_slivers):
-    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile."""
-    wide_vectors()
+    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile.
+    A row's NR keys are two SIMD vectors."""
     for t in range(key_slivers):
         for i in range(rows):
-            row_lse = lse[first_query + i]
-            for c in range(NR):
-                scores[t, i, c] = exp_negative(row_lse - scores[t, i, c])
+            row_lse = splat(lse[first_query + i])
+            start = (t * scores.shape[1] + i) * NR
+            for half in range(0, NR, WIDTH):
+                store(scores, start + half,
+                      exp_negative_lanes(subtract(row_lse, load(scores, start + half))))
 
 
 @numba.njit(cache=True)
@@ -98,19 +99,17 @@ def mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, o
             p[t, i, max(0, seen) if query < n_queries else 0:] = 0
 
 
-@numba.njit(fastmath=FASTMATH, cache=True)
+@numba.njit(cache=True)
 def tile_score_gradients(p, dp, delta, first_query, rows, key_slivers, scale):
-    """ds = scale p (dp - delta) in place of dp; p is copied to the stack one row at a time so
-    that LLVM sees no overlap with dp and vectorizes the row."""
-    wide_vectors()
-    row = numba.carray(stack_lanes(), NR)
+    """ds = scale p (dp - delta) in place of dp, two SIMD vectors a row."""
+    factor = splat(scale)
     for t in range(key_slivers):
         for i in range(rows):
-            row_delta = delta[first_query + i]
-            for c in range(NR):
-                row[c] = scale * p[t, i, c]
-            for c in range(NR):
-                dp[t, i, c] = row[c] * (dp[t, i, c] - row_delta)
+            row_delta = splat(delta[first_query + i])
+            start = (t * p.shape[1] + i) * NR
+            for half in range(0, NR, WIDTH):
+                scaled = multiply(factor, load(p, start + half))
+                store(dp, start + half, multiply(scaled, subtract(load(dp, start + half), row_delta)))
 
 
 @numba.njit(cache=True)

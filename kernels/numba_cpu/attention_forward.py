@@ -34,13 +34,14 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu.matmul import slp_vectorize
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
-from pyai.kernels.numba_cpu.simd import wide_vectors
-from pyai.kernels.numba_cpu.sigmoid import exp_negative      # SIMD-friendly exp(-a), a >= 0; exp(-inf) = 0
-from pyai.kernels.numba_cpu.softmax import stack_lanes        # NR float32 lanes that LLVM can vectorize
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, half_kernel_strided,   # c[MR x NR]
+                                                 micro_kernel)                                  # += a^T b
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply, store,
+                                        subtract, transpose_square, wide_vectors, zeros)
+from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes   # exp(-a) lane by lane, a >= 0; exp(-inf) = 0
 
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
-KEY_TILE = 96      # keys per tile, a multiple of MR
+KEY_TILE = 192      # keys per tile, a multiple of MR
 FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
 
 
@@ -60,24 +61,59 @@ def attention_forward_reference(q, k, v, causal, scale):
 @numba.njit(cache=True)
 def pack_slivers(x, width, factor, packed):
     """packed[s, d, r] = factor * x[s*width + r, d] (rows in slivers, transposed), zero past
-    the last row. x is (rows, D), packed (slivers, D, width)."""
+    the last row. x is (rows, D), packed (slivers, D, width).
+
+    A sliver whose rows (WIDTH of them, when a sliver is narrower) all lie in x is turned WIDTH x
+    WIDTH floats at a time in registers (simd.transpose_square). Slivers narrower than WIDTH
+    (MR = 12 with 16-float vectors) take whole-vector stores that spill into the next packed
+    row, which a later store overwrites: the next d of this sliver, or after its last d the next
+    sliver's first (packed after it, and there is one, since this sliver's WIDTH rows exist)."""
+    rows, depth = x.shape
+    squares = depth // WIDTH * WIDTH
+    scratch = aligned_floats(2 * WIDTH * WIDTH)
     for s in range(packed.shape[0]):
-        for r in range(width):
-            row = s * width + r
-            for d in range(packed.shape[1]):
-                packed[s, d, r] = factor * x[row, d] if row < x.shape[0] else 0
+        first = s * width
+        if first + max(width, WIDTH) <= rows:
+            for half in range(0, width, WIDTH):
+                for d0 in range(0, squares, WIDTH):
+                    transpose_square(x, (first + half) * depth + d0, depth, packed,
+                                     (s * depth + d0) * width + half, width, scratch)
+            for r in range(width):
+                for d in range(squares, depth):
+                    packed[s, d, r] = x[first + r, d]
+            if factor != 1:
+                sliver = packed[s]
+                for d in range(depth):
+                    for r in range(width):
+                        sliver[d, r] *= factor
+        else:
+            for r in range(width):
+                row = first + r
+                for d in range(depth):
+                    packed[s, d, r] = factor * x[row, d] if row < rows else 0
 
 
 @numba.njit(cache=True)
 def pack_chunks(x, width, packed):
     """packed[c, i, r] = x[i, c*width + r] (columns in chunks), zero past the last row or
-    column. x is (rows, D), packed (chunks, padded rows, width)."""
-    for c in range(packed.shape[0]):
-        for i in range(packed.shape[1]):
-            for r in range(width):
-                column = c * width + r
-                inside = i < x.shape[0] and column < x.shape[1]
-                packed[c, i, r] = x[i, column] if inside else 0
+    column. x is (rows, D), packed (chunks, padded rows, width). A whole chunk's row is copied
+    by vectors; chunks narrower than WIDTH by one vector that spills into the next packed row
+    (overwritten by it, or by the next chunk's first row, packed later)."""
+    rows, depth = x.shape
+    chunks, padded_rows = packed.shape[0], packed.shape[1]
+    for c in range(chunks):
+        column = c * width
+        for i in range(padded_rows):
+            spill_ok = width % WIDTH == 0 or c < chunks - 1 or i < padded_rows - 1
+            whole = (i < rows and column + width <= depth and spill_ok
+                     and i * depth + column + max(width, WIDTH) <= x.size)
+            if whole:
+                for half in range(0, max(width, WIDTH), WIDTH):
+                    store(packed, (c * padded_rows + i) * width + half, load(x, i * depth + column + half))
+            else:
+                for r in range(width):
+                    inside = i < rows and column + r < depth
+                    packed[c, i, r] = x[i, column + r] if inside else 0
 
 
 @numba.njit(parallel=True, cache=True)
@@ -113,42 +149,50 @@ def mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, cau
             scores[t, j, :hidden] = -np.inf
 
 
-@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@numba.njit(cache=True)
 def online_softmax(scores, slivers, keys, row_max, row_sum, out):
     """p = exp(s - m') in place of the scores, m' the new running max; the running sum and the
-    output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf)."""
-    wide_vectors()
-    new_max = numba.carray(stack_lanes(), NR)
-    correction = numba.carray(stack_lanes(), NR)
-    total = numba.carray(stack_lanes(), NR)
+    output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf).
+    A sliver's NR queries are two SIMD vectors (left, right), worked on side by side."""
     for t in range(slivers):
-        tile = scores[t]
-        new_max[:] = row_max[t * NR:(t + 1) * NR]
+        tile = t * scores.shape[1] * NR
+        old_left, old_right = load(row_max, t * NR), load(row_max, t * NR + WIDTH)
+        left, right = old_left, old_right
         for j in range(keys):
-            for c in range(NR):
-                new_max[c] = max(new_max[c], tile[j, c])
-        for c in range(NR):
-            correction[c] = exp_negative(new_max[c] - row_max[t * NR + c])
-            total[c] = 0
+            left = maximum(left, load(scores, tile + j * NR))
+            right = maximum(right, load(scores, tile + j * NR + WIDTH))
+        total_left, total_right = zeros(), zeros()
         for j in range(keys):
-            for c in range(NR):
-                p = exp_negative(new_max[c] - tile[j, c])
-                tile[j, c] = p
-                total[c] += p
+            p_left = exp_negative_lanes(subtract(left, load(scores, tile + j * NR)))
+            p_right = exp_negative_lanes(subtract(right, load(scores, tile + j * NR + WIDTH)))
+            store(scores, tile + j * NR, p_left)
+            store(scores, tile + j * NR + WIDTH, p_right)
+            total_left, total_right = add(total_left, p_left), add(total_right, p_right)
+        correction_left = exp_negative_lanes(subtract(left, old_left))
+        correction_right = exp_negative_lanes(subtract(right, old_right))
+        rows = t * out.shape[1] * NR
         for d in range(out.shape[1]):
-            for c in range(NR):
-                out[t, d, c] *= correction[c]
-        for c in range(NR):
-            row_sum[t * NR + c] = row_sum[t * NR + c] * correction[c] + total[c]
-            row_max[t * NR + c] = new_max[c]
+            store(out, rows + d * NR, multiply(load(out, rows + d * NR), correction_left))
+            store(out, rows + d * NR + WIDTH, multiply(load(out, rows + d * NR + WIDTH), correction_right))
+        store(row_sum, t * NR, fma(load(row_sum, t * NR), correction_left, total_left))
+        store(row_sum, t * NR + WIDTH, fma(load(row_sum, t * NR + WIDTH), correction_right, total_right))
+        store(row_max, t * NR, left)
+        store(row_max, t * NR + WIDTH, right)
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_values(v_chunks, p, first_key, slivers, keys, out):
-    """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T."""
+def tile_values(v_chunks, p, first_key, slivers, keys, depth, out):
+    """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T. A last
+    chunk of v with at most ROWS_PER_GROUP columns (D = 64: 64 = 5 x 12 + 4) takes the half tile."""
+    last = v_chunks.shape[0] - 1
+    half = MR > ROWS_PER_GROUP and depth - last * MR <= ROWS_PER_GROUP
     for t in range(slivers):
-        for s in range(v_chunks.shape[0]):
-            micro_kernel(v_chunks[s, first_key:first_key + keys], p[t], out[t], s * MR, 0, True)
+        for s in range(last + 1):
+            if s == last and half:
+                half_kernel_strided(v_chunks[s, first_key:first_key + keys], p.reshape(-1),
+                                    t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
+            else:
+                micro_kernel(v_chunks[s, first_key:first_key + keys], p[t], out[t], s * MR, 0, True)
 
 
 @numba.njit(cache=True)
@@ -185,7 +229,7 @@ def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_keys, causal, o
         if crosses_diagonal or first_key + keys > n_keys:
             mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal)
         online_softmax(scores, slivers, keys, row_max, row_sum, out)
-        tile_values(v_chunks, scores, first_key, slivers, keys, out)
+        tile_values(v_chunks, scores, first_key, slivers, keys, o.shape[1], out)
     write_rows(out, row_max, row_sum, first_query, n_queries, o, lse)
 
 

@@ -117,3 +117,17 @@ def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate
     """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
     packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
     tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
+
+
+@numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean),
+            cache=True)
+def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
+    """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
+    holds no more rows, where the whole tile would spend most of its FMAs on padding."""
+    prefetch_tile(c, row, col, ROWS_PER_GROUP)
+    top = zero_rows()
+    for p in range(a_sliver.shape[0]):
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
+        top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
+    write_six_rows(c, row, col, top, accumulate)

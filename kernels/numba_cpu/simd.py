@@ -18,7 +18,9 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     splat(x)                       x in every lane
     zeros()                        0 in every lane
     fma(a, b, c)                   a * b + c, rounded once, lane by lane
-    add(a, b)                      a + b, lane by lane
+    add(a, b), subtract(a, b), multiply(a, b)
+                                   a + b, a - b, a * b, lane by lane
+    maximum(a, b)                  b where b > a, else a, lane by lane
     interleave_low(a, b)           (a[0], b[0], a[1], b[1], ...), from the first halves of a and b
     interleave_high(a, b)          the same from their second halves
     transpose_square(src, s0, s_stride, dst, d0, d_stride, scratch)
@@ -135,6 +137,27 @@ def fma(typingctx, a, b, c):
 def add(typingctx, a, b):
     def codegen(context, builder, signature, args):
         return builder.fadd(*args)
+    return VECTOR(VECTOR, VECTOR), codegen
+
+
+@intrinsic
+def subtract(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fsub(*args)
+    return VECTOR(VECTOR, VECTOR), codegen
+
+
+@intrinsic
+def multiply(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.fmul(*args)
+    return VECTOR(VECTOR, VECTOR), codegen
+
+
+@intrinsic
+def maximum(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.fcmp_ordered(">", args[1], args[0]), args[1], args[0])
     return VECTOR(VECTOR, VECTOR), codegen
 
 

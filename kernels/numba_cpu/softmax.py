@@ -3,7 +3,9 @@
     y[r, j] = exp(x[r, j] - m_r) / sum_k exp(x[r, k] - m_r),   m_r = max_k x[r, k]
 
 Shapes: x, y (..., V), worked on as N rows of V. Subtracting the row max keeps every exp in
-(0, 1], so no logit overflows it (logits of +-1e4 give exact 0s and 1s, never NaN).
+(0, 1], so no logit overflows it (logits of +-1e4 give exact 0s and 1s, never NaN). A row of
+-inf only (every position masked) gives 0s, the attention kernels' rule for a query that sees no
+key, where IEEE arithmetic (and TensorFlow) would give NaN (-inf - -inf); a +inf logit gives NaN.
 Cost per element: ~25 FLOPs (an exp, a subtract, an add and a multiply); 8 bytes moved (read x,
 write y) when a row fits in L2, which it does up to V ~ 100k.
 
@@ -77,7 +79,12 @@ def row_sum(x):
 
 def softmax_kernel(x, y):
     for r in numba.prange(x.shape[0]):
-        exp_shifted(x[r], row_max(x[r]), y[r])
+        largest = row_max(x[r])
+        if largest == -np.inf:              # every position masked: no probability anywhere
+            for j in range(y.shape[1]):
+                y[r, j] = 0
+            continue
+        exp_shifted(x[r], largest, y[r])
         inverse = np.float32(1.0 / row_sum(y[r]))
         for j in range(y.shape[1]):
             y[r, j] *= inverse

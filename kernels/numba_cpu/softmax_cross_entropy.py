@@ -5,7 +5,9 @@ Shapes: logits (N, V) float32, targets (N,) integers in [0, V).
     loss   = sum_r (lse_r - z_r,t_r) / N                        (a Python float)
     dz_rj  = (exp(z_rj - lse_r) - [j == t_r]) / N               (float32, (N, V))
 as tf.nn.sparse_softmax_cross_entropy_with_logits followed by a mean over rows. Finite for any
-finite logits: every exp is of a number <= 0, and the loss is lse - z, never log(p).
+finite logits: every exp is of a number <= 0, and the loss is lse - z, never log(p). A row of
+-inf only (every logit masked) has p = 0 (softmax.py's rule): its loss is +inf (-log 0, where
+TensorFlow gives NaN) and its gradient -1/N at the target, 0 elsewhere.
 Cost per logit: ~25 FLOPs (an exp); 8 bytes moved (read z, write dz), where the unfused way
 (softmax, then log, gather and mean, then its gradient) moves the N x V matrix 4-5 times.
 
@@ -41,6 +43,12 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
     for r in numba.prange(n):
         z, dz = logits[r], dlogits[r]
         largest = row_max(z)
+        if largest == -np.inf:              # every logit masked: p = 0, the target's too
+            losses[r] = np.inf
+            for j in range(dz.size):
+                dz[j] = 0
+            dz[targets[r]] = -np.float32(1.0 / n)
+            continue
         exp_shifted(z, largest, dz)
         total = row_sum(dz)
         losses[r] = largest + math.log(total) - z[targets[r]]

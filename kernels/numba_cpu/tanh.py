@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu.sigmoid import exp_negative   # numba's cache of this file misses edits to it
+from pyai.kernels.numba_cpu.simd import wide_vectors
 
 SMALL = np.float32(0.4)
 TAYLOR = tuple(np.float32(c) for c in (1, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925,
@@ -39,6 +40,7 @@ def tanh_backward_reference(dy, y):
 def tanh_forward_kernel(x, y):
     c = TAYLOR
     for i in numba.prange(x.size):
+        wide_vectors()
         xi = x[i]
         u = xi * xi
         series = xi * (c[0] + u * (c[1] + u * (c[2] + u * (c[3] + u * (c[4] + u * (c[5]

@@ -5,7 +5,8 @@ Shapes: logits (N, V) float32, targets (N,) int64 in [0, V), both device arrays.
     loss   = sum_r (lse_r - z_r,t_r) / N                        (a Python float)
     dz_rj  = (exp(z_rj - lse_r) - [j == t_r]) / N               (float32, (N, V))
 as tf.nn.sparse_softmax_cross_entropy_with_logits followed by a mean over rows. Every exp is of
-a number <= 0 and the loss is lse - z, never log(p): finite for any finite logits.
+a number <= 0 and the loss is lse - z, never log(p): finite for any finite logits. A row of -inf
+only (every logit masked) has p = 0, as on the CPU: loss +inf, gradient -1/N at the target.
 Cost per logit: ~25 FLOPs (an exp); 8 bytes moved (read z, write dz), where the unfused way
 (softmax, then log, gather and mean, then its gradient) moves the N x V matrix 4-5 times.
 
@@ -86,12 +87,18 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
     for j in range(thread, width, ROW_THREADS):
         largest = larger(largest, float64(logits[row, j]))
     row_max = float32(block_reduce(largest, scratch, True))
+    target = targets[row]
+    if row_max == -math.inf:    # every logit masked (the whole block sees it): p = 0, the target's too
+        for j in range(thread, width, ROW_THREADS):
+            dlogits[row, j] = -float32(1.0 / n) if j == target else float32(0)
+        if thread == 0:
+            losses[row] = math.inf
+        return
     total = float64(0.0)
     for j in range(thread, width, ROW_THREADS):
         total += math.exp(logits[row, j] - row_max)
     total = block_reduce(total, scratch, False)
     scale = float32(1.0 / (total * n))
-    target = targets[row]
     for j in range(thread, width, ROW_THREADS):
         dz = math.exp(logits[row, j] - row_max) * scale
         dlogits[row, j] = dz - float32(1.0 / n) if j == target else dz

@@ -40,6 +40,7 @@ from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
 TAKES_BFLOAT16 = True      # matmul and linear: bf16 tensor cores, float32 sums and results
+TAKES_BFLOAT16_ATTENTION = True   # attention(_grad) on bfloat16 numpy arrays (cuda_src/attention_*_bf16.cu)
 INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: attention heads
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
@@ -147,12 +148,13 @@ class Call:
         buffer.copy_from_host(array)
         return buffer
 
-    def empty(self, shape):
-        """A float32 output of `shape`: a numba device array, or a buffer copied back by `result`."""
+    def empty(self, shape, dtype=np.float32):
+        """An output of `shape` (float32 unless said): a numba device array, or a buffer copied back
+        by `result`."""
         if self.on_device:
             from numba import cuda
-            return cuda.device_array(shape, np.float32)
-        return HostResult(self.buffer(4 * int(np.prod(shape))), shape)
+            return cuda.device_array(shape, dtype)
+        return HostResult(self.buffer(np.dtype(dtype).itemsize * int(np.prod(shape))), shape, dtype)
 
     def release(self):
         POOL.give(self.buffers)
@@ -165,16 +167,16 @@ class Call:
 class HostResult:
     """A DeviceBuffer that will be copied back into a numpy array of `shape`."""
 
-    def __init__(self, buffer, shape):
-        self.buffer, self.shape = buffer, tuple(shape)
+    def __init__(self, buffer, shape, dtype=np.float32):
+        self.buffer, self.shape, self.dtype = buffer, tuple(shape), np.dtype(dtype)
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": "<f4", "data": (self.buffer.ptr, False), "strides": None,
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.buffer.ptr, False), "strides": None,
                 "version": 3, "stream": 1}
 
     def copy_to_host(self):
-        array = np.empty(self.shape, np.float32)
+        array = np.empty(self.shape, self.dtype)
         self.buffer.copy_to_host(array)
         return array
 
@@ -252,9 +254,12 @@ def attention_sizes(q, k):
     return batch * heads, n_queries, k.shape[2], depth
 
 
-# q (B, H, Tq, D), k, v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq)
+# q (B, H, Tq, D), k, v (B, H, Tk, D) -> o (B, H, Tq, D), lse (B, H, Tq) float32; o is float32, or
+# bfloat16 from bfloat16 numpy q, k, v (pyai.ops checks they are all bfloat16 or all float32)
 @gpu_op
 def attention(call, q, k, v, causal, scale):
+    if q.dtype.name == "bfloat16":
+        return attention_bf16(call, q, k, v, causal, scale)
     heads, n_queries, n_keys, depth = attention_sizes(q, k)
     o, lse = call.empty(q.shape), call.empty(q.shape[:3])
     call.cuda.attention_forward(call.pointer("q", q), call.pointer("k", k), call.pointer("v", v), address(o),
@@ -262,9 +267,22 @@ def attention(call, q, k, v, causal, scale):
     return call.result(o), call.result(lse)
 
 
-# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) -> dq, dk, dv
+# bfloat16 travels to and from the GPU as its bits (uint16).
+def attention_bf16(call, q, k, v, causal, scale):
+    heads, n_queries, n_keys, depth = attention_sizes(q, k)
+    o, lse = call.empty(q.shape, np.uint16), call.empty(q.shape[:3])
+    q_bits, k_bits, v_bits = (call.pointer(name, x.view(np.uint16), np.uint16) for name, x in zip("qkv", (q, k, v)))
+    call.cuda.attention_forward_bf16(q_bits, k_bits, v_bits, address(o), address(lse), heads, n_queries, n_keys,
+                                     depth, causal, scale, 0)
+    return call.result(o).view(q.dtype), call.result(lse)
+
+
+# do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq) float32 -> dq, dk, dv; all float32, or
+# bfloat16 numpy arrays but lse (pyai.ops checks they agree)
 @gpu_op
 def attention_grad(call, do, q, k, v, o, lse, causal, scale):
+    if q.dtype.name == "bfloat16":
+        return attention_grad_bf16(call, do, q, k, v, o, lse, causal, scale)
     heads, n_queries, n_keys, depth = attention_sizes(q, k)
     delta = call.empty(q.shape[:3])
     dq, dk, dv = call.empty(q.shape), call.empty(k.shape), call.empty(k.shape)
@@ -273,6 +291,17 @@ def attention_grad(call, do, q, k, v, o, lse, causal, scale):
                                  address(delta), address(dq), address(dk), address(dv), heads, n_queries,
                                  n_keys, depth, causal, scale, 0)
     return call.result(dq), call.result(dk), call.result(dv)
+
+
+def attention_grad_bf16(call, do, q, k, v, o, lse, causal, scale):
+    heads, n_queries, n_keys, depth = attention_sizes(q, k)
+    delta = call.empty(q.shape[:3])
+    dq, dk, dv = call.empty(q.shape, np.uint16), call.empty(k.shape, np.uint16), call.empty(k.shape, np.uint16)
+    inputs = [call.pointer(name, x.view(np.uint16), np.uint16) for name, x in zip(("do", "q", "k", "v", "o"),
+                                                                                 (do, q, k, v, o))]
+    call.cuda.attention_backward_bf16(*inputs, call.pointer("lse", lse), address(delta), address(dq), address(dk),
+                                      address(dv), heads, n_queries, n_keys, depth, causal, scale, 0)
+    return tuple(call.result(gradient).view(q.dtype) for gradient in (dq, dk, dv))
 
 
 # x (..., C), gamma, beta (C,) -> y (..., C), mean, rstd (...)

@@ -27,7 +27,9 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "matmul_bf16_forward": (P, P, P, P, I, I, I, B, B, I, F, P),
     "matmul_bf16_forward_tiles": (I, P, P, P, P, I, I, I, B, B, I, F, P),
     "attention_forward": (P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_forward_bf16": (P, P, P, P, P, I, I, I, I, B, F, P),
     "attention_backward": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
+    "attention_backward_bf16": (P, P, P, P, P, P, P, P, P, P, I, I, I, I, B, F, P),
     "layer_norm_forward": (P, P, P, P, P, P, L, I, F, P),
     "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
     "gelu_forward": (P, P, L, P),
@@ -83,6 +85,12 @@ class Emulator:
             if function(*arguments):
                 raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
         return call
+
+    def float_to_bf16(self, x):
+        """The bits of the emulation's __float2bfloat16(x)."""
+        function = self.library.emu_float_to_bf16
+        function.argtypes, function.restype = [FLOAT], ctypes.c_uint16
+        return function(x)
 
     def set_reverse(self, reverse):
         """Run each block's threads in reverse order up to each barrier (default: lane order)."""

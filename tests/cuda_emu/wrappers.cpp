@@ -41,12 +41,14 @@ int run(Body body) {
 #define F(x) reinterpret_cast<float*>(x)
 #define CF(x) reinterpret_cast<const float*>(x)
 #define CI(x) reinterpret_cast<const int64_t*>(x)
+#define B(x) reinterpret_cast<__nv_bfloat16*>(x)
 #define CB(x) reinterpret_cast<const __nv_bfloat16*>(x)
 typedef uintptr_t ptr;
 
 extern "C" {
 const char* emu_message() { return message.c_str(); }
 void emu_reverse(int reverse) { emu_set_reverse(reverse != 0); }
+uint16_t emu_float_to_bf16(float x) { return __float2bfloat16(x).bits; }
 
 int w_leaky_relu_forward(ptr x, ptr y, int64_t n, float alpha, ptr) {
     return run([&] { leaky_relu_forward(CF(x), F(y), n, alpha, 0); });
@@ -77,6 +79,19 @@ int w_matmul_tf32_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bo
 int w_attention_forward(ptr q, ptr k, ptr v, ptr o, ptr lse, int heads, int nq, int nk, int d, bool causal,
                         float scale, ptr) {
     return run([&] { attention_forward(CF(q), CF(k), CF(v), F(o), F(lse), heads, nq, nk, d, causal, scale, 0); });
+}
+int w_attention_forward_bf16(ptr q, ptr k, ptr v, ptr o, ptr lse, int heads, int nq, int nk, int d, bool causal,
+                             float scale, ptr) {
+    return run([&] {
+        attention_forward_bf16(CB(q), CB(k), CB(v), B(o), F(lse), heads, nq, nk, d, causal, scale, 0);
+    });
+}
+int w_attention_backward_bf16(ptr dout, ptr q, ptr k, ptr v, ptr o, ptr lse, ptr delta, ptr dq, ptr dk, ptr dv,
+                              int heads, int nq, int nk, int d, bool causal, float scale, ptr) {
+    return run([&] {
+        attention_backward_bf16(CB(dout), CB(q), CB(k), CB(v), CB(o), CF(lse), F(delta), B(dq), B(dk), B(dv), heads,
+                                nq, nk, d, causal, scale, 0);
+    });
 }
 int w_attention_backward(ptr dout, ptr q, ptr k, ptr v, ptr o, ptr lse, ptr delta, ptr dq, ptr dk, ptr dv, int heads,
                          int nq, int nk, int d, bool causal, float scale, ptr) {
