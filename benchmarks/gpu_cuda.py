@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_cuda.py [--quick] [--only gemm|attention|memory ...]
 
-Peers: cuBLAS through torch.matmul (fp32 with TF32 off), torch's scaled_dot_product_attention
+Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's scaled_dot_product_attention
 (its flash kernel for the bf16 attention), and a device-to-device copy (torch clone) for the
 memory-bound kernels. Each row gives the time of pyai's kernel and of the peer (median of
 REPEATS timed runs after WARMUP, CUDA events on the default stream, inputs allocated once, so
@@ -11,6 +11,12 @@ faster), and the fraction of the hardware peak (FLOP/s for the compute-bound ker
 the memory-bound ones; peaks from the datasheet of the device name,
 `pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as
 a fraction of the measured copy bandwidth (pyai's target: >= 0.85).
+
+The GEMMs run at 4096^3 and at the shapes of a GPT-2 small training step (B T = 8 x 1024 rows,
+C = 768), each in every tile configuration of cuda_src/matmul.cuh ("auto" is the one
+matmul_forward picks for the shape): the SGEMM against cuBLAS fp32 (target >= 0.9x at 4096^3),
+the bf16 GEMM (float32 result) against cuBLAS bf16 (target >= 0.7x), the TF32 GEMM against
+cuBLAS TF32.
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 
@@ -34,31 +40,88 @@ GROUPS = ("gemm", "attention", "memory")
 _cuda = None   # pyai._cuda, imported by main (it exists only where the extension was built)
 # median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs
 time_ms = functools.partial(bench.cuda_event_ms, warmup=WARMUP, repeats=REPEATS)
+TILES = {"auto": None, "128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmul.cuh
+# (name, M, N, K, transpose_b) of a GPT-2 small step: B T = 8192 rows, C = 768, vocabulary 50257
+MODEL_SHAPES = [("qkv projection", 8192, 2304, 768, False), ("attention output", 8192, 768, 768, False),
+                ("MLP up", 8192, 3072, 768, False), ("MLP down", 8192, 768, 3072, False),
+                ("tied lm_head", 8192, 50257, 768, True)]
+
 
 
 def pointer(tensor):
     return tensor.data_ptr()
 
 
-def gemm_rows(size, fp32_peak, bf16_peak):
+def gemm_shapes(quick):
+    if quick:
+        return [("square", 1024, 1024, 1024, False)]
+    return [("square", 4096, 4096, 4096, False)] + MODEL_SHAPES
+
+
+def gemm_rows(quick, fp32_peak, bf16_peak):
+    rows = []
+    for name, m, n, k, transpose_b in gemm_shapes(quick):
+        a = torch.randn(m, k, device="cuda")
+        b = torch.randn(n, k, device="cuda") if transpose_b else torch.randn(k, n, device="cuda")
+        bias, c = torch.randn(n, device="cuda"), torch.empty(m, n, device="cuda")
+        label = f"{name} {m}x{n}x{k}{' (B^T)' if transpose_b else ''}"
+        rows += sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak)
+        rows += bf16_gemm_rows(a.bfloat16(), b.bfloat16(), c, transpose_b, label, bf16_peak)
+        if name == "square":
+            rows.append(tf32_gemm_row(a, b, c, m, bf16_peak))
+    return rows
+
+
+def sgemm_rows(a, b, bias, c, transpose_b, label, fp32_peak):
+    """The SGEMM in each tile configuration, and fused with bias + gelu, beside cuBLAS fp32."""
+    m, k = a.shape
+    n = c.shape[1]
     torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = torch.randn(size, size, device="cuda"), torch.randn(size, size, device="cuda")
-    bias, c = torch.randn(size, device="cuda"), torch.empty(size, size, device="cuda")
-    flops = 2 * size**3
+    peer = (lambda: a @ b.T) if transpose_b else (lambda: a @ b)
+    peer_ms, flops = time_ms(peer), 2 * m * n * k
 
-    def ours(activation=0):
-        _cuda.matmul_forward(pointer(a), pointer(b), pointer(bias) if activation else 0, pointer(c), size, size,
-                             size, False, False, activation, 0.2, 0)
+    def ours(tiles, activation=0):
+        arguments = (pointer(a), pointer(b), pointer(bias) if activation else 0, pointer(c), m, n, k, False,
+                     transpose_b, activation, 0.2, 0)
+        if tiles is None:
+            _cuda.matmul_forward(*arguments)
+        else:
+            _cuda.matmul_forward_tiles(tiles, *arguments)
 
-    ours()
-    torch.cuda.synchronize()
-    error = ((c - a @ b).norm() / (a @ b).norm()).item()
-    rows = [("sgemm fp32", f"{size}^3", time_ms(ours), "cuBLAS fp32 (torch.matmul)", time_ms(lambda: a @ b),
-             flops, "flop", fp32_peak, f"rel err {error:.1e}; target ratio >= 0.9")]
-    rows.append(("linear fp32 + bias + gelu", f"{size}^3", time_ms(lambda: ours(5)),
-                 "torch addmm + gelu(tanh)", time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")),
-                 flops, "flop", fp32_peak, "fused epilogue"))
-    rows.append(tf32_gemm_row(a, b, c, size, bf16_peak))
+    rows = []
+    for tiles_name, tiles in TILES.items():
+        ours(tiles)
+        torch.cuda.synchronize()
+        note = f"rel err {relative_error(c, peer()):.1e}"
+        if tiles is None:
+            note += f"; picks {[name for name, t in TILES.items() if t == _cuda.matmul_tiles_for(m, n)][0]}"
+        rows.append((f"sgemm fp32 {tiles_name}", label, time_ms(functools.partial(ours, tiles)),
+                     "cuBLAS fp32 (torch.matmul)", peer_ms, flops, "flop", fp32_peak, note + "; target >= 0.9"))
+    if not transpose_b:
+        rows.append(("linear fp32 + bias + gelu", label, time_ms(lambda: ours(None, 5)), "torch addmm + gelu(tanh)",
+                     time_ms(lambda: F.gelu(torch.addmm(bias, a, b), approximate="tanh")), flops, "flop", fp32_peak,
+                     "fused epilogue"))
+    return rows
+
+
+def bf16_gemm_rows(a, b, c, transpose_b, label, bf16_peak):
+    """The bf16 GEMM (float32 sums and result) in each tile configuration beside cuBLAS bf16
+    (bf16 result), with its error against the float32 product of the same bf16 values."""
+    m, k = a.shape
+    n = c.shape[1]
+    peer = (lambda: a @ b.T) if transpose_b else (lambda: a @ b)
+    peer_ms = time_ms(peer)
+    exact = (a.float() @ (b.float().T if transpose_b else b.float()))
+    rows = []
+    for tiles_name, tiles in TILES.items():
+        arguments = (pointer(a), pointer(b), 0, pointer(c), m, n, k, False, transpose_b, 0, 0.0, 0)
+        launch = (functools.partial(_cuda.matmul_bf16_forward, *arguments) if tiles is None
+                  else functools.partial(_cuda.matmul_bf16_forward_tiles, tiles, *arguments))
+        launch()
+        torch.cuda.synchronize()
+        rows.append((f"gemm bf16 (wmma) {tiles_name}", label, time_ms(launch), "cuBLAS bf16 (torch.matmul)",
+                     peer_ms, 2 * m * n * k, "flop", bf16_peak,
+                     f"rel err vs fp32 product of the bf16 values {relative_error(c, exact):.1e}; target >= 0.7"))
     return rows
 
 
@@ -69,12 +132,12 @@ def tf32_gemm_row(a, b, c, size, bf16_peak):
 
     ours()
     torch.cuda.synchronize()
-    error = ((c - a @ b).norm() / (a @ b).norm()).item()   # against float32 (TF32 is still off here)
+    error = relative_error(c, a @ b)   # against float32 (TF32 is still off here)
     torch.backends.cuda.matmul.allow_tf32 = True
     cublas_ms = time_ms(lambda: a @ b)
     torch.backends.cuda.matmul.allow_tf32 = False
-    return ("gemm tf32 (wmma)", f"{size}^3", time_ms(ours), "cuBLAS tf32 (torch.matmul)", cublas_ms, 2 * size**3,
-            "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
+    return ("gemm tf32 (wmma)", f"square {size}^3", time_ms(ours), "cuBLAS tf32 (torch.matmul)", cublas_ms,
+            2 * size**3, "flop", None if bf16_peak is None else bf16_peak / 2, f"rel err vs fp32 {error:.1e}; first cut")
 
 
 def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=1, device="cuda"):
@@ -237,7 +300,7 @@ def main(argv=None):
     groups, quick = arguments.only or GROUPS, arguments.quick
     device = torch.cuda.get_device_name()
     fp32_peak, bf16_peak, bandwidth_peak = bench.gpu_datasheet_peaks(device)
-    rows = gemm_rows(1024 if quick else 4096, fp32_peak, bf16_peak) if "gemm" in groups else []
+    rows = gemm_rows(quick, fp32_peak, bf16_peak) if "gemm" in groups else []
     if "attention" in groups:
         for depth in (64, 128):
             for causal in (True, False):

@@ -100,22 +100,43 @@ static cudaStream_t stream_handle(uintptr_t address) {
     return reinterpret_cast<cudaStream_t>(address);
 }
 
-// matmul_forward and matmul_tf32_forward take the same arguments.
-using MatmulLauncher = void (*)(const float*, const float*, const float*, float*, int, int, int, bool, bool, int,
-                                float, cudaStream_t);
+// The GEMM launchers: operands of type T (float, or __nv_bfloat16 for matmul_bf16_*), float32
+// bias and c; the *_tiles ones take a tile configuration first.
+template <typename T>
+using MatmulLauncher = void (*)(const T*, const T*, const float*, float*, int, int, int, bool, bool, int, float,
+                                cudaStream_t);
+template <typename T>
+using TiledMatmulLauncher = void (*)(int, const T*, const T*, const float*, float*, int, int, int, bool, bool, int,
+                                     float, cudaStream_t);
 
-static void def_matmul(nb::module_& m, const char* name, MatmulLauncher launcher, const char* doc) {
+template <typename T>
+static void def_matmul(nb::module_& m, const char* name, MatmulLauncher<T> launcher, const char* doc) {
     m.def(
         name,
         [launcher](uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
                    bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
-            launcher(device_pointer<const float>(a), device_pointer<const float>(b), device_pointer<const float>(bias),
+            launcher(device_pointer<const T>(a), device_pointer<const T>(b), device_pointer<const float>(bias),
                      device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
                      stream_handle(stream));
         },
         nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"), nb::arg("n"),
         nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"), nb::arg("alpha"),
         nb::arg("stream") = 0, doc);
+}
+
+template <typename T>
+static void def_tiled_matmul(nb::module_& m, const char* name, TiledMatmulLauncher<T> launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](int tiles, uintptr_t a, uintptr_t b, uintptr_t bias, uintptr_t c, int rows, int columns, int depth,
+                   bool transpose_a, bool transpose_b, int activation, float alpha, uintptr_t stream) {
+            launcher(tiles, device_pointer<const T>(a), device_pointer<const T>(b), device_pointer<const float>(bias),
+                     device_pointer<float>(c), rows, columns, depth, transpose_a, transpose_b, activation, alpha,
+                     stream_handle(stream));
+        },
+        nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
+        nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
+        nb::arg("alpha"), nb::arg("stream") = 0, doc);
 }
 
 NB_MODULE(_cuda, m) {
@@ -143,10 +164,19 @@ NB_MODULE(_cuda, m) {
         nb::arg("stream") = 0,
         "dx = x > 0 ? dy : alpha * dy over n float32 values at device addresses dy_ptr, x_ptr, dx_ptr.");
 
-    def_matmul(m, "matmul_forward", matmul_forward,
+    def_matmul<float>(m, "matmul_forward", matmul_forward,
                "c (m, n) = activation(op(a) @ op(b) + bias); bias_ptr 0 for none; activation 0 none, 1 leaky_relu, "
                "2 relu, 3 sigmoid, 4 tanh, 5 gelu.");
-    def_matmul(m, "matmul_tf32_forward", matmul_tf32_forward,
+    def_tiled_matmul<float>(m, "matmul_forward_tiles", matmul_forward_tiles,
+                            "matmul_forward with the SGEMM tile configuration `tiles`: 0 128 x 128, 1 128 x 64, "
+                            "2 64 x 64.");
+    m.def("matmul_tiles_for", &matmul_tiles_for, nb::arg("m"), nb::arg("n"),
+          "The tile configuration matmul_forward uses for an (m, n) result (see matmul_forward_tiles).");
+    def_matmul<__nv_bfloat16>(m, "matmul_bf16_forward", matmul_bf16_forward,
+                              "matmul_forward with bf16 a and b on tensor cores (sm_80+): float32 sums, bias and c.");
+    def_tiled_matmul<__nv_bfloat16>(m, "matmul_bf16_forward_tiles", matmul_bf16_forward_tiles,
+                                    "matmul_bf16_forward with the tile configuration `tiles` (as matmul_forward_tiles).");
+    def_matmul<float>(m, "matmul_tf32_forward", matmul_tf32_forward,
                "matmul_forward on TF32 tensor cores (sm_80+): operands rounded to TF32, sums in float32.");
 
     m.def(

@@ -1,7 +1,8 @@
-// GEMMs with a fused epilogue on float32 device arrays; see matmul.cu (float32 on CUDA cores)
-// and matmul_tf32.cu (TF32 tensor cores).
+// GEMMs with a fused epilogue; see matmul.cu (float32 on CUDA cores), matmul_tf32.cu (TF32
+// tensor cores) and matmul_bf16.cu (bf16 operands on tensor cores, float32 result).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -12,11 +13,28 @@ enum Activation : int { NONE = 0, LEAKY_RELU = 1, RELU = 2, SIGMOID = 3, TANH = 
 // op(a) is (m, k), op(b) is (k, n), bias is (n,) or null, c is (m, n), all row-major and packed:
 //   c = activation(op(a) @ op(b) + bias)
 // a is stored (m, k), or (k, m) when transpose_a; b is stored (k, n), or (n, k) when transpose_b.
+// The tile configuration matmul_forward chooses by the shape is matmul_tiles_for(m, n).
 void matmul_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                     bool transpose_a, bool transpose_b, int activation, float alpha,
                     cudaStream_t stream);
+
+// The SGEMM's tile configurations (rows x columns of C per block), and matmul_forward with one of
+// them chosen by the caller (benchmarks, tests); an unknown one throws std::invalid_argument.
+enum MatmulTiles : int { TILES_128x128 = 0, TILES_128x64 = 1, TILES_64x64 = 2 };
+int matmul_tiles_for(int m, int n);
+void matmul_forward_tiles(int tiles, const float* a, const float* b, const float* bias, float* c, int m, int n,
+                          int k, bool transpose_a, bool transpose_b, int activation, float alpha,
+                          cudaStream_t stream);
 
 // The same product on tensor cores (sm_80+): op(a) and op(b) rounded to TF32 (10-bit mantissa),
 // products summed in float32. Same arguments and layout as matmul_forward.
 void matmul_tf32_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,
                          bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream);
+
+// The product of bf16 operands on tensor cores (sm_80+), sums in float32; bias and c float32.
+// Same layout and tile configurations as matmul_forward (matmul_tiles_for chooses by shape).
+void matmul_bf16_forward(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c, int m, int n,
+                         int k, bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream);
+void matmul_bf16_forward_tiles(int tiles, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* bias, float* c,
+                               int m, int n, int k, bool transpose_a, bool transpose_b, int activation, float alpha,
+                               cudaStream_t stream);

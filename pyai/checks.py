@@ -26,6 +26,12 @@ one is used as it is; an in-place one is updated in its own memory). One whose d
 that cannot be exported (a PyTorch tensor that requires grad, a dtype numpy lacks such as
 bfloat16) is a TypeError saying why.
 
+bfloat16 operands of matmul and linear (`gemm_operands`; ml_dtypes.bfloat16 numpy arrays, GPU
+arrays of typestr "<V2", other libraries' CPU bfloat16 arrays through DLPack, see `pyai.bfloat16`)
+are kept in bfloat16 on a backend that computes on them (`pyai.dispatch.takes_bfloat16`: cuda),
+where all the operands of the product must be bfloat16; any other backend raises TypeError naming
+the argument, rather than converting behind the caller's back.
+
 GPU arrays (anything with `__cuda_array_interface__`, see `pyai.device`):
   - on a backend that takes them (`pyai.dispatch.takes_device_arrays`: numba-cuda) they pass
     through as numba device arrays, without a copy, when they are float32 (else TypeError) and
@@ -40,7 +46,7 @@ import os
 
 import numpy as np
 
-from pyai import device, dispatch
+from pyai import bfloat16, device, dispatch
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -125,6 +131,39 @@ def in_place(name, array):
     if array.size == 0:
         raise ValueError(f"{name}: has an empty dimension (shape {array.shape})")
     return array.view(np.ndarray)   # np.matrix keeps 2 dimensions through reshape(-1): not a kernel's
+
+
+def gemm_operands(operands, backend=None):
+    """The operands of a product, [(name, array, ndim, min_ndim), ...], all float32 (as_float32)
+    or, where any is bfloat16, all bfloat16 (bfloat16_operand): TypeError naming one that is not."""
+    if not any(bfloat16.is_bfloat16(array) for _, array, _, _ in operands):
+        return [as_float32(name, array, ndim, min_ndim, backend) for name, array, ndim, min_ndim in operands]
+    first = next(name for name, array, _, _ in operands if bfloat16.is_bfloat16(array))
+    for name, array, _, _ in operands:
+        if not bfloat16.is_bfloat16(array):
+            raise TypeError(f"{name}: {first} is bfloat16, so {name} must be too (got "
+                            f"{getattr(array, 'dtype', type(array).__name__)}); convert one of them")
+    return [bfloat16_operand(name, array, ndim, min_ndim, backend) for name, array, ndim, min_ndim in operands]
+
+
+def bfloat16_operand(name, array, ndim=None, min_ndim=None, backend=None):
+    """A bfloat16 operand for a backend that computes on it (pyai.dispatch.takes_bfloat16): a
+    C-contiguous ml_dtypes.bfloat16 numpy array (another library's CPU array copied into one), or
+    a C-contiguous GPU array passed through as it is; TypeError on other backends."""
+    if not dispatch.takes_bfloat16(backend):
+        raise TypeError(f"{name}: bfloat16 arrays are taken by the cuda backend only; backend "
+                        f"{backend or dispatch.get_backend()!r} computes in float32: convert {name} "
+                        f"to float32 first (e.g. {name}.astype(np.float32))")
+    if device.is_device_array(array):
+        _, shape, strides = device.layout(array)
+        check_shape(name, shape, ndim, min_ndim)
+        if not device.is_c_contiguous(shape, 2, strides):
+            raise ValueError(f"{name}: expected a C-contiguous GPU array, got strides {strides} for "
+                             f"shape {shape}; GPU arrays are not copied")
+        return array
+    array = array if isinstance(array, np.ndarray) else bfloat16.from_dlpack(name, array)
+    check_shape(name, array.shape, ndim, min_ndim)
+    return np.ascontiguousarray(array)
 
 
 def device_float32(name, array, ndim, min_ndim, backend):

@@ -8,6 +8,7 @@ It defines three things:
                        NotImplementedError on that backend, never a silent fallback);
   probe()              None when the backend can run on this machine, else the reason it cannot;
   TAKES_DEVICE_ARRAYS  whether its ops accept arrays already on a GPU as well as numpy ones.
+  TAKES_BFLOAT16       (optional, default False) whether matmul and linear take bfloat16 operands.
 A row may be a `LazyRow`, which imports each kernel file on the first use of one of its ops:
 importing a Numba kernel file compiles it (or loads it from Numba's cache), so a program compiles
 only the kernels it uses, and asking which backends run here compiles none.
@@ -117,6 +118,12 @@ def takes_device_arrays(backend=None):
     """Whether the ops of `backend` (default: the current one) accept arrays already on the GPU
     (pyai.checks lets them through) rather than numpy arrays only."""
     return _module(backend or get_backend()).TAKES_DEVICE_ARRAYS
+
+
+def takes_bfloat16(backend=None):
+    """Whether `backend` (default: the current one) computes matmul and linear on bfloat16
+    operands (its module's TAKES_BFLOAT16; False where it has none)."""
+    return getattr(_module(backend or get_backend()), "TAKES_BFLOAT16", False)
 
 
 def takes_bfloat16_attention(backend=None):

@@ -10,8 +10,8 @@ import numbers
 
 import numpy as np
 
-from pyai.checks import (as_bfloat16, as_float32, flag, in_place, is_bfloat16, plain_array, positive_int, real_number,
-                         same_shape)
+from pyai.checks import (as_bfloat16, as_float32, flag, gemm_operands, in_place, is_bfloat16, plain_array,
+                         positive_int, real_number, same_shape)
 from pyai.dispatch import get_backend, implementation, takes_bfloat16_attention, use_backend
 from pyai.kernels.common import ACTIVATIONS as kernel_activations
 from pyai.kernels.common import PADDINGS, conv_output_size, conv_transpose_output_size
@@ -35,9 +35,9 @@ ACTIVATIONS = tuple(kernel_activations)   # the fused epilogue's activations, as
 def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None):
     """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32: a
     new array, or `out`, a C-contiguous float32 numpy array of that shape written in place (a
-    layer's view of a flat gradient buffer, say)."""
-    a = as_float32("a", a, ndim=2)
-    b = as_float32("b", b, ndim=2)
+    layer's view of a flat gradient buffer, say). On the cuda backend a and b may both be
+    bfloat16 (see pyai.checks): products on bf16 tensor cores, sums and result in float32."""
+    a, b = gemm_operands([("a", a, 2, None), ("b", b, 2, None)])
     transpose_a, transpose_b = flag("transpose_a", transpose_a), flag("transpose_b", transpose_b)
     k_a = a.shape[0] if transpose_a else a.shape[1]
     k_b = b.shape[1] if transpose_b else b.shape[0]
@@ -60,14 +60,14 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None
 def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     """activation(x @ w + b) in one fused kernel; `w` is (in, out) like a Keras Dense kernel.
 
-    x is (batch, in) or (in,); b is (out,) or None; activation is one of ACTIVATIONS (None,
+    x is (batch, in) or (in,); b is (out,) or None (float32); on the cuda backend x and w may both
+    be bfloat16, as in `matmul`; activation is one of ACTIVATIONS (None,
     "leaky_relu", "relu", "sigmoid", "tanh", "gelu": the tanh approximation); alpha is leaky_relu's negative slope (>= 0, so that the sign of
     the output tells the sign of the input, which `pyai.nn.Dense.backward` relies on).
     """
-    x = as_float32("x", x, min_ndim=1)
+    x, w = gemm_operands([("x", x, None, 1), ("w", w, 2, None)])
     if x.ndim > 2:
         raise ValueError(f"x: expected a 1-d or 2-d array, got shape {x.shape}")
-    w = as_float32("w", w, ndim=2)
     features = x.shape[x.ndim - 1]   # (not shape[-1]: the CUDA simulator's arrays reject it)
     if features != w.shape[0]:
         raise ValueError(f"w: expected {features} rows to match x's last dimension, got shape {w.shape}")

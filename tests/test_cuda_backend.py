@@ -51,7 +51,8 @@ def without_gpu(status):
 
 
 KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "DeviceBuffer", "matmul_forward",
-           "matmul_tf32_forward",
+           "matmul_forward_tiles", "matmul_tiles_for", "matmul_tf32_forward", "matmul_bf16_forward",
+           "matmul_bf16_forward_tiles",
            "attention_forward", "attention_forward_bf16", "attention_backward", "attention_backward_bf16",
            "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "softmax_forward", "softmax_cross_entropy", "embedding_forward",
@@ -206,7 +207,6 @@ def test_host_result_describes_its_buffer(cuda):
     ((2**31, 4), (4, 4), False, False, "matmul M: 2147483648 is past"),
     ((4, 4), (4, 2**31), False, False, "matmul N: 2147483648 is past"),
     ((2**31, 4), (4, 2**31), True, True, "matmul K: 2147483648 is past"),
-    ((128 * 65535 + 1, 4), (4, 4), False, False, "M = 8388481 rows need more than 65535 row tiles"),
 ])
 def test_matmul_refuses_sizes_past_the_kernels_limits(cuda, a_shape, b_shape, transpose_a, transpose_b, message):
     call = cuda_row.Call(on_device=False)

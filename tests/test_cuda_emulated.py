@@ -3,9 +3,10 @@
 Every kernel runs (1) the golden TensorFlow cases of tests/golden/ through the cuda backend's own
 Python code (pyai/_backends/cuda.py, with the emulated build standing in for pyai._cuda), and
 (2) an edge-shape sweep called directly, against float64 references: sizes 1, primes, sizes
-that are not multiples of any tile (matmul 128 x 128 x 8, attention blocks of 64 or 32 rows and tiles of 32, layer
-norm 8 rows x 32 columns, float4 groups), and operands that start 1 float past an aligned
-address. The sweep runs each block's threads in lane order and in reverse order (a missing
+that are not multiples of any tile (matmul 128 x 128, 128 x 64 and 64 x 64 by 16 or 32 deep,
+attention blocks of 64 or 32 rows and tiles of 32, layer norm 8 rows x 32 columns, float4 groups),
+and operands that start 1 float past an aligned address. The sweep runs each block's threads in
+lane order and in reverse order (a missing
 barrier gives a wrong result in one of them). Any call also fails on a fault the emulator
 counts: a barrier or shuffle reached after a thread exited, threads stuck at different barriers,
 a misaligned float4 access, an invalid launch. test_cuda_emulated_bugs.py shows these checks
@@ -17,6 +18,7 @@ emulation cannot check (device rounding of expf/tanhf and FMA contraction, speed
 coalescing) is in tests/cuda_emu/README.md.
 """
 
+import functools
 import re
 
 import numpy as np
@@ -97,7 +99,8 @@ def normal(rng, *shape):
 
 MATMUL_SHAPES = [(1, 1, 1, False, False, None), (1, 131, 5, False, True, "relu"),
                  (129, 3, 9, True, False, "sigmoid"), (37, 53, 29, True, True, "tanh"),
-                 (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu")]
+                 (130, 129, 17, False, False, "gelu"), (7, 13, 128, False, True, "leaky_relu"),
+                 (600, 70, 33, False, False, "relu")]   # 10 row tiles of 64: two swizzle groups
 
 
 def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset):
@@ -112,12 +115,28 @@ def run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, off
     return c, (a.T if transpose_a else a), (b.T if transpose_b else b), bias
 
 
+MATMUL_TILES = {"128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmul.cuh
+
+
+@pytest.mark.parametrize("tiles", MATMUL_TILES)
 @pytest.mark.parametrize("offset", [0, 1])
 @pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", MATMUL_SHAPES)
-def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset):
-    c, a, b, bias = run_matmul(kernels.matmul_forward, rng, m, n, k, transpose_a, transpose_b, activation, offset)
+def test_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset, tiles):
+    """Every tile configuration of the SGEMM on every shape (matmul_forward picks one by shape)."""
+    launcher = functools.partial(kernels.matmul_forward_tiles, MATMUL_TILES[tiles])
+    c, a, b, bias = run_matmul(launcher, rng, m, n, k, transpose_a, transpose_b, activation, offset)
     expected = matmul.matmul_reference(a, b, bias, activation)
-    assert_close(f"matmul {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+    assert_close(f"matmul {tiles} {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
+
+
+def test_matmul_tiles_are_chosen_so_the_grid_fills_a_large_gpu(kernels):
+    """The largest tile whose grid has at least 132 blocks (an H100's SMs), else 64 x 64."""
+    tiles_for = kernels.library.w_matmul_tiles_for
+    assert tiles_for(4096, 4096) == MATMUL_TILES["128x128"]      # 1024 blocks
+    assert tiles_for(1408, 1536) == MATMUL_TILES["128x128"]      # 11 x 12 = 132
+    assert tiles_for(1024, 1536) == MATMUL_TILES["128x64"]       # 8 x 12 = 96; 8 x 24 = 192 of 128 x 64
+    assert tiles_for(256, 768) == MATMUL_TILES["64x64"]          # 24 of 128 x 64
+    assert tiles_for(1, 1) == MATMUL_TILES["64x64"]
 
 
 def tf32(x):
@@ -145,6 +164,33 @@ def test_tf32_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_
     error = np.abs(c - matmul.matmul_reference(a, b, bias, activation))
     bound = 1.13 * 2.0 ** -10 * matmul.matmul_reference(np.abs(a), np.abs(b)) + 1e-6
     assert np.all(error <= bound), f"{name} vs exact: {np.max(error / bound):.2f} times TF32's bound"
+
+
+BF16_SHAPES = [(1, 1, 1, False, False, None), (65, 70, 33, False, True, "relu"), (17, 130, 9, True, False, "gelu"),
+               (70, 129, 40, True, True, "sigmoid"), (3, 5, 72, False, False, "leaky_relu"),
+               (600, 40, 24, False, False, "tanh")]
+
+
+@pytest.mark.parametrize("tiles", MATMUL_TILES)
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("m, n, k, transpose_a, transpose_b, activation", BF16_SHAPES)
+def test_bf16_matmul_sweep(kernels, order, rng, m, n, k, transpose_a, transpose_b, activation, offset, tiles):
+    """bf16 operands (offset 1: 2 bytes past alignment, so the copies go element by element)
+    against the float64 product of the same bf16 values at float32's tolerance: the products of
+    bf16 values are exact in float32 and the sums are float32, so a wrong fragment, layout, tile or
+    mask is far off. (Against the float32 operands before rounding, bf16's 8 significant bits
+    make the difference up to 2^-8 of the sum of |a| |b|, the caller's rounding, not the kernel's.)"""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = normal(rng, *((k, m) if transpose_a else (m, k))).astype(ml_dtypes.bfloat16)
+    b = normal(rng, *((n, k) if transpose_b else (k, n))).astype(ml_dtypes.bfloat16)
+    bias = normal(rng, n)
+    c = output((m, n), offset)
+    operands = [placed(array, offset) for array in (a, b, bias)]
+    kernels.matmul_bf16_forward_tiles(MATMUL_TILES[tiles], *map(pointer, operands), pointer(c), m, n, k, transpose_a,
+                                      transpose_b, ACTIVATIONS[activation], 0.2, 0)
+    a, b = (x.astype(np.float32) for x in (a, b))   # exact
+    expected = matmul.matmul_reference(a.T if transpose_a else a, b.T if transpose_b else b, bias, activation)
+    assert_close(f"bf16 matmul {tiles} {m}x{n}x{k} {order} offset {offset}", c, expected, TOL)
 
 
 ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
@@ -388,8 +434,9 @@ def test_cuda_backend_constants_are_the_headers(header, name):
 
 
 def test_launch_past_the_grid_limits_raises(kernels):
-    """The launchers check cudaGetLastError: a grid.y past 65535 raises, touching no memory."""
-    with pytest.raises(RuntimeError, match="invalid configuration"):
-        kernels.matmul_forward(0, 0, 0, 0, 128 * 65535 + 1, 1, 1, False, False, 0, 0.0, 0)
+    """The launchers check their grids, touching no memory: matmul's 1-D grid past 2^31 - 1 blocks
+    raises before the launch, attention's grid.y past 65535 through cudaGetLastError."""
+    with pytest.raises(RuntimeError, match="matmul: M x N = 2147483647 x 2147483647 needs .* past CUDA's grid"):
+        kernels.matmul_forward(0, 0, 0, 0, 2**31 - 1, 2**31 - 1, 1, False, False, 0, 0.0, 0)
     with pytest.raises(RuntimeError, match="invalid configuration"):
         kernels.attention_forward(0, 0, 0, 0, 0, 65536, 1, 1, 1, False, 1.0, 0)

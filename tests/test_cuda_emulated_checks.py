@@ -3,8 +3,13 @@ are caught, each by the check meant for it. And the kernels run clean under Addr
 UBSan.
 
 Each planted bug changes one piece of text in one file (build.py recompiles that file only):
-  - a barrier removed from the matmul loop, from attention's between two phases with shuffles, or
-    from the attention backward's (float32 and bf16) between two stagings of one shared buffer:
+  - the SGEMM's cp.async pipeline without its barrier or its wait, or waiting one group short:
+    NaN read from a stage whose copies have not landed (cuda_emu/cuda_pipeline.h);
+  - 16-byte cp.async copies from a pointer 1 float past alignment: a cp.async fault;
+  - the bf16 GEMM without its pipeline barrier, or reading a wrong B fragment: a wrong result (a
+    missing __syncwarp in its epilogue is not caught: the wmma model's stores meet as a warp);
+  - a barrier removed from attention's between two phases with shuffles, or from the attention
+    backward's (float32 and bf16) between two stagings of one shared buffer:
     a wrong result (threads run up to each barrier one at a time, the first ones as far ahead as
     the barriers let them, so one reads a shared tile the others have not written yet, or
     overwrites one they have not read);
@@ -35,17 +40,77 @@ from pyai.kernels.numba_cpu import attention_backward, attention_forward, matmul
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_removed_barrier_gives_a_wrong_product(rng):
-    kernels = harness.emulator({"matmul.cu": ("        __syncthreads();\n    }\n    store_tile",
-                                              "    }\n    store_tile")})
-    a, b = rng.standard_normal((37, 29), np.float32), rng.standard_normal((29, 53), np.float32)
+def matmul_errors(kernels, rng, offset=0, m=37, n=53, k=61):
+    """The SGEMM's relative error (NaN counted as 1e9) in lane order and in reverse order, with each
+    tile configuration: k = 61 is 4 slices, one more than the pipeline's stages."""
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    a, b = placed(a, offset), placed(b, offset)
     errors = []
     for reverse in (False, True):
         kernels.set_reverse(reverse)
-        c = output((37, 53))
-        kernels.matmul_forward(pointer(a), pointer(b), 0, pointer(c), 37, 53, 29, False, False, 0, 0.0, 0)
-        errors.append(relative_error(np.nan_to_num(c, nan=1e9), matmul.matmul_reference(a, b)))
+        for tiles in (0, 1, 2):
+            c = output((m, n), offset)
+            kernels.matmul_forward_tiles(tiles, pointer(a), pointer(b), 0, pointer(c), m, n, k, False, False, 0,
+                                         0.0, 0)
+            errors.append(relative_error(np.nan_to_num(c, nan=1e9), matmul.matmul_reference(a, b)))
+    kernels.set_reverse(False)
+    return errors
+
+
+SGEMM_BARRIER = "        __syncthreads();  // everyone's have, and slice s - 1's stage is no longer read\n"
+SGEMM_WAIT = "__pipeline_wait_prior(STAGES - 2);"
+
+
+@pytest.mark.parametrize("change", [
+    (SGEMM_BARRIER, ""),                                            # another thread's copies not yet landed
+    (SGEMM_WAIT, ""),                                               # no thread waits for its copies
+    (SGEMM_WAIT, "__pipeline_wait_prior(STAGES - 1);"),             # waits for the slice before
+], ids=["barrier-removed", "wait-removed", "wait-one-group-short"])
+def test_sgemm_pipeline_bugs_give_a_wrong_product(rng, change):
+    """cp.async copies land only when their thread waits for them (NaN until then): a stage read
+    before its wait, or before the barrier after everyone's waits, is caught."""
+    errors = matmul_errors(harness.emulator({"matmul.cu": change}), rng)
     assert max(errors) > 1e-2, f"the planted bug went unnoticed: relative errors {errors}"
+
+
+def test_the_sgemm_copies_are_right_without_a_planted_bug(rng):
+    assert max(matmul_errors(harness.emulator(), rng)) < 1e-5
+
+
+def bf16_matmul_error(kernels, rng, m=70, n=40, k=72):
+    """The bf16 GEMM's largest relative error (NaN counted as 1e9) over both orders, each tile
+    configuration, against the float64 product of its bf16 operands."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = rng.standard_normal((m, k)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((k, n)).astype(ml_dtypes.bfloat16)
+    expected = matmul.matmul_reference(a.astype(np.float32), b.astype(np.float32))
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        for tiles in (0, 1, 2):
+            c = output((m, n))
+            kernels.matmul_bf16_forward_tiles(tiles, pointer(a), pointer(b), 0, pointer(c), m, n, k, False, False, 0,
+                                              0.0, 0)
+            errors.append(relative_error(np.nan_to_num(c, nan=1e9), expected))
+    kernels.set_reverse(False)
+    return max(errors)
+
+
+@pytest.mark.parametrize("change", [
+    ("        __syncthreads();  // everyone's have, and slice s - 1's stage is no longer read\n", ""),
+    ("at<transpose_b>(b_tile, kk, warp_col + j * FRAGMENT)", "at<transpose_b>(b_tile, kk, warp_col)"),
+], ids=["barrier-removed", "wrong-b-fragment"])
+def test_bf16_gemm_bugs_give_a_wrong_product(rng, change):
+    assert bf16_matmul_error(harness.emulator(), rng) < 1e-5
+    error = bf16_matmul_error(harness.emulator({"matmul_bf16.cu": change}), rng)
+    assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
+
+
+def test_misaligned_cp_async_is_caught(rng):
+    """16-byte copies without the alignment test: an operand 1 float past alignment faults."""
+    kernels = harness.emulator({"matmul.cu": ("stride == 1 && vector_ok && col + 3 < cols", "stride == 1 && col + 3 < cols")})
+    with pytest.raises(RuntimeError, match="cp.async copies of a bad size or misaligned"):
+        matmul_errors(kernels, rng, offset=1)
 
 
 def attention(kernels, rng, n_queries=17, n_keys=40, depth=8):
@@ -226,8 +291,9 @@ def test_out_of_bounds_access_is_caught_by_address_sanitizer():
 # One or two edge shapes per kernel, each with pointers 1 float past alignment where the sweep
 # has them: AddressSanitizer slows the fiber switches ~10x, so the sanitized run is a sample.
 SANITIZED_CASES = [
-    "test_matmul_sweep[lane-order-37-53-29-True-True-tanh-1]",
-    "test_matmul_sweep[lane-order-130-129-17-False-False-gelu-0]",
+    "test_matmul_sweep[lane-order-37-53-29-True-True-tanh-1-128x64]",
+    "test_matmul_sweep[lane-order-130-129-17-False-False-gelu-0-128x128]",
+    "test_matmul_sweep[lane-order-600-70-33-False-False-relu-1-64x64]",
     "test_tf32_matmul_sweep[lane-order-65-70-17-False-True-relu-1]",
     "test_elementwise_sweep[lane-order-1031-3]",
     "test_elementwise_sweep[lane-order-1-0]",

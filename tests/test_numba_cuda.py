@@ -105,6 +105,71 @@ def test_adam_updates_device_arrays_in_place(numba_cuda, rng):
         assert_close(f"adam {name}", out.copy_to_host(), expected, TOL)
 
 
+class CountingPool:
+    """A fresh pool for the backend that records the device arrays it had to allocate."""
+
+    def __init__(self, monkeypatch):
+        from pyai.kernels.numba_cuda import buffers
+        self.allocated = []
+        outer = self
+
+        class Pool(buffers.BufferPool):
+            def allocate(self, shape, dtype):
+                outer.allocated.append((buffers.shape_tuple(shape), np.dtype(dtype).str))
+                return super().allocate(shape, dtype)
+
+        self.pool = Pool()
+        monkeypatch.setattr(buffers, "POOL", self.pool)
+
+    def pooled(self):
+        return [array for arrays in self.pool.free.values() for array in arrays]
+
+
+def test_ops_on_numpy_arrays_reuse_device_buffers(numba_cuda, rng, monkeypatch):
+    """The second forward and backward of the same sizes allocate nothing on the device: input
+    copies, outputs and temporaries (the backward's partial sums) come from the first's, pooled;
+    and the reused memory gives the second call's own results."""
+    counting = CountingPool(monkeypatch)
+    for call in range(2):
+        x, gamma, beta, dy = normal(rng, 2, 37), normal(rng, 37), normal(rng, 37), normal(rng, 2, 37)
+        y, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
+        grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+        if call == 0:
+            first = len(counting.allocated)
+            assert first >= 10, counting.allocated   # 3 + 5 copies, 3 + 3 outputs, 2 partials at least
+        for name, out, ref in zip(("y", "mean", "rstd", "dx", "dgamma", "dbeta"), (y, mean, rstd, *grads),
+                                  (*layer_norm_forward_reference(x, gamma, beta, 1e-5),
+                                   *layer_norm_backward_reference(dy, x, gamma, 1e-5))):
+            assert_close(f"layer_norm {name}, call {call}", out, ref, TOL)
+    assert len(counting.allocated) == first, counting.allocated[first:]
+
+
+def test_pooled_buffers_are_never_shared_by_two_live_arrays(numba_cuda, rng, monkeypatch):
+    """Square operands of one shape, a product of that shape: three pooled arrays of one key live
+    in one call, each its own (were two one array, the product would be of the wrong operands)."""
+    counting = CountingPool(monkeypatch)
+    for _ in range(3):
+        a, b = normal(rng, 9, 9), normal(rng, 9, 9)
+        assert_close("matmul of pooled square operands", ops.matmul(a, b), a.astype(np.float64) @ b, TOL)
+    assert len(counting.allocated) == 3, counting.allocated
+
+
+def test_results_left_on_the_gpu_are_never_pooled(numba_cuda, rng, monkeypatch):
+    """Results returned on the GPU are the caller's: later ops on numpy arrays of the same shape
+    (which reuse pooled arrays) leave them as they were; the op's input copy and temporaries of
+    a GPU-path call are pooled."""
+    counting = CountingPool(monkeypatch)
+    x, gamma, beta = normal(rng, 2, 9), normal(rng, 9), normal(rng, 9)
+    y, mean, rstd = ops.layer_norm(x, numba_cuda.to_device(gamma), beta, return_stats=True)
+    pooled = counting.pooled()
+    assert pooled and not any(array is result for array in pooled for result in (y, mean, rstd))
+    for _ in range(2):
+        ops.layer_norm(normal(rng, 2, 9), gamma, beta, return_stats=True)
+    for name, out, ref in zip(("y", "mean", "rstd"), (y, mean, rstd),
+                              layer_norm_forward_reference(x, gamma, beta, 1e-5)):
+        assert_close(f"layer_norm {name} left on the GPU", out.copy_to_host(), ref, TOL)
+
+
 class ForeignGpuArray:
     """Any library's GPU array, as far as the checks see it: only __cuda_array_interface__."""
 

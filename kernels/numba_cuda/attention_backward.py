@@ -34,6 +34,7 @@ from pyai.kernels.numba_cpu.attention_backward import attention_backward_referen
 from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
 from pyai.kernels.numba_cuda.attention_forward import (LANES, ROW_GROUPS, THREADS, hidden, larger,
                                                  load_rows, padded_depth, smaller)
+from pyai.kernels.numba_cuda.buffers import device_array
 
 DELTA_THREADS = 128
 
@@ -220,13 +221,13 @@ def attention_backward(do, q, k, v, o, lse, causal, scale):
     q3, do3 = (x.reshape(per_head, n_queries, depth) for x in (q, do))
     k3, v3 = (x.reshape(per_head, n_keys, depth) for x in (k, v))
     lse2 = lse.reshape(per_head, n_queries)
-    delta = cuda.device_array((per_head, n_queries), np.float32)
+    delta = device_array((per_head, n_queries), np.float32)
     rows = per_head * n_queries
     delta_kernel[-(-rows // DELTA_THREADS), DELTA_THREADS](
         do.reshape(rows, depth), o.reshape(rows, depth), delta.reshape(rows))
-    dq = cuda.device_array(q.shape, np.float32)
-    dk = cuda.device_array(k.shape, np.float32)
-    dv = cuda.device_array(k.shape, np.float32)
+    dq = device_array(q.shape, np.float32)
+    dk = device_array(k.shape, np.float32)
+    dv = device_array(k.shape, np.float32)
     arguments = (q3, k3, v3, do3, lse2, delta, bool(causal), np.float32(scale))
     keys_kernel[(-(-n_keys // tile), per_head), THREADS](
         *arguments, dk.reshape(per_head, n_keys, depth), dv.reshape(per_head, n_keys, depth))

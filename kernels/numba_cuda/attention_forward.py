@@ -37,6 +37,7 @@ from numba import cuda, float32
 
 from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference  # noqa: F401
 from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
+from pyai.kernels.numba_cuda.buffers import device_array
 
 THREADS = 128
 LANES = 8                      # threads sharing a row of a tile: neighbouring lanes of a warp
@@ -211,8 +212,8 @@ def attention_forward(q, k, v, causal, scale):
     per_head = batch * heads
     check_grid_y(per_head, f"q: B * H = {per_head} is past the {GRID_Y_MAX} heads one launch covers")
     kernel = forward_kernel(padded_depth(depth))
-    o = cuda.device_array(q.shape, np.float32)
-    lse = cuda.device_array(q.shape[:3], np.float32)
+    o = device_array(q.shape, np.float32)
+    lse = device_array(q.shape[:3], np.float32)
     grid = (-(-n_queries // query_tile(padded_depth(depth))), per_head)
     kernel[grid, THREADS](q.reshape(per_head, n_queries, depth),
                           k.reshape(per_head, n_keys, depth), v.reshape(per_head, n_keys, depth),

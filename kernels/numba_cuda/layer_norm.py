@@ -35,6 +35,7 @@ from numba import cuda, float32, float64
 
 from pyai.kernels.numba_cpu.layer_norm import (layer_norm_backward_reference,  # noqa: F401  (the references)
                                      layer_norm_forward_reference)
+from pyai.kernels.numba_cuda.buffers import device_array
 
 ROW_THREADS = 128        # threads per row: C = 768 gives each 6 columns
 BACKWARD_BLOCKS = 264    # blocks of the backward, 2 per SM on an H100: the number of partials
@@ -130,9 +131,9 @@ def column_sums_kernel(partials, sums):
 def layer_norm_forward(x, gamma, beta, epsilon):
     width = x.shape[x.ndim - 1]   # not shape[-1]: the simulator's shapes refuse it
     rows = x.size // width
-    y = cuda.device_array(x.shape, np.float32)
-    mean = cuda.device_array(x.shape[:-1], np.float32)
-    rstd = cuda.device_array(x.shape[:-1], np.float32)
+    y = device_array(x.shape, np.float32)
+    mean = device_array(x.shape[:-1], np.float32)
+    rstd = device_array(x.shape[:-1], np.float32)
     layer_norm_forward_kernel[rows, ROW_THREADS](x.reshape(rows, width), gamma, beta,
                                                  np.float64(epsilon), y.reshape(rows, width),
                                                  mean.reshape(rows), rstd.reshape(rows))
@@ -140,7 +141,7 @@ def layer_norm_forward(x, gamma, beta, epsilon):
 
 
 def column_sums(partials):
-    sums = cuda.device_array(partials.shape[1], np.float32)
+    sums = device_array(partials.shape[1], np.float32)
     column_sums_kernel[-(-sums.size // SUM_THREADS), SUM_THREADS](partials, sums)
     return sums
 
@@ -151,9 +152,9 @@ def layer_norm_backward(dy, x, gamma, mean, rstd):
     width = x.shape[x.ndim - 1]   # not shape[-1]: the simulator's shapes refuse it
     rows = x.size // width
     blocks = min(rows, BACKWARD_BLOCKS)
-    dgamma_partials = cuda.device_array((blocks, width), np.float64)
-    dbeta_partials = cuda.device_array((blocks, width), np.float64)
-    dx = cuda.device_array(x.shape, np.float32)
+    dgamma_partials = device_array((blocks, width), np.float64)
+    dbeta_partials = device_array((blocks, width), np.float64)
+    dx = device_array(x.shape, np.float32)
     layer_norm_backward_kernel[blocks, ROW_THREADS](
         dy.reshape(rows, width), x.reshape(rows, width), gamma, mean.reshape(rows),
         rstd.reshape(rows), dx.reshape(rows, width), dgamma_partials, dbeta_partials)

@@ -17,6 +17,7 @@ from numba import cuda
 
 from pyai.kernels.numba_cpu.leaky_relu import (leaky_relu_backward_reference,  # noqa: F401  (the references)
                                      leaky_relu_forward_reference)
+from pyai.kernels.numba_cuda.buffers import device_array
 
 THREADS = 256
 MAX_BLOCKS = 4096   # ~30 blocks per SM on an H100: enough to saturate memory bandwidth
@@ -40,7 +41,7 @@ def leaky_relu_backward_kernel(dy, x, alpha, dx):
 
 # x: float32 device array, any shape, C-contiguous -> y, a new device array of x's shape
 def leaky_relu_forward(x, alpha):
-    y = cuda.device_array(x.shape, np.float32)
+    y = device_array(x.shape, np.float32)
     leaky_relu_forward_kernel[grid_size(x.size), THREADS](x.reshape(-1), np.float32(alpha),
                                                           y.reshape(-1))
     return y
@@ -48,7 +49,7 @@ def leaky_relu_forward(x, alpha):
 
 # dy, x: float32 device arrays of one shape -> dx, a new device array of that shape
 def leaky_relu_backward(dy, x, alpha):
-    dx = cuda.device_array(x.shape, np.float32)
+    dx = device_array(x.shape, np.float32)
     leaky_relu_backward_kernel[grid_size(x.size), THREADS](dy.reshape(-1), x.reshape(-1),
                                                            np.float32(alpha), dx.reshape(-1))
     return dx

@@ -37,6 +37,7 @@ from numba import cuda, float32
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
+from pyai.kernels.numba_cuda.buffers import device_array
 from pyai.kernels.numba_cpu.matmul import matmul_reference  # noqa: F401  (the reference)
 
 BLOCK = 128          # rows of A and columns of B per block: the block's C tile is BLOCK x BLOCK
@@ -181,7 +182,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     check_grid_y(-(-m // BLOCK), f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {BLOCK}")
-    c = cuda.device_array((m, n), np.float32)
+    c = device_array((m, n), np.float32)
     kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
     grid = (-(-n // BLOCK), -(-m // BLOCK))
     kernel[grid, THREADS](a, b, no_bias() if bias is None else bias, np.float32(alpha), c)

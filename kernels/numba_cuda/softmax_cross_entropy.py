@@ -32,6 +32,7 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from pyai.kernels.numba_cpu.softmax_cross_entropy import softmax_cross_entropy_reference  # noqa: F401
+from pyai.kernels.numba_cuda.buffers import device_array
 
 ROW_THREADS = 256    # threads per row: V = 50257 gives each ~200 logits
 WARP = 32
@@ -108,7 +109,7 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
 # logits: float32 (N, V), targets: int64 (N,) in [0, V), device arrays
 #   -> (loss, a Python float; dlogits, a float32 (N, V) device array)
 def softmax_cross_entropy(logits, targets):
-    losses = cuda.device_array(logits.shape[0], np.float64)
-    dlogits = cuda.device_array(logits.shape, np.float32)
+    losses = device_array(logits.shape[0], np.float64)
+    dlogits = device_array(logits.shape, np.float32)
     cross_entropy_kernel[logits.shape[0], ROW_THREADS](logits, targets, losses, dlogits)
     return float(losses.copy_to_host().sum() / logits.shape[0]), dlogits

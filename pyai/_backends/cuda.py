@@ -1,7 +1,7 @@
 """The cuda backend: hand-written CUDA C++ kernels (cuda_src/*.cu), built into pyai._cuda.
 
 Arguments arrive validated by pyai.ops: C-contiguous float32 numpy arrays (int64 for ids and
-targets), or GPU arrays (anything with `__cuda_array_interface__`), which pyai.checks lets
+targets; the operands of matmul and linear may instead both be bfloat16), or GPU arrays (anything with `__cuda_array_interface__`), which pyai.checks lets
 through for this backend as numba device arrays. The rule for results is numba-cuda's:
   - all arrays numpy: the inputs are copied to the GPU (pyai._cuda.DeviceBuffer, kept in a
     pool between calls: see BufferPool), the kernel runs, and the results are copied back into
@@ -34,14 +34,15 @@ import threading
 
 import numpy as np
 
+from pyai import bfloat16
 from pyai.device import copy_into, is_c_contiguous, is_device_array
 from pyai.kernels.common import ACTIVATIONS, adam_step_size
 
 TAKES_DEVICE_ARRAYS = True
+TAKES_BFLOAT16 = True      # matmul and linear: bf16 tensor cores, float32 sums and results
 TAKES_BFLOAT16_ATTENTION = True   # attention(_grad) on bfloat16 numpy arrays (cuda_src/attention_*_bf16.cu)
 INT32_MAX = 2**31 - 1
-GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: matmul row tiles, attention heads
-MATMUL_BLOCK_M = 128       # rows of C per block in cuda_src/matmul.cu
+GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: attention heads
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
 
@@ -56,11 +57,13 @@ def probe():
 
 def device_pointer(name, array, dtype=np.float32, writable=False):
     """The device address of a GPU array after checking what the kernels assume of it: the
-    dtype, C order, no mask, and (for in-place updates) that it is writable. Touches no GPU."""
+    dtype (bfloat16: typestr "<V2"), C order, no mask, and (for in-place updates) that it is
+    writable. Touches no GPU."""
     interface = array.__cuda_array_interface__
     typestr = np.dtype(interface["typestr"])
-    if typestr != np.dtype(dtype):
-        raise TypeError(f"{name}: expected a {np.dtype(dtype)} GPU array, got {typestr}")
+    given = bfloat16.dtype() if interface["typestr"] in bfloat16.GPU_TYPESTRS else typestr
+    if given != np.dtype(dtype):
+        raise TypeError(f"{name}: expected a {np.dtype(dtype)} GPU array, got {given}")
     shape, strides = tuple(interface["shape"]), interface.get("strides")
     if not is_c_contiguous(shape, typestr.itemsize, strides and tuple(strides)):
         raise ValueError(f"{name}: expected a C-contiguous GPU array, got strides {strides} for shape {shape}")
@@ -130,7 +133,9 @@ class Call:
     def pointer(self, name, array, dtype=np.float32):
         if is_device_array(array):
             return device_pointer(name, array, dtype)
-        return self.copy(np.ascontiguousarray(array, dtype)).ptr
+        array = np.ascontiguousarray(array, dtype)
+        # bfloat16 crosses as its bit patterns (the extension knows numpy's own dtypes only)
+        return self.copy(array.view(np.uint16) if array.dtype == bfloat16.dtype() else array).ptr
 
     def buffer(self, nbytes):
         buffer = POOL.take(self.cuda, nbytes)
@@ -198,12 +203,14 @@ def fused_matmul(call, a, b, transpose_a, transpose_b, bias, activation, alpha):
     n = b.shape[0] if transpose_b else b.shape[1]
     for name, value in (("M", m), ("N", n), ("K", k)):
         fits_int32(f"matmul {name}", value)
-    if -(-m // MATMUL_BLOCK_M) > GRID_Y_MAX:
-        raise ValueError(f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {MATMUL_BLOCK_M}")
     c = call.empty((m, n))
     bias_pointer = 0 if bias is None else call.pointer("b", bias)
-    call.cuda.matmul_forward(call.pointer("a", a), call.pointer("b", b), bias_pointer, address(c), m, n, k,
-                             transpose_a, transpose_b, ACTIVATIONS[activation], alpha, 0)
+    if bfloat16.is_bfloat16(a):   # pyai.checks made both operands bfloat16
+        launcher, dtype = call.cuda.matmul_bf16_forward, bfloat16.dtype()
+    else:
+        launcher, dtype = call.cuda.matmul_forward, np.float32
+    launcher(call.pointer("a", a, dtype), call.pointer("b", b, dtype), bias_pointer, address(c), m, n, k, transpose_a,
+             transpose_b, ACTIVATIONS[activation], alpha, 0)
     return call.result(c)
 
 

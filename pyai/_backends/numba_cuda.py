@@ -6,7 +6,8 @@ this backend). The rule for results: if any array argument is on the GPU, the re
 device arrays that stay there; if all are numpy arrays, the inputs are copied to the GPU and the
 results back to numpy (explicit transfers, pyai.device). Scalars the ops return (the
 cross-entropy loss) are Python floats either way. adam_update updates numpy param, m and v in
-place by copying them back after the step.
+place by copying them back after the step. The device memory of an op on numpy arrays (copies,
+outputs, temporaries) comes from a pool kept between calls (kernels/numba_cuda/buffers.py).
 
 Without a GPU the backend runs under numba's CUDA simulator when NUMBA_ENABLE_CUDASIM=1 was set
 before numba was imported (the test suite does this on machines with no NVIDIA driver): the
@@ -25,6 +26,8 @@ TAKES_DEVICE_ARRAYS = True
 
 try:
     from numba import cuda
+
+    from pyai.kernels.numba_cuda import buffers
 except ImportError as error:   # a numba without numba.cuda: the probe says so, the row stays empty
     import_error = error
 else:
@@ -41,30 +44,37 @@ def probe():
 
 def on_device(kernel):
     """The op from a function of device arrays: numpy arguments are copied to the GPU and, if no
-    argument was on the GPU already, the results copied back."""
+    argument was on the GPU already, the results copied back. The copies, the outputs and the
+    temporaries are pooled device arrays (kernels/numba_cuda/buffers.py), given back when the op
+    ends, except results that stay on the GPU: those are the caller's."""
     @functools.wraps(kernel)
     def op(*arguments):
         on_host = not any(is_device_array(argument) for argument in arguments)
-        results = kernel(*(to_device(argument) if is_array(argument) else argument
-                           for argument in arguments))
-        if not on_host:
-            return results
-        return tuple(map(to_host, results)) if isinstance(results, tuple) else to_host(results)
+        with buffers.pooled_call() as call:
+            results = kernel(*map(moved_to_device, arguments))
+            if not on_host:
+                return call.keep(results)
+            return tuple(map(to_host, results)) if isinstance(results, tuple) else to_host(results)
     return op
 
 
-def is_array(argument):
-    return isinstance(argument, np.ndarray) or is_device_array(argument)
+def moved_to_device(argument):
+    """A numpy array copied into a pooled device array; a GPU array as a numba device array
+    without a copy; anything else (a flag, a number) as it is."""
+    if isinstance(argument, np.ndarray):
+        return buffers.copy_to_device(argument)
+    return to_device(argument) if is_device_array(argument) else argument
 
 
 # param, grad, m, v: one shape; param, m and v updated in place, numpy ones by a copy back
 def adam_update_of(kernel):
     def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
-        on_gpu = [to_device(array) for array in (param, grad, m, v)]
-        kernel(*on_gpu, lr, beta_1, beta_2, epsilon, step)
-        for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
-            if not is_device_array(array):
-                array_on_gpu.copy_to_host(array)
+        with buffers.pooled_call():
+            on_gpu = [moved_to_device(array) for array in (param, grad, m, v)]
+            kernel(*on_gpu, lr, beta_1, beta_2, epsilon, step)
+            for array, array_on_gpu in zip((param, m, v), (on_gpu[0], on_gpu[2], on_gpu[3])):
+                if not is_device_array(array):
+                    array_on_gpu.copy_to_host(array)
     return adam_update
 
 

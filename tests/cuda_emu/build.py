@@ -24,7 +24,7 @@ CUDA_SRC = HERE.parents[1] / "cuda_src"
 CACHE = pathlib.Path(tempfile.gettempdir()) / f"pyai-cuda-emu-{os.getuid()}"
 BASE_FLAGS = ["-std=c++20", "-O1", "-g1", "-fPIC", "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-EMULATOR_FILES = ("cuda_runtime.h", "cuda_bf16.h", "mma.h", "emu_runtime.cpp", "wrappers.cpp")
+EMULATOR_FILES = ("cuda_runtime.h", "cuda_bf16.h", "cuda_pipeline.h", "mma.h", "emu_runtime.cpp", "wrappers.cpp")
 LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<([^>]*)>>>\(")
 
 

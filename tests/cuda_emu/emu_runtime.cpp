@@ -13,6 +13,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -111,10 +112,21 @@ void switch_context(Context& from, Context& to) { swapcontext(&from.context, &to
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
+// A cp.async copy a thread has issued and that has not landed yet (see cuda_pipeline.h).
+struct AsyncCopy {
+    void* to;
+    const void* from;
+    size_t bytes, zero_fill;
+};
+
+using AsyncGroup = std::vector<AsyncCopy>;
+
 struct Fiber {
     Context context;
     State state;
     uint3 index;
+    AsyncGroup uncommitted;          // issued since the thread's last __pipeline_commit
+    std::deque<AsyncGroup> pending;  // committed groups, oldest first, not yet waited for
 };
 
 struct Group {  // the live threads of a block or a warp, and how many wait at its barrier
@@ -122,7 +134,7 @@ struct Group {  // the live threads of a block or a warp, and how many wait at i
 };
 
 struct Counters {
-    long misaligned = 0, wmma = 0, shuffle_after_exit = 0, barrier_after_exit = 0, divergent_barrier = 0, deadlock = 0,
+    long misaligned = 0, wmma = 0, async_copy = 0, shuffle_after_exit = 0, barrier_after_exit = 0, divergent_barrier = 0, deadlock = 0,
          invalid_launch = 0;
 };
 
@@ -218,9 +230,26 @@ void wait_at(Group& group, State state) {
     if (fibers[current].state != RUNNABLE) to_scheduler();
 }
 
+void land(const AsyncGroup& group) {
+    for (const AsyncCopy& copy : group) {
+        memcpy(copy.to, copy.from, copy.bytes - copy.zero_fill);
+        memset(static_cast<char*>(copy.to) + copy.bytes - copy.zero_fill, 0, copy.zero_fill);
+    }
+}
+
+// A thread's copies land when it waits for them, or else when it exits (as on a GPU, where
+// they complete whether or not anyone waits).
+void land_all(Fiber& fiber) {
+    for (const AsyncGroup& group : fiber.pending) land(group);
+    land(fiber.uncommitted);
+    fiber.pending.clear();
+    fiber.uncommitted.clear();
+}
+
 void fiber_main() {
     fiber_started();
     (*kernel_body)();
+    land_all(fibers[current]);
     fibers[current].state = DONE;
     block_group.alive--, block_group.exited++;
     Group& warp = warp_groups[warp_of(current)];
@@ -320,6 +349,37 @@ void emu_note_wmma_fault(const char* what, const void* pointer, unsigned ldm) {
     if (counters.wmma++ < 5) fprintf(stderr, "EMU: wmma load/store: %s (pointer %p, ldm %u)\n", what, pointer, ldm);
 }
 
+// cp.async (cuda_pipeline.h): the destination's bytes are undefined from the issue until the
+// copy lands, here NaN (all bits set) the whole time; the copy lands only when the issuing thread
+// waits for its group (__pipeline_wait_prior) or exits, the latest a GPU allows. So a thread
+// that reads a stage before its own wait, or before the barrier after the other threads' waits,
+// reads NaN in every fiber order.
+void emu_async_copy(void* to, const void* from, size_t bytes, size_t zero_fill) {
+    bool size_ok = (bytes == 4 || bytes == 8 || bytes == 16) && zero_fill <= bytes;
+    if (!size_ok || reinterpret_cast<uintptr_t>(to) % bytes || reinterpret_cast<uintptr_t>(from) % bytes) {
+        if (counters.async_copy++ < 5)
+            fprintf(stderr, "EMU: cp.async of %zu bytes from %p to %p: a size other than 4, 8, 16 or misaligned\n",
+                    bytes, from, to);
+        return;
+    }
+    memset(to, 0xFF, bytes);
+    fibers[current].uncommitted.push_back({to, from, bytes, zero_fill});
+}
+
+void emu_async_commit() {
+    Fiber& fiber = fibers[current];
+    fiber.pending.push_back(std::move(fiber.uncommitted));
+    fiber.uncommitted.clear();
+}
+
+void emu_async_wait_prior(size_t newest_left_pending) {
+    Fiber& fiber = fibers[current];
+    while (fiber.pending.size() > newest_left_pending) {
+        land(fiber.pending.front());
+        fiber.pending.pop_front();
+    }
+}
+
 void emu_note_misaligned(const void* p) {
     if (counters.misaligned++ < 5) fprintf(stderr, "EMU: misaligned float4 access at %p\n", p);
 }
@@ -346,6 +406,7 @@ std::string emu_take_faults() {
     add(counters.deadlock, "blocks whose threads waited at different barriers");
     add(counters.misaligned, "misaligned float4 accesses");
     add(counters.wmma, "wmma loads or stores with a misaligned pointer or leading dimension");
+    add(counters.async_copy, "cp.async copies of a bad size or misaligned");
     add(counters.invalid_launch, "invalid launches");
     counters = Counters{};
     return faults;

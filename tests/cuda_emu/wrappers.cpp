@@ -59,6 +59,19 @@ int w_leaky_relu_backward(ptr dy, ptr x, ptr dx, int64_t n, float alpha, ptr) {
 int w_matmul_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act, float alpha, ptr) {
     return run([&] { matmul_forward(CF(a), CF(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
 }
+int w_matmul_forward_tiles(int tiles, ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act,
+                           float alpha, ptr) {
+    return run([&] { matmul_forward_tiles(tiles, CF(a), CF(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
+}
+int w_matmul_tiles_for(int m, int n) { return matmul_tiles_for(m, n); }
+int w_matmul_bf16_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act, float alpha,
+                          ptr) {
+    return run([&] { matmul_bf16_forward(CB(a), CB(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
+}
+int w_matmul_bf16_forward_tiles(int tiles, ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb,
+                                int act, float alpha, ptr) {
+    return run([&] { matmul_bf16_forward_tiles(tiles, CB(a), CB(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
+}
 int w_matmul_tf32_forward(ptr a, ptr b, ptr bias, ptr c, int m, int n, int k, bool ta, bool tb, int act, float alpha,
                           ptr) {
     return run([&] { matmul_tf32_forward(CF(a), CF(b), CF(bias), F(c), m, n, k, ta, tb, act, alpha, 0); });
