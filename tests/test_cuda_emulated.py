@@ -208,7 +208,22 @@ def test_elementwise_sweep(kernels, order, rng, n, offset):
     for name, inputs, scalars, expected in cases:
         out, operands = output(n, offset), [placed(array, offset) for array in inputs]
         getattr(kernels, name)(*map(pointer, operands), pointer(out), n, *scalars, 0)
-        assert_close(f"{name} n={n} {order} offset {offset}", out, expected, TOL)
+        if name == "gelu_backward":
+            # relative to the size of its two terms, which cancel where GELU's slope crosses 0
+            # (x near -0.75): a lone element there is off by far more than 1e-5 of itself
+            error = np.linalg.norm(out - expected) / np.linalg.norm(gelu_backward_terms(dy, x))
+            assert error <= TOL, f"{name} n={n} {order} offset {offset}: error {error:.3e} of its terms"
+        else:
+            assert_close(f"{name} n={n} {order} offset {offset}", out, expected, TOL)
+
+
+def gelu_backward_terms(dy, x):
+    """|dy| (|s| + |2 x s (1 - s) u'|): the size of gelu_backward's two terms (float64)."""
+    x = x.astype(np.float64)
+    u = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
+    du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
+    s = 1 / (1 + np.exp(-2 * u))
+    return np.abs(dy) * (s + np.abs(2 * x * s * (1 - s) * du))
 
 
 @pytest.mark.parametrize("rows, columns", [(1, 1), (3, 257), (2, 1031), (9, 33)])

@@ -26,8 +26,6 @@ TAKES_DEVICE_ARRAYS = True
 
 try:
     from numba import cuda
-
-    from pyai.kernels.numba_cuda import buffers
 except ImportError as error:   # a numba without numba.cuda: the probe says so, the row stays empty
     import_error = error
 else:
@@ -49,6 +47,7 @@ def on_device(kernel):
     ends, except results that stay on the GPU: those are the caller's."""
     @functools.wraps(kernel)
     def op(*arguments):
+        from pyai.kernels.numba_cuda import buffers   # here: importing pyai imports no kernel file
         on_host = not any(is_device_array(argument) for argument in arguments)
         with buffers.pooled_call() as call:
             results = kernel(*map(moved_to_device, arguments))
@@ -62,6 +61,7 @@ def moved_to_device(argument):
     """A numpy array copied into a pooled device array; a GPU array as a numba device array
     without a copy; anything else (a flag, a number) as it is."""
     if isinstance(argument, np.ndarray):
+        from pyai.kernels.numba_cuda import buffers
         return buffers.copy_to_device(argument)
     return to_device(argument) if is_device_array(argument) else argument
 
@@ -69,6 +69,7 @@ def moved_to_device(argument):
 # param, grad, m, v: one shape; param, m and v updated in place, numpy ones by a copy back
 def adam_update_of(kernel):
     def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
+        from pyai.kernels.numba_cuda import buffers
         with buffers.pooled_call():
             on_gpu = [moved_to_device(array) for array in (param, grad, m, v)]
             kernel(*on_gpu, lr, beta_1, beta_2, epsilon, step)
