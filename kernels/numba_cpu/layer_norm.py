@@ -24,6 +24,8 @@ import math
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu.simd import wide_vectors
+
 CHUNK_ROWS = 32   # rows per dgamma/dbeta slot: enough slots to share out, few enough to sum fast
 FASTMATH = {"contract"}
 SUM_FASTMATH = {"reassoc", "contract"}
@@ -51,6 +53,7 @@ def layer_norm_backward_reference(dy, x, gamma, epsilon):
 @numba.njit(fastmath=SUM_FASTMATH, cache=True)
 def row_moments(x):
     """(mean, variance) of a 1-d float32 array, in float64."""
+    wide_vectors()
     total = 0.0
     for c in range(x.size):
         total += x[c]
@@ -64,6 +67,7 @@ def row_moments(x):
 @numba.njit(parallel=True, fastmath=FASTMATH, cache=True)
 def layer_norm_forward_kernel(x, gamma, beta, epsilon, y, mean, rstd):
     for r in numba.prange(x.shape[0]):
+        wide_vectors()
         row_mean, variance = row_moments(x[r])
         shift = np.float32(row_mean)
         scale = np.float32(1.0 / math.sqrt(variance + epsilon))
@@ -75,6 +79,7 @@ def layer_norm_forward_kernel(x, gamma, beta, epsilon, y, mean, rstd):
 @numba.njit(fastmath=SUM_FASTMATH, cache=True)
 def gradient_means(dy, x, gamma, mean, rstd):
     """(mean_c(g), mean_c(g xhat)) of one row, g = dy gamma, in float64."""
+    wide_vectors()
     g_total = 0.0
     g_xhat_total = 0.0
     for c in range(x.size):
@@ -88,6 +93,7 @@ def gradient_means(dy, x, gamma, mean, rstd):
 def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta):
     """dx of one row; its dy xhat and dy added to this chunk's dgamma and dbeta slots. In
     float64: g - mean(g) - xhat mean(g xhat) cancels where a row has few columns."""
+    wide_vectors()
     mean, rstd = np.float64(mean), np.float64(rstd)
     g_mean, g_xhat_mean = gradient_means(dy, x, gamma, mean, rstd)
     for c in range(x.size):
