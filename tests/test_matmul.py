@@ -84,8 +84,17 @@ def test_linear_equals_keras_dense(backend, rng, activation, batch, features_in,
     out = pyai.ops.linear(x, w, b, activation=activation, alpha=alpha)
     pre = tf.matmul(x, w) + (b if with_bias else 0.0)
     ref = ACTIVATIONS[activation](pre, alpha).numpy()
-    assert_close(f"linear {backend} {activation} {batch}x{features_in}->{features_out}", out, ref,
-                 MATMUL_TOL)
+    name = f"linear {backend} {activation} {batch}x{features_in}->{features_out}"
+    if activation == "gelu":
+        # TensorFlow's float32 GELU, 0.5 x (1 + tanh u), cancels below x = -2.5 (1e-4 off at -3):
+        # there pyai is held to float64 alone
+        from pyai.kernels.numba_cpu.matmul import matmul_reference
+        exact = matmul_reference(x, w, b, "gelu")
+        assert_close(f"{name} vs float64", out, exact, MATMUL_TOL)
+        holds = pre.numpy() > -2.5
+        out, ref = out[holds], ref[holds]
+    if out.size:
+        assert_close(f"{name} vs TF", out, ref, MATMUL_TOL)
 
 
 def test_linear_one_sample_vector(backend, rng):
