@@ -41,6 +41,7 @@ import numpy as np
 BUCKET_BYTES = 8 << 20   # per Allreduce call: the GPT's 3 MB gradients take one, a 100 MB model 13
 CHECK_EVERY = 100        # optimizer steps between weight checksums
 TIMEOUT_S = 300.0        # the longest a collective call may wait for the other processes
+ABORT_GRACE_S = 0.5      # before MPI_Abort: mpiexec forwards the error already written, not just part of it
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")   # MPICH, Open MPI
 
 
@@ -128,7 +129,9 @@ class World:
     def abort(self, status):
         """End every process of the run (MPI_Abort) with exit `status`; nothing with one process."""
         if self.size > 1:
+            sys.stdout.flush()
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE_S)   # MPI_Abort can end the launcher's forwarding mid-traceback
             self.comm.Abort(status)
 
 
