@@ -172,12 +172,12 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
     row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
     the first slice, added by the others; the epilogue after the last."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
-    for s in range(a_packed.shape[0]):
-        row = row0 + s * MR
-        tile_rows = min(MR, row0 + rows - row)
-        for t in range(-(-cols // NR)):
-            col = col0 + t * NR
-            tile_cols = min(NR, col0 + cols - col)
+    for t in range(-(-cols // NR)):
+        col = col0 + t * NR
+        tile_cols = min(NR, col0 + cols - col)
+        for s in range(a_packed.shape[0]):
+            row = row0 + s * MR
+            tile_rows = min(MR, row0 + rows - row)
             start = b_start + t * sliver_step
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
             if tile_rows == (ROWS_PER_GROUP if half else MR) and tile_cols == NR:
@@ -350,18 +350,23 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
     operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
                 bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 np.float32(alpha))
+    if m <= FEW_ROWS and threads == 1:
+        gemm_few_rows_one_thread(*operands, 1)   # no parallel region: nothing to set
+        return c
+    previous = numba.get_num_threads()
+    if threads != previous:
+        numba.set_num_threads(threads)
     try:
         if m <= FEW_ROWS:
-            (gemm_few_rows if threads > 1 else gemm_few_rows_one_thread)(*operands, threads)
+            gemm_few_rows(*operands, threads)
         else:
             gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     finally:
-        numba.set_num_threads(previous)
+        if threads != previous:
+            numba.set_num_threads(previous)
     return c
 
 
