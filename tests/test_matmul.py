@@ -5,7 +5,8 @@ about sqrt(K) * 6e-8 relative; K here is at most 1031, so 1e-5 leaves room witho
 wrong tile (a single wrong element in a 6 x 16 tile is already ~1e-2 off).
 Shapes cover 1, primes and non-multiples of every tile (MR = 6 or 12, NR = 16 or 32 by the
 CPU's vector width, MC=96, KC=256), both loop
-orders (M up to FEW_ROWS=128 and above) and one thread or two (SERIAL_FLOPS).
+orders (M up to FEW_ROWS=128 and above), one thread or two (SERIAL_FLOPS), and one column
+(N = 1: gemv, whole vectors and a ragged rest of rows or of k).
 """
 
 import numpy as np
@@ -18,7 +19,7 @@ from conftest import assert_close, require, skip_in_cuda_simulator
 tf = pytest.importorskip("tensorflow")
 
 MATMUL_TOL = 1e-5
-SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 53, 29), (97, 6, 257), (6, 16, 256),
+SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 1, 53), (37, 53, 29), (97, 6, 257), (6, 16, 256),
           (101, 131, 1031), (193, 17, 300), (211, 67, 301), (12, 32, 512), (25, 65, 257)]
 
 
@@ -70,7 +71,7 @@ def test_every_epilogue_activation_has_a_tensorflow_twin():
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("batch,features_in,features_out", [(1, 1, 1), (7, 13, 5), (64, 100, 257),
-                                                            (97, 784, 17), (131, 300, 37)])
+                                                            (97, 784, 17), (131, 300, 37), (67, 45, 1)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_equals_keras_dense(backend, rng, activation, batch, features_in, features_out,
                                    with_bias):

@@ -20,6 +20,9 @@ A thread packs the A rows and B columns of its own rectangle: the grid is cut so
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
+One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32 columns of FMAs
+on padding: it is a dot product per row instead (gemv; small ones, on one thread).
+
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
 packs its own run of B, a slice at a time, just before it meets every A sliver. B, the big
@@ -38,7 +41,8 @@ from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_strided)
-from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, slp_vectorize, store, transpose_square
+from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, fma, load, slp_vectorize, splat, store, transpose_square,
+                                         zeros)
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -282,6 +286,41 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
                                cols - in_place, first, last, bias, has_bias, activation, alpha)
 
 
+def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha):
+    """c (M x 1) = epilogue(A @ x) for x of k contiguous floats: each row of a row-major A
+    against x in WIDTH lanes of partial sums, added in lane order; a transposed A read down its
+    stored rows, WIDTH rows of C at a time, each lane one row's sum in order of k."""
+    m = c.shape[0]
+    out = c.reshape(-1)
+    lanes = aligned_floats(WIDTH)
+    whole = k // WIDTH * WIDTH if a_col_stride == 1 else m // WIDTH * WIDTH
+    if a_col_stride == 1:
+        for i in range(m):
+            acc = zeros()
+            for p in range(0, whole, WIDTH):
+                acc = fma(load(a, i * k + p), load(x, p), acc)
+            store(lanes, 0, acc)
+            total = float32(0.0)
+            for lane in range(WIDTH):
+                total += lanes[lane]
+            for p in range(whole, k):
+                total += a[i * k + p] * x[p]
+            out[i] = total
+    else:
+        for i0 in range(0, whole, WIDTH):
+            acc = zeros()
+            for p in range(k):
+                acc = fma(load(a, p * m + i0), splat(x[p]), acc)
+            store(out, i0, acc)
+        for i in range(whole, m):
+            total = float32(0.0)
+            for p in range(k):
+                total += a[p * m + i] * x[p]
+            out[i] = total
+    if has_bias or activation != NONE:
+        apply_epilogue(c, 0, 0, m, 1, bias, has_bias, activation, alpha)
+
+
 FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
@@ -301,6 +340,9 @@ with slp_vectorize():
         void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
+gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),
+                           void(READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean,
+                                int64, float32))
 # the two loop orders compile on their first call (a program with few rows never compiles gemm);
 # gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
 # (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
@@ -316,7 +358,8 @@ gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH,
                                     void(*GEMM_OPERANDS, int64), slp_vectorize)
 
 NO_BIAS = np.zeros(1, dtype=np.float32)
-SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
+SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
+                           # (64x100x256, 3.3 MFLOP: 33 us on one, 40 on two; 8.4 MFLOP: 65, 59)
 
 
 def thread_count(m, n, k):
@@ -353,8 +396,12 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
                 bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 np.float32(alpha))
-    if m <= FEW_ROWS and threads == 1:
-        gemm_few_rows_one_thread(*operands, 1)   # no parallel region: nothing to set
+    if n == 1 and threads == 1:
+        gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:])
+        return c
+    if threads == 1 and (m <= FEW_ROWS or 2 * m * n * k < SERIAL_FLOPS):
+        # no parallel region; a small product of many rows too, whose A packed whole is small
+        gemm_few_rows_one_thread(*operands, 1)
         return c
     previous = numba.get_num_threads()
     if threads != previous:
