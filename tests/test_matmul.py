@@ -208,3 +208,20 @@ def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed
         expected = block.reshape(slivers, MR, depth).transpose(0, 2, 1)
         np.testing.assert_array_equal(buffer[:slivers * depth * MR].reshape(slivers, depth, MR), expected)
         assert np.isnan(buffer[slivers * depth * MR:]).all()
+
+
+@pytest.mark.parametrize("m,k", [(1, 1), (5, 13), (16, 16), (37, 53), (32, 257), (129, 300)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_one_column_equals_the_tiled_product_bit_for_bit(rng, m, k, transpose_a, transpose_b):
+    """gemv (N = 1) sums as the tiles do, so a column's floats do not depend on how many columns
+    a product has: here against the same column computed as one of two by the tiles."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, 1, k, transpose_a, transpose_b)
+    two = np.concatenate([b, 2 * b], axis=0 if transpose_b else 1)
+    one_column = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    tiled = pyai.ops.matmul(a, two, transpose_a=transpose_a, transpose_b=transpose_b)
+    assert kernels.thread_count(m, 1, k) == 1   # the gemv path
+    np.testing.assert_array_equal(one_column[:, 0], tiled[:, 0])
+    assert_close("gemv vs float64", one_column, (a.T if transpose_a else a).astype(np.float64)
+                 @ (b.T if transpose_b else b), MATMUL_TOL)

@@ -21,7 +21,7 @@ packed twice (row parts share B's columns, column parts A's rows), and each thre
 parallel region with nothing shared but the operands it reads.
 
 One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32 columns of FMAs
-on padding: it is a dot product per row instead (gemv; small ones, on one thread).
+on padding: a small one runs gemv instead, WIDTH rows of C in one vector, on one thread.
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
@@ -41,8 +41,8 @@ from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_strided)
-from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, fma, load, slp_vectorize, splat, store, transpose_square,
-                                         zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
+                                         transpose_square, zeros)
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -287,36 +287,44 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
 
 
 def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha):
-    """c (M x 1) = epilogue(A @ x) for x of k contiguous floats: each row of a row-major A
-    against x in WIDTH lanes of partial sums, added in lane order; a transposed A read down its
-    stored rows, WIDTH rows of C at a time, each lane one row's sum in order of k."""
+    """c (M x 1) = epilogue(A @ x) for x of k contiguous floats, WIDTH rows of C at a time in
+    the lanes of one vector: A's WIDTH values at each k loaded as one vector where A is stored
+    transposed, else turned a WIDTH x WIDTH square at a time (gathered at ragged edges). Summed
+    as the tiles sum, so the floats are theirs bit for bit: in each KC slice a fused multiply-add
+    per k in order, from zero; the slices added in order."""
     m = c.shape[0]
     out = c.reshape(-1)
     lanes = aligned_floats(WIDTH)
-    whole = k // WIDTH * WIDTH if a_col_stride == 1 else m // WIDTH * WIDTH
-    if a_col_stride == 1:
-        for i in range(m):
+    square = aligned_floats(WIDTH * WIDTH)
+    scratch = aligned_floats(2 * WIDTH * WIDTH)
+    for i0 in range(0, m, WIDTH):
+        rows = min(WIDTH, m - i0)
+        total = zeros()
+        for depth0 in range(0, k, KC):
+            depth1 = min(k, depth0 + KC)
             acc = zeros()
-            for p in range(0, whole, WIDTH):
-                acc = fma(load(a, i * k + p), load(x, p), acc)
-            store(lanes, 0, acc)
-            total = float32(0.0)
-            for lane in range(WIDTH):
-                total += lanes[lane]
-            for p in range(whole, k):
-                total += a[i * k + p] * x[p]
-            out[i] = total
-    else:
-        for i0 in range(0, whole, WIDTH):
-            acc = zeros()
-            for p in range(k):
-                acc = fma(load(a, p * m + i0), splat(x[p]), acc)
-            store(out, i0, acc)
-        for i in range(whole, m):
-            total = float32(0.0)
-            for p in range(k):
-                total += a[p * m + i] * x[p]
-            out[i] = total
+            p = depth0
+            while p < depth1:
+                if rows == WIDTH and a_row_stride == 1:
+                    acc = fma(load(a, i0 + p * a_col_stride), splat(x[p]), acc)
+                    p += 1
+                elif rows == WIDTH and p + WIDTH <= depth1:
+                    transpose_square(a, i0 * a_row_stride + p, a_row_stride, square, 0, WIDTH, scratch)
+                    for q in range(WIDTH):
+                        acc = fma(load(square, q * WIDTH), splat(x[p + q]), acc)
+                    p += WIDTH
+                else:
+                    for lane in range(WIDTH):
+                        lanes[lane] = a[(i0 + lane) * a_row_stride + p * a_col_stride] if lane < rows else 0.0
+                    acc = fma(load(lanes, 0), splat(x[p]), acc)
+                    p += 1
+            total = acc if depth0 == 0 else add(total, acc)
+        if rows == WIDTH:
+            store(out, i0, total)
+        else:
+            store(lanes, 0, total)
+            for lane in range(rows):
+                out[i0 + lane] = lanes[lane]
     if has_bias or activation != NONE:
         apply_epilogue(c, 0, 0, m, 1, bias, has_bias, activation, alpha)
 
