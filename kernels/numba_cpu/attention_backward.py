@@ -307,10 +307,10 @@ def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, d
     """dq, dk, dv written through their Rows from q, k, v, do, o (Rows) and lse (heads, Tq); dk
     and dv share a row stride (dk's)."""
     heads = len(q[2])
-    n_queries_padded = padded(n_queries, QUERY_BLOCK)
+    n_queries_padded = padded(n_queries, MR)   # whole slivers: no task reads past them
     groups = min(-(-n_keys // KEY_TILE), -(-2 * numba.get_num_threads() // heads))
     *packed, lse_padded, delta, dq_copies = workspace(
-        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, KEY_TILE))
+        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, NR))
         + [(heads, n_queries_padded), (heads, n_queries_padded),
            (groups, heads, n_queries_padded, padded(depth, NR))])
     lse_padded[:, n_queries:] = 0

@@ -282,9 +282,10 @@ def rows_of(x, head_axes, time_axis, offset=0):
 def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
     """o (through its Rows) and lse (heads, Tq) from q, k, v given as Rows."""
     heads = len(q[2])
-    q_slivers = np.empty((heads, padded(n_queries, QUERY_BLOCK) // NR, depth, NR), np.float32)
-    k_slivers = np.empty((heads, padded(n_keys, KEY_TILE) // MR, depth, MR), np.float32)
-    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, KEY_TILE), MR), np.float32)
+    # padded to whole slivers only: a task reads no sliver past its last query or key
+    q_slivers = np.empty((heads, padded(n_queries, NR) // NR, depth, NR), np.float32)
+    k_slivers = np.empty((heads, padded(n_keys, MR) // MR, depth, MR), np.float32)
+    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, MR), MR), np.float32)
     pack_operands(q, k, v, n_queries, n_keys, np.float32(scale), q_slivers, k_slivers, v_chunks)
     forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o[0], o[1], o[2], lse)
 
