@@ -89,7 +89,8 @@ LSE = np.zeros((2, 4, 5), np.float32)
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: ops.attention_qkv(np.ones((2, 5, 2, 4, 8), np.float32)), r"^qkv: expected shape \(B, T, 3, H, D\)"),
+    (lambda: ops.attention_qkv(np.ones((2, 5, 2, 4, 8), np.float32)),
+     r"^qkv: expected shape \(B, T, 3, H, D\)"),
     (lambda: ops.attention_qkv(np.ones((2, 5, 3, 4), np.float32)), r"^qkv:"),
     (lambda: ops.attention_qkv_grad(O[:, :4], QKV, O, LSE), r"^do: expected shape \(2, 5, 4, 8\)"),
     (lambda: ops.attention_qkv_grad(O, QKV, O[..., :7], LSE), r"^o: expected shape"),

@@ -190,7 +190,7 @@ def test_multi_head_attention_reads_qkv_in_place_or_splits_heads_alike(rng, monk
     dy = rng.normal(size=x.shape).astype(np.float32)
     results = []
     for reads_qkv in (True, False):
-        monkeypatch.setattr(MultiHeadAttention, "reads_qkv", staticmethod(lambda reads_qkv=reads_qkv: reads_qkv))
+        monkeypatch.setattr(MultiHeadAttention, "reads_qkv", staticmethod(lambda answer=reads_qkv: answer))
         y, dx = layer.forward(x), layer.backward(dy)
         results.append([y, dx] + [np.copy(gradient) for _, gradient in layer.gradients()])
     assert layer.q is not None   # the second pass split the heads
