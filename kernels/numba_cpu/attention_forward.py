@@ -33,6 +33,7 @@ stride 3 H D), and write o as (B, T, H, D) there, the merged heads an output pro
 packing reads the strided rows as cheaply as contiguous ones.
 """
 
+import functools
 import math
 
 import numba
@@ -274,9 +275,17 @@ def rows_of(x, head_axes, time_axis, offset=0):
     x = np.ascontiguousarray(x)
     strides = [stride // x.itemsize for stride in x.strides]
     batch_axis, head_axis = head_axes
-    starts = (offset + np.arange(x.shape[batch_axis])[:, None] * strides[batch_axis]
-              + np.arange(x.shape[head_axis]) * strides[head_axis])
-    return x.reshape(-1), strides[time_axis], starts.reshape(-1).astype(np.int64)
+    starts = head_starts(x.shape[batch_axis], strides[batch_axis], x.shape[head_axis], strides[head_axis],
+                         offset)
+    return x.reshape(-1), strides[time_axis], starts
+
+
+@functools.lru_cache(maxsize=64)
+def head_starts(batches, batch_stride, heads, head_stride, offset):
+    """(batches * heads,) int64: offset + b * batch_stride + h * head_stride, b-major. Cached: a
+    model calls attention at the same few shapes every step (the kernels only read it)."""
+    starts = offset + np.arange(batches)[:, None] * batch_stride + np.arange(heads) * head_stride
+    return starts.reshape(-1).astype(np.int64)
 
 
 def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
