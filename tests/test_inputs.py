@@ -37,6 +37,8 @@ def as_masked(array):
 
 _q, _k, _v = normal(1, 2, 3, 4), normal(1, 2, 3, 4), normal(1, 2, 3, 4)
 _o, _lse = ops.attention(_q, _k, _v, return_lse=True)
+_qkv = normal(1, 3, 3, 2, 4)
+_qkv_o, _qkv_lse = ops.attention_qkv(_qkv, return_lse=True)
 _x = normal(3, 4)
 _, _mean, _rstd = ops.layer_norm(_x, normal(4), normal(4), return_stats=True)
 _probabilities = RNG.uniform(0.05, 0.95, (3, 4)).astype(np.float32)
@@ -60,6 +62,8 @@ CALLS = {
                                  {"from_logits": True}),
     "attention": ({"q": _q, "k": _k, "v": _v}, {"causal": True}),
     "attention_grad": ({"do": normal(1, 2, 3, 4), "q": _q, "k": _k, "v": _v, "o": _o, "lse": _lse}, {}),
+    "attention_qkv": ({"qkv": _qkv}, {"causal": True}),
+    "attention_qkv_grad": ({"do": normal(1, 3, 2, 4), "qkv": _qkv, "o": _qkv_o, "lse": _qkv_lse}, {}),
     "layer_norm": ({"x": _x, "gamma": normal(4), "beta": normal(4)}, {}),
     "layer_norm_grad": ({"dy": normal(3, 4), "x": _x, "gamma": normal(4), "mean": _mean, "rstd": _rstd}, {}),
     "gelu": ({"x": normal(3, 4)}, {}),
@@ -169,7 +173,8 @@ def test_in_place_refuses_masked_and_aliased_arrays(op):
 
 
 FLAGS = [("matmul", "transpose_a"), ("matmul", "transpose_b"), ("attention", "causal"),
-         ("attention", "return_lse"), ("attention_grad", "causal"), ("layer_norm", "return_stats"),
+         ("attention", "return_lse"), ("attention_grad", "causal"), ("attention_qkv", "return_lse"),
+         ("attention_qkv_grad", "causal"), ("layer_norm", "return_stats"),
          ("binary_crossentropy", "from_logits"), ("binary_crossentropy_grad", "from_logits"),
          ("conv2d_grad", "input_gradient"), ("conv2d_transpose_grad", "weight_gradient")]
 
