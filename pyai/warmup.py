@@ -125,8 +125,12 @@ def warm_files(files):
 
 
 def free_cores():
-    """The cores this process may use, less those the last minute's load kept busy (at least 1)."""
+    """The cores this process may use, less those the last minute's load kept busy (at least 1).
+    A process with real-time priority (SCHED_FIFO or SCHED_RR, which its children inherit) takes
+    the cores from that load, so all of them are free to it."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        return usable
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(usable, round(usable - busy)))
 

@@ -153,6 +153,11 @@ def test_the_cache_falls_back_to_the_users_folder_where_the_install_is_read_only
 
 def test_free_cores_leave_out_the_busy_ones(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: os.SCHED_OTHER)
     for load, free in ((0.2, 4), (1.6, 2), (3.9, 1), (17.0, 1)):
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         assert warmup.free_cores() == free
+    # real-time priority: the load waits for this process, so every core is free to it
+    for policy in (os.SCHED_FIFO, os.SCHED_RR):
+        monkeypatch.setattr(os, "sched_getscheduler", lambda pid, policy=policy: policy)
+        assert warmup.free_cores() == 4
