@@ -61,7 +61,10 @@ class LazyRow(Mapping):
                 return self.loaded[op]
             module = importlib.import_module(f"{self.package}.{stand_in or file}")
             self.loaded[op] = self.wrap(op, getattr(module, function))
-            (self.standing_in.add if stand_in else self.standing_in.discard)(op)
+            if stand_in is None:
+                self.standing_in.discard(op)
+            else:
+                self.standing_in.add(op)
         return self.loaded[op]
 
     def __iter__(self):
