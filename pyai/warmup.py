@@ -182,6 +182,7 @@ def exercise(file, every_loop=True):
     for the argument types the models pass (float32 and int64 C-contiguous arrays); the matmul's
     three loops, or without `every_loop` the serial few-rows one."""
     from pyai import ops
+    from pyai.kernels.numba_cpu.first_call import PARALLEL_ELEMENTS
     rng = np.random.default_rng(0)
 
     def floats(*shape):
@@ -190,6 +191,9 @@ def exercise(file, every_loop=True):
     x, y, w = floats(5, 7), floats(5, 7), floats(7, 3)
     probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, 5)
+    # the kernels that run on one thread below PARALLEL_ELEMENTS elements: both compiles
+    pairs = [(floats(*shape), rng.uniform(0.1, 0.9, shape).astype(np.float32))
+             for shape in ((5, 7), (1, PARALLEL_ELEMENTS))]
     calls = {
         # the loops compiled on their first call: few rows (5) on one thread, few rows on every
         # thread (100 rows, 2.6 MFLOP), the blocked loop for many rows (129)
@@ -197,18 +201,18 @@ def exercise(file, every_loop=True):
                            ops.matmul(x, y, transpose_b=True),
                            every_loop and (ops.matmul(floats(100, 100), floats(100, 128)),
                                            ops.matmul(floats(129, 7), w))),
-        "leaky_relu": lambda: (ops.leaky_relu(x), ops.leaky_relu_grad(y, x)),
+        "leaky_relu": lambda: [(ops.leaky_relu(a), ops.leaky_relu_grad(p, a)) for a, p in pairs],
         "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
         "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),
         "tanh": lambda: (ops.tanh(x), ops.tanh_grad(y, probabilities)),
         "gelu": lambda: (ops.gelu(x), ops.gelu_grad(y, x)),
-        "mse": lambda: (ops.mse(x, y), ops.mse_grad(x, y)),
+        "mse": lambda: [(ops.mse(a, p), ops.mse_grad(a, p)) for a, p in pairs],
         "binary_crossentropy": lambda: [
-            (ops.binary_crossentropy(p, probabilities, from_logits=logits),
-             ops.binary_crossentropy_grad(p, probabilities, from_logits=logits))
-            for p, logits in ((probabilities, False), (x, True))],
+            (ops.binary_crossentropy(z if logits else p, p, from_logits=logits),
+             ops.binary_crossentropy_grad(z if logits else p, p, from_logits=logits))
+            for z, p in pairs for logits in (False, True)],
         "sgd": lambda: ops.sgd_update(x.copy(), y, lr=0.1),
-        "adam": lambda: ops.adam_update(x.copy(), y, np.zeros_like(x), np.zeros_like(x), step=1),
+        "adam": lambda: [ops.adam_update(a.copy(), p, np.zeros_like(a), np.zeros_like(a), step=1) for a, p in pairs],
         "layer_norm": lambda: ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
             x, floats(7), floats(7), return_stats=True)[1:]),
         "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),
