@@ -22,7 +22,7 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
-from pyai.kernels.numba_cpu.epilogue import FASTMATH, READ_ONLY, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, READ_ONLY, apply_epilogue
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
 KC = 256   # blocking.KC, the depth of matmul.py's slices (blocking.py compiles the micro-kernel
@@ -54,7 +54,7 @@ def plain_gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, 
                     store(lanes, 0, acc)
                     for j in range(cols):
                         c[i, col + j] = lanes[j] if depth0 == 0 else c[i, col + j] + lanes[j]
-            if has_bias or activation != 0:
+            if has_bias or activation != NONE:
                 apply_epilogue(c, i, col, 1, cols, bias, has_bias, activation, alpha)
 
 
