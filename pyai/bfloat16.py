@@ -9,6 +9,7 @@ ml_dtypes array. ml_dtypes is optional: without it nothing is bfloat16 here.
 """
 
 import ctypes
+import functools
 
 import numpy as np
 
@@ -18,6 +19,7 @@ GPU_TYPESTRS = ("<V2", "|V2")
 DLPACK_BFLOAT = 4   # DLDataTypeCode kDLBfloat
 
 
+@functools.cache
 def dtype():
     """numpy's bfloat16 dtype (ml_dtypes'), or None where ml_dtypes is not installed."""
     try:

@@ -54,6 +54,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 def as_float32(name, array, ndim=None, min_ndim=None, backend=None):
     """`array` as a C-contiguous float32 numpy array, or a clear error naming `name`; a GPU array
     stays on the GPU if `backend` (default: the current one) takes GPU arrays."""
+    if type(array) is np.ndarray and array.dtype == np.float32 and array.flags.c_contiguous:
+        check_shape(name, array.shape, ndim, min_ndim)   # already what the kernels take
+        return array
     if device.is_device_array(array):
         return device_float32(name, array, ndim, min_ndim, backend)
     array = plain_array(name, array)

@@ -83,9 +83,15 @@ def _check_name(name):
         raise ValueError(f"backend: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
+_MODULES = {}   # backend name -> its module, imported once: an op's dispatch is on every call's path
+
+
 def _module(backend):
-    _check_name(backend)
-    return importlib.import_module(f"pyai._backends.{backend.replace('-', '_')}")
+    module = _MODULES.get(backend)
+    if module is None:
+        _check_name(backend)
+        module = _MODULES[backend] = importlib.import_module(f"pyai._backends.{backend.replace('-', '_')}")
+    return module
 
 
 def unavailable_reason(backend):

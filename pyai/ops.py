@@ -304,6 +304,46 @@ def attention_grad(do, q, k, v, o, lse, *, causal=False, scale=None, backend=Non
     return implementation("attention_grad", backend)(do, q, k, v, o, lse, causal, scale)
 
 
+def _qkv_arguments(qkv, causal, scale):
+    qkv = as_float32("qkv", qkv, ndim=5)
+    if qkv.shape[2] != 3:
+        raise ValueError(f"qkv: expected shape (B, T, 3, H, D): q, k and v side by side per token, "
+                         f"got {qkv.shape}")
+    scale = 1.0 / float(np.sqrt(qkv.shape[4])) if scale is None else real_number("scale", scale)
+    return qkv, flag("causal", causal), scale
+
+
+@per_call_backend
+def attention_qkv(qkv, *, causal=False, scale=None, return_lse=False, backend=None):
+    """attention(q, k, v) over one projection's output, read where it lies: qkv (B, T, 3, H, D)
+    holds each token's q, k and v side by side (x @ [Wq Wk Wv] reshaped), so q is
+    qkv[:, :, 0].transpose(0, 2, 1, 3). Returns o (B, T, H, D), the heads already merged into
+    (B * T, H * D) rows for the output projection, or (o, lse) with lse (B, H, T) as in
+    `attention`. Backends without the strided kernels raise NotImplementedError: split the heads
+    and call `attention` there."""
+    qkv, causal, scale = _qkv_arguments(qkv, causal, scale)
+    return_lse = flag("return_lse", return_lse)
+    o, lse = implementation("attention_qkv", backend)(qkv, causal, scale)
+    return (o, lse) if return_lse else o
+
+
+@per_call_backend
+def attention_qkv_grad(do, qkv, o, lse, *, causal=False, scale=None, backend=None):
+    """dqkv (B, T, 3, H, D), dq, dk and dv side by side as q, k, v are in qkv, from do = d loss
+    / d o and the forward's o (both (B, T, H, D)) and lse (B, H, T)."""
+    qkv, causal, scale = _qkv_arguments(qkv, causal, scale)
+    batch, time, _, heads, depth = qkv.shape
+    do, o = as_float32("do", do), as_float32("o", o)
+    for name, array in (("do", do), ("o", o)):
+        if array.shape != (batch, time, heads, depth):
+            raise ValueError(f"{name}: expected shape {(batch, time, heads, depth)} (qkv's B, T, H, D), "
+                             f"got {array.shape}")
+    lse = as_float32("lse", lse)
+    if lse.shape != (batch, heads, time):
+        raise ValueError(f"lse: expected shape {(batch, heads, time)} (qkv's B, H, T), got {lse.shape}")
+    return implementation("attention_qkv_grad", backend)(do, qkv, o, lse, causal, scale)
+
+
 def _row_parameter(name, array, x):
     array = as_float32(name, array, ndim=1)
     if array.shape != x.shape[-1:]:

@@ -218,10 +218,13 @@ def exercise(file, every_loop=True):
         "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),
         "softmax": lambda: ops.softmax(x),
         "softmax_cross_entropy": lambda: ops.softmax_cross_entropy(x, targets),
-        "attention_forward": lambda: ops.attention(*(floats(1, 2, 5, 4) for _ in range(3)), causal=True),
-        "attention_backward": lambda: ops.attention_grad(
-            floats(1, 2, 5, 4), *(q := [floats(1, 2, 5, 4) for _ in range(3)]),
-            *ops.attention(*q, return_lse=True), causal=True),
+        "attention_forward": lambda: (ops.attention(*(floats(1, 2, 5, 4) for _ in range(3)), causal=True),
+                                      ops.attention_qkv(floats(1, 5, 3, 2, 4), causal=True)),
+        "attention_backward": lambda: (
+            ops.attention_grad(floats(1, 2, 5, 4), *(q := [floats(1, 2, 5, 4) for _ in range(3)]),
+                               *ops.attention(*q, return_lse=True), causal=True),
+            ops.attention_qkv_grad(floats(1, 5, 2, 4), qkv := floats(1, 5, 3, 2, 4),
+                                   *ops.attention_qkv(qkv, return_lse=True), causal=True)),
         # 8 output channels go through im2col and the matmul, 1 through the direct kernels
         "conv2d": lambda: [ops.conv2d(floats(2, 5, 5, 3), floats(3, 3, 3, out), floats(out), stride=stride,
                                       activation="leaky_relu") for out, stride in ((8, 1), (1, 2))],
@@ -246,7 +249,7 @@ TRAINING_OPS = {
                  "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update"),
     "gpt": ("linear", "matmul", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
-            "gelu_grad", "attention", "attention_grad", "softmax_cross_entropy", "adam_update"),
+            "gelu_grad", "attention_qkv", "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
 }
 
 

@@ -5,7 +5,8 @@ about sqrt(K) * 6e-8 relative; K here is at most 1031, so 1e-5 leaves room witho
 wrong tile (a single wrong element in a 6 x 16 tile is already ~1e-2 off).
 Shapes cover 1, primes and non-multiples of every tile (MR = 6 or 12, NR = 16 or 32 by the
 CPU's vector width, MC=96, KC=256), both loop
-orders (M up to FEW_ROWS=128 and above) and one thread or two (SERIAL_FLOPS).
+orders (M up to FEW_ROWS=128 and above), one thread or two (SERIAL_FLOPS), and one column
+(N = 1: gemv, whole vectors and a ragged rest of rows or of k).
 """
 
 import numpy as np
@@ -18,7 +19,7 @@ from conftest import assert_close, require, skip_in_cuda_simulator
 tf = pytest.importorskip("tensorflow")
 
 MATMUL_TOL = 1e-5
-SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 53, 29), (97, 6, 257), (6, 16, 256),
+SHAPES = [(1, 1, 1), (1, 17, 3), (7, 1, 5), (5, 13, 1), (37, 1, 53), (37, 53, 29), (97, 6, 257), (6, 16, 256),
           (101, 131, 1031), (193, 17, 300), (211, 67, 301), (12, 32, 512), (25, 65, 257)]
 
 
@@ -70,7 +71,7 @@ def test_every_epilogue_activation_has_a_tensorflow_twin():
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("batch,features_in,features_out", [(1, 1, 1), (7, 13, 5), (64, 100, 257),
-                                                            (97, 784, 17), (131, 300, 37)])
+                                                            (97, 784, 17), (131, 300, 37), (67, 45, 1)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_equals_keras_dense(backend, rng, activation, batch, features_in, features_out,
                                    with_bias):
@@ -207,3 +208,20 @@ def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed
         expected = block.reshape(slivers, MR, depth).transpose(0, 2, 1)
         np.testing.assert_array_equal(buffer[:slivers * depth * MR].reshape(slivers, depth, MR), expected)
         assert np.isnan(buffer[slivers * depth * MR:]).all()
+
+
+@pytest.mark.parametrize("m,k", [(1, 1), (5, 13), (16, 16), (37, 53), (32, 257), (129, 300)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_one_column_equals_the_tiled_product_bit_for_bit(rng, m, k, transpose_a, transpose_b):
+    """gemv (N = 1) sums as the tiles do, so a column's floats do not depend on how many columns
+    a product has: here against the same column computed as one of two by the tiles."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, 1, k, transpose_a, transpose_b)
+    two = np.concatenate([b, 2 * b], axis=0 if transpose_b else 1)
+    one_column = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    tiled = pyai.ops.matmul(a, two, transpose_a=transpose_a, transpose_b=transpose_b)
+    assert kernels.thread_count(m, 1, k) == 1   # the gemv path
+    np.testing.assert_array_equal(one_column[:, 0], tiled[:, 0])
+    assert_close("gemv vs float64", one_column, (a.T if transpose_a else a).astype(np.float64)
+                 @ (b.T if transpose_b else b), MATMUL_TOL)

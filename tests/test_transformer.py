@@ -128,3 +128,71 @@ def test_transformer_block_names_its_parameters_like_nanogpt():
 def test_multi_head_attention_rejects_heads_that_do_not_divide_channels():
     with pytest.raises(ValueError, match="heads: must divide channels"):
         MultiHeadAttention(10, 3)
+
+
+def three_dense_attention(layer, x, dy):
+    """float64 y and d(sum(y * dy)) / dx of the layer's math with q, k, v as three separate
+    products and heads split by copies: x @ W + b per projection, softmax per head, output."""
+    batch, time, channels = x.shape
+    heads, depth = layer.heads, channels // layer.heads
+    rows = x.reshape(-1, channels).astype(np.float64)
+
+    def project(dense, inputs):
+        return inputs @ dense.weight.astype(np.float64) + dense.bias
+
+    def split(z):
+        return z.reshape(batch, time, heads, depth).transpose(0, 2, 1, 3)
+
+    q, k, v = (split(project(dense, rows)) for dense in (layer.query, layer.key, layer.value))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(depth)
+    if layer.causal:
+        s = np.where(np.tril(np.ones((time, time), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    o = (p @ v).transpose(0, 2, 1, 3).reshape(-1, channels)
+    y = project(layer.output, o).reshape(x.shape)
+    do = split(dy.reshape(-1, channels).astype(np.float64) @ layer.output.weight.T.astype(np.float64))
+    dp = do @ v.transpose(0, 1, 3, 2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(depth)
+    grads = {"query": ds @ k, "key": ds.transpose(0, 1, 3, 2) @ q, "value": p.transpose(0, 1, 3, 2) @ do}
+    dx = sum(grads[name].transpose(0, 2, 1, 3).reshape(-1, channels) @ dense.weight.T.astype(np.float64)
+             for name, dense in (("query", layer.query), ("key", layer.key), ("value", layer.value)))
+    return y, dx.reshape(x.shape)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("batch,time,channels,heads", [(1, 1, 6, 3), (2, 13, 28, 2), (3, 37, 60, 4)])
+def test_multi_head_attention_is_three_projections_then_attention(backend, rng, causal, batch, time,
+                                                                   channels, heads):
+    """The fused qkv product and attention on its output (attention_qkv where the backend has
+    it, split heads elsewhere) against float64 math with three separate projections."""
+    requires(backend, ATTENTION_OPS)
+    # the simulator's split-heads path is test_multi_head_attention_matches_keras's smallest case
+    skip_in_cuda_simulator(backend, "attention layer")
+    layer = MultiHeadAttention(channels, heads, causal=causal, rng=rng)
+    for _, parameter in layer.parameters():
+        parameter[...] = rng.normal(0, 0.3, parameter.shape)
+    x = rng.normal(size=(batch, time, channels)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    y_ref, dx_ref = three_dense_attention(layer, x, dy)
+    case = f"{backend} causal={causal} B={batch} T={time} C={channels} H={heads}"
+    assert_close(f"{case} y", layer.forward(x), y_ref, TOLERANCE)
+    assert_close(f"{case} dx", layer.backward(dy), dx_ref, GRADIENT_TOLERANCE)
+
+
+def test_multi_head_attention_reads_qkv_in_place_or_splits_heads_alike(rng, monkeypatch):
+    """On numba-cpu the layer takes attention_qkv; with that turned off (as on a backend without
+    it) the split-heads path must give the same outputs and gradients."""
+    layer = MultiHeadAttention(24, 3, causal=True, rng=rng)
+    for _, parameter in layer.parameters():
+        parameter[...] = rng.normal(0, 0.3, parameter.shape)
+    x = rng.normal(size=(2, 29, 24)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    results = []
+    for reads_qkv in (True, False):
+        monkeypatch.setattr(MultiHeadAttention, "reads_qkv", staticmethod(lambda answer=reads_qkv: answer))
+        y, dx = layer.forward(x), layer.backward(dy)
+        results.append([y, dx] + [np.copy(gradient) for _, gradient in layer.gradients()])
+    assert layer.q is not None   # the second pass split the heads
+    for strided, split in zip(*results, strict=True):
+        np.testing.assert_array_equal(strided, split)

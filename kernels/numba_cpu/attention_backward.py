@@ -26,6 +26,9 @@ copy; the copies are summed at the end in a fixed order, so a result repeats exa
 same number of threads. There are just enough groups to give every thread work (one when B*H
 is large; their number, so the order of dq's sums, follows the thread count); a group takes
 every G-th key tile, so under the causal mask each gets a fair share of long and short tiles.
+q, k, v, o, do are read and dq, dk, dv written through Rows (attention_forward.py), so a
+projection's (B, T, 3, H, D) output and o, do as (B, T, H, D) are taken as they are, and dq, dk,
+dv come back side by side in one (B, T, 3, H, D) array (`attention_qkv_backward`).
 """
 
 import math
@@ -35,7 +38,7 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro
-from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded
+from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded, rows_of
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store, subtract,
                                         wide_vectors)
@@ -149,10 +152,11 @@ def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows, keys
 
 @numba.njit(cache=True)
 def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, scale, dq,
-                      dk, dv):
-    """dk, dv of one key tile of one head (written to dk, dv) and its share of dq (added)."""
+                      dk, dv, stride, dk_start, dv_start):
+    """dk, dv of one key tile of one head (written to the flat dk, dv at the rows dk_start +
+    key * stride, dv's alike) and its share of dq (added)."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
-    depth = dk.shape[1]
+    depth = q_slivers.shape[1]   # (slivers, D, MR)
     p = np.empty((KEY_TILE // NR, QUERY_BLOCK, NR), np.float32)
     ds = np.empty_like(p)
     ds_slivers = np.empty((QUERY_BLOCK // MR, KEY_TILE, MR), np.float32)
@@ -180,15 +184,16 @@ def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, 
         add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows,
                             key_slivers * NR, dq)
     for j in range(min(KEY_TILE, n_keys - first_key)):
+        key_row, value_row = dk_start + (first_key + j) * stride, dv_start + (first_key + j) * stride
         for d in range(depth):
-            dk[first_key + j, d] = dk_tile[d, j]
-            dv[first_key + j, d] = dv_tile[d, j]
+            dk[key_row + d] = dk_tile[d, j]
+            dv[value_row + d] = dv_tile[d, j]
 
 
 def backward_kernel(q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks,
-                    lse, delta, n_queries, causal, scale, dq_copies, dk, dv):
-    groups, heads = dq_copies.shape[0], dk.shape[0]
-    n_keys = dk.shape[1]
+                    lse, delta, n_queries, n_keys, causal, scale, dq_copies, dk, dv, stride,
+                    dk_starts, dv_starts):
+    groups, heads = dq_copies.shape[0], dq_copies.shape[1]
     tiles = -(-n_keys // KEY_TILE)
     for task in numba.prange(heads * groups):
         head, group = task // groups, task % groups
@@ -196,16 +201,33 @@ def backward_kernel(q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_ch
                   do_chunks[head], q_chunks[head], k_chunks[head])
         for tile in range(group, tiles, groups):
             key_tile_backward(packed, lse[head], delta[head], tile * KEY_TILE, n_queries, n_keys,
-                              causal, scale, dq_copies[group, head], dk[head], dv[head])
+                              causal, scale, dq_copies[group, head], dk, dv, stride,
+                              dk_starts[head], dv_starts[head])
 
 
 PACKED = float32[:, :, :, ::1]
-PER_HEAD = float32[:, :, ::1]
+FLAT, STARTS = float32[::1], int64[::1]
 with slp_vectorize():   # the 16-lane loops vectorize only with SLP on
     backward_kernel = numba.njit(
         void(PACKED, PACKED, PACKED, PACKED, PACKED, PACKED, PACKED, float32[:, ::1],
-             float32[:, ::1], int64, boolean, float32, float32[:, :, :, ::1], PER_HEAD, PER_HEAD),
+             float32[:, ::1], int64, int64, boolean, float32, float32[:, :, :, ::1], FLAT, FLAT, int64,
+             STARTS, STARTS),
         parallel=True, cache=True)(backward_kernel)
+
+
+@numba.njit(parallel=True, cache=True)
+def write_query_gradients(dq_copies, n_queries, depth, dq, stride, starts):
+    """dq's rows (flat, at starts[head] + query * stride) = the sum of the groups' copies, added
+    in group order."""
+    groups, heads = dq_copies.shape[0], dq_copies.shape[1]
+    for head in numba.prange(heads):
+        for i in range(n_queries):
+            row = starts[head] + i * stride
+            for d in range(depth):
+                dq[row + d] = dq_copies[0, head, i, d]
+            for group in range(1, groups):
+                for d in range(depth):
+                    dq[row + d] += dq_copies[group, head, i, d]
 
 
 def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
@@ -234,53 +256,67 @@ def workspace(shapes):
 
 
 @numba.njit(parallel=True, cache=True)
-def pack_operands(q, k, v, do, o, lse, scale, packed, lse_padded, delta):
+def pack_operands(q, k, v, do, o, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
     """Fill the packed operands, the padded lse and delta = rowsum(do o) (summed in float64), in
     one parallel region (one task per head): on a busy machine every region's closing barrier
-    waits for the slowest thread, so they are kept few. Padded rows of lse and delta are left
-    as they are (the caller zeroes them)."""
+    waits for the slowest thread, so they are kept few. q, k, v, do, o are Rows. Padded rows of
+    lse and delta are left as they are (the caller zeroes them)."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     one = np.float32(1)
-    for head in numba.prange(q.shape[0]):
-        pack_slivers(q[head], MR, scale, q_slivers[head])
-        pack_slivers(k[head], NR, one, k_slivers[head])
-        pack_slivers(do[head], MR, one, do_slivers[head])
-        pack_slivers(v[head], NR, one, v_slivers[head])
-        pack_chunks(do[head], MR, do_chunks[head])
-        pack_chunks(q[head], MR, q_chunks[head])
-        pack_chunks(k[head], NR, k_chunks[head])
-        for i in range(q.shape[1]):
+    depth = q_slivers.shape[2]
+    for head in numba.prange(q_slivers.shape[0]):
+        q_start, k_start, v_start, do_start = q[2][head], k[2][head], v[2][head], do[2][head]
+        pack_slivers(q[0], q_start, q[1], n_queries, MR, scale, q_slivers[head])
+        pack_slivers(k[0], k_start, k[1], n_keys, NR, one, k_slivers[head])
+        pack_slivers(do[0], do_start, do[1], n_queries, MR, one, do_slivers[head])
+        pack_slivers(v[0], v_start, v[1], n_keys, NR, one, v_slivers[head])
+        pack_chunks(do[0], do_start, do[1], n_queries, depth, MR, do_chunks[head])
+        pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks[head])
+        pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks[head])
+        for i in range(n_queries):
             lse_padded[head, i] = lse[head, i]
             total = 0.0
-            for d in range(q.shape[2]):
-                total += np.float64(do[head, i, d]) * np.float64(o[head, i, d])
+            do_row, o_row = do_start + i * do[1], o[2][head] + i * o[1]
+            for d in range(depth):
+                total += np.float64(do[0][do_row + d]) * np.float64(o[0][o_row + d])
             delta[head, i] = total
 
 
 # do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq): float32, C-contiguous
 #   -> dq (B, H, Tq, D), dk, dv (B, H, Tk, D)
 def attention_backward(do, q, k, v, o, lse, causal, scale):
-    query_shape, key_shape = q.shape, k.shape
     n_queries, depth = q.shape[2:]
-    n_keys = k.shape[2]
-    heads = q.shape[0] * q.shape[1]
-    q, o, do = (x.reshape(heads, n_queries, depth) for x in (q, o, do))
-    k, v = (x.reshape(heads, n_keys, depth) for x in (k, v))
-    n_queries_padded = padded(n_queries, QUERY_BLOCK)
+    dq, dk, dv = np.empty(q.shape, np.float32), np.empty(k.shape, np.float32), np.empty(k.shape, np.float32)
+    backward(*(rows_of(x, (0, 1), 2) for x in (q, k, v, do, o)), n_queries, k.shape[2], depth,
+             lse.reshape(-1, n_queries), causal, scale, *(rows_of(x, (0, 1), 2) for x in (dq, dk, dv)))
+    return dq, dk, dv
+
+
+# do (B, T, H, D), qkv (B, T, 3, H, D), o (B, T, H, D), lse (B, H, T): float32, C-contiguous
+#   -> dqkv (B, T, 3, H, D): dq, dk, dv side by side, as q, k, v in qkv
+def attention_qkv_backward(do, qkv, o, lse, causal, scale):
+    batch, time, _, heads, depth = qkv.shape
+    dqkv = np.empty(qkv.shape, np.float32)
+    parts = [[rows_of(x, (0, 3), 1, part * heads * depth) for part in range(3)] for x in (qkv, dqkv)]
+    backward(*parts[0], rows_of(do, (0, 2), 1), rows_of(o, (0, 2), 1), time, time, depth,
+             lse.reshape(-1, time), causal, scale, *parts[1])
+    return dqkv
+
+
+def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, dk, dv):
+    """dq, dk, dv written through their Rows from q, k, v, do, o (Rows) and lse (heads, Tq); dk
+    and dv share a row stride (dk's)."""
+    heads = len(q[2])
+    n_queries_padded = padded(n_queries, MR)   # whole slivers: no task reads past them
     groups = min(-(-n_keys // KEY_TILE), -(-2 * numba.get_num_threads() // heads))
     *packed, lse_padded, delta, dq_copies = workspace(
-        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, KEY_TILE))
+        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, NR))
         + [(heads, n_queries_padded), (heads, n_queries_padded),
            (groups, heads, n_queries_padded, padded(depth, NR))])
     lse_padded[:, n_queries:] = 0
     delta[:, n_queries:] = 0
     dq_copies[:] = 0
-    pack_operands(q, k, v, do, o, lse.reshape(heads, n_queries), np.float32(scale),
-                  tuple(packed), lse_padded, delta)
-    dk = np.empty((heads, n_keys, depth), np.float32)
-    dv = np.empty((heads, n_keys, depth), np.float32)
-    backward_kernel(*packed, lse_padded, delta, n_queries, bool(causal), np.float32(scale),
-                    dq_copies, dk, dv)
-    dq = dq_copies[0] if groups == 1 else dq_copies.sum(axis=0, dtype=np.float32)
-    dq = np.ascontiguousarray(dq[:, :n_queries, :depth])
-    return dq.reshape(query_shape), dk.reshape(key_shape), dv.reshape(key_shape)
+    pack_operands(q, k, v, do, o, n_queries, n_keys, lse, np.float32(scale), tuple(packed), lse_padded, delta)
+    backward_kernel(*packed, lse_padded, delta, n_queries, n_keys, bool(causal), np.float32(scale),
+                    dq_copies, dk[0], dv[0], dk[1], dk[2], dv[2])
+    write_query_gradients(dq_copies, n_queries, depth, dq[0], dq[1], dq[2])

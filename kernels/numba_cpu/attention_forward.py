@@ -25,8 +25,15 @@ The scores are kept transposed (keys down, queries across), so the max, the exps
 rescaling run down columns with 16 queries in a SIMD register and no horizontal reductions,
 and p^T is already the right operand the second product reads. Memory: O(QUERY_BLOCK x
 (KEY_TILE + D)) per task and O((Tq + Tk) D) for the packed copies; never O(Tq Tk).
+
+The kernels read q, k, v and write o through `Rows`: one head's (T, D) matrix as the rows
+start + t * stride of a flat array, with a start per head. So the same kernels take (B, H, T, D)
+arrays (stride D) and a projection's (B, T, 3, H, D) output as it is (`attention_qkv_forward`:
+stride 3 H D), and write o as (B, T, H, D) there, the merged heads an output projection reads;
+packing reads the strided rows as cheaply as contiguous ones.
 """
 
+import functools
 import math
 
 import numba
@@ -61,16 +68,17 @@ def attention_forward_reference(q, k, v, causal, scale):
 
 
 @numba.njit(cache=True)
-def pack_slivers(x, width, factor, packed):
-    """packed[s, d, r] = factor * x[s*width + r, d] (rows in slivers, transposed), zero past
-    the last row. x is (rows, D), packed (slivers, D, width).
+def pack_slivers(x, start, stride, rows, width, factor, packed):
+    """packed[s, d, r] = factor * X[s*width + r, d] (rows in slivers, transposed), zero past
+    the last row, where X (rows, D) is row t = x[start + t * stride:][:D] of the flat array x;
+    packed is (slivers, D, width).
 
     A sliver whose rows (WIDTH of them, when a sliver is narrower) all lie in x is turned WIDTH x
     WIDTH floats at a time in registers (simd.transpose_square). Slivers narrower than WIDTH
     (MR = 12 with 16-float vectors) take whole-vector stores that spill into the next packed
     row, which a later store overwrites: the next d of this sliver, or after its last d the next
     sliver's first (packed after it, and there is one, since this sliver's WIDTH rows exist)."""
-    rows, depth = x.shape
+    depth = packed.shape[1]
     squares = depth // WIDTH * WIDTH
     scratch = aligned_floats(2 * WIDTH * WIDTH)
     for s in range(packed.shape[0]):
@@ -78,11 +86,11 @@ def pack_slivers(x, width, factor, packed):
         if first + max(width, WIDTH) <= rows:
             for half in range(0, width, WIDTH):
                 for d0 in range(0, squares, WIDTH):
-                    transpose_square(x, (first + half) * depth + d0, depth, packed,
+                    transpose_square(x, start + (first + half) * stride + d0, stride, packed,
                                      (s * depth + d0) * width + half, width, scratch)
             for r in range(width):
                 for d in range(squares, depth):
-                    packed[s, d, r] = x[first + r, d]
+                    packed[s, d, r] = x[start + (first + r) * stride + d]
             if factor != 1:
                 sliver = packed[s]
                 for d in range(depth):
@@ -92,40 +100,42 @@ def pack_slivers(x, width, factor, packed):
             for r in range(width):
                 row = first + r
                 for d in range(depth):
-                    packed[s, d, r] = factor * x[row, d] if row < rows else 0
+                    packed[s, d, r] = factor * x[start + row * stride + d] if row < rows else 0
 
 
 @numba.njit(cache=True)
-def pack_chunks(x, width, packed):
-    """packed[c, i, r] = x[i, c*width + r] (columns in chunks), zero past the last row or
-    column. x is (rows, D), packed (chunks, padded rows, width). A whole chunk's row is copied
-    by vectors; chunks narrower than WIDTH by one vector that spills into the next packed row
-    (overwritten by it, or by the next chunk's first row, packed later)."""
-    rows, depth = x.shape
+def pack_chunks(x, start, stride, rows, depth, width, packed):
+    """packed[c, i, r] = X[i, c*width + r] (columns in chunks), zero past the last row or
+    column, X (rows, depth) as in pack_slivers; packed is (chunks, padded rows, width). A whole
+    chunk's row is copied by vectors; chunks narrower than WIDTH by one vector that reads past
+    the chunk (inside x) and spills into the next packed row (overwritten by it, or by the next
+    chunk's first row, packed later)."""
     chunks, padded_rows = packed.shape[0], packed.shape[1]
     for c in range(chunks):
         column = c * width
         for i in range(padded_rows):
             spill_ok = width % WIDTH == 0 or c < chunks - 1 or i < padded_rows - 1
-            whole = (i < rows and column + width <= depth and spill_ok
-                     and i * depth + column + max(width, WIDTH) <= x.size)
+            row = start + i * stride + column
+            whole = i < rows and column + width <= depth and spill_ok and row + max(width, WIDTH) <= x.size
             if whole:
                 for half in range(0, max(width, WIDTH), WIDTH):
-                    store(packed, (c * padded_rows + i) * width + half, load(x, i * depth + column + half))
+                    store(packed, (c * padded_rows + i) * width + half, load(x, row + half))
             else:
                 for r in range(width):
                     inside = i < rows and column + r < depth
-                    packed[c, i, r] = x[i, column + r] if inside else 0
+                    packed[c, i, r] = x[row + r] if inside else 0
 
 
 @numba.njit(parallel=True, cache=True)
-def pack_operands(q, k, v, scale, q_slivers, k_slivers, v_chunks):
+def pack_operands(q, k, v, n_queries, n_keys, scale, q_slivers, k_slivers, v_chunks):
     """All three packed operands, in one parallel region (one per head): on a busy machine
-    each region's closing barrier waits for the slowest thread, so they are kept few."""
-    for head in numba.prange(q.shape[0]):
-        pack_slivers(q[head], NR, scale, q_slivers[head])
-        pack_slivers(k[head], MR, np.float32(1), k_slivers[head])
-        pack_chunks(v[head], MR, v_chunks[head])
+    each region's closing barrier waits for the slowest thread, so they are kept few. q, k, v
+    are Rows: (flat array, row stride, start per head)."""
+    depth = q_slivers.shape[2]
+    for head in numba.prange(q_slivers.shape[0]):
+        pack_slivers(q[0], q[2][head], q[1], n_queries, NR, scale, q_slivers[head])
+        pack_slivers(k[0], k[2][head], k[1], n_keys, MR, np.float32(1), k_slivers[head])
+        pack_chunks(v[0], v[2][head], v[1], n_keys, depth, MR, v_chunks[head])
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
@@ -198,22 +208,24 @@ def tile_values(v_chunks, p, first_key, slivers, keys, depth, out):
 
 
 @numba.njit(cache=True)
-def write_rows(out, row_max, row_sum, first_query, n_queries, o, lse):
+def write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, stride, lse):
+    """o's rows (at start + query * stride in the flat o) and lse of the block's queries."""
     wide_vectors()
     for t in range(out.shape[0]):
         for c in range(NR):
             query = first_query + t * NR + c
             if query < n_queries:
                 inverse = np.float32(1) / row_sum[t * NR + c]
-                for d in range(o.shape[1]):
-                    o[query, d] = out[t, d, c] * inverse
+                row = start + query * stride
+                for d in range(depth):
+                    o[row + d] = out[t, d, c] * inverse
                 lse[query] = row_max[t * NR + c] + math.log(row_sum[t * NR + c])
 
 
 @numba.njit(cache=True)
-def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_keys, causal, o, lse):
+def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_queries, n_keys, depth, causal,
+                  o, start, stride, lse):
     """One task: o and lse for queries [first_query, first_query + QUERY_BLOCK) of one head."""
-    n_queries = o.shape[0]
     scores = np.empty((QUERY_BLOCK // NR, KEY_TILE, NR), np.float32)
     out = np.zeros((QUERY_BLOCK // NR, v_chunks.shape[0] * MR, NR), np.float32)
     row_max = np.full(QUERY_BLOCK, -np.inf, np.float32)
@@ -231,43 +243,77 @@ def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_keys, causal, o
         if crosses_diagonal or first_key + keys > n_keys:
             mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal)
         online_softmax(scores, slivers, keys, row_max, row_sum, out)
-        tile_values(v_chunks, scores, first_key, slivers, keys, o.shape[1], out)
-    write_rows(out, row_max, row_sum, first_query, n_queries, o, lse)
+        tile_values(v_chunks, scores, first_key, slivers, keys, depth, out)
+    write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, stride, lse)
 
 
-def forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, causal, o, lse):
-    heads, n_queries = o.shape[0], o.shape[1]
+def forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, causal, o, o_stride, o_starts, lse):
+    heads, n_queries = lse.shape
+    depth = q_slivers.shape[2]
     blocks = -(-n_queries // QUERY_BLOCK)
     for task in numba.prange(heads * blocks):
         head, block = task // blocks, task % blocks
-        forward_block(q_slivers[head], k_slivers[head], v_chunks[head], block * QUERY_BLOCK,
-                      n_keys, causal, o[head], lse[head])
+        forward_block(q_slivers[head], k_slivers[head], v_chunks[head], block * QUERY_BLOCK, n_queries,
+                      n_keys, depth, causal, o, o_starts[head], o_stride, lse[head])
 
 
 PACKED = float32[:, :, :, ::1]
-PER_HEAD = float32[:, :, ::1]
 with slp_vectorize():   # online_softmax's 16-lane loops vectorize only with SLP on
     forward_kernel = numba.njit(
-        void(PACKED, PACKED, PACKED, int64, boolean, PER_HEAD, float32[:, ::1]), parallel=True,
-        cache=True)(forward_kernel)
+        void(PACKED, PACKED, PACKED, int64, boolean, float32[::1], int64, int64[::1], float32[:, ::1]),
+        parallel=True, cache=True)(forward_kernel)
 
 
 def padded(n, multiple):
     return -(-n // multiple) * multiple
 
 
+def rows_of(x, head_axes, time_axis, offset=0):
+    """Rows (flat x, row stride, start per head) of the (T, D) matrices of x, a C-contiguous
+    array whose last axis is D: the heads run over head_axes (batch, head), the rows over
+    time_axis; `offset` floats from the start (k and v in a qkv array)."""
+    x = np.ascontiguousarray(x)
+    strides = [stride // x.itemsize for stride in x.strides]
+    batch_axis, head_axis = head_axes
+    starts = head_starts(x.shape[batch_axis], strides[batch_axis], x.shape[head_axis], strides[head_axis],
+                         offset)
+    return x.reshape(-1), strides[time_axis], starts
+
+
+@functools.lru_cache(maxsize=64)
+def head_starts(batches, batch_stride, heads, head_stride, offset):
+    """(batches * heads,) int64: offset + b * batch_stride + h * head_stride, b-major. Cached: a
+    model calls attention at the same few shapes every step (the kernels only read it)."""
+    starts = offset + np.arange(batches)[:, None] * batch_stride + np.arange(heads) * head_stride
+    return starts.reshape(-1).astype(np.int64)
+
+
+def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
+    """o (through its Rows) and lse (heads, Tq) from q, k, v given as Rows."""
+    heads = len(q[2])
+    # padded to whole slivers only: a task reads no sliver past its last query or key
+    q_slivers = np.empty((heads, padded(n_queries, NR) // NR, depth, NR), np.float32)
+    k_slivers = np.empty((heads, padded(n_keys, MR) // MR, depth, MR), np.float32)
+    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, MR), MR), np.float32)
+    pack_operands(q, k, v, n_queries, n_keys, np.float32(scale), q_slivers, k_slivers, v_chunks)
+    forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o[0], o[1], o[2], lse)
+
+
 # q (B, H, Tq, D), k and v (B, H, Tk, D): float32, C-contiguous -> o (B, H, Tq, D), lse (B, H, Tq)
 def attention_forward(q, k, v, causal, scale):
-    n_queries, depth = q.shape[2:]
-    n_keys = k.shape[2]
-    heads = q.shape[0] * q.shape[1]
-    q_slivers = np.empty((heads, padded(n_queries, QUERY_BLOCK) // NR, depth, NR), np.float32)
-    k_slivers = np.empty((heads, padded(n_keys, KEY_TILE) // MR, depth, MR), np.float32)
-    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, KEY_TILE), MR), np.float32)
-    pack_operands(q.reshape(heads, n_queries, depth), k.reshape(heads, n_keys, depth),
-                  v.reshape(heads, n_keys, depth), np.float32(scale), q_slivers, k_slivers,
-                  v_chunks)
-    o = np.empty((heads, n_queries, depth), np.float32)
-    lse = np.empty((heads, n_queries), np.float32)
-    forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o, lse)
-    return o.reshape(q.shape), lse.reshape(q.shape[:3])
+    batch, heads, n_queries, depth = q.shape
+    o = np.empty(q.shape, np.float32)
+    lse = np.empty((batch * heads, n_queries), np.float32)
+    forward(*(rows_of(x, (0, 1), 2) for x in (q, k, v)), n_queries, k.shape[2], depth, causal, scale,
+            rows_of(o, (0, 1), 2), lse)
+    return o, lse.reshape(q.shape[:3])
+
+
+# qkv (B, T, 3, H, D): q, k and v side by side, float32, C-contiguous -> o (B, T, H, D), lse (B, H, T)
+def attention_qkv_forward(qkv, causal, scale):
+    batch, time, _, heads, depth = qkv.shape
+    o = np.empty((batch, time, heads, depth), np.float32)
+    lse = np.empty((batch * heads, time), np.float32)
+    q, k, v = (rows_of(qkv, (0, 3), 1, part * heads * depth) for part in range(3))
+    forward(q, k, v, time, time, depth, causal, scale, rows_of(o, (0, 2), 1), lse)
+    return o, lse.reshape(batch, heads, time)

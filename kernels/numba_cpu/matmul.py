@@ -20,6 +20,9 @@ A thread packs the A rows and B columns of its own rectangle: the grid is cut so
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
+One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32 columns of FMAs
+on padding: a small one runs gemv instead, WIDTH rows of C in one vector, on one thread.
+
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
 packs its own run of B, a slice at a time, just before it meets every A sliver. B, the big
@@ -36,7 +39,8 @@ from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_strided)
-from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, slp_vectorize, store, transpose_square
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
+                                         transpose_square, zeros)
 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
@@ -140,12 +144,12 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
     row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
     the first slice, added by the others; the epilogue after the last."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
-    for s in range(a_packed.shape[0]):
-        row = row0 + s * MR
-        tile_rows = min(MR, row0 + rows - row)
-        for t in range(-(-cols // NR)):
-            col = col0 + t * NR
-            tile_cols = min(NR, col0 + cols - col)
+    for t in range(-(-cols // NR)):
+        col = col0 + t * NR
+        tile_cols = min(NR, col0 + cols - col)
+        for s in range(a_packed.shape[0]):
+            row = row0 + s * MR
+            tile_rows = min(MR, row0 + rows - row)
             start = b_start + t * sliver_step
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
             if tile_rows == (ROWS_PER_GROUP if half else MR) and tile_cols == NR:
@@ -250,6 +254,49 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
                                cols - in_place, first, last, bias, has_bias, activation, alpha)
 
 
+def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha):
+    """c (M x 1) = epilogue(A @ x) for x of k contiguous floats, WIDTH rows of C at a time in
+    the lanes of one vector: A's WIDTH values at each k loaded as one vector where A is stored
+    transposed, else turned a WIDTH x WIDTH square at a time (gathered at ragged edges). Summed
+    as the tiles sum, so the floats are theirs bit for bit: in each KC slice a fused multiply-add
+    per k in order, from zero; the slices added in order."""
+    m = c.shape[0]
+    out = c.reshape(-1)
+    lanes = aligned_floats(WIDTH)
+    square = aligned_floats(WIDTH * WIDTH)
+    scratch = aligned_floats(2 * WIDTH * WIDTH)
+    for i0 in range(0, m, WIDTH):
+        rows = min(WIDTH, m - i0)
+        total = zeros()
+        for depth0 in range(0, k, KC):
+            depth1 = min(k, depth0 + KC)
+            acc = zeros()
+            p = depth0
+            while p < depth1:
+                if rows == WIDTH and a_row_stride == 1:
+                    acc = fma(load(a, i0 + p * a_col_stride), splat(x[p]), acc)
+                    p += 1
+                elif rows == WIDTH and p + WIDTH <= depth1:
+                    transpose_square(a, i0 * a_row_stride + p, a_row_stride, square, 0, WIDTH, scratch)
+                    for q in range(WIDTH):
+                        acc = fma(load(square, q * WIDTH), splat(x[p + q]), acc)
+                    p += WIDTH
+                else:
+                    for lane in range(WIDTH):
+                        lanes[lane] = a[(i0 + lane) * a_row_stride + p * a_col_stride] if lane < rows else 0.0
+                    acc = fma(load(lanes, 0), splat(x[p]), acc)
+                    p += 1
+            total = acc if depth0 == 0 else add(total, acc)
+        if rows == WIDTH:
+            store(out, i0, total)
+        else:
+            store(lanes, 0, total)
+            for lane in range(rows):
+                out[i0 + lane] = lanes[lane]
+    if has_bias or activation != NONE:
+        apply_epilogue(c, 0, 0, m, 1, bias, has_bias, activation, alpha)
+
+
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
@@ -265,6 +312,9 @@ with slp_vectorize():
         void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
+gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),
+                           void(READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean,
+                                int64, float32))
 # the two loop orders compile on their first call (a program with few rows never compiles gemm);
 # gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
 # (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
@@ -280,7 +330,8 @@ gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH,
                                     void(*GEMM_OPERANDS, int64), slp_vectorize)
 
 NO_BIAS = np.zeros(1, dtype=np.float32)
-SERIAL_FLOPS = 2_000_000   # below this, one thread is faster than waking the others
+SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
+                           # (64x100x256, 3.3 MFLOP: 33 us on one, 40 on two; 8.4 MFLOP: 65, 59)
 
 
 def thread_count(m, n, k):
@@ -314,18 +365,27 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
     operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
                 bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 np.float32(alpha))
+    if n == 1 and threads == 1:
+        gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:])
+        return c
+    if threads == 1 and (m <= FEW_ROWS or 2 * m * n * k < SERIAL_FLOPS):
+        # no parallel region; a small product of many rows too, whose A packed whole is small
+        gemm_few_rows_one_thread(*operands, 1)
+        return c
+    previous = numba.get_num_threads()
+    if threads != previous:
+        numba.set_num_threads(threads)
     try:
         if m <= FEW_ROWS:
-            (gemm_few_rows if threads > 1 else gemm_few_rows_one_thread)(*operands, threads)
+            gemm_few_rows(*operands, threads)
         else:
             gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     finally:
-        numba.set_num_threads(previous)
+        if threads != previous:
+            numba.set_num_threads(previous)
     return c
 
 

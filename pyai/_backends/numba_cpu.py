@@ -33,6 +33,8 @@ KERNELS = {
     "adam_update": ("adam", "adam_update"),
     "attention": ("attention_forward", "attention_forward"),
     "attention_grad": ("attention_backward", "attention_backward"),
+    "attention_qkv": ("attention_forward", "attention_qkv_forward"),
+    "attention_qkv_grad": ("attention_backward", "attention_qkv_backward"),
     "layer_norm": ("layer_norm", "layer_norm_forward"),
     "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
     "gelu": ("gelu", "gelu_forward"),

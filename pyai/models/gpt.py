@@ -55,7 +55,8 @@ class GPT(Composite):
         if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.config["block_size"]:
             raise ValueError(f"ids: expected shape (B, T) with 1 <= T <= {self.config['block_size']}, "
                              f"got {ids.shape}")
-        x = self.wte.forward(ids) + self.wpe.forward(np.arange(ids.shape[1]))
+        x = self.wte.forward(ids)   # a new array (wte keeps it for its shape): positions add in place
+        x += self.wpe.forward(np.arange(ids.shape[1]))
         for block in self.blocks:
             x = block.forward(x)
         self.x = self.ln_f.forward(x).reshape(-1, self.config["channels"])

@@ -9,7 +9,7 @@ parameters "child.name", like nanoGPT ("attn.query.weight", "mlp.0.weight").
 
 import numpy as np
 
-from pyai import ops
+from pyai import dispatch, ops
 from pyai.checks import positive_int, real_number
 from pyai.nn.layers import Dense, Layer, Sequential, check_backward
 
@@ -137,7 +137,8 @@ class MultiHeadAttention(Composite):
         self.causal = bool(causal)
         rng = np.random.default_rng() if rng is None else rng
         self.query, self.key, self.value, self.output = (Dense(channels, channels, rng=rng) for _ in range(4))
-        self.shape = self.rows = self.qkv_weight = self.q = self.k = self.v = self.o = self.lse = None
+        self.shape = self.rows = self.qkv_weight = self.qkv = self.q = self.k = self.v = None
+        self.o = self.lse = None
 
     def __repr__(self):
         return f"MultiHeadAttention({self.channels}, heads={self.heads}, causal={self.causal})"
@@ -148,7 +149,9 @@ class MultiHeadAttention(Composite):
     # x is (B, T, C) -> y is (B, T, C). The projections see x as (B * T, C) rows, so the layer
     # checks the (B, T, C) shape itself; the ops check the rest. Query, key and value run as one
     # product with their weights side by side (C x 3C): one wide matmul instead of three narrow
-    # ones, and one in the backward for dx and one for the three weight gradients.
+    # ones, and one in the backward for dx and one for the three weight gradients. Its output
+    # (B * T, 3C) is (B, T, 3, H, D): attention_qkv reads the heads there and writes o as the
+    # (B * T, C) rows the output projection reads; a backend without it gets split heads.
     def forward(self, x):
         shape = np.shape(x)
         if len(shape) != 3 or shape[2] != self.channels:
@@ -159,22 +162,37 @@ class MultiHeadAttention(Composite):
         self.qkv_weight = np.concatenate([dense.weight for dense in projections], axis=1)
         qkv = ops.linear(self.rows, self.qkv_weight, np.concatenate([dense.bias for dense in projections]))
         batch, time, channels = shape
-        heads = qkv.reshape(batch, time, 3, self.heads, channels // self.heads).transpose(2, 0, 3, 1, 4)
-        self.q, self.k, self.v = np.ascontiguousarray(heads)    # each (B, H, T, D), contiguous
-        self.o, self.lse = ops.attention(self.q, self.k, self.v, causal=self.causal, return_lse=True)
-        return self.output.forward(merge_heads(self.o)).reshape(shape)
+        self.qkv = qkv.reshape(batch, time, 3, self.heads, channels // self.heads)
+        if self.reads_qkv():
+            self.o, self.lse = ops.attention_qkv(self.qkv, causal=self.causal, return_lse=True)
+            self.q = self.k = self.v = None
+            merged = self.o.reshape(batch * time, channels)
+        else:
+            self.q, self.k, self.v = np.ascontiguousarray(self.qkv.transpose(2, 0, 3, 1, 4))  # (B, H, T, D)
+            self.o, self.lse = ops.attention(self.q, self.k, self.v, causal=self.causal, return_lse=True)
+            merged = merge_heads(self.o)
+        return self.output.forward(merged).reshape(shape)
+
+    @staticmethod
+    def reads_qkv():
+        """Whether the current backend takes the projection's output as it is (attention_qkv)."""
+        return "attention_qkv" in dispatch.ops_of(dispatch.get_backend())
 
     # dy is (B, T, C) -> dx is (B, T, C); fills the four projections' gradients
     def backward(self, dy):
         if self.shape is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         do = self.output.backward(np.reshape(dy, (-1, self.channels)))
-        do = split_heads(do.reshape(self.shape), self.heads)
-        grads = ops.attention_grad(do, self.q, self.k, self.v, self.o, self.lse, causal=self.causal)
         batch, time, channels = self.shape
-        dqkv = np.empty((batch, time, 3, self.heads, channels // self.heads), np.float32)
-        for i, grad in enumerate(grads):
-            dqkv[:, :, i] = grad.transpose(0, 2, 1, 3)
+        if self.q is None:   # the forward read qkv as it is
+            dqkv = ops.attention_qkv_grad(do.reshape(self.o.shape), self.qkv, self.o, self.lse,
+                                          causal=self.causal)
+        else:
+            do = split_heads(do.reshape(self.shape), self.heads)
+            grads = ops.attention_grad(do, self.q, self.k, self.v, self.o, self.lse, causal=self.causal)
+            dqkv = np.empty_like(self.qkv)
+            for i, grad in enumerate(grads):
+                dqkv[:, :, i] = grad.transpose(0, 2, 1, 3)
         dqkv = dqkv.reshape(batch * time, 3 * channels)
         dweight = ops.matmul(self.rows, dqkv, transpose_a=True)
         dbias = dqkv.sum(axis=0, dtype=np.float32)
@@ -204,12 +222,20 @@ class TransformerBlock(Composite):
     def children(self):
         return [("ln_1", self.ln_1), ("attn", self.attn), ("ln_2", self.ln_2), ("mlp", self.mlp)]
 
-    # x is (B, T, C) -> y is (B, T, C)
+    # x is (B, T, C) -> y is (B, T, C). Each residual is added in place into the branch's output,
+    # a new array of its own (the branch's last Dense keeps it only for its shape).
     def forward(self, x):
-        h = x + self.attn.forward(self.ln_1.forward(x))
-        return h + self.mlp.forward(self.ln_2.forward(h).reshape(-1, self.channels)).reshape(h.shape)
+        h = self.attn.forward(self.ln_1.forward(x))
+        h += x
+        y = self.mlp.forward(self.ln_2.forward(h).reshape(-1, self.channels)).reshape(h.shape)
+        y += h
+        return y
 
-    # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's gradient
+    # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's
+    # gradient (in place into the new array that layer norm's gradient is)
     def backward(self, dy):
-        dh = dy + self.ln_2.backward(self.mlp.backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
-        return dh + self.ln_1.backward(self.attn.backward(dh))
+        dh = self.ln_2.backward(self.mlp.backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
+        dh += dy
+        dx = self.ln_1.backward(self.attn.backward(dh))
+        dx += dh
+        return dx
