@@ -10,8 +10,9 @@ from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import blocking, matmul, plain_matmul
 
 # (M, K, N): 1s, primes, columns not a multiple of the vector width, K past one and two slices
-# (KC = 256), 129 rows for the blocked loop, 100 x 100 x 128 for the parallel few-rows loop
-SIZES = [(1, 1, 1), (7, 13, 5), (37, 300, 70), (5, 257, 16), (129, 600, 33), (100, 100, 128)]
+# (KC = 256), one column (gemv), 129 rows for the blocked loop, 100 x 256 x 128 for the parallel
+# few-rows loop (past SERIAL_FLOPS)
+SIZES = [(1, 1, 1), (7, 13, 5), (37, 300, 70), (5, 257, 16), (37, 300, 1), (129, 600, 33), (100, 256, 128)]
 
 
 @pytest.mark.parametrize("m, k, n", SIZES)
