@@ -138,7 +138,7 @@ def run_train_mlp(args):
                   one_hot(labels_train, DIGIT_CLASSES), epochs=args.epochs, batch_size=args.batch_size,
                   seed=args.seed)
     seconds = time.perf_counter() - start
-    accuracy = np.mean(np.argmax(model.predict(x_test), axis=1) == labels_test)
+    accuracy = np.mean(np.argmax(model.predict(x_test, args.batch_size), axis=1) == labels_test)
     print(f"test accuracy: {accuracy:.2%} on {len(labels_test)} digits "
           f"(final training loss {history[-1]:.4f}, {seconds:.1f} s on {dispatch.get_backend()})")
     if args.out and distributed.world().is_root():

@@ -2,8 +2,10 @@
 
 import gzip
 import hashlib
+import importlib.util
 import math
 import os
+import pathlib
 import struct
 import tempfile
 import urllib.error
@@ -37,17 +39,40 @@ def load_digits(test_fraction=0.2, seed=0):
 
     Returns x_train (n, 64), labels_train (n,), x_test, labels_test: features are the 16 grey
     levels scaled to [0, 1] float32, labels are int64 in 0..9. The split is stratified by class
-    and the same for the same seed.
+    and the same for the same seed (`stratified_split`). The file is read from scikit-learn's
+    folder without importing scikit-learn, which takes a second.
     """
-    from sklearn.datasets import load_digits as sklearn_digits   # slow to import; only needed here
-    from sklearn.model_selection import train_test_split
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number between 0 and 1, got {test_fraction!r}")
+    rows = np.loadtxt(digits_path(), delimiter=",", dtype=np.float32)
+    x = check_finite("digits images", rows[:, :-1]) / np.float32(16.0)
+    labels = rows[:, -1].astype(np.int64)
+    train, test = stratified_split(labels, test_fraction, seed)
+    return x[train], labels[train], x[test], labels[test]
 
-    digits = sklearn_digits()
-    x = check_finite("digits images", digits.data).astype(np.float32) / np.float32(16.0)
-    labels = digits.target.astype(np.int64)
-    x_train, x_test, labels_train, labels_test = train_test_split(
-        x, labels, test_size=test_fraction, random_state=seed, stratify=labels)
-    return x_train, labels_train, x_test, labels_test
+
+def digits_path():
+    """scikit-learn's digits.csv.gz (64 grey levels and the label a row)."""
+    spec = importlib.util.find_spec("sklearn")
+    path = spec and pathlib.Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path or not path.is_file():
+        raise FileNotFoundError("the 8x8 digits ship with scikit-learn: pip install scikit-learn")
+    return path
+
+
+def stratified_split(labels, test_fraction, seed):
+    """(train rows, test rows), both in random order: ceil(n * test_fraction) test rows, each
+    class given its share of them (rounded by largest remainder) drawn at random by `seed`."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    tests = math.ceil(len(labels) * test_fraction)
+    shares = counts * tests / len(labels)
+    per_class = np.floor(shares).astype(np.int64)
+    per_class[np.argsort(per_class - shares, kind="stable")[:tests - per_class.sum()]] += 1
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:count]
+                           for label, count in zip(classes, per_class)])
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return rng.permutation(train), rng.permutation(test)
 
 
 MNIST_PREFIXES = {"train": "train", "test": "t10k"}     # split -> the standard files' prefix

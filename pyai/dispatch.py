@@ -11,7 +11,8 @@ It defines three things:
   TAKES_BFLOAT16       (optional, default False) whether matmul and linear take bfloat16 operands.
 A row may be a `LazyRow`, which imports each kernel file on the first use of one of its ops:
 importing a Numba kernel file compiles it (or loads it from Numba's cache), so a program compiles
-only the kernels it uses, and asking which backends run here compiles none.
+only the kernels it uses, and asking which backends run here compiles none. While a file compiles
+elsewhere, a file of the same functions may stand in for it (see `LazyRow`).
 
 Choosing a backend:
   - for the process:  pyai.set_backend("numba-cpu")   (the default: "numba-cpu", or the
@@ -43,19 +44,27 @@ _context_backend = contextvars.ContextVar("pyai_backend", default=None)
 class LazyRow(Mapping):
     """{op: function} from {op: (kernel file in `package`, function name)}, each file imported on
     the first lookup of one of its ops; wrap(op, function) makes the row's function of it, and
-    before_import(file), when given, runs before a file is first imported."""
+    before_import(file), when given, runs before a file is first imported. It returns None, or
+    the name of a file of the same functions to import in its place for now (a stand-in, while
+    `file` compiles in another process): then it is asked again at each lookup of the op, until
+    it returns None and `file` itself is imported."""
 
     def __init__(self, package, kernels, wrap=lambda op, function: function, before_import=None):
         self.package, self.kernels, self.wrap, self.before_import = package, kernels, wrap, before_import
-        self.loaded = {}
+        self.loaded, self.standing_in = {}, set()
 
     def __getitem__(self, op):
-        if op not in self.loaded:
+        if op not in self.loaded or op in self.standing_in:
             file, function = self.kernels[op]
-            if self.before_import is not None:
-                self.before_import(file)
-            module = importlib.import_module(f"{self.package}.{file}")
+            stand_in = self.before_import(file) if self.before_import is not None else None
+            if stand_in is not None and op in self.standing_in:
+                return self.loaded[op]
+            module = importlib.import_module(f"{self.package}.{stand_in or file}")
             self.loaded[op] = self.wrap(op, getattr(module, function))
+            if stand_in is None:
+                self.standing_in.discard(op)
+            else:
+                self.standing_in.add(op)
         return self.loaded[op]
 
     def __iter__(self):

@@ -9,6 +9,10 @@ compiles only the files it uses; `announce` says so once on stderr before the fi
 where a second core is free, hands the other files the command will use (`expect`) to a worker
 process, which compiles them into the cache while this process compiles the first: this process
 then loads them from the cache, waiting for the worker if it needs one before the worker is done.
+A file with a stand-in (`STAND_INS`: matmul.py, whose loops and packing take ~5 CPU s, by
+plain_matmul.py, the same sums in the same order without packing, ~1 s) is handed to the worker
+instead, and the stand-in runs here until the worker is done; then the file is loaded from the
+cache. The worker compiles what a first small product compiles (the serial few-rows loop).
 
 `warm_everything` compiles every kernel ahead of time (`pyai warmup`): each file is imported and
 its ops called once on small inputs of the types the models pass, in a few processes at once,
@@ -16,6 +20,7 @@ since Numba's compiler holds one lock per process. Files that import another fil
 compile on import (conv2d.py imports matmul.py, ...) run after it in the same process.
 """
 
+import atexit
 import os
 import subprocess
 import sys
@@ -41,8 +46,13 @@ IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax
 # three: 12), conv2d's with the implicit GEMM it imports: only for the estimate `announce` prints
 SECONDS = {"matmul": 8, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
            "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
-           "mse": 1, "binary_crossentropy": 2, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
+           "mse": 1, "binary_crossentropy": 1, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
            "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+
+# a kernel file: the file of the same functions and results that runs while a worker compiles it,
+# and its CPU seconds to compile (measured as SECONDS were)
+STAND_INS = {"matmul": "plain_matmul"}
+STAND_IN_SECONDS = {"plain_matmul": 1}
 
 _state = {"announced": False, "expected": (), "worker": None}
 WORKER_START_SECONDS = 1   # a fresh Python importing numpy, Numba and pyai
@@ -71,33 +81,43 @@ def expect(ops):
 
 
 def announce(file):
-    """Before `file` is first imported: wait for the worker if it compiles `file`; else, the first
-    time a file is not cached, say on stderr what is happening and for about how long, and start a
-    worker on the other files of the expected ops (`start_worker`)."""
+    """Before `file` is imported: returns the stand-in to import in its place while the worker
+    compiles `file`, else None, after waiting for the worker if it compiles `file` or a file that
+    `file` imports. The first time a file is not cached, say on stderr what is happening and for
+    about how long, and start a worker (`start_worker`)."""
     process, handed = _state["worker"] or (None, ())
-    if file in handed:
+    if file in handed or set(IMPORTS.get(file, ())) & set(handed):
+        if file in STAND_INS and file in handed and process.poll() is None:
+            return STAND_INS[file]
         process.wait()
-        return
+        return None
     if _state["announced"] or is_cached(file):
-        return
+        return None
     _state["announced"] = True
     files = {file, *(KERNELS[op][0] for op in _state["expected"])}
     files |= {imported for name in files for imported in IMPORTS.get(name, ())}
     handed = start_worker(file)
-    seconds = sum(SECONDS[name] for name in files - set(handed) if not is_cached(name))
-    if handed:
+    here = (files - set(handed)) | {STAND_INS[name] for name in handed if name in STAND_INS}
+    seconds = sum({**SECONDS, **STAND_IN_SECONDS}[name] for name in here if not is_cached(name))
+    if any(name not in STAND_INS for name in handed):   # files this process will wait for
         seconds = max(seconds, WORKER_START_SECONDS + sum(SECONDS[name] for name in handed))
     folder = cache_folder()
     where = (f"cached in {folder}; 'pyai warmup' compiles them all ahead" if folder is not None else
              "no writable cache folder: set NUMBA_CACHE_DIR, or every process compiles them again")
     print(f"pyai: compiling pyai's kernels for this CPU, once: ~{seconds} s ({where})", file=sys.stderr,
           flush=True)
+    return STAND_INS[file] if file in handed and file in STAND_INS else None
 
 
 def worker_files(file):
-    """The files of the expected ops that a worker can compile while this process compiles `file`:
-    not cached, not `file` nor one it imports, and importing no file that is not cached (which
-    both processes would compile)."""
+    """The files a worker compiles while this process compiles `file`: those of `file` and the
+    expected ops that have a stand-in and are not cached, if any (their stand-ins compile here);
+    else those of the expected ops not cached, not `file` nor one it imports, and importing no
+    file that is not cached (which both processes would compile)."""
+    standing_in = sorted(name for name in {file, *(KERNELS[op][0] for op in _state["expected"])}
+                         if name in STAND_INS and not is_cached(name))
+    if standing_in:
+        return standing_in
     files = {KERNELS[op][0] for op in _state["expected"]} - {file, *IMPORTS.get(file, ())}
     return sorted(name for name in files
                   if not is_cached(name) and all(is_cached(imported) for imported in IMPORTS.get(name, ())))
@@ -109,24 +129,30 @@ def start_worker(file):
     files = worker_files(file)
     if not files or free_cores() < 2 or cache_folder() is None:
         return []
-    code = "import sys; from pyai import warmup; warmup.warm_files(sys.argv[1:])"
+    code = "import sys; from pyai import warmup; warmup.warm_files(sys.argv[1:], every_loop=False)"
     process = subprocess.Popen([sys.executable, "-c", code, *files],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(process.wait)   # the cache complete and no process left behind
     _state["worker"] = (process, files)
     return files
 
 
-def warm_files(files):
-    """Compile `files` in this process, in order, silently."""
+def warm_files(files, every_loop=True):
+    """Compile `files` in this process, in order, silently (the matmul's loops: every one, or the
+    one a small product takes)."""
     _state["announced"] = True
     with use_backend("numba-cpu"):
         for file in files:
-            exercise(file)
+            exercise(file, every_loop)
 
 
 def free_cores():
-    """The cores this process may use, less those the last minute's load kept busy (at least 1)."""
+    """The cores this process may use, less those the last minute's load kept busy (at least 1).
+    A process with real-time priority (SCHED_FIFO or SCHED_RR, which its children inherit) takes
+    the cores from that load, so all of them are free to it."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        return usable
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(usable, round(usable - busy)))
 
@@ -151,10 +177,12 @@ def warm_everything(processes=None, chains=CHAINS):
     return time.perf_counter() - start
 
 
-def exercise(file):
+def exercise(file, every_loop=True):
     """Import `file` and call each of its ops once on small inputs, which compiles its kernels
-    for the argument types the models pass (float32 and int64 C-contiguous arrays)."""
+    for the argument types the models pass (float32 and int64 C-contiguous arrays); the matmul's
+    three loops, or without `every_loop` the serial few-rows one."""
     from pyai import ops
+    from pyai.kernels.numba_cpu.first_call import PARALLEL_ELEMENTS
     rng = np.random.default_rng(0)
 
     def floats(*shape):
@@ -163,24 +191,30 @@ def exercise(file):
     x, y, w = floats(5, 7), floats(5, 7), floats(7, 3)
     probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, 5)
+    # the kernels that run on one thread below PARALLEL_ELEMENTS elements: both compiles
+    pairs = [(floats(*shape), rng.uniform(0.1, 0.9, shape).astype(np.float32))
+             for shape in ((5, 7), (1, PARALLEL_ELEMENTS))]
     calls = {
-        # the loops compiled on their first call: few rows (5) on one thread, few rows on every
-        # thread (100 rows, 2.6 MFLOP), the blocked loop for many rows (129)
+        # the loops compiled on their first call: few rows (5) on one thread; one column (gemv);
+        # few rows on every thread (100 rows, 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for
+        # many rows (129, 8.5 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
-                           ops.matmul(x, y, transpose_b=True), ops.matmul(floats(100, 100), floats(100, 128)),
-                           ops.matmul(floats(129, 7), w)),
-        "leaky_relu": lambda: (ops.leaky_relu(x), ops.leaky_relu_grad(y, x)),
+                           ops.matmul(x, y, transpose_b=True),
+                           every_loop and (ops.matmul(x, floats(7, 1)),
+                                           ops.matmul(floats(100, 256), floats(256, 128)),
+                                           ops.matmul(floats(129, 256), floats(256, 128)))),
+        "leaky_relu": lambda: [(ops.leaky_relu(a), ops.leaky_relu_grad(p, a)) for a, p in pairs],
         "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
         "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),
         "tanh": lambda: (ops.tanh(x), ops.tanh_grad(y, probabilities)),
         "gelu": lambda: (ops.gelu(x), ops.gelu_grad(y, x)),
-        "mse": lambda: (ops.mse(x, y), ops.mse_grad(x, y)),
+        "mse": lambda: [(ops.mse(a, p), ops.mse_grad(a, p)) for a, p in pairs],
         "binary_crossentropy": lambda: [
-            (ops.binary_crossentropy(p, probabilities, from_logits=logits),
-             ops.binary_crossentropy_grad(p, probabilities, from_logits=logits))
-            for p, logits in ((probabilities, False), (x, True))],
+            (ops.binary_crossentropy(z if logits else p, p, from_logits=logits),
+             ops.binary_crossentropy_grad(z if logits else p, p, from_logits=logits))
+            for z, p in pairs for logits in (False, True)],
         "sgd": lambda: ops.sgd_update(x.copy(), y, lr=0.1),
-        "adam": lambda: ops.adam_update(x.copy(), y, np.zeros_like(x), np.zeros_like(x), step=1),
+        "adam": lambda: [ops.adam_update(a.copy(), p, np.zeros_like(a), np.zeros_like(a), step=1) for a, p in pairs],
         "layer_norm": lambda: ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
             x, floats(7), floats(7), return_stats=True)[1:]),
         "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import require
+from conftest import assert_close, require
 from pyai import dispatch
 from pyai.cli import main
 from pyai.data import load_digits, one_hot
@@ -36,8 +36,20 @@ def test_train_mlp_prints_the_test_accuracy_and_saves_the_model(backend, capsys,
     assert float(match.group(1)) > 70, out
 
     _, _, x_test, labels_test = load_digits(seed=0)
-    accuracy = 100 * np.mean(np.argmax(MLP.load(path).predict(x_test), axis=1) == labels_test)
+    accuracy = 100 * np.mean(np.argmax(MLP.load(path).predict(x_test, batch_size=32), axis=1) == labels_test)
     assert f"{accuracy:.2f}%" == f"{match.group(1)}%", "the saved model is not the one that was scored"
+
+
+def test_predict_in_batches_matches_predict_at_once(rng):
+    """Batches of the training batch size, the last one ragged (37 rows by 8); float32 both ways,
+    a few dozen products per output, so 1e-6 relative."""
+    model = MLP([13, 17, 5], activation="leaky_relu", seed=int(rng.integers(1000)))
+    x = rng.standard_normal((37, 13)).astype(np.float32)
+    batched = model.predict(x, batch_size=8)
+    assert batched.shape == (37, 5)
+    assert_close("batched outputs", batched, model.predict(x), 1e-6)
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        model.predict(x, batch_size=0)
 
 
 def one_line_error(capsys, argv, status):
@@ -92,6 +104,21 @@ def test_load_digits_is_scaled_stratified_and_deterministic():
     again = load_digits(seed=3)
     assert np.array_equal(again[0], x_train) and np.array_equal(again[3], labels_test)
     assert not np.array_equal(load_digits(seed=4)[3], labels_test)
+
+
+def test_load_digits_reads_scikit_learns_digits_and_splits_every_class_in_proportion():
+    datasets = pytest.importorskip("sklearn.datasets")
+    digits = datasets.load_digits()
+    x_train, labels_train, x_test, labels_test = load_digits(seed=5)
+    ours = np.concatenate([np.column_stack([x, labels]) for x, labels in ((x_train, labels_train),
+                                                                         (x_test, labels_test))])
+    theirs = np.column_stack([digits.data.astype(np.float32) / np.float32(16.0), digits.target])
+    # the same 1797 rows, each once (sorted row by row, both sides)
+    assert np.array_equal(ours[np.lexsort(ours.T)], theirs[np.lexsort(theirs.T)])
+    shares = np.bincount(digits.target) * len(labels_test) / len(digits.target)
+    assert np.all(np.abs(np.bincount(labels_test) - shares) < 1), (np.bincount(labels_test), shares)
+    with pytest.raises(ValueError, match="test_fraction: expected a number between 0 and 1"):
+        load_digits(test_fraction=1.0)
 
 
 def test_one_hot():

@@ -85,9 +85,33 @@ def test_no_worker_without_a_free_core_or_files_to_hand(monkeypatch):
     assert warmup.worker_files("tanh") == ["relu"]
     # conv2d imports matmul, which compiles on import: it stays with the process compiling matmul
     monkeypatch.setattr(warmup, "_state", {"announced": False, "worker": None,
+                                           "expected": ("softmax", "conv2d", "adam_update")})
+    assert warmup.worker_files("conv2d") == ["adam", "softmax"]
+    assert warmup.worker_files("adam") == ["softmax"]
+    # a file with a stand-in goes to the worker alone, first or not: the rest compile here
+    monkeypatch.setattr(warmup, "_state", {"announced": False, "worker": None,
                                            "expected": ("linear", "softmax", "conv2d", "adam_update")})
-    assert warmup.worker_files("matmul") == ["adam", "softmax"]
-    assert warmup.worker_files("adam") == ["matmul", "softmax"]
+    assert warmup.worker_files("matmul") == ["matmul"] and warmup.worker_files("adam") == ["matmul"]
+
+
+def test_the_plain_matmul_stands_in_while_a_worker_compiles_the_matmul(tmp_path):
+    """A cold linear: plain_matmul.py runs here while the worker compiles matmul.py; once the
+    worker is done the next call runs matmul.py, loaded from the cache, with the same floats."""
+    code = ("import json, numpy as np, pyai; from pyai import warmup; from pyai._backends import numba_cpu; "
+            "warmup.free_cores = lambda: 2; warmup.expect(['linear', 'relu']); "
+            "rng = np.random.default_rng(2); x, w, b = (rng.standard_normal(s, np.float32) for s in ((9, 70), (70, 33), 33)); "
+            "first = pyai.ops.linear(x, w, b, activation='leaky_relu'); standing = 'linear' in numba_cpu.ROW.standing_in; "
+            "process, handed = warmup._state['worker']; process.wait(); "
+            "second = pyai.ops.linear(x, w, b, activation='leaky_relu'); after = 'linear' in numba_cpu.ROW.standing_in; "
+            "from pyai.kernels.numba_cpu import matmul; "
+            "print(json.dumps([handed, process.returncode, standing, after, bool(np.array_equal(first, second)), "
+            "matmul.gemm_few_rows_one_thread.dispatcher.stats.cache_hits.most_common(1)[0][1]]))")
+    result = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert result.stderr.count("pyai: compiling pyai's kernels") == 1, result.stderr
+    handed, returncode, standing, after, same, loaded = json.loads(result.stdout)
+    assert handed == ["matmul"] and returncode == 0, result.stdout
+    assert standing and not after, result.stdout
+    assert same and loaded == 1, result.stdout
 
 
 def test_the_chains_hold_every_kernel_file_once():
@@ -153,6 +177,11 @@ def test_the_cache_falls_back_to_the_users_folder_where_the_install_is_read_only
 
 def test_free_cores_leave_out_the_busy_ones(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: os.SCHED_OTHER)
     for load, free in ((0.2, 4), (1.6, 2), (3.9, 1), (17.0, 1)):
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         assert warmup.free_cores() == free
+    # real-time priority: the load waits for this process, so every core is free to it
+    for policy in (os.SCHED_FIFO, os.SCHED_RR):
+        monkeypatch.setattr(os, "sched_getscheduler", lambda pid, policy=policy: policy)
+        assert warmup.free_cores() == 4

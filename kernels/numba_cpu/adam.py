@@ -8,10 +8,11 @@
 Cost per element: ~10 FLOPs and a sqrt and a divide; 28 bytes moved (read param, grad, m, v;
 write param, m, v). Memory-bound.
 
-Fast version: one pass over the flat arrays, chunks across threads by numba.prange; each element
-is read once and its three updates are fused, where Keras makes a pass over memory for each
-operation. error_model="numpy" drops Python's divide-by-zero check, which would keep the loop
-from vectorizing (with epsilon = 0 and v = 0 it gives NaN, as Keras does, not an exception).
+Fast version: one pass over the flat arrays, chunks across threads by numba.prange (one thread
+below first_call.PARALLEL_ELEMENTS elements); each element is read once and its three updates
+are fused, where Keras makes a pass over memory for each operation. error_model="numpy" drops
+Python's divide-by-zero check, which would keep the loop from vectorizing (with epsilon = 0 and
+v = 0 it gives NaN, as Keras does, not an exception).
 
 Every scalar is rounded to float32 first and each operation is done in float32 in Keras's order,
 so a step matches Keras bit for bit. alpha in particular is computed in float32 as Keras does
@@ -23,6 +24,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.common import adam_step_size
+from pyai.kernels.numba_cpu.first_call import BySize
 
 
 def adam_update_reference(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
@@ -32,6 +34,7 @@ def adam_update_reference(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
     param -= m * alpha / (np.sqrt(v) + np.float32(epsilon))
 
 
+@BySize
 @numba.njit(parallel=True, error_model="numpy", cache=True)
 def adam_update_kernel(param, grad, m, v, alpha, one_minus_beta_1, one_minus_beta_2, epsilon):
     for i in numba.prange(param.size):

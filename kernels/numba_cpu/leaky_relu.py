@@ -8,13 +8,15 @@ and x, write dx). That is far below any CPU's FLOPs per byte, so both are memory
 is to run at the speed of a memory copy of the same bytes.
 
 Fast version: one pass over the flat array, cut into contiguous chunks across threads by
-numba.prange. The body is a compare and a select, which LLVM turns into SIMD blends, so each
+numba.prange (on one thread below first_call.PARALLEL_ELEMENTS elements). The body is a compare and a select, which LLVM turns into SIMD blends, so each
 thread streams its chunk at memory bandwidth. alpha is cast to float32 once, so the product is
 rounded exactly as TensorFlow's float32 `alpha * x` (and stays in float32 SIMD lanes).
 """
 
 import numba
 import numpy as np
+
+from pyai.kernels.numba_cpu.first_call import BySize
 
 
 def leaky_relu_forward_reference(x, alpha):
@@ -25,12 +27,14 @@ def leaky_relu_backward_reference(dy, x, alpha):
     return np.where(x > 0, dy, np.float32(alpha) * dy)
 
 
+@BySize
 @numba.njit(parallel=True, cache=True)
 def leaky_relu_forward_kernel(x, alpha, y):
     for i in numba.prange(x.size):
         y[i] = x[i] if x[i] > 0 else alpha * x[i]
 
 
+@BySize
 @numba.njit(parallel=True, cache=True)
 def leaky_relu_backward_kernel(dy, x, alpha, dx):
     for i in numba.prange(x.size):

@@ -29,16 +29,14 @@ packs its own run of B, a slice at a time, just before it meets every A sliver. 
 operand, is read once, and A is packed once instead of once per thread.
 """
 
-import math
-
 import numba
 import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
+from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
-from pyai.kernels.numba_cpu.gelu import gelu_scalar
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
@@ -54,8 +52,6 @@ IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are thi
 IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 MB, held in L2
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
-NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
-                                               (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
 
 def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
     """The plain version the kernel is tested against (float64)."""
@@ -140,34 +136,6 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
             for c in range(NR):
                 col = full * NR + c
                 packed[full, p, c] = b[base + (col0 + col) * col_stride] if col < cols else 0.0
-
-
-def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
-    """Bias and activation on the tile c[row:row+rows, col:col+cols], in place.
-
-    One loop per activation, so that each inner loop is branch-free and vectorizes."""
-    one = float32(1.0)
-    for i in range(row, row + rows):
-        out = c[i, col:col + cols]
-        if has_bias:
-            out += bias[col:col + cols]
-        if activation == LEAKY_RELU:
-            for j in range(cols):
-                out[j] = out[j] if out[j] > 0 else alpha * out[j]
-        elif activation == RELU:
-            for j in range(cols):
-                out[j] = out[j] if out[j] > 0 else float32(0.0)
-        elif activation == SIGMOID:
-            for j in range(cols):
-                # exp of a non-positive number only: no overflow for any input
-                e = math.exp(-abs(out[j]))
-                out[j] = one / (one + e) if out[j] >= 0 else e / (one + e)
-        elif activation == TANH:
-            for j in range(cols):
-                out[j] = math.tanh(out[j])
-        elif activation == GELU:
-            for j in range(cols):
-                out[j] = gelu_scalar(out[j])
 
 
 def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, col0, cols,
@@ -329,7 +297,6 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
         apply_epilogue(c, 0, 0, m, 1, bias, has_bias, activation, alpha)
 
 
-FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
@@ -341,9 +308,6 @@ with slp_vectorize():
     copy_sliver_row = numba.njit(void(READ_ONLY, FLAT), cache=True)(copy_sliver_row)
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
-    apply_epilogue = numba.njit(
-        void(MATRIX, int64, int64, int64, int64, READ_ONLY, numba.boolean, int64, float32),
-        fastmath=FASTMATH, cache=True)(apply_epilogue)
     multiply_block = numba.njit(
         void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),

@@ -2,13 +2,16 @@
 threading layer: parallel over fixed blocks of SUM_BLOCK elements, one partial sum each, added in
 block order at the end (TBB hands chunks to threads dynamically, so a prange reduction into
 per-thread sums would differ in its last bit from call to call). The losses' forward passes
-(mse.py, binary_crossentropy.py) are this with their own `term`, a jitted scalar function.
+(mse.py, binary_crossentropy.py) are this with their own `term`, a jitted scalar function. One
+block (SUM_BLOCK elements or fewer) is summed by a serial compile, on this thread.
 'reassoc' lets LLVM keep several SIMD partial sums inside a block; no nnan/ninf, so NaN and inf
 propagate.
 """
 
 import numba
 import numpy as np
+
+from pyai.kernels.numba_cpu.first_call import BySize
 
 SUM_FASTMATH = {"reassoc", "contract"}
 SUM_BLOCK = 4096   # elements per partial sum
@@ -27,3 +30,6 @@ def ordered_sum(term, x, y):
     for block in range(blocks):
         total += partial[block]
     return total
+
+
+ordered_sum = BySize(ordered_sum, sized=1, elements=SUM_BLOCK + 1)   # one block: one thread

@@ -56,7 +56,7 @@ def probe():
 
 def announce(file):
     from pyai import warmup
-    warmup.announce(file)
+    return warmup.announce(file)
 
 
 ROW = LazyRow("pyai.kernels.numba_cpu", KERNELS, lambda op, function: threads.serialize(function), announce)

@@ -42,8 +42,16 @@ class MLP(Sequential):
         return "MLP(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"
 
     # x is (batch, inputs) -> (batch, outputs)
-    def predict(self, x):
-        return self.forward(check_finite("x", as_float32("x", x, ndim=2)))
+    def predict(self, x, batch_size=None):
+        """The outputs for x, `batch_size` rows at a time (default: all at once). Batches of the
+        training batch size run the kernels training compiled; one batch of many rows runs
+        another matmul loop, which a first run would compile (a few CPU seconds)."""
+        x = check_finite("x", as_float32("x", x, ndim=2))
+        if batch_size is None:
+            return self.forward(x)
+        batch_size = positive_int("batch_size", batch_size)
+        return np.concatenate([self.forward(x[start:start + batch_size])
+                               for start in range(0, max(len(x), 1), batch_size)])
 
     def save(self, path, optimizer=None):
         """The config and weights (and the optimizer's state, when given) to `path`, atomically."""

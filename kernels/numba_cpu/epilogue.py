@@ -1,0 +1,53 @@
+"""The fused matmul's epilogue: bias and activation on a tile of C, in place, while it is in L1.
+
+Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
+the convolutions, so that each applies it in the same float32 operations. Per element: one add
+(the bias) and the activation (a compare and a multiply; an exp; a tanh; GELU's polynomial and exp).
+"""
+
+import math
+
+import numba
+from numba import boolean, float32, int64, void
+
+from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu.gelu import gelu_scalar
+from pyai.kernels.numba_cpu.simd import slp_vectorize
+
+FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
+READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
+NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
+                                               (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
+
+
+def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
+    """Bias and activation on the tile c[row:row+rows, col:col+cols], in place.
+
+    One loop per activation, so that each inner loop is branch-free and vectorizes."""
+    one = float32(1.0)
+    for i in range(row, row + rows):
+        out = c[i, col:col + cols]
+        if has_bias:
+            out += bias[col:col + cols]
+        if activation == LEAKY_RELU:
+            for j in range(cols):
+                out[j] = out[j] if out[j] > 0 else alpha * out[j]
+        elif activation == RELU:
+            for j in range(cols):
+                out[j] = out[j] if out[j] > 0 else float32(0.0)
+        elif activation == SIGMOID:
+            for j in range(cols):
+                # exp of a non-positive number only: no overflow for any input
+                e = math.exp(-abs(out[j]))
+                out[j] = one / (one + e) if out[j] >= 0 else e / (one + e)
+        elif activation == TANH:
+            for j in range(cols):
+                out[j] = math.tanh(out[j])
+        elif activation == GELU:
+            for j in range(cols):
+                out[j] = gelu_scalar(out[j])
+
+
+with slp_vectorize():
+    apply_epilogue = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, READ_ONLY, boolean, int64,
+                                     float32), fastmath=FASTMATH, cache=True)(apply_epilogue)
