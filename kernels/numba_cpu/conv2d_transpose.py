@@ -91,13 +91,14 @@ class Phases:
 def phase_kernel(w, rows, cols):
     """P (taps_h*taps_w*I, sh*sw*O) of w (kh, kw, O, I): every phase's sub-kernel side by side."""
     kh, kw, out_channels, in_channels = w.shape
-    padded = np.zeros((rows.taps * rows.stride, cols.taps * cols.stride, out_channels, in_channels),
+    w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
+    kernel = np.zeros((rows.taps, cols.taps, in_channels, rows.stride, cols.stride, out_channels),
                       dtype=np.float32)
-    padded[:kh, :kw] = w
-    # P[t, u, c, p, q, o] = padded[kernel_rows[t, p], kernel_cols[u, q], o, c]
-    taps = padded[rows.kernel_rows()[:, None, :, None], cols.kernel_rows()[None, :, None, :]]
-    return np.ascontiguousarray(taps.transpose(0, 1, 5, 2, 3, 4)).reshape(
-        rows.taps * cols.taps * in_channels, -1)
+    for (t, p), i in np.ndenumerate(rows.kernel_rows()):
+        for (u, q), j in np.ndenumerate(cols.kernel_rows()):
+            if i < kh and j < kw:
+                kernel[t, u, :, p, q] = w_t[i, j]
+    return kernel.reshape(rows.taps * cols.taps * in_channels, -1)
 
 
 @numba.njit(parallel=True, cache=True)
