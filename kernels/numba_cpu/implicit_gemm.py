@@ -144,7 +144,8 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
     """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: each
-    window's taps copied as runs of contiguous channels, cut where a sliver ends."""
+    window's taps copied as runs of contiguous channels, cut where a sliver ends (a whole sliver
+    row, NR channels, as two vectors)."""
     channels = shape[2]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
@@ -157,10 +158,13 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
                 out = (j // NR * depth + p) * NR + j % NR
-                if start < 0:
+                first = start + j + col0 - tap * channels
+                if piece_end - j == NR:     # a whole sliver row: two vectors
+                    for v in range(0, NR, WIDTH):
+                        store(flat, out + v, load(image, first + v) if start >= 0 else zeros())
+                elif start < 0:
                     flat[out:out + piece_end - j] = 0.0
                 else:
-                    first = start + j + col0 - tap * channels
                     flat[out:out + piece_end - j] = image[first:first + piece_end - j]
                 j = piece_end
         for j in range(cols, slivers * NR):
