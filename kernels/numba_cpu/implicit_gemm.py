@@ -143,30 +143,36 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
 
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
-    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: each
-    window's taps copied as runs of contiguous channels, cut where a sliver ends (a whole sliver
-    row, NR channels, as two vectors)."""
-    channels = shape[2]
+    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
+    tap, each window's run of contiguous channels, cut where a sliver ends (a whole sliver row,
+    NR channels, as two vectors)."""
+    (height, width, channels, _, _, _, _) = shape
+    taps_w = tap_cols.shape[0]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
     window_corners(shape, depth0, depth, 0, depth, corners[0], corners[1], corners[2])
-    for p in range(depth):
-        for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
-            start = source(shape, tap_rows, tap_cols, tap, corners[0, p], corners[1, p], corners[2, p])
-            j = max(col0, tap * channels) - col0
-            run_end = min(col0 + cols, (tap + 1) * channels) - col0
+    for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
+        row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
+        run_start = max(col0, tap * channels) - col0
+        run_end = min(col0 + cols, (tap + 1) * channels) - col0
+        for p in range(depth):
+            image_index, h, w = corners[0, p], corners[1, p] + row_offset, corners[2, p] + col_offset
+            inside = image_index >= 0 and 0 <= h < height and 0 <= w < width
+            start = ((image_index * height + h) * width + w) * channels if inside else -1
+            j = run_start
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
                 out = (j // NR * depth + p) * NR + j % NR
                 first = start + j + col0 - tap * channels
                 if piece_end - j == NR:     # a whole sliver row: two vectors
                     for v in range(0, NR, WIDTH):
-                        store(flat, out + v, load(image, first + v) if start >= 0 else zeros())
-                elif start < 0:
+                        store(flat, out + v, load(image, first + v) if inside else zeros())
+                elif not inside:
                     flat[out:out + piece_end - j] = 0.0
                 else:
                     flat[out:out + piece_end - j] = image[first:first + piece_end - j]
                 j = piece_end
+    for p in range(depth):
         for j in range(cols, slivers * NR):
             flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
 
