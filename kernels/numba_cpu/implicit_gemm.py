@@ -89,12 +89,9 @@ def window_corners(shape, row0, rows, first, count, corner_image, corner_top, co
             corner_image[r] = -1
 
 
-def source(shape, tap_rows, tap_cols, tap, image_index, top, left):
-    """Where the tap's pixel of a window starts in the flat image, or -1 for padding."""
+def source(shape, image_index, h, w):
+    """Where pixel (h, w) of an image starts in the flat image, or -1 for padding (or no image)."""
     (height, width, channels, _, _, _, _) = shape
-    taps_w = tap_cols.shape[0]
-    h = top + tap_rows[tap // taps_w]
-    w = left + tap_cols[tap % taps_w]
     if image_index < 0 or h < 0 or h >= height or w < 0 or w >= width:
         return -1
     return ((image_index * height + h) * width + w) * channels
@@ -108,6 +105,7 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
     store's tail past MR is overwritten by the next row (the last row is copied a float at a
     time). Channels past the last whole WIDTH are copied a float at a time."""
     channels = shape[2]
+    taps_w = tap_cols.shape[0]
     starts = corners[3]
     gathered = scratch[:WIDTH * WIDTH]
     turned = scratch[WIDTH * WIDTH:2 * WIDTH * WIDTH]
@@ -120,8 +118,9 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
             c0 = max(depth0, tap * channels) - tap * channels
             c1 = min(depth0 + depth, (tap + 1) * channels) - tap * channels
             p0 = tap * channels + c0 - depth0
+            row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
             for r in range(MR):
-                starts[r] = source(shape, tap_rows, tap_cols, tap, corners[0, r], corners[1, r], corners[2, r])
+                starts[r] = source(shape, corners[0, r], corners[1, r] + row_offset, corners[2, r] + col_offset)
             whole = (c1 - c0) // WIDTH * WIDTH
             for c in range(0, whole, WIDTH):
                 for r in range(MR):
@@ -146,7 +145,7 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
     """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
     tap, each window's run of contiguous channels, cut where a sliver ends (a whole sliver row,
     NR channels, as two vectors)."""
-    (height, width, channels, _, _, _, _) = shape
+    channels = shape[2]
     taps_w = tap_cols.shape[0]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
@@ -156,9 +155,8 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
         run_start = max(col0, tap * channels) - col0
         run_end = min(col0 + cols, (tap + 1) * channels) - col0
         for p in range(depth):
-            image_index, h, w = corners[0, p], corners[1, p] + row_offset, corners[2, p] + col_offset
-            inside = image_index >= 0 and 0 <= h < height and 0 <= w < width
-            start = ((image_index * height + h) * width + w) * channels if inside else -1
+            start = source(shape, corners[0, p], corners[1, p] + row_offset, corners[2, p] + col_offset)
+            inside = start >= 0
             j = run_start
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
@@ -230,7 +228,7 @@ CORNERS = int64[:, ::1]
 with slp_vectorize():
     window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
                                 cache=True)(window_corners)
-    source = numba.njit(int64(SHAPE, TAPS, TAPS, int64, int64, int64, int64), cache=True)(source)
+    source = numba.njit(int64(SHAPE, int64, int64, int64), cache=True)(source)
     pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS,
                                    FLAT), cache=True)(pack_windows)
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
