@@ -11,7 +11,8 @@ x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image o
 PACKED_MIN_CHANNELS channels, it is summed directly where the windows are short
 (conv2d_few_inputs.py), else windows(x) is copied a chunk of whole images at a time (im2col.py)
 and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an
-implicit GEMM at stride 1, else dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
+implicit GEMM at stride 1, one over the stride phases where the stride divides the kernel, else
+dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
 output channels is computed directly (conv2d_direct.py).
 """
 

@@ -16,7 +16,9 @@ col2im gathers (each big pixel sums the few columns that touch it) instead of sc
 threads write disjoint rows and the sum has one fixed order. It finishes each row of pixels with
 the bias + activation epilogue of the matmul (apply_epilogue) while the row is in L1.
 Most products never store cols: implicit_gemm.py packs the windows straight from the image.
-im2col itself serves images of fewer channels than a vector, col2im the strided transposes.
+im2col itself serves images of fewer channels than a vector (where their windows are not
+short enough to sum directly), col2im the strided transposes whose stride does not divide the
+kernel or whose input has fewer channels than a vector.
 
 cols can be large (batch 64 at 56x56x64 with a 3x3 kernel: 460 MB), so the ops run it a chunk of
 whole images at a time, each chunk's cols in a workspace of about WORKSPACE_FLOATS floats (at
