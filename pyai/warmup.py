@@ -227,14 +227,16 @@ def exercise(file, every_loop=True):
                                *ops.attention(*q, return_lse=True), causal=True),
             ops.attention_qkv_grad(floats(1, 5, 2, 4), qkv := floats(1, 5, 3, 2, 4),
                                    *ops.attention_qkv(qkv, return_lse=True), causal=True)),
-        # 8 output channels go through im2col and the matmul, 1 through the direct kernels
+        # 8 output channels go through im2col and the matmul, 1 through the direct kernels, 16
+        # (a vector with AVX-512, two with AVX2) through the few-input-channel ones
         "conv2d": lambda: [ops.conv2d(floats(2, 5, 5, 3), floats(3, 3, 3, out), floats(out), stride=stride,
-                                      activation="leaky_relu") for out, stride in ((8, 1), (1, 2))],
+                                      activation="leaky_relu") for out, stride in ((8, 1), (1, 2), (16, 2))],
         "conv2d_backward": lambda: [ops.conv2d_grad(floats(2, size, size, out), floats(2, 5, 5, 3),
                                                     floats(3, 3, 3, out), stride=stride)
-                                    for out, size, stride in ((8, 5, 1), (1, 3, 2))],
-        "conv2d_transpose": lambda: ops.conv2d_transpose(floats(2, 5, 5, 3), floats(4, 4, 8, 3), floats(8),
-                                                         stride=2, activation="leaky_relu"),
+                                    for out, size, stride in ((8, 5, 1), (1, 3, 2), (16, 3, 2))],
+        # 3 input channels through matmul + col2im, 16 through the stride phases' implicit GEMM
+        "conv2d_transpose": lambda: [ops.conv2d_transpose(floats(2, 5, 5, c), floats(4, 4, 8, c), floats(8),
+                                                          stride=2, activation="leaky_relu") for c in (3, 16)],
         "conv2d_transpose_backward": lambda: ops.conv2d_transpose_grad(
             floats(2, 10, 10, 8), floats(2, 5, 5, 3), floats(4, 4, 8, 3), stride=2),
     }

@@ -9,10 +9,11 @@ The shapes are chosen to be awkward: 1x1 images, odd and non-square sizes, 1 and
 strides 1, 2 and (1, 2), both paddings, a kernel as large as a 'valid' input, 1x1 kernels
 (which skip im2col), kernels smaller than the stride (output pixels no window reaches), and
 Conv2D layers of 1 to 3 output channels (computed directly, without the matmul). Images of
-fewer channels than a vector go through im2col; the shapes of 16 or more channels (the first
+fewer channels than a vector go through im2col, or are summed directly where their windows are
+short and the output channels whole vectors; the shapes of 16 or more channels (the first
 ones a whole vector with AVX-512, 31 and 33 a vector and a ragged rest) through the implicit
 GEMM (implicit_gemm.py), for the forward, the input gradient at stride 1 and the weight
-gradient.
+gradient, and at a stride that divides the kernel, the stride phases' implicit GEMM.
 """
 
 import numpy as np
@@ -44,6 +45,19 @@ SHAPES = [
     (1, 5, 9, 31, 5, 3, 16, 1, "valid"),
     (2, 6, 5, 20, 4, 4, 35, 2, "valid"),
     (2, 13, 11, 24, 3, 3, 40, 1, "same"),
+    # strided transposes whose stride divides the kernel, of 16 or more input channels: every
+    # stride phase in one implicit GEMM (conv2d_transpose.py), and a Conv2D's input gradient so
+    (2, 1, 1, 19, 4, 4, 21, 2, "same"),
+    (3, 7, 5, 17, 4, 4, 16, 2, "same"),
+    (2, 5, 6, 16, 4, 2, 33, (2, 1), "same"),
+    (2, 7, 4, 18, 3, 3, 17, 3, "valid"),
+    (2, 3, 5, 16, 2, 4, 20, 2, "valid"),
+    # a Conv2D of a few-channel image into whole vectors of output channels, summed directly
+    # (conv2d_few_inputs.py): 1 and 3 channels, 3x3 and 5x5, four vectors, single vectors, both
+    (2, 9, 8, 1, 3, 3, 32, 2, "same"),
+    (3, 6, 7, 3, 3, 3, 48, 1, "valid"),
+    (2, 1, 1, 1, 5, 5, 80, 1, "same"),
+    (2, 8, 7, 2, 3, 3, 64, (2, 1), "valid"),
 ]
 IDS = ["x".join(map(str, shape[:4])) + f"-k{shape[4]}x{shape[5]}-o{shape[6]}-s{shape[7]}-{shape[8]}"
        for shape in SHAPES]
@@ -134,6 +148,7 @@ WINDOWS = [
     (4, 9, 9, 70, 5, 5, (2, 2), [0, 1, 2, 3], [-1, 0, 1, 2], 33),
     (5, 11, 8, 16, 11, 8, (1, 1), [1, 0, -1], [2, 1, 0, -1], 40),
     (2, 12, 10, 37, 4, 3, (3, 3), [0, 1, 2], [-2, 0, 2], 64),
+    (3, 6, 5, 32, 3, 3, (2, 2), [-1, 0, 1], [-1, 0, 1], 24),      # taps of whole B sliver rows
 ]
 
 
@@ -215,3 +230,33 @@ def test_other_backends_say_the_op_is_missing():
         if "conv2d" not in dispatch.ops_of(name) and dispatch.unavailable_reason(name) is None:
             with pytest.raises(NotImplementedError, match=f"op 'conv2d' is not implemented on backend '{name}'"):
                 ops.conv2d(np.ones((1, 3, 3, 1)), np.ones((1, 1, 1, 1)), backend=name)
+
+
+@pytest.mark.parametrize("stride, kernel, padding, size", [
+    (2, 4, "same", 7), (2, 4, "valid", 5), (3, 3, "valid", 4), (2, 2, "same", 1), (3, 6, "same", 5), (2, 3, "same", 6)])
+def test_the_stride_phases_hold_each_output_pixel_once(rng, stride, kernel, padding, size):
+    """The phase kernel P and the phase windows are the transposed convolution (1-d, float64):
+    output row h = stride*(first + g) + offset + p is windows(x)[g] @ P[:, p], every row of y in
+    exactly one block and phase; where the stride does not divide the kernel, P holds zeros."""
+    from pyai.kernels.common import conv_padding, conv_transpose_output_size
+    from pyai.kernels.numba_cpu.conv2d_transpose import Phases
+    out_size = conv_transpose_output_size(size, kernel, stride, padding)
+    pad = conv_padding(out_size, size, kernel, stride) if padding == "same" else 0
+    phases = Phases(stride, kernel, pad, out_size)
+    x, w = rng.standard_normal(size), rng.standard_normal(kernel)
+    expected = np.zeros(out_size)
+    for t in range(size):                       # y[t*stride - pad + i] += x[t] w[i]
+        for i in range(kernel):
+            if 0 <= t * stride - pad + i < out_size:
+                expected[t * stride - pad + i] += x[t] * w[i]
+    got = np.full(out_size, np.nan)
+    rows = phases.kernel_rows()
+    for g in range(phases.blocks):
+        for p in range(stride):
+            h = stride * (phases.first + g) + phases.offset + p
+            if 0 <= h < out_size:
+                assert np.isnan(got[h]), f"row {h} in two blocks"
+                inputs = g + phases.tap_rows
+                got[h] = sum(x[t] * w[rows[tap, p]] for tap, t in enumerate(inputs)
+                             if 0 <= t < size and rows[tap, p] < kernel)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

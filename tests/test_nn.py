@@ -163,6 +163,27 @@ def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng)
         np.testing.assert_array_equal(grad, expected, err_msg=name)
 
 
+def test_backward_without_input_gradient_skips_the_first_convolutions_dx(rng, monkeypatch):
+    """A discriminator's first Conv2D behind a Reshape: no dx wanted, none computed, the same
+    parameter gradients."""
+    from pyai.nn import Conv2D, Flatten, Reshape
+    model = Sequential(Reshape((6, 5, 2)), Conv2D(2, 16, 3, 2, activation="leaky_relu", rng=rng),
+                       Flatten(), random_dense(rng, 3 * 3 * 16, 2, None))
+    x = rng.normal(size=(4, 60)).astype(np.float32)
+    dy = rng.normal(size=(4, 2)).astype(np.float32)
+    model.forward(x)
+    assert model.backward(dy).shape == x.shape
+    full = [grad.copy() for _, grad in model.gradients()]
+    calls = []
+    conv2d_grad = ops.conv2d_grad
+    monkeypatch.setattr(ops, "conv2d_grad", lambda *args, **kwargs: calls.append(kwargs) or conv2d_grad(*args, **kwargs))
+    model.forward(x)
+    assert model.backward(dy, input_gradient=False) is None
+    assert [kwargs.get("input_gradient", True) for kwargs in calls] == [False]
+    for (name, grad), expected in zip(model.gradients(), full, strict=True):
+        np.testing.assert_array_equal(grad, expected, err_msg=name)
+
+
 def test_parameters_are_the_layers_own_arrays():
     dense = Dense(4, 2, rng=np.random.default_rng(0))
     model = Sequential(dense, ReLU())

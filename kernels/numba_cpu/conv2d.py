@@ -10,8 +10,9 @@ The fast version is an implicit GEMM on the blocked matmul (implicit_gemm.py): y
 (N*OH*OW, O) matrix is windows(x) @ w.reshape(kh*kw*C, O) + bias, activated in the matmul's
 epilogue, the windows packed straight from x into the matmul's L2-resident panels, WIDTH
 channels of a pixel at a time (no im2col matrix in memory). An image of fewer channels than
-that (1 for a grayscale image, 3 for RGB) is copied into windows instead, a chunk of whole
-images at a time (im2col.py), and multiplied by fused_matmul. A 1x1 kernel at stride 1 is a
+that (1 for a grayscale image, 3 for RGB) is computed directly when its windows are short
+(conv2d_few_inputs.py: a 3x3 kernel over 1 or 3 channels), else copied into windows, a chunk of
+whole images at a time (im2col.py), and multiplied by fused_matmul. A 1x1 kernel at stride 1 is a
 plain matmul: x itself is the windows matrix. A layer of at most DIRECT_MAX_OUT output
 channels, which would use a sliver of the matmul's register tile, is computed directly
 (conv2d_direct.py).
@@ -21,6 +22,7 @@ import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
+from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs, few_inputs_forward
 from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
@@ -54,6 +56,8 @@ def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
         fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
     elif g.channels >= PACKED_MIN_CHANNELS:
         window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows)
+    elif few_inputs(g, out_channels):
+        few_inputs_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
     else:
         for first, end in image_chunks(x.shape[0], g):
             fused_matmul(im2col(x, g, first, end), weights, False, False, bias, activation, alpha,

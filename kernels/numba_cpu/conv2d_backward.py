@@ -5,12 +5,14 @@ output before any activation (the caller applies the activation's gradient first
 With windows(x) the (N*OH*OW, kh*kw*C) im2col matrix of x and dy as an (N*OH*OW, O) matrix:
     dw = windows(x)^T @ dy         reshaped to (kh, kw, C, O)    2*N*OH*OW*kh*kw*C*O FLOPs
     dx = the transpose of the convolution applied to dy           as many FLOPs
-    db = the column sums of dy     (O,)
+    db = the column sums of dy     (O,)   (im2col.bias_gradient)
 dw is an implicit GEMM (implicit_gemm.py): dy^T @ windows(x), the windows packed straight from
 x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image of fewer than
-PACKED_MIN_CHANNELS channels, windows(x) is copied a chunk of whole images at a time (im2col.py)
+PACKED_MIN_CHANNELS channels, it is summed directly where the windows are short
+(conv2d_few_inputs.py), else windows(x) is copied a chunk of whole images at a time (im2col.py)
 and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an
-implicit GEMM at stride 1, else dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
+implicit GEMM at stride 1, one over the stride phases where the stride divides the kernel, else
+dy @ w^T and a col2im gather. A layer of at most DIRECT_MAX_OUT
 output channels is computed directly (conv2d_direct.py).
 """
 
@@ -19,8 +21,10 @@ import numpy as np
 from pyai.kernels.numba_cpu.conv2d import conv_windows
 from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
                                                   direct_weight_gradient)
+from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs, few_inputs_weight_gradient
 from pyai.kernels.numba_cpu.conv2d_transpose import transposed_conv
-from pyai.kernels.numba_cpu.im2col import col2im_reference, geometry, im2col, im2col_reference, image_chunks
+from pyai.kernels.numba_cpu.im2col import (bias_gradient, col2im_reference, geometry, im2col, im2col_reference,
+                                           image_chunks)
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, window_weight_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul
 
@@ -47,6 +51,8 @@ def conv_weight_gradient(big, g, small_rows, w_shape):
     or of a Conv2DTranspose (big = dy, small = x)."""
     if g.channels >= PACKED_MIN_CHANNELS:
         return np.ascontiguousarray(window_weight_product(small_rows, big, conv_windows(g)).T).reshape(w_shape)
+    if few_inputs(g, w_shape[3]):
+        return few_inputs_weight_gradient(small_rows, big, g, w_shape)
     dw = np.empty(w_shape, dtype=np.float32)
     for first, end in image_chunks(big.shape[0], g):
         add_weight_gradient(im2col(big, g, first, end), small_rows[first * g.windows:end * g.windows],
@@ -71,5 +77,5 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
             transposed_conv(dy, w, g, None, None, 0.0, dx)
         if weight_gradient:
             dw = conv_weight_gradient(x, g, dy_rows, w.shape)
-    db = dy_rows.sum(axis=0, dtype=np.float32) if weight_gradient else None
+    db = bias_gradient(dy_rows) if weight_gradient else None
     return dx, dw, db

@@ -11,23 +11,37 @@ Cost: 2*N*H*W*kh*kw*O*I FLOPs, plus N*H*W*kh*kw*O adds in col2im; at least
 
 At stride 1 the op is itself a convolution: y[n, h, w] = sum over i, j of x[n, h + pt - i,
 w + pl - j] @ w[i, j].T, an implicit GEMM over x's windows (implicit_gemm.py) with the bias +
-activation epilogue fused, written straight into y's rows. At a larger stride, a chunk of whole
-images at a time (im2col.py): one blocked matmul makes every pixel's contributions,
-cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers each
-output pixel's sum and applies the epilogue to the pixel row it has just written. No zeros are
-multiplied (unlike a convolution over a zero-dilated input), and the threads write disjoint rows
-of y. (Splitting a stride-2 output into its four stride phases, each a stride-1 implicit GEMM
-with a quarter of the kernel, measured no faster on the DCGAN's layers: its products have a
-quarter of the columns and the phases must still be interleaved.)
+activation epilogue fused, written straight into y's rows.
+At a larger stride (s, a kernel of k rows), y's rows fall into s phases: row h = s*a + h0 + p
+(phase p < s, h0 = -pt mod s) reads the input rows a + c - m + 1 .. a + c (m = ceil(k / s),
+c = (h0 + pt) / s) through kernel rows p + s*(m - 1 - t), t < m. So the s x s output pixels of
+block (a, b) all read the same m x m input pixels, and one implicit GEMM over x's windows (step 1,
+one window per block, blocks from the one holding y's first pixel to the one holding its last)
+computes every phase at once:
+    phases[(n, a, b), (p, q, o)] = windows(x)[(n, a, b), (t, u, c)] @ P[(t, u, c), (p, q, o)]
+    P[(t, u, c), (p, q, o)] = w[p + s*(mh - 1 - t), q + s*(mw - 1 - u), o, c]   (0 past the kernel)
+a product of s*s*O columns and depth m*m*I, every output element computed once (no sums to
+gather). interleave_phases then moves each pixel's O channels to their place in y (the blocks
+at the edges hold a few pixels outside y, dropped) and applies the epilogue to each row of y.
+Cost: 2*N*GH*GW*m*m*I*s*s*O FLOPs (GH = H + 1 for 'same' at s = 2: the edge blocks add
+(H + 1)^2 / H^2), then a copy of y. Where s does not divide k, P holds zeros ((2/3)^2 of a 3x3
+kernel at stride 2 multiplies real taps), and images of fewer than PACKED_MIN_CHANNELS channels
+pack a float at a time; both take the route measured faster for them, a chunk of whole images
+at a time (im2col.py): one blocked matmul makes every pixel's contributions,
+cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers
+each output pixel's sum and applies the epilogue to the pixel row it has just written.
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
+import numba
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
-from pyai.kernels.numba_cpu.matmul import fused_matmul
+from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
+
+NO_BIAS = np.zeros(1, dtype=np.float32)
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):
@@ -55,16 +69,97 @@ def transpose_windows(g, small_channels):
                    g.pad_top - np.arange(g.kernel_height), g.pad_left - np.arange(g.kernel_width))
 
 
+class Phases:
+    """The stride phases of a transposed convolution along one axis: its output rows
+    h = stride*(first + g) + offset + p for block g < blocks and phase p < stride, block g reading
+    the input rows g + tap_rows[t]; kernel row p + stride*(taps - 1 - t) for tap t."""
+
+    def __init__(self, stride, kernel, pad, out_size):
+        self.stride = stride
+        self.offset = -pad % stride
+        self.taps = -(-kernel // stride)
+        self.first = -1 if self.offset else 0
+        self.blocks = (out_size - 1 - self.offset) // stride - self.first + 1
+        above = (self.offset + pad) // stride - (self.taps - 1)
+        self.tap_rows = self.first + above + np.arange(self.taps)
+
+    def kernel_rows(self):
+        """kernel_rows()[t, p]: the kernel row that tap t gives phase p (past the kernel if >= k)."""
+        return np.arange(self.stride)[None, :] + self.stride * (self.taps - 1 - np.arange(self.taps))[:, None]
+
+
+def phase_kernel(w, rows, cols):
+    """P (taps_h*taps_w*I, sh*sw*O) of w (kh, kw, O, I): every phase's sub-kernel side by side."""
+    kh, kw, out_channels, in_channels = w.shape
+    w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
+    kernel = np.zeros((rows.taps, cols.taps, in_channels, rows.stride, cols.stride, out_channels),
+                      dtype=np.float32)
+    for (t, p), i in np.ndenumerate(rows.kernel_rows()):
+        for (u, q), j in np.ndenumerate(cols.kernel_rows()):
+            if i < kh and j < kw:
+                kernel[t, u, :, p, q] = w_t[i, j]
+    return kernel.reshape(rows.taps * cols.taps * in_channels, -1)
+
+
+@numba.njit(parallel=True, cache=True)
+def interleave_phases(phases, blocks, first, offset, stride, bias, has_bias, activation, alpha, big):
+    """big[n, h, w] = epilogue(phases[(n, block of h, block of w), (phase of h, phase of w)]), one
+    row of big pixels per task: the bias added as each pixel is copied, the activation applied
+    to the whole row (apply_epilogue); blocks, first, offset and stride are (rows, columns) pairs."""
+    images, height, width, channels = big.shape
+    big_rows = big.reshape(-1, channels)
+    for task in numba.prange(images * height):
+        n, h = task // height, task % height
+        a = (h - offset[0]) // stride[0]
+        p = h - offset[0] - a * stride[0]
+        block_row = (n * blocks[0] + a - first[0]) * blocks[1]
+        row0 = task * width
+        for w in range(width):
+            b = (w - offset[1]) // stride[1]
+            col = (p * stride[1] + w - offset[1] - b * stride[1]) * channels
+            source = phases[block_row + b - first[1]]
+            out = big_rows[row0 + w]
+            if has_bias:
+                for c in range(channels):
+                    out[c] = source[col + c] + bias[c]
+            else:
+                out[:] = source[col:col + channels]
+        if activation != 0:
+            apply_epilogue(big.reshape(-1, width * channels), task, 0, 1, width * channels, bias, False,
+                           activation, alpha)
+
+
+def phase_conv(small, w, g, bias, activation, alpha, big):
+    """big = epilogue(the transpose of Geometry g's strided convolution, applied to small), by
+    one implicit GEMM over every stride phase and interleave_phases."""
+    rows = Phases(g.stride_height, g.kernel_height, g.pad_top, g.height)
+    cols = Phases(g.stride_width, g.kernel_width, g.pad_left, g.width)
+    images, height, width, small_channels = small.shape
+    windows = Windows(height, width, small_channels, rows.blocks, cols.blocks, (1, 1), rows.tap_rows,
+                      cols.tap_rows)
+    kernel = phase_kernel(w, rows, cols)
+    phases = window_product(small, windows, kernel,
+                            out=workspace("phases", images * windows.per_image, kernel.shape[1]))
+    interleave_phases(phases, (rows.blocks, cols.blocks), (rows.first, cols.first),
+                      (rows.offset, cols.offset), (rows.stride, cols.stride),
+                      NO_BIAS if bias is None else bias, bias is not None, ACTIVATIONS[activation],
+                      np.float32(alpha), big)
+
+
 def transposed_conv(small, w, g, bias, activation, alpha, big):
     """big = epilogue(the transpose of Geometry g's convolution, applied to small), in place;
     w is (kh, kw, big channels, small channels)."""
     small_channels = w.shape[3]
     big_rows = big.reshape(-1, g.channels)
-    if (g.stride_height, g.stride_width) == (1, 1) and small_channels >= PACKED_MIN_CHANNELS:
-        kernel = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, g.channels)
-        window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
-                       out=big_rows)
-        return
+    if small_channels >= PACKED_MIN_CHANNELS:
+        if (g.stride_height, g.stride_width) == (1, 1):
+            kernel = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, g.channels)
+            window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
+                           out=big_rows)
+            return
+        if g.kernel_height % g.stride_height == 0 and g.kernel_width % g.stride_width == 0:
+            phase_conv(small, w, g, bias, activation, alpha, big)
+            return
     small_rows = small.reshape(-1, small_channels)
     weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
     for first, end in image_chunks(small.shape[0], g):

@@ -11,25 +11,28 @@ rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolut
 1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
-Both run the matmul's blocking, thread rectangles and multiply_block (matmul.py) unchanged, in
-one loop nest (window_rectangle, gemm_rectangle's with the windows' packing on one side); only
-the packing differs: pack_windows fills the A side's MR-row slivers (packed[s, p, r] =
-windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in registers, and
-pack_windows_b the B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
-col0 + t*NR + c]) as runs of contiguous channels, both straight from the image: the packed
-panels, which stay in L2, are all there is of the windows.
+Both run the matmul's own loop nest (gemm_rectangle in matmul.py: blocking, thread rectangles,
+multiply_block) with an operand of windows on one side, (image, shape, taps, ...), whose packing
+this file registers for the loop's two hooks (pack_a_operand, pack_b_operand, chosen by the
+operand's type as Numba compiles the loop): pack_windows fills the A side's MR-row slivers
+(packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in
+registers, and pack_windows_b the B side's NR-column slivers (packed[t, p, c] =
+windows[depth0 + p, col0 + t*NR + c]) as runs of contiguous channels, both straight from the
+image: the packed panels, which stay in L2, are all there is of the windows.
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once.
 """
 
 import numba
+import numba.extending
 import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.matmul import (FASTMATH, FLAT, MATRIX, NO_BIAS, PANEL, multiply_block, pack_a,
-                                           pack_b, slp_vectorize, thread_count, thread_grid)
+from pyai.kernels.numba_cpu.matmul import (FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
+                                           pack_a_operand, pack_b_operand, slp_vectorize, thread_count,
+                                           thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
 from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square, zeros
 
@@ -86,12 +89,9 @@ def window_corners(shape, row0, rows, first, count, corner_image, corner_top, co
             corner_image[r] = -1
 
 
-def source(shape, tap_rows, tap_cols, tap, image_index, top, left):
-    """Where the tap's pixel of a window starts in the flat image, or -1 for padding."""
+def source(shape, image_index, h, w):
+    """Where pixel (h, w) of an image starts in the flat image, or -1 for padding (or no image)."""
     (height, width, channels, _, _, _, _) = shape
-    taps_w = tap_cols.shape[0]
-    h = top + tap_rows[tap // taps_w]
-    w = left + tap_cols[tap % taps_w]
     if image_index < 0 or h < 0 or h >= height or w < 0 or w >= width:
         return -1
     return ((image_index * height + h) * width + w) * channels
@@ -105,6 +105,7 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
     store's tail past MR is overwritten by the next row (the last row is copied a float at a
     time). Channels past the last whole WIDTH are copied a float at a time."""
     channels = shape[2]
+    taps_w = tap_cols.shape[0]
     starts = corners[3]
     gathered = scratch[:WIDTH * WIDTH]
     turned = scratch[WIDTH * WIDTH:2 * WIDTH * WIDTH]
@@ -117,8 +118,9 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
             c0 = max(depth0, tap * channels) - tap * channels
             c1 = min(depth0 + depth, (tap + 1) * channels) - tap * channels
             p0 = tap * channels + c0 - depth0
+            row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
             for r in range(MR):
-                starts[r] = source(shape, tap_rows, tap_cols, tap, corners[0, r], corners[1, r], corners[2, r])
+                starts[r] = source(shape, corners[0, r], corners[1, r] + row_offset, corners[2, r] + col_offset)
             whole = (c1 - c0) // WIDTH * WIDTH
             for c in range(0, whole, WIDTH):
                 for r in range(MR):
@@ -140,63 +142,58 @@ def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, pa
 
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
-    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: each
-    window's taps copied as runs of contiguous channels, cut where a sliver ends."""
+    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
+    tap, each window's run of contiguous channels, cut where a sliver ends (a whole sliver row,
+    NR channels, as two vectors)."""
     channels = shape[2]
+    taps_w = tap_cols.shape[0]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
     window_corners(shape, depth0, depth, 0, depth, corners[0], corners[1], corners[2])
-    for p in range(depth):
-        for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
-            start = source(shape, tap_rows, tap_cols, tap, corners[0, p], corners[1, p], corners[2, p])
-            j = max(col0, tap * channels) - col0
-            run_end = min(col0 + cols, (tap + 1) * channels) - col0
+    for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
+        row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
+        run_start = max(col0, tap * channels) - col0
+        run_end = min(col0 + cols, (tap + 1) * channels) - col0
+        for p in range(depth):
+            start = source(shape, corners[0, p], corners[1, p] + row_offset, corners[2, p] + col_offset)
+            inside = start >= 0
+            j = run_start
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
                 out = (j // NR * depth + p) * NR + j % NR
-                if start < 0:
+                first = start + j + col0 - tap * channels
+                if piece_end - j == NR:     # a whole sliver row: two vectors
+                    for v in range(0, NR, WIDTH):
+                        store(flat, out + v, load(image, first + v) if inside else zeros())
+                elif not inside:
                     flat[out:out + piece_end - j] = 0.0
                 else:
-                    first = start + j + col0 - tap * channels
                     flat[out:out + piece_end - j] = image[first:first + piece_end - j]
                 j = piece_end
+    for p in range(depth):
         for j in range(cols, slivers * NR):
             flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
 
 
-def window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
-                     activation, alpha, row0, rows, col0, cols, mc, nc):
-    """c[row0:row0+rows, col0:col0+cols] = epilogue(windows @ B) (windows_are_a; other is B,
-    row-major (k, N)) or D^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest
-    (gemm_rectangle in matmul.py) with the windows' blocks or panels packed from the image."""
-    m, n = c.shape
-    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
-    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
-    corners = np.empty((4, max(MR, KC)), dtype=np.int64)
-    scratch = aligned_floats(4 * WIDTH * WIDTH)
-    for panel0 in range(col0, col0 + cols, nc):
-        panel_cols = min(nc, col0 + cols - panel0)
-        col_slivers = -(-panel_cols // NR)
-        for depth0 in range(0, k, KC):
-            depth = min(KC, k - depth0)
-            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
-            if windows_are_a:
-                pack_b(other, n, 1, depth0, depth, panel0, panel_cols, b_packed)
-            else:
-                pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, panel0, panel_cols,
-                               b_packed, corners)
-            for block0 in range(row0, row0 + rows, mc):
-                block_rows = min(mc, row0 + rows - block0)
-                row_slivers = -(-block_rows // MR)
-                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-                if windows_are_a:
-                    pack_windows(image, shape, tap_rows, tap_cols, block0, block_rows, depth0, depth,
-                                 a_packed, corners, scratch)
-                else:
-                    pack_a(other, 1, m, block0, block_rows, depth0, depth, a_packed)
-                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
-                               panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
-                               activation, alpha)
+def is_windows(operand, length):
+    """Whether a loop-nest operand is an image's windows: (image, shape, tap rows, tap columns,
+    corners[, scratch]), `length` items."""
+    return (isinstance(operand, numba.types.BaseTuple) and len(operand) == length
+            and isinstance(operand[1], numba.types.UniTuple))
+
+
+@numba.extending.overload(pack_a_operand)
+def pack_windows_a(a, row0, rows, depth0, depth, packed):
+    if is_windows(a, 6):
+        return lambda a, row0, rows, depth0, depth, packed: pack_windows(a[0], a[1], a[2], a[3], row0, rows,
+                                                                         depth0, depth, packed, a[4], a[5])
+
+
+@numba.extending.overload(pack_b_operand)
+def pack_windows_as_b(b, depth0, depth, col0, cols, packed):
+    if is_windows(b, 5):
+        return lambda b, depth0, depth, col0, cols, packed: pack_windows_b(b[0], b[1], b[2], b[3], depth0, depth,
+                                                                           col0, cols, packed, b[4])
 
 
 def split(part, parts, slivers, tile, size):
@@ -207,14 +204,22 @@ def split(part, parts, slivers, tile, size):
 
 def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
                 activation, alpha, row_parts, col_parts, mc, nc):
-    """window_rectangle over all of c, one rectangle per thread."""
+    """c = epilogue(windows @ other) (windows_are_a; other is B, row-major (k, N)) or
+    other^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest (gemm_rectangle),
+    one rectangle of c per thread, with the windows' blocks or panels packed from the image."""
     m, n = c.shape
     for part in numba.prange(row_parts * col_parts):
         row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
-            window_rectangle(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
-                             activation, alpha, row0, rows, col0, cols, mc, nc)
+            corners = np.empty((4, max(MR, KC)), dtype=np.int64)
+            if windows_are_a:
+                gemm_rectangle((image, shape, tap_rows, tap_cols, corners, aligned_floats(4 * WIDTH * WIDTH)),
+                               (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols,
+                               mc, nc)
+            else:
+                gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
+                               has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
 
 SHAPE = numba.types.UniTuple(int64, 7)
@@ -223,14 +228,11 @@ CORNERS = int64[:, ::1]
 with slp_vectorize():
     window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
                                 cache=True)(window_corners)
-    source = numba.njit(int64(SHAPE, TAPS, TAPS, int64, int64, int64, int64), cache=True)(source)
+    source = numba.njit(int64(SHAPE, int64, int64, int64), cache=True)(source)
     pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS,
                                    FLAT), cache=True)(pack_windows)
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
-    window_rectangle = numba.njit(
-        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
-             int64, float32, int64, int64, int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(window_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     window_gemm = numba.njit(
         void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,

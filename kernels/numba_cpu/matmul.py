@@ -30,6 +30,7 @@ operand, is read once, and A is packed once instead of once per thread.
 """
 
 import numba
+import numba.extending
 import numpy as np
 from numba import float32, int64, void
 
@@ -171,10 +172,39 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
-def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
-                   has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
+def pack_a_operand(a, row0, rows, depth0, depth, packed):
+    """packed[s, p, r] = op(A)[row0 + s*MR + r, depth0 + p]. The loop nest's hook for its A side,
+    chosen by the operand's type as Numba compiles the loop (numba.extending.overload): a matrix,
+    (flat array, row stride, column stride), is pack_a's; implicit_gemm.py adds an image's windows."""
+
+
+def pack_b_operand(b, depth0, depth, col0, cols, packed):
+    """packed[t, p, c] = op(B)[depth0 + p, col0 + t*NR + c]: the B side's hook, as pack_a_operand."""
+
+
+def is_matrix(operand):
+    return (isinstance(operand, numba.types.BaseTuple) and len(operand) == 3
+            and isinstance(operand[0], numba.types.Array) and isinstance(operand[1], numba.types.Integer))
+
+
+@numba.extending.overload(pack_a_operand)
+def pack_matrix_a(a, row0, rows, depth0, depth, packed):
+    if is_matrix(a):
+        return lambda a, row0, rows, depth0, depth, packed: pack_a(a[0], a[1], a[2], row0, rows, depth0, depth,
+                                                                   packed)
+
+
+@numba.extending.overload(pack_b_operand)
+def pack_matrix_b(b, depth0, depth, col0, cols, packed):
+    if is_matrix(b):
+        return lambda b, depth0, depth, col0, cols, packed: pack_b(b[0], b[1], b[2], depth0, depth, col0, cols,
+                                                                   packed)
+
+
+def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
-    one thread, packing its own slices of B and blocks of A into buffers it reuses."""
+    one thread, packing its own slices of B and blocks of A (pack_a_operand, pack_b_operand)
+    into buffers it reuses."""
     b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
     a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
     for panel0 in range(col0, col0 + cols, nc):
@@ -183,12 +213,12 @@ def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride,
         for depth0 in range(0, k, KC):
             depth = min(KC, k - depth0)
             b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
-            pack_b(b, b_row_stride, b_col_stride, depth0, depth, panel0, panel_cols, b_packed)
+            pack_b_operand(b, depth0, depth, panel0, panel_cols, b_packed)
             for block0 in range(row0, row0 + rows, mc):
                 block_rows = min(mc, row0 + rows - block0)
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-                pack_a(a, a_row_stride, a_col_stride, block0, block_rows, depth0, depth, a_packed)
+                pack_a_operand(a, block0, block_rows, depth0, depth, a_packed)
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
                                panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
                                activation, alpha)
@@ -208,7 +238,7 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
         col0 = col_part * col_slivers // col_parts * NR
         col1 = min(n, (col_part + 1) * col_slivers // col_parts * NR)
         if row1 > row0 and col1 > col0:
-            gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k,
+            gemm_rectangle((a, a_row_stride, a_col_stride), (b, b_row_stride, b_col_stride), c, k,
                            bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0,
                            mc, nc)
 

@@ -29,6 +29,7 @@ class ConvLayer(Layer):
 
     forward_op = gradient_op = None
     PARAMETERS = ("weight", "bias")
+    OPTIONAL_INPUT_GRADIENT = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
                  activation=None, alpha=0.2, rng=None):

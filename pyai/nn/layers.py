@@ -28,6 +28,7 @@ class Layer:
     """A layer without parameters; subclasses write forward and backward."""
 
     PARAMETERS = ()                            # the attributes that hold parameters
+    OPTIONAL_INPUT_GRADIENT = False            # backward(dy, input_gradient=False) skips dx
     gradient_views = MappingProxyType({})      # attribute -> its gradient's view of a flat buffer
 
     def __call__(self, x):
@@ -114,6 +115,7 @@ class Dense(Layer):
     """
 
     PARAMETERS = ("weight", "bias")
+    OPTIONAL_INPUT_GRADIENT = True
 
     def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
         if activation not in ops.ACTIVATIONS:
@@ -248,14 +250,18 @@ class Sequential(Layer):
         return x
 
     def backward(self, dy, input_gradient=True):
-        """dx, or None with input_gradient=False where the first layer is a Dense (which then
-        skips the product that makes dx)."""
-        for layer in reversed(self.layers[1:]):
+        """dx, or None with input_gradient=False where the first layer with parameters can skip
+        its dx (a Dense or a convolution): it then skips the product that makes dx, and the
+        layers before it, which have nothing to learn (a Reshape), are not run backwards."""
+        first = None if input_gradient else next(
+            (i for i, layer in enumerate(self.layers) if layer.PARAMETERS), None)
+        if first is None or not self.layers[first].OPTIONAL_INPUT_GRADIENT:
+            for layer in reversed(self.layers):
+                dy = layer.backward(dy)
+            return dy
+        for layer in reversed(self.layers[first + 1:]):
             dy = layer.backward(dy)
-        first = self.layers[0]
-        if input_gradient or not isinstance(first, Dense):
-            return first.backward(dy)
-        return first.backward(dy, input_gradient=False)
+        return self.layers[first].backward(dy, input_gradient=False)
 
     def slots(self):
         return [(f"{index}.{name}", owner, attribute)

@@ -1,0 +1,160 @@
+"""Conv2D of an image with few channels (kh*kw*C <= FEW_INPUTS_MAX_DEPTH: a grayscale or RGB first
+layer) into a whole number of vectors of output channels (O % WIDTH == 0), its forward and weight
+gradient, computed directly, output channels a vector at a time.
+
+Shapes and sums as in conv2d.py and conv2d_backward.py; w is (kh, kw, C, O), so w's rows,
+wr[(i, j, c)] = w[i, j, c, :], are O contiguous floats. With a depth of kh*kw*C = 9 (3x3, one
+channel) the im2col product would run the matmul's 12 x 32 register tile for 9 steps between
+stores of its 24 vectors, and write and read an im2col matrix 9 times the image. Here:
+  forward:  y[n, oh, ow, :] = bias + sum over the window's taps (i, j, c) inside the image of
+            x[n, h, w, c] * wr[(i, j, c)]: the taps' values and rows listed once a pixel, then
+            FOUR vectors of output channels summed in registers over them (four independent
+            FMA chains), then single vectors; the activation on the whole
+            output row; one output row per task
+  dw:       dw[(i, j, c), :] = sum over every window of x[n, h, w, c] * dy[n, oh, ow, :]: for each
+            tap, four vectors of it summed in registers over a row of output pixels (that row
+            of dy stays in L1), then added to the task's partial; each of PARTS tasks sums its
+            share of the output rows, the partials added in a fixed order at the end (the same
+            sums whatever the threads)
+Cost: 2*N*OH*OW*kh*kw*C*O FLOPs a pass; the forward reads x and writes y once, the weight
+gradient reads x and dy once. The input gradient is conv2d_backward's (the transposed
+convolution of dy, whose channels are the layer's many outputs).
+"""
+
+import numba
+import numpy as np
+
+from pyai.kernels.numba_cpu.matmul import apply_epilogue
+from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
+
+FEW_INPUTS_MAX_DEPTH = 32   # kh*kw*C up to this: a 3x3 or 5x5 kernel over 1 channel, 3x3 over RGB
+PARTS = 16                  # the weight gradient's partial sums: enough tasks to spread over the threads
+GROUP = 4 * WIDTH           # output channels summed together: four FMA chains
+
+
+def few_inputs(g, out_channels):
+    """Whether these kernels serve a Conv2D of Geometry g and out_channels."""
+    return g.depth <= FEW_INPUTS_MAX_DEPTH and out_channels % WIDTH == 0
+
+
+@numba.njit(inline="always", cache=True)
+def window_taps(x, g, n, oh, ow, values, rows, out_channels):
+    """values[t], rows[t]: the t-th tap of window (n, oh, ow) inside the image and the start of
+    its row of w (flat); returns the number of taps."""
+    (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
+    count = 0
+    for i in range(kh):
+        h = oh * sh - pt + i
+        if 0 <= h < height:
+            for j in range(kw):
+                w = ow * sw - pl + j
+                if 0 <= w < width:
+                    for c in range(channels):
+                        values[count] = x[((n * height + h) * width + w) * channels + c]
+                        rows[count] = ((i * kw + j) * channels + c) * out_channels
+                        count += 1
+    return count
+
+
+@numba.njit(parallel=True, fastmath={"contract"}, cache=True)
+def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, alpha, y):
+    """y (flat, N*OH*OW*O) = epilogue(conv(x, w)); x and w flat."""
+    (_, _, channels, out_height, out_width, kh, kw, _, _, _, _) = g
+    for task in numba.prange(images * out_height):
+        n, oh = task // out_height, task % out_height
+        values = np.empty(kh * kw * channels, dtype=np.float32)
+        rows = np.empty(kh * kw * channels, dtype=np.int64)
+        for ow in range(out_width):
+            count = window_taps(x, g, n, oh, ow, values, rows, out_channels)
+            out = (task * out_width + ow) * out_channels
+            o0 = 0
+            while o0 + GROUP <= out_channels:
+                acc0, acc1, acc2, acc3 = zeros(), zeros(), zeros(), zeros()
+                if has_bias:
+                    acc0, acc1 = load(bias, o0), load(bias, o0 + WIDTH)
+                    acc2, acc3 = load(bias, o0 + 2 * WIDTH), load(bias, o0 + 3 * WIDTH)
+                for t in range(count):
+                    v, row = splat(values[t]), rows[t] + o0
+                    acc0 = fma(v, load(w, row), acc0)
+                    acc1 = fma(v, load(w, row + WIDTH), acc1)
+                    acc2 = fma(v, load(w, row + 2 * WIDTH), acc2)
+                    acc3 = fma(v, load(w, row + 3 * WIDTH), acc3)
+                store(y, out + o0, acc0)
+                store(y, out + o0 + WIDTH, acc1)
+                store(y, out + o0 + 2 * WIDTH, acc2)
+                store(y, out + o0 + 3 * WIDTH, acc3)
+                o0 += GROUP
+            while o0 + WIDTH <= out_channels:
+                acc = load(bias, o0) if has_bias else zeros()
+                for t in range(count):
+                    acc = fma(splat(values[t]), load(w, rows[t] + o0), acc)
+                store(y, out + o0, acc)
+                o0 += WIDTH
+        if activation != 0:
+            apply_epilogue(y.reshape(-1, out_width * out_channels), task, 0, 1, out_width * out_channels,
+                           bias, False, activation, alpha)
+
+
+@numba.njit(parallel=True, fastmath={"contract"}, cache=True)
+def weight_gradient_kernel(dy, x, g, images, out_channels, partials):
+    """partials[part] (flat, kh*kw*C*O) = the part-th share of the output rows' windows(x)^T @ dy;
+    dy and x flat."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    parts = partials.shape[0]
+    tasks = images * out_height
+    for part in numba.prange(parts):
+        partial = partials[part]
+        partial[:] = 0.0
+        for task in range(part * tasks // parts, (part + 1) * tasks // parts):
+            n, oh = task // out_height, task % out_height
+            dy_row = task * out_width * out_channels
+            for i in range(kh):
+                h = oh * sh - pt + i
+                if h < 0 or h >= height:
+                    continue
+                for j in range(kw):
+                    # the output pixels whose tap (i, j) is inside the image
+                    first, end = max(0, -((j - pl) // sw)), min(out_width, (width - 1 + pl - j) // sw + 1)
+                    for c in range(channels):
+                        row = ((i * kw + j) * channels + c) * out_channels
+                        pixel0 = (n * height + h) * width * channels + (j - pl) * channels + c
+                        o0 = 0
+                        while o0 + GROUP <= out_channels:
+                            acc0, acc1, acc2, acc3 = zeros(), zeros(), zeros(), zeros()
+                            for ow in range(first, end):
+                                v, d = splat(x[pixel0 + ow * sw * channels]), dy_row + ow * out_channels + o0
+                                acc0 = fma(v, load(dy, d), acc0)
+                                acc1 = fma(v, load(dy, d + WIDTH), acc1)
+                                acc2 = fma(v, load(dy, d + 2 * WIDTH), acc2)
+                                acc3 = fma(v, load(dy, d + 3 * WIDTH), acc3)
+                            store(partial, row + o0, add(load(partial, row + o0), acc0))
+                            store(partial, row + o0 + WIDTH, add(load(partial, row + o0 + WIDTH), acc1))
+                            store(partial, row + o0 + 2 * WIDTH, add(load(partial, row + o0 + 2 * WIDTH), acc2))
+                            store(partial, row + o0 + 3 * WIDTH, add(load(partial, row + o0 + 3 * WIDTH), acc3))
+                            o0 += GROUP
+                        while o0 + WIDTH <= out_channels:
+                            acc = zeros()
+                            for ow in range(first, end):
+                                acc = fma(splat(x[pixel0 + ow * sw * channels]),
+                                          load(dy, dy_row + ow * out_channels + o0), acc)
+                            store(partial, row + o0, add(load(partial, row + o0), acc))
+                            o0 += WIDTH
+
+
+NO_BIAS = np.zeros(1, dtype=np.float32)
+
+
+def few_inputs_forward(x, w, bias, g, activation_code, alpha, y):
+    """y (N, OH, OW, O) = epilogue(conv2d(x, w) + bias), in place."""
+    forward_kernel(x.reshape(-1), w.reshape(-1), g, x.shape[0], w.shape[3], NO_BIAS if bias is None else bias,
+                   bias is not None, activation_code, np.float32(alpha), y.reshape(-1))
+
+
+def few_inputs_weight_gradient(dy, x, g, w_shape):
+    """dw (kh, kw, C, O)."""
+    partials = np.empty((PARTS, g.depth * w_shape[3]), dtype=np.float32)
+    weight_gradient_kernel(dy.reshape(-1), x.reshape(-1), g, x.shape[0], w_shape[3], partials)
+    total = partials[0].copy()
+    for part in partials[1:]:
+        total += part
+    return total.reshape(w_shape)
