@@ -7,7 +7,7 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
   C is cut into row_parts x col_parts rectangles of whole tiles, one per thread (thread_grid);
   each thread, with buffers of its own and no barrier to wait at:
     for each NC-wide panel of its columns and each KC-deep slice of K (a short rest of either,
-    under a quarter, joins the last panel or slice: panel_end, slice_end):
+    under a quarter, joins the last panel or slice: block_end):
       pack B[slice, panel] into NR-wide slivers, k-major (stays in L2)
       for each MC-row block of its rows:
         pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
@@ -58,14 +58,16 @@ IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
                                                (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
 
-def slice_end(depth0, k):
-    """Where the packed slice of K that starts at depth0 ends: KC further on, or at k when less
-    than KC // 4 would be left over. A short last slice would cost a whole pass over C (each
-    tile read and written again) for a few FMAs; merged, it is multiplied as its own KC part
-    right after the previous one, while the tile of C is still in L1 (multiply_block), so the
-    sums are still those of KC slices, in order."""
-    end = depth0 + KC
-    return k if k - end < KC // 4 else end
+def block_end(start, stop, size):
+    """Where the slice of K, panel of B's columns or block of A's rows that starts at `start` ends:
+    `size` further on, or at `stop` when less than size // 4 would be left over. A short last
+    slice of K would cost a whole pass over C (each tile read and written again) for a few FMAs:
+    merged, it is multiplied as its own KC part right after the previous one, while the tile of C
+    is still in L1 (multiply_block), so the sums are still those of KC slices, in order. A narrow
+    last panel would pack all of A again; a short last block would stream B's panel through L1
+    for a tile or two a sliver."""
+    end = start + size
+    return stop if stop - end < size // 4 else end
 
 
 def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
@@ -186,7 +188,7 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
     """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times B's slivers, sliver t's
     row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
     the first slice, added by the others; the epilogue after the last. A slice deeper than KC
-    (slice_end) is multiplied KC rows at a time, each part added to the tile in turn."""
+    (block_end) is multiplied KC rows at a time, each part added to the tile in turn."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
@@ -219,38 +221,34 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
-def panel_end(panel0, col1, nc):
-    """Where the panel of B's columns that starts at panel0 ends: nc further on, or at col1 when
-    less than nc // 4 would be left over (a narrow last panel would pack all of A again for it)."""
-    end = panel0 + nc
-    return col1 if col1 - end < nc // 4 else end
-
-
 def gemm_rectangle(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
                    has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
     one thread, packing its own slices of B and blocks of A into buffers it reuses."""
-    deepest = min(k, KC + KC // 4)   # slice_end and panel_end allow up to a quarter more
+    deepest = min(k, KC + KC // 4)   # block_end allows up to a quarter more
     widest = min(cols, nc + nc // 4)
+    tallest = min(rows, mc + mc // 4)
     b_buffer = aligned_floats(-(-widest // NR) * deepest * NR)
-    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * deepest * MR)
+    a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
     panel0 = col0
     while panel0 < col0 + cols:
-        panel_cols = panel_end(panel0, col0 + cols, nc) - panel0
+        panel_cols = block_end(panel0, col0 + cols, nc) - panel0
         col_slivers = -(-panel_cols // NR)
         depth0 = 0
         while depth0 < k:
-            depth = slice_end(depth0, k) - depth0
+            depth = block_end(depth0, k, KC) - depth0
             b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, panel0, panel_cols, b_packed)
-            for block0 in range(row0, row0 + rows, mc):
-                block_rows = min(mc, row0 + rows - block0)
+            block0 = row0
+            while block0 < row0 + rows:
+                block_rows = block_end(block0, row0 + rows, mc) - block0
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
                 pack_a(a, a_row_stride, a_col_stride, block0, block_rows, depth0, depth, a_packed)
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
                                panel_cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
                                activation, alpha)
+                block0 += block_rows
             depth0 += depth
         panel0 += panel_cols
 
@@ -286,7 +284,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
     for s in numba.prange(row_slivers):
         depth0 = 0
         while depth0 < k:
-            depth = slice_end(depth0, k) - depth0
+            depth = block_end(depth0, k, KC) - depth0
             a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
             pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
                    a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
@@ -303,7 +301,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         b_buffer = aligned_floats((sliver1 - sliver0) * min(k, KC + KC // 4) * NR)
         depth0 = 0
         while depth0 < k:
-            depth = slice_end(depth0, k) - depth0
+            depth = block_end(depth0, k, KC) - depth0
             a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape(
                 (row_slivers, depth, MR))
             first, last = depth0 == 0, depth0 + depth == k
@@ -374,8 +372,7 @@ with slp_vectorize():
     copy_sliver_row = numba.njit(void(READ_ONLY, FLAT), cache=True)(copy_sliver_row)
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
-    slice_end = numba.njit(inline="always", cache=True)(slice_end)
-    panel_end = numba.njit(inline="always", cache=True)(panel_end)
+    block_end = numba.njit(inline="always", cache=True)(block_end)
     apply_epilogue = numba.njit(
         void(MATRIX, int64, int64, int64, int64, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(apply_epilogue)
