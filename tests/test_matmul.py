@@ -225,3 +225,23 @@ def test_one_column_equals_the_tiled_product_bit_for_bit(rng, m, k, transpose_a,
     np.testing.assert_array_equal(one_column[:, 0], tiled[:, 0])
     assert_close("gemv vs float64", one_column, (a.T if transpose_a else a).astype(np.float64)
                  @ (b.T if transpose_b else b), MATMUL_TOL)
+
+
+@pytest.mark.parametrize("m,n,k", [(150, 150, 300), (131, 157, 519), (140, 133, 256 + 63)])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, transpose_b):
+    """A rest of K under KC // 4 is packed with the last slice and a rest of columns under
+    NC // 4 with the last panel (block_end): the products must still be summed per
+    KC slice, so every column equals gemv's (which sums per KC slice) bit for bit. Many rows
+    and a narrow NC (128) take the blocked loop nest with a merged panel."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, n, k, False, transpose_b)
+    assert kernels.block_end(k // kernels.KC * kernels.KC - kernels.KC, k, kernels.KC) == k   # the last slice merged
+    assert kernels.block_end(0, n, 128) == n                                                  # and the last panel
+    tiled = kernels.fused_matmul(a, b, False, transpose_b, None, None, 0.0, blocking=(2 * kernels.MR, 128))
+    for j in (0, n - 1):
+        column = np.ascontiguousarray(b[j:j + 1] if transpose_b else b[:, j:j + 1])
+        one_column = pyai.ops.matmul(a, column, transpose_b=transpose_b)
+        np.testing.assert_array_equal(one_column[:, 0], tiled[:, j])
+    assert_close("merged slices vs float64", tiled, kernels.matmul_reference(a, b.T if transpose_b else b),
+                 MATMUL_TOL)

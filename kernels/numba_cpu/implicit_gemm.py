@@ -29,8 +29,8 @@ import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
-from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.matmul import (FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
+from pyai.kernels.numba_cpu.blocking import MC, NC
+from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
                                            pack_a_operand, pack_b_operand, slp_vectorize, thread_count,
                                            thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
@@ -212,7 +212,7 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bi
         row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
-            corners = np.empty((4, max(MR, KC)), dtype=np.int64)
+            corners = np.empty((4, max(MR, DEEPEST)), dtype=np.int64)   # a slice's rows, or a sliver's
             if windows_are_a:
                 gemm_rectangle((image, shape, tap_rows, tap_cols, corners, aligned_floats(4 * WIDTH * WIDTH)),
                                (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols,

@@ -6,7 +6,8 @@ Cost: 2*M*N*K FLOPs; at best 4*(M*K + K*N + M*N) bytes from memory.
 The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
   C is cut into row_parts x col_parts rectangles of whole tiles, one per thread (thread_grid);
   each thread, with buffers of its own and no barrier to wait at:
-    for each NC-wide panel of its columns and each KC-deep slice of K:
+    for each NC-wide panel of its columns and each KC-deep slice of K (a short rest of either,
+    under a quarter, joins the last panel or slice: block_end):
       pack B[slice, panel] into NR-wide slivers, k-major (stays in L2)
       for each MC-row block of its rows:
         pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
@@ -53,6 +54,21 @@ IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are thi
 IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 MB, held in L2
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
+
+DEEPEST = KC + KC // 4   # the deepest slice block_end makes
+
+
+def block_end(start, stop, size):
+    """Where the slice of K, panel of B's columns or block of A's rows that starts at `start` ends:
+    `size` further on, or at `stop` when less than size // 4 would be left over. A short last
+    slice of K would cost a whole pass over C (each tile read and written again) for a few FMAs:
+    merged, it is multiplied as its own KC part right after the previous one, while the tile of C
+    is still in L1 (multiply_block), so the sums are still those of KC slices, in order. A narrow
+    last panel would pack all of A again; a short last block would stream B's panel through L1
+    for a tile or two a sliver."""
+    end = start + size
+    return stop if stop - end < size // 4 else end
+
 
 def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
     """The plain version the kernel is tested against (float64)."""
@@ -143,31 +159,36 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
                    first_slice, last_slice, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times B's slivers, sliver t's
     row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
-    the first slice, added by the others; the epilogue after the last."""
+    the first slice, added by the others; the epilogue after the last. A slice deeper than KC
+    (block_end) is multiplied KC rows at a time, each part added to the tile in turn."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
+    depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
         col = col0 + t * NR
         tile_cols = min(NR, col0 + cols - col)
         for s in range(a_packed.shape[0]):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
-            start = b_start + t * sliver_step
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
-            if tile_rows == (ROWS_PER_GROUP if half else MR) and tile_cols == NR:
-                if half:
-                    half_kernel_strided(a_packed[s], b, start, b_stride, c, row, col, not first_slice)
+            for part0 in range(0, depth, KC):
+                a_part = a_packed[s, part0:min(depth, part0 + KC)]
+                start = b_start + t * sliver_step + part0 * b_stride
+                accumulate = not first_slice or part0 > 0
+                if tile_rows == (ROWS_PER_GROUP if half else MR) and tile_cols == NR:
+                    if half:
+                        half_kernel_strided(a_part, b, start, b_stride, c, row, col, accumulate)
+                    else:
+                        micro_kernel_strided(a_part, b, start, b_stride, c, row, col, accumulate)
                 else:
-                    micro_kernel_strided(a_packed[s], b, start, b_stride, c, row, col, not first_slice)
-            else:
-                if half:
-                    half_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False)
-                else:
-                    micro_kernel_strided(a_packed[s], b, start, b_stride, edge, 0, 0, False)
-                # element by element: a slice assignment would compile numpy's broadcast
-                # checks and their error messages into every caller
-                for i in range(tile_rows):
-                    for j in range(tile_cols):
-                        c[row + i, col + j] = edge[i, j] if first_slice else c[row + i, col + j] + edge[i, j]
+                    if half:
+                        half_kernel_strided(a_part, b, start, b_stride, edge, 0, 0, False)
+                    else:
+                        micro_kernel_strided(a_part, b, start, b_stride, edge, 0, 0, False)
+                    # element by element: a slice assignment would compile numpy's broadcast
+                    # checks and their error messages into every caller
+                    for i in range(tile_rows):
+                        for j in range(tile_cols):
+                            c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
             if last_slice and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
@@ -205,23 +226,32 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
     one thread, packing its own slices of B and blocks of A (pack_a_operand, pack_b_operand)
     into buffers it reuses."""
-    b_buffer = aligned_floats(-(-min(cols, nc) // NR) * min(k, KC) * NR)
-    a_buffer = aligned_floats(-(-min(rows, mc) // MR) * min(k, KC) * MR)
-    for panel0 in range(col0, col0 + cols, nc):
-        panel_cols = min(nc, col0 + cols - panel0)
+    deepest = min(k, DEEPEST)   # block_end allows up to a quarter more
+    widest = min(cols, nc + nc // 4)
+    tallest = min(rows, mc + mc // 4)
+    b_buffer = aligned_floats(-(-widest // NR) * deepest * NR)
+    a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
+    panel0 = col0
+    while panel0 < col0 + cols:
+        panel_cols = block_end(panel0, col0 + cols, nc) - panel0
         col_slivers = -(-panel_cols // NR)
-        for depth0 in range(0, k, KC):
-            depth = min(KC, k - depth0)
+        depth0 = 0
+        while depth0 < k:
+            depth = block_end(depth0, k, KC) - depth0
             b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
             pack_b_operand(b, depth0, depth, panel0, panel_cols, b_packed)
-            for block0 in range(row0, row0 + rows, mc):
-                block_rows = min(mc, row0 + rows - block0)
+            block0 = row0
+            while block0 < row0 + rows:
+                block_rows = block_end(block0, row0 + rows, mc) - block0
                 row_slivers = -(-block_rows // MR)
                 a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
                 pack_a_operand(a, block0, block_rows, depth0, depth, a_packed)
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
-                               panel_cols, depth0 == 0, depth0 + KC >= k, bias, has_bias,
+                               panel_cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
                                activation, alpha)
+                block0 += block_rows
+            depth0 += depth
+        panel0 += panel_cols
 
 
 def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
@@ -253,11 +283,13 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
     col_slivers = -(-n // NR)
     a_slices = aligned_floats(row_slivers * k * MR)
     for s in numba.prange(row_slivers):
-        for depth0 in range(0, k, KC):
-            depth = min(KC, k - depth0)
+        depth0 = 0
+        while depth0 < k:
+            depth = block_end(depth0, k, KC) - depth0
             a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
             pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
                    a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
+            depth0 += depth
     for chunk in numba.prange(col_chunks):
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
@@ -267,12 +299,13 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         # last one packed
         in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride <= IN_PLACE_STRIDE
                                        and k <= IN_PLACE_DEPTH) else 0
-        b_buffer = aligned_floats((sliver1 - sliver0) * min(k, KC) * NR)
-        for depth0 in range(0, k, KC):
-            depth = min(KC, k - depth0)
+        b_buffer = aligned_floats((sliver1 - sliver0) * min(k, DEEPEST) * NR)
+        depth0 = 0
+        while depth0 < k:
+            depth = block_end(depth0, k, KC) - depth0
             a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape(
                 (row_slivers, depth, MR))
-            first, last = depth0 == 0, depth0 + KC >= k
+            first, last = depth0 == 0, depth0 + depth == k
             if in_place:
                 multiply_block(a_packed, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m,
                                col0, in_place, first, last, bias, has_bias, activation, alpha)
@@ -282,6 +315,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
                        b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
                 multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
                                cols - in_place, first, last, bias, has_bias, activation, alpha)
+            depth0 += depth
 
 
 def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha):
@@ -338,6 +372,7 @@ with slp_vectorize():
     copy_sliver_row = numba.njit(void(READ_ONLY, FLAT), cache=True)(copy_sliver_row)
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
+    block_end = numba.njit(inline="always", cache=True)(block_end)
     multiply_block = numba.njit(
         void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
