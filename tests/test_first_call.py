@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pyai.kernels.numba_cpu import adam, binary_crossentropy, leaky_relu, ordered_sum
+from pyai.kernels.numba_cpu import adam, binary_crossentropy, leaky_relu
 from pyai.kernels.numba_cpu.first_call import PARALLEL_ELEMENTS
 
 # 1, a prime, both sides of the threshold, and past it by several blocks of the ordered sum
@@ -30,9 +30,8 @@ def test_the_serial_and_parallel_compiles_give_the_same_bits(rng, n):
         for one, other in zip(serial, parallel):
             if isinstance(one, np.ndarray):
                 assert np.array_equal(one, other), kernel.__doc__
-    term = binary_crossentropy.bce_logits_term
-    total = ordered_sum.ordered_sum.serial(term, x, t)
-    assert np.isfinite(total) and total == ordered_sum.ordered_sum.parallel(term, x, t)
+    total = binary_crossentropy.bce_logits_sum.serial(x, t)
+    assert np.isfinite(total) and total == binary_crossentropy.bce_logits_sum.parallel(x, t)
 
 
 def test_a_small_array_compiles_the_serial_kernel_only(tmp_path):
@@ -45,3 +44,18 @@ def test_a_small_array_compiles_the_serial_kernel_only(tmp_path):
     assert result.returncode == 0, result.stderr
     dx, serial, parallel = json.loads(result.stdout)
     assert dx == [0.5, 0.5, 0.5, 0.5, 1, 1, 1] and (serial, parallel) == (1, 0)
+
+
+def test_a_loss_sum_loads_from_the_cache_in_a_second_process(tmp_path):
+    """A loss's sum is a kernel of its own (ordered_sum.sum_kernel): a kernel taking the term as an
+    argument was compiled again in every process (its type is new in each, and in Numba's key)."""
+    code = ("import json, numpy as np, pyai; from pyai.kernels.numba_cpu import binary_crossentropy as k; "
+            "z = np.linspace(-3, 3, 9000, dtype=np.float32); t = (z > 0).astype(np.float32); "
+            "loss = float(pyai.ops.binary_crossentropy(z, t, from_logits=True)); "
+            "print(json.dumps([loss, sum(k.bce_logits_sum.parallel.stats.cache_hits.values())]))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    (first, first_hits), (second, second_hits) = (json.loads(run.stdout) for run in runs)
+    assert first == second and np.isfinite(first)
+    assert not first_hits and second_hits, (first_hits, second_hits)

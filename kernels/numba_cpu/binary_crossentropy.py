@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu.first_call import BySize
-from pyai.kernels.numba_cpu.ordered_sum import ordered_sum
+from pyai.kernels.numba_cpu.ordered_sum import ordered_sum, sum_kernel
 
 LOW = np.float32(1e-7)       # Keras's backend.epsilon(), as the float32 the clip compares with
 HIGH = np.float32(1 - 1e-7)
@@ -107,9 +107,20 @@ bce_backward_kernel = BySize(bce_backward_kernel, elements=PARALLEL_ELEMENTS)
 bce_logits_backward_kernel = BySize(bce_logits_backward_kernel, elements=PARALLEL_ELEMENTS)
 
 
+def bce_sum(p, t):
+    return ordered_sum(bce_term, p, t)
+
+
+def bce_logits_sum(z, t):
+    return ordered_sum(bce_logits_term, z, t)
+
+
+bce_sum, bce_logits_sum = sum_kernel(bce_sum), sum_kernel(bce_logits_sum)
+
+
 # p, t: float32, the same shape, C-contiguous
 def bce_forward(p, t):
-    return ordered_sum(bce_term, p.reshape(-1), t.reshape(-1)) / p.size
+    return bce_sum(p.reshape(-1), t.reshape(-1)) / p.size
 
 
 # p, t, d: float32, the same shape, C-contiguous
@@ -121,7 +132,7 @@ def bce_backward(p, t):
 
 # z, t: float32, the same shape, C-contiguous
 def bce_logits_forward(z, t):
-    return ordered_sum(bce_logits_term, z.reshape(-1), t.reshape(-1)) / z.size
+    return bce_logits_sum(z.reshape(-1), t.reshape(-1)) / z.size
 
 
 # z, t, d: float32, the same shape, C-contiguous

@@ -14,7 +14,7 @@ any thread count). The differences and the sum are in float64: a float32 running
 import numba
 import numpy as np
 
-from pyai.kernels.numba_cpu.ordered_sum import ordered_sum
+from pyai.kernels.numba_cpu.ordered_sum import ordered_sum, sum_kernel
 
 
 def mse_forward_reference(prediction, target):
@@ -37,9 +37,14 @@ def mse_backward_kernel(prediction, target, scale, d):
         d[i] = (prediction[i] - target[i]) * scale
 
 
+@sum_kernel
+def squared_difference_sum(prediction, target):
+    return ordered_sum(squared_difference, prediction, target)
+
+
 # prediction, target: float32, the same shape, C-contiguous
 def mse_forward(prediction, target):
-    return ordered_sum(squared_difference, prediction.reshape(-1), target.reshape(-1)) / prediction.size
+    return squared_difference_sum(prediction.reshape(-1), target.reshape(-1)) / prediction.size
 
 
 # prediction, target, d: float32, the same shape, C-contiguous
