@@ -142,6 +142,24 @@ def check_attention(data):
         close(got, want, 10 * keys, name)
 
 
+def check_attention_qkv(data):
+    """attention over one (B, T, 3, H, D) projection output against the reference on its heads."""
+    batch, time, heads, depth = dims(data, 1, 2), dims(data, 1, 24), dims(data, 1, 3), dims(data, 1, 16)
+    causal = data.draw(st.booleans())
+    qkv, qkv64 = draw_array(data, (batch, time, 3, heads, depth))
+    do, do64 = draw_array(data, (batch, time, heads, depth))
+    q64, k64, v64 = (qkv64[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    s = 1 / np.sqrt(depth)
+    o, lse = ops.attention_qkv(qkv, causal=causal, return_lse=True)
+    o64, lse64 = attention_forward.attention_forward_reference(q64, k64, v64, causal, s)
+    close(o, o64.transpose(0, 2, 1, 3), 3)
+    close(lse, lse64, 10)
+    dqkv = ops.attention_qkv_grad(do, qkv, o, lse, causal=causal)
+    wants = attention_backward.attention_backward_reference(do64.transpose(0, 2, 1, 3), q64, k64, v64, causal, s)
+    for i, (name, want) in enumerate(zip("dq dk dv".split(), wants)):
+        close(dqkv[:, :, i], want.transpose(0, 2, 1, 3), 10 * time, name)
+
+
 def check_layer_norm(data):
     shape = tuple(dims(data, 1, 5) for _ in range(dims(data, 0, 2))) + (dims(data, 2, 40),)
     x, x64 = draw_array(data, shape, integers=True)
@@ -253,6 +271,7 @@ CHECKS = {
     "gelu_grad": elementwise(ops.gelu_grad, gelu.gelu_backward_reference, grad=True),
     "mse, binary_crossentropy and grads": check_losses,
     "attention, attention_grad": check_attention,
+    "attention_qkv, attention_qkv_grad": check_attention_qkv,
     "layer_norm, layer_norm_grad": check_layer_norm,
     "softmax": check_softmax,
     "softmax_cross_entropy": check_softmax_cross_entropy,
