@@ -65,16 +65,20 @@ __global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* 
     const float* x_row = x + row * channels;
     const float* dy_row = dy + row * channels;
     float row_mean = mean[row], row_rstd = rstd[row];
-    double g_total = 0.0, g_xhat_total = 0.0;
+    double g_total = 0.0, g_xhat_total = 0.0, xhat_total = 0.0;
     for (int c = lane; c < channels; c += 32) {
         double g = double(dy_row[c]) * gamma[c];
+        double xhat = (double(x_row[c]) - row_mean) * row_rstd;
         g_total += g;
-        g_xhat_total = fma(g, (double(x_row[c]) - row_mean) * row_rstd, g_xhat_total);
+        g_xhat_total = fma(g, xhat, g_xhat_total);
+        xhat_total += xhat;
     }
-    double g_mean = warp_sum(g_total) / channels, g_xhat_mean = warp_sum(g_xhat_total) / channels;
+    // xhat centered on its own mean: the saved float32 mean is a rounding off the row's
+    double g_mean = warp_sum(g_total) / channels, shift = warp_sum(xhat_total) / channels;
+    double g_xhat_mean = warp_sum(g_xhat_total) / channels - shift * g_mean;
     float* dx_row = dx + row * channels;
     for (int c = lane; c < channels; c += 32) {
-        double xhat = (double(x_row[c]) - row_mean) * row_rstd;
+        double xhat = (double(x_row[c]) - row_mean) * row_rstd - shift;
         dx_row[c] = float(row_rstd * (double(dy_row[c]) * gamma[c] - g_mean - xhat * g_xhat_mean));
     }
 }

@@ -13,7 +13,8 @@ bytes (read dy and x, write dx). Memory-bound.
 Fast version: rows in parallel, each row read while it is in cache. The row statistics are in
 float64 (the mean, then the variance about it, which does not cancel as E[x^2] - mean^2 can;
 'reassoc' lets those float64 sums keep several SIMD partial sums), the normalization in float32,
-the backward's row in float64 (its three terms cancel where a row has few columns).
+the backward's row in float64 (its three terms cancel where a row has few columns), with xhat
+centered on its own mean (the saved float32 mean is a rounding off).
 dgamma and dbeta sum over every row: each chunk of CHUNK_ROWS rows adds into its own float64
 slot, and the slots are summed in order at the end, so no two threads write one slot and the
 result is the same on any number of threads.
@@ -39,9 +40,11 @@ def layer_norm_forward_reference(x, gamma, beta, epsilon):
     return (x - mean) * rstd * gamma + beta, mean[..., 0], rstd[..., 0]
 
 
-def layer_norm_backward_reference(dy, x, gamma, epsilon):
-    """float64 numpy, from x itself: (dx, dgamma, dbeta)."""
-    _, mean, rstd = layer_norm_forward_reference(x, gamma, 0.0, epsilon)
+def layer_norm_backward_reference(dy, x, gamma, epsilon, rstd=None):
+    """float64 numpy, from x itself: (dx, dgamma, dbeta); with `rstd` (one per row, e.g. the
+    forward's float32 ones) in place of x's own."""
+    _, mean, exact_rstd = layer_norm_forward_reference(x, gamma, 0.0, epsilon)
+    rstd = exact_rstd if rstd is None else rstd.astype(np.float64)
     xhat = (x - mean[..., None]) * rstd[..., None]
     g = dy * gamma.astype(np.float64)
     dx = rstd[..., None] * (g - g.mean(-1, keepdims=True)
@@ -78,26 +81,34 @@ def layer_norm_forward_kernel(x, gamma, beta, epsilon, y, mean, rstd):
 
 @numba.njit(fastmath=SUM_FASTMATH, cache=True)
 def gradient_means(dy, x, gamma, mean, rstd):
-    """(mean_c(g), mean_c(g xhat)) of one row, g = dy gamma, in float64."""
+    """(mean_c(g), mean_c(g xhat), mean_c(xhat)) of one row, g = dy gamma, xhat = (x - mean)
+    rstd, in float64."""
     wide_vectors()
     g_total = 0.0
     g_xhat_total = 0.0
+    xhat_total = 0.0
     for c in range(x.size):
         g = np.float64(dy[c]) * gamma[c]
+        xhat = (x[c] - mean) * rstd
         g_total += g
-        g_xhat_total += g * ((x[c] - mean) * rstd)
-    return g_total / x.size, g_xhat_total / x.size
+        g_xhat_total += g * xhat
+        xhat_total += xhat
+    return g_total / x.size, g_xhat_total / x.size, xhat_total / x.size
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
 def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta):
     """dx of one row; its dy xhat and dy added to this chunk's dgamma and dbeta slots. In
-    float64: g - mean(g) - xhat mean(g xhat) cancels where a row has few columns."""
+    float64: g - mean(g) - xhat mean(g xhat) cancels where a row has few columns. The saved
+    mean is float32, a rounding off the row's mean, and on a short row that shift of xhat
+    (the rounding times rstd) comes out of the cancellation as dx errors of 1e-5 and more;
+    xhat is centered on its own float64 mean, so the row's exact mean is the one used."""
     wide_vectors()
     mean, rstd = np.float64(mean), np.float64(rstd)
-    g_mean, g_xhat_mean = gradient_means(dy, x, gamma, mean, rstd)
+    g_mean, g_xhat_mean, shift = gradient_means(dy, x, gamma, mean, rstd)
+    g_xhat_mean -= shift * g_mean
     for c in range(x.size):
-        xhat = (x[c] - mean) * rstd
+        xhat = (x[c] - mean) * rstd - shift
         dx[c] = rstd * (np.float64(dy[c]) * gamma[c] - g_mean - xhat * g_xhat_mean)
         dgamma[c] += dy[c] * xhat
         dbeta[c] += dy[c]

@@ -13,7 +13,9 @@ Fast version: one block of ROW_THREADS threads per row (forward) or per run of r
 (backward); thread t takes columns t, t + ROW_THREADS, ... (coalesced), and the row sums are
 block reductions (`block_sum`). As in the CPU kernel the row statistics are float64 sums (the
 mean, then the spread about it, which does not cancel as E[x^2] - mean^2 can), the
-normalization float32; the row's later passes read it from L1/L2, not memory.
+normalization float32; the row's later passes read it from L1/L2, not memory. The backward
+centers xhat on its own mean: the saved float32 mean is a rounding off the row's, and on a short
+row that shift comes out of dx's cancellation as errors of 1e-5 and more.
 dgamma and dbeta sum over rows without atomics: block b adds its rows into its own float64 row
 of `partials` (thread t owning columns t mod ROW_THREADS, so no two threads write one slot),
 then one thread per column sums the BACKWARD_BLOCKS partials in order: the same result on every
@@ -103,14 +105,19 @@ def layer_norm_backward_kernel(dy, x, gamma, mean, rstd, dx, dgamma_partials, db
         row_mean, row_rstd = mean[row], rstd[row]
         g_total = float64(0.0)
         g_xhat_total = float64(0.0)
+        xhat_total = float64(0.0)
         for c in range(thread, width, ROW_THREADS):
             g = float64(dy[row, c] * gamma[c])
+            xhat = float64((x[row, c] - row_mean) * row_rstd)
             g_total += g
-            g_xhat_total += g * ((x[row, c] - row_mean) * row_rstd)
-        g_mean = float32(block_sum(g_total, scratch) / width)
-        g_xhat_mean = float32(block_sum(g_xhat_total, scratch) / width)
+            g_xhat_total += g * xhat
+            xhat_total += xhat
+        g_mean = block_sum(g_total, scratch) / width
+        shift = block_sum(xhat_total, scratch) / width
+        g_xhat_mean = float32(block_sum(g_xhat_total, scratch) / width - shift * g_mean)
+        g_mean, shift = float32(g_mean), float32(shift)
         for c in range(thread, width, ROW_THREADS):
-            xhat = (x[row, c] - row_mean) * row_rstd
+            xhat = (x[row, c] - row_mean) * row_rstd - shift
             dx[row, c] = row_rstd * (dy[row, c] * gamma[c] - g_mean - xhat * g_xhat_mean)
             dgamma_partials[block, c] += dy[row, c] * xhat
             dbeta_partials[block, c] += dy[row, c]
