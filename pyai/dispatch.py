@@ -67,6 +67,9 @@ class LazyRow(Mapping):
                 self.standing_in.add(op)
         return self.loaded[op]
 
+    def __contains__(self, op):
+        return op in self.kernels   # without importing its file, as Mapping's would
+
     def __iter__(self):
         return iter(self.kernels)
 
@@ -113,6 +116,11 @@ def implementation(op, backend=None):
 
 def ops_of(backend):
     return sorted(_module(backend).ROW)
+
+
+def implements(op, backend=None):
+    """Whether `backend` (default: the current one) has `op`."""
+    return op in _module(backend or get_backend()).ROW
 
 
 def backends():

@@ -395,6 +395,13 @@ def gelu_grad(dy, x, *, backend=None):
 
 
 @per_call_backend
+def bias_grad(dy, *, backend=None):
+    """db = dy summed over every axis but the last, (C,): the bias gradient of a dense layer
+    (dy (batch, C)) or of a convolution (dy (N, H, W, C))."""
+    return implementation("bias_grad", backend)(as_float32("dy", dy, min_ndim=1))
+
+
+@per_call_backend
 def softmax(x, *, backend=None):
     """exp(x) / sum(exp(x)) over the last axis, finite for any finite x."""
     return implementation("softmax", backend)(as_float32("x", x, min_ndim=1))

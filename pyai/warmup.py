@@ -35,7 +35,7 @@ from pyai.dispatch import use_backend
 CHAINS = [("matmul", "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
           ("softmax", "softmax_cross_entropy", "attention_forward", "attention_backward"),
           ("leaky_relu", "relu", "sigmoid", "tanh", "gelu", "mse", "binary_crossentropy", "sgd",
-           "adam", "layer_norm", "embedding")]
+           "adam", "layer_norm", "embedding", "bias_grad")]
 # the kernel files each file imports that compile kernels when they are imported
 IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax",),
            "attention_backward": ("softmax", "attention_forward"),
@@ -47,7 +47,7 @@ IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax
 SECONDS = {"matmul": 8, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
            "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
            "mse": 1, "binary_crossentropy": 1, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
-           "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+           "bias_grad": 1, "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 # a kernel file: the file of the same functions and results that runs while a worker compiles it,
 # and its CPU seconds to compile (measured as SECONDS were)
@@ -218,6 +218,7 @@ def exercise(file, every_loop=True):
         "layer_norm": lambda: ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
             x, floats(7), floats(7), return_stats=True)[1:]),
         "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),
+        "bias_grad": lambda: [ops.bias_grad(a) for a, _ in pairs],
         "softmax": lambda: ops.softmax(x),
         "softmax_cross_entropy": lambda: ops.softmax_cross_entropy(x, targets),
         "attention_forward": lambda: (ops.attention(*(floats(1, 2, 5, 4) for _ in range(3)), causal=True),
@@ -245,14 +246,14 @@ def exercise(file, every_loop=True):
 
 # the ops each training command runs (checked by the tests), for `announce`'s estimate
 TRAINING_OPS = {
-    "mlp": ("linear", "matmul", "binary_crossentropy_logits", "binary_crossentropy_logits_grad",
+    "mlp": ("linear", "matmul", "bias_grad", "binary_crossentropy_logits", "binary_crossentropy_logits_grad",
             "adam_update"),
-    "gan": ("linear", "matmul", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
+    "gan": ("linear", "matmul", "bias_grad", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
             "binary_crossentropy_logits_grad", "adam_update"),
-    "gan-conv": ("linear", "matmul", "leaky_relu_grad", "conv2d", "conv2d_grad", "conv2d_transpose",
+    "gan-conv": ("linear", "matmul", "bias_grad", "leaky_relu_grad", "conv2d", "conv2d_grad", "conv2d_transpose",
                  "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update"),
-    "gpt": ("linear", "matmul", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
+    "gpt": ("linear", "matmul", "bias_grad", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
             "gelu_grad", "attention_qkv", "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
 }
 

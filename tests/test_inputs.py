@@ -68,6 +68,7 @@ CALLS = {
     "layer_norm_grad": ({"dy": normal(3, 4), "x": _x, "gamma": normal(4), "mean": _mean, "rstd": _rstd}, {}),
     "gelu": ({"x": normal(3, 4)}, {}),
     "gelu_grad": ({"dy": normal(3, 4), "x": normal(3, 4)}, {}),
+    "bias_grad": ({"dy": normal(3, 4)}, {}),
     "softmax": ({"x": normal(3, 4)}, {}),
     "softmax_cross_entropy": ({"logits": normal(3, 4), "targets": np.array([0, 3, 1])}, {}),
     "embedding": ({"ids": np.array([[0, 2], [1, 1]]), "table": normal(3, 4)}, {}),

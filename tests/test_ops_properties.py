@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyai import ops
-from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, binary_crossentropy,
+from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, bias_grad, binary_crossentropy,
                                     conv2d, conv2d_backward, conv2d_transpose,
                                     conv2d_transpose_backward, embedding, gelu, layer_norm, leaky_relu,
                                     matmul, mse, relu, sgd, sigmoid, softmax, softmax_cross_entropy, tanh)
@@ -177,6 +177,12 @@ def check_layer_norm(data):
         close(got, want, 10 * np.prod(shape[:-1]), name)
 
 
+def check_bias_grad(data):
+    shape = tuple(dims(data, 1, 40) for _ in range(dims(data, 1, 4)))
+    dy, dy64 = draw_array(data, shape, integers=True)
+    close(ops.bias_grad(dy), bias_grad.bias_grad_reference(dy64), 3 * np.prod(shape[:-1]))
+
+
 def check_softmax(data):
     shape = tuple(dims(data, 1, 5) for _ in range(dims(data, 0, 2))) + (dims(data, 1, 40),)
     x, x64 = draw_array(data, shape, -30.0, 30.0, integers=True)
@@ -269,6 +275,7 @@ CHECKS = {
     "tanh_grad": elementwise(ops.tanh_grad, tanh.tanh_backward_reference, True, (-1.0, 1.0)),
     "gelu": elementwise(ops.gelu, gelu.gelu_forward_reference),
     "gelu_grad": elementwise(ops.gelu_grad, gelu.gelu_backward_reference, grad=True),
+    "bias_grad": check_bias_grad,
     "mse, binary_crossentropy and grads": check_losses,
     "attention, attention_grad": check_attention,
     "attention_qkv, attention_qkv_grad": check_attention_qkv,

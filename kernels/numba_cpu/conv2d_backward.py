@@ -5,7 +5,7 @@ output before any activation (the caller applies the activation's gradient first
 With windows(x) the (N*OH*OW, kh*kw*C) im2col matrix of x and dy as an (N*OH*OW, O) matrix:
     dw = windows(x)^T @ dy         reshaped to (kh, kw, C, O)    2*N*OH*OW*kh*kw*C*O FLOPs
     dx = the transpose of the convolution applied to dy           as many FLOPs
-    db = the column sums of dy     (O,)   (im2col.bias_gradient)
+    db = the column sums of dy     (O,)   (bias_grad.py)
 dw is an implicit GEMM (implicit_gemm.py): dy^T @ windows(x), the windows packed straight from
 x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image of fewer than
 PACKED_MIN_CHANNELS channels, it is summed directly where the windows are short
@@ -18,12 +18,13 @@ output channels is computed directly (conv2d_direct.py).
 
 import numpy as np
 
+from pyai.kernels.numba_cpu.bias_grad import bias_grad
 from pyai.kernels.numba_cpu.conv2d import conv_windows
 from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
                                                   direct_weight_gradient)
 from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs, few_inputs_weight_gradient
 from pyai.kernels.numba_cpu.conv2d_transpose import transposed_conv
-from pyai.kernels.numba_cpu.im2col import (bias_gradient, col2im_reference, geometry, im2col, im2col_reference,
+from pyai.kernels.numba_cpu.im2col import (col2im_reference, geometry, im2col, im2col_reference,
                                            image_chunks)
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, window_weight_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul
@@ -77,5 +78,5 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
             transposed_conv(dy, w, g, None, None, 0.0, dx)
         if weight_gradient:
             dw = conv_weight_gradient(x, g, dy_rows, w.shape)
-    db = bias_gradient(dy_rows) if weight_gradient else None
+    db = bias_grad(dy_rows) if weight_gradient else None
     return dx, dw, db

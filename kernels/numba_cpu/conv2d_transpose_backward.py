@@ -15,10 +15,11 @@ im2col matrix a chunk at a time where O is small.
 
 import numpy as np
 
+from pyai.kernels.numba_cpu.bias_grad import bias_grad
 from pyai.kernels.numba_cpu.conv2d import conv2d_forward
 from pyai.kernels.numba_cpu.conv2d_backward import conv_weight_gradient
 from pyai.kernels.numba_cpu.conv2d_transpose import transpose_geometry
-from pyai.kernels.numba_cpu.im2col import bias_gradient, im2col_reference
+from pyai.kernels.numba_cpu.im2col import im2col_reference
 
 
 def conv2d_transpose_backward_reference(dy, x, w, stride, padding):
@@ -35,5 +36,5 @@ def conv2d_transpose_backward(dy, x, w, stride, padding, input_gradient, weight_
     g = transpose_geometry(x.shape, w.shape, stride, padding)
     dx = conv2d_forward(dy, w, None, stride, padding, None, 0.0) if input_gradient else None
     dw = conv_weight_gradient(dy, g, x.reshape(-1, w.shape[3]), w.shape) if weight_gradient else None
-    db = bias_gradient(dy.reshape(-1, g.channels)) if weight_gradient else None
+    db = bias_grad(dy) if weight_gradient else None
     return dx, dw, db

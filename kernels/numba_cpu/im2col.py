@@ -25,11 +25,6 @@ whole images at a time, each chunk's cols in a workspace of about WORKSPACE_FLOA
 least one image's) that a thread keeps and reuses from call to call.
 Cost: im2col writes 4*N*OH*OW*kh*kw*C bytes and reads the image once or a few times (from cache);
 col2im reads as many and writes the image.
-
-bias_gradient, the column sums of dy's rows (a convolution's db), is here too: BIAS_PARTS tasks
-each sum a fixed run of rows into a partial, in float32 a row at a time (a vector loop over the
-channels), and the partials are added in order in float64; the same bits on any thread count,
-dy read once (numpy's axis-0 sum took 1.08 ms for 50176 x 32 rows on this machine, this 0.15 ms).
 """
 
 import threading
@@ -173,28 +168,7 @@ def col2im_kernel(cols, first, end, g, big_rows, bias, has_bias, activation, alp
             apply_epilogue(big_rows, row0, 0, width, channels, bias, has_bias, activation, alpha)
 
 
-@numba.njit(parallel=True, cache=True)
-def column_sums_kernel(rows, partials):
-    parts = partials.shape[0]
-    count, columns = rows.shape
-    for part in numba.prange(parts):
-        partial = partials[part]
-        partial[:] = 0.0
-        for i in range(part * count // parts, (part + 1) * count // parts):
-            row = rows[i]
-            for j in range(columns):
-                partial[j] += row[j]
-
-
 NO_BIAS = np.zeros(1, dtype=np.float32)
-BIAS_PARTS = 16
-
-
-def bias_gradient(dy_rows):
-    """The column sums of dy_rows (M, O), float32."""
-    partials = np.empty((BIAS_PARTS, dy_rows.shape[1]), dtype=np.float32)
-    column_sums_kernel(dy_rows, partials)
-    return partials.sum(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def im2col(big, g, first, end, slot="cols"):

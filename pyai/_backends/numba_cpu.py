@@ -39,6 +39,7 @@ KERNELS = {
     "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
     "gelu": ("gelu", "gelu_forward"),
     "gelu_grad": ("gelu", "gelu_backward"),
+    "bias_grad": ("bias_grad", "bias_grad"),
     "softmax": ("softmax", "softmax_forward"),
     "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),
     "embedding": ("embedding", "embedding_forward"),

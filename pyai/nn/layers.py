@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from pyai import ops
+from pyai import dispatch, ops
 from pyai.checks import as_float32, positive_int, real_number
 
 
@@ -91,6 +91,17 @@ def linear_forward(x, weight, bias, activation, alpha):
     return ops.linear(x, weight, bias, activation=activation, alpha=alpha), None
 
 
+def bias_gradient(dy, out=None):
+    """dy (rows, C) summed over its rows, into `out` when given: by the backend's bias_grad
+    where it has one, else numpy's."""
+    if not dispatch.implements("bias_grad"):
+        return dy.sum(axis=0, dtype=np.float32, out=out)
+    if out is None:
+        return ops.bias_grad(dy)
+    out[...] = ops.bias_grad(dy)
+    return out
+
+
 # dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
 # (in, out) and dbias (out,), from the forward's x, y and pre-activation (gelu only).
 def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True,
@@ -99,7 +110,7 @@ def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=Tru
     given (views of a flat gradient buffer), else into new arrays."""
     dpre = activation_gradient(dy, y, pre, activation, alpha)
     dweight = ops.matmul(x, dpre, transpose_a=True, out=weight_out)
-    dbias = dpre.sum(axis=0, dtype=np.float32, out=bias_out)
+    dbias = bias_gradient(dpre, out=bias_out)
     dx = ops.matmul(dpre, weight, transpose_b=True) if input_gradient else None
     return dx, dweight, dbias
 

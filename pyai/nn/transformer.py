@@ -11,7 +11,7 @@ import numpy as np
 
 from pyai import dispatch, ops
 from pyai.checks import positive_int, real_number
-from pyai.nn.layers import Dense, Layer, Sequential, check_backward
+from pyai.nn.layers import Dense, Layer, Sequential, bias_gradient, check_backward
 
 
 class Composite(Layer):
@@ -176,7 +176,7 @@ class MultiHeadAttention(Composite):
     @staticmethod
     def reads_qkv():
         """Whether the current backend takes the projection's output as it is (attention_qkv)."""
-        return "attention_qkv" in dispatch.ops_of(dispatch.get_backend())
+        return dispatch.implements("attention_qkv")
 
     # dy is (B, T, C) -> dx is (B, T, C); fills the four projections' gradients
     def backward(self, dy):
@@ -195,7 +195,7 @@ class MultiHeadAttention(Composite):
                 dqkv[:, :, i] = grad.transpose(0, 2, 1, 3)
         dqkv = dqkv.reshape(batch * time, 3 * channels)
         dweight = ops.matmul(self.rows, dqkv, transpose_a=True)
-        dbias = dqkv.sum(axis=0, dtype=np.float32)
+        dbias = bias_gradient(dqkv)
         for i, dense in enumerate((self.query, self.key, self.value)):
             columns = slice(i * channels, (i + 1) * channels)
             dense.grad_weight = dense.keep_gradient("weight", dweight[:, columns])
