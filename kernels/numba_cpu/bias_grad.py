@@ -8,9 +8,10 @@ Fast version: BIAS_PARTS tasks (numba.prange) each sum a fixed run of rows into 
 partial, a row at a time (a vector loop over the columns), and the partials are added in order in
 float64: dy read once, the same bits on any thread count, and each float32 partial a sum of at
 most rows / BIAS_PARTS terms (numpy's float32 axis-0 sum adds all rows in turn into one float32
-row). Small arrays take the kernel's serial compile (first_call.BySize).
-Measured on one Intel Xeon (AVX-512, 2 cores): a (2048, 384) dy 0.19 ms by numpy's axis-0 sum,
-0.055 ms here; (50176, 32) 1.08 -> 0.15 ms.
+row). Arrays under PARALLEL_ELEMENTS take the kernel's serial compile (first_call.BySize).
+Measured on one Intel Xeon (AVX-512, 2 cores), numpy's axis-0 sum / serial / parallel: (64, 1024)
+0.0068 / 0.0044 / 0.0060 ms, (256, 512) 0.0137 / 0.0114 / 0.0131, (2048, 128) 0.052 / 0.018 /
+0.017, (2048, 384) 0.18 / 0.11 / 0.063; (50176, 32) 1.08 ms by numpy, 0.15 parallel.
 """
 
 import numba
@@ -26,7 +27,9 @@ def bias_grad_reference(dy):
     return dy.astype(np.float64).reshape(-1, dy.shape[-1]).sum(axis=0)
 
 
-@BySize
+PARALLEL_ELEMENTS = 1 << 18   # below this the serial compile is faster (measured: see above)
+
+
 @numba.njit(parallel=True, cache=True)
 def column_sums_kernel(rows, partials):
     parts = partials.shape[0]
@@ -38,6 +41,9 @@ def column_sums_kernel(rows, partials):
             row = rows[i]
             for j in range(columns):
                 partial[j] += row[j]
+
+
+column_sums_kernel = BySize(column_sums_kernel, elements=PARALLEL_ELEMENTS)
 
 
 # dy (..., C): float32, C-contiguous -> db (C,) float32
