@@ -31,8 +31,8 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
-                                           pack_a_operand, pack_b_operand, slp_vectorize, thread_count,
-                                           thread_grid)
+                                           pack_a_operand, pack_b_operand, rows_in_place, slp_vectorize,
+                                           thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
 from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square, zeros
 
@@ -187,6 +187,12 @@ def pack_windows_a(a, row0, rows, depth0, depth, packed):
     if is_windows(a, 6):
         return lambda a, row0, rows, depth0, depth, packed: pack_windows(a[0], a[1], a[2], a[3], row0, rows,
                                                                          depth0, depth, packed, a[4], a[5])
+
+
+@numba.extending.overload(rows_in_place)
+def windows_are_packed(a, cols):
+    if is_windows(a, 6):
+        return lambda a, cols: (a[0], 0)
 
 
 @numba.extending.overload(pack_b_operand)

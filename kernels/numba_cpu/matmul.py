@@ -21,6 +21,14 @@ A thread packs the A rows and B columns of its own rectangle: the grid is cut so
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
+Few columns (a thread's rectangle at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles
+read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
+each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
+the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
+One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 119-121 vs
+108-114 GFLOP/s, 2048 x 512 x 128 130-136 vs 121-126, 12544 x 576 x 128 114-128 vs 114-117;
+50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
+
 One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32 columns of FMAs
 on padding: a small one runs gemv instead, WIDTH rows of C in one vector, on one thread.
 
@@ -40,7 +48,7 @@ from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
-                                                 micro_kernel_strided)
+                                                 micro_kernel_in_place, micro_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -55,6 +63,7 @@ IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
 
+IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a thread's rectangle), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
@@ -155,12 +164,14 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
                 packed[full, p, c] = b[base + (col0 + col) * col_stride] if col < cols else 0.0
 
 
-def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, col0, cols,
-                   first_slice, last_slice, bias, has_bias, activation, alpha):
-    """C[row0:row0+rows, col0:col0+cols] (+)= the packed A block times B's slivers, sliver t's
-    row p at b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by
-    the first slice, added by the others; the epilogue after the last. A slice deeper than KC
-    (block_end) is multiplied KC rows at a time, each part added to the tile in turn."""
+def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
+                   col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha):
+    """C[row0:row0+rows, col0:col0+cols] (+)= the A block times B's slivers, sliver t's row p at
+    b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by the first
+    slice, added by the others; the epilogue after the last. A sliver s < in_place is read where it
+    lies, its row r at a[a_start + (s * MR + r) * a_stride:] (micro_kernel_in_place); the others
+    from a_packed[s]. A slice deeper than KC (block_end) is multiplied KC rows at a time, each part
+    added to the tile in turn."""
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
@@ -169,21 +180,23 @@ def multiply_block(a_packed, b, b_start, sliver_step, b_stride, c, row0, rows, c
         for s in range(a_packed.shape[0]):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
-            half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
+            half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP and s >= in_place
+            whole = tile_cols == NR and tile_rows == (ROWS_PER_GROUP if half else MR)
+            out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
             for part0 in range(0, depth, KC):
-                a_part = a_packed[s, part0:min(depth, part0 + KC)]
+                part_depth = min(depth, part0 + KC) - part0
                 start = b_start + t * sliver_step + part0 * b_stride
                 accumulate = not first_slice or part0 > 0
-                if tile_rows == (ROWS_PER_GROUP if half else MR) and tile_cols == NR:
-                    if half:
-                        half_kernel_strided(a_part, b, start, b_stride, c, row, col, accumulate)
-                    else:
-                        micro_kernel_strided(a_part, b, start, b_stride, c, row, col, accumulate)
+                if s < in_place:
+                    micro_kernel_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start,
+                                          b_stride, out, out_row, out_col, accumulate and whole)
+                elif half:
+                    half_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
+                                        out_col, accumulate and whole)
                 else:
-                    if half:
-                        half_kernel_strided(a_part, b, start, b_stride, edge, 0, 0, False)
-                    else:
-                        micro_kernel_strided(a_part, b, start, b_stride, edge, 0, 0, False)
+                    micro_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
+                                         out_col, accumulate and whole)
+                if not whole:
                     # element by element: a slice assignment would compile numpy's broadcast
                     # checks and their error messages into every caller
                     for i in range(tile_rows):
@@ -208,11 +221,24 @@ def is_matrix(operand):
             and isinstance(operand[0], numba.types.Array) and isinstance(operand[1], numba.types.Integer))
 
 
+def rows_in_place(a, cols):
+    """(A's flat array, its row stride) where the tiles read A's rows where they lie: a row-major
+    matrix times at most IN_PLACE_A_COLUMNS columns of B, which would use each packed float of A
+    too few times to pay for packing it; else (A's flat array, 0): A is packed. A hook of the loop
+    nest like pack_a_operand, chosen by the operand's type."""
+
+
 @numba.extending.overload(pack_a_operand)
 def pack_matrix_a(a, row0, rows, depth0, depth, packed):
     if is_matrix(a):
         return lambda a, row0, rows, depth0, depth, packed: pack_a(a[0], a[1], a[2], row0, rows, depth0, depth,
                                                                    packed)
+
+
+@numba.extending.overload(rows_in_place)
+def matrix_rows_in_place(a, cols):
+    if is_matrix(a):
+        return lambda a, cols: (a[0], a[1] if a[2] == 1 and cols <= IN_PLACE_A_COLUMNS else 0)
 
 
 @numba.extending.overload(pack_b_operand)
@@ -231,6 +257,7 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
     tallest = min(rows, mc + mc // 4)
     b_buffer = aligned_floats(-(-widest // NR) * deepest * NR)
     a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
+    a_flat, a_stride = rows_in_place(a, cols)
     panel0 = col0
     while panel0 < col0 + cols:
         panel_cols = block_end(panel0, col0 + cols, nc) - panel0
@@ -244,11 +271,15 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
             while block0 < row0 + rows:
                 block_rows = block_end(block0, row0 + rows, mc) - block0
                 row_slivers = -(-block_rows // MR)
-                a_packed = a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-                pack_a_operand(a, block0, block_rows, depth0, depth, a_packed)
-                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, block0, block_rows, panel0,
-                               panel_cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
-                               activation, alpha)
+                in_place = block_rows // MR if a_stride > 0 else 0   # whole slivers only
+                if in_place < row_slivers:
+                    pack_a_operand(a, block0 + in_place * MR, block_rows - in_place * MR, depth0, depth,
+                                   a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape(
+                                       (row_slivers - in_place, depth, MR)))
+                multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a_flat,
+                               block0 * a_stride + depth0, a_stride, in_place, b_buffer, 0, depth * NR, NR, c,
+                               block0, block_rows, panel0, panel_cols, depth0 == 0, depth0 + depth == k, bias,
+                               has_bias, activation, alpha)
                 block0 += block_rows
             depth0 += depth
         panel0 += panel_cols
@@ -307,13 +338,13 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
                 (row_slivers, depth, MR))
             first, last = depth0 == 0, depth0 + depth == k
             if in_place:
-                multiply_block(a_packed, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m,
+                multiply_block(a_packed, a, 0, 0, 0, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m,
                                col0, in_place, first, last, bias, has_bias, activation, alpha)
             if in_place < cols:
                 packed_slivers = -(-(cols - in_place) // NR)
                 pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
                        b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
-                multiply_block(a_packed, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
+                multiply_block(a_packed, a, 0, 0, 0, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
                                cols - in_place, first, last, bias, has_bias, activation, alpha)
             depth0 += depth
 
@@ -374,7 +405,8 @@ with slp_vectorize():
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
     multiply_block = numba.njit(
-        void(PANEL, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64, numba.boolean,
+        void(PANEL, READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64,
+             int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),

@@ -19,7 +19,7 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
-from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, store, zeros
+from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, splat_at, store, zeros
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -41,17 +41,28 @@ def zero_rows():
 
 
 @numba.njit(inline="always", cache=True)
-def fma_six_rows(a_sliver, p, first, b0, b1, acc):
-    """acc (6 rows of 2 vectors) += a_sliver[p, first:first+6]^T (b0, b1)."""
-    a0 = splat(a_sliver[p, first])
-    a1 = splat(a_sliver[p, first + 1])
-    a2 = splat(a_sliver[p, first + 2])
-    a3 = splat(a_sliver[p, first + 3])
-    a4 = splat(a_sliver[p, first + 4])
-    a5 = splat(a_sliver[p, first + 5])
+def fma_rows(a0, a1, a2, a3, a4, a5, b0, b1, acc):
+    """acc (6 rows of 2 vectors) += (a0 .. a5, each one row's A float in every lane) x (b0, b1)."""
     return (fma(a0, b0, acc[0]), fma(a0, b1, acc[1]), fma(a1, b0, acc[2]), fma(a1, b1, acc[3]),
             fma(a2, b0, acc[4]), fma(a2, b1, acc[5]), fma(a3, b0, acc[6]), fma(a3, b1, acc[7]),
             fma(a4, b0, acc[8]), fma(a4, b1, acc[9]), fma(a5, b0, acc[10]), fma(a5, b1, acc[11]))
+
+
+@numba.njit(inline="always", cache=True)
+def fma_six_rows(a_sliver, p, first, b0, b1, acc):
+    """acc (6 rows of 2 vectors) += a_sliver[p, first:first+6]^T (b0, b1)."""
+    return fma_rows(splat(a_sliver[p, first]), splat(a_sliver[p, first + 1]), splat(a_sliver[p, first + 2]),
+                    splat(a_sliver[p, first + 3]), splat(a_sliver[p, first + 4]), splat(a_sliver[p, first + 5]),
+                    b0, b1, acc)
+
+
+@numba.njit(inline="always", cache=True)
+def fma_six_rows_in_place(a, start, stride, b0, b1, acc):
+    """acc += (a[start], a[start + stride], .. a[start + 5 stride]) x (b0, b1): six rows of A read
+    where they lie (row-major, `stride` floats apart)."""
+    return fma_rows(splat_at(a, start), splat_at(a, start + stride), splat_at(a, start + 2 * stride),
+                    splat_at(a, start + 3 * stride), splat_at(a, start + 4 * stride),
+                    splat_at(a, start + 5 * stride), b0, b1, acc)
 
 
 @numba.njit(inline="always", cache=True)
@@ -121,6 +132,26 @@ def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate
     """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
     packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
     tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
+
+
+@numba.njit(void(READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
+                 boolean), cache=True)
+def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """micro_kernel_strided's tile with A unpacked: row r of the tile's A is
+    a[a_start + r * a_stride:][:depth], A row-major. The same FMAs in the same order as from a
+    packed sliver, so the same floats; no packing, where few columns of B would reuse it little."""
+    prefetch_tile(c, row, col, MR)
+    top = zero_rows()
+    bottom = zero_rows()
+    for p in range(depth):
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
+        top = fma_six_rows_in_place(a, a_start + p, a_stride, b0, b1, top)
+        if MR == 2 * ROWS_PER_GROUP:
+            bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p, a_stride, b0, b1, bottom)
+    write_six_rows(c, row, col, top, accumulate)
+    if MR == 2 * ROWS_PER_GROUP:
+        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
 
 
 @numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean),

@@ -132,6 +132,21 @@ def splat(typingctx, x):
 
 
 @intrinsic
+def splat_at(typingctx, array, offset):
+    """Every lane = array[offset], one broadcast load (no negative-index wraparound: offset >= 0)."""
+    check_array(array)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        value = builder.load(builder.gep(data, [args[1]]), align=4)
+        lane = builder.insert_element(ir.Constant(LLVM_VECTOR, ir.Undefined), value,
+                                      ir.Constant(ir.IntType(32), 0))
+        every_lane = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
+        return builder.shuffle_vector(lane, ir.Constant(LLVM_VECTOR, ir.Undefined), every_lane)
+    return VECTOR(array, types.intp), codegen
+
+
+@intrinsic
 def zeros(typingctx):
     def codegen(context, builder, signature, args):
         return ir.Constant(LLVM_VECTOR, [0.0] * WIDTH)
