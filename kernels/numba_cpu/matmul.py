@@ -11,7 +11,7 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
       pack B[slice, panel] into NR-wide slivers, k-major (stays in L2)
       for each MC-row block of its rows:
         pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
-        for each A sliver (in L1), for each B sliver (from L2): the micro-kernel writes an MR x NR tile
+        for each B sliver (in L1), for each A sliver (from L2): the micro-kernel writes an MR x NR tile
           of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
           first slice stores the tile, later ones add to it, so C is never zeroed first
         after the last slice, each tile gets bias + activation while it is still in L1.
