@@ -69,3 +69,23 @@ def test_dense_bias_gradient_is_the_column_sum(rng):
     layer.backward(dy)
     dpre = np.where(y > 0, dy, np.float32(layer.alpha) * dy)
     assert_close("Dense bias gradient", layer.grad_bias, dpre.astype(np.float64).sum(axis=0), TOL)
+
+
+@pytest.mark.parametrize("dy, error, message", [
+    (np.float32(1.0), ValueError, r"^dy: expected at least 1 dimension"),
+    (np.ones((0, 3), np.float32), ValueError, r"^dy: has an empty dimension"),
+    (np.ones((4, 0), np.float32), ValueError, r"^dy: has an empty dimension"),
+    (np.array([["a", "b"]]), TypeError, r"^dy: expected an array of real numbers"),
+    (np.ones((2, 2), np.complex64), TypeError, r"^dy: expected an array of real numbers"),
+    (np.full((2, 2), 1e39), ValueError, r"^dy: holds 4 finite value"),
+])
+def test_bad_input_is_refused_naming_dy(dy, error, message):
+    with pytest.raises(error, match=message):
+        ops.bias_grad(dy)
+
+
+def test_a_nan_reaches_its_own_column_only(rng):
+    dy = random_gradient(rng, (50, 4))
+    dy[7, 2] = np.nan
+    out = ops.bias_grad(dy)
+    assert np.isnan(out[2]) and np.all(np.isfinite(np.delete(out, 2)))
