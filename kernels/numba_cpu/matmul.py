@@ -25,7 +25,7 @@ Few columns (a thread's rectangle at most IN_PLACE_A_COLUMNS wide) of a row-majo
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
-One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 119-121 vs
+One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 118-121 vs
 108-114 GFLOP/s, 2048 x 512 x 128 130-136 vs 121-126, 12544 x 576 x 128 114-128 vs 114-117;
 50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
 
