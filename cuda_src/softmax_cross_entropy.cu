@@ -38,7 +38,8 @@ __global__ void softmax_cross_entropy_kernel(const float* __restrict__ logits, c
     float scale = float(1.0 / (total * double(rows)));   // p_j / N = exp(z_j - m) / (sum N)
     for (int j = threadIdx.x; j < columns; j += blockDim.x) {
         float p_over_rows = expf(z[j] - largest) * scale;
-        dz[j] = j == target ? p_over_rows - inverse_rows : p_over_rows;
+        // the target's p - 1 as (exp - sum) / (sum N) in double: no float32 p - 1 cancelling
+        dz[j] = j == target ? float((double(expf(z[j] - largest)) - total) / (total * double(rows))) : p_over_rows;
     }
     if (threadIdx.x == 0) losses[blockIdx.x] = float(double(largest - z[target]) + log(total));
 }

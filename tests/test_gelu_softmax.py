@@ -5,7 +5,9 @@ Tolerance: 1e-6 relative. Each output is a few float32 roundings from exact (the
 form (~1e-4 apart), a missing 1/N in the loss or its gradient, or a row max taken over the
 wrong axis. Except GELU against TensorFlow, at 1e-4: TF computes 0.5 x (1 + tanh u), which
 cancels for negative x (up to 7e-5 off float64 at x = -3), so pyai's GELU is held to 1e-6
-against float64 and to TensorFlow's own accuracy against TensorFlow.
+against float64 and to TensorFlow's own accuracy against TensorFlow. So are softmax and the
+cross-entropy, where TensorFlow's float32 is the worse (tf_tolerance): pyai's target gradient is
+(exp - sum) / (sum N) in float64, TensorFlow's p - 1 in float32 cancels where p is near 1.
 GELU inputs are uniform in [-2.5, 5]: below that both float32 versions lose digits to the exp
 of a large rounded argument (that region has its own test).
 Shapes: a single element, primes, a long vocabulary row, and a large odd size; none is a
@@ -15,7 +17,7 @@ multiple of a SIMD width or of the thread count.
 import numpy as np
 import pytest
 
-from conftest import assert_close, require, skip_in_cuda_simulator
+from conftest import assert_close, relative_error, require, skip_in_cuda_simulator
 from pyai import ops
 from pyai.kernels.numba_cpu.gelu import gelu_backward_reference, gelu_forward_reference
 from pyai.kernels.numba_cpu.softmax import softmax_reference
@@ -29,6 +31,13 @@ TOL = 1e-6
 GELU_TF_TOL = 1e-4
 SHAPES = [(1,), (7, 13), (3, 5, 17), (1_000_003,)]
 ROWS = [(1, 1), (1, 7), (13, 50_257), (300, 37)]
+
+
+def tf_tolerance(tf_result, exact):
+    """Against TensorFlow: TOL, or twice TensorFlow's own distance from float64 where that is
+    larger (its float32 softmax of a 13 x 50,257 row and its loss and gradient where the target
+    holds almost all the mass were up to 6e-5 off float64)."""
+    return max(TOL, 2 * relative_error(tf_result, exact))
 
 
 def tensorflow_gradient(function, x, dy):
@@ -92,8 +101,9 @@ def test_softmax_equals_tensorflow(backend, rng, shape):
     x = (3 * rng.standard_normal(shape)).astype(np.float32)
     y = ops.softmax(x)
     assert y.dtype == np.float32 and y.shape == shape
-    assert_close(f"softmax {backend} {shape} vs TF", y, tf.nn.softmax(x, axis=-1).numpy(), TOL)
-    assert_close(f"softmax {backend} {shape} vs float64", y, softmax_reference(x), TOL)
+    exact, expected = softmax_reference(x), tf.nn.softmax(x, axis=-1).numpy()
+    assert_close(f"softmax {backend} {shape} vs TF", y, expected, tf_tolerance(expected, exact))
+    assert_close(f"softmax {backend} {shape} vs float64", y, exact, TOL)
 
 
 def test_softmax_of_huge_logits_is_finite_and_exact(backend):
@@ -123,9 +133,9 @@ def test_softmax_cross_entropy_equals_tensorflow(backend, rng, rows, vocabulary)
     exact_loss, exact_dlogits = softmax_cross_entropy_reference(logits, targets)
     assert isinstance(loss, float) and dlogits.dtype == np.float32
     name = f"cross-entropy {backend} {rows}x{vocabulary}"
-    assert_close(f"{name} loss vs TF", loss, tf_loss, TOL)
+    assert_close(f"{name} loss vs TF", loss, tf_loss, tf_tolerance(tf_loss, exact_loss))
     assert_close(f"{name} loss vs float64", loss, exact_loss, TOL)
-    assert_close(f"{name} dlogits vs TF", dlogits, tf_dlogits, TOL)
+    assert_close(f"{name} dlogits vs TF", dlogits, tf_dlogits, tf_tolerance(tf_dlogits, exact_dlogits))
     assert_close(f"{name} dlogits vs float64", dlogits, exact_dlogits, TOL)
 
 

@@ -12,8 +12,8 @@ Cost per logit: ~25 FLOPs (an exp); 8 bytes moved (read z, write dz), where the 
 (softmax, then log, gather and mean, then its gradient) moves the N x V matrix 4-5 times.
 
 Fast version: rows in parallel; each row, while in cache, gets its max, its exps written
-straight into dz, their float64 sum, then the scale by 1/(sum N) and the -1/N at the target
-(the row helpers of softmax.py). Each row's loss goes to its own slot and the slots are summed
+straight into dz, their float64 sum, then the scale by 1/(sum N); the target's entry is
+(exp - sum) / (sum N) in float64, no float32 p - 1 (the row helpers of softmax.py). Each row's loss goes to its own slot and the slots are summed
 in float64 afterwards, in order: no shared accumulator, the same result on any thread count.
 """
 
@@ -52,10 +52,13 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
         exp_shifted(z, largest, dz)
         total = row_sum(dz)
         losses[r] = largest + math.log(total) - z[targets[r]]
+        target_exp = np.float64(dz[targets[r]])
         scale = np.float32(1.0 / (total * n))
         for j in range(dz.size):
             dz[j] *= scale
-        dz[targets[r]] -= np.float32(1.0 / n)
+        # p - 1 = -(the other exps) / total, in float64: p rounded to float32 minus 1 would
+        # cancel where the target holds almost all the mass
+        dz[targets[r]] = np.float32((target_exp - total) / (total * n))
 
 
 with slp_vectorize():   # row_max's 16-lane loop vectorizes only with SLP on

@@ -100,8 +100,9 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
     total = block_reduce(total, scratch, False)
     scale = float32(1.0 / (total * n))
     for j in range(thread, width, ROW_THREADS):
-        dz = math.exp(logits[row, j] - row_max) * scale
-        dlogits[row, j] = dz - float32(1.0 / n) if j == target else dz
+        e = math.exp(logits[row, j] - row_max)
+        # the target's p - 1 as -(the other exps) / total in float64: no float32 cancellation
+        dlogits[row, j] = float32((float64(e) - total) / (total * n)) if j == target else e * scale
     if thread == 0:
         losses[row] = row_max + math.log(total) - logits[row, target]
 
