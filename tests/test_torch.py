@@ -1,8 +1,10 @@
 """pyai.torch: pyai's linear and attention as PyTorch custom ops, against PyTorch's own.
 
 Values and gradients are compared with F.linear + the activation and with
-F.scaled_dot_product_attention in float32, to a relative error (||out - ref|| / ||ref||) of 1e-5:
-both compute in float32 and differ only in the order of their sums. gradcheck runs on a float64
+F.scaled_dot_product_attention in float32, to a relative error (||out - ref|| / ||ref||) of 1e-5
+or twice PyTorch's own distance from its float64 result where that is larger: both compute in
+float32 and differ only in the order of their sums, but PyTorch's tanh-approximate GELU at
+z = -3.34 was 1.0e-5 off float64 (1 + tanh cancels) where pyai's was 6e-8. gradcheck runs on a float64
 wrapper (inputs cast to float32 and the output back), because pyai computes in float32 only:
 finite differences of float32 outputs carry rounding of about 1e-7 / eps, so eps is 1e-3 and
 the tolerance 1e-3 absolute plus 1e-2 relative, far below the error of a wrong gradient
@@ -16,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pyai_torch = pytest.importorskip("pyai.torch")
 
-from conftest import assert_close  # noqa: E402
+from conftest import assert_close, relative_error  # noqa: E402
 
 F = torch.nn.functional
 TOLERANCE = 1e-5
@@ -38,10 +40,24 @@ def values_and_gradients(function, inputs, dy):
     return [out, *torch.autograd.grad(out, [x for x in inputs if x is not None], dy)]
 
 
-def compare(what, ours, theirs, gradient_tolerance=TOLERANCE):
-    for name, out, ref in zip(["output", *[f"d{i}" for i in range(len(ours) - 1)]], ours, theirs):
+def torch_results(function, inputs, dy):
+    """PyTorch's float32 values and gradients, and the same computed in float64."""
+    in_float64 = [None if x is None else x.detach().double().requires_grad_() for x in inputs]
+    return (values_and_gradients(function, inputs, dy),
+            values_and_gradients(function, in_float64, dy.double()))
+
+
+def compare(what, ours, theirs, gradient_tolerance=TOLERANCE, exact=None):
+    """Each of ours within the tolerance of theirs, or within twice theirs' distance from `exact`
+    (float64) where that is larger."""
+    exact = exact or [None] * len(ours)
+    for name, out, ref, ref64 in zip(["output", *[f"d{i}" for i in range(len(ours) - 1)]],
+                                     ours, theirs, exact):
+        ref = ref.detach().numpy()
         tolerance = TOLERANCE if name == "output" else gradient_tolerance
-        assert_close(f"{what}: {name}", out.detach().numpy(), ref.detach().numpy(), tolerance)
+        if ref64 is not None:
+            tolerance = max(tolerance, 2 * relative_error(ref, ref64.detach().numpy()))
+        assert_close(f"{what}: {name}", out.detach().numpy(), ref, tolerance)
 
 
 def saturating_tolerance(y):
@@ -61,10 +77,10 @@ def test_linear_matches_f_linear_and_its_gradients(generator, activation, x_shap
     dy = torch.randn(*x_shape[:-1], features_out, generator=generator)
     ours = values_and_gradients(
         lambda x, w, b: pyai_torch.linear(x, w, b, activation=activation), (x, w, b), dy)
-    theirs = values_and_gradients(
+    theirs, exact = torch_results(
         lambda x, w, b: ACTIVATIONS[activation](F.linear(x, w.T, b)), (x, w, b), dy)
     compare(f"linear {activation} x{x_shape}", ours, theirs,
-            saturating_tolerance(theirs[0]) if activation in ("tanh", "sigmoid") else TOLERANCE)
+            saturating_tolerance(theirs[0]) if activation in ("tanh", "sigmoid") else TOLERANCE, exact)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -80,9 +96,9 @@ def test_attention_matches_sdpa_and_its_gradients(generator, causal, shape):
     mask = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries) if causal else None
     ours = values_and_gradients(lambda q, k, v: pyai_torch.attention(q, k, v, causal=causal),
                                 (q, k, v), do)
-    theirs = values_and_gradients(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-                                  (q, k, v), do)
-    compare(f"attention causal={causal} {shape}", ours, theirs)
+    theirs, exact = torch_results(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), (q, k, v), do)
+    compare(f"attention causal={causal} {shape}", ours, theirs, exact=exact)
 
 
 def test_the_ops_pass_opcheck(generator):
