@@ -245,3 +245,22 @@ def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, tra
         np.testing.assert_array_equal(one_column[:, 0], tiled[:, j])
     assert_close("merged slices vs float64", tiled, kernels.matmul_reference(a, b.T if transpose_b else b),
                  MATMUL_TOL)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (64, 1024, 784), (7, 13, 1), (389, 300, 200), (140, 133, 319)])
+def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k, n):
+    """The epilogue applies sigmoid, tanh and gelu in their elementwise ops' own float32
+    operations (on a whole block of C, not tile by tile): linear(x, w, b, activation) equals the
+    op applied to linear(x, w, b) bit for bit, for few rows, many rows (blocks of MC rows),
+    one column (gemv) and the plain matmul of a first run."""
+    from pyai.kernels.numba_cpu import matmul as kernels, plain_matmul
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k) * 3).astype(np.float32)   # pre-activations of +-3 or so
+    b = rng.standard_normal(n).astype(np.float32)
+    op = getattr(pyai.ops, activation)
+    for fused_matmul in (kernels.fused_matmul, plain_matmul.fused_matmul):
+        pre = fused_matmul(x, w, False, False, b, None, 0.0)
+        np.testing.assert_array_equal(fused_matmul(x, w, False, False, b, activation, 0.0), op(pre))
+    blocked = kernels.fused_matmul(x, w, False, False, b, activation, 0.0, blocking=(2 * kernels.MR, 128))
+    np.testing.assert_array_equal(blocked, op(kernels.fused_matmul(x, w, False, False, b, None, 0.0)))

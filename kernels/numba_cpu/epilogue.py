@@ -3,6 +3,13 @@
 Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
 the convolutions, so that each applies it in the same float32 operations. Per element: one add
 (the bias, whole vectors at a time) and the activation (a compare and a multiply; an exp; a tanh; GELU's polynomial and exp).
+sigmoid, tanh and gelu are their elementwise ops' own float32 functions (sigmoid_scalar,
+tanh_scalar, gelu_scalar: an exp in SIMD-friendly arithmetic, no libm call), in loops compiled
+as those ops' kernels are, so they vectorize and give the same floats as the op applied after
+the product. They cost ~25 FLOPs an element, so the matmul applies them to a whole block of C
+(EXPENSIVE), where the loops run along rows hundreds of floats long, not a tile's 32: with
+libm's scalar tanh, the GAN generator's last layer (64 x 1024 -> 784, tanh) spent more on its
+epilogue than on its product.
 """
 
 import math
@@ -12,19 +19,21 @@ from numba import boolean, float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.gelu import gelu_scalar
-from pyai.kernels.numba_cpu.simd import WIDTH, add, load, slp_vectorize, store
+from pyai.kernels.numba_cpu.sigmoid import sigmoid_scalar
+from pyai.kernels.numba_cpu.simd import WIDTH, add, load, slp_vectorize, store, wide_vectors
+from pyai.kernels.numba_cpu.tanh import tanh_scalar
 
 FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infinities and NaN kept
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
                                                (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
+EXPENSIVE = (SIGMOID, TANH, GELU)
 
 
 def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
     """Bias and activation on the tile c[row:row+rows, col:col+cols], in place.
 
     One loop per activation, so that each inner loop is branch-free and vectorizes."""
-    one = float32(1.0)
     whole = cols // WIDTH * WIDTH
     for i in range(row, row + rows):
         if has_bias:
@@ -42,19 +51,29 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
         elif activation == RELU:
             for j in range(cols):
                 out[j] = out[j] if out[j] > 0 else float32(0.0)
-        elif activation == SIGMOID:
+    if activation in EXPENSIVE:
+        expensive_activation(c, row, col, rows, cols, activation)
+
+
+def expensive_activation(c, row, col, rows, cols, activation):
+    """sigmoid, tanh or gelu on the rectangle, one loop per activation along each row."""
+    wide_vectors()
+    for i in range(row, row + rows):
+        out = c[i, col:col + cols]
+        if activation == SIGMOID:
             for j in range(cols):
-                # exp of a non-positive number only: no overflow for any input
-                e = math.exp(-abs(out[j]))
-                out[j] = one / (one + e) if out[j] >= 0 else e / (one + e)
+                out[j] = sigmoid_scalar(out[j])
         elif activation == TANH:
             for j in range(cols):
-                out[j] = math.tanh(out[j])
+                out[j] = tanh_scalar(out[j])
         elif activation == GELU:
             for j in range(cols):
                 out[j] = gelu_scalar(out[j])
 
 
 with slp_vectorize():
+    # compiled as sigmoid.py's, tanh.py's and gelu.py's kernels: no divide-by-zero check, FMAs
+    expensive_activation = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, int64),
+                                      fastmath=FASTMATH, error_model="numpy", cache=True)(expensive_activation)
     apply_epilogue = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, READ_ONLY, boolean, int64,
                                      float32), fastmath=FASTMATH, cache=True)(apply_epilogue)

@@ -14,7 +14,8 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
         for each B sliver (in L1), for each A sliver (from L2): the micro-kernel writes an MR x NR tile
           of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
           first slice stores the tile, later ones add to it, so C is never zeroed first
-        after the last slice, each tile gets bias + activation while it is still in L1.
+        after the last slice, each tile gets bias + activation while it is still in L1 (sigmoid,
+        tanh and gelu: the whole block, from L2, where their loops vectorize)
 Packing turns any layout or transpose of A and B into the same unit-stride slivers, so one
 compiled kernel serves all four transpose cases; zero padding turns ragged edges into full tiles.
 A thread packs the A rows and B columns of its own rectangle: the grid is cut so that the least is
@@ -45,7 +46,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import FASTMATH, GELU, NONE, SIGMOID, TANH, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_in_place, micro_kernel_strided)
@@ -171,7 +172,10 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
     slice, added by the others; the epilogue after the last. A sliver s < in_place is read where it
     lies, its row r at a[a_start + (s * MR + r) * a_stride:] (micro_kernel_in_place); the others
     from a_packed[s]. A slice deeper than KC (block_end) is multiplied KC rows at a time, each part
-    added to the tile in turn."""
+    added to the tile in turn. The epilogue runs on each tile once it is finished, while it is in
+    L1; sigmoid's, tanh's and gelu's on the whole block at the end (from L2), where their loops
+    vectorize along rows (epilogue.EXPENSIVE)."""
+    by_tile = not (activation == SIGMOID or activation == TANH or activation == GELU)
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
@@ -202,8 +206,10 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                     for i in range(tile_rows):
                         for j in range(tile_cols):
                             c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
-            if last_slice and (has_bias or activation != NONE):
+            if last_slice and by_tile and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
+    if last_slice and not by_tile:
+        apply_epilogue(c, row0, col0, rows, cols, bias, has_bias, activation, alpha)
 
 
 def pack_a_operand(a, row0, rows, depth0, depth, packed):

@@ -93,13 +93,19 @@ def exp_negative_lanes(typingctx, a):
     return VECTOR(VECTOR), codegen
 
 
+@numba.njit(inline="always", error_model="numpy", fastmath={"contract"}, cache=True)
+def sigmoid_scalar(x):
+    """sigmoid of one float32 (the matmul epilogue applies it too)."""
+    e = exp_negative(abs(x))
+    numerator = np.float32(1) if x >= 0 else e
+    return numerator / (np.float32(1) + e)
+
+
 @numba.njit(parallel=True, error_model="numpy", fastmath={"contract"}, cache=True)
 def sigmoid_forward_kernel(x, y):
     for i in numba.prange(x.size):
         wide_vectors()
-        e = exp_negative(abs(x[i]))
-        numerator = np.float32(1) if x[i] >= 0 else e
-        y[i] = numerator / (np.float32(1) + e)
+        y[i] = sigmoid_scalar(x[i])
 
 
 @numba.njit(parallel=True, cache=True)

@@ -36,19 +36,23 @@ def tanh_backward_reference(dy, y):
     return dy * (1 - y * y)
 
 
+@numba.njit(inline="always", error_model="numpy", fastmath={"contract"}, cache=True)
+def tanh_scalar(x):
+    """tanh of one float32 (the matmul epilogue applies it too)."""
+    c = TAYLOR
+    u = x * x
+    series = x * (c[0] + u * (c[1] + u * (c[2] + u * (c[3] + u * (c[4] + u * (c[5] + u * c[6]))))))
+    e = exp_negative(np.float32(2) * abs(x))
+    ratio = (np.float32(1) - e) / (np.float32(1) + e)
+    signed_ratio = ratio if x >= 0 else -ratio
+    return series if abs(x) < SMALL else signed_ratio
+
+
 @numba.njit(parallel=True, error_model="numpy", fastmath={"contract"}, cache=True)
 def tanh_forward_kernel(x, y):
-    c = TAYLOR
     for i in numba.prange(x.size):
         wide_vectors()
-        xi = x[i]
-        u = xi * xi
-        series = xi * (c[0] + u * (c[1] + u * (c[2] + u * (c[3] + u * (c[4] + u * (c[5]
-                                                                             + u * c[6]))))))
-        e = exp_negative(np.float32(2) * abs(xi))
-        ratio = (np.float32(1) - e) / (np.float32(1) + e)
-        signed_ratio = ratio if xi >= 0 else -ratio
-        y[i] = series if abs(xi) < SMALL else signed_ratio
+        y[i] = tanh_scalar(x[i])
 
 
 @numba.njit(parallel=True, cache=True)
