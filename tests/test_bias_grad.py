@@ -48,17 +48,19 @@ def test_same_bits_on_one_thread_and_on_every_thread(rng, rows):
     on one thread or on all, add the same floats in the same order."""
     dy = random_gradient(rng, (rows, 37))
     partials = [np.empty((bias_grad.BIAS_PARTS, 37), np.float32) for _ in range(3)]
+    sums = [np.empty(37, np.float32) for _ in range(3)]
     kernel = bias_grad.column_sums_kernel
-    kernel.serial(dy, partials[0])
-    kernel.parallel(dy, partials[1])
+    kernel.serial(dy, partials[0], sums[0])
+    kernel.parallel(dy, partials[1], sums[1])
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        kernel.parallel(dy, partials[2])
+        kernel.parallel(dy, partials[2], sums[2])
     finally:
         numba.set_num_threads(previous)
-    np.testing.assert_array_equal(partials[0], partials[1])
-    np.testing.assert_array_equal(partials[0], partials[2])
+    for i in (1, 2):
+        np.testing.assert_array_equal(partials[0], partials[i])
+        np.testing.assert_array_equal(sums[0], sums[i])
 
 
 def test_dense_bias_gradient_is_the_column_sum(rng):
