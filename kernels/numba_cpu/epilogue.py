@@ -12,8 +12,6 @@ libm's scalar tanh, the GAN generator's last layer (64 x 1024 -> 784, tanh) spen
 epilogue than on its product.
 """
 
-import math
-
 import numba
 from numba import boolean, float32, int64, void
 

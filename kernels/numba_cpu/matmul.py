@@ -46,7 +46,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import FASTMATH, GELU, NONE, SIGMOID, TANH, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_in_place, micro_kernel_strided)
@@ -175,7 +175,7 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
     added to the tile in turn. The epilogue runs on each tile once it is finished, while it is in
     L1; sigmoid's, tanh's and gelu's on the whole block at the end (from L2), where their loops
     vectorize along rows (epilogue.EXPENSIVE)."""
-    by_tile = not (activation == SIGMOID or activation == TANH or activation == GELU)
+    by_tile = activation not in EXPENSIVE
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
