@@ -247,6 +247,25 @@ def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, tra
                  MATMUL_TOL)
 
 
+@pytest.mark.parametrize("m,n,k", [(389, 67, 700), (300, 5, 2100), (700, 200, 1031)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_whole_depth_panels_keep_the_floats_of_the_slice_order(rng, m, n, k, transpose_a):
+    """B's panel packed for all of K at once (it fits where one KC x NC slice would go), each block
+    of C then taking every slice in turn, must give the floats of the order that packs one slice
+    at a time and runs it over every block (forced here by an NC too narrow for a whole-depth
+    panel): the same sums, slice by slice, in the same order."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, n, k, transpose_a, False)
+    mc = 2 * kernels.MR
+    assert -(-n // kernels.NR) * kernels.NR * k <= 1024 * kernels.KC and k > kernels.DEEPEST
+    assert m > kernels.FEW_ROWS and 2 * m * n * k >= kernels.SERIAL_FLOPS   # the blocked loop nest
+    whole = kernels.fused_matmul(a, b, transpose_a, False, None, None, 0.0, blocking=(mc, 1024))
+    sliced = kernels.fused_matmul(a, b, transpose_a, False, None, None, 0.0, blocking=(mc, kernels.NR))
+    np.testing.assert_array_equal(whole, sliced)
+    assert_close("whole-depth panels vs float64", whole, kernels.matmul_reference(a.T if transpose_a else a, b),
+                 MATMUL_TOL)
+
+
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "gelu"])
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (64, 1024, 784), (7, 13, 1), (389, 300, 200), (140, 133, 319)])
 def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k, n):

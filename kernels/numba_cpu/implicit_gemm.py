@@ -12,13 +12,15 @@ rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolut
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
 Both run the matmul's own loop nest (gemm_rectangle in matmul.py: blocking, thread rectangles,
-multiply_block) with an operand of windows on one side, (image, shape, taps, ...), whose packing
-this file registers for the loop's two hooks (pack_a_operand, pack_b_operand, chosen by the
-operand's type as Numba compiles the loop): pack_windows fills the A side's MR-row slivers
-(packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p]), turning WIDTH x WIDTH squares in
-registers, and pack_windows_b the B side's NR-column slivers (packed[t, p, c] =
-windows[depth0 + p, col0 + t*NR + c]) as runs of contiguous channels, both straight from the
-image: the packed panels, which stay in L2, are all there is of the windows.
+the packed B slices) with an operand of windows on one side, (image, shape, taps, ...), for which
+this file registers the loop's hooks (multiply_a_block, pack_b_operand: chosen by the operand's
+type as Numba compiles the loop). The A side is never packed: for each block of windows and
+slice of depth, window_addresses writes where each window's run of channels for each tap of the
+slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the rows
+there (matmul_micro.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
+addresses in registers). The B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
+col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels,
+which stay in L2, are all there is of the windows.
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once.
 """
@@ -31,15 +33,15 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
-                                           pack_a_operand, pack_b_operand, rows_in_place, slp_vectorize,
+                                           multiply_a_block, multiply_gathered, pack_b_operand, slp_vectorize,
                                            thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
-from pyai.kernels.numba_cpu.simd import WIDTH, aligned_floats, load, store, transpose_square, zeros
+from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, store, zeros
 
-# Fewer channels than a vector: the packing would copy a float at a time, and an im2col matrix
-# made by whole-pixel copies (im2col.py) is faster; the conv ops choose by this
+# Fewer channels than a vector: a tile would start a run of A's rows every few FMAs and the B
+# side's packing would copy a float at a time, and an im2col matrix made by whole-pixel copies
+# (im2col.py) is faster; the conv ops choose by this
 PACKED_MIN_CHANNELS = WIDTH
-assert MR <= WIDTH, "pack_windows turns a sliver's MR rows in one WIDTH x WIDTH square"
 
 
 class Windows:
@@ -97,48 +99,47 @@ def source(shape, image_index, h, w):
     return ((image_index * height + h) * width + w) * channels
 
 
-def pack_windows(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, packed, corners, scratch):
-    """packed[s, p, r] = windows[row0 + s*MR + r, depth0 + p], zero past the last row. For each
-    tap, WIDTH channels of the sliver's MR pixels are gathered into a square (a vector load and
-    store a pixel, zeros for padding) and turned in registers (simd.transpose_square), then
-    written as WIDTH packed rows of MR floats: a vector store each, in order, so that each
-    store's tail past MR is overwritten by the next row (the last row is copied a float at a
-    time). Channels past the last whole WIDTH are copied a float at a time."""
-    channels = shape[2]
+def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, rows_at, runs_at, zero):
+    """rows_at[s, j, r] = the address (simd.address) of windows[row0 + s*MR + r, the start of run
+    j], the runs being the slice's taps, runs_at[0, j] floats each (their channels in depth0 ..
+    + depth): a pixel's channels in the image, or `zero`'s for padding and rows past the last.
+    The windows are walked in order, their corners counted on (no division a row). Returns the
+    number of runs."""
+    (height, width, channels, grid_height, grid_width, step_h, step_w) = shape
     taps_w = tap_cols.shape[0]
-    starts = corners[3]
-    gathered = scratch[:WIDTH * WIDTH]
-    turned = scratch[WIDTH * WIDTH:2 * WIDTH * WIDTH]
-    work = scratch[2 * WIDTH * WIDTH:]
-    flat = packed.reshape(-1)
-    depth_total = packed.shape[1]
-    for s in range(packed.shape[0]):
-        window_corners(shape, row0, rows, s * MR, MR, corners[0], corners[1], corners[2])
-        for tap in range(depth0 // channels, (depth0 + depth - 1) // channels + 1):
-            c0 = max(depth0, tap * channels) - tap * channels
-            c1 = min(depth0 + depth, (tap + 1) * channels) - tap * channels
-            p0 = tap * channels + c0 - depth0
-            row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
-            for r in range(MR):
-                starts[r] = source(shape, corners[0, r], corners[1, r] + row_offset, corners[2, r] + col_offset)
-            whole = (c1 - c0) // WIDTH * WIDTH
-            for c in range(0, whole, WIDTH):
-                for r in range(MR):
-                    if starts[r] >= 0:
-                        store(gathered, r * WIDTH, load(image, starts[r] + c0 + c))
-                    else:
-                        store(gathered, r * WIDTH, zeros())
-                transpose_square(gathered, 0, WIDTH, turned, 0, WIDTH, work)
-                out = (s * depth_total + p0 + c) * MR
-                for i in range(WIDTH - 1):
-                    store(flat, out + i * MR, load(turned, i * WIDTH))
-                for r in range(MR):
-                    flat[out + (WIDTH - 1) * MR + r] = turned[(WIDTH - 1) * WIDTH + r]
-            for c in range(whole, c1 - c0):
-                for r in range(MR):
-                    # padding reads a pixel that is there and keeps zero: no branch in the loop
-                    value = image[max(starts[r], 0) + c0 + c]
-                    packed[s, p0 + c, r] = value if starts[r] >= 0 else float32(0.0)
+    first = depth0 // channels
+    runs = (depth0 + depth - 1) // channels + 1 - first
+    for j in range(runs):
+        tap = first + j
+        c0 = max(depth0, tap * channels) - tap * channels
+        runs_at[0, j] = min(depth0 + depth, (tap + 1) * channels) - tap * channels - c0
+        runs_at[1, j] = tap_rows[tap // taps_w]
+        runs_at[2, j] = tap_cols[tap % taps_w]
+        runs_at[3, j] = 4 * ((runs_at[1, j] * width + runs_at[2, j]) * channels + c0)   # bytes from the corner
+    nowhere = address(zero, 0)
+    origin = address(image, 0)
+    n, q = row0 // (grid_height * grid_width), row0 % (grid_height * grid_width)
+    a, b = q // grid_width, q % grid_width
+    for i in range(-(-rows // MR) * MR):
+        s, r = i // MR, i % MR
+        if i >= rows:
+            for j in range(runs):
+                rows_at[s, j, r] = nowhere
+            continue
+        top, left = a * step_h, b * step_w
+        corner = origin + 4 * ((n * height + top) * width + left) * channels
+        for j in range(runs):
+            h, w = top + runs_at[1, j], left + runs_at[2, j]
+            inside = h >= 0 and h < height and w >= 0 and w < width
+            rows_at[s, j, r] = corner + runs_at[3, j] if inside else nowhere
+        b += 1
+        if b == grid_width:
+            b = 0
+            a += 1
+            if a == grid_height:
+                a = 0
+                n += 1
+    return runs
 
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
@@ -176,23 +177,22 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
 
 
 def is_windows(operand, length):
-    """Whether a loop-nest operand is an image's windows: (image, shape, tap rows, tap columns,
-    corners[, scratch]), `length` items."""
+    """Whether a loop-nest operand is an image's windows, `length` items: (image, shape, tap rows,
+    tap columns, then the A side's address table, runs and zeros, or the B side's corners)."""
     return (isinstance(operand, numba.types.BaseTuple) and len(operand) == length
             and isinstance(operand[1], numba.types.UniTuple))
 
 
-@numba.extending.overload(pack_a_operand)
-def pack_windows_a(a, row0, rows, depth0, depth, packed):
-    if is_windows(a, 6):
-        return lambda a, row0, rows, depth0, depth, packed: pack_windows(a[0], a[1], a[2], a[3], row0, rows,
-                                                                         depth0, depth, packed, a[4], a[5])
-
-
-@numba.extending.overload(rows_in_place)
-def windows_are_packed(a, cols):
-    if is_windows(a, 6):
-        return lambda a, cols: (a[0], 0)
+@numba.extending.overload(multiply_a_block)
+def multiply_windows(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
+                     activation, alpha):
+    if is_windows(a, 7):
+        def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
+                     activation, alpha):
+            runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6])
+            multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, row0, rows, col0, cols,
+                              depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
+        return multiply
 
 
 @numba.extending.overload(pack_b_operand)
@@ -212,18 +212,23 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bi
                 activation, alpha, row_parts, col_parts, mc, nc):
     """c = epilogue(windows @ other) (windows_are_a; other is B, row-major (k, N)) or
     other^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest (gemm_rectangle),
-    one rectangle of c per thread, with the windows' blocks or panels packed from the image."""
+    one rectangle of c per thread, the windows read from the image: in place on the A side, packed
+    panels on the B side."""
     m, n = c.shape
     for part in numba.prange(row_parts * col_parts):
         row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
-            corners = np.empty((4, max(MR, DEEPEST)), dtype=np.int64)   # a slice's rows, or a sliver's
             if windows_are_a:
-                gemm_rectangle((image, shape, tap_rows, tap_cols, corners, aligned_floats(4 * WIDTH * WIDTH)),
-                               (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols,
-                               mc, nc)
+                runs = min(tap_rows.size * tap_cols.size, DEEPEST // shape[2] + 2)   # taps a slice meets
+                rows_at = np.empty((-(-min(rows, mc + mc // 4) // MR), runs, MR), dtype=np.int64)
+                zero = aligned_floats(DEEPEST)
+                zero[:] = 0.0
+                windows = (image, shape, tap_rows, tap_cols, rows_at, np.empty((4, runs), dtype=np.int64), zero)
+                gemm_rectangle(windows, (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0,
+                               cols, mc, nc)
             else:
+                corners = np.empty((4, max(MR, DEEPEST)), dtype=np.int64)   # a slice's rows
                 gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
@@ -235,8 +240,9 @@ with slp_vectorize():
     window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
                                 cache=True)(window_corners)
     source = numba.njit(int64(SHAPE, int64, int64, int64), cache=True)(source)
-    pack_windows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL, CORNERS,
-                                   FLAT), cache=True)(pack_windows)
+    window_addresses = numba.njit(int64(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64,
+                                        numba.types.Array(int64, 3, "C"), CORNERS, FLAT),
+                                  cache=True)(window_addresses)
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)

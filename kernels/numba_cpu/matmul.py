@@ -16,13 +16,18 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
           first slice stores the tile, later ones add to it, so C is never zeroed first
         after the last slice, each tile gets bias + activation while it is still in L1 (sigmoid,
         tanh and gelu: the whole block, from L2, where their loops vectorize)
+Where the panel of B for all of K fits where one KC x NC slice would go (a deep product with few
+columns: a 3x3 convolution's 576 x 64 weights), the panel is packed for every slice at once and
+each block of A meets all of them in turn, so that its block of C stays in L2 from the first slice
+to the epilogue instead of going to memory and back once a slice (200704 x 576 x 64 on 2 threads:
+117-120 -> 102-105 ms); the sums are the same, slice by slice.
 Packing turns any layout or transpose of A and B into the same unit-stride slivers, so one
 compiled kernel serves all four transpose cases; zero padding turns ragged edges into full tiles.
 A thread packs the A rows and B columns of its own rectangle: the grid is cut so that the least is
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
-Few columns (a thread's rectangle at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles
+Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
@@ -49,7 +54,7 @@ from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
-                                                 micro_kernel_in_place, micro_kernel_strided)
+                                                 micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -64,7 +69,7 @@ IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
 
-IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a thread's rectangle), a row-major A is not packed
+IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
@@ -165,6 +170,39 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
                 packed[full, p, c] = b[base + (col0 + col) * col_stride] if col < cols else 0.0
 
 
+def add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate):
+    """c[row:row+tile_rows, col:col+tile_cols] (+)= the corner of a ragged tile computed whole in
+    `edge`, element by element: a slice assignment would compile numpy's broadcast checks and their
+    error messages into every caller."""
+    for i in range(tile_rows):
+        for j in range(tile_cols):
+            c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
+
+
+def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride, c, row0, rows, col0, cols,
+                      first_slice, last_slice, bias, has_bias, activation, alpha):
+    """multiply_block for an A block whose rows are read where they lie (micro_kernel_gathered):
+    sliver s's MR rows at the addresses rows_at[s] (runs x MR), lengths[j] floats in run j."""
+    by_tile = activation not in EXPENSIVE
+    edge = aligned_floats(MR * NR).reshape((MR, NR))
+    for t in range(-(-cols // NR)):
+        col = col0 + t * NR
+        tile_cols = min(NR, col0 + cols - col)
+        for s in range(-(-rows // MR)):
+            row = row0 + s * MR
+            tile_rows = min(MR, row0 + rows - row)
+            whole = tile_cols == NR and tile_rows == MR
+            out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
+            micro_kernel_gathered(rows_at[s], lengths, runs, b, b_start + t * sliver_step, b_stride, out, out_row,
+                                  out_col, not first_slice and whole)
+            if not whole:
+                add_edge(c, edge, row, col, tile_rows, tile_cols, not first_slice)
+            if last_slice and by_tile and (has_bias or activation != NONE):
+                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
+    if last_slice and not by_tile:
+        apply_epilogue(c, row0, col0, rows, cols, bias, has_bias, activation, alpha)
+
+
 def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
                    col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block times B's slivers, sliver t's row p at
@@ -201,25 +239,40 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                     micro_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
                                          out_col, accumulate and whole)
                 if not whole:
-                    # element by element: a slice assignment would compile numpy's broadcast
-                    # checks and their error messages into every caller
-                    for i in range(tile_rows):
-                        for j in range(tile_cols):
-                            c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
+                    add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate)
             if last_slice and by_tile and (has_bias or activation != NONE):
                 apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, has_bias, activation, alpha)
 
 
-def pack_a_operand(a, row0, rows, depth0, depth, packed):
-    """packed[s, p, r] = op(A)[row0 + s*MR + r, depth0 + p]. The loop nest's hook for its A side,
-    chosen by the operand's type as Numba compiles the loop (numba.extending.overload): a matrix,
-    (flat array, row stride, column stride), is pack_a's; implicit_gemm.py adds an image's windows."""
+def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
+                    cols, bias, has_bias, activation, alpha):
+    """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B (at
+    b_buffer[b_start:]), for a matrix A (a flat array and its strides): A's block packed into MR-row
+    slivers (pack_a), or, when A is row-major and the panel at most IN_PLACE_A_COLUMNS wide (each
+    packed float of A would feed too few FMAs to pay for packing it), its whole slivers read where
+    they lie; multiplied by multiply_block."""
+    row_slivers = -(-rows // MR)
+    in_place = rows // MR if col_stride == 1 and cols <= IN_PLACE_A_COLUMNS else 0   # whole slivers only
+    if in_place < row_slivers:
+        pack_a(a, row_stride, col_stride, row0 + in_place * MR, rows - in_place * MR, depth0, depth,
+               a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)))
+    multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a,
+                   row0 * row_stride + depth0, row_stride, in_place, b_buffer, b_start, depth * NR, NR, c, row0, rows,
+                   col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
+
+
+def multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
+                     activation, alpha):
+    """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B: the
+    loop nest's hook for its A side, chosen by the operand's type as Numba compiles the loop
+    (numba.extending.overload). A matrix, (flat array, row stride, column stride), is
+    multiply_packed's; implicit_gemm.py adds an image's windows, read where they lie."""
 
 
 def pack_b_operand(b, depth0, depth, col0, cols, packed):
-    """packed[t, p, c] = op(B)[depth0 + p, col0 + t*NR + c]: the B side's hook, as pack_a_operand."""
+    """packed[t, p, c] = op(B)[depth0 + p, col0 + t*NR + c]: the B side's hook, as multiply_a_block."""
 
 
 def is_matrix(operand):
@@ -227,24 +280,15 @@ def is_matrix(operand):
             and isinstance(operand[0], numba.types.Array) and isinstance(operand[1], numba.types.Integer))
 
 
-def rows_in_place(a, cols):
-    """(A's flat array, its row stride) where the tiles read A's rows where they lie: a row-major
-    matrix times at most IN_PLACE_A_COLUMNS columns of B, which would use each packed float of A
-    too few times to pay for packing it; else (A's flat array, 0): A is packed. A hook of the loop
-    nest like pack_a_operand, chosen by the operand's type."""
-
-
-@numba.extending.overload(pack_a_operand)
-def pack_matrix_a(a, row0, rows, depth0, depth, packed):
+@numba.extending.overload(multiply_a_block)
+def multiply_matrix_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias,
+                          has_bias, activation, alpha):
     if is_matrix(a):
-        return lambda a, row0, rows, depth0, depth, packed: pack_a(a[0], a[1], a[2], row0, rows, depth0, depth,
-                                                                   packed)
-
-
-@numba.extending.overload(rows_in_place)
-def matrix_rows_in_place(a, cols):
-    if is_matrix(a):
-        return lambda a, cols: (a[0], a[1] if a[2] == 1 and cols <= IN_PLACE_A_COLUMNS else 0)
+        def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
+                     activation, alpha):
+            multiply_packed(a[0], a[1], a[2], a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
+                            cols, bias, has_bias, activation, alpha)
+        return multiply
 
 
 @numba.extending.overload(pack_b_operand)
@@ -254,16 +298,31 @@ def pack_matrix_b(b, depth0, depth, col0, cols, packed):
                                                                    packed)
 
 
+def multiply_slice(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, first_row, rows, panel0, panel_cols, mc,
+                   bias, has_bias, activation, alpha):
+    """C[first_row:first_row+rows, the panel's columns] (+)= A[those rows, the slice] @ the slice's
+    packed B (at b_buffer[b_start:]), a block of MC rows at a time (multiply_a_block)."""
+    block0 = first_row
+    while block0 < first_row + rows:
+        block_rows = block_end(block0, first_row + rows, mc) - block0
+        multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, block0, block_rows, panel0, panel_cols,
+                         bias, has_bias, activation, alpha)
+        block0 += block_rows
+
+
 def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
-    one thread, packing its own slices of B and blocks of A (pack_a_operand, pack_b_operand)
-    into buffers it reuses."""
+    one thread, packing its own slices of B (pack_b_operand) and blocks of A (multiply_a_block)
+    into buffers it reuses. Where a panel of B for all of K fits in the room of one KC x NC
+    slice (a deep product with few columns: a convolution's 576 x 64 weights), the panel is
+    packed whole and each block of A meets every slice in turn, so that its block of C stays in
+    L2 from the first slice to the epilogue instead of going to memory and back once a slice."""
     deepest = min(k, DEEPEST)   # block_end allows up to a quarter more
     widest = min(cols, nc + nc // 4)
     tallest = min(rows, mc + mc // 4)
-    b_buffer = aligned_floats(-(-widest // NR) * deepest * NR)
+    whole_depth = k > DEEPEST and -(-widest // NR) * NR * k <= nc * KC
+    b_buffer = aligned_floats(-(-widest // NR) * (k if whole_depth else deepest) * NR)
     a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
-    a_flat, a_stride = rows_in_place(a, cols)
     panel0 = col0
     while panel0 < col0 + cols:
         panel_cols = block_end(panel0, col0 + cols, nc) - panel0
@@ -271,23 +330,24 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
         depth0 = 0
         while depth0 < k:
             depth = block_end(depth0, k, KC) - depth0
-            b_packed = b_buffer[:col_slivers * depth * NR].reshape((col_slivers, depth, NR))
-            pack_b_operand(b, depth0, depth, panel0, panel_cols, b_packed)
-            block0 = row0
-            while block0 < row0 + rows:
-                block_rows = block_end(block0, row0 + rows, mc) - block0
-                row_slivers = -(-block_rows // MR)
-                in_place = block_rows // MR if a_stride > 0 else 0   # whole slivers only
-                if in_place < row_slivers:
-                    pack_a_operand(a, block0 + in_place * MR, block_rows - in_place * MR, depth0, depth,
-                                   a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape(
-                                       (row_slivers - in_place, depth, MR)))
-                multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a_flat,
-                               block0 * a_stride + depth0, a_stride, in_place, b_buffer, 0, depth * NR, NR, c,
-                               block0, block_rows, panel0, panel_cols, depth0 == 0, depth0 + depth == k, bias,
-                               has_bias, activation, alpha)
-                block0 += block_rows
+            start = col_slivers * depth0 * NR if whole_depth else 0
+            pack_b_operand(b, depth0, depth, panel0, panel_cols,
+                           b_buffer[start:start + col_slivers * depth * NR].reshape((col_slivers, depth, NR)))
+            if not whole_depth:
+                multiply_slice(a, a_buffer, b_buffer, 0, c, k, depth0, depth, row0, rows,
+                               panel0, panel_cols, mc, bias, has_bias, activation, alpha)
             depth0 += depth
+        block0 = row0
+        while whole_depth and block0 < row0 + rows:
+            block_rows = block_end(block0, row0 + rows, mc) - block0
+            depth0 = 0
+            while depth0 < k:
+                depth = block_end(depth0, k, KC) - depth0
+                multiply_slice(a, a_buffer, b_buffer, col_slivers * depth0 * NR, c, k, depth0,
+                               depth, block0, block_rows, panel0, panel_cols, mc, bias, has_bias, activation,
+                               alpha)
+                depth0 += depth
+            block0 += block_rows
         panel0 += panel_cols
 
 
@@ -410,6 +470,11 @@ with slp_vectorize():
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
+    add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
+    multiply_gathered = numba.njit(
+        void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64,
+             numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
+        fastmath=FASTMATH, cache=True)(multiply_gathered)
     multiply_block = numba.njit(
         void(PANEL, READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64,
              int64, numba.boolean,
@@ -423,6 +488,8 @@ gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),
 # (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
 # loop, which compiles in a third of the time: a parallel kernel is three (the loop's gufunc, its
 # wrapper, the caller), each optimizing and generating the machine code of everything it calls.
+multiply_packed = numba.njit(fastmath=FASTMATH, cache=True)(multiply_packed)
+multiply_slice = numba.njit(fastmath=FASTMATH, cache=True)(multiply_slice)
 gemm_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(gemm_rectangle)
 gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm),
                            void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)

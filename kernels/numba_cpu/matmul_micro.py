@@ -19,7 +19,8 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
-from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, prefetch_for_write, splat, splat_at, store, zeros
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, fma, load, prefetch_for_write, splat, splat_at, splat_from,
+                                         store, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -63,6 +64,15 @@ def fma_six_rows_in_place(a, start, stride, b0, b1, acc):
     return fma_rows(splat_at(a, start), splat_at(a, start + stride), splat_at(a, start + 2 * stride),
                     splat_at(a, start + 3 * stride), splat_at(a, start + 4 * stride),
                     splat_at(a, start + 5 * stride), b0, b1, acc)
+
+
+@numba.njit(inline="always", cache=True)
+def fma_six_rows_at(rows, first, p, b0, b1, acc):
+    """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
+    read at their addresses (simd.address), wherever they lie."""
+    return fma_rows(splat_from(rows[first] + 4 * p), splat_from(rows[first + 1] + 4 * p),
+                    splat_from(rows[first + 2] + 4 * p), splat_from(rows[first + 3] + 4 * p),
+                    splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
 
 
 @numba.njit(inline="always", cache=True)
@@ -149,6 +159,32 @@ def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, 
         top = fma_six_rows_in_place(a, a_start + p, a_stride, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p, a_stride, b0, b1, bottom)
+    write_six_rows(c, row, col, top, accumulate)
+    if MR == 2 * ROWS_PER_GROUP:
+        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
+
+
+@numba.njit(void(int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
+                 boolean), cache=True)
+def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate):
+    """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
+    the tile's A is lengths[j] floats from address rows[j, r] (simd.address: in an image, or in
+    a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
+    for rows that are not one matrix's (the windows of an image, implicit_gemm.py)."""
+    prefetch_tile(c, row, col, MR)
+    top = zero_rows()
+    bottom = zero_rows()
+    b_row = b_start
+    for j in range(runs):
+        at = (rows[j, 0], rows[j, 1], rows[j, 2], rows[j, 3], rows[j, 4], rows[j, 5],
+              rows[j, MR - 6], rows[j, MR - 5], rows[j, MR - 4], rows[j, MR - 3], rows[j, MR - 2], rows[j, MR - 1])
+        for p in range(lengths[j]):
+            b0 = load(b, b_row)
+            b1 = load(b, b_row + WIDTH)
+            top = fma_six_rows_at(at, 0, p, b0, b1, top)
+            if MR == 2 * ROWS_PER_GROUP:
+                bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
+            b_row += b_stride
     write_six_rows(c, row, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
         write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)

@@ -146,6 +146,34 @@ def splat_at(typingctx, array, offset):
     return VECTOR(array, types.intp), codegen
 
 
+def broadcast(builder, value):
+    lane = builder.insert_element(ir.Constant(LLVM_VECTOR, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    every_lane = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
+    return builder.shuffle_vector(lane, ir.Constant(LLVM_VECTOR, ir.Undefined), every_lane)
+
+
+@intrinsic
+def address(typingctx, array, offset):
+    """Where array[offset] lies in memory, as an integer for splat_from: a table of such
+    addresses lets one loop read rows that lie in different arrays. The array must outlive
+    every use of the address."""
+    check_array(array)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(builder.gep(data, [args[1]]), ir.IntType(64))
+    return types.int64(array, types.intp), codegen
+
+
+@intrinsic
+def splat_from(typingctx, where):
+    """Every lane = the float at address `where` (address()), one broadcast load."""
+    def codegen(context, builder, signature, args):
+        value = builder.load(builder.inttoptr(args[0], ir.FloatType().as_pointer()), align=4)
+        return broadcast(builder, value)
+    return VECTOR(types.int64), codegen
+
+
 @intrinsic
 def zeros(typingctx):
     def codegen(context, builder, signature, args):
