@@ -76,36 +76,31 @@ def windows_reference(image, windows):
     return out.reshape(n * windows.per_image, windows.depth)
 
 
-def window_corners(shape, row0, rows, first, count, corner_image, corner_top, corner_left):
-    """The image and corner of windows row0 + first .. + count - 1 (image -1 past the last row)."""
+def window_corners(shape, row0, count, corners):
+    """corners[:, i] = (image, top row, left column) of window row0 + i, for i < count: the grid
+    walked in order, with one division for the first."""
     (_, _, _, grid_height, grid_width, step_h, step_w) = shape
-    per_image = grid_height * grid_width
-    for r in range(count):
-        row = first + r
-        if row < rows:
-            q = (row0 + row) % per_image
-            corner_image[r] = (row0 + row) // per_image
-            corner_top[r] = q // grid_width * step_h
-            corner_left[r] = q % grid_width * step_w
-        else:
-            corner_image[r] = -1
+    n, q = row0 // (grid_height * grid_width), row0 % (grid_height * grid_width)
+    a, b = q // grid_width, q % grid_width
+    for i in range(count):
+        corners[0, i] = n
+        corners[1, i] = a * step_h
+        corners[2, i] = b * step_w
+        b += 1
+        if b == grid_width:
+            b = 0
+            a += 1
+            if a == grid_height:
+                a = 0
+                n += 1
 
 
-def source(shape, image_index, h, w):
-    """Where pixel (h, w) of an image starts in the flat image, or -1 for padding (or no image)."""
-    (height, width, channels, _, _, _, _) = shape
-    if image_index < 0 or h < 0 or h >= height or w < 0 or w >= width:
-        return -1
-    return ((image_index * height + h) * width + w) * channels
-
-
-def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, rows_at, runs_at, zero):
+def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth, rows_at, runs_at, corners, zero):
     """rows_at[s, j, r] = the address (simd.address) of windows[row0 + s*MR + r, the start of run
     j], the runs being the slice's taps, runs_at[0, j] floats each (their channels in depth0 ..
     + depth): a pixel's channels in the image, or `zero`'s for padding and rows past the last.
-    The windows are walked in order, their corners counted on (no division a row). Returns the
-    number of runs."""
-    (height, width, channels, grid_height, grid_width, step_h, step_w) = shape
+    Returns the number of runs."""
+    (height, width, channels, _, _, _, _) = shape
     taps_w = tap_cols.shape[0]
     first = depth0 // channels
     runs = (depth0 + depth - 1) // channels + 1 - first
@@ -118,58 +113,56 @@ def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth
         runs_at[3, j] = 4 * ((runs_at[1, j] * width + runs_at[2, j]) * channels + c0)   # bytes from the corner
     nowhere = address(zero, 0)
     origin = address(image, 0)
-    n, q = row0 // (grid_height * grid_width), row0 % (grid_height * grid_width)
-    a, b = q // grid_width, q % grid_width
+    window_corners(shape, row0, rows, corners)
     for i in range(-(-rows // MR) * MR):
         s, r = i // MR, i % MR
         if i >= rows:
             for j in range(runs):
                 rows_at[s, j, r] = nowhere
             continue
-        top, left = a * step_h, b * step_w
-        corner = origin + 4 * ((n * height + top) * width + left) * channels
+        top, left = corners[1, i], corners[2, i]
+        corner = origin + 4 * ((corners[0, i] * height + top) * width + left) * channels
         for j in range(runs):
             h, w = top + runs_at[1, j], left + runs_at[2, j]
             inside = h >= 0 and h < height and w >= 0 and w < width
             rows_at[s, j, r] = corner + runs_at[3, j] if inside else nowhere
-        b += 1
-        if b == grid_width:
-            b = 0
-            a += 1
-            if a == grid_height:
-                a = 0
-                n += 1
     return runs
 
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
     """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
-    tap, each window's run of contiguous channels, cut where a sliver ends (a whole sliver row,
-    NR channels, as two vectors)."""
-    channels = shape[2]
+    tap, each window's run of contiguous channels copied into the slivers it crosses (a whole
+    sliver row, NR channels, as two vectors), zeros for padding."""
+    (height, width, channels, _, _, _, _) = shape
     taps_w = tap_cols.shape[0]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
-    window_corners(shape, depth0, depth, 0, depth, corners[0], corners[1], corners[2])
+    window_corners(shape, depth0, depth, corners)
     for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
         row_offset, col_offset = tap_rows[tap // taps_w], tap_cols[tap % taps_w]
-        run_start = max(col0, tap * channels) - col0
+        run_start = max(col0, tap * channels) - col0        # the tap's columns in the panel
         run_end = min(col0 + cols, (tap + 1) * channels) - col0
+        whole = run_start % NR == 0 and run_end % NR == 0     # whole sliver rows only
         for p in range(depth):
-            start = source(shape, corners[0, p], corners[1, p] + row_offset, corners[2, p] + col_offset)
-            inside = start >= 0
+            h, w = corners[1, p] + row_offset, corners[2, p] + col_offset
+            inside = h >= 0 and h < height and w >= 0 and w < width
+            # the image offset of the panel's column 0 as seen through this tap (columns run_start
+            # .. run_end of the panel are its channels)
+            base = ((corners[0, p] * height + h) * width + w) * channels + col0 - tap * channels
+            if whole:
+                for j in range(run_start, run_end, NR):
+                    out = (j // NR * depth + p) * NR
+                    for v in range(0, NR, WIDTH):
+                        store(flat, out + v, load(image, base + j + v) if inside else zeros())
+                continue
             j = run_start
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
                 out = (j // NR * depth + p) * NR + j % NR
-                first = start + j + col0 - tap * channels
-                if piece_end - j == NR:     # a whole sliver row: two vectors
-                    for v in range(0, NR, WIDTH):
-                        store(flat, out + v, load(image, first + v) if inside else zeros())
-                elif not inside:
-                    flat[out:out + piece_end - j] = 0.0
+                if inside:
+                    flat[out:out + piece_end - j] = image[base + j:base + piece_end]
                 else:
-                    flat[out:out + piece_end - j] = image[first:first + piece_end - j]
+                    flat[out:out + piece_end - j] = 0.0
                 j = piece_end
     for p in range(depth):
         for j in range(cols, slivers * NR):
@@ -178,7 +171,8 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
 
 def is_windows(operand, length):
     """Whether a loop-nest operand is an image's windows, `length` items: (image, shape, tap rows,
-    tap columns, then the A side's address table, runs and zeros, or the B side's corners)."""
+    tap columns, then the A side's address table, runs, corners and zeros, or the B side's
+    corners)."""
     return (isinstance(operand, numba.types.BaseTuple) and len(operand) == length
             and isinstance(operand[1], numba.types.UniTuple))
 
@@ -186,10 +180,10 @@ def is_windows(operand, length):
 @numba.extending.overload(multiply_a_block)
 def multiply_windows(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
-    if is_windows(a, 7):
+    if is_windows(a, 8):
         def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
-            runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6])
+            runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6], a[7])
             multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, row0, rows, col0, cols,
                               depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
         return multiply
@@ -221,14 +215,15 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bi
         if rows > 0 and cols > 0:
             if windows_are_a:
                 runs = min(tap_rows.size * tap_cols.size, DEEPEST // shape[2] + 2)   # taps a slice meets
-                rows_at = np.empty((-(-min(rows, mc + mc // 4) // MR), runs, MR), dtype=np.int64)
+                slivers = -(-min(rows, mc + mc // 4) // MR)
                 zero = aligned_floats(DEEPEST)
                 zero[:] = 0.0
-                windows = (image, shape, tap_rows, tap_cols, rows_at, np.empty((4, runs), dtype=np.int64), zero)
+                windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
+                           np.empty((4, runs), dtype=np.int64), np.empty((3, slivers * MR), dtype=np.int64), zero)
                 gemm_rectangle(windows, (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0,
                                cols, mc, nc)
             else:
-                corners = np.empty((4, max(MR, DEEPEST)), dtype=np.int64)   # a slice's rows
+                corners = np.empty((3, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
@@ -237,11 +232,9 @@ SHAPE = numba.types.UniTuple(int64, 7)
 TAPS = int64[::1]
 CORNERS = int64[:, ::1]
 with slp_vectorize():
-    window_corners = numba.njit(void(SHAPE, int64, int64, int64, int64, TAPS, TAPS, TAPS),
-                                cache=True)(window_corners)
-    source = numba.njit(int64(SHAPE, int64, int64, int64), cache=True)(source)
+    window_corners = numba.njit(void(SHAPE, int64, int64, CORNERS), cache=True)(window_corners)
     window_addresses = numba.njit(int64(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64,
-                                        numba.types.Array(int64, 3, "C"), CORNERS, FLAT),
+                                        numba.types.Array(int64, 3, "C"), CORNERS, CORNERS, FLAT),
                                   cache=True)(window_addresses)
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
