@@ -39,6 +39,8 @@ SHAPES = [
     (2, 5, 7, 3, 1, 1, 2, 2, "same"),
     (2, 4, 3, 6, 1, 2, 3, 3, "valid"),
     (3, 6, 7, 9, 3, 3, 1, 2, "same"),
+    (2, 9, 8, 32, 3, 3, 1, 1, "same"),        # 1 to 3 outputs over whole vectors of channels
+    (3, 7, 6, 20, 3, 2, 3, (2, 1), "valid"),   # ... and a rest past the last vector
     (2, 1, 1, 17, 3, 3, 20, 1, "same"),
     (3, 7, 5, 16, 3, 3, 18, 2, "same"),
     (2, 9, 7, 33, 3, 2, 17, (1, 2), "valid"),

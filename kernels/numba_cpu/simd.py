@@ -190,6 +190,17 @@ def fma(typingctx, a, b, c):
     return VECTOR(VECTOR, VECTOR, VECTOR), codegen
 
 
+@intrinsic
+def lane_sum(typingctx, vector):
+    """The sum of a vector's lanes, added in whatever order is fastest (a tree)."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.FloatType(), [ir.FloatType(), LLVM_VECTOR]),
+            f"llvm.vector.reduce.fadd.v{WIDTH}f32")
+        return builder.call(function, [ir.Constant(ir.FloatType(), -0.0), args[0]], fastmath=("reassoc",))
+    return types.float32(VECTOR), codegen
+
+
 def lanewise(build):
     """An intrinsic of two vectors, lane by lane: build(builder, a, b) writes its LLVM operation."""
     @intrinsic
