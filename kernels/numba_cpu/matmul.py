@@ -40,8 +40,10 @@ on padding: a small one runs gemv instead, WIDTH rows of C in one vector, on one
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
-packs its own run of B, a slice at a time, just before it meets every A sliver. B, the big
-operand, is read once, and A is packed once instead of once per thread.
+packs its own run of B, an NC-column panel and a slice at a time (a packed slice stays in L2:
+64 x 256 x 6272, a DCGAN's Dense layer, 1.13-1.30 -> 1.03-1.05 ms on 2 cores), just before it
+meets every A sliver. B, the big operand, is read once, and A is packed once instead of once per
+thread.
 """
 
 import numba
@@ -390,29 +392,40 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
     for chunk in numba.prange(col_chunks):
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
+        end = min(n, sliver1 * NR)
+        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, NC + NC // 4) // NR) * min(k, DEEPEST) * NR)
         col0 = sliver0 * NR
-        cols = min(n, sliver1 * NR) - col0
-        # B row-major with short rows, not too many: its whole slivers are read in place, a ragged
-        # last one packed
-        in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride <= IN_PLACE_STRIDE
-                                       and k <= IN_PLACE_DEPTH) else 0
-        b_buffer = aligned_floats((sliver1 - sliver0) * min(k, DEEPEST) * NR)
-        depth0 = 0
-        while depth0 < k:
-            depth = block_end(depth0, k, KC) - depth0
-            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape(
-                (row_slivers, depth, MR))
-            first, last = depth0 == 0, depth0 + depth == k
-            if in_place:
-                multiply_block(a_packed, a, 0, 0, 0, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m,
-                               col0, in_place, first, last, bias, has_bias, activation, alpha)
-            if in_place < cols:
-                packed_slivers = -(-(cols - in_place) // NR)
-                pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
-                       b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
-                multiply_block(a_packed, a, 0, 0, 0, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
-                               cols - in_place, first, last, bias, has_bias, activation, alpha)
-            depth0 += depth
+        while col0 < end:   # NC-column panels: a packed slice of B stays in L2
+            cols = block_end(col0, end, NC) - col0
+            few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols, bias, has_bias,
+                           activation, alpha)
+            col0 += cols
+
+
+def few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols, bias, has_bias,
+                   activation, alpha):
+    """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows, A packed in
+    a_slices: B packed a slice at a time into b_buffer, or its whole slivers read in place where
+    B is row-major with short rows, not too many (a ragged last sliver packed)."""
+    m = c.shape[0]
+    row_slivers = -(-m // MR)
+    in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride <= IN_PLACE_STRIDE
+                                   and k <= IN_PLACE_DEPTH) else 0
+    depth0 = 0
+    while depth0 < k:
+        depth = block_end(depth0, k, KC) - depth0
+        a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
+        first, last = depth0 == 0, depth0 + depth == k
+        if in_place:
+            multiply_block(a_packed, a, 0, 0, 0, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0,
+                           in_place, first, last, bias, has_bias, activation, alpha)
+        if in_place < cols:
+            packed_slivers = -(-(cols - in_place) // NR)
+            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
+                   b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
+            multiply_block(a_packed, a, 0, 0, 0, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
+                           cols - in_place, first, last, bias, has_bias, activation, alpha)
+        depth0 += depth
 
 
 def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha):
@@ -480,6 +493,9 @@ with slp_vectorize():
              int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
+    few_rows_panel = numba.njit(
+        void(READ_ONLY, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64, READ_ONLY, numba.boolean,
+             int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),
                            void(READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean,
                                 int64, float32))
