@@ -54,6 +54,11 @@ SHAPES = [
     (2, 5, 6, 16, 4, 2, 33, (2, 1), "same"),
     (2, 7, 4, 18, 3, 3, 17, 3, "valid"),
     (2, 3, 5, 16, 2, 4, 20, 2, "valid"),
+    # ... and where it does not: an implicit GEMM a phase over the taps that phase has (3x3 at
+    # stride 2: 2x2, 2x1, 1x2 and 1x1 taps; a stride past the kernel: phases with no tap)
+    (2, 6, 5, 16, 3, 3, 24, 2, "same"),
+    (3, 5, 4, 20, 3, 2, 17, (2, 3), "valid"),
+    (2, 4, 3, 16, 2, 2, 18, 3, "valid"),
     # a Conv2D of a few-channel image into whole vectors of output channels, summed directly
     # (conv2d_few_inputs.py): 1 and 3 channels, 3x3 and 5x5, four vectors, single vectors, both
     (2, 9, 8, 1, 3, 3, 32, 2, "same"),

@@ -24,12 +24,17 @@ a product of s*s*O columns and depth m*m*I, every output element computed once (
 gather). interleave_phases then moves each pixel's O channels to their place in y (the blocks
 at the edges hold a few pixels outside y, dropped) and applies the epilogue to each row of y.
 Cost: 2*N*GH*GW*m*m*I*s*s*O FLOPs (GH = H + 1 for 'same' at s = 2: the edge blocks add
-(H + 1)^2 / H^2), then a copy of y. Where s does not divide k, P holds zeros ((2/3)^2 of a 3x3
-kernel at stride 2 multiplies real taps), and images of fewer than PACKED_MIN_CHANNELS channels
-pack a float at a time; both take the route measured faster for them, a chunk of whole images
-at a time (im2col.py): one blocked matmul makes every pixel's contributions,
-cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers
-each output pixel's sum and applies the epilogue to the pixel row it has just written.
+(H + 1)^2 / H^2), then a copy of y. Where s does not divide k, that product would multiply zeros
+(9 of the 16 taps of a 3x3 kernel at stride 2 are real): each phase is then an implicit GEMM of its
+own over the taps it has (split_phase_conv: 2x2, 2x1, 1x2 and 1x1 for 3x3 at stride 2), into a
+buffer a phase, and interleave_phases places them: the FLOPs of the plain product, no sums to
+gather (the DCGAN discriminator's input gradient, 128 x 7x7x128 -> 14x14x64, 5.8 -> 5.1-5.3 ms;
+64 x 28x28x64 -> 56x56x64 33-35 -> 26-27 ms, against matmul + col2im). Images of fewer than
+PACKED_MIN_CHANNELS channels pack a float at a time and take the route measured faster for
+them, a chunk of whole images at a time (im2col.py): one blocked matmul makes every pixel's
+contributions, cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then
+col2im gathers each output pixel's sum and applies the epilogue to the pixel row it has just
+written.
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
@@ -102,10 +107,12 @@ def phase_kernel(w, rows, cols):
 
 
 @numba.njit(parallel=True, cache=True)
-def interleave_phases(phases, blocks, first, offset, stride, bias, has_bias, activation, alpha, big):
-    """big[n, h, w] = epilogue(phases[(n, block of h, block of w), (phase of h, phase of w)]), one
-    row of big pixels per task: the bias added as each pixel is copied, the activation applied
-    to the whole row (apply_epilogue); blocks, first, offset and stride are (rows, columns) pairs."""
+def interleave_phases(phases, phase_step, row_step, blocks, first, offset, stride, bias, has_bias, activation, alpha,
+                      big):
+    """big[n, h, w] = epilogue(phase (p, q) of its block's row, the channels at phases[(p*sw + q) *
+    phase_step + row*row_step:]), one row of big pixels per task: the bias added as each pixel
+    is copied, the activation applied to the whole row (apply_epilogue); blocks, first, offset
+    and stride are (rows, columns) pairs."""
     images, height, width, channels = big.shape
     big_rows = big.reshape(-1, channels)
     for task in numba.prange(images * height):
@@ -116,17 +123,23 @@ def interleave_phases(phases, blocks, first, offset, stride, bias, has_bias, act
         row0 = task * width
         for w in range(width):
             b = (w - offset[1]) // stride[1]
-            col = (p * stride[1] + w - offset[1] - b * stride[1]) * channels
-            source = phases[block_row + b - first[1]]
+            q = w - offset[1] - b * stride[1]
+            start = (p * stride[1] + q) * phase_step + (block_row + b - first[1]) * row_step
             out = big_rows[row0 + w]
             if has_bias:
                 for c in range(channels):
-                    out[c] = source[col + c] + bias[c]
+                    out[c] = phases[start + c] + bias[c]
             else:
-                out[:] = source[col:col + channels]
+                out[:] = phases[start:start + channels]
         if activation != 0:
             apply_epilogue(big.reshape(-1, width * channels), task, 0, 1, width * channels, bias, False,
                            activation, alpha)
+
+
+def interleave(phases, phase_step, row_step, rows, cols, bias, activation, alpha, big):
+    interleave_phases(phases.reshape(-1), phase_step, row_step, (rows.blocks, cols.blocks), (rows.first, cols.first),
+                      (rows.offset, cols.offset), (rows.stride, cols.stride), NO_BIAS if bias is None else bias,
+                      bias is not None, ACTIVATIONS[activation], np.float32(alpha), big)
 
 
 def phase_conv(small, w, g, bias, activation, alpha, big):
@@ -140,10 +153,31 @@ def phase_conv(small, w, g, bias, activation, alpha, big):
     kernel = phase_kernel(w, rows, cols)
     phases = window_product(small, windows, kernel,
                             out=workspace("phases", images * windows.per_image, kernel.shape[1]))
-    interleave_phases(phases, (rows.blocks, cols.blocks), (rows.first, cols.first),
-                      (rows.offset, cols.offset), (rows.stride, cols.stride),
-                      NO_BIAS if bias is None else bias, bias is not None, ACTIVATIONS[activation],
-                      np.float32(alpha), big)
+    interleave(phases, g.channels, kernel.shape[1], rows, cols, bias, activation, alpha, big)
+
+
+def split_phase_conv(small, w, g, bias, activation, alpha, big):
+    """phase_conv where the stride does not divide the kernel, so that its phases' sub-kernels
+    differ (a 3x3 kernel at stride 2: 2x2, 2x1, 1x2 and 1x1 taps) and one product over them all
+    would multiply zeros (7/16 of it): an implicit GEMM a phase, over the taps it has, each into
+    a buffer of its own, then interleave_phases. The same FLOPs as cols = x @ w^T, and no col2im."""
+    rows = Phases(g.stride_height, g.kernel_height, g.pad_top, g.height)
+    cols = Phases(g.stride_width, g.kernel_width, g.pad_left, g.width)
+    images, height, width, small_channels = small.shape
+    w_t = w.transpose(0, 1, 3, 2)                       # (kh, kw, I, O)
+    blocks = images * rows.blocks * cols.blocks
+    phases = workspace("phases", rows.stride * cols.stride * blocks, g.channels)
+    for (p, q), out in zip(np.ndindex(rows.stride, cols.stride), np.split(phases, rows.stride * cols.stride)):
+        taps_h = np.flatnonzero(rows.kernel_rows()[:, p] < g.kernel_height)
+        taps_w = np.flatnonzero(cols.kernel_rows()[:, q] < g.kernel_width)
+        if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
+            out[:] = 0.0
+            continue
+        windows = Windows(height, width, small_channels, rows.blocks, cols.blocks, (1, 1), rows.tap_rows[taps_h],
+                          cols.tap_rows[taps_w])
+        kernel = w_t[np.ix_(rows.kernel_rows()[taps_h, p], cols.kernel_rows()[taps_w, q])]
+        window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), out=out)
+    interleave(phases, blocks * g.channels, g.channels, rows, cols, bias, activation, alpha, big)
 
 
 def transposed_conv(small, w, g, bias, activation, alpha, big):
@@ -159,7 +193,9 @@ def transposed_conv(small, w, g, bias, activation, alpha, big):
             return
         if g.kernel_height % g.stride_height == 0 and g.kernel_width % g.stride_width == 0:
             phase_conv(small, w, g, bias, activation, alpha, big)
-            return
+        else:
+            split_phase_conv(small, w, g, bias, activation, alpha, big)
+        return
     small_rows = small.reshape(-1, small_channels)
     weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
     for first, end in image_chunks(small.shape[0], g):
