@@ -12,8 +12,8 @@ PACKED_MIN_CHANNELS channels, it is summed directly where the windows are short
 (conv2d_few_inputs.py), else windows(x) is copied a chunk of whole images at a time (im2col.py)
 and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an
 implicit GEMM at stride 1, one over the stride phases where the stride divides the kernel, else
-one a phase over the taps each phase has (dy of fewer than PACKED_MIN_CHANNELS channels: dy @ w^T
-and a col2im gather). A layer of at most DIRECT_MAX_OUT output channels is computed directly
+one a phase over the taps each phase has (dy or x of fewer than PACKED_MIN_CHANNELS channels:
+dy @ w^T and a col2im gather). A layer of at most DIRECT_MAX_OUT output channels is computed directly
 (conv2d_direct.py).
 """
 

@@ -29,12 +29,14 @@ Cost: 2*N*GH*GW*m*m*I*s*s*O FLOPs (GH = H + 1 for 'same' at s = 2: the edge bloc
 own over the taps it has (split_phase_conv: 2x2, 2x1, 1x2 and 1x1 for 3x3 at stride 2), into a
 buffer a phase, and interleave_phases places them: the FLOPs of the plain product, no sums to
 gather (the DCGAN discriminator's input gradient, 128 x 7x7x128 -> 14x14x64, 5.8 -> 5.1-5.3 ms;
-64 x 28x28x64 -> 56x56x64 33-35 -> 26-27 ms, against matmul + col2im). Images of fewer than
-PACKED_MIN_CHANNELS channels pack a float at a time and take the route measured faster for
-them, a chunk of whole images at a time (im2col.py): one blocked matmul makes every pixel's
-contributions, cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then
-col2im gathers each output pixel's sum and applies the epilogue to the pixel row it has just
-written.
+64 x 28x28x64 -> 56x56x64 33-35 -> 26-27 ms, against matmul + col2im), where y has
+PACKED_MIN_CHANNELS channels or more: a phase's product has y's channels as its columns (the
+backward of the DCGAN discriminator's one-channel first layer, its dx 128 x 14x14x64 -> 28x28x1,
+took 6.8 ms that way and 2.7 with col2im). Such a y and images of fewer than PACKED_MIN_CHANNELS
+channels (which pack a float at a time) take the route measured faster for them, a chunk of
+whole images at a time (im2col.py): one blocked matmul makes every pixel's contributions,
+cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers each
+output pixel's sum and applies the epilogue to the pixel row it has just written.
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
@@ -193,9 +195,10 @@ def transposed_conv(small, w, g, bias, activation, alpha, big):
             return
         if g.kernel_height % g.stride_height == 0 and g.kernel_width % g.stride_width == 0:
             phase_conv(small, w, g, bias, activation, alpha, big)
-        else:
+            return
+        if g.channels >= PACKED_MIN_CHANNELS:   # a phase's product has only g.channels columns
             split_phase_conv(small, w, g, bias, activation, alpha, big)
-        return
+            return
     small_rows = small.reshape(-1, small_channels)
     weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
     for first, end in image_chunks(small.shape[0], g):
