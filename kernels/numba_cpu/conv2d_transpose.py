@@ -31,8 +31,8 @@ buffer a phase, and interleave_phases places them: the FLOPs of the plain produc
 gather (the DCGAN discriminator's input gradient, 128 x 7x7x128 -> 14x14x64, 5.8 -> 5.1-5.3 ms;
 64 x 28x28x64 -> 56x56x64 33-35 -> 26-27 ms, against matmul + col2im), where y has
 PACKED_MIN_CHANNELS channels or more: a phase's product has y's channels as its columns (the
-backward of the DCGAN discriminator's one-channel first layer, its dx 128 x 14x14x64 -> 28x28x1,
-took 6.8 ms that way and 2.7 with col2im). Such a y and images of fewer than PACKED_MIN_CHANNELS
+backward of the DCGAN discriminator's one-channel first layer, 128 x 28x28x1 -> 14x14x64, dx, dw
+and db, took 6.8 ms with its dx that way and 2.6-2.8 with col2im, whose dx alone is 1.6 ms). Such a y and images of fewer than PACKED_MIN_CHANNELS
 channels (which pack a float at a time) take the route measured faster for them, a chunk of
 whole images at a time (im2col.py): one blocked matmul makes every pixel's contributions,
 cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers each
@@ -169,15 +169,16 @@ def split_phase_conv(small, w, g, bias, activation, alpha, big):
     w_t = w.transpose(0, 1, 3, 2)                       # (kh, kw, I, O)
     blocks = images * rows.blocks * cols.blocks
     phases = workspace("phases", rows.stride * cols.stride * blocks, g.channels)
+    kernel_rows, kernel_cols = rows.kernel_rows(), cols.kernel_rows()
     for (p, q), out in zip(np.ndindex(rows.stride, cols.stride), np.split(phases, rows.stride * cols.stride)):
-        taps_h = np.flatnonzero(rows.kernel_rows()[:, p] < g.kernel_height)
-        taps_w = np.flatnonzero(cols.kernel_rows()[:, q] < g.kernel_width)
+        taps_h = np.flatnonzero(kernel_rows[:, p] < g.kernel_height)
+        taps_w = np.flatnonzero(kernel_cols[:, q] < g.kernel_width)
         if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
             out[:] = 0.0
             continue
         windows = Windows(height, width, small_channels, rows.blocks, cols.blocks, (1, 1), rows.tap_rows[taps_h],
                           cols.tap_rows[taps_w])
-        kernel = w_t[np.ix_(rows.kernel_rows()[taps_h, p], cols.kernel_rows()[taps_w, q])]
+        kernel = w_t[np.ix_(kernel_rows[taps_h, p], kernel_cols[taps_w, q])]
         window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), out=out)
     interleave(phases, blocks * g.channels, g.channels, rows, cols, bias, activation, alpha, big)
 

@@ -345,9 +345,8 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
             depth0 = 0
             while depth0 < k:
                 depth = block_end(depth0, k, KC) - depth0
-                multiply_slice(a, a_buffer, b_buffer, col_slivers * depth0 * NR, c, k, depth0,
-                               depth, block0, block_rows, panel0, panel_cols, mc, bias, has_bias, activation,
-                               alpha)
+                multiply_a_block(a, a_buffer, b_buffer, col_slivers * depth0 * NR, c, k, depth0, depth, block0,
+                                 block_rows, panel0, panel_cols, bias, has_bias, activation, alpha)
                 depth0 += depth
             block0 += block_rows
         panel0 += panel_cols
