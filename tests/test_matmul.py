@@ -298,3 +298,43 @@ def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k
         np.testing.assert_array_equal(fused_matmul(x, w, False, False, b, activation, 0.0), op(pre))
     blocked = kernels.fused_matmul(x, w, False, False, b, activation, 0.0, blocking=(2 * kernels.MR, 128))
     np.testing.assert_array_equal(blocked, op(kernels.fused_matmul(x, w, False, False, b, None, 0.0)))
+
+
+def bias_then_activation(pre, b, activation, alpha):
+    """The epilogue as separate float32 steps: + b, then ReLU or leaky ReLU (x if x > 0 else alpha x)."""
+    y = pre + b
+    if activation is None:
+        return y
+    return np.where(y > 0, y, np.float32(0) if activation == "relu" else np.float32(alpha) * y)
+
+
+@pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("relu", 0.0), ("leaky_relu", 0.01), ("leaky_relu", -1.5)])
+@pytest.mark.parametrize("m,k,n,transpose_a", [(1, 1, 1, False), (64, 1024, 784, False), (100, 37, 64, True),
+                                               (389, 300, 200, False), (389, 300, 200, True), (2048, 128, 128, False),
+                                               (61, 700, 97, True), (133, 517, 45, False)])
+def test_bias_and_relus_in_registers_give_the_separate_ops_floats(rng, activation, alpha, m, k, n, transpose_a):
+    """Whole tiles add the bias and apply ReLU or leaky ReLU in registers as they are stored
+    (matmul_micro.finish), ragged tiles after: either way the floats of the product, then + b,
+    then the activation, each rounded to float32 as separate ops round it. Covers few and many
+    rows, A packed and read in place, half tiles (rows past a multiple of MR), slices of K and
+    blocks of MC rows; alpha -1.5 tells `x if x > 0 else alpha x` from max(x, alpha x)."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    x = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    for blocking in (None, (2 * kernels.MR, 128)):
+        pre = kernels.fused_matmul(x, w, transpose_a, False, None, None, 0.0, blocking=blocking)
+        fused = kernels.fused_matmul(x, w, transpose_a, False, b, activation, alpha, blocking=blocking)
+        np.testing.assert_array_equal(fused, bias_then_activation(pre, b, activation, alpha))
+
+
+@pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("leaky_relu", 0.2)])
+def test_conv_bias_and_leaky_relu_in_registers_give_the_separate_ops_floats(rng, activation, alpha):
+    """The same for a convolution's implicit GEMM (windows read in place): 40 output channels,
+    a whole tile of 32 and a ragged one."""
+    x = rng.standard_normal((3, 9, 7, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 40)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    pre = pyai.ops.conv2d(x, w)
+    fused = pyai.ops.conv2d(x, w, b, activation=activation, alpha=alpha)
+    np.testing.assert_array_equal(fused, bias_then_activation(pre, b, activation, alpha))

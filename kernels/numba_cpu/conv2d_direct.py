@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
+from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, lane_sum, load, splat, store, zeros
 
 DIRECT_MAX_OUT = 4
@@ -122,9 +123,6 @@ def weight_gradient_kernel(dy, x, g, partials):
                             for ow in range(first, last):
                                 total += dy[n, oh, ow, o] * x[n, h, ow * sw - pl + j, c]
                             partial[o, i, j, c] += total
-
-
-NO_BIAS = np.zeros(1, dtype=np.float32)
 
 
 def transposed(w):

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
+from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
 FEW_INPUTS_MAX_DEPTH = 32   # kh*kw*C up to this: a 3x3 or 5x5 kernel over 1 channel, 3x3 over RGB
@@ -139,9 +140,6 @@ def weight_gradient_kernel(dy, x, g, images, out_channels, partials):
                                           load(dy, dy_row + ow * out_channels + o0), acc)
                             store(partial, row + o0, add(load(partial, row + o0), acc))
                             o0 += WIDTH
-
-
-NO_BIAS = np.zeros(1, dtype=np.float32)
 
 
 def few_inputs_forward(x, w, bias, g, activation_code, alpha, y):

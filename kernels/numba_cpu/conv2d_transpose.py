@@ -47,8 +47,7 @@ from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpos
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
-
-NO_BIAS = np.zeros(1, dtype=np.float32)
+from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):

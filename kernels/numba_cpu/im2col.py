@@ -35,6 +35,7 @@ import numpy as np
 
 from pyai.kernels.common import conv_output_size, conv_padding
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
+from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 
 WORKSPACE_FLOATS = 1 << 18   # 1 MB per workspace: a chunk's cols stay in L2 between its passes
 
@@ -166,9 +167,6 @@ def col2im_kernel(cols, first, end, g, big_rows, bias, has_bias, activation, alp
                     out += cols[window_row + u // sw, start:start + channels]
         if has_bias or activation != 0:
             apply_epilogue(big_rows, row0, 0, width, channels, bias, has_bias, activation, alpha)
-
-
-NO_BIAS = np.zeros(1, dtype=np.float32)
 
 
 def im2col(big, g, first, end, slot="cols"):

@@ -55,7 +55,7 @@ from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, PLAIN, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
                                                  micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
                                          transpose_square, zeros)
@@ -196,13 +196,26 @@ def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride,
             whole = tile_cols == NR and tile_rows == MR
             out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
             micro_kernel_gathered(rows_at[s], lengths, runs, b, b_start + t * sliver_step, b_stride, out, out_row,
-                                  out_col, not first_slice and whole)
+                                  out_col, not first_slice and whole, bias,
+                                  tile_epilogue(last_slice and whole, by_tile, has_bias, activation, alpha))
             if not whole:
                 add_edge(c, edge, row, col, tile_rows, tile_cols, not first_slice)
-            if last_slice and by_tile and (has_bias or activation != NONE):
-                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
+                if last_slice:
+                    edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha)
     if last_slice and not by_tile:
-        apply_epilogue(c, row0, col0, rows, cols, bias, has_bias, activation, alpha)
+        apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
+
+
+def tile_epilogue(finished, by_tile, has_bias, activation, alpha):
+    """What a whole tile applies as it is stored (matmul_micro.finish): the bias, and the
+    activation unless it is one of the block's (EXPENSIVE); nothing before the tile's last slice."""
+    return (has_bias, activation if by_tile else NONE, alpha) if finished else PLAIN
+
+
+def edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha):
+    """The same for a ragged tile, once it is in C (add_edge)."""
+    if has_bias or (by_tile and activation != NONE):
+        apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation if by_tile else NONE, alpha)
 
 
 def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
@@ -231,21 +244,23 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                 part_depth = min(depth, part0 + KC) - part0
                 start = b_start + t * sliver_step + part0 * b_stride
                 accumulate = not first_slice or part0 > 0
+                epilogue = tile_epilogue(last_slice and whole and part0 + part_depth == depth, by_tile, has_bias,
+                                         activation, alpha)
                 if s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start,
-                                          b_stride, out, out_row, out_col, accumulate and whole)
+                                          b_stride, out, out_row, out_col, accumulate and whole, bias, epilogue)
                 elif half:
                     half_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
-                                        out_col, accumulate and whole)
+                                        out_col, accumulate and whole, bias, epilogue)
                 else:
                     micro_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
-                                         out_col, accumulate and whole)
+                                         out_col, accumulate and whole, bias, epilogue)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate)
-            if last_slice and by_tile and (has_bias or activation != NONE):
-                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
+            if last_slice and not whole:
+                edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha)
     if last_slice and not by_tile:
-        apply_epilogue(c, row0, col0, rows, cols, bias, has_bias, activation, alpha)
+        apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
 
 
 def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
@@ -483,6 +498,8 @@ with slp_vectorize():
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
+    tile_epilogue = numba.njit(inline="always", cache=True)(tile_epilogue)
+    edge_epilogue = numba.njit(inline="always", cache=True)(edge_epilogue)
     multiply_gathered = numba.njit(
         void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64,
              numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
@@ -514,7 +531,6 @@ gemm_few_rows_one_thread = CompiledOnFirstCall(
 gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
                                     void(*GEMM_OPERANDS, int64), slp_vectorize)
 
-NO_BIAS = np.zeros(1, dtype=np.float32)
 SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
                            # (64x100x256, 3.3 MFLOP: 33 us on one, 40 on two; 8.4 MFLOP: 65, 59)
 

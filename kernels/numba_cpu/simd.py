@@ -21,6 +21,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     add(a, b), subtract(a, b), multiply(a, b)
                                    a + b, a - b, a * b, lane by lane
     maximum(a, b)                  b where b > a, else a, lane by lane
+    where_positive(a, b)           a where a > 0, else b (NaN: b), lane by lane
     interleave_low(a, b)           (a[0], b[0], a[1], b[1], ...), from the first halves of a and b
     interleave_high(a, b)          the same from their second halves
     transpose_square(src, s0, s_stride, dst, d0, d_stride, scratch)
@@ -215,6 +216,8 @@ add = lanewise(lambda builder, a, b: builder.fadd(a, b))
 subtract = lanewise(lambda builder, a, b: builder.fsub(a, b))
 multiply = lanewise(lambda builder, a, b: builder.fmul(a, b))
 maximum = lanewise(lambda builder, a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
+where_positive = lanewise(lambda builder, a, b: builder.select(
+    builder.fcmp_ordered(">", a, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH)), a, b))
 
 
 def interleave_mask(first):
