@@ -41,7 +41,7 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro
-from pyai.kernels.numba_cpu.matmul_micro import MR, NO_BIAS, NR, PLAIN, ROWS_PER_GROUP, half_kernel_strided
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, half_kernel_strided
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply,
                                         slp_vectorize, store, subtract, transpose_square, wide_vectors,
                                         zeros)
@@ -202,7 +202,7 @@ def tile_values(v_chunks, p, first_key, slivers, keys, depth, out):
         for s in range(last + 1):
             if s == last and half:
                 half_kernel_strided(v_chunks[s, first_key:first_key + keys], p.reshape(-1),
-                                    t * p.shape[1] * NR, NR, out[t], s * MR, 0, True, NO_BIAS, PLAIN)
+                                    t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
             else:
                 micro_kernel(v_chunks[s, first_key:first_key + keys], p[t], out[t], s * MR, 0, True)
 

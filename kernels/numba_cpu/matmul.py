@@ -14,8 +14,9 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
         for each B sliver (in L1), for each A sliver (from L2): the micro-kernel writes an MR x NR tile
           of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
           first slice stores the tile, later ones add to it, so C is never zeroed first
-        after the last slice, each tile gets bias + activation while it is still in L1 (sigmoid,
-        tanh and gelu: the whole block, from L2, where their loops vectorize)
+        in the last slice, each whole tile gets bias + activation in registers as it is stored
+        (matmul_micro's finished kernels; a ragged tile right after, from L1; sigmoid, tanh and
+        gelu on the whole block, from L2, where their loops vectorize)
 Where the panel of B for all of K fits where one KC x NC slice would go (a deep product with few
 columns: a 3x3 convolution's 576 x 64 weights), the panel is packed for every slice at once and
 each block of A meets all of them in turn, so that its block of C stays in L2 from the first slice
@@ -55,7 +56,8 @@ from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, PLAIN, READ_ONLY, ROWS_PER_GROUP, half_kernel_strided,
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
+                                                 finished_in_place, finished_strided, half_kernel_strided,
                                                  micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
                                          transpose_square, zeros)
@@ -186,6 +188,7 @@ def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride,
     """multiply_block for an A block whose rows are read where they lie (micro_kernel_gathered):
     sliver s's MR rows at the addresses rows_at[s] (runs x MR), lengths[j] floats in run j."""
     by_tile = activation not in EXPENSIVE
+    epilogue = (has_bias, activation if by_tile else NONE, alpha)
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     for t in range(-(-cols // NR)):
         col = col0 + t * NR
@@ -195,27 +198,27 @@ def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride,
             tile_rows = min(MR, row0 + rows - row)
             whole = tile_cols == NR and tile_rows == MR
             out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
-            micro_kernel_gathered(rows_at[s], lengths, runs, b, b_start + t * sliver_step, b_stride, out, out_row,
-                                  out_col, not first_slice and whole, bias,
-                                  tile_epilogue(last_slice and whole, by_tile, has_bias, activation, alpha))
+            start = b_start + t * sliver_step
+            if last_slice and whole and finishes(epilogue):
+                finished_gathered(rows_at[s], lengths, runs, b, start, b_stride, c, row, col, not first_slice, bias,
+                                  epilogue)
+            else:
+                micro_kernel_gathered(rows_at[s], lengths, runs, b, start, b_stride, out, out_row, out_col,
+                                      not first_slice and whole)
             if not whole:
                 add_edge(c, edge, row, col, tile_rows, tile_cols, not first_slice)
-                if last_slice:
-                    edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha)
+                if last_slice and finishes(epilogue):
+                    apply_epilogue(c, row, col, tile_rows, tile_cols, bias, *epilogue)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
 
 
-def tile_epilogue(finished, by_tile, has_bias, activation, alpha):
-    """What a whole tile applies as it is stored (matmul_micro.finish): the bias, and the
-    activation unless it is one of the block's (EXPENSIVE); nothing before the tile's last slice."""
-    return (has_bias, activation if by_tile else NONE, alpha) if finished else PLAIN
-
-
-def edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha):
-    """The same for a ragged tile, once it is in C (add_edge)."""
-    if has_bias or (by_tile and activation != NONE):
-        apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation if by_tile else NONE, alpha)
+def finishes(epilogue):
+    """Whether a tile's last slice has anything to apply: the tile's part of the epilogue (the
+    bias, and the activation unless it is one of the block's, EXPENSIVE), in registers as a whole
+    tile is stored (matmul_micro's finished kernels), or after add_edge for a ragged one."""
+    has_bias, activation, _ = epilogue
+    return has_bias or activation != NONE
 
 
 def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
@@ -229,6 +232,7 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
     L1; sigmoid's, tanh's and gelu's on the whole block at the end (from L2), where their loops
     vectorize along rows (epilogue.EXPENSIVE)."""
     by_tile = activation not in EXPENSIVE
+    epilogue = (has_bias, activation if by_tile else NONE, alpha)
     edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
     for t in range(-(-cols // NR)):
@@ -244,21 +248,27 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                 part_depth = min(depth, part0 + KC) - part0
                 start = b_start + t * sliver_step + part0 * b_stride
                 accumulate = not first_slice or part0 > 0
-                epilogue = tile_epilogue(last_slice and whole and part0 + part_depth == depth, by_tile, has_bias,
-                                         activation, alpha)
-                if s < in_place:
+                finished = (last_slice and whole and not half and part0 + part_depth == depth
+                            and finishes(epilogue))
+                if s < in_place and finished:
+                    finished_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start, b_stride,
+                                      c, row, col, accumulate, bias, epilogue)
+                elif s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start,
-                                          b_stride, out, out_row, out_col, accumulate and whole, bias, epilogue)
+                                          b_stride, out, out_row, out_col, accumulate and whole)
                 elif half:
                     half_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
-                                        out_col, accumulate and whole, bias, epilogue)
+                                        out_col, accumulate and whole)
+                elif finished:
+                    finished_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, c, row, col,
+                                     accumulate, bias, epilogue)
                 else:
                     micro_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
-                                         out_col, accumulate and whole, bias, epilogue)
+                                         out_col, accumulate and whole)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate)
-            if last_slice and not whole:
-                edge_epilogue(c, row, col, tile_rows, tile_cols, by_tile, bias, has_bias, activation, alpha)
+            if last_slice and (half or not whole) and finishes(epilogue):
+                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, *epilogue)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
 
@@ -498,8 +508,7 @@ with slp_vectorize():
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
-    tile_epilogue = numba.njit(inline="always", cache=True)(tile_epilogue)
-    edge_epilogue = numba.njit(inline="always", cache=True)(edge_epilogue)
+    finishes = numba.njit(inline="always", cache=True)(finishes)
     multiply_gathered = numba.njit(
         void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64,
              numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),

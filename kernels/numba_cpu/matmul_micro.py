@@ -10,7 +10,8 @@ registers: 12 accumulators, 2 B vectors and a broadcast fill 15. AVX-512 has 32:
 FMA ports (measured in isolation: 6 x 32 at ~75% of the core's FMA peak, 12 x 32 at ~85%).
 
 Per k step: MR + NR floats loaded, MR * NR FMAs (2 * MR * NR FLOPs). The packed slivers are
-contiguous, so the loads stream from L1.
+contiguous, so the loads stream from L1. A tile's last slice can finish it in registers: + bias,
+then ReLU or leaky ReLU, before the store (the "finished" kernels).
 """
 
 import numba
@@ -27,7 +28,7 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, fma, load, multiply, prefet
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
 # The epilogue a tile applies as it is stored: (has_bias, activation, alpha), the bias an array
-# beside it. PLAIN stores the sums as they are (a slice that is not the last, or no epilogue).
+# beside it. PLAIN stores the sums as they are (the plain kernels', and attention's).
 EPILOGUE = numba.types.Tuple((boolean, int64, float32))
 PLAIN = (False, NONE, np.float32(0))
 NO_BIAS = np.zeros(1, np.float32)
@@ -83,12 +84,12 @@ def fma_six_rows_at(rows, first, p, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
-def finish(v, bias, col, epilogue):
-    """The epilogue on one finished vector of a row, columns col.. col + WIDTH, in the same
-    float32 operations as epilogue.apply_epilogue: + bias, then leaky ReLU or ReLU."""
+def finish(v, bias, epilogue):
+    """The epilogue on one finished vector of a row, in the same float32 operations as
+    epilogue.apply_epilogue: + bias (its lanes for these columns), then leaky ReLU or ReLU."""
     has_bias, activation, alpha = epilogue
     if has_bias:
-        v = add(v, load(bias, col))
+        v = add(v, bias)
     if activation == LEAKY_RELU:
         v = where_positive(v, multiply(splat(alpha), v))
     elif activation == RELU:
@@ -99,14 +100,14 @@ def finish(v, bias, col, epilogue):
 @numba.njit(inline="always", cache=True)
 def write_row(c, row, col, left, right, accumulate, bias, epilogue):
     """c[row, col:col + NR] = (left, right), or += when accumulating; then the epilogue, in
-    registers, before the store (a separate pass over the tile cost 6-14% of a 2048 x 128 x N
-    linear)."""
+    registers, before the store (a separate pass over the stored tile cost 4-8% of a 1024 x 128 x N
+    linear on one core). bias: its two vectors for these columns."""
     start = row * c.shape[1] + col
     if accumulate:
         left = add(load(c, start), left)
         right = add(load(c, start + WIDTH), right)
-    store(c, start, finish(left, bias, col, epilogue))
-    store(c, start + WIDTH, finish(right, bias, col + WIDTH, epilogue))
+    store(c, start, finish(left, bias[0], epilogue))
+    store(c, start + WIDTH, finish(right, bias[1], epilogue))
 
 
 @numba.njit(inline="always", cache=True)
@@ -120,6 +121,14 @@ def write_six_rows(c, row, col, acc, accumulate, bias, epilogue):
 
 
 @numba.njit(inline="always", cache=True)
+def bias_vectors(bias, col, epilogue):
+    """bias[col:col + NR] as two vectors (zeros, unused, without a bias): read once a tile."""
+    if epilogue[0]:
+        return load(bias, col), load(bias, col + WIDTH)
+    return zeros(), zeros()
+
+
+@numba.njit(inline="always", cache=True)
 def prefetch_tile(c, row, col, rows):
     """Ask for the lines of c[row:row+rows, col:col+NR], to be written: they arrive while the k
     loop runs, so the stores at its end do not wait on C coming from L3."""
@@ -127,6 +136,15 @@ def prefetch_tile(c, row, col, rows):
         start = (row + i) * c.shape[1] + col
         prefetch_for_write(c, start)
         prefetch_for_write(c, start + NR - 1)
+
+
+@numba.njit(inline="always", cache=True)
+def write_tile(c, row, col, top, bottom, accumulate, bias, epilogue):
+    """The MR x NR tile's accumulators to C (top: its first 6 rows, bottom: the next 6)."""
+    write_six_rows(c, row, col, top, accumulate, bias_vectors(bias, col, epilogue), epilogue)
+    if MR == 2 * ROWS_PER_GROUP:
+        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias_vectors(bias, col, epilogue),
+                       epilogue)
 
 
 @numba.njit(inline="always", cache=True)
@@ -144,38 +162,12 @@ def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, 
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows(a_sliver, p, ROWS_PER_GROUP, b0, b1, bottom)
-    write_six_rows(c, row, col, top, accumulate, bias, epilogue)
-    if MR == 2 * ROWS_PER_GROUP:
-        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias, epilogue)
+    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
-def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
-    """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
-    C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
-    tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate, NO_BIAS, PLAIN)
-
-
-# compiled when the attention kernels, its callers, are imported (matmul uses the strided one)
-micro_kernel = CompiledOnFirstCall(numba.njit(cache=True)(micro_kernel),
-                                   void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean))
-
-
-@numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean, READ_ONLY,
-                 EPILOGUE), cache=True)
-def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
-    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length); the
-    epilogue (has_bias, activation, alpha: PLAIN for none) applied as it is stored."""
-    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
-
-
-@numba.njit(void(READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
-                 boolean, READ_ONLY, EPILOGUE), cache=True)
-def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias,
-                          epilogue):
-    """micro_kernel_strided's tile with A unpacked: row r of the tile's A is
-    a[a_start + r * a_stride:][:depth], A row-major. The same FMAs in the same order as from a
-    packed sliver, so the same floats; no packing, where few columns of B would reuse it little."""
+@numba.njit(inline="always", cache=True)
+def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    """tile_product with A unpacked: row r of the tile's A is a[a_start + r * a_stride:][:depth]."""
     prefetch_tile(c, row, col, MR)
     top = zero_rows()
     bottom = zero_rows()
@@ -185,18 +177,12 @@ def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, 
         top = fma_six_rows_in_place(a, a_start + p, a_stride, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p, a_stride, b0, b1, bottom)
-    write_six_rows(c, row, col, top, accumulate, bias, epilogue)
-    if MR == 2 * ROWS_PER_GROUP:
-        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias, epilogue)
+    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
-@numba.njit(void(int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
-                 boolean, READ_ONLY, EPILOGUE), cache=True)
-def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
-    the tile's A is lengths[j] floats from address rows[j, r] (simd.address: in an image, or in
-    a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
-    for rows that are not one matrix's (the windows of an image, implicit_gemm.py)."""
+@numba.njit(inline="always", cache=True)
+def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
     prefetch_tile(c, row, col, MR)
     top = zero_rows()
     bottom = zero_rows()
@@ -211,14 +197,69 @@ def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col
             if MR == 2 * ROWS_PER_GROUP:
                 bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
             b_row += b_stride
-    write_six_rows(c, row, col, top, accumulate, bias, epilogue)
-    if MR == 2 * ROWS_PER_GROUP:
-        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias, epilogue)
+    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
-@numba.njit(void(float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean, READ_ONLY,
-                 EPILOGUE), cache=True)
-def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
+    """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
+    C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
+    tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate, NO_BIAS, PLAIN)
+
+
+# compiled when the attention kernels, its callers, are imported (matmul uses the strided one)
+micro_kernel = CompiledOnFirstCall(numba.njit(cache=True)(micro_kernel),
+                                   void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean))
+
+# Each tile kernel below comes twice: plain, and "finished" for a tile's last slice, which
+# applies the epilogue (has_bias, activation, alpha) as it stores the tile; the bias is indexed
+# by C's column. Two compiled functions rather than one with the epilogue as an argument: the
+# plain one keeps its stores free of the epilogue's tests (measured: 1-4% on a plain product).
+STRIDED = (float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
+IN_PLACE = (READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
+GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
+
+
+@numba.njit(void(*STRIDED), cache=True)
+def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
+    """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
+    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
+    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+
+
+@numba.njit(void(*STRIDED, READ_ONLY, EPILOGUE), cache=True)
+def finished_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*IN_PLACE), cache=True)
+def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """micro_kernel_strided's tile with A unpacked: row r of the tile's A is
+    a[a_start + r * a_stride:][:depth], A row-major. The same FMAs in the same order as from a
+    packed sliver, so the same floats; no packing, where few columns of B would reuse it little."""
+    in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+
+
+@numba.njit(void(*IN_PLACE, READ_ONLY, EPILOGUE), cache=True)
+def finished_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*GATHERED), cache=True)
+def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate):
+    """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
+    the tile's A is lengths[j] floats from address rows[j, r] (simd.address: in an image, or in
+    a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
+    for rows that are not one matrix's (the windows of an image, implicit_gemm.py)."""
+    gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+
+
+@numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
+def finished_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*STRIDED), cache=True)
+def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
     holds no more rows, where the whole tile would spend most of its FMAs on padding."""
     prefetch_tile(c, row, col, ROWS_PER_GROUP)
@@ -227,4 +268,4 @@ def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate,
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
-    write_six_rows(c, row, col, top, accumulate, bias, epilogue)
+    write_six_rows(c, row, col, top, accumulate, (zeros(), zeros()), PLAIN)
