@@ -67,22 +67,22 @@ def attention_backward_reference(do, q, k, v, causal, scale):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_product(left, right, first_left, first_right, rows, key_slivers, product):
+def tile_product(left, right, first_left, first_right, rows, starts, product):
     """product[t, i, c] = left row (first_left + i) . right row (first_right + NR t + c) for
-    i < rows and t < key_slivers, from left slivers (D x MR) and right slivers (D x NR):
-    s = q k^T, or dp = do v^T."""
-    for t in range(key_slivers):
-        for s in range(rows // MR):
+    starts[t] <= i < rows and t < len(starts), from left slivers (D x MR) and right slivers
+    (D x NR): s = q k^T, or dp = do v^T."""
+    for t in range(len(starts)):
+        for s in range(starts[t] // MR, rows // MR):
             micro_kernel(left[first_left // MR + s], right[first_right // NR + t], product[t],
                          s * MR, 0, False)
 
 
 @numba.njit(cache=True)
-def tile_probabilities(scores, lse, first_query, rows, key_slivers):
-    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile.
-    A row's NR keys are two SIMD vectors."""
-    for t in range(key_slivers):
-        for i in range(rows):
+def tile_probabilities(scores, lse, first_query, rows, starts):
+    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile,
+    for rows starts[t] <= i < rows. A row's NR keys are two SIMD vectors."""
+    for t in range(len(starts)):
+        for i in range(starts[t], rows):
             row_lse = splat(lse[first_query + i])
             start = (t * scores.shape[1] + i) * NR
             for half in range(0, NR, WIDTH):
@@ -91,13 +91,13 @@ def tile_probabilities(scores, lse, first_query, rows, key_slivers):
 
 
 @numba.njit(cache=True)
-def mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, offset, causal):
+def mask_tile(p, first_query, first_key, rows, starts, n_queries, n_keys, offset, causal):
     """p = 0 where the query does not see the key (causal), or either is padding. In row i of
     sliver t the lanes a query sees come first: keys up to its diagonal and the last key."""
     wide_vectors()
-    for t in range(key_slivers):
+    for t in range(len(starts)):
         first = first_key + t * NR
-        for i in range(rows):
+        for i in range(starts[t], rows):
             query = first_query + i
             seen = min(NR, n_keys - first)
             if causal:
@@ -106,11 +106,11 @@ def mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, o
 
 
 @numba.njit(cache=True)
-def tile_score_gradients(p, dp, delta, first_query, rows, key_slivers, scale):
+def tile_score_gradients(p, dp, delta, first_query, rows, starts, scale):
     """ds = scale p (dp - delta) in place of dp, two SIMD vectors a row."""
     factor = splat(scale)
-    for t in range(key_slivers):
-        for i in range(rows):
+    for t in range(len(starts)):
+        for i in range(starts[t], rows):
             row_delta = splat(delta[first_query + i])
             start = (t * p.shape[1] + i) * NR
             for half in range(0, NR, WIDTH):
@@ -119,35 +119,59 @@ def tile_score_gradients(p, dp, delta, first_query, rows, key_slivers, scale):
 
 
 @numba.njit(cache=True)
-def transpose_slivers(ds, rows, key_slivers, ds_slivers):
+def transpose_slivers(ds, rows, starts, ds_slivers):
     """ds_slivers[s, j, r] = ds[t, MR s + r, c] for key j = NR t + c: the rows of ds (queries)
-    in MR-query slivers, keys down, the left operand of dq += ds k."""
+    in MR-query slivers, keys down, the left operand of dq += ds k; sliver s takes the key
+    slivers its queries see (seen_slivers)."""
     wide_vectors()
     for s in range(rows // MR):
-        for t in range(key_slivers):
+        for t in range(seen_slivers(starts, s)):
             for c in range(NR):
                 for r in range(MR):
                     ds_slivers[s, t * NR + c, r] = ds[t, s * MR + r, c]
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def add_transposed(left_chunks, right, first, rows, key_slivers, out):
+def add_transposed(left_chunks, right, first, rows, starts, out):
     """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
-    MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first key_slivers:
-    dv^T += do^T p and dk^T += q^T ds."""
-    for t in range(key_slivers):
-        for s in range(left_chunks.shape[0]):
-            micro_kernel(left_chunks[s, first:first + rows], right[t], out, s * MR, t * NR, True)
+    MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first len(starts), sliver
+    t from row starts[t]: dv^T += do^T p and dk^T += q^T ds."""
+    for t in range(len(starts)):
+        if starts[t] < rows:
+            for s in range(left_chunks.shape[0]):
+                micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, s * MR,
+                             t * NR, True)
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows, keys, dq):
-    """dq[first_query:+rows, :] += ds k_tile over the tile's first `keys` keys, k in
+def add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows, starts, dq):
+    """dq[first_query:+rows, :] += ds k_tile over the keys each query sliver sees, k in
     NR-column chunks."""
     for t in range(k_chunks.shape[0]):
         for s in range(rows // MR):
-            micro_kernel(ds_slivers[s, :keys], k_chunks[t, first_key:first_key + keys], dq,
-                         first_query + s * MR, t * NR, True)
+            keys = seen_slivers(starts, s) * NR
+            if keys > 0:
+                micro_kernel(ds_slivers[s, :keys], k_chunks[t, first_key:first_key + keys], dq,
+                             first_query + s * MR, t * NR, True)
+
+
+@numba.njit(cache=True)
+def seen_slivers(starts, s):
+    """How many of the tile's key slivers query sliver s sees (the first ones: starts rise)."""
+    seen = 0
+    while seen < len(starts) and starts[seen] <= s * MR:
+        seen += 1
+    return seen
+
+
+@numba.njit(cache=True)
+def first_rows(first_query, first_key, rows, offset, causal, starts):
+    """starts[t]: the first row of the query block (a multiple of MR) whose queries see a key of
+    key sliver t, or rows if none does: under the causal mask, query i sees key j iff
+    j <= i + offset, so earlier rows of the block hold only zeros of p and ds there."""
+    for t in range(len(starts)):
+        first_seeing = first_key + t * NR - offset - first_query
+        starts[t] = min(rows, max(0, first_seeing) // MR * MR) if causal else 0
 
 
 @numba.njit(cache=True)
@@ -168,21 +192,23 @@ def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, 
     # to the last query
     key_slivers = -(-min(KEY_TILE, n_keys - first_key) // NR)
     start = max(0, first_key - offset) // MR * MR if causal else 0
+    starts = np.empty(key_slivers, np.int64)
     for first_query in range(start, n_queries, QUERY_BLOCK):
         rows = -(-min(QUERY_BLOCK, n_queries - first_query) // MR) * MR
-        tile_product(q_slivers, k_slivers, first_query, first_key, rows, key_slivers, p)
-        tile_probabilities(p, lse, first_query, rows, key_slivers)
+        # under the causal mask, each key sliver from the first row that sees it
+        first_rows(first_query, first_key, rows, offset, causal, starts)
+        tile_product(q_slivers, k_slivers, first_query, first_key, rows, starts, p)
+        tile_probabilities(p, lse, first_query, rows, starts)
         crosses_diagonal = causal and first_key + KEY_TILE - 1 > first_query + offset
         padding = first_query + rows > n_queries or first_key + key_slivers * NR > n_keys
         if crosses_diagonal or padding:
-            mask_tile(p, first_query, first_key, rows, key_slivers, n_queries, n_keys, offset, causal)
-        add_transposed(do_chunks, p, first_query, rows, key_slivers, dv_tile)
-        tile_product(do_slivers, v_slivers, first_query, first_key, rows, key_slivers, ds)
-        tile_score_gradients(p, ds, delta, first_query, rows, key_slivers, scale)
-        add_transposed(q_chunks, ds, first_query, rows, key_slivers, dk_tile)
-        transpose_slivers(ds, rows, key_slivers, ds_slivers)
-        add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows,
-                            key_slivers * NR, dq)
+            mask_tile(p, first_query, first_key, rows, starts, n_queries, n_keys, offset, causal)
+        add_transposed(do_chunks, p, first_query, rows, starts, dv_tile)
+        tile_product(do_slivers, v_slivers, first_query, first_key, rows, starts, ds)
+        tile_score_gradients(p, ds, delta, first_query, rows, starts, scale)
+        add_transposed(q_chunks, ds, first_query, rows, starts, dk_tile)
+        transpose_slivers(ds, rows, starts, ds_slivers)
+        add_query_gradients(ds_slivers, k_chunks, first_query, first_key, rows, starts, dq)
     for j in range(min(KEY_TILE, n_keys - first_key)):
         key_row, value_row = dk_start + (first_key + j) * stride, dv_start + (first_key + j) * stride
         for d in range(depth):

@@ -15,7 +15,8 @@ Fast version, FlashAttention-2's loop order on CPU cores:
   slivers (D x 6), v as 6-column chunks (Tk x 6): the operand layouts of matmul's 6 x 16
   micro-kernel
   in parallel over tasks, one per (batch, head, block of QUERY_BLOCK queries):
-    for each tile of KEY_TILE keys (up to the block's last diagonal key, causal):
+    for each tile of KEY_TILE keys (causal: up to the block's last diagonal key, and each
+    sliver of NR queries only up to its own last query's):
       scores^T (KEY_TILE x QUERY_BLOCK) = k_tile (q_block * scale)^T    micro-kernel, kc = D
       online softmax: new row max m', then the running sum and o rescaled by exp(m - m'),
       p = exp(s - m') in place of the scores
@@ -139,22 +140,22 @@ def pack_operands(q, k, v, n_queries, n_keys, scale, q_slivers, k_slivers, v_chu
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_scores(q_slivers, k_slivers, first_query, first_key, slivers, keys, scores):
+def tile_scores(q_slivers, k_slivers, first_query, first_key, keys, scores):
     """scores[t, j, c] = scale q[first_query + NR t + c] . k[first_key + j], for the first
-    `slivers` query slivers and `keys` keys (a multiple of MR) of the tile."""
-    for t in range(slivers):
-        for s in range(keys // MR):
+    keys[t] keys (a multiple of MR) of the tile in query sliver t."""
+    for t in range(len(keys)):
+        for s in range(keys[t] // MR):
             micro_kernel(k_slivers[first_key // MR + s], q_slivers[first_query // NR + t],
                          scores[t], s * MR, 0, False)
 
 
 @numba.njit(cache=True)
-def mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal):
+def mask_tile(scores, first_query, first_key, keys, n_keys, offset, causal):
     """-inf where the key is past the last one or, causal, past the query's diagonal. In row j
     of sliver t those are the first `hidden` lanes: the queries too early to see key j."""
     wide_vectors()
-    for t in range(slivers):
-        for j in range(keys):
+    for t in range(len(keys)):
+        for j in range(keys[t]):
             key = first_key + j
             too_early = key - offset - first_query - t * NR
             hidden = NR if key >= n_keys else min(NR, max(0, too_early)) if causal else 0
@@ -162,19 +163,22 @@ def mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, cau
 
 
 @numba.njit(cache=True)
-def online_softmax(scores, slivers, keys, row_max, row_sum, out):
+def online_softmax(scores, keys, row_max, row_sum, out):
     """p = exp(s - m') in place of the scores, m' the new running max; the running sum and the
     output so far are rescaled by exp(m - m'), which is 0 before the first key (m = -inf).
-    A sliver's NR queries are two SIMD vectors (left, right), worked on side by side."""
-    for t in range(slivers):
+    A sliver's NR queries are two SIMD vectors (left, right), worked on side by side; sliver t
+    takes the tile's first keys[t] keys (none: it sees none of them, and is left as it is)."""
+    for t in range(len(keys)):
+        if keys[t] == 0:
+            continue
         tile = t * scores.shape[1] * NR
         old_left, old_right = load(row_max, t * NR), load(row_max, t * NR + WIDTH)
         left, right = old_left, old_right
-        for j in range(keys):
+        for j in range(keys[t]):
             left = maximum(left, load(scores, tile + j * NR))
             right = maximum(right, load(scores, tile + j * NR + WIDTH))
         total_left, total_right = zeros(), zeros()
-        for j in range(keys):
+        for j in range(keys[t]):
             p_left = exp_negative_lanes(subtract(left, load(scores, tile + j * NR)))
             p_right = exp_negative_lanes(subtract(right, load(scores, tile + j * NR + WIDTH)))
             store(scores, tile + j * NR, p_left)
@@ -193,18 +197,21 @@ def online_softmax(scores, slivers, keys, row_max, row_sum, out):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def tile_values(v_chunks, p, first_key, slivers, keys, depth, out):
-    """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c], that is o^T += v_tile^T p^T. A last
-    chunk of v with at most ROWS_PER_GROUP columns (D = 64: 64 = 5 x 12 + 4) takes the half tile."""
+def tile_values(v_chunks, p, first_key, keys, depth, out):
+    """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c] over sliver t's keys[t] keys, that is
+    o^T += v_tile^T p^T. A last chunk of v with at most ROWS_PER_GROUP columns (D = 64:
+    64 = 5 x 12 + 4) takes the half tile."""
     last = v_chunks.shape[0] - 1
     half = MR > ROWS_PER_GROUP and depth - last * MR <= ROWS_PER_GROUP
-    for t in range(slivers):
+    for t in range(len(keys)):
+        if keys[t] == 0:
+            continue
         for s in range(last + 1):
             if s == last and half:
-                half_kernel_strided(v_chunks[s, first_key:first_key + keys], p.reshape(-1),
+                half_kernel_strided(v_chunks[s, first_key:first_key + keys[t]], p.reshape(-1),
                                     t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
             else:
-                micro_kernel(v_chunks[s, first_key:first_key + keys], p[t], out[t], s * MR, 0, True)
+                micro_kernel(v_chunks[s, first_key:first_key + keys[t]], p[t], out[t], s * MR, 0, True)
 
 
 @numba.njit(cache=True)
@@ -234,16 +241,21 @@ def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_queries, n_keys
     last_query = min(first_query + QUERY_BLOCK, n_queries) - 1
     slivers = (last_query - first_query) // NR + 1      # query slivers with a query in them
     end = min(n_keys, last_query + offset + 1) if causal else n_keys
+    keys = np.empty(slivers, np.int64)
     for first_key in range(0, end, KEY_TILE):
-        # the keys of the tile that a query sees, to a whole number of k slivers: a short last
-        # tile or one cut by the diagonal costs what it holds, not a whole tile
-        keys = -(-min(KEY_TILE, end - first_key) // MR) * MR
-        tile_scores(q_slivers, k_slivers, first_query, first_key, slivers, keys, scores)
-        crosses_diagonal = causal and first_key + keys - 1 > first_query + offset
-        if crosses_diagonal or first_key + keys > n_keys:
-            mask_tile(scores, first_query, first_key, slivers, keys, n_keys, offset, causal)
-        online_softmax(scores, slivers, keys, row_max, row_sum, out)
-        tile_values(v_chunks, scores, first_key, slivers, keys, depth, out)
+        # the keys of the tile that each sliver's queries see, to a whole number of k slivers:
+        # under the causal mask a sliver stops at its own last query's diagonal, so a short last
+        # tile, or one cut by the diagonal, costs what each sliver sees, not the block's most
+        for t in range(slivers):
+            sliver_end = min(end, first_query + (t + 1) * NR + offset) if causal else end
+            keys[t] = -(-max(0, min(KEY_TILE, sliver_end - first_key)) // MR) * MR
+        tile_scores(q_slivers, k_slivers, first_query, first_key, keys, scores)
+        most = keys[slivers - 1]   # the last sliver's, the most
+        crosses_diagonal = causal and first_key + most - 1 > first_query + offset
+        if crosses_diagonal or first_key + most > n_keys:
+            mask_tile(scores, first_query, first_key, keys, n_keys, offset, causal)
+        online_softmax(scores, keys, row_max, row_sum, out)
+        tile_values(v_chunks, scores, first_key, keys, depth, out)
     write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, stride, lse)
 
 
