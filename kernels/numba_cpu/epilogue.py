@@ -1,8 +1,8 @@
 """The fused matmul's epilogue: bias and activation on a tile of C, in place, while it is in L1.
 
-The matmul's whole tiles take the bias and ReLU / leaky ReLU in registers as they are stored
-(matmul_micro.finish, the same float32 operations as here: a separate pass over each stored tile
-cost 5-8% of a 1024 x 128 x N linear); this pass serves ragged tiles and the rest. Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
+The matmul's whole tiles take the bias and leaky ReLU in registers as they are stored
+(matmul_micro.finish_tile, the same float32 operations as here: a separate pass over each stored
+tile cost 4-8% of a 1024 x 128 x N linear); this pass serves ragged tiles, ReLU and the rest. Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
 the convolutions, so that each applies it in the same float32 operations. Per element: one add
 (the bias, whole vectors at a time) and the activation (a compare and a multiply; an exp; a tanh; GELU's polynomial and exp).
 sigmoid, tanh and gelu are their elementwise ops' own float32 functions (sigmoid_scalar,

@@ -14,9 +14,10 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
         for each B sliver (in L1), for each A sliver (from L2): the micro-kernel writes an MR x NR tile
           of C, its accumulators in registers for the whole slice (see matmul_micro.py); the
           first slice stores the tile, later ones add to it, so C is never zeroed first
-        in the last slice, each whole tile gets bias + activation in registers as it is stored
-        (matmul_micro's finished kernels; a ragged tile right after, from L1; sigmoid, tanh and
-        gelu on the whole block, from L2, where their loops vectorize)
+        in the last slice, each whole tile gets its bias and leaky ReLU in registers as it is
+        stored (matmul_micro's finished kernels); ReLU, and a ragged tile's whole epilogue, right
+        after, from L1; sigmoid, tanh and gelu on the whole block, from L2, where their loops
+        vectorize
 Where the panel of B for all of K fits where one KC x NC slice would go (a deep product with few
 columns: a 3x3 convolution's 576 x 64 weights), the panel is packed for every slice at once and
 each block of A meets all of them in turn, so that its block of C stays in L2 from the first slice
@@ -54,7 +55,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
                                                  finished_in_place, finished_strided, half_kernel_strided,
@@ -199,7 +200,8 @@ def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride,
             whole = tile_cols == NR and tile_rows == MR
             out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
             start = b_start + t * sliver_step
-            if last_slice and whole and finishes(epilogue):
+            finished = last_slice and whole and in_registers(epilogue)
+            if finished:
                 finished_gathered(rows_at[s], lengths, runs, b, start, b_stride, c, row, col, not first_slice, bias,
                                   epilogue)
             else:
@@ -207,18 +209,30 @@ def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride,
                                       not first_slice and whole)
             if not whole:
                 add_edge(c, edge, row, col, tile_rows, tile_cols, not first_slice)
-                if last_slice and finishes(epilogue):
-                    apply_epilogue(c, row, col, tile_rows, tile_cols, bias, *epilogue)
+            if last_slice:
+                rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
 
 
-def finishes(epilogue):
-    """Whether a tile's last slice has anything to apply: the tile's part of the epilogue (the
-    bias, and the activation unless it is one of the block's, EXPENSIVE), in registers as a whole
-    tile is stored (matmul_micro's finished kernels), or after add_edge for a ragged one."""
+def in_registers(epilogue):
+    """Whether a whole tile's last slice runs a finished kernel: the part of the tile's epilogue
+    (has_bias, activation, alpha) that it applies in registers as it stores the tile, a bias or
+    leaky ReLU, is there."""
     has_bias, activation, _ = epilogue
-    return has_bias or activation != NONE
+    return has_bias or activation == LEAKY_RELU
+
+
+def rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue):
+    """What of the tile's epilogue is left once the tile is in C: ReLU after a finished kernel;
+    the whole of it for a tile stored plain (a ragged or half tile, or one without a bias or
+    leaky ReLU). The activations of EXPENSIVE are the block's, not in `epilogue`."""
+    has_bias, activation, alpha = epilogue
+    if finished:
+        if activation == RELU:
+            apply_epilogue(c, row, col, tile_rows, tile_cols, bias, False, RELU, alpha)
+    elif has_bias or activation != NONE:
+        apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
 def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
@@ -249,7 +263,7 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                 start = b_start + t * sliver_step + part0 * b_stride
                 accumulate = not first_slice or part0 > 0
                 finished = (last_slice and whole and not half and part0 + part_depth == depth
-                            and finishes(epilogue))
+                            and in_registers(epilogue))
                 if s < in_place and finished:
                     finished_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start, b_stride,
                                       c, row, col, accumulate, bias, epilogue)
@@ -267,8 +281,8 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                                          out_col, accumulate and whole)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate)
-            if last_slice and (half or not whole) and finishes(epilogue):
-                apply_epilogue(c, row, col, tile_rows, tile_cols, bias, *epilogue)
+            if last_slice:
+                rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
 
@@ -508,7 +522,8 @@ with slp_vectorize():
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
-    finishes = numba.njit(inline="always", cache=True)(finishes)
+    in_registers = numba.njit(inline="always", cache=True)(in_registers)
+    rest_of_epilogue = numba.njit(cache=True)(rest_of_epilogue)
     multiply_gathered = numba.njit(
         void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64, int64,
              numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),

@@ -11,7 +11,7 @@ FMA ports (measured in isolation: 6 x 32 at ~75% of the core's FMA peak, 12 x 32
 
 Per k step: MR + NR floats loaded, MR * NR FMAs (2 * MR * NR FLOPs). The packed slivers are
 contiguous, so the loads stream from L1. A tile's last slice can finish it in registers: + bias,
-then ReLU or leaky ReLU, before the store (the "finished" kernels).
+then leaky ReLU, before the store (the "finished" kernels).
 """
 
 import numba
@@ -20,17 +20,16 @@ from numba import boolean, float32, int64, void
 
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
-from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU, NONE, RELU
+from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, fma, load, multiply, prefetch_for_write, splat, splat_at,
-                                         splat_from, store, where_positive, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, prefetch_for_write, splat, splat_at,
+                                         splat_from, store, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
-# The epilogue a tile applies as it is stored: (has_bias, activation, alpha), the bias an array
-# beside it. PLAIN stores the sums as they are (the plain kernels', and attention's).
+# The epilogue a finished tile applies as it is stored: (has_bias, activation, alpha), the bias
+# an array beside it; of the activations, leaky ReLU (the others: epilogue.apply_epilogue).
 EPILOGUE = numba.types.Tuple((boolean, int64, float32))
-PLAIN = (False, NONE, np.float32(0))
 NO_BIAS = np.zeros(1, np.float32)
 
 
@@ -84,48 +83,47 @@ def fma_six_rows_at(rows, first, p, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
-def finish(v, bias, epilogue):
-    """The epilogue on one finished vector of a row, in the same float32 operations as
-    epilogue.apply_epilogue: + bias (its lanes for these columns), then leaky ReLU or ReLU."""
-    has_bias, activation, alpha = epilogue
-    if has_bias:
-        v = add(v, bias)
-    if activation == LEAKY_RELU:
-        v = where_positive(v, multiply(splat(alpha), v))
-    elif activation == RELU:
-        v = where_positive(v, zeros())
-    return v
-
-
-@numba.njit(inline="always", cache=True)
-def write_row(c, row, col, left, right, accumulate, bias, epilogue):
-    """c[row, col:col + NR] = (left, right), or += when accumulating; then the epilogue, in
-    registers, before the store (a separate pass over the stored tile cost 4-8% of a 1024 x 128 x N
-    linear on one core). bias: its two vectors for these columns."""
+def write_row(c, row, col, left, right, accumulate):
+    """c[row, col:col + NR] = (left, right), or += when accumulating."""
     start = row * c.shape[1] + col
     if accumulate:
         left = add(load(c, start), left)
         right = add(load(c, start + WIDTH), right)
-    store(c, start, finish(left, bias[0], epilogue))
-    store(c, start + WIDTH, finish(right, bias[1], epilogue))
+    store(c, start, left)
+    store(c, start + WIDTH, right)
 
 
 @numba.njit(inline="always", cache=True)
-def write_six_rows(c, row, col, acc, accumulate, bias, epilogue):
-    write_row(c, row, col, acc[0], acc[1], accumulate, bias, epilogue)
-    write_row(c, row + 1, col, acc[2], acc[3], accumulate, bias, epilogue)
-    write_row(c, row + 2, col, acc[4], acc[5], accumulate, bias, epilogue)
-    write_row(c, row + 3, col, acc[6], acc[7], accumulate, bias, epilogue)
-    write_row(c, row + 4, col, acc[8], acc[9], accumulate, bias, epilogue)
-    write_row(c, row + 5, col, acc[10], acc[11], accumulate, bias, epilogue)
+def write_six_rows(c, row, col, acc, accumulate):
+    write_row(c, row, col, acc[0], acc[1], accumulate)
+    write_row(c, row + 1, col, acc[2], acc[3], accumulate)
+    write_row(c, row + 2, col, acc[4], acc[5], accumulate)
+    write_row(c, row + 3, col, acc[6], acc[7], accumulate)
+    write_row(c, row + 4, col, acc[8], acc[9], accumulate)
+    write_row(c, row + 5, col, acc[10], acc[11], accumulate)
 
 
 @numba.njit(inline="always", cache=True)
-def bias_vectors(bias, col, epilogue):
-    """bias[col:col + NR] as two vectors (zeros, unused, without a bias): read once a tile."""
-    if epilogue[0]:
-        return load(bias, col), load(bias, col + WIDTH)
-    return zeros(), zeros()
+def finish_row(c, row, col, left, right, accumulate, bias_left, bias_right, slope):
+    """write_row, then + bias and leaky ReLU in registers before the store (simd.biased_leaky:
+    the same float32 operations as epilogue.apply_epilogue's; a separate pass over the stored
+    tile cost 4-8% of a 1024 x 128 x N linear on one core)."""
+    start = row * c.shape[1] + col
+    if accumulate:
+        left = add(load(c, start), left)
+        right = add(load(c, start + WIDTH), right)
+    store(c, start, biased_leaky(left, bias_left, slope))
+    store(c, start + WIDTH, biased_leaky(right, bias_right, slope))
+
+
+@numba.njit(inline="always", cache=True)
+def finish_six_rows(c, row, col, acc, accumulate, bias_left, bias_right, slope):
+    finish_row(c, row, col, acc[0], acc[1], accumulate, bias_left, bias_right, slope)
+    finish_row(c, row + 1, col, acc[2], acc[3], accumulate, bias_left, bias_right, slope)
+    finish_row(c, row + 2, col, acc[4], acc[5], accumulate, bias_left, bias_right, slope)
+    finish_row(c, row + 3, col, acc[6], acc[7], accumulate, bias_left, bias_right, slope)
+    finish_row(c, row + 4, col, acc[8], acc[9], accumulate, bias_left, bias_right, slope)
+    finish_row(c, row + 5, col, acc[10], acc[11], accumulate, bias_left, bias_right, slope)
 
 
 @numba.njit(inline="always", cache=True)
@@ -139,20 +137,35 @@ def prefetch_tile(c, row, col, rows):
 
 
 @numba.njit(inline="always", cache=True)
-def write_tile(c, row, col, top, bottom, accumulate, bias, epilogue):
+def write_tile(c, row, col, top, bottom, accumulate):
     """The MR x NR tile's accumulators to C (top: its first 6 rows, bottom: the next 6)."""
-    write_six_rows(c, row, col, top, accumulate, bias_vectors(bias, col, epilogue), epilogue)
+    write_six_rows(c, row, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
-        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias_vectors(bias, col, epilogue),
-                       epilogue)
+        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
 
 
 @numba.njit(inline="always", cache=True)
-def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    """c[row:row+MR, col:col+NR] = a_sliver.T @ B, or += when accumulating, where row p of B
-    is b[b_start + p * b_stride:][:NR]; then the epilogue (has_bias, activation, alpha), bias
-    indexed by C's column. Rows in groups of 6 (one group with AVX2, two with AVX-512: MR is a
-    constant, so the second group compiles away where it is unused)."""
+def finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue):
+    """write_tile with the epilogue's bias and leaky ReLU (epilogue: has_bias, activation,
+    alpha): without a bias it adds -0.0, without leaky ReLU its slope is 1, both exact, so one
+    branch-free path serves every case; bias[col:col + NR] is read once."""
+    has_bias, activation, alpha = epilogue
+    if has_bias:
+        bias_left, bias_right = load(bias, col), load(bias, col + WIDTH)
+    else:
+        bias_left, bias_right = splat(np.float32(-0.0)), splat(np.float32(-0.0))
+    slope = splat(alpha if activation == LEAKY_RELU else np.float32(1))
+    finish_six_rows(c, row, col, top, accumulate, bias_left, bias_right, slope)
+    if MR == 2 * ROWS_PER_GROUP:
+        finish_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias_left, bias_right, slope)
+
+
+@numba.njit(inline="always", cache=True)
+def tile_product(a_sliver, b, b_start, b_stride, c, row, col):
+    """The accumulators (top, bottom: 6 rows each) of a_sliver.T @ B for the tile
+    c[row:row+MR, col:col+NR], where row p of B is b[b_start + p * b_stride:][:NR]. Rows in
+    groups of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group
+    compiles away where it is unused)."""
     prefetch_tile(c, row, col, MR)
     top = zero_rows()
     bottom = zero_rows()
@@ -162,11 +175,11 @@ def tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, 
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows(a_sliver, p, ROWS_PER_GROUP, b0, b1, bottom)
-    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+    return top, bottom
 
 
 @numba.njit(inline="always", cache=True)
-def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col):
     """tile_product with A unpacked: row r of the tile's A is a[a_start + r * a_stride:][:depth]."""
     prefetch_tile(c, row, col, MR)
     top = zero_rows()
@@ -177,11 +190,11 @@ def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, 
         top = fma_six_rows_in_place(a, a_start + p, a_stride, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
             bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p, a_stride, b0, b1, bottom)
-    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+    return top, bottom
 
 
 @numba.njit(inline="always", cache=True)
-def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col):
     """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
     prefetch_tile(c, row, col, MR)
     top = zero_rows()
@@ -197,23 +210,24 @@ def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, acc
             if MR == 2 * ROWS_PER_GROUP:
                 bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
             b_row += b_stride
-    write_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+    return top, bottom
 
 
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
-    tile_product(a_sliver, b_sliver, 0, NR, c, row, col, accumulate, NO_BIAS, PLAIN)
+    top, bottom = tile_product(a_sliver, b_sliver, 0, NR, c, row, col)
+    write_tile(c, row, col, top, bottom, accumulate)
 
 
 # compiled when the attention kernels, its callers, are imported (matmul uses the strided one)
 micro_kernel = CompiledOnFirstCall(numba.njit(cache=True)(micro_kernel),
                                    void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64, boolean))
 
-# Each tile kernel below comes twice: plain, and "finished" for a tile's last slice, which
-# applies the epilogue (has_bias, activation, alpha) as it stores the tile; the bias is indexed
-# by C's column. Two compiled functions rather than one with the epilogue as an argument: the
-# plain one keeps its stores free of the epilogue's tests (measured: 1-4% on a plain product).
+# Each tile kernel below comes twice: plain, and "finished" for a tile's last slice, which adds
+# the bias and applies leaky ReLU (finish_tile) as it stores the tile; the bias is indexed by C's
+# column. Two compiled functions rather than one with the epilogue as an argument: the plain one
+# keeps its stores free of the epilogue (measured: 1-4% on a plain product).
 STRIDED = (float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 IN_PLACE = (READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
@@ -223,12 +237,14 @@ GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:
 def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
     """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
     packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
-    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, row, col)
+    write_tile(c, row, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*STRIDED, READ_ONLY, EPILOGUE), cache=True)
 def finished_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    tile_product(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, row, col)
+    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*IN_PLACE), cache=True)
@@ -236,12 +252,14 @@ def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, 
     """micro_kernel_strided's tile with A unpacked: row r of the tile's A is
     a[a_start + r * a_stride:][:depth], A row-major. The same FMAs in the same order as from a
     packed sliver, so the same floats; no packing, where few columns of B would reuse it little."""
-    in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col)
+    write_tile(c, row, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*IN_PLACE, READ_ONLY, EPILOGUE), cache=True)
 def finished_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col)
+    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*GATHERED), cache=True)
@@ -250,12 +268,14 @@ def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col
     the tile's A is lengths[j] floats from address rows[j, r] (simd.address: in an image, or in
     a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
     for rows that are not one matrix's (the windows of an image, implicit_gemm.py)."""
-    gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, NO_BIAS, PLAIN)
+    top, bottom = gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col)
+    write_tile(c, row, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
 def finished_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue)
+    top, bottom = gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col)
+    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*STRIDED), cache=True)
@@ -268,4 +288,4 @@ def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate)
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
-    write_six_rows(c, row, col, top, accumulate, (zeros(), zeros()), PLAIN)
+    write_six_rows(c, row, col, top, accumulate)
