@@ -242,9 +242,10 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
     slice, added by the others; the epilogue after the last. A sliver s < in_place is read where it
     lies, its row r at a[a_start + (s * MR + r) * a_stride:] (micro_kernel_in_place); the others
     from a_packed[s]. A slice deeper than KC (block_end) is multiplied KC rows at a time, each part
-    added to the tile in turn. The epilogue runs on each tile once it is finished, while it is in
-    L1; sigmoid's, tanh's and gelu's on the whole block at the end (from L2), where their loops
-    vectorize along rows (epilogue.EXPENSIVE)."""
+    added to the tile in turn. A whole tile's last part runs a finished kernel (bias and leaky ReLU
+    in registers as it is stored); what is left of the epilogue (ReLU, a ragged or half tile's
+    whole epilogue) runs right after, while the tile is in L1; sigmoid's, tanh's and gelu's on the
+    whole block at the end (from L2), where their loops vectorize along rows (epilogue.EXPENSIVE)."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     edge = aligned_floats(MR * NR).reshape((MR, NR))
