@@ -31,14 +31,13 @@ projection's (B, T, 3, H, D) output and o, do as (B, T, H, D) are taken as they 
 dv come back side by side in one (B, T, 3, H, D) array (`attention_qkv_backward`).
 """
 
-import math
 
 import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro
-from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded, rows_of
+from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded, rows_of, workspace
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store, subtract,
                                         wide_vectors)
@@ -268,17 +267,6 @@ def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
     queries, keys = n_queries_padded, n_keys_padded
     return [slivers(queries, MR), slivers(keys, NR), slivers(queries, MR), slivers(keys, NR),
             chunks(queries, MR), chunks(queries, MR), chunks(keys, NR)]
-
-
-def workspace(shapes):
-    """Unfilled float32 arrays of these shapes, cut (at 64-byte boundaries) from one block. One
-    large block is reused from malloc's heap call after call; a dozen separate ones of a few MB
-    are handed back to the OS on free and page-faulted in again (~5 ms a call at T = 1024)."""
-    sizes = [-(-math.prod(shape) // 16) * 16 for shape in shapes]
-    block = np.empty(sum(sizes), np.float32)
-    starts = np.cumsum([0] + sizes)
-    return [block[start:start + math.prod(shape)].reshape(shape)
-            for start, shape in zip(starts, shapes)]
 
 
 @numba.njit(parallel=True, cache=True)

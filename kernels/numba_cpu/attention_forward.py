@@ -300,13 +300,24 @@ def head_starts(batches, batch_stride, heads, head_stride, offset):
     return starts.reshape(-1).astype(np.int64)
 
 
+def workspace(shapes):
+    """Unfilled float32 arrays of these shapes, cut (at 64-byte boundaries) from one block. One
+    large block is reused from malloc's heap call after call; a dozen separate ones of a few MB
+    are handed back to the OS on free and page-faulted in again (~5 ms a call at T = 1024)."""
+    sizes = [-(-math.prod(shape) // 16) * 16 for shape in shapes]
+    block = np.empty(sum(sizes), np.float32)
+    starts = np.cumsum([0] + sizes)
+    return [block[start:start + math.prod(shape)].reshape(shape)
+            for start, shape in zip(starts, shapes)]
+
+
 def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
     """o (through its Rows) and lse (heads, Tq) from q, k, v given as Rows."""
     heads = len(q[2])
     # padded to whole slivers only: a task reads no sliver past its last query or key
-    q_slivers = np.empty((heads, padded(n_queries, NR) // NR, depth, NR), np.float32)
-    k_slivers = np.empty((heads, padded(n_keys, MR) // MR, depth, MR), np.float32)
-    v_chunks = np.empty((heads, -(-depth // MR), padded(n_keys, MR), MR), np.float32)
+    q_slivers, k_slivers, v_chunks = workspace([(heads, padded(n_queries, NR) // NR, depth, NR),
+                                                (heads, padded(n_keys, MR) // MR, depth, MR),
+                                                (heads, -(-depth // MR), padded(n_keys, MR), MR)])
     pack_operands(q, k, v, n_queries, n_keys, np.float32(scale), q_slivers, k_slivers, v_chunks)
     forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o[0], o[1], o[2], lse)
 
