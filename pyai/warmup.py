@@ -195,12 +195,12 @@ def exercise(file, every_loop=True):
     pairs = [(floats(*shape), rng.uniform(0.1, 0.9, shape).astype(np.float32))
              for shape in ((5, 7), (1, PARALLEL_ELEMENTS))]
     calls = {
-        # the loops compiled on their first call: few rows (5) on one thread; one column (gemv);
-        # few rows on every thread (100 rows, 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for
-        # many rows (129, 8.5 MFLOP)
+        # the loops compiled on their first call: few rows (5) on one thread; one column (gemv), and
+        # a tall one on every thread (1 MB, past SERIAL_BYTES); few rows on every thread (100 rows,
+        # 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for many rows (129, 8.5 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
                            ops.matmul(x, y, transpose_b=True),
-                           every_loop and (ops.matmul(x, floats(7, 1)),
+                           every_loop and (ops.matmul(x, floats(7, 1)), ops.matmul(floats(2048, 128), floats(128, 1)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
                                            ops.matmul(floats(129, 256), floats(256, 128)))),
         "leaky_relu": lambda: [(ops.leaky_relu(a), ops.leaky_relu_grad(p, a)) for a, p in pairs],

@@ -227,6 +227,27 @@ def test_one_column_equals_the_tiled_product_bit_for_bit(rng, m, k, transpose_a,
                  @ (b.T if transpose_b else b), MATMUL_TOL)
 
 
+@pytest.mark.parametrize("m,k", [(3001, 131), (6272, 128), (1000, 700)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_a_tall_column_on_every_thread_gives_gemv_floats(rng, m, k, transpose_a, activation):
+    """A one-column product that moves more than SERIAL_BYTES runs on every thread, each a run of
+    C's rows (gemv_parallel): each row's floats are the one-thread gemv's, bias and activation
+    included, whatever the cut (runs of whole vectors and a ragged last row)."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, 1, k, transpose_a, False)
+    bias = rng.standard_normal(1).astype(np.float32)
+    assert 4 * (m * k + k + m) >= kernels.SERIAL_BYTES and kernels.thread_count(m, 1, k) > 1
+    parallel = kernels.fused_matmul(a, b, transpose_a, False, bias, activation, 0.0)
+    serial = np.empty_like(parallel)
+    strides = (1, m) if transpose_a else (k, 1)
+    kernels.gemv(a.reshape(-1), *strides, b.reshape(-1), serial, k, bias, True,
+                 kernels.ACTIVATIONS[activation], np.float32(0.0))
+    np.testing.assert_array_equal(parallel, serial)
+    assert_close("tall column vs float64", parallel,
+                 kernels.matmul_reference(a.T if transpose_a else a, b, bias, activation), MATMUL_TOL)
+
+
 @pytest.mark.parametrize("m,n,k", [(150, 150, 300), (131, 157, 519), (140, 133, 256 + 63)])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, transpose_b):

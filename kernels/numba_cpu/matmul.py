@@ -38,7 +38,12 @@ One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 
 50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
 
 One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32 columns of FMAs
-on padding: a small one runs gemv instead, WIDTH rows of C in one vector, on one thread.
+on padding: it runs gemv instead, WIDTH rows of C in one vector; a tall one on every thread, each
+a run of C's rows (gemv_parallel).
+
+A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many bytes
+(SERIAL_BYTES): a DCGAN's logit layer, 128 x 6272 x 1 and its gradients (an outer product of K =
+1 writing 3.2 MB), is bound by memory, which one core reads and writes at half the rate of two.
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is packed once for all of K and shared; the threads split the columns of C, and each
@@ -510,6 +515,19 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
         apply_epilogue(c, 0, 0, m, 1, bias, has_bias, activation, alpha)
 
 
+def gemv_parallel(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha, parts):
+    """gemv with C's rows cut into `parts` runs of whole vectors, one task each; every row's sum
+    is gemv's, in its order."""
+    m = c.shape[0]
+    vectors = -(-m // WIDTH)
+    for part in numba.prange(parts):
+        row0 = part * vectors // parts * WIDTH
+        row1 = min(m, (part + 1) * vectors // parts * WIDTH)
+        if row1 > row0:
+            gemv_rows(a[row0 * a_row_stride:], a_row_stride, a_col_stride, x, c[row0:row1], k, bias, has_bias,
+                      activation, alpha)
+
+
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
@@ -537,9 +555,11 @@ with slp_vectorize():
     few_rows_panel = numba.njit(
         void(READ_ONLY, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64, READ_ONLY, numba.boolean,
              int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
-gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv),
-                           void(READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean,
-                                int64, float32))
+GEMV_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64, float32)
+gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows"))   # gemv_parallel's
+gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv), void(*GEMV_OPERANDS))
+gemv_parallel = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemv_parallel),
+                                    void(*GEMV_OPERANDS, int64))
 # the two loop orders compile on their first call (a program with few rows never compiles gemm);
 # gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
 # (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
@@ -558,10 +578,15 @@ gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH,
 
 SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
                            # (64x100x256, 3.3 MFLOP: 33 us on one, 40 on two; 8.4 MFLOP: 65, 59)
+SERIAL_BYTES = 1 << 20     # ... unless A, B and C come to this many bytes: then memory's rate bounds
+                           # the product, and two cores move more than one does (an outer product
+                           # 128 x 1 x 6272: 0.27 -> 0.10 ms; 6272 x 128 x 1: 0.31 -> 0.06 ms; in a
+                           # DCGAN step its five such products 2.5 -> 1.5 ms)
 
 
 def thread_count(m, n, k):
-    return 1 if 2 * m * n * k < SERIAL_FLOPS else numba.get_num_threads()
+    few_bytes = 4 * (m * k + k * n + m * n) < SERIAL_BYTES
+    return 1 if 2 * m * n * k < SERIAL_FLOPS and few_bytes else numba.get_num_threads()
 
 
 def thread_grid(m, n, threads):
@@ -605,7 +630,9 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     if threads != previous:
         numba.set_num_threads(threads)
     try:
-        if m <= FEW_ROWS:
+        if n == 1:
+            gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:], threads)
+        elif m <= FEW_ROWS:
             gemm_few_rows(*operands, threads)
         else:
             gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
