@@ -187,6 +187,37 @@ def test_attention_memory_is_linear_in_t(backend, rng):
     assert peak < 4 * 2**20, f"attention at T=2048 allocated {peak / 2**20:.1f} MiB at peak"
 
 
+@pytest.mark.parametrize("n_queries,n_keys,depth", [(13, 13, 7), (129, 129, 64), (13, 129, 16), (300, 300, 1)])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_heads_as_tasks_give_the_floats_of_heads_packed_first(rng, n_queries, n_keys, depth, causal):
+    """The CPU kernels run whole heads as tasks, each packed just before its work (by_head), or
+    pack every head first and run blocks of queries (forward) or groups of key tiles (backward)
+    as tasks: the same sums in the same order, so o, lse, dq, dk and dv bit for bit (heads
+    enough that the backward takes one group either way)."""
+    import numba
+    from pyai.kernels.numba_cpu import attention_backward as backward, attention_forward as forward
+    heads = 2 * numba.get_num_threads() + 1
+    q, _, _, do = random_inputs(rng, 1, heads, n_queries, n_keys, depth)
+    _, k, v, _ = random_inputs(rng, 1, heads, n_keys, n_keys, depth)
+    scale = 1 / np.sqrt(depth)
+
+    def rows(*arrays):
+        return [forward.rows_of(x, (0, 1), 2) for x in arrays]
+
+    results = []
+    for by_head in (True, False):
+        o, lse = np.empty_like(q), np.empty((heads, n_queries), np.float32)
+        forward.forward(*rows(q, k, v), n_queries, n_keys, depth, causal, scale, *rows(o), lse, by_head=by_head)
+        grads = [np.empty_like(x) for x in (q, k, v)]
+        backward.backward(*rows(q, k, v, do, o), n_queries, n_keys, depth, lse, causal, scale, *rows(*grads),
+                          by_head=by_head)
+        results.append([o, lse, *grads])
+    for name, by_head, packed_first in zip(("o", "lse", "dq", "dk", "dv"), *results):
+        np.testing.assert_array_equal(by_head, packed_first, err_msg=name)
+    exact_o, _ = attention_forward_reference(q, k, v, causal, scale)
+    assert_close("o by head vs float64", results[0][0], exact_o, TOL)
+
+
 def test_causal_with_more_queries_than_keys_is_an_error():
     q = np.ones((1, 1, 5, 4), np.float32)
     k = np.ones((1, 1, 3, 4), np.float32)

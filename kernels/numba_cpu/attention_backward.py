@@ -36,8 +36,9 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.numba_cpu import matmul_micro
-from pyai.kernels.numba_cpu.attention_forward import pack_chunks, pack_slivers, padded, rows_of, workspace
+from pyai.kernels.numba_cpu import matmul_micro, memory
+from pyai.kernels.numba_cpu.attention_forward import (pack_chunks, pack_slivers, padded, rows_of, whole_heads,
+                                                       workspace)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store, subtract,
                                         wide_vectors)
@@ -240,19 +241,24 @@ with slp_vectorize():   # the 16-lane loops vectorize only with SLP on
         parallel=True, cache=True)(backward_kernel)
 
 
+@numba.njit(cache=True)
+def write_head_gradients(dq_copies, n_queries, depth, dq, stride, start):
+    """One head's dq rows (flat, at start + query * stride) = the sum of its groups' copies
+    (dq_copies: groups x padded queries x padded D), added in group order."""
+    for i in range(n_queries):
+        row = start + i * stride
+        for d in range(depth):
+            dq[row + d] = dq_copies[0, i, d]
+        for group in range(1, dq_copies.shape[0]):
+            for d in range(depth):
+                dq[row + d] += dq_copies[group, i, d]
+
+
 @numba.njit(parallel=True, cache=True)
 def write_query_gradients(dq_copies, n_queries, depth, dq, stride, starts):
-    """dq's rows (flat, at starts[head] + query * stride) = the sum of the groups' copies, added
-    in group order."""
-    groups, heads = dq_copies.shape[0], dq_copies.shape[1]
-    for head in numba.prange(heads):
-        for i in range(n_queries):
-            row = starts[head] + i * stride
-            for d in range(depth):
-                dq[row + d] = dq_copies[0, head, i, d]
-            for group in range(1, groups):
-                for d in range(depth):
-                    dq[row + d] += dq_copies[group, head, i, d]
+    """Every head's write_head_gradients, one task per head."""
+    for head in numba.prange(dq_copies.shape[1]):
+        write_head_gradients(dq_copies[:, head], n_queries, depth, dq, stride, starts[head])
 
 
 def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
@@ -269,38 +275,80 @@ def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
             chunks(queries, MR), chunks(queries, MR), chunks(keys, NR)]
 
 
-@numba.njit(parallel=True, cache=True)
-def pack_operands(q, k, v, do, o, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
-    """Fill the packed operands, the padded lse and delta = rowsum(do o) (summed in float64), in
-    one parallel region (one task per head): on a busy machine every region's closing barrier
-    waits for the slowest thread, so they are kept few. q, k, v, do, o are Rows. Padded rows of
-    lse and delta are left as they are (the caller zeroes them)."""
+@numba.njit(cache=True)
+def pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
+    """One head's packed operands (packed: its seven arrays), its padded lse and delta =
+    rowsum(do o) (summed in float64). q, k, v, do, o are Rows. Padded rows of lse and delta are
+    left as they are (the caller zeroes them)."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     one = np.float32(1)
-    depth = q_slivers.shape[2]
+    depth = q_slivers.shape[1]
+    q_start, k_start, v_start, do_start = q[2][head], k[2][head], v[2][head], do[2][head]
+    pack_slivers(q[0], q_start, q[1], n_queries, MR, scale, q_slivers)
+    pack_slivers(k[0], k_start, k[1], n_keys, NR, one, k_slivers)
+    pack_slivers(do[0], do_start, do[1], n_queries, MR, one, do_slivers)
+    pack_slivers(v[0], v_start, v[1], n_keys, NR, one, v_slivers)
+    pack_chunks(do[0], do_start, do[1], n_queries, depth, MR, do_chunks)
+    pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks)
+    pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks)
+    for i in range(n_queries):
+        lse_padded[i] = lse[head, i]
+        total = 0.0
+        do_row, o_row = do_start + i * do[1], o[2][head] + i * o[1]
+        for d in range(depth):
+            total += np.float64(do[0][do_row + d]) * np.float64(o[0][o_row + d])
+        delta[i] = total
+
+
+@numba.njit(parallel=True, cache=True)
+def pack_operands(q, k, v, do, o, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
+    """Every head's pack_head, in one parallel region (one task per head): on a busy machine
+    every region's closing barrier waits for the slowest thread, so they are kept few."""
+    q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     for head in numba.prange(q_slivers.shape[0]):
-        q_start, k_start, v_start, do_start = q[2][head], k[2][head], v[2][head], do[2][head]
-        pack_slivers(q[0], q_start, q[1], n_queries, MR, scale, q_slivers[head])
-        pack_slivers(k[0], k_start, k[1], n_keys, NR, one, k_slivers[head])
-        pack_slivers(do[0], do_start, do[1], n_queries, MR, one, do_slivers[head])
-        pack_slivers(v[0], v_start, v[1], n_keys, NR, one, v_slivers[head])
-        pack_chunks(do[0], do_start, do[1], n_queries, depth, MR, do_chunks[head])
-        pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks[head])
-        pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks[head])
-        for i in range(n_queries):
-            lse_padded[head, i] = lse[head, i]
-            total = 0.0
-            do_row, o_row = do_start + i * do[1], o[2][head] + i * o[1]
-            for d in range(depth):
-                total += np.float64(do[0][do_row + d]) * np.float64(o[0][o_row + d])
-            delta[head, i] = total
+        pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale,
+                  (q_slivers[head], k_slivers[head], do_slivers[head], v_slivers[head], do_chunks[head],
+                   q_chunks[head], k_chunks[head]), lse_padded[head], delta[head])
+
+
+def backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, causal, scale, q_slivers, k_slivers, do_slivers,
+                     v_slivers, do_chunks, q_chunks, k_chunks, lse_slots, delta_slots, dq_slots, dq, dk, dv):
+    """backward_kernel's work with whole heads as tasks (one group): task `part` takes a run of
+    heads and, a head at a time, packs its operands into slot `part` (pack_head) and runs all
+    its key tiles on them, while they are in L2, then writes its dq. q, k, v, do, o and dq, dk,
+    dv are Rows; dk and dv share a row stride (dk's)."""
+    heads, parts = lse.shape[0], q_slivers.shape[0]
+    tiles = -(-n_keys // KEY_TILE)
+    depth = q_slivers.shape[2]
+    for part in numba.prange(parts):
+        packed = (q_slivers[part], k_slivers[part], do_slivers[part], v_slivers[part], do_chunks[part],
+                  q_chunks[part], k_chunks[part])
+        dq_head = dq_slots[part, 0]
+        for head in range(part * heads // parts, (part + 1) * heads // parts):
+            pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale, packed, lse_slots[part], delta_slots[part])
+            dq_head[:] = 0
+            for tile in range(tiles):
+                key_tile_backward(packed, lse_slots[part], delta_slots[part], tile * KEY_TILE, n_queries, n_keys,
+                                  causal, scale, dq_head, dk[0], dv[0], dk[1], dk[2][head], dv[2][head])
+            write_head_gradients(dq_slots[part], n_queries, depth, dq[0], dq[1], dq[2][head])
+
+
+ROWS = numba.types.Tuple((numba.types.Array(float32, 1, "C", readonly=True), int64, STARTS))
+LSE = numba.types.Array(float32, 2, "C", readonly=True)
+OUT_ROWS = numba.types.Tuple((FLAT, int64, STARTS))
+with slp_vectorize():
+    backward_by_head = numba.njit(
+        void(ROWS, ROWS, ROWS, ROWS, ROWS, int64, int64, LSE, boolean, float32, PACKED, PACKED, PACKED, PACKED,
+             PACKED, PACKED, PACKED, float32[:, ::1], float32[:, ::1], float32[:, :, :, ::1], OUT_ROWS,
+             OUT_ROWS, OUT_ROWS),
+        parallel=True, cache=True)(backward_by_head)
 
 
 # do, q, o (B, H, Tq, D), k, v (B, H, Tk, D), lse (B, H, Tq): float32, C-contiguous
 #   -> dq (B, H, Tq, D), dk, dv (B, H, Tk, D)
 def attention_backward(do, q, k, v, o, lse, causal, scale):
     n_queries, depth = q.shape[2:]
-    dq, dk, dv = np.empty(q.shape, np.float32), np.empty(k.shape, np.float32), np.empty(k.shape, np.float32)
+    dq, dk, dv = memory.empty(q.shape), memory.empty(k.shape), memory.empty(k.shape)
     backward(*(rows_of(x, (0, 1), 2) for x in (q, k, v, do, o)), n_queries, k.shape[2], depth,
              lse.reshape(-1, n_queries), causal, scale, *(rows_of(x, (0, 1), 2) for x in (dq, dk, dv)))
     return dq, dk, dv
@@ -310,25 +358,35 @@ def attention_backward(do, q, k, v, o, lse, causal, scale):
 #   -> dqkv (B, T, 3, H, D): dq, dk, dv side by side, as q, k, v in qkv
 def attention_qkv_backward(do, qkv, o, lse, causal, scale):
     batch, time, _, heads, depth = qkv.shape
-    dqkv = np.empty(qkv.shape, np.float32)
+    dqkv = memory.empty(qkv.shape)
     parts = [[rows_of(x, (0, 3), 1, part * heads * depth) for part in range(3)] for x in (qkv, dqkv)]
     backward(*parts[0], rows_of(do, (0, 2), 1), rows_of(o, (0, 2), 1), time, time, depth,
              lse.reshape(-1, time), causal, scale, *parts[1])
     return dqkv
 
 
-def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, dk, dv):
+def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, dk, dv, by_head=None):
     """dq, dk, dv written through their Rows from q, k, v, do, o (Rows) and lse (heads, Tq); dk
-    and dv share a row stride (dk's)."""
-    heads = len(q[2])
+    and dv share a row stride (dk's). Packed and run a head at a time on each thread (by_head, by
+    default where heads give every thread work and attention_forward.whole_heads), else every
+    head packed first, then tasks of a head's group of key tiles; the same floats either way."""
+    heads, threads = len(q[2]), numba.get_num_threads()
     n_queries_padded = padded(n_queries, MR)   # whole slivers: no task reads past them
-    groups = min(-(-n_keys // KEY_TILE), -(-2 * numba.get_num_threads() // heads))
+    groups = min(-(-n_keys // KEY_TILE), -(-2 * threads // heads))
+    if by_head is None:
+        by_head = groups == 1 and whole_heads(heads, threads)
+    slots = min(heads, threads) if by_head else heads
+    groups = 1 if by_head else groups
     *packed, lse_padded, delta, dq_copies = workspace(
-        operand_shapes(heads, depth, n_queries_padded, padded(n_keys, NR))
-        + [(heads, n_queries_padded), (heads, n_queries_padded),
-           (groups, heads, n_queries_padded, padded(depth, NR))])
+        operand_shapes(slots, depth, n_queries_padded, padded(n_keys, NR))
+        + [(slots, n_queries_padded), (slots, n_queries_padded),
+           (groups, slots, n_queries_padded, padded(depth, NR))])
     lse_padded[:, n_queries:] = 0
     delta[:, n_queries:] = 0
+    if by_head:
+        backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, bool(causal), np.float32(scale), *packed,
+                         lse_padded, delta, dq_copies.reshape(slots, 1, *dq_copies.shape[2:]), dq, dk, dv)
+        return
     dq_copies[:] = 0
     pack_operands(q, k, v, do, o, n_queries, n_keys, lse, np.float32(scale), tuple(packed), lse_padded, delta)
     backward_kernel(*packed, lse_padded, delta, n_queries, n_keys, bool(causal), np.float32(scale),

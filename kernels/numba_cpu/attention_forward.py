@@ -41,7 +41,7 @@ import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
-from pyai.kernels.numba_cpu import matmul_micro
+from pyai.kernels.numba_cpu import matmul_micro, memory
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, half_kernel_strided
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, maximum, multiply,
                                         slp_vectorize, store, subtract, transpose_square, wide_vectors,
@@ -127,16 +127,20 @@ def pack_chunks(x, start, stride, rows, depth, width, packed):
                     packed[c, i, r] = x[row + r] if inside else 0
 
 
+@numba.njit(cache=True)
+def pack_head(q, k, v, head, n_queries, n_keys, scale, q_slivers, k_slivers, v_chunks):
+    """One head's packed operands. q, k, v are Rows: (flat array, row stride, start per head)."""
+    pack_slivers(q[0], q[2][head], q[1], n_queries, NR, scale, q_slivers)
+    pack_slivers(k[0], k[2][head], k[1], n_keys, MR, np.float32(1), k_slivers)
+    pack_chunks(v[0], v[2][head], v[1], n_keys, q_slivers.shape[1], MR, v_chunks)
+
+
 @numba.njit(parallel=True, cache=True)
 def pack_operands(q, k, v, n_queries, n_keys, scale, q_slivers, k_slivers, v_chunks):
-    """All three packed operands, in one parallel region (one per head): on a busy machine
-    each region's closing barrier waits for the slowest thread, so they are kept few. q, k, v
-    are Rows: (flat array, row stride, start per head)."""
-    depth = q_slivers.shape[2]
+    """Every head's packed operands, in one parallel region (one task per head): on a busy
+    machine each region's closing barrier waits for the slowest thread, so they are kept few."""
     for head in numba.prange(q_slivers.shape[0]):
-        pack_slivers(q[0], q[2][head], q[1], n_queries, NR, scale, q_slivers[head])
-        pack_slivers(k[0], k[2][head], k[1], n_keys, MR, np.float32(1), k_slivers[head])
-        pack_chunks(v[0], v[2][head], v[1], n_keys, depth, MR, v_chunks[head])
+        pack_head(q, k, v, head, n_queries, n_keys, scale, q_slivers[head], k_slivers[head], v_chunks[head])
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
@@ -269,11 +273,32 @@ def forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, causal, o, o_stride, 
                       n_keys, depth, causal, o, o_starts[head], o_stride, lse[head])
 
 
+def forward_by_head(q, k, v, n_queries, n_keys, scale, causal, q_slots, k_slots, v_slots, o, o_stride, o_starts,
+                    lse):
+    """forward_kernel's work with whole heads as tasks: task `part` takes a run of heads and, a
+    head at a time, packs its q, k, v into slot `part` (pack_head) and runs all its blocks of
+    queries on them, while they are in L2. q, k, v are Rows."""
+    heads, parts = lse.shape[0], q_slots.shape[0]
+    blocks = -(-n_queries // QUERY_BLOCK)
+    for part in numba.prange(parts):
+        for head in range(part * heads // parts, (part + 1) * heads // parts):
+            pack_head(q, k, v, head, n_queries, n_keys, scale, q_slots[part], k_slots[part], v_slots[part])
+            for block in range(blocks):
+                forward_block(q_slots[part], k_slots[part], v_slots[part], block * QUERY_BLOCK, n_queries, n_keys,
+                              q_slots.shape[2], causal, o, o_starts[head], o_stride, lse[head])
+
+
 PACKED = float32[:, :, :, ::1]
+STARTS = int64[::1]
+ROWS = numba.types.Tuple((numba.types.Array(float32, 1, "C", readonly=True), int64, STARTS))
 with slp_vectorize():   # online_softmax's 16-lane loops vectorize only with SLP on
     forward_kernel = numba.njit(
-        void(PACKED, PACKED, PACKED, int64, boolean, float32[::1], int64, int64[::1], float32[:, ::1]),
+        void(PACKED, PACKED, PACKED, int64, boolean, float32[::1], int64, STARTS, float32[:, ::1]),
         parallel=True, cache=True)(forward_kernel)
+    forward_by_head = numba.njit(
+        void(ROWS, ROWS, ROWS, int64, int64, float32, boolean, PACKED, PACKED, PACKED, float32[::1], int64, STARTS,
+             float32[:, ::1]),
+        parallel=True, cache=True)(forward_by_head)
 
 
 def padded(n, multiple):
@@ -305,19 +330,33 @@ def workspace(shapes):
     large block is reused from malloc's heap call after call; a dozen separate ones of a few MB
     are handed back to the OS on free and page-faulted in again (~5 ms a call at T = 1024)."""
     sizes = [-(-math.prod(shape) // 16) * 16 for shape in shapes]
-    block = np.empty(sum(sizes), np.float32)
+    block = memory.empty((sum(sizes),))
     starts = np.cumsum([0] + sizes)
     return [block[start:start + math.prod(shape)].reshape(shape)
             for start, shape in zip(starts, shapes)]
 
 
-def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
-    """o (through its Rows) and lse (heads, Tq) from q, k, v given as Rows."""
-    heads = len(q[2])
+def whole_heads(heads, threads):
+    """Whether heads are the tasks (forward_by_head, and the backward's likewise): when they
+    share out evenly over the threads, or are many enough that an uneven share costs little."""
+    return heads % threads == 0 or heads >= 8 * threads
+
+
+def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse, by_head=None):
+    """o (through its Rows) and lse (heads, Tq) from q, k, v given as Rows: packed and run a head
+    at a time on each thread (by_head, by default where whole_heads), else every head packed
+    first, then tasks of QUERY_BLOCK queries; the same floats either way."""
+    heads, threads = len(q[2]), numba.get_num_threads()
+    by_head = whole_heads(heads, threads) if by_head is None else by_head
+    slots = min(heads, threads) if by_head else heads
     # padded to whole slivers only: a task reads no sliver past its last query or key
-    q_slivers, k_slivers, v_chunks = workspace([(heads, padded(n_queries, NR) // NR, depth, NR),
-                                                (heads, padded(n_keys, MR) // MR, depth, MR),
-                                                (heads, -(-depth // MR), padded(n_keys, MR), MR)])
+    q_slivers, k_slivers, v_chunks = workspace([(slots, padded(n_queries, NR) // NR, depth, NR),
+                                                (slots, padded(n_keys, MR) // MR, depth, MR),
+                                                (slots, -(-depth // MR), padded(n_keys, MR), MR)])
+    if by_head:
+        forward_by_head(q, k, v, n_queries, n_keys, np.float32(scale), bool(causal), q_slivers, k_slivers, v_chunks,
+                        o[0], o[1], o[2], lse)
+        return
     pack_operands(q, k, v, n_queries, n_keys, np.float32(scale), q_slivers, k_slivers, v_chunks)
     forward_kernel(q_slivers, k_slivers, v_chunks, n_keys, bool(causal), o[0], o[1], o[2], lse)
 
@@ -325,7 +364,7 @@ def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse):
 # q (B, H, Tq, D), k and v (B, H, Tk, D): float32, C-contiguous -> o (B, H, Tq, D), lse (B, H, Tq)
 def attention_forward(q, k, v, causal, scale):
     batch, heads, n_queries, depth = q.shape
-    o = np.empty(q.shape, np.float32)
+    o = memory.empty(q.shape)
     lse = np.empty((batch * heads, n_queries), np.float32)
     forward(*(rows_of(x, (0, 1), 2) for x in (q, k, v)), n_queries, k.shape[2], depth, causal, scale,
             rows_of(o, (0, 1), 2), lse)
@@ -335,7 +374,7 @@ def attention_forward(q, k, v, causal, scale):
 # qkv (B, T, 3, H, D): q, k and v side by side, float32, C-contiguous -> o (B, T, H, D), lse (B, H, T)
 def attention_qkv_forward(qkv, causal, scale):
     batch, time, _, heads, depth = qkv.shape
-    o = np.empty((batch, time, heads, depth), np.float32)
+    o = memory.empty((batch, time, heads, depth))
     lse = np.empty((batch * heads, time), np.float32)
     q, k, v = (rows_of(qkv, (0, 3), 1, part * heads * depth) for part in range(3))
     forward(q, k, v, time, time, depth, causal, scale, rows_of(o, (0, 2), 1), lse)

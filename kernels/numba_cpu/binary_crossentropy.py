@@ -30,6 +30,7 @@ import math
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import BySize
 from pyai.kernels.numba_cpu.ordered_sum import ordered_sum, sum_kernel
 
@@ -125,7 +126,7 @@ def bce_forward(p, t):
 
 # p, t, d: float32, the same shape, C-contiguous
 def bce_backward(p, t):
-    d = np.empty_like(p)
+    d = memory.empty_like(p)
     bce_backward_kernel(p.reshape(-1), t.reshape(-1), d.reshape(-1))
     return d
 
@@ -137,6 +138,6 @@ def bce_logits_forward(z, t):
 
 # z, t, d: float32, the same shape, C-contiguous
 def bce_logits_backward(z, t):
-    d = np.empty_like(z)
+    d = memory.empty_like(z)
     bce_logits_backward_kernel(z.reshape(-1), t.reshape(-1), d.reshape(-1))
     return d

@@ -21,6 +21,7 @@ channels, which would use a sliver of the matmul's register tile, is computed di
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
 from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs, few_inputs_forward
 from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
@@ -47,7 +48,7 @@ def conv_windows(g):
 def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
-    y = np.empty((x.shape[0], g.out_height, g.out_width, out_channels), dtype=np.float32)
+    y = memory.empty((x.shape[0], g.out_height, g.out_width, out_channels))
     weights = w.reshape(g.depth, out_channels)
     y_rows = y.reshape(-1, out_channels)
     if out_channels <= DIRECT_MAX_OUT:

@@ -19,6 +19,7 @@ dy @ w^T and a col2im gather). A layer of at most DIRECT_MAX_OUT output channels
 
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.bias_grad import bias_grad
 from pyai.kernels.numba_cpu.conv2d import conv_windows
 from pyai.kernels.numba_cpu.conv2d_direct import (DIRECT_MAX_OUT, direct_input_gradient,
@@ -55,7 +56,7 @@ def conv_weight_gradient(big, g, small_rows, w_shape):
         return np.ascontiguousarray(window_weight_product(small_rows, big, conv_windows(g)).T).reshape(w_shape)
     if few_inputs(g, w_shape[3]):
         return few_inputs_weight_gradient(small_rows, big, g, w_shape)
-    dw = np.empty(w_shape, dtype=np.float32)
+    dw = memory.empty(w_shape)
     for first, end in image_chunks(big.shape[0], g):
         add_weight_gradient(im2col(big, g, first, end), small_rows[first * g.windows:end * g.windows],
                             dw.reshape(g.depth, -1), first == 0)
@@ -67,7 +68,7 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
     dy_rows = dy.reshape(-1, out_channels)
-    dx = np.empty(x.shape, dtype=np.float32) if input_gradient else None
+    dx = memory.empty(x.shape) if input_gradient else None
     dw = None
     if out_channels <= DIRECT_MAX_OUT:
         if input_gradient:

@@ -44,6 +44,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
@@ -211,6 +212,6 @@ def transposed_conv(small, w, g, bias, activation, alpha, big):
 # x is (N, H, W, I), w (kh, kw, O, I), bias (O,) or None -> y (N, OH, OW, O)
 def conv2d_transpose_forward(x, w, bias, stride, padding, activation, alpha):
     g = transpose_geometry(x.shape, w.shape, stride, padding)
-    y = np.empty((x.shape[0], g.height, g.width, g.channels), dtype=np.float32)
+    y = memory.empty((x.shape[0], g.height, g.width, g.channels))
     transposed_conv(x, w, g, bias, activation, alpha, y)
     return y

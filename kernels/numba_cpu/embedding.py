@@ -17,6 +17,8 @@ tasks touch the same float, and each sum is added in id order, exactly as a seri
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
+
 COLUMN_BLOCK = 64   # floats per task: four cache lines of a row, so tasks never share a line
 
 
@@ -51,7 +53,7 @@ def embedding_backward_kernel(dout, ids, dtable):
 
 # ids: int64 (...), C-contiguous, in [0, V); table: float32 (V, C) -> out (..., C)
 def embedding_forward(ids, table):
-    out = np.empty(ids.shape + table.shape[1:], np.float32)
+    out = memory.empty(ids.shape + table.shape[1:])
     embedding_forward_kernel(ids.reshape(-1), table, out.reshape(-1, table.shape[1]))
     return out
 

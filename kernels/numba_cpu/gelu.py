@@ -25,6 +25,7 @@ import math
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.sigmoid import exp_negative
 from pyai.kernels.numba_cpu.simd import wide_vectors
 
@@ -84,13 +85,13 @@ def gelu_backward_kernel(dy, x, dx):
 
 # x, y: float32, any shape, C-contiguous
 def gelu_forward(x):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     gelu_forward_kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
 # dy, x, dx: float32, the same shape, C-contiguous
 def gelu_backward(dy, x):
-    dx = np.empty_like(x)
+    dx = memory.empty_like(x)
     gelu_backward_kernel(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
     return dx

@@ -31,6 +31,7 @@ import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
                                            multiply_a_block, multiply_gathered, pack_b_operand, slp_vectorize,
@@ -269,11 +270,11 @@ def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out
     """epilogue(windows(image) @ b) into out (rows, N), or a new array of whole-line rows where
     N is a multiple of 16; image and b (depth, N) C-contiguous float32."""
     m, n = image.shape[0] * windows.per_image, b.shape[1]
-    c = aligned_floats(m * n).reshape((m, n)) if out is None else out
+    c = memory.empty((m, n)) if out is None else out
     return run_windows(image, windows, b, True, c, windows.depth, bias, activation, alpha)
 
 
 def window_weight_product(d_rows, image, windows):
     """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
-    c = np.empty((d_rows.shape[1], windows.depth), dtype=np.float32)
+    c = memory.empty((d_rows.shape[1], windows.depth))
     return run_windows(image, windows, d_rows, False, c, d_rows.shape[0], None, None, 0.0)

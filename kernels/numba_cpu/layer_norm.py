@@ -25,6 +25,7 @@ import math
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.simd import wide_vectors
 
 CHUNK_ROWS = 32   # rows per dgamma/dbeta slot: enough slots to share out, few enough to sum fast
@@ -126,7 +127,7 @@ def layer_norm_backward_kernel(dy, x, gamma, mean, rstd, dx, dgamma_slots, dbeta
 # x, y (..., C), gamma, beta (C,): float32, C-contiguous -> y, mean (...,), rstd (...,)
 def layer_norm_forward(x, gamma, beta, epsilon):
     width = x.shape[-1]
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     mean = np.empty(x.shape[:-1], np.float32)
     rstd = np.empty(x.shape[:-1], np.float32)
     layer_norm_forward_kernel(x.reshape(-1, width), gamma, beta, np.float64(epsilon),
@@ -141,7 +142,7 @@ def layer_norm_backward(dy, x, gamma, mean, rstd):
     slots = -(-rows // CHUNK_ROWS)
     dgamma_slots = np.zeros((slots, width), np.float64)
     dbeta_slots = np.zeros((slots, width), np.float64)
-    dx = np.empty_like(x)
+    dx = memory.empty_like(x)
     layer_norm_backward_kernel(dy.reshape(-1, width), x.reshape(-1, width), gamma,
                                mean.reshape(-1), rstd.reshape(-1), dx.reshape(-1, width),
                                dgamma_slots, dbeta_slots)

@@ -16,6 +16,7 @@ rounded exactly as TensorFlow's float32 `alpha * x` (and stays in float32 SIMD l
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import BySize
 
 
@@ -43,13 +44,13 @@ def leaky_relu_backward_kernel(dy, x, alpha, dx):
 
 # x, y: float32, any shape, C-contiguous
 def leaky_relu_forward(x, alpha):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     leaky_relu_forward_kernel(x.reshape(-1), np.float32(alpha), y.reshape(-1))
     return y
 
 
 # dy, x, dx: float32, the same shape, C-contiguous
 def leaky_relu_backward(dy, x, alpha):
-    dx = np.empty_like(x)
+    dx = memory.empty_like(x)
     leaky_relu_backward_kernel(dy.reshape(-1), x.reshape(-1), np.float32(alpha), dx.reshape(-1))
     return dx

@@ -59,6 +59,7 @@ import numpy as np
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
@@ -611,7 +612,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = aligned_floats(m * n).reshape((m, n)) if out is None else out   # whole-line rows where N is a multiple of 16
+    c = memory.empty((m, n)) if out is None else out   # whole-line rows where N is a multiple of 16
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     # A small product runs its parallel regions on this thread alone: waking the other threads

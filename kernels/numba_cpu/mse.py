@@ -14,6 +14,7 @@ any thread count). The differences and the sum are in float64: a float32 running
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.ordered_sum import ordered_sum, sum_kernel
 
 
@@ -49,7 +50,7 @@ def mse_forward(prediction, target):
 
 # prediction, target, d: float32, the same shape, C-contiguous
 def mse_backward(prediction, target):
-    d = np.empty_like(prediction)
+    d = memory.empty_like(prediction)
     scale = np.float32(2.0 / prediction.size)
     mse_backward_kernel(prediction.reshape(-1), target.reshape(-1), scale, d.reshape(-1))
     return d

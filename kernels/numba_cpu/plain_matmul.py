@@ -22,6 +22,7 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, READ_ONLY, apply_epilogue
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
@@ -69,7 +70,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=No
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = np.empty((m, n), np.float32) if out is None else out
+    c = memory.empty((m, n)) if out is None else out
     has_bias = bias is not None
     plain_gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k, bias if has_bias else NO_BIAS,
                has_bias, ACTIVATIONS[activation], np.float32(alpha), np.empty(WIDTH, np.float32))

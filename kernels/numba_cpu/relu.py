@@ -14,6 +14,8 @@ numba.prange; the compare-and-select body vectorizes to SIMD blends. The select 
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
+
 
 def relu_forward_reference(x):
     return np.maximum(x, np.float32(0))
@@ -37,13 +39,13 @@ def relu_backward_kernel(dy, x, dx):
 
 # x, y: float32, any shape, C-contiguous
 def relu_forward(x):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     relu_forward_kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
 # dy, x, dx: float32, the same shape, C-contiguous
 def relu_backward(dy, x):
-    dx = np.empty_like(x)
+    dx = memory.empty_like(x)
     relu_backward_kernel(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
     return dx

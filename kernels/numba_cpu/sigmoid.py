@@ -27,6 +27,7 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
@@ -116,13 +117,13 @@ def sigmoid_backward_kernel(dy, y, dx):
 
 # x, y: float32, any shape, C-contiguous
 def sigmoid_forward(x):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     sigmoid_forward_kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
 # dy, y, dx: float32, the same shape, C-contiguous
 def sigmoid_backward(dy, y):
-    dx = np.empty_like(y)
+    dx = memory.empty_like(y)
     sigmoid_backward_kernel(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx

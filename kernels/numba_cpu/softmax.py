@@ -23,6 +23,7 @@ from numba import float32, types, void
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.matmul_micro import NR
 from pyai.kernels.numba_cpu.sigmoid import exp_negative   # exp(-a) for a >= 0; exp(-inf) = 0
 from pyai.kernels.numba_cpu.simd import slp_vectorize
@@ -98,6 +99,6 @@ with slp_vectorize():   # row_max's 16-lane loop vectorizes only with SLP on
 
 # x, y: float32 (..., V), C-contiguous
 def softmax_forward(x):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     softmax_kernel(x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1]))
     return y

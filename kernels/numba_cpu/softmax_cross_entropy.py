@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import float32, float64, int64, void
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.simd import slp_vectorize
 from pyai.kernels.numba_cpu.softmax import exp_shifted, row_max, row_sum
 
@@ -72,6 +73,6 @@ with slp_vectorize():   # row_max's 16-lane loop vectorizes only with SLP on
 # logits: float32 (N, V), C-contiguous; targets: int64 (N,) in [0, V) -> (loss, dlogits (N, V))
 def softmax_cross_entropy(logits, targets):
     losses = np.empty(logits.shape[0], np.float64)
-    dlogits = np.empty_like(logits)
+    dlogits = memory.empty_like(logits)
     cross_entropy_kernel(logits, targets, losses, dlogits)
     return float(losses.sum() / logits.shape[0]), dlogits

@@ -20,6 +20,7 @@ TensorFlow) and never overflows; NaN stays NaN.
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.sigmoid import exp_negative   # numba's cache of this file misses edits to it
 from pyai.kernels.numba_cpu.simd import wide_vectors
 
@@ -63,13 +64,13 @@ def tanh_backward_kernel(dy, y, dx):
 
 # x, y: float32, any shape, C-contiguous
 def tanh_forward(x):
-    y = np.empty_like(x)
+    y = memory.empty_like(x)
     tanh_forward_kernel(x.reshape(-1), y.reshape(-1))
     return y
 
 
 # dy, y, dx: float32, the same shape, C-contiguous
 def tanh_backward(dy, y):
-    dx = np.empty_like(y)
+    dx = memory.empty_like(y)
     tanh_backward_kernel(dy.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx
