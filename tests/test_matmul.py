@@ -359,3 +359,24 @@ def test_conv_bias_and_leaky_relu_in_registers_give_the_separate_ops_floats(rng,
     pre = pyai.ops.conv2d(x, w)
     fused = pyai.ops.conv2d(x, w, b, activation=activation, alpha=alpha)
     np.testing.assert_array_equal(fused, bias_then_activation(pre, b, activation, alpha))
+
+
+@pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("relu", 0.0), ("leaky_relu", 0.01), ("leaky_relu", 0.3)])
+@pytest.mark.parametrize("channels,out_channels,stride", [(1, 80, 2), (3, 16, 1), (1, 64, 1)])
+def test_few_input_conv_activations_in_registers_give_the_ops_floats(rng, activation, alpha, channels, out_channels,
+                                                                     stride):
+    """A convolution of a 1- or 3-channel image (conv2d_few_inputs.py) applies leaky ReLU to its
+    vectors as it stores them, any other activation to the stored row: either way the floats of
+    the op on its output (four-vector groups and single vectors)."""
+    from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs
+    from pyai.kernels.numba_cpu.im2col import geometry
+    x = rng.standard_normal((5, 11, 9, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, channels, out_channels)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    assert few_inputs(geometry(x.shape[1:], (3, 3), (stride, stride), "same"), out_channels)
+    pre = pyai.ops.conv2d(x, w, b, stride=stride)
+    fused = pyai.ops.conv2d(x, w, b, stride=stride, activation=activation, alpha=alpha)
+    expected = {None: pre, "relu": np.where(pre > 0, pre, np.float32(0)),
+                "leaky_relu": np.where(pre > 0, pre, np.float32(alpha) * pre)}[activation]
+    np.testing.assert_array_equal(fused, expected)
+

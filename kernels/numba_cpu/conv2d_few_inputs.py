@@ -9,8 +9,9 @@ stores of its 24 vectors, and write and read an im2col matrix 9 times the image.
   forward:  y[n, oh, ow, :] = bias + sum over the window's taps (i, j, c) inside the image of
             x[n, h, w, c] * wr[(i, j, c)]: the taps' values and rows listed once a pixel, then
             FOUR vectors of output channels summed in registers over them (four independent
-            FMA chains), then single vectors; the activation on the whole
-            output row; one output row per task
+            FMA chains), then single vectors; leaky ReLU in registers as they are stored
+            (simd.biased_leaky: + -0.0, then the select; slope 1 without it: exact), any other
+            activation on the whole output row; one output row per task
   dw:       dw[(i, j, c), :] = sum over every window of x[n, h, w, c] * dy[n, oh, ow, :]: for each
             tap, four vectors of it summed in registers over a row of output pixels (that row
             of dy stays in L1), then added to the task's partial; each of PARTS tasks sums its
@@ -24,9 +25,10 @@ convolution of dy, whose channels are the layer's many outputs).
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU, NONE
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
+from pyai.kernels.numba_cpu.simd import WIDTH, add, biased_leaky, fma, load, splat, store, zeros
 
 FEW_INPUTS_MAX_DEPTH = 32   # kh*kw*C up to this: a 3x3 or 5x5 kernel over 1 channel, 3x3 over RGB
 PARTS = 16                  # the weight gradient's partial sums: enough tasks to spread over the threads
@@ -69,6 +71,7 @@ def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, al
             count = window_taps(x, g, n, oh, ow, values, rows, out_channels)
             out = (task * out_width + ow) * out_channels
             o0 = 0
+            minus_zero, slope = splat(np.float32(-0.0)), splat(alpha if activation == LEAKY_RELU else np.float32(1.0))
             while o0 + GROUP <= out_channels:
                 acc0, acc1, acc2, acc3 = zeros(), zeros(), zeros(), zeros()
                 if has_bias:
@@ -80,18 +83,18 @@ def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, al
                     acc1 = fma(v, load(w, row + WIDTH), acc1)
                     acc2 = fma(v, load(w, row + 2 * WIDTH), acc2)
                     acc3 = fma(v, load(w, row + 3 * WIDTH), acc3)
-                store(y, out + o0, acc0)
-                store(y, out + o0 + WIDTH, acc1)
-                store(y, out + o0 + 2 * WIDTH, acc2)
-                store(y, out + o0 + 3 * WIDTH, acc3)
+                store(y, out + o0, biased_leaky(acc0, minus_zero, slope))
+                store(y, out + o0 + WIDTH, biased_leaky(acc1, minus_zero, slope))
+                store(y, out + o0 + 2 * WIDTH, biased_leaky(acc2, minus_zero, slope))
+                store(y, out + o0 + 3 * WIDTH, biased_leaky(acc3, minus_zero, slope))
                 o0 += GROUP
             while o0 + WIDTH <= out_channels:
                 acc = load(bias, o0) if has_bias else zeros()
                 for t in range(count):
                     acc = fma(splat(values[t]), load(w, rows[t] + o0), acc)
-                store(y, out + o0, acc)
+                store(y, out + o0, biased_leaky(acc, minus_zero, slope))
                 o0 += WIDTH
-        if activation != 0:
+        if activation != NONE and activation != LEAKY_RELU:
             apply_epilogue(y.reshape(-1, out_width * out_channels), task, 0, 1, out_width * out_channels,
                            bias, False, activation, alpha)
 

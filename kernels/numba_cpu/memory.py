@@ -11,7 +11,8 @@ Here an array of at least POOLED_BYTES is cut from a block of this module's; onc
 every view of it are gone, the block goes back to a list of free blocks, and the next array takes
 the most recently freed block that fits (at most twice its size), its pages in memory and likely
 in cache, as malloc reuses its last freed chunk. The list keeps at most CACHE_BYTES (the least
-recently freed dropped first); `release()` empties it. Smaller arrays come from numpy as ever:
+recently freed dropped first); `release()` empties it. Smaller arrays come from numpy as ever
+(aligned to a cache line, as every array here):
 malloc's heap serves them once a block of their size has been freed (a GAN step's 100-400 KB
 arrays: no fault a step either way; taking them here cost it ~2% in Python).
 """
@@ -72,12 +73,14 @@ def _take_free(size):
 
 
 def empty(shape, dtype=np.float32):
-    """An uninitialized C-contiguous array of shape (a tuple of ints), from a cached block when
-    it is large."""
+    """An uninitialized C-contiguous array of shape (a tuple of ints), starting a cache line (a
+    512-bit store to a row of whole lines never straddles two), from a cached block when large."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < POOLED_BYTES:
-        return np.empty(shape, dtype)
+        raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+        skip = -raw.ctypes.data % ALIGNMENT
+        return raw[skip:skip + nbytes].view(dtype).reshape(shape)
     size = -(-(nbytes + ALIGNMENT) // GRANULE) * GRANULE
     with _lock:
         if _returned:
