@@ -31,14 +31,13 @@ projection's (B, T, 3, H, D) output and o, do as (B, T, H, D) are taken as they 
 dv come back side by side in one (B, T, 3, H, D) array (`attention_qkv_backward`).
 """
 
-
 import numba
 import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.attention_forward import (pack_chunks, pack_slivers, padded, rows_of, whole_heads,
-                                                       workspace)
+from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, rows_of,
+                                                       whole_heads, workspace)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store, subtract,
                                         wide_vectors)
@@ -333,7 +332,6 @@ def backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, causal, scale, q_sl
             write_head_gradients(dq_slots[part], n_queries, depth, dq[0], dq[1], dq[2][head])
 
 
-ROWS = numba.types.Tuple((numba.types.Array(float32, 1, "C", readonly=True), int64, STARTS))
 LSE = numba.types.Array(float32, 2, "C", readonly=True)
 OUT_ROWS = numba.types.Tuple((FLAT, int64, STARTS))
 with slp_vectorize():

@@ -326,9 +326,9 @@ def head_starts(batches, batch_stride, heads, head_stride, offset):
 
 
 def workspace(shapes):
-    """Unfilled float32 arrays of these shapes, cut (at 64-byte boundaries) from one block. One
-    large block is reused from malloc's heap call after call; a dozen separate ones of a few MB
-    are handed back to the OS on free and page-faulted in again (~5 ms a call at T = 1024)."""
+    """Unfilled float32 arrays of these shapes, cut (at 64-byte boundaries) from one block of
+    memory.empty's, reused from call to call (a dozen separate blocks of a few MB each had been
+    handed back to the OS on free and page-faulted in again: ~5 ms a call at T = 1024)."""
     sizes = [-(-math.prod(shape) // 16) * 16 for shape in shapes]
     block = memory.empty((sum(sizes),))
     starts = np.cumsum([0] + sizes)

@@ -63,6 +63,8 @@ def window_taps(x, g, n, oh, ow, values, rows, out_channels):
 def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, alpha, y):
     """y (flat, N*OH*OW*O) = epilogue(conv(x, w)); x and w flat."""
     (_, _, channels, out_height, out_width, kh, kw, _, _, _, _) = g
+    # leaky ReLU in registers; without it, slope 1 (and -0.0 added) leaves every float as it is
+    minus_zero, slope = splat(np.float32(-0.0)), splat(alpha if activation == LEAKY_RELU else np.float32(1.0))
     for task in numba.prange(images * out_height):
         n, oh = task // out_height, task % out_height
         values = np.empty(kh * kw * channels, dtype=np.float32)
@@ -71,7 +73,6 @@ def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, al
             count = window_taps(x, g, n, oh, ow, values, rows, out_channels)
             out = (task * out_width + ow) * out_channels
             o0 = 0
-            minus_zero, slope = splat(np.float32(-0.0)), splat(alpha if activation == LEAKY_RELU else np.float32(1.0))
             while o0 + GROUP <= out_channels:
                 acc0, acc1, acc2, acc3 = zeros(), zeros(), zeros(), zeros()
                 if has_bias:
