@@ -73,9 +73,13 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, 
 # of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
-IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are this short or shorter,
-                        # a stride (2 KB) that the cores' stride prefetchers follow; longer rows
-                        # are packed, which costs less than the misses of reading them in place
+IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are shorter than this,
+                        # a stride (< 2 KB) that the cores' stride prefetchers follow; longer rows
+                        # are packed, which costs less than the misses of reading them in place.
+                        # Rows exactly 2 KB apart are packed too: a sliver's rows would fall in 2
+                        # of L1's 64 sets (16 of its lines held, 8-way; 24, 12-way), not the
+                        # KC in flight (AMD EPYC, Zen 1, one core: 64 x 256 x 512 in place 23-26
+                        # GFLOP/s, packed 28-29; 64 x 512 x 496 in place 26-31)
 IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 MB, held in L2
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
@@ -454,7 +458,7 @@ def few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, c
     B is row-major with short rows, not too many (a ragged last sliver packed)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
-    in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride <= IN_PLACE_STRIDE
+    in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride < IN_PLACE_STRIDE
                                    and k <= IN_PLACE_DEPTH) else 0
     depth0 = 0
     while depth0 < k:
