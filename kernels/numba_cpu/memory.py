@@ -11,10 +11,10 @@ Here an array of at least POOLED_BYTES is cut from a block of this module's; onc
 every view of it are gone, the block goes back to a list of free blocks, and the next array takes
 the most recently freed block that fits (at most twice its size), its pages in memory and likely
 in cache, as malloc reuses its last freed chunk. The list keeps at most CACHE_BYTES (the least
-recently freed dropped first); `release()` empties it. Smaller arrays come from numpy as ever
-(aligned to a cache line, as every array here):
-malloc's heap serves them once a block of their size has been freed (a GAN step's 100-400 KB
-arrays: no fault a step either way; taking them here cost it ~2% in Python).
+recently freed dropped first); `release()` empties it. Smaller arrays come from malloc as ever
+(float32 ones through simd.aligned_floats, each starting a cache line): its heap serves them
+once a block of their size has been freed (a GAN step's 100-400 KB arrays: no fault a step
+either way; taking them here cost it ~2% in Python).
 """
 
 import math
@@ -77,10 +77,11 @@ def _take_free(size):
 def empty(shape, dtype=np.float32):
     """An uninitialized C-contiguous array of shape (a tuple of ints), starting a cache line (a
     512-bit store to a row of whole lines never straddles two), from a cached block when large."""
-    if dtype is np.float32 and 4 * math.prod(shape) < POOLED_BYTES:
-        return aligned_floats(math.prod(shape)).reshape(shape)   # 3.6 us, not 8: no ndarray.ctypes
+    count = math.prod(shape)
+    if dtype is np.float32 and 4 * count < POOLED_BYTES:
+        return aligned_floats(count).reshape(shape)   # 3.6 us, not 8: no ndarray.ctypes
     dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
+    nbytes = count * dtype.itemsize
     if nbytes < POOLED_BYTES:
         raw = np.empty(nbytes + ALIGNMENT, np.uint8)
         skip = -raw.ctypes.data % ALIGNMENT
@@ -97,7 +98,7 @@ def empty(shape, dtype=np.float32):
 
 
 def empty_like(x):
-    return empty(x.shape, np.float32 if x.dtype.type is np.float32 else x.dtype)
+    return empty(x.shape, x.dtype.type)
 
 
 def release():
