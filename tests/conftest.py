@@ -29,6 +29,12 @@ USABLE_BACKENDS = [row["name"] for row in pyai.backends() if row["usable"]]
 CUDA_SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` (minutes each) run first: pytest-xdist hands tests to its workers in
+    this order, and one started last would leave the other workers idle while it runs."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def skip_in_cuda_simulator(backend, what):
     """The simulator runs a GPU thread as a Python thread, ~1e5 times slower than a GPU: sizes
     past one or two thread blocks' worth take minutes there. They run on a GPU."""

@@ -75,15 +75,17 @@ def test_micro_kernel_equals_its_reference(rng, accumulate):
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_kernels_at_the_other_width(tmp_path):
+@pytest.mark.long
+@pytest.mark.parametrize("tests_file", ["test_matmul.py", "test_attention.py"])
+def test_kernels_at_the_other_width(tests_file, tmp_path):
     """The matmul and attention tests again, in a process whose kernels use the width this CPU
-    does not pick (with a cache folder of their own, so no kernel of the other width is loaded)."""
+    does not pick (with a cache folder of their own, so no kernel of the other width is loaded);
+    one file a test, so that two workers share them."""
     other = "8" if WIDTH == 16 else "16"
     environment = {**os.environ, "PYAI_VECTOR_WIDTH": other, "NUMBA_CACHE_DIR": str(tmp_path)}
-    tests = Path(__file__).parent
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "not cuda",
-         str(tests / "test_matmul.py"), str(tests / "test_attention.py")],
+         str(Path(__file__).parent / tests_file)],
         env=environment, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and " failed" not in result.stdout

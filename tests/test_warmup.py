@@ -61,6 +61,7 @@ def test_a_worker_compiles_the_other_expected_files_while_the_first_compiles_her
     assert relu == [0, 0, 0.5, 1] and (loaded, compiled) == (1, 0), result.stdout
 
 
+@pytest.mark.long
 def test_the_matmul_compiles_only_the_loop_a_product_takes(tmp_path):
     """Importing matmul.py compiles none of its three loops; a small product compiles the serial
     few-rows one, cached under a name of its own (Numba's cache key ignores parallel=True)."""
@@ -94,6 +95,7 @@ def test_no_worker_without_a_free_core_or_files_to_hand(monkeypatch):
     assert warmup.worker_files("matmul") == ["matmul"] and warmup.worker_files("adam") == ["matmul"]
 
 
+@pytest.mark.long
 def test_the_plain_matmul_stands_in_while_a_worker_compiles_the_matmul(tmp_path):
     """A cold linear: plain_matmul.py runs here while the worker compiles matmul.py; once the
     worker is done the next call runs matmul.py, loaded from the cache, with the same floats."""
