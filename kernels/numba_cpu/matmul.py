@@ -46,11 +46,13 @@ A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many b
 1 writing 3.2 MB), is bound by memory, which one core reads and writes at half the rate of two.
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
-small, so it is packed once for all of K and shared; the threads split the columns of C, and each
+small, so a row-major A is read where it lies (its ragged last sliver packed first) and a
+transposed one packed once for all of K and shared; the threads split the columns of C, and each
 packs its own run of B, an NC-column panel and a slice at a time (a packed slice stays in L2:
 64 x 256 x 6272, a DCGAN's Dense layer, 1.13-1.30 -> 1.03-1.05 ms on 2 cores), just before it
-meets every A sliver. B, the big operand, is read once, and A is packed once instead of once per
-thread.
+meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
+A's product is one parallel region, not two (the GAN step's 29 products on an AMD EPYC Zen 1, 2
+threads, three alternating rounds: 23.3 -> 22.9 ms).
 """
 
 import numba
@@ -423,21 +425,20 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
                   has_bias, activation, alpha, col_chunks):
-    """c (M x N) = epilogue(A @ B) for few rows: A packed once, slice by slice, into a_slices;
-    the NR-column slivers of C cut into `col_chunks` even runs, one per task, each task packing
-    its own run of B a slice at a time."""
+    """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
+    even runs, one per task, each task packing its own run of B a slice at a time. A row-major A
+    is read where it lies, but for a ragged last sliver, packed here; a transposed A is packed
+    once, slice by slice, into a_slices, shared by the tasks."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
+    in_place = m // MR if a_col_stride == 1 else 0
     a_slices = aligned_floats(row_slivers * k * MR)
-    for s in numba.prange(row_slivers):
-        depth0 = 0
-        while depth0 < k:
-            depth = block_end(depth0, k, KC) - depth0
-            a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
-            pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
-                   a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
-            depth0 += depth
+    if in_place == 0:
+        for s in numba.prange(row_slivers):
+            pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, s)
+    elif in_place < row_slivers:
+        pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, in_place)
     for chunk in numba.prange(col_chunks):
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
@@ -446,16 +447,29 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         col0 = sliver0 * NR
         while col0 < end:   # NC-column panels: a packed slice of B stays in L2
             cols = block_end(col0, end, NC) - col0
-            few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols, bias, has_bias,
-                           activation, alpha)
+            few_rows_panel(a, a_row_stride, in_place, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0,
+                           cols, bias, has_bias, activation, alpha)
             col0 += cols
 
 
-def few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols, bias, has_bias,
-                   activation, alpha):
-    """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows, A packed in
-    a_slices: B packed a slice at a time into b_buffer, or its whole slivers read in place where
-    B is row-major with short rows, not too many (a ragged last sliver packed)."""
+def pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, s):
+    """A's MR-row sliver s packed into a_slices, slice by slice (each slice's slivers together)."""
+    row_slivers = -(-m // MR)
+    depth0 = 0
+    while depth0 < k:
+        depth = block_end(depth0, k, KC) - depth0
+        a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
+        pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
+               a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
+        depth0 += depth
+
+
+def few_rows_panel(a, a_row_stride, in_place_a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols,
+                   bias, has_bias, activation, alpha):
+    """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows: A's first
+    in_place_a slivers read where they lie, the others packed in a_slices; B packed a slice at a
+    time into b_buffer, or its whole slivers read in place where B is row-major with short rows,
+    not too many (a ragged last sliver packed)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
     in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride < IN_PLACE_STRIDE
@@ -466,14 +480,14 @@ def few_rows_panel(a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, c
         a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
         first, last = depth0 == 0, depth0 + depth == k
         if in_place:
-            multiply_block(a_packed, a, 0, 0, 0, b, depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0,
-                           in_place, first, last, bias, has_bias, activation, alpha)
+            multiply_block(a_packed, a, depth0, a_row_stride, in_place_a, b, depth0 * b_row_stride + col0, NR,
+                           b_row_stride, c, 0, m, col0, in_place, first, last, bias, has_bias, activation, alpha)
         if in_place < cols:
             packed_slivers = -(-(cols - in_place) // NR)
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
                    b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
-            multiply_block(a_packed, a, 0, 0, 0, b_buffer, 0, depth * NR, NR, c, 0, m, col0 + in_place,
-                           cols - in_place, first, last, bias, has_bias, activation, alpha)
+            multiply_block(a_packed, a, depth0, a_row_stride, in_place_a, b_buffer, 0, depth * NR, NR, c, 0, m,
+                           col0 + in_place, cols - in_place, first, last, bias, has_bias, activation, alpha)
         depth0 += depth
 
 
@@ -557,9 +571,10 @@ with slp_vectorize():
              int64, numba.boolean,
              numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
+    pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, FLAT, int64, int64, int64), cache=True)(pack_a_sliver)
     few_rows_panel = numba.njit(
-        void(READ_ONLY, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64, READ_ONLY, numba.boolean,
-             int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
+        void(READ_ONLY, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64, READ_ONLY,
+             numba.boolean, int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
 GEMV_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64, float32)
 gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows"))   # gemv_parallel's
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv), void(*GEMV_OPERANDS))
