@@ -64,10 +64,18 @@ def cache_folder():
     return cache.cache_folder()
 
 
+# files with no kernels of their own: the files whose kernels they run (which of them compile
+# depends on the layers' shapes: a conv of few output channels runs conv2d_direct's, ...)
+RUNS_KERNELS_OF = {"conv2d": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col"),
+                   "conv2d_backward": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col"),
+                   "conv2d_transpose_backward": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col")}
+
+
 def is_cached(file):
-    """Whether Numba's cache holds kernels of `file` (compiled for this CPU and these sources)."""
+    """Whether Numba's cache holds kernels of `file` (compiled for this CPU and these sources); for
+    a file with none of its own, kernels of a file it runs them from."""
     folder = cache_folder()
-    return folder is not None and any(folder.glob(f"{file}.*.nbi"))
+    return folder is not None and any(any(folder.glob(f"{name}.*.nbi")) for name in RUNS_KERNELS_OF.get(file, (file,)))
 
 
 def files_of(ops):

@@ -36,6 +36,18 @@ def test_the_notice_comes_once_before_compiling_and_never_from_the_cache(tmp_pat
     assert warm.stderr == "" and warm.stdout == cold.stdout
 
 
+def test_a_convolution_from_the_cache_brings_no_notice(tmp_path):
+    """conv2d.py has no kernels of its own (they are implicit_gemm.py's, ...): once they are
+    cached, a process running the convolution again says nothing."""
+    code = ("import numpy as np, pyai; rng = np.random.default_rng(0); "
+            "x = rng.standard_normal((2, 5, 5, 16), np.float32); w = rng.standard_normal((3, 3, 16, 24), np.float32); "
+            "print(float(pyai.ops.conv2d(x, w).sum()))")
+    cold = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert cold.stderr.count("pyai: compiling pyai's kernels for this CPU, once: ~") == 1, cold.stderr
+    warm = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert warm.stderr == "" and warm.stdout == cold.stdout
+
+
 def test_warmup_compiles_its_chains_in_parallel_processes(tmp_path):
     code = ("from pyai import warmup; "
             "warmup.warm_everything(processes=2, chains=[('sgd',), ('relu',)]); "
