@@ -4,17 +4,20 @@ events or synchronized batches (GPU).
 A machine here is shared and noisy. The best time is the one least disturbed by other processes,
 and interleaving the peers (pyai, numpy, tensorflow, torch, pyai, numpy, ...) spreads a slow
 spell over all of them instead of one, so a ratio measured in one run means something. On its
-turn a peer first pauses, so that the previous library's worker threads stop spinning (OpenMP
-and TensorFlow's pool spin a while after a call) before it needs the cores, then makes one
-untimed call that wakes its own threads, then the timed one: each peer is timed as it runs in a
-loop of calls, not as it wakes from idle.
+turn a peer first pauses, so that the previous library's worker threads stop spinning before it
+needs the cores, then makes one untimed call that wakes its own threads, then the timed one:
+each peer is timed as it runs in a loop of calls, not as it wakes from idle. The pause outlasts
+the longest spin measured: OpenBLAS's threads (numpy's products) spin ~0.14 s after a call (a
+512^3 product on an AMD EPYC Zen 1, 2 threads: 137 ms of CPU in the second after it, none after
+0.2 s; PyTorch's 12 ms, TensorFlow's none), and a TBB worker of pyai's that wakes meanwhile waits
+for that core: a 64 x 1024 x 784 product one call after numpy's ran on one core, 3.8 ms, not 1.9.
 """
 
 import math
 import statistics
 import time
 
-PAUSE_S = 0.05
+PAUSE_S = 0.25
 
 
 def call_seconds(function):
