@@ -233,3 +233,41 @@ def test_dense_rejects_bad_arguments():
         Dense(3, 2, activation="leaky_relu", alpha=-0.1)
     with pytest.raises(ValueError, match="at least one layer"):
         Sequential()
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "gelu", None])
+def test_dense_on_numba_cpu_calls_the_kernels_itself_with_the_same_floats(rng, monkeypatch, activation):
+    """Dense checks its shapes, so on numba-cpu its products skip the ops' checks: the same kernels,
+    the same floats as through pyai.ops, with ops.linear and ops.matmul never called."""
+    from pyai import use_backend
+    from pyai.nn import layers
+    dense = random_dense(rng, 13, 17, activation, alpha=0.3)
+    x = rng.normal(size=(7, 13)).astype(np.float32)
+    dy = rng.normal(size=(7, 17)).astype(np.float32)
+    with use_backend("numba-cpu"):
+        y, pre = layers.linear_forward(x, dense.weight, dense.bias, activation, 0.3)
+        expected = (y, *layers.linear_backward(dy, x, dense.weight, y, pre, activation, 0.3))
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("an op's checks ran")
+        monkeypatch.setattr(ops, "linear", refuse)
+        monkeypatch.setattr(ops, "matmul", refuse)
+        got = (dense.forward(x), dense.backward(dy), dense.grad_weight, dense.grad_bias)
+    for name, out, reference in zip(["y", "dx", "dweight", "dbias"], got, expected, strict=True):
+        np.testing.assert_array_equal(out, reference, err_msg=name)
+
+
+def test_dense_whose_parameters_were_replaced_goes_through_the_ops_checks(rng):
+    """A weight of float64 is converted by ops.linear (same floats as float32); one of another
+    shape, or an empty batch, is the op's clear error, never a kernel reading past an array."""
+    dense = random_dense(rng, 5, 4, "relu")
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    expected = dense.forward(x)
+    dense.weight = dense.weight.astype(np.float64)
+    np.testing.assert_array_equal(dense.forward(x), expected)
+    dense.weight = np.ones((6, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^w: expected 5 rows"):
+        dense.forward(x)
+    dense.weight = np.ones((5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"^x: has an empty dimension"):
+        dense.forward(np.ones((0, 5), np.float32))
