@@ -245,9 +245,9 @@ def test_other_backends_say_the_op_is_missing():
 @pytest.mark.parametrize("stride, kernel, padding, size", [
     (2, 4, "same", 7), (2, 4, "valid", 5), (3, 3, "valid", 4), (2, 2, "same", 1), (3, 6, "same", 5), (2, 3, "same", 6)])
 def test_the_stride_phases_hold_each_output_pixel_once(rng, stride, kernel, padding, size):
-    """The phase kernel P and the phase windows are the transposed convolution (1-d, float64):
-    output row h = stride*(first + g) + offset + p is windows(x)[g] @ P[:, p], every row of y in
-    exactly one block and phase; where the stride does not divide the kernel, P holds zeros."""
+    """The phases' blocks, taps and kernel rows are the transposed convolution (1-d, float64):
+    output row h = stride*(first_of[p] + g) + offset + p is phase p's g-th block, every row of y
+    in exactly one block and phase, and no block of a phase outside y."""
     from pyai.kernels.common import conv_padding, conv_transpose_output_size
     from pyai.kernels.numba_cpu.conv2d_transpose import Phases
     out_size = conv_transpose_output_size(size, kernel, stride, padding)
@@ -261,12 +261,12 @@ def test_the_stride_phases_hold_each_output_pixel_once(rng, stride, kernel, padd
                 expected[t * stride - pad + i] += x[t] * w[i]
     got = np.full(out_size, np.nan)
     rows = phases.kernel_rows()
-    for g in range(phases.blocks):
-        for p in range(stride):
-            h = stride * (phases.first + g) + phases.offset + p
-            if 0 <= h < out_size:
-                assert np.isnan(got[h]), f"row {h} in two blocks"
-                inputs = g + phases.tap_rows
-                got[h] = sum(x[t] * w[rows[tap, p]] for tap, t in enumerate(inputs)
-                             if 0 <= t < size and rows[tap, p] < kernel)
+    for p in range(stride):
+        for g in range(phases.blocks_of[p]):
+            h = stride * (phases.first_of[p] + g) + phases.offset + p
+            assert 0 <= h < out_size, f"phase {p}'s block {g} holds row {h}, outside y"
+            assert np.isnan(got[h]), f"row {h} in two blocks"
+            inputs = g + phases.phase_tap_rows(p)
+            got[h] = sum(x[t] * w[rows[tap, p]] for tap, t in enumerate(inputs)
+                         if 0 <= t < size and rows[tap, p] < kernel)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

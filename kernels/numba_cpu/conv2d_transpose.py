@@ -14,29 +14,28 @@ w + pl - j] @ w[i, j].T, an implicit GEMM over x's windows (implicit_gemm.py) wi
 activation epilogue fused, written straight into y's rows.
 At a larger stride (s, a kernel of k rows), y's rows fall into s phases: row h = s*a + h0 + p
 (phase p < s, h0 = -pt mod s) reads the input rows a + c - m + 1 .. a + c (m = ceil(k / s),
-c = (h0 + pt) / s) through kernel rows p + s*(m - 1 - t), t < m. So the s x s output pixels of
-block (a, b) all read the same m x m input pixels, and one implicit GEMM over x's windows (step 1,
-one window per block, blocks from the one holding y's first pixel to the one holding its last)
-computes every phase at once:
-    phases[(n, a, b), (p, q, o)] = windows(x)[(n, a, b), (t, u, c)] @ P[(t, u, c), (p, q, o)]
-    P[(t, u, c), (p, q, o)] = w[p + s*(mh - 1 - t), q + s*(mw - 1 - u), o, c]   (0 past the kernel)
-a product of s*s*O columns and depth m*m*I, every output element computed once (no sums to
-gather). interleave_phases then moves each pixel's O channels to their place in y (the blocks
-at the edges hold a few pixels outside y, dropped) and applies the epilogue to each row of y.
-Cost: 2*N*GH*GW*m*m*I*s*s*O FLOPs (GH = H + 1 for 'same' at s = 2: the edge blocks add
-(H + 1)^2 / H^2), then a copy of y. Where s does not divide k, that product would multiply zeros
-(9 of the 16 taps of a 3x3 kernel at stride 2 are real): each phase is then an implicit GEMM of its
-own over the taps it has (split_phase_conv: 2x2, 2x1, 1x2 and 1x1 for 3x3 at stride 2), into a
-buffer a phase, and interleave_phases places them: the FLOPs of the plain product, no sums to
-gather (the DCGAN discriminator's input gradient, 128 x 7x7x128 -> 14x14x64, 5.8 -> 5.1-5.3 ms;
-64 x 28x28x64 -> 56x56x64 33-35 -> 26-27 ms, against matmul + col2im), where y has
-PACKED_MIN_CHANNELS channels or more: a phase's product has y's channels as its columns (the
-backward of the DCGAN discriminator's one-channel first layer, 128 x 28x28x1 -> 14x14x64, dx, dw
-and db, took 6.8 ms with its dx that way and 2.6-2.8 with col2im, whose dx alone is 1.6 ms). Such a y and images of fewer than PACKED_MIN_CHANNELS
-channels (which pack a float at a time) take the route measured faster for them, a chunk of
-whole images at a time (im2col.py): one blocked matmul makes every pixel's contributions,
-cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace, then col2im gathers each
-output pixel's sum and applies the epilogue to the pixel row it has just written.
+c = (h0 + pt) / s) through kernel rows p + s*(m - 1 - t), t < m (those < k). So each phase (p, q)
+is a convolution of its own over x, step 1, with the sub-kernel of the taps it has, over the
+blocks (a, b) that hold one of its pixels: one implicit GEMM a phase (phase_conv),
+    phase_pq[(n, a, b), o] = windows_pq(x)[(n, a, b), (t, u, c)] @ w[p + s*(mh - 1 - t), q + s*(mw - 1 - u), o, c]
+each into its rows of one buffer, every output element computed once (no sums to gather, no
+block outside y); interleave_phases then moves each pixel's O channels to their place in y and
+applies the epilogue to each row of y. Cost: the FLOPs of the plain product, then a copy of y.
+(One product over every phase at once, s*s*O columns against a block grid one block wider than
+x, computed the edge blocks' pixels outside y: 31% more FLOPs for 7x7 -> 14x14, 15% for 14x14 ->
+28x28, and zeros where s does not divide k. A phase at a time, AMD EPYC Zen 1, 2 threads, the
+DCGAN generator's 64 x 7x7x128 -> 14x14x64, 4x4 kernel at stride 2: 16.2-17.0 -> 13.0-13.9 ms;
+64 x 14x14x64 -> 28x28x32: 14.6-15.0 -> 13.8-14.6 ms.) Measured against matmul + col2im: the
+DCGAN discriminator's input gradient, 128 x 7x7x128 -> 14x14x64, 5.8 -> 5.1-5.3 ms; 64 x
+28x28x64 -> 56x56x64 33-35 -> 26-27 ms. This is the route where y has PACKED_MIN_CHANNELS
+channels or more: a phase's product has y's channels as its columns (the backward of the DCGAN
+discriminator's one-channel first layer, 128 x 28x28x1 -> 14x14x64, dx, dw and db, took 6.8 ms
+with its dx that way and 2.6-2.8 with col2im, whose dx alone is 1.6 ms). Such a y and images of
+fewer than PACKED_MIN_CHANNELS channels (which pack a float at a time) take the route measured
+faster for them, a chunk of whole images at a time (im2col.py): one blocked matmul makes every
+pixel's contributions, cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace,
+then col2im gathers each output pixel's sum and applies the epilogue to the pixel row it has
+just written.
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
@@ -78,17 +77,22 @@ def transpose_windows(g, small_channels):
 
 class Phases:
     """The stride phases of a transposed convolution along one axis: its output rows
-    h = stride*(first + g) + offset + p for block g < blocks and phase p < stride, block g reading
-    the input rows g + tap_rows[t]; kernel row p + stride*(taps - 1 - t) for tap t."""
+    h = stride*a + offset + p for phase p < stride, in the blocks a = first_of[p] ..
+    first_of[p] + blocks_of[p] - 1 that hold one; block a reads the input rows a + above + t
+    for tap t < taps, through kernel row p + stride*(taps - 1 - t)."""
 
     def __init__(self, stride, kernel, pad, out_size):
         self.stride = stride
         self.offset = -pad % stride
         self.taps = -(-kernel // stride)
-        self.first = -1 if self.offset else 0
-        self.blocks = (out_size - 1 - self.offset) // stride - self.first + 1
-        above = (self.offset + pad) // stride - (self.taps - 1)
-        self.tap_rows = self.first + above + np.arange(self.taps)
+        self.above = (self.offset + pad) // stride - (self.taps - 1)
+        phase = np.arange(stride)
+        self.first_of = -((self.offset + phase) // stride)
+        self.blocks_of = np.maximum(0, (out_size - 1 - self.offset - phase) // stride - self.first_of + 1)
+
+    def phase_tap_rows(self, p):
+        """The input rows that phase p's g-th block reads, less g: g + these, tap by tap."""
+        return self.first_of[p] + self.above + np.arange(self.taps)
 
     def kernel_rows(self):
         """kernel_rows()[t, p]: the kernel row that tap t gives phase p (past the kernel if >= k)."""
@@ -109,24 +113,25 @@ def phase_kernel(w, rows, cols):
 
 
 @numba.njit(parallel=True, cache=True)
-def interleave_phases(phases, phase_step, row_step, blocks, first, offset, stride, bias, has_bias, activation, alpha,
-                      big):
-    """big[n, h, w] = epilogue(phase (p, q) of its block's row, the channels at phases[(p*sw + q) *
-    phase_step + row*row_step:]), one row of big pixels per task: the bias added as each pixel
-    is copied, the activation applied to the whole row (apply_epilogue); blocks, first, offset
-    and stride are (rows, columns) pairs."""
+def interleave_phases(phases, starts, blocks_h, blocks_w, first_h, first_w, offset, stride, bias, has_bias,
+                      activation, alpha, big):
+    """big[n, h, w] = epilogue(its row of its phase's product), one row of big pixels per task: phase
+    (p, q)'s rows start at row starts[p*sw + q] of `phases` (channels floats a row), its block
+    (a, b) of image n at row (n*blocks_h[p] + a - first_h[p]) * blocks_w[q] + b - first_w[q] of
+    them; the bias added as each pixel is copied, the activation applied to the whole row
+    (apply_epilogue); offset and stride are (rows, columns) pairs."""
     images, height, width, channels = big.shape
     big_rows = big.reshape(-1, channels)
     for task in numba.prange(images * height):
         n, h = task // height, task % height
         a = (h - offset[0]) // stride[0]
         p = h - offset[0] - a * stride[0]
-        block_row = (n * blocks[0] + a - first[0]) * blocks[1]
         row0 = task * width
         for w in range(width):
             b = (w - offset[1]) // stride[1]
             q = w - offset[1] - b * stride[1]
-            start = (p * stride[1] + q) * phase_step + (block_row + b - first[1]) * row_step
+            block = (n * blocks_h[p] + a - first_h[p]) * blocks_w[q] + b - first_w[q]
+            start = (starts[p * stride[1] + q] + block) * channels
             out = big_rows[row0 + w]
             if has_bias:
                 for c in range(channels):
@@ -138,49 +143,37 @@ def interleave_phases(phases, phase_step, row_step, blocks, first, offset, strid
                            activation, alpha)
 
 
-def interleave(phases, phase_step, row_step, rows, cols, bias, activation, alpha, big):
-    interleave_phases(phases.reshape(-1), phase_step, row_step, (rows.blocks, cols.blocks), (rows.first, cols.first),
+def interleave(phases, starts, rows, cols, bias, activation, alpha, big):
+    interleave_phases(phases.reshape(-1), starts, rows.blocks_of, cols.blocks_of, rows.first_of, cols.first_of,
                       (rows.offset, cols.offset), (rows.stride, cols.stride), NO_BIAS if bias is None else bias,
                       bias is not None, ACTIVATIONS[activation], np.float32(alpha), big)
 
 
 def phase_conv(small, w, g, bias, activation, alpha, big):
-    """big = epilogue(the transpose of Geometry g's strided convolution, applied to small), by
-    one implicit GEMM over every stride phase and interleave_phases."""
-    rows = Phases(g.stride_height, g.kernel_height, g.pad_top, g.height)
-    cols = Phases(g.stride_width, g.kernel_width, g.pad_left, g.width)
-    images, height, width, small_channels = small.shape
-    windows = Windows(height, width, small_channels, rows.blocks, cols.blocks, (1, 1), rows.tap_rows,
-                      cols.tap_rows)
-    kernel = phase_kernel(w, rows, cols)
-    phases = window_product(small, windows, kernel,
-                            out=workspace("phases", images * windows.per_image, kernel.shape[1]))
-    interleave(phases, g.channels, kernel.shape[1], rows, cols, bias, activation, alpha, big)
-
-
-def split_phase_conv(small, w, g, bias, activation, alpha, big):
-    """phase_conv where the stride does not divide the kernel, so that its phases' sub-kernels
-    differ (a 3x3 kernel at stride 2: 2x2, 2x1, 1x2 and 1x1 taps) and one product over them all
-    would multiply zeros (7/16 of it): an implicit GEMM a phase, over the taps it has, each into
-    a buffer of its own, then interleave_phases. The same FLOPs as cols = x @ w^T, and no col2im."""
+    """big = epilogue(the transpose of Geometry g's strided convolution, applied to small): an
+    implicit GEMM a phase over the blocks that hold its rows and the taps it has, each into its
+    rows of one buffer, then interleave_phases. The FLOPs of cols = x @ w^T, no sums to gather."""
     rows = Phases(g.stride_height, g.kernel_height, g.pad_top, g.height)
     cols = Phases(g.stride_width, g.kernel_width, g.pad_left, g.width)
     images, height, width, small_channels = small.shape
     w_t = w.transpose(0, 1, 3, 2)                       # (kh, kw, I, O)
-    blocks = images * rows.blocks * cols.blocks
-    phases = workspace("phases", rows.stride * cols.stride * blocks, g.channels)
+    grids = [(p, q) for p, q in np.ndindex(rows.stride, cols.stride)]
+    starts = np.cumsum([0] + [images * rows.blocks_of[p] * cols.blocks_of[q] for p, q in grids])
+    phases = workspace("phases", int(starts[-1]), g.channels)
     kernel_rows, kernel_cols = rows.kernel_rows(), cols.kernel_rows()
-    for (p, q), out in zip(np.ndindex(rows.stride, cols.stride), np.split(phases, rows.stride * cols.stride)):
+    for (p, q), first, end in zip(grids, starts, starts[1:]):
         taps_h = np.flatnonzero(kernel_rows[:, p] < g.kernel_height)
         taps_w = np.flatnonzero(kernel_cols[:, q] < g.kernel_width)
-        if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
-            out[:] = 0.0
+        if end == first:                                # no row of y in this phase
             continue
-        windows = Windows(height, width, small_channels, rows.blocks, cols.blocks, (1, 1), rows.tap_rows[taps_h],
-                          cols.tap_rows[taps_w])
+        if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
+            phases[first:end] = 0.0
+            continue
+        windows = Windows(height, width, small_channels, int(rows.blocks_of[p]), int(cols.blocks_of[q]), (1, 1),
+                          rows.phase_tap_rows(p)[taps_h], cols.phase_tap_rows(q)[taps_w])
         kernel = w_t[np.ix_(kernel_rows[taps_h, p], kernel_cols[taps_w, q])]
-        window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), out=out)
-    interleave(phases, blocks * g.channels, g.channels, rows, cols, bias, activation, alpha, big)
+        window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), out=phases[first:end])
+    interleave(phases, starts, rows, cols, bias, activation, alpha, big)
 
 
 def transposed_conv(small, w, g, bias, activation, alpha, big):
@@ -194,11 +187,8 @@ def transposed_conv(small, w, g, bias, activation, alpha, big):
             window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
                            out=big_rows)
             return
-        if g.kernel_height % g.stride_height == 0 and g.kernel_width % g.stride_width == 0:
-            phase_conv(small, w, g, bias, activation, alpha, big)
-            return
         if g.channels >= PACKED_MIN_CHANNELS:   # a phase's product has only g.channels columns
-            split_phase_conv(small, w, g, bias, activation, alpha, big)
+            phase_conv(small, w, g, bias, activation, alpha, big)
             return
     small_rows = small.reshape(-1, small_channels)
     weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
