@@ -99,19 +99,6 @@ class Phases:
         return np.arange(self.stride)[None, :] + self.stride * (self.taps - 1 - np.arange(self.taps))[:, None]
 
 
-def phase_kernel(w, rows, cols):
-    """P (taps_h*taps_w*I, sh*sw*O) of w (kh, kw, O, I): every phase's sub-kernel side by side."""
-    kh, kw, out_channels, in_channels = w.shape
-    w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
-    kernel = np.zeros((rows.taps, cols.taps, in_channels, rows.stride, cols.stride, out_channels),
-                      dtype=np.float32)
-    for (t, p), i in np.ndenumerate(rows.kernel_rows()):
-        for (u, q), j in np.ndenumerate(cols.kernel_rows()):
-            if i < kh and j < kw:
-                kernel[t, u, :, p, q] = w_t[i, j]
-    return kernel.reshape(rows.taps * cols.taps * in_channels, -1)
-
-
 @numba.njit(parallel=True, cache=True)
 def interleave_phases(phases, starts, blocks_h, blocks_w, first_h, first_w, offset, stride, bias, has_bias,
                       activation, alpha, big):
@@ -162,10 +149,10 @@ def phase_conv(small, w, g, bias, activation, alpha, big):
     phases = workspace("phases", int(starts[-1]), g.channels)
     kernel_rows, kernel_cols = rows.kernel_rows(), cols.kernel_rows()
     for (p, q), first, end in zip(grids, starts, starts[1:]):
-        taps_h = np.flatnonzero(kernel_rows[:, p] < g.kernel_height)
-        taps_w = np.flatnonzero(kernel_cols[:, q] < g.kernel_width)
         if end == first:                                # no row of y in this phase
             continue
+        taps_h = np.flatnonzero(kernel_rows[:, p] < g.kernel_height)
+        taps_w = np.flatnonzero(kernel_cols[:, q] < g.kernel_width)
         if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
             phases[first:end] = 0.0
             continue
