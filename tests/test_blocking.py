@@ -11,10 +11,12 @@ from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
 from pyai.kernels.numba_cpu.matmul_micro import MR
 
 
-@pytest.mark.parametrize("l2, expected", [(2 << 20, (256 // MR * MR, 1024)), (1 << 20, (128 // MR * MR, 512)),
-                                          (512 << 10, (64 // MR * MR, 256)), (None, (128 // MR * MR, 512))])
-def test_blocking_follows_the_l2_size(l2, expected):
-    assert blocking.derived(l2) == expected
+@pytest.mark.parametrize("l2, mc, few_nc", [(2 << 20, 256 // MR * MR, 1024), (1 << 20, 128 // MR * MR, 512),
+                                            (512 << 10, 64 // MR * MR, 256), (None, 128 // MR * MR, 512)])
+def test_blocking_follows_the_l2_size(l2, mc, few_nc):
+    """MC and the few-rows slice width follow L2; the blocked loop's panel is 2048 columns on any CPU."""
+    assert blocking.derived(l2) == (mc, 2048)
+    assert blocking.few_rows_columns(l2) == few_nc
 
 
 def test_l2_size_is_read_from_sysfs(tmp_path):

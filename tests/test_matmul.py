@@ -271,13 +271,13 @@ def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, tra
 @pytest.mark.parametrize("m,n,k", [(37, 3001, 300), (5, 2900, 100), (64, 6272, 256)])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_few_rows_times_a_wide_b_go_a_panel_at_a_time(rng, m, n, k, transpose_b):
-    """Few rows times a B wider than NC columns a thread: B packed and multiplied an NC-column
+    """Few rows times a B wider than FEW_NC columns a thread: B packed and multiplied a FEW_NC-column
     panel at a time (so that a packed slice stays in L2), every column still gemv's floats."""
     from pyai.kernels.numba_cpu import matmul as kernels
     a, b = operands(rng, m, n, k, False, transpose_b)
-    assert m <= kernels.FEW_ROWS and n > 2 * (kernels.NC + kernels.NC // 4)
+    assert m <= kernels.FEW_ROWS and n > 2 * (kernels.FEW_NC + kernels.FEW_NC // 4)
     out = pyai.ops.matmul(a, b, transpose_b=transpose_b)
-    for j in (0, kernels.NC - 1, kernels.NC, n - 1):
+    for j in (0, kernels.FEW_NC - 1, kernels.FEW_NC, n - 1):
         column = np.ascontiguousarray(b[j:j + 1] if transpose_b else b[:, j:j + 1])
         np.testing.assert_array_equal(pyai.ops.matmul(a, column, transpose_b=transpose_b)[:, 0], out[:, j])
     assert_close("wide B vs float64", out, kernels.matmul_reference(a, b.T if transpose_b else b), MATMUL_TOL)

@@ -2,13 +2,23 @@
 
 The register tile (MR x NR) follows the vector width (matmul_micro.py); the depth of a slice,
 KC = 256, keeps an MR x KC sliver of A within a quarter of any x86 L1 (6-12 KB of 32-48 KB).
-The other two sizes follow the core's L2, read from the kernel (/sys/devices/system/cpu):
-    MC  rows of A per block:       an MC x KC block of A takes about 1/8 of L2
-    NC  columns of B per panel:    a KC x NC panel of B takes about 1/2 of L2
-(2 MB L2, Intel Sapphire Rapids: MC 192, NC 1024; 1 MB, AMD Zen 4: 96, 512; 512 KB: 48, 256.)
+    MC  rows of A per block:       an MC x KC block of A takes about 1/8 of L2 (read from the
+                                   kernel, /sys/devices/system/cpu)
+    NC  columns of B per panel:    2048, a KC x NC panel of 2 MB, in L3 (or a big L2): each
+                                   sliver of it is read once per block of A and then stays in L1
+                                   for the block's MC / MR tiles, so it costs about 2 / MC bytes
+                                   a FLOP; but every panel packs again each row of A it meets, so
+                                   a narrower one packs A more often: n / NC times, 4 / NC bytes
+                                   a FLOP, not overlapped with the FMAs (AMD EPYC Zen 3, one core,
+                                   1024^3: NC 256 60 GFLOP/s, 1024 68, 2048 69; 2 threads, 4096^3:
+                                   117 -> 132)
+    FEW_NC columns of B per slice in the few-rows loop, which packs a KC x FEW_NC slice and
+                                   reads it at once from every A sliver: half of L2, where it
+                                   stays
+(2 MB L2, Intel Sapphire Rapids: MC 192, FEW_NC 1024; 1 MB, AMD Zen 4: 96, 512; 512 KB: 60, 256.)
 Where the caches cannot be read, a 1 MB L2 is assumed.
 
-`pyai tune` measures the derived sizes beside their halves and doubles on this machine and can
+`pyai tune` measures the derived MC and NC beside their halves and doubles on this machine and can
 save the fastest; a saved choice (a small JSON file per CPU model in pyai's cache folder) is used
 from then on, in place of the derived one.
 """
@@ -23,6 +33,7 @@ import llvmlite.binding
 from pyai.kernels.numba_cpu.matmul_micro import MR
 
 KC = 256
+PANEL_COLUMNS = 2048
 DEFAULT_L2 = 1 << 20
 SYSFS = pathlib.Path("/sys/devices/system/cpu/cpu0/cache")
 
@@ -41,11 +52,14 @@ def l2_bytes(sysfs=SYSFS):
 
 
 def derived(l2=None):
-    """(MC, NC) from the L2 size: MC a multiple of MR, NC a multiple of 128."""
+    """(MC, NC) for this L2 size: MC a multiple of MR; NC the same on every CPU (see above)."""
     l2 = l2 or DEFAULT_L2
-    mc = max(MR, l2 // 8 // (KC * 4) // MR * MR)
-    nc = max(128, l2 // 2 // (KC * 4) // 128 * 128)
-    return mc, nc
+    return max(MR, l2 // 8 // (KC * 4) // MR * MR), PANEL_COLUMNS
+
+
+def few_rows_columns(l2=None):
+    """FEW_NC: a KC x FEW_NC slice of B takes half of L2 (a multiple of 128 columns)."""
+    return max(128, (l2 or DEFAULT_L2) // 2 // (KC * 4) // 128 * 128)
 
 
 def cpu_model():
@@ -94,3 +108,4 @@ def choose():
 
 
 MC, NC, SOURCE = choose()
+FEW_NC = few_rows_columns(l2_bytes())

@@ -8,7 +8,7 @@ The fast version is the Goto/BLIS blocking, one rectangle of C per thread:
   each thread, with buffers of its own and no barrier to wait at:
     for each NC-wide panel of its columns and each KC-deep slice of K (a short rest of either,
     under a quarter, joins the last panel or slice: block_end):
-      pack B[slice, panel] into NR-wide slivers, k-major (stays in L2)
+      pack B[slice, panel] into NR-wide slivers, k-major (in L3, or a big L2)
       for each MC-row block of its rows:
         pack A[block, slice] into MR-tall slivers, k-major (stays in L2)
         for each B sliver (in L1), for each A sliver (from L2): the micro-kernel writes an MR x NR tile
@@ -48,7 +48,7 @@ A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many b
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so a row-major A is read where it lies (its ragged last sliver packed first) and a
 transposed one packed once for all of K and shared; the threads split the columns of C, and each
-packs its own run of B, an NC-column panel and a slice at a time (a packed slice stays in L2:
+packs its own run of B, a FEW_NC-column panel and a slice at a time (a packed slice stays in L2:
 64 x 256 x 6272, a DCGAN's Dense layer, 1.13-1.30 -> 1.03-1.05 ms on 2 cores), just before it
 meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
 A's product is one parallel region, not two (the GAN step's 29 products on an AMD EPYC Zen 1, 2
@@ -62,7 +62,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.blocking import KC, MC, NC
+from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
@@ -71,8 +71,8 @@ from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROW
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
-# KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block and NC columns
-# of B per panel stay in L2 together (blocking.py derives them from this CPU's caches)
+# KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block stay in L2, NC
+# columns of B per panel in L3 (FEW_NC in L2, in the few-rows loop): blocking.py
 PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are shorter than this,
@@ -443,10 +443,10 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         end = min(n, sliver1 * NR)
-        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, NC + NC // 4) // NR) * min(k, DEEPEST) * NR)
+        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, FEW_NC + FEW_NC // 4) // NR) * min(k, DEEPEST) * NR)
         col0 = sliver0 * NR
-        while col0 < end:   # NC-column panels: a packed slice of B stays in L2
-            cols = block_end(col0, end, NC) - col0
+        while col0 < end:   # FEW_NC-column panels: a packed slice of B stays in L2
+            cols = block_end(col0, end, FEW_NC) - col0
             few_rows_panel(a, a_row_stride, in_place, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0,
                            cols, bias, has_bias, activation, alpha)
             col0 += cols
