@@ -29,6 +29,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     aligned_floats(size)           a new float32 array whose first element starts a cache line
     prefetch_for_write(array, offset)  ask for the cache line of array[offset] in L1, to be
                                    written: its fetch overlaps the work before the write
+    prefetch(array, offset)        the same, for a line to be read
     with slp_vectorize(): ...      LLVM's SLP vectorizer on for the kernels compiled inside
 """
 
@@ -290,21 +291,30 @@ def aligned_floats(size):
     return raw[skip:skip + size]
 
 
-@intrinsic
-def prefetch_for_write(typingctx, array, offset):
-    check_array(array)
+def prefetch_intrinsic(write):
+    """An intrinsic (array, offset) asking for the cache line of array[offset], to be read or
+    written, kept in every cache level."""
+    def prefetch(typingctx, array, offset):
+        check_array(array)
 
-    def codegen(context, builder, signature, args):
-        data = context.make_array(array)(context, builder, args[0]).data
-        pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
-        int32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, int32, int32, int32]),
-            "llvm.prefetch.p0i8")
-        # write, keep in every cache level, data cache
-        builder.call(function, [pointer, ir.Constant(int32, 1), ir.Constant(int32, 3), ir.Constant(int32, 1)])
-        return context.get_dummy_value()
-    return types.none(array, types.intp), codegen
+        def codegen(context, builder, signature, args):
+            data = context.make_array(array)(context, builder, args[0]).data
+            pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+            int32 = ir.IntType(32)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, int32, int32, int32]),
+                "llvm.prefetch.p0i8")
+            # read or write, keep in every cache level, data cache
+            builder.call(function, [pointer, ir.Constant(int32, int(write)), ir.Constant(int32, 3),
+                                    ir.Constant(int32, 1)])
+            return context.get_dummy_value()
+        return types.none(array, types.intp), codegen
+    prefetch.__name__ = "prefetch_for_write" if write else "prefetch"
+    return intrinsic(prefetch)
+
+
+prefetch_for_write = prefetch_intrinsic(True)
+prefetch = prefetch_intrinsic(False)
 
 
 @intrinsic
