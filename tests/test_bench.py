@@ -2,6 +2,7 @@
 
 import datetime
 import importlib
+import time
 
 import numpy as np
 import pytest
@@ -46,13 +47,27 @@ def test_fma_kernel_issues_the_fmas_it_counts():
 
 
 def test_fma_peak_is_a_positive_finite_rate():
-    rate = bench.fma_peak(1, iterations=1000, repeats=2)
+    rate = bench.fma_peak(1, iterations=1000, repeats=2, min_seconds=0)
     assert np.isfinite(rate) and rate > 0
 
 
 def test_copy_bandwidth_is_a_positive_finite_rate():
-    rate = bench.copy_bandwidth(floats=2**16, repeats=2)
+    rate = bench.copy_bandwidth(floats=2**16, repeats=2, min_seconds=0)
     assert np.isfinite(rate) and rate > 0
+
+
+def test_a_limit_outlasts_a_slow_start():
+    """The limits are the best over at least min_seconds, so a slow first spell (threads not yet
+    all running) is outlasted, where the best of `repeats` calls alone would keep it."""
+    calls = []
+
+    def slow_then_fast():
+        calls.append(None)
+        time.sleep(0.02 if len(calls) <= 4 else 0.001)
+
+    assert bench.peaks.best_for(slow_then_fast, repeats=2, min_seconds=0) >= 0.02
+    calls.clear()
+    assert bench.peaks.best_for(slow_then_fast, repeats=2, min_seconds=0.2) < 0.01
 
 
 def test_a_missing_peer_is_left_out_with_one_line(monkeypatch):
