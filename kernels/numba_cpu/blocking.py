@@ -103,7 +103,8 @@ def choose():
     if choice is not None:
         return (*choice, f"saved by pyai tune ({saved_path()})")
     l2 = l2_bytes()
-    source = f"derived from a {l2 >> 10} KB L2" if l2 else "derived from an assumed 1 MB L2"
+    source = (f"MC derived from a {l2 >> 10} KB L2" if l2 else "MC derived from an assumed 1 MB L2") + \
+        f", NC {PANEL_COLUMNS} on every CPU"
     return (*derived(l2), source)
 
 
