@@ -103,8 +103,8 @@ def choose():
     if choice is not None:
         return (*choice, f"saved by pyai tune ({saved_path()})")
     l2 = l2_bytes()
-    source = (f"MC derived from a {l2 >> 10} KB L2" if l2 else "MC derived from an assumed 1 MB L2") + \
-        f", NC {PANEL_COLUMNS} on every CPU"
+    l2_source = f"a {l2 >> 10} KB L2" if l2 else "an assumed 1 MB L2"
+    source = f"MC derived from {l2_source}, NC {PANEL_COLUMNS} on every CPU"
     return (*derived(l2), source)
 
 

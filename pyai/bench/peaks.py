@@ -14,12 +14,11 @@ any cache) on every thread, counted as 8 bytes a float (one read, one write).
 """
 
 import dataclasses
-import time
 
 import numba
 import numpy as np
 
-from pyai.bench.timing import best_time, call_seconds
+from pyai.bench.timing import best_time
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, splat, store, zeros
 
 ACCUMULATORS = 12
@@ -55,22 +54,12 @@ def fma_flops(threads, iterations):
     return 2.0 * threads * iterations * ACCUMULATORS * WIDTH
 
 
-def best_for(function, repeats, min_seconds):
-    """Best seconds of at least `repeats` calls of `function`, and of as many more as make up
-    `min_seconds` from the first."""
-    start = time.perf_counter()
-    seconds = best_time(function, repeats)
-    while time.perf_counter() - start < min_seconds:
-        seconds = min(seconds, call_seconds(function))
-    return seconds
-
-
 def fma_peak(threads, iterations=ITERATIONS, repeats=REPEATS, min_seconds=MIN_SECONDS):
     """GFLOP/s of fma_chains on `threads` threads (one chain set per thread), best of `repeats`
     calls and of `min_seconds`."""
     out = np.empty((threads, WIDTH), np.float32)
     one = np.float32(1)
-    seconds = best_for(lambda: fma_chains(out, iterations, one, one), repeats, min_seconds)
+    seconds = best_time(lambda: fma_chains(out, iterations, one, one), repeats, min_seconds=min_seconds)
     return fma_flops(threads, iterations) / seconds / 1e9
 
 
@@ -84,7 +73,8 @@ def copy_bandwidth(floats=COPY_FLOATS, repeats=REPEATS, min_seconds=MIN_SECONDS)
     """GB/s of parallel_copy between two arrays of `floats` floats, 8 bytes a float."""
     source = np.ones(floats, np.float32)
     destination = np.zeros_like(source)
-    return 8.0 * floats / best_for(lambda: parallel_copy(destination, source), repeats, min_seconds) / 1e9
+    seconds = best_time(lambda: parallel_copy(destination, source), repeats, min_seconds=min_seconds)
+    return 8.0 * floats / seconds / 1e9
 
 
 @dataclasses.dataclass

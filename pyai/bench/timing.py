@@ -43,9 +43,14 @@ def best_times(runners, repeats, warmups=1, pause_s=PAUSE_S):
     return best
 
 
-def best_time(function, repeats, warmups=1):
-    """Best seconds of `repeats` calls of one function after `warmups` untimed ones."""
-    return best_times({"": function}, repeats, warmups, pause_s=0.0)[""]
+def best_time(function, repeats, warmups=1, min_seconds=0.0):
+    """Best seconds of `repeats` calls of one function after `warmups` untimed ones, and of as
+    many more as make up `min_seconds` from the first."""
+    start = time.perf_counter()
+    seconds = best_times({"": function}, repeats, warmups, pause_s=0.0)[""]
+    while time.perf_counter() - start < min_seconds:
+        seconds = min(seconds, call_seconds(function))
+    return seconds
 
 
 def measure(case, repeats):

@@ -1,8 +1,8 @@
 """`pyai tune`: the matmul's cache blocking on this CPU, measured.
 
 The blocking (kernels/numba_cpu/blocking.py) is derived from the L2 size (MC) or the same on
-every CPU (NC); either can be off for a core whose caches or prefetchers behave otherwise. This measures the derived (MC, NC)
-beside its halves and doubles on square products, one thread, best of N, and with `--save`
+every CPU (NC); either can be off for a core whose caches or prefetchers behave otherwise. This
+measures the derived (MC, NC) beside its halves and doubles on square products, one thread, best of N, and with `--save`
 keeps the fastest for this CPU model, which every later process then uses.
 """
 
