@@ -104,7 +104,8 @@ def cross_entropy_kernel(logits, targets, losses, dlogits):
         # the target's p - 1 as -(the other exps) / total in float64: no float32 cancellation
         dlogits[row, j] = float32((float64(e) - total) / (total * n)) if j == target else e * scale
     if thread == 0:
-        losses[row] = row_max + math.log(total) - logits[row, target]
+        # in float64 by hand: under the simulator, NumPy 2 keeps float32 + a Python float float32
+        losses[row] = float64(row_max) + math.log(total) - float64(logits[row, target])
 
 
 # logits: float32 (N, V), targets: int64 (N,) in [0, V), device arrays
