@@ -329,6 +329,26 @@ def bias_then_activation(pre, b, activation, alpha):
     return np.where(y > 0, y, np.float32(0) if activation == "relu" else np.float32(alpha) * y)
 
 
+@pytest.mark.parametrize("activation,alpha", [("relu", 0.0), ("leaky_relu", 0.2), ("leaky_relu", -1.5), (None, 0.0)])
+def test_the_epilogue_in_place_keeps_nan_infinities_and_signed_zeros(rng, activation, alpha):
+    """apply_epilogue, the pass over a stored tile (whole vectors, then a ragged rest a float at
+    a time), as separate float32 ops: + b, then the activation, NaN, infinities, signed zeros and
+    subnormals included, bit for bit; the rows and columns outside the tile untouched."""
+    from pyai.kernels.numba_cpu.epilogue import ACTIVATIONS, apply_epilogue
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-40, 1e-40, -1.5, 2.5], np.float32)
+    c = rng.standard_normal((5, 61)).astype(np.float32)
+    c[1, 3:3 + special.size] = special
+    c[2, 50:50 + special.size] = special
+    b = rng.standard_normal(61).astype(np.float32)
+    b[3:12] = 0.0
+    expected = c.copy()
+    expected[1:4, 3:60] = bias_then_activation(c[1:4, 3:60], b[3:60], activation, alpha)
+    apply_epilogue(c, 1, 3, 3, 57, b, True, ACTIVATIONS[activation], np.float32(alpha))
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(c), nan)
+    np.testing.assert_array_equal(c.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
+
+
 @pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("relu", 0.0), ("leaky_relu", 0.01), ("leaky_relu", -1.5)])
 @pytest.mark.parametrize("m,k,n,transpose_a", [(1, 1, 1, False), (64, 1024, 784, False), (100, 37, 64, True),
                                                (389, 300, 200, False), (389, 300, 200, True), (2048, 128, 128, False),

@@ -7,6 +7,7 @@ they are compared with numpy bit for bit.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,29 @@ def test_prefetch_compiles_and_changes_nothing(rng):
     prefetch_everything(x)
     np.testing.assert_array_equal(x, before)
     assert "prefetch" in prefetch_everything.inspect_asm(prefetch_everything.signatures[0])   # prefetchw where the CPU has it
+
+
+@numba.njit
+def leaky_in_place(x, slope):
+    for i in range(0, x.size, WIDTH):
+        simd.store(x, simd.opaque(i), simd.leaky(simd.load(x, i), simd.splat(slope)))
+
+
+def test_an_in_place_select_stores_whole_vectors_and_equals_numpy(rng):
+    """leaky is numpy's where(x > 0, x, slope * x) lane by lane, NaN, infinities, signed zeros
+    and subnormals included; stored at an opaque offset, the in-place select compiles to whole
+    stores, not to a masked store of the lanes that change (vmaskmovps, or a store under a mask
+    register with AVX-512), which AMD cores run a lane at a time."""
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-40, 1e-40, -1.5, 2.5], np.float32)
+    x = np.concatenate([special, rng.standard_normal(3 * WIDTH - special.size).astype(np.float32)])
+    slope = np.float32(-1.5)
+    expected = np.where(x > 0, x, slope * x)
+    leaky_in_place(x, slope)
+    np.testing.assert_array_equal(x.view(np.uint32)[1:], expected.view(np.uint32)[1:])   # bit for bit
+    assert np.isnan(x[0])
+    assembly = leaky_in_place.inspect_asm(leaky_in_place.signatures[0])
+    assert "vmovups" in assembly and "vmaskmov" not in assembly
+    assert not re.search(r"vmovup[sd]\s+%zmm\d+, [^\n]*\{%k", assembly)
 
 
 @numba.njit
