@@ -381,6 +381,24 @@ def test_conv_bias_and_leaky_relu_in_registers_give_the_separate_ops_floats(rng,
     np.testing.assert_array_equal(fused, bias_then_activation(pre, b, activation, alpha))
 
 
+@pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("leaky_relu", 0.2), ("leaky_relu", 3.0), ("relu", 0.0),
+                                              ("sigmoid", 0.0)])
+@pytest.mark.parametrize("out_channels", [16, 20])
+def test_transposed_conv_epilogue_gives_the_separate_ops_floats(rng, activation, alpha, out_channels):
+    """A strided transposed convolution computes its stride phases apart and copies each pixel
+    into place (conv2d_transpose.interleave_phases), adding the bias and applying leaky ReLU as it
+    copies, any other activation to the copied row: the floats of the op without them, then + b,
+    then the activation (whole vectors of channels, and 4 more past them)."""
+    x = rng.standard_normal((3, 5, 4, 16)).astype(np.float32)
+    w = rng.standard_normal((4, 4, out_channels, 16)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    pre = pyai.ops.conv2d_transpose(x, w, stride=2)
+    fused = pyai.ops.conv2d_transpose(x, w, b, stride=2, activation=activation, alpha=alpha)
+    expected = (pyai.ops.sigmoid(pre + b) if activation == "sigmoid"
+                else bias_then_activation(pre, b, activation, alpha))
+    np.testing.assert_array_equal(fused, expected)
+
+
 @pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("relu", 0.0), ("leaky_relu", 0.01), ("leaky_relu", 0.3)])
 @pytest.mark.parametrize("channels,out_channels,stride", [(1, 80, 2), (3, 16, 1), (1, 64, 1)])
 def test_few_input_conv_activations_in_registers_give_the_ops_floats(rng, activation, alpha, channels, out_channels,

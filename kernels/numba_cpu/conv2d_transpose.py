@@ -44,11 +44,12 @@ import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
 from pyai.kernels.numba_cpu import memory
+from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU, NONE
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import WIDTH, add, load, store
+from pyai.kernels.numba_cpu.simd import WIDTH, biased_leaky, load, splat, store
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):
@@ -106,11 +107,13 @@ def interleave_phases(phases, starts, blocks_h, blocks_w, first_h, first_w, offs
     """big[n, h, w] = epilogue(its row of its phase's product), one row of big pixels per task: phase
     (p, q)'s rows start at row starts[p*sw + q] of `phases` (channels floats a row), its block
     (a, b) of image n at row (n*blocks_h[p] + a - first_h[p]) * blocks_w[q] + b - first_w[q] of
-    them; the bias added as each pixel is copied, the activation applied to the whole row
-    (apply_epilogue); offset and stride are (rows, columns) pairs."""
+    them; the bias added and leaky ReLU applied as each pixel is copied (simd.biased_leaky; without
+    them -0.0 added and slope 1, which leave every float as it is), any other activation applied
+    to the whole row (apply_epilogue); offset and stride are (rows, columns) pairs."""
     images, height, width, channels = big.shape
     flat = big.reshape(-1)
     whole = channels // WIDTH * WIDTH
+    minus_zero, slope = splat(np.float32(-0.0)), splat(alpha if activation == LEAKY_RELU else np.float32(1.0))
     for task in numba.prange(images * height):
         n, h = task // height, task % height
         a = (h - offset[0]) // stride[0]
@@ -123,11 +126,12 @@ def interleave_phases(phases, starts, blocks_h, blocks_w, first_h, first_w, offs
             start = (starts[p * stride[1] + q] + block) * channels
             out = row0 + w * channels
             for c in range(0, whole, WIDTH):   # whole vectors: a slice copy ran at half the rate
-                v = load(phases, start + c)
-                store(flat, out + c, add(v, load(bias, c)) if has_bias else v)
+                shift = load(bias, c) if has_bias else minus_zero
+                store(flat, out + c, biased_leaky(load(phases, start + c), shift, slope))
             for c in range(whole, channels):
-                flat[out + c] = phases[start + c] + bias[c] if has_bias else phases[start + c]
-        if activation != 0:
+                v = phases[start + c] + bias[c] if has_bias else phases[start + c]
+                flat[out + c] = alpha * v if activation == LEAKY_RELU and not v > 0 else v
+        if activation != NONE and activation != LEAKY_RELU:
             apply_epilogue(big.reshape(-1, width * channels), task, 0, 1, width * channels, bias, False,
                            activation, alpha)
 
