@@ -246,14 +246,16 @@ with slp_vectorize():
 
 
 def run_threads(threads, kernel, *args):
-    """kernel(*args) on `threads` threads (one for a small product, as the matmul decides), Numba's
-    thread count restored after."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
+    """kernel(*args) on `threads` threads (matmul.thread_count's: Numba's own count, or one for a
+    small product, for which Numba's count is set and restored after)."""
+    previous = numba.get_num_threads() if threads == 1 else threads
+    if threads != previous:
+        numba.set_num_threads(threads)
     try:
         kernel(*args)
     finally:
-        numba.set_num_threads(previous)
+        if threads != previous:
+            numba.set_num_threads(previous)
 
 
 def run_windows(image, windows, other, windows_are_a, c, k, bias, activation, alpha):

@@ -616,6 +616,8 @@ SERIAL_BYTES = 1 << 20     # ... unless A, B and C come to this many bytes: then
 
 
 def thread_count(m, n, k):
+    """One thread for a product under SERIAL_FLOPS and SERIAL_BYTES, else Numba's thread count as
+    it stands (so a product on more than one thread runs without setting it)."""
     few_bytes = 4 * (m * k + k * n + m * n) < SERIAL_BYTES
     return 1 if 2 * m * n * k < SERIAL_FLOPS and few_bytes else numba.get_num_threads()
 
@@ -657,19 +659,14 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         # no parallel region; a small product of many rows too, whose A packed whole is small
         gemm_few_rows_one_thread(*operands, 1)
         return c
-    previous = numba.get_num_threads()
-    if threads != previous:
-        numba.set_num_threads(threads)
-    try:
-        if n == 1:
-            gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:], threads)
-        elif m <= FEW_ROWS:
-            gemm_few_rows(*operands, threads)
-        else:
-            gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
-    finally:
-        if threads != previous:
-            numba.set_num_threads(previous)
+    # here threads is Numba's own count (a product that thread_count gives one thread took a path
+    # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
+    if n == 1:
+        gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:], threads)
+    elif m <= FEW_ROWS:
+        gemm_few_rows(*operands, threads)
+    else:
+        gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
     return c
 
 
