@@ -40,27 +40,27 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
     (vmaskmovps), which AMD cores run a lane at a time: 0.8 ns a float in L1 (AMD EPYC Zen 3), and
     the DCGAN generator's 64 x 14x14x64 -> 28x28x32 transposed convolution spent 0.8 of its 1.2
     ms of interleave there. Stored at a simd.opaque offset, each vector is stored whole."""
-    cheap = has_bias or activation == LEAKY_RELU or activation == RELU
-    whole = cols // WIDTH * WIDTH
-    slope = splat(alpha)
-    for i in range(row, row + rows if cheap else row):
-        start = i * c.shape[1] + col
-        for j in range(0, whole, WIDTH):
-            v = load(c, start + j)
-            if has_bias:
-                v = add(v, load(bias, col + j))
-            if activation == LEAKY_RELU:
-                v = leaky(v, slope)
-            elif activation == RELU:
-                v = maximum(zeros(), v)
-            store(c, opaque(start + j), v)
-        for j in range(whole, cols):
-            v = c[i, col + j] + bias[col + j] if has_bias else c[i, col + j]
-            if activation == LEAKY_RELU:
-                v = v if v > 0 else alpha * v
-            elif activation == RELU:
-                v = v if v > 0 else float32(0.0)
-            c[i, col + j] = v
+    if has_bias or activation == LEAKY_RELU or activation == RELU:
+        whole = cols // WIDTH * WIDTH
+        slope = splat(alpha)
+        for i in range(row, row + rows):
+            start = i * c.shape[1] + col
+            for j in range(0, whole, WIDTH):
+                v = load(c, start + j)
+                if has_bias:
+                    v = add(v, load(bias, col + j))
+                if activation == LEAKY_RELU:
+                    v = leaky(v, slope)
+                elif activation == RELU:
+                    v = maximum(zeros(), v)
+                store(c, opaque(start + j), v)
+            for j in range(whole, cols):
+                v = c[i, col + j] + bias[col + j] if has_bias else c[i, col + j]
+                if activation == LEAKY_RELU:
+                    v = v if v > 0 else alpha * v
+                elif activation == RELU:
+                    v = v if v > 0 else float32(0.0)
+                c[i, col + j] = v
     if activation in EXPENSIVE:
         expensive_activation(c, row, col, rows, cols, activation)
 

@@ -229,7 +229,7 @@ def opaque(typingctx, offset):
     in-place select, store(a, i, leaky(load(a, i), slope)), is otherwise compiled as a masked store
     of the lanes that change (vmaskmovps), which AMD cores run a lane at a time (0.76 ns a float in
     L1 on an AMD EPYC Zen 3); stored at opaque(i), where LLVM cannot tell it loaded from, the
-    vector is stored whole (0.15 ns a float). An integer register, so any x86 CPU and width."""
+    vector is stored whole (0.07-0.10 ns a float). An integer register, so any x86 CPU and width."""
     def codegen(context, builder, signature, args):
         return builder.asm(ir.FunctionType(ir.IntType(64), [ir.IntType(64)]), "", "=r,0", list(args), False)
     return types.int64(types.int64), codegen
