@@ -219,8 +219,15 @@ add = lanewise(lambda builder, a, b: builder.fadd(a, b))
 subtract = lanewise(lambda builder, a, b: builder.fsub(a, b))
 multiply = lanewise(lambda builder, a, b: builder.fmul(a, b))
 maximum = lanewise(lambda builder, a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
-leaky = lanewise(lambda builder, v, slope: builder.select(
-    builder.fcmp_ordered(">", v, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH)), v, builder.fmul(slope, v)))
+
+
+def build_leaky(builder, v, slope):
+    """v where v > 0, else slope * v (NaN: slope * v), lane by lane."""
+    positive = builder.fcmp_ordered(">", v, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
+    return builder.select(positive, v, builder.fmul(slope, v))
+
+
+leaky = lanewise(build_leaky)
 
 
 @intrinsic
@@ -241,9 +248,7 @@ def biased_leaky(typingctx, v, bias, slope):
     and leaky ReLU in one operation, the same float32 roundings as done apart."""
     def codegen(context, builder, signature, args):
         v, bias, slope = args
-        u = builder.fadd(v, bias)
-        positive = builder.fcmp_ordered(">", u, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
-        return builder.select(positive, u, builder.fmul(slope, u))
+        return build_leaky(builder, builder.fadd(v, bias), slope)
     return VECTOR(VECTOR, VECTOR, VECTOR), codegen
 
 
