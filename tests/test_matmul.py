@@ -384,12 +384,14 @@ def test_conv_bias_and_leaky_relu_in_registers_give_the_separate_ops_floats(rng,
 @pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("leaky_relu", 0.2), ("leaky_relu", 3.0), ("relu", 0.0),
                                               ("sigmoid", 0.0)])
 @pytest.mark.parametrize("out_channels", [16, 20])
-def test_transposed_conv_epilogue_gives_the_separate_ops_floats(rng, activation, alpha, out_channels):
-    """A strided transposed convolution computes its stride phases apart and copies each pixel
-    into place (conv2d_transpose.interleave_phases), adding the bias and applying leaky ReLU as it
-    copies, any other activation to the copied row: the floats of the op without them, then + b,
-    then the activation (whole vectors of channels, and 4 more past them)."""
-    x = rng.standard_normal((3, 5, 4, 16)).astype(np.float32)
+@pytest.mark.parametrize("x_shape", [(3, 5, 4, 16), (1, 5, 3, 16)])
+def test_transposed_conv_epilogue_gives_the_separate_ops_floats(rng, activation, alpha, out_channels, x_shape):
+    """A strided transposed convolution computes its stride phases apart, each tile written
+    straight to the rows of its pixels in y (conv2d_transpose.phase_conv), the bias and leaky ReLU
+    added in registers as it is stored, any other activation on its rows after: the floats of the
+    op without them, then + b, then the activation (whole tiles of channels, and 4 more past them;
+    60 windows a phase, whole slivers of rows, and 15, a ragged last sliver)."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal((4, 4, out_channels, 16)).astype(np.float32)
     b = rng.standard_normal(out_channels).astype(np.float32)
     pre = pyai.ops.conv2d_transpose(x, w, stride=2)

@@ -18,9 +18,12 @@ c = (h0 + pt) / s) through kernel rows p + s*(m - 1 - t), t < m (those < k). So 
 is a convolution of its own over x, step 1, with the sub-kernel of the taps it has, over the
 blocks (a, b) that hold one of its pixels: one implicit GEMM a phase (phase_conv),
     phase_pq[(n, a, b), o] = windows_pq(x)[(n, a, b), (t, u, c)] @ w[p + s*(mh - 1 - t), q + s*(mw - 1 - u), o, c]
-each into its rows of one buffer, every output element computed once (no sums to gather, no
-block outside y); interleave_phases then moves each pixel's O channels to their place in y and
-applies the epilogue to each row of y. Cost: the FLOPs of the plain product, then a copy of y.
+every output element computed once (no sums to gather, no block outside y), each tile of a
+phase's product written straight to the rows of y that hold its pixels (the windows' placement,
+implicit_gemm.py) with the bias + activation epilogue fused as in `linear`. Cost: the FLOPs of
+the plain product. (Before, each phase went into its rows of one buffer, then a pass moved each
+pixel's O channels to their place in y, applying the epilogue: 64 x 14x14x64 -> 28x28x32 with
+leaky ReLU on 2 threads of an AMD EPYC Zen 3, that pass alone took 0.5-0.7 of 7.4 ms.)
 (One product over every phase at once, s*s*O columns against a block grid one block wider than
 x, computed the edge blocks' pixels outside y: 31% more FLOPs for 7x7 -> 14x14, 15% for 14x14 ->
 28x28, and zeros where s does not divide k. A phase at a time, AMD EPYC Zen 1, 2 threads, the
@@ -39,17 +42,14 @@ just written.
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
-import numba
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU, NONE
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import WIDTH, biased_leaky, load, splat, store
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):
@@ -92,6 +92,10 @@ class Phases:
         self.first_of = -((self.offset + phase) // stride)
         self.blocks_of = np.maximum(0, (out_size - 1 - self.offset - phase) // stride - self.first_of + 1)
 
+    def first_pixel(self, p):
+        """The first output row of phase p (that of its block first_of[p]); the next are stride apart."""
+        return self.offset + self.stride * self.first_of[p] + p
+
     def phase_tap_rows(self, p):
         """The input rows that phase p's g-th block reads, less g: g + these, tap by tap."""
         return self.first_of[p] + self.above + np.arange(self.taps)
@@ -101,72 +105,34 @@ class Phases:
         return np.arange(self.stride)[None, :] + self.stride * (self.taps - 1 - np.arange(self.taps))[:, None]
 
 
-@numba.njit(parallel=True, cache=True)
-def interleave_phases(phases, starts, blocks_h, blocks_w, first_h, first_w, offset, stride, bias, has_bias,
-                      activation, alpha, big):
-    """big[n, h, w] = epilogue(its row of its phase's product), one row of big pixels per task: phase
-    (p, q)'s rows start at row starts[p*sw + q] of `phases` (channels floats a row), its block
-    (a, b) of image n at row (n*blocks_h[p] + a - first_h[p]) * blocks_w[q] + b - first_w[q] of
-    them; the bias added and leaky ReLU applied as each pixel is copied (simd.biased_leaky; without
-    them -0.0 added and slope 1, which leave every float as it is), any other activation applied
-    to the whole row (apply_epilogue); offset and stride are (rows, columns) pairs."""
-    images, height, width, channels = big.shape
-    flat = big.reshape(-1)
-    whole = channels // WIDTH * WIDTH
-    minus_zero, slope = splat(np.float32(-0.0)), splat(alpha if activation == LEAKY_RELU else np.float32(1.0))
-    for task in numba.prange(images * height):
-        n, h = task // height, task % height
-        a = (h - offset[0]) // stride[0]
-        p = h - offset[0] - a * stride[0]
-        row0 = task * width * channels
-        for w in range(width):
-            b = (w - offset[1]) // stride[1]
-            q = w - offset[1] - b * stride[1]
-            block = (n * blocks_h[p] + a - first_h[p]) * blocks_w[q] + b - first_w[q]
-            start = (starts[p * stride[1] + q] + block) * channels
-            out = row0 + w * channels
-            for c in range(0, whole, WIDTH):   # whole vectors: a slice copy ran at half the rate
-                shift = load(bias, c) if has_bias else minus_zero
-                store(flat, out + c, biased_leaky(load(phases, start + c), shift, slope))
-            for c in range(whole, channels):
-                v = phases[start + c] + bias[c] if has_bias else phases[start + c]
-                flat[out + c] = alpha * v if activation == LEAKY_RELU and not v > 0 else v
-        if activation != NONE and activation != LEAKY_RELU:
-            apply_epilogue(big.reshape(-1, width * channels), task, 0, 1, width * channels, bias, False,
-                           activation, alpha)
-
-
-def interleave(phases, starts, rows, cols, bias, activation, alpha, big):
-    interleave_phases(phases.reshape(-1), starts, rows.blocks_of, cols.blocks_of, rows.first_of, cols.first_of,
-                      (rows.offset, cols.offset), (rows.stride, cols.stride), NO_BIAS if bias is None else bias,
-                      bias is not None, ACTIVATIONS[activation], np.float32(alpha), big)
-
-
 def phase_conv(small, w, g, bias, activation, alpha, big):
     """big = epilogue(the transpose of Geometry g's strided convolution, applied to small): an
-    implicit GEMM a phase over the blocks that hold its rows and the taps it has, each into its
-    rows of one buffer, then interleave_phases. The FLOPs of cols = x @ w^T, no sums to gather."""
+    implicit GEMM a phase over the blocks that hold its pixels and the taps it has, each tile
+    written straight to its pixels' rows of big. The FLOPs of cols = x @ w^T, no sums to gather."""
     rows = Phases(g.stride_height, g.kernel_height, g.pad_top, g.height)
     cols = Phases(g.stride_width, g.kernel_width, g.pad_left, g.width)
-    images, height, width, small_channels = small.shape
+    height, width, small_channels = small.shape[1:]
     w_t = w.transpose(0, 1, 3, 2)                       # (kh, kw, I, O)
-    grids = [(p, q) for p, q in np.ndindex(rows.stride, cols.stride)]
-    starts = np.cumsum([0] + [images * rows.blocks_of[p] * cols.blocks_of[q] for p, q in grids])
-    phases = workspace("phases", int(starts[-1]), g.channels)
+    big_rows = big.reshape(-1, g.channels)
     kernel_rows, kernel_cols = rows.kernel_rows(), cols.kernel_rows()
-    for (p, q), first, end in zip(grids, starts, starts[1:]):
-        if end == first:                                # no row of y in this phase
+    for p, q in np.ndindex(rows.stride, cols.stride):
+        if rows.blocks_of[p] == 0 or cols.blocks_of[q] == 0:   # no pixel of y in this phase
             continue
+        h0, w0 = rows.first_pixel(p), cols.first_pixel(q)
         taps_h = np.flatnonzero(kernel_rows[:, p] < g.kernel_height)
         taps_w = np.flatnonzero(kernel_cols[:, q] < g.kernel_width)
-        if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap
-            phases[first:end] = 0.0
+        if len(taps_h) == 0 or len(taps_w) == 0:        # a stride past the kernel: no tap, y = epilogue(0)
+            zero = np.zeros((1, g.channels), np.float32)
+            apply_epilogue(zero, 0, 0, 1, g.channels, NO_BIAS if bias is None else bias, bias is not None,
+                           ACTIVATIONS[activation], np.float32(alpha))
+            big[:, h0::rows.stride, w0::cols.stride] = zero[0]
             continue
-        windows = Windows(height, width, small_channels, int(rows.blocks_of[p]), int(cols.blocks_of[q]), (1, 1),
-                          rows.phase_tap_rows(p)[taps_h], cols.phase_tap_rows(q)[taps_w])
+        placed = (g.height, g.width, h0, w0, rows.stride, cols.stride)
+        windows = Windows(height, width, small_channels, rows.blocks_of[p], cols.blocks_of[q], (1, 1),
+                          rows.phase_tap_rows(p)[taps_h], cols.phase_tap_rows(q)[taps_w], placed)
         kernel = w_t[np.ix_(kernel_rows[taps_h, p], kernel_cols[taps_w, q])]
-        window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), out=phases[first:end])
-    interleave(phases, starts, rows, cols, bias, activation, alpha, big)
+        window_product(small, windows, np.ascontiguousarray(kernel).reshape(-1, g.channels), bias, activation,
+                       alpha, out=big_rows)
 
 
 def transposed_conv(small, w, g, bias, activation, alpha, big):

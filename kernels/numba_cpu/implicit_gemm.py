@@ -6,7 +6,10 @@ of taps at row offsets tap_rows[k] and column offsets tap_cols[l] from the windo
 (a*step_h, b*step_w):
     windows[(n, a, b), (k, l, c)] = image[n, a*step_h + tap_rows[k], b*step_w + tap_cols[l], c]
                                     (0 outside the image)
-a (N*GH*GW, taps*C) matrix. A Conv2D's windows have its stride as the step and the kernel's
+a (N*GH*GW, taps*C) matrix. Row (n, a, b) of a product over the windows goes to row
+    (n*OH + h0 + a*sh)*OW + w0 + b*sw
+of C: row (n, a, b) itself by default (an OH x OW grid of OH = GH, OW = GW, h0 = w0 = 0, steps 1),
+or a stride phase's pixel of a transposed convolution's output (conv2d_transpose.py). A Conv2D's windows have its stride as the step and the kernel's
 rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolution's have step
 1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
@@ -46,10 +49,12 @@ PACKED_MIN_CHANNELS = WIDTH
 
 
 class Windows:
-    """The window grid of an image: (H, W, C, GH, GW, step_h, step_w) and the tap offsets."""
+    """The window grid of an image: shape (H, W, C, GH, GW, step_h, step_w, then where its
+    products' rows go: OH, OW, h0, w0, sh, sw) and the tap offsets."""
 
-    def __init__(self, height, width, channels, grid_height, grid_width, step, tap_rows, tap_cols):
-        self.shape = (height, width, channels, grid_height, grid_width, *step)
+    def __init__(self, height, width, channels, grid_height, grid_width, step, tap_rows, tap_cols, placed=None):
+        placed = (grid_height, grid_width, 0, 0, 1, 1) if placed is None else placed
+        self.shape = tuple(int(size) for size in (height, width, channels, grid_height, grid_width, *step, *placed))
         self.tap_rows = np.asarray(tap_rows, dtype=np.int64)
         self.tap_cols = np.asarray(tap_cols, dtype=np.int64)
 
@@ -64,7 +69,7 @@ class Windows:
 
 def windows_reference(image, windows):
     """The windows matrix of every image, in float64."""
-    height, width, channels, grid_height, grid_width, step_h, step_w = windows.shape
+    height, width, channels, grid_height, grid_width, step_h, step_w = windows.shape[:7]
     n = image.shape[0]
     out = np.zeros((n, grid_height, grid_width, len(windows.tap_rows), len(windows.tap_cols), channels))
     for a in range(grid_height):
@@ -78,15 +83,16 @@ def windows_reference(image, windows):
 
 
 def window_corners(shape, row0, count, corners):
-    """corners[:, i] = (image, top row, left column) of window row0 + i, for i < count: the grid
-    walked in order, with one division for the first."""
-    (_, _, _, grid_height, grid_width, step_h, step_w) = shape
+    """corners[:, i] = (image, top row, left column, row of C) of window row0 + i, for i < count:
+    the grid walked in order, with one division for the first."""
+    (_, _, _, grid_height, grid_width, step_h, step_w, out_height, out_width, h0, w0, out_step_h, out_step_w) = shape
     n, q = row0 // (grid_height * grid_width), row0 % (grid_height * grid_width)
     a, b = q // grid_width, q % grid_width
     for i in range(count):
         corners[0, i] = n
         corners[1, i] = a * step_h
         corners[2, i] = b * step_w
+        corners[3, i] = (n * out_height + h0 + a * out_step_h) * out_width + w0 + b * out_step_w
         b += 1
         if b == grid_width:
             b = 0
@@ -101,7 +107,7 @@ def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth
     j], the runs being the slice's taps, runs_at[0, j] floats each (their channels in depth0 ..
     + depth): a pixel's channels in the image, or `zero`'s for padding and rows past the last.
     Returns the number of runs."""
-    (height, width, channels, _, _, _, _) = shape
+    height, width, channels = shape[0], shape[1], shape[2]
     taps_w = tap_cols.shape[0]
     first = depth0 // channels
     runs = (depth0 + depth - 1) // channels + 1 - first
@@ -134,7 +140,7 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
     """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
     tap, each window's run of contiguous channels copied into the slivers it crosses (a whole
     sliver row, NR channels, as two vectors), zeros for padding."""
-    (height, width, channels, _, _, _, _) = shape
+    height, width, channels = shape[0], shape[1], shape[2]
     taps_w = tap_cols.shape[0]
     slivers = packed.shape[0]
     flat = packed.reshape(-1)
@@ -185,7 +191,7 @@ def multiply_windows(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, 
         def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
             runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6], a[7])
-            multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, row0, rows, col0, cols,
+            multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, a[6][3], rows, col0, cols,
                               depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
         return multiply
 
@@ -203,13 +209,13 @@ def split(part, parts, slivers, tile, size):
     return first, min(size, (part + 1) * slivers // parts * tile) - first
 
 
-def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bias, has_bias,
+def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k, bias, has_bias,
                 activation, alpha, row_parts, col_parts, mc, nc):
-    """c = epilogue(windows @ other) (windows_are_a; other is B, row-major (k, N)) or
-    other^T @ windows (other is D, row-major (k, M)), by the matmul's loop nest (gemm_rectangle),
-    one rectangle of c per thread, the windows read from the image: in place on the A side, packed
-    panels on the B side."""
-    m, n = c.shape
+    """c = epilogue(windows @ other) (windows_are_a; other is B, row-major (k, N); the M windows'
+    rows go to c's rows as the shape places them) or other^T @ windows (other is D, row-major (k,
+    M)), by the matmul's loop nest (gemm_rectangle), one M x N rectangle of the product per thread,
+    the windows read from the image: in place on the A side, packed panels on the B side."""
+    n = c.shape[1]
     for part in numba.prange(row_parts * col_parts):
         row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
@@ -220,16 +226,16 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, k, bi
                 zero = aligned_floats(DEEPEST)
                 zero[:] = 0.0
                 windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
-                           np.empty((4, runs), dtype=np.int64), np.empty((3, slivers * MR), dtype=np.int64), zero)
+                           np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
                 gemm_rectangle(windows, (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0,
                                cols, mc, nc)
             else:
-                corners = np.empty((3, DEEPEST), dtype=np.int64)   # a slice's windows
+                corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
 
-SHAPE = numba.types.UniTuple(int64, 7)
+SHAPE = numba.types.UniTuple(int64, 13)
 TAPS = int64[::1]
 CORNERS = int64[:, ::1]
 with slp_vectorize():
@@ -241,7 +247,7 @@ with slp_vectorize():
                                      CORNERS), cache=True)(pack_windows_b)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     window_gemm = numba.njit(
-        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, READ_ONLY, numba.boolean,
+        void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, int64, READ_ONLY, numba.boolean,
              int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
 
 
@@ -258,25 +264,26 @@ def run_threads(threads, kernel, *args):
             numba.set_num_threads(previous)
 
 
-def run_windows(image, windows, other, windows_are_a, c, k, bias, activation, alpha):
-    m, n = c.shape
+def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation, alpha):
+    n = c.shape[1]
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
-                other.reshape(-1), windows_are_a, c, k, bias if has_bias else NO_BIAS, has_bias,
+                other.reshape(-1), windows_are_a, c, m, k, bias if has_bias else NO_BIAS, has_bias,
                 ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC)
     return c
 
 
 def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
-    """epilogue(windows(image) @ b) into out (rows, N), or a new array of whole-line rows where
-    N is a multiple of 16; image and b (depth, N) C-contiguous float32."""
+    """epilogue(windows(image) @ b) into out (its rows where the windows place them), or a new
+    array (rows, N) of whole-line rows where N is a multiple of 16; image and b (depth, N)
+    C-contiguous float32."""
     m, n = image.shape[0] * windows.per_image, b.shape[1]
     c = memory.empty((m, n)) if out is None else out
-    return run_windows(image, windows, b, True, c, windows.depth, bias, activation, alpha)
+    return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha)
 
 
 def window_weight_product(d_rows, image, windows):
     """d_rows^T @ windows(image): (M, depth), for d_rows (windows' rows, M) C-contiguous."""
     c = memory.empty((d_rows.shape[1], windows.depth))
-    return run_windows(image, windows, d_rows, False, c, d_rows.shape[0], None, None, 0.0)
+    return run_windows(image, windows, d_rows, False, c, c.shape[0], d_rows.shape[0], None, None, 0.0)

@@ -83,6 +83,23 @@ def fma_six_rows_at(rows, first, p, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
+def consecutive(row):
+    """The C rows of a tile that starts at `row` (a tile's rows, as the writes below take them:
+    12 row numbers, of which an MR = 6 tile uses the first 6)."""
+    return (row, row + 1, row + 2, row + 3, row + 4, row + 5,
+            row + 6, row + 7, row + 8, row + 9, row + 10, row + 11)
+
+
+@numba.njit(inline="always", cache=True)
+def listed(table):
+    """A tile's MR rows as a table lists them, in consecutive's form: the C rows of a tile whose
+    rows are not one run of C's (a transposed convolution's stride phase, written into its
+    output), or the addresses of A's rows (gathered_product)."""
+    return (table[0], table[1], table[2], table[3], table[4], table[5], table[MR - 6], table[MR - 5],
+            table[MR - 4], table[MR - 3], table[MR - 2], table[MR - 1])
+
+
+@numba.njit(inline="always", cache=True)
 def write_row(c, row, col, left, right, accumulate):
     """c[row, col:col + NR] = (left, right), or += when accumulating."""
     start = row * c.shape[1] + col
@@ -94,13 +111,14 @@ def write_row(c, row, col, left, right, accumulate):
 
 
 @numba.njit(inline="always", cache=True)
-def write_six_rows(c, row, col, acc, accumulate):
-    write_row(c, row, col, acc[0], acc[1], accumulate)
-    write_row(c, row + 1, col, acc[2], acc[3], accumulate)
-    write_row(c, row + 2, col, acc[4], acc[5], accumulate)
-    write_row(c, row + 3, col, acc[6], acc[7], accumulate)
-    write_row(c, row + 4, col, acc[8], acc[9], accumulate)
-    write_row(c, row + 5, col, acc[10], acc[11], accumulate)
+def write_six_rows(c, rows, first, col, acc, accumulate):
+    """The accumulators of 6 rows to C's rows rows[first] .. rows[first + 5]."""
+    write_row(c, rows[first], col, acc[0], acc[1], accumulate)
+    write_row(c, rows[first + 1], col, acc[2], acc[3], accumulate)
+    write_row(c, rows[first + 2], col, acc[4], acc[5], accumulate)
+    write_row(c, rows[first + 3], col, acc[6], acc[7], accumulate)
+    write_row(c, rows[first + 4], col, acc[8], acc[9], accumulate)
+    write_row(c, rows[first + 5], col, acc[10], acc[11], accumulate)
 
 
 @numba.njit(inline="always", cache=True)
@@ -117,35 +135,37 @@ def finish_row(c, row, col, left, right, accumulate, bias_left, bias_right, slop
 
 
 @numba.njit(inline="always", cache=True)
-def finish_six_rows(c, row, col, acc, accumulate, bias_left, bias_right, slope):
-    finish_row(c, row, col, acc[0], acc[1], accumulate, bias_left, bias_right, slope)
-    finish_row(c, row + 1, col, acc[2], acc[3], accumulate, bias_left, bias_right, slope)
-    finish_row(c, row + 2, col, acc[4], acc[5], accumulate, bias_left, bias_right, slope)
-    finish_row(c, row + 3, col, acc[6], acc[7], accumulate, bias_left, bias_right, slope)
-    finish_row(c, row + 4, col, acc[8], acc[9], accumulate, bias_left, bias_right, slope)
-    finish_row(c, row + 5, col, acc[10], acc[11], accumulate, bias_left, bias_right, slope)
+def finish_six_rows(c, rows, first, col, acc, accumulate, bias_left, bias_right, slope):
+    finish_row(c, rows[first], col, acc[0], acc[1], accumulate, bias_left, bias_right, slope)
+    finish_row(c, rows[first + 1], col, acc[2], acc[3], accumulate, bias_left, bias_right, slope)
+    finish_row(c, rows[first + 2], col, acc[4], acc[5], accumulate, bias_left, bias_right, slope)
+    finish_row(c, rows[first + 3], col, acc[6], acc[7], accumulate, bias_left, bias_right, slope)
+    finish_row(c, rows[first + 4], col, acc[8], acc[9], accumulate, bias_left, bias_right, slope)
+    finish_row(c, rows[first + 5], col, acc[10], acc[11], accumulate, bias_left, bias_right, slope)
 
 
 @numba.njit(inline="always", cache=True)
-def prefetch_tile(c, row, col, rows):
-    """Ask for the lines of c[row:row+rows, col:col+NR], to be written: they arrive while the k
-    loop runs, so the stores at its end do not wait on C coming from L3."""
-    for i in range(rows):
-        start = (row + i) * c.shape[1] + col
+def prefetch_tile(c, rows, col, count):
+    """Ask for the lines of C's rows rows[0] .. rows[count - 1], columns col .. col + NR, to be
+    written: they arrive while the k loop runs, so the stores at its end do not wait on C coming
+    from L3."""
+    for i in range(count):
+        start = rows[i] * c.shape[1] + col
         prefetch_for_write(c, start)
         prefetch_for_write(c, start + NR - 1)
 
 
 @numba.njit(inline="always", cache=True)
-def write_tile(c, row, col, top, bottom, accumulate):
-    """The MR x NR tile's accumulators to C (top: its first 6 rows, bottom: the next 6)."""
-    write_six_rows(c, row, col, top, accumulate)
+def write_tile(c, rows, col, top, bottom, accumulate):
+    """The MR x NR tile's accumulators to C's rows `rows` (consecutive or listed; top: its first
+    6 rows, bottom: the next 6)."""
+    write_six_rows(c, rows, 0, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
-        write_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate)
+        write_six_rows(c, rows, ROWS_PER_GROUP, col, bottom, accumulate)
 
 
 @numba.njit(inline="always", cache=True)
-def finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue):
+def finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue):
     """write_tile with the epilogue's bias and leaky ReLU (epilogue: has_bias, activation,
     alpha): without a bias it adds -0.0, without leaky ReLU its slope is 1, both exact, so one
     branch-free path serves every case; bias[col:col + NR] is read once."""
@@ -155,18 +175,18 @@ def finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue):
     else:
         bias_left, bias_right = splat(np.float32(-0.0)), splat(np.float32(-0.0))
     slope = splat(alpha if activation == LEAKY_RELU else np.float32(1))
-    finish_six_rows(c, row, col, top, accumulate, bias_left, bias_right, slope)
+    finish_six_rows(c, rows, 0, col, top, accumulate, bias_left, bias_right, slope)
     if MR == 2 * ROWS_PER_GROUP:
-        finish_six_rows(c, row + ROWS_PER_GROUP, col, bottom, accumulate, bias_left, bias_right, slope)
+        finish_six_rows(c, rows, ROWS_PER_GROUP, col, bottom, accumulate, bias_left, bias_right, slope)
 
 
 @numba.njit(inline="always", cache=True)
-def tile_product(a_sliver, b, b_start, b_stride, c, row, col):
+def tile_product(a_sliver, b, b_start, b_stride, c, rows, col):
     """The accumulators (top, bottom: 6 rows each) of a_sliver.T @ B for the tile
-    c[row:row+MR, col:col+NR], where row p of B is b[b_start + p * b_stride:][:NR]. Rows in
+    in C's rows `rows`, columns col .. col + NR, where row p of B is b[b_start + p * b_stride:][:NR]. Rows in
     groups of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group
     compiles away where it is unused)."""
-    prefetch_tile(c, row, col, MR)
+    prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
     for p in range(a_sliver.shape[0]):
@@ -179,9 +199,9 @@ def tile_product(a_sliver, b, b_start, b_stride, c, row, col):
 
 
 @numba.njit(inline="always", cache=True)
-def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col):
+def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, rows, col):
     """tile_product with A unpacked: row r of the tile's A is a[a_start + r * a_stride:][:depth]."""
-    prefetch_tile(c, row, col, MR)
+    prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
     for p in range(depth):
@@ -194,15 +214,14 @@ def in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, 
 
 
 @numba.njit(inline="always", cache=True)
-def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col):
+def gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col):
     """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
-    prefetch_tile(c, row, col, MR)
+    prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
     b_row = b_start
     for j in range(runs):
-        at = (rows[j, 0], rows[j, 1], rows[j, 2], rows[j, 3], rows[j, 4], rows[j, 5],
-              rows[j, MR - 6], rows[j, MR - 5], rows[j, MR - 4], rows[j, MR - 3], rows[j, MR - 2], rows[j, MR - 1])
+        at = listed(a_rows[j])
         for p in range(lengths[j]):
             b0 = load(b, b_row)
             b1 = load(b, b_row + WIDTH)
@@ -216,8 +235,9 @@ def gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col):
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
-    top, bottom = tile_product(a_sliver, b_sliver, 0, NR, c, row, col)
-    write_tile(c, row, col, top, bottom, accumulate)
+    rows = consecutive(row)
+    top, bottom = tile_product(a_sliver, b_sliver, 0, NR, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
 
 
 # compiled when the attention kernels, its callers, are imported (matmul uses the strided one)
@@ -230,21 +250,23 @@ micro_kernel = CompiledOnFirstCall(numba.njit(cache=True)(micro_kernel),
 # keeps its stores free of the epilogue (measured: 1-4% on a plain product).
 STRIDED = (float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 IN_PLACE = (READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
-GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
+GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, boolean)
 
 
 @numba.njit(void(*STRIDED), cache=True)
 def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
     """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
     packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
-    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, row, col)
-    write_tile(c, row, col, top, bottom, accumulate)
+    rows = consecutive(row)
+    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*STRIDED, READ_ONLY, EPILOGUE), cache=True)
 def finished_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, row, col)
-    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+    rows = consecutive(row)
+    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*IN_PLACE), cache=True)
@@ -252,40 +274,46 @@ def micro_kernel_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, 
     """micro_kernel_strided's tile with A unpacked: row r of the tile's A is
     a[a_start + r * a_stride:][:depth], A row-major. The same FMAs in the same order as from a
     packed sliver, so the same floats; no packing, where few columns of B would reuse it little."""
-    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col)
-    write_tile(c, row, col, top, bottom, accumulate)
+    rows = consecutive(row)
+    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*IN_PLACE, READ_ONLY, EPILOGUE), cache=True)
 def finished_in_place(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, row, col)
-    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+    rows = consecutive(row)
+    top, bottom = in_place_product(a, a_start, a_stride, depth, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*GATHERED), cache=True)
-def micro_kernel_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate):
+def micro_kernel_gathered(a_rows, lengths, runs, b, b_start, b_stride, c, row_of, col, accumulate):
     """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
-    the tile's A is lengths[j] floats from address rows[j, r] (simd.address: in an image, or in
+    the tile's A is lengths[j] floats from address a_rows[j, r] (simd.address: in an image, or in
     a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
-    for rows that are not one matrix's (the windows of an image, implicit_gemm.py)."""
-    top, bottom = gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col)
-    write_tile(c, row, col, top, bottom, accumulate)
+    for rows that are not one matrix's (the windows of an image, implicit_gemm.py). Its row r
+    goes to C's row row_of[r] (any rows: a transposed convolution's phase writes its output's)."""
+    rows = listed(row_of)
+    top, bottom = gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
-def finished_gathered(rows, lengths, runs, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
-    top, bottom = gathered_product(rows, lengths, runs, b, b_start, b_stride, c, row, col)
-    finish_tile(c, row, col, top, bottom, accumulate, bias, epilogue)
+def finished_gathered(a_rows, lengths, runs, b, b_start, b_stride, c, row_of, col, accumulate, bias, epilogue):
+    rows = listed(row_of)
+    top, bottom = gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*STRIDED), cache=True)
 def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
     holds no more rows, where the whole tile would spend most of its FMAs on padding."""
-    prefetch_tile(c, row, col, ROWS_PER_GROUP)
+    rows = consecutive(row)
+    prefetch_tile(c, rows, col, ROWS_PER_GROUP)
     top = zero_rows()
     for p in range(a_sliver.shape[0]):
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
-    write_six_rows(c, row, col, top, accumulate)
+    write_six_rows(c, rows, 0, col, top, accumulate)
