@@ -43,7 +43,7 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, s
                                         wide_vectors)
 from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes
 
-micro_kernel = matmul_micro.micro_kernel.compiled()
+micro_kernel = matmul_micro.micro_kernel
 
 QUERY_BLOCK = 96   # queries per step, a multiple of MR and NR (6 x 16 tiles both ways)
 KEY_TILE = 64      # keys per tile, a multiple of NR: dk^T and dv^T (D x KEY_TILE) stay in L2

@@ -48,7 +48,7 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, 
                                         zeros)
 from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes   # exp(-a) lane by lane, a >= 0; exp(-inf) = 0
 
-micro_kernel = matmul_micro.micro_kernel.compiled()   # c[MR x NR] += a_sliver^T b_sliver
+micro_kernel = matmul_micro.micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
 
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
 KEY_TILE = 192    # keys per tile, a multiple of MR
