@@ -2,9 +2,11 @@
 
 The matmul's whole tiles take the bias and leaky ReLU in registers as they are stored
 (matmul_micro.finish_tile, the same float32 operations as here: a separate pass over each stored
-tile cost 4-8% of a 1024 x 128 x N linear); this pass serves ragged tiles, ReLU and the rest. Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
+tile cost 4-8% of a 1024 x 128 x N linear); this pass serves ragged tiles, ReLU and the rest.
+Shared by the matmul's loops (matmul.py), the plain matmul of a first run (plain_matmul.py) and
 the convolutions, so that each applies it in the same float32 operations. Per element: one add
-(the bias, whole vectors at a time) and the activation (a compare and a multiply; an exp; a tanh; GELU's polynomial and exp).
+(the bias, whole vectors at a time) and the activation (a compare and a multiply; an exp; a
+tanh; GELU's polynomial and exp).
 sigmoid, tanh and gelu are their elementwise ops' own float32 functions (sigmoid_scalar,
 tanh_scalar, gelu_scalar: an exp in SIMD-friendly arithmetic, no libm call), in loops compiled
 as those ops' kernels are, so they vectorize and give the same floats as the op applied after

@@ -9,9 +9,10 @@ of taps at row offsets tap_rows[k] and column offsets tap_cols[l] from the windo
 a (N*GH*GW, taps*C) matrix. Row (n, a, b) of a product over the windows goes to row
     (n*OH + h0 + a*sh)*OW + w0 + b*sw
 of C: row (n, a, b) itself by default (an OH x OW grid of OH = GH, OW = GW, h0 = w0 = 0, steps 1),
-or a stride phase's pixel of a transposed convolution's output (conv2d_transpose.py). A Conv2D's windows have its stride as the step and the kernel's
-rows less the padding as the offsets (conv2d.py); a stride-1 transposed convolution's have step
-1 and the padding less the kernel's rows (conv2d_transpose.py). Two products use it:
+or a stride phase's pixel of a transposed convolution's output (conv2d_transpose.py). A
+Conv2D's windows have its stride as the step and the kernel's rows less the padding as the
+offsets (conv2d.py); a stride-1 transposed convolution's have step 1 and the padding less the
+kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
 Both run the matmul's own loop nest (gemm_rectangle in matmul.py: blocking, thread rectangles,
