@@ -248,6 +248,27 @@ def test_a_tall_column_on_every_thread_gives_gemv_floats(rng, m, k, transpose_a,
                  kernels.matmul_reference(a.T if transpose_a else a, b, bias, activation), MATMUL_TOL)
 
 
+@pytest.mark.parametrize("m,n,k", [(1, 16, 700), (7, 33, 2048), (128, 103, 2048), (127, 128, 300), (384, 40, 517),
+                                   (131, 250, 64), (600, 128, 33)])
+@pytest.mark.parametrize("activation", [None, "leaky_relu"])
+def test_a_transposed_a_gives_the_floats_of_its_row_major_copy(rng, m, n, k, activation):
+    """A stored transposed with short stored rows is read where it lies (readable_in_place: a
+    weight gradient's x^T, few rows or a block of many), else packed; either way the same FMAs in
+    the same order as its row-major copy's, read in place or packed: the same floats. Few and
+    many rows, ragged last slivers, slices of K, stored rows past IN_PLACE_STRIDE."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    stored = rng.standard_normal((k, m)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for blocking in (None, (2 * kernels.MR, 128)):
+        transposed = kernels.fused_matmul(stored, b, True, False, bias, activation, 0.1, blocking=blocking)
+        row_major = kernels.fused_matmul(np.ascontiguousarray(stored.T), b, False, False, bias, activation, 0.1,
+                                         blocking=blocking)
+        np.testing.assert_array_equal(transposed, row_major)
+    assert_close("transposed A vs float64", transposed,
+                 kernels.matmul_reference(stored.T, b, bias, activation, 0.1), MATMUL_TOL)
+
+
 @pytest.mark.parametrize("m,n,k", [(150, 150, 300), (131, 157, 519), (140, 133, 256 + 63)])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_short_last_slice_and_panel_keep_the_sums_of_kc_slices(rng, m, n, k, transpose_b):

@@ -33,6 +33,14 @@ Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tile
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
+So is an A stored transposed (a weight gradient's x^T) whose stored rows are short (under
+IN_PLACE_STRIDE: readable_in_place): a stored row holds float p of every row of A, side by side,
+as a packed sliver does, M floats apart instead of MR. Packing it had cost as much
+as a third of the FMAs' time (x^T dy, 128 x 2048 x 128: 1 MB of A packed a 6-float column at a
+time, 0.2 ms on one core for 0.36 ms of FMAs). AMD EPYC Zen 3, 2 threads, old and new
+alternating, 10 rounds, GFLOP/s: 128 x 2048 x 128 66-94 -> 109-141, x 384 78-107 -> 95-131,
+x 103 (a logit layer's) 37-78 -> 71-95, 384 x 2048 x 128 60-106 -> 86-118; operands cold from
+memory, 128 x 2048 x 384 median 3.50 -> 3.14 ms.
 One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 118-121 vs
 108-114 GFLOP/s, 2048 x 512 x 128 130-136 vs 121-126, 12544 x 576 x 128 114-128 vs 114-117;
 50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
@@ -46,8 +54,8 @@ A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many b
 1 writing 3.2 MB), is bound by memory, which one core reads and writes at half the rate of two.
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
-small, so a row-major A is read where it lies (its ragged last sliver packed first) and a
-transposed one packed once for all of K and shared; the threads split the columns of C, and each
+small, so it is read where it lies (readable_in_place; its ragged last sliver packed first) or
+else packed once for all of K and shared; the threads split the columns of C, and each
 packs its own run of B, a FEW_NC-column panel and a slice at a time (a packed slice stays in L2:
 64 x 256 x 6272, a DCGAN's Dense layer, 1.13-1.30 -> 1.03-1.05 ms on 2 cores), just before it
 meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
@@ -89,6 +97,13 @@ IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 
 
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
+
+
+def readable_in_place(row_stride, col_stride):
+    """Whether the tiles can read A where it lies (matmul_micro.micro_kernel_in_place): row-major,
+    or stored transposed with its stored rows (a float of every row of A each) under
+    IN_PLACE_STRIDE apart, a stride the prefetchers follow."""
+    return col_stride == 1 or (row_stride == 1 and col_stride < IN_PLACE_STRIDE)
 
 
 def block_end(start, stop, size):
@@ -277,17 +292,19 @@ def rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue
         apply_epilogue(c, row, col, tile_rows, tile_cols, bias, has_bias, activation, alpha)
 
 
-def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_step, b_stride, c, row0, rows,
-                   col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha):
+def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start, sliver_step, b_stride, c, row0,
+                   rows, col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block times B's slivers, sliver t's row p at
     b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by the first
     slice, added by the others; the epilogue after the last. A sliver s < in_place is read where it
-    lies, its row r at a[a_start + (s * MR + r) * a_stride:] (micro_kernel_in_place); the others
-    from a_packed[s]. A slice deeper than KC (block_end) is multiplied KC rows at a time, each part
-    added to the tile in turn. A whole tile's last part runs a finished kernel (bias and leaky ReLU
-    in registers as it is stored); what is left of the epilogue (ReLU, a ragged or half tile's
-    whole epilogue) runs right after, while the tile is in L1; sigmoid's, tanh's and gelu's on the
-    whole block at the end (from L2), where their loops vectorize along rows (epilogue.EXPENSIVE)."""
+    lies, its A[r, p] at a[a_start + (s * MR + r) * a_stride + p * a_step] (micro_kernel_in_place,
+    which takes the part's first p: an offset computed here, p times a_step, cost the packed
+    tiles 10-15% at K = 64, AMD EPYC Zen 3); the others from a_packed[s]. A slice deeper than KC
+    (block_end) is multiplied KC rows at a time, each part added to the tile in turn. A whole
+    tile's last part runs a finished kernel (bias and leaky ReLU in registers as it is stored);
+    what is left of the epilogue (ReLU, a ragged or half tile's whole epilogue) runs right after,
+    while the tile is in L1; sigmoid's, tanh's and gelu's on the whole block at the end (from
+    L2), where their loops vectorize along rows (epilogue.EXPENSIVE)."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     edge = aligned_floats(MR * NR).reshape((MR, NR))
@@ -308,10 +325,10 @@ def multiply_block(a_packed, a, a_start, a_stride, in_place, b, b_start, sliver_
                 finished = (last_slice and whole and not half and part0 + part_depth == depth
                             and in_registers(epilogue))
                 if s < in_place and finished:
-                    finished_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start, b_stride,
-                                      c, row, col, accumulate, bias, epilogue)
+                    finished_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
+                                      b_stride, c, row, col, accumulate, bias, epilogue)
                 elif s < in_place:
-                    micro_kernel_in_place(a, a_start + s * MR * a_stride + part0, a_stride, part_depth, b, start,
+                    micro_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                           b_stride, out, out_row, out_col, accumulate and whole)
                 elif half:
                     half_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
@@ -334,17 +351,18 @@ def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k
                     cols, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B (at
     b_buffer[b_start:]), for a matrix A (a flat array and its strides): A's block packed into MR-row
-    slivers (pack_a), or, when A is row-major and the panel at most IN_PLACE_A_COLUMNS wide (each
-    packed float of A would feed too few FMAs to pay for packing it), its whole slivers read where
-    they lie; multiplied by multiply_block."""
+    slivers (pack_a), or, when A can be read where it lies (readable_in_place) and the panel is at
+    most IN_PLACE_A_COLUMNS wide (each packed float of A would feed too few FMAs to pay for
+    packing it), its whole slivers read in place; multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
-    in_place = rows // MR if col_stride == 1 and cols <= IN_PLACE_A_COLUMNS else 0   # whole slivers only
+    in_place = rows // MR if readable_in_place(row_stride, col_stride) and cols <= IN_PLACE_A_COLUMNS else 0
     if in_place < row_slivers:
         pack_a(a, row_stride, col_stride, row0 + in_place * MR, rows - in_place * MR, depth0, depth,
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)))
     multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a,
-                   row0 * row_stride + depth0, row_stride, in_place, b_buffer, b_start, depth * NR, NR, c, row0, rows,
-                   col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
+                   row0 * row_stride + depth0 * col_stride, row_stride, col_stride, in_place, b_buffer, b_start,
+                   depth * NR, NR, c, row0, rows, col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
+                   activation, alpha)
 
 
 def multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
@@ -456,13 +474,14 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
 def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
                   has_bias, activation, alpha, col_chunks):
     """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
-    even runs, one per task, each task packing its own run of B a slice at a time. A row-major A
-    is read where it lies, but for a ragged last sliver, packed here; a transposed A is packed
-    once, slice by slice, into a_slices, shared by the tasks."""
+    even runs, one per task, each task packing its own run of B a slice at a time. A is read
+    where it lies where readable_in_place says it can be (row-major, or transposed with stored
+    rows of few floats), but for a ragged last sliver, packed here; else packed once, slice by
+    slice, into a_slices, shared by the tasks."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
-    in_place = m // MR if a_col_stride == 1 else 0
+    in_place = m // MR if readable_in_place(a_row_stride, a_col_stride) else 0
     a_slices = aligned_floats(row_slivers * k * MR)
     if in_place == 0:
         for s in numba.prange(row_slivers):
@@ -477,8 +496,8 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         col0 = sliver0 * NR
         while col0 < end:   # FEW_NC-column panels: a packed slice of B stays in L2
             cols = block_end(col0, end, FEW_NC) - col0
-            few_rows_panel(a, a_row_stride, in_place, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0,
-                           cols, bias, has_bias, activation, alpha)
+            few_rows_panel(a, a_row_stride, a_col_stride, in_place, a_slices, b, b_row_stride, b_col_stride, b_buffer,
+                           c, k, col0, cols, bias, has_bias, activation, alpha)
             col0 += cols
 
 
@@ -494,8 +513,8 @@ def pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, s):
         depth0 += depth
 
 
-def few_rows_panel(a, a_row_stride, in_place_a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k, col0, cols,
-                   bias, has_bias, activation, alpha):
+def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k,
+                   col0, cols, bias, has_bias, activation, alpha):
     """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows: A's first
     in_place_a slivers read where they lie, the others packed in a_slices; B packed a slice at a
     time into b_buffer, or its whole slivers read in place where B is row-major with short rows,
@@ -510,14 +529,16 @@ def few_rows_panel(a, a_row_stride, in_place_a, a_slices, b, b_row_stride, b_col
         a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
         first, last = depth0 == 0, depth0 + depth == k
         if in_place:
-            multiply_block(a_packed, a, depth0, a_row_stride, in_place_a, b, depth0 * b_row_stride + col0, NR,
-                           b_row_stride, c, 0, m, col0, in_place, first, last, bias, has_bias, activation, alpha)
+            multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b,
+                           depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0, in_place, first, last,
+                           bias, has_bias, activation, alpha)
         if in_place < cols:
             packed_slivers = -(-(cols - in_place) // NR)
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
                    b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
-            multiply_block(a_packed, a, depth0, a_row_stride, in_place_a, b_buffer, 0, depth * NR, NR, c, 0, m,
-                           col0 + in_place, cols - in_place, first, last, bias, has_bias, activation, alpha)
+            multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer, 0,
+                           depth * NR, NR, c, 0, m, col0 + in_place, cols - in_place, first, last, bias, has_bias,
+                           activation, alpha)
         depth0 += depth
 
 
@@ -588,6 +609,7 @@ with slp_vectorize():
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
+    readable_in_place = numba.njit(inline="always", cache=True)(readable_in_place)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
     in_registers = numba.njit(inline="always", cache=True)(in_registers)
     rest_to_apply = numba.njit(inline="always", cache=True)(rest_to_apply)
@@ -597,14 +619,13 @@ with slp_vectorize():
              int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_gathered)
     multiply_block = numba.njit(
-        void(PANEL, READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64, int64,
-             int64, numba.boolean,
-             numba.boolean, READ_ONLY, numba.boolean, int64, float32),
+        void(PANEL, READ_ONLY, int64, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64,
+             int64, int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
         fastmath=FASTMATH, cache=True)(multiply_block)
     pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, FLAT, int64, int64, int64), cache=True)(pack_a_sliver)
     few_rows_panel = numba.njit(
-        void(READ_ONLY, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64, READ_ONLY,
-             numba.boolean, int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
+        void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,
+             READ_ONLY, numba.boolean, int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
 GEMV_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64, float32)
 gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows"))   # gemv_parallel's
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv), void(*GEMV_OPERANDS))
