@@ -65,6 +65,10 @@ SHAPES = [
     (3, 6, 7, 3, 3, 3, 48, 1, "valid"),
     (2, 1, 1, 1, 5, 5, 80, 1, "same"),
     (2, 8, 7, 2, 3, 3, 64, (2, 1), "valid"),
+    # ... windows inside the image read at offsets from their corner, the others listed: a border
+    # of 2 under 5x5 'same', a 3x2 kernel at strides (1, 2)
+    (2, 11, 9, 1, 5, 5, 40, 1, "same"),
+    (3, 10, 7, 3, 3, 2, 24, (1, 2), "same"),
 ]
 IDS = ["x".join(map(str, shape[:4])) + f"-k{shape[4]}x{shape[5]}-o{shape[6]}-s{shape[7]}-{shape[8]}"
        for shape in SHAPES]
