@@ -38,6 +38,8 @@ SHAPES = [
     (2, 8, 5, 37, 1, 1, 33, 1, "valid"),
     (2, 5, 7, 3, 1, 1, 2, 2, "same"),
     (2, 4, 3, 6, 1, 2, 3, 3, "valid"),
+    (2, 6, 11, 9, 3, 3, 1, 1, "same"),        # few outputs: interior windows 4 at a time, edges alone
+    (2, 7, 13, 5, 3, 2, 3, (1, 2), "same"),
     (3, 6, 7, 9, 3, 3, 1, 2, "same"),
     (2, 9, 8, 32, 3, 3, 1, 1, "same"),        # 1 to 3 outputs over whole vectors of channels
     (3, 7, 6, 20, 3, 2, 3, (2, 1), "valid"),   # ... and a rest past the last vector
