@@ -12,8 +12,13 @@ nothing. Here each pass reads the image where it lies:
             DCGAN's last layer, 64 x 28x28x32 -> 1 with tanh, AMD EPYC Zen 3, 2 threads, old and
             new alternating: 0.58-0.83 of the time, the same floats)
   dx:       dx[n, h, w, :] = sum over the windows that read (h, w) of dy[n, oh, ow, o] * wt[o, i, j, :]
-            (vector FMAs into the pixel's C floats, gathered as in col2im, the windows walked tap
-            by tap with no division); one input row per task
+            (a pixel's taps listed, then its C floats summed over them in registers, four
+            vectors at a time, as conv2d_few_inputs sums a pixel's output channels; each dx
+            float written once where it had been read and written again a tap at a time: the
+            same sums in the same order). At stride 1 a pixel that every tap's window reads
+            finds its taps at fixed offsets from one corner of dy, unlisted (listing had cost
+            most of the time: the DCGAN's last layer's dx, 64 x 28x28x32, 2 threads, old and new
+            alternating: 2.17-2.28 -> 0.96-1.08 ms, the same floats); one input row per task
   dw:       dw[i, j, :, o] = sum over every window of dy[n, oh, ow, o] * x[window pixel (i, j), :],
             each of PARTS tasks summing its share of the output rows into its own partial (a
             row's outputs summed in registers, then added), the partials added in a fixed order
@@ -30,6 +35,7 @@ dw with db 1.58-1.61 -> 0.74.
 import numba
 import numpy as np
 
+from pyai.kernels.numba_cpu.conv2d_few_inputs import pixel_channels
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, lane_sum, load, splat, store, zeros
@@ -122,32 +128,76 @@ def forward_kernel(x, wt, g, bias, has_bias, activation, alpha, y_rows):
         apply_epilogue(y_rows, row, 0, out_width, out_channels, bias, has_bias, activation, alpha)
 
 
-@numba.njit(parallel=True, fastmath={"contract"}, cache=True)
-def input_gradient_kernel(dy, wt, g, dx):
+@numba.njit(inline="always", cache=True)
+def pixel_taps(dy, g, n, h, w, out_channels, values, rows):
+    """values[t], rows[t]: the t-th output gradient dy[n, oh, ow, o] of the windows that read
+    input pixel (n, h, w), and the start of its tap's row of wt (flat), in the order (i, j, o);
+    returns their number."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
-    out_channels = wt.shape[0]
-    whole = channels // WIDTH * WIDTH
-    for task in numba.prange(dx.shape[0] * height):
-        n, h = task // height, task % height
-        dx[n, h] = 0.0
-        for i in range(kh):
-            t = h + pt - i
-            if t < 0 or t % sh != 0 or t // sh >= out_height:
+    count = 0
+    for i in range(kh):
+        t = h + pt - i
+        if t < 0 or t % sh != 0 or t // sh >= out_height:
+            continue
+        oh = t // sh
+        for j in range(kw):
+            u = w + pl - j
+            if u < 0 or u % sw != 0 or u // sw >= out_width:
                 continue
-            oh = t // sh
-            for j in range(kw):
-                for ow in range(out_width):
-                    w = ow * sw - pl + j
-                    if w < 0 or w >= width:
-                        continue
-                    pixel = ((n * height + h) * width + w) * channels
-                    for o in range(out_channels):
-                        d = dy[n, oh, ow, o]
-                        tap = ((o * kh + i) * kw + j) * channels
-                        for c in range(0, whole, WIDTH):
-                            store(dx, pixel + c, fma(splat(d), load(wt, tap + c), load(dx, pixel + c)))
-                        for c in range(whole, channels):
-                            dx[n, h, w, c] += d * wt[o, i, j, c]
+            ow = u // sw
+            for o in range(out_channels):
+                values[count] = dy[((n * out_height + oh) * out_width + ow) * out_channels + o]
+                rows[count] = ((o * kh + i) * kw + j) * channels
+                count += 1
+    return count
+
+
+@numba.njit(parallel=True, fastmath={"contract"}, cache=True)
+def input_gradient_kernel(dy, wt, g, images, dx):
+    """dx (flat, N*H*W*C); dy and wt flat. A pixel's taps are listed (pixel_taps), or at stride
+    1 for a pixel that every tap's window reads, found at fixed offsets from one corner of dy;
+    then its channels are summed over them in registers, four vectors at a time
+    (pixel_channels), the rest one float at a time: each dx float written once, the taps in the
+    order (i, j, o) either way."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    out_channels = wt.size // (kh * kw * channels)
+    depth = kh * kw * out_channels
+    offsets, tap_rows = np.empty(depth, dtype=np.int64), np.empty(depth, dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            for o in range(out_channels):
+                t = (i * kw + j) * out_channels + o
+                offsets[t] = -(i * out_width + j) * out_channels + o    # from tap (0, 0)'s dy, at stride 1
+                tap_rows[t] = ((o * kh + i) * kw + j) * channels
+    unit_stride = sh == 1 and sw == 1
+    whole = channels // WIDTH * WIDTH
+    for task in numba.prange(images * height):
+        n, h = task // height, task % height
+        values = np.empty(depth, dtype=np.float32)
+        rows = np.empty(depth, dtype=np.int64)
+        listed = np.arange(depth)
+        rows_inside = unit_stride and h + pt - (kh - 1) >= 0 and h + pt < out_height
+        for w in range(width):
+            pixel = ((n * height + h) * width + w) * channels
+            if rows_inside and w + pl - (kw - 1) >= 0 and w + pl < out_width:
+                corner = ((n * out_height + h + pt) * out_width + w + pl) * out_channels   # tap (0, 0)'s
+                pixel_gradient(dy, corner, offsets, tap_rows, depth, wt, whole, channels, dx, pixel)
+            else:
+                count = pixel_taps(dy, g, n, h, w, out_channels, values, rows)
+                pixel_gradient(values, 0, listed, rows, count, wt, whole, channels, dx, pixel)
+
+
+@numba.njit(inline="always", cache=True)
+def pixel_gradient(source, start, taps, tap_rows, count, wt, whole, channels, dx, pixel):
+    """dx[pixel:pixel + C] = sum over t < count of source[start + taps[t]] * wt[tap_rows[t]:][:C]:
+    the whole vectors by pixel_channels, the rest one float at a time."""
+    pixel_channels(source, start, taps, tap_rows, count, wt, NO_BIAS, False, whole, splat(np.float32(-0.0)),
+                   splat(np.float32(1.0)), dx, pixel)
+    for c in range(whole, channels):
+        total = np.float32(0.0)
+        for t in range(count):
+            total += source[start + taps[t]] * wt[tap_rows[t] + c]
+        dx[pixel + c] = total
 
 
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
@@ -197,7 +247,7 @@ def direct_forward(x, w, bias, g, activation_code, alpha, y):
 
 
 def direct_input_gradient(dy, w, g, dx):
-    input_gradient_kernel(dy, transposed(w), g, dx)
+    input_gradient_kernel(dy.reshape(-1), transposed(w).reshape(-1), g, dx.shape[0], dx.reshape(-1))
 
 
 def direct_weight_gradient(dy, x, g, w_shape):
