@@ -38,7 +38,9 @@ fewer than PACKED_MIN_CHANNELS channels (which pack a float at a time) take the 
 faster for them, a chunk of whole images at a time (im2col.py): one blocked matmul makes every
 pixel's contributions, cols = x.reshape(N*H*W, I) @ w.reshape(kh*kw*O, I)^T, into a workspace,
 then col2im gathers each output pixel's sum and applies the epilogue to the pixel row it has
-just written.
+just written. A y of one channel (a Conv2D's input gradient into a grayscale image) skips the
+product of kh*kw columns: each y float is a sum of dots of x's I floats with w's
+(conv2d_direct.direct_transposed).
 The same routine computes a Conv2D's input gradient (conv2d_backward.py).
 """
 
@@ -46,6 +48,7 @@ import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
 from pyai.kernels.numba_cpu import memory
+from pyai.kernels.numba_cpu.conv2d_direct import direct_transposed
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
@@ -149,6 +152,9 @@ def transposed_conv(small, w, g, bias, activation, alpha, big):
         if g.channels >= PACKED_MIN_CHANNELS:   # a phase's product has only g.channels columns
             phase_conv(small, w, g, bias, activation, alpha, big)
             return
+    if g.channels == 1:   # into one channel: dots of small's channels, no cols (conv2d_direct.py)
+        direct_transposed(small, w, g, bias, ACTIVATIONS[activation], alpha, big)
+        return
     small_rows = small.reshape(-1, small_channels)
     weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
     for first, end in image_chunks(small.shape[0], g):
