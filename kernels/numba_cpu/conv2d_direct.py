@@ -48,11 +48,22 @@ PIXELS = 4   # interior outputs of a row computed together: their FMA chains ove
 
 
 @numba.njit(inline="always", cache=True)
+def add_dot(a, a_start, b, b_start, length, even, odd, total):
+    """(even, odd, total) plus the dot of a[a_start:][:length] and b[b_start:][:length]: its whole
+    vectors into the two chains of FMAs, the rest into total."""
+    whole = length // WIDTH * WIDTH
+    for c in range(0, whole, WIDTH):
+        even, odd = odd, fma(load(a, a_start + c), load(b, b_start + c), even)
+    for c in range(whole, length):
+        total += a[a_start + c] * b[b_start + c]
+    return even, odd, total
+
+
+@numba.njit(inline="always", cache=True)
 def window_dot(x, wt, g, n, oh, ow, o):
     """Output (n, oh, ow, o) before the bias: the dots of the window's pixels inside the image
     with w's taps, a vector at a time in two chains of FMAs, their lanes summed at the end."""
     (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
-    whole = channels // WIDTH * WIDTH
     even, odd = zeros(), zeros()
     total = np.float32(0.0)
     for i in range(kh):
@@ -61,12 +72,8 @@ def window_dot(x, wt, g, n, oh, ow, o):
             for j in range(kw):
                 w = ow * sw - pl + j
                 if 0 <= w < width:
-                    pixel = ((n * height + h) * width + w) * channels
-                    tap = ((o * kh + i) * kw + j) * channels
-                    for c in range(0, whole, WIDTH):
-                        even, odd = odd, fma(load(x, pixel + c), load(wt, tap + c), even)
-                    for c in range(whole, channels):
-                        total += x[pixel + c] * wt[tap + c]
+                    even, odd, total = add_dot(x, ((n * height + h) * width + w) * channels, wt,
+                                               ((o * kh + i) * kw + j) * channels, channels, even, odd, total)
     return total + lane_sum(add(even, odd))
 
 
@@ -214,7 +221,6 @@ def transposed_kernel(small, w, g, images, bias, has_bias, activation, alpha, bi
     channel walks the taps again; sharing small's loads over the channels is not tried."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
     small_channels = w.size // (kh * kw * channels)
-    whole = small_channels // WIDTH * WIDTH
     for task in numba.prange(images * height):
         n, h = task // height, task % height
         kernel_rows, out_rows = np.empty(kh, dtype=np.int64), np.empty(kh, dtype=np.int64)
@@ -234,12 +240,9 @@ def transposed_kernel(small, w, g, images, bias, has_bias, activation, alpha, bi
                     j, ow = first_j, first_ow
                     while j < kw:
                         if 0 <= ow < out_width:
-                            pixel = ((n * out_height + oh) * out_width + ow) * small_channels
-                            tap = ((i * kw + j) * channels + c) * small_channels
-                            for k in range(0, whole, WIDTH):
-                                even, odd = odd, fma(load(small, pixel + k), load(w, tap + k), even)
-                            for k in range(whole, small_channels):
-                                total += small[pixel + k] * w[tap + k]
+                            even, odd, total = add_dot(small, ((n * out_height + oh) * out_width + ow) * small_channels,
+                                                       w, ((i * kw + j) * channels + c) * small_channels,
+                                                       small_channels, even, odd, total)
                         j += sw
                         ow -= 1
                 big_rows[task * width + x, c] = total + lane_sum(add(even, odd))
