@@ -223,18 +223,49 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
             if windows_are_a:
-                runs = min(tap_rows.size * tap_cols.size, DEEPEST // shape[2] + 2)   # taps a slice meets
-                slivers = -(-min(rows, mc + mc // 4) // MR)
-                zero = aligned_floats(DEEPEST)
-                zero[:] = 0.0
-                windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
-                           np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
-                gemm_rectangle(windows, (other, n, 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0,
-                               cols, mc, nc)
+                windows_rectangle(image, shape, tap_rows, tap_cols, other, c, k, bias, has_bias, activation, alpha,
+                                  row0, rows, col0, cols, mc, nc)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
+
+
+def windows_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0,
+                      cols, mc, nc):
+    """One thread's rectangle of c = epilogue(windows @ b), B row-major (k, N): the A side's
+    address tables for a block of windows, then the matmul's loop nest."""
+    runs = min(tap_rows.size * tap_cols.size, DEEPEST // shape[2] + 2)   # taps a slice meets
+    slivers = -(-min(rows, mc + mc // 4) // MR)
+    zero = aligned_floats(DEEPEST)
+    zero[:] = 0.0
+    windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
+               np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
+    gemm_rectangle(windows, (b, c.shape[1], 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc,
+                   nc)
+
+
+def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, bias, has_bias, activation, alpha,
+               row_parts, col_parts, mc, nc):
+    """window_gemm's c = epilogue(windows @ B) for several window grids over one image, in one
+    parallel region (a strided transposed convolution's phases, conv2d_transpose.py): grid j has
+    the shape shapes[j], the tap rows tap_rows[j, :taps[j, 0]] and columns tap_cols[j, :taps[j, 1]],
+    and its B (row-major, N columns) at b[b_starts[j]:]. Part p of every grid's rows goes to the
+    same thread (tasks p * grids .. (p + 1) * grids - 1 of Numba's even split), so grids of unequal
+    work still leave the threads even."""
+    grids, n = shapes.shape[0], c.shape[1]
+    for task in numba.prange(row_parts * col_parts * grids):
+        part, j = task // grids, task % grids
+        s = shapes[j]
+        shape = (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[12])
+        m = images * s[3] * s[4]
+        k = taps[j, 0] * taps[j, 1] * s[2]
+        row0, rows = split(part // col_parts, row_parts, -(-m // MR), MR, m)
+        col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
+        if rows > 0 and cols > 0:
+            windows_rectangle(image, shape, tap_rows[j, :taps[j, 0]], tap_cols[j, :taps[j, 1]],
+                              b[b_starts[j]:b_starts[j] + k * n], c, k, bias, has_bias, activation, alpha, row0, rows,
+                              col0, cols, mc, nc)
 
 
 SHAPE = numba.types.UniTuple(int64, 13)
@@ -248,9 +279,13 @@ with slp_vectorize():
     pack_windows_b = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, PANEL,
                                      CORNERS), cache=True)(pack_windows_b)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
+    windows_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(windows_rectangle)
     window_gemm = numba.njit(
         void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, int64, READ_ONLY, numba.boolean,
              int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
+    grids_gemm = numba.njit(
+        void(READ_ONLY, CORNERS, CORNERS, CORNERS, CORNERS, READ_ONLY, TAPS, MATRIX, int64, READ_ONLY, numba.boolean,
+             int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(grids_gemm)
 
 
 def run_threads(threads, kernel, *args):
@@ -283,6 +318,36 @@ def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out
     m, n = image.shape[0] * windows.per_image, b.shape[1]
     c = memory.empty((m, n)) if out is None else out
     return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha)
+
+
+def grids_layout(grids):
+    """The arrays grids_gemm reads for several Windows over one image: (shapes, tap rows, tap
+    columns, tap counts), a row a grid."""
+    shapes = np.array([windows.shape for windows in grids], dtype=np.int64)
+    taps = np.array([(len(windows.tap_rows), len(windows.tap_cols)) for windows in grids], dtype=np.int64)
+    tap_rows = np.zeros((len(grids), taps[:, 0].max()), dtype=np.int64)
+    tap_cols = np.zeros((len(grids), taps[:, 1].max()), dtype=np.int64)
+    for j, windows in enumerate(grids):
+        tap_rows[j, :taps[j, 0]] = windows.tap_rows
+        tap_cols[j, :taps[j, 1]] = windows.tap_cols
+    return shapes, tap_rows, tap_cols, taps
+
+
+def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0):
+    """window_product for each of several window grids over one image (grids_layout's arrays),
+    all placing their rows in c, grid j's B (taps*C, N) row-major at b[b_starts[j]:], in one
+    parallel region (grids_gemm): 7-10% faster than a region a grid (four 12544 x 256 x 32
+    products, AMD EPYC Zen 3, 2 threads)."""
+    shapes, tap_rows, tap_cols, taps = layout
+    images, n = image.shape[0], c.shape[1]
+    rows = images * shapes[:, 3] * shapes[:, 4]
+    depth = int((taps[:, 0] * taps[:, 1]).max() * shapes[0, 2])
+    threads = thread_count(int(rows.sum()), n, depth)
+    has_bias = bias is not None
+    run_threads(threads, grids_gemm, image.reshape(-1), shapes, tap_rows, tap_cols, taps, b.reshape(-1), b_starts, c,
+                images, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation], float32(alpha),
+                *thread_grid(int(rows.max()), n, threads), MC, NC)
+    return c
 
 
 def window_weight_product(d_rows, image, windows):
