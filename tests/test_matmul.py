@@ -370,6 +370,29 @@ def test_the_epilogue_in_place_keeps_nan_infinities_and_signed_zeros(rng, activa
     np.testing.assert_array_equal(c.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
 
 
+@pytest.mark.parametrize("m,n", [(1, 1), (7, 13), (128, 256), (129, 6272)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_one_step_of_depth_is_the_outer_product_then_the_epilogue(rng, m, n, transpose_a, transpose_b):
+    """K = 1 (outer): every float is a[i] * b[j] rounded once, whatever the transposes; then
+    + b and the activation as the separate float32 ops give them. 129 x 6272 moves more than
+    SERIAL_BYTES, so it runs on every thread, a run of rows each."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, n, 1, transpose_a, transpose_b)
+    product = a.reshape(-1, 1) * b.reshape(1, -1)
+    assert (kernels.thread_count(m, n, 1) > 1) == (n == 6272)
+    np.testing.assert_array_equal(kernels.fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0), product)
+    bias = rng.standard_normal(n).astype(np.float32)
+    for activation, alpha in ((None, 0.0), ("relu", 0.0), ("leaky_relu", -1.5)):
+        np.testing.assert_array_equal(kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha),
+                                      bias_then_activation(product, bias, activation, alpha))
+    for activation in ("sigmoid", "tanh", "gelu"):
+        np.testing.assert_array_equal(kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.0),
+                                      getattr(pyai.ops, activation)(product + bias))
+    assert_close("outer product vs float64", pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b),
+                 a.reshape(-1, 1).astype(np.float64) * b.reshape(1, -1), MATMUL_TOL)
+
+
 @pytest.mark.parametrize("activation,alpha", [(None, 0.0), ("relu", 0.0), ("leaky_relu", 0.01), ("leaky_relu", -1.5)])
 @pytest.mark.parametrize("m,k,n,transpose_a", [(1, 1, 1, False), (64, 1024, 784, False), (100, 37, 64, True),
                                                (389, 300, 200, False), (389, 300, 200, True), (2048, 128, 128, False),

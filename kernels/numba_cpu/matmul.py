@@ -49,6 +49,10 @@ One column (N = 1, a layer of one output: a logit) would spend 31 of a tile's 32
 on padding: it runs gemv instead, WIDTH rows of C in one vector; a tall one on every thread, each
 a run of C's rows (gemv_parallel).
 
+One step of depth (K = 1, a logit layer's input gradient: dy (M x 1) times w^T (1 x N)) is an
+outer product: every float of C is a[i] * b[j], one multiply (outer). The tiles would zero a
+tile, run one FMA step and store it (128 x 1 x 256 on one core: 21 us; outer: ~5).
+
 A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many bytes
 (SERIAL_BYTES): a DCGAN's logit layer, 128 x 6272 x 1 and its gradients (an outer product of K =
 1 writing 3.2 MB), is bound by memory, which one core reads and writes at half the rate of two.
@@ -598,6 +602,20 @@ def gemv_parallel(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activa
                       activation, alpha)
 
 
+def outer(a, b, c, bias, has_bias, activation, alpha, parts):
+    """c (M x N) = epilogue(a b^T) for K = 1, where op(A)'s one column and op(B)'s one row are M
+    and N contiguous floats whatever the transposes: c[i, j] = a[i] * b[j], rounded once, as the
+    tiles' first FMA from zero rounds it; then the bias and activation a row at a time. C's rows
+    cut into `parts` runs, one task each."""
+    m, n = c.shape
+    for part in numba.prange(parts):
+        for i in range(part * m // parts, (part + 1) * m // parts):
+            for j in range(n):
+                c[i, j] = a[i] * b[j]
+            if has_bias or activation != NONE:
+                apply_epilogue(c, i, 0, 1, n, bias, has_bias, activation, alpha)
+
+
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
@@ -631,6 +649,10 @@ gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows")
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv), void(*GEMV_OPERANDS))
 gemv_parallel = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemv_parallel),
                                     void(*GEMV_OPERANDS, int64))
+OUTER_OPERANDS = (READ_ONLY, READ_ONLY, MATRIX, READ_ONLY, numba.boolean, int64, float32, int64)
+outer_one_thread = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(renamed(outer, "outer_one_thread")),
+                                       void(*OUTER_OPERANDS))
+outer = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(outer), void(*OUTER_OPERANDS))
 # the two loop orders compile on their first call (a program with few rows never compiles gemm);
 # gemm_rectangle, called only by gemm, with it, for the types gemm passes. Few rows on one thread
 # (products under SERIAL_FLOPS, all of an MLP's training steps) run a serial compile of the same
@@ -692,6 +714,10 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
                 bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
                 np.float32(alpha))
+    if k == 1:
+        run = outer_one_thread if threads == 1 else outer
+        run(a.reshape(-1), b.reshape(-1), c, *operands[8:], threads)
+        return c
     if n == 1 and threads == 1:
         gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:])
         return c

@@ -142,7 +142,7 @@ class GAN:
         fake = self.generator.forward(generator_noise)                                 # (n, pixels)
         fake_logits = self.discriminator.forward(fake)                                 # (n, 1)
         generator_loss = self.loss(fake_logits, np.ones((n, 1), np.float32))
-        self.generator.backward(backward_to_input(self.discriminator, self.loss.backward()))
+        self.generator.backward(backward_to_input(self.discriminator, self.loss.backward()), input_gradient=False)
         self.generator_optimizer.step(self.generator)
 
         return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss,
