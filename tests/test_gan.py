@@ -214,6 +214,20 @@ def test_train_step_checks_its_inputs():
         gan.train_step(real, noise, np.zeros((5, 8)))
 
 
+def test_the_image_gradient_equals_the_full_backward_and_checks_dy(rng):
+    """backward_to_input (the generator's update: kernels without the ops' checks where dy has
+    the discriminator's output shape) gives the input gradient of the full backward, bit for
+    bit; a dy of another shape is refused with the op's error, not read out of bounds."""
+    from pyai.models.gan import backward_to_input
+    gan = GAN(**SMALL)
+    images = rng.uniform(-1, 1, (6, 20)).astype(np.float32)
+    dy = rng.standard_normal((6, 1)).astype(np.float32)
+    gan.discriminator.forward(images)
+    np.testing.assert_array_equal(backward_to_input(gan.discriminator, dy), gan.discriminator.backward(dy))
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        backward_to_input(gan.discriminator, np.ones((6, 2), np.float32))
+
+
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     """Two epochs straight, or one, a checkpoint, a new GAN loaded from it, and one more: bit for
     bit the same weights, optimizer states, history and random generator."""
