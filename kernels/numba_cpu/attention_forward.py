@@ -212,8 +212,8 @@ def tile_values(v_chunks, p, first_key, keys, depth, out):
             continue
         for s in range(last + 1):
             if s == last and half:
-                half_kernel_strided(v_chunks[s, first_key:first_key + keys[t]], p.reshape(-1),
-                                    t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
+                half_kernel_strided(v_chunks.reshape(-1), (s * v_chunks.shape[1] + first_key) * MR, keys[t],
+                                    p.reshape(-1), t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
             else:
                 micro_kernel(v_chunks[s, first_key:first_key + keys[t]], p[t], out[t], s * MR, 0, True)
 

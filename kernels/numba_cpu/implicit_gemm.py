@@ -37,7 +37,7 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import MC, NC
-from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, gemm_rectangle,
+from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, edge_tile, gemm_rectangle,
                                            multiply_a_block, multiply_gathered, pack_b_operand, slp_vectorize,
                                            thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
@@ -194,7 +194,8 @@ def multiply_windows(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, 
                      activation, alpha):
             runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6], a[7])
             multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, a[6][3], rows, col0, cols,
-                              depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha)
+                              depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha, edge_tile(),
+                              np.arange(MR))
         return multiply
 
 

@@ -229,41 +229,45 @@ def add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate):
 
 
 def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride, c, row_of, rows, col0, cols,
-                      first_slice, last_slice, bias, has_bias, activation, alpha):
+                      first_slice, last_slice, bias, has_bias, activation, alpha, edge, in_order):
     """multiply_block for an A block of `rows` rows read where they lie (micro_kernel_gathered):
     sliver s's MR rows at the addresses rows_at[s] (runs x MR), lengths[j] floats in run j; the
     block's row i goes to C's row row_of[i] (a table of whole slivers, increasing), which need
     not follow row_of[i - 1]: a ragged tile's rows and the epilogue after a tile are added and
-    applied a run of C's rows at a time, all of the tile's where they follow each other."""
+    applied a run of C's rows at a time, all of the tile's where they follow each other. The
+    caller hands over the room for a ragged tile (edge_tile) and in_order = 0 .. MR - 1, its rows
+    there."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
-    edge = aligned_floats(MR * NR).reshape((MR, NR))
+    addresses = rows_at.reshape(-1)   # the tiles take the tables whole, with offsets (matmul_micro.GATHERED)
+    sliver_addresses = rows_at.shape[1] * MR
     for t in range(-(-cols // NR)):
         col = col0 + t * NR
         tile_cols = min(NR, col0 + cols - col)
         for s in range(-(-rows // MR)):
             tile_rows = min(MR, rows - s * MR)
             whole = tile_cols == NR and tile_rows == MR
-            tile_row_of = row_of[s * MR:(s + 1) * MR]
+            first_row = s * MR
             start = b_start + t * sliver_step
             finished = last_slice and whole and in_registers(epilogue)
             if finished:
-                finished_gathered(rows_at[s], lengths, runs, b, start, b_stride, c, tile_row_of, col, not first_slice,
-                                  bias, epilogue)
+                finished_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
+                                  first_row, col, not first_slice, bias, epilogue)
             elif whole:
-                micro_kernel_gathered(rows_at[s], lengths, runs, b, start, b_stride, c, tile_row_of, col,
-                                      not first_slice)
+                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
+                                      first_row, col, not first_slice)
             else:
-                micro_kernel_gathered(rows_at[s], lengths, runs, b, start, b_stride, edge, np.arange(MR), 0, False)
+                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, edge,
+                                      in_order, 0, 0, False)
             rest = last_slice and rest_to_apply(finished, epilogue)
             if whole and not rest:
                 continue
-            run = tile_rows if tile_row_of[tile_rows - 1] - tile_row_of[0] == tile_rows - 1 else 1
+            run = tile_rows if row_of[first_row + tile_rows - 1] - row_of[first_row] == tile_rows - 1 else 1
             for i in range(0, tile_rows, run):
                 if not whole:
-                    add_edge(c, edge[i:i + run], tile_row_of[i], col, run, tile_cols, not first_slice)
+                    add_edge(c, edge[i:i + run], row_of[first_row + i], col, run, tile_cols, not first_slice)
                 if rest:
-                    rest_of_epilogue(c, tile_row_of[i], col, run, tile_cols, finished, bias, epilogue)
+                    rest_of_epilogue(c, row_of[first_row + i], col, run, tile_cols, finished, bias, epilogue)
     if last_slice and not by_tile:
         run = rows if row_of[rows - 1] - row_of[0] == rows - 1 else 1
         for i in range(0, rows, run):
@@ -298,7 +302,7 @@ def rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue
 
 
 def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start, sliver_step, b_stride, c, row0,
-                   rows, col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha):
+                   rows, col0, cols, first_slice, last_slice, bias, has_bias, activation, alpha, edge):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block times B's slivers, sliver t's row p at
     b[b_start + t * sliver_step + p * b_stride:][:NR] (packed, or B itself): stored by the first
     slice, added by the others; the epilogue after the last. A sliver s < in_place is read where it
@@ -309,11 +313,12 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
     tile's last part runs a finished kernel (bias and leaky ReLU in registers as it is stored);
     what is left of the epilogue (ReLU, a ragged or half tile's whole epilogue) runs right after,
     while the tile is in L1; sigmoid's, tanh's and gelu's on the whole block at the end (from
-    L2), where their loops vectorize along rows (epilogue.EXPENSIVE)."""
+    L2), where their loops vectorize along rows (epilogue.EXPENSIVE). A ragged tile is computed
+    whole in `edge` (edge_tile, from the caller), then added."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
-    edge = aligned_floats(MR * NR).reshape((MR, NR))
     depth = a_packed.shape[1]
+    packed = a_packed.reshape(-1)   # the tiles take it whole, with offsets (matmul_micro.STRIDED)
     for t in range(-(-cols // NR)):
         col = col0 + t * NR
         tile_cols = min(NR, col0 + cols - col)
@@ -322,10 +327,11 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
             tile_rows = min(MR, row0 + rows - row)
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP and s >= in_place
             whole = tile_cols == NR and tile_rows == (ROWS_PER_GROUP if half else MR)
-            out, out_row, out_col = (c, row, col) if whole else (edge, 0, 0)
+            out_row, out_col = (row, col) if whole else (0, 0)
             for part0 in range(0, depth, KC):
                 part_depth = min(depth, part0 + KC) - part0
                 start = b_start + t * sliver_step + part0 * b_stride
+                sliver = (s * depth + part0) * MR
                 accumulate = not first_slice or part0 > 0
                 finished = (last_slice and whole and not half and part0 + part_depth == depth
                             and in_registers(epilogue))
@@ -334,15 +340,15 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
                                       b_stride, c, row, col, accumulate, bias, epilogue)
                 elif s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
-                                          b_stride, out, out_row, out_col, accumulate and whole)
+                                          b_stride, c if whole else edge, out_row, out_col, accumulate and whole)
                 elif half:
-                    half_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
+                    half_kernel_strided(packed, sliver, part_depth, b, start, b_stride, c if whole else edge, out_row,
                                         out_col, accumulate and whole)
                 elif finished:
-                    finished_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, c, row, col,
-                                     accumulate, bias, epilogue)
+                    finished_strided(packed, sliver, part_depth, b, start, b_stride, c, row, col, accumulate, bias,
+                                     epilogue)
                 else:
-                    micro_kernel_strided(a_packed[s, part0:part0 + part_depth], b, start, b_stride, out, out_row,
+                    micro_kernel_strided(packed, sliver, part_depth, b, start, b_stride, c if whole else edge, out_row,
                                          out_col, accumulate and whole)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate)
@@ -350,6 +356,11 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
                 rest_of_epilogue(c, row, col, tile_rows, tile_cols, finished, bias, epilogue)
     if last_slice and not by_tile:
         apply_epilogue(c, row0, col0, rows, cols, bias, False, activation, alpha)
+
+
+def edge_tile():
+    """Room for a ragged tile, computed whole, then added to C (add_edge)."""
+    return aligned_floats(MR * NR).reshape((MR, NR))
 
 
 def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
@@ -367,7 +378,7 @@ def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k
     multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a,
                    row0 * row_stride + depth0 * col_stride, row_stride, col_stride, in_place, b_buffer, b_start,
                    depth * NR, NR, c, row0, rows, col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
-                   activation, alpha)
+                   activation, alpha, edge_tile())
 
 
 def multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
@@ -526,6 +537,7 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
     not too many (a ragged last sliver packed)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
+    edge = edge_tile()
     in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride < IN_PLACE_STRIDE
                                    and k <= IN_PLACE_DEPTH) else 0
     depth0 = 0
@@ -536,14 +548,14 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
         if in_place:
             multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b,
                            depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0, in_place, first, last,
-                           bias, has_bias, activation, alpha)
+                           bias, has_bias, activation, alpha, edge)
         if in_place < cols:
             packed_slivers = -(-(cols - in_place) // NR)
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
                    b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
             multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer, 0,
                            depth * NR, NR, c, 0, m, col0 + in_place, cols - in_place, first, last, bias, has_bias,
-                           activation, alpha)
+                           activation, alpha, edge)
         depth0 += depth
 
 
@@ -628,19 +640,24 @@ with slp_vectorize():
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
+    edge_tile = numba.njit(inline="always", cache=True)(edge_tile)
     readable_in_place = numba.njit(inline="always", cache=True)(readable_in_place)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
     in_registers = numba.njit(inline="always", cache=True)(in_registers)
     rest_to_apply = numba.njit(inline="always", cache=True)(rest_to_apply)
     rest_of_epilogue = numba.njit(cache=True)(rest_of_epilogue)
+    # the tile loops run without reference counts (_nrt=False): Numba takes and drops a count on
+    # every array it passes to a call, two locked instructions an array, and a locked instruction
+    # waits for the tile's stores to C to reach the cache; they make no array of their own, so
+    # their callers hand them the one they need (edge_tile)
     multiply_gathered = numba.njit(
         void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64[::1], int64, int64,
-             int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
-        fastmath=FASTMATH, cache=True)(multiply_gathered)
+             int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32, MATRIX, int64[::1]),
+        fastmath=FASTMATH, cache=True, _nrt=False)(multiply_gathered)
     multiply_block = numba.njit(
         void(PANEL, READ_ONLY, int64, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64,
-             int64, int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32),
-        fastmath=FASTMATH, cache=True)(multiply_block)
+             int64, int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32, MATRIX),
+        fastmath=FASTMATH, cache=True, _nrt=False)(multiply_block)
     pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, FLAT, int64, int64, int64), cache=True)(pack_a_sliver)
     few_rows_panel = numba.njit(
         void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,

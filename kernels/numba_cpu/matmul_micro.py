@@ -56,14 +56,6 @@ def fma_rows(a0, a1, a2, a3, a4, a5, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
-def fma_six_rows(a_sliver, p, first, b0, b1, acc):
-    """acc (6 rows of 2 vectors) += a_sliver[p, first:first+6]^T (b0, b1)."""
-    return fma_rows(splat(a_sliver[p, first]), splat(a_sliver[p, first + 1]), splat(a_sliver[p, first + 2]),
-                    splat(a_sliver[p, first + 3]), splat(a_sliver[p, first + 4]), splat(a_sliver[p, first + 5]),
-                    b0, b1, acc)
-
-
-@numba.njit(inline="always", cache=True)
 def fma_six_rows_in_place(a, start, stride, b0, b1, acc):
     """acc += (a[start], a[start + stride], .. a[start + 5 stride]) x (b0, b1): six rows of A read
     where they lie (row-major, `stride` floats apart)."""
@@ -90,12 +82,13 @@ def consecutive(row):
 
 
 @numba.njit(inline="always", cache=True)
-def listed(table):
-    """A tile's MR rows as a table lists them, in consecutive's form: the C rows of a tile whose
-    rows are not one run of C's (a transposed convolution's stride phase, written into its
-    output), or the addresses of A's rows (gathered_product)."""
-    return (table[0], table[1], table[2], table[3], table[4], table[5], table[MR - 6], table[MR - 5],
-            table[MR - 4], table[MR - 3], table[MR - 2], table[MR - 1])
+def listed(table, start):
+    """A tile's MR rows as a table lists them from table[start] on, in consecutive's form: the C
+    rows of a tile whose rows are not one run of C's (a transposed convolution's stride phase,
+    written into its output), or the addresses of A's rows (gathered_product)."""
+    return (table[start], table[start + 1], table[start + 2], table[start + 3], table[start + 4], table[start + 5],
+            table[start + MR - 6], table[start + MR - 5], table[start + MR - 4], table[start + MR - 3],
+            table[start + MR - 2], table[start + MR - 1])
 
 
 @numba.njit(inline="always", cache=True)
@@ -180,20 +173,21 @@ def finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue):
 
 
 @numba.njit(inline="always", cache=True)
-def tile_product(a_sliver, b, b_start, b_stride, c, rows, col):
-    """The accumulators (top, bottom: 6 rows each) of a_sliver.T @ B for the tile
-    in C's rows `rows`, columns col .. col + NR, where row p of B is b[b_start + p * b_stride:][:NR]. Rows in
-    groups of 6 (one group with AVX2, two with AVX-512: MR is a constant, so the second group
-    compiles away where it is unused)."""
+def tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col):
+    """The accumulators (top, bottom: 6 rows each) of A^T @ B for the tile in C's rows `rows`,
+    columns col .. col + NR, over `depth` steps: A a packed sliver, its row p the MR floats from
+    a[a_start + p * MR] (a flat, or a C-contiguous sliver with a_start 0), row p of B
+    b[b_start + p * b_stride:][:NR]. Rows in groups of 6 (one group with AVX2, two with AVX-512:
+    MR is a constant, so the second group compiles away where it is unused)."""
     prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
-    for p in range(a_sliver.shape[0]):
+    for p in range(depth):
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
-        top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
+        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
         if MR == 2 * ROWS_PER_GROUP:
-            bottom = fma_six_rows(a_sliver, p, ROWS_PER_GROUP, b0, b1, bottom)
+            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
     return top, bottom
 
 
@@ -227,14 +221,14 @@ def in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_s
 
 
 @numba.njit(inline="always", cache=True)
-def gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col):
+def gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col):
     """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
     prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
     b_row = b_start
     for j in range(runs):
-        at = listed(a_rows[j])
+        at = listed(a_rows, a_start + j * MR)
         for p in range(lengths[j]):
             b0 = load(b, b_row)
             b1 = load(b, b_row + WIDTH)
@@ -249,7 +243,7 @@ def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
     rows = consecutive(row)
-    top, bottom = tile_product(a_sliver, b_sliver, 0, NR, c, rows, col)
+    top, bottom = tile_product(a_sliver, 0, a_sliver.shape[0], b_sliver, 0, NR, c, rows, col)
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
@@ -263,25 +257,31 @@ micro_kernel = numba.njit(inline="always", cache=True)(micro_kernel)
 # the bias and applies leaky ReLU (finish_tile) as it stores the tile; the bias is indexed by C's
 # column. Two compiled functions rather than one with the epilogue as an argument: the plain one
 # keeps its stores free of the epilogue (measured: 1-4% on a plain product).
-STRIDED = (float32[:, ::1], READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
+# The tile kernels take their arrays whole, with offsets, never a view made for the tile: a view
+# costs a reference count taken and dropped, two locked instructions, and a locked instruction
+# waits for the tile's stores to C to reach the cache (a weight gradient of 1024 x 64 x 784 on
+# one core of an AMD EPYC Zen 3 spent 8% of its time in them).
+STRIDED = (float32[::1], int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 IN_PLACE = (READ_ONLY, int64, int64, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
             boolean)
-GATHERED = (int64[:, ::1], int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, boolean)
+GATHERED = (int64[::1], int64, int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, int64,
+            boolean)
 
 
 @numba.njit(void(*STRIDED), cache=True)
-def micro_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
-    """The same tile with B read in place: row p of B is b[b_start + p * b_stride:][:NR], from a
-    packed buffer (b_stride NR) or from a row-major matrix itself (b_stride its row length)."""
+def micro_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """The same tile for `depth` steps, its packed A sliver at a[a_start:], with B read in place:
+    row p of B is b[b_start + p * b_stride:][:NR], from a packed buffer (b_stride NR) or from a
+    row-major matrix itself (b_stride its row length)."""
     rows = consecutive(row)
-    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, rows, col)
+    top, bottom = tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col)
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*STRIDED, READ_ONLY, EPILOGUE), cache=True)
-def finished_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+def finished_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
     rows = consecutive(row)
-    top, bottom = tile_product(a_sliver, b, b_start, b_stride, c, rows, col)
+    top, bottom = tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col)
     finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
@@ -306,33 +306,36 @@ def finished_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start, b_
 
 
 @numba.njit(void(*GATHERED), cache=True)
-def micro_kernel_gathered(a_rows, lengths, runs, b, b_start, b_stride, c, row_of, col, accumulate):
+def micro_kernel_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col,
+                          accumulate):
     """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
-    the tile's A is lengths[j] floats from address a_rows[j, r] (simd.address: in an image, or in
-    a buffer of zeros for padding), against the next lengths[j] rows of B. No packing at all,
-    for rows that are not one matrix's (the windows of an image, implicit_gemm.py). Its row r
-    goes to C's row row_of[r] (any rows: a transposed convolution's phase writes its output's)."""
-    rows = listed(row_of)
-    top, bottom = gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col)
+    the tile's A is lengths[j] floats from address a_rows[a_start + j * MR + r] (simd.address: in
+    an image, or in a buffer of zeros for padding), against the next lengths[j] rows of B. No
+    packing at all, for rows that are not one matrix's (the windows of an image,
+    implicit_gemm.py). Its row r goes to C's row row_of[row_start + r] (any rows: a transposed
+    convolution's phase writes its output's)."""
+    rows = listed(row_of, row_start)
+    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
-def finished_gathered(a_rows, lengths, runs, b, b_start, b_stride, c, row_of, col, accumulate, bias, epilogue):
-    rows = listed(row_of)
-    top, bottom = gathered_product(a_rows, lengths, runs, b, b_start, b_stride, c, rows, col)
+def finished_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col, accumulate,
+                      bias, epilogue):
+    rows = listed(row_of, row_start)
+    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
     finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
 @numba.njit(void(*STRIDED), cache=True)
-def half_kernel_strided(a_sliver, b, b_start, b_stride, c, row, col, accumulate):
+def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
     holds no more rows, where the whole tile would spend most of its FMAs on padding."""
     rows = consecutive(row)
     prefetch_tile(c, rows, col, ROWS_PER_GROUP)
     top = zero_rows()
-    for p in range(a_sliver.shape[0]):
+    for p in range(depth):
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
-        top = fma_six_rows(a_sliver, p, 0, b0, b1, top)
+        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
     write_six_rows(c, rows, 0, col, top, accumulate)
