@@ -210,6 +210,15 @@ def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed
         assert np.isnan(buffer[slivers * depth * MR:]).all()
 
 
+def test_the_tile_loops_count_no_references():
+    """The loops over a block's tiles compile without Numba's reference counts: a count is taken
+    and dropped for every array passed to each tile's kernel, locked instructions that wait for
+    the tile's stores to C (8% of a 1024 x 64 x 784 weight gradient's time on an AMD EPYC Zen 3)."""
+    from pyai.kernels.numba_cpu.matmul import multiply_block, multiply_gathered
+    for loop in (multiply_block, multiply_gathered):
+        assert loop.targetoptions.get("_nrt") is False, loop.py_func.__name__
+
+
 @pytest.mark.parametrize("m,k", [(1, 1), (5, 13), (16, 16), (37, 53), (32, 257), (129, 300)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
