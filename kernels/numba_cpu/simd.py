@@ -17,6 +17,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     store(array, offset, v)        the reverse
     splat(x)                       x in every lane
     zeros()                        0 in every lane
+    first_lanes(v, count)          v's first count lanes, 0 in the others
     fma(a, b, c)                   a * b + c, rounded once, lane by lane
     add(a, b), subtract(a, b), multiply(a, b)
                                    a + b, a - b, a * b, lane by lane
@@ -176,6 +177,21 @@ def splat_from(typingctx, where):
         value = builder.load(builder.inttoptr(args[0], ir.FloatType().as_pointer()), align=4)
         return broadcast(builder, value)
     return VECTOR(types.int64), codegen
+
+
+@intrinsic
+def first_lanes(typingctx, vector, count):
+    """vector's first `count` lanes as they are, the others 0 (a select, so whatever the lanes
+    past them held, NaN included, is gone)."""
+    def codegen(context, builder, signature, args):
+        vector, count = args
+        int64_vector = ir.VectorType(ir.IntType(64), WIDTH)
+        lane = builder.insert_element(ir.Constant(int64_vector, ir.Undefined), count, ir.Constant(ir.IntType(32), 0))
+        counts = builder.shuffle_vector(lane, ir.Constant(int64_vector, ir.Undefined),
+                                        ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
+        kept = builder.icmp_signed("<", ir.Constant(int64_vector, list(range(WIDTH))), counts)
+        return builder.select(kept, vector, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
+    return VECTOR(VECTOR, types.int64), codegen
 
 
 @intrinsic
