@@ -306,19 +306,31 @@ def operand_shapes(heads, depth, n_queries_padded, n_keys_padded):
 
 @numba.njit(fastmath={"reassoc", "contract"}, cache=True)
 def dot64(x, x_start, y, y_start, count):
-    """sum x[x_start + d] y[y_start + d] over d < count, in float64, in whatever order vectorizes
-    (float64 lanes: 4.1 -> 1.7 us for a 128 x 32 head's delta)."""
+    """sum x[x_start + d] y[y_start + d] over d < count, in float64, in whatever order vectorizes.
+    Indexed from slices: an index x_start + d, which might be negative as far as LLVM can tell,
+    is wrapped around an element at a time, and the loads are not vectorized."""
+    xs, ys = x[x_start:x_start + count], y[y_start:y_start + count]
     total = 0.0
     for d in range(count):
-        total += np.float64(x[x_start + d]) * np.float64(y[y_start + d])
+        total += np.float64(xs[d]) * np.float64(ys[d])
     return total
 
 
+@numba.njit(parallel=True, cache=True)
+def row_deltas(do, o, n_queries, depth, delta):
+    """delta[head, i] = sum_d do_id o_id (dot64) of every head's row i, do and o Rows: every head's
+    row i in turn, loads that do not wait on each other. One head's rows one after another, each
+    a few lines strides apart, had waited on each row's lines in turn (from L3: a tenth of a GPT
+    head's backward)."""
+    for i in numba.prange(n_queries):
+        for head in range(len(do[2])):
+            delta[head, i] = dot64(do[0], do[2][head] + i * do[1], o[0], o[2][head] + i * o[1], depth)
+
+
 @numba.njit(cache=True)
-def pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
-    """One head's packed operands (packed: its seven arrays), its padded lse and delta =
-    rowsum(do o) (summed in float64). q, k, v, do, o are Rows. Padded rows of lse and delta are
-    left as they are (the caller zeroes them)."""
+def pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale, packed, lse_padded):
+    """One head's packed operands (packed: its seven arrays) and its padded lse. q, k, v, do are
+    Rows. Padded rows of lse are left as they are (the caller zeroes them)."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     one = np.float32(1)
     depth = q_slivers.shape[1]
@@ -330,29 +342,27 @@ def pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale, packed, lse_p
     pack_chunks(do[0], do_start, do[1], n_queries, depth, MR, do_chunks)
     pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks)
     pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks)
-    for i in range(n_queries):
-        lse_padded[i] = lse[head, i]
-        delta[i] = dot64(do[0], do_start + i * do[1], o[0], o[2][head] + i * o[1], depth)
+    lse_padded[:n_queries] = lse[head]
 
 
 @numba.njit(parallel=True, cache=True)
-def pack_operands(q, k, v, do, o, n_queries, n_keys, lse, scale, packed, lse_padded, delta):
+def pack_operands(q, k, v, do, n_queries, n_keys, lse, scale, packed, lse_padded):
     """Every head's pack_head, in one parallel region (one task per head): on a busy machine
     every region's closing barrier waits for the slowest thread, so they are kept few."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     for head in numba.prange(q_slivers.shape[0]):
-        pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale,
+        pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale,
                   (q_slivers[head], k_slivers[head], do_slivers[head], v_slivers[head], do_chunks[head],
-                   q_chunks[head], k_chunks[head]), lse_padded[head], delta[head])
+                   q_chunks[head], k_chunks[head]), lse_padded[head])
 
 
-def backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, causal, scale, q_slivers, k_slivers, do_slivers,
-                     v_slivers, do_chunks, q_chunks, k_chunks, lse_slots, delta_slots, dq_slots, dq, dk, dv):
+def backward_by_head(q, k, v, do, n_queries, n_keys, lse, causal, scale, q_slivers, k_slivers, do_slivers,
+                     v_slivers, do_chunks, q_chunks, k_chunks, lse_slots, delta, dq_slots, dq, dk, dv):
     """backward_kernel's work with whole heads as tasks (one group): task `part` takes a run of
     heads and, a head at a time, packs its operands into slot `part` (pack_head) and runs all
     its key tiles on them, while they are in L2 (the next head's rows asked for meanwhile:
-    prefetch_rows), then writes its dq. q, k, v, do, o and dq, dk, dv are Rows; dk and dv share
-    a row stride (dk's)."""
+    prefetch_rows), then writes its dq. q, k, v, do and dq, dk, dv are Rows; dk and dv share a
+    row stride (dk's); delta is every head's (row_deltas)."""
     heads, parts = lse.shape[0], q_slivers.shape[0]
     tiles = -(-n_keys // KEY_TILE)
     depth = q_slivers.shape[2]
@@ -361,13 +371,13 @@ def backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, causal, scale, q_sl
                   q_chunks[part], k_chunks[part])
         dq_head = dq_slots[part, 0]
         for head in range(part * heads // parts, (part + 1) * heads // parts):
-            pack_head(q, k, v, do, o, head, n_queries, n_keys, lse, scale, packed, lse_slots[part], delta_slots[part])
+            pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale, packed, lse_slots[part])
             if head + 1 < (part + 1) * heads // parts:
-                for x, count in ((q, n_queries), (do, n_queries), (o, n_queries), (k, n_keys), (v, n_keys)):
+                for x, count in ((q, n_queries), (do, n_queries), (k, n_keys), (v, n_keys)):
                     prefetch_rows(x, head + 1, count, depth)
             dq_head[:] = 0
             for tile in range(tiles):
-                key_tile_backward(packed, lse_slots[part], delta_slots[part], tile * KEY_TILE, n_queries, n_keys,
+                key_tile_backward(packed, lse_slots[part], delta[head], tile * KEY_TILE, n_queries, n_keys,
                                   causal, scale, dq_head, dk[0], dv[0], dk[1], dk[2][head], dv[2][head])
             copy_rows(dq_head, n_queries, depth, dq[0], dq[1], dq[2][head])
 
@@ -376,7 +386,7 @@ LSE = numba.types.Array(float32, 2, "C", readonly=True)
 OUT_ROWS = numba.types.Tuple((FLAT, int64, STARTS))
 with slp_vectorize():
     backward_by_head = numba.njit(
-        void(ROWS, ROWS, ROWS, ROWS, ROWS, int64, int64, LSE, boolean, float32, PACKED, PACKED, PACKED, PACKED,
+        void(ROWS, ROWS, ROWS, ROWS, int64, int64, LSE, boolean, float32, PACKED, PACKED, PACKED, PACKED,
              PACKED, PACKED, PACKED, float32[:, ::1], float32[:, ::1], float32[:, :, :, ::1], OUT_ROWS,
              OUT_ROWS, OUT_ROWS),
         parallel=True, cache=True)(backward_by_head)
@@ -417,16 +427,17 @@ def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, d
     groups = 1 if by_head else groups
     *packed, lse_padded, delta, dq_copies = workspace(
         operand_shapes(slots, depth, n_queries_padded, padded(n_keys, NR))
-        + [(slots, n_queries_padded), (slots, n_queries_padded),
+        + [(slots, n_queries_padded), (heads, n_queries_padded),
            (groups, slots, n_queries_padded, padded(depth, NR))])
     lse_padded[:, n_queries:] = 0
     delta[:, n_queries:] = 0
+    row_deltas(do, o, n_queries, depth, delta)
     if by_head:
-        backward_by_head(q, k, v, do, o, n_queries, n_keys, lse, bool(causal), np.float32(scale), *packed,
+        backward_by_head(q, k, v, do, n_queries, n_keys, lse, bool(causal), np.float32(scale), *packed,
                          lse_padded, delta, dq_copies.reshape(slots, 1, *dq_copies.shape[2:]), dq, dk, dv)
         return
     dq_copies[:] = 0
-    pack_operands(q, k, v, do, o, n_queries, n_keys, lse, np.float32(scale), tuple(packed), lse_padded, delta)
+    pack_operands(q, k, v, do, n_queries, n_keys, lse, np.float32(scale), tuple(packed), lse_padded)
     backward_kernel(*packed, lse_padded, delta, n_queries, n_keys, bool(causal), np.float32(scale),
                     dq_copies, dk[0], dv[0], dk[1], dk[2], dv[2])
     write_query_gradients(dq_copies, n_queries, depth, dq[0], dq[1], dq[2])
