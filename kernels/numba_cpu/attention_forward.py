@@ -252,17 +252,33 @@ def tile_values(v_chunks, p, first_key, keys, depth, out):
 
 @numba.njit(cache=True)
 def write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, stride, lse):
-    """o's rows (at start + query * stride in the flat o) and lse of the block's queries."""
-    wide_vectors()
+    """o's rows (at start + query * stride in the flat o) and lse of the block's queries: o^T
+    (out, a sliver of NR queries across) scaled by 1 / row sum along its rows, then turned
+    WIDTH x WIDTH floats at a time in registers (simd.transpose_square); a ragged edge a float at
+    a time. (Down out's columns a float at a time, a tenth of a GPT head's forward.)"""
+    scratch = aligned_floats(2 * WIDTH * WIDTH)
+    inverse = aligned_floats(NR)
+    rows = out.shape[1]
+    whole_depth = depth // WIDTH * WIDTH
     for t in range(out.shape[0]):
+        first = first_query + t * NR
         for c in range(NR):
-            query = first_query + t * NR + c
-            if query < n_queries:
-                inverse = np.float32(1) / row_sum[t * NR + c]
-                row = start + query * stride
-                for d in range(depth):
-                    o[row + d] = out[t, d, c] * inverse
-                lse[query] = row_max[t * NR + c] + math.log(row_sum[t * NR + c])
+            inverse[c] = 0   # padding: never written
+            if first + c < n_queries:
+                inverse[c] = np.float32(1) / row_sum[t * NR + c]
+                lse[first + c] = row_max[t * NR + c] + math.log(row_sum[t * NR + c])
+        for d in range(depth):
+            for c0 in range(0, NR, WIDTH):
+                at = (t * rows + d) * NR + c0
+                store(out, at, multiply(load(out, at), load(inverse, c0)))
+        for c0 in range(0, NR, WIDTH):
+            whole = first + c0 + WIDTH <= n_queries
+            for d0 in range(0, whole_depth if whole else 0, WIDTH):
+                transpose_square(out, (t * rows + d0) * NR + c0, NR, o, start + (first + c0) * stride + d0, stride,
+                                 scratch)
+            for c in range(c0, min(c0 + WIDTH, n_queries - first)):
+                for d in range(whole_depth if whole else 0, depth):
+                    o[start + (first + c) * stride + d] = out[t, d, c]
 
 
 @numba.njit(cache=True)
