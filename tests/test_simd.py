@@ -38,6 +38,22 @@ def test_intrinsics_equal_numpy(rng):
     np.testing.assert_array_equal(out[WIDTH:], np.full(WIDTH, 1.5, np.float32))
 
 
+@numba.njit
+def first_lanes_of(x, count, out):
+    simd.store(out, 0, simd.first_lanes(simd.load(x, 0), count))
+
+
+@pytest.mark.parametrize("count", [-3, 0, 1, WIDTH - 1, WIDTH, WIDTH + 5])
+def test_first_lanes_keeps_the_first_and_zeroes_the_rest_whatever_they_held(rng, count):
+    x = rng.standard_normal(WIDTH).astype(np.float32)
+    x[1::2] = [np.nan, np.inf, -np.inf, 3e38][:len(x[1::2])] * (WIDTH // 8)   # what the lanes past may hold
+    out = np.full(WIDTH, 7.0, np.float32)
+    first_lanes_of(x, count, out)
+    kept = max(0, min(count, WIDTH))
+    np.testing.assert_array_equal(out[:kept], x[:kept])
+    np.testing.assert_array_equal(out[kept:], np.zeros(WIDTH - kept, np.float32))
+
+
 def test_intrinsics_refuse_what_they_cannot_address():
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous float32"):
         fma_of_slices(np.ones(64), np.ones(64), np.ones(64), np.ones(64), 1.0)
