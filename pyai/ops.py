@@ -10,9 +10,10 @@ import numbers
 
 import numpy as np
 
+from pyai import device
 from pyai.checks import (as_bfloat16, as_float32, flag, gemm_operands, in_place, is_bfloat16, plain_array,
                          positive_int, real_number, same_shape)
-from pyai.dispatch import get_backend, implementation, takes_bfloat16_attention, use_backend
+from pyai.dispatch import get_backend, implementation, implements, takes_bfloat16_attention, use_backend
 from pyai.kernels.common import ACTIVATIONS as kernel_activations
 from pyai.kernels.common import PADDINGS, conv_output_size, conv_transpose_output_size
 
@@ -32,11 +33,14 @@ ACTIVATIONS = tuple(kernel_activations)   # the fused epilogue's activations, as
 
 
 @per_call_backend
-def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None):
+def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, backend=None):
     """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32: a
     new array, or `out`, a C-contiguous float32 numpy array of that shape written in place (a
     layer's view of a flat gradient buffer, say). On the cuda backend a and b may both be
-    bfloat16 (see pyai.checks): products on bf16 tensor cores, sums and result in float32."""
+    bfloat16 (see pyai.checks): products on bf16 tensor cores, sums and result in float32.
+    times: an (M, N) float32 array the product is multiplied by, element by element, in the same
+    pass (dy W^T times an activation's derivative kept from the forward: ops.gelu's
+    return_derivative), the floats of the product and then numpy's multiply; numba-cpu only."""
     a, b = gemm_operands([("a", a, 2, None), ("b", b, 2, None)])
     transpose_a, transpose_b = flag("transpose_a", transpose_a), flag("transpose_b", transpose_b)
     k_a = a.shape[0] if transpose_a else a.shape[1]
@@ -44,15 +48,24 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, backend=None
     if k_a != k_b:
         raise ValueError(f"b: inner dimensions differ: op(a) has {k_a} columns, op(b) has {k_b} rows "
                          f"(a {a.shape}, transpose_a={transpose_a}; b {b.shape}, transpose_b={transpose_b})")
-    if out is None:
-        return implementation("matmul", backend)(a, b, transpose_a, transpose_b)
-    target = in_place("out", out)
     shape = (a.shape[1] if transpose_a else a.shape[0], b.shape[0] if transpose_b else b.shape[1])
+    op, extra = "matmul", ()
+    if times is not None:
+        op, times = "matmul_times", as_float32("times", times)
+        if times.shape != shape:
+            raise ValueError(f"times: expected shape {shape}, the product's, got {times.shape}")
+        if not implements(op):
+            raise NotImplementedError(f"times: the product times a matrix is not implemented on backend "
+                                      f"{get_backend()!r}")
+        extra = (times,)
+    if out is None:
+        return implementation(op, backend)(a, b, transpose_a, transpose_b, *extra)
+    target = in_place("out", out)
     if target.shape != shape:
         raise ValueError(f"out: expected shape {shape}, the product's, got {target.shape}")
-    if np.may_share_memory(target, a) or np.may_share_memory(target, b):
-        raise ValueError("out: shares memory with a or b, which the product still reads")
-    implementation("matmul", backend)(a, b, transpose_a, transpose_b, target)
+    if any(np.may_share_memory(target, x) for x in (a, b, *extra)):
+        raise ValueError("out: shares memory with a or b (or times), which the product still reads")
+    implementation(op, backend)(a, b, transpose_a, transpose_b, *extra, target)
     return out
 
 
@@ -381,9 +394,19 @@ def layer_norm_grad(dy, x, gamma, mean, rstd, *, backend=None):
 
 
 @per_call_backend
-def gelu(x, *, backend=None):
-    """x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2: GELU's tanh approximation (GPT-2's)."""
-    return implementation("gelu", backend)(as_float32("x", x))
+def gelu(x, *, return_derivative=False, backend=None):
+    """x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2: GELU's tanh approximation (GPT-2's).
+    With return_derivative=True, (y, gelu'(x)): a layer that keeps the derivative instead of x
+    has dx = dy * gelu'(x) (matmul's `times`), the floats of gelu_grad(dy, x) without its exp; in
+    one pass with y where the backend has one, else by gelu_grad."""
+    x = as_float32("x", x)
+    if not flag("return_derivative", return_derivative):
+        return implementation("gelu", backend)(x)
+    if implements("gelu_with_derivative"):
+        return implementation("gelu_with_derivative", backend)(x)
+    ones = np.ones(np.shape(x), np.float32)
+    ones = device.to_device(ones) if device.is_device_array(x) else ones
+    return implementation("gelu", backend)(x), implementation("gelu_grad", backend)(ones, x)
 
 
 @per_call_backend

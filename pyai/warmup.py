@@ -207,7 +207,7 @@ def exercise(file, every_loop=True):
         # a tall one on every thread (1 MB, past SERIAL_BYTES); few rows on every thread (100 rows,
         # 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for many rows (129, 8.5 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
-                           ops.matmul(x, y, transpose_b=True),
+                           ops.matmul(x, y, transpose_b=True), ops.matmul(x, y, transpose_b=True, times=floats(5, 5)),
                            every_loop and (ops.matmul(x, floats(7, 1)), ops.matmul(floats(2048, 128), floats(128, 1)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
                                            ops.matmul(floats(129, 256), floats(256, 128)))),
@@ -215,7 +215,7 @@ def exercise(file, every_loop=True):
         "relu": lambda: (ops.relu(x), ops.relu_grad(y, x)),
         "sigmoid": lambda: (ops.sigmoid(x), ops.sigmoid_grad(y, probabilities)),
         "tanh": lambda: (ops.tanh(x), ops.tanh_grad(y, probabilities)),
-        "gelu": lambda: (ops.gelu(x), ops.gelu_grad(y, x)),
+        "gelu": lambda: (ops.gelu(x), ops.gelu(x, return_derivative=True), ops.gelu_grad(y, x)),
         "mse": lambda: [(ops.mse(a, p), ops.mse_grad(a, p)) for a, p in pairs],
         "binary_crossentropy": lambda: [
             (ops.binary_crossentropy(z if logits else p, p, from_logits=logits),
@@ -261,8 +261,9 @@ TRAINING_OPS = {
     "gan-conv": ("linear", "matmul", "bias_grad", "leaky_relu_grad", "conv2d", "conv2d_grad", "conv2d_transpose",
                  "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update"),
-    "gpt": ("linear", "matmul", "bias_grad", "embedding", "embedding_grad", "layer_norm", "layer_norm_grad", "gelu",
-            "gelu_grad", "attention_qkv", "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
+    "gpt": ("linear", "matmul", "matmul_times", "bias_grad", "embedding", "embedding_grad", "layer_norm",
+            "layer_norm_grad", "gelu_with_derivative", "attention_qkv", "attention_qkv_grad", "softmax_cross_entropy",
+            "adam_update"),
 }
 
 

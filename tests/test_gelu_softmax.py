@@ -74,6 +74,33 @@ def test_gelu_gradient_equals_tensorflow(backend, rng, shape):
     assert_close(f"gelu dx {backend} {shape} vs float64", dx, gelu_backward_reference(dy, x), TOL)
 
 
+@pytest.mark.parametrize("shape", [(5,)] + SHAPES[1:])
+def test_gelu_derivative_is_tensorflows_and_gives_gelu_grads_floats(backend, rng, shape):
+    """ops.gelu(x, return_derivative=True): y is gelu(x)'s, bit for bit; the derivative is TF's
+    gradient of gelu at dy = 1, and dy times it is gelu_grad(dy, x), bit for bit, whether the
+    backend makes it with y or by gelu_grad."""
+    require("gelu_grad", backend)
+    x = rng.uniform(-2.5, 5, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, derivative = ops.gelu(x, return_derivative=True)
+    assert y.dtype == derivative.dtype == np.float32 and y.shape == derivative.shape == shape
+    np.testing.assert_array_equal(y, ops.gelu(x))
+    np.testing.assert_array_equal(dy * derivative, ops.gelu_grad(dy, x))
+    ones = np.ones(shape, np.float32)
+    assert_close(f"gelu' {backend} {shape} vs TF", derivative,
+                 tensorflow_gradient(lambda t: tf.nn.gelu(t, approximate=True), x, ones), GELU_TF_TOL)
+    assert_close(f"gelu' {backend} {shape} vs float64", derivative, gelu_backward_reference(ones, x), TOL)
+
+
+def test_gelu_derivative_keeps_nan_and_takes_only_a_flag(backend):
+    require("gelu_grad", backend)
+    y, derivative = ops.gelu(np.array([np.nan, 1, -1], np.float32), return_derivative=True)
+    assert np.isnan(y[0]) and np.isnan(derivative[0])
+    assert np.isfinite(y[1:]).all() and np.isfinite(derivative[1:]).all()
+    with pytest.raises(TypeError, match="^return_derivative: "):
+        ops.gelu(np.ones(3, np.float32), return_derivative="yes")
+
+
 def test_gelu_negative_tail_keeps_its_digits(backend):
     """x in [-9, -3]: y is 1e-3 down to 1e-25, where 1 + tanh u has cancelled away in float32;
     each element stays within 2 |u| ulp (u's rounding, magnified by the exp) plus a few."""

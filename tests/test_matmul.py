@@ -14,6 +14,7 @@ import pytest
 
 import pyai
 from conftest import assert_close, require, skip_in_cuda_simulator
+from pyai import dispatch
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")
@@ -183,6 +184,43 @@ def test_matmul_out_of_another_shape_or_on_an_operand_is_an_error(rng):
         pyai.ops.matmul(square, square, out=square)
     with pytest.raises(TypeError, match="out: updated in place, so it must be a C-contiguous float32"):
         pyai.ops.matmul(a, b, out=np.empty((4, 5)))
+
+
+# every loop: one step of depth (outer), one column on one thread and a tall one on every thread
+# (gemv), few rows on one thread and on every thread, the blocked loop with ragged tiles
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (300, 77, 1), (7, 1, 13), (2048, 1, 128), (5, 33, 17),
+                                   (100, 128, 256), (130, 17, 129), (389, 517, 301)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_matmul_times_is_the_product_then_numpys_multiply(backend, rng, m, n, k, transpose_a, transpose_b):
+    """times=: the product multiplied by a matrix as it is made (dy W^T times gelu'), the floats
+    of the product and then numpy's float32 multiply, bit for bit; within rounding of float64."""
+    require("matmul_times", backend)
+    a, b = operands(rng, m, n, k, transpose_a, transpose_b)
+    times = rng.standard_normal((m, n)).astype(np.float32)
+    out = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, times=times)
+    assert out.dtype == np.float32 and out.shape == (m, n)
+    np.testing.assert_array_equal(out, pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b) * times)
+    exact = ((a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)) * times
+    assert_close(f"matmul times {backend} {m}x{n}x{k} ta={transpose_a} tb={transpose_b}", out, exact, MATMUL_TOL)
+
+
+def test_matmul_times_into_out_and_its_errors(rng):
+    a, b = operands(rng, 37, 53, 29, False, True)
+    times = rng.standard_normal((37, 53)).astype(np.float32)
+    out = np.full((37, 53), np.nan, np.float32)
+    assert pyai.ops.matmul(a, b, transpose_b=True, times=times, out=out) is out
+    np.testing.assert_array_equal(out, pyai.ops.matmul(a, b, transpose_b=True) * times)
+    with pytest.raises(ValueError, match=r"^times: expected shape \(37, 53\), the product's, got \(53, 37\)"):
+        pyai.ops.matmul(a, b, transpose_b=True, times=times.T)
+    with pytest.raises(TypeError, match="^times: "):
+        pyai.ops.matmul(a, b, transpose_b=True, times=times.astype(np.complex64))
+    with pytest.raises(ValueError, match="out: shares memory with a or b"):
+        pyai.ops.matmul(a, b, transpose_b=True, times=times, out=times)
+    for name in ("numba-cuda", "cuda"):
+        if "matmul_times" not in dispatch.ops_of(name) and dispatch.unavailable_reason(name) is None:
+            with pytest.raises(NotImplementedError, match="^times: .* not implemented on backend"):
+                pyai.ops.matmul(a, b, transpose_b=True, times=times, backend=name)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

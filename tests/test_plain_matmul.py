@@ -29,6 +29,10 @@ def test_the_plain_matmul_gives_the_matmuls_floats_bit_for_bit(rng, m, k, n, tra
             plain = plain_matmul.fused_matmul(a, b, transpose_a, transpose_b, with_bias, activation, 0.3)
             fast = matmul.fused_matmul(a, b, transpose_a, transpose_b, with_bias, activation, 0.3)
             assert np.array_equal(plain, fast), (activation, with_bias is not None, np.abs(plain - fast).max())
+    times = rng.standard_normal((m, n)).astype(np.float32)
+    plain = plain_matmul.matmul_times(a, b, transpose_a, transpose_b, times)
+    assert np.array_equal(plain, matmul.matmul_times(a, b, transpose_a, transpose_b, times))
+    assert np.array_equal(plain, plain_matmul.matmul(a, b, transpose_a, transpose_b) * times)
     reference = matmul.matmul_reference(a.T if transpose_a else a, b.T if transpose_b else b, bias, "leaky_relu", 0.3)
     # float32 sums of up to 600 products: 1e-5 relative
     assert_close("plain linear", plain_matmul.fused_matmul(a, b, transpose_a, transpose_b, bias, "leaky_relu", 0.3),

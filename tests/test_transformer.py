@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
-from pyai.nn import Embedding, LayerNorm, MultiHeadAttention, TransformerBlock
+from pyai import dispatch, ops
+from pyai.nn import GELU, Embedding, LayerNorm, MultiHeadAttention, TransformerBlock
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -196,3 +197,36 @@ def test_multi_head_attention_reads_qkv_in_place_or_splits_heads_alike(rng, monk
     assert layer.q is not None   # the second pass split the heads
     for strided, split in zip(*results, strict=True):
         np.testing.assert_array_equal(strided, split)
+
+
+def test_gelu_keeps_its_derivative_where_products_multiply_and_gives_gelu_grads_floats(backend, rng):
+    require("gelu_grad", backend)
+    x = rng.uniform(-3, 3, (4, 7, 9)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    layer = GELU()
+    np.testing.assert_array_equal(layer.forward(x), ops.gelu(x))
+    assert (layer.derivative is not None) == dispatch.implements("matmul_times")
+    np.testing.assert_array_equal(layer.backward(dy), ops.gelu_grad(dy, x))
+    with pytest.raises(ValueError, match="dy must have the forward output's shape"):
+        layer.backward(dy[:2])
+
+
+def test_transformer_block_multiplies_the_mlp_product_by_gelu_or_not_alike(rng, monkeypatch):
+    """On numba-cpu the block has dy W^T of the mlp's second Dense multiplied by GELU's derivative
+    as it is made (matmul's times); with that turned off (as on a backend without it) the layers'
+    own backwards must give the same floats."""
+    block = TransformerBlock(24, 4, rng=rng)
+    for _, parameter in block.parameters():
+        parameter[...] = rng.normal(0, 0.3, parameter.shape)
+    x = rng.normal(size=(2, 29, 24)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    implements = dispatch.implements
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(dispatch, "implements", lambda op, backend=None, fused=fused: (
+            (fused or op != "matmul_times") and implements(op, backend)))
+        y, dx = block.forward(x), block.backward(dy)
+        results.append([y, dx] + [np.copy(gradient) for _, gradient in block.gradients()])
+    assert block.mlp.layers[1].derivative is None   # the second pass kept x
+    for fused, plain in zip(*results, strict=True):
+        np.testing.assert_array_equal(fused, plain)

@@ -14,6 +14,10 @@ the product. They cost ~25 FLOPs an element, so the matmul applies them to a who
 (EXPENSIVE), where the loops run along rows hundreds of floats long, not a tile's 32: with
 libm's scalar tanh, the GAN generator's last layer (64 x 1024 -> 784, tanh) spent more on its
 epilogue than on its product.
+TIMES, numba-cpu's own code past the shared ones, multiplies C element by element by a matrix of
+C's shape that comes in the bias's place, flat (matmul.matmul_times): dy W^T times an activation's
+derivative kept from the forward, a block of C at a time from L2, so that C goes to memory once,
+already multiplied.
 """
 
 import numba
@@ -30,7 +34,8 @@ FASTMATH = {"contract"}   # fused multiply-add only: no reassociation, IEEE infi
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
                                                (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
-EXPENSIVE = (SIGMOID, TANH, GELU)
+TIMES = max(ACTIVATIONS.values()) + 1   # C times the matrix in the bias's place (see above)
+EXPENSIVE = (SIGMOID, TANH, GELU, TIMES)
 
 
 def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
@@ -64,15 +69,20 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
                     v = v if v > 0 else float32(0.0)
                 c[i, col + j] = v
     if activation in EXPENSIVE:
-        expensive_activation(c, row, col, rows, cols, activation)
+        expensive_activation(c, row, col, rows, cols, activation, bias)
 
 
-def expensive_activation(c, row, col, rows, cols, activation):
-    """sigmoid, tanh or gelu on the rectangle, one loop per activation along each row."""
+def expensive_activation(c, row, col, rows, cols, activation, factors):
+    """sigmoid, tanh or gelu on the rectangle, one loop per activation along each row; or TIMES:
+    the rectangle times its part of `factors`, flat with C's shape."""
     wide_vectors()
     for i in range(row, row + rows):
         out = c[i, col:col + cols]
-        if activation == SIGMOID:
+        if activation == TIMES:
+            row_factors = factors[i * c.shape[1] + col:][:cols]
+            for j in range(cols):
+                out[j] = out[j] * row_factors[j]
+        elif activation == SIGMOID:
             for j in range(cols):
                 out[j] = sigmoid_scalar(out[j])
         elif activation == TANH:
@@ -85,7 +95,7 @@ def expensive_activation(c, row, col, rows, cols, activation):
 
 with slp_vectorize():
     # compiled as sigmoid.py's, tanh.py's and gelu.py's kernels: no divide-by-zero check, FMAs
-    expensive_activation = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, int64),
+    expensive_activation = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, int64, READ_ONLY),
                                       fastmath=FASTMATH, error_model="numpy", cache=True)(expensive_activation)
     apply_epilogue = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, READ_ONLY, boolean, int64,
                                      float32), fastmath=FASTMATH, cache=True)(apply_epilogue)

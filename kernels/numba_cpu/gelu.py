@@ -11,7 +11,15 @@ in both cases: no 1 - s, which would cancel where s is near 1, and no 1 + tanh u
 cancels where tanh u is near -1 (float32 TensorFlow is 1e-4 off there at x = -3, all wrong
 from x = -5 on; this form keeps ~2 |u| ulp, the rounding of u magnified by the exp).
 Cost per element: ~25 FLOPs (an exp and a divide); forward 8 bytes moved (read x, write y),
-backward 12 (read dy and x, write dx). Memory-bound once the exp vectorizes.
+backward 12 (read dy and x, write dx). From L2 the exp and the divide bound it (an AMD EPYC Zen 3
+core takes as long for 1M elements there as a memory-bound pass over them from memory).
+
+The forward can also return gelu'(x) itself (`gelu_forward_with_derivative`), made from the same
+exp as y for the cost of one more store: a layer that keeps it instead of x has dx = dy gelu'(x),
+one multiply an element, which the product that makes dy applies to each block of it while the
+block is in L2 (matmul.matmul_times): dy is never stored unmultiplied, nor read back, and there
+is no second exp. The floats are gelu_backward's, bit for bit: one expression
+(gelu_and_derivative) serves both.
 
 Fast version: one pass over the flat array in parallel chunks (numba.prange); the exp is
 sigmoid.exp_negative (SIMD-friendly arithmetic instead of a scalar libm call) and
@@ -60,6 +68,14 @@ def sigmoid_of_twice(u):
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
+def gelu_and_derivative(x):
+    """(gelu(x), gelu'(x)) of one float32, from one exp."""
+    s, slope = sigmoid_of_twice(SQRT_2_OVER_PI * (x + CUBIC * x * x * x))
+    du = SQRT_2_OVER_PI * (np.float32(1) + np.float32(3) * CUBIC * x * x)
+    return x * s, s + np.float32(2) * x * slope * du
+
+
+@numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
 def gelu_scalar(x):
     """gelu(x) of one float32 (the matmul epilogue applies it too)."""
     s, _ = sigmoid_of_twice(SQRT_2_OVER_PI * (x + CUBIC * x * x * x))
@@ -74,13 +90,17 @@ def gelu_forward_kernel(x, y):
 
 
 @numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
+def gelu_forward_derivative_kernel(x, y, derivative):
+    for i in numba.prange(x.size):
+        wide_vectors()
+        y[i], derivative[i] = gelu_and_derivative(x[i])
+
+
+@numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def gelu_backward_kernel(dy, x, dx):
     for i in numba.prange(x.size):
         wide_vectors()
-        xi = x[i]
-        s, slope = sigmoid_of_twice(SQRT_2_OVER_PI * (xi + CUBIC * xi * xi * xi))
-        du = SQRT_2_OVER_PI * (np.float32(1) + np.float32(3) * CUBIC * xi * xi)
-        dx[i] = dy[i] * (s + np.float32(2) * xi * slope * du)
+        dx[i] = dy[i] * gelu_and_derivative(x[i])[1]
 
 
 # x, y: float32, any shape, C-contiguous
@@ -88,6 +108,13 @@ def gelu_forward(x):
     y = memory.empty_like(x)
     gelu_forward_kernel(x.reshape(-1), y.reshape(-1))
     return y
+
+
+# x, y, derivative: float32, the same shape, C-contiguous
+def gelu_forward_with_derivative(x):
+    y, derivative = memory.empty_like(x), memory.empty_like(x)
+    gelu_forward_derivative_kernel(x.reshape(-1), y.reshape(-1), derivative.reshape(-1))
+    return y, derivative
 
 
 # dy, x, dx: float32, the same shape, C-contiguous

@@ -76,7 +76,7 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, TIMES, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
                                                  finished_in_place, finished_strided, half_kernel_strided,
@@ -613,15 +613,15 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
 
 def gemv_parallel(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha, parts):
     """gemv with C's rows cut into `parts` runs of whole vectors, one task each; every row's sum
-    is gemv's, in its order."""
+    is gemv's, in its order. A run's C starts at its first row, and so do its factors (TIMES)."""
     m = c.shape[0]
     vectors = -(-m // WIDTH)
     for part in numba.prange(parts):
         row0 = part * vectors // parts * WIDTH
         row1 = min(m, (part + 1) * vectors // parts * WIDTH)
         if row1 > row0:
-            gemv_rows(a[row0 * a_row_stride:], a_row_stride, a_col_stride, x, c[row0:row1], k, bias, has_bias,
-                      activation, alpha)
+            gemv_rows(a[row0 * a_row_stride:], a_row_stride, a_col_stride, x, c[row0:row1], k,
+                      bias[row0:] if activation == TIMES else bias, has_bias, activation, alpha)
 
 
 def outer(a, b, c, bias, has_bias, activation, alpha, parts):
@@ -726,9 +726,11 @@ def thread_grid(m, n, threads):
     return best
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None):
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
-    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py)."""
+    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py).
+    Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
+    element: the epilogue's TIMES, the factors in the bias's place."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
@@ -736,10 +738,12 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     c = memory.empty((m, n)) if out is None else out   # whole-line rows where N is a multiple of 16
     threads = thread_count(m, n, k)
     has_bias = bias is not None
+    floats, code = (bias if has_bias else NO_BIAS), ACTIVATIONS[activation]
+    if times is not None:
+        floats, code = times.reshape(-1), TIMES
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
-    operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k,
-                bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation],
+    operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k, floats, has_bias, code,
                 np.float32(alpha))
     if k == 1:
         run = outer_one_thread if threads == 1 else outer
@@ -765,6 +769,10 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
 
 def matmul(a, b, transpose_a, transpose_b, out=None):
     return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out)
+
+
+def matmul_times(a, b, transpose_a, transpose_b, times, out=None):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out, times=times)
 
 
 def linear(x, w, bias, activation, alpha):

@@ -15,6 +15,7 @@ TAKES_DEVICE_ARRAYS = False
 KERNELS = {
     "matmul": ("matmul", "matmul"),
     "linear": ("matmul", "linear"),
+    "matmul_times": ("matmul", "matmul_times"),
     "leaky_relu": ("leaky_relu", "leaky_relu_forward"),
     "leaky_relu_grad": ("leaky_relu", "leaky_relu_backward"),
     "relu": ("relu", "relu_forward"),
@@ -39,6 +40,7 @@ KERNELS = {
     "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
     "gelu": ("gelu", "gelu_forward"),
     "gelu_grad": ("gelu", "gelu_backward"),
+    "gelu_with_derivative": ("gelu", "gelu_forward_with_derivative"),
     "bias_grad": ("bias_grad", "bias_grad"),
     "softmax": ("softmax", "softmax_forward"),
     "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),

@@ -92,19 +92,31 @@ class LayerNorm(Layer):
 
 
 class GELU(Layer):
-    """GELU's tanh approximation (GPT-2's; keras.activations.gelu(approximate=True)); any shape."""
+    """GELU's tanh approximation (GPT-2's; keras.activations.gelu(approximate=True)); any shape.
+
+    Where the backend multiplies a product by a matrix as it makes it (ops.matmul's `times`),
+    forward keeps gelu'(x), made with y from the same exp (ops.gelu's return_derivative), instead
+    of x: a TransformerBlock then has the product dy W^T of the Dense after it multiplied by it,
+    and backward here is dy * gelu'(x), the floats of gelu_grad(dy, x), without a second exp.
+    """
 
     def __init__(self):
-        self.x = None
+        self.x = self.derivative = None
 
     def __repr__(self):
         return "GELU()"
 
     def forward(self, x):
-        self.x = x
+        if dispatch.implements("matmul_times"):
+            y, self.derivative = ops.gelu(x, return_derivative=True)
+            self.x = None
+            return y
+        self.x, self.derivative = x, None
         return ops.gelu(x)
 
     def backward(self, dy):
+        if self.derivative is not None:
+            return np.multiply(check_backward(self, self.derivative, dy), self.derivative)
         dy = check_backward(self, self.x, dy)
         return ops.gelu_grad(dy, self.x)
 
@@ -234,8 +246,18 @@ class TransformerBlock(Composite):
     # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's
     # gradient (in place into the new array that layer norm's gradient is)
     def backward(self, dy):
-        dh = self.ln_2.backward(self.mlp.backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
+        dh = self.ln_2.backward(self.mlp_backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
         dh += dy
         dx = self.ln_1.backward(self.attn.backward(dh))
         dx += dh
         return dx
+
+    # dy is (B * T, C) -> the gradient at the mlp's input. Where GELU kept its derivative, the
+    # second Dense's dy W^T comes out of its product already multiplied by it (ops.matmul's
+    # `times`): the (B * T, 4C) gradient is stored once, not stored, read and stored again.
+    def mlp_backward(self, dy):
+        expand, gelu, project = self.mlp.layers
+        if gelu.derivative is None:
+            return self.mlp.backward(dy)
+        project.backward(dy, input_gradient=False)
+        return expand.backward(ops.matmul(dy, project.weight, transpose_b=True, times=gelu.derivative))
