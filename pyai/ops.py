@@ -379,8 +379,10 @@ def layer_norm(x, gamma, beta, *, epsilon=1e-5, return_stats=False, backend=None
 
 
 @per_call_backend
-def layer_norm_grad(dy, x, gamma, mean, rstd, *, backend=None):
-    """(dx, dgamma, dbeta) from dy, x, gamma and the forward's mean and rstd."""
+def layer_norm_grad(dy, x, gamma, mean, rstd, *, residual=None, backend=None):
+    """(dx, dgamma, dbeta) from dy, x, gamma and the forward's mean and rstd. residual: a
+    gradient of x's shape added to dx as it is written (a pre-norm block's h = x + f(ln(x)) has
+    dx = dh + ln's dx), the floats of dx and then the float32 add; numba-cpu only."""
     dy, x = as_float32("dy", dy, min_ndim=1), as_float32("x", x, min_ndim=1)
     same_shape("dy", dy, "x", x)
     gamma = _row_parameter("gamma", gamma, x)
@@ -390,7 +392,13 @@ def layer_norm_grad(dy, x, gamma, mean, rstd, *, backend=None):
             raise ValueError(f"{name}: expected shape {x.shape[:-1]} (x without its last axis), "
                              f"got {shape}")
     mean, rstd = as_float32("mean", mean), as_float32("rstd", rstd)   # 0-d (x 1-d) comes back 1-d
-    return implementation("layer_norm_grad", backend)(dy, x, gamma, mean, rstd)
+    if residual is None:
+        return implementation("layer_norm_grad", backend)(dy, x, gamma, mean, rstd)
+    residual = as_float32("residual", residual)
+    same_shape("residual", residual, "x", x)
+    if not implements("layer_norm_grad_residual"):
+        raise NotImplementedError(f"residual: adding it to dx is not implemented on backend {get_backend()!r}")
+    return implementation("layer_norm_grad_residual", backend)(dy, x, gamma, mean, rstd, residual)
 
 
 @per_call_backend

@@ -223,8 +223,8 @@ def exercise(file, every_loop=True):
             for z, p in pairs for logits in (False, True)],
         "sgd": lambda: ops.sgd_update(x.copy(), y, lr=0.1),
         "adam": lambda: [ops.adam_update(a.copy(), p, np.zeros_like(a), np.zeros_like(a), step=1) for a, p in pairs],
-        "layer_norm": lambda: ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
-            x, floats(7), floats(7), return_stats=True)[1:]),
+        "layer_norm": lambda: [ops.layer_norm_grad(y, x, floats(7), *ops.layer_norm(
+            x, floats(7), floats(7), return_stats=True)[1:], residual=residual) for residual in (None, y)],
         "embedding": lambda: (ops.embedding(targets, w), ops.embedding_grad(floats(5, 3), targets, 7)),
         "bias_grad": lambda: (ops.bias_grad(x), ops.bias_grad(floats(1 << 18, 1))),   # serial, parallel
         "softmax": lambda: ops.softmax(x),
@@ -262,8 +262,8 @@ TRAINING_OPS = {
                  "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update"),
     "gpt": ("linear", "matmul", "matmul_times", "bias_grad", "embedding", "embedding_grad", "layer_norm",
-            "layer_norm_grad", "gelu_with_derivative", "attention_qkv", "attention_qkv_grad", "softmax_cross_entropy",
-            "adam_update"),
+            "layer_norm_grad", "layer_norm_grad_residual", "gelu_with_derivative", "attention_qkv",
+            "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
 }
 
 

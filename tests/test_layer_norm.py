@@ -132,7 +132,31 @@ STAT = np.ones(4, np.float32)
     (lambda: ops.layer_norm_grad(X, X, C[:4], STAT, STAT), "gamma"),
     (lambda: ops.layer_norm_grad(X, X, C, STAT[:3], STAT), "mean"),
     (lambda: ops.layer_norm_grad(X, X, C, STAT, X), "rstd"),
+    (lambda: ops.layer_norm_grad(X, X, C, STAT, STAT, residual=X[:3]), "residual"),
 ])
 def test_bad_shapes_and_arguments_raise_value_error_naming_the_argument(call, argument):
     with pytest.raises(ValueError, match=rf"^{argument}:"):
         call()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_residual_added_to_dx_as_it_is_written_gives_the_floats_of_adding_it_after(backend, rng, shape):
+    """residual=: dx + residual in the same pass, bit for bit dx and then the float32 add; dgamma
+    and dbeta as without it."""
+    require("layer_norm_grad_residual", backend)
+    x, gamma, beta, dy = random_inputs(rng, shape)
+    residual = rng.standard_normal(shape).astype(np.float32)
+    _, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
+    dx, dgamma, dbeta = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    summed, summed_dgamma, summed_dbeta = ops.layer_norm_grad(dy, x, gamma, mean, rstd, residual=residual)
+    np.testing.assert_array_equal(summed, dx + residual)
+    np.testing.assert_array_equal(summed_dgamma, dgamma)
+    np.testing.assert_array_equal(summed_dbeta, dbeta)
+
+
+def test_a_residual_elsewhere_is_not_implemented_error(rng):
+    from pyai import dispatch
+    for name in ("numba-cuda", "cuda"):
+        if "layer_norm_grad_residual" not in dispatch.ops_of(name) and dispatch.unavailable_reason(name) is None:
+            with pytest.raises(NotImplementedError, match="^residual: .* not implemented on backend"):
+                ops.layer_norm_grad(X, X, C, STAT, STAT, residual=X, backend=name)

@@ -211,10 +211,11 @@ def test_gelu_keeps_its_derivative_where_products_multiply_and_gives_gelu_grads_
         layer.backward(dy[:2])
 
 
-def test_transformer_block_multiplies_the_mlp_product_by_gelu_or_not_alike(rng, monkeypatch):
+def test_transformer_block_fuses_its_backward_or_not_alike(rng, monkeypatch):
     """On numba-cpu the block has dy W^T of the mlp's second Dense multiplied by GELU's derivative
-    as it is made (matmul's times); with that turned off (as on a backend without it) the layers'
-    own backwards must give the same floats."""
+    as it is made (matmul's times), and the residuals' gradients added as layer norm's are
+    written; with those turned off (as on a backend without them) the layers' own backwards and
+    in-place adds must give the same floats."""
     block = TransformerBlock(24, 4, rng=rng)
     for _, parameter in block.parameters():
         parameter[...] = rng.normal(0, 0.3, parameter.shape)
@@ -224,7 +225,7 @@ def test_transformer_block_multiplies_the_mlp_product_by_gelu_or_not_alike(rng, 
     results = []
     for fused in (True, False):
         monkeypatch.setattr(dispatch, "implements", lambda op, backend=None, fused=fused: (
-            (fused or op != "matmul_times") and implements(op, backend)))
+            (fused or op not in ("matmul_times", "layer_norm_grad_residual")) and implements(op, backend)))
         y, dx = block.forward(x), block.backward(dy)
         results.append([y, dx] + [np.copy(gradient) for _, gradient in block.gradients()])
     assert block.mlp.layers[1].derivative is None   # the second pass kept x

@@ -18,6 +18,10 @@ centered on its own mean (the saved float32 mean is a rounding off).
 dgamma and dbeta sum over every row: each chunk of CHUNK_ROWS rows adds into its own float64
 slot, and the slots are summed in order at the end, so no two threads write one slot and the
 result is the same on any number of threads.
+The backward can add a residual gradient to dx as it writes it (`layer_norm_backward_residual`):
+a pre-norm block's h = x + f(layer_norm(x)) has dx = dh + layer_norm's dx, which a separate
+pass would read back and write again (the float32 dx rounded, then the float32 add: the same
+floats either way).
 """
 
 import math
@@ -98,8 +102,9 @@ def gradient_means(dy, x, gamma, mean, rstd):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta):
-    """dx of one row; its dy xhat and dy added to this chunk's dgamma and dbeta slots. In
+def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, residual, has_residual):
+    """dx of one row (plus the row of `residual` where has_residual); its dy xhat and dy added
+    to this chunk's dgamma and dbeta slots. In
     float64: g - mean(g) - xhat mean(g xhat) cancels where a row has few columns. The saved
     mean is float32, a rounding off the row's mean, and on a short row that shift of xhat
     (the rounding times rstd) comes out of the cancellation as dx errors of 1e-5 and more;
@@ -110,18 +115,19 @@ def row_backward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta):
     g_xhat_mean -= shift * g_mean
     for c in range(x.size):
         xhat = (x[c] - mean) * rstd - shift
-        dx[c] = rstd * (np.float64(dy[c]) * gamma[c] - g_mean - xhat * g_xhat_mean)
+        value = np.float32(rstd * (np.float64(dy[c]) * gamma[c] - g_mean - xhat * g_xhat_mean))
+        dx[c] = value + residual[c] if has_residual else value
         dgamma[c] += dy[c] * xhat
         dbeta[c] += dy[c]
 
 
 @numba.njit(parallel=True, cache=True)
-def layer_norm_backward_kernel(dy, x, gamma, mean, rstd, dx, dgamma_slots, dbeta_slots):
+def layer_norm_backward_kernel(dy, x, gamma, mean, rstd, dx, dgamma_slots, dbeta_slots, residual, has_residual):
     n = x.shape[0]
     for chunk in numba.prange(dgamma_slots.shape[0]):
         for r in range(chunk * CHUNK_ROWS, min(n, (chunk + 1) * CHUNK_ROWS)):
             row_backward(dy[r], x[r], gamma, mean[r], rstd[r], dx[r], dgamma_slots[chunk],
-                         dbeta_slots[chunk])
+                         dbeta_slots[chunk], residual[r] if has_residual else dy[r], has_residual)
 
 
 # x, y (..., C), gamma, beta (C,): float32, C-contiguous -> y, mean (...,), rstd (...,)
@@ -135,8 +141,9 @@ def layer_norm_forward(x, gamma, beta, epsilon):
     return y, mean, rstd
 
 
-# dy, x (..., C), gamma (C,), mean, rstd (...,): float32 -> dx (..., C), dgamma, dbeta (C,)
-def layer_norm_backward(dy, x, gamma, mean, rstd):
+# dy, x (..., C), gamma (C,), mean, rstd (...,): float32 -> dx (..., C), dgamma, dbeta (C,);
+# residual (..., C) float32, C-contiguous, or None: added to dx
+def layer_norm_backward(dy, x, gamma, mean, rstd, residual=None):
     width = x.shape[-1]
     rows = x.size // width
     slots = -(-rows // CHUNK_ROWS)
@@ -145,6 +152,11 @@ def layer_norm_backward(dy, x, gamma, mean, rstd):
     dx = memory.empty_like(x)
     layer_norm_backward_kernel(dy.reshape(-1, width), x.reshape(-1, width), gamma,
                                mean.reshape(-1), rstd.reshape(-1), dx.reshape(-1, width),
-                               dgamma_slots, dbeta_slots)
+                               dgamma_slots, dbeta_slots, (dy if residual is None else residual).reshape(-1, width),
+                               residual is not None)
     return (dx, dgamma_slots.sum(axis=0).astype(np.float32),
             dbeta_slots.sum(axis=0).astype(np.float32))
+
+
+def layer_norm_backward_residual(dy, x, gamma, mean, rstd, residual):
+    return layer_norm_backward(dy, x, gamma, mean, rstd, residual)

@@ -38,6 +38,7 @@ KERNELS = {
     "attention_qkv_grad": ("attention_backward", "attention_qkv_backward"),
     "layer_norm": ("layer_norm", "layer_norm_forward"),
     "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
+    "layer_norm_grad_residual": ("layer_norm", "layer_norm_backward_residual"),
     "gelu": ("gelu", "gelu_forward"),
     "gelu_grad": ("gelu", "gelu_backward"),
     "gelu_with_derivative": ("gelu", "gelu_forward_with_derivative"),

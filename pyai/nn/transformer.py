@@ -82,12 +82,20 @@ class LayerNorm(Layer):
                                                       return_stats=True)
         return self.y
 
-    # dy is (..., C) -> dx is (..., C); fills grad_gamma and grad_beta
-    def backward(self, dy):
+    # dy is (..., C) -> dx is (..., C); fills grad_gamma and grad_beta. residual (..., C), a
+    # residual connection's gradient, is added to dx: as it is written where the backend can
+    # (ops.layer_norm_grad's residual), else after, in place
+    def backward(self, dy, residual=None):
         dy = check_backward(self, self.y, dy)
-        dx, grad_gamma, grad_beta = ops.layer_norm_grad(dy, self.x, self.gamma, self.mean, self.rstd)
+        if residual is not None and np.shape(residual) != dy.shape:
+            raise ValueError(f"{self!r}: residual must have dy's shape {dy.shape}, got {np.shape(residual)}")
+        fused = residual is not None and dispatch.implements("layer_norm_grad_residual")
+        dx, grad_gamma, grad_beta = ops.layer_norm_grad(dy, self.x, self.gamma, self.mean, self.rstd,
+                                                        residual=residual if fused else None)
         self.grad_gamma = self.keep_gradient("gamma", grad_gamma)
         self.grad_beta = self.keep_gradient("beta", grad_beta)
+        if residual is not None and not fused:
+            dx += residual
         return dx
 
 
@@ -244,13 +252,10 @@ class TransformerBlock(Composite):
         return y
 
     # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's
-    # gradient (in place into the new array that layer norm's gradient is)
+    # gradient, as layer norm's gradient is written
     def backward(self, dy):
-        dh = self.ln_2.backward(self.mlp_backward(dy.reshape(-1, self.channels)).reshape(dy.shape))
-        dh += dy
-        dx = self.ln_1.backward(self.attn.backward(dh))
-        dx += dh
-        return dx
+        dh = self.ln_2.backward(self.mlp_backward(dy.reshape(-1, self.channels)).reshape(dy.shape), residual=dy)
+        return self.ln_1.backward(self.attn.backward(dh), residual=dh)
 
     # dy is (B * T, C) -> the gradient at the mlp's input. Where GELU kept its derivative, the
     # second Dense's dy W^T comes out of its product already multiplied by it (ops.matmul's
