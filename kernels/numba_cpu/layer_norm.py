@@ -141,9 +141,17 @@ def layer_norm_forward(x, gamma, beta, epsilon):
     return y, mean, rstd
 
 
-# dy, x (..., C), gamma (C,), mean, rstd (...,): float32 -> dx (..., C), dgamma, dbeta (C,);
-# residual (..., C) float32, C-contiguous, or None: added to dx
-def layer_norm_backward(dy, x, gamma, mean, rstd, residual=None):
+# dy, x (..., C), gamma (C,), mean, rstd (...,): float32 -> dx (..., C), dgamma, dbeta (C,)
+def layer_norm_backward(dy, x, gamma, mean, rstd):
+    return backward(dy, x, gamma, mean, rstd, None)
+
+
+# the same, and residual (..., C), float32, C-contiguous, added to dx
+def layer_norm_backward_residual(dy, x, gamma, mean, rstd, residual):
+    return backward(dy, x, gamma, mean, rstd, residual)
+
+
+def backward(dy, x, gamma, mean, rstd, residual):
     width = x.shape[-1]
     rows = x.size // width
     slots = -(-rows // CHUNK_ROWS)
@@ -156,7 +164,3 @@ def layer_norm_backward(dy, x, gamma, mean, rstd, residual=None):
                                residual is not None)
     return (dx, dgamma_slots.sum(axis=0).astype(np.float32),
             dbeta_slots.sum(axis=0).astype(np.float32))
-
-
-def layer_norm_backward_residual(dy, x, gamma, mean, rstd, residual):
-    return layer_norm_backward(dy, x, gamma, mean, rstd, residual)
