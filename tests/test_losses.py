@@ -9,7 +9,9 @@ where t is near p, z - z t where t is near 1), its own error passes 1e-6 on a si
 there Keras is run in float64 (a Keras loss computes in its own dtype, float32 unless told) on
 the same float32 inputs: the same function, computed accurately.
 (Not for the loss from probabilities: Keras clips at 1 - 1e-7 in the input's dtype, which in
-float32 is 1 - 2^-23, and that value is part of what pyai matches.)
+float32 is 1 - 2^-23, and that value is part of what pyai matches. There pyai's loss is held to
+1e-6 of float64 and, against float32 Keras, to 1e-6 plus twice Keras's own distance from float64:
+on a single element with t = 0 and p = 0.0106, Keras's float32 log(1 - p) is 2.2e-6 off.)
 Keras reduces with a mean over the last axis and then over the rest; with every row the same
 length that is the mean over all elements, which is what pyai computes.
 """
@@ -17,7 +19,7 @@ length that is the mean over all elements, which is what pyai computes.
 import numpy as np
 import pytest
 
-from conftest import assert_close, require
+from conftest import assert_close, relative_error, require
 from pyai import ops
 from pyai.kernels.numba_cpu import binary_crossentropy, mse
 
@@ -44,10 +46,10 @@ def pyai_loss_and_gradient(name, prediction, target, **options):
             getattr(ops, f"{name}_grad")(prediction, target, **options))
 
 
-def check(backend, what, shape, loss, gradient, expected_loss, expected_gradient):
+def check(backend, what, shape, loss, gradient, expected_loss, expected_gradient, loss_tol=TOL):
     assert isinstance(loss, float), f"{backend} {what}: loss is {type(loss).__name__}, not float"
     assert gradient.dtype == np.float32 and gradient.shape == shape
-    assert_close(f"{backend} {what} loss, shape {shape}", loss, expected_loss, TOL)
+    assert_close(f"{backend} {what} loss, shape {shape}", loss, expected_loss, loss_tol)
     assert_close(f"{backend} {what} gradient, shape {shape}", gradient, expected_gradient, TOL)
 
 
@@ -97,9 +99,10 @@ def test_binary_crossentropy_from_probabilities(backend, rng, shape):
     loss, gradient = pyai_loss_and_gradient("binary_crossentropy", p, t)
     expected_loss, _ = keras_loss_and_gradient(keras.losses.BinaryCrossentropy, t, p)
     _, expected_gradient = keras_loss_and_gradient(keras.losses.BinaryCrossentropy, t, p, "float64")
-    check(backend, "bce", shape, loss, gradient, expected_loss, expected_gradient)
-    assert_close(f"{backend} bce loss vs numpy", loss,
-                 binary_crossentropy.bce_forward_reference(p, t), TOL)
+    exact_loss = binary_crossentropy.bce_forward_reference(p, t)
+    check(backend, "bce", shape, loss, gradient, expected_loss, expected_gradient,
+          loss_tol=TOL + 2 * relative_error(expected_loss, exact_loss))
+    assert_close(f"{backend} bce loss vs numpy", loss, exact_loss, TOL)
     assert_close(f"{backend} bce gradient vs numpy", gradient,
                  binary_crossentropy.bce_backward_reference(p, t), TOL)
 
