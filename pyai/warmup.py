@@ -66,9 +66,9 @@ def cache_folder():
 
 # files with no kernels of their own: the files whose kernels they run (which of them compile
 # depends on the layers' shapes: a conv of few output channels runs conv2d_direct's, ...)
-RUNS_KERNELS_OF = {"conv2d": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col"),
-                   "conv2d_backward": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col"),
-                   "conv2d_transpose_backward": ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col")}
+CONVOLUTION_KERNELS = ("implicit_gemm", "conv2d_direct", "conv2d_few_inputs", "im2col")
+RUNS_KERNELS_OF = {"conv2d": CONVOLUTION_KERNELS, "conv2d_backward": CONVOLUTION_KERNELS,
+                   "conv2d_transpose": CONVOLUTION_KERNELS, "conv2d_transpose_backward": CONVOLUTION_KERNELS}
 
 
 def is_cached(file):

@@ -3,11 +3,13 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
+import pyai.kernels.numba_cpu as kernels
 from pyai import dispatch, warmup
 from pyai._backends import numba_cpu
 from pyai.cli import main
@@ -46,6 +48,20 @@ def test_a_convolution_from_the_cache_brings_no_notice(tmp_path):
     assert cold.stderr.count("pyai: compiling pyai's kernels for this CPU, once: ~") == 1, cold.stderr
     warm = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
     assert warm.stderr == "" and warm.stdout == cold.stdout
+
+
+def test_every_kernel_file_without_kernels_names_the_files_it_runs_them_from():
+    """`is_cached` looks for a file's own kernels in the cache, so a file with none would be
+    announced as compiling in every process: such files name the files whose kernels they run."""
+    folder = pathlib.Path(kernels.__file__).parent
+
+    def has_kernels(name):
+        return "numba.njit" in (folder / f"{name}.py").read_text()
+
+    files = sorted({file for file, _ in numba_cpu.KERNELS.values()})
+    without = [name for name in files if not has_kernels(name)]
+    assert without and sorted(warmup.RUNS_KERNELS_OF) == without
+    assert all(has_kernels(name) for names in warmup.RUNS_KERNELS_OF.values() for name in names)
 
 
 def test_warmup_compiles_its_chains_in_parallel_processes(tmp_path):
