@@ -248,6 +248,32 @@ def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed
         assert np.isnan(buffer[slivers * depth * MR:]).all()
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("cols,depth", [(1, 1), (16, 17), (33, 16), (40, 47), (256, 256), (70, 320)])
+def test_packing_b_equals_its_reference_and_leaves_the_padding_rows(rng, transposed, cols, depth):
+    """pack_b writes row p of every sliver in turn (row-major B) or turns squares (transposed B):
+    every packed float equals B's, columns past the last are 0, and each sliver's padding rows
+    (packed_rows(depth) - depth, between it and the next) and what follows the slivers are not
+    written. Panels at the start and at the very end of B, rows 1024 floats (4 KB) apart and not."""
+    from pyai.kernels.numba_cpu.matmul import B_PAD, pack_b, packed_rows
+    from pyai.kernels.numba_cpu.matmul_micro import NR
+    assert packed_rows(depth) == depth + B_PAD and B_PAD > 0
+    for total_cols in (cols + 5, 1024 + cols):
+        total_depth = depth + 3
+        matrix = rng.standard_normal((total_depth, total_cols)).astype(np.float32)
+        stored = np.ascontiguousarray(matrix.T) if transposed else matrix
+        strides = (1, total_depth) if transposed else (total_cols, 1)
+        slivers, rows = -(-cols // NR), packed_rows(depth)
+        for depth0, col0 in ((0, 0), (total_depth - depth, total_cols - cols)):
+            buffer = np.full(slivers * rows * NR + 64, np.nan, np.float32)
+            packed = buffer[:slivers * rows * NR].reshape((slivers, rows, NR))
+            pack_b(stored.reshape(-1), *strides, depth0, depth, col0, cols, packed)
+            block = np.zeros((depth, slivers * NR), np.float32)
+            block[:, :cols] = matrix[depth0:depth0 + depth, col0:col0 + cols]
+            np.testing.assert_array_equal(packed[:, :depth], block.reshape(depth, slivers, NR).transpose(1, 0, 2))
+            assert np.isnan(packed[:, depth:]).all() and np.isnan(buffer[slivers * rows * NR:]).all()
+
+
 def test_the_tile_loops_count_no_references():
     """The loops over a block's tiles compile without Numba's reference counts: a count is taken
     and dropped for every array passed to each tile's kernel, locked instructions that wait for

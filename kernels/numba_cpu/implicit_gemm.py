@@ -38,8 +38,8 @@ from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, edge_tile, gemm_rectangle,
-                                           multiply_a_block, multiply_gathered, pack_b_operand, slp_vectorize,
-                                           thread_count, thread_grid)
+                                           multiply_a_block, multiply_gathered, pack_b_operand, packed_rows,
+                                           slp_vectorize, thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY
 from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, store, zeros
 
@@ -139,12 +139,13 @@ def window_addresses(image, shape, tap_rows, tap_cols, row0, rows, depth0, depth
 
 
 def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, packed, corners):
-    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column: tap by
+    """packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c], zero past the last column (packed
+    has matmul.packed_rows(depth) rows a sliver, as pack_b's, the last not written): tap by
     tap, each window's run of contiguous channels copied into the slivers it crosses (a whole
     sliver row, NR channels, as two vectors), zeros for padding."""
     height, width, channels = shape[0], shape[1], shape[2]
     taps_w = tap_cols.shape[0]
-    slivers = packed.shape[0]
+    slivers, sliver_rows = packed.shape[0], packed.shape[1]   # sliver_rows: packed_rows(depth)
     flat = packed.reshape(-1)
     window_corners(shape, depth0, depth, corners)
     for tap in range(col0 // channels, (col0 + cols - 1) // channels + 1):
@@ -160,14 +161,14 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
             base = ((corners[0, p] * height + h) * width + w) * channels + col0 - tap * channels
             if whole:
                 for j in range(run_start, run_end, NR):
-                    out = (j // NR * depth + p) * NR
+                    out = (j // NR * sliver_rows + p) * NR
                     for v in range(0, NR, WIDTH):
                         store(flat, out + v, load(image, base + j + v) if inside else zeros())
                 continue
             j = run_start
             while j < run_end:
                 piece_end = min(run_end, (j // NR + 1) * NR)
-                out = (j // NR * depth + p) * NR + j % NR
+                out = (j // NR * sliver_rows + p) * NR + j % NR
                 if inside:
                     flat[out:out + piece_end - j] = image[base + j:base + piece_end]
                 else:
@@ -175,7 +176,7 @@ def pack_windows_b(image, shape, tap_rows, tap_cols, depth0, depth, col0, cols, 
                 j = piece_end
     for p in range(depth):
         for j in range(cols, slivers * NR):
-            flat[((slivers - 1) * depth + p) * NR + j % NR] = 0.0
+            flat[((slivers - 1) * sliver_rows + p) * NR + j % NR] = 0.0
 
 
 def is_windows(operand, length):
@@ -193,9 +194,9 @@ def multiply_windows(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, 
         def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
             runs = window_addresses(a[0], a[1], a[2], a[3], row0, rows, depth0, depth, a[4], a[5], a[6], a[7])
-            multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, depth * NR, NR, c, a[6][3], rows, col0, cols,
-                              depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha, edge_tile(),
-                              np.arange(MR))
+            multiply_gathered(a[4], a[5][0], runs, b_buffer, b_start, packed_rows(depth) * NR, NR, c, a[6][3], rows,
+                              col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias, activation, alpha,
+                              edge_tile(), np.arange(MR))
         return multiply
 
 

@@ -87,7 +87,7 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, 
 # KC: depth of a slice, an MR x KC sliver of A stays in L1; MC rows of A per block stay in L2, NC
 # columns of B per panel in L3 (FEW_NC in L2, in the few-rows loop): blocking.py
 LINE = 16        # floats in a cache line
-PACK_ROWS = 16   # rows of B packed together: a few pages read side by side, each front to back
+B_PAD = 1        # rows of padding after each packed B sliver (packed_rows)
 PACK_AHEAD = 8  # stored rows of a transposed A asked for ahead of pack_a's reads
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are shorter than this,
@@ -110,6 +110,14 @@ def readable_in_place(row_stride, col_stride):
     or stored transposed with its stored rows (a float of every row of A each) under
     IN_PLACE_STRIDE apart, a stride the prefetchers follow."""
     return col_stride == 1 or (row_stride == 1 and col_stride < IN_PLACE_STRIDE)
+
+
+def packed_rows(depth):
+    """The rows a packed B sliver of `depth` rows takes: B_PAD more. A sliver of KC rows is 16 KB
+    (32 with AVX-512), a multiple of 4 KB, so without the padding row p of every sliver of a
+    panel would fall in one set of L1 (64 sets of 64 B lines, 8- or 12-way): pack_b, which writes
+    row p of every sliver in turn, lost its stores there."""
+    return depth + B_PAD
 
 
 def block_end(start, stop, size):
@@ -178,30 +186,27 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
 
 
 def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
-    """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column.
+    """packed[t, p, c] = B[depth0 + p, col0 + t*NR + c], zero past the last column; packed has
+    packed_rows(depth) rows a sliver, the last B_PAD not written.
 
-    B is read in its own order, so that the reads stream: along rows when its rows are unit-
-    stride, PACK_ROWS rows side by side, while the next PACK_ROWS rows are asked for (prefetch);
-    down columns when it is transposed, a cache line of each of a sliver's NR rows at a time
-    (turned a square of vectors at a time) while the next line of each is asked for. A B that
-    comes from memory (each product of a training step meets its weights once) was packed at a
-    third of a core's read rate without the prefetches: rows 4 KB apart share one L1 set.
-    (AMD EPYC Zen 3, one core, 1024 x 784 from memory: 0.53-0.62 -> 0.31-0.42 ms; transposed,
-    from L3: 0.37 -> 0.28-0.30 ms.)"""
+    B is read in its own order, so that the reads stream: a row at a time, front to back, when its
+    rows are unit-stride (each row's piece goes to every sliver in turn: the padding keeps those
+    stores in different L1 sets); down columns when it is transposed, a cache line of each of a
+    sliver's NR rows at a time (turned a square of vectors at a time) while the next line of each
+    is asked for. Reading 16 rows side by side instead, a line of each for one sliver, as pack_b
+    did before: rows 4 KB apart share one L1 set, and a row-major B was packed at half the rate
+    from L3 (AMD EPYC Zen 3, one core, the few-rows loop's 256 x 256 slices, padded in both:
+    784 x 1024 0.36 -> 0.19 ms, 256 x 1024 0.12 -> 0.06; rows not 4 KB apart gained too: 6272 x
+    256 0.31 -> 0.22, 1024 x 784 0.20 -> 0.15)."""
     full = cols // NR
+    sliver = packed.shape[1] * NR   # floats from one packed sliver to the next
     if col_stride == 1:
-        for p0 in range(0, depth, PACK_ROWS):
-            ahead = min(depth, p0 + 2 * PACK_ROWS)
+        for p in range(depth):
+            start = (depth0 + p) * row_stride + col0
             for t in range(full):
-                for p in range(p0, min(depth, p0 + PACK_ROWS)):
-                    start = (depth0 + p) * row_stride + col0 + t * NR
-                    out = (t * depth + p) * NR
-                    store(packed, out, load(b, start))
-                    store(packed, out + WIDTH, load(b, start + WIDTH))
-                for p in range(p0 + PACK_ROWS, ahead):
-                    start = (depth0 + p) * row_stride + col0 + t * NR
-                    prefetch(b, start)
-                    prefetch(b, start + NR - 1)
+                out = t * sliver + p * NR
+                store(packed, out, load(b, start + t * NR))
+                store(packed, out + WIDTH, load(b, start + t * NR + WIDTH))
     else:
         # B stored transposed: WIDTH x WIDTH squares turned in registers, the last
         # depth % WIDTH rows of each sliver one float at a time
@@ -215,7 +220,7 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
                 for c0 in range(0, NR, WIDTH):
                     for q in range(p0, min(squares, p0 + LINE), WIDTH):
                         transpose_square(b, first + c0 * col_stride + q, col_stride,
-                                         packed, (t * depth + q) * NR + c0, NR, scratch)
+                                         packed, t * sliver + q * NR + c0, NR, scratch)
             for c in range(NR):
                 base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
                 for p in range(squares, depth):
@@ -386,8 +391,8 @@ def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)))
     multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a,
                    row0 * row_stride + depth0 * col_stride, row_stride, col_stride, in_place, b_buffer, b_start,
-                   depth * NR, NR, c, row0, rows, col0, cols, depth0 == 0, depth0 + depth == k, bias, has_bias,
-                   activation, alpha, edge_tile())
+                   packed_rows(depth) * NR, NR, c, row0, rows, col0, cols, depth0 == 0, depth0 + depth == k, bias,
+                   has_bias, activation, alpha, edge_tile())
 
 
 def multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
@@ -448,7 +453,10 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
     widest = min(cols, nc + nc // 4)
     tallest = min(rows, mc + mc // 4)
     whole_depth = k > DEEPEST and -(-widest // NR) * NR * k <= nc * KC
-    b_buffer = aligned_floats(-(-widest // NR) * (k if whole_depth else deepest) * NR)
+    # packed whole, slice j (rows j KC on: block_end's slices start at multiples of KC) takes
+    # packed_rows of its depth, from row j packed_rows(KC) of the panel's rows
+    buffer_rows = k + B_PAD * -(-k // KC) if whole_depth else packed_rows(deepest)
+    b_buffer = aligned_floats(-(-widest // NR) * buffer_rows * NR)
     a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
     panel0 = col0
     while panel0 < col0 + cols:
@@ -457,9 +465,10 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
         depth0 = 0
         while depth0 < k:
             depth = block_end(depth0, k, KC) - depth0
-            start = col_slivers * depth0 * NR if whole_depth else 0
-            pack_b_operand(b, depth0, depth, panel0, panel_cols,
-                           b_buffer[start:start + col_slivers * depth * NR].reshape((col_slivers, depth, NR)))
+            start = col_slivers * (depth0 // KC) * packed_rows(KC) * NR if whole_depth else 0
+            sliver_rows = packed_rows(depth)
+            panel = b_buffer[start:start + col_slivers * sliver_rows * NR]
+            pack_b_operand(b, depth0, depth, panel0, panel_cols, panel.reshape((col_slivers, sliver_rows, NR)))
             if not whole_depth:
                 multiply_slice(a, a_buffer, b_buffer, 0, c, k, depth0, depth, row0, rows,
                                panel0, panel_cols, mc, bias, has_bias, activation, alpha)
@@ -470,8 +479,9 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
             depth0 = 0
             while depth0 < k:
                 depth = block_end(depth0, k, KC) - depth0
-                multiply_a_block(a, a_buffer, b_buffer, col_slivers * depth0 * NR, c, k, depth0, depth, block0,
-                                 block_rows, panel0, panel_cols, bias, has_bias, activation, alpha)
+                multiply_a_block(a, a_buffer, b_buffer, col_slivers * (depth0 // KC) * packed_rows(KC) * NR, c, k,
+                                 depth0, depth, block0, block_rows, panel0, panel_cols, bias, has_bias, activation,
+                                 alpha)
                 depth0 += depth
             block0 += block_rows
         panel0 += panel_cols
@@ -517,7 +527,8 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         end = min(n, sliver1 * NR)
-        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, FEW_NC + FEW_NC // 4) // NR) * min(k, DEEPEST) * NR)
+        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, FEW_NC + FEW_NC // 4) // NR) * packed_rows(min(k, DEEPEST))
+                                  * NR)
         col0 = sliver0 * NR
         while col0 < end:   # FEW_NC-column panels: a packed slice of B stays in L2
             cols = block_end(col0, end, FEW_NC) - col0
@@ -559,12 +570,12 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
                            depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0, in_place, first, last,
                            bias, has_bias, activation, alpha, edge)
         if in_place < cols:
-            packed_slivers = -(-(cols - in_place) // NR)
+            packed_slivers, sliver_rows = -(-(cols - in_place) // NR), packed_rows(depth)
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
-                   b_buffer[:packed_slivers * depth * NR].reshape((packed_slivers, depth, NR)))
+                   b_buffer[:packed_slivers * sliver_rows * NR].reshape((packed_slivers, sliver_rows, NR)))
             multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer, 0,
-                           depth * NR, NR, c, 0, m, col0 + in_place, cols - in_place, first, last, bias, has_bias,
-                           activation, alpha, edge)
+                           sliver_rows * NR, NR, c, 0, m, col0 + in_place, cols - in_place, first, last, bias,
+                           has_bias, activation, alpha, edge)
         depth0 += depth
 
 
@@ -649,6 +660,7 @@ with slp_vectorize():
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
     block_end = numba.njit(inline="always", cache=True)(block_end)
+    packed_rows = numba.njit(inline="always", cache=True)(packed_rows)
     edge_tile = numba.njit(inline="always", cache=True)(edge_tile)
     readable_in_place = numba.njit(inline="always", cache=True)(readable_in_place)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
