@@ -196,8 +196,8 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
     is asked for. Reading 16 rows side by side instead, a line of each for one sliver, as pack_b
     did before: rows 4 KB apart share one L1 set, and a row-major B was packed at half the rate
     from L3 (AMD EPYC Zen 3, one core, the few-rows loop's 256 x 256 slices, padded in both:
-    784 x 1024 0.36 -> 0.19 ms, 256 x 1024 0.12 -> 0.06; rows not 4 KB apart gained too: 6272 x
-    256 0.31 -> 0.22, 1024 x 784 0.20 -> 0.15)."""
+    784 x 1024 0.36 -> 0.19 ms; rows not 4 KB apart gained too: 6272 x 256 0.31 -> 0.22, 1024 x
+    784 0.20 -> 0.15)."""
     full = cols // NR
     sliver = packed.shape[1] * NR   # floats from one packed sliver to the next
     if col_stride == 1:
