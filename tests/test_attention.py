@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import assert_close, require, skip_in_cuda_simulator
+from conftest import assert_close, relative_error, require, skip_in_cuda_simulator
 from pyai import ops
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
 from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
@@ -144,7 +144,9 @@ def test_very_large_logits_stay_finite_and_match(backend, rng):
         exact_o, exact_lse = attention_forward_reference(q, k, v, causal, scale)
         exact_dq, exact_dk, exact_dv = attention_backward_reference(do, q, k, v, causal, scale)
         name = f"large logits, causal={causal}"
-        assert_close(f"o vs TF, {name}", o, tf_o.numpy(), TOL)
+        # float32 TF rounds the scores as pyai does: against it, TOL plus twice its own distance
+        # from float64 (seed 1495164574 at the other vector width: o 1.76e-5 from TF's)
+        assert_close(f"o vs TF, {name}", o, tf_o.numpy(), TOL + 2 * relative_error(tf_o.numpy(), exact_o))
         assert_close(f"lse vs TF, {name}", lse, tf_lse.numpy(), TOL)
         assert_close(f"dv vs TF, {name}", dv, tensorflow_gradients(q, k, v, do, causal, scale)[2],
                      1e-4)
