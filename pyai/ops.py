@@ -433,6 +433,32 @@ def bias_grad(dy, *, backend=None):
 
 
 @per_call_backend
+def weight_and_bias_grad(x, dy, *, out=None, backend=None):
+    """(dweight, dbias) of a dense layer y = x @ w + b from dy = d loss / d y: x^T dy (in, out)
+    and dy summed over its rows (out,), from one product (numba-cpu: the sums are its last row,
+    as if x had one more column, of ones). x is (batch, in), dy (batch, out), float32. Both are
+    views of one (in + 1, out) array: a new one, or `out`, a C-contiguous float32 numpy array of
+    that shape written in place (a dense layer's weight and bias gradients back to back in a flat
+    gradient buffer)."""
+    x, dy = as_float32("x", x, ndim=2), as_float32("dy", dy, ndim=2)
+    if x.shape[0] != dy.shape[0]:
+        raise ValueError(f"dy: expected {x.shape[0]} rows, one per row of x {x.shape}, got {dy.shape}")
+    if out is None:
+        grads = implementation("weight_and_bias_grad", backend)(x, dy)
+    else:
+        shape = (x.shape[1] + 1, dy.shape[1])
+        target = in_place("out", out)
+        if target.shape != shape:
+            raise ValueError(f"out: expected shape {shape}, the weight gradient's and then the bias "
+                             f"gradient's row, got {target.shape}")
+        if any(np.may_share_memory(target, array) for array in (x, dy)):
+            raise ValueError("out: shares memory with x or dy, which the product still reads")
+        implementation("weight_and_bias_grad", backend)(x, dy, target)
+        grads = out
+    return grads[:-1], grads[-1]
+
+
+@per_call_backend
 def softmax(x, *, backend=None):
     """exp(x) / sum(exp(x)) over the last axis, finite for any finite x."""
     return implementation("softmax", backend)(as_float32("x", x, min_ndim=1))

@@ -186,6 +186,64 @@ def test_matmul_out_of_another_shape_or_on_an_operand_is_an_error(rng):
         pyai.ops.matmul(a, b, out=np.empty((4, 5)))
 
 
+# weight_and_bias_grad: x (batch, in), dy (batch, out). in around the tile's rows (MR = 6 or 12:
+# the row of ones in a row of padding, or a sliver of its own), few rows and the blocked loop
+# (in + 1 up to FEW_ROWS and past it, in place and packed), one column, one step of depth, a batch
+# deeper than a KC slice
+@pytest.mark.parametrize("batch,features_in,features_out", [
+    (1, 1, 1), (3, 5, 7), (64, 6, 16), (7, 12, 33), (64, 100, 256), (5, 127, 19), (64, 128, 40), (13, 131, 1),
+    (300, 24, 17), (128, 768, 130), (257, 601, 70), (64, 1024, 48), (1, 389, 53)])
+def test_weight_and_bias_grad_is_the_weight_gradient_and_then_dys_column_sums(backend, rng, batch, features_in,
+                                                                              features_out):
+    """One product gives x^T dy, the same floats as ops.matmul's, and dy's column sums within
+    rounding of float64 (each a float32 sum over the batch, as a product's element is); the
+    stand-in that runs while the matmul compiles (plain_matmul.py) gives the same floats."""
+    require("weight_and_bias_grad", backend)
+    x = rng.standard_normal((batch, features_in)).astype(np.float32)
+    dy = rng.standard_normal((batch, features_out)).astype(np.float32)
+    dweight, dbias = pyai.ops.weight_and_bias_grad(x, dy)
+    assert dweight.shape == (features_in, features_out) and dbias.shape == (features_out,)
+    assert dweight.dtype == dbias.dtype == np.float32
+    assert address(dbias) == address(dweight) + dweight.nbytes   # one (in + 1, out) array
+    np.testing.assert_array_equal(dweight, pyai.ops.matmul(x, dy, transpose_a=True))
+    exact = dy.astype(np.float64)
+    assert_close("the bias gradient vs float64", dbias, exact.sum(axis=0), MATMUL_TOL)
+    assert_close("the weight gradient vs float64", dweight, x.T.astype(np.float64) @ exact, MATMUL_TOL)
+    if backend == "numba-cpu":
+        from pyai.kernels.numba_cpu import plain_matmul
+        np.testing.assert_array_equal(plain_matmul.weight_and_bias_grad(x, dy), np.vstack([dweight, dbias]))
+
+
+def address(array):
+    return array.__array_interface__["data"][0]
+
+
+def test_weight_and_bias_grad_into_out_and_its_errors(rng):
+    x = rng.standard_normal((9, 13)).astype(np.float32)
+    dy = rng.standard_normal((9, 5)).astype(np.float32)
+    buffer = np.full(14 * 5 + 3, np.nan, np.float32)
+    out = buffer[2:2 + 14 * 5].reshape(14, 5)
+    dweight, dbias = pyai.ops.weight_and_bias_grad(x, dy, out=out)
+    assert address(dweight) == address(out) and address(dbias) == address(out[13])
+    np.testing.assert_array_equal(out, np.vstack(pyai.ops.weight_and_bias_grad(x, dy)))
+    assert np.isnan(buffer[:2]).all() and np.isnan(buffer[-1])
+    with pytest.raises(ValueError, match=r"^out: expected shape \(14, 5\), the weight gradient's and then"):
+        pyai.ops.weight_and_bias_grad(x, dy, out=np.empty((13, 5), np.float32))
+    with pytest.raises(TypeError, match="^out: updated in place, so it must be a C-contiguous float32"):
+        pyai.ops.weight_and_bias_grad(x, dy, out=np.empty((14, 5)))
+    shared = np.ones(200, np.float32)
+    with pytest.raises(ValueError, match="^out: shares memory with x or dy"):
+        pyai.ops.weight_and_bias_grad(shared[:117].reshape(9, 13), dy, out=shared[100:170].reshape(14, 5))
+    with pytest.raises(ValueError, match=r"^dy: expected 9 rows, one per row of x \(9, 13\), got \(8, 5\)"):
+        pyai.ops.weight_and_bias_grad(x, dy[:8])
+    with pytest.raises(ValueError, match="^x: "):
+        pyai.ops.weight_and_bias_grad(x[0], dy)
+    with pytest.raises(ValueError, match=r"^x: has an empty dimension \(shape \(0, 13\)\)"):
+        pyai.ops.weight_and_bias_grad(x[:0], dy[:0])
+    with pytest.raises(ValueError, match=r"^dy: has an empty dimension \(shape \(9, 0\)\)"):
+        pyai.ops.weight_and_bias_grad(x, dy[:, :0])
+
+
 # every loop: one step of depth (outer), one column on one thread and a tall one on every thread
 # (gemv), few rows on one thread and on every thread, the blocked loop with ragged tiles
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (300, 77, 1), (7, 1, 13), (2048, 1, 128), (5, 33, 17),

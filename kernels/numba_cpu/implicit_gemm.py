@@ -229,7 +229,7 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
                                   row0, rows, col0, cols, mc, nc)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
-                gemm_rectangle((other, 1, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
+                gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
 

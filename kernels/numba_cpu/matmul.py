@@ -54,6 +54,14 @@ outer product: every float of C is a[i] * b[j], one multiply (outer). The tiles 
 tile, run one FMA step and store it (AMD EPYC Zen 3, old and new alternating, a call: 128 x 1 x
 256 on one core 33.7 -> 12.1 us; 128 x 1 x 6272 on two 415 -> 118 us).
 
+A dense layer's weight gradient x^T dy can bring its bias gradient, dy's column sums, with it
+(column_sums, weight_and_bias_grad): op(A) = x^T gets one more row, of ones, written by pack_a
+into the ragged last sliver, so C's last row is 1^T dy, each column summed as the tiles sum (in
+each KC slice, one FMA per row of dy in order, from zero; the slices added in order). Where x has
+a multiple of MR columns, that row is a sliver of its own; elsewhere it fills a row of padding
+the tiles compute anyway: the separate pass over dy that it replaces (ops.bias_grad) read dy
+from memory again.
+
 A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many bytes
 (SERIAL_BYTES): a DCGAN's logit layer, 128 x 6272 x 1 and its gradients (an outer product of K =
 1 writing 3.2 MB), is bound by memory, which one core reads and writes at half the rate of two.
@@ -140,8 +148,15 @@ def matmul_reference(a, b, bias=None, activation=None, alpha=0.2):
     return activation_reference(y, activation, alpha)
 
 
-def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
-    """packed[s, p, r] = A[row0 + s*MR + r, depth0 + p], zero past the last row.
+def column_sums_reference(a, b):
+    """fused_matmul's column_sums (float64): a @ b, then b's column sums."""
+    b = b.astype(np.float64)
+    return np.concatenate([a.astype(np.float64) @ b, b.sum(axis=0, keepdims=True)])
+
+
+def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed, ones_row):
+    """packed[s, p, r] = A[row0 + s*MR + r, depth0 + p], zero past the last row (`rows` of them),
+    but for a row of ones right after it where ones_row (column_sums in fused_matmul).
 
     A is read in its own order, one packed row (MR contiguous floats) written at a time: when A
     is stored transposed, a stored row gives every sliver's row p; else each sliver's MR rows are
@@ -182,7 +197,10 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed):
         for p in range(depth):
             for r in range(MR):
                 row = s * MR + r
-                packed[s, p, r] = a[(row0 + row) * row_stride + (depth0 + p) * col_stride] if row < rows else 0.0
+                if row < rows:
+                    packed[s, p, r] = a[(row0 + row) * row_stride + (depth0 + p) * col_stride]
+                else:
+                    packed[s, p, r] = 1.0 if ones_row and row == rows else 0.0
 
 
 def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
@@ -377,18 +395,21 @@ def edge_tile():
     return aligned_floats(MR * NR).reshape((MR, NR))
 
 
-def multiply_packed(a, row_stride, col_stride, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
-                    cols, bias, has_bias, activation, alpha):
+def multiply_packed(a, row_stride, col_stride, a_rows, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows,
+                    col0, cols, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B (at
-    b_buffer[b_start:]), for a matrix A (a flat array and its strides): A's block packed into MR-row
+    b_buffer[b_start:]), for a matrix A (a flat array, its strides and its a_rows rows; C's row
+    a_rows, where C has it, is A's row of ones: column_sums): A's block packed into MR-row
     slivers (pack_a), or, when A can be read where it lies (readable_in_place) and the panel is at
     most IN_PLACE_A_COLUMNS wide (each packed float of A would feed too few FMAs to pay for
     packing it), its whole slivers read in place; multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
-    in_place = rows // MR if readable_in_place(row_stride, col_stride) and cols <= IN_PLACE_A_COLUMNS else 0
+    own_rows = min(rows, a_rows - row0)   # the block's rows that A has; a row of ones after them
+    in_place = own_rows // MR if readable_in_place(row_stride, col_stride) and cols <= IN_PLACE_A_COLUMNS else 0
     if in_place < row_slivers:
-        pack_a(a, row_stride, col_stride, row0 + in_place * MR, rows - in_place * MR, depth0, depth,
-               a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)))
+        pack_a(a, row_stride, col_stride, row0 + in_place * MR, own_rows - in_place * MR, depth0, depth,
+               a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)),
+               own_rows < rows)
     multiply_block(a_buffer[:row_slivers * depth * MR].reshape((row_slivers, depth, MR)), a,
                    row0 * row_stride + depth0 * col_stride, row_stride, col_stride, in_place, b_buffer, b_start,
                    packed_rows(depth) * NR, NR, c, row0, rows, col0, cols, depth0 == 0, depth0 + depth == k, bias,
@@ -399,7 +420,7 @@ def multiply_a_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, 
                      activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B: the
     loop nest's hook for its A side, chosen by the operand's type as Numba compiles the loop
-    (numba.extending.overload). A matrix, (flat array, row stride, column stride), is
+    (numba.extending.overload). A matrix, (flat array, row stride, column stride, rows), is
     multiply_packed's; implicit_gemm.py adds an image's windows, read where they lie."""
 
 
@@ -407,25 +428,27 @@ def pack_b_operand(b, depth0, depth, col0, cols, packed):
     """packed[t, p, c] = op(B)[depth0 + p, col0 + t*NR + c]: the B side's hook, as multiply_a_block."""
 
 
-def is_matrix(operand):
-    return (isinstance(operand, numba.types.BaseTuple) and len(operand) == 3
+def is_matrix(operand, length):
+    """Whether a loop-nest operand is a matrix: (flat array, row stride, column stride), and for A
+    its rows (`length` items)."""
+    return (isinstance(operand, numba.types.BaseTuple) and len(operand) == length
             and isinstance(operand[0], numba.types.Array) and isinstance(operand[1], numba.types.Integer))
 
 
 @numba.extending.overload(multiply_a_block)
 def multiply_matrix_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias,
                           has_bias, activation, alpha):
-    if is_matrix(a):
+    if is_matrix(a, 4):
         def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
-            multiply_packed(a[0], a[1], a[2], a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
+            multiply_packed(a[0], a[1], a[2], a[3], a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
                             cols, bias, has_bias, activation, alpha)
         return multiply
 
 
 @numba.extending.overload(pack_b_operand)
 def pack_matrix_b(b, depth0, depth, col0, cols, packed):
-    if is_matrix(b):
+    if is_matrix(b, 3):
         return lambda b, depth0, depth, col0, cols, packed: pack_b(b[0], b[1], b[2], depth0, depth, col0, cols,
                                                                    packed)
 
@@ -487,10 +510,11 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
         panel0 += panel_cols
 
 
-def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
+def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
          activation, alpha, row_parts, col_parts, mc, nc):
-    """c (M x N) = epilogue(A @ B); A and B are flat arrays read through their strides. C is cut
-    into row_parts x col_parts rectangles of whole slivers, one per thread."""
+    """c (M x N) = epilogue(A @ B); A and B are flat arrays read through their strides, A has
+    a_rows rows: M, or M - 1 with a row of ones after them (column_sums). C is cut into
+    row_parts x col_parts rectangles of whole slivers, one per thread."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
@@ -501,28 +525,29 @@ def gemm(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bia
         col0 = col_part * col_slivers // col_parts * NR
         col1 = min(n, (col_part + 1) * col_slivers // col_parts * NR)
         if row1 > row0 and col1 > col0:
-            gemm_rectangle((a, a_row_stride, a_col_stride), (b, b_row_stride, b_col_stride), c, k,
+            gemm_rectangle((a, a_row_stride, a_col_stride, a_rows), (b, b_row_stride, b_col_stride), c, k,
                            bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0,
                            mc, nc)
 
 
-def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, c, k, bias,
+def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias,
                   has_bias, activation, alpha, col_chunks):
     """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
     even runs, one per task, each task packing its own run of B a slice at a time. A is read
     where it lies where readable_in_place says it can be (row-major, or transposed with stored
     rows of few floats), but for a ragged last sliver, packed here; else packed once, slice by
-    slice, into a_slices, shared by the tasks."""
+    slice, into a_slices, shared by the tasks. A has a_rows rows: M, or M - 1 and a row of ones
+    (column_sums), which is in the last sliver, packed."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
-    in_place = m // MR if readable_in_place(a_row_stride, a_col_stride) else 0
+    in_place = a_rows // MR if readable_in_place(a_row_stride, a_col_stride) else 0
     a_slices = aligned_floats(row_slivers * k * MR)
     if in_place == 0:
         for s in numba.prange(row_slivers):
-            pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, s)
+            pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s)
     elif in_place < row_slivers:
-        pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, in_place)
+        pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, in_place)
     for chunk in numba.prange(col_chunks):
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
@@ -537,15 +562,17 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, b, b_row_stride, b_col_stride, 
             col0 += cols
 
 
-def pack_a_sliver(a, a_row_stride, a_col_stride, a_slices, m, k, s):
-    """A's MR-row sliver s packed into a_slices, slice by slice (each slice's slivers together)."""
+def pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s):
+    """A's MR-row sliver s packed into a_slices, slice by slice (each slice's slivers together);
+    of C's m rows, A has the first a_rows, and a row of ones after them where m is more."""
     row_slivers = -(-m // MR)
+    own_rows = max(0, min(MR, a_rows - s * MR))
     depth0 = 0
     while depth0 < k:
         depth = block_end(depth0, k, KC) - depth0
         a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
-        pack_a(a, a_row_stride, a_col_stride, s * MR, min(MR, m - s * MR), depth0, depth,
-               a_packed.reshape((row_slivers, depth, MR))[s:s + 1])
+        pack_a(a, a_row_stride, a_col_stride, s * MR, own_rows, depth0, depth,
+               a_packed.reshape((row_slivers, depth, MR))[s:s + 1], own_rows < min(MR, m - s * MR))
         depth0 += depth
 
 
@@ -652,10 +679,10 @@ def outer(a, b, c, bias, has_bias, activation, alpha, parts):
 MATRIX = float32[:, ::1]
 PANEL = float32[:, :, ::1]
 FLAT = float32[::1]
-GEMM_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, int64, int64, MATRIX, int64, READ_ONLY,
+GEMM_OPERANDS = (READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, MATRIX, int64, READ_ONLY,
                  numba.boolean, int64, float32)
 with slp_vectorize():
-    pack_a = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
+    pack_a = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL, numba.boolean),
                         cache=True)(pack_a)
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
@@ -679,7 +706,8 @@ with slp_vectorize():
         void(PANEL, READ_ONLY, int64, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64,
              int64, int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32, MATRIX),
         fastmath=FASTMATH, cache=True, _nrt=False)(multiply_block)
-    pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, FLAT, int64, int64, int64), cache=True)(pack_a_sliver)
+    pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, int64, FLAT, int64, int64, int64),
+                               cache=True)(pack_a_sliver)
     few_rows_panel = numba.njit(
         void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,
              READ_ONLY, numba.boolean, int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
@@ -738,44 +766,49 @@ def thread_grid(m, n, threads):
     return best
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None):
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
+                 column_sums=False):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
     written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py).
     Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
-    element: the epilogue's TIMES, the factors in the bias's place."""
+    element: the epilogue's TIMES, the factors in the bias's place. Or, with column_sums and
+    neither, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums, as if op(a) had one more
+    row, of ones (column_sums_reference)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
-    c = memory.empty((m, n)) if out is None else out   # whole-line rows where N is a multiple of 16
+    rows = m + 1 if column_sums else m   # C's; the loop is chosen by A's, as for the product alone
+    c = memory.empty((rows, n)) if out is None else out   # whole-line rows where N is a multiple of 16
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     floats, code = (bias if has_bias else NO_BIAS), ACTIVATIONS[activation]
     if times is not None:
         floats, code = times.reshape(-1), TIMES
+    epilogue = (floats, has_bias, code, np.float32(alpha))
+    vector_paths = not column_sums   # outer and gemv have no row of ones: the tiles take those
+    if k == 1 and vector_paths:
+        run = outer_one_thread if threads == 1 else outer
+        run(a.reshape(-1), b.reshape(-1), c, *epilogue, threads)
+        return c
+    if n == 1 and threads == 1 and vector_paths:
+        gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue)
+        return c
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
-    operands = (a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k, floats, has_bias, code,
-                np.float32(alpha))
-    if k == 1:
-        run = outer_one_thread if threads == 1 else outer
-        run(a.reshape(-1), b.reshape(-1), c, *operands[8:], threads)
-        return c
-    if n == 1 and threads == 1:
-        gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:])
-        return c
+    operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
     if threads == 1 and (m <= FEW_ROWS or 2 * m * n * k < SERIAL_FLOPS):
         # no parallel region; a small product of many rows too, whose A packed whole is small
         gemm_few_rows_one_thread(*operands, 1)
         return c
     # here threads is Numba's own count (a product that thread_count gives one thread took a path
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
-    if n == 1:
-        gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *operands[8:], threads)
+    if n == 1 and vector_paths:
+        gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif m <= FEW_ROWS:
         gemm_few_rows(*operands, threads)
     else:
-        gemm(*operands, *thread_grid(m, n, threads), *(blocking or (MC, NC)))
+        gemm(*operands, *thread_grid(rows, n, threads), *(blocking or (MC, NC)))
     return c
 
 
@@ -789,3 +822,9 @@ def matmul_times(a, b, transpose_a, transpose_b, times, out=None):
 
 def linear(x, w, bias, activation, alpha):
     return fused_matmul(x, w, False, False, bias, activation, alpha)
+
+
+# x (batch, in) and dy (batch, out) -> (in + 1, out), into `out` when given: a dense layer's
+# weight gradient x^T dy, then its bias gradient, dy's column sums, from the same product
+def weight_and_bias_grad(x, dy, out=None):
+    return fused_matmul(x, dy, True, False, None, None, 0.0, out=out, column_sums=True)

@@ -90,3 +90,9 @@ def matmul_times(a, b, transpose_a, transpose_b, times, out=None):
 
 def linear(x, w, bias, activation, alpha):
     return fused_matmul(x, w, False, False, bias, activation, alpha)
+
+
+# matmul.py's: x^T dy, then dy's column sums, the product of x with a column of ones appended
+def weight_and_bias_grad(x, dy, out=None):
+    ones = np.ones((x.shape[0], 1), np.float32)
+    return fused_matmul(np.concatenate([x, ones], axis=1), dy, True, False, None, None, 0.0, out=out)

@@ -43,6 +43,7 @@ KERNELS = {
     "gelu_grad": ("gelu", "gelu_backward"),
     "gelu_with_derivative": ("gelu", "gelu_forward_with_derivative"),
     "bias_grad": ("bias_grad", "bias_grad"),
+    "weight_and_bias_grad": ("matmul", "weight_and_bias_grad"),
     "softmax": ("softmax", "softmax_forward"),
     "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),
     "embedding": ("embedding", "embedding_forward"),

@@ -15,7 +15,8 @@ import numpy as np
 
 LINE = 16   # floats in a 64-byte cache line: every tensor starts one, so a product writing a
             # gradient view stores whole lines (the floats between tensors stay 0, and Adam
-            # leaves a parameter of gradient 0 and moments 0 at 0)
+            # leaves a parameter of gradient 0 and moments 0 at 0); but a layer's bias follows its
+            # weight directly (follows_directly)
 
 
 def aligned_zeros(size):
@@ -23,6 +24,15 @@ def aligned_zeros(size):
     raw = np.zeros(size + LINE - 1, np.float32)
     skip = -raw.ctypes.data % (4 * LINE) // 4
     return raw[skip:skip + size]
+
+
+def follows_directly(previous, slot, shape, previous_shape):
+    """Whether a parameter lies right after the previous one, not at the next cache line: a
+    layer's 1-d parameter after its 2-d one of rows as long (a Dense layer's bias after its
+    weight), so that their gradients are one (in + 1, out) matrix, which the weight gradient's
+    product writes whole, the bias gradient its last row (pyai.nn.layers.back_to_back)."""
+    return (previous is not None and previous[1] is slot[1] and len(shape) == 1 and len(previous_shape) == 2
+            and previous_shape[1] == shape[0])
 
 
 class FlatParameters:
@@ -34,10 +44,13 @@ class FlatParameters:
         sizes = [int(np.prod(shape)) for shape in shapes]
         self.names = [name for name, _, _ in slots]
         self.shapes = shapes
-        padded = [-(-size // LINE) * LINE for size in sizes]
-        starts = np.concatenate([[0], np.cumsum(padded, dtype=np.int64)]).tolist()
-        self.offsets = list(zip(starts, [start + size for start, size in zip(starts, sizes)]))
-        self.size = starts[-1]
+        self.offsets, end = [], 0
+        for i, (slot, shape, size) in enumerate(zip(slots, shapes, sizes)):
+            joined = i > 0 and follows_directly(slots[i - 1], slot, shape, shapes[i - 1])
+            start = end if joined else -(-end // LINE) * LINE
+            self.offsets.append((start, start + size))
+            end = start + size
+        self.size = -(-end // LINE) * LINE
         self.parameters = aligned_zeros(self.size)
         self.gradients = aligned_zeros(self.size)
         self.parameter_views = self.split(self.parameters)

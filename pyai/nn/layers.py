@@ -140,6 +140,37 @@ def bias_gradient(dy, out=None):
     return out
 
 
+def back_to_back(weight, bias):
+    """One (in + 1, out) array over `weight` (in, out) and then `bias` (out,) where bias follows
+    weight in one buffer (a flat gradient buffer's views: pyai.nn.flat lays a layer's bias right
+    after its weight), else None."""
+    if bias is None or weight.ndim != 2 or bias.shape != weight.shape[1:] or weight.base is None:
+        return None
+    base, start = weight.base, weight.__array_interface__["data"][0]
+    if bias.base is not base or bias.__array_interface__["data"][0] != start + weight.nbytes:
+        return None
+    return np.ndarray((weight.shape[0] + 1, weight.shape[1]), weight.dtype, base,
+                      start - base.__array_interface__["data"][0])
+
+
+def weight_and_bias_gradient(x, dy, weight_out=None, bias_out=None, shapes_fit=False):
+    """(x^T dy, dy summed over its rows), into weight_out and bias_out when given: one product
+    where the backend has weight_and_bias_grad and the outs, if given, lie back to back
+    (back_to_back), so that dy is read once (its kernel itself where shapes_fit and the arrays
+    are kernel_ready); else a product and bias_gradient."""
+    if dispatch.implements("weight_and_bias_grad"):
+        both = None if weight_out is None and bias_out is None else back_to_back(weight_out, bias_out)
+        if both is not None or (weight_out is None and bias_out is None):
+            if shapes_fit and kernel_ready(x, dy, *(() if both is None else (both,))):
+                grads = dispatch.implementation("weight_and_bias_grad")(x, dy, both)
+                dweight, dbias = grads[:-1], grads[-1]
+            else:
+                dweight, dbias = ops.weight_and_bias_grad(x, dy, out=both)
+            return (dweight, dbias) if both is None else (weight_out, bias_out)
+    return (matmul(x, dy, transpose_a=True, out=weight_out, shapes_fit=shapes_fit),
+            bias_gradient(dy, out=bias_out))
+
+
 # dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
 # (in, out) and dbias (out,), from the forward's x, y and pre-activation (gelu only).
 def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=True,
@@ -147,8 +178,7 @@ def linear_backward(dy, x, weight, y, pre, activation, alpha, input_gradient=Tru
     """(dx, dweight, dbias); the weight and bias gradients go into weight_out and bias_out when
     given (views of a flat gradient buffer), else into new arrays."""
     dpre = activation_gradient(dy, y, pre, activation, alpha, shapes_fit)
-    dweight = matmul(x, dpre, transpose_a=True, out=weight_out, shapes_fit=shapes_fit)
-    dbias = bias_gradient(dpre, out=bias_out)
+    dweight, dbias = weight_and_bias_gradient(x, dpre, weight_out, bias_out, shapes_fit)
     dx = matmul(dpre, weight, transpose_b=True, shapes_fit=shapes_fit) if input_gradient else None
     return dx, dweight, dbias
 

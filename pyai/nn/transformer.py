@@ -11,7 +11,7 @@ import numpy as np
 
 from pyai import dispatch, ops
 from pyai.checks import positive_int, real_number
-from pyai.nn.layers import Dense, Layer, Sequential, bias_gradient, check_backward
+from pyai.nn.layers import Dense, Layer, Sequential, check_backward, weight_and_bias_gradient
 
 
 class Composite(Layer):
@@ -214,8 +214,7 @@ class MultiHeadAttention(Composite):
             for i, grad in enumerate(grads):
                 dqkv[:, :, i] = grad.transpose(0, 2, 1, 3)
         dqkv = dqkv.reshape(batch * time, 3 * channels)
-        dweight = ops.matmul(self.rows, dqkv, transpose_a=True)
-        dbias = bias_gradient(dqkv)
+        dweight, dbias = weight_and_bias_gradient(self.rows, dqkv)
         for i, dense in enumerate((self.query, self.key, self.value)):
             columns = slice(i * channels, (i + 1) * channels)
             dense.grad_weight = dense.keep_gradient("weight", dweight[:, columns])
