@@ -69,6 +69,7 @@ CALLS = {
     "gelu": ({"x": normal(3, 4)}, {}),
     "gelu_grad": ({"dy": normal(3, 4), "x": normal(3, 4)}, {}),
     "bias_grad": ({"dy": normal(3, 4)}, {}),
+    "weight_and_bias_grad": ({"x": normal(3, 4), "dy": normal(3, 5)}, {}),
     "softmax": ({"x": normal(3, 4)}, {}),
     "softmax_cross_entropy": ({"logits": normal(3, 4), "targets": np.array([0, 3, 1])}, {}),
     "embedding": ({"ids": np.array([[0, 2], [1, 1]]), "table": normal(3, 4)}, {}),

@@ -283,24 +283,28 @@ def test_matmul_times_into_out_and_its_errors(rng):
 
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("rows,depth", [(1, 1), (5, 17), (12, 16), (13, 33), (25, 47), (40, 16)])
-def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed, rows, depth):
+@pytest.mark.parametrize("ones_row", [False, True])
+def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed, rows, depth, ones_row):
     """pack_a's vector paths write whole vectors wider than a sliver's row (each store spilling
-    into the next packed row): every packed float equals A's, the padding rows are 0, and nothing
-    past the packed slivers is written. Blocks at the start and at the very end of A, where the
-    vector paths must not read past A's last row."""
+    into the next packed row): every packed float equals A's, the padding rows are 0 (but for a
+    row of ones right after A's rows where asked: column_sums), and nothing past the packed
+    slivers is written. Blocks at the start and at the very end of A, where the vector paths must
+    not read past A's last row."""
     from pyai.kernels.numba_cpu.matmul import pack_a
     from pyai.kernels.numba_cpu.matmul_micro import MR
     total_rows, total_depth = rows + 7, depth + 3
     matrix = rng.standard_normal((total_rows, total_depth)).astype(np.float32)
     stored = np.ascontiguousarray(matrix.T) if transposed else matrix
     strides = (1, total_rows) if transposed else (total_depth, 1)
-    slivers = -(-rows // MR)
+    slivers = -(-(rows + ones_row) // MR)
     for row0, depth0 in ((0, 0), (total_rows - rows, total_depth - depth)):
         buffer = np.full(slivers * depth * MR + 64, np.nan, np.float32)
         pack_a(stored.reshape(-1), *strides, row0, rows, depth0, depth,
-               buffer[:slivers * depth * MR].reshape((slivers, depth, MR)))
+               buffer[:slivers * depth * MR].reshape((slivers, depth, MR)), ones_row)
         block = np.zeros((slivers * MR, depth), np.float32)
         block[:rows] = matrix[row0:row0 + rows, depth0:depth0 + depth]
+        if ones_row:
+            block[rows] = 1.0
         expected = block.reshape(slivers, MR, depth).transpose(0, 2, 1)
         np.testing.assert_array_equal(buffer[:slivers * depth * MR].reshape(slivers, depth, MR), expected)
         assert np.isnan(buffer[slivers * depth * MR:]).all()

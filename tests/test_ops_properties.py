@@ -183,6 +183,15 @@ def check_bias_grad(data):
     close(ops.bias_grad(dy), bias_grad.bias_grad_reference(dy64), 3 * np.prod(shape[:-1]))
 
 
+def check_weight_and_bias_grad(data):
+    rows, inputs, outputs = dims(data, 1, 40), dims(data, 1, 20), dims(data)
+    x, x64 = draw_array(data, (rows, inputs), integers=True)
+    dy, dy64 = draw_array(data, (rows, outputs), integers=True)
+    dweight, dbias = ops.weight_and_bias_grad(x, dy)
+    close(dweight, x64.T @ dy64, 9 * rows, "dweight")
+    close(dbias, bias_grad.bias_grad_reference(dy64), 3 * rows, "dbias")
+
+
 def check_softmax(data):
     shape = tuple(dims(data, 1, 5) for _ in range(dims(data, 0, 2))) + (dims(data, 1, 40),)
     x, x64 = draw_array(data, shape, -30.0, 30.0, integers=True)
@@ -276,6 +285,7 @@ CHECKS = {
     "gelu": elementwise(ops.gelu, gelu.gelu_forward_reference),
     "gelu_grad": elementwise(ops.gelu_grad, gelu.gelu_backward_reference, grad=True),
     "bias_grad": check_bias_grad,
+    "weight_and_bias_grad": check_weight_and_bias_grad,
     "mse, binary_crossentropy and grads": check_losses,
     "attention, attention_grad": check_attention,
     "attention_qkv, attention_qkv_grad": check_attention_qkv,
