@@ -786,12 +786,16 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     if times is not None:
         floats, code = times.reshape(-1), TIMES
     epilogue = (floats, has_bias, code, np.float32(alpha))
-    vector_paths = not column_sums   # outer and gemv have no row of ones: the tiles take those
-    if k == 1 and vector_paths:
+    if column_sums and (k == 1 or n == 1):   # outer's and gemv's, which have no row of ones: the
+        # product, then the sums as the product of a row of ones (the tiles' floats, as theirs)
+        fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, blocking, c[:m])
+        fused_matmul(np.ones((1, k), np.float32), b, False, transpose_b, None, None, 0.0, blocking, c[m:])
+        return c
+    if k == 1:
         run = outer_one_thread if threads == 1 else outer
         run(a.reshape(-1), b.reshape(-1), c, *epilogue, threads)
         return c
-    if n == 1 and threads == 1 and vector_paths:
+    if n == 1 and threads == 1:
         gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue)
         return c
     # A small product runs its parallel regions on this thread alone: waking the other threads
@@ -803,7 +807,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         return c
     # here threads is Numba's own count (a product that thread_count gives one thread took a path
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
-    if n == 1 and vector_paths:
+    if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif m <= FEW_ROWS:
         gemm_few_rows(*operands, threads)
