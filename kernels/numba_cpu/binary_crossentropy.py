@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.first_call import BySize
+from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
 from pyai.kernels.numba_cpu.ordered_sum import ordered_sum, sum_kernel
 
 LOW = np.float32(1e-7)       # Keras's backend.epsilon(), as the float32 the clip compares with
@@ -100,12 +100,9 @@ def bce_logits_backward_kernel(z, t, d):
         d[i] = (sigmoid - t[i]) * inverse_n
 
 
-# an exp or two divides per element: two threads pay from 4096 elements on (the logits' gradient
-# on an Intel Xeon, family 6 model 167: 2048 elements 14.5 us on two threads, 13.3 on one; 8192:
-# 34 and 52)
-PARALLEL_ELEMENTS = 4096
-bce_backward_kernel = BySize(bce_backward_kernel, elements=PARALLEL_ELEMENTS)
-bce_logits_backward_kernel = BySize(bce_logits_backward_kernel, elements=PARALLEL_ELEMENTS)
+# an exp or two divides per element
+bce_backward_kernel = BySize(bce_backward_kernel, elements=COSTLY_ELEMENTS)
+bce_logits_backward_kernel = BySize(bce_logits_backward_kernel, elements=COSTLY_ELEMENTS)
 
 
 def bce_sum(p, t):

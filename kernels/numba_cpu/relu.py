@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu import memory
+from pyai.kernels.numba_cpu.first_call import BySize
 
 
 def relu_forward_reference(x):
@@ -25,12 +26,14 @@ def relu_backward_reference(dy, x):
     return np.where(x > 0, dy, np.float32(0))
 
 
+@BySize
 @numba.njit(parallel=True, cache=True)
 def relu_forward_kernel(x, y):
     for i in numba.prange(x.size):
         y[i] = np.float32(0) if x[i] < 0 else x[i]
 
 
+@BySize
 @numba.njit(parallel=True, cache=True)
 def relu_backward_kernel(dy, x, dx):
     for i in numba.prange(x.size):

@@ -17,10 +17,13 @@ y is within ~2 ulp of exact; it saturates to exactly -1 and 1 (tanh(+-1000) = +-
 TensorFlow) and never overflows; NaN stays NaN.
 """
 
+import functools
+
 import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu import memory
+from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
 from pyai.kernels.numba_cpu.sigmoid import exp_negative   # numba's cache of this file misses edits to it
 from pyai.kernels.numba_cpu.simd import wide_vectors
 
@@ -49,6 +52,7 @@ def tanh_scalar(x):
     return series if abs(x) < SMALL else signed_ratio
 
 
+@functools.partial(BySize, elements=COSTLY_ELEMENTS)
 @numba.njit(parallel=True, error_model="numpy", fastmath={"contract"}, cache=True)
 def tanh_forward_kernel(x, y):
     for i in numba.prange(x.size):
@@ -56,6 +60,7 @@ def tanh_forward_kernel(x, y):
         y[i] = tanh_scalar(x[i])
 
 
+@BySize
 @numba.njit(parallel=True, cache=True)
 def tanh_backward_kernel(dy, y, dx):
     for i in numba.prange(y.size):
