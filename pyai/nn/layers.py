@@ -144,7 +144,7 @@ def back_to_back(weight, bias):
     """One (in + 1, out) array over `weight` (in, out) and then `bias` (out,) where bias follows
     weight in one buffer (a flat gradient buffer's views: pyai.nn.flat lays a layer's bias right
     after its weight), else None."""
-    if bias is None or weight.ndim != 2 or bias.shape != weight.shape[1:] or weight.base is None:
+    if weight is None or bias is None or weight.ndim != 2 or bias.shape != weight.shape[1:] or weight.base is None:
         return None
     base, start = weight.base, weight.__array_interface__["data"][0]
     if bias.base is not base or bias.__array_interface__["data"][0] != start + weight.nbytes:
@@ -155,20 +155,20 @@ def back_to_back(weight, bias):
 
 def weight_and_bias_gradient(x, dy, weight_out=None, bias_out=None, shapes_fit=False):
     """(x^T dy, dy summed over its rows), into weight_out and bias_out when given: one product
-    where the backend has weight_and_bias_grad and the outs, if given, lie back to back
+    where the backend has weight_and_bias_grad and there are no outs or they lie back to back
     (back_to_back), so that dy is read once (its kernel itself where shapes_fit and the arrays
     are kernel_ready); else a product and bias_gradient."""
-    if dispatch.implements("weight_and_bias_grad"):
-        both = None if weight_out is None and bias_out is None else back_to_back(weight_out, bias_out)
-        if both is not None or (weight_out is None and bias_out is None):
-            if shapes_fit and kernel_ready(x, dy, *(() if both is None else (both,))):
-                grads = dispatch.implementation("weight_and_bias_grad")(x, dy, both)
-                dweight, dbias = grads[:-1], grads[-1]
-            else:
-                dweight, dbias = ops.weight_and_bias_grad(x, dy, out=both)
-            return (dweight, dbias) if both is None else (weight_out, bias_out)
-    return (matmul(x, dy, transpose_a=True, out=weight_out, shapes_fit=shapes_fit),
-            bias_gradient(dy, out=bias_out))
+    given = weight_out is not None or bias_out is not None
+    both = back_to_back(weight_out, bias_out) if given else None
+    if not dispatch.implements("weight_and_bias_grad") or (given and both is None):
+        return (matmul(x, dy, transpose_a=True, out=weight_out, shapes_fit=shapes_fit),
+                bias_gradient(dy, out=bias_out))
+    if shapes_fit and kernel_ready(x, dy, *(() if both is None else (both,))):
+        grads = dispatch.implementation("weight_and_bias_grad")(x, dy, both)
+        dweight, dbias = grads[:-1], grads[-1]
+    else:
+        dweight, dbias = ops.weight_and_bias_grad(x, dy, out=both)
+    return (weight_out, bias_out) if given else (dweight, dbias)
 
 
 # dy = d loss / d y (batch, out) -> dx (batch, in), or None with input_gradient=False, dweight
