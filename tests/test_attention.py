@@ -14,13 +14,16 @@ as the last Tq rows of a Tk x Tk lower triangle.
 
 import tracemalloc
 
+import numba
 import numpy as np
 import pytest
 
 from conftest import assert_close, relative_error, require, skip_in_cuda_simulator
 from pyai import ops
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
-from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
+from pyai.kernels.numba_cpu.attention_forward import (UNDERFLOW, attention_forward_reference, exp2_negative_lanes,
+                                                      exp2_negative_reference)
+from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")
@@ -218,6 +221,32 @@ def test_heads_as_tasks_give_the_floats_of_heads_packed_first(rng, n_queries, n_
         np.testing.assert_array_equal(by_head, packed_first, err_msg=name)
     exact_o, _ = attention_forward_reference(q, k, v, causal, scale)
     assert_close("o by head vs float64", results[0][0], exact_o, TOL)
+
+
+@numba.njit
+def exp2_negative_by_vectors(a, out):
+    for i in range(0, a.size, WIDTH):
+        store(out, i, exp2_negative_lanes(load(a, i)))
+
+
+def test_exp2_negative_lanes_is_within_two_ulp_and_keeps_zero_inf_and_nan(rng):
+    """The kernels' exps (2^-a, a >= 0: a score's distance below its row's max, in base-2 units)
+    against float64: at most 2.5e-7 relative (two float32 ulp) where 2^-a is a normal float,
+    exactly 1 at 0, exactly 0 past UNDERFLOW and at +inf (a masked score), NaN for NaN; and a
+    little under 0, as rounding can leave a score above its row's lse, still 2^-a."""
+    special = [0, 1e-8, 0.5, 1, 1.5, 2.5, 87.5, 124.5, UNDERFLOW, UNDERFLOW + 1e-4, 126, 1e4, np.inf, np.nan,
+               -1e-7, -0.25, -0.5]
+    a = np.concatenate([special, rng.uniform(0, 1, 1000), rng.uniform(0, 130, 4000)]).astype(np.float32)
+    a = np.concatenate([a, np.full(-len(a) % WIDTH, 3.0, np.float32)])
+    out = np.full_like(a, -1.0)
+    exp2_negative_by_vectors(a, out)
+    expected = exp2_negative_reference(a)
+    normal = expected > 0
+    assert relative_error(out[normal], expected[normal]) < 1e-7   # as a whole
+    assert np.max(np.abs(out[normal] / expected[normal] - 1)) < 2.5e-7
+    np.testing.assert_array_equal(out[~normal & ~np.isnan(a)], 0)
+    assert np.isnan(out[np.isnan(a)]).all() and not np.isnan(out[~np.isnan(a)]).any()
+    assert out[0] == 1 and (out[normal] >= np.finfo(np.float32).tiny).all()
 
 
 def test_causal_with_more_queries_than_keys_is_an_error():

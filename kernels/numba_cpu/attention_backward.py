@@ -15,7 +15,8 @@ Fast version, FlashAttention-2's backward loop order on CPU cores:
   in parallel over tasks, one per (batch, head, group of key tiles):
     for each key tile of KEY_TILE keys in the group: dk^T, dv^T (D x KEY_TILE) held by the task
       for each block of QUERY_BLOCK queries that sees the tile (causal: from its diagonal):
-        s = (q scale) k^T,  p = exp(s - lse)         micro-kernel, kc = D; then exps
+        s = (q scale log2 e) k^T,  p = 2^(s - lse log2 e)   micro-kernel, kc = D; then exps
+                                                     (base 2 as in the forward: attention_forward.py)
         dv^T += do^T p                               kc = QUERY_BLOCK
         dp = do v^T,  ds = scale p (dp - delta)      kc = D
         dk^T += q^T ds                               kc = QUERY_BLOCK
@@ -36,12 +37,11 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, prefetch_rows,
-                                                       rows_of, whole_heads, workspace)
+from pyai.kernels.numba_cpu.attention_forward import (LOG2E, ROWS, exp2_negative_lanes, pack_chunks, pack_slivers,
+                                                       padded, prefetch_rows, rows_of, whole_heads, workspace)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_square, wide_vectors)
-from pyai.kernels.numba_cpu.sigmoid import exp_negative_lanes
 
 micro_kernel = matmul_micro.micro_kernel
 
@@ -78,15 +78,15 @@ def tile_product(left, right, first_left, first_right, rows, starts, product):
 
 @numba.njit(cache=True)
 def tile_probabilities(scores, lse, first_query, rows, starts):
-    """p = exp(s - lse) in place; p[t, i, c] is query first_query + i, key NR t + c of the tile,
-    for rows starts[t] <= i < rows. A row's NR keys are two SIMD vectors."""
+    """p = 2^(s - lse) in place, both in base-2 units; p[t, i, c] is query first_query + i, key
+    NR t + c of the tile, for rows starts[t] <= i < rows. A row's NR keys are two SIMD vectors."""
     for t in range(len(starts)):
         for i in range(starts[t], rows):
             row_lse = splat(lse[first_query + i])
             start = (t * scores.shape[1] + i) * NR
             for half in range(0, NR, WIDTH):
                 store(scores, start + half,
-                      exp_negative_lanes(subtract(row_lse, load(scores, start + half))))
+                      exp2_negative_lanes(subtract(row_lse, load(scores, start + half))))
 
 
 @numba.njit(cache=True)
@@ -328,35 +328,37 @@ def row_deltas(do, o, n_queries, depth, delta):
 
 
 @numba.njit(cache=True)
-def pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale, packed, lse_padded):
-    """One head's packed operands (packed: its seven arrays) and its padded lse. q, k, v, do are
-    Rows. Padded rows of lse are left as they are (the caller zeroes them)."""
+def pack_head(q, k, v, do, head, n_queries, n_keys, lse, q_factor, packed, lse_padded):
+    """One head's packed operands (packed: its seven arrays; q's slivers times q_factor, its
+    chunks as they are) and its padded lse, in base-2 units. q, k, v, do are Rows. Padded rows of
+    lse are left as they are (the caller zeroes them)."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     one = np.float32(1)
     depth = q_slivers.shape[1]
     q_start, k_start, v_start, do_start = q[2][head], k[2][head], v[2][head], do[2][head]
-    pack_slivers(q[0], q_start, q[1], n_queries, MR, scale, q_slivers)
+    pack_slivers(q[0], q_start, q[1], n_queries, MR, q_factor, q_slivers)
     pack_slivers(k[0], k_start, k[1], n_keys, NR, one, k_slivers)
     pack_slivers(do[0], do_start, do[1], n_queries, MR, one, do_slivers)
     pack_slivers(v[0], v_start, v[1], n_keys, NR, one, v_slivers)
     pack_chunks(do[0], do_start, do[1], n_queries, depth, MR, do_chunks)
     pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks)
     pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks)
-    lse_padded[:n_queries] = lse[head]
+    for i in range(n_queries):
+        lse_padded[i] = lse[head, i] * LOG2E
 
 
 @numba.njit(parallel=True, cache=True)
-def pack_operands(q, k, v, do, n_queries, n_keys, lse, scale, packed, lse_padded):
+def pack_operands(q, k, v, do, n_queries, n_keys, lse, q_factor, packed, lse_padded):
     """Every head's pack_head, in one parallel region (one task per head): on a busy machine
     every region's closing barrier waits for the slowest thread, so they are kept few."""
     q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks = packed
     for head in numba.prange(q_slivers.shape[0]):
-        pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale,
+        pack_head(q, k, v, do, head, n_queries, n_keys, lse, q_factor,
                   (q_slivers[head], k_slivers[head], do_slivers[head], v_slivers[head], do_chunks[head],
                    q_chunks[head], k_chunks[head]), lse_padded[head])
 
 
-def backward_by_head(q, k, v, do, n_queries, n_keys, lse, causal, scale, q_slivers, k_slivers, do_slivers,
+def backward_by_head(q, k, v, do, n_queries, n_keys, lse, causal, scale, q_factor, q_slivers, k_slivers, do_slivers,
                      v_slivers, do_chunks, q_chunks, k_chunks, lse_slots, delta, dq_slots, dq, dk, dv):
     """backward_kernel's work with whole heads as tasks (one group): task `part` takes a run of
     heads and, a head at a time, packs its operands into slot `part` (pack_head) and runs all
@@ -371,7 +373,7 @@ def backward_by_head(q, k, v, do, n_queries, n_keys, lse, causal, scale, q_slive
                   q_chunks[part], k_chunks[part])
         dq_head = dq_slots[part, 0]
         for head in range(part * heads // parts, (part + 1) * heads // parts):
-            pack_head(q, k, v, do, head, n_queries, n_keys, lse, scale, packed, lse_slots[part])
+            pack_head(q, k, v, do, head, n_queries, n_keys, lse, q_factor, packed, lse_slots[part])
             if head + 1 < (part + 1) * heads // parts:
                 for x, count in ((q, n_queries), (do, n_queries), (k, n_keys), (v, n_keys)):
                     prefetch_rows(x, head + 1, count, depth)
@@ -386,7 +388,7 @@ LSE = numba.types.Array(float32, 2, "C", readonly=True)
 OUT_ROWS = numba.types.Tuple((FLAT, int64, STARTS))
 with slp_vectorize():
     backward_by_head = numba.njit(
-        void(ROWS, ROWS, ROWS, ROWS, int64, int64, LSE, boolean, float32, PACKED, PACKED, PACKED, PACKED,
+        void(ROWS, ROWS, ROWS, ROWS, int64, int64, LSE, boolean, float32, float32, PACKED, PACKED, PACKED, PACKED,
              PACKED, PACKED, PACKED, float32[:, ::1], float32[:, ::1], float32[:, :, :, ::1], OUT_ROWS,
              OUT_ROWS, OUT_ROWS),
         parallel=True, cache=True)(backward_by_head)
@@ -419,6 +421,7 @@ def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, d
     default where heads give every thread work and attention_forward.whole_heads), else every
     head packed first, then tasks of a head's group of key tiles; the same floats either way."""
     heads, threads = len(q[2]), numba.get_num_threads()
+    q_factor = np.float32(float(scale) * LOG2E)   # the forward's: the same scores, in base-2 units
     n_queries_padded = padded(n_queries, MR)   # whole slivers: no task reads past them
     groups = min(-(-n_keys // KEY_TILE), -(-2 * threads // heads))
     if by_head is None:
@@ -433,11 +436,11 @@ def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, d
     delta[:, n_queries:] = 0
     row_deltas(do, o, n_queries, depth, delta)
     if by_head:
-        backward_by_head(q, k, v, do, n_queries, n_keys, lse, bool(causal), np.float32(scale), *packed,
+        backward_by_head(q, k, v, do, n_queries, n_keys, lse, bool(causal), np.float32(scale), q_factor, *packed,
                          lse_padded, delta, dq_copies.reshape(slots, 1, *dq_copies.shape[2:]), dq, dk, dv)
         return
     dq_copies[:] = 0
-    pack_operands(q, k, v, do, n_queries, n_keys, lse, np.float32(scale), tuple(packed), lse_padded)
+    pack_operands(q, k, v, do, n_queries, n_keys, lse, q_factor, tuple(packed), lse_padded)
     backward_kernel(*packed, lse_padded, delta, n_queries, n_keys, bool(causal), np.float32(scale),
                     dq_copies, dk[0], dv[0], dk[1], dk[2], dv[2])
     write_query_gradients(dq_copies, n_queries, depth, dq[0], dq[1], dq[2])

@@ -25,13 +25,10 @@ import functools
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
-from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, wide_vectors
+from pyai.kernels.numba_cpu.simd import wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH = np.float32(0.693359375)   # ln 2 = LN2_HIGH + LN2_LOW; n * LN2_HIGH is exact for n < 2^9
@@ -62,39 +59,6 @@ def exp_negative(a):
     if a > UNDERFLOW:
         return np.float32(0)
     return exp_r * two_to_minus_n if a == a else a
-
-
-@intrinsic
-def exp_negative_lanes(typingctx, a):
-    """exp_negative of each lane of a SIMD vector (simd.py), the same steps written as LLVM
-    vector operations, for loops that LLVM's vectorizers would turn into gathers and spills."""
-    def codegen(context, builder, signature, args):
-        def lanes(value):
-            return ir.Constant(LLVM_VECTOR, [float(value)] * WIDTH)
-
-        def fma(x, y, z):
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * 3), f"llvm.fma.v{WIDTH}f32")
-            return builder.call(function, [x, y, z])
-
-        a, = args
-        limit = lanes(UNDERFLOW)
-        clamped = builder.select(builder.fcmp_ordered("<", a, limit), a, limit)
-        floor = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR]), f"llvm.floor.v{WIDTH}f32")
-        n = builder.call(floor, [fma(clamped, lanes(LOG2E), lanes(0.5))])
-        r = fma(n, lanes(LN2_LOW), fma(n, lanes(LN2_HIGH), builder.fneg(clamped)))
-        exp_r = lanes(INVERSE_FACTORIALS[-1])
-        for c in reversed(INVERSE_FACTORIALS[:-1]):
-            exp_r = fma(r, exp_r, lanes(c))
-        integers = ir.VectorType(ir.IntType(32), WIDTH)
-        exponent = builder.sub(ir.Constant(integers, [127] * WIDTH), builder.fptosi(n, integers))
-        two_to_minus_n = builder.bitcast(builder.shl(exponent, ir.Constant(integers, [23] * WIDTH)),
-                                         LLVM_VECTOR)
-        result = builder.fmul(exp_r, two_to_minus_n)
-        result = builder.select(builder.fcmp_ordered(">", a, limit), lanes(0.0), result)
-        return builder.select(builder.fcmp_unordered("uno", a, a), a, result)
-    return VECTOR(VECTOR), codegen
 
 
 @numba.njit(inline="always", error_model="numpy", fastmath={"contract"}, cache=True)
