@@ -21,8 +21,8 @@ import pytest
 from conftest import assert_close, relative_error, require, skip_in_cuda_simulator
 from pyai import ops
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
-from pyai.kernels.numba_cpu.attention_forward import (UNDERFLOW, attention_forward_reference, exp2_negative_lanes,
-                                                      exp2_negative_reference)
+from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
+from pyai.kernels.numba_cpu.sigmoid import EXP2_UNDERFLOW, exp2_negative, exp2_negative_lanes, exp2_negative_reference
 from pyai.kernels.numba_cpu.simd import WIDTH, load, store
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
@@ -229,17 +229,28 @@ def exp2_negative_by_vectors(a, out):
         store(out, i, exp2_negative_lanes(load(a, i)))
 
 
-def test_exp2_negative_lanes_is_within_two_ulp_and_keeps_zero_inf_and_nan(rng):
-    """The kernels' exps (2^-a, a >= 0: a score's distance below its row's max, in base-2 units)
-    against float64: at most 2.5e-7 relative (two float32 ulp) where 2^-a is a normal float,
-    exactly 1 at 0, exactly 0 past UNDERFLOW and at +inf (a masked score), NaN for NaN; and a
-    little under 0, as rounding can leave a score above its row's lse, still 2^-a."""
-    special = [0, 1e-8, 0.5, 1, 1.5, 2.5, 87.5, 124.5, UNDERFLOW, UNDERFLOW + 1e-4, 126, 1e4, np.inf, np.nan,
-               -1e-7, -0.25, -0.5]
+@numba.njit(error_model="numpy")
+def exp2_negative_by_floats(a, out):
+    for i in range(a.size):
+        out[i] = exp2_negative(a[i])
+
+
+@pytest.mark.parametrize("apply", [exp2_negative_by_vectors, exp2_negative_by_floats])
+def test_exp2_negative_is_within_two_ulp_and_keeps_zero_inf_and_nan(rng, apply):
+    """The kernels' exps in base 2 (2^-a, a >= 0: a score's distance below its row's max, or gelu's
+    -|2u|, in base-2 units) against float64: at most 2.5e-7 relative (two float32 ulp) where 2^-a
+    is a normal float, exactly 1 at 0, exactly 0 past EXP2_UNDERFLOW and at +inf (a masked score),
+    NaN for NaN; a little under 0, as rounding can leave a score above its row's lse, still 2^-a.
+    Both versions: the SIMD one (attention's) and the float one (gelu's, vectorized by LLVM, which
+    may contract its polynomial's FMAs in another order, its tail a float at a time)."""
+    special = [0, 1e-8, 0.5, 1, 1.5, 2.5, 87.5, 124.5, EXP2_UNDERFLOW, EXP2_UNDERFLOW + 1e-4, 126, 1e4, np.inf,
+               np.nan, -1e-7, -0.25, -0.5]
     a = np.concatenate([special, rng.uniform(0, 1, 1000), rng.uniform(0, 130, 4000)]).astype(np.float32)
-    a = np.concatenate([a, np.full(-len(a) % WIDTH, 3.0, np.float32)])
+    a = np.concatenate([a, np.full(-len(a) % WIDTH, 3.0, np.float32)])   # whole vectors
+    if apply is exp2_negative_by_floats:   # and a tail that LLVM's vectors leave
+        a = np.concatenate([a, np.array([np.nan, 1.25, np.inf], np.float32)])
     out = np.full_like(a, -1.0)
-    exp2_negative_by_vectors(a, out)
+    apply(a, out)
     expected = exp2_negative_reference(a)
     normal = expected > 0
     assert relative_error(out[normal], expected[normal]) < 1e-7   # as a whole

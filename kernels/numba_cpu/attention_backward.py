@@ -37,8 +37,9 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.attention_forward import (LOG2E, ROWS, exp2_negative_lanes, pack_chunks, pack_slivers,
-                                                       padded, prefetch_rows, rows_of, whole_heads, workspace)
+from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, prefetch_rows, rows_of,
+                                                       whole_heads, workspace)
+from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
 from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_square, wide_vectors)
@@ -344,7 +345,7 @@ def pack_head(q, k, v, do, head, n_queries, n_keys, lse, q_factor, packed, lse_p
     pack_chunks(q[0], q_start, q[1], n_queries, depth, MR, q_chunks)
     pack_chunks(k[0], k_start, k[1], n_keys, depth, NR, k_chunks)
     for i in range(n_queries):
-        lse_padded[i] = lse[head, i] * LOG2E
+        lse_padded[i] = lse[head, i] * LOG2_OF_E
 
 
 @numba.njit(parallel=True, cache=True)
@@ -421,7 +422,7 @@ def backward(q, k, v, do, o, n_queries, n_keys, depth, lse, causal, scale, dq, d
     default where heads give every thread work and attention_forward.whole_heads), else every
     head packed first, then tasks of a head's group of key tiles; the same floats either way."""
     heads, threads = len(q[2]), numba.get_num_threads()
-    q_factor = np.float32(float(scale) * LOG2E)   # the forward's: the same scores, in base-2 units
+    q_factor = np.float32(float(scale) * LOG2_OF_E)   # the forward's: the same scores, in base-2 units
     n_queries_padded = padded(n_queries, MR)   # whole slivers: no task reads past them
     groups = min(-(-n_keys // KEY_TILE), -(-2 * threads // heads))
     if by_head is None:

@@ -11,11 +11,10 @@ Cost: 4 B H Tq Tk D FLOPs (about half with the causal mask) and B H Tq Tk exps; 
 4 B H (2 Tq + 2 Tk) D bytes moved: the Tq x Tk scores never reach memory.
 
 The exps are powers of two, as in FlashAttention: q is scaled by scale log2(e), so the scores
-come out in base-2 units, s2 = s log2(e), and p = 2^(s2 - m2) = exp(s - m) (exp2_negative_lanes:
-n = round(a), 2^(n - a) by a degree-6 polynomial, 2^-n into the exponent bits: 14 vector
-operations an exp against 20 for exp(-a) by a Cody-Waite reduction and 2^-n as a float times
-it; at D = 64 the online softmax had taken 17% of the forward, and a tile's now takes 0.56x the
-time). lse goes out in natural units, m2 ln 2 + log(sum).
+come out in base-2 units, s2 = s log2(e), and p = 2^(s2 - m2) = exp(s - m) (sigmoid.py's
+exp2_negative_lanes: 15 vector operations an exp against 20 for exp(-a); at D = 64 the online
+softmax had taken 17% of the forward, and a tile's now takes 0.56x the time). lse goes out in
+natural units, m2 ln 2 + log(sum).
 
 Fast version, FlashAttention-2's loop order on CPU cores:
   pack once (in parallel over heads): q * scale log2(e) as 16-query slivers (D x 16), k as 6-key
@@ -46,16 +45,14 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import boolean, float32, int64, void
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, half_kernel_strided
-from pyai.kernels.numba_cpu.simd import (LLVM_VECTOR, VECTOR, WIDTH, add, aligned_floats, first_lanes, fma, load,
-                                        maximum, multiply, prefetch, slp_vectorize, splat, store, subtract,
-                                        transpose_square, wide_vectors, zeros)
+from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes   # 2^-a lane by lane; 2^-inf = 0
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, first_lanes, fma, load, maximum, multiply,
+                                        prefetch, slp_vectorize, splat, store, subtract, transpose_square,
+                                        wide_vectors, zeros)
 
 micro_kernel = matmul_micro.micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
 
@@ -63,15 +60,6 @@ QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T 
 KEY_TILE = 192    # keys per tile, a multiple of MR
 LINE = 16         # floats in a cache line
 FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
-LOG2E = 1.4426950408889634   # log2(e): the scale's factor that puts the scores in base-2 units
-UNDERFLOW = 125.0            # 2^-125 is a normal float32; 2^-a past it is flushed to 0
-# 2^r for |r| <= 1/2: the degree-6 polynomial through the Chebyshev points of the interval,
-# rounded to float32 (relative error 1.0e-7 in float32 arithmetic, 1.7 ulp; exp_negative's 7th-
-# degree Taylor series, in sigmoid.py, ~1.2 ulp)
-POWERS_OF_TWO = (1.0, 0.6931471824645996, 0.24022650718688965, 0.05550327152013779, 0.009618056938052177,
-                 0.0013400427997112274, 0.00015461444854736328)
-
-
 def attention_forward_reference(q, k, v, causal, scale):
     """float64 numpy, the whole score matrix at once: (o, lse)."""
     s = scale * np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k.astype(np.float64))
@@ -83,44 +71,6 @@ def attention_forward_reference(q, k, v, causal, scale):
     e = np.exp(s - row_max)
     total = e.sum(-1, keepdims=True)
     return (e / total) @ v.astype(np.float64), (row_max + np.log(total))[..., 0]
-
-
-def exp2_negative_reference(a):
-    """2^-a in float64, 0 where that would be under 2^-125."""
-    a = np.asarray(a, np.float64)
-    return np.where(a > UNDERFLOW, 0.0, np.exp2(-a))
-
-
-@intrinsic
-def exp2_negative_lanes(typingctx, a):
-    """2^-a in each lane of a SIMD vector (simd.py) with a >= 0 (a little under 0 is fine):
-    n = round(a), r = n - a in [-1/2, 1/2], 2^r by POWERS_OF_TWO, then n subtracted from its
-    exponent bits. a is first clamped to UNDERFLOW, so the exponent stays that of a normal float,
-    and lanes past it (+inf: a masked score) give 0. A NaN passes the clamp (it is the compare's
-    unordered side) and every step after it, so NaN comes out."""
-    def codegen(context, builder, signature, args):
-        def lanes(value):
-            return ir.Constant(LLVM_VECTOR, [float(value)] * WIDTH)
-
-        def call(name, *operands):
-            function = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * len(operands)), f"llvm.{name}.v{WIDTH}f32")
-            return builder.call(function, operands)
-
-        a, = args
-        limit = lanes(UNDERFLOW)
-        past = builder.fcmp_ordered(">", a, limit)
-        clamped = builder.select(past, limit, a)
-        n = call("rint", clamped)
-        r = builder.fsub(n, clamped)
-        power = lanes(POWERS_OF_TWO[-1])
-        for c in reversed(POWERS_OF_TWO[:-1]):
-            power = call("fma", r, power, lanes(c))
-        integers = ir.VectorType(ir.IntType(32), WIDTH)
-        exponent = builder.shl(builder.fptosi(n, integers), ir.Constant(integers, [23] * WIDTH))
-        result = builder.bitcast(builder.sub(builder.bitcast(power, integers), exponent), LLVM_VECTOR)
-        return builder.select(past, lanes(0.0), result)
-    return VECTOR(VECTOR), codegen
 
 
 @numba.njit(inline="always", cache=True)
@@ -456,7 +406,7 @@ def forward(q, k, v, n_queries, n_keys, depth, causal, scale, o, lse, by_head=No
     at a time on each thread (by_head, by default where whole_heads), else every head packed
     first, then tasks of QUERY_BLOCK queries; the same floats either way."""
     heads, threads = len(q[2]), numba.get_num_threads()
-    q_factor = np.float32(float(scale) * LOG2E)   # scores in base-2 units
+    q_factor = np.float32(float(scale) * LOG2_OF_E)   # scores in base-2 units
     by_head = whole_heads(heads, threads) if by_head is None else by_head
     slots = min(heads, threads) if by_head else heads
     # padded to whole slivers only: a task reads no sliver past its last query or key

@@ -22,19 +22,35 @@ Outputs that would be subnormal (exp(-a) for a > 87.33) are flushed to 0, as TF'
 """
 
 import functools
+import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
-from pyai.kernels.numba_cpu.simd import wide_vectors
+from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH = np.float32(0.693359375)   # ln 2 = LN2_HIGH + LN2_LOW; n * LN2_HIGH is exact for n < 2^9
 LN2_LOW = np.float32(-2.12194440e-4)
 UNDERFLOW = np.float32(87.33)        # exp(-87.33) is a normal float32; exp(-87.34) is subnormal
 INVERSE_FACTORIALS = tuple(np.float32(1 / f) for f in (1, 1, 2, 6, 24, 120, 720, 5040))
+
+# 2^-a (exp2_negative), for kernels whose exps come in base-2 units at no cost: attention's scores
+# (q packed times scale log2 e) and gelu's 2u (its constants times log2 e). n = round(a), 2^(n - a)
+# by a polynomial, n subtracted from its exponent bits: 15 vector operations against exp_negative's
+# 20 (no Cody-Waite reduction, no float 2^-n to multiply by), and a shorter chain of dependent ones.
+LOG2_OF_E = math.log2(math.e)   # float64: exp(x) = 2^(x LOG2_OF_E)
+EXP2_UNDERFLOW = 125.0          # 2^-125 is a normal float32; 2^-a past it is flushed to 0
+# 2^r for |r| <= 1/2: the degree-6 polynomial through the Chebyshev points of the interval,
+# rounded to float32, evaluated by Estrin's scheme (three FMA levels after r^2, not six in a row):
+# 1.0e-7 relative in float32 arithmetic, 1.7 ulp (exp_negative ~1.2 ulp)
+POWERS_OF_TWO = tuple(np.float32(c) for c in (1.0, 0.6931471824645996, 0.24022650718688965, 0.05550327152013779,
+                                              0.009618056938052177, 0.0013400427997112274, 0.00015461444854736328))
 
 
 def sigmoid_forward_reference(x):
@@ -59,6 +75,59 @@ def exp_negative(a):
     if a > UNDERFLOW:
         return np.float32(0)
     return exp_r * two_to_minus_n if a == a else a
+
+
+def exp2_negative_reference(a):
+    """2^-a in float64, 0 where that would be under 2^-125."""
+    a = np.asarray(a, np.float64)
+    return np.where(a > EXP2_UNDERFLOW, 0.0, np.exp2(-a))
+
+
+@numba.njit(inline="always", error_model="numpy", fastmath={"contract"}, cache=True)
+def exp2_negative(a):
+    """2^-a for a float32 a >= 0 (a little under 0 is fine too), in arithmetic LLVM vectorizes: 0
+    past EXP2_UNDERFLOW and at +inf, NaN for NaN (it passes the clamp, the compare's unordered
+    side, and every step after it: x86's float-to-integer conversion gives 0x80000000, whose
+    shift is 0). The floats of exp2_negative_lanes."""
+    limit = np.float32(EXP2_UNDERFLOW)
+    clamped = limit if a > limit else a
+    n = np.rint(clamped)
+    r = n - clamped
+    c = POWERS_OF_TWO
+    r2 = r * r
+    power = np.float32((c[0] + c[1] * r) + r2 * ((c[2] + c[3] * r) + r2 * ((c[4] + c[5] * r) + r2 * c[6])))
+    result = np.int32(power.view(np.int32) - (np.int32(n) << np.int32(23))).view(np.float32)
+    return np.float32(0) if a > limit else result
+
+
+@intrinsic
+def exp2_negative_lanes(typingctx, a):
+    """exp2_negative of each lane of a SIMD vector (simd.py), the same steps written as LLVM vector
+    operations, for loops that LLVM's vectorizers would turn into gathers and spills."""
+    def codegen(context, builder, signature, args):
+        def lanes(value):
+            return ir.Constant(LLVM_VECTOR, [float(value)] * WIDTH)
+
+        def call(name, *operands):
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * len(operands)), f"llvm.{name}.v{WIDTH}f32")
+            return builder.call(function, operands)
+
+        a, = args
+        c = [lanes(value) for value in POWERS_OF_TWO]
+        limit = lanes(EXP2_UNDERFLOW)
+        past = builder.fcmp_ordered(">", a, limit)
+        clamped = builder.select(past, limit, a)
+        n = call("rint", clamped)
+        r = builder.fsub(n, clamped)
+        r2 = builder.fmul(r, r)
+        power = call("fma", r2, call("fma", r2, call("fma", r2, c[6], call("fma", c[5], r, c[4])),
+                                             call("fma", c[3], r, c[2])), call("fma", c[1], r, c[0]))
+        integers = ir.VectorType(ir.IntType(32), WIDTH)
+        exponent = builder.shl(builder.fptosi(n, integers), ir.Constant(integers, [23] * WIDTH))
+        result = builder.bitcast(builder.sub(builder.bitcast(power, integers), exponent), LLVM_VECTOR)
+        return builder.select(past, lanes(0.0), result)
+    return VECTOR(VECTOR), codegen
 
 
 @numba.njit(inline="always", error_model="numpy", fastmath={"contract"}, cache=True)
