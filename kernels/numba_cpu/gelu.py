@@ -26,7 +26,7 @@ Fast version: parallel chunks of CHUNK floats, each in three passes that LLVM ve
 2^-a), then the rest. In one pass each vector's chain of ~45 dependent operations (~90 cycles)
 filled the core's window of operations in flight with two or three vectors, so the FP units sat
 waiting (30 cycles a vector of 8 on an AMD EPYC Zen 3 core); the passes' shorter chains keep them
-busy: 1M elements with the derivative 1.25 -> 0.74 ms on one core, 0.63 -> 0.40 ms on two.
+busy: 1M elements with the derivative 1.25 -> 0.65 ms on one core, 0.63 -> 0.35 ms on two.
 error_model="numpy" drops the divide-by-zero check, so the loops vectorize; simd.wide_vectors
 lets them use the full vector width (on an AVX-512 core LLVM otherwise stops at 256 bits: 1M
 elements forward 0.78 -> 0.57 ms, backward 0.88 -> 0.67 ms on one core, in one pass).
