@@ -39,9 +39,9 @@ from numba import boolean, float32, int64, void
 from pyai.kernels.numba_cpu import matmul_micro, memory
 from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, prefetch_rows, rows_of,
                                                        whole_heads, workspace)
-from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
                                                  prefetch_tile, write_tile, zero_rows)
+from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes
 from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_square, wide_vectors)
 

@@ -60,6 +60,8 @@ QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T 
 KEY_TILE = 192    # keys per tile, a multiple of MR
 LINE = 16         # floats in a cache line
 FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
+
+
 def attention_forward_reference(q, k, v, causal, scale):
     """float64 numpy, the whole score matrix at once: (o, lse)."""
     s = scale * np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k.astype(np.float64))
