@@ -383,6 +383,19 @@ def test_a_tall_column_on_every_thread_gives_gemv_floats(rng, m, k, transpose_a,
                  kernels.matmul_reference(a.T if transpose_a else a, b, bias, activation), MATMUL_TOL)
 
 
+def test_a_row_major_is_packed_where_its_rows_crowd_one_set_of_l1():
+    """A sliver's rows 4 KB apart share one L1 set (64 sets of 64-byte lines): counted by
+    rows_in_one_set, and past CROWDED_ROWS such an A is packed, not read in place; the product of
+    either way is checked by the transposed-A test below (K = 2048 rows 8 KB apart)."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    mr = kernels.MR
+    assert kernels.rows_in_one_set(1024) == mr and kernels.rows_in_one_set(2048) == mr
+    assert kernels.rows_in_one_set(512) == -(-mr // 2)
+    assert kernels.rows_in_one_set(784) == 1 and kernels.rows_in_one_set(1) == mr   # 1: one line
+    assert kernels.readable_in_place(784, 1) and kernels.readable_in_place(1, 100)
+    assert kernels.readable_in_place(1024, 1) == (mr <= kernels.CROWDED_ROWS)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 16, 700), (7, 33, 2048), (128, 103, 2048), (127, 128, 300), (384, 40, 517),
                                    (131, 250, 64), (600, 128, 33)])
 @pytest.mark.parametrize("activation", [None, "leaky_relu"])

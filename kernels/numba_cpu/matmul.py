@@ -33,6 +33,7 @@ Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tile
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
+Not where a sliver's rows crowd one set of L1 (CROWDED_ROWS): those are packed.
 So is an A stored transposed (a weight gradient's x^T) whose stored rows are short (under
 IN_PLACE_STRIDE: readable_in_place): a stored row holds float p of every row of A, side by side,
 as a packed sliver does, M floats apart instead of MR. Packing it had cost as much
@@ -109,15 +110,37 @@ IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
 
+L1_SETS = 64       # sets of 64-byte lines in every x86 L1 data cache (32 KB 8-way, 48 KB 12-way)
+CROWDED_ROWS = 6   # a row-major A is packed when more of a sliver's rows share a set of L1 than
+                   # this: rows a multiple of 4 KB apart (K = 1024, 2048) put all 12 rows of an
+                   # AVX-512 sliver in one set of 8 or 12 lines, beside B's lines, and the tiles'
+                   # broadcasts miss L1 every few k steps (AMD EPYC Zen 4, 2 threads, medians of
+                   # 300, in place vs packed, GFLOP/s: 64 x 2048 x 512 106 vs 148, 100 x 1024 x
+                   # 512 129 vs 176, 512 x 1024 x 256 117 vs 164; K = 1536, 6 rows a set: 169 vs
+                   # 170). AVX2's 6-row slivers never pass it.
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
+def rows_in_one_set(row_stride):
+    """The most of a sliver's MR rows, row_stride floats apart, whose floats at one column fall in
+    one set of L1 (L1_SETS sets of 64-byte lines: a line's set repeats every 4 KB)."""
+    most = 0
+    for i in range(MR):
+        same = 0
+        for j in range(MR):
+            same += (i * row_stride // LINE - j * row_stride // LINE) % L1_SETS == 0
+        most = max(most, same)
+    return most
+
+
 def readable_in_place(row_stride, col_stride):
-    """Whether the tiles can read A where it lies (matmul_micro.micro_kernel_in_place): row-major,
-    or stored transposed with its stored rows (a float of every row of A each) under
-    IN_PLACE_STRIDE apart, a stride the prefetchers follow."""
-    return col_stride == 1 or (row_stride == 1 and col_stride < IN_PLACE_STRIDE)
+    """Whether the tiles can read A where it lies (matmul_micro.micro_kernel_in_place): row-major
+    with at most CROWDED_ROWS of a sliver's rows in one set of L1, or stored transposed with its
+    stored rows (a float of every row of A each) under IN_PLACE_STRIDE apart, a stride the
+    prefetchers follow."""
+    return ((col_stride == 1 and rows_in_one_set(row_stride) <= CROWDED_ROWS)
+            or (row_stride == 1 and col_stride < IN_PLACE_STRIDE))
 
 
 def packed_rows(depth):
@@ -689,6 +712,7 @@ with slp_vectorize():
     block_end = numba.njit(inline="always", cache=True)(block_end)
     packed_rows = numba.njit(inline="always", cache=True)(packed_rows)
     edge_tile = numba.njit(inline="always", cache=True)(edge_tile)
+    rows_in_one_set = numba.njit(cache=True)(rows_in_one_set)
     readable_in_place = numba.njit(inline="always", cache=True)(readable_in_place)
     add_edge = numba.njit(void(MATRIX, MATRIX, int64, int64, int64, int64, numba.boolean), cache=True)(add_edge)
     in_registers = numba.njit(inline="always", cache=True)(in_registers)
