@@ -32,14 +32,11 @@ def test_l2_size_is_read_from_sysfs(tmp_path):
 def test_a_saved_choice_is_used_and_a_bad_file_is_not(tmp_path, monkeypatch):
     monkeypatch.setenv("PYAI_CACHE_DIR", str(tmp_path))
     assert blocking.saved() is None
-    blocking.save(2 * MR, 256, 0)
-    assert blocking.saved() == (2 * MR, 256, 0)
-    mc, nc, a_columns, source = blocking.choose()
-    assert (mc, nc, a_columns) == (2 * MR, 256, 0) and "pyai tune" in source
-    blocking.saved_path().write_text(f'{{"mc": {MR}, "nc": 512}}')   # saved before A_COLUMNS was tuned
-    assert blocking.saved() == (MR, 512, blocking.A_COLUMNS_DEFAULT)
-    for bad in ['{"mc": 7, "nc": 256}', '{"mc": 12}', "not json", '{"mc": -12, "nc": 256}', "[12, 256]",
-                '{"mc": 12, "nc": 256, "a_columns": -1}']:
+    blocking.save(2 * MR, 256)
+    assert blocking.saved() == (2 * MR, 256)
+    mc, nc, source = blocking.choose()
+    assert (mc, nc) == (2 * MR, 256) and "pyai tune" in source
+    for bad in ['{"mc": 7, "nc": 256}', '{"mc": 12}', "not json", '{"mc": -12, "nc": 256}']:
         blocking.saved_path().write_text(bad)
         assert blocking.saved() is None, bad
 
@@ -56,28 +53,12 @@ def test_any_blocking_gives_the_same_product(rng, mc, nc, transpose_a, transpose
     assert_close(f"matmul with blocking ({mc}, {nc})", out, ref, 1e-5)
 
 
-def test_a_read_in_place_or_packed_gives_the_same_floats(rng):
-    """A_COLUMNS only chooses whether a row-major A's narrow panels are read where they lie or
-    packed first: the same FMAs in the same order, so the same floats (rows 600 floats apart:
-    no set of L1 crowded, so the in-place way is taken)."""
-    from pyai.kernels.numba_cpu.matmul import readable_in_place
-    m, k, n = 157, 600, 250     # past FEW_ROWS, three slices, one panel of 250 columns
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((k, n)).astype(np.float32)
-    assert readable_in_place(k, 1)
-    in_place = fused_matmul(a, b, False, False, None, None, 0.0, blocking=(blocking.MC, blocking.NC, 256))
-    packed = fused_matmul(a, b, False, False, None, None, 0.0, blocking=(blocking.MC, blocking.NC, 0))
-    np.testing.assert_array_equal(in_place, packed)
-    assert_close("matmul, A in place", in_place, matmul_reference(a, b), 1e-5)
-
-
 def test_tune_measures_the_candidates_and_saves_the_fastest(tmp_path, monkeypatch, capsys):
     from pyai.bench import tune
     monkeypatch.setenv("PYAI_CACHE_DIR", str(tmp_path))
     assert tune.candidates(4 * MR, 512) == [(4 * MR, 512), (2 * MR, 512), (8 * MR, 512), (4 * MR, 256),
                                             (4 * MR, 1024)]
-    best, rates = tune.run(save=True, sizes=(200,), narrow=((150, 300, 100),), repeats=1)
+    best, rates = tune.run(save=True, sizes=(200,), repeats=1)
     assert best in rates and all(rate > 0 and np.isfinite(rate) for rate in rates.values())
-    assert len(best) == 3 and best[2] in (blocking.A_COLUMNS_DEFAULT, 0)
     assert blocking.saved() == best
     assert "blocking in use" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from pyai.kernels.numba_cpu import blocking, matmul, plain_matmul
 # (M, K, N): 1s, primes, columns not a multiple of the vector width, K past one and two slices
 # (KC = 256), one column (gemv), 129 rows for the blocked loop, 100 x 256 x 128 for the parallel
 # few-rows loop (past SERIAL_FLOPS); 389 x 600 x 200 and 1000 x 300 x 64 for the blocked loop
-# reading A's rows in place (blocking.A_COLUMNS; the plain loop always packs), with a
+# reading A's rows in place (matmul.IN_PLACE_A_COLUMNS; the plain loop always packs), with a
 # ragged last sliver of rows (packed) and of columns
 SIZES = [(1, 1, 1), (7, 13, 5), (37, 300, 70), (5, 257, 16), (37, 300, 1), (129, 600, 33), (100, 256, 128),
          (389, 600, 200), (1000, 300, 64)]

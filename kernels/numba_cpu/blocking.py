@@ -15,20 +15,12 @@ KC = 256, keeps an MR x KC sliver of A within a quarter of any x86 L1 (6-12 KB o
     FEW_NC columns of B per slice in the few-rows loop, which packs a KC x FEW_NC slice and
                                    reads it at once from every A sliver: half of L2, where it
                                    stays
-    A_COLUMNS                      the widest panel for which the blocked loop reads a row-major
-                                   A where it lies instead of packing it (matmul.multiply_packed):
-                                   256 by default, where a packed float of A feeds at most 16
-                                   vector FMAs. Whether that pays differs by core and cannot be
-                                   derived: in place was 5-8% ahead on an Intel Xeon (AVX-512; 2048
-                                   x 512 x 128, 2048 x 128 x 128) and 6-12% behind on an AMD Zen 4
-                                   once K takes more than one slice (2 threads: 2048 x 512 x 128,
-                                   512^3, whose 512 columns split into two 256-column panels)
 (2 MB L2, Intel Sapphire Rapids: MC 192, FEW_NC 1024; 1 MB, AMD Zen 4: 96, 512; 512 KB: 60, 256.)
 Where the caches cannot be read, a 1 MB L2 is assumed.
 
-`pyai tune` measures the derived MC and NC beside their halves and doubles, then A read in place
-or always packed, on this machine and can save the fastest; a saved choice (a small JSON file per
-CPU model in pyai's cache folder) is used from then on, in place of the derived one.
+`pyai tune` measures the derived MC and NC beside their halves and doubles on this machine and can
+save the fastest; a saved choice (a small JSON file per CPU model in pyai's cache folder) is used
+from then on, in place of the derived one.
 """
 
 import hashlib
@@ -43,7 +35,6 @@ from pyai.kernels.numba_cpu.matmul_micro import MR
 KC = 256
 PANEL_COLUMNS = 2048
 DEFAULT_L2 = 1 << 20
-A_COLUMNS_DEFAULT = 256
 SYSFS = pathlib.Path("/sys/devices/system/cpu/cpu0/cache")
 
 
@@ -86,37 +77,36 @@ def saved_path():
 
 
 def saved():
-    """(MC, NC, A_COLUMNS) saved by `pyai tune --save` for this CPU, or None (a file that does not
-    read as sane sizes counts as none; one saved before A_COLUMNS was tuned has the default)."""
+    """(MC, NC) saved by `pyai tune --save` for this CPU, or None (a file that does not read as
+    two sane sizes counts as none)."""
     try:
         choice = json.loads(saved_path().read_text())
         mc, nc = int(choice["mc"]), int(choice["nc"])
-        a_columns = int(choice.get("a_columns", A_COLUMNS_DEFAULT))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if mc % MR or not 0 < mc <= 4096 or not 0 < nc <= 65536 or not 0 <= a_columns <= 65536:
+    if mc % MR or not 0 < mc <= 4096 or not 0 < nc <= 65536:
         return None
-    return mc, nc, a_columns
+    return mc, nc
 
 
-def save(mc, nc, a_columns=A_COLUMNS_DEFAULT):
+def save(mc, nc):
     path = saved_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"cpu": cpu_model(), "mc": mc, "nc": nc, "a_columns": a_columns}))
+    temporary.write_text(json.dumps({"cpu": cpu_model(), "mc": mc, "nc": nc}))
     os.replace(temporary, path)
 
 
 def choose():
-    """(MC, NC, A_COLUMNS, where they came from) for this process."""
+    """(MC, NC, where they came from) for this process."""
     choice = saved()
     if choice is not None:
         return (*choice, f"saved by pyai tune ({saved_path()})")
     l2 = l2_bytes()
     l2_source = f"a {l2 >> 10} KB L2" if l2 else "an assumed 1 MB L2"
-    source = f"MC derived from {l2_source}, NC {PANEL_COLUMNS} on every CPU, A_COLUMNS {A_COLUMNS_DEFAULT}"
-    return (*derived(l2), A_COLUMNS_DEFAULT, source)
+    source = f"MC derived from {l2_source}, NC {PANEL_COLUMNS} on every CPU"
+    return (*derived(l2), source)
 
 
-MC, NC, A_COLUMNS, SOURCE = choose()
+MC, NC, SOURCE = choose()
 FEW_NC = few_rows_columns(l2_bytes())

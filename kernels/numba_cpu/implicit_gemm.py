@@ -36,7 +36,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.blocking import A_COLUMNS, MC, NC
+from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, NO_BIAS, MATRIX, PANEL, edge_tile, gemm_rectangle,
                                            multiply_a_block, multiply_gathered, pack_b_operand, packed_rows,
                                            slp_vectorize, thread_count, thread_grid)
@@ -214,7 +214,7 @@ def split(part, parts, slivers, tile, size):
 
 
 def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k, bias, has_bias,
-                activation, alpha, row_parts, col_parts, mc, nc, a_columns):
+                activation, alpha, row_parts, col_parts, mc, nc):
     """c = epilogue(windows @ other) (windows_are_a; other is B, row-major (k, N); the M windows'
     rows go to c's rows as the shape places them) or other^T @ windows (other is D, row-major (k,
     M)), by the matmul's loop nest (gemm_rectangle), one M x N rectangle of the product per thread,
@@ -229,7 +229,7 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
                                   row0, rows, col0, cols, mc, nc)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
-                gemm_rectangle((other, 1, m, m, a_columns), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
+                gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
 
 
@@ -284,7 +284,7 @@ with slp_vectorize():
     windows_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(windows_rectangle)
     window_gemm = numba.njit(
         void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, int64, READ_ONLY, numba.boolean,
-             int64, float32, int64, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
+             int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
     grids_gemm = numba.njit(
         void(READ_ONLY, CORNERS, CORNERS, CORNERS, CORNERS, READ_ONLY, TAPS, MATRIX, int64, READ_ONLY, numba.boolean,
              int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(grids_gemm)
@@ -309,7 +309,7 @@ def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation,
     has_bias = bias is not None
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
                 other.reshape(-1), windows_are_a, c, m, k, bias if has_bias else NO_BIAS, has_bias,
-                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC, A_COLUMNS)
+                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC)
     return c
 
 

@@ -29,7 +29,7 @@ A thread packs the A rows and B columns of its own rectangle: the grid is cut so
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
-Few columns (a panel at most A_COLUMNS wide: blocking.py) of a row-major A: the tiles
+Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
@@ -84,7 +84,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.blocking import A_COLUMNS, FEW_NC, KC, MC, NC
+from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, TIMES, apply_epilogue
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
@@ -118,6 +118,7 @@ CROWDED_ROWS = 6   # a row-major A is packed when more of a sliver's rows share 
                    # 300, in place vs packed, GFLOP/s: 64 x 2048 x 512 106 vs 148, 100 x 1024 x
                    # 512 129 vs 176, 512 x 1024 x 256 117 vs 164; K = 1536, 6 rows a set: 169 vs
                    # 170). AVX2's 6-row slivers never pass it.
+IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
@@ -417,17 +418,17 @@ def edge_tile():
     return aligned_floats(MR * NR).reshape((MR, NR))
 
 
-def multiply_packed(a, row_stride, col_stride, a_rows, a_columns, a_buffer, b_buffer, b_start, c, k, depth0, depth,
-                    row0, rows, col0, cols, bias, has_bias, activation, alpha):
+def multiply_packed(a, row_stride, col_stride, a_rows, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows,
+                    col0, cols, bias, has_bias, activation, alpha):
     """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B (at
     b_buffer[b_start:]), for a matrix A (a flat array, its strides and its a_rows rows; C's row
     a_rows, where C has it, is A's row of ones: column_sums): A's block packed into MR-row
     slivers (pack_a), or, when A can be read where it lies (readable_in_place) and the panel is at
-    most a_columns wide (blocking.A_COLUMNS: each packed float of A would feed too few FMAs to pay for
+    most IN_PLACE_A_COLUMNS wide (each packed float of A would feed too few FMAs to pay for
     packing it), its whole slivers read in place; multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
     own_rows = min(rows, a_rows - row0)   # the block's rows that A has; a row of ones after them
-    in_place = own_rows // MR if readable_in_place(row_stride, col_stride) and cols <= a_columns else 0
+    in_place = own_rows // MR if readable_in_place(row_stride, col_stride) and cols <= IN_PLACE_A_COLUMNS else 0
     if in_place < row_slivers:
         pack_a(a, row_stride, col_stride, row0 + in_place * MR, own_rows - in_place * MR, depth0, depth,
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)),
@@ -452,7 +453,7 @@ def pack_b_operand(b, depth0, depth, col0, cols, packed):
 
 def is_matrix(operand, length):
     """Whether a loop-nest operand is a matrix: (flat array, row stride, column stride), and for A
-    its rows and the widest panel it is read in place for (`length` items)."""
+    its rows (`length` items)."""
     return (isinstance(operand, numba.types.BaseTuple) and len(operand) == length
             and isinstance(operand[0], numba.types.Array) and isinstance(operand[1], numba.types.Integer))
 
@@ -460,11 +461,11 @@ def is_matrix(operand, length):
 @numba.extending.overload(multiply_a_block)
 def multiply_matrix_block(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias,
                           has_bias, activation, alpha):
-    if is_matrix(a, 5):
+    if is_matrix(a, 4):
         def multiply(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0, cols, bias, has_bias,
                      activation, alpha):
-            multiply_packed(a[0], a[1], a[2], a[3], a[4], a_buffer, b_buffer, b_start, c, k, depth0, depth, row0,
-                            rows, col0, cols, bias, has_bias, activation, alpha)
+            multiply_packed(a[0], a[1], a[2], a[3], a_buffer, b_buffer, b_start, c, k, depth0, depth, row0, rows, col0,
+                            cols, bias, has_bias, activation, alpha)
         return multiply
 
 
@@ -533,11 +534,10 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
 
 
 def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias, has_bias,
-         activation, alpha, row_parts, col_parts, mc, nc, a_columns):
+         activation, alpha, row_parts, col_parts, mc, nc):
     """c (M x N) = epilogue(A @ B); A and B are flat arrays read through their strides, A has
     a_rows rows: M, or M - 1 with a row of ones after them (column_sums). C is cut into
-    row_parts x col_parts rectangles of whole slivers, one per thread. A row-major A is read in
-    place in panels up to a_columns wide (blocking.A_COLUMNS)."""
+    row_parts x col_parts rectangles of whole slivers, one per thread."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
@@ -548,7 +548,7 @@ def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c
         col0 = col_part * col_slivers // col_parts * NR
         col1 = min(n, (col_part + 1) * col_slivers // col_parts * NR)
         if row1 > row0 and col1 > col0:
-            gemm_rectangle((a, a_row_stride, a_col_stride, a_rows, a_columns), (b, b_row_stride, b_col_stride), c, k,
+            gemm_rectangle((a, a_row_stride, a_col_stride, a_rows), (b, b_row_stride, b_col_stride), c, k,
                            bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0,
                            mc, nc)
 
@@ -753,7 +753,7 @@ multiply_packed = numba.njit(fastmath=FASTMATH, cache=True)(multiply_packed)
 multiply_slice = numba.njit(fastmath=FASTMATH, cache=True)(multiply_slice)
 gemm_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(gemm_rectangle)
 gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm),
-                           void(*GEMM_OPERANDS, int64, int64, int64, int64, int64), slp_vectorize)
+                           void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)
 gemm_few_rows_one_thread = CompiledOnFirstCall(
     numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
     void(*GEMM_OPERANDS, int64), slp_vectorize)
@@ -793,8 +793,7 @@ def thread_grid(m, n, threads):
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
                  column_sums=False):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
-    written into `out` (M, N) when given; blocking (MC, NC) or (MC, NC, A_COLUMNS) defaults to this
-    CPU's (blocking.py).
+    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py).
     Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
     element: the epilogue's TIMES, the factors in the bias's place. Or, with column_sums and
     neither, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums, as if op(a) had one more
@@ -837,7 +836,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     elif m <= FEW_ROWS:
         gemm_few_rows(*operands, threads)
     else:
-        gemm(*operands, *thread_grid(rows, n, threads), *((blocking or (MC, NC)) + (A_COLUMNS,))[:3])
+        gemm(*operands, *thread_grid(rows, n, threads), *(blocking or (MC, NC)))
     return c
 
 
