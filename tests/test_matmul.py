@@ -385,8 +385,9 @@ def test_a_tall_column_on_every_thread_gives_gemv_floats(rng, m, k, transpose_a,
 
 def test_a_row_major_is_packed_where_its_rows_crowd_one_set_of_l1():
     """A sliver's rows 4 KB apart share one L1 set (64 sets of 64-byte lines): counted by
-    rows_in_one_set, and past CROWDED_ROWS such an A is packed, not read in place; the product of
-    either way is checked by the transposed-A test below (K = 2048 rows 8 KB apart)."""
+    rows_in_one_set, and past CROWDED_ROWS such an A is packed, not read in place; the products
+    of such an A are checked by the transposed-A test below (its row-major copies of K = 2048,
+    rows 8 KB apart, against float64)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     mr = kernels.MR
     assert kernels.rows_in_one_set(1024) == mr and kernels.rows_in_one_set(2048) == mr

@@ -114,10 +114,10 @@ L1_SETS = 64       # sets of 64-byte lines in every x86 L1 data cache (32 KB 8-w
 CROWDED_ROWS = 6   # a row-major A is packed when more of a sliver's rows share a set of L1 than
                    # this: rows a multiple of 4 KB apart (K = 1024, 2048) put all 12 rows of an
                    # AVX-512 sliver in one set of 8 or 12 lines, beside B's lines, and the tiles'
-                   # broadcasts miss L1 every few k steps (AMD EPYC Zen 4, 2 threads, medians of
-                   # 300, in place vs packed, GFLOP/s: 64 x 2048 x 512 106 vs 148, 100 x 1024 x
-                   # 512 129 vs 176, 512 x 1024 x 256 117 vs 164; K = 1536, 6 rows a set: 169 vs
-                   # 170). AVX2's 6-row slivers never pass it.
+                   # broadcasts miss L1 every few k steps (AMD EPYC Zen 4, 2 threads, read in
+                   # place and packed alternating, median GFLOP/s: 64 x 1024 x 784 94 -> 130,
+                   # 128 x 1024 x 1024 104 -> 143, 512 x 1024 x 256 106 -> 153; rows 3 KB apart,
+                   # 64 x 784 x 1024, unchanged). AVX2's 6-row slivers never pass it.
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
