@@ -397,6 +397,40 @@ def test_a_row_major_is_packed_where_its_rows_crowd_one_set_of_l1():
     assert kernels.readable_in_place(1024, 1) == (mr <= kernels.CROWDED_ROWS)
 
 
+def test_thread_grid_cuts_rows_unless_c_is_far_wider_than_tall():
+    """Every thread gets a rectangle; a square C (and one up to A_ROW_WEIGHT times wider than
+    tall) is cut into row parts, a far wider one into column parts; too few slivers, fewer parts."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    mr, nr = kernels.MR, kernels.NR
+    assert kernels.thread_grid(512, 512, 2) == (2, 1) and kernels.thread_grid(512, 512, 4) == (4, 1)
+    assert kernels.thread_grid(256, 512, 2) == (2, 1) and kernels.thread_grid(256, 2048, 2) == (1, 2)
+    assert kernels.thread_grid(2048, 128, 2) == (2, 1) and kernels.thread_grid(mr, 700, 2) == (1, 2)
+    assert kernels.thread_grid(mr, nr, 2) == (1, 1) and kernels.thread_grid(512, 512, 1) == (1, 1)
+    for m, n, threads in [(512, 512, 8), (300, 5000, 6), (97, 130, 3)]:
+        rows, cols = kernels.thread_grid(m, n, threads)
+        assert rows * cols == threads
+
+
+@pytest.mark.parametrize("m,n,k,transpose_a", [(512, 512, 512, False), (131, 257, 300, True), (300, 101, 2048, False)])
+def test_every_thread_grid_gives_the_same_floats(rng, m, n, k, transpose_a):
+    """Each tile sums its KC slices in the same order whoever computes it, whether a thread's
+    panel reads A in place or packs it: cutting C by rows or by columns changes no float."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    outputs = []
+    for grid in [(1, 1), (2, 1), (1, 2), (2, 2), (3, 1)]:
+        c = np.full((m, n), np.nan, np.float32)
+        kernels.gemm(a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1), n, 1, c, k, bias, True,
+                     kernels.ACTIVATIONS["leaky_relu"], np.float32(0.1), *grid, kernels.MC, kernels.NC)
+        outputs.append(c)
+    for c in outputs[1:]:
+        np.testing.assert_array_equal(c, outputs[0])
+    assert_close("gemm vs float64", outputs[0],
+                 kernels.matmul_reference(a.T if transpose_a else a, b, bias, "leaky_relu", 0.1), MATMUL_TOL)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 16, 700), (7, 33, 2048), (128, 103, 2048), (127, 128, 300), (384, 40, 517),
                                    (131, 250, 64), (600, 128, 33)])
 @pytest.mark.parametrize("activation", [None, "leaky_relu"])
