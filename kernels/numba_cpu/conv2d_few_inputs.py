@@ -10,7 +10,8 @@ stores of its 24 vectors, and write and read an im2col matrix 9 times the image.
             x[n, h, w, c] * wr[(i, j, c)]: a window inside the image reads its taps at fixed
             offsets from its corner, one across the border lists its taps inside first; then
             FOUR vectors of output channels summed in registers over them (four independent
-            FMA chains), then single vectors; leaky ReLU in registers as they are stored
+            FMA chains), then single vectors; two windows inside side by side at once (eight
+            chains, each w vector loaded once for both); leaky ReLU in registers as stored
             (simd.biased_leaky: + -0.0, then the select; slope 1 without it: exact), any other
             activation on the whole output row; one output row per task
   dw:       dw[(i, j, c), :] = sum over every window of x[n, h, w, c] * dy[n, oh, ow, :]: for each
@@ -23,6 +24,10 @@ over one channel, 9 taps: ~60 of ~90 ns a pixel, one core); the windows inside t
 skip it. AMD EPYC Zen 3, 2 threads, old and new alternating, 8 rounds, ms (the same floats):
 128 x 28x28x1 -> 14x14x64 (3x3, stride 2, a DCGAN's first) 1.34-1.41 -> 1.12-1.21;
 64 x 32x32x3 -> 64 (3x3) 7.06-7.34 -> 5.30-5.46; 64 x 28x28x1 -> 32 (5x5) 4.78-6.08 -> 2.56-3.28.
+One window's four chains of 9 FMAs (3x3, one channel) waited out the FMA's latency: ~70 cycles
+a window, not the 36 of its FMAs; two windows at a time (AMD EPYC Zen 4, 2 threads, old and new
+in turn, best of 300, ms, the same floats): 128 x 28x28x1 -> 14x14x64 (stride 2) 0.52-0.54 ->
+0.32-0.33 (PyTorch 0.57); 64 x 32x32x3 -> 64 2.35-2.99 -> 1.50-1.52.
 Cost: 2*N*OH*OW*kh*kw*C*O FLOPs a pass; the forward reads x and writes y once, the weight
 gradient reads x and dy once. The input gradient is conv2d_backward's (the transposed
 convolution of dy, whose channels are the layer's many outputs).
@@ -95,6 +100,42 @@ def pixel_channels(source, start, taps, tap_rows, count, w, bias, has_bias, out_
         o0 += WIDTH
 
 
+@numba.njit(inline="always", cache=True)
+def start_values(bias, has_bias, o0):
+    return load(bias, o0) if has_bias else zeros()
+
+
+@numba.njit(inline="always", cache=True)
+def pixel_pair_channels(source, start, step, taps, tap_rows, count, w, bias, has_bias, out_channels, minus_zero,
+                        slope, y, out):
+    """pixel_channels for two windows inside the image, `step` floats of source apart, their
+    outputs side by side from y[out]: each w vector loaded once for both, eight FMA chains (four,
+    one pixel's, wait out the FMA's latency: a 3x3 window over one channel is 9 FMAs a chain)."""
+    o0 = 0
+    while o0 + GROUP <= out_channels:
+        acc0, acc1 = start_values(bias, has_bias, o0), start_values(bias, has_bias, o0 + WIDTH)
+        acc2, acc3 = start_values(bias, has_bias, o0 + 2 * WIDTH), start_values(bias, has_bias, o0 + 3 * WIDTH)
+        nxt0, nxt1, nxt2, nxt3 = acc0, acc1, acc2, acc3
+        for t in range(count):
+            v, u, row = splat(source[start + taps[t]]), splat(source[start + step + taps[t]]), tap_rows[t] + o0
+            w0, w1, w2, w3 = load(w, row), load(w, row + WIDTH), load(w, row + 2 * WIDTH), load(w, row + 3 * WIDTH)
+            acc0, acc1, acc2, acc3 = fma(v, w0, acc0), fma(v, w1, acc1), fma(v, w2, acc2), fma(v, w3, acc3)
+            nxt0, nxt1, nxt2, nxt3 = fma(u, w0, nxt0), fma(u, w1, nxt1), fma(u, w2, nxt2), fma(u, w3, nxt3)
+        for i, (a, b) in enumerate(((acc0, nxt0), (acc1, nxt1), (acc2, nxt2), (acc3, nxt3))):
+            store(y, out + o0 + i * WIDTH, biased_leaky(a, minus_zero, slope))
+            store(y, out + out_channels + o0 + i * WIDTH, biased_leaky(b, minus_zero, slope))
+        o0 += GROUP
+    while o0 + WIDTH <= out_channels:
+        acc = nxt = start_values(bias, has_bias, o0)
+        for t in range(count):
+            w0 = load(w, tap_rows[t] + o0)
+            acc = fma(splat(source[start + taps[t]]), w0, acc)
+            nxt = fma(splat(source[start + step + taps[t]]), w0, nxt)
+        store(y, out + o0, biased_leaky(acc, minus_zero, slope))
+        store(y, out + out_channels + o0, biased_leaky(nxt, minus_zero, slope))
+        o0 += WIDTH
+
+
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
 def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, alpha, y):
     """y (flat, N*OH*OW*O) = epilogue(conv(x, w)); x and w flat. A window inside the image reads
@@ -118,17 +159,24 @@ def forward_kernel(x, w, g, images, out_channels, bias, has_bias, activation, al
         rows = np.empty(depth, dtype=np.int64)
         top = oh * sh - pt
         rows_inside = 0 <= top and top + kh <= height
-        for ow in range(out_width):
+        ow = 0
+        while ow < out_width:
             left = ow * sw - pl
             out = (task * out_width + ow) * out_channels
+            corner = ((n * height + top) * width + left) * channels
+            if rows_inside and 0 <= left and left + sw + kw <= width and ow + 1 < out_width:
+                pixel_pair_channels(x, corner, sw * channels, offsets, tap_rows, depth, w, bias, has_bias,
+                                    out_channels, minus_zero, slope, y, out)
+                ow += 2
+                continue
             if rows_inside and 0 <= left and left + kw <= width:
-                corner = ((n * height + top) * width + left) * channels
                 pixel_channels(x, corner, offsets, tap_rows, depth, w, bias, has_bias, out_channels, minus_zero,
                                slope, y, out)
             else:
                 count = window_taps(x, g, n, oh, ow, values, rows, out_channels)
                 pixel_channels(values, 0, listed, rows, count, w, bias, has_bias, out_channels, minus_zero, slope,
                                y, out)
+            ow += 1
         if activation != NONE and activation != LEAKY_RELU:
             apply_epilogue(y.reshape(-1, out_width * out_channels), task, 0, 1, out_width * out_channels,
                            bias, False, activation, alpha)
