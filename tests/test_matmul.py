@@ -398,17 +398,21 @@ def test_a_row_major_is_packed_where_its_rows_crowd_one_set_of_l1():
 
 
 def test_thread_grid_cuts_rows_unless_c_is_far_wider_than_tall():
-    """Every thread gets a rectangle; a square C (and one up to A_ROW_WEIGHT times wider than
-    tall) is cut into row parts, a far wider one into column parts; too few slivers, fewer parts."""
+    """Every thread gets a rectangle; with K of KC or more a square C (and one up to
+    A_ROW_WEIGHT times wider than tall) is cut into row parts, a far wider one into column parts;
+    a shallow product weighs rows and columns alike; too few slivers, fewer parts."""
     from pyai.kernels.numba_cpu import matmul as kernels
-    mr, nr = kernels.MR, kernels.NR
-    assert kernels.thread_grid(512, 512, 2) == (2, 1) and kernels.thread_grid(512, 512, 4) == (4, 1)
-    assert kernels.thread_grid(256, 512, 2) == (2, 1) and kernels.thread_grid(256, 2048, 2) == (1, 2)
-    assert kernels.thread_grid(2048, 128, 2) == (2, 1) and kernels.thread_grid(mr, 700, 2) == (1, 2)
-    assert kernels.thread_grid(mr, nr, 2) == (1, 1) and kernels.thread_grid(512, 512, 1) == (1, 1)
+    mr, nr, deep = kernels.MR, kernels.NR, kernels.KC
+    assert kernels.thread_grid(512, 512, 2, deep) == (2, 1) and kernels.thread_grid(512, 512, 4, deep) == (4, 1)
+    assert kernels.thread_grid(256, 512, 2, deep) == (2, 1) and kernels.thread_grid(256, 2048, 2, deep) == (1, 2)
+    assert kernels.thread_grid(512, 512, 2, 64) == (1, 2) and kernels.thread_grid(256, 512, 2, 64) == (1, 2)
+    assert kernels.thread_grid(513, 512, 2, 64) == (2, 1)
+    assert kernels.thread_grid(2048, 128, 2, 64) == (2, 1) and kernels.thread_grid(mr, 700, 2, deep) == (1, 2)
+    assert kernels.thread_grid(mr, nr, 2, deep) == (1, 1) and kernels.thread_grid(512, 512, 1, deep) == (1, 1)
     for m, n, threads in [(512, 512, 8), (300, 5000, 6), (97, 130, 3)]:
-        rows, cols = kernels.thread_grid(m, n, threads)
-        assert rows * cols == threads
+        for k in (1, deep):
+            rows, cols = kernels.thread_grid(m, n, threads, k)
+            assert rows * cols == threads
 
 
 @pytest.mark.parametrize("m,n,k,transpose_a", [(512, 512, 512, False), (131, 257, 300, True), (300, 101, 2048, False)])

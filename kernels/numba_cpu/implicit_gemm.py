@@ -309,7 +309,7 @@ def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation,
     has_bias = bias is not None
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
                 other.reshape(-1), windows_are_a, c, m, k, bias if has_bias else NO_BIAS, has_bias,
-                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads), MC, NC)
+                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads, k), MC, NC)
     return c
 
 
@@ -348,7 +348,7 @@ def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alp
     has_bias = bias is not None
     run_threads(threads, grids_gemm, image.reshape(-1), shapes, tap_rows, tap_cols, taps, b.reshape(-1), b_starts, c,
                 images, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation], float32(alpha),
-                *thread_grid(int(rows.max()), n, threads), MC, NC)
+                *thread_grid(int(rows.max()), n, threads, depth), MC, NC)
     return c
 
 

@@ -775,28 +775,32 @@ def thread_count(m, n, k):
     return 1 if 2 * m * n * k < SERIAL_FLOPS and few_bytes else numba.get_num_threads()
 
 
-A_ROW_WEIGHT = 3   # thread_grid counts a row of A packed twice as three columns of B packed twice
+A_ROW_WEIGHT = 3   # thread_grid counts a row of A packed twice as three columns of B packed twice,
+                   # where K is at least KC
 
 
-def thread_grid(m, n, threads):
+def thread_grid(m, n, threads, k):
     """(row_parts, col_parts): as many rectangles of at least one sliver as there are threads
     (or as can be had), cut so that the least is packed twice: each row part packs every B
-    column it meets, each column part every A row, so the cost is col_parts M + row_parts N,
-    with A's rows weighted A_ROW_WEIGHT times, and a tie goes to more row parts. Cutting rows
-    gives each thread whole rows of C and all of B's columns, each packed sliver of A meeting
-    twice as many of B; measured so (AMD EPYC Zen 4, 2 threads, the two grids alternating,
-    median GFLOP/s, columns -> rows): 512^3 173 -> 193, 384^3 149 -> 168, 256 x 512 x 512
-    164 -> 182, 256 x 4096 x 256 117 -> 137, 768^3 168 -> 178, 1024^3 174 -> 177, 256^3 186
-    -> 185; where C has four times as many columns as rows, even (192 x 768 x 768 186 -> 185,
-    256 x 512 x 1024 157 -> 152); past that, columns (256 x 256 x 2048 163 -> 149, 160 x 1024 x
-    4096 163 -> 147)."""
+    column it meets, each column part every A row, so the cost is col_parts M + row_parts N.
+    Where K is at least KC, A's rows weigh A_ROW_WEIGHT times and a tie goes to more row parts:
+    cutting rows gives each thread whole rows of C and all of B's columns, each packed sliver of
+    A meeting twice as many of B; measured so (AMD EPYC Zen 4, 2 threads, the two grids
+    alternating, median GFLOP/s, columns -> rows): 512^3 173 -> 193, 384^3 149 -> 168, 256 x 512
+    x 512 164 -> 182, 256 x 4096 x 256 117 -> 137, 768^3 168 -> 178, 1024^3 174 -> 177, 256^3
+    186 -> 185; where C has four times as many columns as rows, even (192 x 768 x 768 186 ->
+    185, 256 x 512 x 1024 157 -> 152); past that, columns (256 x 256 x 2048 163 -> 149, 160 x
+    1024 x 4096 163 -> 147). Not for a shallow product: weight gradients x^T dy of a batch of 64,
+    two runs, 256 x 64 x 512 133-169 -> 101-142, 512 x 64 x 1024 135-167 -> 123-162; 512 x 128 x
+    512 149 -> 144."""
+    weight = A_ROW_WEIGHT if k >= KC else 1
     row_slivers, col_slivers = -(-m // MR), -(-n // NR)
-    best, best_cost = (1, 1), A_ROW_WEIGHT * m + n
+    best, best_cost = (1, 1), weight * m + n
     for row_parts in range(1, min(threads, row_slivers) + 1):
         col_parts = min(threads // row_parts, col_slivers)
         used, best_used = row_parts * col_parts, best[0] * best[1]
-        cost = A_ROW_WEIGHT * col_parts * m + row_parts * n
-        if used > best_used or (used == best_used and cost <= best_cost):
+        cost = weight * col_parts * m + row_parts * n
+        if used > best_used or (used == best_used and (cost < best_cost or (cost == best_cost and k >= KC))):
             best, best_cost = (row_parts, col_parts), cost
     return best
 
@@ -847,7 +851,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     elif m <= FEW_ROWS:
         gemm_few_rows(*operands, threads)
     else:
-        gemm(*operands, *thread_grid(rows, n, threads), *(blocking or (MC, NC)))
+        gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
     return c
 
 
