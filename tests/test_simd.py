@@ -192,8 +192,7 @@ def test_an_in_place_select_stores_whole_vectors_and_equals_numpy(rng):
 
 @numba.njit
 def transpose_of(src, src_start, src_stride, dst, dst_start, dst_stride):
-    simd.transpose_square(src, src_start, src_stride, dst, dst_start, dst_stride,
-                          np.empty(2 * WIDTH * WIDTH, np.float32))
+    simd.transpose_square(src, src_start, src_stride, dst, dst_start, dst_stride)
 
 
 @pytest.mark.parametrize("src_start, src_stride, dst_start, dst_stride", [(0, WIDTH, 0, WIDTH), (5, 37, 3, 41), (1, 2 * WIDTH + 1, 7, 32)])

@@ -42,7 +42,7 @@ from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_sl
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
                                                  prefetch_tile, write_tile, zero_rows)
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes
-from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
+from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_square, wide_vectors)
 
 micro_kernel = matmul_micro.micro_kernel
@@ -186,14 +186,14 @@ def first_rows(first_query, first_key, rows, offset, causal, starts):
 
 
 @numba.njit(cache=True)
-def write_transposed(tile, keys, depth, out, start, stride, scratch):
+def write_transposed(tile, keys, depth, out, start, stride):
     """out[start + j * stride + d] = tile[d, j] for j < keys, d < depth: WIDTH x WIDTH squares
     turned in registers (simd.transpose_square), the ragged edges a float at a time."""
     columns = tile.shape[1]
     whole_keys, whole_depth = keys // WIDTH * WIDTH, depth // WIDTH * WIDTH
     for j0 in range(0, whole_keys, WIDTH):
         for d0 in range(0, whole_depth, WIDTH):
-            transpose_square(tile, d0 * columns + j0, columns, out, start + j0 * stride + d0, stride, scratch)
+            transpose_square(tile, d0 * columns + j0, columns, out, start + j0 * stride + d0, stride)
         for j in range(j0, j0 + WIDTH):
             for d in range(whole_depth, depth):
                 out[start + j * stride + d] = tile[d, j]
@@ -236,9 +236,8 @@ def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, 
         add_transposed(q_chunks, ds, first_query, rows, starts, dk_tile)
         add_query_gradients(ds, k_chunks, first_query, first_key, rows, starts, dq)
     keys = min(KEY_TILE, n_keys - first_key)
-    scratch = aligned_floats(2 * WIDTH * WIDTH)
-    write_transposed(dk_tile, keys, depth, dk, dk_start + first_key * stride, stride, scratch)
-    write_transposed(dv_tile, keys, depth, dv, dv_start + first_key * stride, stride, scratch)
+    write_transposed(dk_tile, keys, depth, dk, dk_start + first_key * stride, stride)
+    write_transposed(dv_tile, keys, depth, dv, dv_start + first_key * stride, stride)
 
 
 def backward_kernel(q_slivers, k_slivers, do_slivers, v_slivers, do_chunks, q_chunks, k_chunks,

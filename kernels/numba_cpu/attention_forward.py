@@ -98,14 +98,13 @@ def pack_slivers(x, start, stride, rows, width, factor, packed):
     sliver's first (packed after it, and there is one, since this sliver's WIDTH rows exist)."""
     depth = packed.shape[1]
     squares = depth // WIDTH * WIDTH
-    scratch = aligned_floats(2 * WIDTH * WIDTH)
     for s in range(packed.shape[0]):
         first = s * width
         if first + max(width, WIDTH) <= rows:
             for half in range(0, width, WIDTH):
                 for d0 in range(0, squares, WIDTH):
                     transpose_square(x, start + (first + half) * stride + d0, stride, packed,
-                                     (s * depth + d0) * width + half, width, scratch)
+                                     (s * depth + d0) * width + half, width)
             for r in range(width):
                 for d in range(squares, depth):
                     packed[s, d, r] = x[start + (first + r) * stride + d]
@@ -263,7 +262,6 @@ def write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, s
     (out, a sliver of NR queries across) scaled by 1 / row sum along its rows, then turned
     WIDTH x WIDTH floats at a time in registers (simd.transpose_square); a ragged edge a float at
     a time. (Down out's columns a float at a time, a tenth of a GPT head's forward.)"""
-    scratch = aligned_floats(2 * WIDTH * WIDTH)
     inverse = aligned_floats(NR)
     rows = out.shape[1]
     whole_depth = depth // WIDTH * WIDTH
@@ -281,8 +279,7 @@ def write_rows(out, row_max, row_sum, first_query, n_queries, depth, o, start, s
         for c0 in range(0, NR, WIDTH):
             whole = first + c0 + WIDTH <= n_queries
             for d0 in range(0, whole_depth if whole else 0, WIDTH):
-                transpose_square(out, (t * rows + d0) * NR + c0, NR, o, start + (first + c0) * stride + d0, stride,
-                                 scratch)
+                transpose_square(out, (t * rows + d0) * NR + c0, NR, o, start + (first + c0) * stride + d0, stride)
             for c in range(c0, min(c0 + WIDTH, n_queries - first)):
                 for d in range(whole_depth if whole else 0, depth):
                     o[start + (first + c) * stride + d] = out[t, d, c]

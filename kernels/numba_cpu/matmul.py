@@ -206,13 +206,12 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed, ones_ro
                     for r in range(MR):
                         packed[s, p, r] = a[base + s * MR + r]
     else:
-        scratch = aligned_floats(2 * WIDTH * WIDTH)
         for s in range(whole):
             base = (row0 + s * MR) * row_stride + depth0
             # squares read WIDTH rows (past this sliver's MR): only where A has them
             squares = (depth - 1) // WIDTH * WIDTH if base + WIDTH * row_stride <= a.size else 0
             for p0 in range(0, squares, WIDTH):
-                transpose_square(a, base + p0, row_stride, packed, (s * depth + p0) * MR, MR, scratch)
+                transpose_square(a, base + p0, row_stride, packed, (s * depth + p0) * MR, MR)
             for p in range(squares, depth):
                 for r in range(MR):
                     packed[s, p, r] = a[base + r * row_stride + p]
@@ -252,7 +251,6 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
         # B stored transposed: WIDTH x WIDTH squares turned in registers, the last
         # depth % WIDTH rows of each sliver one float at a time
         squares = depth // WIDTH * WIDTH if row_stride == 1 else 0
-        scratch = aligned_floats(2 * WIDTH * WIDTH)
         for t in range(full):
             first = (col0 + t * NR) * col_stride + depth0
             for p0 in range(0, squares, LINE):
@@ -261,7 +259,7 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
                 for c0 in range(0, NR, WIDTH):
                     for q in range(p0, min(squares, p0 + LINE), WIDTH):
                         transpose_square(b, first + c0 * col_stride + q, col_stride,
-                                         packed, t * sliver + q * NR + c0, NR, scratch)
+                                         packed, t * sliver + q * NR + c0, NR)
             for c in range(NR):
                 base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
                 for p in range(squares, depth):
@@ -639,7 +637,6 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
     out = c.reshape(-1)
     lanes = aligned_floats(WIDTH)
     square = aligned_floats(WIDTH * WIDTH)
-    scratch = aligned_floats(2 * WIDTH * WIDTH)
     for i0 in range(0, m, WIDTH):
         rows = min(WIDTH, m - i0)
         total = zeros()
@@ -652,7 +649,7 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
                     acc = fma(load(a, i0 + p * a_col_stride), splat(x[p]), acc)
                     p += 1
                 elif rows == WIDTH and p + WIDTH <= depth1:
-                    transpose_square(a, i0 * a_row_stride + p, a_row_stride, square, 0, WIDTH, scratch)
+                    transpose_square(a, i0 * a_row_stride + p, a_row_stride, square, 0, WIDTH)
                     for q in range(WIDTH):
                         acc = fma(load(square, q * WIDTH), splat(x[p + q]), acc)
                     p += WIDTH
