@@ -790,16 +790,13 @@ def thread_grid(m, n, threads, k):
     1024 x 4096 163 -> 147). Not for a shallow product: weight gradients x^T dy of a batch of 64,
     two runs, 256 x 64 x 512 133-169 -> 101-142, 512 x 64 x 1024 135-167 -> 123-162; 512 x 128 x
     512 149 -> 144."""
-    weight = A_ROW_WEIGHT if k >= KC else 1
+    deep = k >= KC
+    weight = A_ROW_WEIGHT if deep else 1
     row_slivers, col_slivers = -(-m // MR), -(-n // NR)
-    best, best_cost = (1, 1), weight * m + n
-    for row_parts in range(1, min(threads, row_slivers) + 1):
-        col_parts = min(threads // row_parts, col_slivers)
-        used, best_used = row_parts * col_parts, best[0] * best[1]
-        cost = weight * col_parts * m + row_parts * n
-        if used > best_used or (used == best_used and (cost < best_cost or (cost == best_cost and k >= KC))):
-            best, best_cost = (row_parts, col_parts), cost
-    return best
+    grids = [(rows, min(threads // rows, col_slivers)) for rows in range(1, min(threads, row_slivers) + 1)]
+    # the most parts, then the least packed twice, then (deep) the most row parts
+    return max(grids, key=lambda g: (g[0] * g[1], -(weight * g[1] * m + g[0] * n), g[0] if deep else -g[0]),
+               default=(1, 1))
 
 
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
