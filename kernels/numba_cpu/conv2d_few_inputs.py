@@ -71,20 +71,16 @@ def window_taps(x, g, n, oh, ow, values, rows, out_channels):
 
 
 @numba.njit(inline="always", cache=True)
-def start_values(bias, has_bias, o0):
-    """A sum's first value: the bias's vector at o0, or zeros."""
-    return load(bias, o0) if has_bias else zeros()
-
-
-@numba.njit(inline="always", cache=True)
 def pixel_channels(source, start, taps, tap_rows, count, w, bias, has_bias, out_channels, minus_zero, slope, y, out):
     """y[out:out + O] = bias + sum over t < count of source[start + taps[t]] * w[tap_rows[t]:][:O],
     leaky ReLU (or slope 1) in registers as it is stored: four vectors of output channels at a
     time (four FMA chains), then single vectors."""
     o0 = 0
     while o0 + GROUP <= out_channels:
-        acc0, acc1 = start_values(bias, has_bias, o0), start_values(bias, has_bias, o0 + WIDTH)
-        acc2, acc3 = start_values(bias, has_bias, o0 + 2 * WIDTH), start_values(bias, has_bias, o0 + 3 * WIDTH)
+        acc0, acc1, acc2, acc3 = zeros(), zeros(), zeros(), zeros()
+        if has_bias:
+            acc0, acc1 = load(bias, o0), load(bias, o0 + WIDTH)
+            acc2, acc3 = load(bias, o0 + 2 * WIDTH), load(bias, o0 + 3 * WIDTH)
         for t in range(count):
             v, row = splat(source[start + taps[t]]), tap_rows[t] + o0
             acc0 = fma(v, load(w, row), acc0)
@@ -97,11 +93,16 @@ def pixel_channels(source, start, taps, tap_rows, count, w, bias, has_bias, out_
         store(y, out + o0 + 3 * WIDTH, biased_leaky(acc3, minus_zero, slope))
         o0 += GROUP
     while o0 + WIDTH <= out_channels:
-        acc = start_values(bias, has_bias, o0)
+        acc = load(bias, o0) if has_bias else zeros()
         for t in range(count):
             acc = fma(splat(source[start + taps[t]]), load(w, tap_rows[t] + o0), acc)
         store(y, out + o0, biased_leaky(acc, minus_zero, slope))
         o0 += WIDTH
+
+
+@numba.njit(inline="always", cache=True)
+def start_values(bias, has_bias, o0):
+    return load(bias, o0) if has_bias else zeros()
 
 
 @numba.njit(inline="always", cache=True)
