@@ -8,11 +8,14 @@ whole buffer, Adam's moments being flat buffers too; before it, under mpiexec, t
 are averaged over every process (`pyai.distributed`), so every process takes the same step.
 """
 
+import functools
+
 import numpy as np
 
-from pyai import distributed, ops
+from pyai import dispatch, distributed, ops
 from pyai.checks import real_number
-from pyai.nn.flat import aligned_zeros
+from pyai.nn.flat import LINE, aligned_zeros
+from pyai.nn.layers import kernel_ready, weight_and_bias_gradient
 
 
 def parameters_and_gradients(model):
@@ -40,11 +43,46 @@ def flat_gradients(model):
     return flat
 
 
+def dense_runs(model, flat):
+    """(layer, start, stop) for each layer of `model` that can step its parameters as backward
+    makes their gradients (a Dense layer: `fused_update`), where its weight and bias lie back to
+    back in `flat`: [start, stop) of the flat buffers."""
+    slots = model.slots()
+    runs = []
+    for i, ((_, layer, attribute), (_, following, next_attribute)) in enumerate(zip(slots, slots[1:])):
+        if (hasattr(layer, "fused_update") and following is layer and (attribute, next_attribute) == ("weight", "bias")
+                and flat.offsets[i][1] == flat.offsets[i + 1][0]):
+            runs.append((layer, flat.offsets[i][0], flat.offsets[i + 1][1]))
+    return runs
+
+
+def runs_left(flat, stepped):
+    """The runs of `flat` holding the parameters not in the `stepped` runs, each a parameter's
+    run or several joined across the few floats of padding between them (zeros, which a step
+    leaves at zero)."""
+    done = sorted(stepped)
+    left = []
+    for start, stop in flat.offsets:
+        if any(first <= start and stop <= last for first, last in done):
+            continue
+        if left and start - left[-1][1] < LINE:
+            left[-1] = (left[-1][0], stop)
+        else:
+            left.append((start, stop))
+    return left
+
+
 class SGD:
     """param -= lr * grad."""
 
     def __init__(self, lr=0.01):
         self.lr = real_number("lr", lr, low=0.0)
+
+    def backward_and_step(self, model, dy, **backward):
+        """model.backward(dy, **backward), then step(model); returns what backward returns."""
+        result = model.backward(dy, **backward)
+        self.step(model)
+        return result
 
     def step(self, model):
         flat = flat_gradients(model)
@@ -93,6 +131,49 @@ class Adam:
                 self.v[name] = np.zeros_like(parameter)
             ops.adam_update(parameter, grad, self.m[name], self.v[name], step=self.steps, lr=self.lr,
                             beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+
+    def backward_and_step(self, model, dy, **backward):
+        """model.backward(dy, **backward), then step(model); returns what backward returns. Where
+        the backend fuses them (dense_adam_update: numba-cpu, one process) and `model` has a flat
+        buffer, each Dense layer's weight and bias gradient is stepped as it is made, in one pass,
+        while it is in cache (kernels/numba_cpu/dense_adam.py), after the layer's input gradient,
+        which needs the weights as they were; then the rest of the parameters as step would. The
+        floats are those of backward then step."""
+        flat = getattr(model, "flat", None)
+        if flat is None or distributed.world().size > 1 or not dispatch.implements("dense_adam_update"):
+            result = model.backward(dy, **backward)
+            self.step(model)
+            return result
+        self.steps += 1
+        m, v = self.flat_moments(flat)
+        update = dispatch.implementation("dense_adam_update")
+        stepped = []   # (start, stop) of the flat runs stepped during backward
+        layers = dense_runs(model, flat)
+        for layer, start, stop in layers:
+            layer.fused_update = functools.partial(self.dense_update, update, flat, m, v, start, stop, layer, stepped)
+        try:
+            result = model.backward(dy, **backward)
+        finally:
+            for layer, _, _ in layers:
+                layer.fused_update = None
+        parameters_and_gradients(model)   # a clear error where a parameter got no gradient
+        flat.gather(model)
+        for start, stop in runs_left(flat, stepped):
+            ops.adam_update(flat.parameters[start:stop], flat.gradients[start:stop], m[start:stop], v[start:stop],
+                            step=self.steps, lr=self.lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return result
+
+    def dense_update(self, update, flat, m, v, start, stop, layer, stepped, x, dpre):
+        """A Dense layer's backward hook: its weight and bias gradients from its input x and
+        d loss / d pre-activation, stepped at once where the arrays are the kernel's, else only
+        made (and stepped by backward_and_step with the rest); returns the two gradient views."""
+        weight, bias = layer.gradient_views["weight"], layer.gradient_views["bias"]
+        if layer.shapes_fit() and kernel_ready(x, dpre):
+            update(x, dpre, flat.gradients[start:stop], flat.parameters[start:stop], m[start:stop], v[start:stop],
+                   self.lr, self.beta_1, self.beta_2, self.epsilon, self.steps)
+            stepped.append((start, stop))
+            return weight, bias
+        return weight_and_bias_gradient(x, dpre, weight, bias, layer.shapes_fit())
 
     def flat_moments(self, flat):
         """m and v as flat buffers laid out like `flat`, holding what m and v held; from then on

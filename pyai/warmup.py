@@ -29,22 +29,22 @@ import time
 import numpy as np
 
 from pyai._backends.numba_cpu import KERNELS
-from pyai.dispatch import use_backend
+from pyai.dispatch import implementation, use_backend
 
 # each process compiles one chain in order; a file's imports that compile (IMPORTS) come before it
-CHAINS = [("matmul", "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
+CHAINS = [("matmul", "dense_adam", "conv2d", "conv2d_backward", "conv2d_transpose", "conv2d_transpose_backward"),
           ("softmax", "softmax_cross_entropy", "attention_forward", "attention_backward"),
           ("leaky_relu", "relu", "sigmoid", "tanh", "gelu", "mse", "binary_crossentropy", "sgd",
            "adam", "layer_norm", "embedding", "bias_grad")]
 # the kernel files each file imports that compile kernels when they are imported
-IMPORTS = {"softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax",),
+IMPORTS = {"dense_adam": ("matmul",), "softmax_cross_entropy": ("softmax",), "attention_forward": ("softmax",),
            "attention_backward": ("softmax", "attention_forward"),
            "conv2d": ("matmul",), "conv2d_backward": ("matmul", "conv2d"),
            "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
 # CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
 # on a busy machine (load average 11 on its 2 cores), matmul's for the loops an MLP takes (all
 # three: 12), conv2d's with the implicit GEMM it imports: only for the estimate `announce` prints
-SECONDS = {"matmul": 8, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
+SECONDS = {"matmul": 8, "dense_adam": 2, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
            "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
            "mse": 1, "binary_crossentropy": 1, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
            "bias_grad": 1, "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
@@ -197,7 +197,6 @@ def exercise(file, every_loop=True):
         return rng.standard_normal(shape).astype(np.float32)
 
     x, y, w = floats(5, 7), floats(5, 7), floats(7, 3)
-    probabilities = rng.uniform(0.1, 0.9, (5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, 5)
     # the kernels that run on one thread below PARALLEL_ELEMENTS elements: both compiles
     pairs = [(floats(*shape), rng.uniform(0.1, 0.9, shape).astype(np.float32))
@@ -212,6 +211,10 @@ def exercise(file, every_loop=True):
                            every_loop and (ops.matmul(x, floats(7, 1)), ops.matmul(floats(2048, 128), floats(128, 1)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
                                            ops.matmul(floats(129, 256), floats(256, 128)))),
+        # a Dense layer's gradient and Adam step in one pass (no public op: pyai.optim calls it)
+        "dense_adam": lambda: implementation("dense_adam_update")(
+            x, w[:5], *(np.zeros(8 * 3, np.float32) for _ in range(2)), *(floats(8 * 3) ** 2 for _ in range(2)),
+            1e-3, 0.9, 0.999, 1e-7, 1),
         "leaky_relu": lambda: [(ops.leaky_relu(a), ops.leaky_relu_grad(p, a)) for a, p in pairs],
         "relu": lambda: [(ops.relu(a), ops.relu_grad(p, a)) for a, p in pairs],
         "sigmoid": lambda: [(ops.sigmoid(a), ops.sigmoid_grad(a, p)) for a, p in pairs],
@@ -258,10 +261,10 @@ TRAINING_OPS = {
     "mlp": ("linear", "matmul", "weight_and_bias_grad", "binary_crossentropy_logits",
             "binary_crossentropy_logits_grad", "adam_update"),
     "gan": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
-            "binary_crossentropy_logits_grad", "adam_update"),
+            "binary_crossentropy_logits_grad", "dense_adam_update"),
     "gan-conv": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "conv2d", "conv2d_grad",
                  "conv2d_transpose", "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
-                 "binary_crossentropy_logits_grad", "adam_update"),
+                 "binary_crossentropy_logits_grad", "adam_update", "dense_adam_update"),
     "gpt": ("linear", "matmul", "matmul_times", "weight_and_bias_grad", "embedding", "embedding_grad", "layer_norm",
             "layer_norm_grad", "layer_norm_grad_residual", "gelu_with_derivative", "attention_qkv",
             "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),

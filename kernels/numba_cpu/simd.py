@@ -209,6 +209,16 @@ def fma(typingctx, a, b, c):
 
 
 @intrinsic
+def square_root(typingctx, a):
+    """The square root of every lane, correctly rounded (as numpy's float32 sqrt)."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR]), f"llvm.sqrt.v{WIDTH}f32")
+        return builder.call(function, args)
+    return VECTOR(VECTOR), codegen
+
+
+@intrinsic
 def lane_sum(typingctx, vector):
     """The sum of a vector's lanes, added in whatever order is fastest (a tree)."""
     def codegen(context, builder, signature, args):
@@ -232,6 +242,7 @@ def lanewise(build):
 add = lanewise(lambda builder, a, b: builder.fadd(a, b))
 subtract = lanewise(lambda builder, a, b: builder.fsub(a, b))
 multiply = lanewise(lambda builder, a, b: builder.fmul(a, b))
+divide = lanewise(lambda builder, a, b: builder.fdiv(a, b))
 maximum = lanewise(lambda builder, a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
 
 

@@ -32,6 +32,7 @@ KERNELS = {
     "binary_crossentropy_logits_grad": ("binary_crossentropy", "bce_logits_backward"),
     "sgd_update": ("sgd", "sgd_update"),
     "adam_update": ("adam", "adam_update"),
+    "dense_adam_update": ("dense_adam", "dense_adam_update"),
     "attention": ("attention_forward", "attention_forward"),
     "attention_grad": ("attention_backward", "attention_backward"),
     "attention_qkv": ("attention_forward", "attention_qkv_forward"),

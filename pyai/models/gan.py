@@ -137,15 +137,15 @@ class GAN:
         targets = np.concatenate([np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])
         logits = self.discriminator.forward(images)                                   # (2n, 1)
         discriminator_loss = self.loss(logits, targets)
-        self.discriminator.backward(self.loss.backward(), input_gradient=False)
-        self.discriminator_optimizer.step(self.discriminator)
+        self.discriminator_optimizer.backward_and_step(self.discriminator, self.loss.backward(), input_gradient=False)
 
         # 2. the generator: its images should be called real by the updated discriminator
         fake = self.generator.forward(generator_noise)                                 # (n, pixels)
         fake_logits = self.discriminator.forward(fake)                                 # (n, 1)
         generator_loss = self.loss(fake_logits, np.ones((n, 1), np.float32))
-        self.generator.backward(backward_to_input(self.discriminator, self.loss.backward()), input_gradient=False)
-        self.generator_optimizer.step(self.generator)
+        self.generator_optimizer.backward_and_step(self.generator, backward_to_input(self.discriminator,
+                                                                                    self.loss.backward()),
+                                                   input_gradient=False)
 
         return {"discriminator_loss": discriminator_loss, "generator_loss": generator_loss,
                 "real_accuracy": float(np.mean(logits[:n] > 0)),

@@ -195,6 +195,9 @@ class Dense(Layer):
 
     PARAMETERS = ("weight", "bias")
     OPTIONAL_INPUT_GRADIENT = True
+    fused_update = None   # set by an optimizer for one backward (pyai.optim.Adam.backward_and_step): a
+                          # function of (x, d pre-activation) that makes this layer's weight and bias
+                          # gradients, steps them, and returns them
 
     def __init__(self, in_features, out_features, activation=None, alpha=0.2, rng=None):
         if activation not in ops.ACTIVATIONS:
@@ -237,6 +240,11 @@ class Dense(Layer):
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
     def backward(self, dy, input_gradient=True):
+        if self.fused_update is not None:   # dx first: it needs the weights the update changes
+            dpre = self.activation_gradient(check_backward(self, self.y, dy))
+            dx = matmul(dpre, self.weight, transpose_b=True, shapes_fit=self.shapes_fit()) if input_gradient else None
+            self.grad_weight, self.grad_bias = self.fused_update(self.x, dpre)
+            return dx
         # straight into the views of a flat gradient buffer where the layer has them
         dx, self.grad_weight, self.grad_bias = linear_backward(
             check_backward(self, self.y, dy), self.x, self.weight, self.y, self.pre,

@@ -1,0 +1,116 @@
+"""A Dense layer's weight and bias gradient and its Adam step in one pass (numba-cpu
+dense_adam_update, and pyai.optim.Adam.backward_and_step, which uses it) against the two passes it
+replaces: the same floats bit for bit (np.array_equal), step after step. The two passes match
+Keras (test_optimizers.py, test_matmul.py, test_gan.py's twenty steps); here the pass is also held
+to a float64 reference, so that both cannot be wrong together.
+"""
+
+import numpy as np
+import pytest
+
+from pyai import dispatch
+from pyai.kernels.numba_cpu import adam, matmul
+from pyai.kernels.numba_cpu.dense_adam import DEEPEST, dense_adam_reference, dense_adam_update
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR
+from pyai.nn import Dense, FlatParameters, LayerNorm, LeakyReLU, Sequential
+from pyai.optim import Adam
+
+SETTINGS = (2e-4, 0.5, 0.999, 1e-7)   # lr, beta_1, beta_2, epsilon: the GAN's
+# (batch, in, out): 1s; primes; in a multiple of MR (the row of ones a sliver of its own); out
+# not a multiple of NR; one output (the product's gemv); a batch of one (its outer product); a
+# batch past KC (two parts of the tiles' depth) and past DEEPEST (the two passes); the GAN's
+SHAPES = [(1, 1, 1), (7, 13, 1), (1, 12, 33), (5, MR, NR + 1), (13, 2 * MR - 1, 3 * NR - 5), (300, 23, 65),
+          (DEEPEST + 1, 24, 70), (64, 100, 256), (128, 784, 512), (64, 1024, 784)]
+
+
+def layer_state(rng, inputs, outputs):
+    size = (inputs + 1) * outputs
+    return [rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32) * 0.1,
+            rng.uniform(0.01, 1.0, size).astype(np.float32)]   # param, m, v
+
+
+@pytest.mark.parametrize("batch, inputs, outputs", SHAPES)
+def test_one_pass_gives_the_floats_of_the_gradient_then_adam(rng, batch, inputs, outputs):
+    x = rng.standard_normal((batch, inputs)).astype(np.float32)
+    dy = rng.standard_normal((batch, outputs)).astype(np.float32)
+    fused, apart = layer_state(rng, inputs, outputs), None
+    apart = [array.copy() for array in fused]
+    grad_fused, grad_apart = (np.full((inputs + 1) * outputs, np.nan, np.float32) for _ in range(2))
+    for step in (1, 2, 3):
+        dense_adam_update(x, dy, grad_fused, *fused, *SETTINGS, step)
+        matmul.weight_and_bias_grad(x, dy, out=grad_apart.reshape(inputs + 1, outputs))
+        adam.adam_update(apart[0], grad_apart, apart[1], apart[2], *SETTINGS, step)
+        assert np.array_equal(grad_fused, grad_apart)
+        for got, expected in zip(fused, apart):
+            assert np.array_equal(got, expected)
+        x = rng.standard_normal((batch, inputs)).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch, inputs, outputs", [(1, 1, 1), (13, 2 * MR - 1, 3 * NR - 5), (64, 100, 256)])
+def test_one_pass_matches_float64(rng, batch, inputs, outputs):
+    x = rng.standard_normal((batch, inputs)).astype(np.float32)
+    dy = rng.standard_normal((batch, outputs)).astype(np.float32)
+    state = layer_state(rng, inputs, outputs)
+    before = [array.copy() for array in state]
+    grad = np.empty((inputs + 1) * outputs, np.float32)
+    dense_adam_update(x, dy, grad, *state, *SETTINGS, 1)
+    expected = np.concatenate([x.T.astype(np.float64) @ dy, dy.sum(axis=0, keepdims=True, dtype=np.float64)]).ravel()
+    assert np.linalg.norm(grad - expected) <= 1e-5 * np.linalg.norm(expected)
+    reference = [array.astype(np.float64) for array in before]
+    dense_adam_reference(x.astype(np.float64), dy.astype(np.float64), *reference, *SETTINGS, 1)
+    for got, want, old in zip(state, reference, before):
+        assert np.all(np.isfinite(got))
+        assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want - old) + 1e-6 * np.linalg.norm(want)
+
+
+def network(rng, with_layer_norm):
+    layers = [Dense(11, 37, "leaky_relu", rng=rng), *([LayerNorm(37)] if with_layer_norm else []),
+              Dense(37, 13, rng=rng), LeakyReLU(0.1), Dense(13, 1, "tanh", rng=rng)]
+    model = Sequential(*layers)
+    model.flat = FlatParameters(model)
+    return model
+
+
+@pytest.mark.parametrize("with_layer_norm", [False, True])
+@pytest.mark.parametrize("input_gradient", [True, False])
+def test_backward_and_step_equals_backward_then_step(rng, with_layer_norm, input_gradient):
+    """Dense layers stepped during backward, a LayerNorm's parameters by the pass after it."""
+    assert dispatch.implements("dense_adam_update")   # so backward_and_step takes the one pass
+    seed = int(rng.integers(1 << 32))
+    fused, apart = (network(np.random.default_rng(seed), with_layer_norm) for _ in range(2))
+    fused_adam, apart_adam = Adam(*SETTINGS), Adam(*SETTINGS)
+    for _ in range(3):
+        x = rng.standard_normal((9, 11)).astype(np.float32)
+        dy = rng.standard_normal((9, 1)).astype(np.float32)
+        fused.forward(x)
+        apart.forward(x)
+        dx = fused_adam.backward_and_step(fused, dy, input_gradient=input_gradient)
+        dx_apart = apart.backward(dy, input_gradient=input_gradient)
+        apart_adam.step(apart)
+        assert (dx is None) == (not input_gradient) and (dx is None or np.array_equal(dx, dx_apart))
+        for name in ("parameters", "gradients"):
+            assert np.array_equal(getattr(fused.flat, name), getattr(apart.flat, name))
+        for got, expected in zip(fused_adam.flat_moments(fused.flat), apart_adam.flat_moments(apart.flat)):
+            assert np.array_equal(got, expected)
+    assert fused_adam.steps == apart_adam.steps == 3
+    assert all(layer.fused_update is None for layer in fused.layers if isinstance(layer, Dense))
+
+
+def test_a_dense_layer_whose_input_the_kernel_cannot_take_is_stepped_with_the_rest(rng):
+    """x, a view of every other column, is not C-contiguous: that layer's gradient is made by
+    the product alone and stepped by the pass over the parameters left, with the same floats."""
+    seed = int(rng.integers(1 << 32))
+    fused, apart = (network(np.random.default_rng(seed), False) for _ in range(2))
+    before = fused.flat.parameters.copy()
+    fused_adam, apart_adam = Adam(*SETTINGS), Adam(*SETTINGS)
+    x = rng.standard_normal((9, 22)).astype(np.float32)[:, ::2]
+    dy = rng.standard_normal((9, 1)).astype(np.float32)
+    fused.forward(x)
+    apart.forward(x)
+    fused_adam.backward_and_step(fused, dy)
+    apart.backward(dy)
+    apart_adam.step(apart)
+    assert np.array_equal(fused.flat.parameters, apart.flat.parameters)
+    assert np.array_equal(fused.flat.gradients, apart.flat.gradients)
+    assert np.all(fused.flat.parameters[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]]
+                  != before[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]])
