@@ -18,10 +18,12 @@ block's rows of x^T (pack_a, G's row of ones last), multiplies them by every sli
 (matmul.multiply_block: the product's tile loop) and steps the block's parameters at once, while
 the block of G is in L2: one contiguous run of each of P, G, m, v, read as long streams, WIDTH
 floats at a time (adam_run). Stepping each tile as it was made lost to the two passes (12 rows x
-128 bytes of P, m and v a tile: 36 short streams the prefetchers do not follow; 1024 x 64 x 784
-on an AMD EPYC Zen 4, 2 threads, m and v cold: 2.6-3.0 ms against 1.2). A block at a time, the
-same layer 0.85 ms against 0.99 (best of 50, old and new in turn, m and v cold; the product alone
-0.64, adam_update alone 0.40), 784 x 128 x 512 0.84 against 0.94, 256 x 64 x 512 0.22 against 0.34.
+128 bytes of P, m and v a tile: 36 short streams the prefetchers do not follow; a 64 x 1024 x
+784 layer on an AMD EPYC Zen 4, 2 threads, m and v cold: 2.6-3.0 ms against 1.2). A block at a time
+(benchmarks/dense_adam_vs_two_passes.py, medians, the two in turn, m and v cold; AMD EPYC Zen 4,
+2 threads), the GAN's layers (batch x in x out) 64 x 100 x 256 1.24x faster than the two passes,
+64 x 256 x 512 1.29x, 64 x 512 x 1024 1.05x, 64 x 1024 x 784 1.01x, 128 x 784 x 512 1.11x, 128 x
+512 x 256 1.12x. The step itself is not overlapped with the product: it waits for its block.
 A batch deeper than DEEPEST (several slices of K, each of which would meet every block) takes the
 two passes.
 """
@@ -33,7 +35,7 @@ from numba import float32, int64, void
 from pyai.kernels.common import adam_step_size
 from pyai.kernels.numba_cpu.adam import adam_update, adam_update_reference
 from pyai.kernels.numba_cpu.epilogue import NONE
-from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall
+from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, edge_tile, multiply_block, pack_a, pack_b, packed_rows,
                                            thread_count, weight_and_bias_grad)
 from pyai.kernels.numba_cpu.matmul_micro import MR, NO_BIAS, NR
@@ -104,9 +106,13 @@ def dense_adam_kernel(x, dy, grad, param, m, v, alpha, one_minus_beta_1, one_min
 FLAT = float32[::1]
 adam_run = numba.njit(void(FLAT, FLAT, FLAT, FLAT, int64, int64, float32, float32, float32, float32),
                       error_model="numpy", cache=True)(adam_run)
-dense_adam_kernel = CompiledOnFirstCall(
-    numba.njit(parallel=True, error_model="numpy", cache=True)(dense_adam_kernel),
-    void(float32[:, ::1], float32[:, ::1], FLAT, FLAT, FLAT, FLAT, float32, float32, float32, float32, int64))
+KERNEL = void(float32[:, ::1], float32[:, ::1], FLAT, FLAT, FLAT, FLAT, float32, float32, float32, float32, int64)
+# a small layer (one part: matmul.thread_count's) runs a serial compile: no parallel region to start
+# (64 x 100 x 256, the GAN's first layer: 0.72x the two passes' time as a parallel region of one part)
+dense_adam_one_thread = CompiledOnFirstCall(numba.njit(error_model="numpy", cache=True)(
+    renamed(dense_adam_kernel, "dense_adam_one_thread")), KERNEL)
+dense_adam_kernel = CompiledOnFirstCall(numba.njit(parallel=True, error_model="numpy", cache=True)(dense_adam_kernel),
+                                        KERNEL)
 
 
 # x (batch, in), dy (batch, out): C-contiguous float32; grad, param, m, v: contiguous float32 runs
@@ -119,5 +125,6 @@ def dense_adam_update(x, dy, grad, param, m, v, lr, beta_1, beta_2, epsilon, ste
         adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step)
         return
     parts = min(thread_count(inputs + 1, outputs, batch), -(-(inputs + 1) // MR))
-    dense_adam_kernel(x, dy, grad, param, m, v, adam_step_size(lr, beta_1, beta_2, step), np.float32(1 - beta_1),
-                      np.float32(1 - beta_2), np.float32(epsilon), parts)
+    kernel = dense_adam_one_thread if parts == 1 else dense_adam_kernel
+    kernel(x, dy, grad, param, m, v, adam_step_size(lr, beta_1, beta_2, step), np.float32(1 - beta_1),
+           np.float32(1 - beta_2), np.float32(epsilon), parts)
