@@ -18,7 +18,8 @@ import numpy as np
 from pyai.kernels.numba_cpu import adam, matmul
 from pyai.kernels.numba_cpu.dense_adam import dense_adam_update
 
-SHAPES = [(64, 100, 256), (64, 256, 512), (64, 512, 1024), (64, 1024, 784), (128, 784, 512), (128, 512, 256)]
+SHAPES = [(64, 100, 256), (64, 256, 512), (64, 512, 1024), (64, 1024, 784), (128, 784, 512), (128, 512, 256),
+          (64, 100, 6272)]   # the GAN's layers, then the DCGAN generator's Dense
 SETTINGS = (2e-4, 0.5, 0.999, 1e-7)
 
 

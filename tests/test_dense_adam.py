@@ -18,9 +18,11 @@ from pyai.optim import Adam
 SETTINGS = (2e-4, 0.5, 0.999, 1e-7)   # lr, beta_1, beta_2, epsilon: the GAN's
 # (batch, in, out): 1s; primes; in a multiple of MR (the row of ones a sliver of its own); out
 # not a multiple of NR; one output (the product's gemv); a batch of one (its outer product); a
-# batch past KC (two parts of the tiles' depth) and past DEEPEST (the two passes); the GAN's
+# batch past KC (two parts of the tiles' depth) and past DEEPEST (the two passes); few rows and
+# many columns, cut into column parts on 2 threads (the last ragged); the GAN's and DCGAN's
 SHAPES = [(1, 1, 1), (7, 13, 1), (1, 12, 33), (5, MR, NR + 1), (13, 2 * MR - 1, 3 * NR - 5), (300, 23, 65),
-          (DEEPEST + 1, 24, 70), (64, 100, 256), (128, 784, 512), (64, 1024, 784)]
+          (DEEPEST + 1, 24, 70), (200, 60, 1000), (64, 100, 256), (128, 784, 512), (64, 1024, 784),
+          (64, 100, 6272)]
 
 
 def layer_state(rng, inputs, outputs):

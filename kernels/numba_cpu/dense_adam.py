@@ -12,18 +12,21 @@ order, without contraction.
 Cost: 2 batch (in + 1) out FLOPs; Adam's bytes, 28 a parameter, less G's trip to memory and
 back: G is read while it is in L2, not after the whole product.
 
-Fast version: each thread takes a run of G's rows. It packs all of dy once (pack_b: batch <=
-DEEPEST, one slice, as the product's); then, a block of ROW_BLOCK_BYTES of G at a time, packs the
-block's rows of x^T (pack_a, G's row of ones last), multiplies them by every sliver of dy
-(matmul.multiply_block: the product's tile loop) and steps the block's parameters at once, while
-the block of G is in L2: one contiguous run of each of P, G, m, v, read as long streams, WIDTH
-floats at a time (adam_run). Stepping each tile as it was made lost to the two passes (12 rows x
+Fast version: each thread takes a run of G's rows (or, where G has few rows, of its columns). It
+packs its columns of dy once (pack_b: batch <= DEEPEST, one slice, as the product's); then, a
+block of ROW_BLOCK_BYTES of G at a time, packs the block's rows of x^T (pack_a, G's row of ones
+last), multiplies them by its slivers of dy (matmul.multiply_block: the product's tile loop) and
+steps the block's parameters at once, while the block of G is in L2: one contiguous run of each of
+P, G, m, v (a run a row, for a part of the columns), read as long streams, WIDTH floats at a time
+(adam_run). Stepping each tile as it was made lost to the two passes (12 rows x
 128 bytes of P, m and v a tile: 36 short streams the prefetchers do not follow; a 64 x 1024 x
 784 layer on an AMD EPYC Zen 4, 2 threads, m and v cold: 2.6-3.0 ms against 1.2). A block at a time
 (benchmarks/dense_adam_vs_two_passes.py, medians, the two in turn, m and v cold; AMD EPYC Zen 4,
 2 threads), the GAN's layers (batch x in x out) 64 x 100 x 256 1.24x faster than the two passes,
 64 x 256 x 512 1.29x, 64 x 512 x 1024 1.05x, 64 x 1024 x 784 1.01x, 128 x 784 x 512 1.11x, 128 x
-512 x 256 1.12x. The step itself is not overlapped with the product: it waits for its block.
+512 x 256 1.12x. The step itself is not overlapped with the product: it waits for its block
+(asking for the next block's P, m and v during the product, into L1 or L2, a few column slivers
+at a time or all at once, gained nothing).
 A batch deeper than DEEPEST (several slices of K, each of which would meet every block) takes the
 two passes.
 """
@@ -73,22 +76,25 @@ def adam_run(param, grad, m, v, start, stop, alpha, one_minus_beta_1, one_minus_
         param[j] -= m[j] * alpha / (np.sqrt(v[j]) + epsilon)
 
 
-def dense_adam_kernel(x, dy, grad, param, m, v, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, parts):
-    """G's row slivers cut into `parts` even runs, one a thread (see above)."""
+def dense_adam_kernel(x, dy, grad, param, m, v, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, row_parts,
+                      col_parts):
+    """G cut into row_parts x col_parts rectangles of whole slivers, one a thread (see above)."""
     batch, inputs = x.shape
     outputs = dy.shape[1]
     rows = inputs + 1
     row_slivers = -(-rows // MR)
     col_slivers = -(-outputs // NR)
-    block = max(1, ROW_BLOCK_BYTES // (4 * MR * outputs))   # slivers of G a block
     sliver_rows = packed_rows(batch)
     a = x.reshape(-1)
     gradient = grad.reshape((rows, outputs))
-    for part in numba.prange(parts):
-        first = part * row_slivers // parts
-        last = (part + 1) * row_slivers // parts
-        b_packed = aligned_floats(col_slivers * sliver_rows * NR)
-        pack_b(dy.reshape(-1), outputs, 1, 0, batch, 0, outputs, b_packed.reshape((col_slivers, sliver_rows, NR)))
+    for part in numba.prange(row_parts * col_parts):
+        row_part, col_part = part // col_parts, part % col_parts
+        first, last = row_part * row_slivers // row_parts, (row_part + 1) * row_slivers // row_parts
+        col0 = col_part * col_slivers // col_parts * NR
+        cols = min(outputs, (col_part + 1) * col_slivers // col_parts * NR) - col0
+        block = max(1, ROW_BLOCK_BYTES // (4 * MR * cols))   # slivers of G a block
+        b_packed = aligned_floats(-(-cols // NR) * sliver_rows * NR)
+        pack_b(dy.reshape(-1), outputs, 1, 0, batch, col0, cols, b_packed.reshape((-(-cols // NR), sliver_rows, NR)))
         a_buffer = aligned_floats(block * batch * MR)
         edge = edge_tile()
         for s in range(first, last, block):
@@ -98,15 +104,20 @@ def dense_adam_kernel(x, dy, grad, param, m, v, alpha, one_minus_beta_1, one_min
             a_packed = a_buffer[:-(-block_rows // MR) * batch * MR].reshape((-(-block_rows // MR), batch, MR))
             pack_a(a, 1, inputs, row0, own, 0, batch, a_packed, own < block_rows)
             multiply_block(a_packed, a, 0, 0, 0, 0, b_packed, 0, sliver_rows * NR, NR, gradient, row0, block_rows,
-                           0, outputs, True, True, NO_BIAS, False, NONE, np.float32(0), edge)
-            adam_run(param, grad, m, v, row0 * outputs, (row0 + block_rows) * outputs, alpha, one_minus_beta_1,
-                     one_minus_beta_2, epsilon)
+                           col0, cols, True, True, NO_BIAS, False, NONE, np.float32(0), edge)
+            runs = 1 if cols == outputs else block_rows   # the block's rows are one run, or a run each
+            length = block_rows * outputs // runs if cols == outputs else cols
+            for run in range(runs):
+                start = (row0 + run) * outputs + col0
+                adam_run(param, grad, m, v, start, start + length, alpha, one_minus_beta_1, one_minus_beta_2,
+                         epsilon)
 
 
 FLAT = float32[::1]
 adam_run = numba.njit(void(FLAT, FLAT, FLAT, FLAT, int64, int64, float32, float32, float32, float32),
                       error_model="numpy", cache=True)(adam_run)
-KERNEL = void(float32[:, ::1], float32[:, ::1], FLAT, FLAT, FLAT, FLAT, float32, float32, float32, float32, int64)
+KERNEL = void(float32[:, ::1], float32[:, ::1], FLAT, FLAT, FLAT, FLAT, float32, float32, float32, float32, int64,
+              int64)
 # a small layer (one part: matmul.thread_count's) runs a serial compile: no parallel region to start
 # (64 x 100 x 256, the GAN's first layer: 0.72x the two passes' time as a parallel region of one part)
 dense_adam_one_thread = CompiledOnFirstCall(numba.njit(error_model="numpy", cache=True)(
@@ -120,11 +131,15 @@ dense_adam_kernel = CompiledOnFirstCall(numba.njit(parallel=True, error_model="n
 def dense_adam_update(x, dy, grad, param, m, v, lr, beta_1, beta_2, epsilon, step):
     batch, inputs = x.shape
     outputs = dy.shape[1]
-    if batch > DEEPEST:
+    if batch > DEEPEST or outputs == 1:   # one output: the product's gemv, not 1 / NR of a tile
         weight_and_bias_grad(x, dy, out=grad.reshape((inputs + 1, outputs)))
         adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step)
         return
-    parts = min(thread_count(inputs + 1, outputs, batch), -(-(inputs + 1) // MR))
-    kernel = dense_adam_one_thread if parts == 1 else dense_adam_kernel
+    threads = thread_count(inputs + 1, outputs, batch)
+    row_slivers, col_slivers = -(-(inputs + 1) // MR), -(-outputs // NR)
+    # rows where each thread gets several slivers of them; else columns (a Dense 100 -> 6272:
+    # 9 row slivers, 5 and 4, where 196 column slivers split 98 and 98)
+    grid = (threads, 1) if row_slivers >= 8 * threads else (1, min(threads, col_slivers))
+    kernel = dense_adam_one_thread if grid == (1, 1) else dense_adam_kernel
     kernel(x, dy, grad, param, m, v, adam_step_size(lr, beta_1, beta_2, step), np.float32(1 - beta_1),
-           np.float32(1 - beta_2), np.float32(epsilon), parts)
+           np.float32(1 - beta_2), np.float32(epsilon), *grid)
