@@ -43,6 +43,13 @@ def flat_gradients(model):
     return flat
 
 
+def backward_then_step(optimizer, model, dy, backward):
+    """model.backward(dy, **backward), then optimizer.step(model); what backward returned."""
+    result = model.backward(dy, **backward)
+    optimizer.step(model)
+    return result
+
+
 def dense_runs(model, flat):
     """(layer, start, stop) for each layer of `model` that can step its parameters as backward
     makes their gradients (a Dense layer: `fused_update`), where its weight and bias lie back to
@@ -80,9 +87,7 @@ class SGD:
 
     def backward_and_step(self, model, dy, **backward):
         """model.backward(dy, **backward), then step(model); returns what backward returns."""
-        result = model.backward(dy, **backward)
-        self.step(model)
-        return result
+        return backward_then_step(self, model, dy, backward)
 
     def step(self, model):
         flat = flat_gradients(model)
@@ -141,36 +146,36 @@ class Adam:
         floats are those of backward then step."""
         flat = getattr(model, "flat", None)
         if flat is None or distributed.world().size > 1 or not dispatch.implements("dense_adam_update"):
-            result = model.backward(dy, **backward)
-            self.step(model)
-            return result
-        self.steps += 1
+            return backward_then_step(self, model, dy, backward)
+        step = self.steps + 1   # counted once backward has run
         m, v = self.flat_moments(flat)
         update = dispatch.implementation("dense_adam_update")
         stepped = []   # (start, stop) of the flat runs stepped during backward
         layers = dense_runs(model, flat)
         for layer, start, stop in layers:
-            layer.fused_update = functools.partial(self.dense_update, update, flat, m, v, start, stop, layer, stepped)
+            layer.fused_update = functools.partial(self.dense_update, update, flat, m, v, start, stop, layer, step,
+                                                   stepped)
         try:
             result = model.backward(dy, **backward)
         finally:
             for layer, _, _ in layers:
                 layer.fused_update = None
+        self.steps = step
         parameters_and_gradients(model)   # a clear error where a parameter got no gradient
         flat.gather(model)
         for start, stop in runs_left(flat, stepped):
             ops.adam_update(flat.parameters[start:stop], flat.gradients[start:stop], m[start:stop], v[start:stop],
-                            step=self.steps, lr=self.lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+                            step=step, lr=self.lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return result
 
-    def dense_update(self, update, flat, m, v, start, stop, layer, stepped, x, dpre):
+    def dense_update(self, update, flat, m, v, start, stop, layer, step, stepped, x, dpre):
         """A Dense layer's backward hook: its weight and bias gradients from its input x and
         d loss / d pre-activation, stepped at once where the arrays are the kernel's, else only
         made (and stepped by backward_and_step with the rest); returns the two gradient views."""
         weight, bias = layer.gradient_views["weight"], layer.gradient_views["bias"]
         if layer.shapes_fit() and kernel_ready(x, dpre):
             update(x, dpre, flat.gradients[start:stop], flat.parameters[start:stop], m[start:stop], v[start:stop],
-                   self.lr, self.beta_1, self.beta_2, self.epsilon, self.steps)
+                   self.lr, self.beta_1, self.beta_2, self.epsilon, step)
             stepped.append((start, stop))
             return weight, bias
         return weight_and_bias_gradient(x, dpre, weight, bias, layer.shapes_fit())

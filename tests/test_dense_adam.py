@@ -116,3 +116,16 @@ def test_a_dense_layer_whose_input_the_kernel_cannot_take_is_stepped_with_the_re
     assert np.array_equal(fused.flat.gradients, apart.flat.gradients)
     assert np.all(fused.flat.parameters[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]]
                   != before[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]])
+
+
+def test_a_backward_that_fails_takes_no_step(rng):
+    """dy of the wrong shape: the error is the layer's, before any parameter or the step count
+    changes."""
+    model = network(rng, False)
+    optimizer = Adam(*SETTINGS)
+    model.forward(rng.standard_normal((4, 11)).astype(np.float32))
+    before = model.flat.parameters.copy()
+    with pytest.raises(ValueError, match="dy must have the forward output's shape"):
+        optimizer.backward_and_step(model, rng.standard_normal((4, 2)).astype(np.float32))
+    assert optimizer.steps == 0 and np.array_equal(model.flat.parameters, before)
+    assert all(layer.fused_update is None for layer in model.layers if isinstance(layer, Dense))
