@@ -224,6 +224,11 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
         if np.may_share_memory(array, other):
             raise ValueError(f"{name}: shares memory with {other_name}; each is updated in place, "
                              f"so they must be separate arrays")
+    implementation("adam_update", backend)(param, grad, m, v, *_adam_settings(step, lr, beta_1, beta_2, epsilon))
+
+
+def _adam_settings(step, lr, beta_1, beta_2, epsilon):
+    """(lr, beta_1, beta_2, epsilon, step) checked, as the backends take them; a clear error otherwise."""
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step: expected an integer >= 1, got {step!r}")
     lr = real_number("lr", lr, low=0.0)
@@ -232,7 +237,33 @@ def adam_update(param, grad, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, 
     epsilon = real_number("epsilon", epsilon, low=0.0)
     if beta_1 == 1.0 or beta_2 == 1.0:
         raise ValueError("beta_1, beta_2: must be below 1 (the bias correction divides by 1 - beta^step)")
-    implementation("adam_update", backend)(param, grad, m, v, lr, beta_1, beta_2, epsilon, int(step))
+    return lr, beta_1, beta_2, epsilon, int(step)
+
+
+def dense_adam_update(x, dy, grad, param, m, v, *, step, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                      backend=None):
+    """A dense layer's weight and bias gradients and their Adam step, in one pass where the backend
+    has one (numba-cpu): weight_and_bias_grad(x, dy, out=grad), then adam_update(param, grad, m, v),
+    the same floats. x is (batch, in), dy (batch, out); grad, param, m and v are (in + 1, out)
+    float32 C-contiguous arrays, [weight; bias] (a Dense layer's in a flat buffer: pyai.nn.flat),
+    grad written and the other three updated in place."""
+    x, dy = as_float32("x", x, ndim=2), as_float32("dy", dy, ndim=2)
+    if x.shape[0] != dy.shape[0]:
+        raise ValueError(f"dy: expected {x.shape[0]} rows, one per row of x {x.shape}, got {dy.shape}")
+    shape = (x.shape[1] + 1, dy.shape[1])
+    arrays = {name: in_place(name, array) for name, array in (("grad", grad), ("param", param), ("m", m), ("v", v))}
+    for name, array in arrays.items():
+        if array.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, the weight's rows and then the bias's, got "
+                             f"{array.shape}")
+    names = list(arrays)
+    for i, name in enumerate(names):
+        for other in names[i + 1:] + ["x", "dy"]:
+            if np.may_share_memory(arrays[name], arrays.get(other, x if other == "x" else dy)):
+                raise ValueError(f"{name}: shares memory with {other}; each is read or written on its own, "
+                                 f"so they must be separate arrays")
+    settings = _adam_settings(step, lr, beta_1, beta_2, epsilon)
+    implementation("dense_adam_update", backend)(x, dy, *(array.reshape(-1) for array in arrays.values()), *settings)
 
 
 # Transformer ops: attention, layer norm, GELU, softmax, cross-entropy, embedding.

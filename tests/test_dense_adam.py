@@ -8,7 +8,7 @@ to a float64 reference, so that both cannot be wrong together.
 import numpy as np
 import pytest
 
-from pyai import dispatch
+from pyai import dispatch, ops
 from pyai.kernels.numba_cpu import adam, matmul
 from pyai.kernels.numba_cpu.dense_adam import DEEPEST, dense_adam_reference, dense_adam_update
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR
@@ -129,3 +129,29 @@ def test_a_backward_that_fails_takes_no_step(rng):
         optimizer.backward_and_step(model, rng.standard_normal((4, 2)).astype(np.float32))
     assert optimizer.steps == 0 and np.array_equal(model.flat.parameters, before)
     assert all(layer.fused_update is None for layer in model.layers if isinstance(layer, Dense))
+
+
+def test_the_op_gives_the_kernels_floats_and_refuses_bad_input(rng):
+    x = rng.standard_normal((6, 7)).astype(np.float32)
+    dy = rng.standard_normal((6, 3)).astype(np.float32)
+    grad, param, m, v = (rng.uniform(0.1, 1.0, (8, 3)).astype(np.float32) for _ in range(4))
+    flat = [array.ravel().copy() for array in (param, m, v)]
+    flat_grad = np.empty(24, np.float32)
+    ops.dense_adam_update(x, dy, grad, param, m, v, step=2, lr=SETTINGS[0], beta_1=SETTINGS[1], beta_2=SETTINGS[2],
+                          epsilon=SETTINGS[3])
+    dense_adam_update(x, dy, flat_grad, *flat, *SETTINGS, 2)
+    assert np.array_equal(grad.ravel(), flat_grad)
+    assert all(np.array_equal(a.ravel(), b) for a, b in zip((param, m, v), flat))
+    good = {"grad": grad, "param": param, "m": m, "v": v}
+    for change, message in [({"grad": np.zeros((7, 3), np.float32)}, r"grad: expected shape \(8, 3\)"),
+                            ({"v": m}, "v: shares memory with m|m: shares memory with v"),
+                            ({"param": param.astype(np.float64)}, "param"),
+                            ({"m": np.zeros((3, 8), np.float32).T}, "m")]:
+        with pytest.raises((ValueError, TypeError), match=message):
+            ops.dense_adam_update(x, dy, **{**good, **change}, step=1)
+    with pytest.raises(ValueError, match="dy: expected 6 rows"):
+        ops.dense_adam_update(x, dy[:5], **good, step=1)
+    with pytest.raises(ValueError, match="step: expected an integer >= 1"):
+        ops.dense_adam_update(x, dy, **good, step=0)
+    with pytest.raises(ValueError, match="beta_1, beta_2: must be below 1"):
+        ops.dense_adam_update(x, dy, **good, step=1, beta_2=1.0)

@@ -239,6 +239,16 @@ def check_updates(data):
     close(got, want, 1, "param")
     close(m, m_want, 1, "m")
     close(v, v_want, 1, "v")
+    batch, inputs, outputs = dims(data, 1, 9), dims(data, 1, 9), dims(data, 1, 9)   # a dense layer's
+    (x, _), (dy, _) = draw_array(data, (batch, inputs)), draw_array(data, (batch, outputs))
+    state = [rng.standard_normal((inputs + 1, outputs)).astype(np.float32) ** 2 for _ in range(3)]
+    apart, fused = [array.copy() for array in state], [array.copy() for array in state]
+    grad, fused_grad = np.empty((inputs + 1, outputs), np.float32), np.empty((inputs + 1, outputs), np.float32)
+    ops.weight_and_bias_grad(x, dy, out=grad)
+    ops.adam_update(apart[0], grad, *apart[1:], step=3, lr=lr)
+    ops.dense_adam_update(x, dy, fused_grad, *fused, step=3, lr=lr)
+    assert np.array_equal(fused_grad, grad, equal_nan=True)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(fused, apart))
 
 
 def conv_check(transpose):
@@ -295,7 +305,7 @@ CHECKS = {
     "embedding, embedding_grad": check_embedding,
     "conv2d, conv2d_grad": conv_check(transpose=False),
     "conv2d_transpose, conv2d_transpose_grad": conv_check(transpose=True),
-    "sgd_update, adam_update": check_updates,
+    "sgd_update, adam_update, dense_adam_update": check_updates,
 }
 
 
