@@ -435,6 +435,43 @@ def test_every_thread_grid_gives_the_same_floats(rng, m, n, k, transpose_a):
                  kernels.matmul_reference(a.T if transpose_a else a, b, bias, "leaky_relu", 0.1), MATMUL_TOL)
 
 
+@pytest.mark.parametrize("m,n,k,transpose_a,transpose_b", [(256, 256, 256, False, False), (131, 257, 300, True, False),
+                                                         (197, 389, 17, False, True), (256, 131, 320, True, True)])
+@pytest.mark.parametrize("activation", [None, "leaky_relu", "tanh"])
+def test_a_shallow_product_of_a_few_hundred_rows_takes_the_few_rows_loop_with_the_blocked_floats(
+        rng, m, n, k, transpose_a, transpose_b, activation):
+    """Past FEW_ROWS, a product one slice deep whose A is small (takes_few_rows_loop) runs the
+    few-rows loop, one thread or two; each tile sums the same slice in the same order as in the
+    blocked loop nest (forced by a blocking), so the floats are the same."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    m = max(kernels.FEW_ROWS + 1, min(m, kernels.FEW_NC // 2))   # (a CPU with a small L2 has no such product)
+    assert kernels.takes_few_rows_loop(m, n, k, 2) == (m <= kernels.FEW_NC // 2)
+    a, b = operands(rng, m, n, k, transpose_a, transpose_b)
+    bias = rng.standard_normal(n).astype(np.float32)
+    blocked = kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.1, blocking=(kernels.MC, kernels.NC))
+    few = kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.1)
+    np.testing.assert_array_equal(few, blocked)
+    one = np.full((m, n), np.nan, np.float32)
+    kernels.gemm_few_rows_one_thread(a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1),
+                                     *((1, k) if transpose_b else (n, 1)), one, k, bias, True,
+                                     kernels.ACTIVATIONS[activation], np.float32(0.1), 1)
+    np.testing.assert_array_equal(one, blocked)
+    assert_close("few-rows loop vs float64", few, kernels.matmul_reference(
+        a.T if transpose_a else a, b.T if transpose_b else b, bias, activation, 0.1), MATMUL_TOL)
+
+
+def test_the_few_rows_loop_is_for_few_rows_or_a_small_shallow_a_with_columns_for_every_thread():
+    from pyai.kernels.numba_cpu import matmul as kernels
+    deepest, nr = kernels.DEEPEST, kernels.NR
+    most = kernels.FEW_NC // 2                   # rows of a shallow product's A in a quarter of L2
+    m = max(most, kernels.FEW_ROWS + 1)
+    assert kernels.takes_few_rows_loop(kernels.FEW_ROWS, 1, 4096, 64)
+    assert kernels.takes_few_rows_loop(m, 4 * nr, deepest, 2) == (most > kernels.FEW_ROWS)
+    assert not kernels.takes_few_rows_loop(m + 1, 4 * nr, deepest, 2)       # A past a quarter of L2
+    assert not kernels.takes_few_rows_loop(m, 4 * nr, deepest + 1, 2)       # more than one slice
+    assert not kernels.takes_few_rows_loop(m, 4 * nr, deepest, 3)           # a thread without two slivers
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 16, 700), (7, 33, 2048), (128, 103, 2048), (127, 128, 300), (384, 40, 517),
                                    (131, 250, 64), (600, 128, 33)])
 @pytest.mark.parametrize("activation", [None, "leaky_relu"])

@@ -75,6 +75,13 @@ packs its own run of B, a FEW_NC-column panel and a slice at a time (a packed sl
 meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
 A's product is one parallel region, not two (the GAN step's 29 products on an AMD EPYC Zen 1, 2
 threads, three alternating rounds: 23.3 -> 22.9 ms).
+So does a product of a few hundred rows one slice deep (K <= DEEPEST) whose A takes at most a
+quarter of L2 (M <= FEW_NC / 2: 256 rows with a 1 MB L2), where every thread has two slivers of
+columns or more (takes_few_rows_loop): the blocked loop's row parts would each pack all of B, and
+its blocks of MC rows meet each B sliver fewer times; here A is shared and B packed once (AMD
+EPYC Zen 4, 2 threads, the two loops alternating in one process, best GFLOP/s: 256^3 156 -> 196,
+transposed A 156 -> 192, 160 x 256 x 256 170 -> 196, 137 x 300 x 389 128 -> 151; of 512 rows
+mixed, 512 x 128 x 512 +10%, transposed A -8%, so not taken; deeper products lost 1-3%).
 """
 
 import numba
@@ -799,10 +806,19 @@ def thread_grid(m, n, threads, k):
                default=(1, 1))
 
 
+def takes_few_rows_loop(m, n, k, threads):
+    """Whether the few-rows loop order suits this product: at most FEW_ROWS rows, or a shallow
+    product (one slice deep) of at most FEW_NC / 2 rows, whose A takes at most a quarter of L2,
+    with two NR-column slivers or more for every thread (see above)."""
+    return m <= FEW_ROWS or (k <= DEEPEST and m <= FEW_NC // 2 and -(-n // NR) >= 2 * threads)
+
+
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
                  column_sums=False):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
-    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py).
+    written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py):
+    given, it also keeps a shallow product of a few hundred rows in the blocked loop (pyai tune
+    times that loop), which would else take the few-rows one (takes_few_rows_loop).
     Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
     element: the epilogue's TIMES, the factors in the bias's place. Or, with column_sums and
     neither, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums, as if op(a) had one more
@@ -834,7 +850,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
     operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
-    if threads == 1 and (m <= FEW_ROWS or 2 * m * n * k < SERIAL_FLOPS):
+    few_rows = blocking is None and takes_few_rows_loop(m, n, k, threads)
+    if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
         # no parallel region; a small product of many rows too, whose A packed whole is small
         gemm_few_rows_one_thread(*operands, 1)
         return c
@@ -842,7 +859,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
-    elif m <= FEW_ROWS:
+    elif few_rows:
         gemm_few_rows(*operands, threads)
     else:
         gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
