@@ -112,6 +112,24 @@ def batch_gradients(model, loss, x, targets):
     return batch_loss
 
 
+def batch_step(model, loss, optimizer, x, targets, batch, when):
+    """One optimizer step on the rows `batch` of x and targets; returns the batch's loss, checked
+    finite before the step. In one process, backward and the step run together where the
+    optimizer can (Adam.backward_and_step steps each Dense layer as its gradient is made); under
+    mpiexec, each process's gradients are averaged first."""
+    world = distributed.world()
+    if world.size > 1 or not hasattr(optimizer, "backward_and_step"):
+        rows = batch[world.shard(len(batch))]
+        (batch_loss,) = world.mean([batch_gradients(model, loss, x[rows], targets[rows])])
+        check_loss(batch_loss, when)
+        optimizer.step(model)
+        return batch_loss
+    batch_loss = loss(model.forward(x[batch]), targets[batch])
+    check_loss(batch_loss, when)
+    optimizer.backward_and_step(model, loss.backward(), input_gradient=False)
+    return batch_loss
+
+
 def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progress=True):
     """Mini-batch training, shuffled each epoch; returns the mean loss of each epoch.
 
@@ -133,11 +151,7 @@ def fit(model, loss, optimizer, x, targets, *, epochs, batch_size, seed=0, progr
         for _ in bar:
             total = 0.0
             for batch in shuffled_batches(len(x), batch_size, rng):
-                rows = batch[world.shard(len(batch))]
-                (batch_loss,) = world.mean([batch_gradients(model, loss, x[rows], targets[rows])])
-                check_loss(batch_loss, f"epoch {len(history) + 1}")
-                total += batch_loss * len(batch)
-                optimizer.step(model)
+                total += batch_step(model, loss, optimizer, x, targets, batch, f"epoch {len(history) + 1}") * len(batch)
             check_weights(model, f"the end of epoch {len(history) + 1}", [optimizer])
             history.append(total / len(x))
             bar.set_postfix(loss=f"{history[-1]:.4f}")

@@ -448,7 +448,8 @@ def test_a_shallow_product_of_a_few_hundred_rows_takes_the_few_rows_loop_with_th
     assert kernels.takes_few_rows_loop(m, n, k, 2) == (m <= kernels.FEW_NC // 2)
     a, b = operands(rng, m, n, k, transpose_a, transpose_b)
     bias = rng.standard_normal(n).astype(np.float32)
-    blocked = kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.1, blocking=(kernels.MC, kernels.NC))
+    blocked = kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.1,
+                                   blocking=(kernels.MC, kernels.NC))
     few = kernels.fused_matmul(a, b, transpose_a, transpose_b, bias, activation, 0.1)
     np.testing.assert_array_equal(few, blocked)
     one = np.full((m, n), np.nan, np.float32)

@@ -145,6 +145,44 @@ def test_fit_learns_a_separable_problem(backend, rng):
     assert accuracy > 0.9, f"training accuracy {accuracy:.2f} on a linearly separable problem"
 
 
+@pytest.mark.parametrize("make_optimizer", [lambda: Adam(lr=0.01, beta_1=0.8), lambda: SGD(lr=0.1)])
+def test_fit_takes_the_steps_of_forward_backward_and_step_bit_for_bit(rng, make_optimizer):
+    """fit steps through backward_and_step (Adam: each Dense layer stepped as its gradient is
+    made); the losses and weights are those of forward, backward, then step, batch by batch,
+    with the shuffled batches fit draws from its seed; a ragged last batch of 7 rows."""
+    from pyai.training import shuffled_batches
+    x = rng.normal(size=(71, 13)).astype(np.float32)
+    labels = (rng.random((71, 5)) > 0.5).astype(np.float32)
+    fitted, stepped = (MLP([13, 37, 29, 5], activation="leaky_relu", seed=3) for _ in range(2))
+    loss, fit_optimizer, optimizer = BinaryCrossentropy(from_logits=True), make_optimizer(), make_optimizer()
+    history = fit(fitted, loss, fit_optimizer, x, labels, epochs=2, batch_size=16, seed=5, progress=False)
+    batches = np.random.default_rng(5)
+    expected = []
+    for _ in range(2):
+        total = 0.0
+        for batch in shuffled_batches(len(x), 16, batches):
+            batch_loss = loss(stepped.forward(x[batch]), labels[batch])
+            stepped.backward(loss.backward(), input_gradient=False)
+            optimizer.step(stepped)
+            total += batch_loss * len(batch)
+        expected.append(total / len(x))
+    assert history == expected
+    for (name, parameter), (_, expected_parameter) in zip(fitted.parameters(), stepped.parameters(), strict=True):
+        np.testing.assert_array_equal(parameter, expected_parameter, err_msg=name)
+
+
+def test_fit_takes_no_step_on_a_batch_whose_loss_is_not_finite():
+    from pyai.training import TrainingDiverged
+    model = MLP([3, 4, 2], activation="leaky_relu", seed=0)
+    before = [parameter.copy() for _, parameter in model.parameters()]
+    x = np.ones((4, 3), np.float32)
+    x[0] = 3e38   # finite, but the outputs overflow: a loss that is not finite
+    with pytest.raises(TrainingDiverged, match="epoch 1"):
+        fit(model, MSE(), Adam(lr=0.1), x, np.ones((4, 2), np.float32), epochs=1, batch_size=4, progress=False)
+    for (name, parameter), old in zip(model.parameters(), before, strict=True):
+        np.testing.assert_array_equal(parameter, old, err_msg=name)
+
+
 def test_the_sigmoid_mlp_is_sigmoid_throughout():
     model = MLP.sigmoid([8, 6, 4, 3])
     assert [dense.activation for dense in model.layers] == ["sigmoid"] * 3
