@@ -20,7 +20,8 @@ from pyai.models import DCGAN, GAN
 from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
 from pyai.reference.keras import keras_train_step, to_keras
 from pyai.training import Training, train_gan
-from test_gan import BATCH, assert_gradients_close, assert_steps_match_keras, batch, bce
+from test_gan import (BATCH, assert_gradients_close, assert_one_generator_forward_gives_the_floats_of_two,
+                      assert_steps_match_keras, batch, bce)
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -129,6 +130,11 @@ def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     assert sorted(expected) == sorted(got)
     for name in expected:
         assert np.array_equal(expected[name], got[name]), f"{name} differs after resuming ({backend})"
+
+
+@pytest.mark.parametrize("config, batch_size", [(TINY, 3), ({}, BATCH)])
+def test_one_generator_forward_for_both_batches_gives_the_floats_of_two(rng, config, batch_size):
+    assert_one_generator_forward_gives_the_floats_of_two(lambda: DCGAN(seed=3, **config), rng, batch_size, steps=2)
 
 
 def test_a_dense_gan_checkpoint_does_not_make_a_dcgan(tmp_path):

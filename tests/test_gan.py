@@ -228,6 +228,29 @@ def test_the_image_gradient_equals_the_full_backward_and_checks_dy(rng):
         backward_to_input(gan.discriminator, np.ones((6, 2), np.float32))
 
 
+def assert_one_generator_forward_gives_the_floats_of_two(make, rng, batch_size, steps=3):
+    """train_step with one generator forward for both batches of images (its layers are
+    row-wise) against the same GAN made to run two forwards: the same losses, accuracies,
+    parameters and Adam moments, bit for bit."""
+    one, two = make(), make()
+    assert one.generator.row_wise()
+    two.generator.row_wise = lambda: False
+    for _ in range(steps):
+        step = batch(rng, one, batch_size)
+        assert one.train_step(*step) == two.train_step(*step)
+    for (name, parameter), (_, expected) in zip(one.parameters(), two.parameters(), strict=True):
+        np.testing.assert_array_equal(parameter, expected, err_msg=name)
+    for prefix, optimizer in one.optimizers().items():
+        for (key, array), (_, expected) in zip(optimizer.state().items(), two.optimizers()[prefix].state().items(),
+                                              strict=True):
+            np.testing.assert_array_equal(array, expected, err_msg=prefix + key)
+
+
+@pytest.mark.parametrize("config, batch_size", [(SMALL, 5), ({}, BATCH)])
+def test_one_generator_forward_for_both_batches_gives_the_floats_of_two(rng, config, batch_size):
+    assert_one_generator_forward_gives_the_floats_of_two(lambda: GAN(seed=3, **config), rng, batch_size)
+
+
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     """Two epochs straight, or one, a checkpoint, a new GAN loaded from it, and one more: bit for
     bit the same weights, optimizer states, history and random generator."""

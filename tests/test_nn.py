@@ -184,6 +184,47 @@ def test_backward_without_input_gradient_skips_the_first_convolutions_dx(rng, mo
         np.testing.assert_array_equal(grad, expected, err_msg=name)
 
 
+def row_wise_models(rng):
+    """Sequentials of every row-wise layer: Dense with each fused activation and the activation
+    layers; a DCGAN-like stack of Reshape, Conv2DTranspose, Conv2D and Flatten."""
+    from pyai.nn import Conv2D, Conv2DTranspose, Flatten, Reshape
+    dense = Sequential(random_dense(rng, 7, 9, "leaky_relu"), random_dense(rng, 9, 8, "gelu"), LeakyReLU(0.1),
+                       random_dense(rng, 8, 6, "tanh"), ReLU(), random_dense(rng, 6, 5, "sigmoid"), Tanh(),
+                       random_dense(rng, 5, 4, None), Sigmoid())
+    conv = Sequential(random_dense(rng, 7, 3 * 4 * 5, "leaky_relu"), Reshape((3, 4, 5)),
+                      Conv2DTranspose(5, 4, 4, 2, "same", "leaky_relu", rng=rng),
+                      Conv2D(4, 2, 3, 1, "same", "tanh", rng=rng), Flatten())
+    return {"dense": dense, "conv": conv}
+
+
+@pytest.mark.parametrize("model", ["dense", "conv"])
+def test_keep_rows_makes_backward_that_of_a_forward_of_those_rows_alone(model):
+    """forward of two batches, keep_rows(len of the first), backward: dx and every gradient are
+    the floats of forward and backward of the second batch alone (one generator forward for a
+    GAN's two batches, pyai.models.gan)."""
+    two, alone = (row_wise_models(np.random.default_rng(5))[model] for _ in range(2))
+    rng = np.random.default_rng(6)
+    first, second = rng.normal(size=(3, 7)).astype(np.float32), rng.normal(size=(4, 7)).astype(np.float32)
+    assert two.row_wise()
+    both = two.forward(np.concatenate([first, second]))
+    two.keep_rows(len(first))
+    expected = alone.forward(second)
+    np.testing.assert_array_equal(both[len(first):], expected)
+    dy = rng.normal(size=expected.shape).astype(np.float32)
+    np.testing.assert_array_equal(two.backward(dy), alone.backward(dy))
+    for (name, grad), (_, expected_grad) in zip(two.gradients(), alone.gradients(), strict=True):
+        np.testing.assert_array_equal(grad, expected_grad, err_msg=name)
+
+
+def test_keep_rows_is_refused_by_a_layer_not_known_to_be_row_wise():
+    from pyai.nn import LayerNorm
+    model = Sequential(Dense(4, 3, rng=np.random.default_rng(0)), LayerNorm(3))
+    assert Dense(2, 2).row_wise() and not LayerNorm(3).row_wise() and not model.row_wise()
+    model.forward(np.ones((2, 4), np.float32))
+    with pytest.raises(NotImplementedError, match="not row-wise"):
+        model.keep_rows(1)
+
+
 def test_parameters_are_the_layers_own_arrays():
     dense = Dense(4, 2, rng=np.random.default_rng(0))
     model = Sequential(dense, ReLU())

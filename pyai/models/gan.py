@@ -132,15 +132,26 @@ class GAN:
         noise = self.check_batch("noise", noise, self.noise_dim, rows=n)
         generator_noise = self.check_batch("generator_noise", generator_noise, self.noise_dim, rows=n)
 
-        # 1. the discriminator: real images are labelled 1, the generator's 0
-        images = np.concatenate([real, self.generator.forward(noise)])                # (2n, pixels)
+        # 1. the discriminator: real images are labelled 1, the generator's 0. A generator whose
+        # layers treat each example apart makes both batches of images in one forward (it is not
+        # updated before its own step, so they are the floats of two forwards): its weights are
+        # read once, and its products have twice the rows; it then keeps what backward needs of
+        # the second batch only
+        fake = None
+        if self.generator.row_wise():
+            generated = self.generator.forward(np.concatenate([noise, generator_noise]))
+            self.generator.keep_rows(n)
+            images, fake = np.concatenate([real, generated[:n]]), generated[n:]
+        else:
+            images = np.concatenate([real, self.generator.forward(noise)])            # (2n, pixels)
         targets = np.concatenate([np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])
         logits = self.discriminator.forward(images)                                   # (2n, 1)
         discriminator_loss = self.loss(logits, targets)
         self.discriminator_optimizer.backward_and_step(self.discriminator, self.loss.backward(), input_gradient=False)
 
         # 2. the generator: its images should be called real by the updated discriminator
-        fake = self.generator.forward(generator_noise)                                 # (n, pixels)
+        if fake is None:
+            fake = self.generator.forward(generator_noise)                             # (n, pixels)
         fake_logits = self.discriminator.forward(fake)                                 # (n, 1)
         generator_loss = self.loss(fake_logits, np.ones((n, 1), np.float32))
         self.generator_optimizer.backward_and_step(self.generator, backward_to_input(self.discriminator,

@@ -30,6 +30,7 @@ class ConvLayer(Layer):
     forward_op = gradient_op = None
     PARAMETERS = ("weight", "bias")
     OPTIONAL_INPUT_GRADIENT = True
+    ROW_WISE, SAVED_ROWS = True, ("x", "pre", "y")   # an image at a time
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
                  activation=None, alpha=0.2, rng=None):
@@ -121,6 +122,8 @@ class Conv2DTranspose(ConvLayer):
 class Reshape(Layer):
     """(batch, ...) -> (batch, *shape), like Keras's Reshape; backward gives dy the input's shape."""
 
+    ROW_WISE = True
+
     def __init__(self, shape):
         self.shape = tuple(positive_int("shape", size) for size in shape)
         self.input_shape = None
@@ -143,6 +146,10 @@ class Reshape(Layer):
         if np.shape(dy) != expected:
             raise ValueError(f"{self!r}: dy must have the forward output's shape {expected}, got {np.shape(dy)}")
         return np.asarray(dy).reshape(self.input_shape)
+
+    def keep_rows(self, start):
+        if self.input_shape is not None:
+            self.input_shape = (max(0, self.input_shape[0] - start), *self.input_shape[1:])
 
 
 class Flatten(Reshape):

@@ -32,6 +32,8 @@ class Layer:
     PARAMETERS = ()                            # the attributes that hold parameters
     OPTIONAL_INPUT_GRADIENT = False            # backward(dy, input_gradient=False) skips dx
     gradient_views = MappingProxyType({})      # attribute -> its gradient's view of a flat buffer
+    ROW_WISE = False                           # forward treats each example (a row of the batch) apart
+    SAVED_ROWS = ()                            # where forward saves arrays for backward, an example a row
 
     def __call__(self, x):
         return self.forward(x)
@@ -45,6 +47,22 @@ class Layer:
 
     def gradients(self):
         return [(name, getattr(layer, "grad_" + attribute)) for name, layer, attribute in self.slots()]
+
+    def row_wise(self):
+        return self.ROW_WISE
+
+    def keep_rows(self, start):
+        """Of what forward saved for backward, keep the examples from `start` on, as if forward had
+        been given only those: one forward of two batches, then backward of the second (the GAN's
+        generator: pyai.models.gan). Row-wise layers only: there the floats of each example do
+        not depend on the others."""
+        if not self.row_wise():
+            raise NotImplementedError(f"{self!r}: not row-wise (ROW_WISE): its forward is not known to treat "
+                                      f"each example apart")
+        for attribute in self.SAVED_ROWS:
+            saved = getattr(self, attribute)
+            if saved is not None:
+                setattr(self, attribute, saved[start:])
 
     def keep_gradient(self, attribute, gradient):
         """What backward stores as the gradient of `attribute`: `gradient` itself, or, in a model
@@ -195,6 +213,7 @@ class Dense(Layer):
 
     PARAMETERS = ("weight", "bias")
     OPTIONAL_INPUT_GRADIENT = True
+    ROW_WISE, SAVED_ROWS = True, ("x", "pre", "y")
     fused_update = None   # set by an optimizer for one backward (pyai.optim.Adam.backward_and_step): a
                           # function of (x, d pre-activation) that makes this layer's weight and bias
                           # gradients, steps them, and returns them
@@ -256,6 +275,8 @@ class Dense(Layer):
 class LeakyReLU(Layer):
     """y = x where x > 0, alpha * x elsewhere; any shape."""
 
+    ROW_WISE, SAVED_ROWS = True, ("x",)
+
     def __init__(self, alpha=0.2):
         self.alpha = real_number("alpha", alpha, low=0.0)
         self.x = None
@@ -275,6 +296,8 @@ class LeakyReLU(Layer):
 class ReLU(Layer):
     """y = max(x, 0); any shape."""
 
+    ROW_WISE, SAVED_ROWS = True, ("x",)
+
     def __init__(self):
         self.x = None
 
@@ -293,6 +316,8 @@ class ReLU(Layer):
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)); any shape. Backward uses the saved output: dx = dy * y * (1 - y)."""
 
+    ROW_WISE, SAVED_ROWS = True, ("y",)
+
     def __init__(self):
         self.y = None
 
@@ -310,6 +335,8 @@ class Sigmoid(Layer):
 
 class Tanh(Layer):
     """y = tanh(x); any shape. Backward uses the saved output: dx = dy * (1 - y^2)."""
+
+    ROW_WISE, SAVED_ROWS = True, ("y",)
 
     def __init__(self):
         self.y = None
@@ -355,6 +382,15 @@ class Sequential(Layer):
         for layer in reversed(self.layers[first + 1:]):
             dy = layer.backward(dy)
         return self.layers[first].backward(dy, input_gradient=False)
+
+    def row_wise(self):
+        return all(layer.row_wise() for layer in self.layers)
+
+    def keep_rows(self, start):
+        if not self.row_wise():
+            raise NotImplementedError(f"{self!r}: a layer is not row-wise (ROW_WISE), treating each example apart")
+        for layer in self.layers:
+            layer.keep_rows(start)
 
     def slots(self):
         return [(f"{index}.{name}", owner, attribute)
