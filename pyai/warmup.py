@@ -259,7 +259,7 @@ def exercise(file, every_loop=True):
 # the ops each training command runs (checked by the tests), for `announce`'s estimate
 TRAINING_OPS = {
     "mlp": ("linear", "matmul", "weight_and_bias_grad", "binary_crossentropy_logits",
-            "binary_crossentropy_logits_grad", "adam_update"),
+            "binary_crossentropy_logits_grad", "dense_adam_update"),
     "gan": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
             "binary_crossentropy_logits_grad", "dense_adam_update"),
     "gan-conv": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "conv2d", "conv2d_grad",
