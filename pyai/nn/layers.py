@@ -15,6 +15,9 @@ Layers leave argument checks to `pyai.ops`, which name the argument at fault; a 
 what no op can see, such as an input's features against the layer's own size. Dense, once its
 shapes are checked, calls the numba-cpu products itself where the arrays are already what the
 kernels take (`kernel_ready`): anything else goes through the ops and their checks.
+A row-wise layer (ROW_WISE: its forward treats each example apart) names where forward saves
+arrays for backward (SAVED_ROWS), so `keep_rows(start)` can make backward that of the examples
+from `start` on: a GAN's generator makes both of a step's batches in one forward.
 """
 
 import math
