@@ -58,7 +58,8 @@ class CompiledOnFirstCall:
         return self.dispatcher
 
     def __call__(self, *args):
-        self.compile()
+        if not self.ready:
+            self.compile()
         return self.dispatcher(*args)
 
 

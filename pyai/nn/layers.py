@@ -118,9 +118,12 @@ def kernel_ready(*arrays):
     (Dense, which checks them) then calls the backend's linear and matmul itself: the ops' checks
     cost more than a small product does (ops.linear 33 us a call where the kernel takes 12 on an
     AMD EPYC Zen 1; a GAN step makes 30 such calls)."""
-    return dispatch.get_backend() == "numba-cpu" and all(
-        type(array) is np.ndarray and array.dtype == np.float32 and array.flags.c_contiguous and array.size > 0
-        for array in arrays)
+    if dispatch.get_backend() != "numba-cpu":
+        return False
+    for array in arrays:   # a loop, not all() of a generator: this runs a few dozen times a GAN step
+        if not (type(array) is np.ndarray and array.dtype == np.float32 and array.flags.c_contiguous and array.size):
+            return False
+    return True
 
 
 def linear(x, weight, bias, activation=None, alpha=0.2, shapes_fit=False):
