@@ -216,6 +216,31 @@ def test_keep_rows_makes_backward_that_of_a_forward_of_those_rows_alone(model):
         np.testing.assert_array_equal(grad, expected_grad, err_msg=name)
 
 
+@pytest.mark.parametrize("start", [-1, 8, 1.5, True, "2", None])
+def test_keep_rows_rejects_a_start_that_is_not_a_row_of_the_batch(start):
+    """start must be an integer from 0 to the examples forward saw (7 here); a bad one changes
+    nothing."""
+    model = row_wise_models(np.random.default_rng(5))["conv"]
+    model.forward(np.ones((7, 7), np.float32))
+    saved = [layer.input_shape if hasattr(layer, "input_shape") else layer.x for layer in model.layers]
+    with pytest.raises(ValueError, match="start: expected an integer >= 0"):
+        model.keep_rows(start)
+    for layer, before in zip(model.layers, saved, strict=True):
+        assert (layer.input_shape if hasattr(layer, "input_shape") else layer.x) is before
+
+
+def test_keep_rows_of_all_or_none_of_the_batch():
+    model = row_wise_models(np.random.default_rng(5))["dense"]
+    model.forward(np.ones((7, 7), np.float32))
+    def rows():
+        return {len(getattr(layer, attribute)) for layer in model.layers for attribute in layer.SAVED_ROWS
+                if getattr(layer, attribute) is not None}
+    model.keep_rows(0)
+    assert rows() == {7}
+    model.keep_rows(7)
+    assert rows() == {0}
+
+
 def test_keep_rows_is_refused_by_a_layer_not_known_to_be_row_wise():
     from pyai.nn import LayerNorm
     model = Sequential(Dense(4, 3, rng=np.random.default_rng(0)), LayerNorm(3))

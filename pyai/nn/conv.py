@@ -12,7 +12,7 @@ import numpy as np
 
 from pyai import ops
 from pyai.checks import positive_int, real_number
-from pyai.nn.layers import OUTPUT_GRADIENTS, Layer, check_backward
+from pyai.nn.layers import OUTPUT_GRADIENTS, Layer, check_backward, rows_start
 
 
 def pair(name, value):
@@ -149,7 +149,8 @@ class Reshape(Layer):
 
     def keep_rows(self, start):
         if self.input_shape is not None:
-            self.input_shape = (max(0, self.input_shape[0] - start), *self.input_shape[1:])
+            start = rows_start(start, self.input_shape[0])
+            self.input_shape = (self.input_shape[0] - start, *self.input_shape[1:])
 
 
 class Flatten(Reshape):

@@ -21,6 +21,7 @@ from `start` on: a GAN's generator makes both of a step's batches in one forward
 """
 
 import math
+import numbers
 from types import MappingProxyType
 
 import numpy as np
@@ -62,10 +63,11 @@ class Layer:
         if not self.row_wise():
             raise NotImplementedError(f"{self!r}: not row-wise (ROW_WISE): its forward is not known to treat "
                                       f"each example apart")
-        for attribute in self.SAVED_ROWS:
-            saved = getattr(self, attribute)
-            if saved is not None:
-                setattr(self, attribute, saved[start:])
+        saved = [(attribute, getattr(self, attribute)) for attribute in self.SAVED_ROWS]
+        saved = [(attribute, array) for attribute, array in saved if array is not None]
+        start = rows_start(start, len(saved[0][1]) if saved else None)
+        for attribute, array in saved:
+            setattr(self, attribute, array[start:])
 
     def keep_gradient(self, attribute, gradient):
         """What backward stores as the gradient of `attribute`: `gradient` itself, or, in a model
@@ -75,6 +77,16 @@ class Layer:
             return np.ascontiguousarray(gradient)
         view[...] = gradient
         return view
+
+
+def rows_start(start, rows=None):
+    """keep_rows's start as an int, or a clear error: an integer from 0 to `rows` (the examples
+    forward saw, where known)."""
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0 or (
+            rows is not None and start > rows):
+        limit = "" if rows is None else f" and at most {rows}, the examples forward saw"
+        raise ValueError(f"start: expected an integer >= 0{limit}, got {start!r}")
+    return int(start)
 
 
 def check_backward(layer, saved, dy):
@@ -395,6 +407,7 @@ class Sequential(Layer):
     def keep_rows(self, start):
         if not self.row_wise():
             raise NotImplementedError(f"{self!r}: a layer is not row-wise (ROW_WISE), treating each example apart")
+        rows_start(start)   # an integer >= 0 before any layer changes; each layer checks its rows
         for layer in self.layers:
             layer.keep_rows(start)
 
