@@ -31,9 +31,9 @@ def parameters_and_gradients(model):
 def flat_gradients(model):
     """model.flat after backward, its gradient buffer averaged over the processes; None for a
     model without one (whose gradients a data-parallel run cannot average)."""
-    parameters_and_gradients(model)
     flat = getattr(model, "flat", None)
     if flat is None:
+        parameters_and_gradients(model)
         if distributed.world().size > 1:
             raise RuntimeError(f"{type(model).__name__}: data-parallel training needs a model with a flat "
                                f"parameter buffer (model.flat = pyai.nn.FlatParameters(model))")
@@ -120,6 +120,7 @@ class Adam:
         self.m = {}   # parameter name -> array like the parameter, created at its first step
         self.v = {}
         self.flat = None   # (model.flat, flat m, flat v): where m's and v's arrays are views
+        self.plan = None   # (model, model.flat, ...): fused_plan's
 
     def step(self, model):
         flat = flat_gradients(model)
@@ -151,7 +152,7 @@ class Adam:
         m, v = self.flat_moments(flat)
         update = dispatch.implementation("dense_adam_update")
         stepped = []   # (start, stop) of the flat runs stepped during backward
-        layers = dense_runs(model, flat)
+        layers, runs_left_after = self.fused_plan(model, flat)
         for layer, start, stop in layers:
             layer.fused_update = functools.partial(self.dense_update, update, flat, m, v, start, stop, layer, step,
                                                    stepped)
@@ -161,12 +162,24 @@ class Adam:
             for layer, _, _ in layers:
                 layer.fused_update = None
         self.steps = step
-        parameters_and_gradients(model)   # a clear error where a parameter got no gradient
-        flat.gather(model)
-        for start, stop in runs_left(flat, stepped):
+        flat.gather(model)   # a clear error where a parameter got no gradient
+        key = tuple(stepped)
+        if key not in runs_left_after:
+            runs_left_after[key] = runs_left(flat, stepped)
+        for start, stop in runs_left_after[key]:
             ops.adam_update(flat.parameters[start:stop], flat.gradients[start:stop], m[start:stop], v[start:stop],
                             step=step, lr=self.lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
         return result
+
+    def fused_plan(self, model, flat):
+        """dense_runs(model, flat), and {runs stepped: runs_left(flat, those)} filled as steps meet
+        them: worked out once for a model and its flat buffer, whose layout is fixed when the
+        buffer is made (a layer replaced since then is not the buffer's: flat.gather refuses it).
+        A GAN step had walked the model's slots for them, cold from cache after the kernels, in
+        each of its two backward passes."""
+        if self.plan is None or self.plan[0] is not model or self.plan[1] is not flat:
+            self.plan = (model, flat, dense_runs(model, flat), {})
+        return self.plan[2:]
 
     def dense_update(self, update, flat, m, v, start, stop, layer, step, stepped, x, dpre):
         """A Dense layer's backward hook: its weight and bias gradients from its input x and

@@ -118,6 +118,35 @@ def test_a_dense_layer_whose_input_the_kernel_cannot_take_is_stepped_with_the_re
                   != before[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]])
 
 
+def test_the_fused_plan_follows_the_model_and_its_buffer(rng):
+    """Adam works out which runs it steps during backward once for a model and its flat buffer
+    (fused_plan): steps whose inputs the kernel takes, then not (a strided x: that layer stepped
+    with the rest), then a buffer made anew, all equal backward then step; a layer swapped in
+    without a new buffer is refused, not stepped as the old one."""
+    seed = int(rng.integers(1 << 32))
+    fused, apart = (network(np.random.default_rng(seed), False) for _ in range(2))
+    fused_adam, apart_adam = Adam(*SETTINGS), Adam(*SETTINGS)
+    for step in range(5):
+        if step == 3:
+            fused.flat = FlatParameters(fused)
+            apart.flat = FlatParameters(apart)
+        x = rng.standard_normal((9, 22)).astype(np.float32)
+        x = x[:, ::2] if step in (1, 2) else np.ascontiguousarray(x[:, :11])
+        dy = rng.standard_normal((9, 1)).astype(np.float32)
+        fused.forward(x)
+        apart.forward(x)
+        fused_adam.backward_and_step(fused, dy)
+        apart.backward(dy)
+        apart_adam.step(apart)
+        assert np.array_equal(fused.flat.parameters, apart.flat.parameters), step
+        assert np.array_equal(fused.flat.gradients, apart.flat.gradients), step
+    assert fused_adam.plan[1] is fused.flat
+    fused.layers[0] = Dense(11, 37, "leaky_relu", rng=rng)
+    fused.forward(rng.standard_normal((4, 11)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="'0.weight' was replaced by an array outside the model's flat buffer"):
+        fused_adam.backward_and_step(fused, rng.standard_normal((4, 1)).astype(np.float32))
+
+
 def test_a_backward_that_fails_takes_no_step(rng):
     """dy of the wrong shape: the error is the layer's, before any parameter or the step count
     changes."""

@@ -251,6 +251,19 @@ def test_one_generator_forward_for_both_batches_gives_the_floats_of_two(rng, con
     assert_one_generator_forward_gives_the_floats_of_two(lambda: GAN(seed=3, **config), rng, batch_size)
 
 
+def test_batches_of_another_size_get_labels_of_their_size(rng):
+    """train_step keeps its (2n, 1) labels from step to step (GAN.labels): batches of 5, 3, then 5
+    again give the floats of a GAN that makes them afresh every step."""
+    one, two = GAN(seed=5, **SMALL), GAN(seed=5, **SMALL)
+    two.labels = lambda n: np.concatenate([np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])
+    for batch_size in (5, 3, 5):
+        step = batch(rng, one, batch_size)
+        assert one.train_step(*step) == two.train_step(*step)
+        assert one.labels(batch_size).shape == (2 * batch_size, 1)
+    for (name, parameter), (_, expected) in zip(one.parameters(), two.parameters(), strict=True):
+        np.testing.assert_array_equal(parameter, expected, err_msg=name)
+
+
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     """Two epochs straight, or one, a checkpoint, a new GAN loaded from it, and one more: bit for
     bit the same weights, optimizer states, history and random generator."""

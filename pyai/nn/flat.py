@@ -68,10 +68,13 @@ class FlatParameters:
         return [flat[start:end].reshape(shape) for (start, end), shape in zip(self.offsets, self.shapes)]
 
     def gather(self, model):
-        """Check that `model`'s parameters are still this buffer's views, and copy into the gradient
-        buffer any gradient that backward did not write there (a caller's own array)."""
+        """Check that `model`'s parameters are still this buffer's views and that backward gave
+        each a gradient, and copy into the gradient buffer any gradient that backward did not
+        write there (a caller's own array)."""
         for (name, parameter), (_, gradient), view, gradient_view in zip(
                 model.parameters(), model.gradients(), self.parameter_views, self.gradient_views, strict=True):
+            if gradient is None:
+                raise RuntimeError(f"parameter {name!r} has no gradient: call backward before step")
             if parameter is not view:
                 raise RuntimeError(f"parameter {name!r} was replaced by an array outside the model's flat "
                                    f"buffer; update it in place (parameter[...] = new) instead")
