@@ -11,6 +11,8 @@ adam_step_size: Adam's per-step scalar, computed on the host by every backend in
 Keras does, so a step matches Keras bit for bit whatever runs the elementwise part.
 """
 
+import functools
+
 import numpy as np
 
 ACTIVATIONS = {None: 0, "leaky_relu": 1, "relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5}
@@ -32,9 +34,11 @@ def activation_reference(y, activation, alpha=0.2):
     return y
 
 
+@functools.lru_cache(maxsize=64)
 def adam_step_size(lr, beta_1, beta_2, step):
     """alpha = lr * sqrt(1 - beta_2^step) / (1 - beta_1^step) in float32, as Keras computes it in
-    the variable's dtype."""
+    the variable's dtype. Cached: a step asks for it once for each of its layers (numpy's scalar
+    arithmetic, ~3 us a call)."""
     one, step = np.float32(1), np.float32(step)
     beta_1_power = np.float32(beta_1) ** step
     beta_2_power = np.float32(beta_2) ** step
