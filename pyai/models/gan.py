@@ -30,7 +30,7 @@ from pyai import ops
 from pyai.checks import as_float32, fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.nn import Dense, FlatParameters, Sequential
-from pyai.nn.layers import matmul
+from pyai.nn.layers import matmul, shape_of
 from pyai.optim import Adam
 
 
@@ -50,7 +50,7 @@ def backward_to_input(network, dy):
     the discriminator's own gradients. Layers without parameters have nothing else to skip."""
     for layer in reversed(network.layers):
         if isinstance(layer, Dense):
-            fits = layer.shapes_fit() and np.shape(dy) == np.shape(layer.y)   # then the kernels skip the ops' checks
+            fits = layer.shapes_fit() and shape_of(dy) == shape_of(layer.y)   # then the kernels skip the ops' checks
             dy = matmul(layer.activation_gradient(dy), layer.weight, transpose_b=True, shapes_fit=fits)
         elif hasattr(layer, "input_gradient"):
             dy = layer.input_gradient(dy)
