@@ -262,6 +262,9 @@ def test_batches_of_another_size_get_labels_of_their_size(rng):
         assert one.labels(batch_size).shape == (2 * batch_size, 1)
     for (name, parameter), (_, expected) in zip(one.parameters(), two.parameters(), strict=True):
         np.testing.assert_array_equal(parameter, expected, err_msg=name)
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="n: expected a positive integer"):
+            one.labels(bad)
 
 
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):

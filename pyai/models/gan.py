@@ -167,9 +167,10 @@ class GAN:
                 "fake_accuracy": np.count_nonzero(logits[n:] <= 0) / n}
 
     def labels(self, n):
-        """(2n, 1) float32: n ones (real), then n zeros (generated); made once for a batch size
-        (the step's own: never handed out)."""
+        """(2n, 1) float32: n ones (real), then n zeros (generated), for n >= 1; made once for a
+        batch size (the step's own: never handed out)."""
         if self.label_cache is None or len(self.label_cache) != 2 * n:
+            n = positive_int("n", n)
             self.label_cache = np.concatenate([np.ones((n, 1), np.float32), np.zeros((n, 1), np.float32)])
         return self.label_cache
 
