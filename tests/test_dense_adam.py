@@ -98,6 +98,18 @@ def test_backward_and_step_equals_backward_then_step(rng, with_layer_norm, input
     assert all(layer.fused_update is None for layer in fused.layers if isinstance(layer, Dense))
 
 
+def assert_one_pass_equals_two(fused, fused_adam, apart, apart_adam, x, dy):
+    """forward x through both twins, then backward_and_step on one and backward, step on the
+    other: their flat parameters and gradients bit for bit the same."""
+    fused.forward(x)
+    apart.forward(x)
+    fused_adam.backward_and_step(fused, dy)
+    apart.backward(dy)
+    apart_adam.step(apart)
+    assert np.array_equal(fused.flat.parameters, apart.flat.parameters)
+    assert np.array_equal(fused.flat.gradients, apart.flat.gradients)
+
+
 def test_a_dense_layer_whose_input_the_kernel_cannot_take_is_stepped_with_the_rest(rng):
     """x, a view of every other column, is not C-contiguous: that layer's gradient is made by
     the product alone and stepped by the pass over the parameters left, with the same floats."""
@@ -107,13 +119,7 @@ def test_a_dense_layer_whose_input_the_kernel_cannot_take_is_stepped_with_the_re
     fused_adam, apart_adam = Adam(*SETTINGS), Adam(*SETTINGS)
     x = rng.standard_normal((9, 22)).astype(np.float32)[:, ::2]
     dy = rng.standard_normal((9, 1)).astype(np.float32)
-    fused.forward(x)
-    apart.forward(x)
-    fused_adam.backward_and_step(fused, dy)
-    apart.backward(dy)
-    apart_adam.step(apart)
-    assert np.array_equal(fused.flat.parameters, apart.flat.parameters)
-    assert np.array_equal(fused.flat.gradients, apart.flat.gradients)
+    assert_one_pass_equals_two(fused, fused_adam, apart, apart_adam, x, dy)
     assert np.all(fused.flat.parameters[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]]
                   != before[fused.flat.offsets[0][0]:fused.flat.offsets[1][1]])
 
@@ -133,13 +139,7 @@ def test_the_fused_plan_follows_the_model_and_its_buffer(rng):
         x = rng.standard_normal((9, 22)).astype(np.float32)
         x = x[:, ::2] if step in (1, 2) else np.ascontiguousarray(x[:, :11])
         dy = rng.standard_normal((9, 1)).astype(np.float32)
-        fused.forward(x)
-        apart.forward(x)
-        fused_adam.backward_and_step(fused, dy)
-        apart.backward(dy)
-        apart_adam.step(apart)
-        assert np.array_equal(fused.flat.parameters, apart.flat.parameters), step
-        assert np.array_equal(fused.flat.gradients, apart.flat.gradients), step
+        assert_one_pass_equals_two(fused, fused_adam, apart, apart_adam, x, dy)
     assert fused_adam.plan[1] is fused.flat
     fused.layers[0] = Dense(11, 37, "leaky_relu", rng=rng)
     fused.forward(rng.standard_normal((4, 11)).astype(np.float32))
