@@ -33,14 +33,19 @@ ACTIVATIONS = tuple(kernel_activations)   # the fused epilogue's activations, as
 
 
 @per_call_backend
-def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, backend=None):
+def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, leaky_relu_output=None, alpha=0.2,
+           backend=None):
     """op(a) @ op(b) for 2-d arrays, where op transposes when asked. Returns (M, N) float32: a
     new array, or `out`, a C-contiguous float32 numpy array of that shape written in place (a
     layer's view of a flat gradient buffer, say). On the cuda backend a and b may both be
     bfloat16 (see pyai.checks): products on bf16 tensor cores, sums and result in float32.
     times: an (M, N) float32 array the product is multiplied by, element by element, in the same
     pass (dy W^T times an activation's derivative kept from the forward: ops.gelu's
-    return_derivative), the floats of the product and then numpy's multiply; numba-cpu only."""
+    return_derivative), the floats of the product and then numpy's multiply; numba-cpu only.
+    leaky_relu_output: the (M, N) output y of a leaky ReLU of slope `alpha`; the product is
+    multiplied by its gradient in the same pass (dy W^T made into d loss / d the pre-activation
+    of the layer below), the floats of the product and then leaky_relu_grad(product, y, alpha);
+    numba-cpu only. At most one of times and leaky_relu_output."""
     a, b = gemm_operands([("a", a, 2, None), ("b", b, 2, None)])
     transpose_a, transpose_b = flag("transpose_a", transpose_a), flag("transpose_b", transpose_b)
     k_a = a.shape[0] if transpose_a else a.shape[1]
@@ -50,23 +55,35 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, 
                          f"(a {a.shape}, transpose_a={transpose_a}; b {b.shape}, transpose_b={transpose_b})")
     shape = (a.shape[1] if transpose_a else a.shape[0], b.shape[0] if transpose_b else b.shape[1])
     op, extra = "matmul", ()
+    if times is not None and leaky_relu_output is not None:
+        raise ValueError("times, leaky_relu_output: expected at most one of them, got both")
     if times is not None:
-        op, times = "matmul_times", as_float32("times", times)
-        if times.shape != shape:
-            raise ValueError(f"times: expected shape {shape}, the product's, got {times.shape}")
-        if not implements(op):
-            raise NotImplementedError(f"times: the product times a matrix is not implemented on backend "
-                                      f"{get_backend()!r}")
-        extra = (times,)
+        op, extra = "matmul_times", (product_factor("times", times, shape, "matmul_times", backend),)
+    if leaky_relu_output is not None:
+        op = "matmul_leaky_relu_grad"
+        extra = (product_factor("leaky_relu_output", leaky_relu_output, shape, op, backend),
+                 real_number("alpha", alpha))
     if out is None:
         return implementation(op, backend)(a, b, transpose_a, transpose_b, *extra)
     target = in_place("out", out)
     if target.shape != shape:
         raise ValueError(f"out: expected shape {shape}, the product's, got {target.shape}")
-    if any(np.may_share_memory(target, x) for x in (a, b, *extra)):
-        raise ValueError("out: shares memory with a or b (or times), which the product still reads")
+    if any(np.may_share_memory(target, x) for x in (a, b, *extra[:1])):
+        raise ValueError("out: shares memory with a or b (or the array it multiplies by), which the product reads")
     implementation(op, backend)(a, b, transpose_a, transpose_b, *extra, target)
     return out
+
+
+def product_factor(name, array, shape, op, backend):
+    """matmul's `times` or `leaky_relu_output`: float32 of the product's shape, on a backend that
+    multiplies the product by it (op), or a clear error."""
+    array = as_float32(name, array)
+    if array.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, the product's, got {array.shape}")
+    if not implements(op, backend):
+        raise NotImplementedError(f"{name}: the product times a matrix is not implemented on backend "
+                                  f"{backend or get_backend()!r}")
+    return array
 
 
 @per_call_backend

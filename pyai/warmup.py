@@ -207,6 +207,7 @@ def exercise(file, every_loop=True):
         # 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for many rows (129, 8.5 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
                            ops.matmul(x, y, transpose_b=True), ops.matmul(x, y, transpose_b=True, times=floats(5, 5)),
+                           ops.matmul(x, y, transpose_b=True, leaky_relu_output=floats(5, 5)),
                            ops.weight_and_bias_grad(x, y),
                            every_loop and (ops.matmul(x, floats(7, 1)), ops.matmul(floats(2048, 128), floats(128, 1)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
@@ -258,12 +259,12 @@ def exercise(file, every_loop=True):
 
 # the ops each training command runs (checked by the tests), for `announce`'s estimate
 TRAINING_OPS = {
-    "mlp": ("linear", "matmul", "weight_and_bias_grad", "binary_crossentropy_logits",
+    "mlp": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "binary_crossentropy_logits",
             "binary_crossentropy_logits_grad", "dense_adam_update"),
-    "gan": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "tanh_grad", "binary_crossentropy_logits",
-            "binary_crossentropy_logits_grad", "dense_adam_update"),
-    "gan-conv": ("linear", "matmul", "weight_and_bias_grad", "leaky_relu_grad", "conv2d", "conv2d_grad",
-                 "conv2d_transpose", "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
+    "gan": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "tanh_grad",
+            "binary_crossentropy_logits", "binary_crossentropy_logits_grad", "dense_adam_update"),
+    "gan-conv": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "leaky_relu_grad", "conv2d",
+                 "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update", "dense_adam_update"),
     "gpt": ("linear", "matmul", "matmul_times", "weight_and_bias_grad", "embedding", "embedding_grad", "layer_norm",
             "layer_norm_grad", "layer_norm_grad_residual", "gelu_with_derivative", "attention_qkv",
@@ -277,4 +278,5 @@ def ops_of_command(args):
         return ()
     activation = getattr(args, "activation", None)
     model = "gan-conv" if args.model == "gan" and getattr(args, "arch", None) == "conv" else args.model
-    return TRAINING_OPS[model] + ((activation, f"{activation}_grad") if activation else ())
+    # leaky ReLU's forward is in linear's epilogue, its gradient in matmul_leaky_relu_grad's
+    return TRAINING_OPS[model] + ((activation, f"{activation}_grad") if activation not in (None, "leaky_relu") else ())

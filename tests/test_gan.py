@@ -217,14 +217,14 @@ def test_train_step_checks_its_inputs():
 def test_the_image_gradient_equals_the_full_backward_and_checks_dy(rng):
     """backward_to_input (the generator's update: kernels without the ops' checks where dy has
     the discriminator's output shape) gives the input gradient of the full backward, bit for
-    bit; a dy of another shape is refused with the op's error, not read out of bounds."""
+    bit; a dy of another shape is refused with the layer's error, not read out of bounds."""
     from pyai.models.gan import backward_to_input
     gan = GAN(**SMALL)
     images = rng.uniform(-1, 1, (6, 20)).astype(np.float32)
     dy = rng.standard_normal((6, 1)).astype(np.float32)
     gan.discriminator.forward(images)
     np.testing.assert_array_equal(backward_to_input(gan.discriminator, dy), gan.discriminator.backward(dy))
-    with pytest.raises(ValueError, match="inner dimensions differ"):
+    with pytest.raises(ValueError, match=r"dy must have the forward output's shape \(6, 1\), got \(6, 2\)"):
         backward_to_input(gan.discriminator, np.ones((6, 2), np.float32))
 
 

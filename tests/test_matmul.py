@@ -281,6 +281,54 @@ def test_matmul_times_into_out_and_its_errors(rng):
                 pyai.ops.matmul(a, b, transpose_b=True, times=times, backend=name)
 
 
+# the loops of test_matmul_times_is_the_product_then_numpys_multiply, and a blocked product of
+# several slices and panels
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (300, 77, 1), (7, 1, 13), (2048, 1, 128), (5, 33, 17),
+                                   (100, 128, 256), (130, 17, 129), (389, 517, 301), (211, 2053, 557)])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_matmul_leaky_relu_grad_is_the_product_then_the_gradient(backend, rng, m, n, k, transpose_a, transpose_b):
+    """leaky_relu_output=y: the product times y's leaky ReLU gradient as it is made (dy W^T
+    made into the layer below's d pre-activation), the floats of the product and then
+    ops.leaky_relu_grad, bit for bit; within rounding of float64. y has zeros, negative zeros
+    and values of both signs."""
+    require("matmul_leaky_relu_grad", backend)
+    a, b = operands(rng, m, n, k, transpose_a, transpose_b)
+    y = rng.standard_normal((m, n)).astype(np.float32)
+    y.reshape(-1)[::7] = 0.0
+    y.reshape(-1)[3::11] = -0.0
+    alpha = 0.17
+    out = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, leaky_relu_output=y, alpha=alpha)
+    assert out.dtype == np.float32 and out.shape == (m, n)
+    product = pyai.ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    np.testing.assert_array_equal(out, pyai.ops.leaky_relu_grad(product, y, alpha))
+    exact = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    exact = np.where(y > 0, exact, np.float32(alpha) * exact)
+    assert_close(f"matmul leaky grad {backend} {m}x{n}x{k} ta={transpose_a} tb={transpose_b}", out, exact, MATMUL_TOL)
+
+
+def test_matmul_leaky_relu_grad_into_out_and_its_errors(rng):
+    a, b = operands(rng, 37, 53, 29, False, True)
+    y = rng.standard_normal((37, 53)).astype(np.float32)
+    out = np.full((37, 53), np.nan, np.float32)
+    assert pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y, alpha=0.3, out=out) is out
+    np.testing.assert_array_equal(out, pyai.ops.leaky_relu_grad(pyai.ops.matmul(a, b, transpose_b=True), y, 0.3))
+    with pytest.raises(ValueError, match=r"^leaky_relu_output: expected shape \(37, 53\), the product's, got \(53, 37\)"):
+        pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y.T)
+    with pytest.raises(TypeError, match="^leaky_relu_output: "):
+        pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y.astype(np.complex64))
+    with pytest.raises(ValueError, match="^alpha: "):
+        pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y, alpha=float("nan"))
+    with pytest.raises(ValueError, match="^times, leaky_relu_output: expected at most one of them"):
+        pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y, times=y)
+    with pytest.raises(ValueError, match="out: shares memory with a or b"):
+        pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y, out=y)
+    for name in ("numba-cuda", "cuda"):
+        if "matmul_leaky_relu_grad" not in dispatch.ops_of(name):
+            with pytest.raises(NotImplementedError, match="^leaky_relu_output: .* not implemented on backend"):
+                pyai.ops.matmul(a, b, transpose_b=True, leaky_relu_output=y, backend=name)
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("rows,depth", [(1, 1), (5, 17), (12, 16), (13, 33), (25, 47), (40, 16)])
 @pytest.mark.parametrize("ones_row", [False, True])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, require
-from pyai import ops
+from pyai import dispatch, ops
 from pyai.nn import Dense, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh
 
 tf = pytest.importorskip("tensorflow")
@@ -321,6 +321,63 @@ def test_dense_on_numba_cpu_calls_the_kernels_itself_with_the_same_floats(rng, m
         got = (dense.forward(x), dense.backward(dy), dense.grad_weight, dense.grad_bias)
     for name, out, reference in zip(["y", "dx", "dweight", "dbias"], got, expected, strict=True):
         np.testing.assert_array_equal(out, reference, err_msg=name)
+
+
+def unfused_backward(layers, dy, input_gradient=True):
+    """Sequential.backward of Dense layers by the ops, one step at a time: each activation
+    gradient its own op, each product a plain ops.matmul."""
+    gradients = []
+    for i, layer in reversed(list(enumerate(layers))):
+        dpre = ops.leaky_relu_grad(dy, layer.y, layer.alpha) if layer.activation == "leaky_relu" else dy
+        gradients[:0] = [ops.matmul(layer.x, dpre, transpose_a=True), dpre.sum(axis=0, dtype=np.float32)]
+        dy = ops.matmul(dpre, layer.weight, transpose_b=True) if input_gradient or i else None
+    return dy, gradients
+
+
+def refusing(refused, implementation):
+    def checked(op, *args, **kwargs):
+        assert op != refused, f"{op} ran"
+        return implementation(op, *args, **kwargs)
+    return checked
+
+
+@pytest.mark.parametrize("batch", [1, 7, 130])
+def test_a_dense_stack_takes_its_leaky_relu_gradients_in_its_products(rng, monkeypatch, batch):
+    """A Dense above a Dense with leaky ReLU hands it d loss / d its pre-activation, made in its
+    input gradient's product (matmul_leaky_relu_grad): the floats of the ops one step at a time,
+    bit for bit (bias gradients within rounding: summed in another order), with and without dx
+    and through the GAN's backward_to_input; leaky_relu_grad never runs. A layer whose weight
+    is not what the kernels take (Fortran order) goes through the ops, with the same floats."""
+    from pyai.models.gan import backward_to_input
+    layers = [random_dense(rng, 13, 29, "leaky_relu", alpha=0.3), random_dense(rng, 29, 17, "leaky_relu", alpha=0.1),
+              random_dense(rng, 17, 5, None)]
+    model = Sequential(*layers)
+    x = rng.normal(size=(batch, 13)).astype(np.float32)
+    dy = rng.normal(size=(batch, 5)).astype(np.float32)
+    model.forward(x)
+    expected, gradients = unfused_backward(layers, dy)
+    expected_input_gradient = expected.copy()
+    for input_gradient in (True, False):
+        for fortran_weight in (False, True):
+            if fortran_weight:
+                layers[1].weight = np.asfortranarray(layers[1].weight)
+            with monkeypatch.context() as patch:
+                if not fortran_weight:   # a leaky ReLU gradient of its own would fail
+                    patch.setattr(ops, "leaky_relu_grad", None)
+                    patch.setattr(dispatch, "implementation", refusing("leaky_relu_grad", dispatch.implementation))
+                dx = model.backward(dy, input_gradient=input_gradient)
+                through = backward_to_input(model, dy)
+            if input_gradient:
+                np.testing.assert_array_equal(dx, expected)
+            else:
+                assert dx is None
+            np.testing.assert_array_equal(through, expected_input_gradient)
+            for (name, grad), reference in zip(model.gradients(), gradients, strict=True):
+                if name.endswith("weight"):
+                    np.testing.assert_array_equal(grad, reference, err_msg=name)
+                else:
+                    assert_close(name, grad, reference, 1e-6)
+            layers[1].weight = np.ascontiguousarray(layers[1].weight)
 
 
 def test_dense_whose_parameters_were_replaced_goes_through_the_ops_checks(rng):

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import assert_close
 from pyai.kernels.common import ACTIVATIONS
-from pyai.kernels.numba_cpu import blocking, matmul, plain_matmul
+from pyai.kernels.numba_cpu import blocking, leaky_relu, matmul, plain_matmul
 
 # (M, K, N): 1s, primes, columns not a multiple of the vector width, K past one and two slices
 # (KC = 256), one column (gemv), 129 rows for the blocked loop, 100 x 256 x 128 for the parallel
@@ -33,6 +33,10 @@ def test_the_plain_matmul_gives_the_matmuls_floats_bit_for_bit(rng, m, k, n, tra
     plain = plain_matmul.matmul_times(a, b, transpose_a, transpose_b, times)
     assert np.array_equal(plain, matmul.matmul_times(a, b, transpose_a, transpose_b, times))
     assert np.array_equal(plain, plain_matmul.matmul(a, b, transpose_a, transpose_b) * times)
+    plain = plain_matmul.matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, times, 0.3)
+    assert np.array_equal(plain, matmul.matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, times, 0.3))
+    assert np.array_equal(plain, leaky_relu.leaky_relu_backward(plain_matmul.matmul(a, b, transpose_a, transpose_b),
+                                                                times, 0.3))
     reference = matmul.matmul_reference(a.T if transpose_a else a, b.T if transpose_b else b, bias, "leaky_relu", 0.3)
     # float32 sums of up to 600 products: 1e-5 relative
     assert_close("plain linear", plain_matmul.fused_matmul(a, b, transpose_a, transpose_b, bias, "leaky_relu", 0.3),

@@ -18,6 +18,10 @@ TIMES, numba-cpu's own code past the shared ones, multiplies C element by elemen
 C's shape that comes in the bias's place, flat (matmul.matmul_times): dy W^T times an activation's
 derivative kept from the forward, a block of C at a time from L2, so that C goes to memory once,
 already multiplied.
+LEAKY_RELU_GRAD, numba-cpu's too, multiplies C by the gradient of a leaky ReLU whose output y (C's
+shape, flat) comes in the bias's place: by 1 where y > 0, else by alpha. dy W^T, so multiplied, is
+the layer below's d loss / d pre-activation (matmul.matmul_leaky_relu_grad), and its separate
+pass (ops.leaky_relu_grad: dy if y > 0 else alpha * dy, the same floats) is not made.
 """
 
 import numba
@@ -35,7 +39,9 @@ READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 NONE, LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name] for name in
                                                (None, "leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
 TIMES = max(ACTIVATIONS.values()) + 1   # C times the matrix in the bias's place (see above)
-EXPENSIVE = (SIGMOID, TANH, GELU, TIMES)
+LEAKY_RELU_GRAD = TIMES + 1              # C times a leaky ReLU's gradient, its output y in the bias's place
+PER_ELEMENT = (TIMES, LEAKY_RELU_GRAD)   # with a matrix of C's shape, flat, in the bias's place
+EXPENSIVE = (SIGMOID, TANH, GELU, *PER_ELEMENT)
 
 
 def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
@@ -69,19 +75,25 @@ def apply_epilogue(c, row, col, rows, cols, bias, has_bias, activation, alpha):
                     v = v if v > 0 else float32(0.0)
                 c[i, col + j] = v
     if activation in EXPENSIVE:
-        expensive_activation(c, row, col, rows, cols, activation, bias)
+        expensive_activation(c, row, col, rows, cols, activation, bias, alpha)
 
 
-def expensive_activation(c, row, col, rows, cols, activation, factors):
+def expensive_activation(c, row, col, rows, cols, activation, factors, alpha):
     """sigmoid, tanh or gelu on the rectangle, one loop per activation along each row; or TIMES:
-    the rectangle times its part of `factors`, flat with C's shape."""
+    the rectangle times its part of `factors`, flat with C's shape; or LEAKY_RELU_GRAD: times 1
+    where that part (a leaky ReLU's output) is > 0, else alpha (a product, not a select of
+    what was loaded: a select compiles to a masked store, see apply_epilogue)."""
     wide_vectors()
     for i in range(row, row + rows):
         out = c[i, col:col + cols]
-        if activation == TIMES:
+        if activation in PER_ELEMENT:
             row_factors = factors[i * c.shape[1] + col:][:cols]
-            for j in range(cols):
-                out[j] = out[j] * row_factors[j]
+            if activation == TIMES:
+                for j in range(cols):
+                    out[j] = out[j] * row_factors[j]
+            else:
+                for j in range(cols):
+                    out[j] = out[j] * (float32(1.0) if row_factors[j] > 0 else alpha)
         elif activation == SIGMOID:
             for j in range(cols):
                 out[j] = sigmoid_scalar(out[j])
@@ -95,7 +107,7 @@ def expensive_activation(c, row, col, rows, cols, activation, factors):
 
 with slp_vectorize():
     # compiled as sigmoid.py's, tanh.py's and gelu.py's kernels: no divide-by-zero check, FMAs
-    expensive_activation = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, int64, READ_ONLY),
+    expensive_activation = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, int64, READ_ONLY, float32),
                                       fastmath=FASTMATH, error_model="numpy", cache=True)(expensive_activation)
     apply_epilogue = numba.njit(void(float32[:, ::1], int64, int64, int64, int64, READ_ONLY, boolean, int64,
                                      float32), fastmath=FASTMATH, cache=True)(apply_epilogue)

@@ -92,7 +92,8 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU, NONE, RELU, TIMES, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LEAKY_RELU_GRAD, NONE, PER_ELEMENT, RELU,
+                                             TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
                                                  finished_in_place, finished_strided, half_kernel_strided,
@@ -678,7 +679,7 @@ def gemv(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alp
 
 def gemv_parallel(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activation, alpha, parts):
     """gemv with C's rows cut into `parts` runs of whole vectors, one task each; every row's sum
-    is gemv's, in its order. A run's C starts at its first row, and so do its factors (TIMES)."""
+    is gemv's, in its order. A run's C starts at its first row, and so do its factors (PER_ELEMENT)."""
     m = c.shape[0]
     vectors = -(-m // WIDTH)
     for part in numba.prange(parts):
@@ -686,7 +687,7 @@ def gemv_parallel(a, a_row_stride, a_col_stride, x, c, k, bias, has_bias, activa
         row1 = min(m, (part + 1) * vectors // parts * WIDTH)
         if row1 > row0:
             gemv_rows(a[row0 * a_row_stride:], a_row_stride, a_col_stride, x, c[row0:row1], k,
-                      bias[row0:] if activation == TIMES else bias, has_bias, activation, alpha)
+                      bias[row0:] if activation in PER_ELEMENT else bias, has_bias, activation, alpha)
 
 
 def outer(a, b, c, bias, has_bias, activation, alpha, parts):
@@ -814,13 +815,15 @@ def takes_few_rows_loop(m, n, k, threads):
 
 
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
-                 column_sums=False):
+                 column_sums=False, leaky_relu_output=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
     written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py):
     given, it also keeps a shallow product of a few hundred rows in the blocked loop (pyai tune
     times that loop), which would else take the few-rows one (takes_few_rows_loop).
     Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
-    element: the epilogue's TIMES, the factors in the bias's place. Or, with column_sums and
+    element: the epilogue's TIMES, the factors in the bias's place. Or, with leaky_relu_output
+    y (M, N), the product times y's leaky ReLU gradient (1 where y > 0, else alpha): the
+    epilogue's LEAKY_RELU_GRAD, y in the bias's place. Or, with column_sums and
     neither, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums, as if op(a) had one more
     row, of ones (column_sums_reference)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
@@ -834,6 +837,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     floats, code = (bias if has_bias else NO_BIAS), ACTIVATIONS[activation]
     if times is not None:
         floats, code = times.reshape(-1), TIMES
+    if leaky_relu_output is not None:
+        floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
     epilogue = (floats, has_bias, code, np.float32(alpha))
     if column_sums and (k == 1 or n == 1):   # outer's and gemv's, which have no row of ones: the
         # product, then the sums as the product of a row of ones (the tiles' floats, as theirs)
@@ -872,6 +877,10 @@ def matmul(a, b, transpose_a, transpose_b, out=None):
 
 def matmul_times(a, b, transpose_a, transpose_b, times, out=None):
     return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out, times=times)
+
+
+def matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, y, alpha, out=None):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, alpha, out=out, leaky_relu_output=y)
 
 
 def linear(x, w, bias, activation, alpha):

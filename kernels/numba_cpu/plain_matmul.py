@@ -23,7 +23,7 @@ from numba import boolean, float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.epilogue import FASTMATH, NONE, READ_ONLY, TIMES, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import FASTMATH, LEAKY_RELU_GRAD, NONE, READ_ONLY, TIMES, apply_epilogue
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
 KC = 256   # blocking.KC, the depth of matmul.py's slices (blocking.py compiles the micro-kernel
@@ -63,9 +63,11 @@ plain_gemm = numba.njit(void(READ_ONLY, int64, int64, READ_ONLY, int64, int64, f
                              boolean, int64, float32, float32[::1]), fastmath=FASTMATH, cache=True)(plain_gemm)
 
 
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=None, times=None):
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=None, times=None,
+                 leaky_relu_output=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
-    written into `out` (M, N) when given; with `times`, (op(a) @ op(b)) * times (matmul.py's)."""
+    written into `out` (M, N) when given; with `times`, (op(a) @ op(b)) * times, with
+    leaky_relu_output, the product times that output's leaky ReLU gradient (matmul.py's)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
@@ -75,6 +77,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=No
     floats, code = (bias if has_bias else NO_BIAS), ACTIVATIONS[activation]
     if times is not None:
         floats, code = times.reshape(-1), TIMES
+    if leaky_relu_output is not None:
+        floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
     plain_gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k, floats, has_bias, code, np.float32(alpha),
                np.empty(WIDTH, np.float32))
     return c
@@ -86,6 +90,10 @@ def matmul(a, b, transpose_a, transpose_b, out=None):
 
 def matmul_times(a, b, transpose_a, transpose_b, times, out=None):
     return fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, out=out, times=times)
+
+
+def matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, y, alpha, out=None):
+    return fused_matmul(a, b, transpose_a, transpose_b, None, None, alpha, out=out, leaky_relu_output=y)
 
 
 def linear(x, w, bias, activation, alpha):

@@ -16,6 +16,7 @@ KERNELS = {
     "matmul": ("matmul", "matmul"),
     "linear": ("matmul", "linear"),
     "matmul_times": ("matmul", "matmul_times"),
+    "matmul_leaky_relu_grad": ("matmul", "matmul_leaky_relu_grad"),
     "leaky_relu": ("leaky_relu", "leaky_relu_forward"),
     "leaky_relu_grad": ("leaky_relu", "leaky_relu_backward"),
     "relu": ("relu", "relu_forward"),

@@ -30,7 +30,7 @@ from pyai import ops
 from pyai.checks import as_float32, fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.nn import Dense, FlatParameters, Sequential
-from pyai.nn.layers import matmul, shape_of
+from pyai.nn.layers import gradient_below
 from pyai.optim import Adam
 
 
@@ -47,11 +47,14 @@ def dense_stack(sizes, output_activation, alpha, rng):
 def backward_to_input(network, dy):
     """d loss / d input of a Sequential, from dy = d loss / d output, without the weight
     gradients: the generator's update needs the image gradient through the discriminator, not
-    the discriminator's own gradients. Layers without parameters have nothing else to skip."""
-    for layer in reversed(network.layers):
+    the discriminator's own gradients. Layers without parameters have nothing else to skip. A
+    Dense above a Dense with leaky ReLU hands it d loss / d its pre-activation (gradient_below)."""
+    pre_activation = False
+    for i in reversed(range(len(network.layers))):
+        layer = network.layers[i]
         if isinstance(layer, Dense):
-            fits = layer.shapes_fit() and shape_of(dy) == shape_of(layer.y)   # then the kernels skip the ops' checks
-            dy = matmul(layer.activation_gradient(dy), layer.weight, transpose_b=True, shapes_fit=fits)
+            below = gradient_below(network.layers, i)
+            dy, pre_activation = layer.input_gradient(dy, below, pre_activation), below is not None
         elif hasattr(layer, "input_gradient"):
             dy = layer.input_gradient(dy)
         else:

@@ -282,18 +282,45 @@ class Dense(Layer):
 
     # dy is (batch, out_features) -> dx is (batch, in_features); fills grad_weight and grad_bias.
     # A first layer has no use for dx: input_gradient=False skips its matmul and returns None.
-    def backward(self, dy, input_gradient=True):
+    # below, pre_activation: see input_gradient.
+    def backward(self, dy, input_gradient=True, below=None, pre_activation=False):
+        dy = check_backward(self, self.y, dy)
+        dpre = dy if pre_activation else self.activation_gradient(dy)
         if self.fused_update is not None:   # dx first: it needs the weights the update changes
-            dpre = self.activation_gradient(check_backward(self, self.y, dy))
-            dx = matmul(dpre, self.weight, transpose_b=True, shapes_fit=self.shapes_fit()) if input_gradient else None
+            dx = self.product_to_input(dpre, below) if input_gradient else None
             self.grad_weight, self.grad_bias = self.fused_update(self.x, dpre)
             return dx
         # straight into the views of a flat gradient buffer where the layer has them
-        dx, self.grad_weight, self.grad_bias = linear_backward(
-            check_backward(self, self.y, dy), self.x, self.weight, self.y, self.pre,
-            self.activation, self.alpha, input_gradient,
-            self.gradient_views.get("weight"), self.gradient_views.get("bias"), self.shapes_fit())
-        return dx
+        self.grad_weight, self.grad_bias = weight_and_bias_gradient(
+            self.x, dpre, self.gradient_views.get("weight"), self.gradient_views.get("bias"), self.shapes_fit())
+        return self.product_to_input(dpre, below) if input_gradient else None
+
+    def input_gradient(self, dy, below=None, pre_activation=False):
+        """dx = d loss / d x alone (no weight gradients) from dy = d loss / d y, or from d loss / d
+        pre-activation where pre_activation (the layer above made it: `below`). With `below`, the
+        layer whose output x is (gradient_below: a Dense with leaky ReLU), below's d loss / d
+        pre-activation instead: dx times below's activation gradient, in the product's pass where
+        the backend has matmul_leaky_relu_grad (dx is never stored as it is, nor read back)."""
+        dy = check_backward(self, self.y, dy)
+        return self.product_to_input(dy if pre_activation else self.activation_gradient(dy), below)
+
+    def product_to_input(self, dpre, below):
+        fits = self.shapes_fit()
+        if below is None:
+            return matmul(dpre, self.weight, transpose_b=True, shapes_fit=fits)
+        if fits and shape_of(below.y) == (len(dpre), self.in_features) and kernel_ready(dpre, self.weight, below.y):
+            return dispatch.implementation("matmul_leaky_relu_grad")(dpre, self.weight, False, True, below.y,
+                                                                    below.alpha)
+        return below.activation_gradient(matmul(dpre, self.weight, transpose_b=True, shapes_fit=fits))
+
+
+def gradient_below(layers, i):
+    """layers[i - 1] where layers[i]'s input gradient can come out as d loss / d its
+    pre-activation (Dense.input_gradient's `below`): both Dense, the one below with leaky ReLU;
+    else None. A GAN step's seven leaky ReLU gradients go into the products before them."""
+    below = layers[i - 1] if i > 0 else None
+    fits = isinstance(layers[i], Dense) and isinstance(below, Dense) and below.activation == "leaky_relu"
+    return below if fits else None
 
 
 class LeakyReLU(Layer):
@@ -396,16 +423,22 @@ class Sequential(Layer):
     def backward(self, dy, input_gradient=True):
         """dx, or None with input_gradient=False where the first layer with parameters can skip
         its dx (a Dense or a convolution): it then skips the product that makes dx, and the
-        layers before it, which have nothing to learn (a Reshape), are not run backwards."""
+        layers before it, which have nothing to learn (a Reshape), are not run backwards. A Dense
+        above a Dense with leaky ReLU hands it d loss / d its pre-activation (gradient_below)."""
         first = None if input_gradient else next(
             (i for i, layer in enumerate(self.layers) if layer.PARAMETERS), None)
-        if first is None or not self.layers[first].OPTIONAL_INPUT_GRADIENT:
-            for layer in reversed(self.layers):
-                dy = layer.backward(dy)
-            return dy
-        for layer in reversed(self.layers[first + 1:]):
-            dy = layer.backward(dy)
-        return self.layers[first].backward(dy, input_gradient=False)
+        skip = first is not None and self.layers[first].OPTIONAL_INPUT_GRADIENT
+        layers = self.layers[first:] if skip else self.layers
+        pre_activation = False
+        for i in reversed(range(len(layers))):
+            layer, last = layers[i], skip and i == 0
+            if isinstance(layer, Dense):
+                below = gradient_below(layers, i)
+                dy = layer.backward(dy, not last, below, pre_activation)
+                pre_activation = below is not None
+            else:
+                dy = layer.backward(dy, input_gradient=False) if last else layer.backward(dy)
+        return dy
 
     def row_wise(self):
         return all(layer.row_wise() for layer in self.layers)
