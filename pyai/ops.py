@@ -58,10 +58,10 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, 
     if times is not None and leaky_relu_output is not None:
         raise ValueError("times, leaky_relu_output: expected at most one of them, got both")
     if times is not None:
-        op, extra = "matmul_times", (product_factor("times", times, shape, "matmul_times", backend),)
+        op, extra = "matmul_times", (_product_factor("times", times, shape, "matmul_times", backend),)
     if leaky_relu_output is not None:
         op = "matmul_leaky_relu_grad"
-        extra = (product_factor("leaky_relu_output", leaky_relu_output, shape, op, backend),
+        extra = (_product_factor("leaky_relu_output", leaky_relu_output, shape, op, backend),
                  real_number("alpha", alpha))
     if out is None:
         return implementation(op, backend)(a, b, transpose_a, transpose_b, *extra)
@@ -74,7 +74,7 @@ def matmul(a, b, *, transpose_a=False, transpose_b=False, out=None, times=None, 
     return out
 
 
-def product_factor(name, array, shape, op, backend):
+def _product_factor(name, array, shape, op, backend):
     """matmul's `times` or `leaky_relu_output`: float32 of the product's shape, on a backend that
     multiplies the product by it (op), or a clear error."""
     array = as_float32(name, array)
