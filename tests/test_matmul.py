@@ -615,6 +615,32 @@ def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k
     np.testing.assert_array_equal(blocked, op(kernels.fused_matmul(x, w, False, False, b, None, 0.0)))
 
 
+@pytest.mark.parametrize("m,k,n,transpose_a", [(64, 1024, 784, False), (64, 512, 771, False), (37, 300, 16, False),
+                                               (200, 600, 67, False), (96, 257, 35, True), (12, 7, 9, False),
+                                               (128, 64, 776, False)])
+@pytest.mark.parametrize("activation", [None, "leaky_relu"])
+def test_a_last_sliver_of_few_columns_is_the_whole_tiles_left_half(rng, m, k, n, transpose_a, activation):
+    """A last B sliver of at most WIDTH columns, against a packed A sliver, runs the narrow kernel
+    (half a tile's FMAs), the same FMAs in the same order as a whole tile's left half: C equals,
+    bit for bit, the product with B (and the bias) widened by zero columns to whole slivers, cut
+    back. A in place and packed, one slice and many, few rows and the blocked loop, with and
+    without the epilogue (applied after a narrow tile, in registers in a whole one)."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    wide = -(-n // kernels.NR) * kernels.NR
+    wide_b = np.zeros((k, wide), np.float32)
+    wide_b[:, :n] = b
+    wide_bias = np.zeros(wide, np.float32)
+    wide_bias[:n] = bias
+    out = kernels.fused_matmul(a, b, transpose_a, False, bias, activation, 0.2)
+    np.testing.assert_array_equal(out, kernels.fused_matmul(a, wide_b, transpose_a, False, wide_bias, activation,
+                                                            0.2)[:, :n])
+    reference = bias_then_activation(kernels.matmul_reference(a.T if transpose_a else a, b), bias, activation, 0.2)
+    assert_close(f"{m}x{k}x{n} vs float64", out, reference, MATMUL_TOL)
+
+
 def bias_then_activation(pre, b, activation, alpha):
     """The epilogue as separate float32 steps: + b, then ReLU or leaky ReLU (x if x > 0 else alpha x)."""
     y = pre + b

@@ -97,7 +97,8 @@ from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LE
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
                                                  finished_in_place, finished_strided, half_kernel_strided,
-                                                 micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided)
+                                                 micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided,
+                                                 narrow_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, prefetch, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -375,7 +376,8 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
     what is left of the epilogue (ReLU, a ragged or half tile's whole epilogue) runs right after,
     while the tile is in L1; sigmoid's, tanh's and gelu's on the whole block at the end (from
     L2), where their loops vectorize along rows (epilogue.EXPENSIVE). A ragged tile is computed
-    whole in `edge` (edge_tile, from the caller), then added."""
+    whole in `edge` (edge_tile, from the caller), then added; one of at most WIDTH columns by the
+    narrow kernels, half of a tile's FMAs."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     depth = a_packed.shape[1]
@@ -386,15 +388,16 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
         for s in range(a_packed.shape[0]):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
-            half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP and s >= in_place
-            whole = tile_cols == NR and tile_rows == (ROWS_PER_GROUP if half else MR)
+            narrow = tile_cols <= WIDTH and s >= in_place
+            half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP and s >= in_place and not narrow
+            whole = tile_cols == (WIDTH if narrow else NR) and tile_rows == (ROWS_PER_GROUP if half else MR)
             out_row, out_col = (row, col) if whole else (0, 0)
             for part0 in range(0, depth, KC):
                 part_depth = min(depth, part0 + KC) - part0
                 start = b_start + t * sliver_step + part0 * b_stride
                 sliver = (s * depth + part0) * MR
                 accumulate = not first_slice or part0 > 0
-                finished = (last_slice and whole and not half and part0 + part_depth == depth
+                finished = (last_slice and whole and not half and not narrow and part0 + part_depth == depth
                             and in_registers(epilogue))
                 if s < in_place and finished:
                     finished_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
@@ -402,6 +405,9 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
                 elif s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                           b_stride, c if whole else edge, out_row, out_col, accumulate and whole)
+                elif narrow:
+                    narrow_kernel_strided(packed, sliver, part_depth, b, start, b_stride, c if whole else edge,
+                                          out_row, out_col, accumulate and whole)
                 elif half:
                     half_kernel_strided(packed, sliver, part_depth, b, start, b_stride, c if whole else edge, out_row,
                                         out_col, accumulate and whole)

@@ -114,6 +114,33 @@ def write_six_rows(c, rows, first, col, acc, accumulate):
 
 
 @numba.njit(inline="always", cache=True)
+def write_vector(c, row, col, vector, accumulate):
+    """c[row, col:col + WIDTH] = vector, or += when accumulating."""
+    start = row * c.shape[1] + col
+    store(c, start, add(load(c, start), vector) if accumulate else vector)
+
+
+@numba.njit(inline="always", cache=True)
+def write_six_left(c, rows, first, col, acc, accumulate):
+    """The left vectors of 6 rows' accumulators to C's rows rows[first] .. rows[first + 5]."""
+    write_vector(c, rows[first], col, acc[0], accumulate)
+    write_vector(c, rows[first + 1], col, acc[2], accumulate)
+    write_vector(c, rows[first + 2], col, acc[4], accumulate)
+    write_vector(c, rows[first + 3], col, acc[6], accumulate)
+    write_vector(c, rows[first + 4], col, acc[8], accumulate)
+    write_vector(c, rows[first + 5], col, acc[10], accumulate)
+
+
+@numba.njit(inline="always", cache=True)
+def write_left(c, rows, col, top, bottom, accumulate):
+    """The left vector of each of the tile's MR rows to C's rows `rows`, columns col .. col +
+    WIDTH: a narrow tile's (the right vectors are never stored, so their FMAs compile away)."""
+    write_six_left(c, rows, 0, col, top, accumulate)
+    if MR == 2 * ROWS_PER_GROUP:
+        write_six_left(c, rows, ROWS_PER_GROUP, col, bottom, accumulate)
+
+
+@numba.njit(inline="always", cache=True)
 def finish_row(c, row, col, left, right, accumulate, bias_left, bias_right, slope):
     """write_row, then + bias and leaky ReLU in registers before the store (simd.biased_leaky:
     the same float32 operations as epilogue.apply_epilogue's; a separate pass over the stored
@@ -303,6 +330,16 @@ def finished_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start, b_
     rows = consecutive(row)
     top, bottom = in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, rows, col)
     finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*STRIDED), cache=True)
+def narrow_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """The left WIDTH columns of micro_kernel_strided's tile: for a last B sliver that holds no
+    more columns, where the whole tile would spend half its FMAs or more on padding (N = 784:
+    24 slivers and a half)."""
+    rows = consecutive(row)
+    top, bottom = tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col)
+    write_left(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*GATHERED), cache=True)
