@@ -376,8 +376,8 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
     what is left of the epilogue (ReLU, a ragged or half tile's whole epilogue) runs right after,
     while the tile is in L1; sigmoid's, tanh's and gelu's on the whole block at the end (from
     L2), where their loops vectorize along rows (epilogue.EXPENSIVE). A ragged tile is computed
-    whole in `edge` (edge_tile, from the caller), then added; one of at most WIDTH columns by the
-    narrow kernels, half of a tile's FMAs."""
+    whole in `edge` (edge_tile, from the caller), then added; one of at most WIDTH columns, against a
+    packed A sliver, by the narrow kernel: half of a tile's FMAs, stored into C where it is whole."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     depth = a_packed.shape[1]
