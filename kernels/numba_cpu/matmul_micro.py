@@ -92,14 +92,17 @@ def listed(table, start):
 
 
 @numba.njit(inline="always", cache=True)
+def write_vector(c, row, col, vector, accumulate):
+    """c[row, col:col + WIDTH] = vector, or += when accumulating."""
+    start = row * c.shape[1] + col
+    store(c, start, add(load(c, start), vector) if accumulate else vector)
+
+
+@numba.njit(inline="always", cache=True)
 def write_row(c, row, col, left, right, accumulate):
     """c[row, col:col + NR] = (left, right), or += when accumulating."""
-    start = row * c.shape[1] + col
-    if accumulate:
-        left = add(load(c, start), left)
-        right = add(load(c, start + WIDTH), right)
-    store(c, start, left)
-    store(c, start + WIDTH, right)
+    write_vector(c, row, col, left, accumulate)
+    write_vector(c, row, col + WIDTH, right, accumulate)
 
 
 @numba.njit(inline="always", cache=True)
@@ -111,13 +114,6 @@ def write_six_rows(c, rows, first, col, acc, accumulate):
     write_row(c, rows[first + 3], col, acc[6], acc[7], accumulate)
     write_row(c, rows[first + 4], col, acc[8], acc[9], accumulate)
     write_row(c, rows[first + 5], col, acc[10], acc[11], accumulate)
-
-
-@numba.njit(inline="always", cache=True)
-def write_vector(c, row, col, vector, accumulate):
-    """c[row, col:col + WIDTH] = vector, or += when accumulating."""
-    start = row * c.shape[1] + col
-    store(c, start, add(load(c, start), vector) if accumulate else vector)
 
 
 @numba.njit(inline="always", cache=True)
