@@ -54,6 +54,23 @@ def test_first_lanes_keeps_the_first_and_zeroes_the_rest_whatever_they_held(rng,
     np.testing.assert_array_equal(out[kept:], np.zeros(WIDTH - kept, np.float32))
 
 
+@numba.njit
+def fill_first_lanes_of(x, count, value, out):
+    simd.store(out, 0, simd.fill_first_lanes(simd.load(x, 0), count, value))
+
+
+@pytest.mark.parametrize("count", [-3, 0, 1, WIDTH - 1, WIDTH, WIDTH + 5])
+@pytest.mark.parametrize("value", [-np.inf, 0.0, 2.5])
+def test_fill_first_lanes_sets_the_first_and_keeps_the_rest(rng, count, value):
+    x = rng.standard_normal(WIDTH).astype(np.float32)
+    x[1::2] = [np.nan, np.inf, -np.inf, 3e38][:len(x[1::2])] * (WIDTH // 8)   # kept as they are, NaN too
+    out = np.full(WIDTH, 7.0, np.float32)
+    fill_first_lanes_of(x, count, np.float32(value), out)
+    filled = max(0, min(count, WIDTH))
+    np.testing.assert_array_equal(out[:filled], np.full(filled, value, np.float32))
+    np.testing.assert_array_equal(out[filled:], x[filled:])
+
+
 def test_intrinsics_refuse_what_they_cannot_address():
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous float32"):
         fma_of_slices(np.ones(64), np.ones(64), np.ones(64), np.ones(64), 1.0)

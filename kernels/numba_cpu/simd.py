@@ -18,6 +18,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     splat(x)                       x in every lane
     zeros()                        0 in every lane
     first_lanes(v, count)          v's first count lanes, 0 in the others
+    fill_first_lanes(v, count, x)  x in v's first count lanes, v's own in the others
     fma(a, b, c)                   a * b + c, rounded once, lane by lane
     add(a, b), subtract(a, b), multiply(a, b)
                                    a + b, a - b, a * b, lane by lane
@@ -183,13 +184,28 @@ def first_lanes(typingctx, vector, count):
     past them held, NaN included, is gone)."""
     def codegen(context, builder, signature, args):
         vector, count = args
-        int64_vector = ir.VectorType(ir.IntType(64), WIDTH)
-        lane = builder.insert_element(ir.Constant(int64_vector, ir.Undefined), count, ir.Constant(ir.IntType(32), 0))
-        counts = builder.shuffle_vector(lane, ir.Constant(int64_vector, ir.Undefined),
-                                        ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
-        kept = builder.icmp_signed("<", ir.Constant(int64_vector, list(range(WIDTH))), counts)
-        return builder.select(kept, vector, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
+        return builder.select(lanes_below(builder, count), vector, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
     return VECTOR(VECTOR, types.int64), codegen
+
+
+def lanes_below(builder, count):
+    """The lane mask i < count, for an int64 count."""
+    int64_vector = ir.VectorType(ir.IntType(64), WIDTH)
+    lane = builder.insert_element(ir.Constant(int64_vector, ir.Undefined), count, ir.Constant(ir.IntType(32), 0))
+    counts = builder.shuffle_vector(lane, ir.Constant(int64_vector, ir.Undefined),
+                                    ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
+    return builder.icmp_signed("<", ir.Constant(int64_vector, list(range(WIDTH))), counts)
+
+
+@intrinsic
+def fill_first_lanes(typingctx, vector, count, value):
+    """`value` in vector's first `count` lanes (none for count <= 0, all from WIDTH on), the
+    vector's own in the others: first_lanes's select the other way round."""
+    def codegen(context, builder, signature, args):
+        vector, count, value = args
+        kept = builder.not_(lanes_below(builder, count))
+        return builder.select(kept, vector, broadcast(builder, value))
+    return VECTOR(VECTOR, types.int64, types.float32), codegen
 
 
 @intrinsic
