@@ -106,7 +106,8 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, 
 # columns of B per panel in L3 (FEW_NC in L2, in the few-rows loop): blocking.py
 LINE = 16        # floats in a cache line
 B_PAD = 1        # rows of padding after each packed B sliver (packed_rows)
-PACK_AHEAD = 8  # stored rows of a transposed A asked for ahead of pack_a's reads
+PACK_BLOCK = 8   # stored rows of a transposed A that pack_a copies at a time: 8 rows of a sliver
+                 # are 384 bytes, 6 whole cache lines
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
 IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are shorter than this,
                         # a stride (< 2 KB) that the cores' stride prefetchers follow; longer rows
@@ -191,29 +192,37 @@ def pack_a(a, row_stride, col_stride, row0, rows, depth0, depth, packed, ones_ro
     but for a row of ones right after it where ones_row (column_sums in fused_matmul).
 
     A is read in its own order, one packed row (MR contiguous floats) written at a time: when A
-    is stored transposed, a stored row gives every sliver's row p; else each sliver's MR rows are
+    is stored transposed, stored rows p give every sliver's rows p; else each sliver's MR rows are
     turned WIDTH x WIDTH floats at a time in registers (simd.transpose_square). Both write whole
-    vectors of WIDTH > MR floats, each store spilling into the next packed row, which the next
-    store (in increasing order) overwrites: the last packed row of a sliver is copied by itself.
+    vectors of WIDTH > MR floats, each store spilling into the next packed row, which a later
+    store (each sliver's rows in increasing order) overwrites: the last packed row of a sliver is
+    copied by itself.
     A transposed A's stored rows are read a few lines each (a block's MC rows of A), each row a
-    stream too short for the prefetchers to follow: the lines of the row PACK_AHEAD on are asked
-    for before a row is copied. (AMD EPYC Zen 3, old and new alternating, a weight gradient x^T dy
-    of x 2048 x 512 from L3: 512 x 2048 x 128 on one core 0.77, on two 0.81 of the old time;
-    packing had been a third of it.)"""
+    stream too short for the prefetchers to follow: the lines of the next PACK_BLOCK rows are
+    asked for before a block of rows is copied. (AMD EPYC Zen 3, old and new alternating, a
+    weight gradient x^T dy of x 2048 x 512 from L3: 512 x 2048 x 128 on one core 0.77, on two
+    0.81 of the old time; packing had been a third of it.) The rows are copied PACK_BLOCK at a
+    time, sliver by sliver, so each sliver gets whole cache lines in a row: a stored row at a time,
+    every sliver took 48 bytes of a line, and the slivers, KC x MR floats (12 KB) apart, all fall
+    in one set of L1, so their lines were evicted before they were whole (a block of 120 x 256
+    of A from a stored 256 x 512 .. 2048, one core of an AMD EPYC Zen 4: 0.91-0.94 -> 0.37-0.47
+    cycles a float)."""
     slivers = packed.shape[0]
     whole = rows // MR                      # slivers with no row past the last
     if row_stride == 1:
-        for p in range(depth):
-            base = (depth0 + p) * col_stride + row0
-            if p + PACK_AHEAD < depth:   # the stored row PACK_AHEAD on, asked for now
+        for p0 in range(0, depth, PACK_BLOCK):
+            p1 = min(depth, p0 + PACK_BLOCK)
+            for p in range(p1, min(depth, p1 + PACK_BLOCK)):   # the next block's rows, asked for now
                 for line in range(0, rows, LINE):
-                    prefetch(a, base + PACK_AHEAD * col_stride + line)
+                    prefetch(a, (depth0 + p) * col_stride + row0 + line)
             for s in range(whole):
-                if p < depth - 1 and base + s * MR + WIDTH <= a.size:
-                    store(packed, (s * depth + p) * MR, load(a, base + s * MR))
-                else:
-                    for r in range(MR):
-                        packed[s, p, r] = a[base + s * MR + r]
+                for p in range(p0, p1):
+                    base = (depth0 + p) * col_stride + row0
+                    if p < depth - 1 and base + s * MR + WIDTH <= a.size:
+                        store(packed, (s * depth + p) * MR, load(a, base + s * MR))
+                    else:
+                        for r in range(MR):
+                            packed[s, p, r] = a[base + s * MR + r]
     else:
         for s in range(whole):
             base = (row0 + s * MR) * row_stride + depth0
