@@ -503,10 +503,50 @@ def test_a_shallow_product_of_a_few_hundred_rows_takes_the_few_rows_loop_with_th
     one = np.full((m, n), np.nan, np.float32)
     kernels.gemm_few_rows_one_thread(a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1),
                                      *((1, k) if transpose_b else (n, 1)), one, k, bias, True,
-                                     kernels.ACTIVATIONS[activation], np.float32(0.1), 1)
+                                     kernels.ACTIVATIONS[activation], np.float32(0.1), 1, 1)
     np.testing.assert_array_equal(one, blocked)
     assert_close("few-rows loop vs float64", few, kernels.matmul_reference(
         a.T if transpose_a else a, b.T if transpose_b else b, bias, activation, 0.1), MATMUL_TOL)
+
+
+def test_few_columns_of_a_deep_product_are_cut_in_depth_only_where_every_slice_is_kc_deep():
+    """cut_in_depth: at most two NR slivers of C a thread, two slices of K or more a thread, and no
+    merged last slice (one of KC plus under a quarter more); never on one thread."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    nr, kc = kernels.NR, kernels.KC
+    assert kernels.cut_in_depth(1, 4 * kc, 2) and kernels.cut_in_depth(4 * nr, 8 * kc, 2)
+    assert kernels.cut_in_depth(nr, 4 * kc + kc // 4, 2)         # a short last slice of its own
+    assert not kernels.cut_in_depth(4 * nr + 1, 8 * kc, 2)       # five slivers for two threads
+    assert not kernels.cut_in_depth(nr, 4 * kc + kc // 4 - 1, 2)  # the last slice merged
+    assert not kernels.cut_in_depth(nr, 3 * kc, 2) and not kernels.cut_in_depth(nr, 8 * kc, 1)
+    assert kernels.slice_count(kc) == 1 and kernels.slice_count(kc + kc // 4 - 1) == 1
+    assert kernels.slice_count(kc + kc // 4) == 2 and kernels.slice_count(10) == 1
+
+
+@pytest.mark.parametrize("m,n,k,transpose_a", [(128, 32, 2048, True), (97, 10, 1100, False), (5, 64, 1024, True),
+                                               (128, 128, 1024, False), (13, 77, 1357, True)])
+@pytest.mark.parametrize("column_sums", [False, True])
+def test_a_deep_product_cut_in_depth_gives_the_one_thread_floats(rng, m, n, k, transpose_a, column_sums):
+    """The few-rows loop with K's slices cut among tasks (two runs, three, four): the first run's
+    slices summed into C, every later slice on a page, the pages added in order; each float is
+    the one-thread loop's, bit for bit, a row of column sums included (column_sums), and close to
+    float64; through fused_matmul too, where cut_in_depth takes the cut."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, n, k, transpose_a, False)
+    rows = m + 1 if column_sums else m
+    flat = (a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1), n, 1)
+    epilogue = (kernels.NO_BIAS, False, kernels.NONE, np.float32(0.0))
+    one = np.full((rows, n), np.nan, np.float32)
+    kernels.gemm_few_rows_one_thread(*flat, one, k, *epilogue, 1, 1)
+    for depth_parts in (2, 3, 4):
+        cut = np.full((rows, n), np.nan, np.float32)
+        kernels.gemm_few_rows(*flat, cut, k, *epilogue, 1, depth_parts)
+        np.testing.assert_array_equal(cut, one)
+    product = kernels.fused_matmul(a, b, transpose_a, False, None, None, 0.0, column_sums=column_sums)
+    np.testing.assert_array_equal(product, one)
+    op_a = a.T if transpose_a else a
+    expected = kernels.column_sums_reference(op_a, b) if column_sums else kernels.matmul_reference(op_a, b)
+    assert_close("cut in depth vs float64", one, expected, MATMUL_TOL)
 
 
 def test_the_few_rows_loop_is_for_few_rows_or_a_small_shallow_a_with_columns_for_every_thread():

@@ -82,6 +82,15 @@ its blocks of MC rows meet each B sliver fewer times; here A is shared and B pac
 EPYC Zen 4, 2 threads, the two loops alternating in one process, best GFLOP/s: 256^3 156 -> 196,
 transposed A 156 -> 192, 160 x 256 x 256 170 -> 196, 137 x 300 x 389 128 -> 151; of 512 rows
 mixed, 512 x 128 x 512 +10%, transposed A -8%, so not taken; deeper products lost 1-3%).
+A few-rows product of few columns (at most two NR slivers a thread) and deep K (two slices or more
+a thread), with no epilogue (a narrow layer's weight gradient x^T dy), is cut in depth instead
+(cut_in_depth): cut by columns, a thread of one sliver re-reads all of A for it, and with a single
+sliver one thread idles. The first thread's slices go to C as ever; every later slice goes to a
+page of its own, and the pages are added to C in order, so each float is the same slices' sum in
+the same order as on one thread (AMD EPYC Zen 4, 2 threads, the two cuts alternating, best us:
+128 x 2048 x 32 (transposed A) 197 -> 122, x 10 219 -> 155, 64 x 4096 x 32 267 -> 186, 128 x
+2048 x 128 420 -> 397, transposed A 365 -> 364; of eight slivers, 128 x 2048 x 256, 682 -> 687:
+not cut).
 """
 
 import numba
@@ -575,13 +584,17 @@ def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c
 
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias,
-                  has_bias, activation, alpha, col_chunks):
+                  has_bias, activation, alpha, col_chunks, depth_parts):
     """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
-    even runs, one per task, each task packing its own run of B a slice at a time. A is read
-    where it lies where readable_in_place says it can be (row-major, or transposed with stored
-    rows of few floats), but for a ragged last sliver, packed here; else packed once, slice by
-    slice, into a_slices, shared by the tasks. A has a_rows rows: M, or M - 1 and a row of ones
-    (column_sums), which is in the last sliver, packed."""
+    even runs and K's slices into `depth_parts` runs, one task each, each task packing its own run
+    of B a slice at a time. A is read where it lies where readable_in_place says it can be
+    (row-major, or transposed with stored rows of few floats), but for a ragged last sliver, packed
+    here; else packed once, slice by slice, into a_slices, shared by the tasks. A has a_rows rows:
+    M, or M - 1 and a row of ones (column_sums), which is in the last sliver, packed.
+    Cut in depth (a product with no epilogue, whose slices are all KC deep but perhaps the last,
+    which is not a merged one: cut_in_depth), the first run's slices go to C as ever, every later
+    slice to a page of its own, stored plain; then the pages are added to C in order, so each
+    float of C is the sum of the same slices in the same order as on one thread."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
@@ -592,7 +605,11 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
             pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s)
     elif in_place < row_slivers:
         pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, in_place)
-    for chunk in numba.prange(col_chunks):
+    slices = slice_count(k)
+    first_page = slices // depth_parts if depth_parts > 1 else slices   # the later runs' first slice
+    pages = aligned_floats((slices - first_page) * m * n).reshape((slices - first_page, m, n))
+    for task in numba.prange(col_chunks * depth_parts):
+        chunk, part = task // depth_parts, task % depth_parts
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         end = min(n, sliver1 * NR)
@@ -602,8 +619,29 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
         while col0 < end:   # FEW_NC-column panels: a packed slice of B stays in L2
             cols = block_end(col0, end, FEW_NC) - col0
             few_rows_panel(a, a_row_stride, a_col_stride, in_place, a_slices, b, b_row_stride, b_col_stride, b_buffer,
-                           c, k, col0, cols, bias, has_bias, activation, alpha)
+                           c, k, col0, cols, bias, has_bias, activation, alpha, part * slices // depth_parts,
+                           (part + 1) * slices // depth_parts, pages, first_page)
             col0 += cols
+    if depth_parts > 1:   # C += pages[0], then pages[1], ...: a run of C's rows a task
+        for part in numba.prange(depth_parts):
+            for i in range(part * m // depth_parts, (part + 1) * m // depth_parts):
+                for page in range(pages.shape[0]):
+                    for j in range(n):
+                        c[i, j] += pages[page, i, j]
+
+
+def slice_count(k):
+    """How many slices block_end cuts K into (slice j starts at j KC)."""
+    return max(1, k // KC if k % KC < KC // 4 else k // KC + 1)
+
+
+def cut_in_depth(n, k, threads):
+    """Whether the few-rows loop cuts K among the threads rather than C's columns (for a product
+    with no epilogue): where C has at most two NR-column slivers a thread and K two slices or more
+    a thread, none of them deeper than KC (a merged last slice, added to C in two parts, would be
+    one sum on a page)."""
+    return (1 < threads and -(-n // NR) <= 2 * threads and slice_count(k) >= 2 * threads
+            and (k % KC == 0 or k % KC >= KC // 4))
 
 
 def pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s):
@@ -621,31 +659,34 @@ def pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s):
 
 
 def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k,
-                   col0, cols, bias, has_bias, activation, alpha):
+                   col0, cols, bias, has_bias, activation, alpha, slice0, slice1, pages, first_page):
     """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows: A's first
     in_place_a slivers read where they lie, the others packed in a_slices; B packed a slice at a
     time into b_buffer, or its whole slivers read in place where B is row-major with short rows,
-    not too many (a ragged last sliver packed)."""
+    not too many (a ragged last sliver packed). Slices slice0 .. slice1 - 1 of K; slice j from
+    first_page on goes to pages[j - first_page] instead of C, stored plain (gemm_few_rows)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
     edge = edge_tile()
     in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride < IN_PLACE_STRIDE
                                    and k <= IN_PLACE_DEPTH) else 0
-    depth0 = 0
-    while depth0 < k:
+    depth0 = slice0 * KC
+    while depth0 < min(k, slice1 * KC):
         depth = block_end(depth0, k, KC) - depth0
         a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR].reshape((row_slivers, depth, MR))
-        first, last = depth0 == 0, depth0 + depth == k
+        page = depth0 // KC - first_page
+        target = pages[page] if page >= 0 else c
+        first, last = depth0 == 0 or page >= 0, depth0 + depth == k
         if in_place:
             multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b,
-                           depth0 * b_row_stride + col0, NR, b_row_stride, c, 0, m, col0, in_place, first, last,
+                           depth0 * b_row_stride + col0, NR, b_row_stride, target, 0, m, col0, in_place, first, last,
                            bias, has_bias, activation, alpha, edge)
         if in_place < cols:
             packed_slivers, sliver_rows = -(-(cols - in_place) // NR), packed_rows(depth)
             pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
                    b_buffer[:packed_slivers * sliver_rows * NR].reshape((packed_slivers, sliver_rows, NR)))
             multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer, 0,
-                           sliver_rows * NR, NR, c, 0, m, col0 + in_place, cols - in_place, first, last, bias,
+                           sliver_rows * NR, NR, target, 0, m, col0 + in_place, cols - in_place, first, last, bias,
                            has_bias, activation, alpha, edge)
         depth0 += depth
 
@@ -754,7 +795,9 @@ with slp_vectorize():
                                cache=True)(pack_a_sliver)
     few_rows_panel = numba.njit(
         void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,
-             READ_ONLY, numba.boolean, int64, float32), fastmath=FASTMATH, cache=True)(few_rows_panel)
+             READ_ONLY, numba.boolean, int64, float32, int64, int64, PANEL, int64), fastmath=FASTMATH,
+        cache=True)(few_rows_panel)
+    slice_count = numba.njit(inline="always", cache=True)(slice_count)
 GEMV_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64, float32)
 gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows"))   # gemv_parallel's
 gemv = CompiledOnFirstCall(numba.njit(fastmath=FASTMATH, cache=True)(gemv), void(*GEMV_OPERANDS))
@@ -776,9 +819,9 @@ gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=Tr
                            void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)
 gemm_few_rows_one_thread = CompiledOnFirstCall(
     numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
-    void(*GEMM_OPERANDS, int64), slp_vectorize)
+    void(*GEMM_OPERANDS, int64, int64), slp_vectorize)
 gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
-                                    void(*GEMM_OPERANDS, int64), slp_vectorize)
+                                    void(*GEMM_OPERANDS, int64, int64), slp_vectorize)
 
 SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
                            # (64x100x256, 3.3 MFLOP: 33 us on one, 40 on two; 8.4 MFLOP: 65, 59)
@@ -873,14 +916,15 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     few_rows = blocking is None and takes_few_rows_loop(m, n, k, threads)
     if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
         # no parallel region; a small product of many rows too, whose A packed whole is small
-        gemm_few_rows_one_thread(*operands, 1)
+        gemm_few_rows_one_thread(*operands, 1, 1)
         return c
     # here threads is Numba's own count (a product that thread_count gives one thread took a path
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif few_rows:
-        gemm_few_rows(*operands, threads)
+        depth_parts = threads if code == NONE and not has_bias and cut_in_depth(n, k, threads) else 1
+        gemm_few_rows(*operands, threads // depth_parts, depth_parts)
     else:
         gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
     return c
