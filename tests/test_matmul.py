@@ -433,16 +433,20 @@ def test_a_tall_column_on_every_thread_gives_gemv_floats(rng, m, k, transpose_a,
 
 def test_a_row_major_is_packed_where_its_rows_crowd_one_set_of_l1():
     """A sliver's rows 4 KB apart share one L1 set (64 sets of 64-byte lines): counted by
-    rows_in_one_set, and past CROWDED_ROWS such an A is packed, not read in place; the products
-    of such an A are checked by the transposed-A test below (its row-major copies of K = 2048,
-    rows 8 KB apart, against float64)."""
+    rows_in_one_set, and past CROWDED_ROWS (BLOCK_CROWDED_ROWS in the blocked loop) such an A is
+    packed, not read in place; the products of such an A are checked by the transposed-A test
+    below (its row-major copies of K = 2048, rows 8 KB apart, against float64)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     mr = kernels.MR
     assert kernels.rows_in_one_set(1024) == mr and kernels.rows_in_one_set(2048) == mr
     assert kernels.rows_in_one_set(512) == -(-mr // 2)
     assert kernels.rows_in_one_set(784) == 1 and kernels.rows_in_one_set(1) == mr   # 1: one line
-    assert kernels.readable_in_place(784, 1) and kernels.readable_in_place(1, 100)
-    assert kernels.readable_in_place(1024, 1) == (mr <= kernels.CROWDED_ROWS)
+    crowded, block_crowded = kernels.CROWDED_ROWS, kernels.BLOCK_CROWDED_ROWS
+    assert kernels.readable_in_place(784, 1, crowded) and kernels.readable_in_place(1, 100, block_crowded)
+    assert kernels.readable_in_place(1024, 1, crowded) == (mr <= crowded)
+    # the blocked loop packs AVX-512's slivers of rows 2 KB apart too, six in each of two sets
+    assert kernels.readable_in_place(512, 1, block_crowded) == (mr < 12)
+    assert kernels.readable_in_place(512, 1, crowded) and kernels.readable_in_place(256, 1, block_crowded)
 
 
 def test_thread_grid_cuts_rows_unless_c_is_far_wider_than_tall():

@@ -33,7 +33,7 @@ Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tile
 read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
 each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
-Not where a sliver's rows crowd one set of L1 (CROWDED_ROWS): those are packed.
+Not where a sliver's rows crowd one set of L1 (CROWDED_ROWS, BLOCK_CROWDED_ROWS): those are packed.
 So is an A stored transposed (a weight gradient's x^T) whose stored rows are short (under
 IN_PLACE_STRIDE: readable_in_place): a stored row holds float p of every row of A, side by side,
 as a packed sliver does, M floats apart instead of MR. Packing it had cost as much
@@ -137,6 +137,17 @@ CROWDED_ROWS = 6   # a row-major A is packed when more of a sliver's rows share 
                    # place and packed alternating, median GFLOP/s: 64 x 1024 x 784 94 -> 130,
                    # 128 x 1024 x 1024 104 -> 143, 512 x 1024 x 256 106 -> 153; rows 3 KB apart,
                    # 64 x 784 x 1024, unchanged). AVX2's 6-row slivers never pass it.
+BLOCK_CROWDED_ROWS = 5 if MR == 12 else CROWDED_ROWS
+                   # ... the same in the blocked loop, where AVX-512's 12-row slivers with rows 2 KB
+                   # apart (6 in each of two sets) are packed too: read in place, they lost 5-13% to
+                   # packing (AMD EPYC Zen 4, 2 threads, the two alternating, best us: 1024 x 512 x
+                   # 256 1455-1474 -> 1270-1299, 2048 x 512 x 128 1437-1584 -> 1331-1479, transposed
+                   # B 1462-1600 -> 1316-1509, 512 x 512 x 128 386-407 -> 356-357; rows 1 KB apart,
+                   # 3 in a set, in place stays faster: 2048 x 256 x 128 624-656 vs 705-743). Not
+                   # AVX2's 6-row slivers, all in one set at 4 KB: in place 8-10% ahead (the same
+                   # core at PYAI_VECTOR_WIDTH=8, 2048 x 1024 x 128 2628-2686 vs 2877-2952); nor the
+                   # few-rows loop, whose A is packed in a pass of its own (128 x 512 x 256 in place
+                   # 173 us, packed 189-190)
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
@@ -153,12 +164,12 @@ def rows_in_one_set(row_stride):
     return most
 
 
-def readable_in_place(row_stride, col_stride):
+def readable_in_place(row_stride, col_stride, crowded_rows):
     """Whether the tiles can read A where it lies (matmul_micro.micro_kernel_in_place): row-major
-    with at most CROWDED_ROWS of a sliver's rows in one set of L1, or stored transposed with its
+    with at most crowded_rows of a sliver's rows in one set of L1, or stored transposed with its
     stored rows (a float of every row of A each) under IN_PLACE_STRIDE apart, a stride the
     prefetchers follow."""
-    return ((col_stride == 1 and rows_in_one_set(row_stride) <= CROWDED_ROWS)
+    return ((col_stride == 1 and rows_in_one_set(row_stride) <= crowded_rows)
             or (row_stride == 1 and col_stride < IN_PLACE_STRIDE))
 
 
@@ -458,7 +469,8 @@ def multiply_packed(a, row_stride, col_stride, a_rows, a_buffer, b_buffer, b_sta
     packing it), its whole slivers read in place; multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
     own_rows = min(rows, a_rows - row0)   # the block's rows that A has; a row of ones after them
-    in_place = own_rows // MR if readable_in_place(row_stride, col_stride) and cols <= IN_PLACE_A_COLUMNS else 0
+    in_place = (own_rows // MR if readable_in_place(row_stride, col_stride, BLOCK_CROWDED_ROWS)
+                and cols <= IN_PLACE_A_COLUMNS else 0)
     if in_place < row_slivers:
         pack_a(a, row_stride, col_stride, row0 + in_place * MR, own_rows - in_place * MR, depth0, depth,
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)),
@@ -598,7 +610,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
-    in_place = a_rows // MR if readable_in_place(a_row_stride, a_col_stride) else 0
+    in_place = a_rows // MR if readable_in_place(a_row_stride, a_col_stride, CROWDED_ROWS) else 0
     a_slices = aligned_floats(row_slivers * k * MR)
     if in_place == 0:
         for s in numba.prange(row_slivers):
