@@ -5,8 +5,13 @@ A machine here is shared and noisy. The best time is the one least disturbed by 
 and interleaving the peers (pyai, numpy, tensorflow, torch, pyai, numpy, ...) spreads a slow
 spell over all of them instead of one, so a ratio measured in one run means something. On its
 turn a peer first pauses, so that the previous library's worker threads stop spinning before it
-needs the cores, then makes one untimed call that wakes its own threads, then the timed one:
-each peer is timed as it runs in a loop of calls, not as it wakes from idle. The pause outlasts
+needs the cores, then makes untimed calls for WARM_S (one at least) that wake its own threads,
+then the timed one: each peer is timed as it runs in a loop of calls, not as it wakes from idle.
+One untimed call is not enough where a worker that sleeps between calls (TBB's, pyai's) wakes
+late after the pause, so that the caller's thread does all the work: on a VM its core took ~10 ms
+of calls to come back (AMD EPYC Zen 4, 2 threads, median of 8 runs of calls after 0.25 s idle,
+us: pyai 512^3 3057 2694 2702 2674 2010 1905 1458 1407; OpenBLAS, whose threads spin after a
+call, 1623 1379 1394 1365 ..., from the second call on). The pause outlasts
 the longest spin measured: OpenBLAS's threads (numpy's products) spin ~0.14 s after a call (a
 512^3 product on an AMD EPYC Zen 1, 2 threads: 137 ms of CPU in the second after it, none after
 0.2 s; PyTorch's 12 ms, TensorFlow's none), and a TBB worker of pyai's that wakes meanwhile waits
@@ -18,6 +23,7 @@ import statistics
 import time
 
 PAUSE_S = 0.25
+WARM_S = 0.02
 
 
 def call_seconds(function):
@@ -26,10 +32,11 @@ def call_seconds(function):
     return time.perf_counter() - start
 
 
-def best_times(runners, repeats, warmups=1, pause_s=PAUSE_S):
+def best_times(runners, repeats, warmups=1, pause_s=PAUSE_S, warm_s=WARM_S):
     """{name: best seconds of `repeats` calls} for zero-argument `runners`, after `warmups`
     untimed calls of each (Numba compiles, TensorFlow traces, the inputs come into memory);
-    the timed calls go round the runners in turn, each after a pause and an untimed call."""
+    the timed calls go round the runners in turn, each after a pause and warm_s seconds of
+    untimed calls (one at least)."""
     for run in runners.values():
         for _ in range(warmups):
             run()
@@ -38,7 +45,10 @@ def best_times(runners, repeats, warmups=1, pause_s=PAUSE_S):
         for name, run in runners.items():
             if pause_s:
                 time.sleep(pause_s)
+                start = time.perf_counter()
                 run()
+                while time.perf_counter() - start < warm_s:
+                    run()
             best[name] = min(best[name], call_seconds(run))
     return best
 
