@@ -661,14 +661,15 @@ def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k
 
 @pytest.mark.parametrize("m,k,n,transpose_a", [(64, 1024, 784, False), (64, 512, 771, False), (37, 300, 16, False),
                                                (200, 600, 67, False), (96, 257, 35, True), (12, 7, 9, False),
-                                               (128, 64, 776, False)])
+                                               (128, 64, 776, False), (128, 2048, 10, True), (60, 96, 16, False)])
 @pytest.mark.parametrize("activation", [None, "leaky_relu"])
 def test_a_last_sliver_of_few_columns_is_the_whole_tiles_left_half(rng, m, k, n, transpose_a, activation):
-    """A last B sliver of at most WIDTH columns, against a packed A sliver, runs the narrow kernel
-    (half a tile's FMAs), the same FMAs in the same order as a whole tile's left half: C equals,
-    bit for bit, the product with B (and the bias) widened by zero columns to whole slivers, cut
-    back. A in place and packed, one slice and many, few rows and the blocked loop, with and
-    without the epilogue (applied after a narrow tile, in registers in a whole one)."""
+    """A last B sliver of at most WIDTH columns, against a packed A sliver or A in place, runs a
+    narrow kernel (half a tile's FMAs), the same FMAs in the same order as a whole tile's left
+    half: C equals, bit for bit, the product with B (and the bias) widened by zero columns to
+    whole slivers, cut back. A in place and packed, one slice and many, few rows and the blocked
+    loop, with and without the epilogue (applied after a narrow tile, in registers in a whole
+    one)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     a = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)

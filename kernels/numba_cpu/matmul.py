@@ -107,7 +107,7 @@ from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
                                                  finished_in_place, finished_strided, half_kernel_strided,
                                                  micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided,
-                                                 narrow_kernel_strided)
+                                                 narrow_kernel_in_place, narrow_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, prefetch, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -405,8 +405,9 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
     what is left of the epilogue (ReLU, a ragged or half tile's whole epilogue) runs right after,
     while the tile is in L1; sigmoid's, tanh's and gelu's on the whole block at the end (from
     L2), where their loops vectorize along rows (epilogue.EXPENSIVE). A ragged tile is computed
-    whole in `edge` (edge_tile, from the caller), then added; one of at most WIDTH columns, against a
-    packed A sliver, by the narrow kernel: half of a tile's FMAs, stored into C where it is whole."""
+    whole in `edge` (edge_tile, from the caller), then added; one of at most WIDTH columns by a narrow
+    kernel (against a packed sliver or A in place): half of a tile's FMAs, stored into C where it is
+    whole."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     depth = a_packed.shape[1]
@@ -417,7 +418,7 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
         for s in range(a_packed.shape[0]):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
-            narrow = tile_cols <= WIDTH and s >= in_place
+            narrow = tile_cols <= WIDTH
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP and s >= in_place and not narrow
             whole = tile_cols == (WIDTH if narrow else NR) and tile_rows == (ROWS_PER_GROUP if half else MR)
             out_row, out_col = (row, col) if whole else (0, 0)
@@ -431,6 +432,10 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
                 if s < in_place and finished:
                     finished_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                       b_stride, c, row, col, accumulate, bias, epilogue)
+                elif s < in_place and narrow:
+                    narrow_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b,
+                                           start, b_stride, c if whole else edge, out_row, out_col,
+                                           accumulate and whole)
                 elif s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                           b_stride, c if whole else edge, out_row, out_col, accumulate and whole)

@@ -320,6 +320,15 @@ def micro_kernel_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
+@numba.njit(void(*IN_PLACE), cache=True)
+def narrow_kernel_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """The left WIDTH columns of micro_kernel_in_place's tile (as narrow_kernel_strided's of
+    micro_kernel_strided's)."""
+    rows = consecutive(row)
+    top, bottom = in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, rows, col)
+    write_left(c, rows, col, top, bottom, accumulate)
+
+
 @numba.njit(void(*IN_PLACE, READ_ONLY, EPILOGUE), cache=True)
 def finished_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, row, col, accumulate,
                       bias, epilogue):
