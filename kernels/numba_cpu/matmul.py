@@ -623,7 +623,7 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     elif in_place < row_slivers:
         pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, in_place)
     slices = slice_count(k)
-    first_page = slices // depth_parts if depth_parts > 1 else slices   # the later runs' first slice
+    first_page = slices // depth_parts   # the second run's first slice (on one run: none, past the last)
     pages = aligned_floats((slices - first_page) * m * n).reshape((slices - first_page, m, n))
     for task in numba.prange(col_chunks * depth_parts):
         chunk, part = task // depth_parts, task % depth_parts
