@@ -22,8 +22,8 @@ from conftest import assert_close, relative_error, require, skip_in_cuda_simulat
 from pyai import ops
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
 from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
-from pyai.kernels.numba_cpu.sigmoid import EXP2_UNDERFLOW, exp2_negative, exp2_negative_lanes, exp2_negative_reference
-from pyai.kernels.numba_cpu.simd import WIDTH, load, store
+from pyai.kernels.numba_cpu.sigmoid import EXP2_UNDERFLOW, exp2_lanes, exp2_negative, exp2_negative_reference
+from pyai.kernels.numba_cpu.simd import WIDTH, load, store, subtract, zeros
 
 # TensorFlow is the reference; a machine without it (the GPU machine) uses tests/golden
 tf = pytest.importorskip("tensorflow")
@@ -226,7 +226,7 @@ def test_heads_as_tasks_give_the_floats_of_heads_packed_first(rng, n_queries, n_
 @numba.njit
 def exp2_negative_by_vectors(a, out):
     for i in range(0, a.size, WIDTH):
-        store(out, i, exp2_negative_lanes(load(a, i)))
+        store(out, i, exp2_lanes(subtract(zeros(), load(a, i))))   # 2^b at b = -a
 
 
 @numba.njit(error_model="numpy")

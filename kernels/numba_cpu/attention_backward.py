@@ -41,7 +41,7 @@ from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_sl
                                                        whole_heads, workspace)
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
                                                  prefetch_tile, write_tile, zero_rows)
-from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_negative_lanes
+from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_square, wide_vectors)
 
@@ -87,8 +87,7 @@ def tile_probabilities(scores, lse, first_query, rows, starts):
             row_lse = splat(lse[first_query + i])
             start = (t * scores.shape[1] + i) * NR
             for half in range(0, NR, WIDTH):
-                store(scores, start + half,
-                      exp2_negative_lanes(subtract(row_lse, load(scores, start + half))))
+                store(scores, start + half, exp2_lanes(subtract(load(scores, start + half), row_lse)))
 
 
 @numba.njit(cache=True)

@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
-from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, wide_vectors
+from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, host_vector_width, wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH = np.float32(0.693359375)   # ln 2 = LN2_HIGH + LN2_LOW; n * LN2_HIGH is exact for n < 2^9
@@ -43,7 +43,8 @@ INVERSE_FACTORIALS = tuple(np.float32(1 / f) for f in (1, 1, 2, 6, 24, 120, 720,
 # 2^-a (exp2_negative), for kernels whose exps come in base-2 units at no cost: attention's scores
 # (q packed times scale log2 e) and gelu's 2u (its constants times log2 e). n = round(a), 2^(n - a)
 # by a polynomial, n subtracted from its exponent bits: 15 vector operations against exp_negative's
-# 20 (no Cody-Waite reduction, no float 2^-n to multiply by), and a shorter chain of dependent ones.
+# 20 (no Cody-Waite reduction, no float 2^-n to multiply by), and a shorter chain of dependent ones;
+# exp2_lanes (attention's): 11 with AVX-512.
 LOG2_OF_E = math.log2(math.e)   # float64: exp(x) = 2^(x LOG2_OF_E)
 EXP2_UNDERFLOW = 125.0          # 2^-125 is a normal float32; 2^-a past it is flushed to 0
 # 2^r for |r| <= 1/2: the degree-6 polynomial through the Chebyshev points of the interval,
@@ -51,6 +52,7 @@ EXP2_UNDERFLOW = 125.0          # 2^-125 is a normal float32; 2^-a past it is fl
 # 1.0e-7 relative in float32 arithmetic, 1.7 ulp (exp_negative ~1.2 ulp)
 POWERS_OF_TWO = tuple(np.float32(c) for c in (1.0, 0.6931471824645996, 0.24022650718688965, 0.05550327152013779,
                                               0.009618056938052177, 0.0013400427997112274, 0.00015461444854736328))
+SCALEF = WIDTH == 16 and host_vector_width() == 16   # AVX-512F's vscalefps, where the code is for it
 
 
 def sigmoid_forward_reference(x):
@@ -88,7 +90,7 @@ def exp2_negative(a):
     """2^-a for a float32 a >= 0 (a little under 0 is fine too), in arithmetic LLVM vectorizes: 0
     past EXP2_UNDERFLOW and at +inf, NaN for NaN (it passes the clamp, the compare's unordered
     side, and every step after it: x86's float-to-integer conversion gives 0x80000000, whose
-    shift is 0). The floats of exp2_negative_lanes."""
+    shift is 0). The floats of exp2_lanes at -a."""
     limit = np.float32(EXP2_UNDERFLOW)
     clamped = limit if a > limit else a
     n = np.rint(clamped)
@@ -101,9 +103,14 @@ def exp2_negative(a):
 
 
 @intrinsic
-def exp2_negative_lanes(typingctx, a):
-    """exp2_negative of each lane of a SIMD vector (simd.py), the same steps written as LLVM vector
-    operations, for loops that LLVM's vectorizers would turn into gathers and spills."""
+def exp2_lanes(typingctx, b):
+    """2^b of each lane of a SIMD vector (simd.py) for b <= 0 (a little over 0 is fine too): 0 past
+    -EXP2_UNDERFLOW and at -inf, NaN for NaN; exp2_negative's floats at -b. For the kernels whose b
+    is a difference they make anyway (attention's s - m), in LLVM vector operations, for loops
+    that LLVM's vectorizers would turn into gathers and spills. n = round(b), 2^(b - n) by
+    exp2_negative's polynomial, then times 2^n: with AVX-512 by vscalefps, which takes any n (-inf
+    too: its NaN is masked to 0) in one operation, zeroing the lanes past the limit as it goes (11
+    vector operations); else by adding n to the exponent bits, n clamped first (14)."""
     def codegen(context, builder, signature, args):
         def lanes(value):
             return ir.Constant(LLVM_VECTOR, [float(value)] * WIDTH)
@@ -113,20 +120,28 @@ def exp2_negative_lanes(typingctx, a):
                 builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * len(operands)), f"llvm.{name}.v{WIDTH}f32")
             return builder.call(function, operands)
 
-        a, = args
-        c = [lanes(value) for value in POWERS_OF_TWO]
-        limit = lanes(EXP2_UNDERFLOW)
-        past = builder.fcmp_ordered(">", a, limit)
-        clamped = builder.select(past, limit, a)
+        def power_of_two(r):   # 2^r, |r| <= 1/2
+            c = [lanes(value) for value in POWERS_OF_TWO]
+            r2 = builder.fmul(r, r)
+            return call("fma", r2, call("fma", r2, call("fma", r2, c[6], call("fma", c[5], r, c[4])),
+                                        call("fma", c[3], r, c[2])), call("fma", c[1], r, c[0]))
+
+        b, = args
+        past = builder.fcmp_ordered("<", b, lanes(-EXP2_UNDERFLOW))
+        if SCALEF:
+            n = call("rint", b)
+            mask = builder.bitcast(builder.not_(past), ir.IntType(WIDTH))
+            scalef = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * 3 + [ir.IntType(WIDTH), ir.IntType(32)]),
+                "llvm.x86.avx512.mask.scalef.ps.512")
+            return builder.call(scalef, [power_of_two(builder.fsub(b, n)), n, lanes(0.0), mask,
+                                         ir.Constant(ir.IntType(32), 4)])   # 4: the current rounding mode
+        clamped = builder.select(past, lanes(-EXP2_UNDERFLOW), b)
         n = call("rint", clamped)
-        r = builder.fsub(n, clamped)
-        r2 = builder.fmul(r, r)
-        power = call("fma", r2, call("fma", r2, call("fma", r2, c[6], call("fma", c[5], r, c[4])),
-                                             call("fma", c[3], r, c[2])), call("fma", c[1], r, c[0]))
         integers = ir.VectorType(ir.IntType(32), WIDTH)
         exponent = builder.shl(builder.fptosi(n, integers), ir.Constant(integers, [23] * WIDTH))
-        result = builder.bitcast(builder.sub(builder.bitcast(power, integers), exponent), LLVM_VECTOR)
-        return builder.select(past, lanes(0.0), result)
+        power = builder.bitcast(power_of_two(builder.fsub(clamped, n)), integers)
+        return builder.select(past, lanes(0.0), builder.bitcast(builder.add(power, exponent), LLVM_VECTOR))
     return VECTOR(VECTOR), codegen
 
 
