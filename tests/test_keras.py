@@ -60,9 +60,9 @@ def gelu_tolerance(z):
     relative error of ~6e-8 / |gelu'(z)| in every gradient (a one-element layer drew gelu'(z)
     ~2e-4 and read 1.4e-5); over many elements the norm of gelu'(z) counts, not its smallest."""
     z = np.asarray(z, np.float64)
-    u = np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)
-    margin = (1.0 + np.tanh(u)).min()
-    slope = (1 + np.tanh(u)) / 2 + z * (1 - np.tanh(u) ** 2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z**2) / 2
+    t = np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3))
+    margin = (1.0 + t).min()
+    slope = (1 + t) / 2 + z * (1 - t**2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z**2) / 2   # gelu'(z)
     slope_norm = np.sqrt(np.mean(slope**2))
     return max(TOLERANCE, 10 * 6e-8 / max(margin, 1e-30), 10 * 6e-8 / max(slope_norm, 1e-30))
 
