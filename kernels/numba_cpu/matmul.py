@@ -41,7 +41,8 @@ as a third of the FMAs' time (x^T dy, 128 x 2048 x 128: 1 MB of A packed a 6-flo
 time, 0.2 ms on one core for 0.36 ms of FMAs). AMD EPYC Zen 3, 2 threads, old and new
 alternating, 10 rounds, GFLOP/s: 128 x 2048 x 128 66-94 -> 109-141, x 384 78-107 -> 95-131,
 x 103 (a logit layer's) 37-78 -> 71-95, 384 x 2048 x 128 60-106 -> 86-118; operands cold from
-memory, 128 x 2048 x 384 median 3.50 -> 3.14 ms.
+memory, 128 x 2048 x 384 median 3.50 -> 3.14 ms. The blocked loop reads a transposed A in place
+only with AVX2's 6-row slivers (BLOCK_TRANSPOSED_IN_PLACE); AVX-512's 12-row ones it packs.
 One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 118-121 vs
 108-114 GFLOP/s, 2048 x 512 x 128 130-136 vs 121-126, 12544 x 576 x 128 114-128 vs 114-117;
 50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
@@ -149,6 +150,15 @@ BLOCK_CROWDED_ROWS = 5 if MR == 12 else CROWDED_ROWS
                    # few-rows loop, whose A is packed in a pass of its own (128 x 512 x 256 in place
                    # 173 us, packed 189-190)
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
+BLOCK_TRANSPOSED_IN_PLACE = MR < 12
+                   # ... nor, in the blocked loop, a transposed one with short stored rows
+                   # (readable_in_place) of AVX2's 6-row slivers; AVX-512's 12-row slivers read so
+                   # lost to packing (AMD EPYC Zen 4, 2 threads, the two alternating, median of
+                   # best us: 256 x 2048 x 256 1622 -> 1487, 192 x 1024 x 256 588 -> 557, 384 x 2048
+                   # x 128 1164 -> 1123, 200 x 2048 x 200 1085 -> 1047; a Conv2DTranspose's weight
+                   # gradient, 64 x 12544 x 512 over windows, 5.32 -> 4.87 ms and 5.75 -> 5.37;
+                   # few rows, 64-128 x 3136-12544 x 256-512, 1.00-1.01x), while at
+                   # PYAI_VECTOR_WIDTH=8 on the same core in place stays ahead by 1-6%
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
@@ -469,13 +479,14 @@ def multiply_packed(a, row_stride, col_stride, a_rows, a_buffer, b_buffer, b_sta
     """C[row0:row0+rows, col0:col0+cols] (+)= A[those rows, the slice] @ the slice's packed B (at
     b_buffer[b_start:]), for a matrix A (a flat array, its strides and its a_rows rows; C's row
     a_rows, where C has it, is A's row of ones: column_sums): A's block packed into MR-row
-    slivers (pack_a), or, when A can be read where it lies (readable_in_place) and the panel is at
-    most IN_PLACE_A_COLUMNS wide (each packed float of A would feed too few FMAs to pay for
-    packing it), its whole slivers read in place; multiplied by multiply_block."""
+    slivers (pack_a), or, when A can be read where it lies (readable_in_place; transposed, with
+    BLOCK_TRANSPOSED_IN_PLACE) and the panel is at most IN_PLACE_A_COLUMNS wide (each packed float
+    of A would feed too few FMAs to pay for packing it), its whole slivers read in place;
+    multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
     own_rows = min(rows, a_rows - row0)   # the block's rows that A has; a row of ones after them
     in_place = (own_rows // MR if readable_in_place(row_stride, col_stride, BLOCK_CROWDED_ROWS)
-                and cols <= IN_PLACE_A_COLUMNS else 0)
+                and (col_stride == 1 or BLOCK_TRANSPOSED_IN_PLACE) and cols <= IN_PLACE_A_COLUMNS else 0)
     if in_place < row_slivers:
         pack_a(a, row_stride, col_stride, row0 + in_place * MR, own_rows - in_place * MR, depth0, depth,
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)),
