@@ -7,7 +7,8 @@ With windows(x) the (N*OH*OW, kh*kw*C) im2col matrix of x and dy as an (N*OH*OW,
     dx = the transpose of the convolution applied to dy           as many FLOPs
     db = the column sums of dy     (O,)   (bias_grad.py)
 dw is an implicit GEMM (implicit_gemm.py): dy^T @ windows(x), the windows packed straight from
-x as the matmul's B panels, then transposed (a kh*kw*C x O copy); for an image of fewer than
+x as the matmul's B panels (or read where they lie, weight_rectangle), then transposed (a kh*kw*C
+x O copy); for an image of fewer than
 PACKED_MIN_CHANNELS channels, it is summed directly where the windows are short
 (conv2d_few_inputs.py), else windows(x) is copied a chunk of whole images at a time (im2col.py)
 and the chunks' products added up. dx is Conv2DTranspose's routine (conv2d_transpose.py): an

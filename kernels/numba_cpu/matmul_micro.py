@@ -21,8 +21,8 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, prefetch_for_write, splat, splat_at,
-                                         splat_from, store, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, load_from, prefetch_for_write, splat,
+                                         splat_at, splat_from, store, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -262,6 +262,24 @@ def gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, ro
     return top, bottom
 
 
+@numba.njit(inline="always", cache=True)
+def b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, groups):
+    """tile_product with B's rows read where they lie: row p of B is the NR floats from address
+    b_rows[b_first + p] + b_offset (simd.address), wherever it lies. The first `groups` groups of
+    6 rows (a constant where compiled: 1 for a half tile)."""
+    prefetch_tile(c, rows, col, groups * ROWS_PER_GROUP)
+    top = zero_rows()
+    bottom = zero_rows()
+    for p in range(depth):
+        at = b_rows[b_first + p] + b_offset
+        b0 = load_from(at)
+        b1 = load_from(at + 4 * WIDTH)
+        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+        if groups == 2:
+            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
+    return top, bottom
+
+
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
@@ -289,6 +307,7 @@ IN_PLACE = (READ_ONLY, int64, int64, int64, int64, int64, READ_ONLY, int64, int6
             boolean)
 GATHERED = (int64[::1], int64, int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, int64,
             boolean)
+B_GATHERED = (float32[::1], int64, int64, int64[::1], int64, int64, float32[:, ::1], int64, int64, boolean)
 
 
 @numba.njit(void(*STRIDED), cache=True)
@@ -380,4 +399,24 @@ def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, ac
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+    write_six_rows(c, rows, 0, col, top, accumulate)
+
+
+@numba.njit(void(*B_GATHERED), cache=True)
+def micro_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+    """micro_kernel_strided's tile with B's rows read where they lie: row p of B is the NR floats
+    from address b_rows[b_first + p] + b_offset (in an image, or in a buffer of zeros for
+    padding). No packing of B, whose rows are not one matrix's (the windows of an image, as a
+    weight gradient's B: implicit_gemm.py)."""
+    rows = consecutive(row)
+    top, bottom = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col,
+                                     MR // ROWS_PER_GROUP)
+    write_tile(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*B_GATHERED), cache=True)
+def half_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+    """The first ROWS_PER_GROUP rows of micro_kernel_b_gathered's tile (as half_kernel_strided's)."""
+    rows = consecutive(row)
+    top, _ = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, 1)
     write_six_rows(c, rows, 0, col, top, accumulate)

@@ -179,6 +179,14 @@ def splat_from(typingctx, where):
 
 
 @intrinsic
+def load_from(typingctx, where):
+    """The WIDTH floats from address `where` (address()), one vector load."""
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.inttoptr(args[0], LLVM_VECTOR.as_pointer()), align=4)
+    return VECTOR(types.int64), codegen
+
+
+@intrinsic
 def first_lanes(typingctx, vector, count):
     """vector's first `count` lanes as they are, the others 0 (a select, so whatever the lanes
     past them held, NaN included, is gone)."""
