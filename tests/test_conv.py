@@ -199,48 +199,45 @@ def test_implicit_gemm_products_match_the_windows_matrix(rng, case):
 
 
 # (images, height, width, channels in NR slivers, kernel, stride, rows of D^T): a tile's rows
-# ragged, a half tile whole and ragged, one row, as many rows as one block takes; K of one slice,
-# of slices with a merged last one (5 x 13 x 13 = 845 = 3 x 256 + 77; 40 x 8 x 8 = 2560, ten)
+# ragged, a half tile whole and ragged, one row, one block of rows and more; K of one slice, of
+# slices with a merged last one (5 x 13 x 13 = 845 = 3 x 256 + 77; 40 x 8 x 8 = 2560, ten)
 IN_PLACE_WEIGHTS = [
     (3, 7, 5, 1, 3, 1, 13),
     (2, 14, 14, 2, 4, 2, "half"),
     (2, 14, 14, 2, 4, 2, "half+2"),
     (1, 5, 5, 1, 3, 2, 1),
     (5, 13, 13, 1, 3, 1, "block"),
+    (2, 9, 7, 1, 3, 1, "blocks"),
     (40, 8, 8, 3, 2, 1, 29),
 ]
 
 
 @pytest.mark.parametrize("case", IN_PLACE_WEIGHTS, ids=[f"{c[0]}x{c[1]}x{c[2]}-slivers{c[3]}-k{c[4]}-s{c[5]}-m{c[6]}"
                                                         for c in IN_PLACE_WEIGHTS])
-def test_weight_gradient_windows_read_in_place_give_the_packed_floats(rng, case):
+def test_weight_gradient_windows_read_in_place_give_the_matmul_s_floats(rng, case):
     """D^T @ windows with the windows' rows read where they lie (implicit_gemm.weight_rectangle:
-    channels a whole number of NR slivers, the rows one block of A) sums the slices and tiles
-    as the loop nest over packed windows does: the same floats, on one thread and with the
-    columns cut among threads, where a cut by rows takes the packed loop; and float64's."""
+    channels a whole number of NR slivers) sums the slices and tiles as the matmul does over the
+    stored windows matrix: the same floats, on one thread and with the rectangle cut among
+    threads by columns and by rows; and float64's."""
     from pyai.kernels.common import ACTIVATIONS
     from pyai.kernels.numba_cpu.blocking import MC, NC
     from pyai.kernels.numba_cpu.conv2d import conv_windows
+    from pyai.kernels.numba_cpu.matmul import fused_matmul
     from pyai.kernels.numba_cpu.matmul_micro import MR, NO_BIAS, NR, ROWS_PER_GROUP
     n, h, w, slivers, kernel, stride, rows = case
-    m = {"half": MR + ROWS_PER_GROUP, "half+2": MR + 2, "block": MC + MC // 4}.get(rows, rows)
+    m = {"half": MR + ROWS_PER_GROUP, "half+2": MR + 2, "block": MC + MC // 4, "blocks": 2 * MC + 7}.get(rows, rows)
     image = normal(rng, n, h, w, slivers * NR)
     windows = conv_windows(im2col.geometry(image.shape[1:], (kernel, kernel), (stride, stride), "same"))
     d = normal(rng, n * windows.per_image, m)
-    assert implicit_gemm.reads_windows_in_place(image.shape[3], m, MC)
-
-    def product(row_parts, col_parts):
+    assert implicit_gemm.reads_windows_in_place(image.shape[3])
+    matrix = implicit_gemm.windows_reference(image.astype(np.float64), windows)
+    stored = fused_matmul(d, matrix.astype(np.float32), True, False, None, None, 0.0, blocking=(MC, NC))
+    for grid in ((1, 1), (1, 2), (1, 3), (2, 1), (3, 2)):
         c = np.full((m, windows.depth), np.nan, np.float32)
         implicit_gemm.window_gemm(image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols, d.reshape(-1),
-                                  False, c, m, len(d), NO_BIAS, False, ACTIVATIONS[None], np.float32(0), row_parts,
-                                  col_parts, MC, NC)
-        return c
-
-    packed = product(2, 1)
-    for grid in ((1, 1), (1, 2), (1, 3)):
-        np.testing.assert_array_equal(product(*grid), packed)
-    matrix = implicit_gemm.windows_reference(image.astype(np.float64), windows)
-    assert_close(f"in-place weight product {case}", packed, d.astype(np.float64).T @ matrix, TOLERANCE)
+                                  False, c, m, len(d), NO_BIAS, False, ACTIVATIONS[None], np.float32(0), *grid, MC, NC)
+        np.testing.assert_array_equal(c, stored)
+    assert_close(f"in-place weight product {case}", stored, d.astype(np.float64).T @ matrix, TOLERANCE)
 
 
 def test_a_conv_geometry_s_windows_are_its_im2col_matrix(rng):

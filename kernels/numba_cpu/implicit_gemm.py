@@ -25,10 +25,10 @@ there (matmul_micro.micro_kernel_gathered: the same k loop as a packed sliver's,
 addresses in registers). The B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
 col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels,
 which stay in L2, are all there is of the windows. Except in a weight product whose channels are
-whole NR slivers (each sliver's columns one run of a pixel's channels) and whose M rows are one
-block of A: its thread reads B's rows where they lie too (weight_rectangle): for each slice, a
-table of each window's address for each tap (window_rows), from which the tiles load a sliver's
-row p (matmul_micro.micro_kernel_b_gathered). Packing them had taken 9-14% of such a product
+whole NR slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows
+where they lie too (weight_rectangle): for each slice, a table of each window's address for each
+tap (window_rows), from which the tiles load a sliver's row p (matmul_micro.
+micro_kernel_b_gathered). Packing them had taken 9-14% of such a product
 (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
 Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 ->
 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
@@ -203,17 +203,17 @@ def window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps
             b_rows[j, p] = origin + 4 * ((corners[0, p] * height + h) * width + w) * channels if inside else nowhere
 
 
-def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, col0, cols):
-    """One thread's columns col0 .. col0 + cols (whole NR slivers, each within one tap's
-    channels) of c = D^T @ windows(image), D (k, m) row-major, with the windows' rows read where
-    they lie (matmul_micro.micro_kernel_b_gathered): no packed B. All m rows are one block of A,
-    packed a slice at a time (matmul.pack_a); slices and the tiles' KC-deep parts as the packed
-    loop nest cuts them, so the same sums in the same order, the same floats."""
+def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc):
+    """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
+    slivers, each within one tap's channels), of c = D^T @ windows(image), D (k, m) row-major,
+    with the windows' rows read where they lie (matmul_micro.micro_kernel_b_gathered): no packed
+    B. A is packed a block of mc rows and a slice at a time (matmul.pack_a); slices, blocks and
+    the tiles' KC-deep parts as the packed loop nest cuts them, so the same sums in the same
+    order, the same floats."""
     channels = shape[2]
-    row_slivers = -(-m // MR)
     first_tap = col0 // channels
     taps = (col0 + cols - 1) // channels + 1 - first_tap
-    a_buffer = aligned_floats(row_slivers * DEEPEST * MR)
+    a_buffer = aligned_floats(-(-min(rows, mc + mc // 4) // MR) * DEEPEST * MR)
     b_rows = np.empty((taps, DEEPEST), dtype=np.int64)
     b_table = b_rows.reshape(-1)
     corners = np.empty((4, DEEPEST), dtype=np.int64)
@@ -223,37 +223,53 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, col0, cols):
     depth0 = 0
     while depth0 < k:
         depth = block_end(depth0, k, KC) - depth0
-        a_packed = a_buffer[:row_slivers * depth * MR]
-        pack_a(d, 1, m, 0, m, depth0, depth, a_packed.reshape((row_slivers, depth, MR)), False)
         window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps, b_rows, corners, zero)
-        for t in range(cols // NR):
-            col = col0 + t * NR
-            tap = col // channels
-            for s in range(row_slivers):
-                row = s * MR
-                tile_rows = min(MR, m - row)
-                half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
-                whole = tile_rows == (ROWS_PER_GROUP if half else MR)
-                for part0 in range(0, depth, KC):
-                    accumulate = depth0 > 0 or part0 > 0
-                    a_start, part_depth = (s * depth + part0) * MR, min(depth, part0 + KC) - part0
-                    b_first, b_offset = (tap - first_tap) * DEEPEST + part0, 4 * (col - tap * channels)
-                    target, at_row, at_col = (c, row, col) if whole else (edge, 0, 0)
-                    if half:
-                        half_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first, b_offset, target,
-                                               at_row, at_col, accumulate and whole)
-                    else:
-                        micro_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first, b_offset, target,
-                                                at_row, at_col, accumulate and whole)
-                    if not whole:
-                        add_edge(c, edge, row, col, tile_rows, NR, accumulate)
+        block0 = row0
+        while block0 < row0 + rows:
+            block_rows = block_end(block0, row0 + rows, mc) - block0
+            slivers = -(-block_rows // MR)
+            pack_a(d, 1, m, block0, block_rows, depth0, depth,
+                   a_buffer[:slivers * depth * MR].reshape((slivers, depth, MR)), False)
+            multiply_windows_b(a_buffer, slivers, depth, b_table, c, depth0 == 0, block0, block_rows, col0, cols,
+                               channels, first_tap, edge)
+            block0 += block_rows
         depth0 += depth
 
 
-def reads_windows_in_place(channels, m, mc):
+def multiply_windows_b(a_packed, slivers, depth, b_table, c, first_slice, row0, rows, col0, cols, channels, first_tap,
+                       edge):
+    """C[row0:row0+rows, col0:col0+cols] (+)= the A block (`slivers` packed slivers `depth` deep,
+    flat in a_packed) times the slice's windows, B's row p of tap first_tap + j at address
+    b_table[j * DEEPEST + p] (window_rows), sliver by sliver as matmul.multiply_block: a half
+    tile for a last A sliver of at most ROWS_PER_GROUP rows, a ragged tile computed whole in
+    `edge`, then added. The tiles take the arrays whole, with offsets (matmul_micro.py)."""
+    for t in range(cols // NR):
+        col = col0 + t * NR
+        tap = col // channels
+        b_first, b_offset = (tap - first_tap) * DEEPEST, 4 * (col - tap * channels)
+        for s in range(slivers):
+            row = row0 + s * MR
+            tile_rows = min(MR, row0 + rows - row)
+            half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
+            whole = tile_rows == (ROWS_PER_GROUP if half else MR)
+            target, at_row, at_col = (c, row, col) if whole else (edge, 0, 0)
+            for part0 in range(0, depth, KC):
+                accumulate = not first_slice or part0 > 0
+                a_start, part_depth = (s * depth + part0) * MR, min(depth, part0 + KC) - part0
+                if half:
+                    half_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first + part0,
+                                           b_offset, target, at_row, at_col, accumulate and whole)
+                else:
+                    micro_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first + part0,
+                                            b_offset, target, at_row, at_col, accumulate and whole)
+                if not whole:
+                    add_edge(c, edge, row, col, tile_rows, NR, accumulate)
+
+
+def reads_windows_in_place(channels):
     """Whether a weight gradient's windows (as B) are read where they lie (weight_rectangle):
-    where every NR-column sliver lies within one tap's channels and A is one block of rows."""
-    return channels % NR == 0 and m <= mc + mc // 4
+    where every NR-column sliver lies within one tap's channels."""
+    return channels % NR == 0
 
 
 def is_windows(operand, length):
@@ -304,8 +320,8 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
             if windows_are_a:
                 windows_rectangle(image, shape, tap_rows, tap_cols, other, c, k, bias, has_bias, activation, alpha,
                                   row0, rows, col0, cols, mc, nc)
-            elif row_parts == 1 and reads_windows_in_place(shape[2], m, mc):
-                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, k, col0, cols)
+            elif reads_windows_in_place(shape[2]):
+                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
@@ -362,8 +378,10 @@ with slp_vectorize():
     reads_windows_in_place = numba.njit(inline="always", cache=True)(reads_windows_in_place)
     window_rows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, CORNERS, CORNERS, FLAT),
                              cache=True)(window_rows)
-    weight_rectangle = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64),
-                                  fastmath=FASTMATH, cache=True)(weight_rectangle)
+    multiply_windows_b = numba.njit(void(FLAT, int64, int64, int64[::1], MATRIX, numba.boolean, int64, int64, int64,
+                                         int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True)(multiply_windows_b)
+    weight_rectangle = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64,
+                                       int64, int64, int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     windows_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(windows_rectangle)
     window_gemm = numba.njit(
