@@ -156,8 +156,9 @@ BLOCK_TRANSPOSED_IN_PLACE = MR < 12
                    # lost to packing (AMD EPYC Zen 4, 2 threads, the two alternating, median of
                    # best us: 256 x 2048 x 256 1622 -> 1487, 192 x 1024 x 256 588 -> 557, 384 x 2048
                    # x 128 1164 -> 1123, 200 x 2048 x 200 1085 -> 1047; a Conv2DTranspose's weight
-                   # gradient, 64 x 12544 x 512 over windows, 5.32 -> 4.87 ms and 5.75 -> 5.37;
-                   # few rows, 64-128 x 3136-12544 x 256-512, 1.00-1.01x), while at
+                   # gradient over packed windows, 64 x 12544 x 512, 5.32 -> 4.87 ms, before such
+                   # windows were read in place (implicit_gemm.weight_rectangle); few rows, 64-128
+                   # x 3136-12544 x 256-512, 1.00-1.01x), while at
                    # PYAI_VECTOR_WIDTH=8 on the same core in place stays ahead by 1-6%
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
