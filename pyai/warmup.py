@@ -41,16 +41,17 @@ IMPORTS = {"dense_adam": ("matmul",), "softmax_cross_entropy": ("softmax",), "at
            "attention_backward": ("softmax", "attention_forward"),
            "conv2d": ("matmul",), "conv2d_backward": ("matmul", "conv2d"),
            "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
-# CPU seconds to compile each file alone, measured on an Intel Xeon (family 6 model 167, AVX-512)
-# on a busy machine (load average 11 on its 2 cores), matmul's for the loops an MLP takes (all
-# three: 12), conv2d's with the implicit GEMM it imports: only for the estimate `announce` prints
-SECONDS = {"matmul": 8, "dense_adam": 2, "softmax": 3, "softmax_cross_entropy": 1, "attention_forward": 10,
-           "attention_backward": 9, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 1,
-           "mse": 1, "binary_crossentropy": 1, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
-           "bias_grad": 1, "conv2d": 18, "conv2d_backward": 4, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+# CPU seconds to compile each file alone, its imports compiled before it, measured on an AMD EPYC
+# Zen 4 (AVX-512, 12-row tiles), 2026-12-04: matmul's for every loop (~18 of them importing it;
+# a GAN step on two threads takes every loop too), conv2d's with the implicit GEMM and the gathered
+# tiles it imports: only for the estimate `announce` prints
+SECONDS = {"matmul": 30, "dense_adam": 2, "softmax": 2, "softmax_cross_entropy": 1, "attention_forward": 21,
+           "attention_backward": 32, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 4,
+           "mse": 1, "binary_crossentropy": 2, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
+           "bias_grad": 1, "conv2d": 56, "conv2d_backward": 11, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 # a kernel file: the file of the same functions and results that runs while a worker compiles it,
-# and its CPU seconds to compile (measured as SECONDS were)
+# and its CPU seconds to compile (measured on an Intel Xeon, family 6 model 167, 2026-11-30)
 STAND_INS = {"matmul": "plain_matmul"}
 STAND_IN_SECONDS = {"plain_matmul": 1}
 
@@ -270,6 +271,14 @@ TRAINING_OPS = {
             "layer_norm_grad", "layer_norm_grad_residual", "gelu_with_derivative", "attention_qkv",
             "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
 }
+
+
+def expect_training(model):
+    """A model with a training step of its own (TRAINING_OPS: the GANs, the GPT) names its ops
+    when it is built, unless a command named them first: a program that trains it through the
+    API gets `pyai train`'s estimate and worker on its first step."""
+    if not _state["expected"]:
+        expect(TRAINING_OPS[model])
 
 
 def ops_of_command(args):

@@ -389,7 +389,8 @@ def test_the_tile_loops_count_no_references():
     """The loops over a block's tiles compile without Numba's reference counts: a count is taken
     and dropped for every array passed to each tile's kernel, locked instructions that wait for
     the tile's stores to C (8% of a 1024 x 64 x 784 weight gradient's time on an AMD EPYC Zen 3)."""
-    from pyai.kernels.numba_cpu.matmul import multiply_block, multiply_gathered
+    from pyai.kernels.numba_cpu.matmul import multiply_block
+    from pyai.kernels.numba_cpu.matmul_gathered import multiply_gathered
     for loop in (multiply_block, multiply_gathered):
         assert loop.targetoptions.get("_nrt") is False, loop.py_func.__name__
 

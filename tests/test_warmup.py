@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pyai.kernels.numba_cpu as kernels
@@ -182,6 +183,38 @@ def test_a_training_command_uses_exactly_the_ops_it_announces(fresh_row, argv, t
     expected = warmup.ops_of_command(main_parser().parse_args(argv + out))
     assert set(fresh_row.loaded) <= set(expected)
     assert warmup.files_of(fresh_row.loaded) == warmup.files_of(expected)
+
+
+def train_a_small_model(name):
+    """Build a small model of TRAINING_OPS' `name` and run one training step (and Adam's, for the GPT)."""
+    from pyai.models import DCGAN, GAN, GPT
+    from pyai.optim import Adam
+    rng = np.random.default_rng(0)
+    if name == "gpt":
+        model = GPT(11, 8, layers=1, heads=2, channels=8)
+        model.train_step(rng.integers(0, 11, (2, 8)), rng.integers(0, 11, (2, 8)))
+        Adam().step(model)
+        return
+    model = (GAN(image_shape=(4, 4), noise_dim=3, generator_sizes=(8,), discriminator_sizes=(8,)) if name == "gan"
+             else DCGAN(image_shape=(8, 8), noise_dim=3, generator_sizes=(8,), generator_filters=(4, 4, 4),
+                        discriminator_filters=(4, 4)))
+    model.train_step(rng.uniform(-1, 1, (2, model.pixels)).astype(np.float32),
+                     *(rng.standard_normal((2, 3), dtype=np.float32) for _ in range(2)))
+
+
+@pytest.mark.parametrize("name", ["gan", "gan-conv", "gpt"])
+def test_a_model_with_its_own_training_step_names_its_ops_when_built(fresh_row, monkeypatch, name):
+    """So a program that trains it through the API gets pyai train's estimate and worker; a
+    command's own list is kept."""
+    monkeypatch.setitem(warmup._state, "expected", ())
+    train_a_small_model(name)
+    expected = warmup._state["expected"]
+    assert expected == warmup.TRAINING_OPS[name]
+    assert set(fresh_row.loaded) <= set(expected)
+    assert warmup.files_of(fresh_row.loaded) == warmup.files_of(expected)
+    monkeypatch.setitem(warmup._state, "expected", ("sgd_update",))
+    train_a_small_model(name)
+    assert warmup._state["expected"] == ("sgd_update",)
 
 
 def main_parser():

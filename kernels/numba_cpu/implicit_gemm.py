@@ -21,13 +21,13 @@ this file registers the loop's hooks (multiply_a_block, pack_b_operand: chosen b
 type as Numba compiles the loop). The A side is never packed: for each block of windows and
 slice of depth, window_addresses writes where each window's run of channels for each tap of the
 slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the rows
-there (matmul_micro.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
+there (matmul_gathered.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
 addresses in registers). The B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
 col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels,
 which stay in L2, are all there is of the windows. Except in a weight product whose channels are
 whole NR slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows
 where they lie too (weight_rectangle): for each slice, a table of each window's address for each
-tap (window_rows), from which the tiles load a sliver's row p (matmul_micro.
+tap (window_rows), from which the tiles load a sliver's row p (matmul_gathered.
 micro_kernel_b_gathered). Packing them had taken 9-14% of such a product
 (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
 Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 ->
@@ -45,10 +45,10 @@ from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, KC, NO_BIAS, MATRIX, PANEL, add_edge, block_end,
-                                           edge_tile, gemm_rectangle, multiply_a_block, multiply_gathered, pack_a,
-                                           pack_b_operand, packed_rows, slp_vectorize, thread_count, thread_grid)
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, READ_ONLY, ROWS_PER_GROUP, half_kernel_b_gathered,
-                                                 micro_kernel_b_gathered)
+                                           edge_tile, gemm_rectangle, multiply_a_block, pack_a, pack_b_operand,
+                                           packed_rows, slp_vectorize, thread_count, thread_grid)
+from pyai.kernels.numba_cpu.matmul_gathered import half_kernel_b_gathered, micro_kernel_b_gathered, multiply_gathered
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, ROWS_PER_GROUP
 from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, store, zeros
 
 # Fewer channels than a vector: a tile would start a run of A's rows every few FMAs and the B
@@ -206,7 +206,7 @@ def window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps
 def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc):
     """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
     slivers, each within one tap's channels), of c = D^T @ windows(image), D (k, m) row-major,
-    with the windows' rows read where they lie (matmul_micro.micro_kernel_b_gathered): no packed
+    with the windows' rows read where they lie (matmul_gathered.micro_kernel_b_gathered): no packed
     B. A is packed a block of mc rows and a slice at a time (matmul.pack_a); slices, blocks and
     the tiles' KC-deep parts as the packed loop nest cuts them, so the same sums in the same
     order, the same floats."""

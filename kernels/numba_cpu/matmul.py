@@ -105,10 +105,9 @@ from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
 from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LEAKY_RELU_GRAD, NONE, PER_ELEMENT, RELU,
                                              TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_gathered,
-                                                 finished_in_place, finished_strided, half_kernel_strided,
-                                                 micro_kernel_gathered, micro_kernel_in_place, micro_kernel_strided,
-                                                 narrow_kernel_in_place, narrow_kernel_strided)
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_in_place,
+                                                 finished_strided, half_kernel_strided, micro_kernel_in_place,
+                                                 micro_kernel_strided, narrow_kernel_in_place, narrow_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, prefetch, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -328,52 +327,6 @@ def add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate):
     for i in range(tile_rows):
         for j in range(tile_cols):
             c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
-
-
-def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride, c, row_of, rows, col0, cols,
-                      first_slice, last_slice, bias, has_bias, activation, alpha, edge, in_order):
-    """multiply_block for an A block of `rows` rows read where they lie (micro_kernel_gathered):
-    sliver s's MR rows at the addresses rows_at[s] (runs x MR), lengths[j] floats in run j; the
-    block's row i goes to C's row row_of[i] (a table of whole slivers, increasing), which need
-    not follow row_of[i - 1]: a ragged tile's rows and the epilogue after a tile are added and
-    applied a run of C's rows at a time, all of the tile's where they follow each other. The
-    caller hands over the room for a ragged tile (edge_tile) and in_order = 0 .. MR - 1, its rows
-    there."""
-    by_tile = activation not in EXPENSIVE
-    epilogue = (has_bias, activation if by_tile else NONE, alpha)
-    addresses = rows_at.reshape(-1)   # the tiles take the tables whole, with offsets (matmul_micro.GATHERED)
-    sliver_addresses = rows_at.shape[1] * MR
-    for t in range(-(-cols // NR)):
-        col = col0 + t * NR
-        tile_cols = min(NR, col0 + cols - col)
-        for s in range(-(-rows // MR)):
-            tile_rows = min(MR, rows - s * MR)
-            whole = tile_cols == NR and tile_rows == MR
-            first_row = s * MR
-            start = b_start + t * sliver_step
-            finished = last_slice and whole and in_registers(epilogue)
-            if finished:
-                finished_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
-                                  first_row, col, not first_slice, bias, epilogue)
-            elif whole:
-                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
-                                      first_row, col, not first_slice)
-            else:
-                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, edge,
-                                      in_order, 0, 0, False)
-            rest = last_slice and rest_to_apply(finished, epilogue)
-            if whole and not rest:
-                continue
-            run = tile_rows if row_of[first_row + tile_rows - 1] - row_of[first_row] == tile_rows - 1 else 1
-            for i in range(0, tile_rows, run):
-                if not whole:
-                    add_edge(c, edge[i:i + run], row_of[first_row + i], col, run, tile_cols, not first_slice)
-                if rest:
-                    rest_of_epilogue(c, row_of[first_row + i], col, run, tile_cols, finished, bias, epilogue)
-    if last_slice and not by_tile:
-        run = rows if row_of[rows - 1] - row_of[0] == rows - 1 else 1
-        for i in range(0, rows, run):
-            apply_epilogue(c, row_of[i], col0, run, cols, bias, False, activation, alpha)
 
 
 def in_registers(epilogue):
@@ -812,10 +765,6 @@ with slp_vectorize():
     # every array it passes to a call, two locked instructions an array, and a locked instruction
     # waits for the tile's stores to C to reach the cache; they make no array of their own, so
     # their callers hand them the one they need (edge_tile)
-    multiply_gathered = numba.njit(
-        void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64[::1], int64, int64,
-             int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32, MATRIX, int64[::1]),
-        fastmath=FASTMATH, cache=True, _nrt=False)(multiply_gathered)
     multiply_block = numba.njit(
         void(PANEL, READ_ONLY, int64, int64, int64, int64, READ_ONLY, int64, int64, int64, MATRIX, int64, int64,
              int64, int64, numba.boolean, numba.boolean, READ_ONLY, numba.boolean, int64, float32, MATRIX),

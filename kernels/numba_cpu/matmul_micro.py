@@ -21,8 +21,8 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, load_from, prefetch_for_write, splat,
-                                         splat_at, splat_from, store, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, prefetch_for_write, splat, splat_at,
+                                         store, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -65,30 +65,11 @@ def fma_six_rows_in_place(a, start, stride, b0, b1, acc):
 
 
 @numba.njit(inline="always", cache=True)
-def fma_six_rows_at(rows, first, p, b0, b1, acc):
-    """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
-    read at their addresses (simd.address), wherever they lie."""
-    return fma_rows(splat_from(rows[first] + 4 * p), splat_from(rows[first + 1] + 4 * p),
-                    splat_from(rows[first + 2] + 4 * p), splat_from(rows[first + 3] + 4 * p),
-                    splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
-
-
-@numba.njit(inline="always", cache=True)
 def consecutive(row):
     """The C rows of a tile that starts at `row` (a tile's rows, as the writes below take them:
     12 row numbers, of which an MR = 6 tile uses the first 6)."""
     return (row, row + 1, row + 2, row + 3, row + 4, row + 5,
             row + 6, row + 7, row + 8, row + 9, row + 10, row + 11)
-
-
-@numba.njit(inline="always", cache=True)
-def listed(table, start):
-    """A tile's MR rows as a table lists them from table[start] on, in consecutive's form: the C
-    rows of a tile whose rows are not one run of C's (a transposed convolution's stride phase,
-    written into its output), or the addresses of A's rows (gathered_product)."""
-    return (table[start], table[start + 1], table[start + 2], table[start + 3], table[start + 4], table[start + 5],
-            table[start + MR - 6], table[start + MR - 5], table[start + MR - 4], table[start + MR - 3],
-            table[start + MR - 2], table[start + MR - 1])
 
 
 @numba.njit(inline="always", cache=True)
@@ -243,43 +224,6 @@ def in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_s
     return in_place_steps(a, a_start, 1, a_step, first, depth, b, b_start, b_stride, c, rows, col)
 
 
-@numba.njit(inline="always", cache=True)
-def gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col):
-    """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
-    prefetch_tile(c, rows, col, MR)
-    top = zero_rows()
-    bottom = zero_rows()
-    b_row = b_start
-    for j in range(runs):
-        at = listed(a_rows, a_start + j * MR)
-        for p in range(lengths[j]):
-            b0 = load(b, b_row)
-            b1 = load(b, b_row + WIDTH)
-            top = fma_six_rows_at(at, 0, p, b0, b1, top)
-            if MR == 2 * ROWS_PER_GROUP:
-                bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
-            b_row += b_stride
-    return top, bottom
-
-
-@numba.njit(inline="always", cache=True)
-def b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, groups):
-    """tile_product with B's rows read where they lie: row p of B is the NR floats from address
-    b_rows[b_first + p] + b_offset (simd.address), wherever it lies. The first `groups` groups of
-    6 rows (a constant where compiled: 1 for a half tile)."""
-    prefetch_tile(c, rows, col, groups * ROWS_PER_GROUP)
-    top = zero_rows()
-    bottom = zero_rows()
-    for p in range(depth):
-        at = b_rows[b_first + p] + b_offset
-        b0 = load_from(at)
-        b1 = load_from(at + 4 * WIDTH)
-        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
-        if groups == 2:
-            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
-    return top, bottom
-
-
 def micro_kernel(a_sliver, b_sliver, c, row, col, accumulate):
     """c[row:row+MR, col:col+NR] = a_sliver.T @ b_sliver, or += when accumulating, for
     C-contiguous a_sliver (kc, MR), b_sliver (kc, NR) and c: B packed, NR floats a row."""
@@ -305,9 +249,6 @@ micro_kernel = numba.njit(inline="always", cache=True)(micro_kernel)
 STRIDED = (float32[::1], int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 IN_PLACE = (READ_ONLY, int64, int64, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
             boolean)
-GATHERED = (int64[::1], int64, int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, int64,
-            boolean)
-B_GATHERED = (float32[::1], int64, int64, int64[::1], int64, int64, float32[:, ::1], int64, int64, boolean)
 
 
 @numba.njit(void(*STRIDED), cache=True)
@@ -366,28 +307,6 @@ def narrow_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, 
     write_left(c, rows, col, top, bottom, accumulate)
 
 
-@numba.njit(void(*GATHERED), cache=True)
-def micro_kernel_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col,
-                          accumulate):
-    """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
-    the tile's A is lengths[j] floats from address a_rows[a_start + j * MR + r] (simd.address: in
-    an image, or in a buffer of zeros for padding), against the next lengths[j] rows of B. No
-    packing at all, for rows that are not one matrix's (the windows of an image,
-    implicit_gemm.py). Its row r goes to C's row row_of[row_start + r] (any rows: a transposed
-    convolution's phase writes its output's)."""
-    rows = listed(row_of, row_start)
-    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
-    write_tile(c, rows, col, top, bottom, accumulate)
-
-
-@numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
-def finished_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col, accumulate,
-                      bias, epilogue):
-    rows = listed(row_of, row_start)
-    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
-    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
-
-
 @numba.njit(void(*STRIDED), cache=True)
 def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
@@ -399,24 +318,4 @@ def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, ac
         b0 = load(b, b_start + p * b_stride)
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
-    write_six_rows(c, rows, 0, col, top, accumulate)
-
-
-@numba.njit(void(*B_GATHERED), cache=True)
-def micro_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
-    """micro_kernel_strided's tile with B's rows read where they lie: row p of B is the NR floats
-    from address b_rows[b_first + p] + b_offset (in an image, or in a buffer of zeros for
-    padding). No packing of B, whose rows are not one matrix's (the windows of an image, as a
-    weight gradient's B: implicit_gemm.py)."""
-    rows = consecutive(row)
-    top, bottom = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col,
-                                     MR // ROWS_PER_GROUP)
-    write_tile(c, rows, col, top, bottom, accumulate)
-
-
-@numba.njit(void(*B_GATHERED), cache=True)
-def half_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
-    """The first ROWS_PER_GROUP rows of micro_kernel_b_gathered's tile (as half_kernel_strided's)."""
-    rows = consecutive(row)
-    top, _ = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, 1)
     write_six_rows(c, rows, 0, col, top, accumulate)

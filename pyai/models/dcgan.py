@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from pyai import warmup
 from pyai.checks import fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.models.gan import GAN
@@ -70,6 +71,7 @@ class DCGAN(GAN):
                        "generator_sizes": generator_sizes, "generator_filters": generator_filters,
                        "discriminator_filters": discriminator_filters, "alpha": alpha,
                        "learning_rate": float(learning_rate), "beta_1": float(beta_1), "seed": seed}
+        warmup.expect_training("gan-conv")
 
     def __repr__(self):
         return "DCGAN(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from pyai import ops
+from pyai import ops, warmup
 from pyai.checks import as_float32, fits_in_memory, positive_int, real_number
 from pyai.losses import BinaryCrossentropy
 from pyai.nn import Dense, FlatParameters, Sequential
@@ -90,6 +90,7 @@ class GAN:
                        "generator_sizes": generator_sizes, "discriminator_sizes": discriminator_sizes,
                        "alpha": alpha, "learning_rate": float(learning_rate), "beta_1": float(beta_1),
                        "seed": seed}
+        warmup.expect_training("gan")
 
     def __repr__(self):
         return "GAN(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"

@@ -13,7 +13,7 @@ format; the step loop is `pyai.training.train_gpt`.
 
 import numpy as np
 
-from pyai import checkpoint, ops
+from pyai import checkpoint, ops, warmup
 from pyai.checks import fits_in_memory, positive_int, real_number
 from pyai.nn import Composite, Dense, Embedding, FlatParameters, LayerNorm, TransformerBlock
 
@@ -40,6 +40,7 @@ class GPT(Composite):
         self.lm_head = None if tied else Dense(channels, vocab_size, rng=rng)
         self.x = None
         self.flat = FlatParameters(self)
+        warmup.expect_training("gpt")
 
     def __repr__(self):
         return "GPT(" + ", ".join(f"{key}={value!r}" for key, value in self.config.items()) + ")"

@@ -1,0 +1,183 @@
+"""The matmul's tiles over rows that are not one matrix's, read where they lie: an implicit GEMM's
+windows of an image (implicit_gemm.py), as A or as B. Only the convolutions use them, so they
+compile when a convolution's file is imported, not with every product (importing matmul.py had
+compiled them too: 26 -> 18 s of its compile on an AMD EPYC Zen 4).
+
+    micro_kernel_gathered:   matmul_micro.micro_kernel_strided's MR x NR tile with A's rows at
+                             addresses (in the image, or in a buffer of zeros for padding), read
+                             in runs (a tap's channels a run), and C's rows where a table lists
+                             them (a transposed convolution's phase writes its output's)
+    micro_kernel_b_gathered: the same tile with B's rows at addresses (a weight gradient's
+                             windows)
+    multiply_gathered:       matmul.multiply_block's loop over a block's tiles, for a block of
+                             gathered rows (implicit_gemm's hook into matmul's loop nest)
+Per k step, as the packed tile's: MR + NR floats loaded, MR * NR FMAs (2 * MR * NR FLOPs).
+"""
+
+import numba
+from numba import boolean, float32, int64, void
+
+from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
+from pyai.kernels.numba_cpu.matmul import MATRIX, add_edge, in_registers, rest_of_epilogue, rest_to_apply
+from pyai.kernels.numba_cpu.matmul_micro import (EPILOGUE, MR, NR, READ_ONLY, ROWS_PER_GROUP, consecutive,
+                                                 finish_tile, fma_rows, fma_six_rows_in_place, prefetch_tile,
+                                                 write_six_rows, write_tile, zero_rows)
+from pyai.kernels.numba_cpu.simd import WIDTH, load, load_from, slp_vectorize, splat_from
+
+
+@numba.njit(inline="always", cache=True)
+def fma_six_rows_at(rows, first, p, b0, b1, acc):
+    """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
+    read at their addresses (simd.address), wherever they lie."""
+    return fma_rows(splat_from(rows[first] + 4 * p), splat_from(rows[first + 1] + 4 * p),
+                    splat_from(rows[first + 2] + 4 * p), splat_from(rows[first + 3] + 4 * p),
+                    splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
+
+
+@numba.njit(inline="always", cache=True)
+def listed(table, start):
+    """A tile's MR rows as a table lists them from table[start] on, in consecutive's form: the C
+    rows of a tile whose rows are not one run of C's (a transposed convolution's stride phase,
+    written into its output), or the addresses of A's rows (gathered_product)."""
+    return (table[start], table[start + 1], table[start + 2], table[start + 3], table[start + 4], table[start + 5],
+            table[start + MR - 6], table[start + MR - 5], table[start + MR - 4], table[start + MR - 3],
+            table[start + MR - 2], table[start + MR - 1])
+
+
+@numba.njit(inline="always", cache=True)
+def gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col):
+    """tile_product with A's rows read where they lie, in runs (micro_kernel_gathered)."""
+    prefetch_tile(c, rows, col, MR)
+    top = zero_rows()
+    bottom = zero_rows()
+    b_row = b_start
+    for j in range(runs):
+        at = listed(a_rows, a_start + j * MR)
+        for p in range(lengths[j]):
+            b0 = load(b, b_row)
+            b1 = load(b, b_row + WIDTH)
+            top = fma_six_rows_at(at, 0, p, b0, b1, top)
+            if MR == 2 * ROWS_PER_GROUP:
+                bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
+            b_row += b_stride
+    return top, bottom
+
+
+@numba.njit(inline="always", cache=True)
+def b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, groups):
+    """tile_product with B's rows read where they lie: row p of B is the NR floats from address
+    b_rows[b_first + p] + b_offset (simd.address), wherever it lies. The first `groups` groups of
+    6 rows (a constant where compiled: 1 for a half tile)."""
+    prefetch_tile(c, rows, col, groups * ROWS_PER_GROUP)
+    top = zero_rows()
+    bottom = zero_rows()
+    for p in range(depth):
+        at = b_rows[b_first + p] + b_offset
+        b0 = load_from(at)
+        b1 = load_from(at + 4 * WIDTH)
+        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+        if groups == 2:
+            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
+    return top, bottom
+
+
+# the tile kernels take their arrays whole, with offsets (matmul_micro.py says why)
+GATHERED = (int64[::1], int64, int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, int64,
+            boolean)
+B_GATHERED = (float32[::1], int64, int64, int64[::1], int64, int64, float32[:, ::1], int64, int64, boolean)
+
+
+@numba.njit(void(*GATHERED), cache=True)
+def micro_kernel_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col,
+                          accumulate):
+    """micro_kernel_strided's tile with A's rows read where they lie, in runs: in run j, row r of
+    the tile's A is lengths[j] floats from address a_rows[a_start + j * MR + r] (simd.address: in
+    an image, or in a buffer of zeros for padding), against the next lengths[j] rows of B. No
+    packing at all, for rows that are not one matrix's (the windows of an image,
+    implicit_gemm.py). Its row r goes to C's row row_of[row_start + r] (any rows: a transposed
+    convolution's phase writes its output's)."""
+    rows = listed(row_of, row_start)
+    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*GATHERED, READ_ONLY, EPILOGUE), cache=True)
+def finished_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col, accumulate,
+                      bias, epilogue):
+    rows = listed(row_of, row_start)
+    top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*B_GATHERED), cache=True)
+def micro_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+    """micro_kernel_strided's tile with B's rows read where they lie: row p of B is the NR floats
+    from address b_rows[b_first + p] + b_offset (in an image, or in a buffer of zeros for
+    padding). No packing of B, whose rows are not one matrix's (the windows of an image, as a
+    weight gradient's B: implicit_gemm.py)."""
+    rows = consecutive(row)
+    top, bottom = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col,
+                                     MR // ROWS_PER_GROUP)
+    write_tile(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*B_GATHERED), cache=True)
+def half_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+    """The first ROWS_PER_GROUP rows of micro_kernel_b_gathered's tile (as half_kernel_strided's)."""
+    rows = consecutive(row)
+    top, _ = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, 1)
+    write_six_rows(c, rows, 0, col, top, accumulate)
+
+
+def multiply_gathered(rows_at, lengths, runs, b, b_start, sliver_step, b_stride, c, row_of, rows, col0, cols,
+                      first_slice, last_slice, bias, has_bias, activation, alpha, edge, in_order):
+    """multiply_block for an A block of `rows` rows read where they lie (micro_kernel_gathered):
+    sliver s's MR rows at the addresses rows_at[s] (runs x MR), lengths[j] floats in run j; the
+    block's row i goes to C's row row_of[i] (a table of whole slivers, increasing), which need
+    not follow row_of[i - 1]: a ragged tile's rows and the epilogue after a tile are added and
+    applied a run of C's rows at a time, all of the tile's where they follow each other. The
+    caller hands over the room for a ragged tile (edge_tile) and in_order = 0 .. MR - 1, its rows
+    there."""
+    by_tile = activation not in EXPENSIVE
+    epilogue = (has_bias, activation if by_tile else NONE, alpha)
+    addresses = rows_at.reshape(-1)   # the tiles take the tables whole, with offsets (GATHERED)
+    sliver_addresses = rows_at.shape[1] * MR
+    for t in range(-(-cols // NR)):
+        col = col0 + t * NR
+        tile_cols = min(NR, col0 + cols - col)
+        for s in range(-(-rows // MR)):
+            tile_rows = min(MR, rows - s * MR)
+            whole = tile_cols == NR and tile_rows == MR
+            first_row = s * MR
+            start = b_start + t * sliver_step
+            finished = last_slice and whole and in_registers(epilogue)
+            if finished:
+                finished_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
+                                  first_row, col, not first_slice, bias, epilogue)
+            elif whole:
+                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, c, row_of,
+                                      first_row, col, not first_slice)
+            else:
+                micro_kernel_gathered(addresses, s * sliver_addresses, lengths, runs, b, start, b_stride, edge,
+                                      in_order, 0, 0, False)
+            rest = last_slice and rest_to_apply(finished, epilogue)
+            if whole and not rest:
+                continue
+            run = tile_rows if row_of[first_row + tile_rows - 1] - row_of[first_row] == tile_rows - 1 else 1
+            for i in range(0, tile_rows, run):
+                if not whole:
+                    add_edge(c, edge[i:i + run], row_of[first_row + i], col, run, tile_cols, not first_slice)
+                if rest:
+                    rest_of_epilogue(c, row_of[first_row + i], col, run, tile_cols, finished, bias, epilogue)
+    if last_slice and not by_tile:
+        run = rows if row_of[rows - 1] - row_of[0] == rows - 1 else 1
+        for i in range(0, rows, run):
+            apply_epilogue(c, row_of[i], col0, run, cols, bias, False, activation, alpha)
+
+
+# without reference counts, as matmul.multiply_block (matmul.py says why)
+with slp_vectorize():
+    multiply_gathered = numba.njit(
+        void(int64[:, :, ::1], int64[::1], int64, READ_ONLY, int64, int64, int64, MATRIX, int64[::1], int64, int64,
+             int64, boolean, boolean, READ_ONLY, boolean, int64, float32, MATRIX, int64[::1]),
+        fastmath=FASTMATH, cache=True, _nrt=False)(multiply_gathered)
