@@ -108,8 +108,12 @@ def announce(file):
     handed = start_worker(file)
     here = (files - set(handed)) | {STAND_INS[name] for name in handed if name in STAND_INS}
     seconds = sum({**SECONDS, **STAND_IN_SECONDS}[name] for name in here if not is_cached(name))
-    if any(name not in STAND_INS for name in handed):   # files this process will wait for
-        seconds = max(seconds, WORKER_START_SECONDS + sum(SECONDS[name] for name in handed))
+    # this process waits for the worker where it needs a handed file: a file of the worker's (not
+    # a stand-in's), or one that a file of its own imports (dense_adam.py the matmul's)
+    after_worker = [name for name in here if set(IMPORTS.get(name, ())) & set(handed) and not is_cached(name)]
+    if after_worker or any(name not in STAND_INS for name in handed):
+        seconds = max(seconds, WORKER_START_SECONDS + sum(SECONDS[name] for name in handed)
+                      + sum(SECONDS[name] for name in after_worker))
     folder = cache_folder()
     where = (f"cached in {folder}; 'pyai warmup' compiles them all ahead" if folder is not None else
              "no writable cache folder: set NUMBA_CACHE_DIR, or every process compiles them again")

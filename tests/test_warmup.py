@@ -217,6 +217,23 @@ def test_a_model_with_its_own_training_step_names_its_ops_when_built(fresh_row, 
     assert warmup._state["expected"] == ("sgd_update",)
 
 
+@pytest.mark.parametrize("handed", [[], ["matmul"]], ids=["no worker", "worker"])
+def test_the_estimate_counts_the_wait_for_a_worker_a_file_of_its_own_imports(monkeypatch, capsys, handed):
+    """A GAN's first cold file is the matmul's: with a worker, the plain matmul stands in, but
+    dense_adam.py imports matmul.py, so the step waits for the worker all the same."""
+    monkeypatch.setattr(warmup, "_state", {"announced": False, "expected": warmup.TRAINING_OPS["gan"], "worker": None})
+    monkeypatch.setattr(warmup, "is_cached", lambda file: False)
+    monkeypatch.setattr(warmup, "start_worker", lambda file: handed)
+    warmup.announce("matmul")
+    notice = capsys.readouterr().err
+    seconds = int(notice.split("once: ~")[1].split(" s")[0])
+    assert warmup.files_of(warmup.TRAINING_OPS["gan"]) == ["binary_crossentropy", "dense_adam", "matmul", "tanh"]
+    if not handed:   # this process compiles every file
+        assert seconds == sum(warmup.SECONDS[name] for name in ("binary_crossentropy", "dense_adam", "matmul", "tanh"))
+    else:            # the worker starts and compiles matmul.py, then this process compiles dense_adam.py
+        assert seconds == warmup.WORKER_START_SECONDS + warmup.SECONDS["matmul"] + warmup.SECONDS["dense_adam"]
+
+
 def main_parser():
     from pyai.cli import build_parser
     return build_parser()
