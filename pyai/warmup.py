@@ -9,10 +9,12 @@ compiles only the files it uses; `announce` says so once on stderr before the fi
 where a second core is free, hands the other files the command will use (`expect`) to a worker
 process, which compiles them into the cache while this process compiles the first: this process
 then loads them from the cache, waiting for the worker if it needs one before the worker is done.
-A file with a stand-in (`STAND_INS`: matmul.py, whose loops and packing take ~5 CPU s, by
-plain_matmul.py, the same sums in the same order without packing, ~1 s) is handed to the worker
-instead, and the stand-in runs here until the worker is done; then the file is loaded from the
-cache. The worker compiles what a first small product compiles (the serial few-rows loop).
+A file with a stand-in (`STAND_INS`: matmul.py, whose tiles, packing and loops take ~18-30 CPU s,
+by plain_matmul.py, the same sums in the same order without packing, ~1 s; dense_adam.py, which
+imports matmul.py, by plain_dense_adam.py, its two passes on plain_matmul.py) is handed to the
+worker instead, and the stand-in runs here until the worker is done; then the file is loaded
+from the cache. The worker compiles what a first small product compiles (the serial few-rows
+loop).
 
 `warm_everything` compiles every kernel ahead of time (`pyai warmup`): each file is imported and
 its ops called once on small inputs of the types the models pass, in a few processes at once,
@@ -52,8 +54,8 @@ SECONDS = {"matmul": 30, "dense_adam": 2, "softmax": 2, "softmax_cross_entropy":
 
 # a kernel file: the file of the same functions and results that runs while a worker compiles it,
 # and its CPU seconds to compile (measured on an Intel Xeon, family 6 model 167, 2026-11-30)
-STAND_INS = {"matmul": "plain_matmul"}
-STAND_IN_SECONDS = {"plain_matmul": 1}
+STAND_INS = {"matmul": "plain_matmul", "dense_adam": "plain_dense_adam"}
+STAND_IN_SECONDS = {"plain_matmul": 1, "plain_dense_adam": 1}
 
 _state = {"announced": False, "expected": (), "worker": None}
 WORKER_START_SECONDS = 1   # a fresh Python importing numpy, Numba and pyai

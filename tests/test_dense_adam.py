@@ -48,6 +48,25 @@ def test_one_pass_gives_the_floats_of_the_gradient_then_adam(rng, batch, inputs,
         x = rng.standard_normal((batch, inputs)).astype(np.float32)
 
 
+@pytest.mark.parametrize("batch, inputs, outputs", SHAPES[:8])
+def test_the_stand_in_gives_the_one_pass_floats(rng, batch, inputs, outputs):
+    """plain_dense_adam.py, which steps while a worker compiles this file on a first run, gives
+    its floats bit for bit, step after step."""
+    from pyai.kernels.numba_cpu import plain_dense_adam
+    x = rng.standard_normal((batch, inputs)).astype(np.float32)
+    dy = rng.standard_normal((batch, outputs)).astype(np.float32)
+    fused = layer_state(rng, inputs, outputs)
+    plain = [array.copy() for array in fused]
+    grad_fused, grad_plain = (np.full((inputs + 1) * outputs, np.nan, np.float32) for _ in range(2))
+    for step in (1, 2):
+        dense_adam_update(x, dy, grad_fused, *fused, *SETTINGS, step)
+        plain_dense_adam.dense_adam_update(x, dy, grad_plain, *plain, *SETTINGS, step)
+        assert np.array_equal(grad_fused, grad_plain) and not np.isnan(grad_plain).any()
+        for got, expected in zip(plain, fused):
+            assert np.array_equal(got, expected)
+        dy = rng.standard_normal((batch, outputs)).astype(np.float32)
+
+
 @pytest.mark.parametrize("batch, inputs, outputs", [(1, 1, 1), (13, 2 * MR - 1, 3 * NR - 5), (64, 100, 256)])
 def test_one_pass_matches_float64(rng, batch, inputs, outputs):
     x = rng.standard_normal((batch, inputs)).astype(np.float32)

@@ -217,10 +217,12 @@ def test_a_model_with_its_own_training_step_names_its_ops_when_built(fresh_row, 
     assert warmup._state["expected"] == ("sgd_update",)
 
 
-@pytest.mark.parametrize("handed", [[], ["matmul"]], ids=["no worker", "worker"])
+@pytest.mark.parametrize("handed", [[], ["matmul"], ["dense_adam", "matmul"]],
+                         ids=["no worker", "worker for the matmul", "worker for both"])
 def test_the_estimate_counts_the_wait_for_a_worker_a_file_of_its_own_imports(monkeypatch, capsys, handed):
-    """A GAN's first cold file is the matmul's: with a worker, the plain matmul stands in, but
-    dense_adam.py imports matmul.py, so the step waits for the worker all the same."""
+    """A GAN's files, cold: with a worker for matmul.py alone, plain_matmul.py stands in, but
+    dense_adam.py imports matmul.py, so the step would wait for the worker; with a worker for both,
+    plain_dense_adam.py stands in as well and nothing waits."""
     monkeypatch.setattr(warmup, "_state", {"announced": False, "expected": warmup.TRAINING_OPS["gan"], "worker": None})
     monkeypatch.setattr(warmup, "is_cached", lambda file: False)
     monkeypatch.setattr(warmup, "start_worker", lambda file: handed)
@@ -228,10 +230,41 @@ def test_the_estimate_counts_the_wait_for_a_worker_a_file_of_its_own_imports(mon
     notice = capsys.readouterr().err
     seconds = int(notice.split("once: ~")[1].split(" s")[0])
     assert warmup.files_of(warmup.TRAINING_OPS["gan"]) == ["binary_crossentropy", "dense_adam", "matmul", "tanh"]
+    costs = {**warmup.SECONDS, **warmup.STAND_IN_SECONDS}
     if not handed:   # this process compiles every file
-        assert seconds == sum(warmup.SECONDS[name] for name in ("binary_crossentropy", "dense_adam", "matmul", "tanh"))
-    else:            # the worker starts and compiles matmul.py, then this process compiles dense_adam.py
-        assert seconds == warmup.WORKER_START_SECONDS + warmup.SECONDS["matmul"] + warmup.SECONDS["dense_adam"]
+        assert seconds == sum(costs[name] for name in ("binary_crossentropy", "dense_adam", "matmul", "tanh"))
+    elif handed == ["matmul"]:   # the worker starts and compiles matmul.py, then this process dense_adam.py
+        assert seconds == warmup.WORKER_START_SECONDS + costs["matmul"] + costs["dense_adam"]
+    else:            # the stand-ins and the other files, here
+        here = ("binary_crossentropy", "tanh", "plain_matmul", "plain_dense_adam")
+        assert seconds == sum(costs[name] for name in here)
+
+
+@pytest.mark.long
+def test_dense_adam_stands_in_beside_the_matmul_while_a_worker_compiles_both(tmp_path):
+    """A cold GAN-like program: the worker takes matmul.py and dense_adam.py (which imports it);
+    plain_dense_adam.py steps here meanwhile, then dense_adam.py from the cache, with the same
+    floats."""
+    code = ("import json, numpy as np, pyai; from pyai import warmup; from pyai._backends import numba_cpu; "
+            "from pyai.dispatch import implementation; "
+            "warmup.free_cores = lambda: 2; warmup.expect(warmup.TRAINING_OPS['gan']); "
+            "rng = np.random.default_rng(3); x, dy = rng.standard_normal((9, 70), np.float32), "
+            "rng.standard_normal((9, 33), np.float32); "
+            "state = [rng.standard_normal(71 * 33).astype(np.float32) for _ in range(3)]; state[2] = state[2] ** 2; "
+            "copy = [a.copy() for a in state]; grads = [np.empty(71 * 33, np.float32) for _ in range(2)]; "
+            "pyai.ops.linear(x, rng.standard_normal((70, 33), np.float32)); "
+            "implementation('dense_adam_update')(x, dy, grads[0], *state, 1e-3, 0.9, 0.999, 1e-7, 1); "
+            "standing = 'dense_adam_update' in numba_cpu.ROW.standing_in; "
+            "process, handed = warmup._state['worker']; process.wait(); "
+            "implementation('dense_adam_update')(x, dy, grads[1], *copy, 1e-3, 0.9, 0.999, 1e-7, 1); "
+            "after = 'dense_adam_update' in numba_cpu.ROW.standing_in; "
+            "same = all(np.array_equal(a, b) for a, b in zip(state + grads[:1], copy + grads[1:])); "
+            "print(json.dumps([handed, process.returncode, standing, after, bool(same)]))")
+    result = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert result.stderr.count("pyai: compiling pyai's kernels") == 1, result.stderr
+    handed, returncode, standing, after, same = json.loads(result.stdout)
+    assert handed == ["dense_adam", "matmul"] and returncode == 0, result.stdout
+    assert standing and not after and same, result.stdout
 
 
 def main_parser():
