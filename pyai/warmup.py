@@ -9,7 +9,7 @@ compiles only the files it uses; `announce` says so once on stderr before the fi
 where a second core is free, hands the other files the command will use (`expect`) to a worker
 process, which compiles them into the cache while this process compiles the first: this process
 then loads them from the cache, waiting for the worker if it needs one before the worker is done.
-A file with a stand-in (`STAND_INS`: matmul.py, whose tiles, packing and loops take ~18-30 CPU s,
+A file with a stand-in (`STAND_INS`: matmul.py, whose tiles, packing and loops take ~10-23 CPU s,
 by plain_matmul.py, the same sums in the same order without packing, ~1 s; dense_adam.py, which
 imports matmul.py, by plain_dense_adam.py, its two passes on plain_matmul.py) is handed to the
 worker instead, and the stand-in runs here until the worker is done; then the file is loaded
@@ -44,13 +44,13 @@ IMPORTS = {"dense_adam": ("matmul",), "softmax_cross_entropy": ("softmax",), "at
            "conv2d": ("matmul",), "conv2d_backward": ("matmul", "conv2d"),
            "conv2d_transpose": ("matmul", "conv2d"), "conv2d_transpose_backward": ("matmul", "conv2d")}
 # CPU seconds to compile each file alone, its imports compiled before it, measured on an AMD EPYC
-# Zen 4 (AVX-512, 12-row tiles), 2026-12-04: matmul's for every loop (~18 of them importing it;
+# Zen 4 (AVX-512, 12-row tiles), 2026-12-04: matmul's for every loop (~10 of them importing it;
 # a GAN step on two threads takes every loop too), conv2d's with the implicit GEMM and the gathered
 # tiles it imports: only for the estimate `announce` prints
-SECONDS = {"matmul": 30, "dense_adam": 2, "softmax": 2, "softmax_cross_entropy": 1, "attention_forward": 21,
-           "attention_backward": 32, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 4,
+SECONDS = {"matmul": 23, "dense_adam": 2, "softmax": 2, "softmax_cross_entropy": 1, "attention_forward": 14,
+           "attention_backward": 22, "leaky_relu": 1, "relu": 1, "sigmoid": 1, "tanh": 1, "gelu": 4,
            "mse": 1, "binary_crossentropy": 2, "sgd": 1, "adam": 1, "layer_norm": 2, "embedding": 1,
-           "bias_grad": 1, "conv2d": 56, "conv2d_backward": 11, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
+           "bias_grad": 1, "conv2d": 48, "conv2d_backward": 11, "conv2d_transpose": 1, "conv2d_transpose_backward": 1}
 
 # a kernel file: the file of the same functions and results that runs while a worker compiles it,
 # and its CPU seconds to compile (plain_matmul's measured on an Intel Xeon, family 6 model 167,

@@ -6,6 +6,7 @@ The intrinsics are exact operations (a load, a store, a broadcast, one rounding 
 they are compared with numpy bit for bit.
 """
 
+import importlib
 import os
 import re
 import subprocess
@@ -107,6 +108,22 @@ def test_micro_kernel_equals_its_reference(rng, accumulate):
                            accumulate)
     micro_kernel(a_sliver, b_sliver, c, 2, 4, accumulate)
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("module, kernel", [("matmul_micro", "micro_kernel_strided"),
+                                            ("matmul_micro", "finished_in_place"),
+                                            ("matmul_micro", "narrow_kernel_strided"),
+                                            ("matmul_gathered", "micro_kernel_gathered")])
+def test_tile_kernels_call_no_helper(module, kernel):
+    """The tile's small helpers are plain Numba functions that LLVM must inline into the tile
+    (matmul_micro.py's docstring): a call left in a tile would pass its accumulators through
+    memory on every tile. Compiled afresh, since a cached kernel's code cannot be inspected."""
+    tile = getattr(importlib.import_module(f"pyai.kernels.numba_cpu.{module}"), kernel)
+    fresh = numba.njit(tile.signatures[0])(tile.py_func)
+    code = fresh.inspect_llvm(fresh.signatures[0])
+    called = set(re.findall(r"call [^\n]*@\"?_ZN\d+pyai7kernels9numba_cpu\d+(\w+?)B\d+v", code))
+    assert {name for name in called if not name.endswith(kernel)} == set()
+    assert "llvm.fma" in code
 
 
 @pytest.mark.long

@@ -25,7 +25,7 @@ from pyai.kernels.numba_cpu.matmul_micro import (EPILOGUE, MR, NR, READ_ONLY, RO
 from pyai.kernels.numba_cpu.simd import WIDTH, load, load_from, slp_vectorize, splat_from
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True)
 def fma_six_rows_at(rows, first, p, b0, b1, acc):
     """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
     read at their addresses (simd.address), wherever they lie."""
@@ -34,7 +34,7 @@ def fma_six_rows_at(rows, first, p, b0, b1, acc):
                     splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(cache=True)
 def listed(table, start):
     """A tile's MR rows as a table lists them from table[start] on, in consecutive's form: the C
     rows of a tile whose rows are not one run of C's (a transposed convolution's stride phase,
