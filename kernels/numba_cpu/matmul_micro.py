@@ -18,8 +18,8 @@ How the pieces compile: the loops and stores that take or return a tile's accumu
 (inline="always"), which types and copies their code again at every place they are called; the
 small pieces inside them (a row's FMAs, one row's store) are plain functions, compiled once, which
 LLVM inlines on its own into the same loops (a test checks that no tile calls one). Inlining those
-by Numba too had cost a third of the compile: the matmul's kernels 31 -> 25 CPU s, attention's
-55 -> 37 (AMD EPYC Zen 4).
+by Numba too had cost a third of the compile (AMD EPYC Zen 4, CPU s): importing matmul.py 17-18 ->
+10.5, with every loop 30 -> 23, attention's files 54 -> 36.
 """
 
 import numba
