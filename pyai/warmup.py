@@ -154,8 +154,8 @@ def start_worker(file):
 
 
 def warm_files(files, every_loop=True):
-    """Compile `files` in this process, in order, silently (the matmul's loops: every one, or the
-    one a small product takes)."""
+    """Compile `files` in this process, in order, silently (`exercise`: every loop, or those small
+    inputs take)."""
     _state["announced"] = True
     with use_backend("numba-cpu"):
         for file in files:
@@ -195,8 +195,10 @@ def warm_everything(processes=None, chains=CHAINS):
 
 def exercise(file, every_loop=True):
     """Import `file` and call each of its ops once on small inputs, which compiles its kernels
-    for the argument types the models pass (float32 and int64 C-contiguous arrays); the matmul's
-    three loops, or without `every_loop` the serial few-rows one."""
+    for the argument types the models pass (float32 and int64 C-contiguous arrays): with
+    `every_loop`, every loop the ops take at any size (the matmul's loops, the kernels that run
+    on every thread past a size; a test trains full-size models on them and checks that nothing
+    compiles), else those small inputs take (a first run's worker: the serial few-rows loop)."""
     from pyai import ops
     from pyai.kernels.numba_cpu.first_call import PARALLEL_ELEMENTS
     rng = np.random.default_rng(0)
@@ -211,19 +213,27 @@ def exercise(file, every_loop=True):
              for shape in ((5, 7), (1, PARALLEL_ELEMENTS))]
     calls = {
         # the loops compiled on their first call: few rows (5) on one thread; one column (gemv), and
-        # a tall one on every thread (1 MB, past SERIAL_BYTES); few rows on every thread (100 rows,
-        # 6.6 MFLOP, past SERIAL_FLOPS); the blocked loop for many rows (129, 8.5 MFLOP)
+        # a tall one on every thread (1 MB, past SERIAL_BYTES); one row of K (an outer product),
+        # on one thread and on every one (1 MB); few rows on every thread (100 rows, 6.6 MFLOP,
+        # past SERIAL_FLOPS); the blocked loop for many rows (129, deeper than a slice: 10.6 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
                            ops.matmul(x, y, transpose_b=True), ops.matmul(x, y, transpose_b=True, times=floats(5, 5)),
                            ops.matmul(x, y, transpose_b=True, leaky_relu_output=floats(5, 5)),
                            ops.weight_and_bias_grad(x, y),
                            every_loop and (ops.matmul(x, floats(7, 1)), ops.matmul(floats(2048, 128), floats(128, 1)),
+                                           ops.matmul(floats(5, 1), floats(1, 7)),
+                                           ops.matmul(floats(1024, 1), floats(1, 512)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
-                                           ops.matmul(floats(129, 256), floats(256, 128)))),
-        # a Dense layer's gradient and Adam step in one pass (no public op: pyai.optim calls it)
-        "dense_adam": lambda: implementation("dense_adam_update")(
-            x, w[:5], *(np.zeros(8 * 3, np.float32) for _ in range(2)), *(floats(8 * 3) ** 2 for _ in range(2)),
-            1e-3, 0.9, 0.999, 1e-7, 1),
+                                           ops.matmul(floats(129, 321), floats(321, 128)))),
+        # a Dense layer's gradient and Adam step in one pass (no public op: pyai.optim calls it) on
+        # one thread, and its two passes, the product's then adam.py's step, for one output; with
+        # every_loop also the pass on every thread, past SERIAL_FLOPS (16 x 255 -> 1024: 8.4 MFLOP),
+        # and the two passes of a batch deeper than a slice (321: Adam over 32768 floats, parallel)
+        "dense_adam": lambda: [implementation("dense_adam_update")(
+            floats(batch, inputs), floats(batch, outputs),
+            *(np.zeros((inputs + 1) * outputs, np.float32) for _ in range(2)),
+            *(floats((inputs + 1) * outputs) ** 2 for _ in range(2)), 1e-3, 0.9, 0.999, 1e-7, 1)
+            for batch, inputs, outputs in ((5, 7, 3), (5, 7, 1)) + every_loop * ((16, 255, 1024), (321, 255, 128))],
         "leaky_relu": lambda: [(ops.leaky_relu(a), ops.leaky_relu_grad(p, a)) for a, p in pairs],
         "relu": lambda: [(ops.relu(a), ops.relu_grad(p, a)) for a, p in pairs],
         "sigmoid": lambda: [(ops.sigmoid(a), ops.sigmoid_grad(a, p)) for a, p in pairs],
@@ -253,14 +263,21 @@ def exercise(file, every_loop=True):
         # (a vector with AVX-512, two with AVX2) through the few-input-channel ones
         "conv2d": lambda: [ops.conv2d(floats(2, 5, 5, 3), floats(3, 3, 3, out), floats(out), stride=stride,
                                       activation="leaky_relu") for out, stride in ((8, 1), (1, 2), (16, 2))],
-        "conv2d_backward": lambda: [ops.conv2d_grad(floats(2, size, size, out), floats(2, 5, 5, 3),
-                                                    floats(3, 3, 3, out), stride=stride)
-                                    for out, size, stride in ((8, 5, 1), (1, 3, 2), (16, 3, 2))],
+        # their gradients, and those of an image of one channel (a discriminator's first layer),
+        # whose input gradient the direct kernels compute
+        "conv2d_backward": lambda: [
+            ops.conv2d_grad(floats(images, size, size, out), floats(images, side, side, channels),
+                            floats(3, 3, channels, out), stride=stride)
+            for images, side, channels, out, size, stride in
+            ((2, 5, 3, 8, 5, 1), (2, 5, 3, 1, 3, 2), (2, 5, 3, 16, 3, 2), (8, 32, 1, 16, 16, 2))],
         # 3 input channels through matmul + col2im, 16 through the stride phases' implicit GEMM
         "conv2d_transpose": lambda: [ops.conv2d_transpose(floats(2, 5, 5, c), floats(4, 4, 8, c), floats(8),
                                                           stride=2, activation="leaky_relu") for c in (3, 16)],
-        "conv2d_transpose_backward": lambda: ops.conv2d_transpose_grad(
-            floats(2, 10, 10, 8), floats(2, 5, 5, 3), floats(4, 4, 8, 3), stride=2),
+        # the bias gradient of a small dy on one thread, of 2^18 floats on every one (bias_grad.py's
+        # PARALLEL_ELEMENTS)
+        "conv2d_transpose_backward": lambda: [ops.conv2d_transpose_grad(
+            floats(2, 2 * side, 2 * side, 8), floats(2, side, side, 3), floats(4, 4, 8, 3), stride=2)
+            for side in (5,) + every_loop * (64,)],
     }
     calls[file]()
 

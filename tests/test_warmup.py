@@ -217,6 +217,40 @@ def test_a_model_with_its_own_training_step_names_its_ops_when_built(fresh_row, 
     assert warmup._state["expected"] == ("sgd_update",)
 
 
+TRAIN_FULL_SIZE = """
+import numpy as np
+from pyai.models import DCGAN, GAN, GPT
+rng = np.random.default_rng(0)
+if {name!r} == "gpt":   # benchmarks/test_gpt.py's model: 2,048 tokens a step
+    model = GPT(vocab_size=103, block_size=128, layers=2, heads=4, channels=128)
+    for _ in range(2):
+        model.train_step(rng.integers(0, 103, (16, 128)), rng.integers(0, 103, (16, 128)))
+else:
+    model = (GAN if {name!r} == "gan" else DCGAN)(seed=0)
+    real = rng.uniform(-1, 1, (64, model.pixels)).astype(np.float32)
+    for _ in range(2):
+        model.train_step(real, *(rng.standard_normal((64, model.noise_dim), dtype=np.float32) for _ in range(2)))
+"""
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("name", ["gan", "gan-conv", "gpt"])
+def test_a_full_size_model_trains_without_compiling_once_its_files_are_warmed(tmp_path, name):
+    """What `pyai warmup` says after it: commands start without compiling. The files of a model's
+    training ops, each exercised as warmup exercises it, hold every kernel a training step of the
+    model at full size runs: the loops its shapes take (on every thread, the blocked one, an outer
+    product, the fused Dense step's parallel kernel ...), not only those of small inputs."""
+    files = set(warmup.files_of(warmup.TRAINING_OPS[name]))
+    files |= {imported for file in files for imported in warmup.IMPORTS.get(file, ())}
+    ordered = [file for chain in warmup.CHAINS for file in chain if file in files]
+    run_python(f"from pyai import warmup; warmup.warm_files({ordered!r})", NUMBA_CACHE_DIR=str(tmp_path))
+    warmed = sorted(path.name for path in tmp_path.rglob("*.nbc"))
+    result = run_python(TRAIN_FULL_SIZE.format(name=name), NUMBA_CACHE_DIR=str(tmp_path))
+    compiled = sorted(set(path.name for path in tmp_path.rglob("*.nbc")) - set(warmed))
+    assert compiled == []
+    assert "compiling" not in result.stderr and len(warmed) > 10
+
+
 @pytest.mark.parametrize("handed", [[], ["matmul"], ["dense_adam", "matmul"]],
                          ids=["no worker", "worker for the matmul", "worker for both"])
 def test_the_estimate_counts_the_wait_for_a_worker_a_file_of_its_own_imports(monkeypatch, capsys, handed):
