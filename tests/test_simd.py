@@ -110,20 +110,50 @@ def test_micro_kernel_equals_its_reference(rng, accumulate):
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("module, kernel", [("matmul_micro", "micro_kernel_strided"),
-                                            ("matmul_micro", "finished_in_place"),
-                                            ("matmul_micro", "narrow_kernel_strided"),
-                                            ("matmul_gathered", "micro_kernel_gathered")])
+TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micro_kernel_in_place"),
+                ("matmul_micro", "finished_in_place"), ("matmul_micro", "micro_kernel_rows"),
+                ("matmul_micro", "finished_rows"), ("matmul_micro", "narrow_kernel_strided"),
+                ("matmul_micro", "narrow_kernel_in_place"), ("matmul_gathered", "micro_kernel_gathered")]
+# The tiles that run a row-major or packed A's products at this width (matmul.multiply_block): on
+# AVX-512 the 12-row in-place tiles serve only a transposed A; micro_kernel_rows the row-major one
+ROW_MAJOR_TILES = [tile for tile in TILE_KERNELS
+                   if MR == 6 or tile[1] not in ("micro_kernel_in_place", "finished_in_place")]
+
+
+def compiled_afresh(module, kernel):
+    """A tile kernel compiled again with its signature: a cached kernel's code cannot be inspected."""
+    tile = getattr(importlib.import_module(f"pyai.kernels.numba_cpu.{module}"), kernel)
+    return numba.njit(tile.signatures[0])(tile.py_func)
+
+
+@pytest.mark.parametrize("module, kernel", TILE_KERNELS)
 def test_tile_kernels_call_no_helper(module, kernel):
     """The tile's small helpers are plain Numba functions that LLVM must inline into the tile
     (matmul_micro.py's docstring): a call left in a tile would pass its accumulators through
-    memory on every tile. Compiled afresh, since a cached kernel's code cannot be inspected."""
-    tile = getattr(importlib.import_module(f"pyai.kernels.numba_cpu.{module}"), kernel)
-    fresh = numba.njit(tile.signatures[0])(tile.py_func)
+    memory on every tile."""
+    fresh = compiled_afresh(module, kernel)
     code = fresh.inspect_llvm(fresh.signatures[0])
     called = set(re.findall(r"call [^\n]*@\"?_ZN\d+pyai7kernels9numba_cpu\d+(\w+?)B\d+v", code))
     assert {name for name in called if not name.endswith(kernel)} == set()
     assert "llvm.fma" in code
+
+
+@pytest.mark.parametrize("module, kernel", ROW_MAJOR_TILES)
+def test_tile_loop_keeps_its_vectors_in_registers(module, kernel):
+    """A tile's k loop (the block of its machine code with the most FMAs) holds the accumulators,
+    B's vectors and the broadcasts all in registers: no vector goes to the stack and back. The
+    12-row in-place tile of a row-major A, its rows found from one address and the stride, had one
+    accumulator spilled and reloaded every step under LLVM's znver4 and znver5 schedules
+    (matmul_micro.row_major_product)."""
+    fresh = compiled_afresh(module, kernel)
+    blocks = re.split(r"\n(?=\.LBB\w+:)", fresh.inspect_asm(fresh.signatures[0]))
+    block = max(blocks, key=lambda block: block.count("vfmadd"))
+    label = block.split(":")[0]
+    loop = block[:block.index("\t" + label) if "\t" + label in block else len(block)]   # up to the jump back
+    assert loop.count("vfmadd") >= MR   # a step of a narrow tile (one vector of B) or more
+    register = "zmm" if WIDTH == 16 else "ymm"
+    spills = [line for line in loop.splitlines() if "(%rsp)" in line and register in line]
+    assert spills == []
 
 
 @pytest.mark.long

@@ -29,9 +29,9 @@ A thread packs the A rows and B columns of its own rectangle: the grid is cut so
 packed twice (row parts share B's columns, column parts A's rows), and each thread's work is one
 parallel region with nothing shared but the operands it reads.
 
-Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles
-read A's rows where they lie (matmul_micro.micro_kernel_in_place) instead of packing them, since
-each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
+Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles read A's rows
+where they lie (matmul_micro.micro_kernel_in_place; with AVX-512's 12-row tiles micro_kernel_rows)
+instead of packing them, since each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
 the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
 Not where a sliver's rows crowd one set of L1 (CROWDED_ROWS, BLOCK_CROWDED_ROWS): those are packed.
 So is an A stored transposed (a weight gradient's x^T) whose stored rows are short (under
@@ -106,8 +106,9 @@ from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LE
                                              TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_in_place,
-                                                 finished_strided, half_kernel_strided, micro_kernel_in_place,
-                                                 micro_kernel_strided, narrow_kernel_in_place, narrow_kernel_strided)
+                                                 finished_rows, finished_strided, half_kernel_strided,
+                                                 micro_kernel_in_place, micro_kernel_rows, micro_kernel_strided,
+                                                 narrow_kernel_in_place, narrow_kernel_strided)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, prefetch, slp_vectorize, splat, store,
                                          transpose_square, zeros)
 
@@ -376,6 +377,7 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     depth = a_packed.shape[1]
     packed = a_packed.reshape(-1)   # the tiles take it whole, with offsets (matmul_micro.STRIDED)
+    rows_in_place = a_step == 1 and MR == 2 * ROWS_PER_GROUP   # matmul_micro.row_major_product
     for t in range(-(-cols // NR)):
         col = col0 + t * NR
         tile_cols = min(NR, col0 + cols - col)
@@ -393,13 +395,19 @@ def multiply_block(a_packed, a, a_start, a_stride, a_step, in_place, b, b_start,
                 accumulate = not first_slice or part0 > 0
                 finished = (last_slice and whole and not half and not narrow and part0 + part_depth == depth
                             and in_registers(epilogue))
-                if s < in_place and finished:
+                if s < in_place and finished and rows_in_place:
+                    finished_rows(a, a_start + s * MR * a_stride, a_stride, part0, part_depth, b, start, b_stride, c,
+                                  row, col, accumulate, bias, epilogue)
+                elif s < in_place and finished:
                     finished_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                       b_stride, c, row, col, accumulate, bias, epilogue)
                 elif s < in_place and narrow:
                     narrow_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b,
                                            start, b_stride, c if whole else edge, out_row, out_col,
                                            accumulate and whole)
+                elif s < in_place and rows_in_place:
+                    micro_kernel_rows(a, a_start + s * MR * a_stride, a_stride, part0, part_depth, b, start, b_stride,
+                                      c if whole else edge, out_row, out_col, accumulate and whole)
                 elif s < in_place:
                     micro_kernel_in_place(a, a_start + s * MR * a_stride, a_stride, a_step, part0, part_depth, b, start,
                                           b_stride, c if whole else edge, out_row, out_col, accumulate and whole)

@@ -20,18 +20,9 @@ from numba import boolean, float32, int64, void
 from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, NONE, apply_epilogue
 from pyai.kernels.numba_cpu.matmul import MATRIX, add_edge, in_registers, rest_of_epilogue, rest_to_apply
 from pyai.kernels.numba_cpu.matmul_micro import (EPILOGUE, MR, NR, READ_ONLY, ROWS_PER_GROUP, consecutive,
-                                                 finish_tile, fma_rows, fma_six_rows_in_place, prefetch_tile,
+                                                 finish_tile, fma_six_rows_at, fma_six_rows_in_place, prefetch_tile,
                                                  write_six_rows, write_tile, zero_rows)
-from pyai.kernels.numba_cpu.simd import WIDTH, load, load_from, slp_vectorize, splat_from
-
-
-@numba.njit(cache=True)
-def fma_six_rows_at(rows, first, p, b0, b1, acc):
-    """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
-    read at their addresses (simd.address), wherever they lie."""
-    return fma_rows(splat_from(rows[first] + 4 * p), splat_from(rows[first + 1] + 4 * p),
-                    splat_from(rows[first + 2] + 4 * p), splat_from(rows[first + 3] + 4 * p),
-                    splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
+from pyai.kernels.numba_cpu.simd import WIDTH, load, load_from, slp_vectorize
 
 
 @numba.njit(cache=True)

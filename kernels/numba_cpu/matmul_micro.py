@@ -29,8 +29,8 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, biased_leaky, fma, load, prefetch_for_write, splat, splat_at,
-                                         store, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, address, biased_leaky, fma, load, opaque, prefetch_for_write,
+                                         splat, splat_at, splat_from, store, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -70,6 +70,15 @@ def fma_six_rows_in_place(a, start, stride, b0, b1, acc):
     return fma_rows(splat_at(a, start), splat_at(a, start + stride), splat_at(a, start + 2 * stride),
                     splat_at(a, start + 3 * stride), splat_at(a, start + 4 * stride),
                     splat_at(a, start + 5 * stride), b0, b1, acc)
+
+
+@numba.njit(cache=True)
+def fma_six_rows_at(rows, first, p, b0, b1, acc):
+    """acc += (the floats at rows[first] + 4p, .. rows[first + 5] + 4p) x (b0, b1): six rows of A
+    read at their addresses (simd.address), wherever they lie."""
+    return fma_rows(splat_from(rows[first] + 4 * p), splat_from(rows[first + 1] + 4 * p),
+                    splat_from(rows[first + 2] + 4 * p), splat_from(rows[first + 3] + 4 * p),
+                    splat_from(rows[first + 4] + 4 * p), splat_from(rows[first + 5] + 4 * p), b0, b1, acc)
 
 
 @numba.njit(cache=True)
@@ -219,6 +228,47 @@ def in_place_steps(a, a_start, a_stride, a_step, first, depth, b, b_start, b_str
     return top, bottom
 
 
+@numba.njit(cache=True)
+def row_addresses(a, start, stride):
+    """The addresses (simd.address) of a[start + r * stride] for a 12-row tile's rows r, in
+    consecutive's form, each through simd.opaque: LLVM cannot tell they are one stride apart, so
+    it keeps each in a register of its own rather than walking them again every step."""
+    return (opaque(address(a, start)), opaque(address(a, start + stride)), opaque(address(a, start + 2 * stride)),
+            opaque(address(a, start + 3 * stride)), opaque(address(a, start + 4 * stride)),
+            opaque(address(a, start + 5 * stride)), opaque(address(a, start + 6 * stride)),
+            opaque(address(a, start + 7 * stride)), opaque(address(a, start + 8 * stride)),
+            opaque(address(a, start + 9 * stride)), opaque(address(a, start + 10 * stride)),
+            opaque(address(a, start + 11 * stride)))
+
+
+@numba.njit(inline="always", cache=True)
+def row_major_product(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, rows, col):
+    """in_place_product for a row-major A (a_step 1) and AVX-512's 12-row tile: the rows' addresses
+    in registers, each stepped a float at a time, as matmul_gathered's tiles read an image's
+    rows. in_place_steps's rows, found each step from one address and the stride, took a chain
+    of adds, and the 24 accumulators, 2 B vectors and 6 broadcasts fill all 32 registers: under
+    LLVM's znver4 and znver5 schedules one accumulator went to the stack and back every step (a
+    test checks the tiles' loops for that). Its own kernels, micro_kernel_rows and finished_rows:
+    inside micro_kernel_in_place, beside the transposed loop, it ran 25088 x 9 x 64 in 182-193
+    us, alone in 143-151. AMD EPYC Zen 5, 2 threads, a process each, old and new alternating, best
+    us, same floats: 2048 x 128 x 128 204 -> 163, 6272 x 576 x 128 2497-2571 -> 1929-1963,
+    12544 x 64 x 64 312-318 -> 253, 25088 x 9 x 64 155-164 -> 143-151, 64 x 784 x 512 (few rows)
+    181 -> 152; products that pack A unchanged. A narrow tile (12 accumulators, registers to
+    spare) keeps in_place_steps: this loop ran 12544 x 64 x 9 at 147-169 us against 135. So does
+    AVX2's 6-row tile, where it was 1-3% slower (PYAI_VECTOR_WIDTH=8, same core)."""
+    prefetch_tile(c, rows, col, MR)
+    at = row_addresses(a, a_start + first, a_stride)
+    top = zero_rows()
+    bottom = zero_rows()
+    for p in range(depth):
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
+        top = fma_six_rows_at(at, 0, p, b0, b1, top)
+        if MR == 2 * ROWS_PER_GROUP:
+            bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
+    return top, bottom
+
+
 @numba.njit(inline="always", cache=True)
 def in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, rows, col):
     """tile_product with A unpacked, `depth` steps p from `first` on: the tile's A[r, p] is
@@ -257,6 +307,7 @@ micro_kernel = numba.njit(inline="always", cache=True)(micro_kernel)
 STRIDED = (float32[::1], int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64, boolean)
 IN_PLACE = (READ_ONLY, int64, int64, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
             boolean)
+ROW_MAJOR = IN_PLACE[:3] + IN_PLACE[4:]   # IN_PLACE without a_step, which is 1
 
 
 @numba.njit(void(*STRIDED), cache=True)
@@ -302,6 +353,22 @@ def finished_in_place(a, a_start, a_stride, a_step, first, depth, b, b_start, b_
                       bias, epilogue):
     rows = consecutive(row)
     top, bottom = in_place_product(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*ROW_MAJOR), cache=True)
+def micro_kernel_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """micro_kernel_in_place's tile for a row-major A, its row r's float p at
+    a[a_start + r * a_stride + p], on AVX-512 (row_major_product)."""
+    rows = consecutive(row)
+    top, bottom = row_major_product(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*ROW_MAJOR, READ_ONLY, EPILOGUE), cache=True)
+def finished_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
+    rows = consecutive(row)
+    top, bottom = row_major_product(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, rows, col)
     finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
