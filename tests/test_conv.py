@@ -124,6 +124,21 @@ def test_forward_and_gradients_match_tensorflow(backend, rng, shape, transpose):
     assert_sum_close(f"{where}: db", db, expected_grads[2].numpy(), np.abs(dy), TOLERANCE)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+@pytest.mark.parametrize("shape", [SHAPES[8], SHAPES[11], SHAPES[2], (3, 7, 5, 2, 3, 3, 1, 1, "same")],
+                         ids=["1-out-direct", "1-out-32ch", "implicit-gemm", "1-out-im2col-width"])
+def test_expensive_activations_match_tensorflow(rng, shape, activation):
+    """tanh, sigmoid and gelu applied in the products' epilogue, over whole rows of the output at
+    once where a tile or block holds whole rows (a DCGAN generator's one tanh channel), equal
+    TensorFlow's activation of the convolution."""
+    x, kernel, bias, stride, padding = conv_case(rng, shape, False)
+    y = ops.conv2d(x, kernel, bias, stride=stride, padding=padding, activation=activation)
+    pre = tf_forward(tf.constant(x), tf.constant(kernel), stride, padding, False, y.shape) + bias
+    activate = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "gelu": lambda t: tf.nn.gelu(t, approximate=True)}
+    expected = activate[activation](pre)
+    assert_close(f"conv2d {shape} {activation}", y, expected.numpy(), TOLERANCE)
+
+
 def assert_sum_close(name, out, ref, terms, tol):
     """out and ref sum `terms` over every axis but the last: held to tol of ||sum |terms|||."""
     assert np.shape(out) == ref.shape, f"{name}: shape {np.shape(out)} != {ref.shape}"
