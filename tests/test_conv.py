@@ -125,8 +125,10 @@ def test_forward_and_gradients_match_tensorflow(backend, rng, shape, transpose):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
-@pytest.mark.parametrize("shape", [SHAPES[8], SHAPES[11], SHAPES[2], (3, 7, 5, 2, 3, 3, 1, 1, "same")],
-                         ids=["1-out-direct", "1-out-32ch", "implicit-gemm", "1-out-im2col-width"])
+@pytest.mark.parametrize("shape", [SHAPES[8], SHAPES[11], (3, 7, 5, 2, 3, 3, 1, 1, "same"), SHAPES[2],
+                                   (2, 5, 6, 17, 3, 3, 5, 1, "same")],
+                         ids=["direct-1-out", "direct-1-out-32ch", "direct-1-out-2ch", "im2col-matmul",
+                              "implicit-gemm"])
 def test_expensive_activations_match_tensorflow(rng, shape, activation):
     """tanh, sigmoid and gelu applied in the products' epilogue, over whole rows of the output at
     once where a tile or block holds whole rows (a DCGAN generator's one tanh channel), equal
