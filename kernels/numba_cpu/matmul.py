@@ -31,8 +31,9 @@ parallel region with nothing shared but the operands it reads.
 
 Few columns (a panel at most IN_PLACE_A_COLUMNS wide) of a row-major A: the tiles read A's rows
 where they lie (matmul_micro.micro_kernel_in_place; with AVX-512's 12-row tiles micro_kernel_rows)
-instead of packing them, since each packed float of A would feed only N / WIDTH vector FMAs. The same FMAs in the same order, so
-the same floats; a block's ragged last sliver is packed (its rows past the last are not there).
+instead of packing them, since each packed float of A would feed only N / WIDTH vector FMAs.
+The same FMAs in the same order, so the same floats; a block's ragged last sliver is packed (its
+rows past the last are not there).
 Not where a sliver's rows crowd one set of L1 (CROWDED_ROWS, BLOCK_CROWDED_ROWS): those are packed.
 So is an A stored transposed (a weight gradient's x^T) whose stored rows are short (under
 IN_PLACE_STRIDE: readable_in_place): a stored row holds float p of every row of A, side by side,
