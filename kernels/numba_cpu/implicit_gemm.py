@@ -28,7 +28,7 @@ which stay in L2, are all there is of the windows. Except in a weight product wh
 whole NR slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows
 where they lie too (weight_rectangle): for each slice, a table of each window's address for each
 tap (window_rows), from which the tiles load a sliver's row p (matmul_gathered.
-micro_kernel_b_gathered). Packing them had taken 9-14% of such a product
+micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken 9-14% of such a product
 (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
 Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 ->
 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
@@ -207,13 +207,18 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, c
     """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
     slivers, each within one tap's channels), of c = D^T @ windows(image), D (k, m) row-major,
     with the windows' rows read where they lie (matmul_gathered.micro_kernel_b_gathered): no packed
-    B. A is packed a block of mc rows and a slice at a time (matmul.pack_a); slices, blocks and
-    the tiles' KC-deep parts as the packed loop nest cuts them, so the same sums in the same
-    order, the same floats."""
+    B. Nor a packed A but for a block's ragged last sliver (matmul.pack_a): a row of D holds step
+    p of all of A's rows side by side, as a packed sliver does, so the tiles read A^T's rows
+    where they lie: packing them had taken 6% of a 3x3 convolution's weight gradient (AMD EPYC
+    Zen 5, perf), as much as the FMAs it fed were few (M = 64 rows of C). Both threads' copies
+    and the reference counts gone (multiply_windows_b), medians of 30-60 calls, old and new
+    alternating: 16 x 56x56x64 -> 64 10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128 (stride 2)
+    4.56-4.94 -> 4.24-4.29. Slices, blocks of mc rows and the tiles' KC-deep parts as the packed
+    loop nest cuts them, so the same sums in the same order, the same floats."""
     channels = shape[2]
     first_tap = col0 // channels
     taps = (col0 + cols - 1) // channels + 1 - first_tap
-    a_buffer = aligned_floats(-(-min(rows, mc + mc // 4) // MR) * DEEPEST * MR)
+    a_buffer = aligned_floats(DEEPEST * MR)
     b_rows = np.empty((taps, DEEPEST), dtype=np.int64)
     b_table = b_rows.reshape(-1)
     corners = np.empty((4, DEEPEST), dtype=np.int64)
@@ -227,41 +232,47 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, c
         block0 = row0
         while block0 < row0 + rows:
             block_rows = block_end(block0, row0 + rows, mc) - block0
-            slivers = -(-block_rows // MR)
-            pack_a(d, 1, m, block0, block_rows, depth0, depth,
-                   a_buffer[:slivers * depth * MR].reshape((slivers, depth, MR)), False)
-            multiply_windows_b(a_buffer, slivers, depth, b_table, c, depth0 == 0, block0, block_rows, col0, cols,
-                               channels, first_tap, edge)
+            whole = block_rows // MR
+            if whole * MR < block_rows:
+                pack_a(d, 1, m, block0 + whole * MR, block_rows - whole * MR, depth0, depth,
+                       a_buffer[:depth * MR].reshape((1, depth, MR)), False)
+            multiply_windows_b(d, m, a_buffer, depth0, depth, b_table, c, block0, block_rows, col0, cols, channels,
+                               first_tap, edge)
             block0 += block_rows
         depth0 += depth
 
 
-def multiply_windows_b(a_packed, slivers, depth, b_table, c, first_slice, row0, rows, col0, cols, channels, first_tap,
-                       edge):
-    """C[row0:row0+rows, col0:col0+cols] (+)= the A block (`slivers` packed slivers `depth` deep,
-    flat in a_packed) times the slice's windows, B's row p of tap first_tap + j at address
-    b_table[j * DEEPEST + p] (window_rows), sliver by sliver as matmul.multiply_block: a half
-    tile for a last A sliver of at most ROWS_PER_GROUP rows, a ragged tile computed whole in
-    `edge`, then added. The tiles take the arrays whole, with offsets (matmul_micro.py)."""
+def multiply_windows_b(d, m, a_packed, depth0, depth, b_table, c, row0, rows, col0, cols, channels, first_tap, edge):
+    """C[row0:row0+rows, col0:col0+cols] (+)= the A block, rows row0 .. row0 + rows of D^T (D (k,
+    m) row-major; a last ragged sliver packed in a_packed, `depth` deep) times the slice's
+    windows, B's row p of tap first_tap + j at address b_table[j * DEEPEST + p] (window_rows),
+    sliver by sliver as matmul.multiply_block: a half tile for a last A sliver of at most
+    ROWS_PER_GROUP rows, a ragged tile computed whole in `edge`, then added. The tiles take the
+    arrays whole, with offsets (matmul_micro.py)."""
+    first_slice = depth0 == 0
     for t in range(cols // NR):
         col = col0 + t * NR
         tap = col // channels
         b_first, b_offset = (tap - first_tap) * DEEPEST, 4 * (col - tap * channels)
-        for s in range(slivers):
+        for s in range(-(-rows // MR)):
             row = row0 + s * MR
             tile_rows = min(MR, row0 + rows - row)
             half = MR > ROWS_PER_GROUP and tile_rows <= ROWS_PER_GROUP
-            whole = tile_rows == (ROWS_PER_GROUP if half else MR)
-            target, at_row, at_col = (c, row, col) if whole else (edge, 0, 0)
             for part0 in range(0, depth, KC):
                 accumulate = not first_slice or part0 > 0
-                a_start, part_depth = (s * depth + part0) * MR, min(depth, part0 + KC) - part0
+                part_depth = min(depth, part0 + KC) - part0
+                if tile_rows == MR:
+                    micro_kernel_b_gathered(d, (depth0 + part0) * m + row, m, part_depth, b_table, b_first + part0,
+                                            b_offset, c, row, col, accumulate)
+                    continue
+                whole = half and tile_rows == ROWS_PER_GROUP
+                target, at_row, at_col = (c, row, col) if whole else (edge, 0, 0)
                 if half:
-                    half_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first + part0,
-                                           b_offset, target, at_row, at_col, accumulate and whole)
+                    half_kernel_b_gathered(a_packed, part0 * MR, MR, part_depth, b_table, b_first + part0, b_offset,
+                                           target, at_row, at_col, accumulate and whole)
                 else:
-                    micro_kernel_b_gathered(a_packed, a_start, part_depth, b_table, b_first + part0,
-                                            b_offset, target, at_row, at_col, accumulate and whole)
+                    micro_kernel_b_gathered(a_packed, part0 * MR, MR, part_depth, b_table, b_first + part0, b_offset,
+                                            edge, 0, 0, False)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, NR, accumulate)
 
@@ -378,8 +389,11 @@ with slp_vectorize():
     reads_windows_in_place = numba.njit(inline="always", cache=True)(reads_windows_in_place)
     window_rows = numba.njit(void(READ_ONLY, SHAPE, TAPS, TAPS, int64, int64, int64, int64, CORNERS, CORNERS, FLAT),
                              cache=True)(window_rows)
-    multiply_windows_b = numba.njit(void(FLAT, int64, int64, int64[::1], MATRIX, numba.boolean, int64, int64, int64,
-                                         int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True)(multiply_windows_b)
+    # without reference counts, as matmul.multiply_block (matmul.py says why): they had taken 5%
+    # of a 3x3 convolution's weight gradient (AMD EPYC Zen 5, perf)
+    multiply_windows_b = numba.njit(void(READ_ONLY, int64, FLAT, int64, int64, int64[::1], MATRIX, int64, int64, int64,
+                                         int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True,
+                                    _nrt=False)(multiply_windows_b)
     weight_rectangle = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64,
                                        int64, int64, int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)

@@ -324,10 +324,17 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
 
 def add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate):
     """c[row:row+tile_rows, col:col+tile_cols] (+)= the corner of a ragged tile computed whole in
-    `edge`, element by element: a slice assignment would compile numpy's broadcast checks and their
-    error messages into every caller."""
+    `edge`, a vector at a time, the columns past the last whole vector a float at a time (a slice
+    assignment would compile numpy's broadcast checks and their error messages into every caller).
+    Float by float, the 4 x 32 corner of a weight gradient's 64-row tiles took 4% of its time
+    (AMD EPYC Zen 5, perf)."""
+    vectors = tile_cols // WIDTH * WIDTH
     for i in range(tile_rows):
-        for j in range(tile_cols):
+        at = (row + i) * c.shape[1] + col
+        for j in range(0, vectors, WIDTH):
+            part = load(edge, i * edge.shape[1] + j)
+            store(c, at + j, add(load(c, at + j), part) if accumulate else part)
+        for j in range(vectors, tile_cols):
             c[row + i, col + j] = c[row + i, col + j] + edge[i, j] if accumulate else edge[i, j]
 
 

@@ -55,10 +55,11 @@ def gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, ro
 
 
 @numba.njit(inline="always", cache=True)
-def b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, groups):
+def b_gathered_product(a, a_start, a_step, depth, b_rows, b_first, b_offset, c, rows, col, groups):
     """tile_product with B's rows read where they lie: row p of B is the NR floats from address
-    b_rows[b_first + p] + b_offset (simd.address), wherever it lies. The first `groups` groups of
-    6 rows (a constant where compiled: 1 for a half tile)."""
+    b_rows[b_first + p] + b_offset (simd.address), wherever it lies; A's column p the MR floats
+    from a[a_start + p * a_step] (a packed sliver's, a_step = MR, or a row-major D's row). The
+    first `groups` groups of 6 rows (a constant where compiled: 1 for a half tile)."""
     prefetch_tile(c, rows, col, groups * ROWS_PER_GROUP)
     top = zero_rows()
     bottom = zero_rows()
@@ -66,16 +67,16 @@ def b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, co
         at = b_rows[b_first + p] + b_offset
         b0 = load_from(at)
         b1 = load_from(at + 4 * WIDTH)
-        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+        top = fma_six_rows_in_place(a, a_start + p * a_step, 1, b0, b1, top)
         if groups == 2:
-            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
+            bottom = fma_six_rows_in_place(a, a_start + p * a_step + ROWS_PER_GROUP, 1, b0, b1, bottom)
     return top, bottom
 
 
 # the tile kernels take their arrays whole, with offsets (matmul_micro.py says why)
 GATHERED = (int64[::1], int64, int64[::1], int64, READ_ONLY, int64, int64, float32[:, ::1], int64[::1], int64, int64,
             boolean)
-B_GATHERED = (float32[::1], int64, int64, int64[::1], int64, int64, float32[:, ::1], int64, int64, boolean)
+B_GATHERED = (READ_ONLY, int64, int64, int64, int64[::1], int64, int64, float32[:, ::1], int64, int64, boolean)
 
 
 @numba.njit(void(*GATHERED), cache=True)
@@ -101,22 +102,23 @@ def finished_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, r
 
 
 @numba.njit(void(*B_GATHERED), cache=True)
-def micro_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+def micro_kernel_b_gathered(a, a_start, a_step, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
     """micro_kernel_strided's tile with B's rows read where they lie: row p of B is the NR floats
     from address b_rows[b_first + p] + b_offset (in an image, or in a buffer of zeros for
     padding). No packing of B, whose rows are not one matrix's (the windows of an image, as a
-    weight gradient's B: implicit_gemm.py)."""
+    weight gradient's B: implicit_gemm.py). A's MR floats of step p lie side by side at
+    a[a_start + p * a_step]: a packed sliver, or A^T's rows where they lie."""
     rows = consecutive(row)
-    top, bottom = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col,
+    top, bottom = b_gathered_product(a, a_start, a_step, depth, b_rows, b_first, b_offset, c, rows, col,
                                      MR // ROWS_PER_GROUP)
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
 @numba.njit(void(*B_GATHERED), cache=True)
-def half_kernel_b_gathered(a, a_start, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
+def half_kernel_b_gathered(a, a_start, a_step, depth, b_rows, b_first, b_offset, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_b_gathered's tile (as half_kernel_strided's)."""
     rows = consecutive(row)
-    top, _ = b_gathered_product(a, a_start, depth, b_rows, b_first, b_offset, c, rows, col, 1)
+    top, _ = b_gathered_product(a, a_start, a_step, depth, b_rows, b_first, b_offset, c, rows, col, 1)
     write_six_rows(c, rows, 0, col, top, accumulate)
 
 
