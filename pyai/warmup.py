@@ -288,7 +288,7 @@ TRAINING_OPS = {
             "binary_crossentropy_logits_grad", "dense_adam_update"),
     "gan": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "tanh_grad",
             "binary_crossentropy_logits", "binary_crossentropy_logits_grad", "dense_adam_update"),
-    "gan-conv": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "leaky_relu_grad", "conv2d",
+    "gan-conv": ("linear", "matmul", "matmul_leaky_relu_grad", "weight_and_bias_grad", "conv2d",
                  "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update", "dense_adam_update"),
     "gpt": ("linear", "matmul", "matmul_times", "weight_and_bias_grad", "embedding", "embedding_grad", "layer_norm",

@@ -380,6 +380,62 @@ def test_a_dense_stack_takes_its_leaky_relu_gradients_in_its_products(rng, monke
             layers[1].weight = np.ascontiguousarray(layers[1].weight)
 
 
+def unfused_conv_backward(layers, dy):
+    """Sequential.backward of Dense, convolution and Reshape layers by the ops, one step at a
+    time: (dx, the weight gradients)."""
+    from pyai.nn import Reshape
+    gradients = []
+    for layer in reversed(layers):
+        if isinstance(layer, Reshape):
+            dy = layer.backward(dy)
+            continue
+        dpre = ops.leaky_relu_grad(dy, layer.y, layer.alpha) if layer.activation == "leaky_relu" else dy
+        if isinstance(layer, Dense):
+            gradients[:0] = [ops.matmul(layer.x, dpre, transpose_a=True)]
+            dy = ops.matmul(dpre, layer.weight, transpose_b=True)
+        else:
+            dy, weight_gradient, _ = getattr(ops, layer.gradient_op)(dpre, layer.x, layer.weight, **layer.options())
+            gradients[:0] = [weight_gradient]
+    return dy, gradients
+
+
+def test_a_conv_stack_takes_its_leaky_relu_gradients_in_its_input_gradients(rng, monkeypatch):
+    """A convolution or Dense above a layer with leaky ReLU, through a Reshape or Flatten, hands it
+    d loss / d its pre-activation, made in its own input gradient's pass: a Conv2DTranspose's (an
+    implicit GEMM over dy's windows), a strided Conv2D's (the stride phases' implicit GEMMs), a
+    one-channel Conv2D's (the direct kernel) and a Dense's over a flattened image. The floats of
+    the ops one step at a time, bit for bit, through backward and the GAN's backward_to_input;
+    leaky_relu_grad never runs. A weight in Fortran order goes through the ops, the same floats."""
+    from pyai.models.gan import backward_to_input
+    from pyai.nn import Conv2D, Conv2DTranspose, Flatten, Reshape
+    layers = [random_dense(rng, 6, 4 * 4 * 16, "leaky_relu", alpha=0.3), Reshape((4, 4, 16)),
+              Conv2DTranspose(16, 16, 4, 2, "same", "leaky_relu", 0.1, rng),
+              Conv2D(16, 20, 3, 2, "same", "leaky_relu", 0.2, rng), Conv2D(20, 1, 3, 1, "same", "leaky_relu", 0.25, rng),
+              Flatten(), random_dense(rng, 16, 3, None)]
+    for layer in layers[2:5]:
+        layer.bias[...] = rng.normal(0, 0.5, layer.bias.shape)
+    model = Sequential(*layers)
+    for batch in (1, 5):
+        model.forward(rng.normal(size=(batch, 6)).astype(np.float32))
+        dy = rng.normal(size=(batch, 3)).astype(np.float32)
+        expected, gradients = unfused_conv_backward(layers, dy)
+        for fortran_weight in (False, True):
+            if fortran_weight:
+                layers[3].weight = np.asfortranarray(layers[3].weight)
+            with monkeypatch.context() as patch:
+                if not fortran_weight:   # a leaky ReLU gradient of its own would fail
+                    patch.setattr(ops, "leaky_relu_grad", None)
+                    patch.setattr(dispatch, "implementation", refusing("leaky_relu_grad", dispatch.implementation))
+                dx = model.backward(dy)
+                through = backward_to_input(model, dy)
+            np.testing.assert_array_equal(dx, expected)
+            np.testing.assert_array_equal(through, expected)
+            weights = [grad for name, grad in model.gradients() if name.endswith("weight")]
+            for i, (grad, reference) in enumerate(zip(weights, gradients, strict=True)):
+                np.testing.assert_array_equal(grad, reference, err_msg=f"weight {i}")
+            layers[3].weight = np.ascontiguousarray(layers[3].weight)
+
+
 def test_dense_whose_parameters_were_replaced_goes_through_the_ops_checks(rng):
     """A weight of float64 is converted by ops.linear (same floats as float32); one of another
     shape, or an empty batch, is the op's clear error, never a kernel reading past an array."""

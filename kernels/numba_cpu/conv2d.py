@@ -26,6 +26,7 @@ from pyai.kernels.numba_cpu.conv2d_direct import DIRECT_MAX_OUT, direct_forward
 from pyai.kernels.numba_cpu.conv2d_few_inputs import few_inputs, few_inputs_forward
 from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, image_chunks
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, Windows, window_product
+from pyai.kernels.numba_cpu.leaky_relu import leaky_relu_gradient_in_place
 from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
 
 
@@ -44,23 +45,34 @@ def conv_windows(g):
                    np.arange(g.kernel_width) - g.pad_left)
 
 
-# x is (N, H, W, C), w (kh, kw, C, O), bias (O,) or None -> y (N, OH, OW, O)
-def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
+# x is (N, H, W, C), w (kh, kw, C, O), bias (O,) or None -> y (N, OH, OW, O). With leaky_relu_output
+# z (y's shape) and neither bias nor activation: y times z's leaky ReLU gradient of slope alpha (a
+# Conv2DTranspose's input gradient made the pre-activation gradient of the layer below), in the
+# products' epilogue, else in a pass after
+def conv2d_forward(x, w, bias, stride, padding, activation, alpha, leaky_relu_output=None):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
     y = memory.empty((x.shape[0], g.out_height, g.out_width, out_channels))
     weights = w.reshape(g.depth, out_channels)
     y_rows = y.reshape(-1, out_channels)
+    factors = None if leaky_relu_output is None else leaky_relu_output.reshape(-1, out_channels)
     if out_channels <= DIRECT_MAX_OUT:
         direct_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
     elif g.is_pointwise():
-        fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows)
+        fused_matmul(x.reshape(-1, g.channels), weights, False, False, bias, activation, alpha, out=y_rows,
+                     leaky_relu_output=factors)
+        return y
     elif g.channels >= PACKED_MIN_CHANNELS:
-        window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows)
+        window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows, leaky_relu_output=factors)
+        return y
     elif few_inputs(g, out_channels):
         few_inputs_forward(x, w, bias, g, ACTIVATIONS[activation], alpha, y)
     else:
         for first, end in image_chunks(x.shape[0], g):
-            fused_matmul(im2col(x, g, first, end), weights, False, False, bias, activation, alpha,
-                         out=y_rows[first * g.windows:end * g.windows])
+            rows = slice(first * g.windows, end * g.windows)
+            fused_matmul(im2col(x, g, first, end), weights, False, False, bias, activation, alpha, out=y_rows[rows],
+                         leaky_relu_output=None if factors is None else factors[rows])
+        return y
+    if factors is not None:
+        leaky_relu_gradient_in_place(y, factors, alpha)
     return y

@@ -64,8 +64,10 @@ def conv_weight_gradient(big, g, small_rows, w_shape):
     return dw
 
 
-# dy is (N, OH, OW, O), x (N, H, W, C), w (kh, kw, C, O) -> (dx or None, dw or None, db or None)
-def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
+# dy is (N, OH, OW, O), x (N, H, W, C), w (kh, kw, C, O) -> (dx or None, dw or None, db or None).
+# With leaky_relu_output z (x's shape): dx times z's leaky ReLU gradient of slope alpha, made in
+# dx's own pass (the layer below's d loss / d pre-activation, where x = z came from a leaky ReLU)
+def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient, leaky_relu_output=None, alpha=0.0):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
     dy_rows = dy.reshape(-1, out_channels)
@@ -73,12 +75,12 @@ def conv2d_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     dw = None
     if out_channels <= DIRECT_MAX_OUT:
         if input_gradient:
-            direct_input_gradient(dy, w, g, dx)
+            direct_input_gradient(dy, w, g, dx, leaky_relu_output, alpha)
         if weight_gradient:
             dw = direct_weight_gradient(dy, x, g, w.shape)
     else:
         if input_gradient:
-            transposed_conv(dy, w, g, None, None, 0.0, dx)
+            transposed_conv(dy, w, g, None, None, alpha, dx, leaky_relu_output)
         if weight_gradient:
             dw = conv_weight_gradient(x, g, dy_rows, w.shape)
     db = bias_grad(dy_rows) if weight_gradient else None

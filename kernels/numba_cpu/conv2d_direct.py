@@ -36,6 +36,7 @@ import numba
 import numpy as np
 
 from pyai.kernels.numba_cpu.conv2d_few_inputs import pixel_channels
+from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU_GRAD, NONE
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, lane_sum, load, splat, store, zeros
@@ -160,13 +161,16 @@ def pixel_taps(dy, g, n, h, w, out_channels, values, rows):
 
 
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
-def input_gradient_kernel(dy, wt, g, images, dx):
-    """dx (flat, N*H*W*C); dy and wt flat. A pixel's taps are listed (pixel_taps), or at stride
+def input_gradient_kernel(dy, wt, g, images, factors, activation, alpha, dx_rows):
+    """dx_rows (N*H*W, C); dy and wt flat. A pixel's taps are listed (pixel_taps), or at stride
     1 for a pixel that every tap's window reads, found at fixed offsets from one corner of dy;
     then its channels are summed over them in registers, four vectors at a time
     (pixel_channels), the rest one float at a time: each dx float written once, the taps in the
-    order (i, j, o) either way."""
+    order (i, j, o) either way. Each input row then takes the epilogue: none, or (activation
+    LEAKY_RELU_GRAD) times the gradient of the leaky ReLU whose output `factors` (dx's shape,
+    flat) was the input, while the row is in L1."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    dx = dx_rows.reshape(-1)
     out_channels = wt.size // (kh * kw * channels)
     depth = kh * kw * out_channels
     offsets, tap_rows = np.empty(depth, dtype=np.int64), np.empty(depth, dtype=np.int64)
@@ -192,6 +196,7 @@ def input_gradient_kernel(dy, wt, g, images, dx):
             else:
                 count = pixel_taps(dy, g, n, h, w, out_channels, values, rows)
                 pixel_gradient(values, 0, listed, rows, count, wt, whole, channels, dx, pixel)
+        apply_epilogue(dx_rows, task * width, 0, width, channels, factors, False, activation, alpha)
 
 
 @numba.njit(inline="always", cache=True)
@@ -295,8 +300,11 @@ def direct_forward(x, w, bias, g, activation_code, alpha, y):
                    bias is not None, activation_code, np.float32(alpha), y.reshape(-1, w.shape[3]))
 
 
-def direct_input_gradient(dy, w, g, dx):
-    input_gradient_kernel(dy.reshape(-1), transposed(w).reshape(-1), g, dx.shape[0], dx.reshape(-1))
+def direct_input_gradient(dy, w, g, dx, leaky_relu_output=None, alpha=0.0):
+    """dx (N, H, W, C), or dx times the leaky ReLU gradient of leaky_relu_output (dx's shape)."""
+    factors, code = (NO_BIAS, NONE) if leaky_relu_output is None else (leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD)
+    input_gradient_kernel(dy.reshape(-1), transposed(w).reshape(-1), g, dx.shape[0], factors, code, np.float32(alpha),
+                          dx.reshape(-1, g.channels))
 
 
 def direct_weight_gradient(dy, x, g, w_shape):

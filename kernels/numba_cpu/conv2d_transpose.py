@@ -57,6 +57,7 @@ from pyai.kernels.numba_cpu.conv2d_direct import direct_transposed
 from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import (PACKED_MIN_CHANNELS, Windows, grids_layout, grids_product,
                                                    window_product)
+from pyai.kernels.numba_cpu.leaky_relu import leaky_relu_gradient_in_place
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 
@@ -150,48 +151,54 @@ def phase_plan(small_shape, g):
                      np.concatenate(kernel_taps) if grids else None, b_starts)
 
 
-def phase_conv(small, w, g, bias, activation, alpha, big):
+def phase_conv(small, w, g, bias, activation, alpha, big, leaky_relu_output=None):
     """big = epilogue(the transpose of Geometry g's strided convolution, applied to small): an
     implicit GEMM a phase over the blocks that hold its pixels and the taps it has, each tile
     written straight to its pixels' rows of big, every phase in one parallel region. The FLOPs
     of cols = x @ w^T, no sums to gather."""
     plan = phase_plan(small.shape[1:], g)
-    for h0, w0 in plan.empty:   # y = epilogue(0)
+    for h0, w0 in plan.empty:   # y = epilogue(0); 0 times a leaky ReLU's gradient is 0
         zero = np.zeros((1, g.channels), np.float32)
-        apply_epilogue(zero, 0, 0, 1, g.channels, NO_BIAS if bias is None else bias, bias is not None,
-                       ACTIVATIONS[activation], np.float32(alpha))
+        if leaky_relu_output is None:
+            apply_epilogue(zero, 0, 0, 1, g.channels, NO_BIAS if bias is None else bias, bias is not None,
+                           ACTIVATIONS[activation], np.float32(alpha))
         big[:, h0::g.stride_height, w0::g.stride_width] = zero[0]
     if plan.layout is not None:
         taps_of_w = w.reshape(g.kernel_height * g.kernel_width, g.channels, -1)   # (taps, O, I)
         kernels = np.ascontiguousarray(taps_of_w[plan.kernel_taps].transpose(0, 2, 1))   # each phase's (taps*I, O)
         grids_product(small, plan.layout, kernels, plan.b_starts, big.reshape(-1, g.channels), bias, activation,
-                      alpha)
+                      alpha, leaky_relu_output)
 
 
-def transposed_conv(small, w, g, bias, activation, alpha, big):
+def transposed_conv(small, w, g, bias, activation, alpha, big, leaky_relu_output=None):
     """big = epilogue(the transpose of Geometry g's convolution, applied to small), in place;
-    w is (kh, kw, big channels, small channels)."""
+    w is (kh, kw, big channels, small channels). With leaky_relu_output y (big's shape) and
+    neither bias nor activation, big times y's leaky ReLU gradient (a Conv2D's input gradient
+    made the pre-activation gradient of the layer below): in the implicit GEMMs' epilogue, else
+    in a pass after."""
     small_channels = w.shape[3]
     big_rows = big.reshape(-1, g.channels)
     if small_channels >= PACKED_MIN_CHANNELS:
         if (g.stride_height, g.stride_width) == (1, 1):
             kernel = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, g.channels)
             window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
-                           out=big_rows)
+                           out=big_rows, leaky_relu_output=leaky_relu_output)
             return
         if g.channels >= PACKED_MIN_CHANNELS:   # a phase's product has only g.channels columns
-            phase_conv(small, w, g, bias, activation, alpha, big)
+            phase_conv(small, w, g, bias, activation, alpha, big, leaky_relu_output)
             return
     if g.channels == 1:   # into one channel: dots of small's channels, no cols (conv2d_direct.py)
         direct_transposed(small, w, g, bias, ACTIVATIONS[activation], alpha, big)
-        return
-    small_rows = small.reshape(-1, small_channels)
-    weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
-    for first, end in image_chunks(small.shape[0], g):
-        rows = small_rows[first * g.windows:end * g.windows]
-        cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
-                            out=workspace("cols", len(rows), g.depth))
-        col2im(cols, g, first, end, big, bias, ACTIVATIONS[activation], alpha)
+    else:
+        small_rows = small.reshape(-1, small_channels)
+        weights_t = np.ascontiguousarray(w.reshape(g.depth, small_channels).T)   # packs faster than w as op(B)^T
+        for first, end in image_chunks(small.shape[0], g):
+            rows = small_rows[first * g.windows:end * g.windows]
+            cols = fused_matmul(rows, weights_t, False, False, None, None, 0.0,
+                                out=workspace("cols", len(rows), g.depth))
+            col2im(cols, g, first, end, big, bias, ACTIVATIONS[activation], alpha)
+    if leaky_relu_output is not None:
+        leaky_relu_gradient_in_place(big, leaky_relu_output, alpha)
 
 
 # x is (N, H, W, I), w (kh, kw, O, I), bias (O,) or None -> y (N, OH, OW, O)

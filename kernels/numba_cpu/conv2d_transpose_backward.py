@@ -31,10 +31,12 @@ def conv2d_transpose_backward_reference(dy, x, w, stride, padding):
     return dx, (cols.T @ x_rows).reshape(w.shape), dy.astype(np.float64).reshape(-1, g.channels).sum(axis=0)
 
 
-# dy is (N, OH, OW, O), x (N, H, W, I), w (kh, kw, O, I) -> (dx or None, dw or None, db or None)
-def conv2d_transpose_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
+# dy is (N, OH, OW, O), x (N, H, W, I), w (kh, kw, O, I) -> (dx or None, dw or None, db or None);
+# leaky_relu_output and alpha as conv2d_backward's
+def conv2d_transpose_backward(dy, x, w, stride, padding, input_gradient, weight_gradient, leaky_relu_output=None,
+                              alpha=0.0):
     g = transpose_geometry(x.shape, w.shape, stride, padding)
-    dx = conv2d_forward(dy, w, None, stride, padding, None, 0.0) if input_gradient else None
+    dx = conv2d_forward(dy, w, None, stride, padding, None, alpha, leaky_relu_output) if input_gradient else None
     dw = conv_weight_gradient(dy, g, x.reshape(-1, w.shape[3]), w.shape) if weight_gradient else None
     db = bias_grad(dy) if weight_gradient else None
     return dx, dw, db

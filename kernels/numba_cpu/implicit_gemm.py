@@ -44,6 +44,7 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import MC, NC
+from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU_GRAD
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, KC, NO_BIAS, MATRIX, PANEL, add_edge, block_end,
                                            edge_tile, gemm_rectangle, multiply_a_block, pack_a, pack_b_operand,
                                            packed_rows, slp_vectorize, thread_count, thread_grid)
@@ -419,23 +420,33 @@ def run_threads(threads, kernel, *args):
             numba.set_num_threads(previous)
 
 
-def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation, alpha):
+def epilogue_operands(bias, activation, leaky_relu_output):
+    """(floats, has_bias, code) of the loops' epilogue: the bias and activation, or, with a leaky
+    ReLU's output y (C's shape, C-contiguous) and neither, LEAKY_RELU_GRAD with y in the bias's
+    place (matmul.fused_matmul's leaky_relu_output): a convolution's input gradient times the
+    gradient of the leaky ReLU whose output was that input."""
+    if leaky_relu_output is not None:
+        return leaky_relu_output.reshape(-1), False, LEAKY_RELU_GRAD
+    return (NO_BIAS if bias is None else bias), bias is not None, ACTIVATIONS[activation]
+
+
+def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation, alpha, leaky_relu_output=None):
     n = c.shape[1]
     threads = thread_count(m, n, k)
-    has_bias = bias is not None
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
-                other.reshape(-1), windows_are_a, c, m, k, bias if has_bias else NO_BIAS, has_bias,
-                ACTIVATIONS[activation], float32(alpha), *thread_grid(m, n, threads, k), MC, NC)
+                other.reshape(-1), windows_are_a, c, m, k, *epilogue_operands(bias, activation, leaky_relu_output),
+                float32(alpha), *thread_grid(m, n, threads, k), MC, NC)
     return c
 
 
-def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None):
+def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out=None, leaky_relu_output=None):
     """epilogue(windows(image) @ b) into out (its rows where the windows place them), or a new
     array (rows, N) of whole-line rows where N is a multiple of 16; image and b (depth, N)
-    C-contiguous float32."""
+    C-contiguous float32. With leaky_relu_output y (C's shape), the product times y's leaky
+    ReLU gradient (epilogue_operands)."""
     m, n = image.shape[0] * windows.per_image, b.shape[1]
     c = memory.empty((m, n)) if out is None else out
-    return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha)
+    return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha, leaky_relu_output)
 
 
 def grids_layout(grids):
@@ -451,7 +462,7 @@ def grids_layout(grids):
     return shapes, tap_rows, tap_cols, taps
 
 
-def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0):
+def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0, leaky_relu_output=None):
     """window_product for each of several window grids over one image (grids_layout's arrays),
     all placing their rows in c, grid j's B (taps*C, N) row-major at b[b_starts[j]:], in one
     parallel region (grids_gemm): 7-10% faster than a region a grid (four 12544 x 256 x 32
@@ -461,9 +472,8 @@ def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alp
     rows = images * shapes[:, 3] * shapes[:, 4]
     depth = int((taps[:, 0] * taps[:, 1]).max() * shapes[0, 2])
     threads = thread_count(int(rows.sum()), n, depth)
-    has_bias = bias is not None
     run_threads(threads, grids_gemm, image.reshape(-1), shapes, tap_rows, tap_cols, taps, b.reshape(-1), b_starts, c,
-                images, bias if has_bias else NO_BIAS, has_bias, ACTIVATIONS[activation], float32(alpha),
+                images, *epilogue_operands(bias, activation, leaky_relu_output), float32(alpha),
                 *thread_grid(int(rows.max()), n, threads, depth), MC, NC)
     return c
 

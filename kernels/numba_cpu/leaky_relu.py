@@ -54,3 +54,9 @@ def leaky_relu_backward(dy, x, alpha):
     dx = memory.empty_like(x)
     leaky_relu_backward_kernel(dy.reshape(-1), x.reshape(-1), np.float32(alpha), dx.reshape(-1))
     return dx
+
+
+def leaky_relu_gradient_in_place(dy, y, alpha):
+    """dy = leaky_relu_backward(dy, y, alpha), in place: the same floats, for a product whose own
+    loops cannot apply it (conv2d_transpose.transposed_conv)."""
+    leaky_relu_backward_kernel(dy.reshape(-1), y.reshape(-1), np.float32(alpha), dy.reshape(-1))

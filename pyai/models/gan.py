@@ -48,11 +48,12 @@ def backward_to_input(network, dy):
     """d loss / d input of a Sequential, from dy = d loss / d output, without the weight
     gradients: the generator's update needs the image gradient through the discriminator, not
     the discriminator's own gradients. Layers without parameters have nothing else to skip. A
-    Dense above a Dense with leaky ReLU hands it d loss / d its pre-activation (gradient_below)."""
+    Dense or convolution above one with leaky ReLU hands it d loss / d its pre-activation
+    (gradient_below)."""
     pre_activation = False
     for i in reversed(range(len(network.layers))):
         layer = network.layers[i]
-        if isinstance(layer, Dense):
+        if layer.TAKES_BELOW:
             below = gradient_below(network.layers, i)
             dy, pre_activation = layer.input_gradient(dy, below, pre_activation), below is not None
         elif hasattr(layer, "input_gradient"):

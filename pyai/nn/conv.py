@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 
-from pyai import ops
+from pyai import dispatch, ops
 from pyai.checks import positive_int, real_number
-from pyai.nn.layers import OUTPUT_GRADIENTS, Layer, check_backward, rows_start
+from pyai.nn.layers import (OUTPUT_GRADIENTS, Layer, below_gradient, check_backward, kernel_ready, output_as,
+                            rows_start)
 
 
 def pair(name, value):
@@ -31,6 +32,7 @@ class ConvLayer(Layer):
     PARAMETERS = ("weight", "bias")
     OPTIONAL_INPUT_GRADIENT = True
     ROW_WISE, SAVED_ROWS = True, ("x", "pre", "y")   # an image at a time
+    TAKES_BELOW = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="same",
                  activation=None, alpha=0.2, rng=None):
@@ -83,20 +85,36 @@ class ConvLayer(Layer):
         return OUTPUT_GRADIENTS[self.activation](dy, self.y, self.alpha)
 
     # dy is (batch, OH, OW, out_channels) -> dx (batch, H, W, in_channels), or None with
-    # input_gradient=False; fills grad_weight and grad_bias
-    def backward(self, dy, input_gradient=True):
-        dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        dx, grad_weight, grad_bias = getattr(ops, self.gradient_op)(
-            dpre, self.x, self.weight, input_gradient=input_gradient, **self.options())
+    # input_gradient=False; fills grad_weight and grad_bias. below, pre_activation: as Dense's
+    # (pyai.nn.layers.gradient_below)
+    def backward(self, dy, input_gradient=True, below=None, pre_activation=False):
+        dy = check_backward(self, self.y, dy)
+        dpre = dy if pre_activation else self.activation_gradient(dy)
+        dx, grad_weight, grad_bias = self.gradients_from(dpre, below, input_gradient, True)
         self.grad_weight = self.keep_gradient("weight", grad_weight)
         self.grad_bias = self.keep_gradient("bias", grad_bias)
         return dx
 
-    def input_gradient(self, dy):
-        """dx from dy, leaving the layer's own gradients as they are."""
-        dpre = self.activation_gradient(check_backward(self, self.y, dy))
-        return getattr(ops, self.gradient_op)(dpre, self.x, self.weight, weight_gradient=False,
-                                              **self.options())[0]
+    def input_gradient(self, dy, below=None, pre_activation=False):
+        """dx from dy, leaving the layer's own gradients as they are; below, pre_activation: as
+        Dense.input_gradient's."""
+        dy = check_backward(self, self.y, dy)
+        return self.gradients_from(dy if pre_activation else self.activation_gradient(dy), below, True, False)[0]
+
+    def gradients_from(self, dpre, below, input_gradient, weight_gradient):
+        """(dx, dw, db) from d loss / d pre-activation, by the layer's gradient op; with `below`,
+        dx as below's d loss / d pre-activation: on numba-cpu made so in dx's own pass (its kernel
+        called with below's output, the op's checks done by forward and check_backward), else
+        by a pass after."""
+        below_y = None if below is None or not input_gradient else output_as(below, self.x.shape)
+        if (below_y is not None and np.shape(self.weight) == self.weight_shape()
+                and kernel_ready(dpre, self.x, self.weight, below_y)):
+            return dispatch.implementation(self.gradient_op)(dpre, self.x, self.weight, self.stride, self.padding,
+                                                             True, weight_gradient, below_y, below.alpha)
+        dx, grad_weight, grad_bias = getattr(ops, self.gradient_op)(
+            dpre, self.x, self.weight, input_gradient=input_gradient, weight_gradient=weight_gradient,
+            **self.options())
+        return (dx if below is None or dx is None else below_gradient(below, dx)), grad_weight, grad_bias
 
 
 class Conv2D(ConvLayer):
@@ -122,7 +140,7 @@ class Conv2DTranspose(ConvLayer):
 class Reshape(Layer):
     """(batch, ...) -> (batch, *shape), like Keras's Reshape; backward gives dy the input's shape."""
 
-    ROW_WISE = True
+    ROW_WISE = SHAPE_ONLY = True
 
     def __init__(self, shape):
         self.shape = tuple(positive_int("shape", size) for size in shape)

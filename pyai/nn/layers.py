@@ -38,6 +38,8 @@ class Layer:
     gradient_views = MappingProxyType({})      # attribute -> its gradient's view of a flat buffer
     ROW_WISE = False                           # forward treats each example (a row of the batch) apart
     SAVED_ROWS = ()                            # where forward saves arrays for backward, an example a row
+    TAKES_BELOW = False                        # backward and input_gradient take `below` (gradient_below)
+    SHAPE_ONLY = False                         # forward only reshapes x (Reshape, Flatten)
 
     def __call__(self, x):
         return self.forward(x)
@@ -238,6 +240,7 @@ class Dense(Layer):
     PARAMETERS = ("weight", "bias")
     OPTIONAL_INPUT_GRADIENT = True
     ROW_WISE, SAVED_ROWS = True, ("x", "pre", "y")
+    TAKES_BELOW = True
     fused_update = None   # set by an optimizer for one backward (pyai.optim.Adam.backward_and_step): a
                           # function of (x, d pre-activation) that makes this layer's weight and bias
                           # gradients, steps them, and returns them
@@ -298,7 +301,7 @@ class Dense(Layer):
     def input_gradient(self, dy, below=None, pre_activation=False):
         """dx = d loss / d x alone (no weight gradients) from dy = d loss / d y, or from d loss / d
         pre-activation where pre_activation (the layer above made it: `below`). With `below`, the
-        layer whose output x is (gradient_below: a Dense with leaky ReLU), below's d loss / d
+        layer whose output x is (gradient_below: a layer with leaky ReLU), below's d loss / d
         pre-activation instead: dx times below's activation gradient, in the product's pass where
         the backend has matmul_leaky_relu_grad (dx is never stored as it is, nor read back)."""
         dy = check_backward(self, self.y, dy)
@@ -308,19 +311,39 @@ class Dense(Layer):
         fits = self.shapes_fit()
         if below is None:
             return matmul(dpre, self.weight, transpose_b=True, shapes_fit=fits)
-        if fits and shape_of(below.y) == (len(dpre), self.in_features) and kernel_ready(dpre, self.weight, below.y):
-            return dispatch.implementation("matmul_leaky_relu_grad")(dpre, self.weight, False, True, below.y,
+        below_y = output_as(below, (len(dpre), self.in_features))
+        if fits and below_y is not None and kernel_ready(dpre, self.weight, below_y):
+            return dispatch.implementation("matmul_leaky_relu_grad")(dpre, self.weight, False, True, below_y,
                                                                     below.alpha)
-        return below.activation_gradient(matmul(dpre, self.weight, transpose_b=True, shapes_fit=fits))
+        return below_gradient(below, matmul(dpre, self.weight, transpose_b=True, shapes_fit=fits))
 
 
 def gradient_below(layers, i):
-    """layers[i - 1] where layers[i]'s input gradient can come out as d loss / d its
-    pre-activation (Dense.input_gradient's `below`): both Dense, the one below with leaky ReLU;
-    else None. A GAN step's seven leaky ReLU gradients go into the products before them."""
-    below = layers[i - 1] if i > 0 else None
-    fits = isinstance(layers[i], Dense) and isinstance(below, Dense) and below.activation == "leaky_relu"
+    """The layer whose output becomes layers[i]'s input, through layers that only reshape it,
+    where layers[i]'s input gradient can come out as d loss / d that layer's pre-activation (the
+    `below` of Dense's and the convolutions' backward and input_gradient): both TAKES_BELOW (Dense
+    or a convolution), the one below with leaky ReLU; else None. A GAN step's seven leaky ReLU
+    gradients go into the products before them, a DCGAN step's eleven."""
+    j = i - 1
+    while j >= 0 and layers[j].SHAPE_ONLY:
+        j -= 1
+    below = layers[j] if j >= 0 else None
+    fits = layers[i].TAKES_BELOW and below is not None and below.TAKES_BELOW and below.activation == "leaky_relu"
     return below if fits else None
+
+
+def output_as(below, shape):
+    """below.y seen with `shape` (the input of the layer above it, through a Reshape), or None
+    where it is not there or has another size."""
+    y = below.y
+    return y.reshape(shape) if isinstance(y, np.ndarray) and y.size == math.prod(shape) else None
+
+
+def below_gradient(below, dx):
+    """below's d loss / d pre-activation from dx = d loss / d its output seen as the layer
+    above's input (any shape of below.y's size), in dx's shape: the activation gradient as a pass
+    of its own, where the product could not take it."""
+    return below.activation_gradient(dx.reshape(np.shape(below.y))).reshape(dx.shape)
 
 
 class LeakyReLU(Layer):
@@ -424,7 +447,8 @@ class Sequential(Layer):
         """dx, or None with input_gradient=False where the first layer with parameters can skip
         its dx (a Dense or a convolution): it then skips the product that makes dx, and the
         layers before it, which have nothing to learn (a Reshape), are not run backwards. A Dense
-        above a Dense with leaky ReLU hands it d loss / d its pre-activation (gradient_below)."""
+        or convolution above one with leaky ReLU hands it d loss / d its pre-activation
+        (gradient_below)."""
         first = None if input_gradient else next(
             (i for i, layer in enumerate(self.layers) if layer.PARAMETERS), None)
         skip = first is not None and self.layers[first].OPTIONAL_INPUT_GRADIENT
@@ -432,7 +456,7 @@ class Sequential(Layer):
         pre_activation = False
         for i in reversed(range(len(layers))):
             layer, last = layers[i], skip and i == 0
-            if isinstance(layer, Dense):
+            if layer.TAKES_BELOW:
                 below = gradient_below(layers, i)
                 dy = layer.backward(dy, not last, below, pre_activation)
                 pre_activation = below is not None
