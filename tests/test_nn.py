@@ -341,6 +341,17 @@ def refusing(refused, implementation):
     return checked
 
 
+def backward_both_ways(monkeypatch, model, dy, refuse, input_gradient=True):
+    """(model.backward(dy), the GAN's backward_to_input(model, dy)); where `refuse`, an op
+    leaky_relu_grad of its own fails."""
+    from pyai.models.gan import backward_to_input
+    with monkeypatch.context() as patch:
+        if refuse:
+            patch.setattr(ops, "leaky_relu_grad", None)
+            patch.setattr(dispatch, "implementation", refusing("leaky_relu_grad", dispatch.implementation))
+        return model.backward(dy, input_gradient=input_gradient), backward_to_input(model, dy)
+
+
 @pytest.mark.parametrize("batch", [1, 7, 130])
 def test_a_dense_stack_takes_its_leaky_relu_gradients_in_its_products(rng, monkeypatch, batch):
     """A Dense above a Dense with leaky ReLU hands it d loss / d its pre-activation, made in its
@@ -348,7 +359,6 @@ def test_a_dense_stack_takes_its_leaky_relu_gradients_in_its_products(rng, monke
     bit for bit (bias gradients within rounding: summed in another order), with and without dx
     and through the GAN's backward_to_input; leaky_relu_grad never runs. A layer whose weight
     is not what the kernels take (Fortran order) goes through the ops, with the same floats."""
-    from pyai.models.gan import backward_to_input
     layers = [random_dense(rng, 13, 29, "leaky_relu", alpha=0.3), random_dense(rng, 29, 17, "leaky_relu", alpha=0.1),
               random_dense(rng, 17, 5, None)]
     model = Sequential(*layers)
@@ -361,12 +371,8 @@ def test_a_dense_stack_takes_its_leaky_relu_gradients_in_its_products(rng, monke
         for fortran_weight in (False, True):
             if fortran_weight:
                 layers[1].weight = np.asfortranarray(layers[1].weight)
-            with monkeypatch.context() as patch:
-                if not fortran_weight:   # a leaky ReLU gradient of its own would fail
-                    patch.setattr(ops, "leaky_relu_grad", None)
-                    patch.setattr(dispatch, "implementation", refusing("leaky_relu_grad", dispatch.implementation))
-                dx = model.backward(dy, input_gradient=input_gradient)
-                through = backward_to_input(model, dy)
+            # a leaky ReLU gradient of its own fails, but where the weight sends it through the ops
+            dx, through = backward_both_ways(monkeypatch, model, dy, not fortran_weight, input_gradient)
             if input_gradient:
                 np.testing.assert_array_equal(dx, expected)
             else:
@@ -406,7 +412,6 @@ def test_a_conv_stack_takes_its_leaky_relu_gradients_in_its_input_gradients(rng,
     one-channel Conv2D's (the direct kernel) and a Dense's over a flattened image. The floats of
     the ops one step at a time, bit for bit, through backward and the GAN's backward_to_input;
     leaky_relu_grad never runs. A weight in Fortran order goes through the ops, the same floats."""
-    from pyai.models.gan import backward_to_input
     from pyai.nn import Conv2D, Conv2DTranspose, Flatten, Reshape
     layers = [random_dense(rng, 6, 4 * 4 * 16, "leaky_relu", alpha=0.3), Reshape((4, 4, 16)),
               Conv2DTranspose(16, 16, 4, 2, "same", "leaky_relu", 0.1, rng),
@@ -422,12 +427,7 @@ def test_a_conv_stack_takes_its_leaky_relu_gradients_in_its_input_gradients(rng,
         for fortran_weight in (False, True):
             if fortran_weight:
                 layers[3].weight = np.asfortranarray(layers[3].weight)
-            with monkeypatch.context() as patch:
-                if not fortran_weight:   # a leaky ReLU gradient of its own would fail
-                    patch.setattr(ops, "leaky_relu_grad", None)
-                    patch.setattr(dispatch, "implementation", refusing("leaky_relu_grad", dispatch.implementation))
-                dx = model.backward(dy)
-                through = backward_to_input(model, dy)
+            dx, through = backward_both_ways(monkeypatch, model, dy, not fortran_weight)
             np.testing.assert_array_equal(dx, expected)
             np.testing.assert_array_equal(through, expected)
             weights = [grad for name, grad in model.gradients() if name.endswith("weight")]
