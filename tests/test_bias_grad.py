@@ -1,14 +1,16 @@
 """The bias gradient (ops.bias_grad: dy summed over every axis but the last) against TensorFlow's
 reduce_sum and float64 numpy, and the Dense layer that uses it.
 
-Tolerance: 1e-6 relative against float64. pyai sums each of 16 fixed runs of rows in float32
-and adds the 16 partials in float64: at 50,177 rows ~2e-7 off (3,136 float32 terms a partial).
+Tolerance: 1e-6 relative against float64. pyai sums each of up to 16 runs of rows (fixed by the row
+count) in float32 and adds the partials in float64: at 50,177 rows ~2e-7 off (3,136 float32 terms
+a partial).
 TensorFlow sums all rows in float32 (~6e-6 off at 50,177 rows), so against it the tolerance is
 the larger of 1e-6 and twice TensorFlow's own distance from float64. A dropped row (of ~50,000:
 ~2e-3 of a column sum of mean 0.5), a column summed into its neighbour or a missing partial is
 far outside both.
 Shapes: 1-d, a single row, row counts under and over the 16 runs and not a multiple of them,
-3-d and 4-d (a convolution's dy), and past bias_grad.PARALLEL_ELEMENTS (the parallel compile).
+3-d and 4-d (a convolution's dy), one column (summed as one run of floats), column counts past
+four vectors and not a multiple of one, and past bias_grad.PARALLEL_ELEMENTS (the parallel compile).
 """
 
 import numba
@@ -22,7 +24,8 @@ from pyai.kernels.numba_cpu import bias_grad
 tf = pytest.importorskip("tensorflow")
 
 TOL = 1e-6
-SHAPES = [(1,), (1, 7), (7, 3), (17, 5), (3, 5, 17), (2, 3, 4, 33), (2048, 384), (50_177, 7)]
+SHAPES = [(1,), (1, 7), (7, 3), (17, 5), (3, 5, 17), (2, 3, 4, 33), (2048, 384), (50_177, 7), (101, 1), (50_177, 1),
+          (300_007, 1), (61, 2, 97), (5_003, 97)]
 
 
 def random_gradient(rng, shape):
@@ -43,12 +46,13 @@ def test_bias_grad_equals_tensorflow(backend, rng, shape):
 
 
 @pytest.mark.parametrize("rows", [5, 8_000])
-def test_same_bits_on_one_thread_and_on_every_thread(rng, rows):
+@pytest.mark.parametrize("columns", [1, 37])
+def test_same_bits_on_one_thread_and_on_every_thread(rng, rows, columns):
     """The runs of rows are fixed, not one per thread: the serial compile, and the parallel one
     on one thread or on all, add the same floats in the same order."""
-    dy = random_gradient(rng, (rows, 37))
-    partials = [np.empty((bias_grad.BIAS_PARTS, 37), np.float32) for _ in range(3)]
-    sums = [np.empty(37, np.float32) for _ in range(3)]
+    dy = random_gradient(rng, (rows, columns))
+    partials = [np.empty((bias_grad.partial_count(rows), columns), np.float32) for _ in range(3)]
+    sums = [np.empty(columns, np.float32) for _ in range(3)]
     kernel = bias_grad.column_sums_kernel
     kernel.serial(dy, partials[0], sums[0])
     kernel.parallel(dy, partials[1], sums[1])
