@@ -256,6 +256,53 @@ def test_an_in_place_select_stores_whole_vectors_and_equals_numpy(rng):
 
 
 @numba.njit
+def times_leaky_gradient_in_place(v, y, slope):
+    for i in range(0, v.size, WIDTH):
+        simd.store(v, simd.opaque(i), simd.times_leaky_gradient(simd.load(v, i), simd.load(y, i), simd.splat(slope)))
+
+
+def test_times_leaky_gradient_is_numpys_product_by_one_or_the_slope(rng):
+    """v * (1 where y > 0, else slope), lane by lane, bit for bit, for y and v holding NaN,
+    infinities, signed zeros and subnormals; stored whole (no masked store)."""
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-40, 1e-40, -1.5, 2.5], np.float32)
+    y = np.concatenate([special, rng.standard_normal(3 * WIDTH - special.size).astype(np.float32)])
+    v = np.concatenate([special[::-1], rng.standard_normal(3 * WIDTH - special.size).astype(np.float32)])
+    slope = np.float32(0.01)
+    expected = v * np.where(y > 0, np.float32(1.0), slope)
+    times_leaky_gradient_in_place(v, y, slope)
+    np.testing.assert_array_equal(v.view(np.uint32), expected.view(np.uint32))
+    assembly = times_leaky_gradient_in_place.inspect_asm(times_leaky_gradient_in_place.signatures[0])
+    assert "vmaskmov" not in assembly and not re.search(r"vmovup[sd]\s+%zmm\d+, [^\n]*\{%k", assembly)
+
+
+@numba.njit
+def lane_sums_of(x, out, lanes):
+    """out[:WIDTH] = lane_sums of x's eight vectors; lanes[i] = lane(x's first vector, i)."""
+    simd.store(out, 0, simd.lane_sums(simd.load(x, 0), simd.load(x, WIDTH), simd.load(x, 2 * WIDTH),
+                                      simd.load(x, 3 * WIDTH), simd.load(x, 4 * WIDTH), simd.load(x, 5 * WIDTH),
+                                      simd.load(x, 6 * WIDTH), simd.load(x, 7 * WIDTH)))
+    first = simd.load(x, 0)
+    for i in range(WIDTH):
+        lanes[i] = simd.lane(first, i)
+
+
+def test_lane_sums_add_each_vectors_lanes_and_lane_reads_one(rng):
+    """Small whole numbers, so that every order of the adds is exact: lane p < SUMS of the result
+    is vector p's total, the lanes past SUMS repeat them; and a NaN or an infinity stays in its
+    own vector's sum."""
+    x = rng.integers(-1000, 1000, simd.SUMS * WIDTH).astype(np.float32)
+    out, lanes = np.full(WIDTH, 7.0, np.float32), np.zeros(WIDTH, np.float32)
+    lane_sums_of(x, out, lanes)
+    totals = x.reshape(simd.SUMS, WIDTH).sum(axis=1)
+    np.testing.assert_array_equal(out, np.resize(totals, WIDTH))
+    np.testing.assert_array_equal(lanes, x[:WIDTH])
+    x[3 * WIDTH + 5], x[6 * WIDTH] = np.nan, np.inf
+    lane_sums_of(x, out, lanes)
+    assert np.isnan(out[3]) and out[6] == np.inf
+    assert np.all(np.isfinite(np.delete(out[:simd.SUMS], [3, 6])))
+
+
+@numba.njit
 def transpose_of(src, src_start, src_stride, dst, dst_start, dst_stride):
     simd.transpose_square(src, src_start, src_stride, dst, dst_start, dst_stride)
 

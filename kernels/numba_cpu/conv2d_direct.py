@@ -5,47 +5,58 @@ last layer, an image), the im2col product is a (rows, kh*kw*C) @ (kh*kw*C, 1) ma
 product: the matmul's 32-column register tile would be 1/32 used and cols written and read for
 nothing. Here each pass reads the image where it lies:
   forward:  y[n, oh, ow, o] = bias[o] + sum over the window's pixels of x[pixel, :] . wt[o, i, j, :]
-            (dot products of contiguous floats, a vector at a time in two chains of FMAs whose
-            lanes are summed once an output), then the epilogue; one output row per task. A
+            (dot products of contiguous floats), then the epilogue; one output row per task. A
             window inside the image across reads each of its rows as kw*C contiguous floats;
-            PIXELS such outputs go together, sharing w's loads, their chains overlapping (the
-            DCGAN's last layer, 64 x 28x28x32 -> 1 with tanh, AMD EPYC Zen 3, 2 threads, old and
-            new alternating: 0.58-0.83 of the time, the same floats)
+            PIXELS (8) such outputs go together, sharing w's loads, one chain of FMAs an output,
+            and their lanes are summed together (simd.lane_sums: the eight vectors folded in
+            pairs, 24 instructions where eight lane sums took ~64); the others one by one (two
+            chains, then a lane sum). Each group asks for the input rows below its windows, which
+            the next output row adds (prefetch_rows_below)
   dx:       dx[n, h, w, :] = sum over the windows that read (h, w) of dy[n, oh, ow, o] * wt[o, i, j, :]
-            (a pixel's taps listed, then its C floats summed over them in registers, four
-            vectors at a time, as conv2d_few_inputs sums a pixel's output channels; each dx
-            float written once where it had been read and written again a tap at a time: the
-            same sums in the same order). At stride 1 a pixel that every tap's window reads
-            finds its taps at fixed offsets from one corner of dy, unlisted (listing had cost
-            most of the time: the DCGAN's last layer's dx, 64 x 28x28x32, 2 threads, old and new
-            alternating: 2.17-2.28 -> 0.96-1.08 ms, the same floats); one input row per task
+            (its C floats summed over the pixel's taps in registers, as conv2d_few_inputs sums a
+            pixel's output channels: each dx float written once). At stride 1 a pixel's taps lie
+            at fixed offsets from one corner of dy: a row's kernel rows that land in dy are listed
+            once, the pixels that every kernel column reads go two at a time (their neighbour's
+            taps one output pixel on: four chains of FMAs for C = 2 vectors), the few at a row's
+            ends take a list of their own (no division); at other strides each pixel's taps are
+            listed. A task is a run of ROW_PARTS rows, its lists made once; each row then takes
+            the leaky ReLU gradient of the layer below (times_row_gradient) while in L1
   dw:       dw[i, j, :, o] = sum over every window of dy[n, oh, ow, o] * x[window pixel (i, j), :],
             each of PARTS tasks summing its share of the output rows into its own partial (a
-            row's outputs summed in registers, then added), the partials added in a fixed order
-            at the end
+            row's outputs summed in registers, four chains of FMAs, then added), the partials
+            added in a fixed order at the end; each output row asks for the input rows the next
+            one adds
 Cost: 2*N*OH*OW*kh*kw*C*O FLOPs a pass; each reads x (or dx) and dy once from memory.
 wt is w as (O, kh, kw, C), so every inner loop runs over C contiguous floats. Sums in the forward
 and in dw's rows are in a fixed order other than a serial one: the result differs from a serial
-sum only by rounding; infinities and NaN propagate as ever.
-The DCGAN's last layer (64 x 28x28x32 -> 1, 3x3) on 2 cores of an Intel Xeon (AVX-512), the ops
-against the scalar loops before: forward with tanh 1.47 -> 1.05-1.14 ms, dx 1.08-1.17 -> 0.82-0.84,
-dw with db 1.58-1.61 -> 0.74.
+sum only by rounding; infinities and NaN propagate as ever. dx's sums are a serial one's.
+The DCGAN's last layer (3x3, 28x28x32 -> 1), AMD EPYC Zen 5, 2 threads, best of 60, before and
+after the lane sums, the row lists and pairs, the prefetches and the four-chain dw, each from
+cache / after a 200 MB pass had flushed it, ms:
+  forward 128 images, tanh:              0.63-0.64 / 0.93-1.07   ->  0.66-0.68 / 0.74-0.75
+  dx 64 images, leaky ReLU gradient:      0.49-0.57 / 0.55-0.62   ->  0.22-0.25 / 0.30-0.35
+  dw with db, 64 images:                  0.53 / 0.66-0.67        ->  0.33 / 0.37 (db: bias_grad.py)
+Before, on 2 cores of an Intel Xeon (AVX-512), the ops against the scalar loops before them:
+forward with tanh 1.47 -> 1.05-1.14 ms, dx 1.08-1.17 -> 0.82-0.84, dw with db 1.58-1.61 -> 0.74.
 """
 
 import numba
 import numpy as np
 
-from pyai.kernels.numba_cpu.conv2d_few_inputs import pixel_channels
+from pyai.kernels.numba_cpu.conv2d_few_inputs import pixel_channels, pixel_pair_channels
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU_GRAD, NONE
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, lane_sum, load, splat, store, zeros
+from pyai.kernels.numba_cpu.simd import (SUMS, WIDTH, add, fma, lane, lane_sum, lane_sums, load, opaque, prefetch,
+                                         splat, splat_at, store, times_leaky_gradient, zeros)
 
 DIRECT_MAX_OUT = 4
+LINE = 16    # floats in a cache line
 PARTS = 16   # the weight gradient's partial sums: enough tasks to spread over the threads
+ROW_PARTS = 64   # the input gradient's tasks, each a run of input rows
 
 
-PIXELS = 4   # interior outputs of a row computed together: their FMA chains overlap, w's loads are shared
+PIXELS = SUMS   # interior outputs of a row computed together: their FMA chains overlap, w's loads are shared
 
 
 @numba.njit(inline="always", cache=True)
@@ -82,34 +93,68 @@ def window_dot(x, wt, g, n, oh, ow, o):
 def interior_dots(x, wt, g, n, oh, ow, o, y_rows, row):
     """y_rows[row + p, o] for the PIXELS outputs ow .. ow + PIXELS - 1 of row (n, oh), whose
     windows lie inside the image across: a window's row i is kw*C contiguous floats of x, dotted
-    with w's kw*C floats of that row, which the outputs share (one load of w, four of x, four
-    FMAs; two chains an output)."""
+    with w's kw*C floats of that row, which the outputs share (one load of w, eight of x, eight
+    FMAs, one chain an output); the eight outputs' lanes summed together (simd.lane_sums), then
+    the floats past the whole vectors added one at a time."""
     (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
     length = kw * channels
     whole = length // WIDTH * WIDTH
     step = sw * channels
-    e0, e1, e2, e3, o0, o1, o2, o3 = zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros()
-    t0, t1, t2, t3 = np.float32(0.0), np.float32(0.0), np.float32(0.0), np.float32(0.0)
+    a0, a1, a2, a3, a4, a5, a6, a7 = zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros()
     for i in range(kh):
         h = oh * sh - pt + i
         if 0 <= h < height:
             base = ((n * height + h) * width + ow * sw - pl) * channels
             tap = (o * kh + i) * length
             for c in range(0, whole, WIDTH):
-                wv = load(wt, tap + c)
-                e0, o0 = o0, fma(load(x, base + c), wv, e0)
-                e1, o1 = o1, fma(load(x, base + step + c), wv, e1)
-                e2, o2 = o2, fma(load(x, base + 2 * step + c), wv, e2)
-                e3, o3 = o3, fma(load(x, base + 3 * step + c), wv, e3)
+                wv, at = load(wt, tap + c), base + c
+                a0, a1 = fma(load(x, at), wv, a0), fma(load(x, at + step), wv, a1)
+                a2, a3 = fma(load(x, at + 2 * step), wv, a2), fma(load(x, at + 3 * step), wv, a3)
+                a4, a5 = fma(load(x, at + 4 * step), wv, a4), fma(load(x, at + 5 * step), wv, a5)
+                a6, a7 = fma(load(x, at + 6 * step), wv, a6), fma(load(x, at + 7 * step), wv, a7)
+    sums = lane_sums(a0, a1, a2, a3, a4, a5, a6, a7)
+    for p in range(PIXELS):
+        rest = np.float32(0.0) if whole == length else rest_dot(x, wt, g, n, oh, ow + p, o, whole)
+        y_rows[row + p, o] = lane(sums, p) + rest
+
+
+@numba.njit(inline="always", cache=True)
+def prefetch_run(x, start, floats):
+    """Ask for the cache lines of x[start:start + floats]."""
+    for line in range(0, floats, LINE):
+        prefetch(x, start + line)
+
+
+@numba.njit(inline="always", cache=True)
+def prefetch_rows_below(x, g, n, oh, ow):
+    """Ask for the input rows that the next output row's windows add (its task follows on this
+    thread), under the PIXELS windows from output (n, oh, ow): x read from memory, a line at a time
+    as each window needs it, had doubled the layer's time (the DCGAN's last, 128 x 28x28x32 -> 1,
+    AMD EPYC Zen 5: 0.62 ms with x in cache, 1.04 from memory)."""
+    (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
+    left = max(0, ow * sw - pl)
+    floats = (min(width, (ow + PIXELS - 1) * sw - pl + kw) - left) * channels
+    for r in range(sh):
+        h = oh * sh - pt + kh + r
+        if h < height:
+            prefetch_run(x, ((n * height + h) * width + left) * channels, floats)
+
+
+@numba.njit(inline="always", cache=True)
+def rest_dot(x, wt, g, n, oh, ow, o, whole):
+    """Output (n, oh, ow, o)'s products past the whole vectors of its window's rows (inside the
+    image across), one float at a time."""
+    (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
+    length = kw * channels
+    total = np.float32(0.0)
+    for i in range(kh):
+        h = oh * sh - pt + i
+        if 0 <= h < height:
+            base = ((n * height + h) * width + ow * sw - pl) * channels
+            tap = (o * kh + i) * length
             for c in range(whole, length):
-                t0 += x[base + c] * wt[tap + c]
-                t1 += x[base + step + c] * wt[tap + c]
-                t2 += x[base + 2 * step + c] * wt[tap + c]
-                t3 += x[base + 3 * step + c] * wt[tap + c]
-    y_rows[row, o] = t0 + lane_sum(add(e0, o0))
-    y_rows[row + 1, o] = t1 + lane_sum(add(e1, o1))
-    y_rows[row + 2, o] = t2 + lane_sum(add(e2, o2))
-    y_rows[row + 3, o] = t3 + lane_sum(add(e3, o3))
+                total += x[base + c] * wt[tap + c]
+    return total
 
 
 @numba.njit(parallel=True, fastmath={"contract", "reassoc"}, cache=True)
@@ -129,6 +174,7 @@ def forward_kernel(x, wt, g, bias, has_bias, activation, alpha, y_rows):
                 if first <= ow < end and end - first >= PIXELS:
                     ow = min(ow, end - PIXELS)   # the last group ends at `end`, redoing a few outputs
                     interior_dots(x, wt, g, n, oh, ow, o, y_rows, row + ow)
+                    prefetch_rows_below(x, g, n, oh, ow)
                     ow += PIXELS
                 else:
                     y_rows[row + ow, o] = window_dot(x, wt, g, n, oh, ow, o)
@@ -162,41 +208,103 @@ def pixel_taps(dy, g, n, h, w, out_channels, values, rows):
 
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
 def input_gradient_kernel(dy, wt, g, images, factors, activation, alpha, dx_rows):
-    """dx_rows (N*H*W, C); dy and wt flat. A pixel's taps are listed (pixel_taps), or at stride
-    1 for a pixel that every tap's window reads, found at fixed offsets from one corner of dy;
-    then its channels are summed over them in registers, four vectors at a time
-    (pixel_channels), the rest one float at a time: each dx float written once, the taps in the
-    order (i, j, o) either way. Each input row then takes the epilogue: none, or (activation
+    """dx_rows (N*H*W, C); dy and wt flat. Each of `parts` tasks takes a run of input rows
+    (unit_stride_row, or strided_row); each row then takes the epilogue: none, or (activation
     LEAKY_RELU_GRAD) times the gradient of the leaky ReLU whose output `factors` (dx's shape,
     flat) was the input, while the row is in L1."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
     dx = dx_rows.reshape(-1)
     out_channels = wt.size // (kh * kw * channels)
     depth = kh * kw * out_channels
-    offsets, tap_rows = np.empty(depth, dtype=np.int64), np.empty(depth, dtype=np.int64)
+    taps = np.empty((2, depth), dtype=np.int64)   # tap t's dy offset from tap (0, 0)'s at stride 1, its row of wt
     for i in range(kh):
         for j in range(kw):
             for o in range(out_channels):
                 t = (i * kw + j) * out_channels + o
-                offsets[t] = -(i * out_width + j) * out_channels + o    # from tap (0, 0)'s dy, at stride 1
-                tap_rows[t] = ((o * kh + i) * kw + j) * channels
-    unit_stride = sh == 1 and sw == 1
-    whole = channels // WIDTH * WIDTH
-    for task in numba.prange(images * height):
-        n, h = task // height, task % height
-        values = np.empty(depth, dtype=np.float32)
-        rows = np.empty(depth, dtype=np.int64)
-        listed = np.arange(depth)
-        rows_inside = unit_stride and h + pt - (kh - 1) >= 0 and h + pt < out_height
-        for w in range(width):
-            pixel = ((n * height + h) * width + w) * channels
-            if rows_inside and w + pl - (kw - 1) >= 0 and w + pl < out_width:
-                corner = ((n * out_height + h + pt) * out_width + w + pl) * out_channels   # tap (0, 0)'s
-                pixel_gradient(dy, corner, offsets, tap_rows, depth, wt, whole, channels, dx, pixel)
+                taps[0, t] = -(i * out_width + j) * out_channels + o
+                taps[1, t] = ((o * kh + i) * kw + j) * channels
+    rows = images * height
+    parts = min(rows, ROW_PARTS)
+    lists = np.empty((parts, 4, depth), dtype=np.int64)   # a task's tap lists (unit_stride_row, strided_row)
+    values = np.empty((parts, depth), dtype=np.float32)
+    for part in numba.prange(parts):
+        for task in range(part * rows // parts, (part + 1) * rows // parts):
+            if sh == 1 and sw == 1:
+                unit_stride_row(dy, wt, g, task, taps, lists[part], dx)
             else:
-                count = pixel_taps(dy, g, n, h, w, out_channels, values, rows)
-                pixel_gradient(values, 0, listed, rows, count, wt, whole, channels, dx, pixel)
-        apply_epilogue(dx_rows, task * width, 0, width, channels, factors, False, activation, alpha)
+                strided_row(dy, wt, g, task, out_channels, lists[part], values[part], dx)
+            if activation == LEAKY_RELU_GRAD:
+                times_row_gradient(dx, factors, task * width * channels, width * channels, alpha)
+
+
+@numba.njit(inline="always", cache=True)
+def times_row_gradient(dx, factors, start, length, alpha):
+    """dx[start:][:length] times the gradient of the leaky ReLU whose output is factors[start:][:length],
+    the floats of epilogue.expensive_activation's LEAKY_RELU_GRAD: whole vectors, then the rest."""
+    slope = splat(alpha)
+    whole = length // WIDTH * WIDTH
+    for f in range(start, start + whole, WIDTH):
+        store(dx, opaque(f), times_leaky_gradient(load(dx, f), load(factors, f), slope))   # whole (simd.opaque)
+    for f in range(start + whole, start + length):
+        dx[f] = dx[f] * (np.float32(1.0) if factors[f] > 0 else alpha)
+
+
+@numba.njit(inline="always", cache=True)
+def select_taps(taps, kw, out_channels, i_lo, i_hi, j_lo, j_hi, chosen):
+    """chosen[0], chosen[1] = taps' columns for kernel rows i_lo .. i_hi - 1 and columns
+    j_lo .. j_hi - 1 (in the order (i, j, o)); returns their number."""
+    count = 0
+    for i in range(i_lo, i_hi):
+        for j in range(j_lo, j_hi):
+            for o in range(out_channels):
+                t = (i * kw + j) * out_channels + o
+                chosen[0, count], chosen[1, count] = taps[0, t], taps[1, t]
+                count += 1
+    return count
+
+
+@numba.njit(inline="always", cache=True)
+def unit_stride_row(dy, wt, g, task, taps, lists, dx):
+    """Input row `task` of dx at stride 1: pixel (h, w) reads dy[oh = h + pt - i, ow = w + pl - j]
+    for the taps (i, j) that land in dy, fixed offsets from one corner of dy. The row's kernel rows
+    are listed once; a pixel that every kernel column's window reads takes that list, two pixels
+    at a time (pixel_pair_channels: its neighbour's taps one output pixel on), the few at the
+    row's ends a list of their own."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    out_channels = taps.shape[1] // (kh * kw)
+    whole = channels // WIDTH * WIDTH
+    n, h = task // height, task % height
+    i_lo, i_hi = max(0, h + pt - out_height + 1), min(kh, h + pt + 1)
+    row_count = select_taps(taps, kw, out_channels, i_lo, i_hi, 0, kw, lists[:2])
+    w = 0
+    while w < width:
+        j_lo, j_hi = max(0, w + pl - out_width + 1), min(kw, w + pl + 1)
+        pixel = (task * width + w) * channels
+        corner = ((n * out_height + h + pt) * out_width + w + pl) * out_channels   # tap (0, 0)'s, in dy or not
+        if j_lo == 0 and j_hi == kw:
+            if w + 1 < width and w + 1 + pl < out_width and whole == channels:
+                pixel_pair_channels(dy, corner, out_channels, lists[0], lists[1], row_count, wt, NO_BIAS, False,
+                                    channels, splat(np.float32(-0.0)), splat(np.float32(1.0)), dx, pixel)
+                w += 2
+                continue
+            pixel_gradient(dy, corner, lists[0], lists[1], row_count, wt, whole, channels, dx, pixel)
+        else:
+            count = select_taps(taps, kw, out_channels, i_lo, i_hi, j_lo, j_hi, lists[2:])
+            pixel_gradient(dy, corner, lists[2], lists[3], count, wt, whole, channels, dx, pixel)
+        w += 1
+
+
+@numba.njit(inline="always", cache=True)
+def strided_row(dy, wt, g, task, out_channels, lists, values, dx):
+    """Input row `task` of dx at a stride over 1: each pixel's taps listed (pixel_taps)."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    whole = channels // WIDTH * WIDTH
+    n, h = task // height, task % height
+    for t in range(lists.shape[1]):
+        lists[0, t] = t
+    for w in range(width):
+        count = pixel_taps(dy, g, n, h, w, out_channels, values, lists[1])
+        pixel_gradient(values, 0, lists[0], lists[1], count, wt, whole, channels, dx, (task * width + w) * channels)
 
 
 @numba.njit(inline="always", cache=True)
@@ -257,7 +365,7 @@ def transposed_kernel(small, w, g, images, bias, has_bias, activation, alpha, bi
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
 def weight_gradient_kernel(dy, x, g, partials):
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
-    parts = partials.shape[0]
+    parts, out_channels = partials.shape[0], partials.shape[1]
     rows = x.shape[0] * out_height
     whole = channels // WIDTH * WIDTH
     for part in numba.prange(parts):
@@ -265,29 +373,50 @@ def weight_gradient_kernel(dy, x, g, partials):
         partial[:] = 0.0
         for task in range(part * rows // parts, (part + 1) * rows // parts):
             n, oh = task // out_height, task % out_height
+            for r in range(sh):   # the input rows the next output row adds, asked for ahead
+                h = oh * sh - pt + kh + r
+                if h < height:
+                    prefetch_run(x, (n * height + h) * width * channels, width * channels)
             for i in range(kh):
                 h = oh * sh - pt + i
                 if h < 0 or h >= height:
                     continue
                 for j in range(kw):
                     # the outputs of this row whose tap (i, j) lies in the image: a row's sum in
-                    # registers (two chains of FMAs), then added to the partial
+                    # registers (four chains of FMAs), then added to the partial
                     first = max(0, -((j - pl) // sw))
                     last = min(out_width, (width - 1 + pl - j) // sw + 1)
                     row = (n * height + h) * width - pl + j
-                    for o in range(partial.shape[0]):
+                    for o in range(out_channels):
                         tap = ((o * kh + i) * kw + j) * channels
+                        d = task * out_width * out_channels + o    # dy[n, oh, 0, o], flat
                         for c in range(0, whole, WIDTH):
-                            even, odd = zeros(), zeros()
-                            for ow in range(first, last):
-                                even, odd = odd, fma(splat(dy[n, oh, ow, o]), load(x, (row + ow * sw) * channels + c),
-                                                     even)
-                            store(partial, tap + c, add(load(partial, tap + c), add(even, odd)))
+                            total = row_sum(dy, d, out_channels, x, row * channels + c, sw * channels, first, last)
+                            store(partial, tap + c, add(load(partial, tap + c), total))
                         for c in range(whole, channels):
                             total = np.float32(0.0)
                             for ow in range(first, last):
                                 total += dy[n, oh, ow, o] * x[n, h, ow * sw - pl + j, c]
                             partial[o, i, j, c] += total
+
+
+@numba.njit(inline="always", cache=True)
+def row_sum(dy, d, dy_step, x, at, x_step, first, last):
+    """The sum over ow in first .. last - 1 of dy[d + ow * dy_step] times the vector
+    x[at + ow * x_step:][:WIDTH] (dy and x flat): four chains of FMAs, ow, ow + 1, ow + 2 and
+    ow + 3 one in each."""
+    a0, a1, a2, a3 = zeros(), zeros(), zeros(), zeros()
+    ow = first
+    while ow + 4 <= last:
+        a0 = fma(splat_at(dy, d + ow * dy_step), load(x, at + ow * x_step), a0)
+        a1 = fma(splat_at(dy, d + (ow + 1) * dy_step), load(x, at + (ow + 1) * x_step), a1)
+        a2 = fma(splat_at(dy, d + (ow + 2) * dy_step), load(x, at + (ow + 2) * x_step), a2)
+        a3 = fma(splat_at(dy, d + (ow + 3) * dy_step), load(x, at + (ow + 3) * x_step), a3)
+        ow += 4
+    while ow < last:
+        a0 = fma(splat_at(dy, d + ow * dy_step), load(x, at + ow * x_step), a0)
+        ow += 1
+    return add(add(a0, a1), add(a2, a3))
 
 
 def transposed(w):

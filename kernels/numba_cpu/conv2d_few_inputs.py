@@ -39,7 +39,7 @@ import numpy as np
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU, NONE
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import WIDTH, add, biased_leaky, fma, load, splat, store, zeros
+from pyai.kernels.numba_cpu.simd import WIDTH, add, biased_leaky, fma, load, splat, splat_at, store, zeros
 
 FEW_INPUTS_MAX_DEPTH = 32   # kh*kw*C up to this: a 3x3 or 5x5 kernel over 1 channel, 3x3 over RGB
 PARTS = 16                  # the weight gradient's partial sums: enough tasks to spread over the threads
@@ -82,7 +82,7 @@ def pixel_channels(source, start, taps, tap_rows, count, w, bias, has_bias, out_
             acc0, acc1 = load(bias, o0), load(bias, o0 + WIDTH)
             acc2, acc3 = load(bias, o0 + 2 * WIDTH), load(bias, o0 + 3 * WIDTH)
         for t in range(count):
-            v, row = splat(source[start + taps[t]]), tap_rows[t] + o0
+            v, row = splat_at(source, start + taps[t]), tap_rows[t] + o0
             acc0 = fma(v, load(w, row), acc0)
             acc1 = fma(v, load(w, row + WIDTH), acc1)
             acc2 = fma(v, load(w, row + 2 * WIDTH), acc2)
@@ -95,7 +95,7 @@ def pixel_channels(source, start, taps, tap_rows, count, w, bias, has_bias, out_
     while o0 + WIDTH <= out_channels:
         acc = load(bias, o0) if has_bias else zeros()
         for t in range(count):
-            acc = fma(splat(source[start + taps[t]]), load(w, tap_rows[t] + o0), acc)
+            acc = fma(splat_at(source, start + taps[t]), load(w, tap_rows[t] + o0), acc)
         store(y, out + o0, biased_leaky(acc, minus_zero, slope))
         o0 += WIDTH
 
@@ -117,7 +117,7 @@ def pixel_pair_channels(source, start, step, taps, tap_rows, count, w, bias, has
         acc2, acc3 = start_values(bias, has_bias, o0 + 2 * WIDTH), start_values(bias, has_bias, o0 + 3 * WIDTH)
         nxt0, nxt1, nxt2, nxt3 = acc0, acc1, acc2, acc3
         for t in range(count):
-            v, u, row = splat(source[start + taps[t]]), splat(source[start + step + taps[t]]), tap_rows[t] + o0
+            v, u, row = splat_at(source, start + taps[t]), splat_at(source, start + step + taps[t]), tap_rows[t] + o0
             w0, w1, w2, w3 = load(w, row), load(w, row + WIDTH), load(w, row + 2 * WIDTH), load(w, row + 3 * WIDTH)
             acc0, acc1, acc2, acc3 = fma(v, w0, acc0), fma(v, w1, acc1), fma(v, w2, acc2), fma(v, w3, acc3)
             nxt0, nxt1, nxt2, nxt3 = fma(u, w0, nxt0), fma(u, w1, nxt1), fma(u, w2, nxt2), fma(u, w3, nxt3)
@@ -125,12 +125,23 @@ def pixel_pair_channels(source, start, step, taps, tap_rows, count, w, bias, has
             store(y, out + o0 + i * WIDTH, biased_leaky(a, minus_zero, slope))
             store(y, out + out_channels + o0 + i * WIDTH, biased_leaky(b, minus_zero, slope))
         o0 += GROUP
+    while o0 + 2 * WIDTH <= out_channels:   # two vectors: four chains
+        acc0, acc1 = start_values(bias, has_bias, o0), start_values(bias, has_bias, o0 + WIDTH)
+        nxt0, nxt1 = acc0, acc1
+        for t in range(count):
+            v, u, row = splat_at(source, start + taps[t]), splat_at(source, start + step + taps[t]), tap_rows[t] + o0
+            w0, w1 = load(w, row), load(w, row + WIDTH)
+            acc0, acc1, nxt0, nxt1 = fma(v, w0, acc0), fma(v, w1, acc1), fma(u, w0, nxt0), fma(u, w1, nxt1)
+        for i, (a, b) in enumerate(((acc0, nxt0), (acc1, nxt1))):
+            store(y, out + o0 + i * WIDTH, biased_leaky(a, minus_zero, slope))
+            store(y, out + out_channels + o0 + i * WIDTH, biased_leaky(b, minus_zero, slope))
+        o0 += 2 * WIDTH
     while o0 + WIDTH <= out_channels:
         acc = nxt = start_values(bias, has_bias, o0)
         for t in range(count):
             w0 = load(w, tap_rows[t] + o0)
-            acc = fma(splat(source[start + taps[t]]), w0, acc)
-            nxt = fma(splat(source[start + step + taps[t]]), w0, nxt)
+            acc = fma(splat_at(source, start + taps[t]), w0, acc)
+            nxt = fma(splat_at(source, start + step + taps[t]), w0, nxt)
         store(y, out + o0, biased_leaky(acc, minus_zero, slope))
         store(y, out + out_channels + o0, biased_leaky(nxt, minus_zero, slope))
         o0 += WIDTH
