@@ -5,13 +5,13 @@ last layer, an image), the im2col product is a (rows, kh*kw*C) @ (kh*kw*C, 1) ma
 product: the matmul's 32-column register tile would be 1/32 used and cols written and read for
 nothing. Here each pass reads the image where it lies:
   forward:  y[n, oh, ow, o] = bias[o] + sum over the window's pixels of x[pixel, :] . wt[o, i, j, :]
-            (dot products of contiguous floats), then the epilogue; one output row per task. A
-            window inside the image across reads each of its rows as kw*C contiguous floats;
-            PIXELS (8) such outputs go together, sharing w's loads, one chain of FMAs an output,
-            and their lanes are summed together (simd.lane_sums: the eight vectors folded in
-            pairs, 24 instructions where eight lane sums took ~64); the others one by one (two
-            chains, then a lane sum). Each group asks for the input rows below its windows, which
-            the next output row adds (prefetch_rows_below)
+            (dot products of contiguous floats); a run of output rows per task, then the
+            epilogue on the whole run. A window inside the image across reads each of its rows
+            as kw*C contiguous floats; PIXELS (8) such outputs go together, sharing w's loads, one
+            chain of FMAs an output, and their lanes are summed together (simd.lane_sums: the
+            eight vectors folded in pairs, 24 instructions where eight lane sums took ~64); the
+            others one by one (two chains, then a lane sum). Each group asks for the input rows
+            below its windows, which the next output row adds (prefetch_rows_below)
   dx:       dx[n, h, w, :] = sum over the windows that read (h, w) of dy[n, oh, ow, o] * wt[o, i, j, :]
             (its C floats summed over the pixel's taps in registers, as conv2d_few_inputs sums a
             pixel's output channels: each dx float written once). At stride 1 a pixel's taps lie
@@ -47,13 +47,12 @@ from pyai.kernels.numba_cpu.conv2d_few_inputs import pixel_channels, pixel_pair_
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU_GRAD, NONE
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
-from pyai.kernels.numba_cpu.simd import (SUMS, WIDTH, add, fma, lane, lane_sum, lane_sums, load, opaque, prefetch,
+from pyai.kernels.numba_cpu.simd import (SUMS, WIDTH, add, fma, lane, lane_sum, lane_sums, load, opaque, prefetch_run,
                                          splat, splat_at, store, times_leaky_gradient, zeros)
 
 DIRECT_MAX_OUT = 4
-LINE = 16    # floats in a cache line
 PARTS = 16   # the weight gradient's partial sums: enough tasks to spread over the threads
-ROW_PARTS = 64   # the input gradient's tasks, each a run of input rows
+ROW_PARTS = 64   # the forward's and the input gradient's tasks, each a run of rows
 
 
 PIXELS = SUMS   # interior outputs of a row computed together: their FMA chains overlap, w's loads are shared
@@ -119,13 +118,6 @@ def interior_dots(x, wt, g, n, oh, ow, o, y_rows, row):
 
 
 @numba.njit(inline="always", cache=True)
-def prefetch_run(x, start, floats):
-    """Ask for the cache lines of x[start:start + floats]."""
-    for line in range(0, floats, LINE):
-        prefetch(x, start + line)
-
-
-@numba.njit(inline="always", cache=True)
 def prefetch_rows_below(x, g, n, oh, ow):
     """Ask for the input rows that the next output row's windows add (its task follows on this
     thread), under the PIXELS windows from output (n, oh, ow): x read from memory, a line at a time
@@ -159,27 +151,34 @@ def rest_dot(x, wt, g, n, oh, ow, o, whole):
 
 @numba.njit(parallel=True, fastmath={"contract", "reassoc"}, cache=True)
 def forward_kernel(x, wt, g, bias, has_bias, activation, alpha, y_rows):
-    """x and wt flat; one output row per task. Outputs whose windows lie inside the image across
-    go PIXELS at a time (interior_dots), the others one by one (window_dot)."""
+    """x and wt flat; each of `parts` tasks a run of output rows, then the epilogue on all of
+    them at once (a call a row had cost as much as the tanh: 0.08 of a 0.7 ms layer). Outputs
+    whose windows lie inside the image across go PIXELS at a time (interior_dots), the others one
+    by one (window_dot)."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
     out_channels = y_rows.shape[1]
     first = min(out_width, -(-pl // sw))                               # the interior outputs of a row
     end = max(first, min(out_width, (width + pl - kw) // sw + 1))
-    for task in numba.prange(len(y_rows) // out_width):
-        n, oh = task // out_height, task % out_height
-        row = task * out_width
-        for o in range(out_channels):
-            ow = 0
-            while ow < out_width:
-                if first <= ow < end and end - first >= PIXELS:
-                    ow = min(ow, end - PIXELS)   # the last group ends at `end`, redoing a few outputs
-                    interior_dots(x, wt, g, n, oh, ow, o, y_rows, row + ow)
-                    prefetch_rows_below(x, g, n, oh, ow)
-                    ow += PIXELS
-                else:
-                    y_rows[row + ow, o] = window_dot(x, wt, g, n, oh, ow, o)
-                    ow += 1
-        apply_epilogue(y_rows, row, 0, out_width, out_channels, bias, has_bias, activation, alpha)
+    rows = len(y_rows) // out_width
+    parts = min(rows, ROW_PARTS)
+    for part in numba.prange(parts):
+        for task in range(part * rows // parts, (part + 1) * rows // parts):
+            n, oh = task // out_height, task % out_height
+            row = task * out_width
+            for o in range(out_channels):
+                ow = 0
+                while ow < out_width:
+                    if first <= ow < end and end - first >= PIXELS:
+                        ow = min(ow, end - PIXELS)   # the last group ends at `end`, redoing a few outputs
+                        interior_dots(x, wt, g, n, oh, ow, o, y_rows, row + ow)
+                        prefetch_rows_below(x, g, n, oh, ow)
+                        ow += PIXELS
+                    else:
+                        y_rows[row + ow, o] = window_dot(x, wt, g, n, oh, ow, o)
+                        ow += 1
+        first_row = part * rows // parts * out_width
+        apply_epilogue(y_rows, first_row, 0, (part + 1) * rows // parts * out_width - first_row, out_channels, bias,
+                       has_bias, activation, alpha)
 
 
 @numba.njit(inline="always", cache=True)

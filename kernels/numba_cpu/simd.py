@@ -26,12 +26,17 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     leaky(v, slope)                v where v > 0, else slope * v, lane by lane
     opaque(offset)                 offset, hidden from LLVM's optimizer (see below)
     biased_leaky(v, bias, slope)   leaky(v + bias, slope)
+    times_leaky_gradient(v, y, slope)  v * 1 where y > 0, else v * slope, lane by lane
+    lane_sum(v)                    the sum of v's lanes
+    lane_sums(v0, ..., v7)         lane p < SUMS (8) = the sum of vp's lanes, together
+    lane(v, i)                     the float in v's lane i
     transpose_square(src, s0, s_stride, dst, d0, d_stride)
                                    WIDTH x WIDTH floats: row i of dst = column i of src
     aligned_floats(size)           a new float32 array whose first element starts a cache line
     prefetch_for_write(array, offset)  ask for the cache line of array[offset] in L1, to be
                                    written: its fetch overlaps the work before the write
     prefetch(array, offset)        the same, for a line to be read
+    prefetch_run(array, start, n)  prefetch for each cache line of array[start:start + n]
     with slp_vectorize(): ...      LLVM's SLP vectorizer on for the kernels compiled inside
 """
 
@@ -433,6 +438,14 @@ def prefetch_intrinsic(write):
 
 prefetch_for_write = prefetch_intrinsic(True)
 prefetch = prefetch_intrinsic(False)
+LINE = ALIGNMENT // 4   # floats in a cache line
+
+
+@numba.njit(inline="always", cache=True)
+def prefetch_run(array, start, floats):
+    """Ask for the cache lines of array[start:start + floats], to be read."""
+    for line in range(0, floats, LINE):
+        prefetch(array, start + line)
 
 
 @intrinsic
