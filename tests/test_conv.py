@@ -46,6 +46,9 @@ SHAPES = [
     (3, 6, 7, 9, 3, 3, 1, 2, "same"),
     (2, 9, 8, 32, 3, 3, 1, 1, "same"),        # 1 to 3 outputs over whole vectors of channels
     (3, 7, 6, 20, 3, 2, 3, (2, 1), "valid"),   # ... and a rest past the last vector
+    (2, 9, 29, 32, 3, 3, 1, 1, "same"),       # rows wide enough for eight outputs (or pixels of a phase) at once
+    (2, 7, 20, 24, 4, 4, 1, 2, "same"),       # ... a transpose into one channel at stride 2, 24 = 16 + 8 channels
+    (2, 5, 40, 3, 3, 3, 1, 1, "same"),        # ... and of 3 channels, under a vector
     (2, 1, 1, 17, 3, 3, 20, 1, "same"),
     (3, 7, 5, 16, 3, 3, 18, 2, "same"),
     (2, 9, 7, 33, 3, 2, 17, (1, 2), "valid"),
@@ -69,6 +72,7 @@ SHAPES = [
     (2, 9, 8, 1, 3, 3, 32, 2, "same"),
     (3, 6, 7, 3, 3, 3, 48, 1, "valid"),
     (2, 1, 1, 1, 5, 5, 80, 1, "same"),
+    (2, 9, 33, 1, 3, 3, 64, 2, "same"),       # dx into one channel, phases of 16 and 17 pixels
     (2, 8, 7, 2, 3, 3, 64, (2, 1), "valid"),
     # ... windows inside the image read at offsets from their corner, the others listed: a border
     # of 2 under 5x5 'same', a 3x2 kernel at strides (1, 2)

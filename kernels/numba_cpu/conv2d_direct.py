@@ -323,42 +323,110 @@ def pixel_gradient(source, start, taps, tap_rows, count, wt, whole, channels, dx
 def transposed_kernel(small, w, g, images, bias, has_bias, activation, alpha, big_rows):
     """big_rows (N*H*W, C) = epilogue(the transpose of Geometry g's convolution applied to small),
     for few big channels C: each big float the sum, over the taps whose windows read its pixel,
-    of a dot of small's O contiguous floats there with w[i, j, c, :] (w flat, (kh, kw, C, O)), a
-    vector at a time in two chains of FMAs. A task's input row h lists its kernel rows once; a
-    pixel's columns step from its first tap j = (w + pl) % sw by sw, one division a pixel.
-    Taken for one big channel (conv2d_transpose.transposed_conv), where it replaces a product
-    of 9 columns and col2im: the DCGAN discriminator's first layer's dx, 128 x 14x14x64 -> 28x28x1
-    at stride 2, AMD EPYC Zen 3, 2 threads, old and new alternating, 3.70-3.81 -> 2.84-3.03 ms.
+    of a dot of small's O contiguous floats there with w[i, j, c, :] (w flat, (kh, kw, C, O)).
+    A task's input row h lists its kernel rows once. The pixels of a row that lie sw apart (a
+    phase) have the same taps, j = first_j, first_j + sw, ..., at small pixels one apart: those
+    whose every tap lands in small go PIXELS at a time (phase_dots, as the forward's
+    interior_dots), the others one by one (pixel_dot). Taken for one big channel
+    (conv2d_transpose.transposed_conv), where it replaces a product of 9 columns and col2im: the
+    DCGAN discriminator's first layer's dx, 128 x 14x14x64 -> 28x28x1 at stride 2, AMD EPYC Zen 3,
+    2 threads, old and new alternating, 3.70-3.81 -> 2.84-3.03 ms; a pixel at a time, two chains
+    of FMAs and a lane sum each, 64 x 14x14x64 on an AMD EPYC Zen 5 took 0.30 ms in a DCGAN step.
     Into 3 channels it was slower (64 x 16x16x64 -> 32x32x3: 3.21-3.32 -> 4.32-4.45 ms): each
     channel walks the taps again; sharing small's loads over the channels is not tried."""
     (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
     small_channels = w.size // (kh * kw * channels)
-    for task in numba.prange(images * height):
-        n, h = task // height, task % height
-        kernel_rows, out_rows = np.empty(kh, dtype=np.int64), np.empty(kh, dtype=np.int64)
-        row_count = 0
-        for i in range(kh):          # the kernel rows whose windows read row h
-            t = h + pt - i
-            if t >= 0 and t % sh == 0 and t // sh < out_height:
-                kernel_rows[row_count], out_rows[row_count] = i, t // sh
-                row_count += 1
-        for x in range(width):
-            first_ow, first_j = (x + pl) // sw, (x + pl) % sw
+    rows = images * height
+    parts = min(rows, ROW_PARTS)
+    for part in numba.prange(parts):
+        kernel_rows = np.empty((2, kh), dtype=np.int64)
+        for task in range(part * rows // parts, (part + 1) * rows // parts):
+            n, h = task // height, task % height
+            ahead = (h + 1 + pt) // sh   # the last row of small the next big row reads, asked for ahead
+            if (h + 1 + pt) % sh == 0 and ahead < out_height:
+                prefetch_run(small, (n * out_height + ahead) * out_width * small_channels, out_width * small_channels)
+            row_count = 0
+            for i in range(kh):          # the kernel rows whose windows read row h, and their output rows
+                t = h + pt - i
+                if t >= 0 and t % sh == 0 and t // sh < out_height:
+                    kernel_rows[0, row_count], kernel_rows[1, row_count] = i, t // sh
+                    row_count += 1
             for c in range(channels):
-                even, odd = zeros(), zeros()
-                total = np.float32(0.0)
-                for r in range(row_count):
-                    i, oh = kernel_rows[r], out_rows[r]
-                    j, ow = first_j, first_ow
-                    while j < kw:
-                        if 0 <= ow < out_width:
-                            even, odd, total = add_dot(small, ((n * out_height + oh) * out_width + ow) * small_channels,
-                                                       w, ((i * kw + j) * channels + c) * small_channels,
-                                                       small_channels, even, odd, total)
-                        j += sw
-                        ow -= 1
-                big_rows[task * width + x, c] = total + lane_sum(add(even, odd))
-        apply_epilogue(big_rows, task * width, 0, width, channels, bias, has_bias, activation, alpha)
+                for phase in range(min(sw, width)):
+                    first_j, first_ow = (phase + pl) % sw, (phase + pl) // sw   # pixel phase + sw * q: ow first_ow + q
+                    pixels = (width - phase + sw - 1) // sw
+                    reach = (kw - 1 - first_j) // sw          # taps j = first_j + sw * k, k <= reach, at ow - k
+                    lo, hi = max(0, reach - first_ow), min(pixels, out_width - first_ow)   # every tap in small
+                    q = 0
+                    while q < pixels:
+                        if lo <= q < hi and hi - lo >= PIXELS:
+                            q = min(q, hi - PIXELS)   # the last group ends at hi, redoing a few pixels
+                            phase_dots(small, w, g, n, kernel_rows, row_count, first_j, first_ow + q, c, big_rows,
+                                       task * width + phase + sw * q)
+                            q += PIXELS
+                        else:
+                            big_rows[task * width + phase + sw * q, c] = pixel_dot(
+                                small, w, g, n, kernel_rows, row_count, first_j, first_ow + q, c)
+                            q += 1
+        first_row = part * rows // parts * width
+        apply_epilogue(big_rows, first_row, 0, (part + 1) * rows // parts * width - first_row, channels, bias,
+                       has_bias, activation, alpha)
+
+
+@numba.njit(inline="always", cache=True)
+def pixel_dot(small, w, g, n, kernel_rows, row_count, first_j, first_ow, c):
+    """Big channel c at one pixel: over its kernel rows and taps j = first_j + sw * k at small
+    pixel first_ow - k, those inside small, the dots of small's floats with w's, a vector at a time
+    in two chains of FMAs, their lanes summed at the end."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    small_channels = w.size // (kh * kw * channels)
+    even, odd = zeros(), zeros()
+    total = np.float32(0.0)
+    for r in range(row_count):
+        i, oh = kernel_rows[0, r], kernel_rows[1, r]
+        j, ow = first_j, first_ow
+        while j < kw:
+            if 0 <= ow < out_width:
+                even, odd, total = add_dot(small, ((n * out_height + oh) * out_width + ow) * small_channels,
+                                           w, ((i * kw + j) * channels + c) * small_channels,
+                                           small_channels, even, odd, total)
+            j += sw
+            ow -= 1
+    return total + lane_sum(add(even, odd))
+
+
+@numba.njit(inline="always", cache=True)
+def phase_dots(small, w, g, n, kernel_rows, row_count, first_j, first_ow, c, big_rows, x):
+    """pixel_dot for PIXELS pixels of a phase, sw apart from big row x, whose every tap lands in
+    small (at small pixels one apart): w's loads shared, one chain of FMAs a pixel, their lanes
+    summed together (simd.lane_sums), then the floats past the whole vectors one at a time."""
+    (height, width, channels, out_height, out_width, kh, kw, sh, sw, pt, pl) = g
+    step = w.size // (kh * kw * channels)       # small's channels
+    whole = step // WIDTH * WIDTH
+    a0, a1, a2, a3, a4, a5, a6, a7 = zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros()
+    for r in range(row_count):
+        i, oh = kernel_rows[0, r], kernel_rows[1, r]
+        for j in range(first_j, kw, sw):
+            at = ((n * out_height + oh) * out_width + first_ow - (j - first_j) // sw) * step
+            tap = ((i * kw + j) * channels + c) * step
+            for v in range(0, whole, WIDTH):
+                wv, s = load(w, tap + v), at + v
+                a0, a1 = fma(load(small, s), wv, a0), fma(load(small, s + step), wv, a1)
+                a2, a3 = fma(load(small, s + 2 * step), wv, a2), fma(load(small, s + 3 * step), wv, a3)
+                a4, a5 = fma(load(small, s + 4 * step), wv, a4), fma(load(small, s + 5 * step), wv, a5)
+                a6, a7 = fma(load(small, s + 6 * step), wv, a6), fma(load(small, s + 7 * step), wv, a7)
+    sums = lane_sums(a0, a1, a2, a3, a4, a5, a6, a7)
+    for p in range(PIXELS):
+        total = lane(sums, p)
+        if whole < step:
+            for r in range(row_count):
+                i, oh = kernel_rows[0, r], kernel_rows[1, r]
+                for j in range(first_j, kw, sw):
+                    at = ((n * out_height + oh) * out_width + first_ow + p - (j - first_j) // sw) * step
+                    tap = ((i * kw + j) * channels + c) * step
+                    for v in range(whole, step):
+                        total += small[at + v] * w[tap + v]
+        big_rows[x + p * sw, c] = total
 
 
 @numba.njit(parallel=True, fastmath={"contract"}, cache=True)
