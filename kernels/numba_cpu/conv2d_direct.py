@@ -89,6 +89,19 @@ def window_dot(x, wt, g, n, oh, ow, o):
 
 
 @numba.njit(inline="always", cache=True)
+def add_eight_dots(x, at, step, w, tap, length, a0, a1, a2, a3, a4, a5, a6, a7):
+    """(a0, ..., a7) plus, for p < 8, the products of x[at + p * step:][:length] and w[tap:][:length]
+    (length a whole number of vectors), a vector at a time: w's vector loaded once for the eight."""
+    for c in range(0, length, WIDTH):
+        wv, s = load(w, tap + c), at + c
+        a0, a1 = fma(load(x, s), wv, a0), fma(load(x, s + step), wv, a1)
+        a2, a3 = fma(load(x, s + 2 * step), wv, a2), fma(load(x, s + 3 * step), wv, a3)
+        a4, a5 = fma(load(x, s + 4 * step), wv, a4), fma(load(x, s + 5 * step), wv, a5)
+        a6, a7 = fma(load(x, s + 6 * step), wv, a6), fma(load(x, s + 7 * step), wv, a7)
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+@numba.njit(inline="always", cache=True)
 def interior_dots(x, wt, g, n, oh, ow, o, y_rows, row):
     """y_rows[row + p, o] for the PIXELS outputs ow .. ow + PIXELS - 1 of row (n, oh), whose
     windows lie inside the image across: a window's row i is kw*C contiguous floats of x, dotted
@@ -105,12 +118,8 @@ def interior_dots(x, wt, g, n, oh, ow, o, y_rows, row):
         if 0 <= h < height:
             base = ((n * height + h) * width + ow * sw - pl) * channels
             tap = (o * kh + i) * length
-            for c in range(0, whole, WIDTH):
-                wv, at = load(wt, tap + c), base + c
-                a0, a1 = fma(load(x, at), wv, a0), fma(load(x, at + step), wv, a1)
-                a2, a3 = fma(load(x, at + 2 * step), wv, a2), fma(load(x, at + 3 * step), wv, a3)
-                a4, a5 = fma(load(x, at + 4 * step), wv, a4), fma(load(x, at + 5 * step), wv, a5)
-                a6, a7 = fma(load(x, at + 6 * step), wv, a6), fma(load(x, at + 7 * step), wv, a7)
+            a0, a1, a2, a3, a4, a5, a6, a7 = add_eight_dots(x, base, step, wt, tap, whole,
+                                                            a0, a1, a2, a3, a4, a5, a6, a7)
     sums = lane_sums(a0, a1, a2, a3, a4, a5, a6, a7)
     for p in range(PIXELS):
         rest = np.float32(0.0) if whole == length else rest_dot(x, wt, g, n, oh, ow + p, o, whole)
@@ -409,12 +418,8 @@ def phase_dots(small, w, g, n, kernel_rows, row_count, first_j, first_ow, c, big
         for j in range(first_j, kw, sw):
             at = ((n * out_height + oh) * out_width + first_ow - (j - first_j) // sw) * step
             tap = ((i * kw + j) * channels + c) * step
-            for v in range(0, whole, WIDTH):
-                wv, s = load(w, tap + v), at + v
-                a0, a1 = fma(load(small, s), wv, a0), fma(load(small, s + step), wv, a1)
-                a2, a3 = fma(load(small, s + 2 * step), wv, a2), fma(load(small, s + 3 * step), wv, a3)
-                a4, a5 = fma(load(small, s + 4 * step), wv, a4), fma(load(small, s + 5 * step), wv, a5)
-                a6, a7 = fma(load(small, s + 6 * step), wv, a6), fma(load(small, s + 7 * step), wv, a7)
+            a0, a1, a2, a3, a4, a5, a6, a7 = add_eight_dots(small, at, step, w, tap, whole,
+                                                            a0, a1, a2, a3, a4, a5, a6, a7)
     sums = lane_sums(a0, a1, a2, a3, a4, a5, a6, a7)
     for p in range(PIXELS):
         total = lane(sums, p)
