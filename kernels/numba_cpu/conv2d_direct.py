@@ -19,8 +19,8 @@ nothing. Here each pass reads the image where it lies:
             once, the pixels that every kernel column reads go two at a time (their neighbour's
             taps one output pixel on: four chains of FMAs for C = 2 vectors), the few at a row's
             ends take a list of their own (no division); at other strides each pixel's taps are
-            listed. A task is a run of ROW_PARTS rows, its lists made once; each row then takes
-            the leaky ReLU gradient of the layer below (times_row_gradient) while in L1
+            listed. Each of ROW_PARTS tasks takes a run of rows, its lists made once; each row
+            then takes the leaky ReLU gradient of the layer below (times_row_gradient) while in L1
   dw:       dw[i, j, :, o] = sum over every window of dy[n, oh, ow, o] * x[window pixel (i, j), :],
             each of PARTS tasks summing its share of the output rows into its own partial (a
             row's outputs summed in registers, four chains of FMAs, then added), the partials
@@ -31,9 +31,9 @@ wt is w as (O, kh, kw, C), so every inner loop runs over C contiguous floats. Su
 and in dw's rows are in a fixed order other than a serial one: the result differs from a serial
 sum only by rounding; infinities and NaN propagate as ever. dx's sums are a serial one's.
 The DCGAN's last layer (3x3, 28x28x32 -> 1), AMD EPYC Zen 5, 2 threads, best of 60, before and
-after the lane sums, the row lists and pairs, the prefetches and the four-chain dw, each from
-cache / after a 200 MB pass had flushed it, ms:
-  forward 128 images, tanh:              0.63-0.64 / 0.93-1.07   ->  0.66-0.68 / 0.74-0.75
+after the lane sums, the row lists and pairs, the prefetches, the runs of rows and the
+four-chain dw, each from cache / after a 200 MB pass had flushed it, ms:
+  forward 128 images, tanh:              0.63-0.64 / 0.93-1.07   ->  0.63-0.65 / 0.68-0.73
   dx 64 images, leaky ReLU gradient:      0.49-0.57 / 0.55-0.62   ->  0.22-0.25 / 0.30-0.35
   dw with db, 64 images:                  0.53 / 0.66-0.67        ->  0.33 / 0.37 (db: bias_grad.py)
 Before, on 2 cores of an Intel Xeon (AVX-512), the ops against the scalar loops before them:

@@ -325,18 +325,14 @@ def build_leaky(builder, v, slope):
 leaky = lanewise(build_leaky)
 
 
-def build_times_leaky_gradient(builder, v, y, slope):
-    """v times the gradient of a leaky ReLU whose output is y: v * 1 where y > 0, else v * slope."""
-    positive = builder.fcmp_ordered(">", y, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
-    return builder.fmul(v, builder.select(positive, ir.Constant(LLVM_VECTOR, [1.0] * WIDTH), slope))
-
-
 @intrinsic
 def times_leaky_gradient(typingctx, v, y, slope):
     """v times the gradient of a leaky ReLU whose output is y, lane by lane: v * 1 where y > 0,
     else v * slope (the floats of epilogue.LEAKY_RELU_GRAD's product)."""
     def codegen(context, builder, signature, args):
-        return build_times_leaky_gradient(builder, *args)
+        v, y, slope = args
+        positive = builder.fcmp_ordered(">", y, ir.Constant(LLVM_VECTOR, [0.0] * WIDTH))
+        return builder.fmul(v, builder.select(positive, ir.Constant(LLVM_VECTOR, [1.0] * WIDTH), slope))
     return VECTOR(VECTOR, VECTOR, VECTOR), codegen
 
 
