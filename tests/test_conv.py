@@ -188,8 +188,9 @@ def test_images_in_many_chunks_give_one_chunks_result(rng, monkeypatch, transpos
 
 # (images, H, W, C, grid height, grid width, step, tap rows, tap columns, columns of B): 1x1
 # images, odd grids, steps of 1 to 3, taps past every edge, more rows than a block (MC), C with a
-# ragged rest past the last vector, depths cut mid-tap by the KC-deep slices, N not a multiple of NR,
-# B's panel packed for all of K and (a B too wide for that) a slice at a time
+# ragged rest past the last vector, depths cut mid-tap by the slices (KC deep for window_weight_product's
+# packed windows, WINDOW_KC for window_product's), N not a multiple of NR, B's panel packed for all of K
+# and (a B too wide for that) a slice at a time
 WINDOWS = [
     (2, 1, 1, 17, 1, 1, (1, 1), [-1, 0, 1], [-1, 0, 1], 5),
     (3, 7, 5, 3, 4, 3, (2, 2), [-1, 0, 1], [-1, 0, 1], 17),
@@ -198,7 +199,8 @@ WINDOWS = [
     (2, 12, 10, 37, 4, 3, (3, 3), [0, 1, 2], [-2, 0, 2], 64),
     (3, 6, 5, 32, 3, 3, (2, 2), [-1, 0, 1], [-1, 0, 1], 24),      # taps of whole B sliver rows
     (3, 20, 19, 16, 20, 19, (1, 1), [-1, 0, 1], [-1, 0, 1], 40),  # blocks of MC rows on each thread
-    (2, 5, 5, 64, 5, 5, (1, 1), [-1, 0, 1], [-1, 0, 1], 1100),    # B too wide for a whole-depth panel
+    (2, 6, 6, 70, 3, 3, (2, 2), [-1, 0, 1, 2], [-1, 0, 1, 2], 48),   # two window slices, 512 + 608 deep
+    (2, 5, 5, 80, 5, 5, (1, 1), [-1, 0, 1], [-1, 0, 1], 1100),    # B too wide for a whole-depth panel
 ]
 
 

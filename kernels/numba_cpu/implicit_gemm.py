@@ -15,23 +15,23 @@ offsets (conv2d.py); a stride-1 transposed convolution's have step 1 and the pad
 kernel's rows (conv2d_transpose.py). Two products use it:
     window_product:          C = epilogue(windows @ B)    B (taps*C, N) row-major, C (N*GH*GW, N)
     window_weight_product:   C = D^T @ windows            D (N*GH*GW, M) row-major, C (M, taps*C)
-Both run the matmul's own loop nest (gemm_rectangle in matmul.py: blocking, thread rectangles,
-the packed B slices) with an operand of windows on one side, (image, shape, taps, ...), for which
-this file registers the loop's hooks (multiply_a_block, pack_b_operand: chosen by the operand's
-type as Numba compiles the loop). The A side is never packed: for each block of windows and
-slice of depth, window_addresses writes where each window's run of channels for each tap of the
-slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the rows
-there (matmul_gathered.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
-addresses in registers). The B side's NR-column slivers (packed[t, p, c] = windows[depth0 + p,
-col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels,
-which stay in L2, are all there is of the windows. Except in a weight product whose channels are
-whole NR slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows
-where they lie too (weight_rectangle): for each slice, a table of each window's address for each
-tap (window_rows), from which the tiles load a sliver's row p (matmul_gathered.
-micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken 9-14% of such a product
-(AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
-Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 ->
-4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
+Both run the matmul's own loop nest (gemm_rectangle in matmul.py: blocking, thread rectangles, the
+packed B slices) with an operand of windows on one side, (image, shape, taps, ...), for which this
+file registers the loop's hooks (multiply_a_block, pack_b_operand: chosen by the operand's type as
+Numba compiles the loop). The A side is never packed: for each block of windows and slice of depth
+(WINDOW_KC deep, below), window_addresses writes where each window's run of channels for each tap
+of the slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the
+rows there (matmul_gathered.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
+addresses in registers). The B side's NR-column slivers (packed[t, p, c] =
+windows[depth0 + p, col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels, which
+stay in L2, are all there is of the windows. Except in a weight product whose channels are whole NR
+slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows where they
+lie too (weight_rectangle): for each slice, a table of each window's address for each tap
+(window_rows), from which the tiles load a sliver's row p
+(matmul_gathered.micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken 9-14% of such a
+product (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
+Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 -> 4.71;
+a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once.
 """
@@ -56,6 +56,15 @@ from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, st
 # side's packing would copy a float at a time, and an im2col matrix made by whole-pixel copies
 # (im2col.py) is faster; the conv ops choose by this
 PACKED_MIN_CHANNELS = WIDTH
+# The depth of a window product's slices (A read in place): KC is what keeps a packed A sliver
+# in L1, and these A rows are never packed, so a slice may take a 3x3 layer's whole 576: each
+# tile then runs the whole depth in one chain and stores C once, with its epilogue, where three
+# slices (256, 256 and a short 64) had stored and reloaded it twice. Old and new alternating,
+# best of 40-60 calls (AMD EPYC Zen 5, 2 threads): a 14x14x64 -> 7x7x128 stride-2 conv, 128
+# images, 1.96-1.99 -> 1.89-1.91 ms; 16 x 56x56x64 -> 64, 8.43-8.49 -> 7.57-7.72; a
+# 7x7x128 -> 14x14x64 Conv2DTranspose (512 deep a phase), 3.50-3.62 -> 3.44-3.55. 1024 was as
+# fast but for 2% on a 1024-deep input gradient, with an A block twice as big in L2.
+WINDOW_KC = 512
 
 
 class Windows:
@@ -337,21 +346,22 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
-                               has_bias, activation, alpha, row0, rows, col0, cols, mc, nc)
+                               has_bias, activation, alpha, row0, rows, col0, cols, mc, nc, KC)
 
 
 def windows_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0,
                       cols, mc, nc):
     """One thread's rectangle of c = epilogue(windows @ b), B row-major (k, N): the A side's
     address tables for a block of windows, then the matmul's loop nest."""
-    runs = min(tap_rows.size * tap_cols.size, DEEPEST // shape[2] + 2)   # taps a slice meets
+    deepest = min(k, WINDOW_KC + WINDOW_KC // 4)   # block_end's deepest slice
+    runs = min(tap_rows.size * tap_cols.size, deepest // shape[2] + 2)   # taps a slice meets
     slivers = -(-min(rows, mc + mc // 4) // MR)
-    zero = aligned_floats(DEEPEST)
+    zero = aligned_floats(deepest)
     zero[:] = 0.0
     windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
                np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
     gemm_rectangle(windows, (b, c.shape[1], 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc,
-                   nc)
+                   nc, WINDOW_KC)
 
 
 def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, bias, has_bias, activation, alpha,

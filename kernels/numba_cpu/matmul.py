@@ -516,30 +516,32 @@ def multiply_slice(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, first_ro
         block0 += block_rows
 
 
-def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc, nc):
+def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc, nc, kc):
     """c[row0:row0+rows, col0:col0+cols] = epilogue(A @ B) by the whole blocked loop nest, on
     one thread, packing its own slices of B (pack_b_operand) and blocks of A (multiply_a_block)
-    into buffers it reuses. Where a panel of B for all of K fits in the room of one KC x NC
-    slice (a deep product with few columns: a convolution's 576 x 64 weights), the panel is
-    packed whole and each block of A meets every slice in turn, so that its block of C stays in
-    L2 from the first slice to the epilogue instead of going to memory and back once a slice."""
-    deepest = min(k, DEEPEST)   # block_end allows up to a quarter more
+    into buffers it reuses. Slices are kc deep: KC for a matrix A, which is packed; an A read
+    where it lies (implicit_gemm's windows) may take deeper ones. Where a panel of B for all of K
+    fits in the room of one KC x NC slice (a deep product with few columns: a convolution's 576
+    x 64 weights), the panel is packed whole and each block of A meets every slice in turn, so
+    that its block of C stays in L2 from the first slice to the epilogue instead of going to
+    memory and back once a slice."""
+    deepest = min(k, kc + kc // 4)   # block_end allows up to a quarter more
     widest = min(cols, nc + nc // 4)
     tallest = min(rows, mc + mc // 4)
-    whole_depth = k > DEEPEST and -(-widest // NR) * NR * k <= nc * KC
-    # packed whole, slice j (rows j KC on: block_end's slices start at multiples of KC) takes
-    # packed_rows of its depth, from row j packed_rows(KC) of the panel's rows
-    buffer_rows = k + B_PAD * -(-k // KC) if whole_depth else packed_rows(deepest)
+    whole_depth = k > deepest and -(-widest // NR) * NR * k <= nc * KC
+    # packed whole, slice j (rows j kc on: block_end's slices start at multiples of kc) takes
+    # packed_rows of its depth, from row j packed_rows(kc) of the panel's rows
+    buffer_rows = k + B_PAD * -(-k // kc) if whole_depth else packed_rows(deepest)
     b_buffer = aligned_floats(-(-widest // NR) * buffer_rows * NR)
-    a_buffer = aligned_floats(-(-tallest // MR) * deepest * MR)
+    a_buffer = aligned_floats(-(-tallest // MR) * min(deepest, DEEPEST) * MR)   # only a matrix A is packed
     panel0 = col0
     while panel0 < col0 + cols:
         panel_cols = block_end(panel0, col0 + cols, nc) - panel0
         col_slivers = -(-panel_cols // NR)
         depth0 = 0
         while depth0 < k:
-            depth = block_end(depth0, k, KC) - depth0
-            start = col_slivers * (depth0 // KC) * packed_rows(KC) * NR if whole_depth else 0
+            depth = block_end(depth0, k, kc) - depth0
+            start = col_slivers * (depth0 // kc) * packed_rows(kc) * NR if whole_depth else 0
             sliver_rows = packed_rows(depth)
             panel = b_buffer[start:start + col_slivers * sliver_rows * NR]
             pack_b_operand(b, depth0, depth, panel0, panel_cols, panel.reshape((col_slivers, sliver_rows, NR)))
@@ -552,8 +554,8 @@ def gemm_rectangle(a, b, c, k, bias, has_bias, activation, alpha, row0, rows, co
             block_rows = block_end(block0, row0 + rows, mc) - block0
             depth0 = 0
             while depth0 < k:
-                depth = block_end(depth0, k, KC) - depth0
-                multiply_a_block(a, a_buffer, b_buffer, col_slivers * (depth0 // KC) * packed_rows(KC) * NR, c, k,
+                depth = block_end(depth0, k, kc) - depth0
+                multiply_a_block(a, a_buffer, b_buffer, col_slivers * (depth0 // kc) * packed_rows(kc) * NR, c, k,
                                  depth0, depth, block0, block_rows, panel0, panel_cols, bias, has_bias, activation,
                                  alpha)
                 depth0 += depth
@@ -578,7 +580,7 @@ def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c
         if row1 > row0 and col1 > col0:
             gemm_rectangle((a, a_row_stride, a_col_stride, a_rows), (b, b_row_stride, b_col_stride), c, k,
                            bias, has_bias, activation, alpha, row0, row1 - row0, col0, col1 - col0,
-                           mc, nc)
+                           mc, nc, KC)
 
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias,
