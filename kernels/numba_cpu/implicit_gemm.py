@@ -23,8 +23,8 @@ Numba compiles the loop). The A side is never packed: for each block of windows 
 of the slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the
 rows there (matmul_gathered.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
 addresses in registers). The B side's NR-column slivers (packed[t, p, c] =
-windows[depth0 + p, col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous channels; the packed panels, which
-stay in L2, are all there is of the windows. Except in a weight product whose channels are whole NR
+windows[depth0 + p, col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous
+channels; the packed panels, which stay in L2, are all there is of the windows. Except in a weight product whose channels are whole NR
 slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows where they
 lie too (weight_rectangle): for each slice, a table of each window's address for each tap
 (window_rows), from which the tiles load a sliver's row p

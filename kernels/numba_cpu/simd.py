@@ -37,6 +37,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
                                    written: its fetch overlaps the work before the write
     prefetch(array, offset)        the same, for a line to be read
     prefetch_run(array, start, n)  prefetch for each cache line of array[start:start + n]
+    prefetch_at(where)             prefetch for the cache line at an address (address())
     with slp_vectorize(): ...      LLVM's SLP vectorizer on for the kernels compiled inside
 """
 
@@ -435,6 +436,19 @@ def prefetch_intrinsic(write):
 prefetch_for_write = prefetch_intrinsic(True)
 prefetch = prefetch_intrinsic(False)
 LINE = ALIGNMENT // 4   # floats in a cache line
+
+
+@intrinsic
+def prefetch_at(typingctx, where):
+    """Ask for the cache line at address `where` (address()), to be read, in every cache level."""
+    def codegen(context, builder, signature, args):
+        pointer = builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, int32, int32, int32]), "llvm.prefetch.p0i8")
+        builder.call(function, [pointer, ir.Constant(int32, 0), ir.Constant(int32, 3), ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+    return types.none(types.int64), codegen
 
 
 @numba.njit(inline="always", cache=True)
