@@ -22,16 +22,16 @@ Numba compiles the loop). The A side is never packed: for each block of windows 
 (WINDOW_KC deep, below), window_addresses writes where each window's run of channels for each tap
 of the slice starts (in the image, or in a buffer of zeros for padding), and the tiles read the
 rows there (matmul_gathered.micro_kernel_gathered: the same k loop as a packed sliver's, twelve row
-addresses in registers). The B side's NR-column slivers (packed[t, p, c] =
-windows[depth0 + p, col0 + t*NR + c]) are packed by pack_windows_b as runs of contiguous
-channels; the packed panels, which stay in L2, are all there is of the windows. Except in a weight product whose channels are whole NR
-slivers (each sliver's columns one run of a pixel's channels): its threads read B's rows where they
-lie too (weight_rectangle): for each slice, a table of each window's address for each tap
-(window_rows), from which the tiles load a sliver's row p
-(matmul_gathered.micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken 9-14% of such a
-product (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a DCGAN's
-Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512 5.49 -> 4.71;
-a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
+addresses in registers). The B side's NR-column slivers
+(packed[t, p, c] = windows[depth0 + p, col0 + t*NR + c]) are packed by pack_windows_b as runs of
+contiguous channels; the packed panels, which stay in L2, are all there is of the windows. Except
+in a weight product whose channels are whole NR slivers (each sliver's columns one run of a pixel's
+channels): its threads read B's rows where they lie too (weight_rectangle): for each slice, a table
+of each window's address for each tap (window_rows), from which the tiles load a sliver's row p
+(matmul_gathered.micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken
+9-14% of such a product (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a
+DCGAN's Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512
+5.49 -> 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once.
 """
