@@ -405,18 +405,21 @@ def unfused_conv_backward(layers, dy):
     return dy, gradients
 
 
-def test_a_conv_stack_takes_its_leaky_relu_gradients_in_its_input_gradients(rng, monkeypatch):
+@pytest.mark.parametrize("channels", [16, 48])
+def test_a_conv_stack_takes_its_leaky_relu_gradients_in_its_input_gradients(rng, monkeypatch, channels):
     """A convolution or Dense above a layer with leaky ReLU, through a Reshape or Flatten, hands it
     d loss / d its pre-activation, made in its own input gradient's pass: a Conv2DTranspose's (an
     implicit GEMM over dy's windows), a strided Conv2D's (the stride phases' implicit GEMMs), a
     one-channel Conv2D's (the direct kernel) and a Dense's over a flattened image. The floats of
     the ops one step at a time, bit for bit, through backward and the GAN's backward_to_input;
-    leaky_relu_grad never runs. A weight in Fortran order goes through the ops, the same floats."""
+    leaky_relu_grad never runs. A weight in Fortran order goes through the ops, the same floats.
+    48 channels: whole register tiles (32 columns with AVX-512), which take the gradient as they
+    are stored, beside a ragged rest."""
     from pyai.nn import Conv2D, Conv2DTranspose, Flatten, Reshape
-    layers = [random_dense(rng, 6, 4 * 4 * 16, "leaky_relu", alpha=0.3), Reshape((4, 4, 16)),
-              Conv2DTranspose(16, 16, 4, 2, "same", "leaky_relu", 0.1, rng),
-              Conv2D(16, 20, 3, 2, "same", "leaky_relu", 0.2, rng), Conv2D(20, 1, 3, 1, "same", "leaky_relu", 0.25, rng),
-              Flatten(), random_dense(rng, 16, 3, None)]
+    layers = [random_dense(rng, 6, 4 * 4 * channels, "leaky_relu", alpha=0.3), Reshape((4, 4, channels)),
+              Conv2DTranspose(channels, channels, 4, 2, "same", "leaky_relu", 0.1, rng),
+              Conv2D(channels, 20, 3, 2, "same", "leaky_relu", 0.2, rng),
+              Conv2D(20, 1, 3, 1, "same", "leaky_relu", 0.25, rng), Flatten(), random_dense(rng, 16, 3, None)]
     for layer in layers[2:5]:
         layer.bias[...] = rng.normal(0, 0.5, layer.bias.shape)
     model = Sequential(*layers)

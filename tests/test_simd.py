@@ -114,6 +114,7 @@ TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micr
                 ("matmul_micro", "finished_in_place"), ("matmul_micro", "micro_kernel_rows"),
                 ("matmul_micro", "finished_rows"), ("matmul_micro", "narrow_kernel_strided"),
                 ("matmul_micro", "narrow_kernel_in_place"), ("matmul_gathered", "micro_kernel_gathered"),
+                ("matmul_gathered", "finished_gathered"), ("matmul_gathered", "graded_gathered"),
                 ("matmul_gathered", "micro_kernel_b_gathered")]
 # The tiles that run a row-major or packed A's products at this width (matmul.multiply_block): on
 # AVX-512 the 12-row in-place tiles serve only a transposed A; micro_kernel_rows the row-major one

@@ -30,7 +30,7 @@ READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, address, biased_leaky, fma, load, opaque, prefetch_for_write,
-                                         splat, splat_at, splat_from, store, zeros)
+                                         splat, splat_at, splat_from, store, times_leaky_gradient, zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -158,6 +158,29 @@ def finish_six_rows(c, rows, first, col, acc, accumulate, bias_left, bias_right,
 
 
 @numba.njit(cache=True)
+def grade_row(c, row, col, left, right, accumulate, y, slope):
+    """write_row, then times the gradient of the leaky ReLU whose output y (C's shape, flat) lies
+    at the same place, in registers (simd.times_leaky_gradient: the floats of
+    epilogue.LEAKY_RELU_GRAD's pass over the stored tile)."""
+    start = row * c.shape[1] + col
+    if accumulate:
+        left = add(load(c, start), left)
+        right = add(load(c, start + WIDTH), right)
+    store(c, start, times_leaky_gradient(left, load(y, start), slope))
+    store(c, start + WIDTH, times_leaky_gradient(right, load(y, start + WIDTH), slope))
+
+
+@numba.njit(cache=True)
+def grade_six_rows(c, rows, first, col, acc, accumulate, y, slope):
+    grade_row(c, rows[first], col, acc[0], acc[1], accumulate, y, slope)
+    grade_row(c, rows[first + 1], col, acc[2], acc[3], accumulate, y, slope)
+    grade_row(c, rows[first + 2], col, acc[4], acc[5], accumulate, y, slope)
+    grade_row(c, rows[first + 3], col, acc[6], acc[7], accumulate, y, slope)
+    grade_row(c, rows[first + 4], col, acc[8], acc[9], accumulate, y, slope)
+    grade_row(c, rows[first + 5], col, acc[10], acc[11], accumulate, y, slope)
+
+
+@numba.njit(cache=True)
 def prefetch_tile(c, rows, col, count):
     """Ask for the lines of C's rows rows[0] .. rows[count - 1], columns col .. col + NR, to be
     written: they arrive while the k loop runs, so the stores at its end do not wait on C coming
@@ -175,6 +198,16 @@ def write_tile(c, rows, col, top, bottom, accumulate):
     write_six_rows(c, rows, 0, col, top, accumulate)
     if MR == 2 * ROWS_PER_GROUP:
         write_six_rows(c, rows, ROWS_PER_GROUP, col, bottom, accumulate)
+
+
+@numba.njit(inline="always", cache=True)
+def grade_tile(c, rows, col, top, bottom, accumulate, y, alpha):
+    """write_tile, then times the gradient of a leaky ReLU of slope alpha whose output is y
+    (grade_row): a layer's input gradient made the pre-activation gradient of the layer below."""
+    slope = splat(alpha)
+    grade_six_rows(c, rows, 0, col, top, accumulate, y, slope)
+    if MR == 2 * ROWS_PER_GROUP:
+        grade_six_rows(c, rows, ROWS_PER_GROUP, col, bottom, accumulate, y, slope)
 
 
 @numba.njit(inline="always", cache=True)
