@@ -458,6 +458,13 @@ def prefetch_run(array, start, floats):
         prefetch(array, start + line)
 
 
+@numba.njit(inline="always", cache=True)
+def prefetch_run_for_write(array, start, floats):
+    """Ask for the cache lines of array[start:start + floats], to be written."""
+    for line in range(0, floats, LINE):
+        prefetch_for_write(array, start + line)
+
+
 @intrinsic
 def wide_vectors(typingctx):
     """Let LLVM's own vectorizers use registers WIDTH floats wide in the function that calls
