@@ -19,6 +19,7 @@ GEMM (implicit_gemm.py), for the forward, the input gradient at stride 1 and the
 gradient, and at a stride that divides the kernel, the stride phases' implicit GEMM.
 """
 
+import numba
 import numpy as np
 import pytest
 
@@ -261,6 +262,56 @@ def test_weight_gradient_windows_read_in_place_give_the_matmul_s_floats(rng, cas
                                   False, c, m, len(d), NO_BIAS, False, ACTIVATIONS[None], np.float32(0), *grid, MC, NC)
         np.testing.assert_array_equal(c, stored)
     assert_close(f"in-place weight product {case}", stored, d.astype(np.float64).T @ matrix, TOLERANCE)
+
+
+# (images, height, width, parts): K of 2 slices and a ragged rest (2 x 13 x 13 = 338) in 2 and 3
+# parts (one with no slice), of 33 slices in 2 (more than a part's KC run is merged into)
+DEPTH_PARTS = [(2, 13, 13, 2), (2, 13, 13, 3), (1, 92, 92, 2)]
+
+
+@pytest.mark.parametrize("case", DEPTH_PARTS, ids=[f"{c[0]}x{c[1]}x{c[2]}-parts{c[3]}" for c in DEPTH_PARTS])
+def test_weight_gradient_split_by_depth_adds_the_parts(rng, case):
+    """A deep in-place weight product as a sum over runs of the windows, one a thread
+    (implicit_gemm.weight_gemm_by_depth), against float64, the partials not zeroed first."""
+    from pyai.kernels.numba_cpu.blocking import MC
+    from pyai.kernels.numba_cpu.conv2d import conv_windows
+    from pyai.kernels.numba_cpu.matmul_micro import NR
+    n, h, w, parts = case
+    image = normal(rng, n, h, w, 2 * NR)
+    windows = conv_windows(im2col.geometry(image.shape[1:], (3, 3), (1, 1), "same"))
+    m = 20
+    d = normal(rng, n * windows.per_image, m)
+    c = np.full((m, windows.depth), np.nan, np.float32)
+    partials = np.full((parts - 1, m, windows.depth), np.nan, np.float32)
+    implicit_gemm.weight_gemm_by_depth(d.reshape(-1), m, image.reshape(-1), windows.shape, windows.tap_rows,
+                                       windows.tap_cols, c, partials, len(d), MC)
+    matrix = implicit_gemm.windows_reference(image.astype(np.float64), windows)
+    assert_close(f"weight product in {parts} parts {case}", c, d.astype(np.float64).T @ matrix, TOLERANCE)
+
+
+def test_deep_weight_gradient_runs_split_by_depth(rng, monkeypatch):
+    """window_weight_product of K of DEPTH_SPLIT_SLICES slices a thread or more takes the split
+    on two threads, against float64."""
+    from pyai.kernels.numba_cpu.conv2d import conv_windows
+    from pyai.kernels.numba_cpu.matmul import KC
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("the split needs two threads")
+    side = int(np.ceil(np.sqrt(2 * implicit_gemm.DEPTH_SPLIT_SLICES * KC)))
+    image = normal(rng, 1, side, side, 32)
+    windows = conv_windows(im2col.geometry(image.shape[1:], (3, 3), (1, 1), "same"))
+    d = normal(rng, windows.per_image, 16)
+    calls = []
+    split = implicit_gemm.weight_gemm_by_depth
+    monkeypatch.setattr(implicit_gemm, "weight_gemm_by_depth", lambda *args: calls.append(1) or split(*args))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        got = implicit_gemm.window_weight_product(d, image, windows)
+    finally:
+        numba.set_num_threads(previous)
+    assert calls == [1]
+    matrix = implicit_gemm.windows_reference(image.astype(np.float64), windows)
+    assert_close("deep weight product", got, d.astype(np.float64).T @ matrix, TOLERANCE)
 
 
 def test_a_conv_geometry_s_windows_are_its_im2col_matrix(rng):

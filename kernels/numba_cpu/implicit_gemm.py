@@ -33,7 +33,8 @@ of each window's address for each tap (window_rows), from which the tiles load a
 DCGAN's Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512
 5.49 -> 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
-(from cache for the taps after the first), B or D once per thread part, C written once.
+(from cache for the taps after the first), B or D once per thread part, C written once; a deep
+weight product is cut along K among the threads (DEPTH_SPLIT_SLICES), each part's C then added.
 """
 
 import numba
@@ -65,6 +66,14 @@ PACKED_MIN_CHANNELS = WIDTH
 # 7x7x128 -> 14x14x64 Conv2DTranspose (512 deep a phase), 3.50-3.62 -> 3.44-3.55. 1024 was as
 # fast but for 2% on a 1024-deep input gradient, with an A block twice as big in L2.
 WINDOW_KC = 512
+# A weight product read in place (weight_rectangle) at least this many KC slices deep a thread is
+# cut along K, a run of slices a thread, each summed into its own C and the partials added at the
+# end (weight_gemm_by_depth): cut by columns, every thread had read all of D and most of the
+# image from memory. Old and new in turn (AMD EPYC Zen 5, 2 threads, best of 5-40): 64 x
+# 56x56x64 -> 64 3x3 dw (200704 deep) 40.3-43.1 -> 34.7-35.1 ms; 64 x 14x14x64 -> 28x28x32
+# ConvT dw (12544 deep) 2.09-2.28 -> 2.00-2.01; 6272 deep (12 slices a thread) the same either way.
+# The sums then differ from the column cut's by the order the partials are added in.
+DEPTH_SPLIT_SLICES = 16
 
 
 class Windows:
@@ -213,7 +222,7 @@ def window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps
             b_rows[j, p] = origin + 4 * ((corners[0, p] * height + h) * width + w) * channels if inside else nowhere
 
 
-def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc):
+def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, rows, col0, cols, mc):
     """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
     slivers, each within one tap's channels), of c = D^T @ windows(image), D (k, m) row-major,
     with the windows' rows read where they lie (matmul_gathered.micro_kernel_b_gathered): no packed
@@ -235,7 +244,7 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, c
     zero = aligned_floats(channels)
     zero[:] = 0.0
     edge = edge_tile()
-    depth0 = 0
+    depth0 = k0
     while depth0 < k:
         depth = block_end(depth0, k, KC) - depth0
         window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps, b_rows, corners, zero)
@@ -246,20 +255,20 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, c
             if whole * MR < block_rows:
                 pack_a(d, 1, m, block0 + whole * MR, block_rows - whole * MR, depth0, depth,
                        a_buffer[:depth * MR].reshape((1, depth, MR)), False)
-            multiply_windows_b(d, m, a_buffer, depth0, depth, b_table, c, block0, block_rows, col0, cols, channels,
-                               first_tap, edge)
+            multiply_windows_b(d, m, a_buffer, depth0, depth, depth0 == k0, b_table, c, block0, block_rows, col0, cols,
+                               channels, first_tap, edge)
             block0 += block_rows
         depth0 += depth
 
 
-def multiply_windows_b(d, m, a_packed, depth0, depth, b_table, c, row0, rows, col0, cols, channels, first_tap, edge):
+def multiply_windows_b(d, m, a_packed, depth0, depth, first_slice, b_table, c, row0, rows, col0, cols, channels,
+                       first_tap, edge):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block, rows row0 .. row0 + rows of D^T (D (k,
     m) row-major; a last ragged sliver packed in a_packed, `depth` deep) times the slice's
     windows, B's row p of tap first_tap + j at address b_table[j * DEEPEST + p] (window_rows),
     sliver by sliver as matmul.multiply_block: a half tile for a last A sliver of at most
     ROWS_PER_GROUP rows, a ragged tile computed whole in `edge`, then added. The tiles take the
     arrays whole, with offsets (matmul_micro.py)."""
-    first_slice = depth0 == 0
     for t in range(cols // NR):
         col = col0 + t * NR
         tap = col // channels
@@ -342,7 +351,7 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
                 windows_rectangle(image, shape, tap_rows, tap_cols, other, c, k, bias, has_bias, activation, alpha,
                                   row0, rows, col0, cols, mc, nc)
             elif reads_windows_in_place(shape[2]):
-                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, k, row0, rows, col0, cols, mc)
+                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, 0, k, row0, rows, col0, cols, mc)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
@@ -387,6 +396,27 @@ def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, 
                               col0, cols, mc, nc)
 
 
+def weight_gemm_by_depth(d, m, image, shape, tap_rows, tap_cols, c, partials, k, mc):
+    """c = D^T @ windows(image) (D (k, m) row-major, the windows read in place: weight_rectangle)
+    as a sum over parts of the windows, one a thread, each KC slices: part 0 into c, part j into
+    partials[j - 1], then the partials added to c in order (a row band of c a thread)."""
+    parts = partials.shape[0] + 1
+    slices = -(-k // KC)
+    n = c.shape[1]
+    for part in numba.prange(parts):
+        k0 = min(k, part * slices // parts * KC)
+        k1 = min(k, (part + 1) * slices // parts * KC)
+        target = c if part == 0 else partials[part - 1]
+        if k1 > k0:
+            weight_rectangle(d, m, image, shape, tap_rows, tap_cols, target, k0, k1, 0, m, 0, n, mc)
+        else:
+            target[:, :] = 0.0
+    for part in numba.prange(parts):
+        for i in range(part * m // parts, (part + 1) * m // parts):
+            for j in range(partials.shape[0]):
+                c[i] += partials[j, i]
+
+
 SHAPE = numba.types.UniTuple(int64, 13)
 TAPS = int64[::1]
 CORNERS = int64[:, ::1]
@@ -402,16 +432,18 @@ with slp_vectorize():
                              cache=True)(window_rows)
     # without reference counts, as matmul.multiply_block (matmul.py says why): they had taken 5%
     # of a 3x3 convolution's weight gradient (AMD EPYC Zen 5, perf)
-    multiply_windows_b = numba.njit(void(READ_ONLY, int64, FLAT, int64, int64, int64[::1], MATRIX, int64, int64, int64,
-                                         int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True,
+    multiply_windows_b = numba.njit(void(READ_ONLY, int64, FLAT, int64, int64, numba.boolean, int64[::1], MATRIX, int64,
+                                         int64, int64, int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True,
                                     _nrt=False)(multiply_windows_b)
     weight_rectangle = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64,
-                                       int64, int64, int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
+                                       int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     windows_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(windows_rectangle)
     window_gemm = numba.njit(
         void(READ_ONLY, SHAPE, TAPS, TAPS, READ_ONLY, numba.boolean, MATRIX, int64, int64, READ_ONLY, numba.boolean,
              int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(window_gemm)
+    weight_gemm_by_depth = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, numba.types.Array(
+        float32, 3, "C"), int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(weight_gemm_by_depth)
     grids_gemm = numba.njit(
         void(READ_ONLY, CORNERS, CORNERS, CORNERS, CORNERS, READ_ONLY, TAPS, MATRIX, int64, READ_ONLY, numba.boolean,
              int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(grids_gemm)
@@ -443,6 +475,12 @@ def epilogue_operands(bias, activation, leaky_relu_output):
 def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation, alpha, leaky_relu_output=None):
     n = c.shape[1]
     threads = thread_count(m, n, k)
+    if (not windows_are_a and threads > 1 and reads_windows_in_place(windows.shape[2])
+            and k >= threads * DEPTH_SPLIT_SLICES * KC):
+        partials = memory.empty((threads - 1, m, n))
+        run_threads(threads, weight_gemm_by_depth, other.reshape(-1), m, image.reshape(-1), windows.shape,
+                    windows.tap_rows, windows.tap_cols, c, partials, k, MC)
+        return c
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
                 other.reshape(-1), windows_are_a, c, m, k, *epilogue_operands(bias, activation, leaky_relu_output),
                 float32(alpha), *thread_grid(m, n, threads, k), MC, NC)
