@@ -224,16 +224,17 @@ def window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps
 
 def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, rows, col0, cols, mc):
     """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
-    slivers, each within one tap's channels), of c = D^T @ windows(image), D (k, m) row-major,
-    with the windows' rows read where they lie (matmul_gathered.micro_kernel_b_gathered): no packed
-    B. Nor a packed A but for a block's ragged last sliver (matmul.pack_a): a row of D holds step
-    p of all of A's rows side by side, as a packed sliver does, so the tiles read A^T's rows
-    where they lie: packing them had taken 6% of a 3x3 convolution's weight gradient (AMD EPYC
-    Zen 5, perf), as much as the FMAs it fed were few (M = 64 rows of C). Both threads' copies
-    and the reference counts gone (multiply_windows_b), medians of 30-60 calls, old and new
-    alternating: 16 x 56x56x64 -> 64 10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128 (stride 2)
-    4.56-4.94 -> 4.24-4.29. Slices, blocks of mc rows and the tiles' KC-deep parts as the packed
-    loop nest cuts them, so the same sums in the same order, the same floats."""
+    slivers, each within one tap's channels), of c = D^T @ windows(image) over windows k0 .. k - 1
+    (D's rows, D row-major with m columns), with the windows' rows read where they lie
+    (matmul_gathered.micro_kernel_b_gathered): no packed B. Nor a packed A but for a block's
+    ragged last sliver (matmul.pack_a): a row of D holds step p of all of A's rows side by side,
+    as a packed sliver does, so the tiles read A^T's rows where they lie: packing them had taken
+    6% of a 3x3 convolution's weight gradient (AMD EPYC Zen 5, perf), as much as the FMAs it fed
+    were few (M = 64 rows of C). Both threads' copies and the reference counts gone
+    (multiply_windows_b), medians of 30-60 calls, old and new alternating: 16 x 56x56x64 -> 64
+    10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128 (stride 2) 4.56-4.94 -> 4.24-4.29. Slices,
+    blocks of mc rows and the tiles' KC-deep parts as the packed loop nest cuts them, so the
+    same sums in the same order, the same floats."""
     channels = shape[2]
     first_tap = col0 // channels
     taps = (col0 + cols - 1) // channels + 1 - first_tap
@@ -263,12 +264,13 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, row
 
 def multiply_windows_b(d, m, a_packed, depth0, depth, first_slice, b_table, c, row0, rows, col0, cols, channels,
                        first_tap, edge):
-    """C[row0:row0+rows, col0:col0+cols] (+)= the A block, rows row0 .. row0 + rows of D^T (D (k,
-    m) row-major; a last ragged sliver packed in a_packed, `depth` deep) times the slice's
-    windows, B's row p of tap first_tap + j at address b_table[j * DEEPEST + p] (window_rows),
-    sliver by sliver as matmul.multiply_block: a half tile for a last A sliver of at most
-    ROWS_PER_GROUP rows, a ragged tile computed whole in `edge`, then added. The tiles take the
-    arrays whole, with offsets (matmul_micro.py)."""
+    """C[row0:row0+rows, col0:col0+cols] (+)= the A block (= where first_slice: the first slice
+    of the thread's sum), rows row0 .. row0 + rows of D^T (D (k, m) row-major; a last ragged
+    sliver packed in a_packed, `depth` deep) times the slice's windows, B's row p of tap
+    first_tap + j at address b_table[j * DEEPEST + p] (window_rows), sliver by sliver as
+    matmul.multiply_block: a half tile for a last A sliver of at most ROWS_PER_GROUP rows, a
+    ragged tile computed whole in `edge`, then added. The tiles take the arrays whole, with
+    offsets (matmul_micro.py)."""
     for t in range(cols // NR):
         col = col0 + t * NR
         tap = col // channels
