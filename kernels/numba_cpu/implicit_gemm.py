@@ -477,7 +477,7 @@ def epilogue_operands(bias, activation, leaky_relu_output):
 def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation, alpha, leaky_relu_output=None):
     n = c.shape[1]
     threads = thread_count(m, n, k)
-    if (not windows_are_a and threads > 1 and reads_windows_in_place(windows.shape[2])
+    if (not windows_are_a and threads > 1 and reads_windows_in_place.py_func(windows.shape[2])
             and k >= threads * DEPTH_SPLIT_SLICES * KC):
         partials = memory.empty((threads - 1, m, n))
         run_threads(threads, weight_gemm_by_depth, other.reshape(-1), m, image.reshape(-1), windows.shape,
