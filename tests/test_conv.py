@@ -264,6 +264,46 @@ def test_weight_gradient_windows_read_in_place_give_the_matmul_s_floats(rng, cas
     assert_close(f"in-place weight product {case}", stored, d.astype(np.float64).T @ matrix, TOLERANCE)
 
 
+# (images, H, W, C, O, kernel, stride): windows past the image on two sides (stride 2, even sizes)
+# and on all four, kernels of 2 to 5 rows, C and O not whole tiles, odd sizes
+BORDERS = [(2, 14, 14, 32, 40, 3, 2), (3, 9, 7, 16, 33, 5, 2), (2, 8, 11, 32, 17, 4, 3), (2, 13, 6, 16, 64, 5, 1),
+           (2, 7, 7, 48, 35, 2, 1), (1, 3, 3, 16, 20, 3, 1)]
+
+
+@pytest.mark.parametrize("case", BORDERS, ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-o{c[4]}-k{c[5]}-s{c[6]}" for c in BORDERS])
+def test_conv_in_border_grids_multiplies_only_the_taps_inside(rng, case):
+    """conv2d.border_product: the windows in grids of the taps they read inside the image, each
+    multiplying only those, against float64: with bias and leaky ReLU, and times a leaky ReLU's
+    gradient; y filled with NaN first."""
+    from pyai.kernels.numba_cpu import conv2d
+    n, h, w, c, o, kernel, stride = case
+    x, weights, bias = normal(rng, n, h, w, c), normal(rng, kernel, kernel, c, o), normal(rng, o)
+    g = im2col.geometry(x.shape[1:], (kernel, kernel), (stride, stride), "same")
+    plan = conv2d.border_plan(g)
+    assert plan is not None and plan.skipped_taps > 0
+    y = np.full((n * g.out_height * g.out_width, o), np.nan, np.float32)
+    conv2d.border_product(x, weights, g, bias, "leaky_relu", 0.1, y, None, plan)
+    expected = conv2d.conv2d_reference(x, weights, bias, (stride, stride), "same", "leaky_relu", 0.1)
+    assert_close(f"border grids {case}", y.reshape(expected.shape), expected, TOLERANCE)
+    z = normal(rng, *y.shape)
+    y[:] = np.nan
+    conv2d.border_product(x, weights, g, None, None, 0.1, y, z, plan)
+    plain = conv2d.conv2d_reference(x, weights, None, (stride, stride), "same").reshape(y.shape)
+    assert_close(f"border grids, leaky ReLU gradient {case}", y, plain * np.where(z > 0, 1.0, 0.1), TOLERANCE)
+
+
+def test_border_grids_are_taken_where_they_pay():
+    """The DCGAN discriminator's 128 x 14x14x64 -> 7x7x128 at stride 2 (9.3% of its FLOPs in
+    padding) takes the grids on two threads; 8 x 28x28x128 -> 256 at stride 1, whose border grids'
+    B outweighs the 4.7% skipped, and a 'valid' layer do not."""
+    from pyai.kernels.numba_cpu import conv2d
+    dcgan = im2col.geometry((14, 14, 64), (3, 3), (2, 2), "same")
+    assert conv2d.splits_borders(conv2d.border_plan(dcgan), 128, 2)
+    wide = im2col.geometry((28, 28, 128), (3, 3), (1, 1), "same")
+    assert not conv2d.splits_borders(conv2d.border_plan(wide), 8, 2)
+    assert conv2d.border_plan(im2col.geometry((14, 14, 64), (3, 3), (1, 1), "valid")) is None
+
+
 # (images, height, width, parts): K of 2 slices and a ragged rest (2 x 13 x 13 = 338) in 2 and 3
 # parts (one with no slice), of 33 slices in 2 (more than a part's KC run is merged into)
 DEPTH_PARTS = [(2, 13, 13, 2), (2, 13, 13, 3), (1, 92, 92, 2)]
