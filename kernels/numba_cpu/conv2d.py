@@ -9,15 +9,15 @@ Cost: 2*N*OH*OW*kh*kw*C*O FLOPs; at least 4*(N*H*W*C + kh*kw*C*O + N*OH*OW*O) by
 The fast version is an implicit GEMM on the blocked matmul (implicit_gemm.py): y as an
 (N*OH*OW, O) matrix is windows(x) @ w.reshape(kh*kw*C, O) + bias, activated in the matmul's
 epilogue, the windows packed straight from x into the matmul's L2-resident panels, WIDTH
-channels of a pixel at a time (no im2col matrix in memory). Where 'same' padding puts taps of the border
-windows outside the image and skipping them pays (BORDER_FLOPS_A_FLOAT), the windows go in grids
-of the taps they read, each grid multiplying only its taps (border_plan). An image of fewer channels than
-that (1 for a grayscale image, 3 for RGB) is computed directly when its windows are short
-(conv2d_few_inputs.py: a 3x3 kernel over 1 or 3 channels), else copied into windows, a chunk of
-whole images at a time (im2col.py), and multiplied by fused_matmul. A 1x1 kernel at stride 1 is a
-plain matmul: x itself is the windows matrix. A layer of at most DIRECT_MAX_OUT output
-channels, which would use a sliver of the matmul's register tile, is computed directly
-(conv2d_direct.py).
+channels of a pixel at a time (no im2col matrix in memory). Where 'same' padding puts taps of
+the border windows outside the image and skipping them pays (BORDER_FLOPS_A_FLOAT), the windows
+go in grids of the taps they read, each grid multiplying only its taps (border_plan). An image
+of fewer than WIDTH channels (1 for a grayscale image, 3 for RGB) is computed directly when its
+windows are short (conv2d_few_inputs.py: a 3x3 kernel over 1 or 3 channels), else copied into
+windows, a chunk of whole images at a time (im2col.py), and multiplied by fused_matmul. A 1x1
+kernel at stride 1 is a plain matmul: x itself is the windows matrix. A layer of at most
+DIRECT_MAX_OUT output channels, which would use a sliver of the matmul's register tile, is
+computed directly (conv2d_direct.py).
 """
 
 import collections
