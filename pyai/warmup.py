@@ -263,13 +263,15 @@ def exercise(file, every_loop=True):
         # (a vector with AVX-512, two with AVX2) through the few-input-channel ones
         "conv2d": lambda: [ops.conv2d(floats(2, 5, 5, 3), floats(3, 3, 3, out), floats(out), stride=stride,
                                       activation="leaky_relu") for out, stride in ((8, 1), (1, 2), (16, 2))],
-        # their gradients, and those of an image of one channel (a discriminator's first layer),
-        # whose input gradient the direct kernels compute
+        # their gradients, those of an image of one channel (a discriminator's first layer),
+        # whose input gradient the direct kernels compute, and of 16 channels, whose products read
+        # the windows in place (and turn their weights, transpose.py)
         "conv2d_backward": lambda: [
             ops.conv2d_grad(floats(images, size, size, out), floats(images, side, side, channels),
                             floats(3, 3, channels, out), stride=stride)
             for images, side, channels, out, size, stride in
-            ((2, 5, 3, 8, 5, 1), (2, 5, 3, 1, 3, 2), (2, 5, 3, 16, 3, 2), (8, 32, 1, 16, 16, 2))],
+            ((2, 5, 3, 8, 5, 1), (2, 5, 3, 1, 3, 2), (2, 5, 3, 16, 3, 2), (8, 32, 1, 16, 16, 2),
+             (2, 5, 16, 16, 3, 2))],
         # 3 input channels through matmul + col2im, 16 through the stride phases' implicit GEMM
         "conv2d_transpose": lambda: [ops.conv2d_transpose(floats(2, 5, 5, c), floats(4, 4, 8, c), floats(8),
                                                           stride=2, activation="leaky_relu") for c in (3, 16)],

@@ -317,3 +317,15 @@ def test_transpose_square_turns_one_square_and_touches_nothing_else(rng, src_sta
     written = dst[dst_start:].reshape(WIDTH, dst_stride)
     np.testing.assert_array_equal(written[:, :WIDTH], square.T)
     assert np.isnan(dst).sum() == dst.size - WIDTH * WIDTH
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (WIDTH, WIDTH), (WIDTH + 3, 2 * WIDTH + 5), (2 * WIDTH, 7), (5, 3 * WIDTH)])
+def test_transpose_rectangle_turns_any_rectangle_and_touches_nothing_else(rng, rows, cols):
+    src_start, src_stride, dst_start, dst_stride = 3, cols + 2, 5, rows + 1
+    src = rng.standard_normal(src_start + rows * src_stride).astype(np.float32)
+    dst = np.full(dst_start + cols * dst_stride, np.nan, np.float32)
+    simd.transpose_rectangle(src, src_start, src_stride, rows, cols, dst, dst_start, dst_stride)
+    rectangle = src[src_start:].reshape(rows, src_stride)[:, :cols]
+    written = dst[dst_start:].reshape(cols, dst_stride)
+    np.testing.assert_array_equal(written[:, :rows], rectangle.T)
+    assert np.isnan(dst).sum() == dst.size - rows * cols

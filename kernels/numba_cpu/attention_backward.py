@@ -43,7 +43,7 @@ from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecu
                                                  prefetch_tile, write_tile, zero_rows)
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes
 from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store,
-                                        subtract, transpose_square, wide_vectors)
+                                        subtract, transpose_rectangle, wide_vectors)
 
 micro_kernel = matmul_micro.micro_kernel
 
@@ -186,19 +186,8 @@ def first_rows(first_query, first_key, rows, offset, causal, starts):
 
 @numba.njit(cache=True)
 def write_transposed(tile, keys, depth, out, start, stride):
-    """out[start + j * stride + d] = tile[d, j] for j < keys, d < depth: WIDTH x WIDTH squares
-    turned in registers (simd.transpose_square), the ragged edges a float at a time."""
-    columns = tile.shape[1]
-    whole_keys, whole_depth = keys // WIDTH * WIDTH, depth // WIDTH * WIDTH
-    for j0 in range(0, whole_keys, WIDTH):
-        for d0 in range(0, whole_depth, WIDTH):
-            transpose_square(tile, d0 * columns + j0, columns, out, start + j0 * stride + d0, stride)
-        for j in range(j0, j0 + WIDTH):
-            for d in range(whole_depth, depth):
-                out[start + j * stride + d] = tile[d, j]
-    for j in range(whole_keys, keys):
-        for d in range(depth):
-            out[start + j * stride + d] = tile[d, j]
+    """out[start + j * stride + d] = tile[d, j] for j < keys, d < depth (simd.transpose_rectangle)."""
+    transpose_rectangle(tile.reshape(-1), 0, tile.shape[1], depth, keys, out, start, stride)
 
 
 @numba.njit(cache=True)

@@ -31,6 +31,7 @@ from pyai.kernels.numba_cpu.im2col import (col2im_reference, geometry, im2col, i
                                            image_chunks)
 from pyai.kernels.numba_cpu.implicit_gemm import PACKED_MIN_CHANNELS, window_weight_product
 from pyai.kernels.numba_cpu.matmul import fused_matmul
+from pyai.kernels.numba_cpu.transpose import transposed
 
 
 def conv2d_backward_reference(dy, x, w, stride, padding):
@@ -54,7 +55,7 @@ def conv_weight_gradient(big, g, small_rows, w_shape):
     """windows(big)^T @ small_rows, reshaped to w_shape: dw of a Conv2D (big = x, small = dy)
     or of a Conv2DTranspose (big = dy, small = x)."""
     if g.channels >= PACKED_MIN_CHANNELS:
-        return np.ascontiguousarray(window_weight_product(small_rows, big, conv_windows(g)).T).reshape(w_shape)
+        return transposed(window_weight_product(small_rows, big, conv_windows(g))).reshape(w_shape)
     if few_inputs(g, w_shape[3]):
         return few_inputs_weight_gradient(small_rows, big, g, w_shape)
     dw = memory.empty(w_shape)

@@ -60,6 +60,7 @@ from pyai.kernels.numba_cpu.implicit_gemm import (PACKED_MIN_CHANNELS, Windows, 
 from pyai.kernels.numba_cpu.leaky_relu import leaky_relu_gradient_in_place
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
+from pyai.kernels.numba_cpu.transpose import transposed
 
 
 def transpose_geometry(x_shape, w_shape, stride, padding):
@@ -165,7 +166,7 @@ def phase_conv(small, w, g, bias, activation, alpha, big, leaky_relu_output=None
         big[:, h0::g.stride_height, w0::g.stride_width] = zero[0]
     if plan.layout is not None:
         taps_of_w = w.reshape(g.kernel_height * g.kernel_width, g.channels, -1)   # (taps, O, I)
-        kernels = np.ascontiguousarray(taps_of_w[plan.kernel_taps].transpose(0, 2, 1))   # each phase's (taps*I, O)
+        kernels = transposed(taps_of_w, plan.kernel_taps)   # each phase's (taps*I, O)
         grids_product(small, plan.layout, kernels, plan.b_starts, big.reshape(-1, g.channels), bias, activation,
                       alpha, leaky_relu_output)
 
@@ -180,7 +181,7 @@ def transposed_conv(small, w, g, bias, activation, alpha, big, leaky_relu_output
     big_rows = big.reshape(-1, g.channels)
     if small_channels >= PACKED_MIN_CHANNELS:
         if (g.stride_height, g.stride_width) == (1, 1):
-            kernel = np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, g.channels)
+            kernel = transposed(w.reshape(-1, g.channels, small_channels)).reshape(-1, g.channels)
             window_product(small, transpose_windows(g, small_channels), kernel, bias, activation, alpha,
                            out=big_rows, leaky_relu_output=leaky_relu_output)
             return
