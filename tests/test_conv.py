@@ -48,6 +48,8 @@ SHAPES = [
     (2, 9, 8, 32, 3, 3, 1, 1, "same"),        # 1 to 3 outputs over whole vectors of channels
     (3, 7, 6, 20, 3, 2, 3, (2, 1), "valid"),   # ... and a rest past the last vector
     (2, 9, 29, 32, 3, 3, 1, 1, "same"),       # rows wide enough for eight outputs (or pixels of a phase) at once
+    (2, 6, 19, 16, 3, 3, 2, 1, "valid"),      # ... three kernel columns over whole vectors: each pixel loaded once
+    (3, 5, 13, 48, 3, 3, 3, 1, "same"),
     (2, 7, 20, 24, 4, 4, 1, 2, "same"),       # ... a transpose into one channel at stride 2, 24 = 16 + 8 channels
     (2, 5, 40, 3, 3, 3, 1, 1, "same"),        # ... and of 3 channels, under a vector
     (2, 1, 1, 17, 3, 3, 20, 1, "same"),
@@ -445,3 +447,29 @@ def test_the_stride_phases_hold_each_output_pixel_once(rng, stride, kernel, padd
             got[h] = sum(x[t] * w[rows[tap, p]] for tap, t in enumerate(inputs)
                          if 0 <= t < size and rows[tap, p] < kernel)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_direct_weight_gradient_keeps_a_pixel_out_of_the_taps_that_never_read_it(rng, padding):
+    """A 3x3 stride-1 conv into one channel sums each input row once for its three kernel
+    columns; a pixel at a row's end that a column's tap never reads (the last column of 'same'
+    padding for the first kernel column, and the first for the last) must not enter that tap's
+    sum, even as 0 times an infinity. Against TensorFlow with the infinity in place: the taps
+    that read it are inf or NaN there, the others finite and equal."""
+    x = normal(rng, 2, 6, 19, 32)
+    x[1, 2, -1, 5] = np.inf
+    x[0, 3, 0, 7] = -np.inf
+    kernel, dy_shape = normal(rng, 3, 3, 32, 1), (2, 6, 19, 1) if padding == "same" else (2, 4, 17, 1)
+    dy = normal(rng, *dy_shape)
+    _, dw, _ = ops.conv2d_grad(dy, x, kernel, padding=padding, input_gradient=False)
+    x_var = tf.constant(x)
+    kernel_var = tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        pre = tf.nn.conv2d(x_var, kernel_var, 1, padding.upper())
+    expected = tape.gradient(pre, kernel_var, output_gradients=dy).numpy()
+    finite = np.isfinite(expected)
+    assert not finite.all() and finite.any()
+    np.testing.assert_array_equal(np.isfinite(dw), finite)
+    assert_close(f"dw {padding}, finite taps", dw[finite], expected[finite], TOLERANCE)
+    if padding == "same":   # the first kernel column never reads the last pixel of a row, the last the first
+        assert np.isfinite(dw[:, 0, 5]).all() and np.isfinite(dw[:, 2, 7]).all()

@@ -10,8 +10,12 @@ nothing. Here each pass reads the image where it lies:
             as kw*C contiguous floats; PIXELS (8) such outputs go together, sharing w's loads, one
             chain of FMAs an output, and their lanes are summed together (simd.lane_sums: the
             eight vectors folded in pairs, 24 instructions where eight lane sums took ~64); the
-            others one by one (two chains, then a lane sum). Each group asks for the input rows
-            below its windows, which the next output row adds (prefetch_rows_below)
+            others one by one (two chains, then a lane sum). A kernel three columns wide at
+            stride 1 over whole vectors of channels (3x3, the common case) loads each of the
+            group's ten pixels once and multiplies it by the three kernel columns that read it
+            (add_three_columns: 10 loads for 24 FMAs a vector of channels, where the eight dots
+            load 24). Each group asks for the input rows below its windows, which the next output
+            row adds (prefetch_rows_below)
   dx:       dx[n, h, w, :] = sum over the windows that read (h, w) of dy[n, oh, ow, o] * wt[o, i, j, :]
             (its C floats summed over the pixel's taps in registers, as conv2d_few_inputs sums a
             pixel's output channels: each dx float written once). At stride 1 a pixel's taps lie
@@ -25,7 +29,10 @@ nothing. Here each pass reads the image where it lies:
             each of PARTS tasks summing its share of the output rows into its own partial (a
             row's outputs summed in registers, four chains of FMAs, then added), the partials
             added in a fixed order at the end; each output row asks for the input rows the next
-            one adds
+            one adds. A kernel three columns wide at stride 1 walks each input row's pixels once
+            for its three columns' sums (three_column_sums: one load and three FMAs a pixel, the
+            three outputs that read it rolling by in registers), where the row sums load each
+            pixel three times, with a broadcast of dy beside each FMA
 Cost: 2*N*OH*OW*kh*kw*C*O FLOPs a pass; each reads x (or dx) and dy once from memory.
 wt is w as (O, kh, kw, C), so every inner loop runs over C contiguous floats. Sums in the forward
 and in dw's rows are in a fixed order other than a serial one: the result differs from a serial
@@ -36,6 +43,9 @@ four-chain dw, each from cache / after a 200 MB pass had flushed it, ms:
   forward 128 images, tanh:              0.63-0.64 / 0.93-1.07   ->  0.63-0.65 / 0.68-0.73
   dx 64 images, leaky ReLU gradient:      0.49-0.57 / 0.55-0.62   ->  0.22-0.25 / 0.30-0.35
   dw with db, 64 images:                  0.53 / 0.66-0.67        ->  0.33 / 0.37 (db: bias_grad.py)
+and then with the three kernel columns' shared loads, the forward 0.66-0.69 / 0.75 -> 0.38-0.44 / 0.49-0.52,
+dw with db 0.33 / 0.38-0.40 -> 0.25-0.26 / 0.30-0.31; in a DCGAN step (medians of 40) the forward
+0.57-0.61 -> 0.38, dw 0.30 -> 0.23.
 Before, on 2 cores of an Intel Xeon (AVX-512), the ops against the scalar loops before them:
 forward with tanh 1.47 -> 1.05-1.14 ms, dx 1.08-1.17 -> 0.82-0.84, dw with db 1.58-1.61 -> 0.74.
 """
@@ -128,6 +138,54 @@ def interior_dots(x, wt, g, n, oh, ow, o, bias, has_bias, y_rows, row):
 
 
 @numba.njit(inline="always", cache=True)
+def add_to_three(v, w0, w1, w2, left, middle, right):
+    """A pixel's vector v into the three windows that read it, as their last, middle and first
+    kernel column: (left + v * w2, middle + v * w1, right + v * w0)."""
+    return fma(v, w2, left), fma(v, w1, middle), fma(v, w0, right)
+
+
+@numba.njit(inline="always", cache=True)
+def add_three_columns(x, at, step, w0, w1, w2, a0, a1, a2, a3, a4, a5, a6, a7):
+    """(a0, ..., a7) plus, for p < 8 and j < 3, x's vector at + (p + j) * step times wj: each of
+    the ten pixels' vectors loaded once and multiplied by every kernel column that reads it."""
+    v = load(x, at)
+    a0 = fma(v, w0, a0)
+    v = load(x, at + step)
+    a0, a1 = fma(v, w1, a0), fma(v, w0, a1)
+    a0, a1, a2 = add_to_three(load(x, at + 2 * step), w0, w1, w2, a0, a1, a2)
+    a1, a2, a3 = add_to_three(load(x, at + 3 * step), w0, w1, w2, a1, a2, a3)
+    a2, a3, a4 = add_to_three(load(x, at + 4 * step), w0, w1, w2, a2, a3, a4)
+    a3, a4, a5 = add_to_three(load(x, at + 5 * step), w0, w1, w2, a3, a4, a5)
+    a4, a5, a6 = add_to_three(load(x, at + 6 * step), w0, w1, w2, a4, a5, a6)
+    a5, a6, a7 = add_to_three(load(x, at + 7 * step), w0, w1, w2, a5, a6, a7)
+    v = load(x, at + 8 * step)
+    a6, a7 = fma(v, w2, a6), fma(v, w1, a7)
+    return a0, a1, a2, a3, a4, a5, a6, fma(load(x, at + 9 * step), w2, a7)
+
+
+@numba.njit(inline="always", cache=True)
+def interior_three_column_dots(x, wt, g, n, oh, ow, o, bias, has_bias, y_rows, row):
+    """interior_dots for a kernel three columns wide at stride 1 over whole vectors of channels:
+    the eight windows of a kernel row read ten pixels, loaded once each (add_three_columns), where
+    interior_dots loads each of them once for each window that reads it (24 loads, not 10, for
+    24 FMAs)."""
+    (height, width, channels, _, _, kh, kw, sh, sw, pt, pl) = g
+    a0, a1, a2, a3, a4, a5, a6, a7 = zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros()
+    for i in range(kh):
+        h = oh * sh - pt + i
+        if 0 <= h < height:
+            base = ((n * height + h) * width + ow - pl) * channels
+            tap = (o * kh + i) * 3 * channels
+            for c in range(0, channels, WIDTH):
+                a0, a1, a2, a3, a4, a5, a6, a7 = add_three_columns(
+                    x, base + c, channels, load(wt, tap + c), load(wt, tap + channels + c),
+                    load(wt, tap + 2 * channels + c), a0, a1, a2, a3, a4, a5, a6, a7)
+    sums = lane_sums(a0, a1, a2, a3, a4, a5, a6, a7)
+    for p in range(PIXELS):
+        y_rows[row + p, o] = lane(sums, p) + bias[o] if has_bias else lane(sums, p)
+
+
+@numba.njit(inline="always", cache=True)
 def prefetch_rows_below(x, g, n, oh, ow):
     """Ask for the input rows that the next output row's windows add (its task follows on this
     thread), under the PIXELS windows from output (n, oh, ow): x read from memory, a line at a time
@@ -174,6 +232,7 @@ def forward_kernel(x, wt, g, bias, has_bias, activation, alpha, y_rows):
     end = max(first, min(out_width, (width + pl - kw) // sw + 1))
     rows = len(y_rows) // out_width
     parts = min(rows, ROW_PARTS)
+    three_columns = kw == 3 and sw == 1 and channels % WIDTH == 0
     for part in numba.prange(parts):
         for task in range(part * rows // parts, (part + 1) * rows // parts):
             n, oh = task // out_height, task % out_height
@@ -183,7 +242,10 @@ def forward_kernel(x, wt, g, bias, has_bias, activation, alpha, y_rows):
                 while ow < out_width:
                     if first <= ow < end and end - first >= PIXELS:
                         ow = min(ow, end - PIXELS)   # the last group ends at `end`, redoing a few outputs
-                        interior_dots(x, wt, g, n, oh, ow, o, bias, has_bias, y_rows, row + ow)
+                        if three_columns:
+                            interior_three_column_dots(x, wt, g, n, oh, ow, o, bias, has_bias, y_rows, row + ow)
+                        else:
+                            interior_dots(x, wt, g, n, oh, ow, o, bias, has_bias, y_rows, row + ow)
                         prefetch_rows_below(x, g, n, oh, ow)
                         ow += PIXELS
                     else:
@@ -445,6 +507,7 @@ def weight_gradient_kernel(dy, x, g, partials):
     parts, out_channels = partials.shape[0], partials.shape[1]
     rows = x.shape[0] * out_height
     whole = channels // WIDTH * WIDTH
+    three_columns = kw == 3 and sw == 1
     for part in numba.prange(parts):
         partial = partials[part]
         partial[:] = 0.0
@@ -458,6 +521,16 @@ def weight_gradient_kernel(dy, x, g, partials):
                 h = oh * sh - pt + i
                 if h < 0 or h >= height:
                     continue
+                if three_columns:   # the row's pixels loaded once for the three kernel columns
+                    for o in range(out_channels):
+                        tap = (o * kh + i) * kw * channels
+                        d = task * out_width * out_channels + o
+                        for c in range(0, whole, WIDTH):
+                            t0, t1, t2 = three_column_sums(dy, d, out_channels, out_width, x,
+                                                           (n * height + h) * width * channels + c, channels, width, pl)
+                            store(partial, tap + c, add(load(partial, tap + c), t0))
+                            store(partial, tap + channels + c, add(load(partial, tap + channels + c), t1))
+                            store(partial, tap + 2 * channels + c, add(load(partial, tap + 2 * channels + c), t2))
                 for j in range(kw):
                     # the outputs of this row whose tap (i, j) lies in the image: a row's sum in
                     # registers (four chains of FMAs), then added to the partial
@@ -467,7 +540,7 @@ def weight_gradient_kernel(dy, x, g, partials):
                     for o in range(out_channels):
                         tap = ((o * kh + i) * kw + j) * channels
                         d = task * out_width * out_channels + o    # dy[n, oh, 0, o], flat
-                        for c in range(0, whole, WIDTH):
+                        for c in range(0, 0 if three_columns else whole, WIDTH):
                             total = row_sum(dy, d, out_channels, x, row * channels + c, sw * channels, first, last)
                             store(partial, tap + c, add(load(partial, tap + c), total))
                         for c in range(whole, channels):
@@ -475,6 +548,58 @@ def weight_gradient_kernel(dy, x, g, partials):
                             for ow in range(first, last):
                                 total += dy[n, oh, ow, o] * x[n, h, ow * sw - pl + j, c]
                             partial[o, i, j, c] += total
+
+
+@numba.njit(inline="always", cache=True)
+def splat_or_zero(dy, d, dy_step, ow, out_width):
+    """dy[d + ow * dy_step] in every lane, or 0 for an output past the row's ends."""
+    return splat_at(dy, d + ow * dy_step) if 0 <= ow < out_width else zeros()
+
+
+@numba.njit(inline="always", cache=True)
+def add_edge_pixel(dy, d, dy_step, out_width, x, at, x_step, q, pl, a0, a1, a2):
+    """(a0, a1, a2) plus pixel q's vector times dy of output q + pl - j, for each j < 3 whose
+    output is in the row (only those: an infinity no output reads stays out of the sums)."""
+    v = load(x, at + q * x_step)
+    if 0 <= q + pl < out_width:
+        a0 = fma(splat_at(dy, d + (q + pl) * dy_step), v, a0)
+    if 0 <= q + pl - 1 < out_width:
+        a1 = fma(splat_at(dy, d + (q + pl - 1) * dy_step), v, a1)
+    if 0 <= q + pl - 2 < out_width:
+        a2 = fma(splat_at(dy, d + (q + pl - 2) * dy_step), v, a2)
+    return a0, a1, a2
+
+
+@numba.njit(inline="always", cache=True)
+def three_column_sums(dy, d, dy_step, out_width, x, at, x_step, width, pl):
+    """For j < 3, the sum over the row's outputs ow of dy[d + ow * dy_step] times the vector of
+    x's pixel ow - pl + j (at + that * x_step, flat; stride 1): pixel by pixel q, each loaded
+    once for the three outputs that read it (q + pl - j), their dy in registers as they roll by,
+    even and odd pixels in chains of their own (six chains of FMAs); the pixels at the row's
+    ends, which fewer than three outputs read, one at a time (add_edge_pixel)."""
+    a0, a1, a2, b0, b1, b2 = zeros(), zeros(), zeros(), zeros(), zeros(), zeros()
+    middle = min(width, max(0, 2 - pl))               # from here on three outputs read each pixel ...
+    end = max(middle, min(width, out_width - pl))     # ... up to here
+    for q in range(middle):
+        a0, a1, a2 = add_edge_pixel(dy, d, dy_step, out_width, x, at, x_step, q, pl, a0, a1, a2)
+    for q in range(end, width):
+        b0, b1, b2 = add_edge_pixel(dy, d, dy_step, out_width, x, at, x_step, q, pl, b0, b1, b2)
+    d0 = splat_or_zero(dy, d, dy_step, middle + pl, out_width)
+    d1 = splat_or_zero(dy, d, dy_step, middle + pl - 1, out_width)
+    d2 = splat_or_zero(dy, d, dy_step, middle + pl - 2, out_width)
+    q = middle
+    while q + 2 <= end:
+        v = load(x, at + q * x_step)
+        a0, a1, a2 = fma(d0, v, a0), fma(d1, v, a1), fma(d2, v, a2)
+        d0, d1, d2 = splat_or_zero(dy, d, dy_step, q + 1 + pl, out_width), d0, d1
+        v = load(x, at + (q + 1) * x_step)
+        b0, b1, b2 = fma(d0, v, b0), fma(d1, v, b1), fma(d2, v, b2)
+        d0, d1, d2 = splat_or_zero(dy, d, dy_step, q + 2 + pl, out_width), d0, d1
+        q += 2
+    if q < end:
+        v = load(x, at + q * x_step)
+        a0, a1, a2 = fma(d0, v, a0), fma(d1, v, a1), fma(d2, v, a2)
+    return add(a0, b0), add(a1, b1), add(a2, b2)
 
 
 @numba.njit(inline="always", cache=True)
