@@ -50,6 +50,8 @@ SHAPES = [
     (2, 9, 29, 32, 3, 3, 1, 1, "same"),       # rows wide enough for eight outputs (or pixels of a phase) at once
     (2, 6, 19, 16, 3, 3, 2, 1, "valid"),      # ... three kernel columns over whole vectors: each pixel loaded once
     (3, 5, 13, 48, 3, 3, 3, 1, "same"),
+    (2, 3, 2, 16, 3, 3, 1, 1, "same"),        # ... rows of two pixels and of one: every pixel at an end
+    (1, 4, 1, 32, 3, 3, 2, 1, "same"),
     (2, 7, 20, 24, 4, 4, 1, 2, "same"),       # ... a transpose into one channel at stride 2, 24 = 16 + 8 channels
     (2, 5, 40, 3, 3, 3, 1, 1, "same"),        # ... and of 3 channels, under a vector
     (2, 1, 1, 17, 3, 3, 20, 1, "same"),
