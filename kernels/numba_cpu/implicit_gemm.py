@@ -71,9 +71,12 @@ WINDOW_KC = 512
 # end (weight_gemm_by_depth): cut by columns, every thread had read all of D and most of the
 # image from memory. Old and new in turn (AMD EPYC Zen 5, 2 threads, best of 5-40): 64 x
 # 56x56x64 -> 64 3x3 dw (200704 deep) 40.3-43.1 -> 34.7-35.1 ms; 64 x 14x14x64 -> 28x28x32
-# ConvT dw (12544 deep) 2.09-2.28 -> 2.00-2.01; 6272 deep (12 slices a thread) the same either way.
-# The sums then differ from the column cut's by the order the partials are added in.
-DEPTH_SPLIT_SLICES = 16
+# ConvT dw (12544 deep) 2.09-2.28 -> 2.00-2.01; 128 x 14x14x64 -> 7x7x128 stride-2 dw (6272 deep,
+# 12 slices a thread) 2.21-2.25 -> 2.12 alone, 2.35-2.40 -> 2.13-2.14 in a DCGAN step (medians of
+# 40, where its operands come from memory); 64 x 7x7x128 -> 14x14x64 ConvT dw (3136 deep, 6
+# slices a thread) slower cut by depth, 1.93 -> 2.07. The sums then differ from the column cut's
+# by the order the partials are added in.
+DEPTH_SPLIT_SLICES = 12
 
 
 class Windows:
