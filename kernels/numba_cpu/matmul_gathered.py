@@ -22,7 +22,8 @@ from pyai.kernels.numba_cpu.epilogue import EXPENSIVE, FASTMATH, LEAKY_RELU_GRAD
 from pyai.kernels.numba_cpu.matmul import MATRIX, add_edge, in_registers, rest_of_epilogue, rest_to_apply
 from pyai.kernels.numba_cpu.matmul_micro import (EPILOGUE, MR, NR, READ_ONLY, ROWS_PER_GROUP, consecutive,
                                                  finish_tile, fma_six_rows_at, fma_six_rows_in_place, grade_tile,
-                                                 prefetch_tile, write_six_rows, write_tile, zero_rows)
+                                                 prefetch_tile, prefetch_tile_to_read, write_six_rows, write_tile,
+                                                 zero_rows)
 from pyai.kernels.numba_cpu.simd import ALIGNMENT, WIDTH, load, load_from, prefetch_at, slp_vectorize
 
 
@@ -121,8 +122,9 @@ def finished_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, r
 def graded_gathered(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, row_of, row_start, col, accumulate,
                     next_start, y, alpha):
     """micro_kernel_gathered's tile times the gradient of the leaky ReLU whose output is y (C's
-    shape, flat) as it is stored (matmul_micro.grade_tile)."""
+    shape, flat) as it is stored (matmul_micro.grade_tile), y's lines asked for first."""
     rows = listed(row_of, row_start)
+    prefetch_tile_to_read(y, c.shape[1], rows, col)
     top, bottom = gathered_product(a_rows, a_start, lengths, runs, b, b_start, b_stride, c, rows, col, next_start)
     grade_tile(c, rows, col, top, bottom, accumulate, y, alpha)
 

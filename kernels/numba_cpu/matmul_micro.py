@@ -29,8 +29,9 @@ from numba import boolean, float32, int64, void
 READ_ONLY = numba.types.Array(float32, 1, "C", readonly=True)
 
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, address, biased_leaky, fma, load, opaque, prefetch_for_write,
-                                         splat, splat_at, splat_from, store, times_leaky_gradient, zeros)
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, address, biased_leaky, fma, load, opaque, prefetch,
+                                         prefetch_for_write, splat, splat_at, splat_from, store, times_leaky_gradient,
+                                         zeros)
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
@@ -189,6 +190,17 @@ def prefetch_tile(c, rows, col, count):
         start = rows[i] * c.shape[1] + col
         prefetch_for_write(c, start)
         prefetch_for_write(c, start + NR - 1)
+
+
+@numba.njit(cache=True)
+def prefetch_tile_to_read(y, width, rows, col):
+    """Ask for the lines of y (rows `width` floats long, flat) that lie where the MR x NR tile at
+    C's rows `rows`, column col, does, to be read as the tile is stored (grade_tile): they arrive
+    while the k loop runs."""
+    for i in range(MR):
+        start = rows[i] * width + col
+        prefetch(y, start)
+        prefetch(y, start + NR - 1)
 
 
 @numba.njit(inline="always", cache=True)
