@@ -66,6 +66,15 @@ PACKED_MIN_CHANNELS = WIDTH
 # 7x7x128 -> 14x14x64 Conv2DTranspose (512 deep a phase), 3.50-3.62 -> 3.44-3.55. 1024 was as
 # fast but for 2% on a 1024-deep input gradient, with an A block twice as big in L2.
 WINDOW_KC = 512
+# A block of windows (the A side's rows, each block's table of addresses made at once) is this many
+# times the matmul's MC rows: each block starts cold (its first sliver's rows not asked for
+# ahead), makes its corners and calls its tiles' loop. Old and new in turn, best of 40-60 (AMD
+# EPYC Zen 5, 2 threads, MC 120): a Conv2DTranspose 128 x 14x14x64 -> 28x28x32 3.68 -> 3.575 ms,
+# a 4x4 stride-2 input gradient 64 x 28x28x32 -> 14x14x64 1.66 -> 1.647, the discriminator's
+# 3x3 stride-2 one (128 images) 2.04 -> 2.01, 16 x 56x56x64 -> 64 7.44 -> 7.38, the rest the same;
+# 8 times was no faster, and slower for 16 x 14x14x256 -> 512 (14.87 -> 15.05) with its K slices
+# 640 deep.
+WINDOW_BLOCK_MC = 4
 # A weight product read in place (weight_rectangle) at least this many KC slices deep a thread is
 # cut along K, a run of slices a thread, each summed into its own C and the partials added at the
 # end (weight_gemm_by_depth): cut by columns, every thread had read all of D and most of the
@@ -369,13 +378,14 @@ def windows_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias,
     address tables for a block of windows, then the matmul's loop nest."""
     deepest = min(k, WINDOW_KC + WINDOW_KC // 4)   # block_end's deepest slice
     runs = min(tap_rows.size * tap_cols.size, deepest // shape[2] + 2)   # taps a slice meets
-    slivers = -(-min(rows, mc + mc // 4) // MR)
+    block = WINDOW_BLOCK_MC * mc
+    slivers = -(-min(rows, block + block // 4) // MR)
     zero = aligned_floats(deepest)
     zero[:] = 0.0
     windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
                np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
-    gemm_rectangle(windows, (b, c.shape[1], 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols, mc,
-                   nc, WINDOW_KC)
+    gemm_rectangle(windows, (b, c.shape[1], 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols,
+                   block, nc, WINDOW_KC)
 
 
 def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, bias, has_bias, activation, alpha,
