@@ -245,9 +245,10 @@ def test_weight_and_bias_grad_into_out_and_its_errors(rng):
 
 
 # every loop: one step of depth (outer), one column on one thread and a tall one on every thread
-# (gemv), few rows on one thread and on every thread, the blocked loop with ragged tiles
+# (gemv), few rows on one thread and on every thread, the blocked loop with ragged tiles, few
+# rows turned
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (300, 77, 1), (7, 1, 13), (2048, 1, 128), (5, 33, 17),
-                                   (100, 128, 256), (130, 17, 129), (389, 517, 301)])
+                                   (100, 128, 256), (130, 17, 129), (389, 517, 301), (64, 480, 1100)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_matmul_times_is_the_product_then_numpys_multiply(backend, rng, m, n, k, transpose_a, transpose_b):
@@ -281,10 +282,11 @@ def test_matmul_times_into_out_and_its_errors(rng):
                 pyai.ops.matmul(a, b, transpose_b=True, times=times, backend=name)
 
 
-# the loops of test_matmul_times_is_the_product_then_numpys_multiply, and a blocked product of
-# several slices and panels
+# the loops of test_matmul_times_is_the_product_then_numpys_multiply, a blocked product of
+# several slices and panels, and few rows made as C^T and turned (matmul.turns_product)
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (300, 77, 1), (7, 1, 13), (2048, 1, 128), (5, 33, 17),
-                                   (100, 128, 256), (130, 17, 129), (389, 517, 301), (211, 2053, 557)])
+                                   (100, 128, 256), (130, 17, 129), (389, 517, 301), (211, 2053, 557),
+                                   (64, 480, 1100)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_matmul_leaky_relu_grad_is_the_product_then_the_gradient(backend, rng, m, n, k, transpose_a, transpose_b):

@@ -13,9 +13,14 @@ from pyai.kernels.numba_cpu import blocking, leaky_relu, matmul, plain_matmul
 # (KC = 256), one column (gemv), 129 rows for the blocked loop, 100 x 256 x 128 for the parallel
 # few-rows loop (past SERIAL_FLOPS); 389 x 600 x 200 and 1000 x 300 x 64 for the blocked loop
 # reading A's rows in place (matmul.IN_PLACE_A_COLUMNS; the plain loop always packs), with a
-# ragged last sliver of rows (packed) and of columns
+# ragged last sliver of rows (packed) and of columns; 64 x 1100 x 480 made as C^T and turned
+# (matmul.turns_product)
 SIZES = [(1, 1, 1), (7, 13, 5), (37, 300, 70), (5, 257, 16), (37, 300, 1), (129, 600, 33), (100, 256, 128),
-         (389, 600, 200), (1000, 300, 64)]
+         (389, 600, 200), (1000, 300, 64), (64, 1100, 480)]
+
+
+def test_the_sizes_take_the_turned_product():
+    assert [(m, k, n) for m, k, n in SIZES if matmul.turns_product(m, n, k)] == [(64, 1100, 480)]
 
 
 @pytest.mark.parametrize("m, k, n", SIZES)
