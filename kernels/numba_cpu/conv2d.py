@@ -45,6 +45,7 @@ def conv2d_reference(x, w, bias, stride, padding, activation=None, alpha=0.2):
     return y.reshape(x.shape[0], g.out_height, g.out_width, w.shape[3])
 
 
+@functools.lru_cache(maxsize=64)   # a layer's, every call: its tap arrays made once (5 us)
 def conv_windows(g):
     """The windows that Geometry g's outputs read from its big image: its im2col matrix."""
     return Windows(g.height, g.width, g.channels, g.out_height, g.out_width,

@@ -37,6 +37,8 @@ Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-col
 weight product is cut along K among the threads (DEPTH_SPLIT_SLICES), each part's C then added.
 """
 
+import collections
+
 import numba
 import numba.extending
 import numpy as np
@@ -512,9 +514,14 @@ def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out
     return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha, leaky_relu_output)
 
 
+GridsLayout = collections.namedtuple("GridsLayout", "shapes tap_rows tap_cols taps windows most_windows depth")
+
+
 def grids_layout(grids):
-    """The arrays grids_gemm reads for several Windows over one image: (shapes, tap rows, tap
-    columns, tap counts), a row a grid."""
+    """What grids_gemm reads for several Windows over one image: the arrays (shapes, tap rows,
+    tap columns, tap counts), a row a grid, and the windows of an image in all grids, in the
+    largest one, and the deepest grid's depth (ints, so that a product does no numpy arithmetic
+    on them: a grids_product call took 12 us of Python)."""
     shapes = np.array([windows.shape for windows in grids], dtype=np.int64)
     taps = np.array([(len(windows.tap_rows), len(windows.tap_cols)) for windows in grids], dtype=np.int64)
     tap_rows = np.zeros((len(grids), taps[:, 0].max()), dtype=np.int64)
@@ -522,7 +529,9 @@ def grids_layout(grids):
     for j, windows in enumerate(grids):
         tap_rows[j, :taps[j, 0]] = windows.tap_rows
         tap_cols[j, :taps[j, 1]] = windows.tap_cols
-    return shapes, tap_rows, tap_cols, taps
+    per_image = [windows.per_image for windows in grids]
+    return GridsLayout(shapes, tap_rows, tap_cols, taps, sum(per_image), max(per_image),
+                       max(windows.depth for windows in grids))
 
 
 def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0, leaky_relu_output=None):
@@ -530,14 +539,11 @@ def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alp
     all placing their rows in c, grid j's B (taps*C, N) row-major at b[b_starts[j]:], in one
     parallel region (grids_gemm): 7-10% faster than a region a grid (four 12544 x 256 x 32
     products, AMD EPYC Zen 3, 2 threads)."""
-    shapes, tap_rows, tap_cols, taps = layout
     images, n = image.shape[0], c.shape[1]
-    rows = images * shapes[:, 3] * shapes[:, 4]
-    depth = int((taps[:, 0] * taps[:, 1]).max() * shapes[0, 2])
-    threads = thread_count(int(rows.sum()), n, depth)
-    run_threads(threads, grids_gemm, image.reshape(-1), shapes, tap_rows, tap_cols, taps, b.reshape(-1), b_starts, c,
-                images, *epilogue_operands(bias, activation, leaky_relu_output), float32(alpha),
-                *thread_grid(int(rows.max()), n, threads, depth), MC, NC)
+    threads = thread_count(images * layout.windows, n, layout.depth)
+    run_threads(threads, grids_gemm, image.reshape(-1), layout.shapes, layout.tap_rows, layout.tap_cols, layout.taps,
+                b.reshape(-1), b_starts, c, images, *epilogue_operands(bias, activation, leaky_relu_output),
+                float32(alpha), *thread_grid(images * layout.most_windows, n, threads, layout.depth), MC, NC)
     return c
 
 

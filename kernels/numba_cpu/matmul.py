@@ -95,6 +95,8 @@ the same order as on one thread (AMD EPYC Zen 4, 2 threads, the two cuts alterna
 not cut).
 """
 
+import functools
+
 import numba
 import numba.extending
 import numpy as np
@@ -839,6 +841,7 @@ A_ROW_WEIGHT = 3   # thread_grid counts a row of A packed twice as three columns
                    # where K is at least KC
 
 
+@functools.lru_cache(maxsize=256)   # a pure function of four ints, asked for by every product (2-3 us)
 def thread_grid(m, n, threads, k):
     """(row_parts, col_parts): as many rectangles of at least one sliver as there are threads
     (or as can be had), cut so that the least is packed twice: each row part packs every B
