@@ -1,6 +1,7 @@
 """The CPU kernels' output arrays (kernels/numba_cpu/memory.py): large ones from blocks reused once
 every view of an array is gone, never while one is alive; aligned; within the cache's cap."""
 
+import sys
 import threading
 
 import numpy as np
@@ -91,3 +92,18 @@ def test_small_and_large_arrays_are_plain_numpy_arrays_to_the_ops(shape):
     x = memory.empty(shape)
     x[...] = np.linspace(-2, 2, x.size, dtype=np.float32).reshape(shape)
     np.testing.assert_array_equal(ops.relu(x), np.maximum(x, 0))
+
+
+
+def test_an_array_outliving_the_module_globals_gives_its_block_back_quietly(monkeypatch):
+    """At exit Python may clear this module's globals before the last array goes (an array a
+    compiled function still holds): the lease gives its block back all the same, no error
+    printed as "Exception ignored"."""
+    memory.release()
+    errors = []
+    monkeypatch.setattr(sys, "unraisablehook", errors.append)
+    array = memory.empty(LARGE)
+    returned = memory._returned
+    monkeypatch.setattr(memory, "_returned", None)   # as the module's teardown leaves it
+    del array
+    assert not errors and len(returned) == 1

@@ -48,8 +48,8 @@ class _Lease:
         self.block = block
         self.__array_interface__ = {"data": (block[1], False), "shape": shape, "typestr": typestr, "version": 3}
 
-    def __del__(self):
-        _returned.append(self.block)
+    def __del__(self, returned=_returned):   # bound here: at exit the module's globals may go first
+        returned.append(self.block)
 
 
 def _take_returned():
