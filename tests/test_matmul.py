@@ -414,6 +414,20 @@ def test_one_column_equals_the_tiled_product_bit_for_bit(rng, m, k, transpose_a,
                  @ (b.T if transpose_b else b), MATMUL_TOL)
 
 
+@pytest.mark.parametrize("m,k", [(4500, 300), (6272, 128)])
+def test_a_tall_transposed_column_summed_by_depth_equals_the_tiles(rng, m, k):
+    """gemv_by_depth (A stored transposed: a logit layer's weight gradient x^T dy) sums blocks of
+    GEMV_BLOCK rows with the loops swapped: with several blocks a thread, a ragged last vector and
+    two KC slices (4500 x 300), bit for bit the tiled product's column."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, 1, k, True, False)
+    two = np.concatenate([b, 2 * b], axis=1)
+    assert m > 2 * kernels.GEMV_BLOCK
+    one_column = pyai.ops.matmul(a, b, transpose_a=True)
+    np.testing.assert_array_equal(one_column[:, 0], pyai.ops.matmul(a, two, transpose_a=True)[:, 0])
+    assert_close("gemv by depth vs float64", one_column, a.T.astype(np.float64) @ b, MATMUL_TOL)
+
+
 @pytest.mark.parametrize("m,k", [(3001, 131), (6272, 128), (1000, 700)])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("activation", [None, "sigmoid"])
