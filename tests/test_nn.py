@@ -174,12 +174,18 @@ def test_backward_without_input_gradient_skips_the_first_convolutions_dx(rng, mo
     model.forward(x)
     assert model.backward(dy).shape == x.shape
     full = [grad.copy() for _, grad in model.gradients()]
-    calls = []
-    conv2d_grad = ops.conv2d_grad
-    monkeypatch.setattr(ops, "conv2d_grad", lambda *args, **kwargs: calls.append(kwargs) or conv2d_grad(*args, **kwargs))
+    calls = []   # input_gradient of each gradient call: through the op, or (numba-cpu) its kernel itself
+    conv2d_grad, implementation = ops.conv2d_grad, dispatch.implementation
+    monkeypatch.setattr(ops, "conv2d_grad", lambda *args, **kwargs: calls.append(kwargs.get("input_gradient", True))
+                        or conv2d_grad(*args, **kwargs))
+
+    def spied(op, *args):
+        kernel = implementation(op, *args)
+        return kernel if op != "conv2d_grad" else lambda *operands: calls.append(operands[5]) or kernel(*operands)
+    monkeypatch.setattr(dispatch, "implementation", spied)
     model.forward(x)
     assert model.backward(dy, input_gradient=False) is None
-    assert [kwargs.get("input_gradient", True) for kwargs in calls] == [False]
+    assert calls == [False]
     for (name, grad), expected in zip(model.gradients(), full, strict=True):
         np.testing.assert_array_equal(grad, expected, err_msg=name)
 
@@ -453,3 +459,51 @@ def test_dense_whose_parameters_were_replaced_goes_through_the_ops_checks(rng):
     dense.weight = np.ones((5, 4), np.float32)
     with pytest.raises(ValueError, match=r"^x: has an empty dimension"):
         dense.forward(np.ones((0, 5), np.float32))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_conv_layers_on_numba_cpu_call_the_kernels_themselves_with_the_same_floats(rng, monkeypatch, transposed):
+    """Conv2D and Conv2DTranspose know their shapes fit, so on numba-cpu forward and backward skip
+    the ops' checks: the same floats as the ops give, with the ops never called."""
+    from pyai import use_backend
+    from pyai.nn import Conv2D, Conv2DTranspose
+    make = Conv2DTranspose if transposed else Conv2D
+    layer = make(3, 16, 3, 2, padding="valid", activation="leaky_relu", alpha=0.3, rng=rng)
+    layer.bias = rng.normal(size=16).astype(np.float32)
+    x = rng.normal(size=(5, 7, 6, 3)).astype(np.float32)
+    forward, gradient = ((ops.conv2d_transpose, ops.conv2d_transpose_grad) if transposed
+                         else (ops.conv2d, ops.conv2d_grad))
+    with use_backend("numba-cpu"):
+        y = forward(x, layer.weight, layer.bias, stride=2, padding="valid", activation="leaky_relu", alpha=0.3)
+        dy = rng.normal(size=y.shape).astype(np.float32)
+        expected = (y, *gradient(ops.leaky_relu_grad(dy, y, 0.3), x, layer.weight, stride=2, padding="valid"))
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("an op's checks ran")
+        for name in ("conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad"):
+            monkeypatch.setattr(ops, name, refuse)
+        got = (layer.forward(x), layer.backward(dy), layer.grad_weight, layer.grad_bias)
+        layer.forward(x)
+        assert layer.backward(dy, input_gradient=False) is None
+    for name, out, reference in zip(["y", "dx", "dweight", "dbias"], got, expected, strict=True):
+        np.testing.assert_array_equal(out, reference, err_msg=name)
+
+
+def test_conv_layer_whose_parameters_were_replaced_goes_through_the_ops_checks(rng):
+    """A weight of float64 is converted by ops.conv2d (same floats as float32); one of another
+    shape, an empty batch or a 'valid' kernel larger than the image is the op's clear error,
+    never a kernel reading past an array."""
+    from pyai.nn import Conv2D
+    conv = Conv2D(2, 16, 3, 1, padding="valid", activation="relu", rng=rng)
+    x = rng.normal(size=(3, 5, 4, 2)).astype(np.float32)
+    expected = conv.forward(x)
+    conv.weight = conv.weight.astype(np.float64)
+    np.testing.assert_array_equal(conv.forward(x), expected)
+    conv.weight = np.ones((3, 3, 2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"^b: expected shape \(8,\)"):
+        conv.forward(x)
+    conv.weight = np.ones((3, 3, 2, 16), np.float32)
+    with pytest.raises(ValueError, match=r"^x: has an empty dimension"):
+        conv.forward(np.ones((0, 5, 4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^w: a 3x3 kernel does not fit x's 2x4 images"):
+        conv.forward(np.ones((3, 2, 4, 2), np.float32))
