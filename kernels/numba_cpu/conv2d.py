@@ -63,7 +63,7 @@ def conv_windows(g):
 # (2.4%, 271) 7.55-7.57 -> 7.45-7.52; split, 8 x 28x28x128 -> 256 (4.7%, 67) 7.49 -> 8.16-8.26 and
 # 16 x 14x14x256 -> 512 (6.6%, 47) 15.08-15.12 -> 15.57-15.71, so those stay whole.
 BORDER_FLOPS_A_FLOAT = 160
-BorderPlan = collections.namedtuple("BorderPlan", "layout kernel_taps b_starts skipped_taps border_taps")
+BorderPlan = collections.namedtuple("BorderPlan", "layout b_starts run_rows run_stride skipped_taps border_taps")
 
 
 def tap_bands(size, out_size, stride, pad, kernel):
@@ -81,13 +81,17 @@ def tap_bands(size, out_size, stride, pad, kernel):
 
 @functools.lru_cache(maxsize=64)
 def border_plan(g):
-    """The grids of windows of the same taps inside the image, as grids_layout's arrays, the
-    kernel taps each grid reads in order (`kernel_taps`), where each grid's B starts, the taps an
-    image's windows skip and the taps of every grid but the largest; None where every window
-    reads only the image, or a window none of it."""
+    """The grids of windows of the same taps inside the image, as grids_layout's arrays; where
+    each grid's B starts in w seen as (kh*kw*C, O) (`b_starts`, in rows), in runs of `run_rows`
+    rows (its taps in a row of the kernel, C rows each) `run_stride` rows apart (a kernel row's
+    kw*C): each grid packs its taps from where they lie in w (implicit_gemm.grids_product's
+    runs). Gathered into a B of their own first (2.8x w for a 3x3 kernel's four grids), they had
+    cost each of a DCGAN step's three border products 0.06-0.11 ms more (AMD EPYC Zen 5, medians
+    of 30 steps, two rounds). Then the taps an image's windows skip and the taps of every grid
+    but the largest. None where every window reads only the image, or a window none of it."""
     row_bands = tap_bands(g.height, g.out_height, g.stride_height, g.pad_top, g.kernel_height)
     col_bands = tap_bands(g.width, g.out_width, g.stride_width, g.pad_left, g.kernel_width)
-    grids, kernel_taps, windows = [], [], []
+    grids, starts, runs, sizes, windows = [], [], [], [], []
     for r0, rows, i0, i1 in row_bands:
         for c0, cols, j0, j1 in col_bands:
             if i1 <= i0 or j1 <= j0:
@@ -96,15 +100,15 @@ def border_plan(g):
                                  np.arange(i0, i1) - g.pad_top + r0 * g.stride_height,
                                  np.arange(j0, j1) - g.pad_left + c0 * g.stride_width,
                                  (g.out_height, g.out_width, r0, c0, 1, 1)))
-            kernel_taps.append((np.arange(i0, i1)[:, None] * g.kernel_width + np.arange(j0, j1)[None, :]).ravel())
+            starts.append((i0 * g.kernel_width + j0) * g.channels)
+            runs.append((j1 - j0) * g.channels)
+            sizes.append((i1 - i0) * (j1 - j0))
             windows.append(rows * cols)
     if len(grids) == 1:
         return None
-    sizes = [len(taps) for taps in kernel_taps]
     skipped = sum(count * (g.kernel_height * g.kernel_width - size) for count, size in zip(windows, sizes))
-    b_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return BorderPlan(grids_layout(grids), np.concatenate(kernel_taps), b_starts, skipped,
-                      sum(sizes) - sizes[int(np.argmax(windows))])
+    return BorderPlan(grids_layout(grids), np.array(starts, dtype=np.int64), np.array(runs, dtype=np.int64),
+                      g.kernel_width * g.channels, skipped, sum(sizes) - sizes[int(np.argmax(windows))])
 
 
 def splits_borders(plan, images, threads):
@@ -115,8 +119,9 @@ def splits_borders(plan, images, threads):
 
 def border_product(x, w, g, bias, activation, alpha, y_rows, factors, plan):
     """y_rows = epilogue(windows(x) @ w), each grid of border_plan's multiplying the taps it has."""
-    kernels = w.reshape(g.kernel_height * g.kernel_width, -1)[plan.kernel_taps]   # each grid's (taps*C, O)
-    grids_product(x, plan.layout, kernels, plan.b_starts * kernels.shape[1], y_rows, bias, activation, alpha, factors)
+    out_channels = w.shape[3]
+    grids_product(x, plan.layout, w, plan.b_starts * out_channels, y_rows, bias, activation, alpha, factors,
+                  (plan.run_rows, plan.run_stride * out_channels))
 
 
 # x is (N, H, W, C), w (kh, kw, C, O), bias (O,) or None -> y (N, OH, OW, O). With leaky_relu_output

@@ -364,8 +364,8 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
             if windows_are_a:
-                windows_rectangle(image, shape, tap_rows, tap_cols, other, c, k, bias, has_bias, activation, alpha,
-                                  row0, rows, col0, cols, mc, nc)
+                windows_rectangle(image, shape, tap_rows, tap_cols, other, k, 0, c, k, bias, has_bias, activation,
+                                  alpha, row0, rows, col0, cols, mc, nc)
             elif reads_windows_in_place(shape[2]):
                 weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, 0, k, row0, rows, col0, cols, mc)
             else:
@@ -374,10 +374,11 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
                                has_bias, activation, alpha, row0, rows, col0, cols, mc, nc, KC)
 
 
-def windows_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias, activation, alpha, row0, rows, col0,
-                      cols, mc, nc):
-    """One thread's rectangle of c = epilogue(windows @ b), B row-major (k, N): the A side's
-    address tables for a block of windows, then the matmul's loop nest."""
+def windows_rectangle(image, shape, tap_rows, tap_cols, b, run_rows, run_stride, c, k, bias, has_bias, activation,
+                      alpha, row0, rows, col0, cols, mc, nc):
+    """One thread's rectangle of c = epilogue(windows @ b), B row-major (k, N) in runs of
+    run_rows rows run_stride floats apart (matmul.pack_b_runs; one run of k: B itself): the A
+    side's address tables for a block of windows, then the matmul's loop nest."""
     deepest = min(k, WINDOW_KC + WINDOW_KC // 4)   # block_end's deepest slice
     runs = min(tap_rows.size * tap_cols.size, deepest // shape[2] + 2)   # taps a slice meets
     block = WINDOW_BLOCK_MC * mc
@@ -386,16 +387,17 @@ def windows_rectangle(image, shape, tap_rows, tap_cols, b, c, k, bias, has_bias,
     zero[:] = 0.0
     windows = (image, shape, tap_rows, tap_cols, np.empty((slivers, runs, MR), dtype=np.int64),
                np.empty((4, runs), dtype=np.int64), np.empty((4, slivers * MR), dtype=np.int64), zero)
-    gemm_rectangle(windows, (b, c.shape[1], 1), c, k, bias, has_bias, activation, alpha, row0, rows, col0, cols,
-                   block, nc, WINDOW_KC)
+    gemm_rectangle(windows, (b, c.shape[1], run_rows, run_stride), c, k, bias, has_bias, activation, alpha, row0,
+                   rows, col0, cols, block, nc, WINDOW_KC)
 
 
-def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, bias, has_bias, activation, alpha,
-               row_parts, col_parts, mc, nc):
+def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, run_rows, run_stride, c, images, bias, has_bias,
+               activation, alpha, row_parts, col_parts, mc, nc):
     """window_gemm's c = epilogue(windows @ B) for several window grids over one image, in one
     parallel region (a strided transposed convolution's phases, conv2d_transpose.py): grid j has
     the shape shapes[j], the tap rows tap_rows[j, :taps[j, 0]] and columns tap_cols[j, :taps[j, 1]],
-    and its B (row-major, N columns) at b[b_starts[j]:]. Part p of every grid's rows goes to the
+    and its B (row-major, N columns) at b[b_starts[j]:], in runs of run_rows[j] rows run_stride
+    floats apart (windows_rectangle). Part p of every grid's rows goes to the
     same thread (tasks p * grids .. (p + 1) * grids - 1 of Numba's even split), so grids of unequal
     work still leave the threads even."""
     grids, n = shapes.shape[0], c.shape[1]
@@ -409,8 +411,8 @@ def grids_gemm(image, shapes, tap_rows, tap_cols, taps, b, b_starts, c, images, 
         col0, cols = split(part % col_parts, col_parts, -(-n // NR), NR, n)
         if rows > 0 and cols > 0:
             windows_rectangle(image, shape, tap_rows[j, :taps[j, 0]], tap_cols[j, :taps[j, 1]],
-                              b[b_starts[j]:b_starts[j] + k * n], c, k, bias, has_bias, activation, alpha, row0, rows,
-                              col0, cols, mc, nc)
+                              b[b_starts[j]:], run_rows[j], run_stride, c, k, bias, has_bias, activation, alpha, row0,
+                              rows, col0, cols, mc, nc)
 
 
 def weight_gemm_by_depth(d, m, image, shape, tap_rows, tap_cols, c, partials, k, mc):
@@ -462,8 +464,9 @@ with slp_vectorize():
     weight_gemm_by_depth = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, numba.types.Array(
         float32, 3, "C"), int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(weight_gemm_by_depth)
     grids_gemm = numba.njit(
-        void(READ_ONLY, CORNERS, CORNERS, CORNERS, CORNERS, READ_ONLY, TAPS, MATRIX, int64, READ_ONLY, numba.boolean,
-             int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH, cache=True)(grids_gemm)
+        void(READ_ONLY, CORNERS, CORNERS, CORNERS, CORNERS, READ_ONLY, TAPS, TAPS, int64, MATRIX, int64, READ_ONLY,
+             numba.boolean, int64, float32, int64, int64, int64, int64), parallel=True, fastmath=FASTMATH,
+        cache=True)(grids_gemm)
 
 
 def run_threads(threads, kernel, *args):
@@ -514,7 +517,7 @@ def window_product(image, windows, b, bias=None, activation=None, alpha=0.0, out
     return run_windows(image, windows, b, True, c, m, windows.depth, bias, activation, alpha, leaky_relu_output)
 
 
-GridsLayout = collections.namedtuple("GridsLayout", "shapes tap_rows tap_cols taps windows most_windows depth")
+GridsLayout = collections.namedtuple("GridsLayout", "shapes tap_rows tap_cols taps depths windows most_windows depth")
 
 
 def grids_layout(grids):
@@ -530,20 +533,24 @@ def grids_layout(grids):
         tap_rows[j, :taps[j, 0]] = windows.tap_rows
         tap_cols[j, :taps[j, 1]] = windows.tap_cols
     per_image = [windows.per_image for windows in grids]
-    return GridsLayout(shapes, tap_rows, tap_cols, taps, sum(per_image), max(per_image),
-                       max(windows.depth for windows in grids))
+    depths = np.array([windows.depth for windows in grids], dtype=np.int64)
+    return GridsLayout(shapes, tap_rows, tap_cols, taps, depths, sum(per_image), max(per_image), int(depths.max()))
 
 
-def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0, leaky_relu_output=None):
+def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alpha=0.0, leaky_relu_output=None,
+                  runs=None):
     """window_product for each of several window grids over one image (grids_layout's arrays),
-    all placing their rows in c, grid j's B (taps*C, N) row-major at b[b_starts[j]:], in one
+    all placing their rows in c, grid j's B (taps*C, N) row-major at b[b_starts[j]:] (or, with
+    runs = (run_rows, run_stride), in runs of run_rows[j] rows run_stride floats apart), in one
     parallel region (grids_gemm): 7-10% faster than a region a grid (four 12544 x 256 x 32
     products, AMD EPYC Zen 3, 2 threads)."""
     images, n = image.shape[0], c.shape[1]
     threads = thread_count(images * layout.windows, n, layout.depth)
+    run_rows, run_stride = (layout.depths, 0) if runs is None else runs
     run_threads(threads, grids_gemm, image.reshape(-1), layout.shapes, layout.tap_rows, layout.tap_cols, layout.taps,
-                b.reshape(-1), b_starts, c, images, *epilogue_operands(bias, activation, leaky_relu_output),
-                float32(alpha), *thread_grid(images * layout.most_windows, n, threads, layout.depth), MC, NC)
+                b.reshape(-1), b_starts, run_rows, run_stride, c, images,
+                *epilogue_operands(bias, activation, leaky_relu_output), float32(alpha),
+                *thread_grid(images * layout.most_windows, n, threads, layout.depth), MC, NC)
     return c
 
 

@@ -294,11 +294,8 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
     sliver = packed.shape[1] * NR   # floats from one packed sliver to the next
     if col_stride == 1:
         for p in range(depth):
-            start = (depth0 + p) * row_stride + col0
-            for t in range(full):
-                out = t * sliver + p * NR
-                store(packed, out, load(b, start + t * NR))
-                store(packed, out + WIDTH, load(b, start + t * NR + WIDTH))
+            pack_b_row(b, (depth0 + p) * row_stride + col0, p, cols, packed)
+        return
     else:
         # B stored transposed: WIDTH x WIDTH squares turned in registers, the last
         # depth % WIDTH rows of each sliver one float at a time
@@ -322,6 +319,31 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
             for c in range(NR):
                 col = full * NR + c
                 packed[full, p, c] = b[base + (col0 + col) * col_stride] if col < cols else 0.0
+
+
+def pack_b_row(b, start, p, cols, packed):
+    """Row p of every packed sliver from the `cols` floats of a row-major B at b[start:]: whole
+    slivers a vector at a time, the ragged last one a float at a time, zero past the last column."""
+    full = cols // NR
+    sliver = packed.shape[1] * NR
+    for t in range(full):
+        out = t * sliver + p * NR
+        store(packed, out, load(b, start + t * NR))
+        store(packed, out + WIDTH, load(b, start + t * NR + WIDTH))
+    if full < packed.shape[0]:
+        for c in range(NR):
+            col = full * NR + c
+            packed[full, p, c] = b[start + col] if col < cols else 0.0
+
+
+def pack_b_runs(b, row_stride, run_rows, run_stride, depth0, depth, col0, cols, packed):
+    """pack_b of a row-major B whose rows lie in runs of run_rows rows, run_stride floats
+    apart: row r at b[r // run_rows * run_stride + r % run_rows * row_stride:] (a convolution's
+    weights for the taps a grid of border windows reads: a run a row of taps, read where they
+    lie in w, not gathered into a B of their own first)."""
+    for p in range(depth):
+        row = depth0 + p
+        pack_b_row(b, row // run_rows * run_stride + row % run_rows * row_stride + col0, p, cols, packed)
 
 
 def add_edge(c, edge, row, col, tile_rows, tile_cols, accumulate):
@@ -504,6 +526,9 @@ def pack_matrix_b(b, depth0, depth, col0, cols, packed):
     if is_matrix(b, 3):
         return lambda b, depth0, depth, col0, cols, packed: pack_b(b[0], b[1], b[2], depth0, depth, col0, cols,
                                                                    packed)
+    if is_matrix(b, 4):   # (flat array, row stride, rows a run, floats from run to run): pack_b_runs
+        return lambda b, depth0, depth, col0, cols, packed: pack_b_runs(b[0], b[1], b[2], b[3], depth0, depth,
+                                                                        col0, cols, packed)
 
 
 def multiply_slice(a, a_buffer, b_buffer, b_start, c, k, depth0, depth, first_row, rows, panel0, panel_cols, mc,
@@ -800,8 +825,11 @@ GEMM_OPERANDS = (READ_ONLY, int64, int64, int64, READ_ONLY, int64, int64, MATRIX
 with slp_vectorize():
     pack_a = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL, numba.boolean),
                         cache=True)(pack_a)
+    pack_b_row = numba.njit(inline="always", cache=True)(pack_b_row)
     pack_b = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, PANEL),
                         cache=True)(pack_b)
+    pack_b_runs = numba.njit(void(READ_ONLY, int64, int64, int64, int64, int64, int64, int64, PANEL),
+                             cache=True)(pack_b_runs)
     block_end = numba.njit(inline="always", cache=True)(block_end)
     packed_rows = numba.njit(inline="always", cache=True)(packed_rows)
     edge_tile = numba.njit(inline="always", cache=True)(edge_tile)
