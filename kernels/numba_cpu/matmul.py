@@ -290,29 +290,28 @@ def pack_b(b, row_stride, col_stride, depth0, depth, col0, cols, packed):
     from L3 (AMD EPYC Zen 3, one core, the few-rows loop's 256 x 256 slices, padded in both:
     784 x 1024 0.36 -> 0.19 ms; rows not 4 KB apart gained too: 6272 x 256 0.31 -> 0.22, 1024 x
     784 0.20 -> 0.15)."""
-    full = cols // NR
-    sliver = packed.shape[1] * NR   # floats from one packed sliver to the next
     if col_stride == 1:
         for p in range(depth):
             pack_b_row(b, (depth0 + p) * row_stride + col0, p, cols, packed)
         return
-    else:
-        # B stored transposed: WIDTH x WIDTH squares turned in registers, the last
-        # depth % WIDTH rows of each sliver one float at a time
-        squares = depth // WIDTH * WIDTH if row_stride == 1 else 0
-        for t in range(full):
-            first = (col0 + t * NR) * col_stride + depth0
-            for p0 in range(0, squares, LINE):
-                for c in range(NR):     # the next line of each of the sliver's rows
-                    prefetch(b, first + c * col_stride + p0 + LINE)
-                for c0 in range(0, NR, WIDTH):
-                    for q in range(p0, min(squares, p0 + LINE), WIDTH):
-                        transpose_square(b, first + c0 * col_stride + q, col_stride,
-                                         packed, t * sliver + q * NR + c0, NR)
-            for c in range(NR):
-                base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
-                for p in range(squares, depth):
-                    packed[t, p, c] = b[base + p * row_stride]
+    # B stored transposed: WIDTH x WIDTH squares turned in registers, the last depth % WIDTH rows
+    # of each sliver one float at a time
+    full = cols // NR
+    sliver = packed.shape[1] * NR   # floats from one packed sliver to the next
+    squares = depth // WIDTH * WIDTH if row_stride == 1 else 0
+    for t in range(full):
+        first = (col0 + t * NR) * col_stride + depth0
+        for p0 in range(0, squares, LINE):
+            for c in range(NR):     # the next line of each of the sliver's rows
+                prefetch(b, first + c * col_stride + p0 + LINE)
+            for c0 in range(0, NR, WIDTH):
+                for q in range(p0, min(squares, p0 + LINE), WIDTH):
+                    transpose_square(b, first + c0 * col_stride + q, col_stride,
+                                     packed, t * sliver + q * NR + c0, NR)
+        for c in range(NR):
+            base = depth0 * row_stride + (col0 + t * NR + c) * col_stride
+            for p in range(squares, depth):
+                packed[t, p, c] = b[base + p * row_stride]
     if full < packed.shape[0]:                  # the ragged last sliver
         for p in range(depth):
             base = (depth0 + p) * row_stride
