@@ -94,7 +94,6 @@ def test_small_and_large_arrays_are_plain_numpy_arrays_to_the_ops(shape):
     np.testing.assert_array_equal(ops.relu(x), np.maximum(x, 0))
 
 
-
 def test_an_array_outliving_the_module_globals_gives_its_block_back_quietly(monkeypatch):
     """At exit Python may clear this module's globals before the last array goes (an array a
     compiled function still holds): the lease gives its block back all the same, no error
