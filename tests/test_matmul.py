@@ -362,6 +362,32 @@ def test_packing_a_equals_its_reference_and_stays_in_its_slivers(rng, transposed
 
 
 @pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("m,a_rows,k", [(1, 1, 300), (13, 12, 700), (24, 24, 512), (129, 128, 2048), (37, 36, 1100)])
+def test_packing_a_slice_by_slice_equals_packing_it_sliver_by_sliver(rng, transposed, m, a_rows, k):
+    """The few-rows loop packs A a slice of K a task (pack_a_slice), or a sliver a task: the same
+    packed floats, slice after slice, each slice's slivers together, a row of ones after A's rows
+    where C has one more (column_sums); K of one slice, several, and a merged last slice."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    stored = rng.standard_normal((k, a_rows) if transposed else (a_rows, k)).astype(np.float32)
+    strides = (1, a_rows) if transposed else (k, 1)
+    slivers = -(-m // kernels.MR)
+    by_slivers = np.full(slivers * k * kernels.MR, np.nan, np.float32)
+    by_slices = by_slivers.copy()
+    for s in range(slivers):
+        kernels.pack_a_sliver(stored.reshape(-1), *strides, a_rows, by_slivers, m, k, s)
+    for j in range(kernels.slice_count(k)):
+        kernels.pack_a_slice(stored.reshape(-1), *strides, a_rows, by_slices, m, k, j)
+    np.testing.assert_array_equal(by_slices, by_slivers)
+    depth = k if kernels.slice_count(k) == 1 else kernels.KC   # the first slice: its rows as A's
+    first = by_slices[:slivers * depth * kernels.MR]
+    op_a = np.zeros((slivers * kernels.MR, depth), np.float32)
+    op_a[:a_rows] = (stored.T if transposed else stored)[:, :depth]
+    op_a[a_rows:m] = 1.0
+    np.testing.assert_array_equal(first.reshape(slivers, depth, kernels.MR),
+                                  op_a.reshape(slivers, kernels.MR, depth).transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("cols,depth", [(1, 1), (16, 17), (33, 16), (40, 47), (256, 256), (70, 320)])
 def test_packing_b_equals_its_reference_and_leaves_the_padding_rows(rng, transposed, cols, depth):
     """pack_b writes row p of every sliver in turn (row-major B) or turns squares (transposed B):
@@ -532,8 +558,9 @@ def test_a_shallow_product_of_a_few_hundred_rows_takes_the_few_rows_loop_with_th
 
 
 def test_few_columns_of_a_deep_product_are_cut_in_depth_only_where_every_slice_is_kc_deep():
-    """cut_in_depth: at most two NR slivers of C a thread, two slices of K or more a thread, and no
-    merged last slice (one of KC plus under a quarter more); never on one thread."""
+    """cut_in_depth: at most two NR slivers of C a thread (or a transposed A, packed, of K at least
+    4 N deep), two slices of K or more a thread, and no merged last slice (one of KC plus under a
+    quarter more); never on one thread."""
     from pyai.kernels.numba_cpu import matmul as kernels
     nr, kc = kernels.NR, kernels.KC
     assert kernels.cut_in_depth(1, 4 * kc, 2) and kernels.cut_in_depth(4 * nr, 8 * kc, 2)
@@ -541,12 +568,15 @@ def test_few_columns_of_a_deep_product_are_cut_in_depth_only_where_every_slice_i
     assert not kernels.cut_in_depth(4 * nr + 1, 8 * kc, 2)       # five slivers for two threads
     assert not kernels.cut_in_depth(nr, 4 * kc + kc // 4 - 1, 2)  # the last slice merged
     assert not kernels.cut_in_depth(nr, 3 * kc, 2) and not kernels.cut_in_depth(nr, 8 * kc, 1)
+    # more columns where A is transposed and packed, and K at least 4 N deep
+    assert kernels.cut_in_depth(16 * nr, 64 * nr, 2, True) == (not kernels.TRANSPOSED_IN_PLACE)
+    assert not kernels.cut_in_depth(16 * nr, 64 * nr - 1, 2, True) and not kernels.cut_in_depth(16 * nr, 64 * nr, 2)
     assert kernels.slice_count(kc) == 1 and kernels.slice_count(kc + kc // 4 - 1) == 1
     assert kernels.slice_count(kc + kc // 4) == 2 and kernels.slice_count(10) == 1
 
 
 @pytest.mark.parametrize("m,n,k,transpose_a", [(128, 32, 2048, True), (97, 10, 1100, False), (5, 64, 1024, True),
-                                               (128, 128, 1024, False), (13, 77, 1357, True)])
+                                               (128, 128, 1024, False), (13, 77, 1357, True), (100, 500, 2048, True)])
 @pytest.mark.parametrize("column_sums", [False, True])
 def test_a_deep_product_cut_in_depth_gives_the_one_thread_floats(rng, m, n, k, transpose_a, column_sums):
     """The few-rows loop with K's slices cut among tasks (two runs, three, four): the first run's

@@ -43,7 +43,8 @@ time, 0.2 ms on one core for 0.36 ms of FMAs). AMD EPYC Zen 3, 2 threads, old an
 alternating, 10 rounds, GFLOP/s: 128 x 2048 x 128 66-94 -> 109-141, x 384 78-107 -> 95-131,
 x 103 (a logit layer's) 37-78 -> 71-95, 384 x 2048 x 128 60-106 -> 86-118; operands cold from
 memory, 128 x 2048 x 384 median 3.50 -> 3.14 ms. The blocked loop reads a transposed A in place
-only with AVX2's 6-row slivers (BLOCK_TRANSPOSED_IN_PLACE); AVX-512's 12-row ones it packs.
+only with AVX2's 6-row slivers (TRANSPOSED_IN_PLACE); AVX-512's 12-row ones it packs, and so
+does the few-rows loop.
 One core of an Intel Xeon (AVX-512), in place vs packed, two rounds: 2048 x 128 x 128 118-121 vs
 108-114 GFLOP/s, 2048 x 512 x 128 130-136 vs 121-126, 12544 x 576 x 128 114-128 vs 114-117;
 50176 x 576 x 64 (A streamed from memory) 72-77 vs 75-76.
@@ -71,7 +72,8 @@ A product of few FLOPs runs on one thread (SERIAL_FLOPS), unless it moves many b
 
 Few rows (M <= FEW_ROWS, a training batch times a weight matrix) take another loop order: A is
 small, so it is read where it lies (readable_in_place; its ragged last sliver packed first) or
-else packed once for all of K and shared; the threads split the columns of C, and each
+else packed once for all of K, a slice of K a task (pack_a_slice: a transposed A's stored rows
+are read whole, each line once), and shared; the threads split the columns of C, and each
 packs its own run of B, a FEW_NC-column panel and a slice at a time (a packed slice stays in L2:
 64 x 256 x 6272, a DCGAN's Dense layer, 1.13-1.30 -> 1.03-1.05 ms on 2 cores), just before it
 meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
@@ -92,7 +94,8 @@ page of its own, and the pages are added to C in order, so each float is the sam
 the same order as on one thread (AMD EPYC Zen 4, 2 threads, the two cuts alternating, best us:
 128 x 2048 x 32 (transposed A) 197 -> 122, x 10 219 -> 155, 64 x 4096 x 32 267 -> 186, 128 x
 2048 x 128 420 -> 397, transposed A 365 -> 364; of eight slivers, 128 x 2048 x 256, 682 -> 687:
-not cut).
+not cut). Where A is transposed and packed (AVX-512), so is a product of more columns, if K is 4
+N deep or more: cut by columns, every thread packs and reads all of A.
 """
 
 import functools
@@ -153,8 +156,8 @@ BLOCK_CROWDED_ROWS = 5 if MR == 12 else CROWDED_ROWS
                    # few-rows loop, whose A is packed in a pass of its own (128 x 512 x 256 in place
                    # 173 us, packed 189-190)
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
-BLOCK_TRANSPOSED_IN_PLACE = MR < 12
-                   # ... nor, in the blocked loop, a transposed one with short stored rows
+TRANSPOSED_IN_PLACE = MR < 12
+                   # ... nor a transposed one with short stored rows
                    # (readable_in_place) of AVX2's 6-row slivers; AVX-512's 12-row slivers read so
                    # lost to packing (AMD EPYC Zen 4, 2 threads, the two alternating, median of
                    # best us: 256 x 2048 x 256 1622 -> 1487, 192 x 1024 x 256 588 -> 557, 384 x 2048
@@ -162,7 +165,14 @@ BLOCK_TRANSPOSED_IN_PLACE = MR < 12
                    # gradient over packed windows, 64 x 12544 x 512, 5.32 -> 4.87 ms, before such
                    # windows were read in place (implicit_gemm.weight_rectangle); few rows, 64-128
                    # x 3136-12544 x 256-512, 1.00-1.01x), while at
-                   # PYAI_VECTOR_WIDTH=8 on the same core in place stays ahead by 1-6%
+                   # PYAI_VECTOR_WIDTH=8 on the same core in place stays ahead by 1-6%. In the
+                   # few-rows loop too, since its A is packed a slice at a time (pack_a_slice):
+                   # a dense layer's weight and bias gradient x^T dy (AMD EPYC Zen 5, 2 threads,
+                   # in place and packed (with cut_in_depth's cut) alternating, best % of the FMA
+                   # peak) 128 x 2048 x 128 53 -> 62, x 384 64 -> 72, x 512 64 -> 74, x 2048 64 ->
+                   # 80, 64 x 4096 x 512 58 -> 70; one thread 128 x 2048 x 512 68 -> 84; a GPT
+                   # step (4 blocks of 128 channels, 2048 tokens) 36.0 -> 34.7 ms. At
+                   # PYAI_VECTOR_WIDTH=8 in place stays ahead: 41-44% against packed 36-42
 DEEPEST = KC + KC // 4   # the deepest slice block_end makes
 
 
@@ -473,13 +483,13 @@ def multiply_packed(a, row_stride, col_stride, a_rows, a_buffer, b_buffer, b_sta
     b_buffer[b_start:]), for a matrix A (a flat array, its strides and its a_rows rows; C's row
     a_rows, where C has it, is A's row of ones: column_sums): A's block packed into MR-row
     slivers (pack_a), or, when A can be read where it lies (readable_in_place; transposed, with
-    BLOCK_TRANSPOSED_IN_PLACE) and the panel is at most IN_PLACE_A_COLUMNS wide (each packed float
+    TRANSPOSED_IN_PLACE) and the panel is at most IN_PLACE_A_COLUMNS wide (each packed float
     of A would feed too few FMAs to pay for packing it), its whole slivers read in place;
     multiplied by multiply_block."""
     row_slivers = -(-rows // MR)
     own_rows = min(rows, a_rows - row0)   # the block's rows that A has; a row of ones after them
     in_place = (own_rows // MR if readable_in_place(row_stride, col_stride, BLOCK_CROWDED_ROWS)
-                and (col_stride == 1 or BLOCK_TRANSPOSED_IN_PLACE) and cols <= IN_PLACE_A_COLUMNS else 0)
+                and (col_stride == 1 or TRANSPOSED_IN_PLACE) and cols <= IN_PLACE_A_COLUMNS else 0)
     if in_place < row_slivers:
         pack_a(a, row_stride, col_stride, row0 + in_place * MR, own_rows - in_place * MR, depth0, depth,
                a_buffer[in_place * depth * MR:row_slivers * depth * MR].reshape((row_slivers - in_place, depth, MR)),
@@ -614,9 +624,11 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
     even runs and K's slices into `depth_parts` runs, one task each, each task packing its own run
     of B a slice at a time. A is read where it lies where readable_in_place says it can be
-    (row-major, or transposed with stored rows of few floats), but for a ragged last sliver, packed
-    here; else packed once, slice by slice, into a_slices, shared by the tasks. A has a_rows rows:
-    M, or M - 1 and a row of ones (column_sums), which is in the last sliver, packed.
+    (row-major, or transposed with stored rows of few floats and TRANSPOSED_IN_PLACE), but for a
+    ragged last sliver, packed here; else packed once into a_slices, a slice a task (a sliver a
+    task where K is one slice), shared by the tasks; cut in depth into a task a run of slices,
+    each task packs its own. A has a_rows rows: M, or M - 1 and a row of ones (column_sums),
+    which is in the last sliver, packed.
     Cut in depth (a product with no epilogue, whose slices are all KC deep but perhaps the last,
     which is not a merged one: cut_in_depth), the first run's slices go to C as ever, every later
     slice to a page of its own, stored plain; then the pages are added to C in order, so each
@@ -624,14 +636,19 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
-    in_place = a_rows // MR if readable_in_place(a_row_stride, a_col_stride, CROWDED_ROWS) else 0
+    in_place = (a_rows // MR if readable_in_place(a_row_stride, a_col_stride, CROWDED_ROWS)
+                and (a_col_stride == 1 or TRANSPOSED_IN_PLACE) else 0)
     a_slices = aligned_floats(row_slivers * k * MR)
-    if in_place == 0:
+    slices = slice_count(k)
+    own_slices = in_place == 0 and depth_parts > 1 and col_chunks == 1   # a task packs the slices it multiplies
+    if in_place == 0 and not own_slices and slices > 1:
+        for j in numba.prange(slices):
+            pack_a_slice(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, j)
+    elif in_place == 0 and not own_slices:
         for s in numba.prange(row_slivers):
             pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s)
-    elif in_place < row_slivers:
+    elif 0 < in_place < row_slivers:
         pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, in_place)
-    slices = slice_count(k)
     first_page = slices // depth_parts   # the second run's first slice (on one run: none, past the last)
     pages = aligned_floats((slices - first_page) * m * n).reshape((slices - first_page, m, n))
     for task in numba.prange(col_chunks * depth_parts):
@@ -641,6 +658,9 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
         end = min(n, sliver1 * NR)
         b_buffer = aligned_floats(-(-min(end - sliver0 * NR, FEW_NC + FEW_NC // 4) // NR) * packed_rows(min(k, DEEPEST))
                                   * NR)
+        if own_slices:
+            for j in range(part * slices // depth_parts, (part + 1) * slices // depth_parts):
+                pack_a_slice(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, j)
         col0 = sliver0 * NR
         while col0 < end:   # FEW_NC-column panels: a packed slice of B stays in L2
             cols = block_end(col0, end, FEW_NC) - col0
@@ -661,13 +681,18 @@ def slice_count(k):
     return max(1, k // KC if k % KC < KC // 4 else k // KC + 1)
 
 
-def cut_in_depth(n, k, threads):
+def cut_in_depth(n, k, threads, transpose_a=False):
     """Whether the few-rows loop cuts K among the threads rather than C's columns (for a product
-    with no epilogue): where C has at most two NR-column slivers a thread and K two slices or more
-    a thread, none of them deeper than KC (a merged last slice, added to C in two parts, would be
-    one sum on a page)."""
-    return (1 < threads and -(-n // NR) <= 2 * threads and slice_count(k) >= 2 * threads
-            and (k % KC == 0 or k % KC >= KC // 4))
+    with no epilogue): where C has at most two NR-column slivers a thread, or A is transposed and
+    packed (not TRANSPOSED_IN_PLACE) and K is 4 N deep or more; and K has two slices or more a
+    thread, none of them deeper than KC (a merged last slice, added to C in two parts, would be
+    one sum on a page). Cut by columns, each thread packs and reads all of A, cut in depth only
+    its part: the pages then cost M N a thread, against M K (AMD EPYC Zen 5, 2 threads, x^T dy
+    with its column sums, the two cuts alternating, best % of the FMA peak: 128 x 2048 x 256 57
+    -> 67, x 384 64 -> 72, x 512 69 -> 74, 64 x 4096 x 512 64 -> 68; x 640 72 -> 73, x 768 74 ->
+    74, x 1024 73 -> 70)."""
+    few_columns = -(-n // NR) <= 2 * threads or (transpose_a and not TRANSPOSED_IN_PLACE and 4 * n <= k)
+    return 1 < threads and few_columns and slice_count(k) >= 2 * threads and (k % KC == 0 or k % KC >= KC // 4)
 
 
 def pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s):
@@ -682,6 +707,17 @@ def pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s):
         pack_a(a, a_row_stride, a_col_stride, s * MR, own_rows, depth0, depth,
                a_packed.reshape((row_slivers, depth, MR))[s:s + 1], own_rows < min(MR, m - s * MR))
         depth0 += depth
+
+
+def pack_a_slice(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, j):
+    """Slice j of K of every one of A's MR-row slivers packed into a_slices (pack_a_sliver's
+    layout): a slice's rows of a transposed A are read whole, each line once."""
+    row_slivers = -(-m // MR)
+    depth0 = j * KC
+    depth = block_end(depth0, k, KC) - depth0
+    a_packed = a_slices[row_slivers * depth0 * MR:][:row_slivers * depth * MR]
+    pack_a(a, a_row_stride, a_col_stride, 0, a_rows, depth0, depth, a_packed.reshape((row_slivers, depth, MR)),
+           a_rows < m)
 
 
 def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row_stride, b_col_stride, b_buffer, c, k,
@@ -848,6 +884,8 @@ with slp_vectorize():
         fastmath=FASTMATH, cache=True, _nrt=False)(multiply_block)
     pack_a_sliver = numba.njit(void(READ_ONLY, int64, int64, int64, FLAT, int64, int64, int64),
                                cache=True)(pack_a_sliver)
+    pack_a_slice = numba.njit(void(READ_ONLY, int64, int64, int64, FLAT, int64, int64, int64),
+                              cache=True)(pack_a_slice)
     few_rows_panel = numba.njit(
         void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,
              READ_ONLY, numba.boolean, int64, float32, int64, int64, PANEL, int64), fastmath=FASTMATH,
@@ -1009,7 +1047,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif few_rows:
-        depth_parts = threads if code == NONE and not has_bias and cut_in_depth(n, k, threads) else 1
+        depth_parts = threads if code == NONE and not has_bias and cut_in_depth(n, k, threads, transpose_a) else 1
         gemm_few_rows(*operands, threads // depth_parts, depth_parts)
     else:
         gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
