@@ -571,12 +571,19 @@ def test_few_columns_of_a_deep_product_are_cut_in_depth_only_where_every_slice_i
     # more columns where A is transposed and packed, and K at least 4 N deep
     assert kernels.cut_in_depth(16 * nr, 64 * nr, 2, True) == (not kernels.TRANSPOSED_IN_PLACE)
     assert not kernels.cut_in_depth(16 * nr, 64 * nr - 1, 2, True) and not kernels.cut_in_depth(16 * nr, 64 * nr, 2)
+    # and then more rows than FEW_ROWS where K is 8 slices deep a thread, and slices of A and B fit in L2
+    few_nc, transposed_packed = kernels.FEW_NC, not kernels.TRANSPOSED_IN_PLACE
+    assert kernels.packs_deep_a(few_nc, few_nc // 2, 16 * kc, 2, True) == transposed_packed
+    assert not kernels.packs_deep_a(few_nc, few_nc // 2, 16 * kc, 2, False)
+    assert not kernels.packs_deep_a(few_nc, few_nc // 2 + 1, 16 * kc, 2, True)
+    assert not kernels.packs_deep_a(few_nc, few_nc // 2, 15 * kc, 2, True)
     assert kernels.slice_count(kc) == 1 and kernels.slice_count(kc + kc // 4 - 1) == 1
     assert kernels.slice_count(kc + kc // 4) == 2 and kernels.slice_count(10) == 1
 
 
 @pytest.mark.parametrize("m,n,k,transpose_a", [(128, 32, 2048, True), (97, 10, 1100, False), (5, 64, 1024, True),
-                                               (128, 128, 1024, False), (13, 77, 1357, True), (100, 500, 2048, True)])
+                                               (128, 128, 1024, False), (13, 77, 1357, True), (100, 500, 2048, True),
+                                               (200, 100, 4096, True)])
 @pytest.mark.parametrize("column_sums", [False, True])
 def test_a_deep_product_cut_in_depth_gives_the_one_thread_floats(rng, m, n, k, transpose_a, column_sums):
     """The few-rows loop with K's slices cut among tasks (two runs, three, four): the first run's

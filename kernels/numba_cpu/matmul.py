@@ -95,7 +95,9 @@ the same order as on one thread (AMD EPYC Zen 4, 2 threads, the two cuts alterna
 128 x 2048 x 32 (transposed A) 197 -> 122, x 10 219 -> 155, 64 x 4096 x 32 267 -> 186, 128 x
 2048 x 128 420 -> 397, transposed A 365 -> 364; of eight slivers, 128 x 2048 x 256, 682 -> 687:
 not cut). Where A is transposed and packed (AVX-512), so is a product of more columns, if K is 4
-N deep or more: cut by columns, every thread packs and reads all of A.
+N deep or more: cut by columns, every thread packs and reads all of A. Such a product takes the
+few-rows loop, of more rows too where K is deep (packs_deep_a): the blocked loop's row parts
+would each pack all of B.
 """
 
 import functools
@@ -968,6 +970,20 @@ def takes_few_rows_loop(m, n, k, threads):
     return m <= FEW_ROWS or (k <= DEEPEST and m <= FEW_NC // 2 and -(-n // NR) >= 2 * threads)
 
 
+def packs_deep_a(m, n, k, threads, transpose_a):
+    """Whether a product cut in depth (cut_in_depth) takes the few-rows loop though it has more
+    than FEW_ROWS rows: A transposed and packed (not TRANSPOSED_IN_PLACE), K eight slices deep or
+    more a thread, and a slice of A beside one of B's panel within 3/4 of L2 (FEW_NC columns
+    are half of it). Cut in depth, each thread packs and reads only its slices of A and B, where
+    the blocked loop's row parts each pack all of B (AMD EPYC Zen 5, 2 threads, x^T dy with its
+    column sums, the two loops alternating, best % of the FMA peak, two runs: 192 x 4096 x 256
+    60 -> 77, 256 x 4096 x 256 63 -> 81, 384 x 4096 x 256 70 -> 83, 256 x 4096 x 128 74 -> 77;
+    512 x 4096 x 128 80 -> 79. Two slices a thread lost 5-15%, four 0-3% (but for 512 columns);
+    512 x 4096 x 512, A and B's slices filling L2, 83 -> 60)."""
+    return (transpose_a and not TRANSPOSED_IN_PLACE and m + min(n, FEW_NC) <= FEW_NC * 3 // 2
+            and slice_count(k) >= 8 * threads)
+
+
 def turns_product(m, n, k):
     """Whether C = op(A) @ op(B), with no epilogue or one element by element, is made as C^T =
     op(B)^T @ op(A)^T and then turned (turn): C of few rows (the few-rows loop's) ending in a
@@ -1037,7 +1053,9 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     # A small product runs its parallel regions on this thread alone: waking the other threads
     # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
     operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
-    few_rows = blocking is None and takes_few_rows_loop(m, n, k, threads)
+    cut = code == NONE and not has_bias and cut_in_depth(n, k, threads, transpose_a)
+    few_rows = blocking is None and (takes_few_rows_loop(m, n, k, threads)
+                                     or (cut and packs_deep_a(m, n, k, threads, transpose_a)))
     if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
         # no parallel region; a small product of many rows too, whose A packed whole is small
         gemm_few_rows_one_thread(*operands, 1, 1)
@@ -1047,7 +1065,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif few_rows:
-        depth_parts = threads if code == NONE and not has_bias and cut_in_depth(n, k, threads, transpose_a) else 1
+        depth_parts = threads if cut else 1
         gemm_few_rows(*operands, threads // depth_parts, depth_parts)
     else:
         gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
