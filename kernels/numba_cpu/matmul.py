@@ -978,8 +978,8 @@ def packs_deep_a(m, n, k, threads, transpose_a):
     the blocked loop's row parts each pack all of B (AMD EPYC Zen 5, 2 threads, x^T dy with its
     column sums, the two loops alternating, best % of the FMA peak, two runs: 192 x 4096 x 256
     60 -> 77, 256 x 4096 x 256 63 -> 81, 384 x 4096 x 256 70 -> 83, 256 x 4096 x 128 74 -> 77;
-    512 x 4096 x 128 80 -> 79. Two slices a thread lost 5-15%, four 0-3% (but for 512 columns);
-    512 x 4096 x 512, A and B's slices filling L2, 83 -> 60)."""
+    512 x 4096 x 128 80 -> 79. With two slices a thread it lost 5-15%; with four, 0-3% (512
+    columns gained 2-17%); 512 x 4096 x 512, A and B's slices filling L2, 83 -> 60)."""
     return (transpose_a and not TRANSPOSED_IN_PLACE and m + min(n, FEW_NC) <= FEW_NC * 3 // 2
             and slice_count(k) >= 8 * threads)
 
