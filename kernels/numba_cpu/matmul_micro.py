@@ -193,6 +193,32 @@ def prefetch_tile(c, rows, col, count):
 
 
 @numba.njit(cache=True)
+def prefetch_row(c, row, col):
+    """prefetch_tile for one row of the tile: the packed and in-place k loops ask for their tile's
+    rows one a step over their first MR steps (lead_rows), not for its 24 lines at once before the
+    loop. With C beyond L2, the burst had cost an Intel core 5-7% of a shallow product (a likely
+    reason, not measured: this VM has no counters: 24 misses to L3 outnumber the L1's 16 fill
+    buffers, and the loop's first loads wait behind them). Intel Xeon, family 6 model 207, 2
+    threads, best % of the FMA peak, old and new alternating, the same floats: 2048 x 128 x 512
+    79 -> 84, with a bias 77 -> 82, 2048 x 128 x 384 with a bias 77 -> 81, 6272 x 576 x 128 87 ->
+    90, 12544 x 64 x 64 61 -> 68, 1024^3 84 -> 86. No prefetch at all ran as well as this there;
+    the prefetch stays for the cores where C's lines arriving late had cost (README)."""
+    start = row * c.shape[1] + col
+    prefetch_for_write(c, start)
+    prefetch_for_write(c, start + NR - 1)
+
+
+@numba.njit(cache=True)
+def lead_rows(c, rows, col, depth):
+    """The k steps that ask for a row of the tile each (prefetch_row): MR, or a loop shorter than
+    the tile, whose rows past its depth are asked for here, at once."""
+    lead = min(depth, MR)
+    for i in range(lead, MR):
+        prefetch_row(c, rows[0] + i, col)
+    return lead
+
+
+@numba.njit(cache=True)
 def prefetch_tile_to_read(y, width, rows, col):
     """Ask for the lines of y (rows `width` floats long, flat) that lie where the MR x NR tile at
     C's rows `rows`, column col, does, to be read as the tile is stored (grade_tile): they arrive
@@ -245,31 +271,50 @@ def tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col):
     a[a_start + p * MR] (a flat, or a C-contiguous sliver with a_start 0), row p of B
     b[b_start + p * b_stride:][:NR]. Rows in groups of 6 (one group with AVX2, two with AVX-512:
     MR is a constant, so the second group compiles away where it is unused)."""
-    prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
-    for p in range(depth):
-        b0 = load(b, b_start + p * b_stride)
-        b1 = load(b, b_start + p * b_stride + WIDTH)
-        top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
-        if MR == 2 * ROWS_PER_GROUP:
-            bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
+    lead = lead_rows(c, rows, col, depth)
+    for p in range(lead):
+        prefetch_row(c, rows[0] + p, col)
+        top, bottom = packed_step(a, a_start, p, b, b_start, b_stride, top, bottom)
+    for p in range(lead, depth):
+        top, bottom = packed_step(a, a_start, p, b, b_start, b_stride, top, bottom)
+    return top, bottom
+
+
+@numba.njit(inline="always", cache=True)
+def packed_step(a, a_start, p, b, b_start, b_stride, top, bottom):
+    """One k step of tile_product."""
+    b0 = load(b, b_start + p * b_stride)
+    b1 = load(b, b_start + p * b_stride + WIDTH)
+    top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+    if MR == 2 * ROWS_PER_GROUP:
+        bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
     return top, bottom
 
 
 @numba.njit(inline="always", cache=True)
 def in_place_steps(a, a_start, a_stride, a_step, first, depth, b, b_start, b_stride, c, rows, col):
     """in_place_product's loop, for a constant a_stride or a_step."""
-    prefetch_tile(c, rows, col, MR)
     top = zero_rows()
     bottom = zero_rows()
-    for p in range(first, first + depth):
-        b0 = load(b, b_start + (p - first) * b_stride)
-        b1 = load(b, b_start + (p - first) * b_stride + WIDTH)
-        top = fma_six_rows_in_place(a, a_start + p * a_step, a_stride, b0, b1, top)
-        if MR == 2 * ROWS_PER_GROUP:
-            bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p * a_step, a_stride, b0, b1,
-                                           bottom)
+    lead = lead_rows(c, rows, col, depth)
+    for p in range(first, first + lead):
+        prefetch_row(c, rows[0] + p - first, col)
+        top, bottom = in_place_step(a, a_start, a_stride, a_step, first, p, b, b_start, b_stride, top, bottom)
+    for p in range(first + lead, first + depth):
+        top, bottom = in_place_step(a, a_start, a_stride, a_step, first, p, b, b_start, b_stride, top, bottom)
+    return top, bottom
+
+
+@numba.njit(inline="always", cache=True)
+def in_place_step(a, a_start, a_stride, a_step, first, p, b, b_start, b_stride, top, bottom):
+    """One k step of in_place_steps."""
+    b0 = load(b, b_start + (p - first) * b_stride)
+    b1 = load(b, b_start + (p - first) * b_stride + WIDTH)
+    top = fma_six_rows_in_place(a, a_start + p * a_step, a_stride, b0, b1, top)
+    if MR == 2 * ROWS_PER_GROUP:
+        bottom = fma_six_rows_in_place(a, a_start + ROWS_PER_GROUP * a_stride + p * a_step, a_stride, b0, b1, bottom)
     return top, bottom
 
 
@@ -301,16 +346,26 @@ def row_major_product(a, a_start, a_stride, first, depth, b, b_start, b_stride, 
     181 -> 152; products that pack A unchanged. A narrow tile (12 accumulators, registers to
     spare) keeps in_place_steps: this loop ran 12544 x 64 x 9 at 147-169 us against 135. So does
     AVX2's 6-row tile, where it was 1-3% slower (PYAI_VECTOR_WIDTH=8, same core)."""
-    prefetch_tile(c, rows, col, MR)
     at = row_addresses(a, a_start + first, a_stride)
     top = zero_rows()
     bottom = zero_rows()
-    for p in range(depth):
-        b0 = load(b, b_start + p * b_stride)
-        b1 = load(b, b_start + p * b_stride + WIDTH)
-        top = fma_six_rows_at(at, 0, p, b0, b1, top)
-        if MR == 2 * ROWS_PER_GROUP:
-            bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
+    lead = lead_rows(c, rows, col, depth)
+    for p in range(lead):
+        prefetch_row(c, rows[0] + p, col)
+        top, bottom = rows_step(at, p, b, b_start, b_stride, top, bottom)
+    for p in range(lead, depth):
+        top, bottom = rows_step(at, p, b, b_start, b_stride, top, bottom)
+    return top, bottom
+
+
+@numba.njit(inline="always", cache=True)
+def rows_step(at, p, b, b_start, b_stride, top, bottom):
+    """One k step of row_major_product."""
+    b0 = load(b, b_start + p * b_stride)
+    b1 = load(b, b_start + p * b_stride + WIDTH)
+    top = fma_six_rows_at(at, 0, p, b0, b1, top)
+    if MR == 2 * ROWS_PER_GROUP:
+        bottom = fma_six_rows_at(at, ROWS_PER_GROUP, p, b0, b1, bottom)
     return top, bottom
 
 
