@@ -22,6 +22,7 @@ by Numba too had cost a third of the compile (AMD EPYC Zen 4, CPU s): importing 
 10.5, with every loop 30 -> 23, attention's files 54 -> 36.
 """
 
+import llvmlite.binding
 import numba
 import numpy as np
 from numba import boolean, float32, int64, void
@@ -35,6 +36,10 @@ from pyai.kernels.numba_cpu.simd import (WIDTH, add, address, biased_leaky, fma,
 
 ROWS_PER_GROUP = 6
 MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
+# The k steps of a tile that each ask for a row of its C (prefetch_row): MR, but none under LLVM's
+# AMD schedules (znver), where the loop they split off spilled an accumulator a step
+TARGET_CPU = numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
+LEAD_STEPS = 0 if TARGET_CPU.startswith("znver") else MR
 # The epilogue a finished tile applies as it is stored: (has_bias, activation, alpha), the bias
 # an array beside it; of the activations, leaky ReLU (the others: epilogue.apply_epilogue).
 EPILOGUE = numba.types.Tuple((boolean, int64, float32))
@@ -202,7 +207,10 @@ def prefetch_row(c, row, col):
     threads, best % of the FMA peak, old and new alternating, the same floats: 2048 x 128 x 512
     79 -> 84, with a bias 77 -> 82, 2048 x 128 x 384 with a bias 77 -> 81, 6272 x 576 x 128 87 ->
     90, 12544 x 64 x 64 61 -> 68, 1024^3 84 -> 86. No prefetch at all ran as well as this there;
-    the prefetch stays for the cores where C's lines arriving late had cost (README)."""
+    the prefetch stays for the cores where C's lines arriving late had cost (README). Compiled for
+    an AMD core (LEAD_STEPS 0), the tiles ask for the whole tile before the loop, as before: split
+    in two, the k loop spilled an accumulator to the stack every step under LLVM's znver4 and
+    znver5 schedules (test_simd's register test; not measured for speed there)."""
     start = row * c.shape[1] + col
     prefetch_for_write(c, start)
     prefetch_for_write(c, start + NR - 1)
@@ -210,9 +218,9 @@ def prefetch_row(c, row, col):
 
 @numba.njit(cache=True)
 def lead_rows(c, rows, col, depth):
-    """The k steps that ask for a row of the tile each (prefetch_row): MR, or a loop shorter than
-    the tile, whose rows past its depth are asked for here, at once."""
-    lead = min(depth, MR)
+    """The k steps that ask for a row of the tile each (prefetch_row): LEAD_STEPS, or a loop shorter
+    than that; the rows past them are asked for here, at once."""
+    lead = min(depth, LEAD_STEPS) if LEAD_STEPS else 0
     for i in range(lead, MR):
         prefetch_row(c, rows[0] + i, col)
     return lead
