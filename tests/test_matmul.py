@@ -413,13 +413,44 @@ def test_packing_b_equals_its_reference_and_leaves_the_padding_rows(rng, transpo
             assert np.isnan(packed[:, depth:]).all() and np.isnan(buffer[slivers * rows * NR:]).all()
 
 
+@pytest.mark.parametrize("depth", [1, 17, 256, 300])
+@pytest.mark.parametrize("activation", [None, "leaky_relu", "tanh"])
+def test_the_first_tiles_pack_b_as_pack_b_does_and_make_their_tiles(rng, depth, activation):
+    """pack_b_in_first_tiles (the few-rows loop, a row-major B): the tiles of A's first sliver
+    store each B sliver they read in pack_b's layout, padding rows untouched, and their C rows are
+    A's first MR rows times B (float64 reference), with the bias and activation of the last slice;
+    a slice deeper than KC is two parts, as multiply_block's. Rows 1024 floats (4 KB) apart and not."""
+    from pyai.kernels.common import ACTIVATIONS, activation_reference
+    from pyai.kernels.numba_cpu.matmul import pack_b, pack_b_in_first_tiles, packed_rows
+    from pyai.kernels.numba_cpu.matmul_micro import MR, NR
+    slivers, rows = 3, packed_rows(depth)
+    for total_cols in (slivers * NR + 7, 1024):
+        b = rng.standard_normal((depth, total_cols)).astype(np.float32)
+        a = rng.standard_normal((MR, depth)).astype(np.float32)
+        bias = rng.standard_normal(total_cols).astype(np.float32)
+        a_packed = np.ascontiguousarray(a.T).reshape((1, depth, MR))
+        buffer = np.full(slivers * rows * NR + 64, np.nan, np.float32)
+        expected = np.full(slivers * rows * NR + 64, np.nan, np.float32)
+        pack_b(b.reshape(-1), total_cols, 1, 0, depth, 5, slivers * NR,
+               expected[:slivers * rows * NR].reshape((slivers, rows, NR)))
+        c = rng.standard_normal((MR, total_cols)).astype(np.float32)
+        before = c.copy()
+        pack_b_in_first_tiles(a_packed, b.reshape(-1), 5, total_cols, buffer, rows, c, 5, slivers, True, True, bias,
+                              True, ACTIVATIONS[activation], np.float32(0.2))
+        np.testing.assert_array_equal(buffer, expected)
+        columns = slice(5, 5 + slivers * NR)
+        reference = activation_reference(a.astype(np.float64) @ b[:, columns] + bias[columns], activation, 0.2)
+        assert_close("first tiles", c[:, columns], reference, 1e-5)
+        np.testing.assert_array_equal(np.delete(c, np.s_[columns], axis=1), np.delete(before, np.s_[columns], axis=1))
+
+
 def test_the_tile_loops_count_no_references():
     """The loops over a block's tiles compile without Numba's reference counts: a count is taken
     and dropped for every array passed to each tile's kernel, locked instructions that wait for
     the tile's stores to C (8% of a 1024 x 64 x 784 weight gradient's time on an AMD EPYC Zen 3)."""
-    from pyai.kernels.numba_cpu.matmul import multiply_block
+    from pyai.kernels.numba_cpu.matmul import multiply_block, pack_b_in_first_tiles
     from pyai.kernels.numba_cpu.matmul_gathered import multiply_gathered
-    for loop in (multiply_block, multiply_gathered):
+    for loop in (multiply_block, pack_b_in_first_tiles, multiply_gathered):
         assert loop.targetoptions.get("_nrt") is False, loop.py_func.__name__
 
 

@@ -20,7 +20,7 @@ SIZES = [(1, 1, 1), (7, 13, 5), (37, 300, 70), (5, 257, 16), (37, 300, 1), (129,
 
 
 def test_the_sizes_take_the_turned_product():
-    assert [(m, k, n) for m, k, n in SIZES if matmul.turns_product(m, n, k)] == [(64, 1100, 480)]
+    assert [(m, k, n) for m, k, n in SIZES if matmul.turns_product(m, n, k, True)] == [(64, 1100, 480)]
 
 
 @pytest.mark.parametrize("m, k, n", SIZES)

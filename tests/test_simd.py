@@ -113,6 +113,7 @@ def test_micro_kernel_equals_its_reference(rng, accumulate):
 TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micro_kernel_in_place"),
                 ("matmul_micro", "finished_in_place"), ("matmul_micro", "micro_kernel_rows"),
                 ("matmul_micro", "finished_rows"), ("matmul_micro", "narrow_kernel_strided"),
+                ("matmul_micro", "packing_kernel"), ("matmul_micro", "finished_packing"),
                 ("matmul_micro", "narrow_kernel_in_place"), ("matmul_gathered", "micro_kernel_gathered"),
                 ("matmul_gathered", "finished_gathered"), ("matmul_gathered", "graded_gathered"),
                 ("matmul_gathered", "micro_kernel_b_gathered")]

@@ -79,6 +79,16 @@ packs its own run of B, a FEW_NC-column panel and a slice at a time (a packed sl
 meets every A sliver. B, the big operand, is read once; A is packed at most once, and a row-major
 A's product is one parallel region, not two (the GAN step's 29 products on an AMD EPYC Zen 1, 2
 threads, three alternating rounds: 23.3 -> 22.9 ms).
+A row-major B's whole slivers are packed by the tiles of A's first sliver as they read them
+(pack_b_in_first_tiles, matmul_micro.packing_kernel: two stores a k step among 24 FMAs, and the
+rows 8 steps ahead asked for), not by a pass of their own, which ran at L2's or L3's rate with
+no FMA beside it: on an Intel Xeon (family 6 model 207) a slice of 256 x 512 took 22-25 us from
+L2, 47-50 from L3, a sixth of a 128 x 512 x 1024 product's time. That core, the two alternating,
+best (median) % of the FMA peak, M x K -> N with a bias: one thread 128 x 512 -> 1024 75 (73)
+-> 78 (76), 128 x 1024 -> 784 81 (73) -> 86 (76), 64 x 784 -> 512 70 (69) -> 77 (73); 2 threads
+128 x 784 -> 512 76 (68) -> 79 (74), 64 x 784 -> 512 64 (63) -> 71 (68), 128 x 512 -> 1024 75
+(68) -> 76 (72); the Dense GAN's training step, best of 200 and 300, 6.81 -> 6.66 and 6.65 ->
+6.51 ms (in a slow stretch of the host). The same floats: the same FMAs in the same order.
 So does a product of a few hundred rows one slice deep (K <= DEEPEST) whose A takes at most a
 quarter of L2 (M <= FEW_NC / 2: 256 rows with a 1 MB L2), where every thread has two slivers of
 columns or more (takes_few_rows_loop): the blocked loop's row parts would each pack all of B, and
@@ -114,9 +124,9 @@ from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LE
                                              TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_in_place,
-                                                 finished_rows, finished_strided, half_kernel_strided,
+                                                 finished_packing, finished_rows, finished_strided, half_kernel_strided,
                                                  micro_kernel_in_place, micro_kernel_rows, micro_kernel_strided,
-                                                 narrow_kernel_in_place, narrow_kernel_strided)
+                                                 narrow_kernel_in_place, narrow_kernel_strided, packing_kernel)
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fma, load, prefetch, slp_vectorize, splat, store,
                                          transpose_rectangle, transpose_square, zeros)
 
@@ -651,6 +661,8 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
             pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, s)
     elif 0 < in_place < row_slivers:
         pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, in_place)
+    if in_place > 0 and first_tiles_pack_b(m, b_col_stride):   # their A sliver, packed
+        pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, 0)
     first_page = slices // depth_parts   # the second run's first slice (on one run: none, past the last)
     pages = aligned_floats((slices - first_page) * m * n).reshape((slices - first_page, m, n))
     for task in numba.prange(col_chunks * depth_parts):
@@ -727,7 +739,8 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
     """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows: A's first
     in_place_a slivers read where they lie, the others packed in a_slices; B packed a slice at a
     time into b_buffer, or its whole slivers read in place where B is row-major with short rows,
-    not too many (a ragged last sliver packed). Slices slice0 .. slice1 - 1 of K; slice j from
+    not too many (a ragged last sliver packed; a row-major B's whole slivers packed by A's first
+    sliver's tiles, first_tiles_pack_b). Slices slice0 .. slice1 - 1 of K; slice j from
     first_page on goes to pages[j - first_page] instead of C, stored plain (gemm_few_rows)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
@@ -747,12 +760,64 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
                            bias, has_bias, activation, alpha, edge)
         if in_place < cols:
             packed_slivers, sliver_rows = -(-(cols - in_place) // NR), packed_rows(depth)
-            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place, cols - in_place,
-                   b_buffer[:packed_slivers * sliver_rows * NR].reshape((packed_slivers, sliver_rows, NR)))
-            multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer, 0,
-                           sliver_rows * NR, NR, target, 0, m, col0 + in_place, cols - in_place, first, last, bias,
-                           has_bias, activation, alpha, edge)
+            sliver = sliver_rows * NR
+            by_tiles = (cols - in_place) // NR if first_tiles_pack_b(m, b_col_stride) else 0
+            pack_b(b, b_row_stride, b_col_stride, depth0, depth, col0 + in_place + by_tiles * NR,
+                   cols - in_place - by_tiles * NR,
+                   b_buffer[by_tiles * sliver:packed_slivers * sliver].reshape((packed_slivers - by_tiles, sliver_rows,
+                                                                                NR)))
+            if by_tiles:
+                pack_b_in_first_tiles(a_packed, b, depth0 * b_row_stride + col0 + in_place, b_row_stride, b_buffer,
+                                      sliver_rows, target, col0 + in_place, by_tiles, first, last, bias, has_bias,
+                                      activation, alpha)
+                multiply_block(a_slices[row_slivers * depth0 * MR + depth * MR:][:(row_slivers - 1) * depth * MR]
+                               .reshape((row_slivers - 1, depth, MR)), a, depth0 * a_col_stride + MR * a_row_stride,
+                               a_row_stride, a_col_stride, max(0, in_place_a - 1), b_buffer, 0, sliver, NR, target,
+                               MR, m - MR, col0 + in_place, by_tiles * NR, first, last, bias, has_bias, activation,
+                               alpha, edge)
+            if by_tiles < packed_slivers:
+                multiply_block(a_packed, a, depth0 * a_col_stride, a_row_stride, a_col_stride, in_place_a, b_buffer,
+                               by_tiles * sliver, sliver, NR, target, 0, m, col0 + in_place + by_tiles * NR,
+                               cols - in_place - by_tiles * NR, first, last, bias, has_bias, activation, alpha, edge)
         depth0 += depth
+
+
+def first_tiles_pack_b(m, b_col_stride):
+    """Whether the few-rows loop's first A sliver packs B's whole slivers as its tiles read them
+    (pack_b_in_first_tiles): B row-major, and C at least MR rows, so that sliver is whole."""
+    return b_col_stride == 1 and m >= MR
+
+
+def pack_b_in_first_tiles(a_packed, b, b_start, b_stride, b_buffer, sliver_rows, c, col0, slivers, first_slice,
+                          last_slice, bias, has_bias, activation, alpha):
+    """C[:MR, col0:col0 + slivers NR] (+)= A's first sliver (packed: a_packed[0]) times the slice
+    of a row-major B at b[b_start:] (rows b_stride apart), read where it lies, each tile storing
+    the B sliver it reads into b_buffer (pack_b's layout, sliver_rows rows a sliver) as it goes
+    (matmul_micro.packing_kernel); the epilogue as multiply_block's for those tiles, whose loop
+    the other A slivers then run against the packed slivers. Packed by a pass of its own, a
+    slice of B came from L2 or L3 at about two cache lines a FMA step's time, none of them
+    overlapped with the FMAs."""
+    by_tile = activation not in EXPENSIVE
+    epilogue = (has_bias, activation if by_tile else NONE, alpha)
+    depth = a_packed.shape[1]
+    packed = a_packed.reshape(-1)
+    for t in range(slivers):
+        col = col0 + t * NR
+        finished = False
+        for part0 in range(0, depth, KC):   # KC rows at a time, as multiply_block's tiles
+            part_depth = min(depth, part0 + KC) - part0
+            start, to = b_start + t * NR + part0 * b_stride, t * sliver_rows * NR + part0 * NR
+            accumulate = not first_slice or part0 > 0
+            finished = last_slice and part0 + part_depth == depth and in_registers(epilogue)
+            if finished:
+                finished_packing(packed, part0 * MR, part_depth, b, start, b_stride, b_buffer, to, c, 0, col,
+                                 accumulate, bias, epilogue)
+            else:
+                packing_kernel(packed, part0 * MR, part_depth, b, start, b_stride, b_buffer, to, c, 0, col, accumulate)
+        if last_slice and rest_to_apply(finished, epilogue):
+            rest_of_epilogue(c, 0, col, MR, NR, finished, bias, epilogue)
+    if last_slice and not by_tile:
+        apply_epilogue(c, 0, col0, MR, slivers * NR, bias, False, activation, alpha)
 
 
 GEMV_BLOCK = 2048   # rows of C gemv_by_depth sums at once: 8 KB, in L1
@@ -888,6 +953,11 @@ with slp_vectorize():
                                cache=True)(pack_a_sliver)
     pack_a_slice = numba.njit(void(READ_ONLY, int64, int64, int64, FLAT, int64, int64, int64),
                               cache=True)(pack_a_slice)
+    first_tiles_pack_b = numba.njit(inline="always", cache=True)(first_tiles_pack_b)
+    pack_b_in_first_tiles = numba.njit(
+        void(PANEL, READ_ONLY, int64, int64, FLAT, int64, MATRIX, int64, int64, numba.boolean, numba.boolean,
+             READ_ONLY, numba.boolean, int64, float32),
+        fastmath=FASTMATH, cache=True, _nrt=False)(pack_b_in_first_tiles)
     few_rows_panel = numba.njit(
         void(READ_ONLY, int64, int64, int64, FLAT, READ_ONLY, int64, int64, FLAT, MATRIX, int64, int64, int64,
              READ_ONLY, numba.boolean, int64, float32, int64, int64, PANEL, int64), fastmath=FASTMATH,
@@ -984,18 +1054,26 @@ def packs_deep_a(m, n, k, threads, transpose_a):
             and slice_count(k) >= 8 * threads)
 
 
-def turns_product(m, n, k):
+def turns_product(m, n, k, transpose_b):
     """Whether C = op(A) @ op(B), with no epilogue or one element by element, is made as C^T =
-    op(B)^T @ op(A)^T and then turned (turn): C of few rows (the few-rows loop's) ending in a
-    ragged sliver, a whole tile's FMAs for its last rows, where as C^T's columns they are whole
-    NR slivers, and C^T of more rows than that loop takes; K a slice deep or more and TURN_FLOPS,
-    so that turning C costs little beside the product. Each tile sums along K in order either way
-    (the slices too), so the floats are the same. Both ways in one process, best of 40 (AMD EPYC
-    Zen 5, 2 threads, ms), M x N x K, a leaky ReLU's gradient after: a DCGAN's input gradient of
-    its Dense 256 -> 6272, 64 x 256 x 6272, 0.59 -> 0.53; the Dense GAN's 64 x 1024 x 784 0.32 ->
-    0.27, 64 x 512 x 1024 0.24 -> 0.22; 128 x 512 x 784 0.28 -> 0.275; but 64 x 256 x 512 0.071
-    -> 0.080 and 128 x 256 x 512 0.112 -> 0.118, where the turn and a second call cost more."""
-    return m <= FEW_ROWS < n and m % MR != 0 and m % NR == 0 and k >= KC and 2 * m * n * k >= TURN_FLOPS
+    op(B)^T @ op(A)^T and then turned (turn): B stored transposed (op(B)^T is row-major, the
+    turned product's A), C of few rows (the few-rows loop's) ending in a ragged sliver, a whole
+    tile's FMAs for its last rows, where as C^T's columns they are whole NR slivers, and C^T of
+    more rows than that loop takes; K a slice deep or more and TURN_FLOPS, so that turning C
+    costs little beside the product. Each tile sums along K in order either way (the slices too),
+    so the floats are the same. Both ways in one process, best of 40 (AMD EPYC Zen 5, 2 threads,
+    ms), M x N x K, a leaky ReLU's gradient after: a DCGAN's input gradient of its Dense 256 ->
+    6272, 64 x 256 x 6272, 0.59 -> 0.53; the Dense GAN's 64 x 1024 x 784 0.32 -> 0.27, 64 x 512
+    x 1024 0.24 -> 0.22; 128 x 512 x 784 0.28 -> 0.275; but 64 x 256 x 512 0.071 -> 0.080 and 128
+    x 256 x 512 0.112 -> 0.118, where the turn and a second call cost more. A row-major B is not
+    turned: its slivers are packed by the first A sliver's tiles as they read them
+    (pack_b_in_first_tiles), where turned, B^T is an A packed from its columns (Intel Xeon,
+    family 6 model 207, 2 threads, the two alternating, best % of the FMA peak, M x N x K, turned
+    -> not: 64 x 1024 x 512 52 -> 68, 128 x 1024 x 512 63 -> 73, 64 x 784 x 1024 58 -> 67, 128 x
+    784 x 512 67 -> 72; a transposed B, the GAN's dy W^T with the leaky ReLU's gradient, 64 x
+    1024 x 784, turned 72, not 66)."""
+    return (transpose_b and m <= FEW_ROWS < n and m % MR != 0 and m % NR == 0 and k >= KC
+            and 2 * m * n * k >= TURN_FLOPS)
 
 
 @numba.njit(void(MATRIX, MATRIX, READ_ONLY, int64, float32), cache=True)
@@ -1035,7 +1113,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
     epilogue = (floats, has_bias, code, np.float32(alpha))
     if (blocking is None and not has_bias and ACTIVATIONS[activation] == NONE and not column_sums
-            and turns_product(m, n, k)):
+            and turns_product(m, n, k, transpose_b)):
         turn(fused_matmul(b, a, not transpose_b, not transpose_a, None, None, 0.0), c, floats, code, np.float32(alpha))
         return c
     if column_sums and (k == 1 or n == 1):   # outer's and gemv's, which have no row of ones: the

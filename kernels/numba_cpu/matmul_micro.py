@@ -40,6 +40,11 @@ MR, NR = (12 if WIDTH == 16 else 6), 2 * WIDTH
 # AMD schedules (znver), where the loop they split off spilled an accumulator a step
 TARGET_CPU = numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
 LEAD_STEPS = 0 if TARGET_CPU.startswith("znver") else MR
+# The k steps ahead that a packing tile (packing_product) asks for B's row: B's rows are lines
+# of different pages, which no prefetcher follows (Intel Xeon, family 6 model 207: without it,
+# packing in the tiles lost 4-6 points of the FMA peak to the pass of its own; 4, 8, 12 or 16
+# ahead alike within the noise)
+PACK_AHEAD = 8
 # The epilogue a finished tile applies as it is stored: (has_bias, activation, alpha), the bias
 # an array beside it; of the activations, leaky ReLU (the others: epilogue.apply_epilogue).
 EPILOGUE = numba.types.Tuple((boolean, int64, float32))
@@ -326,6 +331,41 @@ def in_place_step(a, a_start, a_stride, a_step, first, p, b, b_start, b_stride, 
     return top, bottom
 
 
+@numba.njit(inline="always", cache=True)
+def packing_product(a, a_start, depth, b, b_start, b_stride, packed, packed_start, c, rows, col):
+    """tile_product for a row-major B read where it lies (b_stride its row length), each row's NR
+    floats stored as they are read at packed[packed_start + p * NR:]: the tile packs its B sliver
+    (pack_b's rows, in pack_b's layout) for the tiles after it; the stores come after the FMAs,
+    which read A: LLVM cannot tell the two arrays apart, and with the stores first its znver and
+    skylake-avx512 schedules shuffled the accumulators through the stack every step."""
+    top = zero_rows()
+    bottom = zero_rows()
+    lead = lead_rows(c, rows, col, depth)
+    for p in range(lead):
+        prefetch_row(c, rows[0] + p, col)
+        top, bottom = packing_step(a, a_start, p, b, b_start, b_stride, packed, packed_start, top, bottom)
+    for p in range(lead, depth):
+        top, bottom = packing_step(a, a_start, p, b, b_start, b_stride, packed, packed_start, top, bottom)
+    return top, bottom
+
+
+@numba.njit(inline="always", cache=True)
+def packing_step(a, a_start, p, b, b_start, b_stride, packed, packed_start, top, bottom):
+    """One k step of packing_product."""
+    ahead = b_start + (p + PACK_AHEAD) * b_stride
+    prefetch(b, ahead)
+    prefetch(b, ahead + WIDTH)
+    prefetch(b, ahead + NR - 1)
+    b0 = load(b, b_start + p * b_stride)
+    b1 = load(b, b_start + p * b_stride + WIDTH)
+    top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
+    if MR == 2 * ROWS_PER_GROUP:
+        bottom = fma_six_rows_in_place(a, a_start + p * MR + ROWS_PER_GROUP, 1, b0, b1, bottom)
+    store(packed, packed_start + p * NR, b0)
+    store(packed, packed_start + p * NR + WIDTH, b1)
+    return top, bottom
+
+
 @numba.njit(cache=True)
 def row_addresses(a, start, stride):
     """The addresses (simd.address) of a[start + r * stride] for a 12-row tile's rows r, in
@@ -416,6 +456,7 @@ STRIDED = (float32[::1], int64, int64, READ_ONLY, int64, int64, float32[:, ::1],
 IN_PLACE = (READ_ONLY, int64, int64, int64, int64, int64, READ_ONLY, int64, int64, float32[:, ::1], int64, int64,
             boolean)
 ROW_MAJOR = IN_PLACE[:3] + IN_PLACE[4:]   # IN_PLACE without a_step, which is 1
+PACKING = STRIDED[:6] + (float32[::1], int64) + STRIDED[6:]   # STRIDED and the sliver packed
 
 
 @numba.njit(void(*STRIDED), cache=True)
@@ -432,6 +473,24 @@ def micro_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, a
 def finished_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
     rows = consecutive(row)
     top, bottom = tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col)
+    finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
+
+
+@numba.njit(void(*PACKING), cache=True)
+def packing_kernel(a, a_start, depth, b, b_start, b_stride, packed, packed_start, c, row, col, accumulate):
+    """micro_kernel_strided's tile of a row-major B read where it lies, packing the B sliver it
+    reads into packed[packed_start:] as it goes (packing_product): the packing costs two stores a
+    k step among the tile's FMAs, not a pass of its own."""
+    rows = consecutive(row)
+    top, bottom = packing_product(a, a_start, depth, b, b_start, b_stride, packed, packed_start, c, rows, col)
+    write_tile(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*PACKING, READ_ONLY, EPILOGUE), cache=True)
+def finished_packing(a, a_start, depth, b, b_start, b_stride, packed, packed_start, c, row, col, accumulate, bias,
+                     epilogue):
+    rows = consecutive(row)
+    top, bottom = packing_product(a, a_start, depth, b, b_start, b_stride, packed, packed_start, c, rows, col)
     finish_tile(c, rows, col, top, bottom, accumulate, bias, epilogue)
 
 
