@@ -137,13 +137,20 @@ B_PAD = 1        # rows of padding after each packed B sliver (packed_rows)
 PACK_BLOCK = 8   # stored rows of a transposed A that pack_a copies at a time: 8 rows of a sliver
                  # are 384 bytes, 6 whole cache lines
 FEW_ROWS = 128   # up to this many rows of C, the few-rows loop order (see above)
-IN_PLACE_STRIDE = 512   # floats: few rows read B in place when its rows are shorter than this,
+IN_PLACE_STRIDE = 512   # floats: C of fewer rows than MR (one tile a B sliver, which no other
+                        # tile reads after it) reads B in place when its rows are shorter than this,
                         # a stride (< 2 KB) that the cores' stride prefetchers follow; longer rows
                         # are packed, which costs less than the misses of reading them in place.
                         # Rows exactly 2 KB apart are packed too: a sliver's rows would fall in 2
                         # of L1's 64 sets (16 of its lines held, 8-way; 24, 12-way), not the
                         # KC in flight (AMD EPYC, Zen 1, one core: 64 x 256 x 512 in place 23-26
-                        # GFLOP/s, packed 28-29; 64 x 512 x 496 in place 26-31)
+                        # GFLOP/s, packed 28-29; 64 x 512 x 496 in place 26-31). More rows pack B
+                        # in their first tiles (first_tiles_pack_b), two stores a k step there;
+                        # read in place, a sliver's rows 1 KB apart fall in 8 of L1's sets, and
+                        # every tile read it from L2 again (Intel Xeon, family 6 model 207, 2
+                        # threads, the two alternating, best % of the FMA peak, in place -> packed
+                        # by the first tiles: 256^3 68 -> 76, transposed A 63 -> 66, 64 x 256 x 384
+                        # 51 -> 55, 128 x 256 x 256 57 -> 58)
 IN_PLACE_DEPTH = 512    # ... and when it has at most this many rows (at most 1 MB, held in L2
                         # while every A sliver reads it); a deeper B is packed a slice at a time
                         # (128 x 2048 x 384, a weight gradient: 0.76x -> 0.89x PyTorch on one core)
@@ -738,15 +745,15 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
                    col0, cols, bias, has_bias, activation, alpha, slice0, slice1, pages, first_page):
     """c[:, col0:col0+cols] = epilogue(A @ B[:, those columns]) for gemm_few_rows: A's first
     in_place_a slivers read where they lie, the others packed in a_slices; B packed a slice at a
-    time into b_buffer, or its whole slivers read in place where B is row-major with short rows,
-    not too many (a ragged last sliver packed; a row-major B's whole slivers packed by A's first
-    sliver's tiles, first_tiles_pack_b). Slices slice0 .. slice1 - 1 of K; slice j from
+    time into b_buffer: a row-major B's whole slivers by A's first sliver's tiles as they read
+    them (first_tiles_pack_b), or, for C of fewer rows than MR, read in place where its rows are
+    short, not too many (a ragged last sliver packed). Slices slice0 .. slice1 - 1 of K; slice j from
     first_page on goes to pages[j - first_page] instead of C, stored plain (gemm_few_rows)."""
     m = c.shape[0]
     row_slivers = -(-m // MR)
     edge = edge_tile()
-    in_place = cols // NR * NR if (b_col_stride == 1 and b_row_stride < IN_PLACE_STRIDE
-                                   and k <= IN_PLACE_DEPTH) else 0
+    in_place = cols // NR * NR if (b_col_stride == 1 and not first_tiles_pack_b(m, b_col_stride)
+                                   and b_row_stride < IN_PLACE_STRIDE and k <= IN_PLACE_DEPTH) else 0
     depth0 = slice0 * KC
     while depth0 < min(k, slice1 * KC):
         depth = block_end(depth0, k, KC) - depth0
