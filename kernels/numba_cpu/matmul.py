@@ -801,9 +801,8 @@ def pack_b_in_first_tiles(a_packed, b, b_start, b_stride, b_buffer, sliver_rows,
     of a row-major B at b[b_start:] (rows b_stride apart), read where it lies, each tile storing
     the B sliver it reads into b_buffer (pack_b's layout, sliver_rows rows a sliver) as it goes
     (matmul_micro.packing_kernel); the epilogue as multiply_block's for those tiles, whose loop
-    the other A slivers then run against the packed slivers. Packed by a pass of its own, a
-    slice of B came from L2 or L3 at about two cache lines a FMA step's time, none of them
-    overlapped with the FMAs."""
+    the other A slivers then run against the packed slivers. Packed by a pass of its own
+    (pack_b), a slice ran at L2's or L3's rate with no FMA beside it (see above)."""
     by_tile = activation not in EXPENSIVE
     epilogue = (has_bias, activation if by_tile else NONE, alpha)
     depth = a_packed.shape[1]
