@@ -39,18 +39,6 @@ def test_the_notice_comes_once_before_compiling_and_never_from_the_cache(tmp_pat
     assert warm.stderr == "" and warm.stdout == cold.stdout
 
 
-def test_a_convolution_from_the_cache_brings_no_notice(tmp_path):
-    """conv2d.py has no kernels of its own (they are implicit_gemm.py's, ...): once they are
-    cached, a process running the convolution again says nothing."""
-    code = ("import numpy as np, pyai; rng = np.random.default_rng(0); "
-            "x = rng.standard_normal((2, 5, 5, 16), np.float32); w = rng.standard_normal((3, 3, 16, 24), np.float32); "
-            "print(float(pyai.ops.conv2d(x, w).sum()))")
-    cold = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
-    assert cold.stderr.count("pyai: compiling pyai's kernels for this CPU, once: ~") == 1, cold.stderr
-    warm = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
-    assert warm.stderr == "" and warm.stdout == cold.stdout
-
-
 def test_every_kernel_file_without_kernels_names_the_files_it_runs_them_from():
     """`is_cached` looks for a file's own kernels in the cache, so a file with none would be
     announced as compiling in every process: such files name the files whose kernels they run."""
@@ -221,12 +209,11 @@ TRAIN_FULL_SIZE = """
 import numpy as np
 from pyai.models import DCGAN, GAN, GPT
 rng = np.random.default_rng(0)
-if {name!r} == "gpt":   # benchmarks/test_gpt.py's model: 2,048 tokens a step
-    model = GPT(vocab_size=103, block_size=128, layers=2, heads=4, channels=128)
-    for _ in range(2):
-        model.train_step(rng.integers(0, 103, (16, 128)), rng.integers(0, 103, (16, 128)))
-else:
-    model = (GAN if {name!r} == "gan" else DCGAN)(seed=0)
+# benchmarks/test_gpt.py's model at 2 blocks: 2,048 tokens a step
+model = GPT(vocab_size=103, block_size=128, layers=2, heads=4, channels=128)
+for _ in range(2):
+    model.train_step(rng.integers(0, 103, (16, 128)), rng.integers(0, 103, (16, 128)))
+for model in (GAN(seed=0), DCGAN(seed=0)):
     real = rng.uniform(-1, 1, (64, model.pixels)).astype(np.float32)
     for _ in range(2):
         model.train_step(real, *(rng.standard_normal((64, model.noise_dim), dtype=np.float32) for _ in range(2)))
@@ -234,21 +221,39 @@ else:
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("name", ["gan", "gan-conv", "gpt"])
-def test_a_full_size_model_trains_without_compiling_once_its_files_are_warmed(tmp_path, name):
-    """What `pyai warmup` says after it: commands start without compiling. The files of a model's
-    training ops, each exercised as warmup exercises it, hold every kernel a training step of the
-    model at full size runs: the loops its shapes take (on every thread, the blocked one, an outer
-    product, the fused Dense step's parallel kernel ...), not only those of small inputs."""
-    files = set(warmup.files_of(warmup.TRAINING_OPS[name]))
+def test_warmed_full_size_models_and_a_cached_convolution_compile_nothing(tmp_path):
+    """What `pyai warmup` says after it: commands start without compiling. The files of the
+    models' training ops, each exercised as warmup exercises it, hold every kernel a training step
+    of each model at full size runs: the loops its shapes take (on every thread, the blocked one,
+    an outer product, the fused Dense step's parallel kernel ...), not only those of small inputs.
+    One cache for the three models (each compiling matmul.py afresh would take minutes): a file is
+    exercised the same way whichever model names it, and
+    test_a_model_with_its_own_training_step_names_its_ops_when_built checks each model's list.
+
+    Then conv2d.py, which has no kernels of its own (they are implicit_gemm.py's, ...), its
+    kernels taken out of the cache: a first convolution compiles them with the notice, and once
+    they are cached, a process running the convolution again says nothing."""
+    files = set(warmup.files_of({op for name in ("gan", "gan-conv", "gpt") for op in warmup.TRAINING_OPS[name]}))
     files |= {imported for file in files for imported in warmup.IMPORTS.get(file, ())}
-    ordered = [file for chain in warmup.CHAINS for file in chain if file in files]
-    run_python(f"from pyai import warmup; warmup.warm_files({ordered!r})", NUMBA_CACHE_DIR=str(tmp_path))
+    for chain in warmup.CHAINS:   # a process a chain, as `pyai warmup` compiles them
+        ordered = [file for file in chain if file in files]
+        run_python(f"from pyai import warmup; warmup.warm_files({ordered!r})", NUMBA_CACHE_DIR=str(tmp_path))
     warmed = sorted(path.name for path in tmp_path.rglob("*.nbc"))
-    result = run_python(TRAIN_FULL_SIZE.format(name=name), NUMBA_CACHE_DIR=str(tmp_path))
+    result = run_python(TRAIN_FULL_SIZE, NUMBA_CACHE_DIR=str(tmp_path))
     compiled = sorted(set(path.name for path in tmp_path.rglob("*.nbc")) - set(warmed))
     assert compiled == []
     assert "compiling" not in result.stderr and len(warmed) > 10
+
+    for name in warmup.CONVOLUTION_KERNELS:
+        for path in tmp_path.rglob(f"{name}.*"):
+            path.unlink()
+    code = ("import numpy as np, pyai; rng = np.random.default_rng(0); "
+            "x = rng.standard_normal((2, 5, 5, 16), np.float32); w = rng.standard_normal((3, 3, 16, 24), np.float32); "
+            "print(float(pyai.ops.conv2d(x, w).sum()))")
+    cold = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert cold.stderr.count("pyai: compiling pyai's kernels for this CPU, once: ~") == 1, cold.stderr
+    warm = run_python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert warm.stderr == "" and warm.stdout == cold.stdout
 
 
 @pytest.mark.parametrize("handed", [[], ["matmul"], ["dense_adam", "matmul"]],
