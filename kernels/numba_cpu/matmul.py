@@ -752,8 +752,8 @@ def few_rows_panel(a, a_row_stride, a_col_stride, in_place_a, a_slices, b, b_row
     m = c.shape[0]
     row_slivers = -(-m // MR)
     edge = edge_tile()
-    in_place = cols // NR * NR if (b_col_stride == 1 and not first_tiles_pack_b(m, b_col_stride)
-                                   and b_row_stride < IN_PLACE_STRIDE and k <= IN_PLACE_DEPTH) else 0
+    in_place = cols // NR * NR if (b_col_stride == 1 and m < MR and b_row_stride < IN_PLACE_STRIDE
+                                   and k <= IN_PLACE_DEPTH) else 0
     depth0 = slice0 * KC
     while depth0 < min(k, slice1 * KC):
         depth = block_end(depth0, k, KC) - depth0

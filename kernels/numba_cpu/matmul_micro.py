@@ -43,8 +43,8 @@ LEAD_STEPS = 0 if TARGET_CPU.startswith("znver") else MR
 # The k steps ahead that a packing tile (packing_product) asks for B's row: B's rows are lines
 # of different pages, which no prefetcher follows (Intel Xeon, family 6 model 207: without it,
 # packing in the tiles lost 4-6 points of the FMA peak to the pass of its own; 4, 8, 12 or 16
-# ahead alike within the noise); the last steps ask for rows past B's end, which a prefetch may:
-# it never faults
+# ahead alike within the noise, and 16 or 32 no better where B comes from L3: 64 x 256 -> 6272);
+# the last steps ask for rows past B's end, which a prefetch may: it never faults
 PACK_AHEAD = 8
 # The epilogue a finished tile applies as it is stored: (has_bias, activation, alpha), the bias
 # an array beside it; of the activations, leaky ReLU (the others: epilogue.apply_epilogue).
