@@ -8,8 +8,12 @@ parallel call (NUMBA_THREADING_LAYER, default: the first of tbb, omp, workqueue 
   workqueue  fork-safe, but two Python threads inside parallel kernels at once abort the process.
 
 TBB comes from the `tbb` wheel (a pyai dependency), which puts libtbb in `<prefix>/lib`, off the
-loader's path, so Numba cannot find it by itself: `choose()` loads it first (RTLD_GLOBAL), then
-starts Numba's threads, so Numba's default order picks tbb. The choice is process-wide, so a
+loader's path, so Numba cannot find it by itself: `import pyai` loads it (RTLD_GLOBAL,
+`make_tbb_loadable`), so that Numba's default order picks tbb whenever its threads start: at
+pyai's first kernel (`choose()` starts them), or earlier, where a program starts them itself
+(numba.set_num_threads, a parallel function of its own). Loaded only by that first kernel, as
+before, a program that set the thread count first had run on GNU OpenMP, with the fork warning
+below, or, asking for NUMBA_THREADING_LAYER=tbb, stopped at "No threading layer could be loaded". The choice is process-wide, so a
 user's own choice wins: with NUMBA_THREADING_LAYER set (or numba.config changed, or Numba's
 threads already started) that layer is kept, and one that is not fork-safe is warned about once. Whatever the layer, pyai never lands on an unsafe path silently:
   - GNU OpenMP: a forked child's numba-cpu backend reports itself unusable (`fork_problem()`,
@@ -31,7 +35,7 @@ from numba.np.ufunc import parallel
 TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}.get(
     sys.platform, "libtbb.so.12")
 
-_state = {"layer": None, "why_not_tbb": None, "forked_child": False}
+_state = {"layer": None, "why_not_tbb": None, "tbb_tried": False, "forked_child": False}
 _workqueue_lock = threading.Lock()
 
 
@@ -68,6 +72,14 @@ def load_tbb():
     return f"{TBB_LIBRARY} could not be loaded (pip install tbb): " + "; ".join(errors)
 
 
+def make_tbb_loadable():
+    """Load libtbb (load_tbb), once, unless Numba's threads have started (then the layer is chosen
+    and loading it changes nothing): Numba's threads, whenever they start, can then run on tbb."""
+    if not _state["tbb_tried"] and not parallel._is_initialized:
+        _state["why_not_tbb"] = load_tbb()
+        _state["tbb_tried"] = True
+
+
 def user_chose_layer():
     return (os.environ.get("NUMBA_THREADING_LAYER") is not None
             or str(numba.config.THREADING_LAYER).lower() != "default"
@@ -84,8 +96,7 @@ def choose():
     if _state["layer"] is not None:
         return
     chosen_by_user = user_chose_layer()
-    if not parallel._is_initialized:   # loading TBB chooses nothing; it only makes tbb loadable
-        _state["why_not_tbb"] = load_tbb()
+    make_tbb_loadable()   # where `import pyai` could not (loading TBB chooses nothing by itself)
     parallel._launch_threads()
     layer = numba.threading_layer()
     _state["layer"] = layer
@@ -134,3 +145,6 @@ def serialize(function):
             return function(*args, **kwargs)
     call.__name__, call.__doc__ = function.__name__, function.__doc__
     return call
+
+
+make_tbb_loadable()   # on import (`import pyai` imports this first)

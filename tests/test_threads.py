@@ -90,6 +90,15 @@ FOUR_THREADS = """
 """
 
 
+# A program that starts Numba's threads itself, after `import pyai` and before any pyai op
+# (numba.set_num_threads starts them), then forks
+EARLY_THREADS = """
+    import numba
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    print("layer", numba.threading_layer(), flush=True)
+""" + FORK
+
+
 def test_pyai_picks_tbb_when_no_layer_was_chosen():
     assert pyai.threading_layer() == "tbb" or os.environ.get("NUMBA_THREADING_LAYER")
 
@@ -107,6 +116,15 @@ def test_multiprocessing_fork_children_run_ops():
 def test_four_threads_call_matmul_attention_adam_at_once():
     code, out, err = run_python(FOUR_THREADS)
     assert code == 0 and "threads 20 True" in out, (out, err)
+
+
+@pytest.mark.parametrize("layer", [None, "tbb"])
+def test_threads_started_by_the_program_before_any_op_run_on_tbb(layer):
+    """`import pyai` makes tbb loadable, so Numba's threads are tbb's however they start: without
+    it they were GNU OpenMP's (with the fork warning), or, asked for tbb, none could be loaded."""
+    code, out, err = run_python(EARLY_THREADS, layer=layer)
+    assert code == 0 and "layer tbb" in out and "child status 0 layer tbb" in out, (out, err)
+    assert "RuntimeWarning" not in err, err
 
 
 def test_a_users_openmp_choice_is_kept_and_a_forked_child_gets_a_clear_error():
