@@ -13,9 +13,11 @@ loader's path, so Numba cannot find it by itself: `import pyai` loads it (RTLD_G
 pyai's first kernel (`choose()` starts them), or earlier, where a program starts them itself
 (numba.set_num_threads, a parallel function of its own). Loaded only by that first kernel, as
 before, a program that set the thread count first had run on GNU OpenMP, with the fork warning
-below, or, asking for NUMBA_THREADING_LAYER=tbb, stopped at "No threading layer could be loaded". The choice is process-wide, so a
-user's own choice wins: with NUMBA_THREADING_LAYER set (or numba.config changed, or Numba's
-threads already started) that layer is kept, and one that is not fork-safe is warned about once. Whatever the layer, pyai never lands on an unsafe path silently:
+below, or, asking for NUMBA_THREADING_LAYER=tbb, stopped at "No threading layer could be
+loaded". The choice is process-wide, so a user's own choice wins: with NUMBA_THREADING_LAYER set
+(or numba.config changed, or Numba's threads started before `import pyai`) that layer is kept,
+and one that is not fork-safe is warned about once. Whatever the layer, pyai never lands on an
+unsafe path silently:
   - GNU OpenMP: a forked child's numba-cpu backend reports itself unusable (`fork_problem()`,
     which the backend's probe returns), so its first op raises a clear error instead of dying;
   - workqueue: `serialize` makes the kernels take one lock, so concurrent callers wait their turn.
