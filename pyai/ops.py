@@ -87,14 +87,22 @@ def _product_factor(name, array, shape, op, backend):
 
 
 @per_call_backend
-def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
+def linear(x, w, b=None, *, activation=None, alpha=0.2, return_derivative=False, backend=None):
     """activation(x @ w + b) in one fused kernel; `w` is (in, out) like a Keras Dense kernel.
 
     x is (batch, in) or (in,); b is (out,) or None (float32); on the cuda backend x and w may both
     be bfloat16, as in `matmul`; activation is one of ACTIVATIONS (None,
     "leaky_relu", "relu", "sigmoid", "tanh", "gelu": the tanh approximation); alpha is leaky_relu's negative slope (>= 0, so that the sign of
     the output tells the sign of the input, which `pyai.nn.Dense.backward` relies on).
+    With activation="gelu" and return_derivative=True, (y, gelu'(x @ w + b)), as `gelu`'s
+    return_derivative gives them: numba-cpu makes both in the product's epilogue, so the
+    pre-activation is never stored (a transformer's MLP); elsewhere linear, then gelu.
     """
+    if flag("return_derivative", return_derivative):
+        if activation != "gelu":
+            raise ValueError(f"return_derivative: only with activation='gelu', got activation={activation!r}")
+        if not implements("linear_with_gelu_derivative", backend):
+            return gelu(linear(x, w, b, backend=backend), return_derivative=True, backend=backend)
     x, w = gemm_operands([("x", x, None, 1), ("w", w, 2, None)])
     if x.ndim > 2:
         raise ValueError(f"x: expected a 1-d or 2-d array, got shape {x.shape}")
@@ -108,6 +116,10 @@ def linear(x, w, b=None, *, activation=None, alpha=0.2, backend=None):
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
     alpha = real_number("alpha", alpha, low=0.0)
+    if return_derivative:
+        y, derivative = implementation("linear_with_gelu_derivative", backend)(
+            x if x.ndim == 2 else x.reshape(1, features), w, b)
+        return (y[0], derivative[0]) if x.ndim == 1 else (y, derivative)
     y = implementation("linear", backend)(x if x.ndim == 2 else x.reshape(1, features), w, b,
                                                 activation, alpha)
     return y[0] if x.ndim == 1 else y

@@ -294,7 +294,7 @@ TRAINING_OPS = {
                  "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad", "tanh_grad", "binary_crossentropy_logits",
                  "binary_crossentropy_logits_grad", "adam_update", "dense_adam_update"),
     "gpt": ("linear", "matmul", "matmul_times", "weight_and_bias_grad", "embedding", "embedding_grad", "layer_norm",
-            "layer_norm_grad", "layer_norm_grad_residual", "gelu_with_derivative", "attention_qkv",
+            "layer_norm_grad", "layer_norm_grad_residual", "linear_with_gelu_derivative", "attention_qkv",
             "attention_qkv_grad", "softmax_cross_entropy", "adam_update"),
 }
 

@@ -66,6 +66,7 @@ def test_an_unusable_backend_raises_with_its_reason(rng, name):
 def test_every_op_of_every_row_is_a_public_op():
     reached_by_keyword = {"binary_crossentropy_logits", "binary_crossentropy_logits_grad",  # from_logits=True
                           "gelu_with_derivative", "matmul_times",   # return_derivative=True, times=
+                          "linear_with_gelu_derivative",            # linear's return_derivative=True
                           "matmul_leaky_relu_grad",                 # leaky_relu_output=
                           "layer_norm_grad_residual"}               # residual=
     for name in dispatch.BACKENDS:

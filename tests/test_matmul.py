@@ -745,6 +745,62 @@ def test_sigmoid_tanh_gelu_epilogues_give_their_ops_floats(rng, activation, m, k
     np.testing.assert_array_equal(blocked, op(kernels.fused_matmul(x, w, False, False, b, None, 0.0)))
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (64, 1024, 784), (7, 13, 1), (389, 300, 200), (140, 133, 319),
+                                   (5, 1, 33), (2048, 128, 512), (4099, 1031, 1)])
+def test_gelu_derivative_epilogue_gives_gelus_floats(rng, m, k, n):
+    """linear_with_gelu_derivative makes gelu and its derivative in the product's epilogue (the
+    bias, then room for the derivative, in the bias's place: epilogue.GELU_DERIVATIVE): both equal
+    gelu_forward_with_derivative of the plain linear bit for bit, with a bias and without, for few
+    rows, many rows (blocks of MC rows, and the narrow blocking of a tuned run), one column, one
+    step of depth (outer) and the plain matmul of a first run; and float64's gelu and gelu' within
+    float32 rounding."""
+    from pyai.kernels.numba_cpu import matmul as kernels, plain_matmul
+    from pyai.kernels.numba_cpu.gelu import gelu_backward_reference, gelu_forward_reference, gelu_forward_with_derivative
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k) * 3).astype(np.float32)   # pre-activations of +-3 or so
+    b = rng.standard_normal(n).astype(np.float32)
+    for bias in (b, None):
+        pre = kernels.fused_matmul(x, w, False, False, bias, None, 0.0)
+        expected = gelu_forward_with_derivative(pre)
+        for module in (kernels, plain_matmul):
+            for made, want in zip(module.linear_with_gelu_derivative(x, w, bias), expected, strict=True):
+                np.testing.assert_array_equal(made, want)
+        floats = np.concatenate([np.zeros(n, np.float32) if bias is None else bias, np.full(m * n, np.nan, np.float32)])
+        y = kernels.fused_matmul(x, w, False, False, None, None, 0.0, blocking=(2 * kernels.MR, 128), gelu_floats=floats)
+        np.testing.assert_array_equal(y, expected[0])
+        np.testing.assert_array_equal(floats[n:].reshape(m, n), expected[1])
+    exact = pre.astype(np.float64)   # the last pass's (no bias)
+    assert_close("gelu vs float64", expected[0], gelu_forward_reference(exact), 1e-6)
+    assert_close("gelu' vs float64", expected[1], gelu_backward_reference(np.ones_like(exact), exact), 1e-6)
+
+
+def test_linear_returns_gelus_derivative_on_every_path(rng, monkeypatch):
+    """ops.linear(..., activation="gelu", return_derivative=True): (y, gelu'(x @ w + b)), for a
+    batch and a single row, equal to ops.gelu's return_derivative of the plain linear, by the
+    backend's fused kernel and by the two ops where a backend has none; clear errors for a flag
+    that is not a bool and for another activation."""
+    x = rng.standard_normal((37, 29)).astype(np.float32)
+    w = rng.standard_normal((29, 45)).astype(np.float32)
+    b = rng.standard_normal(45).astype(np.float32)
+    expected = pyai.ops.gelu(pyai.ops.linear(x, w, b), return_derivative=True)
+    row = pyai.ops.gelu(pyai.ops.linear(x[3], w, b), return_derivative=True)
+    implements = pyai.ops.implements
+    for fused in (True, False):
+        monkeypatch.setattr(pyai.ops, "implements", lambda op, backend=None, fused=fused: (
+            (fused or op != "linear_with_gelu_derivative") and implements(op, backend)))
+        for made, want in zip(pyai.ops.linear(x, w, b, activation="gelu", return_derivative=True), expected,
+                              strict=True):
+            np.testing.assert_array_equal(made, want)
+        for made, want in zip(pyai.ops.linear(x[3], w, b, activation="gelu", return_derivative=True), row,
+                              strict=True):
+            assert made.shape == (45,)
+            np.testing.assert_array_equal(made, want)
+    with pytest.raises(ValueError, match="^return_derivative: only with activation='gelu', got activation='tanh'"):
+        pyai.ops.linear(x, w, b, activation="tanh", return_derivative=True)
+    with pytest.raises(TypeError, match="^return_derivative: "):
+        pyai.ops.linear(x, w, b, activation="gelu", return_derivative="yes")
+
+
 @pytest.mark.parametrize("m,k,n,transpose_a", [(64, 1024, 784, False), (64, 512, 771, False), (37, 300, 16, False),
                                                (200, 600, 67, False), (96, 257, 35, True), (12, 7, 9, False),
                                                (128, 64, 776, False), (128, 2048, 10, True), (60, 96, 16, False)])

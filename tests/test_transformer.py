@@ -212,22 +212,29 @@ def test_gelu_keeps_its_derivative_where_products_multiply_and_gives_gelu_grads_
 
 
 def test_transformer_block_fuses_its_backward_or_not_alike(rng, monkeypatch):
-    """On numba-cpu the block has dy W^T of the mlp's second Dense multiplied by GELU's derivative
-    as it is made (matmul's times), and the residuals' gradients added as layer norm's are
-    written; with those turned off (as on a backend without them) the layers' own backwards and
-    in-place adds must give the same floats."""
+    """On numba-cpu the block's first mlp Dense makes GELU and its derivative in its product's
+    epilogue (ops.linear's return_derivative), dy W^T of the second Dense is multiplied by that
+    derivative as it is made (matmul's times), and the residuals' gradients are added as layer
+    norm's are written; with the first turned off, or all of them (as on a backend without
+    them), the layers' own forwards and backwards and in-place adds must give the same floats."""
     block = TransformerBlock(24, 4, rng=rng)
     for _, parameter in block.parameters():
         parameter[...] = rng.normal(0, 0.3, parameter.shape)
     x = rng.normal(size=(2, 29, 24)).astype(np.float32)
     dy = rng.normal(size=x.shape).astype(np.float32)
     implements = dispatch.implements
+    expand, gelu, project = block.mlp.layers
     results = []
-    for fused in (True, False):
-        monkeypatch.setattr(dispatch, "implements", lambda op, backend=None, fused=fused: (
-            (fused or op not in ("matmul_times", "layer_norm_grad_residual")) and implements(op, backend)))
+    for off in ((), ("linear_with_gelu_derivative",),
+                ("linear_with_gelu_derivative", "matmul_times", "layer_norm_grad_residual")):
+        monkeypatch.setattr(dispatch, "implements", lambda op, backend=None, off=off: (
+            op not in off and implements(op, backend)))
         y, dx = block.forward(x), block.backward(dy)
         results.append([y, dx] + [np.copy(gradient) for _, gradient in block.gradients()])
-    assert block.mlp.layers[1].derivative is None   # the second pass kept x
-    for fused, plain in zip(*results, strict=True):
+        # where the first Dense's product makes GELU, its output is the second's input: no pre-activation
+        assert (project.x is expand.y) == (not off and implements("linear_with_gelu_derivative"))
+    assert gelu.derivative is None   # the last pass kept x
+    for fused, plain in zip(results[0], results[2], strict=True):
+        np.testing.assert_array_equal(fused, plain)
+    for fused, plain in zip(results[1], results[2], strict=True):
         np.testing.assert_array_equal(fused, plain)

@@ -120,8 +120,8 @@ from numba import float32, int64, void
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
-from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, LEAKY_RELU, LEAKY_RELU_GRAD, NONE, PER_ELEMENT, RELU,
-                                             TIMES, apply_epilogue)
+from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, GELU_DERIVATIVE, LEAKY_RELU, LEAKY_RELU_GRAD, NONE,
+                                             PER_ELEMENT, RELU, TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NO_BIAS, NR, READ_ONLY, ROWS_PER_GROUP, finished_in_place,
                                                  finished_packing, finished_rows, finished_strided, half_kernel_strided,
@@ -1093,7 +1093,7 @@ def turn(c_turned, c, floats, code, alpha):
 
 
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocking=None, out=None, times=None,
-                 column_sums=False, leaky_relu_output=None):
+                 column_sums=False, leaky_relu_output=None, gelu_floats=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
     written into `out` (M, N) when given; blocking (MC, NC) defaults to this CPU's (blocking.py):
     given, it also keeps a shallow product of a few hundred rows in the blocked loop (pyai tune
@@ -1101,9 +1101,12 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     Or, with `times` (M, N) and neither bias nor activation, (op(a) @ op(b)) * times, element by
     element: the epilogue's TIMES, the factors in the bias's place. Or, with leaky_relu_output
     y (M, N), the product times y's leaky ReLU gradient (1 where y > 0, else alpha): the
-    epilogue's LEAKY_RELU_GRAD, y in the bias's place. Or, with column_sums and
-    neither, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums, as if op(a) had one more
-    row, of ones (column_sums_reference)."""
+    epilogue's LEAKY_RELU_GRAD, y in the bias's place. Or, with gelu_floats (N + M * N floats:
+    the bias, then room for the derivative), gelu(op(a) @ op(b) + bias) and its derivative: the
+    epilogue's GELU_DERIVATIVE (for N = 1 on one thread: gemv_parallel hands a run of rows its own
+    C, and the derivative's room is not a run's). Or,
+    with column_sums and none of these, an (M + 1, N) C: op(a) @ op(b), then op(b)'s column sums,
+    as if op(a) had one more row, of ones (column_sums_reference)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
@@ -1117,6 +1120,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         floats, code = times.reshape(-1), TIMES
     if leaky_relu_output is not None:
         floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
+    if gelu_floats is not None:
+        floats, has_bias, code = gelu_floats, True, GELU_DERIVATIVE
     epilogue = (floats, has_bias, code, np.float32(alpha))
     if (blocking is None and not has_bias and ACTIVATIONS[activation] == NONE and not column_sums
             and turns_product(m, n, k, transpose_b)):
@@ -1131,7 +1136,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         run = outer_one_thread if threads == 1 else outer
         run(a.reshape(-1), b.reshape(-1), c, *epilogue, threads)
         return c
-    if n == 1 and threads == 1:
+    if n == 1 and (threads == 1 or code == GELU_DERIVATIVE):
         gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue)
         return c
     # A small product runs its parallel regions on this thread alone: waking the other threads
@@ -1170,6 +1175,14 @@ def matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, y, alpha, out=None):
 
 def linear(x, w, bias, activation, alpha):
     return fused_matmul(x, w, False, False, bias, activation, alpha)
+
+
+# x (batch, in), w (in, out), bias (out,) or None -> (gelu(x @ w + bias), its derivative), both (batch, out)
+def linear_with_gelu_derivative(x, w, bias):
+    m, n = x.shape[0], w.shape[1]
+    floats = memory.empty((n + m * n,))
+    floats[:n] = 0.0 if bias is None else bias
+    return fused_matmul(x, w, False, False, None, None, 0.0, gelu_floats=floats), floats[n:].reshape(m, n)
 
 
 # x (batch, in) and dy (batch, out) -> (in + 1, out), into `out` when given: a dense layer's

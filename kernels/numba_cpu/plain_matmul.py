@@ -23,7 +23,8 @@ from numba import boolean, float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.epilogue import FASTMATH, LEAKY_RELU_GRAD, NONE, READ_ONLY, TIMES, apply_epilogue
+from pyai.kernels.numba_cpu.epilogue import (FASTMATH, GELU_DERIVATIVE, LEAKY_RELU_GRAD, NONE, READ_ONLY, TIMES,
+                                             apply_epilogue)
 from pyai.kernels.numba_cpu.simd import WIDTH, add, fma, load, splat, store, zeros
 
 KC = 256   # blocking.KC, the depth of matmul.py's slices (blocking.py compiles the micro-kernel
@@ -64,10 +65,11 @@ plain_gemm = numba.njit(void(READ_ONLY, int64, int64, READ_ONLY, int64, int64, f
 
 
 def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=None, times=None,
-                 leaky_relu_output=None):
+                 leaky_relu_output=None, gelu_floats=None):
     """activation(op(a) @ op(b) + bias) for C-contiguous float32 a and b (checked by pyai.ops),
     written into `out` (M, N) when given; with `times`, (op(a) @ op(b)) * times, with
-    leaky_relu_output, the product times that output's leaky ReLU gradient (matmul.py's)."""
+    leaky_relu_output, the product times that output's leaky ReLU gradient, with gelu_floats (the
+    bias, then room for the derivative), gelu and its derivative (matmul.py's)."""
     m, k = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     n = b.shape[0] if transpose_b else b.shape[1]
     a_strides = (1, m) if transpose_a else (k, 1)
@@ -79,6 +81,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=No
         floats, code = times.reshape(-1), TIMES
     if leaky_relu_output is not None:
         floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
+    if gelu_floats is not None:
+        floats, has_bias, code = gelu_floats, True, GELU_DERIVATIVE
     plain_gemm(a.reshape(-1), *a_strides, b.reshape(-1), *b_strides, c, k, floats, has_bias, code, np.float32(alpha),
                np.empty(WIDTH, np.float32))
     return c
@@ -98,6 +102,13 @@ def matmul_leaky_relu_grad(a, b, transpose_a, transpose_b, y, alpha, out=None):
 
 def linear(x, w, bias, activation, alpha):
     return fused_matmul(x, w, False, False, bias, activation, alpha)
+
+
+def linear_with_gelu_derivative(x, w, bias):
+    m, n = x.shape[0], w.shape[1]
+    floats = memory.empty((n + m * n,))
+    floats[:n] = 0.0 if bias is None else bias
+    return fused_matmul(x, w, False, False, None, None, 0.0, gelu_floats=floats), floats[n:].reshape(m, n)
 
 
 # matmul.py's: x^T dy, then dy's column sums, the product of x with a column of ones appended

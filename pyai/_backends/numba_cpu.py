@@ -15,6 +15,7 @@ TAKES_DEVICE_ARRAYS = False
 KERNELS = {
     "matmul": ("matmul", "matmul"),
     "linear": ("matmul", "linear"),
+    "linear_with_gelu_derivative": ("matmul", "linear_with_gelu_derivative"),
     "matmul_times": ("matmul", "matmul_times"),
     "matmul_leaky_relu_grad": ("matmul", "matmul_leaky_relu_grad"),
     "leaky_relu": ("leaky_relu", "leaky_relu_forward"),

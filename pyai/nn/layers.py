@@ -172,6 +172,14 @@ def linear_forward(x, weight, bias, activation, alpha, shapes_fit=False):
     return linear(x, weight, bias, activation, alpha, shapes_fit), None
 
 
+def linear_with_gelu_derivative(x, weight, bias, shapes_fit=False):
+    """(gelu(x @ weight + bias), its derivative) by ops.linear's return_derivative, or by the
+    backend's own kernel where shapes_fit and the arrays are kernel_ready."""
+    if shapes_fit and kernel_ready(x, weight, bias) and dispatch.implements("linear_with_gelu_derivative"):
+        return dispatch.implementation("linear_with_gelu_derivative")(x, weight, bias)
+    return ops.linear(x, weight, bias, activation="gelu", return_derivative=True)
+
+
 def bias_gradient(dy, out=None):
     """dy (rows, C) summed over its rows, into `out` when given: by the backend's bias_grad
     where it has one (its kernel itself where dy is kernel_ready), else numpy's."""
@@ -272,6 +280,20 @@ class Dense(Layer):
         y, self.pre = linear_forward(x, self.weight, self.bias, self.activation, self.alpha, self.shapes_fit())
         self.x, self.y = x, y
         return y
+
+    def forward_gelu(self, x):
+        """(gelu(forward(x)), its derivative), for a Dense of no activation with a GELU after it
+        (a TransformerBlock's MLP), from one product that never stores forward(x) itself
+        (linear_with_gelu_derivative). Backward then takes dy times that derivative, d loss / d
+        forward(x); it reads only the shape of y, which here is gelu's output."""
+        if self.activation is not None:
+            raise ValueError(f"{self!r}: forward_gelu is for a Dense of no activation")
+        shape = shape_of(x)
+        if len(shape) != 2 or shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: expected x of shape (batch, {self.in_features}), got {shape}")
+        y, derivative = linear_with_gelu_derivative(x, self.weight, self.bias, self.shapes_fit())
+        self.x, self.y, self.pre = x, y, None
+        return y, derivative
 
     def shapes_fit(self):
         """Whether the parameters still have the layer's shapes (x's and dy's are checked where

@@ -246,9 +246,20 @@ class TransformerBlock(Composite):
     def forward(self, x):
         h = self.attn.forward(self.ln_1.forward(x))
         h += x
-        y = self.mlp.forward(self.ln_2.forward(h).reshape(-1, self.channels)).reshape(h.shape)
+        y = self.mlp_forward(self.ln_2.forward(h).reshape(-1, self.channels)).reshape(h.shape)
         y += h
         return y
+
+    # x is (B * T, C) -> the mlp's output. Where the backend makes gelu and its derivative in the
+    # first Dense's product (ops.linear's return_derivative), the (B * T, 4C) pre-activation is
+    # never stored nor read back: the GELU keeps the derivative, as its own forward would.
+    def mlp_forward(self, x):
+        expand, gelu, project = self.mlp.layers
+        if not (dispatch.implements("linear_with_gelu_derivative") and dispatch.implements("matmul_times")):
+            return self.mlp.forward(x)
+        h, gelu.derivative = expand.forward_gelu(x)
+        gelu.x = None
+        return project.forward(h)
 
     # dy is (B, T, C) -> dx is (B, T, C); the residuals pass dy through and add the branch's
     # gradient, as layer norm's gradient is written
