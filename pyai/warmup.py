@@ -217,6 +217,7 @@ def exercise(file, every_loop=True):
         # on one thread and on every one (1 MB); few rows on every thread (100 rows, 6.6 MFLOP,
         # past SERIAL_FLOPS); the blocked loop for many rows (129, deeper than a slice: 10.6 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
+                           ops.linear(x, w, floats(3), activation="gelu", return_derivative=True),
                            ops.matmul(x, y, transpose_b=True), ops.matmul(x, y, transpose_b=True, times=floats(5, 5)),
                            ops.matmul(x, y, transpose_b=True, leaky_relu_output=floats(5, 5)),
                            ops.weight_and_bias_grad(x, y),
