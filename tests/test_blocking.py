@@ -29,6 +29,18 @@ def test_l2_size_is_read_from_sysfs(tmp_path):
     assert blocking.l2_bytes(tmp_path / "missing") is None
 
 
+def test_l1_ways_are_read_from_sysfs(tmp_path):
+    for index, (level, kind, ways) in enumerate([("1", "Data", "12"), ("1", "Instruction", "8"), ("2", "Unified", "16")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("ways_of_associativity", ways)):
+            (folder / name).write_text(value + "\n")
+    assert blocking.l1_ways(tmp_path) == 12
+    (tmp_path / "index0" / "ways_of_associativity").write_text("twelve\n")
+    assert blocking.l1_ways(tmp_path) is None
+    assert blocking.l1_ways(tmp_path / "missing") is None
+
+
 def test_a_saved_choice_is_used_and_a_bad_file_is_not(tmp_path, monkeypatch):
     monkeypatch.setenv("PYAI_CACHE_DIR", str(tmp_path))
     assert blocking.saved() is None

@@ -51,6 +51,18 @@ def l2_bytes(sysfs=SYSFS):
     return None
 
 
+def l1_ways(sysfs=SYSFS):
+    """The first core's L1 data cache's ways (8 for 32 KB, 12 for 48 KB), or None where the
+    kernel does not say."""
+    for index in sorted(sysfs.glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "1" and (index / "type").read_text().strip() == "Data":
+                return int((index / "ways_of_associativity").read_text())
+        except (OSError, ValueError):
+            return None
+    return None
+
+
 def derived(l2=None):
     """(MC, NC) for this L2 size: MC a multiple of MR; NC the same on every CPU (see above)."""
     l2 = l2 or DEFAULT_L2

@@ -119,7 +119,7 @@ from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
 from pyai.kernels.numba_cpu import memory
-from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC
+from pyai.kernels.numba_cpu.blocking import FEW_NC, KC, MC, NC, l1_ways
 from pyai.kernels.numba_cpu.epilogue import (EXPENSIVE, FASTMATH, GELU_DERIVATIVE, LEAKY_RELU, LEAKY_RELU_GRAD, NONE,
                                              PER_ELEMENT, RELU, TIMES, apply_epilogue)
 from pyai.kernels.numba_cpu.first_call import CompiledOnFirstCall, renamed
@@ -163,17 +163,24 @@ CROWDED_ROWS = 6   # a row-major A is packed when more of a sliver's rows share 
                    # place and packed alternating, median GFLOP/s: 64 x 1024 x 784 94 -> 130,
                    # 128 x 1024 x 1024 104 -> 143, 512 x 1024 x 256 106 -> 153; rows 3 KB apart,
                    # 64 x 784 x 1024, unchanged). AVX2's 6-row slivers never pass it.
-BLOCK_CROWDED_ROWS = 5 if MR == 12 else CROWDED_ROWS
-                   # ... the same in the blocked loop, where AVX-512's 12-row slivers with rows 2 KB
-                   # apart (6 in each of two sets) are packed too: read in place, they lost 5-13% to
-                   # packing (AMD EPYC Zen 4, 2 threads, the two alternating, best us: 1024 x 512 x
-                   # 256 1455-1474 -> 1270-1299, 2048 x 512 x 128 1437-1584 -> 1331-1479, transposed
-                   # B 1462-1600 -> 1316-1509, 512 x 512 x 128 386-407 -> 356-357; rows 1 KB apart,
-                   # 3 in a set, in place stays faster: 2048 x 256 x 128 624-656 vs 705-743). Not
-                   # AVX2's 6-row slivers, all in one set at 4 KB: in place 8-10% ahead (the same
-                   # core at PYAI_VECTOR_WIDTH=8, 2048 x 1024 x 128 2628-2686 vs 2877-2952); nor the
-                   # few-rows loop, whose A is packed in a pass of its own (128 x 512 x 256 in place
-                   # 173 us, packed 189-190)
+L1_WAYS = l1_ways() or 8
+BLOCK_CROWDED_ROWS = 5 if MR == 12 and L1_WAYS < 12 else CROWDED_ROWS
+                   # ... the same in the blocked loop, where in an 8-way L1 AVX-512's 12-row slivers
+                   # with rows 2 KB apart (6 in each of two sets) are packed too: read in place, they
+                   # lost 5-13% to packing (AMD EPYC Zen 4, 2 threads, the two alternating, best us:
+                   # 1024 x 512 x 256 1455-1474 -> 1270-1299, 2048 x 512 x 128 1437-1584 ->
+                   # 1331-1479, transposed B 1462-1600 -> 1316-1509, 512 x 512 x 128 386-407 ->
+                   # 356-357; rows 1 KB apart, 3 in a set, in place stays faster: 2048 x 256 x 128
+                   # 624-656 vs 705-743). A 12-way L1 (48 KB) holds the 6 rows of a set beside B's
+                   # lines, and there packing lost (Intel Xeon, Emerald Rapids, packed vs read in
+                   # place alternating, best (median) % of the FMA peak, 2 threads: 2048 x 512 x 128
+                   # 77 (76) -> 83 (82), the same + bias 77 (73) -> 83 (80), transposed B 76 (75) ->
+                   # 84 (80), 512 x 512 x 128 72 -> 80, 1024 x 512 x 256 81 -> 86, 2048 x 1536 x 128
+                   # 78 -> 85, 4096 x 512 x 64 69 -> 82; one thread 2048 x 512 x 128 86 (78) -> 90
+                   # (84), 1024 x 512 x 256 84 -> 88). Not AVX2's 6-row slivers, all in one set at
+                   # 4 KB: in place 8-10% ahead (the same core at PYAI_VECTOR_WIDTH=8, 2048 x 1024 x
+                   # 128 2628-2686 vs 2877-2952); nor the few-rows loop, whose A is packed in a pass
+                   # of its own (128 x 512 x 256 in place 173 us, packed 189-190)
 IN_PLACE_A_COLUMNS = 256   # up to this many columns (of a panel), a row-major A is not packed
 TRANSPOSED_IN_PLACE = MR < 12
                    # ... nor a transposed one with short stored rows
