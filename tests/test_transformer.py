@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import dispatch, ops
-from pyai.nn import GELU, Embedding, LayerNorm, MultiHeadAttention, TransformerBlock
+from pyai.nn import GELU, Dense, Embedding, LayerNorm, MultiHeadAttention, TransformerBlock
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -209,6 +209,25 @@ def test_gelu_keeps_its_derivative_where_products_multiply_and_gives_gelu_grads_
     np.testing.assert_array_equal(layer.backward(dy), ops.gelu_grad(dy, x))
     with pytest.raises(ValueError, match="dy must have the forward output's shape"):
         layer.backward(dy[:2])
+
+
+def test_dense_forward_gelu_is_its_forward_then_gelu_with_the_derivative(rng):
+    """Dense.forward_gelu: (gelu(forward(x)), gelu'(forward(x))), the floats of forward then
+    ops.gelu's return_derivative; backward then takes d loss / d forward(x); clear errors for a
+    Dense with an activation of its own and for x of the wrong shape."""
+    layer = Dense(13, 29, rng=rng)
+    layer.bias[...] = rng.standard_normal(29)
+    x = rng.standard_normal((7, 13)).astype(np.float32)
+    dpre = rng.standard_normal((7, 29)).astype(np.float32)
+    expected = ops.gelu(layer.forward(x), return_derivative=True)
+    dx = layer.backward(dpre)
+    for made, want in zip(layer.forward_gelu(x), expected, strict=True):
+        np.testing.assert_array_equal(made, want)
+    np.testing.assert_array_equal(layer.backward(dpre), dx)
+    with pytest.raises(ValueError, match="expected x of shape \\(batch, 13\\), got \\(7, 12\\)"):
+        layer.forward_gelu(x[:, :12])
+    with pytest.raises(ValueError, match="forward_gelu is for a Dense of no activation"):
+        Dense(13, 29, activation="relu", rng=rng).forward_gelu(x)
 
 
 def test_transformer_block_fuses_its_backward_or_not_alike(rng, monkeypatch):
