@@ -1,44 +1,67 @@
 #!/usr/bin/env bash
-# Everything pyai checks on a GPU machine, in one script: build, test on the cuda backend,
-# sanitize, benchmark.
+# Everything pyai checks on a GPU machine, in one script: build, test the GPU backends, sanitize,
+# benchmark, train.
 #
-#   benchmarks/gpu.sh [build] [check] [test] [sanitize] [bench] [quick]    (none named: all five)
+#   benchmarks/gpu.sh [build] [check] [test] [sanitize] [bench] [train] [quick]   (none named: all six)
 #
 # build:    pip install --no-build-isolation --no-deps -e . for sm_90 only (ARCHS=80;90 for both):
-#           the GPU machine has no network, so the dependencies (numpy, numba, tbb, pytest;
-#           scikit-build-core and nanobind to build) must be installed already; tqdm, pillow and
-#           scikit-learn are needed by the CLI only, and `import pyai` works without them
+#           the GPU machine has no network, so the dependencies (numpy, numba, numba-cuda,
+#           pytest; scikit-build-core and nanobind to build) must be installed already; tqdm,
+#           pillow and scikit-learn are needed by the CLI only, and `import pyai` works without
+#           them. Then `pyai warmup` compiles the numba-cpu kernels into Numba's cache in the
+#           background (the float64 references of the tests live in those files), while the
+#           first tests run.
 # check:    every backend (numba-cpu, numba-cuda, cuda) usable here, else stop: without it the
-#           GPU tests would all skip and the run would look green. Runs before test, sanitize
-#           and bench whether named or not.
-# test:     the whole suite, every usable backend (cuda among them); test files that import
-#           TensorFlow fail to collect where it is missing and are reported, not fatal
-# sanitize: compute-sanitizer memcheck and racecheck over the cuda backend's golden and
-#           backend tests (small inputs: the sanitizers slow kernels 10-100x)
-# bench:    benchmarks/gpu_cuda.py (quick: small sizes), writing benchmarks/results/
-# Stages can run one at a time (benchmarks/gpu.sh build test, then sanitize bench).
-# Exits non-zero if any stage failed, after running the others.
+#           GPU tests would all skip and the run would look green. Runs before test, sanitize,
+#           bench and train whether named or not.
+# test:     first the GPU backends' own test files (cuda backend, numba-cuda, TensorFlow's golden
+#           files, bfloat16) with -x, so that a sticky CUDA error cannot hide behind later
+#           failures; then every test of the suite that runs on a GPU backend (their ids name
+#           cuda; the TensorFlow-only files skip where TensorFlow is missing), in parallel
+#           processes (pytest-xdist, when installed)
+# sanitize: compute-sanitizer memcheck and racecheck over both GPU backends' golden tests and the
+#           cuda kernels on raw pointers (small inputs: the sanitizers slow kernels 10-100x)
+# bench:    benchmarks/gpu_cuda.py and benchmarks/gpu_numba_cuda.py (quick: small sizes), which
+#           write benchmarks/results/
+# train:    benchmarks/gpu_training.py: the GPT and the GAN for STEPS (300) steps on each GPU
+#           backend beside PyTorch eager on the GPU (MNIST for the GAN from MNIST=folder)
+# Each stage runs under a time limit (seconds: LIMIT_<stage>, e.g. LIMIT_test=240), its output
+# in LOGS/<stage>.log (LOGS: $TMPDIR/pyai-gpu-logs). Stages can run one at a time
+# (benchmarks/gpu.sh build test, then sanitize bench). Exits non-zero if any stage failed,
+# after running the others.
 set -u
 cd "$(dirname "$0")/.."
-stages="${*:-build check test sanitize bench}"
+stages="${*:-build check test sanitize bench train}"
+logs="${LOGS:-${TMPDIR:-/tmp}/pyai-gpu-logs}"
+mkdir -p "$logs"
 failed=""
 
-stage() {   # stage NAME COMMAND...: run it, time it, remember a failure
+stage() {   # stage NAME COMMAND...: run it under its time limit, log it, remember a failure
     local name=$1
     shift
-    echo "=== $name: $*"
+    local limit_name="LIMIT_$name"
+    local limit=${!limit_name:-600}
+    echo "=== $name (limit ${limit} s): $*"
     local start=$SECONDS
-    "$@" || failed="$failed $name"
+    local runner=(timeout -k 10 "$limit")
+    declare -F "$1" > /dev/null && runner=()   # a shell function runs as it is
+    set -o pipefail
+    "${runner[@]}" "$@" 2>&1 | tee "$logs/$name.log" || failed="$failed $name"
+    set +o pipefail
     echo "=== $name took $((SECONDS - start)) s"
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-nvcc --version | tail -1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+  nvcc --version | tail -1
+  python -c "import sys, numpy, numba; print(sys.version.split()[0], 'numpy', numpy.__version__, 'numba', numba.__version__)"
+  python -m pip list 2>/dev/null | grep -iE "^(numba-cuda|torch|cupy|pytest|pytest-xdist|pytest-timeout|nanobind|scikit-build-core) "
+  nproc; } 2>&1 | tee "$logs/machine.log"
 
-CUDA_SELECTION=(tests/test_cuda_backend.py "tests/test_golden.py::test_backend_matches_tensorflow")
 case " $stages " in *" build "*)
     stage build pip install --no-build-isolation --no-deps -e . \
-        -C cmake.define.CMAKE_CUDA_ARCHITECTURES="${ARCHS:-90}" -C build.verbose=true ;;
+        -C cmake.define.CMAKE_CUDA_ARCHITECTURES="${ARCHS:-90}" -C build.verbose=true
+    python -m pyai warmup > "$logs/warmup.log" 2>&1 &
+    warmup=$! ;;
 esac
 check_backends() {   # every backend usable, or the reasons and a failure
     python - <<'PY'
@@ -50,28 +73,49 @@ if unusable:
 print("every backend usable:", ", ".join(row["name"] for row in rows))
 PY
 }
-case " $stages " in *" check "*|*" test "*|*" sanitize "*|*" bench "*)
+case " $stages " in *" check "*|*" test "*|*" sanitize "*|*" bench "*|*" train "*)
     stage check check_backends
     if [[ "$failed" == *check* ]]; then
         echo "FAILED stages:$failed (the GPU stages did not run)"
         exit 1
     fi ;;
 esac
+
+wait_for_warmup() {
+    if [[ -n "${warmup:-}" ]]; then
+        wait "$warmup" || echo "pyai warmup failed: see $logs/warmup.log"
+        warmup=""
+    fi
+}
+
+PYTEST=(python -m pytest -q -p no:cacheprovider -r fE)
+python -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 300)
+KERNEL_FILES=(tests/test_cuda_backend.py tests/test_numba_cuda.py tests/test_golden.py tests/test_bfloat16.py)
 case " $stages " in *" test "*)
-    stage test python -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests ;;
+    stage test_first "${PYTEST[@]}" -x "${KERNEL_FILES[@]}" -k "not numba-cpu" --junitxml="$logs/test_first.xml"
+    wait_for_warmup
+    parallel=()
+    python -c "import xdist" 2>/dev/null && parallel=(-n "${WORKERS:-8}")
+    stage test "${PYTEST[@]}" "${parallel[@]}" --continue-on-collection-errors tests \
+        -k "(cuda or gpu) and not emulated" --junitxml="$logs/test.xml" ;;
 esac
+wait_for_warmup
 case " $stages " in *" sanitize "*)
     for tool in memcheck racecheck; do
         stage "$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 --print-limit 20 \
-            python -m pytest -q -p no:cacheprovider -x "${CUDA_SELECTION[@]}" -k "not numba"
+            "${PYTEST[@]}" tests/test_golden.py tests/test_cuda_backend.py \
+            -k "(cuda and test_backend_matches_tensorflow) or test_kernels_on_raw_pointers"
     done ;;
 esac
+quick=()
+[[ " $stages " == *" quick "* ]] && quick=(--quick)
 case " $stages " in *" bench "*)
-    if [[ " $stages " == *" quick "* ]]; then
-        stage bench python benchmarks/gpu_cuda.py --quick
-    else
-        stage bench python benchmarks/gpu_cuda.py
-    fi ;;
+    stage bench_cuda python benchmarks/gpu_cuda.py "${quick[@]}"
+    stage bench_numba_cuda python benchmarks/gpu_numba_cuda.py "${quick[@]}" ;;
+esac
+case " $stages " in *" train "*)
+    stage train python benchmarks/gpu_training.py --steps "${STEPS:-300}" ${MNIST:+--mnist "$MNIST"} \
+        --out "$logs/training.md" ;;
 esac
 
 if [[ -n "$failed" ]]; then

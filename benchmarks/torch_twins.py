@@ -1,10 +1,12 @@
-"""PyTorch (eager, CPU) twins of the training steps that benchmarks/test_gan.py and test_gpt.py
-time: the same layers, sizes and optimizer, in the plainest PyTorch. Imported only where torch
-is installed (`pip install pyai[bench]`).
+"""PyTorch (eager) twins of the training steps that benchmarks/test_gan.py, test_gpt.py and
+gpu_training.py time: the same layers, sizes and optimizer, in the plainest PyTorch, on the CPU
+or (device="cuda") on a GPU. Imported only where torch is installed (`pip install pyai[bench]`).
 
-    step = gan_step(gan)                  # GAN.train_step from `gan`'s weights
-    step = dcgan_step(dcgan)              # DCGAN.train_step, channels-last convolutions
-    step = gpt_step(sizes, batch)         # one GPT Adam step at pyai's sizes, PyTorch's init
+    step = gan_step(gan)                          # GAN.train_step from `gan`'s weights
+    step = dcgan_step(dcgan)                      # DCGAN.train_step, channels-last convolutions
+    step = gpt_step(sizes, ids, targets)          # one GPT Adam step at pyai's sizes, PyTorch's init
+A step takes numpy arrays, copies them to the device and returns the losses as Python floats
+(which waits for the device), as a pyai step does.
 """
 
 import torch
@@ -26,7 +28,7 @@ def dense_stack(network, output_activation):
     return nn.Sequential(*layers[:-1], output_activation)
 
 
-def gan_step(gan):
+def gan_step(gan, device="cpu"):
     """step(real, noise, generator_noise) -> (discriminator loss, generator loss), as
     GAN.train_step does it: a discriminator update on real (target 1) and fake (0) images, then a
     generator update through the updated discriminator (target 1); BCE from the logits, one Adam
@@ -34,10 +36,10 @@ def gan_step(gan):
     step computes a gradient pyai's step does not."""
     generator = dense_stack(gan.generator, nn.Tanh())
     discriminator = dense_stack(gan.discriminator, nn.Identity())   # logits
-    return adversarial_step(generator, discriminator, gan.config)
+    return adversarial_step(generator.to(device), discriminator.to(device), gan.config, device)
 
 
-def adversarial_step(generator, discriminator, config):
+def adversarial_step(generator, discriminator, config, device="cpu"):
     """The step of gan_step for any generator and discriminator (of logits), Adam as in `config`."""
     betas = (config["beta_1"], 0.999)
     generator_adam, discriminator_adam = (
@@ -46,18 +48,18 @@ def adversarial_step(generator, discriminator, config):
     loss = nn.BCEWithLogitsLoss()
 
     def step(real, noise, generator_noise):
-        real, noise, generator_noise = (torch.from_numpy(x) for x in (real, noise, generator_noise))
+        real, noise, generator_noise = (torch.from_numpy(x).to(device) for x in (real, noise, generator_noise))
         n = len(real)
         with torch.no_grad():
             images = torch.cat([real, generator(noise)])                         # (2n, pixels)
-        targets = torch.cat([torch.ones(n, 1), torch.zeros(n, 1)])
+        targets = torch.cat([torch.ones(n, 1, device=device), torch.zeros(n, 1, device=device)])
         discriminator_loss = loss(discriminator(images), targets)
         discriminator_adam.zero_grad(set_to_none=True)
         discriminator_loss.backward()
         discriminator_adam.step()
 
         discriminator.requires_grad_(False)
-        generator_loss = loss(discriminator(generator(generator_noise)), torch.ones(n, 1))
+        generator_loss = loss(discriminator(generator(generator_noise)), torch.ones(n, 1, device=device))
         generator_adam.zero_grad(set_to_none=True)
         generator_loss.backward()
         generator_adam.step()
@@ -99,20 +101,20 @@ class GPT(nn.Module):
 
     # ids is (B, T) -> logits (B, T, vocab_size)
     def forward(self, ids):
-        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
+        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1], device=ids.device))
         return F.linear(self.ln_f(self.blocks(x)), self.wte.weight)
 
 
-def gpt_step(sizes, ids, targets, learning_rate=1e-3):
+def gpt_step(sizes, ids, targets, learning_rate=1e-3, device="cpu"):
     """step() -> loss: forward, cross-entropy, backward and one Adam step of a GPT of `sizes`
     (vocab_size, block_size, layers, heads, channels) on ids and targets, (B, T) integers."""
-    model = GPT(**sizes)
+    model = GPT(**sizes).to(device)
     adam = torch.optim.Adam(model.parameters(), learning_rate, eps=ADAM_EPSILON)
-    ids, targets = torch.from_numpy(ids), torch.from_numpy(targets)
+    ids, targets = torch.from_numpy(ids).to(device), torch.from_numpy(targets).to(device)
 
     def step():
         logits = model(ids)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
         adam.zero_grad(set_to_none=True)
         loss.backward()
         adam.step()
