@@ -25,22 +25,33 @@
 #           write benchmarks/results/
 # train:    benchmarks/gpu_training.py: the GPT and the GAN for STEPS (300) steps on each GPU
 #           backend beside PyTorch eager on the GPU (MNIST for the GAN from MNIST=folder)
-# Each stage runs under a time limit (seconds: LIMIT_<stage>, e.g. LIMIT_test=240), its output
-# in LOGS/<stage>.log (LOGS: $TMPDIR/pyai-gpu-logs). Stages can run one at a time
-# (benchmarks/gpu.sh build test, then sanitize bench). Exits non-zero if any stage failed,
-# after running the others.
+# Each stage runs under a time limit (seconds: LIMIT_<stage>, e.g. LIMIT_test=240) and within
+# the whole run's (TOTAL_LIMIT, default 3600: a stage gets what is left, and none starts with
+# under 15 s left), its output in LOGS/<stage>.log (LOGS: $TMPDIR/pyai-gpu-logs). With OUT set
+# (the GPU machine's folder of files that come back), the logs and benchmarks/results/ are packed
+# into OUT/gpu-logs.tgz at the end. Stages can run one at a time (benchmarks/gpu.sh build test,
+# then sanitize bench). Exits non-zero if any stage failed, after running the others.
+# On a lent GPU machine, from the repository's root:
+#   TOTAL_LIMIT=480 MNIST=<folder of MNIST's IDX files> bash benchmarks/gpu.sh > $OUT/gpu.log 2>&1
 set -u
 cd "$(dirname "$0")/.."
 stages="${*:-build check test sanitize bench train}"
 logs="${LOGS:-${TMPDIR:-/tmp}/pyai-gpu-logs}"
 mkdir -p "$logs"
 failed=""
+deadline=$((SECONDS + ${TOTAL_LIMIT:-3600}))
 
 stage() {   # stage NAME COMMAND...: run it under its time limit, log it, remember a failure
     local name=$1
     shift
     local limit_name="LIMIT_$name"
     local limit=${!limit_name:-600}
+    if ((deadline - SECONDS < 15)); then
+        echo "=== $name: not run, the run's time (TOTAL_LIMIT) is spent"
+        failed="$failed $name(not-run)"
+        return
+    fi
+    ((limit > deadline - SECONDS)) && limit=$((deadline - SECONDS))
     echo "=== $name (limit ${limit} s): $*"
     local start=$SECONDS
     local runner=(timeout -k 10 "$limit")
@@ -56,6 +67,13 @@ stage() {   # stage NAME COMMAND...: run it under its time limit, log it, rememb
   python -c "import sys, numpy, numba; print(sys.version.split()[0], 'numpy', numpy.__version__, 'numba', numba.__version__)"
   python -m pip list 2>/dev/null | grep -iE "^(numba-cuda|torch|cupy|pytest|pytest-xdist|pytest-timeout|nanobind|scikit-build-core) "
   nproc; } 2>&1 | tee "$logs/machine.log"
+
+pack_logs() {   # into OUT/gpu-logs.tgz, where OUT is set
+    if [[ -n "${OUT:-}" ]]; then
+        find benchmarks/results -maxdepth 1 -type f -newer "$logs/machine.log" -exec cp {} "$logs/" \;
+        tar czf "$OUT/gpu-logs.tgz" -C "$(dirname "$logs")" "$(basename "$logs")"
+    fi
+}
 
 case " $stages " in *" build "*)
     stage build pip install --no-build-isolation --no-deps -e . \
@@ -76,6 +94,7 @@ PY
 case " $stages " in *" check "*|*" test "*|*" sanitize "*|*" bench "*|*" train "*)
     stage check check_backends
     if [[ "$failed" == *check* ]]; then
+        pack_logs
         echo "FAILED stages:$failed (the GPU stages did not run)"
         exit 1
     fi ;;
@@ -118,6 +137,7 @@ case " $stages " in *" train "*)
         --out "$logs/training.md" ;;
 esac
 
+pack_logs
 if [[ -n "$failed" ]]; then
     echo "FAILED stages:$failed"
     exit 1
