@@ -17,13 +17,16 @@
 
 #include "adam.cuh"
 #include "attention.cuh"
+#include "binary_crossentropy.cuh"
 #include "check.cuh"
 #include "embedding.cuh"
 #include "gelu.cuh"
 #include "layer_norm.cuh"
 #include "leaky_relu.cuh"
 #include "matmul.cuh"
+#include "sigmoid.cuh"
 #include "softmax.cuh"
+#include "tanh.cuh"
 
 namespace nb = nanobind;
 
@@ -284,6 +287,60 @@ NB_MODULE(_cuda, m) {
         },
         nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("dx_ptr"), nb::arg("n"), nb::arg("stream") = 0,
         "dx = dy * gelu'(x).");
+
+    m.def(
+        "sigmoid_forward",
+        [](uintptr_t x, uintptr_t y, int64_t n, uintptr_t stream) {
+            sigmoid_forward(device_pointer<const float>(x), device_pointer<float>(y), n, stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("y_ptr"), nb::arg("n"), nb::arg("stream") = 0, "y = 1 / (1 + exp(-x)).");
+
+    m.def(
+        "sigmoid_backward",
+        [](uintptr_t dy, uintptr_t y, uintptr_t dx, int64_t n, uintptr_t stream) {
+            sigmoid_backward(device_pointer<const float>(dy), device_pointer<const float>(y), device_pointer<float>(dx),
+                             n, stream_handle(stream));
+        },
+        nb::arg("dy_ptr"), nb::arg("y_ptr"), nb::arg("dx_ptr"), nb::arg("n"), nb::arg("stream") = 0,
+        "dx = dy * y * (1 - y), from the forward output y.");
+
+    m.def(
+        "tanh_forward",
+        [](uintptr_t x, uintptr_t y, int64_t n, uintptr_t stream) {
+            tanh_forward(device_pointer<const float>(x), device_pointer<float>(y), n, stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("y_ptr"), nb::arg("n"), nb::arg("stream") = 0, "y = tanh(x).");
+
+    m.def(
+        "tanh_backward",
+        [](uintptr_t dy, uintptr_t y, uintptr_t dx, int64_t n, uintptr_t stream) {
+            tanh_backward(device_pointer<const float>(dy), device_pointer<const float>(y), device_pointer<float>(dx),
+                          n, stream_handle(stream));
+        },
+        nb::arg("dy_ptr"), nb::arg("y_ptr"), nb::arg("dx_ptr"), nb::arg("n"), nb::arg("stream") = 0,
+        "dx = dy * (1 - y * y), from the forward output y.");
+
+    m.def(
+        "binary_crossentropy_logits_forward",
+        [](uintptr_t z, uintptr_t t, uintptr_t loss, uintptr_t partial_sums, int64_t n, uintptr_t stream) {
+            binary_crossentropy_logits_forward(device_pointer<const float>(z), device_pointer<const float>(t),
+                                               device_pointer<double>(loss), device_pointer<double>(partial_sums), n,
+                                               stream_handle(stream));
+        },
+        nb::arg("z_ptr"), nb::arg("t_ptr"), nb::arg("loss_ptr"), nb::arg("partial_sums_ptr"), nb::arg("n"),
+        nb::arg("stream") = 0,
+        "One double at loss_ptr: mean(max(z, 0) - z t + log1p(exp(-|z|))); partial_sums_ptr: scratch of "
+        "BINARY_CROSSENTROPY_MAX_BLOCKS doubles.");
+    m.attr("BINARY_CROSSENTROPY_MAX_BLOCKS") = BINARY_CROSSENTROPY_MAX_BLOCKS;
+
+    m.def(
+        "binary_crossentropy_logits_backward",
+        [](uintptr_t z, uintptr_t t, uintptr_t dz, int64_t n, uintptr_t stream) {
+            binary_crossentropy_logits_backward(device_pointer<const float>(z), device_pointer<const float>(t),
+                                                device_pointer<float>(dz), n, stream_handle(stream));
+        },
+        nb::arg("z_ptr"), nb::arg("t_ptr"), nb::arg("dz_ptr"), nb::arg("n"), nb::arg("stream") = 0,
+        "dz = (sigmoid(z) - t) / n.");
 
     m.def(
         "softmax_forward",

@@ -13,7 +13,9 @@ a misaligned float4 access, an invalid launch. test_cuda_emulated_bugs.py shows 
 catch bugs planted in the kernels.
 
 Tolerance: 1e-5 relative, as tests/test_golden.py (float32 sums of at most ~1000 terms);
-Adam 1e-6 against its float32 reference, whose operations it follows one for one. What the
+Adam 1e-6 against its float32 reference, whose operations it follows one for one; the binary
+cross-entropy loss 1e-12 (double terms summed in double) and its gradient 1e-6 (double values
+rounded once to float32, as the reference's). What the
 emulation cannot check (device rounding of expf/tanhf and FMA contraction, speed, memory
 coalescing) is in tests/cuda_emu/README.md.
 """
@@ -31,13 +33,16 @@ from cuda_emu import fake_cuda, harness
 from cuda_emu.harness import output, placed, pointer
 from pyai._backends import cuda as cuda_row
 from pyai.kernels.common import ACTIVATIONS
-from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, embedding, gelu, layer_norm,
-                                    leaky_relu, matmul, softmax, softmax_cross_entropy)
+from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward, binary_crossentropy, embedding,
+                                    gelu, layer_norm, leaky_relu, matmul, sigmoid, softmax, softmax_cross_entropy,
+                                    tanh)
 import test_golden
 import test_gpu_machine
 
 TOL = 1e-5
 ADAM_TOL = 1e-6
+LOSS_TOL = 1e-12       # binary cross-entropy's loss: double terms, double sums over a tree of depth ~log2(n)
+LOSS_GRAD_TOL = 1e-6   # its gradient: a double rounded once to float32 (the reference rounds the same value)
 ORDERS = ("lane-order", "reverse-order")
 
 
@@ -70,6 +75,29 @@ def test_the_cuda_golden_cases_are_most_of_them():
 def test_golden_case_on_emulated_cuda_backend(kernels, path):
     with harness.as_cuda_extension(kernels):
         test_golden.CHECKS[test_golden.op_of(path)](f"emulated cuda {path.stem}", test_golden.load(path))
+
+
+def test_gan_trains_on_the_emulated_cuda_backend(kernels, rng):
+    """Every op of a GAN step (tests/test_gan.py's GAN_OPS) is on the cuda row: two steps of a small
+    GAN run there. The first discriminator loss is numba-cpu's within 1e-5 (float32 products
+    summed in another order); the losses after an Adam update within 1e-3, since Adam's
+    m / sqrt(v) can turn rounding in a near-zero gradient into a learning-rate-sized step (over
+    30 draws all four agreed to 3e-8)."""
+    def two_steps():
+        gan = pyai.models.GAN(image_shape=(5, 7), noise_dim=6, generator_sizes=(9, 33), discriminator_sizes=(17,))
+        return [gan.train_step(*step_inputs) for step_inputs in inputs]
+
+    inputs = [(rng.uniform(-1, 1, (11, 35)).astype(np.float32), normal(rng, 11, 6), normal(rng, 11, 6))
+              for _ in range(2)]
+    with harness.as_cuda_extension(kernels):
+        on_cuda = two_steps()
+    with pyai.use_backend("numba-cpu"):
+        on_cpu = two_steps()
+    for step in (0, 1):
+        for name in ("discriminator_loss", "generator_loss"):
+            tol = TOL if (step, name) == (0, "discriminator_loss") else 1e-3
+            assert_close(f"GAN step {step} {name}", np.array([on_cuda[step][name]]), np.array([on_cpu[step][name]]),
+                         tol)
 
 
 def test_ops_on_numpy_arrays_reuse_device_buffers(kernels, rng, monkeypatch):
@@ -199,12 +227,21 @@ ELEMENTWISE_SIZES = [1, 3, 4, 5, 1031]
 @pytest.mark.parametrize("offset", [0, 1, 3])
 @pytest.mark.parametrize("n", ELEMENTWISE_SIZES)
 def test_elementwise_sweep(kernels, order, rng, n, offset):
+    """sigmoid and tanh on x out to +-12 (both saturate there); their backward from their output."""
     x, dy = normal(rng, n), normal(rng, n)
+    wide = 4 * x
+    y_sigmoid, y_tanh = sigmoid.sigmoid_forward_reference(wide), tanh.tanh_forward_reference(wide)
+    dy64 = dy.astype(np.float64)
     cases = (("leaky_relu_forward", (x,), (0.2,), leaky_relu.leaky_relu_forward_reference(x.astype(np.float64), 0.2)),
              ("leaky_relu_backward", (dy, x), (0.2,),
-              leaky_relu.leaky_relu_backward_reference(dy.astype(np.float64), x.astype(np.float64), 0.2)),
+              leaky_relu.leaky_relu_backward_reference(dy64, x.astype(np.float64), 0.2)),
              ("gelu_forward", (x,), (), gelu.gelu_forward_reference(x)),
-             ("gelu_backward", (dy, x), (), gelu.gelu_backward_reference(dy.astype(np.float64), x)))
+             ("gelu_backward", (dy, x), (), gelu.gelu_backward_reference(dy64, x)),
+             ("sigmoid_forward", (wide,), (), y_sigmoid),
+             ("sigmoid_backward", (dy, y_sigmoid), (),
+              sigmoid.sigmoid_backward_reference(dy64, y_sigmoid.astype(np.float64))),
+             ("tanh_forward", (wide,), (), y_tanh),
+             ("tanh_backward", (dy, y_tanh), (), tanh.tanh_backward_reference(dy64, y_tanh.astype(np.float64))))
     for name, inputs, scalars, expected in cases:
         out, operands = output(n, offset), [placed(array, offset) for array in inputs]
         getattr(kernels, name)(*map(pointer, operands), pointer(out), n, *scalars, 0)
@@ -215,6 +252,20 @@ def test_elementwise_sweep(kernels, order, rng, n, offset):
             assert error <= TOL, f"{name} n={n} {order} offset {offset}: error {error:.3e} of its terms"
         else:
             assert_close(f"{name} n={n} {order} offset {offset}", out, expected, TOL)
+
+
+def test_sigmoid_and_tanh_saturate_and_keep_nan(kernels):
+    """Exactly 0, 1 and +-1 past where float32 saturates, never NaN from an overflowing exp; NaN
+    stays NaN (the CPU kernels' limits; sigmoid(-100) here is a subnormal float32, which a GPU
+    built without --use_fast_math keeps too, where the CPU kernel flushes it to 0)."""
+    x = np.array([-np.inf, -1e30, -1000, -100, -88, 0, 20, 88, 1000, 1e30, np.inf, np.nan], np.float32)
+    y_sigmoid, y_tanh = output(x.size), output(x.size)
+    kernels.sigmoid_forward(pointer(x), pointer(y_sigmoid), x.size, 0)
+    kernels.tanh_forward(pointer(x), pointer(y_tanh), x.size, 0)
+    np.testing.assert_array_equal(y_sigmoid[[0, 1, 2, 5, 7, 8, 9, 10]], [0, 0, 0, 0.5, 1, 1, 1, 1])
+    np.testing.assert_array_equal(y_tanh[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], [-1, -1, -1, -1, -1, 0, 1, 1, 1, 1, 1])
+    assert_close("sigmoid of -100 and -88", y_sigmoid[3:5], sigmoid.sigmoid_forward_reference(x[3:5]), TOL)
+    assert np.isnan(y_sigmoid[-1]) and np.isnan(y_tanh[-1])
 
 
 def gelu_backward_terms(dy, x):
@@ -263,6 +314,85 @@ def test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend(kern
         finite = ~np.isnan(expected)
         assert_close(f"{name} {order}", out[finite], expected[finite], TOL)
     assert np.isnan(expected_loss) == np.isnan(losses.astype(np.float64).mean())
+
+
+def binary_crossentropy_inputs(rng, n):
+    """Logits 4 x normal, a fifth of them +-(30 to 1e30); targets a mix of 0, 1 and values between."""
+    z = 4 * normal(rng, n)
+    large = rng.random(n) < 0.2
+    z[large] = np.sign(z[large]) * 10.0 ** rng.uniform(1.5, 30, np.count_nonzero(large))
+    t = rng.choice([0.0, 1.0, 0.3, 0.999], n).astype(np.float32)
+    return z, t
+
+
+def binary_crossentropy_on_emulated_kernels(kernels, z, t):
+    """(loss, dz) from the two launchers; the loss's double is read from 2 float32 slots."""
+    loss, partial_sums = output(2), output(2 * cuda_row.BINARY_CROSSENTROPY_MAX_BLOCKS)
+    dz = output(z.shape)
+    kernels.binary_crossentropy_logits_forward(*map(pointer, (z, t, loss, partial_sums)), z.size, 0)
+    kernels.binary_crossentropy_logits_backward(*map(pointer, (z, t, dz)), z.size, 0)
+    return float(loss.view(np.float64)[0]), dz
+
+
+# 257: two blocks, the second with one element; 262147: past the 1024 blocks of 256 threads, so the
+# loss's grid-stride loop takes a second lap and the final pass sums 1024 partial sums
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("n", [1, 5, 257, 1031, 262147])
+def test_binary_crossentropy_from_logits_sweep(kernels, order, rng, n, offset):
+    z, t = binary_crossentropy_inputs(rng, n)
+    loss, dz = binary_crossentropy_on_emulated_kernels(kernels, placed(z, offset), placed(t, offset))
+    name = f"binary cross-entropy n={n} {order} offset {offset}"
+    assert_close(f"{name} loss", np.array([loss]), np.array([binary_crossentropy.bce_logits_forward_reference(z, t)]),
+                 LOSS_TOL)
+    assert_close(f"{name} dz", dz, binary_crossentropy.bce_logits_backward_reference(z, t), LOSS_GRAD_TOL)
+
+
+def test_binary_crossentropy_from_huge_logits_is_finite_and_exact(kernels):
+    """Logits of +-1e30 and +-100: each term is max(z, 0) - z t + log1p(exp(-|z|)) in double, so a
+    right answer costs 0 (not NaN from inf - inf), a wrong one |z| (not inf); the gradient is
+    (0 or 1 - t) / n."""
+    z = np.array([1e30, -1e30, 1e30, -1e30, 100, -100], np.float32)
+    t = np.array([1, 0, 0, 1, 1, 1], np.float32)
+    loss, dz = binary_crossentropy_on_emulated_kernels(kernels, z, t)
+    expected = (2 * np.float64(z[0]) + 100 + 2 * np.log1p(np.exp(-100.0))) / 6
+    assert np.isfinite(loss) and abs(loss - expected) <= 1e-15 * expected, (loss, expected)
+    np.testing.assert_array_equal(dz, np.array([0, 0, 1, -1, 0, -1], np.float32) / np.float32(6))
+
+
+def test_activations_and_loss_through_the_ops_api(kernels, rng):
+    """pyai.ops on the cuda backend: any shape in, the same shape out; the loss a Python float;
+    each within its tolerance of numba-cpu."""
+    x, dy = 4 * normal(rng, 3, 5, 7), normal(rng, 3, 5, 7)
+    z, t = binary_crossentropy_inputs(rng, 35)
+    z, t = z.reshape(5, 7), t.reshape(5, 7)
+
+    def results():
+        y_sigmoid, y_tanh = pyai.ops.sigmoid(x), pyai.ops.tanh(x)
+        return {"sigmoid": y_sigmoid, "sigmoid_grad": pyai.ops.sigmoid_grad(dy, y_sigmoid), "tanh": y_tanh,
+                "tanh_grad": pyai.ops.tanh_grad(dy, y_tanh),
+                "loss": pyai.ops.binary_crossentropy(z, t, from_logits=True),
+                "dz": pyai.ops.binary_crossentropy_grad(z, t, from_logits=True)}
+
+    with harness.as_cuda_extension(kernels):
+        on_cuda = results()
+    with pyai.use_backend("numba-cpu"):
+        on_cpu = results()
+    assert type(on_cuda["loss"]) is float
+    assert_close("loss", np.array([on_cuda["loss"]]), np.array([on_cpu["loss"]]), LOSS_TOL)
+    for name in ("sigmoid", "sigmoid_grad", "tanh", "tanh_grad", "dz"):
+        assert on_cuda[name].shape == on_cpu[name].shape and on_cuda[name].dtype == np.float32, name
+        assert_close(name, on_cuda[name], on_cpu[name], TOL)
+
+
+def test_binary_crossentropy_loss_is_the_same_bits_in_both_orders(kernels, rng):
+    """The loss's sums run in a fixed order (no atomics): the same double in lane and reverse order."""
+    z, t = binary_crossentropy_inputs(rng, 70001)
+    losses = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        losses.append(binary_crossentropy_on_emulated_kernels(kernels, z, t)[0])
+    kernels.set_reverse(False)
+    assert losses[0] == losses[1], losses
 
 
 @pytest.mark.parametrize("rows, channels", [(1, 1), (9, 31), (17, 33), (3, 300), (131, 37), (8300, 40)])
@@ -442,8 +572,7 @@ def test_gpu_benchmark_attention_rows_run_on_the_emulated_kernels(kernels, monke
     assert len(calls) == 2 * len(rows)   # each row timed pyai's kernel and its peer
 
 
-@pytest.mark.parametrize("header, name", [("attention.cuh", "ATTENTION_MAX_DEPTH"),
-                                          ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")])
+@pytest.mark.parametrize("header, name", fake_cuda.HEADER_CONSTANTS)
 def test_cuda_backend_constants_are_the_headers(header, name):
     assert getattr(cuda_row, name) == fake_cuda.header_constant(header, name)
 

@@ -14,6 +14,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
     the barriers let them, so one reads a shared tile the others have not written yet, or
     overwrites one they have not read);
   - idle attention warps that return instead of meeting the barriers: a barrier after exit;
+  - the barrier removed from the binary cross-entropy's block sum: warp 0 sums the other
+    warps' sums before they are written, wrong partial sums;
   - a barrier taken by some threads only: threads at two different barriers, or stuck (a GPU
     hangs or misorders);
   - float4 loads without the alignment test: misaligned accesses on an offset pointer;
@@ -175,6 +177,26 @@ def test_divergent_barriers_are_caught(rng):
         attention(kernels, rng)
 
 
+def test_removed_barrier_gives_wrong_binary_crossentropy_partial_sums(rng):
+    """In lane order warp 0 reaches the block sum's second step first: without the barrier it
+    reads the other warps' slots before they write them, so each block's partial sum is wrong.
+    (The loss itself can come out right here: __shared__ is static in the emulation, so each block
+    picks up the previous block's sums, and the final pass the last block's, which telescopes.)"""
+    n = 20 * 256   # 20 blocks of 256 threads, one element each
+    z, t = rng.standard_normal(n).astype(np.float32), rng.random(n).astype(np.float32)
+    z64 = z.astype(np.float64)
+    block_sums = (np.maximum(z64, 0) - z64 * t + np.log1p(np.exp(-np.abs(z64)))).reshape(20, 256).sum(1)
+
+    def partial_sums_error(kernels):
+        loss, partial_sums = output(2), output(2048)
+        kernels.binary_crossentropy_logits_forward(*map(pointer, (z, t, loss, partial_sums)), n, 0)
+        return relative_error(np.nan_to_num(partial_sums.view(np.float64)[:20], nan=1e9), block_sums)
+
+    assert partial_sums_error(harness.emulator()) < 1e-12
+    error = partial_sums_error(harness.emulator({"binary_crossentropy.cu": ("    __syncthreads();\n", "")}))
+    assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
+
+
 def test_misaligned_vector_access_is_caught(rng):
     kernels = harness.emulator({"leaky_relu.cu": ("aligned16(x) && aligned16(y) ? n / 4 : 0", "n / 4")})
     x, y = placed(rng.standard_normal(37).astype(np.float32), 1), output(37, 1)
@@ -297,6 +319,8 @@ SANITIZED_CASES = [
     "test_tf32_matmul_sweep[lane-order-65-70-17-False-True-relu-1]",
     "test_elementwise_sweep[lane-order-1031-3]",
     "test_elementwise_sweep[lane-order-1-0]",
+    "test_binary_crossentropy_from_logits_sweep[lane-order-1031-1]",
+    "test_binary_crossentropy_from_logits_sweep[lane-order-1-0]",
     "test_softmax_and_cross_entropy_sweep[lane-order-3-257]",
     "test_softmax_and_cross_entropy_of_non_finite_rows_match_the_cpu_backend[lane-order]",
     "test_layer_norm_sweep[lane-order-131-37]",

@@ -10,7 +10,7 @@ through for this backend as numba device arrays. The rule for results is numba-c
     arguments are copied over, and the results are numba device arrays (numba.cuda.device_array,
     which numba, CuPy and PyTorch all take through `__cuda_array_interface__`). numba is present
     on that path: it is what pyai.checks wrapped the GPU arrays in.
-Scalars the ops return (the cross-entropy loss) are Python floats either way; adam_update updates
+Scalars the ops return (the cross-entropy losses) are Python floats either way; adam_update updates
 numpy param, m and v in place by copying them back after the step.
 
 Stream policy: every kernel launches on the legacy default stream (0), and every copy is a
@@ -45,6 +45,7 @@ INT32_MAX = 2**31 - 1
 GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: attention heads
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
+BINARY_CROSSENTROPY_MAX_BLOCKS = 1024  # cuda_src/binary_crossentropy.cuh: the loss's scratch holds this many doubles
 
 
 def probe():
@@ -243,6 +244,58 @@ def leaky_relu_grad(call, dy, x, alpha):
     return call.result(dx)
 
 
+# x is any shape: y = 1 / (1 + exp(-x))
+@gpu_op
+def sigmoid(call, x):
+    y = call.empty(x.shape)
+    call.cuda.sigmoid_forward(call.pointer("x", x), address(y), x.size, 0)
+    return call.result(y)
+
+
+# dy, y are the same shape, y the forward output: dx = dy * y * (1 - y)
+@gpu_op
+def sigmoid_grad(call, dy, y):
+    dx = call.empty(y.shape)
+    call.cuda.sigmoid_backward(call.pointer("dy", dy), call.pointer("y", y), address(dx), y.size, 0)
+    return call.result(dx)
+
+
+# x is any shape: y = tanh(x)
+@gpu_op
+def tanh(call, x):
+    y = call.empty(x.shape)
+    call.cuda.tanh_forward(call.pointer("x", x), address(y), x.size, 0)
+    return call.result(y)
+
+
+# dy, y are the same shape, y the forward output: dx = dy * (1 - y^2)
+@gpu_op
+def tanh_grad(call, dy, y):
+    dx = call.empty(y.shape)
+    call.cuda.tanh_backward(call.pointer("dy", dy), call.pointer("y", y), address(dx), y.size, 0)
+    return call.result(dx)
+
+
+# logits, target: the same shape -> mean(max(z, 0) - z t + log1p(exp(-|z|))), as a Python float
+@gpu_op
+def binary_crossentropy_logits(call, logits, target):
+    loss, partial_sums = call.buffer(8), call.buffer(8 * BINARY_CROSSENTROPY_MAX_BLOCKS)   # doubles
+    call.cuda.binary_crossentropy_logits_forward(call.pointer("prediction", logits), call.pointer("target", target),
+                                                 loss.ptr, partial_sums.ptr, logits.size, 0)
+    mean = np.empty(2, np.float32)   # the double's 8 bytes: DeviceBuffer copies float32 arrays
+    loss.copy_to_host(mean)
+    return float(mean.view(np.float64)[0])
+
+
+# logits, target: the same shape -> d loss / d logits = (sigmoid(z) - t) / size
+@gpu_op
+def binary_crossentropy_logits_grad(call, logits, target):
+    dz = call.empty(logits.shape)
+    call.cuda.binary_crossentropy_logits_backward(call.pointer("prediction", logits), call.pointer("target", target),
+                                                  address(dz), logits.size, 0)
+    return call.result(dz)
+
+
 def attention_sizes(q, k):
     batch, heads, n_queries, depth = q.shape
     if depth > ATTENTION_MAX_DEPTH:
@@ -409,6 +462,12 @@ ROW = {
     "linear": linear,
     "leaky_relu": leaky_relu,
     "leaky_relu_grad": leaky_relu_grad,
+    "sigmoid": sigmoid,
+    "sigmoid_grad": sigmoid_grad,
+    "tanh": tanh,
+    "tanh_grad": tanh_grad,
+    "binary_crossentropy_logits": binary_crossentropy_logits,
+    "binary_crossentropy_logits_grad": binary_crossentropy_logits_grad,
     "attention": attention,
     "attention_grad": attention_grad,
     "layer_norm": layer_norm,

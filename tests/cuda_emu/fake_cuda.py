@@ -34,12 +34,21 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "layer_norm_backward": (P, P, P, P, P, P, P, P, P, L, I, P),
     "gelu_forward": (P, P, L, P),
     "gelu_backward": (P, P, P, L, P),
+    "sigmoid_forward": (P, P, L, P),
+    "sigmoid_backward": (P, P, P, L, P),
+    "tanh_forward": (P, P, L, P),
+    "tanh_backward": (P, P, P, L, P),
+    "binary_crossentropy_logits_forward": (P, P, P, P, L, P),
+    "binary_crossentropy_logits_backward": (P, P, P, L, P),
     "softmax_forward": (P, P, L, I, P),
     "softmax_cross_entropy": (P, P, P, P, L, I, P),
     "embedding_forward": (P, P, P, L, I, P),
     "embedding_backward": (P, P, P, L, L, I, P),
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
 }
+# (header, name) of the constants pyai._cuda exposes
+HEADER_CONSTANTS = (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS"),
+                    ("binary_crossentropy.cuh", "BINARY_CROSSENTROPY_MAX_BLOCKS"))
 CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
 HOST_DTYPES = (np.float32, np.int64, np.uint16)   # what DeviceBuffer copies (bfloat16 travels as uint16)
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
@@ -138,7 +147,7 @@ def module(emulator):
     for name in SIGNATURES:
         setattr(fake, name, getattr(emulator, name))
     fake.DeviceBuffer = DeviceBuffer
-    for header, name in (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS")):
+    for header, name in HEADER_CONSTANTS:
         setattr(fake, name, header_constant(header, name))
     fake.runtime_status = lambda: None
     fake.synchronize = lambda: None

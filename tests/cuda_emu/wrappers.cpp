@@ -8,12 +8,15 @@
 
 #include "adam.cuh"
 #include "attention.cuh"
+#include "binary_crossentropy.cuh"
 #include "embedding.cuh"
 #include "gelu.cuh"
 #include "layer_norm.cuh"
 #include "leaky_relu.cuh"
 #include "matmul.cuh"
+#include "sigmoid.cuh"
 #include "softmax.cuh"
+#include "tanh.cuh"
 
 std::string emu_take_faults();
 void emu_set_reverse(bool reverse);
@@ -40,6 +43,7 @@ int run(Body body) {
 
 #define F(x) reinterpret_cast<float*>(x)
 #define CF(x) reinterpret_cast<const float*>(x)
+#define D(x) reinterpret_cast<double*>(x)
 #define CI(x) reinterpret_cast<const int64_t*>(x)
 #define B(x) reinterpret_cast<__nv_bfloat16*>(x)
 #define CB(x) reinterpret_cast<const __nv_bfloat16*>(x)
@@ -113,6 +117,20 @@ int w_layer_norm_backward(ptr dy, ptr x, ptr g, ptr mean, ptr rstd, ptr dx, ptr 
 int w_gelu_forward(ptr x, ptr y, int64_t n, ptr) { return run([&] { gelu_forward(CF(x), F(y), n, 0); }); }
 int w_gelu_backward(ptr dy, ptr x, ptr dx, int64_t n, ptr) {
     return run([&] { gelu_backward(CF(dy), CF(x), F(dx), n, 0); });
+}
+int w_sigmoid_forward(ptr x, ptr y, int64_t n, ptr) { return run([&] { sigmoid_forward(CF(x), F(y), n, 0); }); }
+int w_sigmoid_backward(ptr dy, ptr y, ptr dx, int64_t n, ptr) {
+    return run([&] { sigmoid_backward(CF(dy), CF(y), F(dx), n, 0); });
+}
+int w_tanh_forward(ptr x, ptr y, int64_t n, ptr) { return run([&] { tanh_forward(CF(x), F(y), n, 0); }); }
+int w_tanh_backward(ptr dy, ptr y, ptr dx, int64_t n, ptr) {
+    return run([&] { tanh_backward(CF(dy), CF(y), F(dx), n, 0); });
+}
+int w_binary_crossentropy_logits_forward(ptr z, ptr t, ptr loss, ptr partial_sums, int64_t n, ptr) {
+    return run([&] { binary_crossentropy_logits_forward(CF(z), CF(t), D(loss), D(partial_sums), n, 0); });
+}
+int w_binary_crossentropy_logits_backward(ptr z, ptr t, ptr dz, int64_t n, ptr) {
+    return run([&] { binary_crossentropy_logits_backward(CF(z), CF(t), F(dz), n, 0); });
 }
 int w_softmax_forward(ptr x, ptr y, int64_t rows, int cols, ptr) {
     return run([&] { softmax_forward(CF(x), F(y), rows, cols, 0); });
