@@ -79,7 +79,7 @@ def to_device(array):
         return array
     if is_device_array(array):
         return cuda.as_cuda_array(array)
-    return cuda.to_device(np.ascontiguousarray(array))
+    return cuda.to_device(np.asarray(array, order="C"))   # 0-d stays 0-d
 
 
 def copy_into(out, array):

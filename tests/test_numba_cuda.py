@@ -9,6 +9,7 @@ Without a GPU this file runs under numba's CUDA simulator (see conftest.py): the
 their shared-memory path instead of warp shuffles, and float32 rounding is not modelled.
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -20,15 +21,19 @@ import pytest
 import pyai
 from conftest import CUDA_SIMULATOR, assert_close, no_nvidia_driver
 from pyai import device, dispatch, ops
+from pyai.kernels.numba_cuda import binary_crossentropy as cuda_binary_crossentropy
 from pyai.kernels.numba_cuda import layer_norm as cuda_layer_norm
 from pyai.kernels.numba_cpu.adam import adam_update_reference
 from pyai.kernels.numba_cpu.attention_backward import attention_backward_reference
 from pyai.kernels.numba_cpu.attention_forward import attention_forward_reference
+from pyai.kernels.numba_cpu.binary_crossentropy import bce_logits_backward_reference, bce_logits_forward_reference
+from pyai.kernels.numba_cpu.gelu import gelu_backward_reference
 from pyai.kernels.numba_cpu.layer_norm import layer_norm_backward_reference, layer_norm_forward_reference
 from pyai.kernels.numba_cpu.softmax_cross_entropy import softmax_cross_entropy_reference
 
 BACKEND = "numba-cuda"
 TOL = 1e-5
+ONE_ROUNDING = 1.2e-7   # an ulp of float32 at 1: the activations compute in float64 and round once
 REASON = dispatch.unavailable_reason(BACKEND)
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"numba-cuda is not usable: {REASON}")
 
@@ -69,6 +74,15 @@ def test_one_device_array_is_enough_to_keep_the_results_on_the_gpu(numba_cuda, r
 def test_numpy_arrays_in_give_numpy_arrays_out(numba_cuda, rng):
     out = ops.leaky_relu(normal(rng, 6), 0.1)
     assert type(out) is np.ndarray and out.dtype == np.float32
+
+
+def test_zero_dimensional_inputs_keep_their_shape(numba_cuda, rng):
+    """A 0-d array in gives a 0-d result (and one 0-d id an embedding row), on the host and on the GPU."""
+    x, table = np.float32(rng.standard_normal()) * np.ones((), np.float32), normal(rng, 5, 3)
+    assert ops.leaky_relu(x, 0.1).shape == ()
+    assert device.to_device(x).shape == ()
+    out = ops.embedding(np.array(3), table)
+    assert out.shape == (3,) and np.array_equal(out, table[3])
 
 
 def test_scalar_results_are_python_floats_either_way(numba_cuda, rng):
@@ -286,6 +300,80 @@ def test_attention_depth_is_limited(numba_cuda):
         ops.attention(q, q, q)
 
 
+def test_activation_and_loss_results_stay_on_the_gpu(numba_cuda, rng):
+    x, t = normal(rng, 3, 7), rng.uniform(0, 1, (3, 7)).astype(np.float32)
+    on_gpu = numba_cuda.to_device(x)
+    y, derivative = ops.gelu(on_gpu, return_derivative=True)
+    results = {"sigmoid": ops.sigmoid(on_gpu), "tanh_grad": ops.tanh_grad(on_gpu, x), "gelu": y,
+               "gelu derivative": derivative, "bce gradient": ops.binary_crossentropy_grad(on_gpu, t, from_logits=True)}
+    for name, out in results.items():
+        assert device.is_device_array(out) and out.shape == (3, 7), name
+    assert type(ops.binary_crossentropy(on_gpu, t, from_logits=True)) is float
+
+
+def test_embedding_results_stay_on_the_gpu_with_ids_from_the_host(numba_cuda, rng):
+    ids, table, dout = rng.integers(0, 5, (2, 3)), normal(rng, 5, 4), normal(rng, 2, 3, 4)
+    out = ops.embedding(ids, numba_cuda.to_device(table))
+    assert device.is_device_array(out)
+    np.testing.assert_array_equal(out.copy_to_host(), table[ids])
+    dtable = ops.embedding_grad(numba_cuda.to_device(dout), ids, 5)
+    assert device.is_device_array(dtable) and dtable.shape == (5, 4)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu"])
+def test_activations_loop_over_elements_when_the_grid_is_capped(numba_cuda, rng, monkeypatch, name):
+    """Two blocks of 256 threads for 1031 elements: each thread takes two or three, as on a GPU
+    every thread does for arrays past MAX_BLOCKS blocks."""
+    module = importlib.import_module(f"pyai.kernels.numba_cuda.{name}")
+    monkeypatch.setattr(module, "MAX_BLOCKS", 2)
+    x, dy = 3 * normal(rng, 1031), normal(rng, 1031)
+    y = getattr(ops, name)(x)
+    assert_close(f"{name} y, 2 blocks", y, getattr(module, f"{name}_forward_reference")(x), ONE_ROUNDING)
+    if name == "gelu":
+        assert_close("gelu dx, 2 blocks", ops.gelu_grad(dy, x), gelu_backward_reference(dy, x), TOL)
+    else:
+        assert_close(f"{name} dx, 2 blocks", getattr(ops, f"{name}_grad")(dy, y),
+                     getattr(module, f"{name}_backward_reference")(dy, y), TOL)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu"])
+def test_activations_are_within_an_ulp_everywhere(numba_cuda, name):
+    """Each element one rounding from float64 (within an ulp), on a grid over [-100, 100] and on
+    tiny inputs: test_elementwise.py's dense grid, thinned for the simulator. Outputs below the
+    smallest normal float32 (sigmoid of x < -87.3) are subnormals, within a step of theirs."""
+    grid = np.linspace(-100, 100, 2001, dtype=np.float32)
+    tiny = np.geomspace(1e-30, 1, 300, dtype=np.float32)
+    x = np.concatenate([grid, tiny, -tiny])
+    module = importlib.import_module(f"pyai.kernels.numba_cuda.{name}")
+    np.testing.assert_allclose(getattr(ops, name)(x), getattr(module, f"{name}_forward_reference")(x),
+                               rtol=ONE_ROUNDING, atol=1.5e-45, err_msg=name)
+
+
+def test_binary_crossentropy_from_logits_adds_over_blocks(numba_cuda, rng, monkeypatch):
+    """1031 logits, some of them huge, in two blocks: each thread adds several elements, each
+    block's sum goes to its own partial, and the host adds the partials."""
+    monkeypatch.setattr(cuda_binary_crossentropy, "LOSS_BLOCKS", 2)
+    monkeypatch.setattr(cuda_binary_crossentropy, "MAX_BLOCKS", 2)
+    z, t = 5 * normal(rng, 1031), rng.uniform(0, 1, 1031).astype(np.float32)
+    z[::97] = rng.choice([-3e38, -1e4, 1e4, 3e38], z[::97].size)
+    loss = ops.binary_crossentropy(z, t, from_logits=True)
+    d = ops.binary_crossentropy_grad(z, t, from_logits=True)
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    assert_close("bce logits loss, 2 blocks", loss, bce_logits_forward_reference(z, t), TOL)
+    assert_close("bce logits gradient, 2 blocks", d, bce_logits_backward_reference(z, t), TOL)
+
+
+def test_embedding_grad_gives_the_cpu_kernels_floats(numba_cuda, rng):
+    """Each id's rows are added in float32 in increasing position, as numba-cpu adds them: the
+    same floats, whatever the thread count, with one id repeated 30 times and more, two never seen."""
+    ids = rng.integers(0, 7, (3, 41))
+    ids[0, :30] = 4
+    dout = normal(rng, 3, 41, 19)
+    dtable = ops.embedding_grad(dout, ids, 9)
+    np.testing.assert_array_equal(dtable, ops.embedding_grad(dout, ids, 9, backend="numba-cpu"))
+    np.testing.assert_array_equal(dtable[7:], 0)
+
+
 PTX_SCRIPT = textwrap.dedent("""
     import sys
     try:
@@ -300,13 +388,18 @@ PTX_SCRIPT = textwrap.dedent("""
 
     dispatcher.get_current_device = lambda: Device
     from pyai.kernels.numba_cuda import adam as cuda_adam
+    from pyai.kernels.numba_cuda import binary_crossentropy as cuda_binary_crossentropy
+    from pyai.kernels.numba_cuda import embedding as cuda_embedding
+    from pyai.kernels.numba_cuda import gelu as cuda_gelu
     from pyai.kernels.numba_cuda import attention_backward as cuda_attention_backward
     from pyai.kernels.numba_cuda import attention_forward as cuda_attention_forward
     from pyai.kernels.numba_cuda import layer_norm as cuda_layer_norm
     from pyai.kernels.numba_cuda import leaky_relu as cuda_leaky_relu
     from pyai.kernels.numba_cuda import matmul as cuda_matmul
+    from pyai.kernels.numba_cuda import sigmoid as cuda_sigmoid
     from pyai.kernels.numba_cuda import softmax_cross_entropy as cuda_softmax_cross_entropy
-    m, v, h = float32[:, ::1], float32[::1], float32[:, :, ::1]
+    from pyai.kernels.numba_cuda import tanh as cuda_tanh
+    m, v, h, i = float32[:, ::1], float32[::1], float32[:, :, ::1], int64[::1]
     keys, queries = cuda_attention_backward.backward_kernels(64)
     kernels = [
         (cuda_matmul.gemm_kernel(True, False, True, 3), (m, m, v, float32, m)),
@@ -321,6 +414,16 @@ PTX_SCRIPT = textwrap.dedent("""
         (keys, (h, h, h, h, m, m, boolean, float32, h, h)),
         (queries, (h, h, h, h, m, m, boolean, float32, h)),
         (cuda_attention_backward.delta_kernel, (m, m, v)),
+        (cuda_sigmoid.sigmoid_forward_kernel, (v, v)),
+        (cuda_sigmoid.sigmoid_backward_kernel, (v, v, v)),
+        (cuda_tanh.tanh_forward_kernel, (v, v)),
+        (cuda_tanh.tanh_backward_kernel, (v, v, v)),
+        (cuda_binary_crossentropy.bce_logits_forward_kernel, (v, v, float64[::1])),
+        (cuda_binary_crossentropy.bce_logits_backward_kernel, (v, v, float64, v)),
+        (cuda_gelu.gelu_forward_kernel, (v, v)),
+        (cuda_gelu.gelu_backward_kernel, (v, v, v)),
+        (cuda_embedding.embedding_forward_kernel, (i, m, m)),
+        (cuda_embedding.embedding_backward_kernel, (m, i, i, m)),
     ]
     for kernel, signature in kernels:
         try:

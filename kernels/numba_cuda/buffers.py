@@ -104,8 +104,9 @@ def device_array(shape, dtype):
 
 
 def copy_to_device(array):
-    """A numpy array copied into a device array of its shape and dtype (from the pool in a call)."""
-    array = np.ascontiguousarray(array)
+    """A numpy array copied into a device array of its shape and dtype (from the pool in a call);
+    a 0-d array stays 0-d (np.ascontiguousarray would make it 1-d)."""
+    array = np.asarray(array, order="C")
     on_gpu = device_array(array.shape, array.dtype)
     on_gpu.copy_to_device(array)
     return on_gpu

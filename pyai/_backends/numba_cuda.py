@@ -5,7 +5,7 @@ already checked and wrapped as numba device arrays (pyai.checks lets GPU arrays 
 this backend). The rule for results: if any array argument is on the GPU, the results are numba
 device arrays that stay there; if all are numpy arrays, the inputs are copied to the GPU and the
 results back to numpy (explicit transfers, pyai.device). Scalars the ops return (the
-cross-entropy loss) are Python floats either way. adam_update updates numpy param, m and v in
+cross-entropy losses) are Python floats either way. adam_update updates numpy param, m and v in
 place by copying them back after the step. The device memory of an op on numpy arrays (copies,
 outputs, temporaries) comes from a pool kept between calls (kernels/numba_cuda/buffers.py).
 
@@ -85,6 +85,16 @@ KERNELS = {
     "linear": ("matmul", "linear"),
     "leaky_relu": ("leaky_relu", "leaky_relu_forward"),
     "leaky_relu_grad": ("leaky_relu", "leaky_relu_backward"),
+    "sigmoid": ("sigmoid", "sigmoid_forward"),
+    "sigmoid_grad": ("sigmoid", "sigmoid_backward"),
+    "tanh": ("tanh", "tanh_forward"),
+    "tanh_grad": ("tanh", "tanh_backward"),
+    "binary_crossentropy_logits": ("binary_crossentropy", "bce_logits_forward"),
+    "binary_crossentropy_logits_grad": ("binary_crossentropy", "bce_logits_backward"),
+    "gelu": ("gelu", "gelu_forward"),
+    "gelu_grad": ("gelu", "gelu_backward"),
+    "embedding": ("embedding", "embedding_forward"),
+    "embedding_grad": ("embedding", "embedding_backward"),
     "adam_update": ("adam", "adam_update"),
     "layer_norm": ("layer_norm", "layer_norm_forward"),
     "layer_norm_grad": ("layer_norm", "layer_norm_backward"),
