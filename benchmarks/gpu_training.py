@@ -34,11 +34,6 @@ from pyai.optim import Adam
 GPT_SIZES = {"vocab_size": None, "block_size": 128, "layers": 4, "heads": 4, "channels": 128}
 DEVICE = "cuda"   # where the PyTorch twins run
 GPT_BATCH, GAN_BATCH, WARMUP, WINDOW = 16, 64, 5, 10
-# the ops each model's training step needs (tests/test_gpt.py and tests/test_gan.py require them)
-GPT_OPS = ["linear", "matmul", "attention", "attention_grad", "layer_norm", "layer_norm_grad", "gelu", "gelu_grad",
-           "embedding", "embedding_grad", "softmax_cross_entropy", "adam_update"]
-GAN_OPS = ["linear", "matmul", "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
-           "binary_crossentropy_logits_grad", "adam_update"]
 
 
 def timed(step, steps):
@@ -86,7 +81,7 @@ def gpt_runs(steps, backends, torch):
             return (loss,)
         return step
 
-    rows = backend_runs(backends, GPT_OPS, make_step, steps)
+    rows = backend_runs(backends, GPT.TRAINING_OPS, make_step, steps)
     if torch is not None:
         import torch_twins
         runs = [torch_twins.gpt_step(sizes, *batch, device=DEVICE) for batch in batches[:1]]
@@ -108,7 +103,7 @@ def gan_runs(steps, backends, torch, images):
             return losses["discriminator_loss"], losses["generator_loss"]
         return step
 
-    rows = backend_runs(backends, GAN_OPS, make_step, steps)
+    rows = backend_runs(backends, GAN.TRAINING_OPS, make_step, steps)
     if torch is not None:
         import torch_twins
         twin = torch_twins.gan_step(GAN(seed=0), device=DEVICE)

@@ -38,6 +38,7 @@ from pyai.kernels.numba_cpu import (adam, attention_backward, attention_forward,
                                     tanh)
 import test_golden
 import test_gpu_machine
+import test_models_on_gpu
 
 TOL = 1e-5
 ADAM_TOL = 1e-6
@@ -77,8 +78,16 @@ def test_golden_case_on_emulated_cuda_backend(kernels, path):
         test_golden.CHECKS[test_golden.op_of(path)](f"emulated cuda {path.stem}", test_golden.load(path))
 
 
+def test_gpt_trains_on_the_emulated_cuda_backend(kernels, rng):
+    """tests/test_models_on_gpu.py's GPT check, which runs on a GPU, here on the emulation: three
+    Adam steps of a small GPT on the cuda row, losses and parameters against numba-cpu's."""
+    batches = [(rng.integers(0, 13, (3, 8)), rng.integers(0, 13, (3, 8))) for _ in range(test_models_on_gpu.STEPS)]
+    with harness.as_cuda_extension(kernels):
+        test_models_on_gpu.assert_same_training("cuda", test_models_on_gpu.gpt_steps, batches)
+
+
 def test_gan_trains_on_the_emulated_cuda_backend(kernels, rng):
-    """Every op of a GAN step (tests/test_gan.py's GAN_OPS) is on the cuda row: two steps of a small
+    """Every op of a GAN step (GAN.TRAINING_OPS) is on the cuda row: two steps of a small
     GAN run there. The first discriminator loss is numba-cpu's within 1e-5 (float32 products
     summed in another order); the losses after an Adam update within 1e-3, since Adam's
     m / sqrt(v) can turn rounding in a near-zero gradient into a learning-rate-sized step (over

@@ -66,6 +66,9 @@ def backward_to_input(network, dy):
 class GAN:
     """The generator and discriminator, their two Adam optimizers, and one training step."""
 
+    # the ops a training step needs of a backend (it uses fused ones too, where the backend has them)
+    TRAINING_OPS = ("linear", "matmul", "leaky_relu_grad", "tanh_grad", "sigmoid", "binary_crossentropy_logits",
+                    "binary_crossentropy_logits_grad", "adam_update")
     label_cache = None   # labels(n)'s
 
     def __init__(self, image_shape=(28, 28), noise_dim=100, generator_sizes=(256, 512, 1024),

@@ -22,6 +22,10 @@ class GPT(Composite):
     """Token and position embeddings, `layers` causal TransformerBlocks, a final LayerNorm, and a
     head to vocabulary logits. Weights are drawn from `seed`."""
 
+    # the ops a training step needs of a backend (it uses fused ones too, where the backend has them)
+    TRAINING_OPS = ("linear", "matmul", "attention", "attention_grad", "layer_norm", "layer_norm_grad", "gelu",
+                    "gelu_grad", "embedding", "embedding_grad", "softmax_cross_entropy", "adam_update")
+
     def __init__(self, vocab_size, block_size, layers=2, heads=4, channels=64, tied=True, epsilon=1e-5, seed=0):
         self.config = {"vocab_size": positive_int("vocab_size", vocab_size),
                        "block_size": positive_int("block_size", block_size),

@@ -1,0 +1,78 @@
+"""The GAN's and the GPT's training steps on each GPU backend against the same steps on
+numba-cpu, from the same weights and batches: the losses of every step and the parameters after
+the last. numba-cpu is held to TensorFlow by tests/test_gan.py and tests/test_gpt.py; these run
+where TensorFlow is not (the GPU machine). Under the CUDA simulator a step takes minutes, so the
+numba-cuda backend runs them on a GPU only.
+
+Tolerances: float32 sums in another order (the GPU's tiles, its exp and tanh) differ by ~1e-6
+relative in one step; Adam's first steps move each weight by about lr whatever the size of its
+gradient, so weights whose gradients are nearly zero magnify that: 1e-4 for the losses, 1e-3 for
+the parameters after three steps. The attention's key bias is left out: softmax ignores a shift
+of every score of a row, which is all it adds, so its gradient is rounding noise on both
+backends, and Adam turns noise into steps of lr (tests/test_gpt.py says the same).
+"""
+
+import numpy as np
+import pytest
+
+import pyai
+from conftest import assert_close, require, skip_in_cuda_simulator
+from pyai.models import GAN, GPT
+from pyai.optim import Adam
+
+LOSS_TOLERANCE, PARAMETER_TOLERANCE = 1e-4, 1e-3
+STEPS = 3
+SMALL = {"image_shape": (4, 5), "noise_dim": 8, "generator_sizes": (16, 12), "discriminator_sizes": (12,)}
+
+
+def on_gpu_backend(backend, ops):
+    if backend == "numba-cpu":
+        pytest.skip("numba-cpu is the reference these tests compare with")
+    for op in ops:
+        require(op, backend)
+    skip_in_cuda_simulator(backend, "a model's training steps")
+
+
+def gan_steps(backend, batches):
+    """(losses of each step, parameters after them) of a small GAN trained on `backend`."""
+    gan = GAN(**SMALL, seed=3)
+    with pyai.use_backend(backend):
+        losses = [[step[key] for key in ("discriminator_loss", "generator_loss")]
+                  for step in (gan.train_step(*batch) for batch in batches)]
+    return losses, dict(gan.parameters())
+
+
+def gpt_steps(backend, batches):
+    model, optimizer = GPT(13, 8, layers=2, heads=2, channels=16, seed=3), Adam(lr=0.01)
+    losses = []
+    with pyai.use_backend(backend):
+        for ids, targets in batches:
+            losses.append(model.train_step(ids, targets))
+            optimizer.step(model)
+    return losses, dict(model.parameters())
+
+
+def assert_same_training(backend, steps, batches):
+    losses, parameters = steps(backend, batches)
+    reference_losses, reference_parameters = steps("numba-cpu", batches)
+    assert_close(f"{backend} losses of {STEPS} steps", losses, reference_losses, LOSS_TOLERANCE)
+    for name, parameter in parameters.items():
+        if name.endswith("attn.key.bias"):
+            continue
+        assert_close(f"{backend} {name} after {STEPS} steps", parameter, reference_parameters[name],
+                     PARAMETER_TOLERANCE)
+
+
+def test_gan_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
+    on_gpu_backend(backend, GAN.TRAINING_OPS)
+    pixels, noise = SMALL["image_shape"][0] * SMALL["image_shape"][1], SMALL["noise_dim"]
+    batches = [(rng.uniform(-1, 1, (17, pixels)).astype(np.float32),
+                rng.standard_normal((17, noise), dtype=np.float32),
+                rng.standard_normal((17, noise), dtype=np.float32)) for _ in range(STEPS)]
+    assert_same_training(backend, gan_steps, batches)
+
+
+def test_gpt_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
+    on_gpu_backend(backend, GPT.TRAINING_OPS)
+    batches = [(rng.integers(0, 13, (3, 8)), rng.integers(0, 13, (3, 8))) for _ in range(STEPS)]
+    assert_same_training(backend, gpt_steps, batches)
