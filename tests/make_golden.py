@@ -3,12 +3,14 @@ for small inputs at awkward shapes (primes, sizes one past a tile, Tq < Tk causa
 machine without TensorFlow (the GPU machine) can still compare with it.
 
 Run on a CPU machine with TensorFlow, from the repository root:
-    python tests/make_golden.py
-It overwrites tests/golden/*.npz (about 1.3 MB together, float32 with the seed fixed). Each file
-holds the inputs under their op argument names and TensorFlow's outputs under `expected_*`.
+    python tests/make_golden.py [GROUP ...]      (GROUP: matmul, linear, ..., activation; default all)
+It overwrites the groups' tests/golden/*.npz (about 1.4 MB together, float32 with the seeds
+fixed). Each file holds the inputs under their op argument names and TensorFlow's outputs under
+`expected_*`. The groups up to adam draw from one generator in order, so they are remade together.
 """
 
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -168,10 +170,53 @@ def conv_cases():
              expected_db=db.numpy())
 
 
+def gradient(function, x, dy):
+    """(function(x), d/dx of sum(dy * function(x))) through a GradientTape."""
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = function(variable)
+    return y.numpy(), tape.gradient(y, variable, output_gradients=tf.constant(dy)).numpy()
+
+
+def activation_cases():
+    """The GAN's activations and loss: leaky ReLU (x = 0 exactly among the inputs), sigmoid and
+    tanh out to +-100 (saturated), and binary cross-entropy from logits out to +-1e4 with targets
+    0, 1 and between; drawn from a generator of their own."""
+    own = np.random.default_rng(20261206)
+    wide = np.concatenate([np.linspace(-100, 100, 1001, dtype=np.float32),
+                           (4 * own.standard_normal(1002)).astype(np.float32)])
+    x = np.concatenate([wide[:1000], np.zeros(31, np.float32)]) * np.float32(0.05)
+    dy = own.standard_normal(x.size).astype(np.float32)
+    y, dx = gradient(lambda v: tf.nn.leaky_relu(v, 0.2), x, dy)
+    save("leaky_relu_1031", x=x, dy=dy, alpha=0.2, expected_y=y, expected_dx=dx)
+    for name, function in (("sigmoid", tf.sigmoid), ("tanh", tf.tanh)):
+        dy = own.standard_normal(wide.size).astype(np.float32)
+        y, dx = gradient(function, wide, dy)
+        save(f"{name}_2003", x=wide, dy=dy, expected_y=y, expected_dx=dx)
+    for rows, columns in ((13, 7), (1, 1031)):
+        logits = (3 * own.standard_normal((rows, columns))).astype(np.float32)
+        logits.flat[:4] = [1e4, -1e4, 50.0, -50.0]
+        targets = own.uniform(0, 1, (rows, columns)).astype(np.float32)
+        targets.flat[::3] = np.round(targets.flat[::3])
+        loss, dlogits = gradient(lambda z: tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(targets, z)),
+                                 logits, np.float32(1))
+        save(f"binary_crossentropy_logits_{rows}x{columns}", logits=logits, targets=targets, expected_loss=loss,
+             expected_dlogits=dlogits)
+
+
+GROUPS = {"matmul": matmul_cases, "linear": linear_cases, "attention": attention_cases,
+          "layer_norm": layer_norm_cases, "gelu": gelu_cases, "softmax": softmax_cases,
+          "softmax_cross_entropy": softmax_cross_entropy_cases, "embedding": embedding_cases, "adam": adam_cases,
+          "conv": conv_cases, "activation": activation_cases}
+
+
 if __name__ == "__main__":
+    unknown = sorted(set(sys.argv[1:]) - GROUPS.keys())
+    if unknown:
+        raise SystemExit(f"unknown groups {unknown}; groups: {', '.join(GROUPS)}")
     GOLDEN.mkdir(exist_ok=True)
-    for make in (matmul_cases, linear_cases, attention_cases, layer_norm_cases, gelu_cases, softmax_cases,
-                 softmax_cross_entropy_cases, embedding_cases, adam_cases, conv_cases):
-        make()
+    for name, make in GROUPS.items():
+        if not sys.argv[1:] or name in sys.argv[1:]:
+            make()
     files = sorted(GOLDEN.glob("*.npz"))
     print(f"{len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.2f} MB in {GOLDEN}")

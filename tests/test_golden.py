@@ -31,7 +31,8 @@ def load(path):
 def op_of(path):
     name = path.stem
     for op in ("softmax_cross_entropy", "layer_norm", "matmul", "linear", "attention", "gelu", "softmax",
-               "embedding", "adam", "conv2d_transpose", "conv2d"):
+               "embedding", "adam", "conv2d_transpose", "conv2d", "leaky_relu", "sigmoid", "tanh",
+               "binary_crossentropy_logits"):
         if name.startswith(op + "_"):
             return op
     raise ValueError(f"{path.name}: no op recognised in the file name")
@@ -112,14 +113,43 @@ def check_conv(name, data):
         assert_close(f"{name} {tensor}", out, data[f"expected_{tensor}"], TOL)
 
 
+def check_leaky_relu(name, data):
+    alpha = float(data["alpha"])
+    assert_close(f"{name} y", pyai.ops.leaky_relu(data["x"], alpha), data["expected_y"], TOL)
+    assert_close(f"{name} dx", pyai.ops.leaky_relu_grad(data["dy"], data["x"], alpha), data["expected_dx"], TOL)
+
+
+def smooth_check(forward, gradient):
+    """sigmoid or tanh, and its gradient from the backend's own forward output (as a layer keeps it)."""
+    def check(name, data):
+        y = forward(data["x"])
+        assert_close(f"{name} y", y, data["expected_y"], TOL)
+        assert_close(f"{name} dx", gradient(data["dy"], y), data["expected_dx"], TOL)
+    return check
+
+
+def check_binary_crossentropy_logits(name, data):
+    loss = pyai.ops.binary_crossentropy(data["logits"], data["targets"], from_logits=True)
+    assert type(loss) is float
+    assert_close(f"{name} loss", np.array([loss]), np.array([data["expected_loss"]]), TOL)
+    dlogits = pyai.ops.binary_crossentropy_grad(data["logits"], data["targets"], from_logits=True)
+    assert_close(f"{name} dlogits", dlogits, data["expected_dlogits"], TOL)
+
+
 CHECKS = {"matmul": check_matmul, "linear": check_linear, "attention": check_attention,
           "layer_norm": check_layer_norm, "gelu": check_gelu, "softmax": check_softmax,
           "softmax_cross_entropy": check_softmax_cross_entropy, "embedding": check_embedding,
-          "adam": check_adam, "conv2d": check_conv, "conv2d_transpose": check_conv}
+          "adam": check_adam, "conv2d": check_conv, "conv2d_transpose": check_conv,
+          "leaky_relu": check_leaky_relu, "sigmoid": smooth_check(pyai.ops.sigmoid, pyai.ops.sigmoid_grad),
+          "tanh": smooth_check(pyai.ops.tanh, pyai.ops.tanh_grad),
+          "binary_crossentropy_logits": check_binary_crossentropy_logits}
 OPS_NEEDED = {"attention": ("attention", "attention_grad"), "layer_norm": ("layer_norm", "layer_norm_grad"),
               "gelu": ("gelu", "gelu_grad"), "embedding": ("embedding", "embedding_grad"),
               "adam": ("adam_update",), "conv2d": ("conv2d", "conv2d_grad"),
-              "conv2d_transpose": ("conv2d_transpose", "conv2d_transpose_grad")}
+              "conv2d_transpose": ("conv2d_transpose", "conv2d_transpose_grad"),
+              "leaky_relu": ("leaky_relu", "leaky_relu_grad"), "sigmoid": ("sigmoid", "sigmoid_grad"),
+              "tanh": ("tanh", "tanh_grad"),
+              "binary_crossentropy_logits": ("binary_crossentropy_logits", "binary_crossentropy_logits_grad")}
 
 
 def test_golden_files_are_present_and_small():
