@@ -227,6 +227,9 @@ def memory_rows(n, bandwidth_peak):
     targets = torch.randint(0, vocab, (vocab_rows,), device="cuda")
     dlogits, losses = torch.empty_like(logits), torch.empty(vocab_rows, device="cuda")
     logits_leaf = logits.clone().requires_grad_()
+    targets01 = torch.rand(n, device="cuda")
+    loss64 = torch.empty(1, device="cuda", dtype=torch.float64)
+    partial_sums = torch.empty(_cuda.BINARY_CROSSENTROPY_MAX_BLOCKS, device="cuda", dtype=torch.float64)
 
     def torch_cross_entropy():   # the loss and dlogits, as pyai's one kernel gives them
         logits_leaf.grad = None
@@ -238,6 +241,15 @@ def memory_rows(n, bandwidth_peak):
         ("gelu fwd", 8 * n, lambda: _cuda.gelu_forward(pointer(x), pointer(y), n, 0),
          lambda: F.gelu(x, approximate="tanh")),
         ("gelu bwd", 12 * n, lambda: _cuda.gelu_backward(pointer(dy), pointer(x), pointer(dx), n, 0), None),
+        ("sigmoid fwd", 8 * n, lambda: _cuda.sigmoid_forward(pointer(x), pointer(y), n, 0), lambda: torch.sigmoid(x)),
+        ("sigmoid bwd", 12 * n, lambda: _cuda.sigmoid_backward(pointer(dy), pointer(y), pointer(dx), n, 0), None),
+        ("tanh fwd", 8 * n, lambda: _cuda.tanh_forward(pointer(x), pointer(y), n, 0), lambda: torch.tanh(x)),
+        ("binary cross-entropy from logits fwd (loss)", 8 * n,
+         lambda: _cuda.binary_crossentropy_logits_forward(pointer(x), pointer(targets01), pointer(loss64),
+                                                          pointer(partial_sums), n, 0),
+         lambda: F.binary_cross_entropy_with_logits(x, targets01)),
+        ("binary cross-entropy from logits bwd", 12 * n,
+         lambda: _cuda.binary_crossentropy_logits_backward(pointer(x), pointer(targets01), pointer(dx), n, 0), None),
         ("layer norm fwd (C=768)", 8 * n,
          lambda: _cuda.layer_norm_forward(pointer(x), pointer(gamma), pointer(beta), pointer(y), pointer(mean),
                                           pointer(rstd), rows, channels, 1e-5, 0),

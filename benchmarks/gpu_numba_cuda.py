@@ -144,6 +144,8 @@ def memory_bound_cases(table, cuda, torch, synchronize, rows, width, vocabulary,
         "numba-cuda": lambda: cuda_leaky_relu.leaky_relu_forward(flat_n, 0.2),
         "torch": lambda: functional.leaky_relu(flat, 0.2),
     }, synchronize, peer="torch")
+    smooth_cases(table, cuda, torch, synchronize, flat, flat_n, size)
+    embedding_cases(table, cuda, torch, synchronize, rows, width, vocabulary)
     param = torch.nn.Parameter(torch.randn(size, device="cuda"))
     param.grad = torch.randn(size, device="cuda")
     optimizer = torch.optim.Adam([param], lr=1e-3, eps=1e-7, fused=True)
@@ -154,6 +156,44 @@ def memory_bound_cases(table, cuda, torch, synchronize, rows, width, vocabulary,
         "numba-cuda": lambda: cuda_adam.adam_update(*state, 1e-3, 0.9, 0.999, 1e-7, 10),
         "torch (fused Adam)": optimizer.step,
     }, synchronize, peer="torch (fused Adam)")
+
+
+def smooth_cases(table, cuda, torch, synchronize, flat, flat_n, size):
+    """GELU, sigmoid and tanh forward, and binary cross-entropy from logits (the loss), on `size` floats."""
+    from pyai.kernels.numba_cuda import binary_crossentropy as cuda_binary_crossentropy
+    from pyai.kernels.numba_cuda import gelu as cuda_gelu
+    from pyai.kernels.numba_cuda import sigmoid as cuda_sigmoid
+    from pyai.kernels.numba_cuda import tanh as cuda_tanh
+    functional = torch.nn.functional
+    for name, ours, peer in [("gelu", cuda_gelu.gelu_forward, lambda: functional.gelu(flat, approximate="tanh")),
+                             ("sigmoid", cuda_sigmoid.sigmoid_forward, lambda: torch.sigmoid(flat)),
+                             ("tanh", cuda_tanh.tanh_forward, lambda: torch.tanh(flat))]:
+        table.case(f"{name} forward {size}", 8 * size, False, {
+            "numba-cuda": lambda: ours(flat_n), "torch": peer}, synchronize, peer="torch")
+    targets = torch.rand(size, device="cuda")
+    targets_n = cuda.as_cuda_array(targets)
+    table.case(f"binary cross-entropy from logits {size} (the loss)", 8 * size, False, {
+        "numba-cuda": lambda: cuda_binary_crossentropy.bce_logits_forward(flat_n, targets_n),
+        "torch": lambda: functional.binary_cross_entropy_with_logits(flat, targets).item(),
+    }, synchronize, peer="torch")
+
+
+def embedding_cases(table, cuda, torch, synchronize, rows, width, vocabulary):
+    """A GPT-2 token embedding: `rows` ids into a (vocabulary, width) table, and its gradient
+    (numba-cuda's sorts the ids on the host first)."""
+    from pyai.kernels.numba_cuda import embedding as cuda_embedding
+    functional = torch.nn.functional
+    ids, weight = torch.randint(0, vocabulary, (rows,), device="cuda"), torch.randn(vocabulary, width, device="cuda")
+    dout = torch.randn(rows, width, device="cuda")
+    ids_n, weight_n, dout_n = (cuda.as_cuda_array(t) for t in (ids, weight, dout))
+    table.case(f"embedding forward {rows} ids, {vocabulary}x{width}", 8 * rows * width, False, {
+        "numba-cuda": lambda: cuda_embedding.embedding_forward(ids_n, weight_n),
+        "torch": lambda: functional.embedding(ids, weight)}, synchronize, peer="torch")
+    leaf = weight.clone().requires_grad_()
+    table.case(f"embedding backward {rows} ids, {vocabulary}x{width}", 4 * (rows + vocabulary) * width, False, {
+        "numba-cuda": lambda: cuda_embedding.embedding_backward(dout_n, ids_n, vocabulary),
+        "torch (forward + backward)": lambda: functional.embedding(ids, leaf).backward(dout),
+    }, synchronize, peer="torch (forward + backward)")
 
 
 def backend_cases(table, synchronize, rng):
