@@ -6,14 +6,12 @@ be bit-for-bit what was written, and a model rebuilt from it must compute bit-fo
 
 import json
 import os
-
-import os
 import time
 
 import numpy as np
 import pytest
 
-from conftest import require
+from conftest import require, skip_in_cuda_simulator
 from pyai import checkpoint
 from pyai.losses import BinaryCrossentropy
 from pyai.models import GAN, GPT, MLP
@@ -26,6 +24,7 @@ TRAINING_OPS = ["linear", "matmul", "leaky_relu_grad", "binary_crossentropy_logi
 def require_all(backend):
     for op in TRAINING_OPS:
         require(op, backend)
+    skip_in_cuda_simulator(backend, "training a model (a GAN step takes ~20 s there)")
 
 
 def train(model, optimizer, batches):

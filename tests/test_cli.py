@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import assert_close, require
+from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import dispatch
 from pyai.cli import main
 from pyai.data import load_digits, one_hot
@@ -21,6 +21,7 @@ ACCURACY_LINE = re.compile(r"^test accuracy: (\d+\.\d\d)% on 360 digits", re.MUL
 def require_all(backend):
     for op in TRAINING_OPS:
         require(op, backend)
+    skip_in_cuda_simulator(backend, "training a model (a GAN step takes ~20 s there)")
 
 
 def test_train_mlp_prints_the_test_accuracy_and_saves_the_model(backend, capsys, tmp_path):

@@ -81,9 +81,10 @@ def test_golden_case_on_emulated_cuda_backend(kernels, path):
 def test_gpt_trains_on_the_emulated_cuda_backend(kernels, rng):
     """tests/test_models_on_gpu.py's GPT check, which runs on a GPU, here on the emulation: three
     Adam steps of a small GPT on the cuda row, losses and parameters against numba-cpu's."""
-    batches = [(rng.integers(0, 13, (3, 8)), rng.integers(0, 13, (3, 8))) for _ in range(test_models_on_gpu.STEPS)]
+    steps, _, gpt_sizes, batch = test_models_on_gpu.SIZES[False]
+    batches = test_models_on_gpu.gpt_batches(rng, steps, gpt_sizes, batch)
     with harness.as_cuda_extension(kernels):
-        test_models_on_gpu.assert_same_training("cuda", test_models_on_gpu.gpt_steps, batches)
+        test_models_on_gpu.assert_same_training("cuda", test_models_on_gpu.gpt_steps, batches, gpt_sizes)
 
 
 def test_gan_trains_on_the_emulated_cuda_backend(kernels, rng):

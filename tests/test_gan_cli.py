@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import require
+from conftest import require, skip_in_cuda_simulator
 from pyai import checkpoint
 from pyai.cli import main
 from pyai.images import grid_size
@@ -24,6 +24,7 @@ DIGITS_STEPS_PER_EPOCH = 1797 // 64
 def require_all(backend):
     for op in TRAINING_OPS:
         require(op, backend)
+    skip_in_cuda_simulator(backend, "training a model (a GAN step takes ~20 s there)")
 
 
 def one_line_error(capsys, argv, status=1):

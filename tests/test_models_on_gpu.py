@@ -1,8 +1,9 @@
 """The GAN's and the GPT's training steps on each GPU backend against the same steps on
 numba-cpu, from the same weights and batches: the losses of every step and the parameters after
 the last. numba-cpu is held to TensorFlow by tests/test_gan.py and tests/test_gpt.py; these run
-where TensorFlow is not (the GPU machine). Under the CUDA simulator a step takes minutes, so the
-numba-cuda backend runs them on a GPU only.
+where TensorFlow is not (the GPU machine). Under the CUDA simulator (GPU threads as Python
+threads) the numba-cuda backend takes one step of the smallest models (~20 s each); on a GPU,
+three steps of larger ones.
 
 Tolerances: float32 sums in another order (the GPU's tiles, its exp and tanh) differ by ~1e-6
 relative in one step; Adam's first steps move each weight by about lr whatever the size of its
@@ -16,13 +17,19 @@ import numpy as np
 import pytest
 
 import pyai
-from conftest import assert_close, require, skip_in_cuda_simulator
+from conftest import CUDA_SIMULATOR, assert_close, require
 from pyai.models import GAN, GPT
 from pyai.optim import Adam
 
 LOSS_TOLERANCE, PARAMETER_TOLERANCE = 1e-4, 1e-3
-STEPS = 3
 SMALL = {"image_shape": (4, 5), "noise_dim": 8, "generator_sizes": (16, 12), "discriminator_sizes": (12,)}
+# (steps, GAN batch, GPT sizes, GPT batch): the simulator's, then a GPU's
+SIZES = {True: (1, 2, {"vocab_size": 5, "block_size": 4, "layers": 1, "heads": 1, "channels": 4}, 1),
+         False: (3, 17, {"vocab_size": 13, "block_size": 8, "layers": 2, "heads": 2, "channels": 16}, 3)}
+
+
+def sizes(backend):
+    return SIZES[backend == "numba-cuda" and CUDA_SIMULATOR]
 
 
 def on_gpu_backend(backend, ops):
@@ -30,7 +37,6 @@ def on_gpu_backend(backend, ops):
         pytest.skip("numba-cpu is the reference these tests compare with")
     for op in ops:
         require(op, backend)
-    skip_in_cuda_simulator(backend, "a model's training steps")
 
 
 def gan_steps(backend, batches):
@@ -42,8 +48,8 @@ def gan_steps(backend, batches):
     return losses, dict(gan.parameters())
 
 
-def gpt_steps(backend, batches):
-    model, optimizer = GPT(13, 8, layers=2, heads=2, channels=16, seed=3), Adam(lr=0.01)
+def gpt_steps(backend, batches, gpt_sizes):
+    model, optimizer = GPT(**gpt_sizes, seed=3), Adam(lr=0.01)
     losses = []
     with pyai.use_backend(backend):
         for ids, targets in batches:
@@ -52,27 +58,34 @@ def gpt_steps(backend, batches):
     return losses, dict(model.parameters())
 
 
-def assert_same_training(backend, steps, batches):
-    losses, parameters = steps(backend, batches)
-    reference_losses, reference_parameters = steps("numba-cpu", batches)
-    assert_close(f"{backend} losses of {STEPS} steps", losses, reference_losses, LOSS_TOLERANCE)
+def assert_same_training(backend, steps, batches, *options):
+    losses, parameters = steps(backend, batches, *options)
+    reference_losses, reference_parameters = steps("numba-cpu", batches, *options)
+    assert_close(f"{backend} losses of {len(batches)} steps", losses, reference_losses, LOSS_TOLERANCE)
     for name, parameter in parameters.items():
         if name.endswith("attn.key.bias"):
             continue
-        assert_close(f"{backend} {name} after {STEPS} steps", parameter, reference_parameters[name],
+        assert_close(f"{backend} {name} after {len(batches)} steps", parameter, reference_parameters[name],
                      PARAMETER_TOLERANCE)
 
 
 def test_gan_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
     on_gpu_backend(backend, GAN.TRAINING_OPS)
+    steps, batch, _, _ = sizes(backend)
     pixels, noise = SMALL["image_shape"][0] * SMALL["image_shape"][1], SMALL["noise_dim"]
-    batches = [(rng.uniform(-1, 1, (17, pixels)).astype(np.float32),
-                rng.standard_normal((17, noise), dtype=np.float32),
-                rng.standard_normal((17, noise), dtype=np.float32)) for _ in range(STEPS)]
+    batches = [(rng.uniform(-1, 1, (batch, pixels)).astype(np.float32),
+                rng.standard_normal((batch, noise), dtype=np.float32),
+                rng.standard_normal((batch, noise), dtype=np.float32)) for _ in range(steps)]
     assert_same_training(backend, gan_steps, batches)
+
+
+def gpt_batches(rng, steps, gpt_sizes, batch):
+    shape = (batch, gpt_sizes["block_size"])
+    return [(rng.integers(0, gpt_sizes["vocab_size"], shape), rng.integers(0, gpt_sizes["vocab_size"], shape))
+            for _ in range(steps)]
 
 
 def test_gpt_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
     on_gpu_backend(backend, GPT.TRAINING_OPS)
-    batches = [(rng.integers(0, 13, (3, 8)), rng.integers(0, 13, (3, 8))) for _ in range(STEPS)]
-    assert_same_training(backend, gpt_steps, batches)
+    steps, _, gpt_sizes, batch = sizes(backend)
+    assert_same_training(backend, gpt_steps, gpt_batches(rng, steps, gpt_sizes, batch), gpt_sizes)
