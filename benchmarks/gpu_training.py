@@ -156,7 +156,7 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description="GPT and GAN training on pyai's GPU backends beside PyTorch")
     parser.add_argument("--steps", type=int, default=300, help="training steps a run (default 300)")
     parser.add_argument("--mnist", help="folder of MNIST's IDX files for the GAN (default: random images)")
-    parser.add_argument("--backends", nargs="+", default=["cuda", "numba-cuda"])
+    parser.add_argument("--backends", nargs="+", default=["cuda", "numba-cuda"], choices=dispatch.BACKENDS)
     parser.add_argument("--out", help="also write the table to this markdown file")
     arguments = parser.parse_args(argv)
     if arguments.steps < WARMUP + WINDOW:
