@@ -24,9 +24,7 @@ from numba import cuda
 
 from pyai.kernels.common import adam_step_size
 from pyai.kernels.numba_cpu.adam import adam_update_reference  # noqa: F401  (the reference)
-
-THREADS = 256
-MAX_BLOCKS = 4096   # ~30 blocks per SM on an H100: enough to saturate memory bandwidth
+from pyai.kernels.numba_cuda import THREADS, grid_size
 
 
 @cuda.jit
@@ -41,7 +39,6 @@ def adam_update_kernel(param, grad, m, v, alpha, one_minus_beta_1, one_minus_bet
 # param, grad, m, v: float32 device arrays of one shape; param, m and v are updated in place
 def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
     alpha = adam_step_size(lr, beta_1, beta_2, step)
-    blocks = min(-(-param.size // THREADS), MAX_BLOCKS)
-    adam_update_kernel[blocks, THREADS](param.reshape(-1), grad.reshape(-1), m.reshape(-1),
-                                        v.reshape(-1), alpha, np.float32(1 - beta_1),
-                                        np.float32(1 - beta_2), np.float32(epsilon))
+    adam_update_kernel[grid_size(param.size), THREADS](param.reshape(-1), grad.reshape(-1), m.reshape(-1),
+                                                       v.reshape(-1), alpha, np.float32(1 - beta_1),
+                                                       np.float32(1 - beta_2), np.float32(epsilon))

@@ -31,17 +31,12 @@ from numba import cuda, float32, float64
 from pyai.kernels.numba_cpu.binary_crossentropy import (bce_logits_backward_reference,  # noqa: F401
                                                         bce_logits_forward_reference)
 from pyai.kernels.numba_cuda.buffers import device_array
+from pyai.kernels.numba_cuda import THREADS, grid_size
 
-THREADS = 256
-MAX_BLOCKS = 4096       # gradient: ~30 blocks per SM on an H100, enough to saturate memory bandwidth
 LOSS_BLOCKS = 1024      # loss: at most this many partial sums, added on the host
 WARP = 32
 FULL_MASK = 0xFFFFFFFF
 WARP_SHUFFLE = not numba.config.ENABLE_CUDASIM
-
-
-def grid_size(n, max_blocks):
-    return min(-(-n // THREADS), max_blocks)
 
 
 @cuda.jit(device=True)
@@ -98,6 +93,6 @@ def bce_logits_forward(z, t):
 # z, t: float32 device arrays of one shape -> d, a new float32 device array of that shape
 def bce_logits_backward(z, t):
     d = device_array(z.shape, np.float32)
-    bce_logits_backward_kernel[grid_size(z.size, MAX_BLOCKS), THREADS](
+    bce_logits_backward_kernel[grid_size(z.size), THREADS](
         z.reshape(-1), t.reshape(-1), np.float64(1.0 / z.size), d.reshape(-1))
     return d

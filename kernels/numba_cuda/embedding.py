@@ -25,13 +25,7 @@ from numba import cuda, float32
 from pyai.kernels.numba_cpu.embedding import (embedding_backward_reference,  # noqa: F401  (the references)
                                               embedding_forward_reference)
 from pyai.kernels.numba_cuda.buffers import copy_to_device, device_array
-
-THREADS = 256
-MAX_BLOCKS = 4096   # ~30 blocks per SM on an H100: enough to saturate memory bandwidth
-
-
-def grid_size(n):
-    return min(-(-n // THREADS), MAX_BLOCKS)
+from pyai.kernels.numba_cuda import THREADS, grid_size
 
 
 @cuda.jit

@@ -27,15 +27,10 @@ from numba import cuda, float32, float64
 
 from pyai.kernels.numba_cpu.gelu import gelu_backward_reference, gelu_forward_reference  # noqa: F401
 from pyai.kernels.numba_cuda.buffers import device_array
+from pyai.kernels.numba_cuda import THREADS, grid_size
 
-THREADS = 256
-MAX_BLOCKS = 4096   # ~30 blocks per SM on an H100: enough to saturate memory bandwidth
 SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 CUBIC = 0.044715
-
-
-def grid_size(n):
-    return min(-(-n // THREADS), MAX_BLOCKS)
 
 
 @cuda.jit(device=True)
