@@ -166,6 +166,10 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    try:   # before any training: a wrong --mnist ends the run now, not after the GPT's steps
+        images = mnist_images(arguments.mnist)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"gpu_training.py: --mnist: {error}")
     usable = {row["name"]: row for row in pyai.backends()}
     unusable = [f"{name}: {usable[name]['reason']}" for name in arguments.backends if not usable[name]["usable"]]
     if unusable:
@@ -181,7 +185,7 @@ def main(argv=None):
     for model, loss_names, runs in [
             ("GPT", ["cross-entropy"], lambda: gpt_runs(arguments.steps, arguments.backends, torch)),
             ("GAN", ["D", "G"], lambda: gan_runs(arguments.steps, arguments.backends, torch,
-                                                 mnist_images(arguments.mnist)))]:
+                                                 images))]:
         rows = runs()
         lines += table_lines(model, rows, loss_names)
         found += failures(model, rows)
