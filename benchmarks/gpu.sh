@@ -23,7 +23,7 @@
 #           cuda kernels on raw pointers (small inputs: the sanitizers slow kernels 10-100x)
 # bench:    benchmarks/gpu_cuda.py and benchmarks/gpu_numba_cuda.py (quick: small sizes), which
 #           write benchmarks/results/
-# train:    benchmarks/gpu_training.py: the GPT and the GAN for STEPS (300) steps on each GPU
+# train:    benchmarks/gpu_training.py: the GPT, the GAN and the DCGAN for STEPS (300) steps on each GPU
 #           backend beside PyTorch eager on the GPU (MNIST for the GAN from MNIST=folder)
 # Each stage runs under a time limit (seconds: LIMIT_<stage>, e.g. LIMIT_test=240) and within
 # the whole run's (TOTAL_LIMIT, default 3600: a stage gets what is left, and none starts with

@@ -1,14 +1,14 @@
-"""Trains the GPT and the GAN for a few hundred steps on each usable GPU backend, and times the
-same steps in PyTorch eager on the same GPU, as one table.
+"""Trains the GPT, the GAN and the DCGAN for a few hundred steps on each usable GPU backend, and
+times the same steps in PyTorch eager on the same GPU, as one table.
 
     python benchmarks/gpu_training.py [--steps 300] [--mnist PATH] [--backends cuda numba-cuda]
                                       [--out FILE.md]
 
 GPT: benchmarks/test_gpt.py's sizes (4 blocks, 4 heads, 128 channels, context 128, batch 16) on
 the character corpus `pyai train gpt` reads (pyai.text), a fresh random batch a step, Adam 1e-3.
-GAN: pyai.models.GAN's MNIST sizes, batch 64, on MNIST from --mnist (IDX files), else on random
-images in [-1, 1] (then only the losses' finiteness means anything).
-Each row: the loss over the first and the last 10 steps (GPT: the cross-entropy; GAN: the
+GAN and DCGAN: pyai.models.GAN's and DCGAN's MNIST sizes, batch 64, on MNIST from --mnist (IDX
+files), else on random images in [-1, 1] (then only the losses' finiteness means anything).
+Each row: the loss over the first and the last 10 steps (GPT: the cross-entropy; the GANs: the
 discriminator's and the generator's losses), whether every loss was finite, and the median
 wall time of a step after the first 5 (compilation and first calls left out); a backend that
 lacks one of a model's ops, or a run that raised, gets a row saying so. A pyai step takes
@@ -28,7 +28,7 @@ import numpy as np
 
 import pyai
 from pyai import dispatch, text
-from pyai.models import GAN, GPT
+from pyai.models import DCGAN, GAN, GPT
 from pyai.optim import Adam
 
 GPT_SIZES = {"vocab_size": None, "block_size": 128, "layers": 4, "heads": 4, "channels": 128}
@@ -89,24 +89,25 @@ def gpt_runs(steps, backends, torch):
     return rows
 
 
-def gan_runs(steps, backends, torch, images):
+def gan_runs(model, steps, backends, torch, images):
+    """The runs of `model`, GAN or DCGAN (the same training step on other networks)."""
     rng = np.random.default_rng(0)
-    noise_dim = GAN().noise_dim
+    noise_dim = model().noise_dim
     noises = [rng.standard_normal((2, GAN_BATCH, noise_dim), dtype=np.float32) for _ in range(steps)]
     reals = [images[rng.integers(0, len(images), GAN_BATCH)] for _ in range(steps)]
 
     def make_step():
-        gan = GAN(seed=0)
+        gan = model(seed=0)
 
         def step(index):
             losses = gan.train_step(reals[index], *noises[index])
             return losses["discriminator_loss"], losses["generator_loss"]
         return step
 
-    rows = backend_runs(backends, GAN.TRAINING_OPS, make_step, steps)
+    rows = backend_runs(backends, model.TRAINING_OPS, make_step, steps)
     if torch is not None:
         import torch_twins
-        twin = torch_twins.gan_step(GAN(seed=0), device=DEVICE)
+        twin = (torch_twins.dcgan_step if model is DCGAN else torch_twins.gan_step)(model(seed=0), device=DEVICE)
         rows["PyTorch eager"] = timed(lambda index: twin(reals[index], *noises[index]), steps)
     return rows
 
@@ -153,9 +154,9 @@ def failures(model, rows):
 
 
 def parse_arguments(argv=None):
-    parser = argparse.ArgumentParser(description="GPT and GAN training on pyai's GPU backends beside PyTorch")
+    parser = argparse.ArgumentParser(description="GPT, GAN and DCGAN training on pyai's GPU backends beside PyTorch")
     parser.add_argument("--steps", type=int, default=300, help="training steps a run (default 300)")
-    parser.add_argument("--mnist", help="folder of MNIST's IDX files for the GAN (default: random images)")
+    parser.add_argument("--mnist", help="folder of MNIST's IDX files for the GANs (default: random images)")
     parser.add_argument("--backends", nargs="+", default=["cuda", "numba-cuda"], choices=dispatch.BACKENDS)
     parser.add_argument("--out", help="also write the table to this markdown file")
     arguments = parser.parse_args(argv)
@@ -184,13 +185,13 @@ def main(argv=None):
     found = []
     for model, loss_names, runs in [
             ("GPT", ["cross-entropy"], lambda: gpt_runs(arguments.steps, arguments.backends, torch)),
-            ("GAN", ["D", "G"], lambda: gan_runs(arguments.steps, arguments.backends, torch,
-                                                 images))]:
+            ("GAN", ["D", "G"], lambda: gan_runs(GAN, arguments.steps, arguments.backends, torch, images)),
+            ("DCGAN", ["D", "G"], lambda: gan_runs(DCGAN, arguments.steps, arguments.backends, torch, images))]:
         rows = runs()
         lines += table_lines(model, rows, loss_names)
         found += failures(model, rows)
         print("\n".join(lines[-len(rows):]), flush=True)
-    header = (f"GPT and GAN training, {arguments.steps} steps a run; GAN data: "
+    header = (f"GPT, GAN and DCGAN training, {arguments.steps} steps a run; the GANs' data: "
               f"{arguments.mnist or 'random images'}; device: "
               f"{torch.cuda.get_device_name() if torch is not None else 'unknown (no PyTorch with CUDA)'}\n\n")
     report = header + "\n".join(lines) + "\n" + "".join(f"\nFAILED: {line}" for line in found)

@@ -169,10 +169,10 @@ def torch_layer(layer):
     return [module, activation[layer.activation]]
 
 
-def dcgan_step(gan):
+def dcgan_step(gan, device="cpu"):
     """DCGAN.train_step in PyTorch eager (channels-last convolutions, oneDNN's fast CPU layout):
     the GAN step of gan_step on the DCGAN's networks."""
     networks = [nn.Sequential(*(module for layer in network.layers for module in torch_layer(layer)))
                 for network in (gan.generator, gan.discriminator)]
-    generator, discriminator = (network.to(memory_format=torch.channels_last) for network in networks)
-    return adversarial_step(generator, discriminator, gan.config)
+    generator, discriminator = (network.to(device, memory_format=torch.channels_last) for network in networks)
+    return adversarial_step(generator, discriminator, gan.config, device)

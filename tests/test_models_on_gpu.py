@@ -1,6 +1,6 @@
-"""The GAN's and the GPT's training steps on each GPU backend against the same steps on
+"""The GAN's, the DCGAN's and the GPT's training steps on each GPU backend against the same steps on
 numba-cpu, from the same weights and batches: the losses of every step and the parameters after
-the last. numba-cpu is held to TensorFlow by tests/test_gan.py and tests/test_gpt.py; these run
+the last. numba-cpu is held to TensorFlow by tests/test_gan.py, test_dcgan.py and test_gpt.py; these run
 where TensorFlow is not (the GPU machine). Under the CUDA simulator (GPU threads as Python
 threads) the numba-cuda backend takes one step of the smallest models (~20 s each); on a GPU,
 three steps of larger ones.
@@ -18,11 +18,16 @@ import pytest
 
 import pyai
 from conftest import CUDA_SIMULATOR, assert_close, require
-from pyai.models import GAN, GPT
+from pyai.models import DCGAN, GAN, GPT
 from pyai.optim import Adam
 
 LOSS_TOLERANCE, PARAMETER_TOLERANCE = 1e-4, 1e-3
 SMALL = {"image_shape": (4, 5), "noise_dim": 8, "generator_sizes": (16, 12), "discriminator_sizes": (12,)}
+# the DCGAN's: the simulator's (a 1 x 1 x 3 feature map doubled twice to 4 x 4), then a GPU's (2 x 2 x 8 to 8 x 8)
+SMALL_DCGAN = {True: {"image_shape": (4, 4), "noise_dim": 3, "generator_sizes": (5,), "generator_filters": (3, 2, 2),
+                      "discriminator_filters": (2, 3)},
+               False: {"image_shape": (8, 8), "noise_dim": 6, "generator_sizes": (12,),
+                       "generator_filters": (8, 4, 3), "discriminator_filters": (4, 8)}}
 # (steps, GAN batch, GPT sizes, GPT batch): the simulator's, then a GPU's
 SIZES = {True: (1, 2, {"vocab_size": 5, "block_size": 4, "layers": 1, "heads": 1, "channels": 4}, 1),
          False: (3, 17, {"vocab_size": 13, "block_size": 8, "layers": 2, "heads": 2, "channels": 16}, 3)}
@@ -39,9 +44,9 @@ def on_gpu_backend(backend, ops):
         require(op, backend)
 
 
-def gan_steps(backend, batches):
-    """(losses of each step, parameters after them) of a small GAN trained on `backend`."""
-    gan = GAN(**SMALL, seed=3)
+def gan_steps(backend, batches, model=GAN, options=SMALL):
+    """(losses of each step, parameters after them) of a small GAN (or DCGAN) trained on `backend`."""
+    gan = model(**options, seed=3)
     with pyai.use_backend(backend):
         losses = [[step[key] for key in ("discriminator_loss", "generator_loss")]
                   for step in (gan.train_step(*batch) for batch in batches)]
@@ -77,6 +82,17 @@ def test_gan_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
                 rng.standard_normal((batch, noise), dtype=np.float32),
                 rng.standard_normal((batch, noise), dtype=np.float32)) for _ in range(steps)]
     assert_same_training(backend, gan_steps, batches)
+
+
+def test_dcgan_steps_on_a_gpu_backend_equal_numba_cpus(backend, rng):
+    on_gpu_backend(backend, DCGAN.TRAINING_OPS)
+    steps, batch, _, _ = sizes(backend)
+    options = SMALL_DCGAN[backend == "numba-cuda" and CUDA_SIMULATOR]
+    pixels = options["image_shape"][0] * options["image_shape"][1]
+    batches = [(rng.uniform(-1, 1, (batch, pixels)).astype(np.float32),
+                rng.standard_normal((batch, options["noise_dim"]), dtype=np.float32),
+                rng.standard_normal((batch, options["noise_dim"]), dtype=np.float32)) for _ in range(steps)]
+    assert_same_training(backend, gan_steps, batches, DCGAN, options)
 
 
 def gpt_batches(rng, steps, gpt_sizes, batch):

@@ -39,6 +39,8 @@ STRIDE = 2
 class DCGAN(GAN):
     """The convolutional generator and discriminator, their two Adams, and GAN's training step."""
 
+    TRAINING_OPS = GAN.TRAINING_OPS + ("conv2d", "conv2d_grad", "conv2d_transpose", "conv2d_transpose_grad")
+
     def __init__(self, image_shape=(28, 28), noise_dim=100, generator_sizes=(256,),
                  generator_filters=(128, 64, 32), discriminator_filters=(64, 128), alpha=0.01,
                  learning_rate=1e-4, beta_1=0.9, seed=0):
