@@ -1,22 +1,24 @@
 """Benchmarks of the cuda backend's kernels beside their peers on the same GPU, in one table.
 
-    python benchmarks/gpu_cuda.py [--quick] [--only gemm|attention|memory ...]
+    python benchmarks/gpu_cuda.py [--quick] [--only gemm|attention|conv|memory ...]
 
 Peers: cuBLAS through torch.matmul (fp32 with TF32 off; bf16), torch's scaled_dot_product_attention
-(its flash kernel for the bf16 attention), and a device-to-device copy (torch clone) for the
-memory-bound kernels. Each row gives the time of pyai's kernel and of the peer (median of
-REPEATS timed runs after WARMUP, CUDA events on the default stream, inputs allocated once, so
-compilation and first calls are never timed), the ratio peer time / pyai time (> 1: pyai is
-faster), and the fraction of the hardware peak (FLOP/s for the compute-bound kernels, bytes/s for
-the memory-bound ones; peaks from the datasheet of the device name,
-`pyai.bench.gpu_datasheet_peaks`, None when unknown). The memory-bound kernels are also given as
-a fraction of the measured copy bandwidth (pyai's target: >= 0.85).
+(its flash kernel for the bf16 attention), cuDNN through torch's conv2d and conv_transpose2d (fp32,
+TF32 off, channels-last), and a device-to-device copy (torch clone) for the memory-bound kernels.
+Each row gives the time of pyai's kernel and of the peer (median of REPEATS timed runs after
+WARMUP, CUDA events on the default stream, inputs allocated once, so compilation and first calls
+are never timed), the ratio peer time / pyai time (> 1: pyai is faster), and the fraction of the
+hardware peak (FLOP/s for the compute-bound kernels, bytes/s for the memory-bound ones; peaks
+from the datasheet of the device name, `pyai.bench.gpu_datasheet_peaks`, None when unknown). The
+memory-bound kernels are also given as a fraction of the measured copy bandwidth (pyai's target:
+>= 0.85).
 
 The GEMMs run at 4096^3 and at the shapes of a GPT-2 small training step (B T = 8 x 1024 rows,
 C = 768), each in every tile configuration of cuda_src/matmul.cuh ("auto" is the one
 matmul_forward picks for the shape): the SGEMM against cuBLAS fp32 (target >= 0.9x at 4096^3),
 the bf16 GEMM (float32 result) against cuBLAS bf16 (target >= 0.7x), the TF32 GEMM against
-cuBLAS TF32.
+cuBLAS TF32. The convolutions run at the DCGAN's shapes (pyai/models/dcgan.py, 28x28 images,
+batch 64): each layer's forward (bias + leaky ReLU fused) and backward (dx, dw, db).
 Writes benchmarks/results/<device>-<date>.md and .json.
 """
 
@@ -32,11 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from pyai import bench
+from pyai._backends import cuda as cuda_row
+from pyai.kernels.common import geometry, transpose_geometry
 
 WARMUP = 3
 REPEATS = 10
 RESULTS = pathlib.Path(__file__).parent / "results"
-GROUPS = ("gemm", "attention", "memory")
+GROUPS = ("gemm", "attention", "conv", "memory")
 _cuda = None   # pyai._cuda, imported by main (it exists only where the extension was built)
 # median milliseconds of REPEATS runs, each between two CUDA events, after WARMUP runs
 time_ms = functools.partial(bench.cuda_event_ms, warmup=WARMUP, repeats=REPEATS)
@@ -45,7 +49,13 @@ TILES = {"auto": None, "128x128": 0, "128x64": 1, "64x64": 2}   # cuda_src/matmu
 MODEL_SHAPES = [("qkv projection", 8192, 2304, 768, False), ("attention output", 8192, 768, 768, False),
                 ("MLP up", 8192, 3072, 768, False), ("MLP down", 8192, 768, 3072, False),
                 ("tied lm_head", 8192, 50257, 768, True)]
-
+# (layer, x NHWC, w in Keras's layout, stride, transposed) of the DCGAN's convolutions, all 'same'
+# (pyai/models/dcgan.py: 28x28 images, generator filters 128, 64, 32, discriminator 64, 128)
+DCGAN_CONVS = [("generator up 1", (64, 7, 7, 128), (4, 4, 64, 128), 2, True),
+               ("generator up 2", (64, 14, 14, 64), (4, 4, 32, 64), 2, True),
+               ("generator out", (64, 28, 28, 32), (3, 3, 32, 1), 1, False),
+               ("discriminator 1", (64, 28, 28, 1), (3, 3, 1, 64), 2, False),
+               ("discriminator 2", (64, 14, 14, 64), (3, 3, 64, 128), 2, False)]
 
 
 def pointer(tensor):
@@ -208,6 +218,87 @@ def attention_rows(length, depth, causal, fp32_peak, bf16_peak, heads=16, batch=
     ]
 
 
+def conv_rows(fp32_peak, convs=DCGAN_CONVS, device="cuda"):
+    """Each convolution's forward and backward beside cuDNN's. `device` "cpu" serves the test
+    that runs these rows on the host emulation of the kernels."""
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for name, x_shape, w_shape, stride, transpose in convs:
+        rows += conv_layer_rows(name, x_shape, w_shape, (stride, stride), transpose, fp32_peak, device)
+    return rows
+
+
+def torch_conv(x, w, bias, g, transpose):
+    """torch's convolution of NCHW views (channels-last memory) with TensorFlow's 'same' padding:
+    where that pads more after the image than before it (a 3x3 kernel at stride 2 on an even
+    size), an explicit F.pad first, as TensorFlow does on a GPU."""
+    stride = (g.stride_height, g.stride_width)
+    if transpose:   # 'same' transposes pad symmetrically where kh - sh is even (the DCGAN's 4x4 at stride 2)
+        return F.conv_transpose2d(x, w, bias, stride, (g.pad_top, g.pad_left))
+    after = [max((out - 1) * s + k - size, 0) - before for out, s, k, size, before in (
+        (g.out_height, g.stride_height, g.kernel_height, g.height, g.pad_top),
+        (g.out_width, g.stride_width, g.kernel_width, g.width, g.pad_left))]
+    if after == [g.pad_top, g.pad_left]:
+        return F.conv2d(x, w, bias, stride, (g.pad_top, g.pad_left))
+    return F.conv2d(F.pad(x, (g.pad_left, after[1], g.pad_top, after[0])), w, bias, stride)
+
+
+def conv_layer_rows(name, x_shape, w_shape, stride, transpose, fp32_peak, device):
+    """pyai's forward (bias + leaky ReLU 0.2 fused) and backward (dx, dw, db) of one 'same'
+    convolution, NHWC, beside cuDNN's, with the relative error of each output against it."""
+    images, small_channels = x_shape[0], w_shape[3]
+    if transpose:   # y is the big image of the Geometry, x the small one
+        g = transpose_geometry(x_shape, w_shape, stride, "same")
+        y_shape = (images, g.height, g.width, g.channels)
+    else:
+        g = geometry(x_shape[1:], w_shape[:2], stride, "same")
+        y_shape = (images, g.out_height, g.out_width, small_channels)
+    kernel_geometry = cuda_row.kernel_geometry(g, images, small_channels)
+    x, w = torch.randn(x_shape, device=device), torch.randn(w_shape, device=device) / g.depth**0.5
+    bias, dy = torch.randn(y_shape[3], device=device), torch.randn(y_shape, device=device)
+    y, dx, dw, db = (torch.empty(shape, device=device) for shape in (y_shape, x_shape, w_shape, (y_shape[3],)))
+    chunk_images, cols_floats = cuda_row.conv_chunks(g, images)
+    cols, partial = torch.empty(cols_floats, device=device), torch.empty(w.numel(), device=device)
+    sums = torch.empty(cuda_row.BIAS_GRAD_MAX_ROW_CHUNKS * y_shape[3], device=device, dtype=torch.float64)
+    op = "conv2d_transpose" if transpose else "conv2d"
+    forward_kernel, backward_kernel = getattr(_cuda, f"{op}_forward"), getattr(_cuda, f"{op}_backward")
+
+    def forward():
+        forward_kernel(pointer(x), pointer(w), pointer(bias), pointer(y), kernel_geometry, 1, 0.2, pointer(cols),
+                       chunk_images, 0)
+
+    def backward():
+        backward_kernel(pointer(dy), pointer(x), pointer(w), pointer(dx), pointer(dw), pointer(db), kernel_geometry,
+                        pointer(cols), chunk_images, pointer(partial), pointer(sums), 0)
+
+    def nchw(tensor):   # an NHWC tensor as torch's NCHW view of it: channels-last memory
+        return tensor.permute(0, 3, 1, 2)
+
+    # Keras's (kh, kw, C, O) and (kh, kw, O, C) are torch's (O, C, kh, kw) and (C, O, kh, kw), permuted
+    w_torch = w.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    leaves = [tensor.detach().requires_grad_() for tensor in (nchw(x), w_torch, bias)]
+    peer_y = torch_conv(*leaves, g, transpose)
+    forward()
+    backward()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    peer_gradients = torch.autograd.grad(peer_y, leaves, nchw(dy), retain_graph=True)
+    expected = (F.leaky_relu(peer_y, 0.2).permute(0, 2, 3, 1), peer_gradients[0].permute(0, 2, 3, 1),
+                peer_gradients[1].permute(2, 3, 1, 0), peer_gradients[2])
+    errors = [relative_error(ours, reference) for ours, reference in zip((y, dx, dw, db), expected)]
+    flops = 2 * images * g.windows * g.depth * small_channels
+    label = f"{name}: x {'x'.join(map(str, x_shape))}, w {'x'.join(map(str, w_shape))}, stride {stride[0]}"
+    peer = f"cuDNN (torch {'conv_transpose2d' if transpose else 'conv2d'}, fp32)"
+    return [
+        (f"{op} fwd + bias + leaky_relu", label, time_ms(forward), peer + " + leaky_relu",
+         time_ms(lambda: F.leaky_relu(torch_conv(*leaves, g, transpose), 0.2)), flops, "flop", fp32_peak,
+         f"rel err {errors[0]:.1e}"),
+        (f"{op} bwd (dx, dw, db)", label, time_ms(backward), peer + " autograd backward",
+         time_ms(lambda: torch.autograd.grad(peer_y, leaves, nchw(dy), retain_graph=True)), 2 * flops, "flop",
+         fp32_peak, "rel err dx {:.1e}, dw {:.1e}, db {:.1e}".format(*errors[1:])),
+    ]
+
+
 def relative_error(ours, reference):
     return ((ours.float() - reference.float()).norm() / reference.float().norm()).item()
 
@@ -317,6 +408,8 @@ def main(argv=None):
         for depth in (64, 128):
             for causal in (True, False):
                 rows += attention_rows(1024 if quick else 4096, depth, causal, fp32_peak, bf16_peak)
+    if "conv" in groups:
+        rows += conv_rows(fp32_peak)
     if "memory" in groups:
         rows += memory_rows(2**22 if quick else 2**26, bandwidth_peak)
     text, records = table(rows)

@@ -4,9 +4,10 @@
 
 Peers: cuBLAS SGEMM (through PyTorch, TF32 off, and CuPy when installed) for matmul; PyTorch
 (cuBLAS plus its own kernels) for the fused linear; torch SDPA for attention (forward, and
-forward + backward through autograd); PyTorch's layer norm, cross-entropy, leaky ReLU and fused
-Adam for the rest. Then every op that both GPU backends have, called through pyai.ops with
-numpy arrays (transfers included): numba-cuda beside cuda (C++).
+forward + backward through autograd); PyTorch's channels-last cuDNN convolutions (TF32 off) for
+the DCGAN's conv layers at batch 64 (forward, and forward + dx, dw, db); PyTorch's layer norm,
+cross-entropy, leaky ReLU and fused Adam for the rest. Then every op that both GPU backends
+have, called through pyai.ops with numpy arrays (transfers included): numba-cuda beside cuda (C++).
 pyai's target: matmul >= 0.5x cuBLAS fp32 at 4096^3.
 
 Method: inputs live on the GPU before timing; each runner is called once to warm up (numba
@@ -105,6 +106,62 @@ def attention_cases(table, cuda, torch, synchronize, shape):
         table.case(f"{label} forward + backward", 3.5 * flops, True,
                    {"numba-cuda": numba_both, "torch SDPA": sdpa_both}, synchronize,
                    peer="torch SDPA")
+
+
+# the DCGAN's conv layers (pyai/models/dcgan.py, 28x28 images), all 'same': (name, x's (H, W, C),
+# kernel size, output channels, stride, transposed, activation)
+DCGAN_LAYERS = [
+    ("generator Conv2DTranspose 7x7x128 -> 14x14x64, 4x4/2", (7, 7, 128), 4, 64, 2, True, "leaky_relu"),
+    ("generator Conv2DTranspose 14x14x64 -> 28x28x32, 4x4/2", (14, 14, 64), 4, 32, 2, True, "leaky_relu"),
+    ("generator Conv2D 28x28x32 -> 28x28x1, 3x3/1", (28, 28, 32), 3, 1, 1, False, "tanh"),
+    ("discriminator Conv2D 28x28x1 -> 14x14x64, 3x3/2", (28, 28, 1), 3, 64, 2, False, "leaky_relu"),
+    ("discriminator Conv2D 14x14x64 -> 7x7x128, 3x3/2", (14, 14, 64), 3, 128, 2, False, "leaky_relu"),
+]
+
+
+def conv_cases(table, cuda, torch, synchronize, batch):
+    """The DCGAN's conv layers at `batch` images: the forward (bias and activation fused, beside
+    PyTorch's convolution then activation), and the forward with dx, dw and db (no activation),
+    beside PyTorch's forward and autograd backward. PyTorch gets NCHW views of the NHWC arrays
+    (channels-last memory) and padding 1, which gives these layers Keras's 'same' output sizes
+    (TensorFlow puts the odd padding row after the image, PyTorch one on each side: the same
+    FLOPs). FLOPs: 2 N P kh kw C O forward, P the pixels of the smaller image; three times that
+    with the gradients."""
+    from pyai.kernels.numba_cuda import conv2d, conv2d_backward, conv2d_transpose, conv2d_transpose_backward
+    functional = torch.nn.functional
+    torch.backends.cudnn.allow_tf32 = False
+    for name, (height, width, channels), kernel, filters, stride, transpose, activation in DCGAN_LAYERS:
+        if transpose:
+            forward = conv2d_transpose.conv2d_transpose_forward
+            backward = conv2d_transpose_backward.conv2d_transpose_backward
+            out_size, small = (height * stride, width * stride), (height, width)
+            torch_conv = functional.conv_transpose2d
+        else:
+            forward, backward = conv2d.conv2d_forward, conv2d_backward.conv2d_backward
+            out_size = small = (-(-height // stride), -(-width // stride))
+            torch_conv = functional.conv2d
+        x, bias = torch.randn(batch, height, width, channels, device="cuda"), torch.randn(filters, device="cuda")
+        w = torch.randn(kernel, kernel, *((filters, channels) if transpose else (channels, filters)), device="cuda")
+        dy = torch.randn(batch, *out_size, filters, device="cuda")
+        x_n, w_n, bias_n, dy_n = (cuda.as_cuda_array(t) for t in (x, w, bias, dy))
+        # Keras's (kh, kw, C, O) and transposed (kh, kw, O, C) are both torch's weights permuted alike
+        x_t, w_t, dy_t = x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1).contiguous(), dy.permute(0, 3, 1, 2)
+        torch_activation = torch.tanh if activation == "tanh" else (lambda t: functional.leaky_relu(t, 0.2))
+        flops = 2 * batch * small[0] * small[1] * kernel * kernel * channels * filters
+        table.case(f"{name} forward, batch {batch}", flops, True, {
+            "numba-cuda": lambda: forward(x_n, w_n, bias_n, (stride, stride), "same", activation, 0.2),
+            "torch (cuDNN, unfused)": lambda: torch_activation(torch_conv(x_t, w_t, bias, stride, padding=1)),
+        }, synchronize, peer="torch (cuDNN, unfused)")
+        leaves = [t.clone().requires_grad_() for t in (x_t, w_t, bias)]
+
+        def numba_both():
+            forward(x_n, w_n, bias_n, (stride, stride), "same", None, 0.2)
+            backward(dy_n, x_n, w_n, (stride, stride), "same", True, True)
+
+        table.case(f"{name} forward + dx, dw, db, batch {batch}", 3 * flops, True, {
+            "numba-cuda": numba_both,
+            "torch (cuDNN, autograd)": lambda: torch_conv(*leaves, stride, padding=1).backward(dy_t),
+        }, synchronize, peer="torch (cuDNN, autograd)")
 
 
 def memory_bound_cases(table, cuda, torch, synchronize, rows, width, vocabulary, size):
@@ -207,11 +264,14 @@ def backend_cases(table, synchronize, rng):
     n, size = 1 << 24, 2048
     x = rng.standard_normal(n).astype(np.float32)
     a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    image, kernel = (rng.standard_normal(shape).astype(np.float32) for shape in ((64, 14, 14, 64), (3, 3, 64, 128)))
     calls = {   # op -> (call on a backend, work, compute-bound)
         "leaky_relu": (lambda backend: pyai.ops.leaky_relu(x, 0.2, backend=backend), 8 * n, False),
         "leaky_relu_grad": (lambda backend: pyai.ops.leaky_relu_grad(x, x, 0.2, backend=backend),
                             12 * n, False),
         "matmul": (lambda backend: pyai.ops.matmul(a, b, backend=backend), 2 * size ** 3, True),
+        "conv2d": (lambda backend: pyai.ops.conv2d(image, kernel, None, stride=2, activation="leaky_relu",
+                                                   backend=backend), 2 * 64 * 7 * 7 * 9 * 64 * 128, True),
     }
     for op in sorted(shared & set(calls)):
         call, work, compute_bound = calls[op]
@@ -240,6 +300,7 @@ def main():
     matmul_cases(table, cuda, torch, cupy, synchronize, sizes)
     attention_cases(table, cuda, torch, synchronize,
                     (8, 12, 1024, 64) if not args.quick else (1, 2, 256, 64))
+    conv_cases(table, cuda, torch, synchronize, 64 if not args.quick else 8)
     memory_bound_cases(table, cuda, torch, synchronize, *(
         (8192, 768, 50257, 1 << 26) if not args.quick else (512, 768, 1000, 1 << 20)))
     backend_cases(table, synchronize, np.random.default_rng(0))

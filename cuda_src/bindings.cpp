@@ -7,9 +7,11 @@
 // call raises RuntimeError naming the call and the CUDA error.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -17,8 +19,10 @@
 
 #include "adam.cuh"
 #include "attention.cuh"
+#include "bias_grad.cuh"
 #include "binary_crossentropy.cuh"
 #include "check.cuh"
+#include "conv2d.cuh"
 #include "embedding.cuh"
 #include "gelu.cuh"
 #include "layer_norm.cuh"
@@ -140,6 +144,47 @@ static void def_tiled_matmul(nb::module_& m, const char* name, TiledMatmulLaunch
         nb::arg("tiles"), nb::arg("a_ptr"), nb::arg("b_ptr"), nb::arg("bias_ptr"), nb::arg("c_ptr"), nb::arg("m"),
         nb::arg("n"), nb::arg("k"), nb::arg("transpose_a"), nb::arg("transpose_b"), nb::arg("activation"),
         nb::arg("alpha"), nb::arg("stream") = 0, doc);
+}
+
+// The convolution launchers take their ConvGeometry as a sequence of its 13 ints in the order of
+// its fields (H, W, C, OH, OW, kh, kw, sh, sw, pt, pl: kernels/common.py's Geometry, then N, O),
+// and their workspace's pointers.
+using GeometryInts = std::array<int, CONV_GEOMETRY_INTS>;
+using ConvForwardLauncher = void (*)(const float*, const float*, const float*, float*, const ConvGeometry&, int, float,
+                                     const ConvWorkspace&, cudaStream_t);
+using ConvBackwardLauncher = void (*)(const float*, const float*, const float*, float*, float*, float*,
+                                      const ConvGeometry&, const ConvWorkspace&, cudaStream_t);
+
+static void def_conv_forward(nb::module_& m, const char* name, ConvForwardLauncher launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](uintptr_t x, uintptr_t w, uintptr_t bias, uintptr_t y, GeometryInts geometry, int activation,
+                   float alpha, uintptr_t cols, int chunk_images, uintptr_t stream) {
+            ConvWorkspace workspace{device_pointer<float>(cols), chunk_images, nullptr, nullptr};
+            launcher(device_pointer<const float>(x), device_pointer<const float>(w), device_pointer<const float>(bias),
+                     device_pointer<float>(y), conv_geometry(geometry.data()), activation, alpha, workspace,
+                     stream_handle(stream));
+        },
+        nb::arg("x_ptr"), nb::arg("w_ptr"), nb::arg("bias_ptr"), nb::arg("y_ptr"), nb::arg("geometry"),
+        nb::arg("activation"), nb::arg("alpha"), nb::arg("cols_ptr"), nb::arg("chunk_images"), nb::arg("stream") = 0,
+        doc);
+}
+
+static void def_conv_backward(nb::module_& m, const char* name, ConvBackwardLauncher launcher, const char* doc) {
+    m.def(
+        name,
+        [launcher](uintptr_t dy, uintptr_t x, uintptr_t w, uintptr_t dx, uintptr_t dw, uintptr_t db,
+                   GeometryInts geometry, uintptr_t cols, int chunk_images, uintptr_t partial, uintptr_t sums,
+                   uintptr_t stream) {
+            ConvWorkspace workspace{device_pointer<float>(cols), chunk_images, device_pointer<float>(partial),
+                                    device_pointer<double>(sums)};
+            launcher(device_pointer<const float>(dy), device_pointer<const float>(x), device_pointer<const float>(w),
+                     device_pointer<float>(dx), device_pointer<float>(dw), device_pointer<float>(db),
+                     conv_geometry(geometry.data()), workspace, stream_handle(stream));
+        },
+        nb::arg("dy_ptr"), nb::arg("x_ptr"), nb::arg("w_ptr"), nb::arg("dx_ptr"), nb::arg("dw_ptr"), nb::arg("db_ptr"),
+        nb::arg("geometry"), nb::arg("cols_ptr"), nb::arg("chunk_images"), nb::arg("partial_ptr"),
+        nb::arg("sums_ptr"), nb::arg("stream") = 0, doc);
 }
 
 NB_MODULE(_cuda, m) {
@@ -382,6 +427,20 @@ NB_MODULE(_cuda, m) {
         },
         nb::arg("dout_ptr"), nb::arg("ids_ptr"), nb::arg("dtable_ptr"), nb::arg("count"), nb::arg("vocab_size"),
         nb::arg("channels"), nb::arg("stream") = 0, "dtable = 0, then dtable[ids[n]] += dout[n].");
+
+    def_conv_forward(m, "conv2d_forward", conv2d_forward,
+                     "y = activation(Conv2D(x, w) + bias), NHWC; bias_ptr 0 for none; cols_ptr: chunk_images "
+                     "images' im2col matrix (0 for a 1x1 kernel at stride 1).");
+    def_conv_backward(m, "conv2d_backward", conv2d_backward,
+                      "dx, dw, db of Conv2D from dy; dx_ptr 0 skips dx, dw_ptr and db_ptr 0 skip both; partial_ptr: "
+                      "kh*kw*C x O floats where there are several chunks; sums_ptr: BIAS_GRAD_MAX_ROW_CHUNKS x O "
+                      "doubles.");
+    def_conv_forward(m, "conv2d_transpose_forward", conv2d_transpose_forward,
+                     "y = activation(Conv2DTranspose(x, w) + bias), NHWC; the geometry is the Conv2D's from y to x.");
+    def_conv_backward(m, "conv2d_transpose_backward", conv2d_transpose_backward,
+                      "dx, dw, db of Conv2DTranspose from dy, skipped and scratch as conv2d_backward's (sums_ptr: "
+                      "BIAS_GRAD_MAX_ROW_CHUNKS x y's channels doubles).");
+    m.attr("BIAS_GRAD_MAX_ROW_CHUNKS") = BIAS_GRAD_MAX_ROW_CHUNKS;
 
     m.def(
         "adam_update",

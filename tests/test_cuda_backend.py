@@ -57,7 +57,8 @@ KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "Devic
            "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
            "binary_crossentropy_logits_forward", "binary_crossentropy_logits_backward", "softmax_forward",
-           "softmax_cross_entropy", "embedding_forward", "embedding_backward", "adam_update", "synchronize")
+           "softmax_cross_entropy", "embedding_forward", "embedding_backward", "adam_update", "conv2d_forward",
+           "conv2d_backward", "conv2d_transpose_forward", "conv2d_transpose_backward", "synchronize")
 
 
 class FakeDeviceArray:
@@ -98,6 +99,10 @@ def test_binary_crossentropy_scratch_size_matches_the_kernels(cuda):
     assert cuda_row.BINARY_CROSSENTROPY_MAX_BLOCKS == cuda.BINARY_CROSSENTROPY_MAX_BLOCKS
 
 
+def test_bias_grad_scratch_size_matches_the_kernels(cuda):
+    assert cuda_row.BIAS_GRAD_MAX_ROW_CHUNKS == cuda.BIAS_GRAD_MAX_ROW_CHUNKS
+
+
 def test_runtime_status_is_none_or_a_sentence(status):
     assert status is None or (isinstance(status, str) and status.startswith(
         ("no CUDA device: ", "the CUDA context is unusable after an earlier error")))
@@ -131,11 +136,17 @@ def test_activation_codes_of_the_cuda_sources_are_the_python_ones():
     assert codes == expected
 
 
+def required(function):
+    return [name for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is inspect.Parameter.empty]
+
+
 @pytest.mark.parametrize("op", ROW)
 def test_row_takes_the_same_arguments_as_numba_cpu(op):
-    """The cuda functions take a Call first (added by gpu_op), then numba-cpu's arguments."""
-    ours = list(inspect.signature(cuda_row.ROW[op]).parameters)
-    theirs = list(inspect.signature(numba_cpu.ROW[op]).parameters)
+    """The cuda functions take a Call first (added by gpu_op), then the arguments pyai.ops passes
+    numba-cpu's: its required ones. (Its optional extras, such as the convolutions'
+    leaky_relu_output, are the fused paths pyai.nn's layers call on numba-cpu alone: kernel_ready.)"""
+    ours, theirs = required(cuda_row.ROW[op]), required(numba_cpu.ROW[op])
     assert len([name for name in ours if name != "call"]) == len(theirs), f"{op}: {ours} vs {theirs}"
 
 
@@ -252,6 +263,9 @@ def test_failed_cuda_call_raises_runtime_error_naming_it(without_gpu, cuda):
     (lambda cuda: cuda.softmax_cross_entropy(0, 0, 0, 0, 4, 8, 0), "softmax_cross_entropy"),
     (lambda cuda: cuda.embedding_forward(0, 0, 0, 4, 8, 0), "embedding"),
     (lambda cuda: cuda.adam_update(0, 0, 0, 0, 16, 1e-3, 0.1, 0.001, 1e-7, 0), "adam"),
+    (lambda cuda: cuda.conv2d_forward(0, 0, 0, 0, (4, 4, 2, 4, 4, 3, 3, 1, 1, 1, 1, 1, 3), 0, 0.0, 0, 1, 0), "im2col"),
+    (lambda cuda: cuda.conv2d_backward(0, 0, 0, 16, 0, 0, (4, 4, 2, 4, 4, 1, 1, 1, 1, 0, 0, 1, 3), 0, 1, 0, 0, 0),
+     "matmul"),   # dx of a pointwise convolution: the SGEMM alone
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_failed_launch_raises_naming_the_call_and_file(without_gpu, cuda, launch, source):
     with pytest.raises(RuntimeError, match=rf"cuda\w*\(.*\) failed at .*{source}\.cu"):
@@ -397,3 +411,75 @@ def test_adam_updates_device_arrays_in_place(numba_cuda):
     adam_update_reference(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-7, 3)
     for name, expected, got in (("param", param, on_gpu[0]), ("m", m, on_gpu[2]), ("v", v, on_gpu[3])):
         np.testing.assert_allclose(got.copy_to_host(), expected, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+# (x, w, stride, padding, transposed): the DCGAN's layers (pyai/models/dcgan.py) at batch 8, a
+# 'valid' one of stride (1, 2) and a pointwise transpose (the SGEMM alone)
+GPU_CONVS = [((8, 7, 7, 128), (4, 4, 64, 128), (2, 2), "same", True),
+             ((8, 14, 14, 64), (4, 4, 32, 64), (2, 2), "same", True),
+             ((8, 28, 28, 32), (3, 3, 32, 1), (1, 1), "same", False),
+             ((8, 28, 28, 1), (3, 3, 1, 64), (2, 2), "same", False),
+             ((8, 14, 14, 64), (3, 3, 64, 128), (2, 2), "same", False),
+             ((4, 9, 11, 6), (2, 3, 6, 5), (1, 2), "valid", False),
+             ((4, 9, 11, 6), (1, 1, 7, 6), (1, 1), "same", True)]
+
+
+def conv_references(x, w, b, dy, stride, padding, transpose):
+    """y (bias + leaky ReLU 0.2) and (dx, dw, db) in float64, from the numba-cpu kernels' references."""
+    from pyai.kernels.numba_cpu import conv2d, conv2d_backward, conv2d_transpose, conv2d_transpose_backward
+    if transpose:
+        return (conv2d_transpose.conv2d_transpose_reference(x, w, b, stride, padding, "leaky_relu"),
+                conv2d_transpose_backward.conv2d_transpose_backward_reference(dy, x, w, stride, padding))
+    return (conv2d.conv2d_reference(x, w, b, stride, padding, "leaky_relu"),
+            conv2d_backward.conv2d_backward_reference(dy, x, w, stride, padding))
+
+
+def conv_inputs(rng, x_shape, w_shape, stride, padding, transpose):
+    x, w = rng.standard_normal(x_shape, dtype=np.float32), rng.standard_normal(w_shape, dtype=np.float32)
+    b = rng.standard_normal(w_shape[2 if transpose else 3], dtype=np.float32)
+    forward = ops.conv2d_transpose if transpose else ops.conv2d
+    y_shape = forward(x[:1], w, b, stride=stride, padding=padding, backend="numba-cpu").shape[1:]
+    return x, w, b, rng.standard_normal((x_shape[0], *y_shape), dtype=np.float32)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, transpose", GPU_CONVS)
+def test_conv_ops_and_gradients_on_the_gpu(needs_gpu, x_shape, w_shape, stride, padding, transpose):
+    """Conv2D and Conv2DTranspose through pyai.ops on numpy arrays, with the device's FMA
+    contraction and rounding (the emulated tests run the host's): y (bias + leaky ReLU fused), dx,
+    dw and db within 1e-5 of float64 (float32 sums of at most ~1600 terms), and the gradients the
+    same bits on a second run (no atomics)."""
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x, w, b, dy = conv_inputs(rng, x_shape, w_shape, stride, padding, transpose)
+    forward, gradient = ((ops.conv2d_transpose, ops.conv2d_transpose_grad) if transpose
+                         else (ops.conv2d, ops.conv2d_grad))
+    options = {"stride": stride, "padding": padding, "backend": "cuda"}
+    y = forward(x, w, b, activation="leaky_relu", **options)
+    gradients = gradient(dy, x, w, **options)
+    expected_y, expected = conv_references(x, w, b, dy, stride, padding, transpose)
+    name = f"{'conv2d_transpose' if transpose else 'conv2d'} x {x_shape} w {w_shape}"
+    for tensor, out, ref in zip(("y", "dx", "dw", "db"), (y, *gradients), (expected_y, *expected)):
+        error = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+        assert out.shape == ref.shape and error <= 1e-5, f"{name} {tensor}: relative error {error:.2e} > 1e-5"
+    for tensor, first, again in zip(("dx", "dw", "db"), gradients, gradient(dy, x, w, **options)):
+        np.testing.assert_array_equal(again, first, err_msg=f"{name} {tensor} on a second run")
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+def test_conv_device_arrays_in_give_device_arrays_out(numba_cuda, transpose):
+    from pyai import device, use_backend
+    rng = np.random.default_rng(2)
+    stride, padding = (2, 1), "same"
+    x, w, b, dy = conv_inputs(rng, (3, 9, 8, 5), (3, 3, 6, 5) if transpose else (3, 3, 5, 6), stride, padding,
+                              transpose)
+    forward, gradient = ((ops.conv2d_transpose, ops.conv2d_transpose_grad) if transpose
+                         else (ops.conv2d, ops.conv2d_grad))
+    with use_backend("cuda"):
+        y = forward(numba_cuda.to_device(x), w, b, stride=stride, padding=padding, activation="leaky_relu")
+        gradients = gradient(numba_cuda.to_device(dy), numba_cuda.to_device(x), w, stride=stride, padding=padding)
+        dx_alone = gradient(numba_cuda.to_device(dy), x, w, stride=stride, padding=padding, weight_gradient=False)
+    assert all(device.is_device_array(array) for array in (y, *gradients, dx_alone[0]))
+    assert dx_alone[1:] == (None, None)
+    expected_y, expected = conv_references(x, w, b, dy, stride, padding, transpose)
+    for tensor, out, ref in zip(("y", "dx", "dw", "db", "dx alone"), (y, *gradients, dx_alone[0]),
+                                (expected_y, *expected, expected[0])):
+        np.testing.assert_allclose(out.copy_to_host(), ref, rtol=1e-4, atol=1e-4, err_msg=tensor)

@@ -64,7 +64,7 @@ def on_the_cuda_row(path):
     return all(needed in cuda_row.ROW for needed in test_golden.OPS_NEEDED.get(op, (op,)))
 
 
-# the golden cases of the ops the cuda backend implements (conv2d is numba-cpu's alone so far)
+# the golden cases of the ops the cuda backend implements
 CUDA_FILES = [path for path in test_golden.FILES if on_the_cuda_row(path)]
 
 

@@ -21,6 +21,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
   - float4 loads without the alignment test: misaligned accesses on an offset pointer;
   - tensor-core tiles padded so fragments are not 32-byte aligned (TF32 GEMM, BF16 attention):
     wmma faults;
+  - the convolutions' column sums without their barrier, a chunk's dw not added, im2col without
+    its padding, col2im adding taps of windows that do not read the pixel: a wrong result;
   - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
   - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
     (the plain build's buffers have slack, and the values written there are never read).
@@ -38,6 +40,7 @@ from conftest import relative_error
 from cuda_emu import build, harness
 from cuda_emu.harness import output, placed, pointer
 from pyai.kernels.numba_cpu import attention_backward, attention_forward, matmul
+import test_cuda_conv_emulated
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -271,6 +274,34 @@ def test_bf16_fragment_misaligned_in_shared_memory_is_caught(rng):
         bf16_attention(kernels, rng)
 
 
+def conv_error(kernels, rng, transpose):
+    """The largest relative error (NaN counted as 1e9) of y, dx, dw and db from the conv's launchers
+    over both orders: 5 images of 9x8x5, a 4x4 kernel at stride 2 with 'same' padding (a row and a
+    column before the image, either way), in chunks of 2 images (db in two chunks of rows)."""
+    conv = test_cuda_conv_emulated.Conv(rng, (5, 9, 8, 5, (4, 4), (2, 2), "same", 6), transpose)
+    expected = (conv.reference("leaky_relu", 0.2), *conv.reference_gradients())
+    errors = []
+    for reverse in (False, True):
+        kernels.set_reverse(reverse)
+        outputs = test_cuda_conv_emulated.launch(kernels, conv, 2, 0)
+        errors += [relative_error(np.nan_to_num(out, nan=1e9), ref) for out, ref in zip(outputs, expected)]
+    kernels.set_reverse(False)
+    return max(errors)
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("file, change", [
+    ("bias_grad.cu", ("    __syncthreads();\n", "")),   # warp 0 adds the other warps' sums before they are written
+    ("im2col.cu", ("        if (first > 0) accumulate(", "        if (false) accumulate(")),   # a chunk's dw lost
+    ("im2col.cu", ("- g.pad_top + tap / g.kernel_width", "+ tap / g.kernel_width")),   # no padding before the image
+    ("im2col.cu", ("th % g.stride_height;", "0;")),   # col2im adds taps of windows that do not read the pixel
+], ids=["bias-grad-barrier-removed", "chunk-dw-not-added", "im2col-padding-lost", "col2im-wrong-phase"])
+def test_conv_bugs_give_a_wrong_result(rng, file, change, transpose):
+    assert conv_error(harness.emulator(), rng, transpose) < 1e-5
+    error = conv_error(harness.emulator({file: change}), rng, transpose)
+    assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
+
+
 def test_invalid_launch_is_caught(rng):
     kernels = harness.emulator({"gelu.cu": ("THREADS_PER_BLOCK = 256", "THREADS_PER_BLOCK = 2048")})
     x, y = rng.standard_normal(37).astype(np.float32), output(37)
@@ -332,13 +363,19 @@ SANITIZED_CASES = [
     "test_bf16_attention_sweep[lane-order-2-17-33-5-True]",
     "test_bf16_attention_sweep[lane-order-1-33-17-24-False]",
 ]
+SANITIZED_CONV_CASES = [   # of test_cuda_conv_emulated.py
+    "test_launchers_on_pointers_past_alignment[lane-order-conv2d]",
+    "test_launchers_on_pointers_past_alignment[lane-order-conv2d_transpose]",
+    "test_conv_forward_and_gradients[lane-order-3x1x1x5-k3x3-s1x1-same-o4-conv2d_transpose]",
+]
 
 
 def test_kernels_are_clean_under_address_sanitizer_and_ubsan():
     """A sample of the edge-shape sweep with the sanitized build, in a process of its own."""
     harness.require_compiler()
     build.build(sanitize=True)
-    cases = [os.path.join(TESTS, "test_cuda_emulated.py") + "::" + case for case in SANITIZED_CASES]
+    cases = ([os.path.join(TESTS, "test_cuda_emulated.py") + "::" + case for case in SANITIZED_CASES]
+             + [os.path.join(TESTS, "test_cuda_conv_emulated.py") + "::" + case for case in SANITIZED_CONV_CASES])
     result = sanitized([sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", *cases],
                        timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

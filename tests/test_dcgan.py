@@ -14,7 +14,7 @@ short; step 0 runs the full one.
 import numpy as np
 import pytest
 
-from conftest import assert_close, require
+from conftest import assert_close, require, skip_in_cuda_simulator
 from pyai import checkpoint
 from pyai.models import DCGAN, GAN
 from pyai.nn import Conv2D, Conv2DTranspose, Dense, Flatten, Reshape
@@ -72,6 +72,7 @@ def test_the_dcgan_architecture():
 
 def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
     require_all(backend)
+    skip_in_cuda_simulator(backend, "a DCGAN step on 28x28 images")
     gan = DCGAN(seed=int(rng.integers(1000)))
     randomize_biases(gan, rng)
     generator, discriminator = to_keras(gan)
@@ -104,6 +105,7 @@ def test_forward_outputs_and_gradients_at_step_0_match_keras(backend, rng):
 
 def test_twenty_training_steps_match_keras(backend, rng):
     require_all(backend)
+    skip_in_cuda_simulator(backend, "twenty DCGAN steps on 16x16 images")
     gan = DCGAN(image_shape=(16, 16), **NARROW, seed=int(rng.integers(1000)))
     keras_models = to_keras(gan)
     assert_steps_match_keras(backend, gan, keras_models,
@@ -112,6 +114,7 @@ def test_twenty_training_steps_match_keras(backend, rng):
 
 def test_resuming_from_a_checkpoint_is_exact(backend, rng, tmp_path):
     require_all(backend)
+    skip_in_cuda_simulator(backend, "three epochs of DCGAN training")
     images = rng.uniform(-1, 1, (40, 96)).astype(np.float32)
     seed = int(rng.integers(1000))
     straight, training = DCGAN(**TINY, seed=seed), Training(seed=seed, batch_size=16)

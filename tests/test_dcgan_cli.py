@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import require
+from conftest import require, skip_in_cuda_simulator
 from pyai import checkpoint
 from pyai.cli import main
 from pyai.images import grid_size
@@ -31,6 +31,7 @@ def test_train_writes_grids_a_loss_curve_and_a_dcgan_checkpoint_and_resumes_exac
                                                                                     data):
     for op in TRAINING_OPS:
         require(op, backend)
+    skip_in_cuda_simulator(backend, "training a DCGAN on 28x28 images (4 steps of batch 64: hours there)")
     out = train(capsys, tmp_path / "straight", data, "--epochs", "2", "--seed", "3", "--backend", backend)
     assert "trained 2 epochs" in out and "generator loss" in out, out
     straight = tmp_path / "straight"

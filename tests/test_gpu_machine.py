@@ -63,7 +63,7 @@ def test_gpu_benchmark_imports_and_takes_its_arguments():
     assert arguments.quick and arguments.only == ["attention", "memory"]
     assert module.parse_arguments([]).only is None
     with pytest.raises(SystemExit):
-        module.parse_arguments(["--only", "conv"])
+        module.parse_arguments(["--only", "fft"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="needs a CUDA GPU"):
             module.main(["--quick"])

@@ -51,26 +51,16 @@ import functools
 
 import numpy as np
 
-from pyai.kernels.common import ACTIVATIONS, activation_reference, conv_transpose_output_size
+from pyai.kernels.common import ACTIVATIONS, activation_reference, transpose_geometry
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.conv2d_direct import direct_transposed
-from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, geometry, image_chunks, workspace
+from pyai.kernels.numba_cpu.im2col import col2im, col2im_reference, image_chunks, workspace
 from pyai.kernels.numba_cpu.implicit_gemm import (PACKED_MIN_CHANNELS, Windows, grids_layout, grids_product,
                                                    window_product)
 from pyai.kernels.numba_cpu.leaky_relu import leaky_relu_gradient_in_place
 from pyai.kernels.numba_cpu.matmul import apply_epilogue, fused_matmul
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 from pyai.kernels.numba_cpu.transpose import transposed
-
-
-def transpose_geometry(x_shape, w_shape, stride, padding):
-    """The Geometry of the Conv2D whose transpose this is: from y's (OH, OW, O) to x's (H, W)."""
-    (_, height, width, _), (kh, kw, out_channels, _) = x_shape, w_shape
-    big = (conv_transpose_output_size(height, kh, stride[0], padding),
-           conv_transpose_output_size(width, kw, stride[1], padding), out_channels)
-    g = geometry(big, (kh, kw), stride, padding)
-    assert (g.out_height, g.out_width) == (height, width), (g, x_shape)
-    return g
 
 
 def conv2d_transpose_reference(x, w, bias, stride, padding, activation=None, alpha=0.2):

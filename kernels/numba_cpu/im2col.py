@@ -1,5 +1,5 @@
-"""What the convolution kernels share: the geometry of a convolution, im2col and its gather-sum
-inverse col2im, and the workspace they fill.
+"""What the convolution kernels share: im2col and its gather-sum inverse col2im, and the workspace
+they fill (the geometry of a convolution is kernels/common.py's).
 
 A convolution here always maps a "big" image (N, H, W, C) to a "small" one (N, OH, OW, O) through
 a kh x kw window moved by (sh, sw), with pt rows and pl columns of zeros before the image (the
@@ -28,58 +28,21 @@ col2im reads as many and writes the image.
 """
 
 import threading
-from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from pyai.kernels.common import conv_output_size, conv_padding
+from pyai.kernels.common import geometry  # noqa: F401  (in common.py since the numba-cuda kernels share it; the
+                                          # conv files and tests import it from here)
 from pyai.kernels.numba_cpu.matmul import apply_epilogue
 from pyai.kernels.numba_cpu.matmul_micro import NO_BIAS
 
 WORKSPACE_FLOATS = 1 << 18   # 1 MB per workspace: a chunk's cols stay in L2 between its passes
 
 
-class Geometry(NamedTuple):
-    height: int
-    width: int
-    channels: int
-    out_height: int
-    out_width: int
-    kernel_height: int
-    kernel_width: int
-    stride_height: int
-    stride_width: int
-    pad_top: int
-    pad_left: int
-
-    @property
-    def depth(self):
-        """The columns of cols: kh * kw * C."""
-        return self.kernel_height * self.kernel_width * self.channels
-
-    @property
-    def windows(self):
-        """The rows of cols per image: OH * OW."""
-        return self.out_height * self.out_width
-
-    def is_pointwise(self):
-        """A 1x1 kernel at stride 1: cols is the image itself."""
-        return (self.kernel_height, self.kernel_width, self.stride_height, self.stride_width) == (1, 1, 1, 1)
-
-
-def geometry(big_shape, kernel_shape, stride, padding):
-    """The Geometry of a convolution of big images (H, W, C) by a (kh, kw) kernel."""
-    (height, width, channels), (kh, kw), (sh, sw) = big_shape, kernel_shape, stride
-    out_height = conv_output_size(height, kh, sh, padding)
-    out_width = conv_output_size(width, kw, sw, padding)
-    return Geometry(height, width, channels, out_height, out_width, kh, kw, sh, sw,
-                    conv_padding(height, out_height, kh, sh), conv_padding(width, out_width, kw, sw))
-
-
-def image_chunks(images, geometry):
+def image_chunks(images, g):
     """(first, end) runs of whole images whose cols fit in the workspace (at least one image)."""
-    per_chunk = max(1, WORKSPACE_FLOATS // (geometry.windows * geometry.depth))
+    per_chunk = max(1, WORKSPACE_FLOATS // (g.windows * g.depth))
     return [(first, min(images, first + per_chunk)) for first in range(0, images, per_chunk)]
 
 

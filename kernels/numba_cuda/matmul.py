@@ -177,12 +177,13 @@ def no_bias():
 
 
 # a, b: float32 device arrays, (M, K) and (K, N) or transposed as flagged; bias: (N,) or None
-#   -> c (M, N) float32 device array
-def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha):
+#   -> c (M, N) float32 device array: a new one, or `out` (a C-contiguous (M, N) view of the
+#   caller's result, such as a conv's 4-d output) written in place
+def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=None):
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     check_grid_y(-(-m // BLOCK), f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {BLOCK}")
-    c = device_array((m, n), np.float32)
+    c = device_array((m, n), np.float32) if out is None else out
     kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
     grid = (-(-n // BLOCK), -(-m // BLOCK))
     kernel[grid, THREADS](a, b, no_bias() if bias is None else bias, np.float32(alpha), c)

@@ -36,7 +36,7 @@ import numpy as np
 
 from pyai import bfloat16
 from pyai.device import copy_into, is_c_contiguous, is_device_array
-from pyai.kernels.common import ACTIVATIONS, adam_step_size
+from pyai.kernels.common import ACTIVATIONS, adam_step_size, geometry, transpose_geometry
 
 TAKES_DEVICE_ARRAYS = True
 TAKES_BFLOAT16 = True      # matmul and linear: bf16 tensor cores, float32 sums and results
@@ -46,6 +46,10 @@ GRID_Y_MAX = 65535         # CUDA's limit on gridDim.y: attention heads
 ATTENTION_MAX_DEPTH = 128  # cuda_src/attention.cuh
 LAYER_NORM_MAX_ROW_CHUNKS = 128  # cuda_src/layer_norm.cuh: the backward's scratch holds 2 x this x C doubles
 BINARY_CROSSENTROPY_MAX_BLOCKS = 1024  # cuda_src/binary_crossentropy.cuh: the loss's scratch holds this many doubles
+BIAS_GRAD_MAX_ROW_CHUNKS = 128  # cuda_src/bias_grad.cuh: a conv's db scratch holds this many doubles a channel
+# The convolutions' im2col matrix (cols) goes a chunk of whole images at a time: at most this many
+# floats (256 MB), or one image's where that is more (cuda_src/im2col.cu).
+CONV_WORKSPACE_FLOATS = 1 << 26
 
 
 def probe():
@@ -457,6 +461,90 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, step):
         call.release()
 
 
+def kernel_geometry(g, images, out_channels):
+    """cuda_src/conv2d.cuh's ConvGeometry: the ints of kernels/common.py's Geometry g, then N and
+    the small image's channels O, after checking the kernels' ints hold its sizes."""
+    fits_int32("conv N*H*W", images * g.height * g.width)
+    fits_int32("conv N*OH*OW", images * g.windows)
+    fits_int32("conv kh*kw*C", g.depth)
+    return (*g, images, out_channels)
+
+
+def conv_chunks(g, images):
+    """(chunk images, cols floats): the images whose cols the kernels take at a time (at most
+    CONV_WORKSPACE_FLOATS floats of them, at least one image), and the floats of the cols workspace
+    (none for a pointwise convolution)."""
+    per_image = g.windows * g.depth
+    chunk_images = max(1, min(images, CONV_WORKSPACE_FLOATS // max(per_image, 1)))
+    return chunk_images, 0 if g.is_pointwise() else chunk_images * per_image
+
+
+def conv_workspace(call, g, images):
+    """(cols pointer, chunk images) for a call (conv_chunks)."""
+    chunk_images, floats = conv_chunks(g, images)
+    return call.buffer(4 * floats).ptr, chunk_images
+
+
+# w is (kh, kw, big channels, small channels), Conv2D's and Conv2DTranspose's layouts alike
+def conv_forward(call, launcher, x, w, bias, g, y_shape, activation, alpha):
+    y = call.empty(y_shape)
+    cols, chunk_images = conv_workspace(call, g, x.shape[0])
+    bias_pointer = 0 if bias is None else call.pointer("b", bias)
+    launcher(call.pointer("x", x), call.pointer("w", w), bias_pointer, address(y),
+             kernel_geometry(g, x.shape[0], w.shape[3]), ACTIVATIONS[activation], alpha, cols, chunk_images, 0)
+    return call.result(y)
+
+
+def conv_backward(call, launcher, dy, x, w, g, input_gradient, weight_gradient):
+    """(dx, dw, db), None where not asked; x is read for dw only, w for dx only."""
+    if not (input_gradient or weight_gradient):
+        return None, None, None
+    images, bias_channels = x.shape[0], dy.shape[3]
+    dx = call.empty(x.shape) if input_gradient else None
+    dw, db = (call.empty(w.shape), call.empty((bias_channels,))) if weight_gradient else (None, None)
+    cols, chunk_images = conv_workspace(call, g, images)
+    chunks = -(-images // chunk_images)
+    partial = call.buffer(4 * w.size).ptr if weight_gradient and chunks > 1 and not g.is_pointwise() else 0
+    sums = call.buffer(8 * BIAS_GRAD_MAX_ROW_CHUNKS * bias_channels).ptr if weight_gradient else 0
+    outputs = [0 if out is None else address(out) for out in (dx, dw, db)]
+    launcher(call.pointer("dy", dy), call.pointer("x", x) if weight_gradient else 0,
+             call.pointer("w", w) if input_gradient else 0, *outputs, kernel_geometry(g, images, w.shape[3]), cols,
+             chunk_images, partial, sums, 0)
+    return tuple(None if out is None else call.result(out) for out in (dx, dw, db))
+
+
+# x (N, H, W, C), w (kh, kw, C, O), b (O,) or None -> activation(Conv2D(x, w) + b) (N, OH, OW, O);
+# x is the big image of the Geometry
+@gpu_op
+def conv2d(call, x, w, b, stride, padding, activation, alpha):
+    g = geometry(x.shape[1:], w.shape[:2], stride, padding)
+    y_shape = (x.shape[0], g.out_height, g.out_width, w.shape[3])
+    return conv_forward(call, call.cuda.conv2d_forward, x, w, b, g, y_shape, activation, alpha)
+
+
+# dy (N, OH, OW, O), x, w as conv2d's -> (dx or None, dw or None, db or None)
+@gpu_op
+def conv2d_grad(call, dy, x, w, stride, padding, input_gradient, weight_gradient):
+    g = geometry(x.shape[1:], w.shape[:2], stride, padding)
+    return conv_backward(call, call.cuda.conv2d_backward, dy, x, w, g, input_gradient, weight_gradient)
+
+
+# x (N, H, W, C), w (kh, kw, O, C), b (O,) or None -> activation(Conv2DTranspose(x, w) + b) (N, OH, OW, O);
+# y is the big image of the Geometry
+@gpu_op
+def conv2d_transpose(call, x, w, b, stride, padding, activation, alpha):
+    g = transpose_geometry(x.shape, w.shape, stride, padding)
+    y_shape = (x.shape[0], g.height, g.width, g.channels)
+    return conv_forward(call, call.cuda.conv2d_transpose_forward, x, w, b, g, y_shape, activation, alpha)
+
+
+# dy (N, OH, OW, O), x, w as conv2d_transpose's -> (dx or None, dw or None, db or None)
+@gpu_op
+def conv2d_transpose_grad(call, dy, x, w, stride, padding, input_gradient, weight_gradient):
+    g = transpose_geometry(x.shape, w.shape, stride, padding)
+    return conv_backward(call, call.cuda.conv2d_transpose_backward, dy, x, w, g, input_gradient, weight_gradient)
+
+
 ROW = {
     "matmul": matmul,
     "linear": linear,
@@ -479,4 +567,8 @@ ROW = {
     "embedding": embedding,
     "embedding_grad": embedding_grad,
     "adam_update": adam_update,
+    "conv2d": conv2d,
+    "conv2d_grad": conv2d_grad,
+    "conv2d_transpose": conv2d_transpose,
+    "conv2d_transpose_grad": conv2d_transpose_grad,
 }

@@ -101,6 +101,10 @@ KERNELS = {
     "softmax_cross_entropy": ("softmax_cross_entropy", "softmax_cross_entropy"),
     "attention": ("attention_forward", "attention_forward"),
     "attention_grad": ("attention_backward", "attention_backward"),
+    "conv2d": ("conv2d", "conv2d_forward"),
+    "conv2d_grad": ("conv2d_backward", "conv2d_backward"),
+    "conv2d_transpose": ("conv2d_transpose", "conv2d_transpose_forward"),
+    "conv2d_transpose_grad": ("conv2d_transpose_backward", "conv2d_transpose_backward"),
 }
 # op(a) @ op(b) on the GPU; with `out` (a numpy array), copied into it
 def product_of(kernel):

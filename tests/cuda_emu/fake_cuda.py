@@ -17,7 +17,8 @@ import weakref
 import numpy as np
 
 POINTER, INT32, INT64, FLOAT, BOOL = ctypes.c_uint64, ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_bool
-P, I, L, F, B = POINTER, INT32, INT64, FLOAT, BOOL
+GEOMETRY = ctypes.POINTER(ctypes.c_int)   # a ConvGeometry (cuda_src/conv2d.cuh): a sequence of its ints
+P, I, L, F, B, G = POINTER, INT32, INT64, FLOAT, BOOL, GEOMETRY
 SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "leaky_relu_forward": (P, P, L, F, P),
     "leaky_relu_backward": (P, P, P, L, F, P),
@@ -45,10 +46,15 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "embedding_forward": (P, P, P, L, I, P),
     "embedding_backward": (P, P, P, L, L, I, P),
     "adam_update": (P, P, P, P, L, F, F, F, F, P),
+    "conv2d_forward": (P, P, P, P, G, I, F, P, I, P),
+    "conv2d_transpose_forward": (P, P, P, P, G, I, F, P, I, P),
+    "conv2d_backward": (P, P, P, P, P, P, G, P, I, P, P, P),
+    "conv2d_transpose_backward": (P, P, P, P, P, P, G, P, I, P, P, P),
 }
 # (header, name) of the constants pyai._cuda exposes
 HEADER_CONSTANTS = (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS"),
-                    ("binary_crossentropy.cuh", "BINARY_CROSSENTROPY_MAX_BLOCKS"))
+                    ("binary_crossentropy.cuh", "BINARY_CROSSENTROPY_MAX_BLOCKS"),
+                    ("bias_grad.cuh", "BIAS_GRAD_MAX_ROW_CHUNKS"))
 CUDA_SRC = pathlib.Path(__file__).resolve().parents[2] / "cuda_src"
 HOST_DTYPES = (np.float32, np.int64, np.uint16)   # what DeviceBuffer copies (bfloat16 travels as uint16)
 POISON = 0xFF   # every byte of a new DeviceBuffer: NaN floats, so an output never written shows
@@ -71,6 +77,19 @@ def guard(raw, start, stop):
     weakref.finalize(raw, ASAN_UNPOISON, ctypes.c_void_p(base), ctypes.c_size_t(raw.nbytes))
 
 
+def is_int(value):
+    return type(value) is not bool and isinstance(value, int)
+
+
+def geometry_ints(name, geometry):
+    """A ConvGeometry's ints as the C array the entry point reads (nanobind takes a sequence of
+    exactly CONV_GEOMETRY_INTS ints for the std::array)."""
+    size = header_constant("conv2d.cuh", "CONV_GEOMETRY_INTS")
+    if not isinstance(geometry, (tuple, list)) or len(geometry) != size or not all(map(is_int, geometry)):
+        raise TypeError(f"{name}: expected a sequence of {size} ints for the geometry, got {geometry!r}")
+    return (ctypes.c_int * size)(*geometry)
+
+
 class Emulator:
     """The kernels of one emulated build, callable with pointers (ints) as pyai._cuda's are."""
 
@@ -89,8 +108,10 @@ class Emulator:
             for argument, kind in zip(arguments, argtypes):
                 if kind is BOOL and type(argument) is not bool:
                     raise TypeError(f"{name}: expected a bool, got {argument!r}")
-                if kind in (INT32, INT64, POINTER) and (type(argument) is bool or not isinstance(argument, int)):
+                if kind in (INT32, INT64, POINTER) and not is_int(argument):
                     raise TypeError(f"{name}: expected an int, got {argument!r}")
+            arguments = [geometry_ints(name, argument) if kind is GEOMETRY else argument
+                         for argument, kind in zip(arguments, argtypes)]
             if function(*arguments):
                 raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
         return call

@@ -9,6 +9,7 @@
 #include "adam.cuh"
 #include "attention.cuh"
 #include "binary_crossentropy.cuh"
+#include "conv2d.cuh"
 #include "embedding.cuh"
 #include "gelu.cuh"
 #include "layer_norm.cuh"
@@ -143,6 +144,34 @@ int w_embedding_forward(ptr ids, ptr table, ptr out, int64_t count, int c, ptr) 
 }
 int w_embedding_backward(ptr dout, ptr ids, ptr dtable, int64_t count, int64_t vocab, int c, ptr) {
     return run([&] { embedding_backward(CF(dout), CI(ids), F(dtable), count, vocab, c, 0); });
+}
+int w_conv2d_forward(ptr x, ptr w, ptr bias, ptr y, const int* geometry, int act, float alpha, ptr cols, int chunk,
+                     ptr) {
+    ConvWorkspace workspace{F(cols), chunk, nullptr, nullptr};
+    return run([&] {
+        conv2d_forward(CF(x), CF(w), CF(bias), F(y), conv_geometry(geometry), act, alpha, workspace, 0);
+    });
+}
+int w_conv2d_transpose_forward(ptr x, ptr w, ptr bias, ptr y, const int* geometry, int act, float alpha, ptr cols,
+                               int chunk, ptr) {
+    ConvWorkspace workspace{F(cols), chunk, nullptr, nullptr};
+    return run([&] {
+        conv2d_transpose_forward(CF(x), CF(w), CF(bias), F(y), conv_geometry(geometry), act, alpha, workspace, 0);
+    });
+}
+int w_conv2d_backward(ptr dy, ptr x, ptr w, ptr dx, ptr dw, ptr db, const int* geometry, ptr cols, int chunk,
+                      ptr partial, ptr sums, ptr) {
+    ConvWorkspace workspace{F(cols), chunk, F(partial), D(sums)};
+    return run([&] {
+        conv2d_backward(CF(dy), CF(x), CF(w), F(dx), F(dw), F(db), conv_geometry(geometry), workspace, 0);
+    });
+}
+int w_conv2d_transpose_backward(ptr dy, ptr x, ptr w, ptr dx, ptr dw, ptr db, const int* geometry, ptr cols,
+                                int chunk, ptr partial, ptr sums, ptr) {
+    ConvWorkspace workspace{F(cols), chunk, F(partial), D(sums)};
+    return run([&] {
+        conv2d_transpose_backward(CF(dy), CF(x), CF(w), F(dx), F(dw), F(db), conv_geometry(geometry), workspace, 0);
+    });
 }
 int w_adam_update(ptr p, ptr g, ptr m, ptr v, int64_t n, float alpha, float b1, float b2, float eps, ptr) {
     return run([&] { adam_update(F(p), CF(g), F(m), F(v), n, alpha, b1, b2, eps, 0); });
