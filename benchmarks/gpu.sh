@@ -109,7 +109,8 @@ wait_for_warmup() {
 
 PYTEST=(python -m pytest -q -p no:cacheprovider -r fE)
 python -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 300)
-KERNEL_FILES=(tests/test_cuda_backend.py tests/test_numba_cuda.py tests/test_golden.py tests/test_bfloat16.py)
+KERNEL_FILES=(tests/test_cuda_backend.py tests/test_numba_cuda.py tests/test_numba_cuda_conv.py tests/test_golden.py
+              tests/test_bfloat16.py)
 case " $stages " in *" test "*)
     stage test_first "${PYTEST[@]}" -x "${KERNEL_FILES[@]}" -k "not numba-cpu" --junitxml="$logs/test_first.xml"
     wait_for_warmup
