@@ -79,7 +79,9 @@ def bce_logits_backward_kernel(z, t, inverse_n, d):
         value = float64(z[i])
         e = math.exp(-abs(value))
         sigmoid = 1.0 / (1.0 + e) if value >= 0 else e / (1.0 + e)
-        d[i] = float32((sigmoid - t[i]) * inverse_n)
+        # float64(t[i]): under the simulator a Python float minus a numpy float32 is a float32
+        # (NumPy's promotion), which rounds sigmoid - t where they nearly cancel (z >> 0, t = 1)
+        d[i] = float32((sigmoid - float64(t[i])) * inverse_n)
 
 
 # z, t: float32 device arrays of one shape -> the mean loss, a Python float
