@@ -115,8 +115,8 @@ def test_forward_and_gradients_match_tensorflow(backend, rng, shape, transpose):
     op, grad = ("conv2d_transpose", "conv2d_transpose_grad") if transpose else ("conv2d", "conv2d_grad")
     require(op, backend)
     require(grad, backend)
-    # ~5 s a small case there, over 80 cases: tests/test_numba_cuda_conv.py runs the simulator's
-    skip_in_cuda_simulator(backend, f"{op} {shape}")
+    # ~5 s a case there: tests/test_numba_cuda_conv.py runs the simulator's few
+    skip_in_cuda_simulator(backend, f"{op} over {len(SHAPES)} shapes, {shape} among them")
     x, kernel, bias, stride, padding = conv_case(rng, shape, transpose)
     y = getattr(ops, op)(x, kernel, bias, stride=stride, padding=padding, activation="leaky_relu", alpha=0.1)
 
