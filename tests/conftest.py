@@ -25,6 +25,8 @@ import pytest  # noqa: E402
 import pyai  # noqa: E402
 from pyai import dispatch  # noqa: E402
 
+pytest_plugins = ("cuda_emu.fixtures",)   # the emulated CUDA build's `kernels` and `order`
+
 USABLE_BACKENDS = [row["name"] for row in pyai.backends() if row["usable"]]
 CUDA_SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 

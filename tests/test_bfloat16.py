@@ -25,11 +25,6 @@ TOL = 1e-5
 ROUNDING_TOL = 1e-2
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    return harness.emulator()
-
-
 def normal(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 

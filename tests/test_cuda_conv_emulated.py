@@ -36,7 +36,6 @@ import test_gpu_machine
 import test_models_on_gpu
 
 TOL = 1e-5
-ORDERS = ("lane-order", "reverse-order")
 GRADIENTS = ("dx", "dw", "db")
 
 # (N, H, W, C, (kh, kw), stride, padding, O): x is (N, H, W, C); O is y's channels for both ops
@@ -58,18 +57,6 @@ CASES = [
     (2, 12, 10, 17, (3, 3), (1, 1), "same", 9),    # depth 153: 10 slices of 16, the last ragged
 ]
 CASE_IDS = [f"{n}x{h}x{w}x{c}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-{p}-o{o}" for n, h, w, c, k, s, p, o in CASES]
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    return harness.emulator()
-
-
-@pytest.fixture(params=ORDERS)
-def order(request, kernels):
-    kernels.set_reverse(request.param == "reverse-order")
-    yield request.param
-    kernels.set_reverse(False)
 
 
 def normal(rng, *shape):

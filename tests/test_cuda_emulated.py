@@ -44,19 +44,6 @@ TOL = 1e-5
 ADAM_TOL = 1e-6
 LOSS_TOL = 1e-12       # binary cross-entropy's loss: double terms, double sums over a tree of depth ~log2(n)
 LOSS_GRAD_TOL = 1e-6   # its gradient: a double rounded once to float32 (the reference rounds the same value)
-ORDERS = ("lane-order", "reverse-order")
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    return harness.emulator()
-
-
-@pytest.fixture(params=ORDERS)
-def order(request, kernels):
-    kernels.set_reverse(request.param == "reverse-order")
-    yield request.param
-    kernels.set_reverse(False)
 
 
 def on_the_cuda_row(path):
