@@ -222,10 +222,7 @@ def test_gpu_benchmark_conv_rows_run_on_the_emulated_kernels(kernels, monkeypatc
     for pyai._cuda (untimed): the pointers, geometries, layouts and the errors it reports against
     torch's convolutions are right before the benchmark ever meets a GPU."""
     torch = pytest.importorskip("torch")
-    benchmark = test_gpu_machine.gpu_benchmark()
-    monkeypatch.setattr(benchmark, "_cuda", kernels)
-    calls = []
-    monkeypatch.setattr(benchmark, "time_ms", lambda function: calls.append(function()) or 1.0)
+    benchmark, calls = test_gpu_machine.untimed_gpu_benchmark(kernels, monkeypatch)
     torch.manual_seed(0)
     convs = [("up", (2, 3, 3, 8), (4, 4, 5, 8), 2, True), ("down", (2, 9, 9, 3), (3, 3, 3, 6), 2, False),
              ("out", (2, 6, 6, 5), (3, 3, 5, 1), 1, False)]

@@ -558,10 +558,7 @@ def test_gpu_benchmark_attention_rows_run_on_the_emulated_kernels(kernels, monke
     pyai._cuda (untimed): the pointers, argument orders and the errors it reports against torch's
     SDPA are right before the benchmark ever meets a GPU."""
     torch = pytest.importorskip("torch")
-    benchmark = test_gpu_machine.gpu_benchmark()
-    monkeypatch.setattr(benchmark, "_cuda", kernels)
-    calls = []
-    monkeypatch.setattr(benchmark, "time_ms", lambda function: calls.append(function()) or 1.0)
+    benchmark, calls = test_gpu_machine.untimed_gpu_benchmark(kernels, monkeypatch)
     torch.manual_seed(0)
     rows = benchmark.attention_rows(37, 24, True, None, None, heads=2, device="cpu")
     errors = [float(re.search(r"\d\.\de[+-]\d+", row[-1]).group()) for row in rows[:3]]   # "rel err ... 2.1e-03"

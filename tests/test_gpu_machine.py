@@ -56,6 +56,16 @@ def gpu_benchmark():
     return module
 
 
+def untimed_gpu_benchmark(kernels, monkeypatch):
+    """(gpu_benchmark() with `kernels`, the emulated build, standing in for pyai._cuda and each
+    time_ms call running its function once untimed, the list of what those calls returned)."""
+    benchmark = gpu_benchmark()
+    monkeypatch.setattr(benchmark, "_cuda", kernels)
+    calls = []
+    monkeypatch.setattr(benchmark, "time_ms", lambda function: calls.append(function()) or 1.0)
+    return benchmark, calls
+
+
 def test_gpu_benchmark_imports_and_takes_its_arguments():
     import torch
     module = gpu_benchmark()
