@@ -433,8 +433,14 @@ NB_MODULE(_cuda, m) {
                      "images' im2col matrix (0 for a 1x1 kernel at stride 1).");
     def_conv_backward(m, "conv2d_backward", conv2d_backward,
                       "dx, dw, db of Conv2D from dy; dx_ptr 0 skips dx, dw_ptr and db_ptr 0 skip both; partial_ptr: "
-                      "kh*kw*C x O floats where there are several chunks; sums_ptr: BIAS_GRAD_MAX_ROW_CHUNKS x O "
-                      "doubles.");
+                      "conv_partial_floats floats; sums_ptr: BIAS_GRAD_MAX_ROW_CHUNKS x O doubles.");
+    m.def(
+        "conv_partial_floats",
+        [](GeometryInts geometry, int chunk_images) { return conv_partial_floats(conv_geometry(geometry.data()),
+                                                                                 chunk_images); },
+        nb::arg("geometry"), nb::arg("chunk_images"),
+        "The floats of a conv backward's partial_ptr for dw: chunks after the first, or the pages of dw's "
+        "product cut in depth (split-K) where its tiles would leave most SMs idle; 0 where neither.");
     def_conv_forward(m, "conv2d_transpose_forward", conv2d_transpose_forward,
                      "y = activation(Conv2DTranspose(x, w) + bias), NHWC; the geometry is the Conv2D's from y to x.");
     def_conv_backward(m, "conv2d_transpose_backward", conv2d_transpose_backward,

@@ -36,8 +36,9 @@ inline ConvGeometry conv_geometry(const int* values) {
 
 // Device scratch of a call. The ops work a chunk of `chunk_images` whole images at a time, whose
 // (chunk_images * OH * OW, kh*kw*C) matrix of windows (im2col) or of contributions (col2im) is
-// `cols`; a pointwise convolution needs none. `partial` (kh*kw*C x O floats) holds dw of each
-// chunk after the first; `sums` (BIAS_GRAD_MAX_ROW_CHUNKS x O doubles) db's partial sums. Pointers
+// `cols`; a pointwise convolution needs none. `partial` holds dw's product of each chunk after the
+// first (kh*kw*C x O floats), or the pages of a product cut in depth: conv_partial_floats of them;
+// `sums` (BIAS_GRAD_MAX_ROW_CHUNKS x O doubles) db's partial sums. Pointers
 // a call does not use may be null.
 struct ConvWorkspace {
     float* cols;
@@ -45,6 +46,10 @@ struct ConvWorkspace {
     float* partial;
     double* sums;
 };
+
+// The floats `partial` must hold for dw (either op) with chunk_images images a chunk: none where
+// dw's product is neither cut in depth nor made of several chunks.
+int64_t conv_partial_floats(const ConvGeometry& g, int chunk_images);
 
 // x (N, H, W, C), w (kh, kw, C, O), bias (O,) or null -> y (N, OH, OW, O) = activation(conv(x, w) + bias)
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const ConvGeometry& g,

@@ -23,7 +23,9 @@
 // i = h + pt mod sh, and likewise j): no atomics, one fixed order, the same bits on every run.
 // cols is large for a large batch (64 x 28x28 windows of 3x3x32: 58 MB), so the products go a
 // chunk of workspace.chunk_images whole images at a time (the Python side sizes the chunk); dw
-// adds each later chunk's product to the first's, in chunk order. A pointwise convolution (1x1,
+// adds each later chunk's product to the first's, in chunk order. dw's product, a small result
+// over a deep K (N*OH*OW), is cut in depth where its tiles would leave most SMs idle
+// (matmul_split_depth: the runs' pages in workspace.partial, added in order). A pointwise convolution (1x1,
 // stride 1) has im2col(big) = big and col2im(cols) = cols: plain GEMMs, no cols.
 #include <stdexcept>
 
@@ -157,18 +159,41 @@ void convolve_transposed(const float* small, const float* weights, const float* 
     });
 }
 
+// dw (+ where add) = cols^T @ small over `rows` rows: its depth cut in runs (matmul_split_depth)
+// where the (kh*kw*C, O) result has too few tiles for the GPU, the runs' pages in `partial`.
+static void weight_product(const float* cols, const float* small, float* dw, bool add, int rows,
+                           const ConvGeometry& g, float* partial, cudaStream_t stream) {
+    int splits = matmul_depth_splits(g.depth(), g.out_channels, rows);
+    int64_t size = int64_t(g.depth()) * g.out_channels;
+    if (splits == 1 && !add) {
+        matmul_forward(cols, small, nullptr, dw, g.depth(), g.out_channels, rows, true, false, NONE, 0.0f, stream);
+    } else if (splits == 1) {
+        matmul_forward(cols, small, nullptr, partial, g.depth(), g.out_channels, rows, true, false, NONE, 0.0f,
+                       stream);
+        accumulate(dw, partial, size, stream);
+    } else {
+        matmul_split_depth(cols, small, partial, g.depth(), g.out_channels, rows, splits, stream);
+        sum_splits(partial, splits, size, dw, add, stream);
+    }
+}
+
+int64_t conv_partial_floats(const ConvGeometry& g, int chunk_images) {
+    bool chunked = !g.is_pointwise() && chunk_images < g.images;
+    int64_t rows = (chunked ? chunk_images : g.images) * g.windows();  // the first (deepest) product's
+    int splits = matmul_depth_splits(g.depth(), g.out_channels, int(rows));
+    int64_t size = int64_t(g.depth()) * g.out_channels;
+    return splits > 1 ? splits * size : chunked ? size : 0;
+}
+
 void weight_gradient(const float* big, const float* small, float* dw, const ConvGeometry& g,
                      const ConvWorkspace& workspace, cudaStream_t stream) {
     if (g.is_pointwise()) {
-        matmul_forward(big, small, nullptr, dw, g.depth(), g.out_channels, int(g.images * g.windows()), true, false,
-                       NONE, 0.0f, stream);
+        weight_product(big, small, dw, false, int(g.images * g.windows()), g, workspace.partial, stream);
         return;
     }
     for_each_chunk(g, workspace, [&](int first, int images) {
         im2col(big + first * big_image_size(g), workspace.cols, g, images, stream);
-        float* product = first == 0 ? dw : workspace.partial;
-        matmul_forward(workspace.cols, small + first * small_image_size(g), nullptr, product, g.depth(),
-                       g.out_channels, int(images * g.windows()), true, false, NONE, 0.0f, stream);
-        if (first > 0) accumulate(dw, workspace.partial, int64_t(g.depth()) * g.out_channels, stream);
+        weight_product(workspace.cols, small + first * small_image_size(g), dw, first > 0, int(images * g.windows()),
+                       g, workspace.partial, stream);
     });
 }

@@ -34,7 +34,13 @@
 //   - tile configurations chosen per shape: 128 x 128 (256 threads), 128 x 64 (128) and 64 x 64
 //     (64); the largest whose grid still gives each SM of a large GPU (TARGET_BLOCKS) a block;
 //   - the epilogue adds the bias and applies the activation to the registers before the one store.
+// A result of few tiles over a deep K (a convolution's weight gradient: 512 x 64 over 12544 rows,
+// 8 blocks of 64 x 64 for 132 SMs) is cut in depth (matmul_split_depth): blockIdx.y is a run of
+// whole BLOCK_K slices, whose sum goes to a page of its own; then sum_splits adds the pages, in
+// order, so the same bits on every run and every GPU (the count depends on the shape only).
 #include <cuda_pipeline.h>
+
+#include <algorithm>
 
 #include "check.cuh"
 #include "epilogue.cuh"
@@ -155,14 +161,25 @@ __device__ void store_tile(float (&acc)[THREAD_TILE][THREAD_TILE], const float* 
     }
 }
 
-template <int BLOCK_M, int BLOCK_N, bool transpose_a, bool transpose_b>
+// SPLIT (a^T @ b only: a stored (k, m), b (k, n)): blockIdx.y is a run of split_slices slices of
+// K, the product of its rows of a and b, to page blockIdx.y (c + blockIdx.y m n); the same loop as
+// the unsplit kernel's over pointers moved to the run, so the same registers
+template <int BLOCK_M, int BLOCK_N, bool transpose_a, bool transpose_b, bool SPLIT = false>
 __global__ void __launch_bounds__(BLOCK_M * BLOCK_N / (THREAD_TILE * THREAD_TILE),
                                   RESIDENT_THREADS * THREAD_TILE * THREAD_TILE / (BLOCK_M * BLOCK_N))
 sgemm_kernel(const float* __restrict__ a, const float* __restrict__ b, const float* __restrict__ bias,
              float* __restrict__ c, int m, int n, int k, bool a_vector_ok, bool b_vector_ok,
-             int activation, float alpha) {
+             int activation, float alpha, int split_slices) {
+    static_assert(!SPLIT || (transpose_a && !transpose_b), "a run of K is a run of rows of a and b");
     constexpr int THREADS = BLOCK_M * BLOCK_N / (THREAD_TILE * THREAD_TILE);
     __shared__ __align__(16) Stages<BLOCK_M, BLOCK_N> stages;
+    if (SPLIT) {
+        int run_start = int(blockIdx.y) * split_slices * BLOCK_K;
+        a += int64_t(run_start) * m;
+        b += int64_t(run_start) * n;
+        c += int64_t(blockIdx.y) * m * n;
+        k = max(0, min(k - run_start, split_slices * BLOCK_K));
+    }
     int tile_row, tile_col;
     swizzled_tile((m + BLOCK_M - 1) / BLOCK_M, (n + BLOCK_N - 1) / BLOCK_N, tile_row, tile_col);
     int row_start = tile_row * BLOCK_M, col_start = tile_col * BLOCK_N;
@@ -210,7 +227,8 @@ void matmul_forward_tiles(int tiles, const float* a, const float* b, const float
         dim3 grid = swizzled_grid(m, n, block_m, block_n);
         int threads = block_m * block_n / (THREAD_TILE * THREAD_TILE);
         with_transposes(transpose_a, transpose_b, [&](auto ta, auto tb) {
-            sgemm_kernel<block_m, block_n, ta, tb><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok, activation, alpha);
+            sgemm_kernel<block_m, block_n, ta, tb><<<grid, threads, 0, stream>>>(a, b, bias, c, m, n, k, a_ok, b_ok,
+                                                                                 activation, alpha, 0);
         });
     });
     CUDA_CHECK(cudaGetLastError());
@@ -220,4 +238,51 @@ void matmul_forward(const float* a, const float* b, const float* bias, float* c,
                     bool transpose_a, bool transpose_b, int activation, float alpha, cudaStream_t stream) {
     matmul_forward_tiles(matmul_tiles_for(m, n), a, b, bias, c, m, n, k, transpose_a, transpose_b, activation,
                          alpha, stream);
+}
+
+int matmul_depth_splits(int m, int n, int k) {
+    int tiles = matmul_tiles_for(m, n);
+    int64_t blocks = tiles == TILES_128x128 ? block_count(m, n, 128, 128)
+                   : tiles == TILES_128x64 ? block_count(m, n, 128, 64) : block_count(m, n, 64, 64);
+    if (blocks == 0 || 2 * blocks > TARGET_BLOCKS) return 1;  // half the SMs have a block or more
+    int64_t to_fill = (TARGET_BLOCKS + blocks - 1) / blocks;
+    return int(std::max<int64_t>(1, std::min<int64_t>({to_fill, k / SPLIT_MIN_DEPTH, MAX_DEPTH_SPLITS})));
+}
+
+void matmul_split_depth(const float* a, const float* b, float* partials, int m, int n, int k, int splits,
+                        cudaStream_t stream) {
+    if (splits < 1 || splits > MAX_DEPTH_SPLITS) {
+        throw std::invalid_argument("matmul_split_depth: splits is " + std::to_string(splits) + ", not 1 to " +
+                                    std::to_string(MAX_DEPTH_SPLITS));
+    }
+    if (m == 0 || n == 0) return;
+    bool a_ok = rows_aligned16(a, m), b_ok = rows_aligned16(b, n);
+    int split_slices = max(1, ((k + BLOCK_K - 1) / BLOCK_K + splits - 1) / splits);
+    with_tiles(matmul_tiles_for(m, n), "matmul_split_depth", [&](auto block_m, auto block_n) {
+        dim3 grid = swizzled_grid(m, n, block_m, block_n);
+        grid.y = unsigned(splits);
+        int threads = block_m * block_n / (THREAD_TILE * THREAD_TILE);
+        sgemm_kernel<block_m, block_n, true, false, true><<<grid, threads, 0, stream>>>(
+            a, b, nullptr, partials, m, n, k, a_ok, b_ok, NONE, 0.0f, split_slices);
+    });
+    CUDA_CHECK(cudaGetLastError());
+}
+
+constexpr int SUM_THREADS = 256;
+
+// out (+)= pages[0] + pages[1] + ... (in that order), each page `size` floats.
+__global__ void __launch_bounds__(SUM_THREADS)
+sum_splits_kernel(const float* __restrict__ pages, int splits, int64_t size, float* __restrict__ out, bool add) {
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < size; e += int64_t(gridDim.x) * blockDim.x) {
+        float total = pages[e];
+        for (int r = 1; r < splits; r++) total += pages[r * size + e];
+        out[e] = add ? out[e] + total : total;
+    }
+}
+
+void sum_splits(const float* pages, int splits, int64_t size, float* out, bool add, cudaStream_t stream) {
+    if (size == 0) return;
+    unsigned blocks = unsigned(std::min<int64_t>((size + SUM_THREADS - 1) / SUM_THREADS, 4096));
+    sum_splits_kernel<<<blocks, SUM_THREADS, 0, stream>>>(pages, splits, size, out, add);
+    CUDA_CHECK(cudaGetLastError());
 }

@@ -26,6 +26,19 @@ void matmul_forward_tiles(int tiles, const float* a, const float* b, const float
                           int k, bool transpose_a, bool transpose_b, int activation, float alpha,
                           cudaStream_t stream);
 
+// A weight gradient's product a^T @ b (a stored (k, m), b (k, n)) cut in depth (split-K), for a
+// result of too few tiles to fill a GPU over a deep K: matmul_depth_splits(m, n, k) runs (1: not
+// cut) such that the tiles fill TARGET_BLOCKS SMs, each run at least SPLIT_MIN_DEPTH deep;
+// matmul_split_depth writes run r's product over its part of K to partials + r m n (splits x m x
+// n floats), and sum_splits adds such pages in order into out (add: to what out holds): the same
+// bits on every run.
+constexpr int SPLIT_MIN_DEPTH = 512;
+constexpr int MAX_DEPTH_SPLITS = 64;
+int matmul_depth_splits(int m, int n, int k);
+void matmul_split_depth(const float* a, const float* b, float* partials, int m, int n, int k, int splits,
+                        cudaStream_t stream);
+void sum_splits(const float* pages, int splits, int64_t size, float* out, bool add, cudaStream_t stream);
+
 // The same product on tensor cores (sm_80+): op(a) and op(b) rounded to TF32 (10-bit mantissa),
 // products summed in float32. Same arguments and layout as matmul_forward.
 void matmul_tf32_forward(const float* a, const float* b, const float* bias, float* c, int m, int n, int k,

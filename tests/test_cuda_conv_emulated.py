@@ -55,6 +55,8 @@ CASES = [
     (2, 6, 6, 1, (3, 3), (2, 2), "same", 1),       # one channel in and out
     (3, 11, 13, 7, (3, 3), (1, 1), "same", 70),    # GEMM 429 x 70 x 63: ragged in every dimension
     (2, 12, 10, 17, (3, 3), (1, 1), "same", 9),    # depth 153: 10 slices of 16, the last ragged
+    (4, 16, 17, 3, (3, 3), (1, 1), "same", 5),     # dw over 1088 rows: its product cut in 2 runs of K
+    (2, 37, 36, 2, (3, 3), (1, 1), "same", 3),     # 2664 rows: 5 runs, 34 slices of 16 each, the last 31
 ]
 CASE_IDS = [f"{n}x{h}x{w}x{c}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-{p}-o{o}" for n, h, w, c, k, s, p, o in CASES]
 
@@ -188,7 +190,8 @@ def launch(kernels, conv, chunk_images, offset):
     chunk_images images; y with the bias and leaky ReLU 0.2."""
     g, kernel_geometry = geometry_of(conv)
     x, w, b, dy = (placed(array, offset) for array in (conv.x, conv.w, conv.b, conv.dy))
-    cols, partial = output(chunk_images * g.windows * g.depth, offset), output(w.size, offset)
+    cols = output(chunk_images * g.windows * g.depth, offset)
+    partial = output(max(1, kernels.conv_partial_floats(kernel_geometry, chunk_images)), offset)
     sums = placed(np.full(cuda_row.BIAS_GRAD_MAX_ROW_CHUNKS * b.size, np.nan))
     y, dx, dw, db = (output(array.shape, offset) for array in (conv.dy, x, w, b))
     forward = kernels.conv2d_transpose_forward if conv.transpose else kernels.conv2d_forward
@@ -208,6 +211,26 @@ def test_launchers_on_pointers_past_alignment(kernels, order, rng, transpose):
     y, *gradients = launch(kernels, conv, 2, 1)
     assert_close(f"{conv.name} {order} y", y, conv.reference("leaky_relu", 0.2), TOL)
     assert_gradients(conv, gradients, order)
+
+
+@pytest.mark.parametrize("case, chunk_images, pages", [
+    ((3, 7, 5, 3, (3, 3), (1, 1), "same", 4), 3, 0),       # 105 rows: one product, into dw itself
+    ((3, 7, 5, 3, (3, 3), (1, 1), "same", 4), 2, 1),       # chunks: the later ones' products beside dw
+    ((4, 16, 17, 3, (3, 3), (1, 1), "same", 5), 4, 2),     # 1088 rows, one 64 x 64 tile: 2 runs of >= 512
+    ((2, 37, 36, 2, (3, 3), (1, 1), "same", 3), 2, 5),
+    ((2, 37, 36, 2, (3, 3), (1, 1), "same", 3), 1, 2),     # chunks of 1332 rows
+    ((4, 64, 64, 8, (1, 1), (1, 1), "same", 8), 1, 32),    # pointwise, 16384 rows: 32 runs of 512
+    ((1, 90, 90, 64, (3, 3), (1, 1), "same", 1024), 1, 0),   # 576 x 1024: 144 tiles of 64 x 64, not cut
+    ((2, 90, 90, 64, (3, 3), (1, 1), "same", 256), 2, 4),    # 36 tiles: 4 runs fill 132 SMs
+])
+def test_weight_gradient_is_cut_in_depth_where_its_tiles_leave_sms_idle(kernels, case, chunk_images, pages):
+    """conv_partial_floats: dw's pages for the products after the first chunk, or for a product cut
+    in depth where its tiles fill at most half of 132 SMs: runs enough to fill them, each at least
+    512 deep (matmul.cuh)."""
+    images, height, width, channels, kernel, stride, padding, out_channels = case
+    g = geometry((height, width, channels), kernel, stride, padding)
+    geometry_ints = cuda_row.kernel_geometry(g, images, out_channels)
+    assert kernels.conv_partial_floats(geometry_ints, chunk_images) == pages * g.depth * out_channels
 
 
 def test_launchers_refuse_a_geometry_that_is_not_13_ints(kernels):

@@ -23,6 +23,8 @@ Each planted bug changes one piece of text in one file (build.py recompiles that
     wmma faults;
   - the convolutions' column sums without their barrier, a chunk's dw not added, im2col without
     its padding, col2im adding taps of windows that do not read the pixel: a wrong result;
+  - dw's product cut in depth with every run on one page, its pages not summed, or a chunk's
+    sum not added to the chunks before: a wrong result;
   - a block of 2048 threads: an invalid launch, raised through the launcher's CUDA_CHECK;
   - a loop bound one past the end: out-of-bounds accesses, reported by AddressSanitizer only
     (the plain build's buffers have slack, and the values written there are never read).
@@ -274,11 +276,16 @@ def test_bf16_fragment_misaligned_in_shared_memory_is_caught(rng):
         bf16_attention(kernels, rng)
 
 
-def conv_error(kernels, rng, transpose):
+# in chunks of 2 images, dw's products of the first two (1058 rows) cut in 2 runs of K, the last's not
+SPLIT_CASE = (5, 23, 23, 2, (3, 3), (1, 1), "same", 3)
+
+
+def conv_error(kernels, rng, transpose, case=(5, 9, 8, 5, (4, 4), (2, 2), "same", 6)):
     """The largest relative error (NaN counted as 1e9) of y, dx, dw and db from the conv's launchers
-    over both orders: 5 images of 9x8x5, a 4x4 kernel at stride 2 with 'same' padding (a row and a
-    column before the image, either way), in chunks of 2 images (db in two chunks of rows)."""
-    conv = test_cuda_conv_emulated.Conv(rng, (5, 9, 8, 5, (4, 4), (2, 2), "same", 6), transpose)
+    over both orders, in chunks of 2 images: by default 5 images of 9x8x5, a 4x4 kernel at stride 2
+    with 'same' padding (a row and a column before the image, either way; db in two chunks of
+    rows); SPLIT_CASE's dw products cut in depth in its first two chunks, not in the last."""
+    conv = test_cuda_conv_emulated.Conv(rng, case, transpose)
     expected = (conv.reference("leaky_relu", 0.2), *conv.reference_gradients())
     errors = []
     for reverse in (False, True):
@@ -292,13 +299,27 @@ def conv_error(kernels, rng, transpose):
 @pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
 @pytest.mark.parametrize("file, change", [
     ("bias_grad.cu", ("    __syncthreads();\n", "")),   # warp 0 adds the other warps' sums before they are written
-    ("im2col.cu", ("        if (first > 0) accumulate(", "        if (false) accumulate(")),   # a chunk's dw lost
+    ("im2col.cu", ("        accumulate(dw, partial, size, stream);", "")),   # a chunk's dw lost
     ("im2col.cu", ("- g.pad_top + tap / g.kernel_width", "+ tap / g.kernel_width")),   # no padding before the image
     ("im2col.cu", ("th % g.stride_height;", "0;")),   # col2im adds taps of windows that do not read the pixel
 ], ids=["bias-grad-barrier-removed", "chunk-dw-not-added", "im2col-padding-lost", "col2im-wrong-phase"])
 def test_conv_bugs_give_a_wrong_result(rng, file, change, transpose):
     assert conv_error(harness.emulator(), rng, transpose) < 1e-5
     error = conv_error(harness.emulator({file: change}), rng, transpose)
+    assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
+@pytest.mark.parametrize("file, change", [
+    ("matmul.cu", ("        c += int64_t(blockIdx.y) * m * n;\n", "")),   # every run on page 0
+    ("matmul.cu", ("for (int r = 1; r < splits; r++)", "for (int r = 1; r < 1; r++)")),   # the first page alone
+    ("im2col.cu", ("sum_splits(partial, splits, size, dw, add, stream)",
+                   "sum_splits(partial, splits, size, dw, false, stream)")),   # the chunks before lost
+], ids=["split-page-offset-lost", "split-pages-not-summed", "split-chunk-not-added"])
+def test_split_weight_gradient_bugs_give_a_wrong_result(rng, file, change, transpose):
+    """dw's product cut in depth (matmul_split_depth, sum_splits): a bug in its pages is caught."""
+    assert conv_error(harness.emulator(), rng, transpose, SPLIT_CASE) < 1e-5
+    error = conv_error(harness.emulator({file: change}), rng, transpose, SPLIT_CASE)
     assert error > 1e-2, f"the planted bug went unnoticed: relative error {error}"
 
 

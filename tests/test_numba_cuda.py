@@ -234,6 +234,37 @@ def test_matmul_over_several_blocks(numba_cuda, rng, transpose_a, transpose_b):
     assert_close(f"matmul 130x260x5 ta={transpose_a} tb={transpose_b}", out, exact, TOL)
 
 
+def test_depth_splits_fill_the_sms_with_runs_at_least_512_deep():
+    from pyai.kernels.numba_cuda.matmul import depth_splits
+    assert depth_splits(512, 64, 12544) == 24       # 4 tiles: 33 runs would fill 132 SMs; 24 of 512 deep
+    assert depth_splits(130, 260, 100000) == 22     # 6 tiles
+    assert depth_splits(1, 1, 10 ** 6) == 64        # at most 64
+    assert depth_splits(128, 128, 1023) == 1        # two runs would be under 512 deep
+    assert depth_splits(1024, 1024, 4096) == 3      # 64 tiles: 3 runs give 192 blocks
+    assert depth_splits(1152, 1024, 4096) == 1      # 72 tiles: over half the SMs busy
+
+
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, True)])
+def test_a_product_cut_in_depth_adds_its_runs_in_order(numba_cuda, rng, monkeypatch, transpose_a, transpose_b):
+    """With runs of at least 16 (not 512) deep, K = 50 is cut into 3 runs (24, 24 and 2 deep,
+    whole slices of 8): each run's page summed in order, the bias and leaky ReLU after; the same
+    bits twice."""
+    from pyai.kernels.numba_cuda import matmul as cuda_matmul
+    monkeypatch.setattr(cuda_matmul, "SPLIT_MIN_DEPTH", 16)
+    assert cuda_matmul.depth_splits(130, 7, 50) == 3
+    x = normal(rng, *((50, 130) if transpose_a else (130, 50)))
+    w = normal(rng, *((7, 50) if transpose_b else (50, 7)))
+    bias = normal(rng, 7)
+    out = cuda_matmul.fused_matmul(*map(numba_cuda.to_device, (x, w)), transpose_a, transpose_b,
+                                   numba_cuda.to_device(bias), "leaky_relu", 0.3).copy_to_host()
+    again = cuda_matmul.fused_matmul(*map(numba_cuda.to_device, (x, w)), transpose_a, transpose_b,
+                                     numba_cuda.to_device(bias), "leaky_relu", 0.3).copy_to_host()
+    y = (x.T if transpose_a else x).astype(np.float64) @ (w.T if transpose_b else w) + bias
+    assert_close(f"matmul 130x7x50 in 3 runs ta={transpose_a} tb={transpose_b}", out, np.where(y > 0, y, 0.3 * y),
+                 TOL)
+    np.testing.assert_array_equal(again, out)
+
+
 def test_linear_epilogue_over_several_blocks(numba_cuda, rng):
     x, w, b = normal(rng, 130, 3), normal(rng, 3, 129), normal(rng, 129)
     out = ops.linear(x, w, b, activation="leaky_relu", alpha=0.3)
@@ -404,7 +435,8 @@ PTX_SCRIPT = textwrap.dedent("""
     m, v, h, i = float32[:, ::1], float32[::1], float32[:, :, ::1], int64[::1]
     keys, queries = cuda_attention_backward.backward_kernels(64)
     kernels = [
-        (cuda_matmul.gemm_kernel(True, False, True, 3), (m, m, v, float32, m)),
+        (cuda_matmul.gemm_kernel(True, False, True, 3), (m, m, v, float32, int64, h)),
+        (cuda_matmul.sum_pages_kernel, (v, v, boolean, int64, float32, v)),
         (cuda_leaky_relu.leaky_relu_backward_kernel, (v, v, float32, v)),
         (cuda_adam.adam_update_kernel, (v, v, v, v, float32, float32, float32, float32)),
         (cuda_layer_norm.layer_norm_forward_kernel, (m, v, v, float64, m, v, v)),

@@ -22,16 +22,19 @@ import numpy as np
 from pyai.kernels.common import geometry
 from pyai.kernels.numba_cpu.conv2d import conv2d_reference  # noqa: F401  (the reference)
 from pyai.kernels.numba_cuda.buffers import device_array
-from pyai.kernels.numba_cuda.im2col import im2col
+from pyai.kernels.numba_cuda.im2col import im2col, image_chunks, workspace
 from pyai.kernels.numba_cuda.matmul import fused_matmul
 
 
 # x (N, H, W, C), w (kh, kw, C, O), bias (O,) or None: float32 device arrays
-#   -> y (N, OH, OW, O), a new device array
+#   -> y (N, OH, OW, O), a new device array; a chunk of images at a time (im2col.image_chunks)
 def conv2d_forward(x, w, bias, stride, padding, activation, alpha):
     g = geometry(x.shape[1:], w.shape[:2], stride, padding)
     out_channels = w.shape[3]
     y = device_array((x.shape[0], g.out_height, g.out_width, out_channels), np.float32)
-    fused_matmul(im2col(x, g), w.reshape(g.depth, out_channels), False, False, bias, activation, alpha,
-                 out=y.reshape(x.shape[0] * g.windows, out_channels))
+    y_rows = y.reshape(x.shape[0] * g.windows, out_channels)
+    space = None if g.is_pointwise() else workspace(g, x.shape[0])   # x is its own cols
+    for first, images in image_chunks(g, x.shape[0]):
+        fused_matmul(im2col(x[first:first + images], g, space), w.reshape(g.depth, out_channels), False, False,
+                     bias, activation, alpha, out=y_rows[first * g.windows:(first + images) * g.windows])
     return y

@@ -20,17 +20,25 @@ thread. The same two steps give a Conv2D's input gradient (conv2d_backward.py). 
 reference is the numba-cpu file's conv2d_transpose_reference (float64).
 """
 
+import numpy as np
+
 from pyai.kernels.common import transpose_geometry
 from pyai.kernels.numba_cpu.conv2d_transpose import conv2d_transpose_reference  # noqa: F401  (the reference)
-from pyai.kernels.numba_cuda.im2col import col2im
-from pyai.kernels.numba_cuda.matmul import matmul
+from pyai.kernels.numba_cuda.buffers import device_array
+from pyai.kernels.numba_cuda.im2col import col2im, image_chunks, workspace
+from pyai.kernels.numba_cuda.matmul import fused_matmul
 
 
 # x (N, H, W, I), w (kh, kw, O, I), bias (O,) or None: float32 device arrays
-#   -> y (N, OH, OW, O), a new device array
+#   -> y (N, OH, OW, O), a new device array; a chunk of images at a time (im2col.image_chunks)
 def conv2d_transpose_forward(x, w, bias, stride, padding, activation, alpha):
     g = transpose_geometry(x.shape, w.shape, stride, padding)
     in_channels = w.shape[3]
     x_rows = x.reshape(x.size // in_channels, in_channels)
-    cols = matmul(x_rows, w.reshape(g.depth, in_channels), False, True)
-    return col2im(cols, g, x.shape[0], bias, activation, alpha)
+    y = device_array((x.shape[0], g.height, g.width, g.channels), np.float32)
+    space = workspace(g, x.shape[0])
+    for first, images in image_chunks(g, x.shape[0]):
+        cols = fused_matmul(x_rows[first * g.windows:(first + images) * g.windows], w.reshape(g.depth, in_channels),
+                            False, True, None, None, 0.0, out=space[:images * g.windows])
+        col2im(cols, g, y[first:first + images], bias, activation, alpha)
+    return y

@@ -24,24 +24,34 @@ from pyai.kernels.numba_cpu.conv2d_transpose_backward import (  # noqa: F401  (t
     conv2d_transpose_backward_reference)
 from pyai.kernels.numba_cuda.bias_grad import bias_grad
 from pyai.kernels.numba_cuda.buffers import device_array
-from pyai.kernels.numba_cuda.im2col import im2col
-from pyai.kernels.numba_cuda.matmul import fused_matmul
+from pyai.kernels.numba_cuda.im2col import im2col, image_chunks, weight_pages, workspace
+from pyai.kernels.numba_cuda.matmul import fused_matmul, sum_pages
 
 
 # dy (N, OH, OW, O), x (N, H, W, I), w (kh, kw, O, I): float32 device arrays
-#   -> (dx or None, dw or None, db or None), new device arrays
+#   -> (dx or None, dw or None, db or None), new device arrays; a chunk of images at a time
+#   (im2col.image_chunks), dw the chunks' products added in order
 def conv2d_transpose_backward(dy, x, w, stride, padding, input_gradient, weight_gradient):
     g = transpose_geometry(x.shape, w.shape, stride, padding)
     in_channels = w.shape[3]
     w_rows = w.reshape(g.depth, in_channels)
-    cols = im2col(dy, g) if input_gradient or weight_gradient else None
+    x_rows = x.reshape(x.size // in_channels, in_channels)
     dx = dw = db = None
-    if input_gradient:
-        dx = device_array(x.shape, np.float32)
-        fused_matmul(cols, w_rows, False, False, None, None, 0.0, out=dx.reshape(x.size // in_channels, in_channels))
+    if not (input_gradient or weight_gradient):
+        return dx, dw, db
+    chunks, space = image_chunks(g, x.shape[0]), workspace(g, x.shape[0])
+    dx = device_array(x.shape, np.float32) if input_gradient else None
+    dw = device_array(w.shape, np.float32) if weight_gradient else None
+    pages = weight_pages(dw.reshape(g.depth, in_channels), len(chunks)) if weight_gradient else None
+    for page, (first, images) in enumerate(chunks):
+        rows = slice(first * g.windows, (first + images) * g.windows)
+        cols = im2col(dy[first:first + images], g, space)
+        if input_gradient:
+            fused_matmul(cols, w_rows, False, False, None, None, 0.0, out=dx.reshape(x_rows.shape)[rows])
+        if weight_gradient:
+            fused_matmul(cols, x_rows[rows], True, False, None, None, 0.0, out=pages[page])
     if weight_gradient:
-        dw = device_array(w.shape, np.float32)
-        fused_matmul(cols, x.reshape(x.size // in_channels, in_channels), True, False, None, None, 0.0,
-                     out=dw.reshape(g.depth, in_channels))
+        if len(chunks) > 1:
+            sum_pages(pages, dw.reshape(g.depth, in_channels))
         db = bias_grad(dy)
     return dx, dw, db

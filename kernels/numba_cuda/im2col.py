@@ -21,6 +21,10 @@ element sums its few cols entries, taps in increasing (i, j), starting at the ta
 phase and stepping by the stride, so no atomics and the same bits on every run; then adds the
 bias and applies the activation (matmul.activate, the matmul epilogue's) in the same thread.
 The plain references are the numba-cpu file's im2col_reference and col2im_reference (float64).
+cols is large for a large batch (64 x 28x28 windows of 3x3x32: 58 MB), so the convolutions take
+it a chunk of whole images at a time (image_chunks: at most WORKSPACE_FLOATS floats), every chunk
+in one workspace (workspace): a pooled array stays taken until the op's call ends, so an array a
+chunk would hold the memory of every chunk at once.
 """
 
 import numpy as np
@@ -31,6 +35,8 @@ from pyai.kernels.numba_cpu.im2col import col2im_reference, im2col_reference  # 
 from pyai.kernels.numba_cuda import THREADS, grid_size
 from pyai.kernels.numba_cuda.buffers import device_array
 from pyai.kernels.numba_cuda.matmul import activate, no_bias
+
+WORKSPACE_FLOATS = 1 << 26   # the most floats of cols at once (256 MB); the rest in later chunks
 
 
 @cuda.jit
@@ -70,21 +76,42 @@ def col2im_kernel(cols, g, bias, has_bias, activation, alpha, big):
         big[index] = activate(total, activation, alpha)
 
 
-# big (N, H, W, C): float32 device array; g its Geometry -> cols (N*OH*OW, kh*kw*C), pooled
-# (big itself seen as rows for a 1x1 kernel at stride 1, whose windows are its pixels)
-def im2col(big, g):
+def image_chunks(g, images):
+    """(first image, images) of each chunk whose cols (images * OH * OW, kh*kw*C) has at most
+    WORKSPACE_FLOATS floats (one image at least), in order."""
+    size = max(1, min(images, WORKSPACE_FLOATS // max(g.windows * g.depth, 1)))
+    return [(first, min(size, images - first)) for first in range(0, images, size)]
+
+
+def workspace(g, images):
+    """Room for the cols of the largest chunk of `images` images (image_chunks), pooled: every
+    chunk's in turn."""
+    return device_array((image_chunks(g, images)[0][1] * g.windows, g.depth), np.float32)
+
+
+def weight_pages(dw_rows, chunks):
+    """Where each chunk's product of dw (kh*kw*C, O) goes: dw itself for one chunk, else a page of
+    its own in a new (chunks, kh*kw*C, O) array, which matmul.sum_pages then adds into dw."""
+    if chunks == 1:
+        return dw_rows.reshape(1, *dw_rows.shape)
+    return device_array((chunks, *dw_rows.shape), np.float32)
+
+
+# big (N, H, W, C): float32 device array; g its Geometry -> cols (N*OH*OW, kh*kw*C), written into
+# the first rows of `space` (workspace), or big itself seen as rows for a 1x1 kernel at stride 1,
+# whose windows are its pixels
+def im2col(big, g, space):
     rows = big.shape[0] * g.windows
     if g.is_pointwise():
         return big.reshape(rows, g.channels)
-    cols = device_array((rows, g.depth), np.float32)
+    cols = space[:rows]
     im2col_kernel[grid_size(cols.size), THREADS](big, tuple(g), cols)
     return cols
 
 
 # cols (images*OH*OW, kh*kw*C): float32 device array; g the Geometry; bias (C,) or None
-#   -> big (images, H, W, C), a new device array
-def col2im(cols, g, images, bias=None, activation=None, alpha=0.0):
-    big = device_array((images, g.height, g.width, g.channels), np.float32)
+#   -> big (images, H, W, C) = epilogue(col2im(cols)), written into `big`
+def col2im(cols, g, big, bias=None, activation=None, alpha=0.0):
     col2im_kernel[grid_size(big.size), THREADS](cols, tuple(g), no_bias() if bias is None else bias,
                                                 bias is not None, ACTIVATIONS[activation], np.float32(alpha),
                                                 big.reshape(big.size))

@@ -26,6 +26,11 @@ The shared tiles are flat arrays read at a running offset, and the thread index 
 its range, so that LLVM can drop numba's negative-index checks: the inner loop compiles to 16
 shared loads at constant offsets and 64 FMAs (sm_90 PTX: ~122 registers, no local memory,
 two blocks per SM).
+A product of few tiles over a deep K (a convolution's weight gradient: 512 x 64 over 12544 rows,
+4 blocks for an H100's 132 SMs) is cut in depth (split-K, depth_splits): blockIdx.z is a run of
+K, at least SPLIT_MIN_DEPTH deep, enough runs to give TARGET_BLOCKS SMs a block; each run's sum
+goes to a page of its own, then sum_pages adds the pages in order, with the bias and activation.
+The count depends on the shape alone: the same bits on every run and every GPU.
 The plain reference is `matmul_reference` (numpy, float64) from the CPU kernel's file.
 """
 
@@ -36,7 +41,7 @@ import numpy as np
 from numba import cuda, float32
 
 from pyai.kernels.common import ACTIVATIONS
-from pyai.kernels.numba_cuda import GRID_Y_MAX, check_grid_y
+from pyai.kernels.numba_cuda import GRID_Y_MAX, THREADS as SUM_THREADS, check_grid_y, grid_size
 from pyai.kernels.numba_cuda.buffers import device_array
 from pyai.kernels.numba_cpu.matmul import matmul_reference  # noqa: F401  (the reference)
 
@@ -49,6 +54,9 @@ LOADS = BLOCK * TILE_K // THREADS               # values of each operand a threa
 PADDED_BLOCK = BLOCK + 4   # a shared tile row: + 4 floats, so the k-major stores of a row-major
                            # operand spread over the 32 banks
 TILE_FLOATS = TILE_K * PADDED_BLOCK   # a shared tile, flat (a shared shape must be a constant)
+TARGET_BLOCKS = 132        # the SMs of an H100 SXM: a product of fewer blocks is cut in depth
+SPLIT_MIN_DEPTH = 512      # ... into runs at least this deep
+MAX_DEPTH_SPLITS = 64
 
 LEAKY_RELU, RELU, SIGMOID, TANH, GELU = (ACTIVATIONS[name]
                                          for name in ("leaky_relu", "relu", "sigmoid", "tanh", "gelu"))
@@ -131,7 +139,9 @@ def gemm_kernel(transpose_a, transpose_b, has_bias, activation):
     b_depth_contiguous = transpose_b        # B stored (N, K): read along K
 
     @cuda.jit
-    def gemm(a, b, bias, alpha, c):
+    def gemm(a, b, bias, alpha, run_depth, c):
+        """c[z] (pages, (runs, M, N)) = epilogue(op(A) @ op(B)) over K's run z = blockIdx.z,
+        run_depth deep (a multiple of TILE_K)."""
         tile_a = cuda.shared.array(TILE_FLOATS, float32)
         tile_b = cuda.shared.array(TILE_FLOATS, float32)
         staged_a = cuda.local.array(LOADS, float32)
@@ -145,14 +155,18 @@ def gemm_kernel(transpose_a, transpose_b, has_bias, activation):
         # wraparound then drops out of the inner loop (5 instructions per shared load)
         thread = cuda.threadIdx.x & (THREADS - 1)
         row, col = thread // THREADS_ACROSS, thread % THREADS_ACROSS
-        depth = a.shape[0] if transpose_a else a.shape[1]
-        load_tile(a, a_depth_contiguous, thread, first_row, 0, staged_a)
-        load_tile(b, b_depth_contiguous, thread, first_col, 0, staged_b)
-        for first_k in range(0, depth, TILE_K):
+        page = cuda.blockIdx.z
+        run_start = page * run_depth
+        run_end = a.shape[0] if transpose_a else a.shape[1]
+        if run_start + run_depth < run_end:   # (a builtin min does not compile for CUDA)
+            run_end = run_start + run_depth
+        load_tile(a, a_depth_contiguous, thread, first_row, run_start, staged_a)
+        load_tile(b, b_depth_contiguous, thread, first_col, run_start, staged_b)
+        for first_k in range(run_start, run_end, TILE_K):
             store_tile(staged_a, a_depth_contiguous, thread, tile_a)
             store_tile(staged_b, b_depth_contiguous, thread, tile_b)
             cuda.syncthreads()
-            if first_k + TILE_K < depth:   # the next slice travels while this one is multiplied
+            if first_k + TILE_K < run_end:   # the next slice travels while this one is multiplied
                 load_tile(a, a_depth_contiguous, thread, first_row, first_k + TILE_K, staged_a)
                 load_tile(b, b_depth_contiguous, thread, first_col, first_k + TILE_K, staged_b)
             multiply_tile(tile_a, tile_b, row, col, acc)
@@ -161,13 +175,45 @@ def gemm_kernel(transpose_a, transpose_b, has_bias, activation):
             out_row = first_row + row + i * THREADS_ACROSS
             for j in range(THREAD_TILE):
                 out_col = first_col + col + j * THREADS_ACROSS
-                if out_row < c.shape[0] and out_col < c.shape[1]:
+                if out_row < c.shape[1] and out_col < c.shape[2]:
                     y = acc[i, j]
                     if has_bias:
                         y += bias[out_col]
-                    c[out_row, out_col] = activate(y, activation, alpha)
+                    c[page, out_row, out_col] = activate(y, activation, alpha)
 
     return gemm
+
+
+@cuda.jit
+def sum_pages_kernel(pages, bias, has_bias, activation, alpha, c):
+    """c = epilogue(pages[0] + pages[1] + ...), added in that order; c and each page flat."""
+    size = c.size
+    for index in range(cuda.grid(1), size, cuda.gridsize(1)):
+        y = pages[index]
+        for page in range(1, pages.size // size):
+            y += pages[page * size + index]
+        if has_bias:
+            y += bias[index % bias.size]
+        c[index] = activate(y, activation, alpha)
+
+
+def sum_pages(pages, c, bias=None, activation=None, alpha=0.0):
+    """c (M, N) = epilogue(pages[0] + pages[1] + ...) for pages (P, M, N), added in that order."""
+    m, n = c.shape
+    sum_pages_kernel[grid_size(m * n), SUM_THREADS](pages.reshape(pages.size), no_bias() if bias is None else bias,
+                                                    bias is not None, ACTIVATIONS[activation], np.float32(alpha),
+                                                    c.reshape(m * n))
+    return c
+
+
+def depth_splits(m, n, k):
+    """The runs K is cut into (1: not cut): where the product's BLOCK x BLOCK tiles give at most
+    half of TARGET_BLOCKS SMs a block, enough runs to give them all one, each run at least
+    SPLIT_MIN_DEPTH deep."""
+    blocks = -(-m // BLOCK) * -(-n // BLOCK)
+    if blocks == 0 or 2 * blocks > TARGET_BLOCKS:
+        return 1
+    return max(1, min(-(-TARGET_BLOCKS // blocks), k // SPLIT_MIN_DEPTH, MAX_DEPTH_SPLITS))
 
 
 @functools.cache
@@ -183,11 +229,20 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, out=No
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     check_grid_y(-(-m // BLOCK), f"matmul: M = {m} rows need more than {GRID_Y_MAX} row tiles of {BLOCK}")
+    k = a.shape[0] if transpose_a else a.shape[1]
     c = device_array((m, n), np.float32) if out is None else out
-    kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
-    grid = (-(-n // BLOCK), -(-m // BLOCK))
-    kernel[grid, THREADS](a, b, no_bias() if bias is None else bias, np.float32(alpha), c)
-    return c
+    bias_array, alpha = no_bias() if bias is None else bias, np.float32(alpha)
+    splits = depth_splits(m, n, k)
+    run_depth = -(-k // (splits * TILE_K)) * TILE_K
+    grid = (-(-n // BLOCK), -(-m // BLOCK), splits)
+    if splits == 1:
+        kernel = gemm_kernel(transpose_a, transpose_b, bias is not None, ACTIVATIONS[activation])
+        kernel[grid, THREADS](a, b, bias_array, alpha, run_depth, c.reshape(1, m, n))
+        return c
+    pages = device_array((splits, m, n), np.float32)
+    gemm_kernel(transpose_a, transpose_b, False, ACTIVATIONS[None])[grid, THREADS](a, b, bias_array, alpha, run_depth,
+                                                                                  pages)
+    return sum_pages(pages, c, bias, activation, alpha)
 
 
 def matmul(a, b, transpose_a, transpose_b):

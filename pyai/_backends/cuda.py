@@ -503,13 +503,14 @@ def conv_backward(call, launcher, dy, x, w, g, input_gradient, weight_gradient):
     dx = call.empty(x.shape) if input_gradient else None
     dw, db = (call.empty(w.shape), call.empty((bias_channels,))) if weight_gradient else (None, None)
     cols, chunk_images = conv_workspace(call, g, images)
-    chunks = -(-images // chunk_images)
-    partial = call.buffer(4 * w.size).ptr if weight_gradient and chunks > 1 and not g.is_pointwise() else 0
+    geometry_ints = kernel_geometry(g, images, w.shape[3])
+    # dw's products of the chunks after the first, or the pages of one cut in depth (split-K)
+    partial = call.buffer(4 * call.cuda.conv_partial_floats(geometry_ints, chunk_images)).ptr if weight_gradient else 0
     sums = call.buffer(8 * BIAS_GRAD_MAX_ROW_CHUNKS * bias_channels).ptr if weight_gradient else 0
     outputs = [0 if out is None else address(out) for out in (dx, dw, db)]
     launcher(call.pointer("dy", dy), call.pointer("x", x) if weight_gradient else 0,
-             call.pointer("w", w) if input_gradient else 0, *outputs, kernel_geometry(g, images, w.shape[3]), cols,
-             chunk_images, partial, sums, 0)
+             call.pointer("w", w) if input_gradient else 0, *outputs, geometry_ints, cols, chunk_images, partial, sums,
+             0)
     return tuple(None if out is None else call.result(out) for out in (dx, dw, db))
 
 

@@ -51,6 +51,9 @@ SIGNATURES = {   # the launchers of cuda_src/*.cuh, with the stream last
     "conv2d_backward": (P, P, P, P, P, P, G, P, I, P, P, P),
     "conv2d_transpose_backward": (P, P, P, P, P, P, G, P, I, P, P, P),
 }
+QUERIES = {   # functions of cuda_src/*.cuh that return a number: (argument types, result type)
+    "conv_partial_floats": ((G, I), L),
+}
 # (header, name) of the constants pyai._cuda exposes
 HEADER_CONSTANTS = (("attention.cuh", "ATTENTION_MAX_DEPTH"), ("layer_norm.cuh", "LAYER_NORM_MAX_ROW_CHUNKS"),
                     ("binary_crossentropy.cuh", "BINARY_CROSSENTROPY_MAX_BLOCKS"),
@@ -100,6 +103,10 @@ class Emulator:
             function = getattr(self.library, "w_" + name)
             function.argtypes, function.restype = argtypes, ctypes.c_int
             setattr(self, name, self._checked(name, function, argtypes))
+        for name, (argtypes, restype) in QUERIES.items():
+            function = getattr(self.library, "w_" + name)
+            function.argtypes, function.restype = argtypes, restype
+            setattr(self, name, self._query(name, function, argtypes))
 
     def _checked(self, name, function, argtypes):
         def call(*arguments):
@@ -114,6 +121,14 @@ class Emulator:
                          for argument, kind in zip(arguments, argtypes)]
             if function(*arguments):
                 raise RuntimeError(f"{name}: {self.library.emu_message().decode()}")
+        return call
+
+    def _query(self, name, function, argtypes):
+        def call(*arguments):
+            if len(arguments) != len(argtypes) or not all(map(is_int, arguments[1:])):
+                raise TypeError(f"{name}: expected {len(argtypes)} arguments, ints after the first, got {arguments!r}")
+            return function(*[geometry_ints(name, argument) if kind is GEOMETRY else argument
+                              for argument, kind in zip(arguments, argtypes)])
         return call
 
     def float_to_bf16(self, x):
@@ -165,7 +180,7 @@ def header_constant(header, name):
 def module(emulator):
     """A module that can stand in for pyai._cuda (in sys.modules) over `emulator`."""
     fake = types.ModuleType("pyai._cuda")
-    for name in SIGNATURES:
+    for name in (*SIGNATURES, *QUERIES):
         setattr(fake, name, getattr(emulator, name))
     fake.DeviceBuffer = DeviceBuffer
     for header, name in HEADER_CONSTANTS:

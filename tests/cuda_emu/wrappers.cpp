@@ -159,6 +159,9 @@ int w_conv2d_transpose_forward(ptr x, ptr w, ptr bias, ptr y, const int* geometr
         conv2d_transpose_forward(CF(x), CF(w), CF(bias), F(y), conv_geometry(geometry), act, alpha, workspace, 0);
     });
 }
+int64_t w_conv_partial_floats(const int* geometry, int chunk) {
+    return conv_partial_floats(conv_geometry(geometry), chunk);
+}
 int w_conv2d_backward(ptr dy, ptr x, ptr w, ptr dx, ptr dw, ptr db, const int* geometry, ptr cols, int chunk,
                       ptr partial, ptr sums, ptr) {
     ConvWorkspace workspace{F(cols), chunk, F(partial), D(sums)};
