@@ -244,25 +244,18 @@ def test_depth_splits_fill_the_sms_with_runs_at_least_512_deep():
     assert depth_splits(1152, 1024, 4096) == 1      # 72 tiles: over half the SMs busy
 
 
-@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, True)])
-def test_a_product_cut_in_depth_adds_its_runs_in_order(numba_cuda, rng, monkeypatch, transpose_a, transpose_b):
-    """With runs of at least 16 (not 512) deep, K = 50 is cut into 3 runs (24, 24 and 2 deep,
-    whole slices of 8): each run's page summed in order, the bias and leaky ReLU after; the same
-    bits twice."""
+def test_a_product_cut_in_depth_adds_its_runs_in_order(numba_cuda, rng, monkeypatch):
+    """With runs of at least 16 (not 512) deep, x^T w of K = 50 (a weight gradient's layout) is cut
+    into 3 runs (24, 24 and 2 deep, whole slices of 8): each run's page summed in order, the bias
+    and leaky ReLU after."""
     from pyai.kernels.numba_cuda import matmul as cuda_matmul
     monkeypatch.setattr(cuda_matmul, "SPLIT_MIN_DEPTH", 16)
-    assert cuda_matmul.depth_splits(130, 7, 50) == 3
-    x = normal(rng, *((50, 130) if transpose_a else (130, 50)))
-    w = normal(rng, *((7, 50) if transpose_b else (50, 7)))
-    bias = normal(rng, 7)
-    out = cuda_matmul.fused_matmul(*map(numba_cuda.to_device, (x, w)), transpose_a, transpose_b,
-                                   numba_cuda.to_device(bias), "leaky_relu", 0.3).copy_to_host()
-    again = cuda_matmul.fused_matmul(*map(numba_cuda.to_device, (x, w)), transpose_a, transpose_b,
-                                     numba_cuda.to_device(bias), "leaky_relu", 0.3).copy_to_host()
-    y = (x.T if transpose_a else x).astype(np.float64) @ (w.T if transpose_b else w) + bias
-    assert_close(f"matmul 130x7x50 in 3 runs ta={transpose_a} tb={transpose_b}", out, np.where(y > 0, y, 0.3 * y),
-                 TOL)
-    np.testing.assert_array_equal(again, out)
+    assert cuda_matmul.depth_splits(100, 7, 50) == 3
+    x, w, bias = normal(rng, 50, 100), normal(rng, 50, 7), normal(rng, 7)
+    out = cuda_matmul.fused_matmul(*map(numba_cuda.to_device, (x, w)), True, False, numba_cuda.to_device(bias),
+                                   "leaky_relu", 0.3)
+    y = x.T.astype(np.float64) @ w + bias
+    assert_close("x^T w 100x7x50 in 3 runs", out.copy_to_host(), np.where(y > 0, y, 0.3 * y), TOL)
 
 
 def test_linear_epilogue_over_several_blocks(numba_cuda, rng):
