@@ -57,7 +57,8 @@ KERNELS = ("runtime_status", "leaky_relu_forward", "leaky_relu_backward", "Devic
            "layer_norm_forward", "layer_norm_backward",
            "gelu_forward", "gelu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
            "binary_crossentropy_logits_forward", "binary_crossentropy_logits_backward", "softmax_forward",
-           "softmax_cross_entropy", "embedding_forward", "embedding_backward", "adam_update", "conv_partial_floats", "conv2d_forward",
+           "softmax_cross_entropy", "embedding_forward", "embedding_backward", "adam_update", "conv_partial_floats",
+           "conv2d_forward",
            "conv2d_backward", "conv2d_transpose_forward", "conv2d_transpose_backward", "synchronize")
 
 
