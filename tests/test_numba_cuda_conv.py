@@ -114,6 +114,7 @@ def test_forward_and_gradients_match_the_references(numba_cuda, rng, case, trans
                                   f"{OPS[transpose][0].__name__} {case} ({BACKEND})")
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv2d", "conv2d_transpose"])
 def test_skipped_gradients_are_none_and_the_rest_unchanged(numba_cuda, rng, transpose):
     _, gradient, _, gradient_reference = OPS[transpose]
     x, w, _, stride, padding = conv_case(rng, CASES[3], transpose)
