@@ -132,3 +132,44 @@ def test_dcgan_layer_flops_count_each_window_once():
                          2 * 784 * 9 * 32, 0]
     # Conv 14x14 outputs x 3x3 x 1->64, Conv 7x7 x 3x3 x 64->128, Dense 6272->1
     assert discriminator == [0, 2 * 196 * 9 * 64, 2 * 49 * 9 * 64 * 128, 0, 2 * 6272]
+
+
+def step_profile():
+    """benchmarks/step_profile.py, which is a script, not a module of the package."""
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "step_profile.py"
+    spec = importlib.util.spec_from_file_location("step_profile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_profile_counts_each_kernel_call_of_a_step_by_op_and_shapes():
+    from pyai import dispatch, ops
+    profile = step_profile()
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((5, 7), dtype=np.float32), rng.standard_normal((7, 3), dtype=np.float32)
+    w, bias = rng.standard_normal((7, 11), dtype=np.float32), rng.standard_normal(11, dtype=np.float32)
+    original = dispatch.implementation
+    profiler, best, median = profile.profile(lambda: (ops.matmul(a, b), ops.matmul(a, b), ops.linear(a, w, bias)),
+                                             steps=3, again=2, warmups=1)
+    assert dispatch.implementation is original and ops.implementation is original
+    in_step, kernels = profiler.median(False)
+    again, _ = profiler.median(True)
+    assert set(in_step) == set(again) == {("matmul", "5x7 7x3"), ("linear", "5x7 7x11 11")}
+    assert profiler.calls[("matmul", "5x7 7x3")] == 6 and profiler.calls[("linear", "5x7 7x11 11")] == 3
+    assert all(seconds > 0 for seconds in [*in_step.values(), *again.values()])
+    assert kernels > 0 and 0 < best <= median
+
+
+def test_step_profile_times_a_kernel_called_inside_another_only_once():
+    profile = step_profile()
+    profiler = profile.Profiler()
+    profiler.recording = True
+    inner = lambda: time.sleep(0.02)   # noqa: E731
+    outer = lambda x: (time.sleep(0.01), profiler.call("inner", inner, (), {}))   # noqa: E731
+    profiler.call("outer", outer, (np.ones((2, 3)),), {})
+    profiler.end_step()
+    seconds, total = profiler.median(False)
+    assert seconds[("inner", "")] >= 0.02 and 0.01 <= seconds[("outer", "2x3")] < 0.02
+    assert total == pytest.approx(seconds[("inner", "")] + seconds[("outer", "2x3")])
