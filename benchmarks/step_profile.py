@@ -6,8 +6,9 @@ numpy and the models' own bookkeeping between the kernels.
 With --again K, further steps make each call K times more at once, on the same arrays, and its
 best time is shown beside its time in the step: the same kernel, now with its operands and
 outputs in cache. The gap is what the step's data movement costs it (operands and outputs
-arriving from L3 or memory after the op before), not the kernel's own loops. (Calls that change
-their inputs in place, Adam's, are not repeated.)
+arriving from L3 or memory after the op before), not the kernel's own loops. Adam's steps are not
+repeated; a kernel that adds into an array it is handed adds again, so those steps' numbers are
+for their timing only, not for training.
 
     python benchmarks/step_profile.py gpt|gan|dcgan [--steps N] [--again K]
 
