@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from pyai import dispatch, ops
+from pyai.bench.timing import call_seconds
 from pyai.models import DCGAN, GAN, GPT
 from pyai.optim import Adam
 
@@ -84,7 +85,7 @@ class Profiler:
             self.seconds[key] += seconds - inner
             self.calls[key] += 1
         elif op not in IN_PLACE:
-            self.seconds[key] += min(timed(kernel, args, kwargs) for _ in range(self.again))
+            self.seconds[key] += min(call_seconds(lambda: kernel(*args, **kwargs)) for _ in range(self.again))
         return result
 
     def end_step(self):
@@ -105,12 +106,6 @@ class Profiler:
 
     def __exit__(self, *exc):
         dispatch.implementation = ops.implementation = self.original
-
-
-def timed(kernel, args, kwargs):
-    start = time.perf_counter()
-    kernel(*args, **kwargs)
-    return time.perf_counter() - start
 
 
 def profile(step, steps, again, warmups=3):
