@@ -54,8 +54,8 @@ def shapes(arguments):
 class Profiler:
     """Wraps every kernel that dispatch.implementation hands out in a timer; `recording` turns it
     on: seconds and calls by (op, shapes), summed; with `again` set, the best of that many
-    repeats of each call instead. Time spent in a kernel called from inside another is the inner
-    one's only."""
+    repeats of each call instead. In the step, time spent in a kernel called from inside another
+    is the inner one's only; a repeat's time includes the kernels it calls."""
 
     def __init__(self):
         self.again = 0
@@ -84,8 +84,10 @@ class Profiler:
         if not self.again:
             self.seconds[key] += seconds - inner
             self.calls[key] += 1
-        elif op not in IN_PLACE:
+        elif op not in IN_PLACE:   # the repeats not recorded: a kernel called inside runs in them once
+            self.recording = False
             self.seconds[key] += min(call_seconds(lambda: kernel(*args, **kwargs)) for _ in range(self.again))
+            self.recording = True
         return result
 
     def end_step(self):
