@@ -583,7 +583,8 @@ def test_a_shallow_product_of_a_few_hundred_rows_takes_the_few_rows_loop_with_th
     one = np.full((m, n), np.nan, np.float32)
     kernels.gemm_few_rows_one_thread(a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1),
                                      *((1, k) if transpose_b else (n, 1)), one, k, bias, True,
-                                     kernels.ACTIVATIONS[activation], np.float32(0.1), 1, 1)
+                                     kernels.ACTIVATIONS[activation], np.float32(0.1), 1, 1,
+                                     kernels.NO_WORKSPACE)
     np.testing.assert_array_equal(one, blocked)
     assert_close("few-rows loop vs float64", few, kernels.matmul_reference(
         a.T if transpose_a else a, b.T if transpose_b else b, bias, activation, 0.1), MATMUL_TOL)
@@ -628,11 +629,18 @@ def test_a_deep_product_cut_in_depth_gives_the_one_thread_floats(rng, m, n, k, t
     flat = (a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1), n, 1)
     epilogue = (kernels.NO_BIAS, False, kernels.NONE, np.float32(0.0))
     one = np.full((rows, n), np.nan, np.float32)
-    kernels.gemm_few_rows_one_thread(*flat, one, k, *epilogue, 1, 1)
+    kernels.gemm_few_rows_one_thread(*flat, one, k, *epilogue, 1, 1, kernels.NO_WORKSPACE)
     for depth_parts in (2, 3, 4):
         cut = np.full((rows, n), np.nan, np.float32)
-        kernels.gemm_few_rows(*flat, cut, k, *epilogue, 1, depth_parts)
+        kernels.gemm_few_rows(*flat, cut, k, *epilogue, 1, depth_parts, kernels.NO_WORKSPACE)
         np.testing.assert_array_equal(cut, one)
+        # and in a workspace of few_rows_floats floats, with NaN past its end left as it was
+        floats = kernels.few_rows_floats(rows, n, k, 1, depth_parts)
+        space = np.full(floats + 64, np.nan, np.float32)
+        cut[:] = np.nan
+        kernels.gemm_few_rows(*flat, cut, k, *epilogue, 1, depth_parts, space[:floats])
+        np.testing.assert_array_equal(cut, one)
+        assert np.isnan(space[floats:]).all()
     product = kernels.fused_matmul(a, b, transpose_a, False, None, None, 0.0, column_sums=column_sums)
     np.testing.assert_array_equal(product, one)
     op_a = a.T if transpose_a else a
@@ -957,3 +965,31 @@ def test_few_input_conv_activations_in_registers_give_the_ops_floats(rng, activa
                 "leaky_relu": np.where(pre > 0, pre, np.float32(alpha) * pre)}[activation]
     np.testing.assert_array_equal(fused, expected)
 
+
+
+@pytest.mark.parametrize("m,n,k,transpose_a,col_chunks,depth_parts", [(128, 512, 2048, True, 1, 2),
+                                                                      (97, 300, 700, False, 2, 1),
+                                                                      (64, 1100, 520, False, 3, 1),
+                                                                      (13, 40, 1357, True, 1, 3)])
+def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, transpose_a, col_chunks, depth_parts):
+    """gemm_few_rows cuts its packed A, pages and B buffers from a workspace of few_rows_floats
+    floats: the floats of the loop that makes its own, the floats past the workspace untouched;
+    fused_matmul takes one from memory's cache where it is memory.POOLED_BYTES or more."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    from pyai.kernels.numba_cpu import memory
+    a, b = operands(rng, m, n, k, transpose_a, False)
+    flat = (a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1), n, 1)
+    epilogue = (kernels.NO_BIAS, False, kernels.NONE, np.float32(0.0))
+    own = np.full((m, n), np.nan, np.float32)
+    kernels.gemm_few_rows(*flat, own, k, *epilogue, col_chunks, depth_parts, kernels.NO_WORKSPACE)
+    floats = kernels.few_rows_floats(m, n, k, col_chunks, depth_parts)
+    space = np.full(floats + 64, np.nan, np.float32)
+    given = np.full((m, n), np.nan, np.float32)
+    kernels.gemm_few_rows(*flat, given, k, *epilogue, col_chunks, depth_parts, space[:floats])
+    np.testing.assert_array_equal(given, own)
+    assert np.isnan(space[floats:]).all() and not np.isnan(space[:floats]).all()
+    assert_close("few-rows loop in a workspace vs float64", given,
+                 kernels.matmul_reference(a.T if transpose_a else a, b), MATMUL_TOL)
+    pooled = kernels.few_rows_pooled(m, n, k, col_chunks, depth_parts)
+    assert pooled == (floats if 4 * floats >= memory.POOLED_BYTES else 0)
+    assert kernels.few_rows_workspace(m, n, k, col_chunks, depth_parts).size == pooled

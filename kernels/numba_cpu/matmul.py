@@ -646,7 +646,7 @@ def gemm(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c
 
 
 def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias,
-                  has_bias, activation, alpha, col_chunks, depth_parts):
+                  has_bias, activation, alpha, col_chunks, depth_parts, workspace):
     """c (M x N) = epilogue(A @ B) for few rows: the NR-column slivers of C cut into `col_chunks`
     even runs and K's slices into `depth_parts` runs, one task each, each task packing its own run
     of B a slice at a time. A is read where it lies where readable_in_place says it can be
@@ -658,13 +658,17 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     Cut in depth (a product with no epilogue, whose slices are all KC deep but perhaps the last,
     which is not a merged one: cut_in_depth), the first run's slices go to C as ever, every later
     slice to a page of its own, stored plain; then the pages are added to C in order, so each
-    float of C is the sum of the same slices in the same order as on one thread."""
+    float of C is the sum of the same slices in the same order as on one thread.
+    The packed A, the pages and each task's B buffer are cut from `workspace` (few_rows_floats
+    floats), or from an array made here where it is shorter (empty: few_rows_workspace's choice)."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
     in_place = (a_rows // MR if readable_in_place(a_row_stride, a_col_stride, CROWDED_ROWS)
                 and (a_col_stride == 1 or TRANSPOSED_IN_PLACE) else 0)
-    a_slices = aligned_floats(row_slivers * k * MR)
+    floats = few_rows_floats(m, n, k, col_chunks, depth_parts)
+    space = workspace if workspace.size >= floats else aligned_floats(floats)
+    a_slices = space[:row_slivers * k * MR]
     slices = slice_count(k)
     own_slices = in_place == 0 and depth_parts > 1 and col_chunks == 1   # a task packs the slices it multiplies
     if in_place == 0 and not own_slices and slices > 1:
@@ -678,14 +682,16 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     if in_place > 0 and first_tiles_pack_b(m, b_col_stride):   # their A sliver, packed
         pack_a_sliver(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, 0)
     first_page = slices // depth_parts   # the second run's first slice (on one run: none, past the last)
-    pages = aligned_floats((slices - first_page) * m * n).reshape((slices - first_page, m, n))
+    pages_at = whole_lines(row_slivers * k * MR)
+    pages = space[pages_at:pages_at + (slices - first_page) * m * n].reshape((slices - first_page, m, n))
+    buffers_at = pages_at + whole_lines(pages.size)
+    b_floats = few_rows_b_floats(n, k, col_chunks)
     for task in numba.prange(col_chunks * depth_parts):
         chunk, part = task // depth_parts, task % depth_parts
         sliver0 = chunk * col_slivers // col_chunks
         sliver1 = (chunk + 1) * col_slivers // col_chunks
         end = min(n, sliver1 * NR)
-        b_buffer = aligned_floats(-(-min(end - sliver0 * NR, FEW_NC + FEW_NC // 4) // NR) * packed_rows(min(k, DEEPEST))
-                                  * NR)
+        b_buffer = space[buffers_at + task * b_floats:][:b_floats]
         if own_slices:
             for j in range(part * slices // depth_parts, (part + 1) * slices // depth_parts):
                 pack_a_slice(a, a_row_stride, a_col_stride, a_rows, a_slices, m, k, j)
@@ -702,6 +708,51 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
                 for page in range(pages.shape[0]):
                     for j in range(n):
                         c[i, j] += pages[page, i, j]
+
+
+def whole_lines(floats):
+    """floats rounded up to whole cache lines (LINE floats): a part of a workspace that starts a
+    line ends where the next can start one."""
+    return -(-floats // LINE) * LINE
+
+
+def few_rows_b_floats(n, k, col_chunks):
+    """The floats of a few-rows task's buffer for its packed slices of B, whole lines: a slice
+    (at most DEEPEST rows) of its run of columns (the most a run of col_chunks has), FEW_NC of
+    them at a time (block_end allows a quarter more)."""
+    run = -(-(-(-n // NR)) // col_chunks) * NR
+    return whole_lines(-(-min(run, FEW_NC + FEW_NC // 4) // NR) * packed_rows(min(k, DEEPEST)) * NR)
+
+
+def few_rows_floats(m, n, k, col_chunks, depth_parts):
+    """The floats gemm_few_rows works in, each part whole lines: A packed for all of K, the pages
+    of a cut in depth (the slices after the first run's), and a B buffer a task."""
+    slices = slice_count(k)
+    pages = (slices - slices // depth_parts) * m * n
+    return (whole_lines(-(-m // MR) * k * MR) + whole_lines(pages)
+            + col_chunks * depth_parts * few_rows_b_floats(n, k, col_chunks))
+
+
+NO_WORKSPACE = np.empty(0, np.float32)
+
+
+@functools.lru_cache(maxsize=256)   # a pure function of five ints, asked for by every few-rows product
+def few_rows_pooled(m, n, k, col_chunks, depth_parts):
+    """The floats of gemm_few_rows's workspace where it is taken from memory's cache of blocks
+    (memory.POOLED_BYTES or more), else 0: made in the loop, at every call, the array would be
+    served by malloc as its history decides (see memory.py); a weight gradient 128 x 2048 x 512
+    cut in depth (A 1.1 MB packed, pages 1 MB, two B buffers of 0.66 MB) took 480 page faults a
+    call in a process that had made no larger array, and ran at half the rate (Intel Xeon, family
+    6 model 167, 2 threads: 140-150 GFLOP/s, 266-272 once a larger product had run before it)."""
+    floats = few_rows_floats(m, n, k, col_chunks, depth_parts)
+    return floats if 4 * floats >= memory.POOLED_BYTES else 0
+
+
+def few_rows_workspace(m, n, k, col_chunks, depth_parts):
+    """gemm_few_rows's workspace: a pooled block where few_rows_pooled says so, else none (the
+    loop makes its own)."""
+    floats = few_rows_pooled(m, n, k, col_chunks, depth_parts)
+    return memory.empty((floats,)) if floats else NO_WORKSPACE
 
 
 def slice_count(k):
@@ -976,6 +1027,9 @@ with slp_vectorize():
              READ_ONLY, numba.boolean, int64, float32, int64, int64, PANEL, int64), fastmath=FASTMATH,
         cache=True)(few_rows_panel)
     slice_count = numba.njit(inline="always", cache=True)(slice_count)
+    whole_lines = numba.njit(inline="always", cache=True)(whole_lines)
+    few_rows_b_floats = numba.njit(inline="always", cache=True)(few_rows_b_floats)
+    few_rows_floats = numba.njit(inline="always", cache=True)(few_rows_floats)
 gemv_by_depth = numba.njit(void(READ_ONLY, int64, READ_ONLY, FLAT, int64, int64), cache=True)(gemv_by_depth)
 GEMV_OPERANDS = (READ_ONLY, int64, int64, READ_ONLY, MATRIX, int64, READ_ONLY, numba.boolean, int64, float32)
 gemv_rows = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemv, "gemv_rows"))   # gemv_parallel's
@@ -998,9 +1052,9 @@ gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=Tr
                            void(*GEMM_OPERANDS, int64, int64, int64, int64), slp_vectorize)
 gemm_few_rows_one_thread = CompiledOnFirstCall(
     numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
-    void(*GEMM_OPERANDS, int64, int64), slp_vectorize)
+    void(*GEMM_OPERANDS, int64, int64, FLAT), slp_vectorize)
 gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
-                                    void(*GEMM_OPERANDS, int64, int64), slp_vectorize)
+                                    void(*GEMM_OPERANDS, int64, int64, FLAT), slp_vectorize)
 
 TURN_FLOPS = 1 << 26       # a product turned (turns_product) has at least this many
 SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
@@ -1154,7 +1208,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
                                      or (cut and packs_deep_a(m, n, k, threads, transpose_a)))
     if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
         # no parallel region; a small product of many rows too, whose A packed whole is small
-        gemm_few_rows_one_thread(*operands, 1, 1)
+        gemm_few_rows_one_thread(*operands, 1, 1, few_rows_workspace(rows, n, k, 1, 1))
         return c
     # here threads is Numba's own count (a product that thread_count gives one thread took a path
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
@@ -1162,7 +1216,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     elif few_rows:
         depth_parts = threads if cut else 1
-        gemm_few_rows(*operands, threads // depth_parts, depth_parts)
+        gemm_few_rows(*operands, threads // depth_parts, depth_parts,
+                      few_rows_workspace(rows, n, k, threads // depth_parts, depth_parts))
     else:
         gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
     return c
