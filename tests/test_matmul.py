@@ -974,7 +974,7 @@ def test_few_input_conv_activations_in_registers_give_the_ops_floats(rng, activa
 def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, transpose_a, col_chunks, depth_parts):
     """gemm_few_rows cuts its packed A, pages and B buffers from a workspace of few_rows_floats
     floats: the floats of the loop that makes its own, the floats past the workspace untouched;
-    fused_matmul takes one from memory's cache where it is memory.POOLED_BYTES or more."""
+    fused_matmul lends it memory.scratch where it is memory.POOLED_BYTES or more."""
     from pyai.kernels.numba_cpu import matmul as kernels
     from pyai.kernels.numba_cpu import memory
     a, b = operands(rng, m, n, k, transpose_a, False)
@@ -990,6 +990,7 @@ def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, t
     assert np.isnan(space[floats:]).all() and not np.isnan(space[:floats]).all()
     assert_close("few-rows loop in a workspace vs float64", given,
                  kernels.matmul_reference(a.T if transpose_a else a, b), MATMUL_TOL)
-    pooled = kernels.few_rows_pooled(m, n, k, col_chunks, depth_parts)
-    assert pooled == (floats if 4 * floats >= memory.POOLED_BYTES else 0)
-    assert kernels.few_rows_workspace(m, n, k, col_chunks, depth_parts).size == pooled
+    kept = kernels.few_rows_kept(m, n, k, col_chunks, depth_parts)
+    assert kept == (floats if 4 * floats >= memory.POOLED_BYTES else 0)
+    workspace = kernels.few_rows_workspace(m, n, k, col_chunks, depth_parts)
+    assert workspace.size >= kept if kept else workspace.size == 0

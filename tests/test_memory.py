@@ -106,3 +106,21 @@ def test_an_array_outliving_the_module_globals_gives_its_block_back_quietly(monk
     monkeypatch.setattr(memory, "_returned", None)   # as the module's teardown leaves it
     del array
     assert not errors and len(returned) == 1
+
+
+def test_scratch_is_the_threads_kept_array_grown_as_needed_and_dropped_by_release():
+    memory.release()
+    small = memory.scratch(1000)
+    assert small.dtype == np.float32 and small.size >= 1000 and small.ctypes.data % memory.ALIGNMENT == 0
+    assert memory.scratch(10) is small and memory.scratch(small.size) is small
+    grown = memory.scratch(small.size + 1)
+    assert grown is not small and grown.size >= small.size + 1 and memory.scratch(5) is grown
+    others = []
+    worker = threading.Thread(target=lambda: others.append(memory.scratch(10)))
+    worker.start()
+    worker.join()
+    assert others[0] is not grown                       # a thread of its own, an array of its own
+    huge = memory.scratch(memory.KEPT_BYTES // 4 + 1)  # past what a thread keeps: not kept
+    assert huge.size == memory.KEPT_BYTES // 4 + 1 and memory.scratch(5) is grown
+    memory.release()
+    assert memory.scratch(5) is not grown

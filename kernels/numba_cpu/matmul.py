@@ -660,7 +660,8 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
     slice to a page of its own, stored plain; then the pages are added to C in order, so each
     float of C is the sum of the same slices in the same order as on one thread.
     The packed A, the pages and each task's B buffer are cut from `workspace` (few_rows_floats
-    floats), or from an array made here where it is shorter (empty: few_rows_workspace's choice)."""
+    floats or more), or from an array made here where it is shorter (empty: few_rows_workspace's
+    choice)."""
     m, n = c.shape
     row_slivers = -(-m // MR)
     col_slivers = -(-n // NR)
@@ -737,22 +738,23 @@ NO_WORKSPACE = np.empty(0, np.float32)
 
 
 @functools.lru_cache(maxsize=256)   # a pure function of five ints, asked for by every few-rows product
-def few_rows_pooled(m, n, k, col_chunks, depth_parts):
-    """The floats of gemm_few_rows's workspace where it is taken from memory's cache of blocks
-    (memory.POOLED_BYTES or more), else 0: made in the loop, at every call, the array would be
-    served by malloc as its history decides (see memory.py); a weight gradient 128 x 2048 x 512
-    cut in depth (A 1.1 MB packed, pages 1 MB, two B buffers of 0.66 MB) took 480 page faults a
-    call in a process that had made no larger array, and ran at half the rate (Intel Xeon, family
-    6 model 167, 2 threads: 140-150 GFLOP/s, 266-272 once a larger product had run before it)."""
+def few_rows_kept(m, n, k, col_chunks, depth_parts):
+    """The floats of gemm_few_rows's workspace where it is taken from memory.scratch (memory.POOLED_BYTES
+    or more), else 0: made in the loop, at every call, the array would be served by malloc as its
+    history decides (see memory.py); a weight gradient 128 x 2048 x 512 cut in depth (A 1.1 MB
+    packed, pages 1 MB, two B buffers of 0.66 MB) took 480 page faults a call in a process that
+    had made no larger array, and ran at half the rate (Intel Xeon, family 6 model 167, 2
+    threads: 140-150 GFLOP/s, 266-272 once a larger product had run before it). A smaller one
+    malloc serves from its heap."""
     floats = few_rows_floats(m, n, k, col_chunks, depth_parts)
     return floats if 4 * floats >= memory.POOLED_BYTES else 0
 
 
 def few_rows_workspace(m, n, k, col_chunks, depth_parts):
-    """gemm_few_rows's workspace: a pooled block where few_rows_pooled says so, else none (the
-    loop makes its own)."""
-    floats = few_rows_pooled(m, n, k, col_chunks, depth_parts)
-    return memory.empty((floats,)) if floats else NO_WORKSPACE
+    """gemm_few_rows's workspace: this thread's scratch where few_rows_kept says so, else none
+    (the loop makes its own)."""
+    floats = few_rows_kept(m, n, k, col_chunks, depth_parts)
+    return memory.scratch(floats) if floats else NO_WORKSPACE
 
 
 def slice_count(k):
