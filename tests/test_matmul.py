@@ -994,3 +994,61 @@ def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, t
     assert kept == (floats if 4 * floats >= memory.POOLED_BYTES else 0)
     workspace = kernels.few_rows_workspace(m, n, k, col_chunks, depth_parts)
     assert workspace.size >= kept if kept else workspace.size == 0
+
+
+@pytest.mark.parametrize("m,n,k,transpose_a", [(129, 300, 256, False), (250, 31, 700, True), (397, 64, 300, False),
+                                               (640, 97, 257, True), (144, 1, 512, False)])
+@pytest.mark.parametrize("epilogue", ["bias_leaky_relu", "times", "leaky_relu_grad", "column_sums"])
+def test_row_parts_of_the_few_rows_loop_give_its_floats(rng, m, n, k, transpose_a, epilogue):
+    """gemm_few_rows_by_rows, C's rows in two or three runs of whole slivers, each run the
+    one-thread few-rows loop on its rows: the floats of that loop on all of C, bit for bit, with
+    a bias and leaky ReLU, a matrix of factors (each run's own rows of it), a leaky ReLU's
+    gradient, or a row of column sums (in the last run), and close to float64."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    a, b = operands(rng, m, n, k, transpose_a, False)
+    rows = m + 1 if epilogue == "column_sums" else m
+    flat = (a.reshape(-1), *((1, m) if transpose_a else (k, 1)), m, b.reshape(-1), n, 1)
+    factors = rng.standard_normal((rows, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    code, floats, has_bias = {"bias_leaky_relu": (kernels.ACTIVATIONS["leaky_relu"], bias, True),
+                              "times": (kernels.TIMES, factors.reshape(-1), False),
+                              "leaky_relu_grad": (kernels.LEAKY_RELU_GRAD, factors.reshape(-1), False),
+                              "column_sums": (kernels.NONE, kernels.NO_BIAS, False)}[epilogue]
+    one = np.full((rows, n), np.nan, np.float32)
+    kernels.gemm_few_rows_one_thread(*flat, one, k, floats, has_bias, code, np.float32(0.1), 1, 1,
+                                     kernels.NO_WORKSPACE)
+    for parts in (2, 3):
+        by_rows = np.full((rows, n), np.nan, np.float32)
+        kernels.gemm_few_rows_by_rows(*flat, by_rows, k, floats, has_bias, code, np.float32(0.1), parts,
+                                      kernels.few_rows_workspace(rows, n, k, 1, 1, parts))
+        np.testing.assert_array_equal(by_rows, one)
+    op_a = a.T if transpose_a else a
+    if epilogue == "column_sums":
+        expected = kernels.column_sums_reference(op_a, b)
+    elif epilogue == "bias_leaky_relu":
+        expected = kernels.matmul_reference(op_a, b, bias, "leaky_relu", 0.1)
+    else:
+        product = op_a.astype(np.float64) @ b
+        expected = product * (factors if epilogue == "times" else np.where(factors > 0, 1.0, 0.1))
+    assert_close("row parts of the few-rows loop vs float64", one, expected, MATMUL_TOL)
+
+
+def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads():
+    """by_row_parts: K at least KC, FEW_ROWS < M <= ROW_PARTS_ROWS, a grid of row parts, not
+    GELU_DERIVATIVE, several threads, and a run's slices of A and B and its rows of C under half
+    of L2 (FEW_NC x KC floats)."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    kc, few_nc, none, mr = kernels.KC, kernels.FEW_NC, kernels.NONE, kernels.MR
+
+    def fits(m, n, threads=2):
+        part = -(-(-(-m // mr)) // threads) * mr
+        return part * kc + kc * min(n, few_nc) + part * n < few_nc * kc
+
+    m, n = 2 * kernels.FEW_ROWS, kernels.FEW_ROWS   # of the sizes where by_row_parts may say yes
+    assert kernels.by_row_parts(m, n, kc, 2, none) == fits(m, n)
+    assert not kernels.by_row_parts(m, n, kc, 1, none) and not kernels.by_row_parts(m, n, kc - 1, 2, none)
+    assert not kernels.by_row_parts(kernels.FEW_ROWS, n, kc, 2, none)
+    assert not kernels.by_row_parts(kernels.ROW_PARTS_ROWS + 1, 16, kc, 2, none)
+    assert not kernels.by_row_parts(m, n, kc, 2, kernels.GELU_DERIVATIVE)
+    assert kernels.by_row_parts(384, 384, 384, 2, none) == fits(384, 384) == (few_nc >= 1024)   # a 2 MB L2
+    assert not kernels.by_row_parts(512, 512, 512, 2, none)

@@ -711,6 +711,49 @@ def gemm_few_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_
                         c[i, j] += pages[page, i, j]
 
 
+def gemm_few_rows_by_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride, b_col_stride, c, k, bias,
+                          has_bias, activation, alpha, row_parts, workspace):
+    """c (M x N) = epilogue(A @ B), C's rows cut into row_parts runs of whole slivers, one task
+    each, which runs the few-rows loop on one thread (few_rows_loop) for its rows: it reads or
+    packs its rows of A and packs all of B itself, as its first A sliver's tiles read it. One
+    parallel region, and no task waits on another's packing (by_row_parts says where this pays).
+    A run's C starts at its first row, and so do its factors (PER_ELEMENT; not GELU_DERIVATIVE,
+    whose bias lies before them). Run j works in the workspace's j-th of row_parts equal parts
+    (few_rows_workspace), or where they are too short, in its own."""
+    m, n = c.shape
+    slivers = -(-m // MR)
+    each = workspace.size // row_parts
+    for part in numba.prange(row_parts):
+        row0 = part * slivers // row_parts * MR
+        row1 = min(m, (part + 1) * slivers // row_parts * MR)
+        few_rows_loop(a[row0 * a_row_stride:], a_row_stride, a_col_stride, max(0, min(a_rows, row1) - row0), b,
+                      b_row_stride, b_col_stride, c[row0:row1], k, bias[row0 * n:] if activation in PER_ELEMENT else bias,
+                      has_bias, activation, alpha, 1, 1, workspace[part * each:(part + 1) * each])
+
+
+ROW_PARTS_ROWS = 640   # by_row_parts: at most this many rows of C (the most measured)
+
+
+def by_row_parts(m, n, k, threads, code):
+    """Whether a product on several threads takes gemm_few_rows_by_rows: deep (K at least KC),
+    more rows than FEW_ROWS and at most ROW_PARTS_ROWS, which thread_grid would cut in rows, not
+    GELU_DERIVATIVE, and a run's working set under half of L2 (FEW_NC x KC floats): a KC-deep
+    slice of its rows of A, the slice of B's panel and its rows of C (with a 2 MB L2, up to 384
+    x 384 x K a run; at 512^3 no gain was seen, and with a 1 MB L2 none of the products measured
+    below qualifies). Against the blocked loop's row parts, each thread packs B's slices in its
+    first tiles, not by a pass of its own; against the few-rows loop on columns (where M <= 512 and
+    K is one slice), one parallel region, not one for A and one for the tiles. Intel Xeon, family
+    6 model 167, 2 threads, GFLOP/s, old -> new: fused_matmul alternating in shuffled rounds,
+    median of 30 rounds' bests, 256^3 153 -> 169, 384^3 249 -> 272, 384 x 512 x 384 250 -> 272,
+    512^3 254 -> 260, 640^3 266 -> 267; in pyai.bench's way beside PyTorch, two runs, 256^3
+    248 / 238 -> 273 / 235 (PyTorch 308 / 277), 384^3 286 / 248 -> 276 / 265 (332 / 303), 384 x
+    512 x 384 272 / 252 -> 288 / 277 (326 / 298)."""
+    part = -(-(-(-m // MR)) // threads) * MR
+    working = part * KC + KC * min(n, FEW_NC) + part * n
+    return (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE
+            and thread_grid(m, n, threads, k) == (threads, 1) and working < FEW_NC * KC)
+
+
 def whole_lines(floats):
     """floats rounded up to whole cache lines (LINE floats): a part of a workspace that starts a
     line ends where the next can start one."""
@@ -737,23 +780,25 @@ def few_rows_floats(m, n, k, col_chunks, depth_parts):
 NO_WORKSPACE = np.empty(0, np.float32)
 
 
-@functools.lru_cache(maxsize=256)   # a pure function of five ints, asked for by every few-rows product
-def few_rows_kept(m, n, k, col_chunks, depth_parts):
+@functools.lru_cache(maxsize=256)   # a pure function of six ints, asked for by every few-rows product
+def few_rows_kept(m, n, k, col_chunks, depth_parts, row_parts=1):
     """The floats of gemm_few_rows's workspace where it is taken from memory.scratch (memory.POOLED_BYTES
     or more), else 0: made in the loop, at every call, the array would be served by malloc as its
     history decides (see memory.py); a weight gradient 128 x 2048 x 512 cut in depth (A 1.1 MB
     packed, pages 1 MB, two B buffers of 0.66 MB) took 480 page faults a call in a process that
     had made no larger array, and ran at half the rate (Intel Xeon, family 6 model 167, 2
     threads: 140-150 GFLOP/s, 266-272 once a larger product had run before it). A smaller one
-    malloc serves from its heap."""
-    floats = few_rows_floats(m, n, k, col_chunks, depth_parts)
+    malloc serves from its heap. With row_parts, gemm_few_rows_by_rows's: as many parts, each the
+    floats of the longest run."""
+    run = min(m, -(-(-(-m // MR)) // row_parts) * MR)
+    floats = row_parts * few_rows_floats(run, n, k, col_chunks, depth_parts)
     return floats if 4 * floats >= memory.POOLED_BYTES else 0
 
 
-def few_rows_workspace(m, n, k, col_chunks, depth_parts):
-    """gemm_few_rows's workspace: this thread's scratch where few_rows_kept says so, else none
-    (the loop makes its own)."""
-    floats = few_rows_kept(m, n, k, col_chunks, depth_parts)
+def few_rows_workspace(m, n, k, col_chunks, depth_parts, row_parts=1):
+    """gemm_few_rows's workspace (or gemm_few_rows_by_rows's): this thread's scratch where
+    few_rows_kept says so, else none (the loop makes its own)."""
+    floats = few_rows_kept(m, n, k, col_chunks, depth_parts, row_parts)
     return memory.scratch(floats) if floats else NO_WORKSPACE
 
 
@@ -1055,8 +1100,12 @@ gemm = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=Tr
 gemm_few_rows_one_thread = CompiledOnFirstCall(
     numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "gemm_few_rows_one_thread")),
     void(*GEMM_OPERANDS, int64, int64, FLAT), slp_vectorize)
+few_rows_loop = numba.njit(fastmath=FASTMATH, cache=True)(renamed(gemm_few_rows, "few_rows_loop"))   # by_rows's
 gemm_few_rows = CompiledOnFirstCall(numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows),
                                     void(*GEMM_OPERANDS, int64, int64, FLAT), slp_vectorize)
+gemm_few_rows_by_rows = CompiledOnFirstCall(
+    numba.njit(parallel=True, fastmath=FASTMATH, cache=True)(gemm_few_rows_by_rows),
+    void(*GEMM_OPERANDS, int64, FLAT), slp_vectorize)
 
 TURN_FLOPS = 1 << 26       # a product turned (turns_product) has at least this many
 SERIAL_FLOPS = 6_000_000   # below this, one thread is faster than waking the others
@@ -1216,6 +1265,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
+    elif blocking is None and not cut and by_row_parts(rows, n, k, threads, code):
+        gemm_few_rows_by_rows(*operands, threads, few_rows_workspace(rows, n, k, 1, 1, threads))
     elif few_rows:
         depth_parts = threads if cut else 1
         gemm_few_rows(*operands, threads // depth_parts, depth_parts,
