@@ -215,7 +215,8 @@ def exercise(file, every_loop=True):
         # the loops compiled on their first call: few rows (5) on one thread; one column (gemv), and
         # a tall one on every thread (1 MB, past SERIAL_BYTES); one row of K (an outer product),
         # on one thread and on every one (1 MB); few rows on every thread (100 rows, 6.6 MFLOP,
-        # past SERIAL_FLOPS); the blocked loop for many rows (129, deeper than a slice: 10.6 MFLOP)
+        # past SERIAL_FLOPS); few rows in row parts (129, deeper than a slice: 10.6 MFLOP); the
+        # blocked loop for many rows (641, past ROW_PARTS_ROWS: 10.5 MFLOP)
         "matmul": lambda: (ops.linear(x, w, floats(3), activation="leaky_relu"),
                            ops.linear(x, w, floats(3), activation="gelu", return_derivative=True),
                            ops.matmul(x, y, transpose_b=True), ops.matmul(x, y, transpose_b=True, times=floats(5, 5)),
@@ -225,7 +226,8 @@ def exercise(file, every_loop=True):
                                            ops.matmul(floats(5, 1), floats(1, 7)),
                                            ops.matmul(floats(1024, 1), floats(1, 512)),
                                            ops.matmul(floats(100, 256), floats(256, 128)),
-                                           ops.matmul(floats(129, 321), floats(321, 128)))),
+                                           ops.matmul(floats(129, 321), floats(321, 128)),
+                                           ops.matmul(floats(641, 257), floats(257, 32)))),
         # a Dense layer's gradient and Adam step in one pass (no public op: pyai.optim calls it) on
         # one thread, and its two passes, the product's then adam.py's step, for one output; with
         # every_loop also the pass on every thread, past SERIAL_FLOPS (16 x 255 -> 1024: 8.4 MFLOP),
