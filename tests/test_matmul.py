@@ -1034,9 +1034,9 @@ def test_row_parts_of_the_few_rows_loop_give_its_floats(rng, m, n, k, transpose_
 
 
 def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads():
-    """by_row_parts: K at least KC, FEW_ROWS < M <= ROW_PARTS_ROWS, a grid of row parts, not
-    GELU_DERIVATIVE, several threads, and a run's slices of A and B and its rows of C under half
-    of L2 (FEW_NC x KC floats)."""
+    """by_row_parts: a product the blocked loop would take, K at least KC, FEW_ROWS < M <=
+    ROW_PARTS_ROWS, a grid of row parts, not GELU_DERIVATIVE, several threads, and a run's slices
+    of A and B and its rows of C under half of L2 (FEW_NC x KC floats)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     kc, few_nc, none, mr = kernels.KC, kernels.FEW_NC, kernels.NONE, kernels.MR
 
@@ -1044,11 +1044,12 @@ def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads()
         part = -(-(-(-m // mr)) // threads) * mr
         return part * kc + kc * min(n, few_nc) + part * n < few_nc * kc
 
-    m, n = 2 * kernels.FEW_ROWS, kernels.FEW_ROWS   # of the sizes where by_row_parts may say yes
-    assert kernels.by_row_parts(m, n, kc, 2, none) == fits(m, n)
-    assert not kernels.by_row_parts(m, n, kc, 1, none) and not kernels.by_row_parts(m, n, kc - 1, 2, none)
-    assert not kernels.by_row_parts(kernels.FEW_ROWS, n, kc, 2, none)
-    assert not kernels.by_row_parts(kernels.ROW_PARTS_ROWS + 1, 16, kc, 2, none)
-    assert not kernels.by_row_parts(m, n, kc, 2, kernels.GELU_DERIVATIVE)
+    m, n, k = 2 * kernels.FEW_ROWS, kernels.FEW_ROWS, 2 * kc   # of the sizes where by_row_parts may say yes
+    assert kernels.by_row_parts(m, n, k, 2, none) == fits(m, n)
+    assert not kernels.by_row_parts(m, n, k, 1, none) and not kernels.by_row_parts(m, n, kc - 1, 2, none)
+    assert not kernels.by_row_parts(m, n, kc, 2, none)   # one slice deep: the few-rows loop on columns
+    assert not kernels.by_row_parts(kernels.FEW_ROWS, n, k, 2, none)
+    assert not kernels.by_row_parts(kernels.ROW_PARTS_ROWS + 1, 16, k, 2, none)
+    assert not kernels.by_row_parts(m, n, k, 2, kernels.GELU_DERIVATIVE)
     assert kernels.by_row_parts(384, 384, 384, 2, none) == fits(384, 384) == (few_nc >= 1024)   # a 2 MB L2
     assert not kernels.by_row_parts(512, 512, 512, 2, none)

@@ -726,32 +726,34 @@ def gemm_few_rows_by_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride
     for part in numba.prange(row_parts):
         row0 = part * slivers // row_parts * MR
         row1 = min(m, (part + 1) * slivers // row_parts * MR)
+        floats = bias[row0 * n:] if activation in PER_ELEMENT else bias   # a run's factors start at its rows
         few_rows_loop(a[row0 * a_row_stride:], a_row_stride, a_col_stride, max(0, min(a_rows, row1) - row0), b,
-                      b_row_stride, b_col_stride, c[row0:row1], k, bias[row0 * n:] if activation in PER_ELEMENT else bias,
-                      has_bias, activation, alpha, 1, 1, workspace[part * each:(part + 1) * each])
+                      b_row_stride, b_col_stride, c[row0:row1], k, floats, has_bias, activation, alpha, 1, 1,
+                      workspace[part * each:(part + 1) * each])
 
 
 ROW_PARTS_ROWS = 640   # by_row_parts: at most this many rows of C (the most measured)
 
 
 def by_row_parts(m, n, k, threads, code):
-    """Whether a product on several threads takes gemm_few_rows_by_rows: deep (K at least KC),
-    more rows than FEW_ROWS and at most ROW_PARTS_ROWS, which thread_grid would cut in rows, not
-    GELU_DERIVATIVE, and a run's working set under half of L2 (FEW_NC x KC floats): a KC-deep
-    slice of its rows of A, the slice of B's panel and its rows of C (with a 2 MB L2, up to 384
-    x 384 x K a run; at 512^3 no gain was seen, and with a 1 MB L2 none of the products measured
-    below qualifies). Against the blocked loop's row parts, each thread packs B's slices in its
-    first tiles, not by a pass of its own; against the few-rows loop on columns (where M <= 512 and
-    K is one slice), one parallel region, not one for A and one for the tiles. Intel Xeon, family
-    6 model 167, 2 threads, GFLOP/s, old -> new: fused_matmul alternating in shuffled rounds,
-    median of 30 rounds' bests, 256^3 153 -> 169, 384^3 249 -> 272, 384 x 512 x 384 250 -> 272,
-    512^3 254 -> 260, 640^3 266 -> 267; in pyai.bench's way beside PyTorch, two runs, 256^3
-    248 / 238 -> 273 / 235 (PyTorch 308 / 277), 384^3 286 / 248 -> 276 / 265 (332 / 303), 384 x
-    512 x 384 272 / 252 -> 288 / 277 (326 / 298)."""
+    """Whether a product on several threads takes gemm_few_rows_by_rows: one the blocked loop
+    would take (not takes_few_rows_loop), deep (K at least KC), more rows than FEW_ROWS and at
+    most ROW_PARTS_ROWS, which thread_grid cuts in rows, not GELU_DERIVATIVE, and a run's working
+    set under half of L2 (FEW_NC x KC floats): a KC-deep slice of its rows of A, the slice of B's
+    panel and its rows of C (with a 2 MB L2, up to 384 x 384 x K a run; at 512^3 no gain was
+    seen, and with a 1 MB L2 none of the products measured below qualifies). Against the blocked
+    loop's row parts, each thread packs B's slices in its first tiles, not by a pass of its own.
+    Intel Xeon, family 6 model 167, 2 threads, GFLOP/s, fused_matmul before -> after alternating
+    in shuffled rounds, median of 30 rounds' bests: 384^3 249 -> 272, 246 -> 266, 249 -> 252,
+    with a bias and leaky ReLU 246 -> 259; 384 x 512 x 384 250 -> 272, 245 -> 255, with the
+    epilogue 216 -> 212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260,
+    258 -> 255. The few-rows loop on columns keeps its products (one slice deep): in row parts
+    256^3 gained 4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%."""
     part = -(-(-(-m // MR)) // threads) * MR
     working = part * KC + KC * min(n, FEW_NC) + part * n
     return (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE
-            and thread_grid(m, n, threads, k) == (threads, 1) and working < FEW_NC * KC)
+            and not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
+            and working < FEW_NC * KC)
 
 
 def whole_lines(floats):
