@@ -42,7 +42,7 @@ from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_sl
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
                                                  prefetch_tile, write_tile, zero_rows)
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes
-from pyai.kernels.numba_cpu.simd import (WIDTH, load, multiply, slp_vectorize, splat, store,
+from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_rectangle, wide_vectors)
 
 micro_kernel = matmul_micro.micro_kernel
@@ -198,9 +198,11 @@ def tile_scratch(chunks):
     had cost the GPT's 64 heads of 128 x 32, causal, 2-3%: an Intel Xeon, family 6 model 207, the
     two alternating in one process, best us, one thread 2739 -> 2666, two 1506 -> 1469; the same
     floats.)"""
-    return (np.empty((KEY_TILE // NR, QUERY_BLOCK, NR), np.float32),
-            np.empty((KEY_TILE // NR, QUERY_BLOCK, NR), np.float32),
-            np.empty((chunks * MR, KEY_TILE), np.float32), np.empty((chunks * MR, KEY_TILE), np.float32),
+    rows = chunks * MR
+    return (aligned_floats(KEY_TILE * QUERY_BLOCK).reshape((KEY_TILE // NR, QUERY_BLOCK, NR)),
+            aligned_floats(KEY_TILE * QUERY_BLOCK).reshape((KEY_TILE // NR, QUERY_BLOCK, NR)),
+            aligned_floats(rows * KEY_TILE).reshape((rows, KEY_TILE)),
+            aligned_floats(rows * KEY_TILE).reshape((rows, KEY_TILE)),
             np.empty(KEY_TILE // NR, np.int64))
 
 

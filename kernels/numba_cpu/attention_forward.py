@@ -299,8 +299,8 @@ def block_scratch(chunks):
     the GPT's 64 heads of 128 x 32, causal, 1-4%: one core of an Intel Xeon, family 6 model 207,
     the two alternating in one process, best us of three runs, 1361 / 1357 / 1320 -> 1301 / 1344
     / 1278, the same floats; attention_backward.tile_scratch likewise.)"""
-    return (np.empty((QUERY_BLOCK // NR, KEY_TILE, NR), np.float32),
-            np.empty((QUERY_BLOCK // NR, chunks * MR, NR), np.float32),
+    return (aligned_floats(QUERY_BLOCK * KEY_TILE).reshape((QUERY_BLOCK // NR, KEY_TILE, NR)),
+            aligned_floats(QUERY_BLOCK * chunks * MR).reshape((QUERY_BLOCK // NR, chunks * MR, NR)),
             np.empty(QUERY_BLOCK, np.float32), np.empty(QUERY_BLOCK, np.float32),
             np.empty(QUERY_BLOCK // NR, np.int64), aligned_floats(NR))
 

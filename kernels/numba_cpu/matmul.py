@@ -749,11 +749,18 @@ def by_row_parts(m, n, k, threads, code):
     epilogue 216 -> 212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260,
     258 -> 255. The few-rows loop on columns keeps its products (one slice deep): in row parts
     256^3 gained 4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%."""
-    part = -(-(-(-m // MR)) // threads) * MR
+    part = longest_run(m, MR, threads)
     working = part * KC + KC * min(n, FEW_NC) + part * n
     return (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE
             and not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
             and working < FEW_NC * KC)
+
+
+def longest_run(size, unit, parts):
+    """The most rows (or columns) of `size` that one of `parts` runs gets where they are cut in
+    whole units of `unit`, as the loops cut them (run j from unit j * units // parts on), a ragged
+    last unit counted whole: a thread's rows of C (MR units), a task's columns of B (NR units)."""
+    return -(-(-(-size // unit)) // parts) * unit
 
 
 def whole_lines(floats):
@@ -766,7 +773,7 @@ def few_rows_b_floats(n, k, col_chunks):
     """The floats of a few-rows task's buffer for its packed slices of B, whole lines: a slice
     (at most DEEPEST rows) of its run of columns (the most a run of col_chunks has), FEW_NC of
     them at a time (block_end allows a quarter more)."""
-    run = -(-(-(-n // NR)) // col_chunks) * NR
+    run = longest_run(n, NR, col_chunks)
     return whole_lines(-(-min(run, FEW_NC + FEW_NC // 4) // NR) * packed_rows(min(k, DEEPEST)) * NR)
 
 
@@ -792,7 +799,7 @@ def few_rows_kept(m, n, k, col_chunks, depth_parts, row_parts=1):
     threads: 140-150 GFLOP/s, 266-272 once a larger product had run before it). A smaller one
     malloc serves from its heap. With row_parts, gemm_few_rows_by_rows's: as many parts, each the
     floats of the longest run."""
-    run = min(m, -(-(-(-m // MR)) // row_parts) * MR)
+    run = min(m, longest_run(m, MR, row_parts))
     floats = row_parts * few_rows_floats(run, n, k, col_chunks, depth_parts)
     return floats if 4 * floats >= memory.POOLED_BYTES else 0
 
@@ -1077,6 +1084,7 @@ with slp_vectorize():
         cache=True)(few_rows_panel)
     slice_count = numba.njit(inline="always", cache=True)(slice_count)
     whole_lines = numba.njit(inline="always", cache=True)(whole_lines)
+    longest_run = numba.njit(inline="always", cache=True)(longest_run)
     few_rows_b_floats = numba.njit(inline="always", cache=True)(few_rows_b_floats)
     few_rows_floats = numba.njit(inline="always", cache=True)(few_rows_floats)
 gemv_by_depth = numba.njit(void(READ_ONLY, int64, READ_ONLY, FLAT, int64, int64), cache=True)(gemv_by_depth)
