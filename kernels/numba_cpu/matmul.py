@@ -749,10 +749,11 @@ def by_row_parts(m, n, k, threads, code):
     epilogue 216 -> 212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260,
     258 -> 255. The few-rows loop on columns keeps its products (one slice deep): in row parts
     256^3 gained 4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%."""
+    if not (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE):
+        return False   # most products: asked before the working set, which costs a call of longest_run's
     part = longest_run(m, MR, threads)
     working = part * KC + KC * min(n, FEW_NC) + part * n
-    return (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE
-            and not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
+    return (not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
             and working < FEW_NC * KC)
 
 
