@@ -248,7 +248,8 @@ def test_weight_gradient_windows_read_in_place_give_the_matmul_s_floats(rng, cas
     """D^T @ windows with the windows' rows read where they lie (implicit_gemm.weight_rectangle:
     channels a whole number of NR slivers) sums the slices and tiles as the matmul does over the
     stored windows matrix: the same floats, on one thread and with the rectangle cut among
-    threads by columns and by rows; and float64's."""
+    threads by columns and by rows, with D packed and read in place (whichever PACKS_D picks for
+    this CPU, and the other); and float64's."""
     from pyai.kernels.common import ACTIVATIONS
     from pyai.kernels.numba_cpu.blocking import MC, NC
     from pyai.kernels.numba_cpu.conv2d import conv_windows
@@ -266,6 +267,11 @@ def test_weight_gradient_windows_read_in_place_give_the_matmul_s_floats(rng, cas
         c = np.full((m, windows.depth), np.nan, np.float32)
         implicit_gemm.window_gemm(image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols, d.reshape(-1),
                                   False, c, m, len(d), NO_BIAS, False, ACTIVATIONS[None], np.float32(0), *grid, MC, NC)
+        np.testing.assert_array_equal(c, stored)
+    for pack_d in (True, False):
+        c = np.full((m, windows.depth), np.nan, np.float32)
+        implicit_gemm.weight_rectangle(d.reshape(-1), m, image.reshape(-1), windows.shape, windows.tap_rows,
+                                       windows.tap_cols, c, 0, len(d), 0, m, 0, windows.depth, MC, pack_d)
         np.testing.assert_array_equal(c, stored)
     assert_close(f"in-place weight product {case}", stored, d.astype(np.float64).T @ matrix, TOLERANCE)
 

@@ -28,7 +28,8 @@ contiguous channels; the packed panels, which stay in L2, are all there is of th
 in a weight product whose channels are whole NR slivers (each sliver's columns one run of a pixel's
 channels): its threads read B's rows where they lie too (weight_rectangle): for each slice, a table
 of each window's address for each tap (window_rows), from which the tiles load a sliver's row p
-(matmul_gathered.micro_kernel_b_gathered), and the A side's, D's rows, too. Packing B had taken
+(matmul_gathered.micro_kernel_b_gathered), and, on AMD cores, the A side's, D's rows too (PACKS_D).
+Packing B had taken
 9-14% of such a product (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a
 DCGAN's Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512
 5.49 -> 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
@@ -52,7 +53,7 @@ from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, KC, NO_BIAS,
                                            edge_tile, gemm_rectangle, multiply_a_block, pack_a, pack_b_operand,
                                            packed_rows, slp_vectorize, thread_count, thread_grid)
 from pyai.kernels.numba_cpu.matmul_gathered import half_kernel_b_gathered, micro_kernel_b_gathered, multiply_gathered
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, ROWS_PER_GROUP
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, ROWS_PER_GROUP, TARGET_CPU
 from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, store, zeros
 
 # Fewer channels than a vector: a tile would start a run of A's rows every few FMAs and the B
@@ -88,6 +89,16 @@ WINDOW_BLOCK_MC = 4
 # slices a thread) slower cut by depth, 1.93 -> 2.07. The sums then differ from the column cut's
 # by the order the partials are added in.
 DEPTH_SPLIT_SLICES = 12
+# Whether a weight product packs D's rows, its A side, a block and slice at a time (weight_rectangle)
+# rather than have its tiles read them where they lie: a row of D holds step p of every row of A
+# side by side, so in place a tile's step reads 48 bytes of a line 4 m bytes past the last step's.
+# Packed on Intel cores, in place on AMD's (LLVM's znver names), where packing had cost 6% (see
+# weight_rectangle). Intel Xeon, family 6 model 167, the two alternating in one process, median
+# of 9-15 rounds' best of 5, in place -> packed, ms, the same floats: on 2 threads 128 x
+# 14x14x64 -> 7x7x128 stride-2 dw 3.56-3.67 -> 3.39-3.49, 64 x 14x14x64 -> 28x28x32 ConvT dw
+# 2.90-3.27 -> 2.76-3.18, 64 x 7x7x128 -> 14x14x64 ConvT dw 3.10-3.17 -> 2.89-3.02, 16 x 56x56x64
+# -> 64 3x3 dw 14.53 -> 14.12, 32 x 28x28x32 -> 64 3.42 -> 3.39; on one thread 0.94-0.99 of the time.
+PACKS_D = not TARGET_CPU.startswith("znver")
 
 
 class Windows:
@@ -236,15 +247,16 @@ def window_rows(image, shape, tap_rows, tap_cols, depth0, depth, first_tap, taps
             b_rows[j, p] = origin + 4 * ((corners[0, p] * height + h) * width + w) * channels if inside else nowhere
 
 
-def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, rows, col0, cols, mc):
+def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, rows, col0, cols, mc, pack_d):
     """One thread's rectangle, rows row0 .. row0 + rows and columns col0 .. col0 + cols (whole NR
     slivers, each within one tap's channels), of c = D^T @ windows(image) over windows k0 .. k - 1
     (D's rows, D row-major with m columns), with the windows' rows read where they lie
-    (matmul_gathered.micro_kernel_b_gathered): no packed B. Nor a packed A but for a block's
-    ragged last sliver (matmul.pack_a): a row of D holds step p of all of A's rows side by side,
-    as a packed sliver does, so the tiles read A^T's rows where they lie: packing them had taken
-    6% of a 3x3 convolution's weight gradient (AMD EPYC Zen 5, perf), as much as the FMAs it fed
-    were few (M = 64 rows of C). Both threads' copies and the reference counts gone
+    (matmul_gathered.micro_kernel_b_gathered): no packed B. A, D^T, is packed a block at a time
+    (matmul.pack_a) with pack_d (PACKS_D), else only a block's ragged last sliver: a row of D
+    holds step p of all of A's rows side by side, as a packed sliver does, so the tiles can read
+    A^T's rows where they lie: packing them had taken 6% of a 3x3 convolution's weight gradient
+    (AMD EPYC Zen 5, perf), as much as the FMAs it fed were few (M = 64 rows of C). Both threads'
+    copies and the reference counts gone
     (multiply_windows_b), medians of 30-60 calls, old and new alternating: 16 x 56x56x64 -> 64
     10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128 (stride 2) 4.56-4.94 -> 4.24-4.29. Slices,
     blocks of mc rows and the tiles' KC-deep parts as the packed loop nest cuts them, so the
@@ -252,7 +264,8 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, row
     channels = shape[2]
     first_tap = col0 // channels
     taps = (col0 + cols - 1) // channels + 1 - first_tap
-    a_buffer = aligned_floats(DEEPEST * MR)
+    most_slivers = -(-min(rows, mc + mc // 4) // MR) if pack_d else 1   # a block's, packed
+    a_buffer = aligned_floats(most_slivers * DEEPEST * MR)
     b_rows = np.empty((taps, DEEPEST), dtype=np.int64)
     b_table = b_rows.reshape(-1)
     corners = np.empty((4, DEEPEST), dtype=np.int64)
@@ -266,21 +279,22 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, row
         block0 = row0
         while block0 < row0 + rows:
             block_rows = block_end(block0, row0 + rows, mc) - block0
-            whole = block_rows // MR
-            if whole * MR < block_rows:
-                pack_a(d, 1, m, block0 + whole * MR, block_rows - whole * MR, depth0, depth,
-                       a_buffer[:depth * MR].reshape((1, depth, MR)), False)
-            multiply_windows_b(d, m, a_buffer, depth0, depth, depth0 == k0, b_table, c, block0, block_rows, col0, cols,
-                               channels, first_tap, edge)
+            in_place = 0 if pack_d else block_rows // MR   # slivers the tiles read where they lie
+            if in_place * MR < block_rows:
+                packed = -(-block_rows // MR) - in_place
+                pack_a(d, 1, m, block0 + in_place * MR, block_rows - in_place * MR, depth0, depth,
+                       a_buffer[:packed * depth * MR].reshape((packed, depth, MR)), False)
+            multiply_windows_b(d, m, a_buffer, in_place, depth0, depth, depth0 == k0, b_table, c, block0, block_rows,
+                               col0, cols, channels, first_tap, edge)
             block0 += block_rows
         depth0 += depth
 
 
-def multiply_windows_b(d, m, a_packed, depth0, depth, first_slice, b_table, c, row0, rows, col0, cols, channels,
-                       first_tap, edge):
+def multiply_windows_b(d, m, a_packed, in_place, depth0, depth, first_slice, b_table, c, row0, rows, col0, cols,
+                       channels, first_tap, edge):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block (= where first_slice: the first slice
-    of the thread's sum), rows row0 .. row0 + rows of D^T (D (k, m) row-major; a last ragged
-    sliver packed in a_packed, `depth` deep) times the slice's windows, B's row p of tap
+    of the thread's sum), rows row0 .. row0 + rows of D^T (D (k, m) row-major; its first in_place
+    slivers read there, the rest packed in a_packed, `depth` deep) times the slice's windows, B's row p of tap
     first_tap + j at address b_table[j * DEEPEST + p] (window_rows), sliver by sliver as
     matmul.multiply_block: a half tile for a last A sliver of at most ROWS_PER_GROUP rows, a
     ragged tile computed whole in `edge`, then added. The tiles take the arrays whole, with
@@ -296,17 +310,22 @@ def multiply_windows_b(d, m, a_packed, depth0, depth, first_slice, b_table, c, r
             for part0 in range(0, depth, KC):
                 accumulate = not first_slice or part0 > 0
                 part_depth = min(depth, part0 + KC) - part0
-                if tile_rows == MR:
+                if s < in_place:
                     micro_kernel_b_gathered(d, (depth0 + part0) * m + row, m, part_depth, b_table, b_first + part0,
                                             b_offset, c, row, col, accumulate)
+                    continue
+                sliver = ((s - in_place) * depth + part0) * MR
+                if tile_rows == MR:
+                    micro_kernel_b_gathered(a_packed, sliver, MR, part_depth, b_table, b_first + part0, b_offset, c,
+                                            row, col, accumulate)
                     continue
                 whole = half and tile_rows == ROWS_PER_GROUP
                 target, at_row, at_col = (c, row, col) if whole else (edge, 0, 0)
                 if half:
-                    half_kernel_b_gathered(a_packed, part0 * MR, MR, part_depth, b_table, b_first + part0, b_offset,
+                    half_kernel_b_gathered(a_packed, sliver, MR, part_depth, b_table, b_first + part0, b_offset,
                                            target, at_row, at_col, accumulate and whole)
                 else:
-                    micro_kernel_b_gathered(a_packed, part0 * MR, MR, part_depth, b_table, b_first + part0, b_offset,
+                    micro_kernel_b_gathered(a_packed, sliver, MR, part_depth, b_table, b_first + part0, b_offset,
                                             edge, 0, 0, False)
                 if not whole:
                     add_edge(c, edge, row, col, tile_rows, NR, accumulate)
@@ -367,7 +386,8 @@ def window_gemm(image, shape, tap_rows, tap_cols, other, windows_are_a, c, m, k,
                 windows_rectangle(image, shape, tap_rows, tap_cols, other, k, 0, c, k, bias, has_bias, activation,
                                   alpha, row0, rows, col0, cols, mc, nc)
             elif reads_windows_in_place(shape[2]):
-                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, 0, k, row0, rows, col0, cols, mc)
+                weight_rectangle(other, m, image, shape, tap_rows, tap_cols, c, 0, k, row0, rows, col0, cols, mc,
+                                 PACKS_D)
             else:
                 corners = np.empty((4, DEEPEST), dtype=np.int64)   # a slice's windows
                 gemm_rectangle((other, 1, m, m), (image, shape, tap_rows, tap_cols, corners), c, k, bias,
@@ -427,7 +447,7 @@ def weight_gemm_by_depth(d, m, image, shape, tap_rows, tap_cols, c, partials, k,
         k1 = min(k, (part + 1) * slices // parts * KC)
         target = c if part == 0 else partials[part - 1]
         if k1 > k0:
-            weight_rectangle(d, m, image, shape, tap_rows, tap_cols, target, k0, k1, 0, m, 0, n, mc)
+            weight_rectangle(d, m, image, shape, tap_rows, tap_cols, target, k0, k1, 0, m, 0, n, mc, PACKS_D)
         else:
             target[:, :] = 0.0
     for part in numba.prange(parts):
@@ -451,11 +471,12 @@ with slp_vectorize():
                              cache=True)(window_rows)
     # without reference counts, as matmul.multiply_block (matmul.py says why): they had taken 5%
     # of a 3x3 convolution's weight gradient (AMD EPYC Zen 5, perf)
-    multiply_windows_b = numba.njit(void(READ_ONLY, int64, FLAT, int64, int64, numba.boolean, int64[::1], MATRIX, int64,
-                                         int64, int64, int64, int64, int64, MATRIX), fastmath=FASTMATH, cache=True,
-                                    _nrt=False)(multiply_windows_b)
+    multiply_windows_b = numba.njit(void(READ_ONLY, int64, FLAT, int64, int64, int64, numba.boolean, int64[::1], MATRIX,
+                                         int64, int64, int64, int64, int64, int64, MATRIX), fastmath=FASTMATH,
+                                    cache=True, _nrt=False)(multiply_windows_b)
     weight_rectangle = numba.njit(void(READ_ONLY, int64, READ_ONLY, SHAPE, TAPS, TAPS, MATRIX, int64, int64, int64,
-                                       int64, int64, int64, int64), fastmath=FASTMATH, cache=True)(weight_rectangle)
+                                       int64, int64, int64, int64, numba.boolean), fastmath=FASTMATH,
+                                  cache=True)(weight_rectangle)
     split = numba.njit(numba.types.UniTuple(int64, 2)(int64, int64, int64, int64, int64), cache=True)(split)
     windows_rectangle = numba.njit(fastmath=FASTMATH, cache=True)(windows_rectangle)
     window_gemm = numba.njit(
