@@ -28,11 +28,10 @@ contiguous channels; the packed panels, which stay in L2, are all there is of th
 in a weight product whose channels are whole NR slivers (each sliver's columns one run of a pixel's
 channels): its threads read B's rows where they lie too (weight_rectangle): for each slice, a table
 of each window's address for each tap (window_rows), from which the tiles load a sliver's row p
-(matmul_gathered.micro_kernel_b_gathered), and, on AMD cores, the A side's, D's rows too (PACKS_D).
-Packing B had taken
-9-14% of such a product (AMD EPYC Zen 4, 2 threads, old and new alternating, medians of best ms: a
-DCGAN's Conv2DTranspose weight gradients, 128 x 3136 x 1024 4.99 -> 4.55 and 64 x 12544 x 512
-5.49 -> 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
+(matmul_gathered.micro_kernel_b_gathered), and, on AMD cores, the A side's, D's rows too
+(PACKS_D). Packing B had taken 9-14% of such a product (AMD EPYC Zen 4, 2 threads, old and new
+alternating, medians of best ms: a DCGAN's Conv2DTranspose weight gradients, 128 x 3136 x 1024
+4.99 -> 4.55 and 64 x 12544 x 512 5.49 -> 4.71; a 3x3 conv's, 64 x 50176 x 576, 22.05 -> 19.81).
 Cost: 2*rows*N*taps*C FLOPs (2*M*rows*taps*C); the image is read once per NC-column panel of C
 (from cache for the taps after the first), B or D once per thread part, C written once; a deep
 weight product is cut along K among the threads (DEPTH_SPLIT_SLICES), each part's C then added.
@@ -96,8 +95,9 @@ DEPTH_SPLIT_SLICES = 12
 # weight_rectangle). Intel Xeon, family 6 model 167, the two alternating in one process, median
 # of 9-15 rounds' best of 5, in place -> packed, ms, the same floats: on 2 threads 128 x
 # 14x14x64 -> 7x7x128 stride-2 dw 3.56-3.67 -> 3.39-3.49, 64 x 14x14x64 -> 28x28x32 ConvT dw
-# 2.90-3.27 -> 2.76-3.18, 64 x 7x7x128 -> 14x14x64 ConvT dw 3.10-3.17 -> 2.89-3.02, 16 x 56x56x64
-# -> 64 3x3 dw 14.53 -> 14.12, 32 x 28x28x32 -> 64 3.42 -> 3.39; on one thread 0.94-0.99 of the time.
+# 2.90-3.27 -> 2.76-3.18, 64 x 7x7x128 -> 14x14x64 ConvT dw 2.96-3.17 -> 2.73-3.02, 16 x
+# 56x56x64 -> 64 3x3 dw 14.53-14.69 -> 14.12-14.29, 32 x 28x28x32 -> 64 3.42-3.59 -> 3.39; on one
+# thread 0.94-0.99 of the time; the DCGAN step 0.985.
 PACKS_D = not TARGET_CPU.startswith("znver")
 
 
@@ -256,11 +256,10 @@ def weight_rectangle(d, m, image, shape, tap_rows, tap_cols, c, k0, k, row0, row
     holds step p of all of A's rows side by side, as a packed sliver does, so the tiles can read
     A^T's rows where they lie: packing them had taken 6% of a 3x3 convolution's weight gradient
     (AMD EPYC Zen 5, perf), as much as the FMAs it fed were few (M = 64 rows of C). Both threads'
-    copies and the reference counts gone
-    (multiply_windows_b), medians of 30-60 calls, old and new alternating: 16 x 56x56x64 -> 64
-    10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128 (stride 2) 4.56-4.94 -> 4.24-4.29. Slices,
-    blocks of mc rows and the tiles' KC-deep parts as the packed loop nest cuts them, so the
-    same sums in the same order, the same floats."""
+    copies and the reference counts gone (multiply_windows_b), medians of 30-60 calls, old and
+    new alternating: 16 x 56x56x64 -> 64 10.29-10.45 -> 9.84-9.92 ms, 64 x 14x14x64 -> 128
+    (stride 2) 4.56-4.94 -> 4.24-4.29. Slices, blocks of mc rows and the tiles' KC-deep parts as
+    the packed loop nest cuts them, so the same sums in the same order, the same floats."""
     channels = shape[2]
     first_tap = col0 // channels
     taps = (col0 + cols - 1) // channels + 1 - first_tap
@@ -294,8 +293,8 @@ def multiply_windows_b(d, m, a_packed, in_place, depth0, depth, first_slice, b_t
                        channels, first_tap, edge):
     """C[row0:row0+rows, col0:col0+cols] (+)= the A block (= where first_slice: the first slice
     of the thread's sum), rows row0 .. row0 + rows of D^T (D (k, m) row-major; its first in_place
-    slivers read there, the rest packed in a_packed, `depth` deep) times the slice's windows, B's row p of tap
-    first_tap + j at address b_table[j * DEEPEST + p] (window_rows), sliver by sliver as
+    slivers read there, the rest packed in a_packed, `depth` deep) times the slice's windows, B's
+    row p of tap first_tap + j at address b_table[j * DEEPEST + p] (window_rows), sliver by sliver as
     matmul.multiply_block: a half tile for a last A sliver of at most ROWS_PER_GROUP rows, a
     ragged tile computed whole in `edge`, then added. The tiles take the arrays whole, with
     offsets (matmul_micro.py)."""
