@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from pyai.kernels.numba_cpu import simd
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, micro_kernel, micro_kernel_reference
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, micro_kernel, micro_kernel_reference, micro_kernel_strided,
+                                                 short_kernel_strided)
 
 WIDTH = simd.WIDTH
 
@@ -110,13 +111,35 @@ def test_micro_kernel_equals_its_reference(rng, accumulate):
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("held", range(1, MR + 1))
+def test_a_short_tile_is_the_whole_tiles_first_rows(rng, held):
+    """short_kernel_strided for an A sliver of which `held` rows matter (a last chunk of a head's
+    D columns): those rows are the whole tile's, bit for bit (the same FMAs in the same order),
+    every other row of its tile is the whole tile's or left as it was, and nothing outside it
+    is touched."""
+    depth = 37
+    a = rng.standard_normal(depth * MR).astype(np.float32)
+    b = rng.standard_normal(depth * NR).astype(np.float32)
+    c = rng.standard_normal((MR + 5, NR + 5)).astype(np.float32)
+    whole, short = c.copy(), c.copy()
+    micro_kernel_strided(a, 0, depth, b, 0, NR, whole, 2, 4, True)
+    short_kernel_strided(a, 0, depth, b, 0, NR, short, 2, 4, True, held)
+    np.testing.assert_array_equal(short[2:2 + held], whole[2:2 + held])
+    for row in range(2 + held, 2 + MR):
+        assert np.array_equal(short[row], whole[row]) or np.array_equal(short[row], c[row])
+    outside = np.ones(c.shape, bool)
+    outside[2:2 + MR, 4:4 + NR] = False
+    np.testing.assert_array_equal(short[outside], c[outside])
+
+
 TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micro_kernel_in_place"),
                 ("matmul_micro", "finished_in_place"), ("matmul_micro", "micro_kernel_rows"),
                 ("matmul_micro", "finished_rows"), ("matmul_micro", "narrow_kernel_strided"),
                 ("matmul_micro", "packing_kernel"), ("matmul_micro", "finished_packing"),
                 ("matmul_micro", "narrow_kernel_in_place"), ("matmul_gathered", "micro_kernel_gathered"),
                 ("matmul_gathered", "finished_gathered"), ("matmul_gathered", "graded_gathered"),
-                ("matmul_gathered", "micro_kernel_b_gathered")]
+                ("matmul_gathered", "micro_kernel_b_gathered"), ("matmul_micro", "eight_kernel_strided"),
+                ("matmul_micro", "half_kernel_strided")]
 # The tiles that run a row-major or packed A's products at this width (matmul.multiply_block): on
 # AVX-512 the 12-row in-place tiles serve only a transposed A; micro_kernel_rows the row-major one
 ROW_MAJOR_TILES = [tile for tile in TILE_KERNELS

@@ -40,7 +40,7 @@ from pyai.kernels.numba_cpu import matmul_micro, memory
 from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, prefetch_rows, rows_of,
                                                        whole_heads, workspace)
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
-                                                 prefetch_tile, write_tile, zero_rows)
+                                                 prefetch_tile, short_kernel_strided, write_tile, zero_rows)
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes
 from pyai.kernels.numba_cpu.simd import (WIDTH, aligned_floats, load, multiply, slp_vectorize, splat, store,
                                         subtract, transpose_rectangle, wide_vectors)
@@ -119,15 +119,24 @@ def tile_score_gradients(p, dp, delta, first_query, rows, starts, scale):
 
 
 @numba.njit(fastmath=FASTMATH, cache=True)
-def add_transposed(left_chunks, right, first, rows, starts, out):
+def add_transposed(left_chunks, right, first, rows, starts, depth, out):
     """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
     MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first len(starts), sliver
-    t from row starts[t]: dv^T += do^T p and dk^T += q^T ds."""
+    t from row starts[t]: dv^T += do^T p and dk^T += q^T ds. A last chunk of fewer than MR of
+    x's D columns takes a tile of its rows only (short_kernel_strided, as the forward's values)."""
+    last = left_chunks.shape[0] - 1
+    held = depth - last * MR   # columns in the last chunk
+    flat_left, flat_right = left_chunks.reshape(-1), right.reshape(-1)
     for t in range(len(starts)):
         if starts[t] < rows:
-            for s in range(left_chunks.shape[0]):
-                micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, s * MR,
-                             t * NR, True)
+            for s in range(last + 1):
+                if s == last and held < MR:
+                    short_kernel_strided(flat_left, (s * left_chunks.shape[1] + first + starts[t]) * MR, rows - starts[t],
+                                         flat_right, (t * right.shape[1] + starts[t]) * NR, NR, out, s * MR, t * NR,
+                                         True, held)
+                else:
+                    micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, s * MR,
+                                 t * NR, True)
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -233,10 +242,10 @@ def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, 
         padding = first_query + rows > n_queries or first_key + key_slivers * NR > n_keys
         if crosses_diagonal or padding:
             mask_tile(p, first_query, first_key, rows, starts, n_queries, n_keys, offset, causal)
-        add_transposed(do_chunks, p, first_query, rows, starts, dv_tile)
+        add_transposed(do_chunks, p, first_query, rows, starts, depth, dv_tile)
         tile_product(do_slivers, v_slivers, first_query, first_key, rows, starts, ds)
         tile_score_gradients(p, ds, delta, first_query, rows, starts, scale)
-        add_transposed(q_chunks, ds, first_query, rows, starts, dk_tile)
+        add_transposed(q_chunks, ds, first_query, rows, starts, depth, dk_tile)
         add_query_gradients(ds, k_chunks, first_query, first_key, rows, starts, dq)
     keys = min(KEY_TILE, n_keys - first_key)
     write_transposed(dk_tile, keys, depth, dk, dk_start + first_key * stride, stride)

@@ -48,7 +48,7 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, half_kernel_strided
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, short_kernel_strided
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes   # 2^b lane by lane; 2^-inf = 0
 from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fill_first_lanes, first_lanes, fma, load,
                                         maximum, multiply, prefetch, slp_vectorize, splat, store, subtract,
@@ -247,17 +247,19 @@ def online_softmax(scores, keys, row_max, row_sum, out):
 @numba.njit(fastmath=FASTMATH, cache=True)
 def tile_values(v_chunks, p, first_key, keys, depth, out):
     """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c] over sliver t's keys[t] keys, that is
-    o^T += v_tile^T p^T. A last chunk of v with at most ROWS_PER_GROUP columns (D = 64:
-    64 = 5 x 12 + 4) takes the half tile."""
+    o^T += v_tile^T p^T. A last chunk of v with fewer than MR columns takes a tile of its rows
+    only (short_kernel_strided: D = 64 = 5 x 12 + 4 the half tile, D = 32 = 2 x 12 + 8 the 8-row
+    one)."""
     last = v_chunks.shape[0] - 1
-    half = MR > ROWS_PER_GROUP and depth - last * MR <= ROWS_PER_GROUP
+    held = depth - last * MR   # columns in the last chunk
+    flat_v, flat_p = v_chunks.reshape(-1), p.reshape(-1)
     for t in range(len(keys)):
         if keys[t] == 0:
             continue
         for s in range(last + 1):
-            if s == last and half:
-                half_kernel_strided(v_chunks.reshape(-1), (s * v_chunks.shape[1] + first_key) * MR, keys[t],
-                                    p.reshape(-1), t * p.shape[1] * NR, NR, out[t], s * MR, 0, True)
+            if s == last and held < MR:
+                short_kernel_strided(flat_v, (s * v_chunks.shape[1] + first_key) * MR, keys[t], flat_p,
+                                     t * p.shape[1] * NR, NR, out[t], s * MR, 0, True, held)
             else:
                 micro_kernel(v_chunks[s, first_key:first_key + keys[t]], p[t], out[t], s * MR, 0, True)
 

@@ -244,6 +244,15 @@ def prefetch_tile_to_read(y, width, rows, col):
 
 
 @numba.njit(inline="always", cache=True)
+def write_eight_rows(c, rows, col, top, bottom, accumulate):
+    """The tile's first 8 rows to C's rows rows[0] .. rows[7]: the top group and the bottom
+    group's first 2 rows (its other 4 rows are never stored, so their FMAs compile away)."""
+    write_six_rows(c, rows, 0, col, top, accumulate)
+    write_row(c, rows[ROWS_PER_GROUP], col, bottom[0], bottom[1], accumulate)
+    write_row(c, rows[ROWS_PER_GROUP + 1], col, bottom[2], bottom[3], accumulate)
+
+
+@numba.njit(inline="always", cache=True)
 def write_tile(c, rows, col, top, bottom, accumulate):
     """The MR x NR tile's accumulators to C's rows `rows` (consecutive or listed; top: its first
     6 rows, bottom: the next 6)."""
@@ -551,6 +560,16 @@ def narrow_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, 
 
 
 @numba.njit(void(*STRIDED), cache=True)
+def eight_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
+    """The first 8 rows of micro_kernel_strided's tile (MR = 12 only): for a last A sliver that
+    holds 7 or 8 rows (a head of D = 32 = 2 x 12 + 8 in chunks of 12), where the whole tile would
+    spend a third of its FMAs on padding."""
+    rows = consecutive(row)
+    top, bottom = tile_product(a, a_start, depth, b, b_start, b_stride, c, rows, col)
+    write_eight_rows(c, rows, col, top, bottom, accumulate)
+
+
+@numba.njit(void(*STRIDED), cache=True)
 def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate):
     """The first ROWS_PER_GROUP rows of micro_kernel_strided's tile: for a last A sliver that
     holds no more rows, where the whole tile would spend most of its FMAs on padding."""
@@ -562,3 +581,15 @@ def half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, ac
         b1 = load(b, b_start + p * b_stride + WIDTH)
         top = fma_six_rows_in_place(a, a_start + p * MR, 1, b0, b1, top)
     write_six_rows(c, rows, 0, col, top, accumulate)
+
+
+@numba.njit(inline="always", cache=True)
+def short_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate, held):
+    """micro_kernel_strided's tile where only the A sliver's first `held` rows are stored: the
+    half tile for up to ROWS_PER_GROUP, with MR = 12 the 8-row one for 7 or 8, else the whole."""
+    if held <= ROWS_PER_GROUP:
+        half_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate)
+    elif MR == 2 * ROWS_PER_GROUP and held <= ROWS_PER_GROUP + 2:
+        eight_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate)
+    else:
+        micro_kernel_strided(a, a_start, depth, b, b_start, b_stride, c, row, col, accumulate)
