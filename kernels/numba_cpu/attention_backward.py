@@ -131,9 +131,9 @@ def add_transposed(left_chunks, right, first, rows, starts, depth, out):
         if starts[t] < rows:
             for s in range(last + 1):
                 if s == last and held < MR:
-                    short_kernel_strided(flat_left, (s * left_chunks.shape[1] + first + starts[t]) * MR, rows - starts[t],
-                                         flat_right, (t * right.shape[1] + starts[t]) * NR, NR, out, s * MR, t * NR,
-                                         True, held)
+                    short_kernel_strided(flat_left, (s * left_chunks.shape[1] + first + starts[t]) * MR,
+                                         rows - starts[t], flat_right, (t * right.shape[1] + starts[t]) * NR, NR, out,
+                                         s * MR, t * NR, True, held)
                 else:
                     micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, s * MR,
                                  t * NR, True)
