@@ -12,7 +12,7 @@ Cost: 4 B H Tq Tk D FLOPs (about half with the causal mask) and B H Tq Tk exps; 
 
 The exps are powers of two, as in FlashAttention: q is scaled by scale log2(e), so the scores
 come out in base-2 units, s2 = s log2(e), and p = 2^(s2 - m2) = exp(s - m) (sigmoid.py's
-exp2_lanes: 11 vector operations an exp with AVX-512, 14 without, against 20 for exp(-a); at
+exp2_lanes: 10 vector operations an exp with AVX-512, 13 without, against 20 for exp(-a); at
 D = 64 the online softmax had taken 17% of the forward, and a tile's now takes 0.56x the time). lse goes out in
 natural units, m2 ln 2 + log(sum).
 

@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from pyai.kernels.numba_cpu import memory
 from pyai.kernels.numba_cpu.first_call import COSTLY_ELEMENTS, BySize
-from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, host_vector_width, wide_vectors
+from pyai.kernels.numba_cpu.simd import LLVM_VECTOR, VECTOR, WIDTH, host_has, host_vector_width, wide_vectors
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH = np.float32(0.693359375)   # ln 2 = LN2_HIGH + LN2_LOW; n * LN2_HIGH is exact for n < 2^9
@@ -42,17 +42,20 @@ INVERSE_FACTORIALS = tuple(np.float32(1 / f) for f in (1, 1, 2, 6, 24, 120, 720,
 
 # 2^-a (exp2_negative), for kernels whose exps come in base-2 units at no cost: attention's scores
 # (q packed times scale log2 e) and gelu's 2u (its constants times log2 e). n = round(a), 2^(n - a)
-# by a polynomial, n subtracted from its exponent bits: 15 vector operations against exp_negative's
+# by a polynomial, n subtracted from its exponent bits: 14 vector operations against exp_negative's
 # 20 (no Cody-Waite reduction, no float 2^-n to multiply by), and a shorter chain of dependent ones;
-# exp2_lanes (attention's): 11 with AVX-512.
+# exp2_lanes (attention's): 10 with AVX-512.
 LOG2_OF_E = math.log2(math.e)   # float64: exp(x) = 2^(x LOG2_OF_E)
 EXP2_UNDERFLOW = 125.0          # 2^-125 is a normal float32; 2^-a past it is flushed to 0
 # 2^r for |r| <= 1/2: the degree-6 polynomial through the Chebyshev points of the interval,
-# rounded to float32, evaluated by Estrin's scheme (three FMA levels after r^2, not six in a row):
-# 1.0e-7 relative in float32 arithmetic, 1.7 ulp (exp_negative ~1.2 ulp)
+# rounded to float32, evaluated by Horner's scheme, six FMAs: 7.7e-8 relative in float32
+# arithmetic, 1.3 ulp (exp_negative ~1.2 ulp). (Estrin's scheme, three FMA levels after r^2, has
+# the shorter chain but a multiply and two register copies more, and an exp loop is bound by its
+# operations' issue, not by their latency: see exp2_lanes.)
 POWERS_OF_TWO = tuple(np.float32(c) for c in (1.0, 0.6931471824645996, 0.24022650718688965, 0.05550327152013779,
                                               0.009618056938052177, 0.0013400427997112274, 0.00015461444854736328))
 SCALEF = WIDTH == 16 and host_vector_width() == 16   # AVX-512F's vscalefps, where the code is for it
+REDUCE = SCALEF and host_has("avx512dq")              # AVX-512DQ's vreduceps: b - round(b) in one
 
 
 def sigmoid_forward_reference(x):
@@ -96,8 +99,7 @@ def exp2_negative(a):
     n = np.rint(clamped)
     r = n - clamped
     c = POWERS_OF_TWO
-    r2 = r * r
-    power = np.float32((c[0] + c[1] * r) + r2 * ((c[2] + c[3] * r) + r2 * ((c[4] + c[5] * r) + r2 * c[6])))
+    power = np.float32(c[0] + r * (c[1] + r * (c[2] + r * (c[3] + r * (c[4] + r * (c[5] + r * c[6]))))))
     result = np.int32(power.view(np.int32) - (np.int32(n) << np.int32(23))).view(np.float32)
     return np.float32(0) if a > limit else result
 
@@ -109,8 +111,12 @@ def exp2_lanes(typingctx, b):
     is a difference they make anyway (attention's s - m), in LLVM vector operations, for loops
     that LLVM's vectorizers would turn into gathers and spills. n = round(b), 2^(b - n) by
     exp2_negative's polynomial, then times 2^n: with AVX-512 by vscalefps, which takes any n (-inf
-    too: its NaN is masked to 0) in one operation, zeroing the lanes past the limit as it goes (11
-    vector operations); else by adding n to the exponent bits, n clamped first (14)."""
+    too: its NaN is masked to 0) in one operation, zeroing the lanes past the limit as it goes (10
+    vector operations), b - n with AVX-512DQ by vreduceps (one instruction, where rounding is two
+    on Intel cores; the same floats); else by adding n to the exponent bits, n clamped first (13).
+    (Attention's online softmax, one core of an Intel Xeon, family 6 model 167, ns a vector of
+    exps with its max and sum: Estrin's polynomial and rounding 2.66, vreduceps 2.52, Horner's
+    polynomial too 2.41.)"""
     def codegen(context, builder, signature, args):
         def lanes(value):
             return ir.Constant(LLVM_VECTOR, [float(value)] * WIDTH)
@@ -120,22 +126,31 @@ def exp2_lanes(typingctx, b):
                 builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * len(operands)), f"llvm.{name}.v{WIDTH}f32")
             return builder.call(function, operands)
 
-        def power_of_two(r):   # 2^r, |r| <= 1/2
-            c = [lanes(value) for value in POWERS_OF_TWO]
-            r2 = builder.fmul(r, r)
-            return call("fma", r2, call("fma", r2, call("fma", r2, c[6], call("fma", c[5], r, c[4])),
-                                        call("fma", c[3], r, c[2])), call("fma", c[1], r, c[0]))
+        def x86(name, operands):
+            types = [operand.type for operand in operands]
+            function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(LLVM_VECTOR, types),
+                                                      f"llvm.x86.avx512.mask.{name}.ps.512")
+            return builder.call(function, operands)
 
+        def power_of_two(r):   # 2^r, |r| <= 1/2
+            power = lanes(POWERS_OF_TWO[-1])
+            for c in reversed(POWERS_OF_TWO[:-1]):
+                power = call("fma", power, r, lanes(c))
+            return power
+
+        current_rounding = ir.Constant(ir.IntType(32), 4)
+        all_lanes = ir.Constant(ir.IntType(WIDTH), -1)
         b, = args
         past = builder.fcmp_ordered("<", b, lanes(-EXP2_UNDERFLOW))
         if SCALEF:
-            n = call("rint", b)
+            if REDUCE:   # imm 4: round to an integer in the current rounding mode, as rint
+                r = x86("reduce", [b, current_rounding, lanes(0.0), all_lanes, current_rounding])
+                n = builder.fsub(b, r)   # exactly round(b)
+            else:
+                n = call("rint", b)
+                r = builder.fsub(b, n)
             mask = builder.bitcast(builder.not_(past), ir.IntType(WIDTH))
-            scalef = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(LLVM_VECTOR, [LLVM_VECTOR] * 3 + [ir.IntType(WIDTH), ir.IntType(32)]),
-                "llvm.x86.avx512.mask.scalef.ps.512")
-            return builder.call(scalef, [power_of_two(builder.fsub(b, n)), n, lanes(0.0), mask,
-                                         ir.Constant(ir.IntType(32), 4)])   # 4: the current rounding mode
+            return x86("scalef", [power_of_two(r), n, lanes(0.0), mask, current_rounding])
         clamped = builder.select(past, lanes(-EXP2_UNDERFLOW), b)
         n = call("rint", clamped)
         integers = ir.VectorType(ir.IntType(32), WIDTH)

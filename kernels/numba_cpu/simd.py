@@ -56,10 +56,16 @@ from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
 
+def host_has(feature):
+    """Whether this CPU (or NUMBA_CPU_FEATURES, when set) has an instruction set extension, named
+    as LLVM names it ("avx512f", "avx512dq")."""
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    return f"+{feature}" in features.split(",")
+
+
 def host_vector_width():
     """16 where this CPU (or NUMBA_CPU_FEATURES, when set) has AVX-512F, else 8."""
-    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
-    return 16 if "+avx512f" in features.split(",") else 8
+    return 16 if host_has("avx512f") else 8
 
 
 def vector_width():
