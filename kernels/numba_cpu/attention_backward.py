@@ -37,8 +37,8 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.attention_forward import (ROWS, pack_chunks, pack_slivers, padded, prefetch_rows, rows_of,
-                                                       whole_heads, workspace)
+from pyai.kernels.numba_cpu.attention_forward import (ROWS, chunk_columns, pack_chunks, pack_slivers, padded,
+                                                       prefetch_rows, rows_of, whole_heads, workspace)
 from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, consecutive, fma_six_rows_in_place,
                                                  prefetch_tile, short_kernel_strided, write_tile, zero_rows)
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes
@@ -122,20 +122,21 @@ def tile_score_gradients(p, dp, delta, first_query, rows, starts, scale):
 def add_transposed(left_chunks, right, first, rows, starts, depth, out):
     """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
     MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first len(starts), sliver
-    t from row starts[t]: dv^T += do^T p and dk^T += q^T ds. A last chunk of fewer than MR of
-    x's D columns takes a tile of its rows only (short_kernel_strided, as the forward's values)."""
-    last = left_chunks.shape[0] - 1
-    held = depth - last * MR   # columns in the last chunk
+    t from row starts[t]: dv^T += do^T p and dk^T += q^T ds. A chunk of fewer than MR of x's D
+    columns (chunk_columns) takes a tile of its rows only (short_kernel_strided, as the forward's
+    values)."""
+    chunks = left_chunks.shape[0]
     flat_left, flat_right = left_chunks.reshape(-1), right.reshape(-1)
     for t in range(len(starts)):
         if starts[t] < rows:
-            for s in range(last + 1):
-                if s == last and held < MR:
+            for s in range(chunks):
+                row, held = chunk_columns(s, chunks, depth, MR)
+                if held < MR:
                     short_kernel_strided(flat_left, (s * left_chunks.shape[1] + first + starts[t]) * MR,
                                          rows - starts[t], flat_right, (t * right.shape[1] + starts[t]) * NR, NR, out,
-                                         s * MR, t * NR, True, held)
+                                         row, t * NR, True, held)
                 else:
-                    micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, s * MR,
+                    micro_kernel(left_chunks[s, first + starts[t]:first + rows], right[t, starts[t]:], out, row,
                                  t * NR, True)
 
 

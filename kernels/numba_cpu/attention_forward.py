@@ -117,36 +117,54 @@ def pack_slivers(x, start, stride, rows, width, factor, packed):
                     packed[s, d, r] = factor * x[start + row * stride + d] if row < rows else 0
 
 
+@numba.njit(inline="always", cache=True)
+def chunk_columns(c, chunks, depth, width):
+    """(first column, columns held) of chunk c of D's `width`-column chunks: the columns after
+    whole chunks go in the last one, except where MR = 12 chunks leave 4 (D = 16, 28, ..., 64,
+    76, ...): then D's last 16 columns are split 8 + 8, since the tiles of two 8-row chunks
+    (matmul_micro.eight_kernel_strided) cost less than a whole tile and a half one (attention's
+    values product at 1 x 8 x 1024 x 64, one core of an Intel Xeon, family 6 model 167:
+    176-179 -> 187-190 GFLOP/s; the whole forward and backward there on two cores, alternating
+    with the tiles before in one process, 0.986x and 0.974x the time, the same floats)."""
+    last = chunks - 1
+    held = depth - last * width
+    if width == 12 and held == 4 and last > 0 and c >= last - 1:
+        return depth - 16 + 8 * (c - last + 1), 8
+    return c * width, (held if c == last else width)
+
+
 @numba.njit(cache=True)
 def pack_chunks(x, start, stride, rows, depth, width, packed):
-    """packed[c, i, r] = X[i, c*width + r] (columns in chunks), zero past the last row or
-    column, X (rows, depth) as in pack_slivers; packed is (chunks, padded rows, width). A row of
-    X at a time, each chunk's part by whole vectors, the lanes past the last column zeroed
-    (first_lanes); chunks narrower than WIDTH by one vector that reads past the chunk (inside x)
-    and spills into the chunk's next packed row, written after it. The rest a float at a time:
-    the last packed row (its spill would fall on the next chunk's first row) and rows whose
-    vectors would read past x; padding rows are stored zero vectors. (Chunk by chunk, the chunk
-    past D a float at a time in every row, the 128 x 32 of a GPT head in 6-float chunks took
-    5.6 us on an AMD EPYC Zen 3 core; a row at a time by vectors, 1.8.)"""
+    """packed[c, i, r] = X[i, first + r] (columns in chunks, chunk c from column first of
+    chunk_columns), zero past the last row or column, X (rows, depth) as in pack_slivers; packed
+    is (chunks, padded rows, width). A row of X at a time, each chunk's part by whole vectors, the
+    lanes past the last column zeroed (first_lanes); chunks narrower than WIDTH by one vector that
+    reads past the chunk (inside x) and spills into the chunk's next packed row, written after it.
+    The rest a float at a time: the last packed row (its spill would fall on the next chunk's
+    first row) and rows whose vectors would read past x; padding rows are stored zero vectors.
+    (Chunk by chunk, the chunk past D a float at a time in every row, the 128 x 32 of a GPT head
+    in 6-float chunks took 5.6 us on an AMD EPYC Zen 3 core; a row at a time by vectors, 1.8.)"""
     chunks, padded_rows = packed.shape[0], packed.shape[1]
     span = max(width, WIDTH)
-    reach = (chunks - 1) * width + span   # floats a row's vectors read from its start
+    last_first = chunk_columns(chunks - 1, chunks, depth, width)[0]   # the others start at c width
+    reach = last_first + span   # floats a row's vectors read from its start
     vector_rows = max(0, min(rows, padded_rows - 1, (x.size - start - reach) // stride + 1))
     for i in range(vector_rows):
         row = start + i * stride
         for c in range(chunks):
+            first = c * width if c < chunks - 1 else last_first
             for half in range(0, span, WIDTH):
-                column = c * width + half
                 store(packed, (c * padded_rows + i) * width + half,
-                      first_lanes(load(x, row + column), depth - column))
+                      first_lanes(load(x, row + first + half), depth - first - half))
     for i in range(vector_rows, padded_rows):
         for c in range(chunks):
             if rows <= i < padded_rows - 1:   # padding: zeros, spilling as above
                 for half in range(0, span, WIDTH):
                     store(packed, (c * padded_rows + i) * width + half, zeros())
                 continue
+            first = c * width if c < chunks - 1 else last_first
             for r in range(width):
-                column = c * width + r
+                column = first + r
                 packed[c, i, r] = x[start + i * stride + column] if i < rows and column < depth else 0
 
 
@@ -247,21 +265,21 @@ def online_softmax(scores, keys, row_max, row_sum, out):
 @numba.njit(fastmath=FASTMATH, cache=True)
 def tile_values(v_chunks, p, first_key, keys, depth, out):
     """out[t, d, c] += sum_j v[first_key + j, d] p[t, j, c] over sliver t's keys[t] keys, that is
-    o^T += v_tile^T p^T. A last chunk of v with fewer than MR columns takes a tile of its rows
-    only (short_kernel_strided: D = 64 = 5 x 12 + 4 the half tile, D = 32 = 2 x 12 + 8 the 8-row
-    one)."""
-    last = v_chunks.shape[0] - 1
-    held = depth - last * MR   # columns in the last chunk
+    o^T += v_tile^T p^T. A chunk of v with fewer than MR columns (chunk_columns) takes a tile of
+    its rows only (short_kernel_strided: D = 64 = 4 x 12 + 8 + 8 two 8-row tiles, D = 32 = 2 x 12
+    + 8 one, D = 20 = 12 + 8 one)."""
+    chunks = v_chunks.shape[0]
     flat_v, flat_p = v_chunks.reshape(-1), p.reshape(-1)
     for t in range(len(keys)):
         if keys[t] == 0:
             continue
-        for s in range(last + 1):
-            if s == last and held < MR:
+        for s in range(chunks):
+            row, held = chunk_columns(s, chunks, depth, MR)
+            if held < MR:
                 short_kernel_strided(flat_v, (s * v_chunks.shape[1] + first_key) * MR, keys[t], flat_p,
-                                     t * p.shape[1] * NR, NR, out[t], s * MR, 0, True, held)
+                                     t * p.shape[1] * NR, NR, out[t], row, 0, True, held)
             else:
-                micro_kernel(v_chunks[s, first_key:first_key + keys[t]], p[t], out[t], s * MR, 0, True)
+                micro_kernel(v_chunks[s, first_key:first_key + keys[t]], p[t], out[t], row, 0, True)
 
 
 @numba.njit(cache=True)
