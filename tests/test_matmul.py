@@ -997,7 +997,8 @@ def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, t
 
 
 @pytest.mark.parametrize("m,n,k,transpose_a", [(129, 300, 256, False), (250, 31, 700, True), (397, 64, 300, False),
-                                               (640, 97, 257, True), (144, 1, 512, False)])
+                                               (640, 97, 257, True), (144, 1, 512, False), (37, 100, 784, False),
+                                               (64, 256, 300, True), (128, 7, 100, False)])
 @pytest.mark.parametrize("epilogue", ["bias_leaky_relu", "times", "leaky_relu_grad", "column_sums"])
 def test_row_parts_of_the_few_rows_loop_give_its_floats(rng, m, n, k, transpose_a, epilogue):
     """gemm_few_rows_by_rows, C's rows in two or three runs of whole slivers, each run the
@@ -1035,8 +1036,9 @@ def test_row_parts_of_the_few_rows_loop_give_its_floats(rng, m, n, k, transpose_
 
 def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads():
     """by_row_parts: a product the blocked loop would take, K at least KC, FEW_ROWS < M <=
-    ROW_PARTS_ROWS, a grid of row parts, not GELU_DERIVATIVE, several threads, and a run's slices
-    of A and B and its rows of C under half of L2 (FEW_NC x KC floats)."""
+    ROW_PARTS_ROWS, a grid of row parts, or one of at most FEW_ROWS rows and few columns; not
+    GELU_DERIVATIVE, several threads, and a run's slices of A and B and its rows of C under half
+    of L2 (FEW_NC x KC floats)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     kc, few_nc, none, mr = kernels.KC, kernels.FEW_NC, kernels.NONE, kernels.MR
 
@@ -1048,7 +1050,12 @@ def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads()
     assert kernels.by_row_parts(m, n, k, 2, none) == fits(m, n)
     assert not kernels.by_row_parts(m, n, k, 1, none) and not kernels.by_row_parts(m, n, kc - 1, 2, none)
     assert not kernels.by_row_parts(m, n, kc, 2, none)   # one slice deep: the few-rows loop on columns
-    assert not kernels.by_row_parts(kernels.FEW_ROWS, n, k, 2, none)
+    # few rows take row parts only with few columns (FEW_COLUMN_SLIVERS a thread), a sliver of rows a thread
+    few_columns = 2 * kernels.FEW_COLUMN_SLIVERS * kernels.NR
+    assert kernels.by_row_parts(kernels.FEW_ROWS, few_columns, k, 2, none) == fits(kernels.FEW_ROWS, few_columns)
+    assert kernels.by_row_parts(64, 100, 100, 2, none) == fits(64, 100)   # at any depth
+    assert not kernels.by_row_parts(kernels.FEW_ROWS, few_columns + 1, k, 2, none)
+    assert not kernels.by_row_parts(mr, few_columns, k, 2, none) and not kernels.by_row_parts(64, 100, 100, 1, none)
     assert not kernels.by_row_parts(kernels.ROW_PARTS_ROWS + 1, 16, k, 2, none)
     assert not kernels.by_row_parts(m, n, k, 2, kernels.GELU_DERIVATIVE)
     assert kernels.by_row_parts(384, 384, 384, 2, none) == fits(384, 384) == (few_nc >= 1024)   # a 2 MB L2

@@ -733,28 +733,51 @@ def gemm_few_rows_by_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride
 
 
 ROW_PARTS_ROWS = 640   # by_row_parts: at most this many rows of C (the most measured)
+FEW_COLUMN_SLIVERS = 4  # ... and few rows, at most this many of C's NR-column slivers a thread
 
 
 def by_row_parts(m, n, k, threads, code):
-    """Whether a product on several threads takes gemm_few_rows_by_rows: one the blocked loop
-    would take (not takes_few_rows_loop), deep (K at least KC), more rows than FEW_ROWS and at
-    most ROW_PARTS_ROWS, which thread_grid cuts in rows, not GELU_DERIVATIVE, and a run's working
-    set under half of L2 (FEW_NC x KC floats): a KC-deep slice of its rows of A, the slice of B's
-    panel and its rows of C (with a 2 MB L2, up to 384 x 384 x K a run; at 512^3 no gain was
-    seen, and with a 1 MB L2 none of the products measured below qualifies). Against the blocked
-    loop's row parts, each thread packs B's slices in its first tiles, not by a pass of its own.
-    Intel Xeon, family 6 model 167, 2 threads, GFLOP/s, fused_matmul before -> after alternating
-    in shuffled rounds, median of 30 rounds' bests: 384^3 249 -> 272, 246 -> 266, 249 -> 252,
-    with a bias and leaky ReLU 246 -> 259; 384 x 512 x 384 250 -> 272, 245 -> 255, with the
-    epilogue 216 -> 212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260,
-    258 -> 255. The few-rows loop on columns keeps its products (one slice deep): in row parts
-    256^3 gained 4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%."""
-    if not (threads > 1 and k >= KC and FEW_ROWS < m <= ROW_PARTS_ROWS and code != GELU_DERIVATIVE):
+    """Whether a product on several threads takes gemm_few_rows_by_rows (not GELU_DERIVATIVE), a
+    run's working set under half of L2 (FEW_NC x KC floats: a KC-deep slice of its rows of A, the
+    slice of B's panel and its rows of C):
+    - one the blocked loop would take (not takes_few_rows_loop), deep (K at least KC), more rows
+      than FEW_ROWS and at most ROW_PARTS_ROWS, which thread_grid cuts in rows (with a 2 MB L2,
+      up to 384 x 384 x K a run; at 512^3 no gain was seen, and with a 1 MB L2 none of the
+      products measured below qualifies). Against the blocked loop's row parts, each thread
+      packs B's slices in its first tiles, not by a pass of its own. Intel Xeon, family 6 model
+      167, 2 threads, GFLOP/s, fused_matmul before -> after alternating in shuffled rounds,
+      median of 30 rounds' bests: 384^3 249 -> 272, 246 -> 266, 249 -> 252, with a bias and
+      leaky ReLU 246 -> 259; 384 x 512 x 384 250 -> 272, 245 -> 255, with the epilogue 216 ->
+      212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260, 258 -> 255. The
+      few-rows loop on columns keeps its products (one slice deep): in row parts 256^3 gained
+      4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%.
+    - one the few-rows loop takes (at most FEW_ROWS rows) with few columns, at most
+      FEW_COLUMN_SLIVERS slivers a thread, and a sliver of rows a thread at least. Cut by
+      columns, each thread reads all of A, packs its A sliver that packs B and the ragged one,
+      and meets each of its one to four B slivers with every A sliver; in row parts it reads its
+      rows of A and packs all of B, as its first tiles read it. Same machine, bias and leaky
+      ReLU, gemm_few_rows on columns -> row parts, median of 8 rounds' bests, GFLOP/s, M x K ->
+      N: 64 x 784 -> 64 169 -> 226, -> 128 231 -> 294, -> 256 287 -> 283, -> 384 295 -> 299,
+      -> 512 291 -> 281, -> 1024 291 -> 238; 24 x 784 -> 256 224 -> 272, 96 x 784 -> 128 313
+      -> 327, 128 x 784 -> 128 300 -> 290; 64 x 256 -> 128 162 -> 218, -> 256 235 -> 276; 64 x
+      2048 -> 128 182 -> 248, -> 256 227 -> 272; 128 x 2048 -> 256 254 -> 269; 64 x 100 -> 256
+      173 -> 203."""
+    if threads < 2 or code == GELU_DERIVATIVE:
+        return False
+    if m <= FEW_ROWS:
+        return (-(-n // NR) <= FEW_COLUMN_SLIVERS * threads and -(-m // MR) >= threads
+                and run_fits(m, n, threads))
+    if not (k >= KC and m <= ROW_PARTS_ROWS):
         return False   # most products: asked before the working set, which costs a call of longest_run's
-    part = longest_run(m, MR, threads)
-    working = part * KC + KC * min(n, FEW_NC) + part * n
     return (not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
-            and working < FEW_NC * KC)
+            and run_fits(m, n, threads))
+
+
+def run_fits(m, n, threads):
+    """Whether a run of gemm_few_rows_by_rows (its rows of A and C, and B's columns, a KC-deep
+    slice of each) takes under half of L2, FEW_NC x KC floats."""
+    part = longest_run(m, MR, threads)
+    return part * KC + KC * min(n, FEW_NC) + part * n < FEW_NC * KC
 
 
 def longest_run(size, unit, parts):
