@@ -1056,6 +1056,7 @@ def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads()
     assert kernels.by_row_parts(64, 100, 100, 2, none) == fits(64, 100)   # at any depth
     assert not kernels.by_row_parts(kernels.FEW_ROWS, few_columns + 1, k, 2, none)
     assert not kernels.by_row_parts(mr, few_columns, k, 2, none) and not kernels.by_row_parts(64, 100, 100, 1, none)
+    assert not kernels.by_row_parts(64, 100, 100, 2, none, transpose_b=True)   # B packed by a pass of its own
     assert not kernels.by_row_parts(kernels.ROW_PARTS_ROWS + 1, 16, k, 2, none)
     assert not kernels.by_row_parts(m, n, k, 2, kernels.GELU_DERIVATIVE)
     assert kernels.by_row_parts(384, 384, 384, 2, none) == fits(384, 384) == (few_nc >= 1024)   # a 2 MB L2

@@ -736,7 +736,7 @@ ROW_PARTS_ROWS = 640   # by_row_parts: at most this many rows of C (the most mea
 FEW_COLUMN_SLIVERS = 4  # ... and few rows, at most this many of C's NR-column slivers a thread
 
 
-def by_row_parts(m, n, k, threads, code):
+def by_row_parts(m, n, k, threads, code, transpose_b=False):
     """Whether a product on several threads takes gemm_few_rows_by_rows (not GELU_DERIVATIVE), a
     run's working set under half of L2 (FEW_NC x KC floats: a KC-deep slice of its rows of A, the
     slice of B's panel and its rows of C):
@@ -752,7 +752,10 @@ def by_row_parts(m, n, k, threads, code):
       few-rows loop on columns keeps its products (one slice deep): in row parts 256^3 gained
       4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%.
     - one the few-rows loop takes (at most FEW_ROWS rows) with few columns, at most
-      FEW_COLUMN_SLIVERS slivers a thread, and a sliver of rows a thread at least. Cut by
+      FEW_COLUMN_SLIVERS slivers a thread, a sliver of rows a thread at least, and B row-major
+      (stored transposed, B is packed by a pass of its own, in each run: with a leaky ReLU's
+      gradient 64 x 512 -> 256 1.10x the time, 128 x 512 -> 256 1.12x, 64 x 256 -> 256 1.03x,
+      though 64 x 1024 -> 128 0.90x). Cut by
       columns, each thread reads all of A, packs its A sliver that packs B and the ragged one,
       and meets each of its one to four B slivers with every A sliver; in row parts it reads its
       rows of A and packs all of B, as its first tiles read it. Same machine, bias and leaky
@@ -765,7 +768,7 @@ def by_row_parts(m, n, k, threads, code):
     if threads < 2 or code == GELU_DERIVATIVE:
         return False
     if m <= FEW_ROWS:
-        return (-(-n // NR) <= FEW_COLUMN_SLIVERS * threads and -(-m // MR) >= threads
+        return (not transpose_b and -(-n // NR) <= FEW_COLUMN_SLIVERS * threads and -(-m // MR) >= threads
                 and run_fits(m, n, threads))
     if not (k >= KC and m <= ROW_PARTS_ROWS):
         return False   # most products: asked before the working set, which costs a call of longest_run's
@@ -1299,7 +1302,7 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
     if n == 1:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
-    elif blocking is None and not cut and by_row_parts(rows, n, k, threads, code):
+    elif blocking is None and not cut and by_row_parts(rows, n, k, threads, code, transpose_b):
         gemm_few_rows_by_rows(*operands, threads, few_rows_workspace(rows, n, k, 1, 1, threads))
     elif few_rows:
         depth_parts = threads if cut else 1
