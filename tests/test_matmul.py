@@ -1036,9 +1036,9 @@ def test_row_parts_of_the_few_rows_loop_give_its_floats(rng, m, n, k, transpose_
 
 def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads():
     """by_row_parts: a product the blocked loop would take, K at least KC, FEW_ROWS < M <=
-    ROW_PARTS_ROWS, a grid of row parts, or one of at most FEW_ROWS rows and few columns; not
-    GELU_DERIVATIVE, several threads, and a run's slices of A and B and its rows of C under half
-    of L2 (FEW_NC x KC floats)."""
+    ROW_PARTS_ROWS, a grid of row parts, or one of at most FEW_ROWS rows, few columns and a
+    row-major B; not GELU_DERIVATIVE, several threads, and a run's slices of A and B and its rows
+    of C under half of L2 (FEW_NC x KC floats)."""
     from pyai.kernels.numba_cpu import matmul as kernels
     kc, few_nc, none, mr = kernels.KC, kernels.FEW_NC, kernels.NONE, kernels.MR
 

@@ -752,19 +752,18 @@ def by_row_parts(m, n, k, threads, code, transpose_b=False):
       few-rows loop on columns keeps its products (one slice deep): in row parts 256^3 gained
       4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%.
     - one the few-rows loop takes (at most FEW_ROWS rows) with few columns, at most
-      FEW_COLUMN_SLIVERS slivers a thread, a sliver of rows a thread at least, and B row-major
-      (stored transposed, B is packed by a pass of its own, in each run: with a leaky ReLU's
-      gradient 64 x 512 -> 256 1.10x the time, 128 x 512 -> 256 1.12x, 64 x 256 -> 256 1.03x,
-      though 64 x 1024 -> 128 0.90x). Cut by
-      columns, each thread reads all of A, packs its A sliver that packs B and the ragged one,
-      and meets each of its one to four B slivers with every A sliver; in row parts it reads its
-      rows of A and packs all of B, as its first tiles read it. Same machine, bias and leaky
-      ReLU, gemm_few_rows on columns -> row parts, median of 8 rounds' bests, GFLOP/s, M x K ->
-      N: 64 x 784 -> 64 169 -> 226, -> 128 231 -> 294, -> 256 287 -> 283, -> 384 295 -> 299,
-      -> 512 291 -> 281, -> 1024 291 -> 238; 24 x 784 -> 256 224 -> 272, 96 x 784 -> 128 313
-      -> 327, 128 x 784 -> 128 300 -> 290; 64 x 256 -> 128 162 -> 218, -> 256 235 -> 276; 64 x
-      2048 -> 128 182 -> 248, -> 256 227 -> 272; 128 x 2048 -> 256 254 -> 269; 64 x 100 -> 256
-      173 -> 203."""
+      FEW_COLUMN_SLIVERS slivers a thread, a sliver of rows a thread at least, and B row-major.
+      Cut by columns, each thread reads all of A, packs its A sliver that packs B and the ragged
+      one, and meets each of its one to four B slivers with every A sliver; in row parts it
+      reads its rows of A and packs all of B, as its first tiles read it. Same machine, bias and
+      leaky ReLU, gemm_few_rows on columns -> row parts, median of 8 rounds' bests, GFLOP/s, M x
+      K -> N: 64 x 784 -> 64 169 -> 226, -> 128 231 -> 294, -> 256 287 -> 283, -> 384 295 ->
+      299, -> 512 291 -> 281, -> 1024 291 -> 238; 24 x 784 -> 256 224 -> 272, 96 x 784 -> 128
+      313 -> 327, 128 x 784 -> 128 300 -> 290; 64 x 256 -> 128 162 -> 218, -> 256 235 -> 276; 64
+      x 2048 -> 128 182 -> 248, -> 256 227 -> 272; 128 x 2048 -> 256 254 -> 269; 64 x 100 -> 256
+      173 -> 203. A B stored transposed is packed by a pass of its own, which each run would
+      make: with a leaky ReLU's gradient, row parts took 64 x 512 -> 256 1.10x the time, 128 x
+      512 -> 256 1.12x, 64 x 256 -> 256 1.03x (64 x 1024 -> 128 0.90x)."""
     if threads < 2 or code == GELU_DERIVATIVE:
         return False
     if m <= FEW_ROWS:
