@@ -13,10 +13,11 @@ biased variance (C - 1 against C: 1/(2C) relative) or a dgamma summed over the w
 outside both.
 Inputs: mean 0.5 and scale 2, so the mean matters but does not dominate the spread (where it
 does, float32 Keras cancels digits away: x * rstd - mean * rstd).
-Shapes: three columns, odd widths, 1-d, 3-d and 4-d inputs, and more rows than one dgamma/dbeta
-slot holds (CHUNK_ROWS = 32). A single column (variance 0) has its own test: there float32
-Keras computes beta as x rstd gamma - mean rstd gamma + beta, terms ~1/sqrt(epsilon) times
-larger than the result, and is off by ~1e-5.
+Shapes: three columns, odd widths, 1-d, 3-d and 4-d inputs, more rows than one dgamma/dbeta
+slot holds (CHUNK_ROWS = 32), and rows of whole SIMD vectors (64 and 128 columns), whose backward
+runs in float32 lanes unless its terms cancel (then in float64: a test of its own). A single
+column (variance 0) has its own test: there float32 Keras computes beta as x rstd gamma - mean
+rstd gamma + beta, terms ~1/sqrt(epsilon) times larger than the result, and is off by ~1e-5.
 """
 
 import numpy as np
@@ -32,7 +33,7 @@ tf = pytest.importorskip("tensorflow")
 
 TOL = 1e-6
 KERAS_TOL = 1e-5
-SHAPES = [(7, 3), (13,), (3, 5, 17), (2, 3, 4, 33), (257, 300), (1000, 7)]
+SHAPES = [(7, 3), (13,), (3, 5, 17), (2, 3, 4, 33), (257, 300), (1000, 7), (40, 64), (3, 35, 128)]
 EPSILONS = [1e-5, 1e-3]
 
 
@@ -93,6 +94,24 @@ def test_layer_norm_gradients_equal_keras(backend, rng, shape, epsilon):
         keras_tol = max(KERAS_TOL, 2 * relative_error(ref, ref64))
         assert_close(f"{name} vs Keras", out, ref, keras_tol)
         assert_close(f"{name} vs float64", out, given64, TOL)
+
+
+@pytest.mark.parametrize("columns", [16, 128])
+def test_layer_norm_gradient_rows_that_cancel_equal_float64(backend, rng, columns):
+    """Rows whose dx is a small remainder of its terms: dy = x and gamma = 1 leave dx ~ epsilon /
+    variance of dy's size, the rest cancelling (float32 lanes would be ~1e-2 off); every other row
+    ordinary. Each held to float64 at the given rstd, the cancelling rows by themselves too."""
+    require("layer_norm_grad", backend)
+    skip_in_cuda_simulator(backend, "96 rows")
+    x, _, beta, dy = random_inputs(rng, (96, columns))
+    gamma = np.ones(columns, np.float32)
+    dy[::2] = x[::2]
+    _, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
+    grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
+    exact = layer_norm_backward_reference(dy, x, gamma, 1e-5, rstd=rstd)
+    for tensor, out, ref in zip(("dx", "dgamma", "dbeta"), grads, exact):
+        assert_close(f"layer_norm {tensor}, {backend}, {columns} columns, cancelling rows", out, ref, TOL)
+    assert_close(f"layer_norm dx of the cancelling rows alone, {backend}", grads[0][::2], exact[0][::2], TOL)
 
 
 def test_layer_norm_returns_y_alone_unless_asked(backend, rng):

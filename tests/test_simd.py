@@ -183,11 +183,11 @@ def test_tile_loop_keeps_its_vectors_in_registers(module, kernel):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("tests_file", ["test_matmul.py", "test_attention.py"])
+@pytest.mark.parametrize("tests_file", ["test_matmul.py", "test_attention.py", "test_layer_norm.py"])
 def test_kernels_at_the_other_width(tests_file, tmp_path):
-    """The matmul and attention tests again, in a process whose kernels use the width this CPU
-    does not pick (with a cache folder of their own, so no kernel of the other width is loaded);
-    one file a test, so that two workers share them."""
+    """The matmul, attention and layer norm tests again, in a process whose kernels use the width
+    this CPU does not pick (with a cache folder of their own, so no kernel of the other width is
+    loaded); one file a test, so that two workers share them."""
     other = "8" if WIDTH == 16 else "16"
     environment = {**os.environ, "PYAI_VECTOR_WIDTH": other, "NUMBA_CACHE_DIR": str(tmp_path)}
     result = subprocess.run(
@@ -325,6 +325,25 @@ def test_lane_sums_add_each_vectors_lanes_and_lane_reads_one(rng):
     lane_sums_of(x, out, lanes)
     assert np.isnan(out[3]) and out[6] == np.inf
     assert np.all(np.isfinite(np.delete(out[:simd.SUMS], [3, 6])))
+
+
+@numba.njit
+def wide_sums_of(x, totals):
+    totals[0] = simd.wide_lane_sum(simd.load(x, 0))
+    simd.add_widened(totals, 1, simd.load(x, WIDTH))
+
+
+def test_wide_sums_add_in_float64():
+    """Lanes whose float32 sum rounds (2^25 + 1 is not a float32) and whose float64 sum is
+    exact in any order: wide_lane_sum is that sum; add_widened adds each lane to its float64
+    slot and touches no other."""
+    x = np.ones(2 * WIDTH, np.float32)
+    x[0] = x[WIDTH] = 2.0**25
+    totals = np.full(WIDTH + 2, 0.5)
+    wide_sums_of(x, totals)
+    assert totals[0] == 2.0**25 + WIDTH - 1
+    np.testing.assert_array_equal(totals[1:WIDTH + 1], 0.5 + x[WIDTH:].astype(np.float64))
+    assert totals[WIDTH + 1] == 0.5
 
 
 @numba.njit

@@ -28,6 +28,9 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     biased_leaky(v, bias, slope)   leaky(v + bias, slope)
     times_leaky_gradient(v, y, slope)  v * 1 where y > 0, else v * slope, lane by lane
     lane_sum(v)                    the sum of v's lanes
+    wide_lane_sum(v)               the sum of v's lanes in float64 (each lane widened first)
+    add_widened(array, offset, v)  array[offset:offset + WIDTH] += v in float64, for a
+                                   C-contiguous float64 array
     lane_sums(v0, ..., v7)         lane p < SUMS (8) = the sum of vp's lanes, together
     lane(v, i)                     the float in v's lane i
     transpose_square(src, s0, s_stride, dst, d0, d_stride)
@@ -265,6 +268,37 @@ def lane_sum(typingctx, vector):
             f"llvm.vector.reduce.fadd.v{WIDTH}f32")
         return builder.call(function, [ir.Constant(ir.FloatType(), -0.0), args[0]], fastmath=("reassoc",))
     return types.float32(VECTOR), codegen
+
+
+DOUBLE_VECTOR = ir.VectorType(ir.DoubleType(), WIDTH)
+
+
+@intrinsic
+def wide_lane_sum(typingctx, vector):
+    """The sum of a vector's lanes in float64: each lane widened, then added as a tree."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), DOUBLE_VECTOR]),
+            f"llvm.vector.reduce.fadd.v{WIDTH}f64")
+        return builder.call(function, [ir.Constant(ir.DoubleType(), -0.0), builder.fpext(args[0], DOUBLE_VECTOR)],
+                            fastmath=("reassoc",))
+    return types.float64(VECTOR), codegen
+
+
+@intrinsic
+def add_widened(typingctx, array, offset, vector):
+    """array[offset:offset + WIDTH] += vector, each lane widened to float64 first (a sum kept in
+    float64 of float32 terms); array is a C-contiguous float64 array."""
+    if not (isinstance(array, types.Array) and array.dtype == types.float64 and array.layout == "C"):
+        raise numba.core.errors.TypingError(f"simd.add_widened: expected a C-contiguous float64 array, got {array}")
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(array)(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), DOUBLE_VECTOR.as_pointer())
+        total = builder.fadd(builder.load(pointer, align=8), builder.fpext(args[2], DOUBLE_VECTOR))
+        builder.store(total, pointer, align=8)
+        return context.get_dummy_value()
+    return types.none(array, types.intp, VECTOR), codegen
 
 
 SUMS = 8   # vectors whose lanes lane_sums adds at once
