@@ -24,11 +24,12 @@ rounding off). A row of whole SIMD vectors goes first by explicit vectors in flo
 (row_by_vectors), its three means summed in float64 and dgamma, dbeta added in float64: there
 dx is within ~1e-7 of float64's where |t| >= |g| / 4, and a row whose terms cancel more (its
 float32 roundings, of g's size, would be a larger part of dx) is done again by the float64 row.
-Auto-vectorized, the float64 row took ~3 cycles an element over rows of 128 (its loops' set-up
-and the conversions); the GPT's 2048 x 128 with the residual, the two alternating in one
-process, medians of 15 rounds' best us, dx within 1e-7 of the float64 row's: one thread 262 ->
-197, two 153 -> 113 (Intel Xeon, family 6 model 167). In a loop of their own after the chunk's vector rows: in the same
-loop, the float64 row's code had cost the vector rows 12%.
+Auto-vectorized, the float64 row took ~3 cycles an element over rows of 128 (likely its loops'
+set-up and the conversions; not profiled); the GPT's 2048 x 128 with the residual, the two
+alternating in one process, medians of 15 rounds' best us, dx within 1e-7 of the float64 row's:
+one thread 262 -> 197, two 153 -> 113 (Intel Xeon, family 6 model 167). The rows handed on go
+in a loop of their own after the chunk's vector rows: in the same loop, the float64 row's code
+had cost the vector rows 12%.
 dgamma and dbeta sum over every row: each chunk of CHUNK_ROWS rows adds into its own float64
 slot, and the slots are summed in order at the end, so no two threads write one slot and the
 result is the same on any number of threads.
