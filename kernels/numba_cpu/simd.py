@@ -259,29 +259,31 @@ def square_root(typingctx, a):
     return VECTOR(VECTOR), codegen
 
 
+DOUBLE_VECTOR = ir.VectorType(ir.DoubleType(), WIDTH)
+
+
+def reduce_add(builder, vector):
+    """The sum of an LLVM vector's lanes (float or double), added in whatever order is fastest (a
+    tree)."""
+    element, name = (ir.FloatType(), "f32") if vector.type == LLVM_VECTOR else (ir.DoubleType(), "f64")
+    function = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(element, [element, vector.type]), f"llvm.vector.reduce.fadd.v{WIDTH}{name}")
+    return builder.call(function, [ir.Constant(element, -0.0), vector], fastmath=("reassoc",))
+
+
 @intrinsic
 def lane_sum(typingctx, vector):
     """The sum of a vector's lanes, added in whatever order is fastest (a tree)."""
     def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.FloatType(), [ir.FloatType(), LLVM_VECTOR]),
-            f"llvm.vector.reduce.fadd.v{WIDTH}f32")
-        return builder.call(function, [ir.Constant(ir.FloatType(), -0.0), args[0]], fastmath=("reassoc",))
+        return reduce_add(builder, args[0])
     return types.float32(VECTOR), codegen
-
-
-DOUBLE_VECTOR = ir.VectorType(ir.DoubleType(), WIDTH)
 
 
 @intrinsic
 def wide_lane_sum(typingctx, vector):
     """The sum of a vector's lanes in float64: each lane widened, then added as a tree."""
     def codegen(context, builder, signature, args):
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), DOUBLE_VECTOR]),
-            f"llvm.vector.reduce.fadd.v{WIDTH}f64")
-        return builder.call(function, [ir.Constant(ir.DoubleType(), -0.0), builder.fpext(args[0], DOUBLE_VECTOR)],
-                            fastmath=("reassoc",))
+        return reduce_add(builder, builder.fpext(args[0], DOUBLE_VECTOR))
     return types.float64(VECTOR), codegen
 
 
