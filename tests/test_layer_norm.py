@@ -97,15 +97,18 @@ def test_layer_norm_gradients_equal_keras(backend, rng, shape, epsilon):
 
 
 @pytest.mark.parametrize("columns", [16, 128])
-def test_layer_norm_gradient_rows_that_cancel_equal_float64(backend, rng, columns):
+@pytest.mark.parametrize("scale", [1.0, 1e25])
+def test_layer_norm_gradient_rows_that_cancel_equal_float64(backend, rng, columns, scale):
     """Rows whose dx is a small remainder of its terms: dy = x and gamma = 1 leave dx ~ epsilon /
     variance of dy's size, the rest cancelling (float32 lanes would be ~1e-2 off); every other row
-    ordinary. Each held to float64 at the given rstd, the cancelling rows by themselves too."""
+    ordinary. Each held to float64 at the given rstd, the cancelling rows by themselves too. At
+    scale 1e25 dy's squares overflow float32, where the cancelling cannot be measured in it."""
     require("layer_norm_grad", backend)
     skip_in_cuda_simulator(backend, "96 rows")
     x, _, beta, dy = random_inputs(rng, (96, columns))
     gamma = np.ones(columns, np.float32)
     dy[::2] = x[::2]
+    dy *= np.float32(scale)
     _, mean, rstd = ops.layer_norm(x, gamma, beta, return_stats=True)
     grads = ops.layer_norm_grad(dy, x, gamma, mean, rstd)
     exact = layer_norm_backward_reference(dy, x, gamma, 1e-5, rstd=rstd)

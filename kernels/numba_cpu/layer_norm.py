@@ -144,8 +144,9 @@ def row_by_vectors(dy, x, gamma, r, mean, rstd, dx, dgamma, dbeta, residual, has
     """row_backward for row r of 2-d arrays whose rows are whole vectors, in float32 lanes, the
     row's three means summed in float64 and dgamma, dbeta added in float64; whether dx is done:
     not where the row's terms cancel, |t| < |g| / sqrt(CANCELS) for t = g - mean(g) - xhat
-    mean(g xhat), as dx's float32 roundings, of g's size, would then be a larger part of it
-    (row_backward then redoes dx in float64). A gradient row with little along 1 and xhat, as
+    mean(g xhat), as dx's float32 roundings, of g's size, would then be a larger part of it, or
+    where g's squares overflow float32 and that cannot be told (row_backward then redoes dx in
+    float64). A gradient row with little along 1 and xhat, as
     a network's usually is, keeps |t| near |g|, and dx within ~1e-7 of float64's."""
     n = x.shape[1]
     start = r * n
@@ -171,7 +172,8 @@ def row_by_vectors(dy, x, gamma, r, mean, rstd, dx, dgamma, dbeta, residual, has
         store(dx, start + c, add(value, load(residual, start + c)) if has_residual else value)
         add_widened(dgamma, c, multiply(d, xhat))
         add_widened(dbeta, c, d)
-    return CANCELS * wide_lane_sum(t_squares) >= wide_lane_sum(g_squares)
+    g_total = wide_lane_sum(g_squares)   # inf where g's float32 squares overflow (|g| > ~1e19):
+    return g_total < np.inf and CANCELS * wide_lane_sum(t_squares) >= g_total   # then handed on too
 
 
 @numba.njit(parallel=True, cache=True, _nrt=False)
