@@ -1048,8 +1048,10 @@ def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads()
 
     m, n, k = 2 * kernels.FEW_ROWS, kernels.FEW_ROWS, 2 * kc   # of the sizes where by_row_parts may say yes
     assert kernels.by_row_parts(m, n, k, 2, none) == fits(m, n)
-    assert not kernels.by_row_parts(m, n, k, 1, none) and not kernels.by_row_parts(m, n, kc - 1, 2, none)
-    assert not kernels.by_row_parts(m, n, kc, 2, none)   # one slice deep: the few-rows loop on columns
+    assert not kernels.by_row_parts(m, n, k, 1, none)
+    # one NR sliver of columns: not the few-rows loop's, so the blocked loop's, in row parts only K deep
+    assert kernels.by_row_parts(m, kernels.NR, k, 2, none) == fits(m, kernels.NR)
+    assert not kernels.by_row_parts(m, kernels.NR, kc - 1, 2, none)
     # few rows take row parts only with few columns (FEW_COLUMN_SLIVERS a thread), a sliver of rows a thread
     few_columns = 2 * kernels.FEW_COLUMN_SLIVERS * kernels.NR
     assert kernels.by_row_parts(kernels.FEW_ROWS, few_columns, k, 2, none) == fits(kernels.FEW_ROWS, few_columns)
@@ -1061,3 +1063,22 @@ def test_row_parts_take_deep_products_of_a_few_hundred_rows_on_several_threads()
     assert not kernels.by_row_parts(m, n, k, 2, kernels.GELU_DERIVATIVE)
     assert kernels.by_row_parts(384, 384, 384, 2, none) == fits(384, 384) == (few_nc >= 1024)   # a 2 MB L2
     assert not kernels.by_row_parts(512, 512, 512, 2, none)
+
+
+def test_row_parts_take_the_few_rows_loops_products_of_more_rows_where_b_is_small(monkeypatch):
+    """by_row_parts for a product the few-rows loop takes with more than FEW_ROWS rows (one slice
+    deep): row parts where B is row-major, its slice at most a quarter of L2 (FEW_NC x KC / 2
+    floats) and every thread has ROW_PART_SLIVERS slivers of rows; FEW_NC as a 2 MB L2 makes it."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    monkeypatch.setattr(kernels, "FEW_NC", 1024)
+    kc, mr, nr, none = kernels.KC, kernels.MR, kernels.NR, kernels.NONE
+    for m in (kernels.FEW_ROWS + 1, 2 * kernels.ROW_PART_SLIVERS * mr, 2 * kernels.ROW_PART_SLIVERS * mr - mr, 512):
+        many_rows = m > kernels.FEW_ROWS and -(-m // mr) >= 2 * kernels.ROW_PART_SLIVERS
+        for n, k in ((256, kc), (512, kc), (512 + nr, kc), (1024, kc // 2), (1024, kc // 2 + 1), (100, 64)):
+            assert kernels.takes_few_rows_loop(m, n, k, 2)
+            expected = many_rows and k * n <= 1024 * kc // 2
+            assert kernels.by_row_parts(m, n, k, 2, none) == expected, (m, n, k)
+            assert kernels.by_row_parts(m, n, k, 2, kernels.LEAKY_RELU_GRAD) == expected
+            assert not kernels.by_row_parts(m, n, k, 2, none, transpose_b=True)   # B packed by a pass of its own
+            assert not kernels.by_row_parts(m, n, k, 1, none)
+            assert not kernels.by_row_parts(m, n, k, 2, kernels.GELU_DERIVATIVE)

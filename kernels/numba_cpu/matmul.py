@@ -734,23 +734,36 @@ def gemm_few_rows_by_rows(a, a_row_stride, a_col_stride, a_rows, b, b_row_stride
 
 ROW_PARTS_ROWS = 640   # by_row_parts: at most this many rows of C (the most measured)
 FEW_COLUMN_SLIVERS = 4  # ... and few rows, at most this many of C's NR-column slivers a thread
+ROW_PART_SLIVERS = 6    # ... and the few-rows loop's deeper products, at least this many row slivers a thread
 
 
 def by_row_parts(m, n, k, threads, code, transpose_b=False):
-    """Whether a product on several threads takes gemm_few_rows_by_rows (not GELU_DERIVATIVE), a
-    run's working set under half of L2 (FEW_NC x KC floats: a KC-deep slice of its rows of A, the
-    slice of B's panel and its rows of C):
+    """Whether a product on several threads takes gemm_few_rows_by_rows (not GELU_DERIVATIVE):
     - one the blocked loop would take (not takes_few_rows_loop), deep (K at least KC), more rows
-      than FEW_ROWS and at most ROW_PARTS_ROWS, which thread_grid cuts in rows (with a 2 MB L2,
+      than FEW_ROWS and at most ROW_PARTS_ROWS, which thread_grid cuts in rows, a run's working
+      set under half of L2 (run_fits: FEW_NC x KC floats, a KC-deep slice of its rows of A, the
+      slice of B's panel and its rows of C) (with a 2 MB L2,
       up to 384 x 384 x K a run; at 512^3 no gain was seen, and with a 1 MB L2 none of the
       products measured below qualifies). Against the blocked loop's row parts, each thread
       packs B's slices in its first tiles, not by a pass of its own. Intel Xeon, family 6 model
       167, 2 threads, GFLOP/s, fused_matmul before -> after alternating in shuffled rounds,
       median of 30 rounds' bests: 384^3 249 -> 272, 246 -> 266, 249 -> 252, with a bias and
       leaky ReLU 246 -> 259; 384 x 512 x 384 250 -> 272, 245 -> 255, with the epilogue 216 ->
-      212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260, 258 -> 255. The
-      few-rows loop on columns keeps its products (one slice deep): in row parts 256^3 gained
-      4-12%, but 200 x 300 x 400 lost 0-13% and 320 x 256 x 320 0-3%.
+      212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260, 258 -> 255
+      (200 x 300 x 400 lost 0-13% in row parts, and fails run_fits).
+    - one the few-rows loop takes with more than FEW_ROWS rows (one slice deep), B row-major, a
+      slice of B at most a quarter of L2 (FEW_NC x KC / 2 floats: each run packs all of it)
+      and ROW_PART_SLIVERS slivers of rows a thread or more. Cut by columns, A is packed in a
+      parallel region of its own first, and the threads store into the same rows of C; in row
+      parts one region, each run its own rows. Same machine, gemm_few_rows on columns -> row
+      parts alternating in one process, median of 12 rounds' bests, into one C every call (as
+      `out=` does), rows/columns GFLOP/s, M in 144-512 x N in 128-1024 x K 128 and 256, with and
+      without a bias and leaky ReLU: N <= 512 0.99-1.25x (256^3 1.035-1.09x, 144 x 128 x 256
+      1.13-1.15x, 512 x 128 x 128 1.21-1.25x); N = 1024, K = 128 0.99-1.05x; N = 1024, K = 256
+      (B's slice half of L2) 0.88-1.01x, left on columns. Whole calls, before -> after time:
+      ops.matmul 256^3 into out= 0.92x, a new C each call 0.98-1.00x; ops.linear with a bias and
+      leaky ReLU 256^3 0.95-0.99x, 300 x 200 x 256 0.92-0.93x, 144 x 256 x 256 0.975x, 200 x 300
+      x 256 1.03-1.04x, 160 x 640 x 256 1.01x.
     - one the few-rows loop takes (at most FEW_ROWS rows) with few columns, at most
       FEW_COLUMN_SLIVERS slivers a thread, a sliver of rows a thread at least, and B row-major.
       Cut by columns, each thread reads all of A, packs its A sliver that packs B and the ragged
@@ -769,10 +782,11 @@ def by_row_parts(m, n, k, threads, code, transpose_b=False):
     if m <= FEW_ROWS:
         return (not transpose_b and -(-n // NR) <= FEW_COLUMN_SLIVERS * threads and -(-m // MR) >= threads
                 and run_fits(m, n, threads))
+    if takes_few_rows_loop(m, n, k, threads):
+        return not transpose_b and k * n <= FEW_NC * KC // 2 and -(-m // MR) >= ROW_PART_SLIVERS * threads
     if not (k >= KC and m <= ROW_PARTS_ROWS):
         return False   # most products: asked before the working set, which costs a call of longest_run's
-    return (not takes_few_rows_loop(m, n, k, threads) and thread_grid(m, n, threads, k) == (threads, 1)
-            and run_fits(m, n, threads))
+    return thread_grid(m, n, threads, k) == (threads, 1) and run_fits(m, n, threads)
 
 
 def run_fits(m, n, threads):
