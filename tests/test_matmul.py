@@ -1072,8 +1072,9 @@ def test_row_parts_take_the_few_rows_loops_products_of_more_rows_where_b_is_smal
     from pyai.kernels.numba_cpu import matmul as kernels
     monkeypatch.setattr(kernels, "FEW_NC", 1024)
     kc, mr, nr, none = kernels.KC, kernels.MR, kernels.NR, kernels.NONE
-    for m in (kernels.FEW_ROWS + 1, 2 * kernels.ROW_PART_SLIVERS * mr, 2 * kernels.ROW_PART_SLIVERS * mr - mr, 512):
-        many_rows = m > kernels.FEW_ROWS and -(-m // mr) >= 2 * kernels.ROW_PART_SLIVERS
+    fewest = 2 * kernels.ROW_PART_SLIVERS * mr   # rows of the fewest slivers that take row parts
+    for m in [m for m in (kernels.FEW_ROWS + 1, fewest - mr, fewest, 512) if m > kernels.FEW_ROWS]:
+        many_rows = -(-m // mr) >= 2 * kernels.ROW_PART_SLIVERS
         for n, k in ((256, kc), (512, kc), (512 + nr, kc), (1024, kc // 2), (1024, kc // 2 + 1), (100, 64)):
             assert kernels.takes_few_rows_loop(m, n, k, 2)
             expected = many_rows and k * n <= 1024 * kc // 2
