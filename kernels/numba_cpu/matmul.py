@@ -749,8 +749,7 @@ def by_row_parts(m, n, k, threads, code, transpose_b=False):
       167, 2 threads, GFLOP/s, fused_matmul before -> after alternating in shuffled rounds,
       median of 30 rounds' bests: 384^3 249 -> 272, 246 -> 266, 249 -> 252, with a bias and
       leaky ReLU 246 -> 259; 384 x 512 x 384 250 -> 272, 245 -> 255, with the epilogue 216 ->
-      212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260, 258 -> 255
-      (200 x 300 x 400 lost 0-13% in row parts, and fails run_fits).
+      212, 249 -> 266; 256 x 512 x 512 236 -> 246, 237 -> 240; 512^3 254 -> 260, 258 -> 255.
     - one the few-rows loop takes with more than FEW_ROWS rows (one slice deep), B row-major, a
       slice of B at most a quarter of L2 (FEW_NC x KC / 2 floats: each run packs all of it)
       and ROW_PART_SLIVERS slivers of rows a thread or more. Cut by columns, A is packed in a
@@ -759,11 +758,13 @@ def by_row_parts(m, n, k, threads, code, transpose_b=False):
       parts alternating in one process, median of 12 rounds' bests, into one C every call (as
       `out=` does), rows/columns GFLOP/s, M in 144-512 x N in 128-1024 x K 128 and 256, with and
       without a bias and leaky ReLU: N <= 512 0.99-1.25x (256^3 1.035-1.09x, 144 x 128 x 256
-      1.13-1.15x, 512 x 128 x 128 1.21-1.25x); N = 1024, K = 128 0.99-1.05x; N = 1024, K = 256
+      1.13-1.15x, 512 x 128 x 128 1.21-1.25x); N = 1024, K = 128 0.96-1.05x; N = 1024, K = 256
       (B's slice half of L2) 0.88-1.01x, left on columns. Whole calls, before -> after time:
       ops.matmul 256^3 into out= 0.92x, a new C each call 0.98-1.00x; ops.linear with a bias and
       leaky ReLU 256^3 0.95-0.99x, 300 x 200 x 256 0.92-0.93x, 144 x 256 x 256 0.975x, 200 x 300
-      x 256 1.03-1.04x, 160 x 640 x 256 1.01x.
+      x 256 1.03-1.04x; 160 x 640 x 256 (B's slice past a quarter of L2: columns) 1.04-1.26x. (An
+      earlier session on this CPU had read 320 x 256 x 320 0-3% slower in row parts; the sweep
+      above read it 0.98-1.08x.)
     - one the few-rows loop takes (at most FEW_ROWS rows) with few columns, at most
       FEW_COLUMN_SLIVERS slivers a thread, a sliver of rows a thread at least, and B row-major.
       Cut by columns, each thread reads all of A, packs its A sliver that packs B and the ragged
