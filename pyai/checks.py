@@ -226,6 +226,8 @@ def real_number(name, value, low=-math.inf, high=math.inf, low_open=False):
 def flag(name, value):
     """A yes/no argument as a Python bool: bool, numpy bool or the ints 0 and 1; a string such as
     "no" is truthy in Python, so anything else is a TypeError rather than a guess."""
+    if value is False or value is True:   # the usual case, on every product's path
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral) and value in (0, 1):

@@ -91,9 +91,10 @@ def linear(x, w, b=None, *, activation=None, alpha=0.2, return_derivative=False,
     """activation(x @ w + b) in one fused kernel; `w` is (in, out) like a Keras Dense kernel.
 
     x is (batch, in) or (in,); b is (out,) or None (float32); on the cuda backend x and w may both
-    be bfloat16, as in `matmul`; activation is one of ACTIVATIONS (None,
-    "leaky_relu", "relu", "sigmoid", "tanh", "gelu": the tanh approximation); alpha is leaky_relu's negative slope (>= 0, so that the sign of
-    the output tells the sign of the input, which `pyai.nn.Dense.backward` relies on).
+    be bfloat16, as in `matmul`; activation is one of ACTIVATIONS (None, "leaky_relu", "relu",
+    "sigmoid", "tanh", "gelu": the tanh approximation); alpha is leaky_relu's negative slope (>= 0,
+    so that the sign of the output tells the sign of the input, which `pyai.nn.Dense.backward`
+    relies on).
     With activation="gelu" and return_derivative=True, (y, gelu'(x @ w + b)), as `gelu`'s
     return_derivative gives them: numba-cpu makes both in the product's epilogue, so the
     pre-activation is never stored (a transformer's MLP); elsewhere linear, then gelu.

@@ -175,6 +175,41 @@ def test_matmul_writes_into_out_in_place(backend, rng, m, n, k, transpose_a):
     assert np.isnan(buffer[:2]).all() and np.isnan(buffer[-1])
 
 
+@pytest.mark.parametrize("epilogue", [None, "bias_leaky_relu", "leaky_relu_grad"])
+def test_a_large_out_starting_mid_line_gets_the_aligned_products_floats(rng, epilogue):
+    """An out= of REALIGNED_BYTES or more whose rows start mid-line (realigns) is made in an array
+    of its own and copied: the floats of the product into an aligned out, and nothing around out
+    is written; an aligned one, a small one and one of rows of a ragged line are written directly."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    line = kernels.LINE
+    m, n, k = kernels.REALIGNED_BYTES // (4 * 1024) + 3, 1024, 37
+    a, b = operands(rng, m, n, k, False, False)
+    bias, y = rng.standard_normal(n).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32)
+    run = {None: lambda out: kernels.fused_matmul(a, b, False, False, None, None, 0.0, out=out),
+           "bias_leaky_relu": lambda out: kernels.fused_matmul(a, b, False, False, bias, "leaky_relu", 0.2, out=out),
+           "leaky_relu_grad": lambda out: kernels.fused_matmul(a, b, False, False, None, None, 0.2, out=out,
+                                                               leaky_relu_output=y)}[epilogue]
+    buffer = np.full(m * n + 2 * line, np.nan, np.float32)
+    start = (-buffer.ctypes.data % 64) // 4 + 4   # 16 bytes into a line
+    out = buffer[start:start + m * n].reshape(m, n)
+    assert kernels.realigns(out)
+    assert run(out) is out
+    expected = kernels.memory.empty((m, n))
+    run(expected)
+    np.testing.assert_array_equal(out, expected)
+    exact = a.astype(np.float64) @ b
+    if epilogue == "bias_leaky_relu":
+        exact = np.where(exact + bias > 0, exact + bias, 0.2 * (exact + bias))
+    if epilogue == "leaky_relu_grad":
+        exact = exact * np.where(y > 0, 1.0, 0.2)
+    assert_close(f"realigned out= {epilogue}", out, exact, MATMUL_TOL)
+    assert np.isnan(buffer[:start]).all() and np.isnan(buffer[start + m * n:]).all()
+    assert not kernels.realigns(kernels.memory.empty((m, n)))
+    assert not kernels.realigns(out[:8])   # small
+    ragged = buffer[start:start + m * (n - 1)].reshape(m, n - 1)
+    assert not kernels.realigns(ragged)
+
+
 def test_matmul_out_of_another_shape_or_on_an_operand_is_an_error(rng):
     a, b = operands(rng, 4, 5, 3, False, False)
     with pytest.raises(ValueError, match=r"out: expected shape \(4, 5\), the product's, got \(5, 4\)"):

@@ -1275,7 +1275,8 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     a_strides = (1, m) if transpose_a else (k, 1)
     b_strides = (1, k) if transpose_b else (n, 1)
     rows = m + 1 if column_sums else m   # C's; the loop is chosen by A's, as for the product alone
-    c = memory.empty((rows, n)) if out is None else out   # whole-line rows where N is a multiple of 16
+    # whole-line rows where N is a multiple of 16 (a large out= whose rows start mid-line: realigns)
+    c = memory.empty((rows, n)) if out is None or realigns(out) else out
     threads = thread_count(m, n, k)
     has_bias = bias is not None
     floats, code = (bias if has_bias else NO_BIAS), ACTIVATIONS[activation]
@@ -1286,45 +1287,100 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
     if gelu_floats is not None:
         floats, has_bias, code = gelu_floats, True, GELU_DERIVATIVE
     epilogue = (floats, has_bias, code, np.float32(alpha))
-    if (blocking is None and not has_bias and ACTIVATIONS[activation] == NONE and not column_sums
-            and turns_product(m, n, k, transpose_b)):
+    loop, parts, depth_parts = route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads,
+                                     blocking is not None)
+    if loop == TURNED:
         turn(fused_matmul(b, a, not transpose_b, not transpose_a, None, None, 0.0), c, floats, code, np.float32(alpha))
-        return c
-    if column_sums and (k == 1 or n == 1):   # outer's and gemv's, which have no row of ones: the
-        # product, then the sums as the product of a row of ones (the tiles' floats, as theirs)
+    elif loop == SUMS_APART:   # outer's and gemv's, which have no row of ones: the product, then
+        # the sums as the product of a row of ones (the tiles' floats, as theirs)
         fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, blocking, c[:m])
         fused_matmul(np.ones((1, k), np.float32), b, False, transpose_b, None, None, 0.0, blocking, c[m:])
-        return c
-    if k == 1:
-        run = outer_one_thread if threads == 1 else outer
-        run(a.reshape(-1), b.reshape(-1), c, *epilogue, threads)
-        return c
-    if n == 1 and (threads == 1 or code == GELU_DERIVATIVE):
+    elif loop == OUTER:
+        (outer_one_thread if threads == 1 else outer)(a.reshape(-1), b.reshape(-1), c, *epilogue, threads)
+    elif loop == GEMV:
         gemv(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue)
-        return c
-    # A small product runs its parallel regions on this thread alone: waking the other threads
-    # costs more than they save, and a parallel region waits for its slowest (descheduled) thread.
-    operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
-    cut = code == NONE and not has_bias and cut_in_depth(n, k, threads, transpose_a)
-    few_rows = blocking is None and (takes_few_rows_loop(m, n, k, threads)
-                                     or (cut and packs_deep_a(m, n, k, threads, transpose_a)))
-    if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
-        # no parallel region; a small product of many rows too, whose A packed whole is small
-        gemm_few_rows_one_thread(*operands, 1, 1, few_rows_workspace(rows, n, k, 1, 1))
-        return c
-    # here threads is Numba's own count (a product that thread_count gives one thread took a path
-    # above), so nothing is set: numba.get_num_threads and set_num_threads cost 2-3 us a call
-    if n == 1:
+    elif loop == GEMV_PARALLEL:
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
-    elif blocking is None and not cut and by_row_parts(rows, n, k, threads, code, transpose_b):
-        gemm_few_rows_by_rows(*operands, threads, few_rows_workspace(rows, n, k, 1, 1, threads))
-    elif few_rows:
-        depth_parts = threads if cut else 1
-        gemm_few_rows(*operands, threads // depth_parts, depth_parts,
-                      few_rows_workspace(rows, n, k, threads // depth_parts, depth_parts))
     else:
-        gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
+        operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
+        if loop == ONE_THREAD:
+            gemm_few_rows_one_thread(*operands, 1, 1, few_rows_workspace(rows, n, k, 1, 1))
+        elif loop == BY_ROWS:
+            gemm_few_rows_by_rows(*operands, parts, few_rows_workspace(rows, n, k, 1, 1, parts))
+        elif loop == FEW_ROWS_PARTS:
+            gemm_few_rows(*operands, parts, depth_parts, few_rows_workspace(rows, n, k, parts, depth_parts))
+        else:
+            gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
+    if out is not None and c is not out:
+        np.copyto(out, c)
+        return out
     return c
+
+
+REALIGNED_BYTES = 8 << 20   # realigns: a C of this many bytes or more
+
+
+def realigns(out):
+    """Whether fused_matmul makes the product into `out` in an array of its own, then copies it:
+    a C of REALIGNED_BYTES or more, from memory, whose rows are whole cache lines (N a multiple of
+    LINE) but start mid-line (numpy's own large arrays start 16 bytes into one). Stored there, a
+    tile's row of NR floats touches three lines, not two, its vectors split across lines, and the
+    line it shares with the next tile (met again far later) comes from memory twice a slice. Intel
+    Xeon, family 6 model 167, GFLOP/s, median of 10 rounds alternating, C aligned / 16 bytes
+    into a line / this: one thread 2048^3 152 / 133 / 150, 2048 x 1024 x 1024 151 / 135 / 146,
+    1024 x 2048 x 1024 153 / 138 / 153, 1024^3 (4 MB) 152 / 141 / 150; two threads 2048^3 313 /
+    276 / 300, 4096 x 1024 x 1024 312 / 274 / 291, 2048 x 1024 x 2048 315 / 296 / 311, 1024^3
+    296 / 290 / 285 (under 8 MB, the copy costs two threads what it saves)."""
+    return (out.nbytes >= REALIGNED_BYTES and out.shape[1] % LINE == 0
+            and out.__array_interface__["data"][0] % (4 * LINE) != 0)
+
+
+# The loops route hands a product to
+TURNED, SUMS_APART, OUTER, GEMV, GEMV_PARALLEL, ONE_THREAD, BY_ROWS, FEW_ROWS_PARTS, BLOCKED = range(9)
+
+
+@functools.lru_cache(maxsize=1024)
+def route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads, tuned):
+    """The loop fused_matmul runs a product on, (loop, parts, depth_parts), from its sizes, its
+    transposes, its epilogue, the thread count and whether its blocking is given (tuned), with
+    the few-rows loop's cut (parts of C's columns, or rows for BY_ROWS, and parts of K). A pure
+    function of these, asked for by every product: made in Python at every call, the choice had
+    cost about 1 us more a product (Intel Xeon, family 6 model 167: fused_matmul 4 x 4 x 4 into
+    out= 3.8 -> 3.0 us; 256^3 into out=, two threads, the two alternating in one process, median
+    of 150 rounds' bests, 115.2 -> 113.7 us, the kernel alone 108.4).
+    - TURNED: C^T made, then turned (turns_product);
+    - SUMS_APART: column sums of an outer product or a gemv, the product and then the sums;
+    - OUTER, GEMV: K = 1, N = 1 (GEMV on one thread, or GELU_DERIVATIVE's: see fused_matmul);
+    - ONE_THREAD: one thread and no parallel region: the few-rows loop, or a small product of
+      many rows too, whose A packed whole is small;
+    - GEMV_PARALLEL: N = 1 on several threads;
+    - BY_ROWS, FEW_ROWS_PARTS, BLOCKED: gemm_few_rows_by_rows, gemm_few_rows (cut in depth where
+      cut_in_depth says so), gemm (cut by thread_grid).
+    A product that thread_count gives one thread takes a loop before GEMV_PARALLEL, so those
+    after it run on Numba's own thread count, never set: numba.set_num_threads costs 2-3 us."""
+    if (not tuned and not has_bias and code in (NONE, TIMES, LEAKY_RELU_GRAD) and not column_sums
+            and turns_product(m, n, k, transpose_b)):
+        return TURNED, 0, 0
+    if column_sums and (k == 1 or n == 1):
+        return SUMS_APART, 0, 0
+    if k == 1:
+        return OUTER, threads, 1
+    if n == 1 and (threads == 1 or code == GELU_DERIVATIVE):
+        return GEMV, 1, 1
+    rows = m + 1 if column_sums else m   # C's; the loop is chosen by A's, as for the product alone
+    cut = code == NONE and not has_bias and cut_in_depth(n, k, threads, transpose_a)
+    few_rows = not tuned and (takes_few_rows_loop(m, n, k, threads) or (cut and packs_deep_a(m, n, k, threads,
+                                                                                               transpose_a)))
+    if threads == 1 and (few_rows or 2 * m * n * k < SERIAL_FLOPS):
+        return ONE_THREAD, 1, 1
+    if n == 1:
+        return GEMV_PARALLEL, threads, 1
+    if not tuned and not cut and by_row_parts(rows, n, k, threads, code, transpose_b):
+        return BY_ROWS, threads, 1
+    if few_rows:
+        depth_parts = threads if cut else 1
+        return FEW_ROWS_PARTS, threads // depth_parts, depth_parts
+    return BLOCKED, threads, 1
 
 
 def matmul(a, b, transpose_a, transpose_b, out=None):
