@@ -1330,8 +1330,11 @@ def realigns(out):
     into a line / this: one thread 2048^3 152 / 133 / 150, 2048 x 1024 x 1024 151 / 135 / 146,
     1024 x 2048 x 1024 153 / 138 / 153, 1024^3 (4 MB) 152 / 141 / 150; two threads 2048^3 313 /
     276 / 300, 4096 x 1024 x 1024 312 / 274 / 291, 2048 x 1024 x 2048 315 / 296 / 311, 1024^3
-    296 / 290 / 285 (under 8 MB, the copy costs two threads what it saves)."""
-    return (out.nbytes >= REALIGNED_BYTES and out.shape[1] % LINE == 0
+    296 / 290 / 285 (under 8 MB, the copy costs two threads what it saves). With 512-bit vectors
+    only: at AVX2's width (PYAI_VECTOR_WIDTH=8, a tile row of 16 floats, the same core) the
+    products ran as fast mid-line as aligned, at half the rate, and the copy cost 1-3% (one
+    thread 1024^3 105 / 105 / 104, 2048^3 111 / 111 / 109; two threads 2048^3 208 / 204 / 203)."""
+    return (WIDTH == 16 and out.nbytes >= REALIGNED_BYTES and out.shape[1] % LINE == 0
             and out.__array_interface__["data"][0] % (4 * LINE) != 0)
 
 
