@@ -1354,8 +1354,10 @@ def route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, thread
     - TURNED: C^T made, then turned (turns_product);
     - SUMS_APART: column sums of an outer product or a gemv, the product and then the sums;
     - OUTER, GEMV: K = 1, N = 1 (GEMV on one thread, or GELU_DERIVATIVE's: see fused_matmul);
-    - ONE_THREAD: one thread and no parallel region: the few-rows loop, or a small product of
-      many rows too, whose A packed whole is small;
+    - ONE_THREAD: one thread and no parallel region (for a small product, waking the other
+      threads costs more than they save, and a parallel region waits for its slowest,
+      descheduled thread): the few-rows loop, or a small product of many rows too, whose A
+      packed whole is small;
     - GEMV_PARALLEL: N = 1 on several threads;
     - BY_ROWS, FEW_ROWS_PARTS, BLOCKED: gemm_few_rows_by_rows, gemm_few_rows (cut in depth where
       cut_in_depth says so), gemm (cut by thread_grid).
