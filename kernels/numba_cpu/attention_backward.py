@@ -67,7 +67,8 @@ def attention_backward_reference(do, q, k, v, causal, scale):
     return scale * ds @ k, scale * np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ do
 
 
-@numba.njit(fastmath=FASTMATH, cache=True)
+# Without reference counts (_nrt=False), as the forward's tile loops (attention_forward.py)
+@numba.njit(fastmath=FASTMATH, cache=True, _nrt=False)
 def tile_product(left, right, first_left, first_right, rows, starts, product):
     """product[t, i, c] = left row (first_left + i) . right row (first_right + NR t + c) for
     starts[t] <= i < rows and t < len(starts), from left slivers (D x MR) and right slivers
@@ -78,7 +79,7 @@ def tile_product(left, right, first_left, first_right, rows, starts, product):
                          s * MR, 0, False)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def tile_probabilities(scores, lse, first_query, rows, starts):
     """p = 2^(s - lse) in place, both in base-2 units; p[t, i, c] is query first_query + i, key
     NR t + c of the tile, for rows starts[t] <= i < rows. A row's NR keys are two SIMD vectors."""
@@ -90,7 +91,7 @@ def tile_probabilities(scores, lse, first_query, rows, starts):
                 store(scores, start + half, exp2_lanes(subtract(load(scores, start + half), row_lse)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def mask_tile(p, first_query, first_key, rows, starts, n_queries, n_keys, offset, causal):
     """p = 0 where the query does not see the key (causal), or either is padding. In row i of
     sliver t the lanes a query sees come first: keys up to its diagonal and the last key."""
@@ -105,7 +106,7 @@ def mask_tile(p, first_query, first_key, rows, starts, n_queries, n_keys, offset
             p[t, i, max(0, seen) if query < n_queries else 0:] = 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def tile_score_gradients(p, dp, delta, first_query, rows, starts, scale):
     """ds = scale p (dp - delta) in place of dp, two SIMD vectors a row."""
     factor = splat(scale)
@@ -118,7 +119,7 @@ def tile_score_gradients(p, dp, delta, first_query, rows, starts, scale):
                 store(dp, start + half, multiply(scaled, subtract(load(dp, start + half), row_delta)))
 
 
-@numba.njit(fastmath=FASTMATH, cache=True)
+@numba.njit(fastmath=FASTMATH, cache=True, _nrt=False)
 def add_transposed(left_chunks, right, first, rows, starts, depth, out):
     """out (D x KEY_TILE) += x^T right for x = the rows [first, first + rows) of a matrix in
     MR-column chunks, right (rows x KEY_TILE) in NR-column slivers, its first len(starts), sliver
@@ -164,7 +165,7 @@ def query_gradient_tile(ds, s, slivers, k_chunks, chunk, first_key, dq, row):
     write_tile(dq, rows, col, top, bottom, True)
 
 
-@numba.njit(fastmath=FASTMATH, cache=True)
+@numba.njit(fastmath=FASTMATH, cache=True, _nrt=False)
 def add_query_gradients(ds, k_chunks, first_query, first_key, rows, starts, dq):
     """dq[first_query:+rows, :] += ds k_tile over the keys each query sliver sees, k in
     NR-column chunks."""
@@ -175,7 +176,7 @@ def add_query_gradients(ds, k_chunks, first_query, first_key, rows, starts, dq):
                 query_gradient_tile(ds, s, slivers, k_chunks, chunk, first_key, dq, first_query + s * MR)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def seen_slivers(starts, s):
     """How many of the tile's key slivers query sliver s sees (the first ones: starts rise)."""
     seen = 0
@@ -184,7 +185,7 @@ def seen_slivers(starts, s):
     return seen
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def first_rows(first_query, first_key, rows, offset, causal, starts):
     """starts[t]: the first row of the query block (a multiple of MR) whose queries see a key of
     key sliver t, or rows if none does: under the causal mask, query i sees key j iff
@@ -194,7 +195,7 @@ def first_rows(first_query, first_key, rows, offset, causal, starts):
         starts[t] = min(rows, max(0, first_seeing) // MR * MR) if causal else 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def write_transposed(tile, keys, depth, out, start, stride):
     """out[start + j * stride + d] = tile[d, j] for j < keys, d < depth (simd.transpose_rectangle)."""
     transpose_rectangle(tile.reshape(-1), 0, tile.shape[1], depth, keys, out, start, stride)
@@ -216,7 +217,7 @@ def tile_scratch(chunks):
             np.empty(KEY_TILE // NR, np.int64))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, _nrt=False)
 def key_tile_backward(packed, lse, delta, first_key, n_queries, n_keys, causal, scale, dq,
                       dk, dv, stride, dk_start, dv_start, scratch):
     """dk, dv of one key tile of one head (written to the flat dk, dv at the rows dk_start +
