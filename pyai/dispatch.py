@@ -103,13 +103,15 @@ def unavailable_reason(backend):
 
 
 def implementation(op, backend=None):
-    """The function implementing `op` on `backend` (default: the current backend)."""
-    backend = backend or get_backend()
-    reason = unavailable_reason(backend)
+    """The function implementing `op` on `backend` (default: the current backend). Every op asks,
+    in as few Python steps as it can: right after a kernel each costs about a microsecond."""
+    backend = backend or _context_backend.get() or _process_backend[0]
+    module = _MODULES.get(backend) or _module(backend)
+    reason = module.probe()
     if reason is not None:
         raise BackendUnavailableError(f"backend {backend!r} is not usable here: {reason}")
     try:
-        return _module(backend).ROW[op]
+        return module.ROW[op]
     except KeyError:
         raise NotImplementedError(f"op {op!r} is not implemented on backend {backend!r}") from None
 

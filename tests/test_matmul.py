@@ -483,10 +483,16 @@ def test_the_first_tiles_pack_b_as_pack_b_does_and_make_their_tiles(rng, depth, 
 def test_the_tile_loops_count_no_references():
     """The loops over a block's tiles compile without Numba's reference counts: a count is taken
     and dropped for every array passed to each tile's kernel, locked instructions that wait for
-    the tile's stores to C (8% of a 1024 x 64 x 784 weight gradient's time on an AMD EPYC Zen 3)."""
+    the tile's stores to C (8% of a 1024 x 64 x 784 weight gradient's time on an AMD EPYC Zen 3);
+    attention's tile loops likewise."""
+    from pyai.kernels.numba_cpu import attention_backward, attention_forward
     from pyai.kernels.numba_cpu.matmul import multiply_block, pack_b_in_first_tiles
     from pyai.kernels.numba_cpu.matmul_gathered import multiply_gathered
-    for loop in (multiply_block, pack_b_in_first_tiles, multiply_gathered):
+    attention_loops = (attention_forward.forward_block, attention_forward.tile_scores,
+                       attention_forward.online_softmax, attention_forward.tile_values,
+                       attention_backward.key_tile_backward, attention_backward.tile_product,
+                       attention_backward.add_transposed, attention_backward.add_query_gradients)
+    for loop in (multiply_block, pack_b_in_first_tiles, multiply_gathered, *attention_loops):
         assert loop.targetoptions.get("_nrt") is False, loop.py_func.__name__
 
 
@@ -1030,6 +1036,36 @@ def test_the_few_rows_loop_works_in_its_workspace_and_no_further(rng, m, n, k, t
     assert kept == (floats if 4 * floats >= memory.POOLED_BYTES else 0)
     workspace = kernels.few_rows_workspace(m, n, k, col_chunks, depth_parts)
     assert workspace.size >= kept if kept else workspace.size == 0
+
+
+def test_numba_threads_reads_the_count_numba_gives():
+    """numba_threads, which reads Numba's thread count without its check that the pool is up
+    once it is: the count numba.get_num_threads gives, as numba.set_num_threads leaves it."""
+    import numba
+    from pyai.kernels.numba_cpu import matmul as kernels
+    previous = numba.get_num_threads()   # (starts the pool)
+    try:
+        for count in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(count)
+            assert kernels.numba_threads() == numba.get_num_threads() == count
+    finally:
+        numba.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("m,n,k,column_sums", [(64, 512, 784, False), (128, 2048, 512, True), (13, 40, 1357, False),
+                                               (256, 256, 256, False), (1024, 1024, 1024, False), (5, 7, 9, True)])
+def test_route_gives_the_few_rows_loops_their_workspace_size(m, n, k, column_sums):
+    """route's fourth item, the floats fused_matmul takes from memory.scratch: few_rows_kept's for
+    the few-rows loop it chose (its parts of columns, depth or rows), 0 for any other loop."""
+    from pyai.kernels.numba_cpu import matmul as kernels
+    rows = m + 1 if column_sums else m
+    for threads in (1, 2):
+        loop, parts, depth_parts, kept = kernels.route(m, n, k, False, False, kernels.NONE, False, column_sums,
+                                                       threads, False)
+        expected = {kernels.ONE_THREAD: kernels.few_rows_kept(rows, n, k, 1, 1),
+                    kernels.BY_ROWS: kernels.few_rows_kept(rows, n, k, 1, 1, parts),
+                    kernels.FEW_ROWS_PARTS: kernels.few_rows_kept(rows, n, k, parts, depth_parts)}.get(loop, 0)
+        assert kept == expected
 
 
 @pytest.mark.parametrize("m,n,k,transpose_a", [(129, 300, 256, False), (250, 31, 700, True), (397, 64, 300, False),

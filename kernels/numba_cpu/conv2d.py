@@ -23,7 +23,6 @@ computed directly (conv2d_direct.py).
 import collections
 import functools
 
-import numba
 import numpy as np
 
 from pyai.kernels.common import ACTIVATIONS
@@ -34,7 +33,7 @@ from pyai.kernels.numba_cpu.im2col import geometry, im2col, im2col_reference, im
 from pyai.kernels.numba_cpu.implicit_gemm import (PACKED_MIN_CHANNELS, Windows, grids_layout, grids_product,
                                                    window_product)
 from pyai.kernels.numba_cpu.leaky_relu import leaky_relu_gradient_in_place
-from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference
+from pyai.kernels.numba_cpu.matmul import fused_matmul, matmul_reference, numba_threads
 
 
 def conv2d_reference(x, w, bias, stride, padding, activation=None, alpha=0.2):
@@ -143,7 +142,7 @@ def conv2d_forward(x, w, bias, stride, padding, activation, alpha, leaky_relu_ou
         return y
     elif g.channels >= PACKED_MIN_CHANNELS:
         plan = border_plan(g)
-        if not splits_borders(plan, x.shape[0], numba.get_num_threads()):
+        if not splits_borders(plan, x.shape[0], numba_threads()):
             window_product(x, conv_windows(g), weights, bias, activation, alpha, out=y_rows, leaky_relu_output=factors)
         else:
             border_product(x, w, g, bias, activation, alpha, y_rows, factors, plan)

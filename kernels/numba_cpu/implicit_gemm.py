@@ -50,7 +50,8 @@ from pyai.kernels.numba_cpu.blocking import MC, NC
 from pyai.kernels.numba_cpu.epilogue import LEAKY_RELU_GRAD
 from pyai.kernels.numba_cpu.matmul import (DEEPEST, FASTMATH, FLAT, KC, NO_BIAS, MATRIX, PANEL, add_edge, block_end,
                                            edge_tile, gemm_rectangle, multiply_a_block, pack_a, pack_b_operand,
-                                           packed_rows, slp_vectorize, thread_count, thread_grid)
+                                           numba_threads, packed_rows, slp_vectorize, thread_count,
+                                           thread_grid)
 from pyai.kernels.numba_cpu.matmul_gathered import half_kernel_b_gathered, micro_kernel_b_gathered, multiply_gathered
 from pyai.kernels.numba_cpu.matmul_micro import MR, NR, READ_ONLY, ROWS_PER_GROUP, TARGET_CPU
 from pyai.kernels.numba_cpu.simd import WIDTH, address, aligned_floats, load, store, zeros
@@ -492,7 +493,7 @@ with slp_vectorize():
 def run_threads(threads, kernel, *args):
     """kernel(*args) on `threads` threads (matmul.thread_count's: Numba's own count, or one for a
     small product, for which Numba's count is set and restored after)."""
-    previous = numba.get_num_threads() if threads == 1 else threads
+    previous = numba_threads() if threads == 1 else threads
     if threads != previous:
         numba.set_num_threads(threads)
     try:

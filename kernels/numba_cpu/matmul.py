@@ -115,6 +115,7 @@ import functools
 import numba
 import numba.extending
 import numpy as np
+from numba.np.ufunc import parallel
 from numba import float32, int64, void
 
 from pyai.kernels.common import ACTIVATIONS, activation_reference
@@ -1171,7 +1172,19 @@ def thread_count(m, n, k):
     """One thread for a product under SERIAL_FLOPS and SERIAL_BYTES, else Numba's thread count as
     it stands (so a product on more than one thread runs without setting it)."""
     few_bytes = 4 * (m * k + k * n + m * n) < SERIAL_BYTES
-    return 1 if 2 * m * n * k < SERIAL_FLOPS and few_bytes else numba.get_num_threads()
+    return 1 if 2 * m * n * k < SERIAL_FLOPS and few_bytes else numba_threads()
+
+
+def numba_threads():
+    """numba.get_num_threads(): the calling thread's count (numba.set_num_threads sets it). That
+    function first makes sure the thread pool is up, under two locks, at every call: 0.6 us hot,
+    and 9 us right after a product has passed its operands through the caches (64 x 512 x 784 on
+    two threads; 4% of a loop of 256^3 products by py-spy; Intel Xeon, family 6 model 167). Once
+    the pool is up (pyai's first kernel starts it), the count is read as it reads it, without
+    the check: 2.3 us there."""
+    if parallel._is_initialized:
+        return parallel._get_num_threads()
+    return numba.get_num_threads()
 
 
 A_ROW_WEIGHT = 3   # thread_grid counts a row of A packed twice as three columns of B packed twice,
@@ -1286,11 +1299,11 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         floats, code = leaky_relu_output.reshape(-1), LEAKY_RELU_GRAD
     if gelu_floats is not None:
         floats, has_bias, code = gelu_floats, True, GELU_DERIVATIVE
-    epilogue = (floats, has_bias, code, np.float32(alpha))
-    loop, parts, depth_parts = route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads,
-                                     blocking is not None)
+    epilogue = (floats, has_bias, code, alpha)   # alpha a float: the kernels take it as float32
+    loop, parts, depth_parts, kept = route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads,
+                                           blocking is not None)
     if loop == TURNED:
-        turn(fused_matmul(b, a, not transpose_b, not transpose_a, None, None, 0.0), c, floats, code, np.float32(alpha))
+        turn(fused_matmul(b, a, not transpose_b, not transpose_a, None, None, 0.0), c, floats, code, alpha)
     elif loop == SUMS_APART:   # outer's and gemv's, which have no row of ones: the product, then
         # the sums as the product of a row of ones (the tiles' floats, as theirs)
         fused_matmul(a, b, transpose_a, transpose_b, None, None, 0.0, blocking, c[:m])
@@ -1303,12 +1316,13 @@ def fused_matmul(a, b, transpose_a, transpose_b, bias, activation, alpha, blocki
         gemv_parallel(a.reshape(-1), *a_strides, b.reshape(-1), c, k, *epilogue, threads)
     else:
         operands = (a.reshape(-1), *a_strides, m, b.reshape(-1), *b_strides, c, k, *epilogue)
+        workspace = memory.scratch(kept) if kept else NO_WORKSPACE   # the few-rows loops' (few_rows_kept)
         if loop == ONE_THREAD:
-            gemm_few_rows_one_thread(*operands, 1, 1, few_rows_workspace(rows, n, k, 1, 1))
+            gemm_few_rows_one_thread(*operands, 1, 1, workspace)
         elif loop == BY_ROWS:
-            gemm_few_rows_by_rows(*operands, parts, few_rows_workspace(rows, n, k, 1, 1, parts))
+            gemm_few_rows_by_rows(*operands, parts, workspace)
         elif loop == FEW_ROWS_PARTS:
-            gemm_few_rows(*operands, parts, depth_parts, few_rows_workspace(rows, n, k, parts, depth_parts))
+            gemm_few_rows(*operands, parts, depth_parts, workspace)
         else:
             gemm(*operands, *thread_grid(rows, n, threads, k), *(blocking or (MC, NC)))
     if out is not None and c is not out:
@@ -1344,13 +1358,29 @@ TURNED, SUMS_APART, OUTER, GEMV, GEMV_PARALLEL, ONE_THREAD, BY_ROWS, FEW_ROWS_PA
 
 @functools.lru_cache(maxsize=1024)
 def route(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads, tuned):
+    """(loop, parts, depth_parts, kept): choose_loop's choice, and the floats of the few-rows loops'
+    workspace to take from memory.scratch (few_rows_kept; 0 for none). A pure function of these,
+    asked for by every product: made in Python at every call, the choice had cost about 1 us more
+    a product (Intel Xeon, family 6 model 167: fused_matmul 4 x 4 x 4 into out= 3.8 -> 3.0 us;
+    256^3 into out=, two threads, the two alternating in one process, median of 150 rounds'
+    bests, 115.2 -> 113.7 us, the kernel alone 108.4), and the workspace's size 6 us more right
+    after a product (64 x 512 x 784 on two threads, its operands just through the caches)."""
+    loop, parts, depth_parts = choose_loop(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads,
+                                           tuned)
+    rows = m + 1 if column_sums else m
+    if loop == ONE_THREAD:
+        return loop, parts, depth_parts, few_rows_kept(rows, n, k, 1, 1)
+    if loop == BY_ROWS:
+        return loop, parts, depth_parts, few_rows_kept(rows, n, k, 1, 1, parts)
+    if loop == FEW_ROWS_PARTS:
+        return loop, parts, depth_parts, few_rows_kept(rows, n, k, parts, depth_parts)
+    return loop, parts, depth_parts, 0
+
+
+def choose_loop(m, n, k, transpose_a, transpose_b, code, has_bias, column_sums, threads, tuned):
     """The loop fused_matmul runs a product on, (loop, parts, depth_parts), from its sizes, its
     transposes, its epilogue, the thread count and whether its blocking is given (tuned), with
-    the few-rows loop's cut (parts of C's columns, or rows for BY_ROWS, and parts of K). A pure
-    function of these, asked for by every product: made in Python at every call, the choice had
-    cost about 1 us more a product (Intel Xeon, family 6 model 167: fused_matmul 4 x 4 x 4 into
-    out= 3.8 -> 3.0 us; 256^3 into out=, two threads, the two alternating in one process, median
-    of 150 rounds' bests, 115.2 -> 113.7 us, the kernel alone 108.4).
+    the few-rows loop's cut (parts of C's columns, or rows for BY_ROWS, and parts of K):
     - TURNED: C^T made, then turned (turns_product);
     - SUMS_APART: column sums of an outer product or a gemv, the product and then the sums;
     - OUTER, GEMV: K = 1, N = 1 (GEMV on one thread, or GELU_DERIVATIVE's: see fused_matmul);
