@@ -524,7 +524,7 @@ def run_windows(image, windows, other, windows_are_a, c, m, k, bias, activation,
         return c
     run_threads(threads, window_gemm, image.reshape(-1), windows.shape, windows.tap_rows, windows.tap_cols,
                 other.reshape(-1), windows_are_a, c, m, k, *epilogue_operands(bias, activation, leaky_relu_output),
-                float32(alpha), *thread_grid(m, n, threads, k), MC, NC)
+                alpha, *thread_grid(m, n, threads, k), MC, NC)
     return c
 
 
@@ -570,7 +570,7 @@ def grids_product(image, layout, b, b_starts, c, bias=None, activation=None, alp
     run_rows, run_stride = (layout.depths, 0) if runs is None else runs
     run_threads(threads, grids_gemm, image.reshape(-1), layout.shapes, layout.tap_rows, layout.tap_cols, layout.taps,
                 b.reshape(-1), b_starts, run_rows, run_stride, c, images,
-                *epilogue_operands(bias, activation, leaky_relu_output), float32(alpha),
+                *epilogue_operands(bias, activation, leaky_relu_output), alpha,
                 *thread_grid(images * layout.most_windows, n, threads, layout.depth), MC, NC)
     return c
 
