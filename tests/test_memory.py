@@ -36,12 +36,13 @@ def test_a_freed_block_is_reused_only_once_no_view_holds_it():
 
 
 def test_arrays_are_aligned_writable_c_contiguous_of_the_shape_and_dtype():
-    for shape, dtype in [(LARGE, np.float32), ((3, 70001), np.float32), ((300000,), np.float64), ((5, 7), np.float32)]:
+    for shape, dtype in [(LARGE, np.float32), ((3, 70001), np.float32), ((300000,), np.float64), ((5, 7), np.float32),
+                         ((1, 1), np.float32), ((13, 31), np.float32), ((4, 3, 5), np.float32), ((9,), np.float32),
+                         ((6, 5), np.float64)]:
         array = memory.empty(shape, dtype)
         assert array.shape == shape and array.dtype == dtype
         assert array.flags.c_contiguous and array.flags.writeable
-        if array.nbytes >= memory.POOLED_BYTES:
-            assert array.ctypes.data % memory.ALIGNMENT == 0
+        assert array.ctypes.data % memory.ALIGNMENT == 0, shape
         array[...] = 2
         assert (array == 2).all()
 

@@ -474,6 +474,12 @@ def aligned_floats(size):
     return raw[skip:skip + size]
 
 
+@numba.njit(cache=True)
+def aligned_matrix(rows, cols):
+    """aligned_floats(rows * cols) as a (rows, cols) matrix, in one call from Python."""
+    return aligned_floats(rows * cols).reshape((rows, cols))
+
+
 def prefetch_intrinsic(write):
     """An intrinsic (array, offset) asking for the cache line of array[offset], to be read or
     written, kept in every cache level."""
