@@ -188,6 +188,25 @@ def test_very_large_logits_stay_finite_and_match(backend, rng):
             assert error <= TOL, f"{tensor}, {name}: error {error:.1e} of the terms' size"
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_scores_rising_along_the_keys_match_float64(backend, rng, causal):
+    """Keys scaled up along T (key j times 1 + j / 25): each query's top score keeps rising, by
+    tens in base-2 units over 300 keys, so a running max is passed again and again (the CPU
+    forward's lazily moved max, attention_forward.tile_exps, moves several times a row; with
+    Tk = 300 = 25 x 12 its key tiles need no mask). o against float64 at 1e-5 plus three times
+    the scores' rounding (as for large logits: scores of up to ~30), lse at 1e-5."""
+    require("attention", backend)
+    skip_in_cuda_simulator(backend, "attention (1, 2, 77, 300, 16)")
+    q, k, v, _ = random_inputs(rng, 1, 2, 77, 300, 16)
+    k *= (1 + np.arange(300, dtype=np.float32) / 25)[:, None]
+    scale = 0.25
+    o, lse = ops.attention(q, k, v, causal=causal, return_lse=True)
+    exact_o, exact_lse = attention_forward_reference(q, k, v, causal, scale)
+    change = score_rounding_change(q, k, v, causal, scale) / np.linalg.norm(exact_o)
+    assert_close("o vs float64, rising scores", o, exact_o, TOL + 3 * change)
+    assert_close("lse vs float64, rising scores", lse, exact_lse, TOL)
+
+
 def test_causal_attention_of_the_last_query_sees_every_key(backend, rng):
     """Bottom-right alignment: with Tq = 1 the single query attends to all Tk keys."""
     require("attention", backend)

@@ -28,6 +28,9 @@ Fast version, FlashAttention-2's loop order on CPU cores:
       p = 2^(s - m') in place of the scores
       o^T (D x QUERY_BLOCK) += v_tile^T p^T                   micro-kernel, kc = KEY_TILE
     o = o^T / row sum, lse = row max ln 2 + log(row sum)
+A tile with no key masked (all but a short last tile and, causal, those the diagonal cuts) takes
+the first two steps at once (tile_exps): each MR x NR tile of scores becomes p in registers,
+against a running max that may trail the true one by LAG and moves only when passed.
 The scores are kept transposed (keys down, queries across), so the max, the exps and the
 rescaling run down columns with 16 queries in a SIMD register and no horizontal reductions,
 and p^T is already the right operand the second product reads. Memory: O(QUERY_BLOCK x
@@ -48,10 +51,10 @@ import numpy as np
 from numba import boolean, float32, int64, void
 
 from pyai.kernels.numba_cpu import matmul_micro, memory
-from pyai.kernels.numba_cpu.matmul_micro import MR, NR, short_kernel_strided
+from pyai.kernels.numba_cpu.matmul_micro import MR, NR, ROWS_PER_GROUP, consecutive, short_kernel_strided, tile_product
 from pyai.kernels.numba_cpu.sigmoid import LOG2_OF_E, exp2_lanes   # 2^b lane by lane; 2^-inf = 0
-from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, fill_first_lanes, first_lanes, fma, load,
-                                        maximum, multiply, prefetch, slp_vectorize, splat, store, subtract,
+from pyai.kernels.numba_cpu.simd import (WIDTH, add, aligned_floats, any_greater, fill_first_lanes, first_lanes, fma,
+                                        load, maximum, multiply, prefetch, slp_vectorize, splat, store, subtract,
                                         transpose_square, zeros)
 
 micro_kernel = matmul_micro.micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
@@ -59,6 +62,7 @@ micro_kernel = matmul_micro.micro_kernel   # c[MR x NR] += a_sliver^T b_sliver
 QUERY_BLOCK = 64   # queries per task, a multiple of NR: their o^T and scores^T stay in L1/L2
 KEY_TILE = 192    # keys per tile, a multiple of MR
 LINE = 16         # floats in a cache line
+LAG = 8.0         # base-2 units: how far a fused tile's running max may trail the scores (p <= 2^LAG)
 FASTMATH = {"contract"}   # FMAs only: no reassociation, infinities kept (the mask is -inf)
 
 
@@ -232,6 +236,14 @@ def mask_tile(scores, first_query, first_key, keys, n_keys, offset, causal):
                 store(scores, at + lane, fill_first_lanes(load(scores, at + lane), hidden - lane, -np.inf))
 
 
+@numba.njit(cache=True)
+def scale_rows(x, start, count, left, right):
+    """x's rows of NR floats from float `start`, `count` of them, times (left, right) lane by lane."""
+    for i in range(start, start + count * NR, NR):
+        store(x, i, multiply(load(x, i), left))
+        store(x, i + WIDTH, multiply(load(x, i + WIDTH), right))
+
+
 @numba.njit(cache=True, _nrt=False)
 def online_softmax(scores, keys, row_max, row_sum, out):
     """p = 2^(s - m') in place of the scores (base-2 units), m' the new running max; the running
@@ -256,14 +268,87 @@ def online_softmax(scores, keys, row_max, row_sum, out):
             total_left, total_right = add(total_left, p_left), add(total_right, p_right)
         correction_left = exp2_lanes(subtract(old_left, left))
         correction_right = exp2_lanes(subtract(old_right, right))
-        rows = t * out.shape[1] * NR
-        for d in range(out.shape[1]):
-            store(out, rows + d * NR, multiply(load(out, rows + d * NR), correction_left))
-            store(out, rows + d * NR + WIDTH, multiply(load(out, rows + d * NR + WIDTH), correction_right))
+        scale_rows(out, t * out.shape[1] * NR, out.shape[1], correction_left, correction_right)
         store(row_sum, t * NR, fma(load(row_sum, t * NR), correction_left, total_left))
         store(row_sum, t * NR + WIDTH, fma(load(row_sum, t * NR + WIDTH), correction_right, total_right))
         store(row_max, t * NR, left)
         store(row_max, t * NR + WIDTH, right)
+
+
+@numba.njit(inline="always", cache=True)
+def group_high(acc):
+    """The lane-by-lane max of a group of 6 rows' accumulators (row 0 left, row 0 right, ...):
+    (left, right)."""
+    left = maximum(maximum(maximum(acc[0], acc[2]), maximum(acc[4], acc[6])), maximum(acc[8], acc[10]))
+    right = maximum(maximum(maximum(acc[1], acc[3]), maximum(acc[5], acc[7])), maximum(acc[9], acc[11]))
+    return left, right
+
+
+@numba.njit(inline="always", cache=True)
+def store_exp_row(scores, at, left, right, high, totals):
+    """p = 2^(s - m) of one row of scores s in registers (left, right), stored at float `at`;
+    the running sums (totals) plus the p."""
+    p_left = exp2_lanes(subtract(left, high[0]))
+    p_right = exp2_lanes(subtract(right, high[1]))
+    store(scores, at, p_left)
+    store(scores, at + WIDTH, p_right)
+    return add(totals[0], p_left), add(totals[1], p_right)
+
+
+@numba.njit(inline="always", cache=True)
+def store_six_exps(scores, at, acc, high, totals):
+    """store_exp_row for a group of 6 rows' accumulators, to rows of NR floats from float `at`."""
+    totals = store_exp_row(scores, at, acc[0], acc[1], high, totals)
+    totals = store_exp_row(scores, at + NR, acc[2], acc[3], high, totals)
+    totals = store_exp_row(scores, at + 2 * NR, acc[4], acc[5], high, totals)
+    totals = store_exp_row(scores, at + 3 * NR, acc[6], acc[7], high, totals)
+    totals = store_exp_row(scores, at + 4 * NR, acc[8], acc[9], high, totals)
+    return store_exp_row(scores, at + 5 * NR, acc[10], acc[11], high, totals)
+
+
+@numba.njit(fastmath=FASTMATH, cache=True, _nrt=False)
+def tile_exps(q_slivers, k_slivers, first_query, first_key, keys, scores, row_max, row_sum, out):
+    """tile_scores and online_softmax in one pass, for a tile with no key masked: each MR x NR
+    tile of scores is turned into p = 2^(s - m) in registers as it comes out of the micro-kernel,
+    never stored and read back as scores. m is a running max that may trail the true one by up to
+    LAG (FlashAttention-4's lazy rescaling): the tile's max, one operation a vector, is only
+    compared with m + LAG, and m moves (the p so far in the tile, the sum and o rescaled, as
+    online_softmax does) only when a score passes it, before the first key (m = -inf) and rarely
+    after. p <= 2^LAG, the same softmax for any m: lse = m ln 2 + log(sum) whatever m is.
+    (Two cores of an Intel Xeon, family 6 model 167, the forward alternating with the separate
+    passes' in one process, median of 25 bests: 1 x 8 x 1024 x 64 0.933 of the time, causal
+    0.959, D = 128 0.967, T = 2048 0.947.)"""
+    depth = q_slivers.shape[1]
+    lag = splat(np.float32(LAG))
+    for t in range(len(keys)):
+        high = (load(row_max, t * NR), load(row_max, t * NR + WIDTH))
+        totals = (zeros(), zeros())
+        correction = (splat(np.float32(1)), splat(np.float32(1)))
+        moved = False
+        for s in range(keys[t] // MR):
+            top, bottom = tile_product(k_slivers[first_key // MR + s], 0, depth, q_slivers[first_query // NR + t], 0,
+                                       NR, scores[t], consecutive(s * MR), 0)
+            left, right = group_high(top)
+            if MR == 2 * ROWS_PER_GROUP:
+                bottom_left, bottom_right = group_high(bottom)
+                left, right = maximum(left, bottom_left), maximum(right, bottom_right)
+            if any_greater(left, add(high[0], lag)) or any_greater(right, add(high[1], lag)):
+                new = (maximum(high[0], left), maximum(high[1], right))
+                shrink = (exp2_lanes(subtract(high[0], new[0])), exp2_lanes(subtract(high[1], new[1])))
+                scale_rows(scores, t * scores.shape[1] * NR, s * MR, shrink[0], shrink[1])
+                totals = (multiply(totals[0], shrink[0]), multiply(totals[1], shrink[1]))
+                correction = (multiply(correction[0], shrink[0]), multiply(correction[1], shrink[1]))
+                high, moved = new, True
+            at = (t * scores.shape[1] + s * MR) * NR
+            totals = store_six_exps(scores, at, top, high, totals)
+            if MR == 2 * ROWS_PER_GROUP:
+                totals = store_six_exps(scores, at + ROWS_PER_GROUP * NR, bottom, high, totals)
+        for half in range(2):
+            at = t * NR + half * WIDTH
+            store(row_sum, at, fma(load(row_sum, at), correction[half], totals[half]))
+            store(row_max, at, high[half])
+        if moved:
+            scale_rows(out, t * out.shape[1] * NR, out.shape[1], correction[0], correction[1])
 
 
 @numba.njit(fastmath=FASTMATH, cache=True, _nrt=False)
@@ -350,12 +435,14 @@ def forward_block(q_slivers, k_slivers, v_chunks, first_query, n_queries, n_keys
         for t in range(slivers):
             sliver_end = min(end, first_query + (t + 1) * NR + offset) if causal else end
             keys[t] = -(-max(0, min(KEY_TILE, sliver_end - first_key)) // MR) * MR
-        tile_scores(q_slivers, k_slivers, first_query, first_key, keys, scores)
         most = keys[slivers - 1]   # the last sliver's, the most
         crosses_diagonal = causal and first_key + most - 1 > first_query + offset
         if crosses_diagonal or first_key + most > n_keys:
+            tile_scores(q_slivers, k_slivers, first_query, first_key, keys, scores)
             mask_tile(scores, first_query, first_key, keys, n_keys, offset, causal)
-        online_softmax(scores, keys, row_max, row_sum, out)
+            online_softmax(scores, keys, row_max, row_sum, out)
+        else:
+            tile_exps(q_slivers, k_slivers, first_query, first_key, keys, scores, row_max, row_sum, out)
         tile_values(v_chunks, scores, first_key, keys, depth, out)
     write_rows(out, row_max, row_sum, inverse, first_query, n_queries, depth, o, start, stride, lse)
 

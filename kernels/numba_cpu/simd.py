@@ -23,6 +23,7 @@ other, so the override requires its own NUMBA_CACHE_DIR.
     add(a, b), subtract(a, b), multiply(a, b)
                                    a + b, a - b, a * b, lane by lane
     maximum(a, b)                  b where b > a, else a, lane by lane
+    any_greater(a, b)              whether a > b in any lane (False where either is NaN)
     leaky(v, slope)                v where v > 0, else slope * v, lane by lane
     opaque(offset)                 offset, hidden from LLVM's optimizer (see below)
     biased_leaky(v, bias, slope)   leaky(v + bias, slope)
@@ -359,6 +360,15 @@ subtract = lanewise(lambda builder, a, b: builder.fsub(a, b))
 multiply = lanewise(lambda builder, a, b: builder.fmul(a, b))
 divide = lanewise(lambda builder, a, b: builder.fdiv(a, b))
 maximum = lanewise(lambda builder, a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
+
+
+@intrinsic
+def any_greater(typingctx, a, b):
+    """Whether a > b in any lane: one compare into a lane mask and a test of it."""
+    def codegen(context, builder, signature, args):
+        mask = builder.bitcast(builder.fcmp_ordered(">", *args), ir.IntType(WIDTH))
+        return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(WIDTH), 0))
+    return types.boolean(VECTOR, VECTOR), codegen
 
 
 def build_leaky(builder, v, slope):
