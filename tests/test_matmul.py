@@ -490,7 +490,8 @@ def test_the_tile_loops_count_no_references():
     from pyai.kernels.numba_cpu.matmul_gathered import multiply_gathered
     attention_loops = (attention_forward.forward_block, attention_forward.tile_scores,
                        attention_forward.online_softmax, attention_forward.tile_values, attention_forward.tile_exps,
-                       attention_backward.key_tile_backward, attention_backward.tile_product,
+                       attention_backward.key_tile_backward, attention_backward.tile_probabilities,
+                       attention_backward.tile_score_gradients,
                        attention_backward.add_transposed, attention_backward.add_query_gradients)
     for loop in (multiply_block, pack_b_in_first_tiles, multiply_gathered, *attention_loops):
         assert loop.targetoptions.get("_nrt") is False, loop.py_func.__name__
