@@ -78,6 +78,8 @@ SHAPES = [
     (3, 6, 7, 3, 3, 3, 48, 1, "valid"),
     (2, 1, 1, 1, 5, 5, 80, 1, "same"),
     (2, 9, 33, 1, 3, 3, 64, 2, "same"),       # dx into one channel, phases of 16 and 17 pixels
+    (2, 1, 1, 1, 3, 3, 64, 1, "same"),        # ... dw three taps at a time: one pixel, two of its taps outside
+    (2, 3, 2, 2, 3, 3, 80, 1, "same"),        # ... two pixels a row, every output at an end
     (2, 8, 7, 2, 3, 3, 64, (2, 1), "valid"),
     # ... windows inside the image read at offsets from their corner, the others listed: a border
     # of 2 under 5x5 'same', a 3x2 kernel at strides (1, 2)
