@@ -73,6 +73,27 @@ def test_fill_first_lanes_sets_the_first_and_keeps_the_rest(rng, count, value):
     np.testing.assert_array_equal(out[filled:], x[filled:])
 
 
+@numba.njit
+def any_greater_of(a, b):
+    return simd.any_greater(simd.load(a, 0), simd.load(b, 0))
+
+
+@pytest.mark.parametrize("lane", [0, 1, WIDTH // 2, WIDTH - 1])
+def test_any_greater_answers_for_each_lane_and_not_for_nan(rng, lane):
+    """True where one lane of a is over b's, False where none is (equal lanes, NaN against
+    anything: an unordered compare is false)."""
+    b = rng.standard_normal(WIDTH).astype(np.float32)
+    a = b - np.float32(1)
+    assert not any_greater_of(a, b)
+    assert not any_greater_of(b.copy(), b)
+    a[lane] = b[lane] + np.float32(0.5)
+    assert any_greater_of(a, b)
+    a[lane] = np.nan
+    assert not any_greater_of(a, b)
+    a[lane], b[lane] = np.float32(1), np.nan
+    assert not any_greater_of(a, b)
+
+
 def test_intrinsics_refuse_what_they_cannot_address():
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous float32"):
         fma_of_slices(np.ones(64), np.ones(64), np.ones(64), np.ones(64), 1.0)
