@@ -17,9 +17,9 @@ import numba
 import numpy as np
 import pytest
 
-from pyai.kernels.numba_cpu import simd
-from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, micro_kernel, micro_kernel_reference, micro_kernel_strided,
-                                                 short_kernel_strided)
+from pyai.kernels.numba_cpu import matmul_micro, simd
+from pyai.kernels.numba_cpu.matmul_micro import (MR, NR, ROWS_PER_GROUP, micro_kernel, micro_kernel_reference,
+                                                 micro_kernel_strided, short_kernel_strided)
 
 WIDTH = simd.WIDTH
 
@@ -153,6 +153,25 @@ def test_a_short_tile_is_the_whole_tiles_first_rows(rng, held):
     np.testing.assert_array_equal(short[outside], c[outside])
 
 
+@pytest.mark.parametrize("held", range(1, MR))
+def test_a_ragged_row_major_sliver_read_in_place_gives_the_packed_tiles_floats(rng, held):
+    """half_kernel_rows / ragged_kernel_rows over A's last `held` rows, read where they lie at the
+    very end of A (a row past them would be past the array): their rows are the packed sliver's
+    tile's, bit for bit, and their first `held` rows are all the caller takes."""
+    depth, stride = 29, 34
+    a = rng.standard_normal(held * stride).astype(np.float32)
+    b = rng.standard_normal(depth * NR).astype(np.float32)
+    packed = np.zeros((depth, MR), np.float32)
+    packed[:, :held] = a.reshape(held, stride)[:, 3:3 + depth].T
+    in_place, whole = np.zeros((MR, NR), np.float32), np.zeros((MR, NR), np.float32)
+    kernel = matmul_micro.half_kernel_rows if held <= ROWS_PER_GROUP else matmul_micro.ragged_kernel_rows
+    kernel(a, 0, stride, 3, depth, b, 0, NR, in_place, 0, 0, False, held)
+    micro_kernel_strided(packed.reshape(-1), 0, depth, b, 0, NR, whole, 0, 0, False)
+    np.testing.assert_array_equal(in_place[:held], whole[:held])
+    expected = a.reshape(held, stride)[:, 3:3 + depth].astype(np.float64) @ b.reshape(depth, NR)
+    np.testing.assert_allclose(in_place[:held], expected, rtol=1e-5, atol=1e-4)
+
+
 TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micro_kernel_in_place"),
                 ("matmul_micro", "finished_in_place"), ("matmul_micro", "micro_kernel_rows"),
                 ("matmul_micro", "finished_rows"), ("matmul_micro", "narrow_kernel_strided"),
@@ -160,7 +179,8 @@ TILE_KERNELS = [("matmul_micro", "micro_kernel_strided"), ("matmul_micro", "micr
                 ("matmul_micro", "narrow_kernel_in_place"), ("matmul_gathered", "micro_kernel_gathered"),
                 ("matmul_gathered", "finished_gathered"), ("matmul_gathered", "graded_gathered"),
                 ("matmul_gathered", "micro_kernel_b_gathered"), ("matmul_micro", "eight_kernel_strided"),
-                ("matmul_micro", "half_kernel_strided")]
+                ("matmul_micro", "half_kernel_strided"), ("matmul_micro", "half_kernel_rows"),
+                ("matmul_micro", "ragged_kernel_rows")]
 # The tiles that run a row-major or packed A's products at this width (matmul.multiply_block): on
 # AVX-512 the 12-row in-place tiles serve only a transposed A; micro_kernel_rows the row-major one
 ROW_MAJOR_TILES = [tile for tile in TILE_KERNELS

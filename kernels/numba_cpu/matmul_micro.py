@@ -542,6 +542,46 @@ def micro_kernel_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, 
     write_tile(c, rows, col, top, bottom, accumulate)
 
 
+@numba.njit(cache=True)
+def clamped_row_addresses(a, start, stride, rows):
+    """row_addresses for a last sliver of `rows` rows (fewer than MR): the rows past them read the
+    last one again, where a row past A's end would be read (their sums are computed and never
+    stored: the tile goes to the edge tile, whose first `rows` rows are added to C)."""
+    last = rows - 1
+    return (opaque(address(a, start)), opaque(address(a, start + min(1, last) * stride)),
+            opaque(address(a, start + min(2, last) * stride)), opaque(address(a, start + min(3, last) * stride)),
+            opaque(address(a, start + min(4, last) * stride)), opaque(address(a, start + min(5, last) * stride)),
+            opaque(address(a, start + min(6, last) * stride)), opaque(address(a, start + min(7, last) * stride)),
+            opaque(address(a, start + min(8, last) * stride)), opaque(address(a, start + min(9, last) * stride)),
+            opaque(address(a, start + min(10, last) * stride)), opaque(address(a, start + min(11, last) * stride)))
+
+
+@numba.njit(void(*ROW_MAJOR, int64), cache=True)
+def ragged_kernel_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, row, col, accumulate, rows):
+    """micro_kernel_rows's tile for a row-major A's last sliver of `rows` rows, 7 to 11, read
+    where they lie (clamped_row_addresses), not packed first: the same FMAs in the same order as
+    from a packed sliver, so the same floats."""
+    at = clamped_row_addresses(a, a_start + first, a_stride, rows)
+    top = zero_rows()
+    bottom = zero_rows()
+    for p in range(depth):
+        top, bottom = rows_step(at, p, b, b_start, b_stride, top, bottom)
+    write_tile(c, consecutive(row), col, top, bottom, accumulate)
+
+
+@numba.njit(void(*ROW_MAJOR, int64), cache=True)
+def half_kernel_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, row, col, accumulate, rows):
+    """ragged_kernel_rows for a last sliver of at most ROWS_PER_GROUP rows: the first
+    ROWS_PER_GROUP rows of the tile only (as half_kernel_strided's of a packed sliver)."""
+    at = clamped_row_addresses(a, a_start + first, a_stride, rows)
+    top = zero_rows()
+    for p in range(depth):
+        b0 = load(b, b_start + p * b_stride)
+        b1 = load(b, b_start + p * b_stride + WIDTH)
+        top = fma_six_rows_at(at, 0, p, b0, b1, top)
+    write_six_rows(c, consecutive(row), 0, col, top, accumulate)
+
+
 @numba.njit(void(*ROW_MAJOR, READ_ONLY, EPILOGUE), cache=True)
 def finished_rows(a, a_start, a_stride, first, depth, b, b_start, b_stride, c, row, col, accumulate, bias, epilogue):
     rows = consecutive(row)
